@@ -1,0 +1,671 @@
+/*
+ * eval.c - `ember eval`: measures how good a model is and what it costs.
+ *
+ *   ember eval ppl    -m MODEL -f TEXT [-c CTX] [--chunks N]
+ *   ember eval mc     -m MODEL --task TASK [--data FILE] [--limit N]
+ *   ember eval kld    --base BASE -m MODEL -f TEXT [-c CTX] [--chunks N]
+ *   ember eval report [--models A B ...] [--tasks T ...] [-f TEXT]
+ *                     [--results R.json ...] [--price-per-hour USD] -o OUT.html
+ *
+ * The measurements themselves live in the library (src/eval); this file
+ * parses options, loads files, prints results and, for `report`, runs the
+ * evaluations and the speed benchmark for every model before writing the
+ * page.  Results go to stdout, progress and timings to stderr; `--json
+ * FILE` also saves a result record that `report --results` can read back.
+ * Bad input ends with one line on stderr and exit status 1; bad usage
+ * with exit status 2.
+ */
+#include "bench/bench.h"
+#include "cli/cli.h"
+#include "eval/eval.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* -------------------------------------------------------------- options */
+
+#define MAX_LIST 64
+
+typedef struct eval_opts {
+    const char *model, *base, *text, *data, *json, *out, *data_dir;
+    const char *models[MAX_LIST];   /* report: --models                     */
+    int n_models;
+    const char *results[MAX_LIST];  /* report: --results                    */
+    int n_results;
+    bool tasks[EM_TASK_COUNT];      /* report: --tasks; mc: --task          */
+    int n_tasks;
+    long n_ctx, n_chunks, n_threads, n_batch, limit, kv_ctx;
+    long bench_gen, bench_prompt, bench_reps;
+    bool no_bench;
+    double price;
+    em_type kv_type;
+    em_quality_metric quality;
+} eval_opts;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: ember eval <ppl|mc|kld|report> [options]\n"
+            "\n"
+            "  ember eval ppl -m MODEL -f TEXT [-c CTX] [--chunks N]\n"
+            "      perplexity, with llama-perplexity's conventions (chunks of CTX tokens,\n"
+            "      BOS first, second half of each chunk scored)\n"
+            "  ember eval mc -m MODEL --task TASK [--data FILE.jsonl] [--limit N]\n"
+            "      log-likelihood benchmark; TASK is arc_easy, arc_challenge, piqa,\n"
+            "      winogrande, hellaswag or lambada (data defaults to\n"
+            "      $EMBER_TEST_DATA/evals/TASK.jsonl)\n"
+            "  ember eval kld --base BASE.gguf -m MODEL.gguf -f TEXT [-c CTX] [--chunks N]\n"
+            "      KL divergence of MODEL from BASE, top-1 agreement and delta PPL\n"
+            "  ember eval report [--models A.gguf B.gguf ...] [--tasks T ...] [-f TEXT]\n"
+            "                    [--results R.json ...] [--price-per-hour USD] -o OUT.html\n"
+            "      runs (or reads) the evaluations and the speed benchmark and writes an\n"
+            "      HTML report of quality against cost, and OUT.json beside it\n"
+            "\n"
+            "common options:\n"
+            "  -c, --ctx-size N      tokens per chunk (ppl, kld: default 512) or longest\n"
+            "                        item (mc: default the model's training context)\n"
+            "      --chunks N        score only the first N chunks (default all)\n"
+            "      --limit N         score only the first N items (default all)\n"
+            "  -t, --threads N       worker threads (default: physical cores)\n"
+            "  -b, --batch-size N    rows per forward pass (default 512)\n"
+            "      --kv-type f16|f32 KV cache precision (default f16)\n"
+            "      --json FILE       also write the result record as JSON (ppl, mc, kld)\n"
+            "report options:\n"
+            "      --data-dir DIR    folder of the task files (default $EMBER_TEST_DATA/evals)\n"
+            "      --price-per-hour USD  price of this machine; cost is then USD per 1M tokens\n"
+            "                        (default: cost in ms per generated token)\n"
+            "      --quality auto|acc|ppl  the chart's quality axis (default auto: mean\n"
+            "                        accuracy when tasks ran, else perplexity)\n"
+            "      --kv-ctx N        KV positions counted in the memory column (default 4096)\n"
+            "      --bench-gen N, --bench-prompt N, --bench-reps N  speed test size\n"
+            "                        (default 32, 64, 2)\n"
+            "      --no-bench        do not measure speed (no cost axis)\n");
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double lo, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo) return false;
+    *out = v;
+    return true;
+}
+
+/* Adds a task name (or a comma-separated list of them). */
+static bool add_tasks(eval_opts *o, const char *list) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        em_mc_task t;
+        if (!em_mc_task_parse(tok, &t)) return false;
+        if (!o->tasks[t]) o->n_tasks++;
+        o->tasks[t] = true;
+    }
+    return true;
+}
+
+/*
+ * Parses argv[1..] into o.  `allowed` lists the long names the subcommand
+ * accepts (" --chunks --json "); anything else is a usage error.  Returns
+ * -1 to go on, or the exit status (0 for --help, 2 for a usage error).
+ */
+static int parse_opts(const char *cmd, int argc, char **argv, const char *allowed, eval_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_chunks = -1;
+    o->kv_type = EM_TYPE_F16;
+    o->bench_gen = 32;
+    o->bench_prompt = 64;
+    o->bench_reps = 2;
+    o->kv_ctx = 4096;
+    o->n_batch = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        /* Short options stand for their long names. */
+        const char *name = !strcmp(a, "-m")   ? "--model"
+                           : !strcmp(a, "-f") ? "--file"
+                           : !strcmp(a, "-c") ? "--ctx-size"
+                           : !strcmp(a, "-t") ? "--threads"
+                           : !strcmp(a, "-b") ? "--batch-size"
+                           : !strcmp(a, "-o") ? "--output"
+                                              : a;
+        char key[64];
+        snprintf(key, sizeof key, " %s ", name);
+        if (name[0] != '-' || !strstr(allowed, key)) {
+            fprintf(stderr, "ember eval %s: unknown option %s (see ember eval --help)\n", cmd, a);
+            return 2;
+        }
+        if (!strcmp(name, "--no-bench")) {
+            o->no_bench = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ember eval %s: %s needs a value\n", cmd, a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        bool ok = true;
+        if (!strcmp(name, "--model")) o->model = v;
+        else if (!strcmp(name, "--base")) o->base = v;
+        else if (!strcmp(name, "--file")) o->text = v;
+        else if (!strcmp(name, "--data")) o->data = v;
+        else if (!strcmp(name, "--data-dir")) o->data_dir = v;
+        else if (!strcmp(name, "--json")) o->json = v;
+        else if (!strcmp(name, "--output")) o->out = v;
+        else if (!strcmp(name, "--ctx-size")) ok = parse_long(v, 1, 1L << 24, &o->n_ctx);
+        else if (!strcmp(name, "--chunks")) ok = parse_long(v, 1, 1L << 30, &o->n_chunks);
+        else if (!strcmp(name, "--threads")) ok = parse_long(v, 1, 512, &o->n_threads);
+        else if (!strcmp(name, "--batch-size")) ok = parse_long(v, 1, 1L << 16, &o->n_batch);
+        else if (!strcmp(name, "--limit")) ok = parse_long(v, 1, 1L << 30, &o->limit);
+        else if (!strcmp(name, "--kv-ctx")) ok = parse_long(v, 0, 1L << 24, &o->kv_ctx);
+        else if (!strcmp(name, "--bench-gen")) ok = parse_long(v, 1, 1L << 16, &o->bench_gen);
+        else if (!strcmp(name, "--bench-prompt")) ok = parse_long(v, 0, 1L << 16, &o->bench_prompt);
+        else if (!strcmp(name, "--bench-reps")) ok = parse_long(v, 1, 100, &o->bench_reps);
+        else if (!strcmp(name, "--price-per-hour")) ok = parse_double(v, 0, &o->price);
+        else if (!strcmp(name, "--kv-type")) {
+            if (!strcmp(v, "f16")) o->kv_type = EM_TYPE_F16;
+            else if (!strcmp(v, "f32")) o->kv_type = EM_TYPE_F32;
+            else ok = false;
+        } else if (!strcmp(name, "--quality")) {
+            if (!strcmp(v, "auto")) o->quality = EM_QUALITY_AUTO;
+            else if (!strcmp(v, "acc")) o->quality = EM_QUALITY_ACC;
+            else if (!strcmp(v, "ppl")) o->quality = EM_QUALITY_PPL;
+            else ok = false;
+        } else if (!strcmp(name, "--task")) {
+            ok = o->n_tasks == 0 && add_tasks(o, v) && o->n_tasks == 1;
+        } else if (!strcmp(name, "--tasks") || !strcmp(name, "--models") || !strcmp(name, "--results")) {
+            /* A list: this value and every following one up to the next
+             * option. */
+            for (i--; i + 1 < argc && argv[i + 1][0] != '-'; i++) {
+                const char *item = argv[i + 1];
+                if (!strcmp(name, "--tasks")) {
+                    if (!add_tasks(o, item)) {
+                        fprintf(stderr, "ember eval %s: unknown task '%s'\n", cmd, item);
+                        return 2;
+                    }
+                } else {
+                    const char **list = !strcmp(name, "--models") ? o->models : o->results;
+                    int *cnt = !strcmp(name, "--models") ? &o->n_models : &o->n_results;
+                    if (*cnt >= MAX_LIST) {
+                        fprintf(stderr, "ember eval %s: more than %d files for %s\n", cmd, MAX_LIST, name);
+                        return 2;
+                    }
+                    list[(*cnt)++] = item;
+                }
+            }
+        }
+        if (!ok) {
+            fprintf(stderr, "ember eval %s: bad value for %s: '%s'\n", cmd, a, v);
+            return 2;
+        }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static em_model *load_model(const char *cmd, const char *path) {
+    em_model *m = NULL;
+    if (em_model_load(&m, path, NULL) != EM_OK) {
+        fprintf(stderr, "ember eval %s: %s\n", cmd, em_last_error());
+        return NULL;
+    }
+    return m;
+}
+
+/* Reads and tokenizes a whole text with BOS as the model adds it. */
+static int load_tokens(const char *cmd, const em_model *m, const char *path, em_token **toks, int32_t *n) {
+    size_t len = 0;
+    char *text = em_cli_read_file(path, &len);
+    if (!text) return 1;
+    if (len == 0) {
+        fprintf(stderr, "ember eval %s: %s is empty\n", cmd, path);
+        free(text);
+        return 1;
+    }
+    em_status st = em_eval_tokenize(em_model_vocab(m), text, len, true, toks, n);
+    free(text);
+    if (st != EM_OK) {
+        fprintf(stderr, "ember eval %s: cannot tokenize %s: %s\n", cmd, path, em_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+static void ppl_progress(void *user, int32_t done, int32_t total, double running) {
+    (void)user;
+    (void)total;
+    printf("[%d]%.4f,", done, running);
+    fflush(stdout);
+}
+
+static void kld_progress(void *user, int32_t done, int32_t total, double running) {
+    (void)user;
+    (void)total;
+    printf("[%d]%.6f,", done, running);
+    fflush(stdout);
+}
+
+/* Running accuracy on a terminal only, so that logs stay clean. */
+static void mc_progress(void *user, int32_t done, int32_t total, double running) {
+    const char *task = user;
+    if (!isatty(2)) return;
+    if (done == total || done % 10 == 0) {
+        fprintf(stderr, "\r%s: %d/%d acc %.4f", task, done, total, running);
+        if (done == total) fputc('\n', stderr);
+    }
+}
+
+static em_ppl_params ppl_params(const eval_opts *o) {
+    em_ppl_params p = em_ppl_default_params();
+    if (o->n_ctx > 0) p.n_ctx = (int32_t)o->n_ctx;
+    p.n_chunks = (int32_t)o->n_chunks;
+    p.n_threads = (int32_t)o->n_threads;
+    p.n_batch = (int32_t)o->n_batch;
+    p.kv_type = o->kv_type;
+    return p;
+}
+
+static em_mc_params mc_params(const eval_opts *o) {
+    em_mc_params p = em_mc_default_params();
+    p.n_ctx = (int32_t)o->n_ctx;
+    p.n_threads = (int32_t)o->n_threads;
+    p.n_batch = (int32_t)o->n_batch;
+    p.kv_type = o->kv_type;
+    return p;
+}
+
+/* The data file of a task: given, or under dir, or under
+ * $EMBER_TEST_DATA/evals.  NULL (with a message) when none is known. */
+static const char *task_path(const char *cmd, em_mc_task t, const char *given, const char *dir, char *buf,
+                             size_t size) {
+    if (given) return given;
+    if (dir) {
+        snprintf(buf, size, "%s/%s", dir, em_mc_task_file(t));
+        return buf;
+    }
+    const char *root = getenv("EMBER_TEST_DATA");
+    if (root && *root) {
+        snprintf(buf, size, "%s/evals/%s", root, em_mc_task_file(t));
+        return buf;
+    }
+    fprintf(stderr, "ember eval %s: no data for %s (give --data FILE or set EMBER_TEST_DATA)\n", cmd,
+            em_mc_task_name(t));
+    return NULL;
+}
+
+static void print_mc(const em_mc_result *r) {
+    printf("task: %s  items: %d\n", em_mc_task_name(r->task), r->n);
+    printf("acc      = %.4f +/- %.4f\n", r->acc, r->acc_se);
+    if (r->acc_norm >= 0) printf("acc_norm = %.4f +/- %.4f\n", r->acc_norm, r->acc_norm_se);
+    if (r->task == EM_TASK_LAMBADA) printf("ppl      = %.4f +/- %.4f\n", r->ppl, r->ppl_se);
+    fflush(stdout);
+}
+
+static int save_record(const char *cmd, const em_eval_record *r, const char *path) {
+    if (!path) return 0;
+    if (em_eval_record_save(r, path) != EM_OK) {
+        fprintf(stderr, "ember eval %s: %s\n", cmd, em_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static int cmd_ppl(int argc, char **argv) {
+    eval_opts o;
+    int rc = parse_opts("ppl", argc, argv, " --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ",
+                        &o);
+    if (rc >= 0) return rc;
+    if (!o.model || !o.text) {
+        fprintf(stderr, "ember eval ppl: give a model (-m) and a text (-f)\n");
+        return 2;
+    }
+    em_model *m = load_model("ppl", o.model);
+    if (!m) return 1;
+    em_token *toks = NULL;
+    int32_t n = 0;
+    rc = load_tokens("ppl", m, o.text, &toks, &n);
+    if (rc == 0) {
+        em_ppl_params p = ppl_params(&o);
+        em_ppl_result r;
+        if (em_eval_ppl(m, toks, n, &p, ppl_progress, NULL, &r) != EM_OK) {
+            fputc('\n', stdout);
+            fprintf(stderr, "ember eval ppl: %s\n", em_last_error());
+            rc = 1;
+        } else {
+            printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", r.ppl, r.ppl_se);
+            fflush(stdout);
+            fprintf(stderr, "ember eval ppl: %d tokens, %d chunks of %d, %lld tokens scored, %.2f s (%.1f tok/s)\n",
+                    r.n_tokens, r.n_chunks, r.n_ctx, (long long)r.n_scored, r.seconds,
+                    r.seconds > 0 ? (double)r.n_chunks * r.n_ctx / r.seconds : 0.0);
+            em_eval_record rec;
+            memset(&rec, 0, sizeof rec);
+            em_eval_record_describe(&rec, m, o.model);
+            rec.has_ppl = true;
+            rec.ppl = r.ppl;
+            rec.ppl_se = r.ppl_se;
+            rec.ppl_ctx = r.n_ctx;
+            rec.ppl_chunks = r.n_chunks;
+            snprintf(rec.ppl_text, sizeof rec.ppl_text, "%s", o.text);
+            rc = save_record("ppl", &rec, o.json);
+        }
+    }
+    free(toks);
+    em_model_free(m);
+    return rc;
+}
+
+static int cmd_mc(int argc, char **argv) {
+    eval_opts o;
+    int rc = parse_opts("mc", argc, argv,
+                        " --model --task --data --limit --ctx-size --threads --batch-size --kv-type --json ", &o);
+    if (rc >= 0) return rc;
+    if (!o.model || o.n_tasks != 1) {
+        fprintf(stderr, "ember eval mc: give a model (-m) and one --task (arc_easy, arc_challenge, piqa, "
+                        "winogrande, hellaswag, lambada)\n");
+        return 2;
+    }
+    em_mc_task task = EM_TASK_ARC_EASY;
+    for (int t = 0; t < EM_TASK_COUNT; t++)
+        if (o.tasks[t]) task = (em_mc_task)t;
+    char buf[1024];
+    const char *path = task_path("mc", task, o.data, NULL, buf, sizeof buf);
+    if (!path) return 2;
+    em_mc_data data;
+    if (em_mc_data_load(&data, task, path, (int32_t)o.limit) != EM_OK) {
+        fprintf(stderr, "ember eval mc: %s\n", em_last_error());
+        return 1;
+    }
+    em_model *m = load_model("mc", o.model);
+    if (!m) {
+        em_mc_data_free(&data);
+        return 1;
+    }
+    em_mc_params p = mc_params(&o);
+    em_mc_result r;
+    if (em_eval_mc(m, &data, &p, mc_progress, (void *)em_mc_task_name(task), &r) != EM_OK) {
+        fprintf(stderr, "ember eval mc: %s\n", em_last_error());
+        rc = 1;
+    } else {
+        print_mc(&r);
+        fprintf(stderr, "ember eval mc: %d items in %.2f s\n", r.n, r.seconds);
+        em_eval_record rec;
+        memset(&rec, 0, sizeof rec);
+        em_eval_record_describe(&rec, m, o.model);
+        rec.has_task[task] = true;
+        rec.task[task] = r;
+        rc = save_record("mc", &rec, o.json);
+    }
+    em_mc_data_free(&data);
+    em_model_free(m);
+    return rc;
+}
+
+static int cmd_kld(int argc, char **argv) {
+    eval_opts o;
+    int rc = parse_opts("kld", argc, argv,
+                        " --base --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ", &o);
+    if (rc >= 0) return rc;
+    if (!o.model || !o.base || !o.text) {
+        fprintf(stderr, "ember eval kld: give a base model (--base), a model (-m) and a text (-f)\n");
+        return 2;
+    }
+    em_model *base = load_model("kld", o.base);
+    if (!base) return 1;
+    em_model *m = load_model("kld", o.model);
+    if (!m) {
+        em_model_free(base);
+        return 1;
+    }
+    em_token *toks = NULL;
+    int32_t n = 0;
+    rc = 1;
+    if (em_eval_same_vocab(base, m) != EM_OK) {
+        fprintf(stderr, "ember eval kld: %s\n", em_last_error());
+    } else if (load_tokens("kld", base, o.text, &toks, &n) == 0) {
+        em_ppl_params p = ppl_params(&o);
+        em_kld_result r;
+        if (em_eval_kld(base, m, toks, n, &p, kld_progress, NULL, &r) != EM_OK) {
+            fputc('\n', stdout);
+            fprintf(stderr, "ember eval kld: %s\n", em_last_error());
+        } else {
+            printf("\n");
+            printf("chunks %d of %d tokens, %lld positions compared\n", r.n_chunks, r.n_ctx, (long long)r.n_scored);
+            printf("Mean    KLD: %.6f +/- %.6f\n", r.kld_mean, r.kld_se);
+            printf("99.0%%   KLD: %.6f\n", r.kld_p99);
+            printf("Maximum KLD: %.6f\n", r.kld_max);
+            printf("Same top-1 : %.3f +/- %.3f %%\n", 100 * r.top1, 100 * r.top1_se);
+            printf("PPL(base)  : %.4f\n", r.ppl_base);
+            printf("PPL(model) : %.4f\n", r.ppl_model);
+            printf("Delta PPL  : %+.4f\n", r.dppl);
+            fflush(stdout);
+            em_eval_record rec;
+            memset(&rec, 0, sizeof rec);
+            em_eval_record_describe(&rec, m, o.model);
+            rec.has_kld = true;
+            snprintf(rec.kld_base, sizeof rec.kld_base, "%s", o.base);
+            rec.kld = r;
+            rc = save_record("kld", &rec, o.json);
+        }
+    }
+    free(toks);
+    em_model_free(m);
+    em_model_free(base);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- report */
+
+/* The record of a model path, added when new; NULL when the list is full. */
+static em_eval_record *record_for(em_eval_record *recs, int32_t *n, const char *path) {
+    for (int32_t i = 0; i < *n; i++)
+        if (!strcmp(recs[i].model, path)) return &recs[i];
+    if (*n >= 2 * MAX_LIST) return NULL;
+    em_eval_record *r = &recs[(*n)++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->model, sizeof r->model, "%s", path);
+    return r;
+}
+
+/* Runs what the options ask for on one model and fills its record. */
+static int report_model(const eval_opts *o, em_eval_record *rec, bool run_evals) {
+    const char *path = rec->model;
+    em_model *m = load_model("report", path);
+    if (!m) return 1;
+    em_eval_record mine;
+    memset(&mine, 0, sizeof mine);
+    em_eval_record_describe(&mine, m, path);
+    int rc = 0;
+    if (run_evals && o->text) {
+        em_token *toks = NULL;
+        int32_t n = 0;
+        rc = load_tokens("report", m, o->text, &toks, &n);
+        if (rc == 0) {
+            em_ppl_params p = ppl_params(o);
+            em_ppl_result r;
+            if (em_eval_ppl(m, toks, n, &p, NULL, NULL, &r) != EM_OK) {
+                fprintf(stderr, "ember eval report: %s: %s\n", path, em_last_error());
+                rc = 1;
+            } else {
+                mine.has_ppl = true;
+                mine.ppl = r.ppl;
+                mine.ppl_se = r.ppl_se;
+                mine.ppl_ctx = r.n_ctx;
+                mine.ppl_chunks = r.n_chunks;
+                snprintf(mine.ppl_text, sizeof mine.ppl_text, "%s", o->text);
+                fprintf(stderr, "ember eval report: %s: PPL %.4f +/- %.4f\n", path, r.ppl, r.ppl_se);
+            }
+        }
+        free(toks);
+    }
+    for (int t = 0; t < EM_TASK_COUNT && rc == 0 && run_evals; t++) {
+        if (!o->tasks[t]) continue;
+        char buf[1024];
+        const char *dpath = task_path("report", (em_mc_task)t, NULL, o->data_dir, buf, sizeof buf);
+        em_mc_data data;
+        if (!dpath) {
+            rc = 2;
+            break;
+        }
+        if (em_mc_data_load(&data, (em_mc_task)t, dpath, (int32_t)o->limit) != EM_OK) {
+            fprintf(stderr, "ember eval report: %s\n", em_last_error());
+            rc = 1;
+            break;
+        }
+        /* -c is the perplexity chunk here; items may use the model's
+         * whole training context. */
+        em_mc_params p = mc_params(o);
+        p.n_ctx = 0;
+        em_mc_result r;
+        if (em_eval_mc(m, &data, &p, NULL, NULL, &r) != EM_OK) {
+            fprintf(stderr, "ember eval report: %s: %s\n", path, em_last_error());
+            rc = 1;
+        } else {
+            mine.has_task[t] = true;
+            mine.task[t] = r;
+            fprintf(stderr, "ember eval report: %s: %s acc %.4f (%d items)\n", path, em_mc_task_name((em_mc_task)t),
+                    r.acc, r.n);
+        }
+        em_mc_data_free(&data);
+    }
+    if (rc == 0 && !o->no_bench && !rec->has_speed) {
+        em_bench_params bp = em_bench_default_params();
+        bp.n_gen = (int32_t)o->bench_gen;
+        bp.n_prompt = (int32_t)o->bench_prompt;
+        bp.reps = (int32_t)o->bench_reps;
+        bp.n_threads = (int32_t)o->n_threads;
+        em_bench_result br;
+        if (em_bench_model(m, &bp, &br) != EM_OK) {
+            fprintf(stderr, "ember eval report: %s: benchmark: %s\n", path, em_last_error());
+            rc = 1;
+        } else {
+            mine.has_speed = true;
+            mine.tg_tok_s = br.tg_avg_ts;
+            mine.pp_tok_s = br.pp_avg_ts;
+            mine.bench_threads = bp.n_threads > 0 ? bp.n_threads : em_physical_cores();
+            fprintf(stderr, "ember eval report: %s: %.1f generated tok/s\n", path, br.tg_avg_ts);
+        }
+    }
+    em_model_free(m);
+    /* Fresh measurements win over ones read from --results. */
+    em_eval_record_merge(rec, &mine);
+    return rc;
+}
+
+/* OUT.html -> OUT.json (or OUT + ".json" without an .html ending). */
+static void json_beside(const char *html, char *buf, size_t size) {
+    size_t n = strlen(html);
+    if (n > 5 && !strcmp(html + n - 5, ".html")) snprintf(buf, size, "%.*s.json", (int)(n - 5), html);
+    else if (n > 4 && !strcmp(html + n - 4, ".htm")) snprintf(buf, size, "%.*s.json", (int)(n - 4), html);
+    else snprintf(buf, size, "%s.json", html);
+}
+
+static int cmd_report(int argc, char **argv) {
+    eval_opts o;
+    int rc = parse_opts("report", argc, argv,
+                        " --models --tasks --results --file --ctx-size --chunks --limit --threads --batch-size "
+                        "--kv-type --data-dir --price-per-hour --quality --kv-ctx --bench-gen --bench-prompt "
+                        "--bench-reps --no-bench --output ",
+                        &o);
+    if (rc >= 0) return rc;
+    if (!o.out) {
+        fprintf(stderr, "ember eval report: give the output file (-o report.html)\n");
+        return 2;
+    }
+    if (o.n_models == 0 && o.n_results == 0) {
+        fprintf(stderr, "ember eval report: give --models and/or --results\n");
+        return 2;
+    }
+    if (o.n_models > 0 && !o.text && o.n_tasks == 0 && o.no_bench) {
+        fprintf(stderr, "ember eval report: nothing to measure (give -f TEXT, --tasks, or allow the benchmark)\n");
+        return 2;
+    }
+    em_eval_record *recs = calloc(2 * MAX_LIST, sizeof *recs);
+    if (!recs) return 1;
+    int32_t n = 0;
+    rc = 0;
+    for (int i = 0; i < o.n_results && rc == 0; i++) {
+        em_eval_record r;
+        if (em_eval_record_load(&r, o.results[i]) != EM_OK) {
+            fprintf(stderr, "ember eval report: %s\n", em_last_error());
+            rc = 1;
+            break;
+        }
+        em_eval_record *dst = record_for(recs, &n, r.model);
+        if (!dst) {
+            fprintf(stderr, "ember eval report: too many models\n");
+            rc = 2;
+            break;
+        }
+        em_eval_record_merge(dst, &r);
+    }
+    for (int i = 0; i < o.n_models && rc == 0; i++) {
+        em_eval_record *dst = record_for(recs, &n, o.models[i]);
+        if (!dst) {
+            fprintf(stderr, "ember eval report: too many models\n");
+            rc = 2;
+            break;
+        }
+        rc = report_model(&o, dst, true);
+    }
+    /* Models known only from --results still need their speed, measured
+     * here on this machine. */
+    for (int32_t i = 0; i < n && rc == 0; i++) {
+        if (recs[i].has_speed || o.no_bench) continue;
+        bool listed = false;
+        for (int j = 0; j < o.n_models; j++) listed = listed || !strcmp(o.models[j], recs[i].model);
+        if (!listed) rc = report_model(&o, &recs[i], false);
+    }
+    if (rc == 0) {
+        em_report_params rp = {
+            .price_per_hour = o.price,
+            .kv_ctx = (int32_t)o.kv_ctx,
+            .quality = o.quality,
+        };
+        char jpath[1024];
+        json_beside(o.out, jpath, sizeof jpath);
+        if (em_report_write(recs, n, &rp, o.out, jpath) != EM_OK) {
+            fprintf(stderr, "ember eval report: %s\n", em_last_error());
+            rc = 1;
+        } else {
+            printf("wrote %s and %s (%d models)\n", o.out, jpath, n);
+        }
+    }
+    free(recs);
+    return rc;
+}
+
+int em_cli_eval(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *sub = argv[1];
+    if (!strcmp(sub, "-h") || !strcmp(sub, "--help") || !strcmp(sub, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(sub, "ppl") || !strcmp(sub, "perplexity")) return cmd_ppl(argc - 1, argv + 1);
+    if (!strcmp(sub, "mc")) return cmd_mc(argc - 1, argv + 1);
+    if (!strcmp(sub, "kld")) return cmd_kld(argc - 1, argv + 1);
+    if (!strcmp(sub, "report")) return cmd_report(argc - 1, argv + 1);
+    fprintf(stderr, "ember eval: unknown command '%s' (ppl, mc, kld, report)\n", sub);
+    return 2;
+}

@@ -1,0 +1,86 @@
+/*
+ * main.c - `ember <command>`: dispatches to the subcommands.  Only this
+ * program's main ever exits the process.
+ */
+#include "cli/cli.h"
+#include "ember.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "ember %s - efficient LLM inference for GGUF models\n"
+            "\n"
+            "usage: ember <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run        generate text from a model\n"
+            "  tokenize   convert text to token ids\n"
+            "  inspect    show a GGUF file's metadata and tensors\n"
+            "  quantize   convert a model to another tensor type or mix\n"
+            "  bench      measure prompt and generation speed against the roofline\n"
+            "  eval       perplexity, multiple-choice accuracy, KL divergence, reports\n"
+            "\n"
+            "  ember <command> --help    options of one command\n"
+            "  ember --version           print the version\n",
+            EMBER_VERSION);
+}
+
+char *em_cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "ember: cannot open %s\n", path);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        cap *= 2;
+        char *nb = realloc(buf, cap + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+        }
+        buf = nb;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        fprintf(stderr, "ember: cannot read %s\n", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("ember %s\n", EMBER_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "run")) return em_cli_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize")) return em_cli_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect")) return em_cli_inspect(argc - 1, argv + 1);
+    if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
+    fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,227 @@
+/*
+ * context.c - creating an engine instance, batches, and em_decode: the one
+ * entry point through which every front end runs the model.
+ */
+#include "model/context.h"
+#include "ops/attention.h"
+#include "ops/ops.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+em_context_params em_context_default_params(void) {
+    em_context_params p = {
+        .n_ctx = 0,
+        .n_batch = 512,
+        .n_threads = 0,
+        .kv_type = EM_TYPE_F16,
+        .n_seq_max = 1,
+    };
+    return p;
+}
+
+static void *alloc_floats(size_t n, bool *ok) {
+    void *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) *ok = false;
+    return p;
+}
+
+em_status em_context_init(em_context **out, const em_model *model, const em_context_params *params) {
+    if (!out || !model) return em_error(EM_ERR_INVALID_ARG, "context: no model");
+    if (!model->layers) return em_error(EM_ERR_INVALID_ARG, "context: the model was loaded vocab-only");
+    em_context_params p = params ? *params : em_context_default_params();
+    const em_hparams *hp = &model->hp;
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (p.n_threads <= 0) p.n_threads = em_physical_cores();
+    if (p.n_seq_max <= 0) p.n_seq_max = 1;
+    if (p.n_seq_max > EM_KV_MAX_SEQ)
+        return em_error(EM_ERR_INVALID_ARG, "context: n_seq_max %d exceeds %d", p.n_seq_max, EM_KV_MAX_SEQ);
+    if (p.n_ctx > (1 << 24) || p.n_batch > (1 << 16) || p.n_threads > 512)
+        return em_error(EM_ERR_INVALID_ARG, "context: n_ctx %d / n_batch %d / threads %d out of range",
+                        p.n_ctx, p.n_batch, p.n_threads);
+
+    em_context *c = calloc(1, sizeof *c);
+    if (!c) return em_error(EM_ERR_NOMEM, "context: out of memory");
+    c->model = model;
+    c->params = p;
+    em_status st = em_threadpool_init(&c->pool, p.n_threads);
+    if (st != EM_OK) goto fail;
+    st = em_kv_init(&c->kv, p.n_ctx, hp->n_layer, (int64_t)hp->n_head_kv * hp->head_dim,
+                    (int64_t)hp->n_head_kv * hp->head_dim_v, p.kv_type, hp->head_dim, hp->head_dim_v);
+    if (st != EM_OK) goto fail;
+
+    size_t nb = (size_t)p.n_batch;
+    size_t q_dim = (size_t)hp->n_head * hp->head_dim, o_dim = (size_t)hp->n_head * hp->head_dim_v;
+    bool ok = true;
+    c->x = alloc_floats(nb * hp->n_embd, &ok);
+    c->xn = alloc_floats(nb * hp->n_embd, &ok);
+    c->q = alloc_floats(nb * q_dim, &ok);
+    c->k = alloc_floats(nb * (size_t)c->kv.k_width, &ok);
+    c->v = alloc_floats(nb * (size_t)c->kv.v_width, &ok);
+    c->att = alloc_floats(nb * o_dim, &ok);
+    c->ff_gate = alloc_floats(nb * hp->n_ff, &ok);
+    c->ff_up = alloc_floats(nb * hp->n_ff, &ok);
+    c->rope_cos = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
+    c->rope_sin = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
+    c->inv_freq = alloc_floats((size_t)(hp->n_rot / 2), &ok);
+    c->att_scratch = alloc_floats((size_t)p.n_threads *
+                                      em_attention_scratch(hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v),
+                                  &ok);
+    c->cells = calloc(nb, sizeof *c->cells);
+    c->seq = calloc(nb, sizeof *c->seq);
+    c->pos = calloc(nb, sizeof *c->pos);
+    c->out_rows = calloc(nb, sizeof *c->out_rows);
+    c->logit_of = calloc(nb, sizeof *c->logit_of);
+    /* Quantized activations take at most 4 bytes per element (F32 rows for
+     * float weights; 8-bit blocks take less). */
+    size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
+    c->qbuf_size = nb * (widest * sizeof(float) + 64);
+    c->qbuf = malloc(c->qbuf_size);
+    if (!ok || !c->cells || !c->seq || !c->pos || !c->out_rows || !c->logit_of || !c->qbuf) {
+        st = em_error(EM_ERR_NOMEM, "context: cannot allocate scratch for a batch of %d", p.n_batch);
+        goto fail;
+    }
+    /* theta_i = pos * freq_scale * base^(-2i/n_rot), divided by the model's
+     * per-pair factor where it has one (Llama 3 long-context scaling). */
+    const float *ff = model->rope_freqs.data;
+    for (int i = 0; i < hp->n_rot / 2; i++) {
+        double f = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
+        if (ff) f /= ff[i];
+        c->inv_freq[i] = (float)f;
+    }
+    *out = c;
+    return EM_OK;
+fail:
+    em_context_free(c);
+    return st;
+}
+
+void em_context_free(em_context *c) {
+    if (!c) return;
+    em_threadpool_free(c->pool);
+    em_kv_free(&c->kv);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->ff_gate);
+    free(c->ff_up);
+    free(c->qbuf);
+    free(c->rope_cos);
+    free(c->rope_sin);
+    free(c->inv_freq);
+    free(c->att_scratch);
+    free(c->cells);
+    free(c->seq);
+    free(c->pos);
+    free(c->out_rows);
+    free(c->logits);
+    free(c->logit_of);
+    free(c);
+}
+
+int32_t em_context_n_ctx(const em_context *c) { return c->params.n_ctx; }
+
+/* ------------------------------------------------------------------ batch */
+
+em_status em_batch_init(em_batch *b, int32_t capacity) {
+    memset(b, 0, sizeof *b);
+    if (capacity <= 0) return em_error(EM_ERR_INVALID_ARG, "batch: capacity must be positive");
+    b->token = malloc((size_t)capacity * sizeof *b->token);
+    b->pos = malloc((size_t)capacity * sizeof *b->pos);
+    b->seq_id = malloc((size_t)capacity * sizeof *b->seq_id);
+    b->logits = malloc((size_t)capacity * sizeof *b->logits);
+    if (!b->token || !b->pos || !b->seq_id || !b->logits) {
+        em_batch_free(b);
+        return em_error(EM_ERR_NOMEM, "batch: out of memory");
+    }
+    b->capacity = capacity;
+    return EM_OK;
+}
+
+void em_batch_free(em_batch *b) {
+    free(b->token);
+    free(b->pos);
+    free(b->seq_id);
+    free(b->logits);
+    memset(b, 0, sizeof *b);
+}
+
+void em_batch_clear(em_batch *b) { b->n_tokens = 0; }
+
+em_status em_batch_add(em_batch *b, em_token token, em_pos pos, em_seq_id seq, bool want_logits) {
+    if (b->n_tokens >= b->capacity) return em_error(EM_ERR_INVALID_ARG, "batch: full (%d rows)", b->capacity);
+    int32_t i = b->n_tokens++;
+    b->token[i] = token;
+    b->pos[i] = pos;
+    b->seq_id[i] = seq;
+    b->logits[i] = want_logits ? 1 : 0;
+    return EM_OK;
+}
+
+/* ----------------------------------------------------------------- decode */
+
+em_status em_decode(em_context *c, const em_batch *b) {
+    const em_hparams *hp = &c->model->hp;
+    if (!b || b->n_tokens <= 0) return em_error(EM_ERR_INVALID_ARG, "decode: empty batch");
+    if (b->n_tokens > c->params.n_batch)
+        return em_error(EM_ERR_INVALID_ARG, "decode: batch of %d rows exceeds n_batch %d", b->n_tokens,
+                        c->params.n_batch);
+    int32_t n = b->n_tokens, n_out = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (b->token[i] < 0 || b->token[i] >= hp->n_vocab)
+            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: token %d outside the vocabulary (%d)", i,
+                            b->token[i], hp->n_vocab);
+        if (b->pos[i] < 0 || b->pos[i] >= (1 << 30))
+            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: bad position %d", i, b->pos[i]);
+        if (b->seq_id[i] < 0 || b->seq_id[i] >= c->params.n_seq_max)
+            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: sequence %d outside [0, %d)", i, b->seq_id[i],
+                            c->params.n_seq_max);
+        if (b->logits[i]) c->out_rows[n_out++] = i;
+    }
+    /* Grow the logits buffer only when more rows than ever before ask. */
+    if (n_out > c->logits_cap) {
+        float *nl = realloc(c->logits, (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
+        if (!nl) return em_error(EM_ERR_NOMEM, "decode: cannot allocate logits for %d rows", n_out);
+        c->logits = nl;
+        c->logits_cap = n_out;
+    }
+    em_status st = em_kv_alloc(&c->kv, n, b->seq_id, b->pos, c->cells);
+    if (st != EM_OK) return st;
+    memcpy(c->seq, b->seq_id, (size_t)n * sizeof *c->seq);
+    memcpy(c->pos, b->pos, (size_t)n * sizeof *c->pos);
+    for (int32_t i = 0; i < n; i++) c->logit_of[i] = -1;
+    for (int32_t i = 0; i < n_out; i++) c->logit_of[c->out_rows[i]] = i;
+    c->n_logit_rows = n;
+    return em_forward(c, b->token, n, n_out);
+}
+
+const float *em_get_logits(em_context *c, int32_t i) {
+    if (i < 0 || i >= c->n_logit_rows || c->logit_of[i] < 0) return NULL;
+    return c->logits + (size_t)c->logit_of[i] * (size_t)c->model->hp.n_vocab;
+}
+
+void em_kv_remove(em_context *c, em_seq_id seq, em_pos p0, em_pos p1) {
+    if (seq >= c->params.n_seq_max) return;
+    em_kv_drop(&c->kv, seq, p0, p1);
+}
+
+void em_kv_clear(em_context *c) { em_kv_drop(&c->kv, -1, 0, -1); }
+
+void em_kv_seq_cp(em_context *c, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1) {
+    if (src < 0 || dst < 0 || src >= c->params.n_seq_max || dst >= c->params.n_seq_max) return;
+    em_kv_share(&c->kv, src, dst, p0, p1);
+}
+
+em_pos em_kv_seq_pos_max(const em_context *c, em_seq_id seq) {
+    em_pos mx = 0;
+    if (seq < 0 || seq >= EM_KV_MAX_SEQ) return 0;
+    for (int32_t j = 0; j < c->kv.hi; j++)
+        if (c->kv.pos[j] >= 0 && em_kv_sees(&c->kv, j, seq) && c->kv.pos[j] + 1 > mx) mx = c->kv.pos[j] + 1;
+    return mx;
+}

@@ -1,0 +1,293 @@
+/*
+ * load.c - from a GGUF file to an em_model: read the hyperparameters of
+ * the architecture, then bind every weight to its place in the mapping,
+ * checking each tensor's shape and type against what the forward pass will
+ * assume.  A model that loads is a model the forward pass can run.
+ */
+#include "model/model.h"
+#include "quant/quant.h"
+#include "tokenizer/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+em_model_params em_model_default_params(void) {
+    em_model_params p = {.use_mmap = true, .vocab_only = false};
+    return p;
+}
+
+/* ------------------------------------------------------- hyperparameters */
+
+/* Reads "<arch>.<suffix>" as an int32, with a default when absent. */
+static em_status get_arch_i32(const em_model *m, const char *suffix, int32_t *out,
+                              bool required, int32_t def) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    int64_t v;
+    em_status st = em_gguf_get_i64(m->gguf, key, &v);
+    if (st == EM_ERR_NOT_FOUND) {
+        if (required) return em_error(EM_ERR_FORMAT, "model: missing metadata key %s", key);
+        *out = def;
+        return EM_OK;
+    }
+    if (st != EM_OK) return em_error(EM_ERR_FORMAT, "model: metadata key %s is not an integer", key);
+    if (v < 0 || v > INT32_MAX) return em_error(EM_ERR_FORMAT, "model: %s = %lld is out of range", key, (long long)v);
+    *out = (int32_t)v;
+    return EM_OK;
+}
+
+static em_status get_arch_f32(const em_model *m, const char *suffix, float *out, float def) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    em_status st = em_gguf_get_f32(m->gguf, key, out);
+    if (st == EM_ERR_NOT_FOUND) {
+        *out = def;
+        return EM_OK;
+    }
+    if (st != EM_OK) return em_error(EM_ERR_FORMAT, "model: metadata key %s is not a float", key);
+    return EM_OK;
+}
+
+static em_status read_hparams(em_model *m) {
+    em_hparams *hp = &m->hp;
+    em_status st;
+#define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+    TRY(get_arch_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
+    TRY(get_arch_i32(m, "embedding_length", &hp->n_embd, true, 0));
+    TRY(get_arch_i32(m, "block_count", &hp->n_layer, true, 0));
+    TRY(get_arch_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
+    TRY(get_arch_i32(m, "attention.head_count", &hp->n_head, true, 0));
+    TRY(get_arch_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
+        hp->n_layer > 4096 || hp->n_head > 4096)
+        return em_error(EM_ERR_FORMAT, "model: implausible sizes (n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d)",
+                        hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
+    if (hp->n_head % hp->n_head_kv)
+        return em_error(EM_ERR_FORMAT, "model: head_count %d is not a multiple of head_count_kv %d",
+                        hp->n_head, hp->n_head_kv);
+    int32_t def_hd = hp->n_embd % hp->n_head ? 0 : hp->n_embd / hp->n_head;
+    TRY(get_arch_i32(m, "attention.key_length", &hp->head_dim, false, def_hd));
+    TRY(get_arch_i32(m, "attention.value_length", &hp->head_dim_v, false, hp->head_dim));
+    if (hp->head_dim <= 0 || hp->head_dim_v <= 0 || hp->head_dim % 2)
+        return em_error(EM_ERR_FORMAT, "model: bad head size %d/%d", hp->head_dim, hp->head_dim_v);
+    TRY(get_arch_i32(m, "rope.dimension_count", &hp->n_rot, false, hp->head_dim));
+    if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
+        return em_error(EM_ERR_FORMAT, "model: rope.dimension_count %d does not fit head size %d", hp->n_rot, hp->head_dim);
+    TRY(get_arch_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
+    TRY(get_arch_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
+    TRY(get_arch_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
+    if (!(hp->norm_eps >= 0) || !(hp->rope_base > 0))
+        return em_error(EM_ERR_FORMAT, "model: bad epsilon or rope base");
+
+    /* Linear RoPE scaling divides positions by the factor. */
+    float factor = 0;
+    char key[160];
+    em_gguf_str stype;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
+    bool linear = em_gguf_get_str(m->gguf, key, &stype) == EM_OK && em_gguf_str_eq(stype, "linear");
+    TRY(get_arch_f32(m, "rope.scaling.factor", &factor, 0));
+    if (!linear) {
+        /* Older files name the linear factor on its own key. */
+        TRY(get_arch_f32(m, "rope.scale_linear", &factor, 0));
+        linear = factor > 0;
+    }
+    hp->rope_freq_scale = (linear && factor > 0) ? 1.0f / factor : 1.0f;
+    hp->rope_type = m->arch == EM_ARCH_LLAMA ? EM_ROPE_NORM : EM_ROPE_NEOX;
+#undef TRY
+    return EM_OK;
+}
+
+/* --------------------------------------------------------------- weights */
+
+/* Binds a tensor and checks its shape: ne0/ne1 are the expected sizes
+ * (ne1 = 0 for a vector).  Absent optional tensors leave t->data NULL. */
+static em_status bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    const em_gguf_tensor *gt = em_gguf_find_tensor(m->gguf, name);
+    memset(t, 0, sizeof *t);
+    if (!gt) {
+        if (required) return em_error(EM_ERR_FORMAT, "model: missing tensor %s", name);
+        return EM_OK;
+    }
+    uint32_t want_dims = ne1 ? 2 : 1;
+    bool ok = gt->ne[0] == ne0 && (ne1 ? gt->ne[1] == ne1 : gt->ne[1] == 1) && gt->ne[2] == 1 && gt->ne[3] == 1;
+    if (!ok)
+        return em_error(EM_ERR_FORMAT,
+                        "model: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld%s%lld] (%u dims)",
+                        name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
+                        (long long)gt->ne[3], (long long)ne0, ne1 ? ", " : "", ne1 ? (long long)ne1 : 0LL,
+                        want_dims);
+    const em_type_traits *tr = em_get_type_traits(gt->type);
+    if (!tr || !tr->can_dequant)
+        return em_error(EM_ERR_UNSUPPORTED, "model: tensor %s has type %s, which ember cannot compute with",
+                        name, em_type_name(gt->type) ? em_type_name(gt->type) : "?");
+    /* Matmul weights are dotted with activations quantized to the weight's
+     * vec_dot_type, whose blocks must tile the row too. */
+    const em_type_traits *vt = em_get_type_traits(tr->vec_dot_type);
+    if (ne1 && (!vt || ne0 % vt->block_size))
+        return em_error(EM_ERR_UNSUPPORTED, "model: tensor %s: row length %lld does not fit type %s",
+                        name, (long long)ne0, tr->name);
+    t->type = gt->type;
+    for (int i = 0; i < 4; i++) t->ne[i] = gt->ne[i];
+    t->row_bytes = em_row_size(gt->type, gt->ne[0]);
+    t->data = gt->data;
+    return EM_OK;
+}
+
+static em_status bind_weights(em_model *m) {
+    const em_hparams *hp = &m->hp;
+    em_status st;
+    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    int64_t k_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    int64_t v_dim = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+#define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+    TRY(bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
+    TRY(bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true));
+    TRY(bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
+    if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    TRY(bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
+    if (m->rope_freqs.data && m->rope_freqs.type != EM_TYPE_F32)
+        return em_error(EM_ERR_UNSUPPORTED, "model: rope_freqs.weight must be F32");
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
+    for (int il = 0; il < hp->n_layer; il++) {
+        em_layer *l = &m->layers[il];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+        TRY(bind(m, &l->attn_norm, NAME("attn_norm.weight"), hp->n_embd, 0, true));
+        TRY(bind(m, &l->wq, NAME("attn_q.weight"), hp->n_embd, q_dim, true));
+        TRY(bind(m, &l->wk, NAME("attn_k.weight"), hp->n_embd, k_dim, true));
+        TRY(bind(m, &l->wv, NAME("attn_v.weight"), hp->n_embd, v_dim, true));
+        TRY(bind(m, &l->wo, NAME("attn_output.weight"), o_dim, hp->n_embd, true));
+        bool bias = m->arch == EM_ARCH_QWEN2;
+        TRY(bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
+        TRY(bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
+        TRY(bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
+        bool qk_norm = m->arch == EM_ARCH_QWEN3;
+        TRY(bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
+        TRY(bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
+        TRY(bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
+        TRY(bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
+#undef NAME
+    }
+    /* Vectors the forward pass reads as floats must be F32. */
+    const em_tensor *vecs[] = {&m->output_norm};
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++)
+        if (vecs[i]->type != EM_TYPE_F32) return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
+    for (int il = 0; il < hp->n_layer; il++) {
+        em_layer *l = &m->layers[il];
+        const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm};
+        for (size_t i = 0; i < sizeof lv / sizeof *lv; i++)
+            if (lv[i]->data && lv[i]->type != EM_TYPE_F32)
+                return em_error(EM_ERR_UNSUPPORTED, "model: layer %d: norm and bias vectors must be F32", il);
+    }
+#undef TRY
+    return EM_OK;
+}
+
+/* ------------------------------------------------------------------ load */
+
+static em_status arch_from_name(em_model *m) {
+    static const struct { const char *name; em_arch arch; } table[] = {
+        {"llama", EM_ARCH_LLAMA},
+        {"mistral", EM_ARCH_LLAMA},
+        {"qwen2", EM_ARCH_QWEN2},
+        {"qwen3", EM_ARCH_QWEN3},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+        if (!strcmp(m->arch_name, table[i].name)) {
+            m->arch = table[i].arch;
+            return EM_OK;
+        }
+    return em_error(EM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (llama, mistral, qwen2, qwen3)",
+                    m->arch_name);
+}
+
+static void copy_str(char *dst, size_t size, em_gguf_str s) {
+    size_t n = s.len < size - 1 ? (size_t)s.len : size - 1;
+    memcpy(dst, s.ptr, n);
+    dst[n] = '\0';
+}
+
+em_status em_model_load(em_model **out, const char *path, const em_model_params *params) {
+    if (!out || !path) return em_error(EM_ERR_INVALID_ARG, "model: no path given");
+    em_model_params defaults = em_model_default_params();
+    if (!params) params = &defaults;
+    em_model *m = calloc(1, sizeof *m);
+    if (!m) return em_error(EM_ERR_NOMEM, "model: out of memory");
+    em_status st = em_gguf_open(&m->gguf, path);
+    if (st != EM_OK) goto fail;
+
+    em_gguf_str s;
+    if (em_gguf_get_str(m->gguf, "general.architecture", &s) != EM_OK) {
+        st = em_error(EM_ERR_FORMAT, "model: %s has no general.architecture", path);
+        goto fail;
+    }
+    copy_str(m->arch_name, sizeof m->arch_name, s);
+    if (em_gguf_get_str(m->gguf, "general.name", &s) == EM_OK) copy_str(m->name, sizeof m->name, s);
+
+    if ((st = em_vocab_load(&m->vocab, m->gguf)) != EM_OK) goto fail;
+    if (params->vocab_only) {
+        *out = m;
+        return EM_OK;
+    }
+    if ((st = arch_from_name(m)) != EM_OK) goto fail;
+    if ((st = read_hparams(m)) != EM_OK) goto fail;
+
+    /* The vocabulary size is the embedding's, which may exceed the
+     * tokenizer's (padded vocabularies). */
+    const em_gguf_tensor *te = em_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!te) {
+        st = em_error(EM_ERR_FORMAT, "model: missing tensor token_embd.weight");
+        goto fail;
+    }
+    if (te->ne[1] < em_vocab_n_tokens(m->vocab) || te->ne[1] > INT32_MAX) {
+        st = em_error(EM_ERR_FORMAT, "model: token_embd.weight has %lld rows for %d tokens",
+                      (long long)te->ne[1], em_vocab_n_tokens(m->vocab));
+        goto fail;
+    }
+    m->hp.n_vocab = (int32_t)te->ne[1];
+    if ((st = bind_weights(m)) != EM_OK) goto fail;
+
+    for (int64_t i = 0; i < em_gguf_n_tensors(m->gguf); i++) {
+        const em_gguf_tensor *t = em_gguf_tensor_at(m->gguf, i);
+        m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+        m->n_bytes += t->size;
+    }
+    *out = m;
+    return EM_OK;
+fail:
+    em_model_free(m);
+    return st;
+}
+
+void em_model_free(em_model *m) {
+    if (!m) return;
+    em_vocab_free(m->vocab);
+    free(m->layers);
+    em_gguf_close(m->gguf);
+    free(m);
+}
+
+const em_vocab *em_model_vocab(const em_model *m) { return m->vocab; }
+int32_t em_model_n_vocab(const em_model *m) { return m->hp.n_vocab ? m->hp.n_vocab : em_vocab_n_tokens(m->vocab); }
+int32_t em_model_n_embd(const em_model *m) { return m->hp.n_embd; }
+int32_t em_model_n_layer(const em_model *m) { return m->hp.n_layer; }
+int32_t em_model_n_ctx_train(const em_model *m) { return m->hp.n_ctx_train; }
+uint64_t em_model_n_params(const em_model *m) { return m->n_params; }
+uint64_t em_model_size(const em_model *m) { return m->n_bytes; }
+const char *em_model_arch(const em_model *m) { return m->arch_name; }
+
+int32_t em_model_desc(const em_model *m, char *buf, size_t size) {
+    double p = (double)m->n_params;
+    const char *unit = "";
+    if (p >= 1e9) { p /= 1e9; unit = "B"; }
+    else if (p >= 1e6) { p /= 1e6; unit = "M"; }
+    else if (p >= 1e3) { p /= 1e3; unit = "K"; }
+    /* The most common matmul weight type names the file's quantization. */
+    const char *ty = m->layers ? em_type_name(m->layers[0].w_gate.type) : "vocab";
+    return snprintf(buf, size, "%s %.0f%s %s", m->arch_name, p, unit, ty ? ty : "?");
+}

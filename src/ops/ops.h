@@ -1,0 +1,46 @@
+/*
+ * ops.h - the operations of the forward pass, on float rows.  Each takes
+ * plain arrays with their shapes in the comments; the parallel ones take
+ * the thread pool and split their work by output rows.
+ */
+#ifndef EM_OPS_H
+#define EM_OPS_H
+
+#include "core/threadpool.h"
+#include "model/model.h"
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i] for i < n; w may be NULL.
+ * out may alias x. */
+void em_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+
+/* Rotates the first n_rot dims of each of n_heads heads of width head_dim
+ * in x[n_heads * head_dim] by the angles whose cosines and sines are in
+ * cs[n_rot / 2] and sn[n_rot / 2]. */
+void em_rope(float *x, int n_heads, int head_dim, int n_rot, const float *cs, const float *sn,
+             em_rope_type type);
+
+/* out[i] = silu(gate[i]) * up[i]; out may alias gate. */
+void em_swiglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* In-place softmax of x[n]. */
+void em_softmax(float *x, int64_t n);
+
+/*
+ * out[r][j] = dot(W row j, x row r) for r < n_rows, j < W->ne[1].
+ * x is [n_rows][W->ne[0]] floats, out [n_rows][out_stride] floats.  The
+ * activations are first quantized into qbuf (which must hold n_rows rows of
+ * the weight's vec_dot_type) unless `prequantized` says qbuf already holds
+ * them.  Work is split by weight rows across the pool.
+ */
+void em_matmul(em_threadpool *tp, float *out, int64_t out_stride, const em_tensor *W,
+               const float *x, int64_t n_rows, void *qbuf, bool prequantized);
+
+/* Quantizes n_rows rows of x[n_rows][k] into the vec_dot_type of weight
+ * type t, written contiguously into qbuf. */
+void em_quantize_activations(em_type t, const float *x, int64_t n_rows, int64_t k, void *qbuf);
+
+/* Bytes em_quantize_activations needs per row of k elements for weights of
+ * type t. */
+size_t em_activation_row_size(em_type t, int64_t k);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * quant.h - tensor element formats: sizes, dequantization, quantization
+ * and the scalar dot-product kernels every SIMD kernel is tested against.
+ *
+ * Matmul convention: a weight row of type T is dotted with an activation
+ * row that has first been quantized to em_type_traits(T)->vec_dot_type
+ * (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1 for Q4_1/Q5_1, Q8_K for the
+ * K-quants and IQ4_XS, F32 for F32/F16/BF16).
+ */
+#ifndef EM_QUANT_H
+#define EM_QUANT_H
+
+#include "core/core.h"
+
+typedef struct em_type_traits {
+    const char *name;     /* "Q4_K"                                        */
+    int64_t block_size;   /* elements per block (1 for float types)        */
+    size_t type_size;     /* bytes per block                               */
+    bool is_quantized;
+    bool can_dequant;     /* ember can read this type                      */
+    bool can_quantize;    /* ember can write this type                     */
+    em_type vec_dot_type; /* activation format for em_vec_dot              */
+} em_type_traits;
+
+/* NULL for ids outside the enum or holes in it. */
+const em_type_traits *em_get_type_traits(em_type t);
+
+/* Bytes of a row of n elements; 0 if n is not a multiple of the block. */
+size_t em_row_size(em_type t, int64_t n);
+
+/* Converts n elements (a multiple of the block size) to float. */
+em_status em_dequantize_row(em_type t, const void *src, float *dst, int64_t n);
+
+/* Reference quantizer: n floats (a multiple of the block size) to type t.
+ * imatrix may be NULL (importance weights per column, [n]). */
+em_status em_quantize_row(em_type t, const float *src, void *dst, int64_t n,
+                          const float *imatrix);
+
+/* Dot product of n elements: w is a row of type t, a a row of
+ * em_get_type_traits(t)->vec_dot_type.  Scalar reference kernel. */
+float em_vec_dot_generic(em_type t, int64_t n, const void *w, const void *a);
+
+/* The dispatching dot product (SIMD where available, else generic). */
+float em_vec_dot(em_type t, int64_t n, const void *w, const void *a);
+
+/* Which kernel set em_vec_dot uses: "avx2" or "generic" (EMBER_CPU=generic
+ * forces the latter). */
+const char *em_vec_dot_isa(void);
+
+#endif /* EM_QUANT_H */

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Acceptance of `ember run` on the real stories260K model: greedy output
+# must equal the reference implementation's text, with no prompt and with
+# a prompt, and bad invocations must fail cleanly.
+set -u
+: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
+if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+M="$EMBER_TEST_DATA/models/stories260K.gguf"
+REF="$EMBER_TEST_DATA/models/stories260K.expected.md"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok: $1"; }
+bad() { fail=$((fail+1)); echo "FAIL: $1"; }
+
+# The reference texts are the fenced blocks of the .md file, in order.
+awk '/^```$/{n++; next} n%2==1 {print > ("'"$tmp"'/ref" int((n+1)/2) ".txt")}' "$REF"
+
+for kv in f16 f32; do
+  # No prompt: 200 tokens after BOS.
+  "$EMBER_BIN" run -m "$M" --temp 0 -n 200 -t 2 --kv-type $kv >"$tmp/out1.txt" 2>"$tmp/err1.txt"
+  rc=$?
+  if [ $rc -eq 0 ] && cmp -s <(sed -e '$a\' "$tmp/out1.txt") "$tmp/ref1.txt"; then ok "no prompt, 200 tokens, kv $kv"
+  else bad "no prompt, kv $kv (rc $rc)"; diff <(cat "$tmp/out1.txt") "$tmp/ref1.txt" | head -5; fi
+
+  # Prompt "Once upon a time": 64 positions in all, BOS and prompt included.
+  # The reference prints the prompt too; ember does not echo it.
+  n_prompt=$("$EMBER_BIN" tokenize -m "$M" --ids -p "Once upon a time" | tr -cd ',' | wc -c)
+  n_prompt=$((n_prompt + 1))
+  # llama2.c counts positions: BOS and the prompt take P-1 steps, then it samples until pos 64.
+  n_gen=$((65 - n_prompt))
+  "$EMBER_BIN" run -m "$M" --temp 0 -n $n_gen -p "Once upon a time" --kv-type $kv >"$tmp/out2.txt" 2>"$tmp/err2.txt"
+  rc=$?
+  if [ $rc -eq 0 ] && cmp -s <({ printf 'Once upon a time'; cat "$tmp/out2.txt"; } | sed -e '$a\') "$tmp/ref2.txt"; then
+    ok "prompt, $n_gen tokens, kv $kv"
+  else bad "prompt, kv $kv (rc $rc)"; { printf 'Once upon a time'; cat "$tmp/out2.txt"; } | diff - "$tmp/ref2.txt" | head -5; fi
+done
+
+# Timings go to stderr, not stdout.
+grep -q "generation" "$tmp/err1.txt" && ok "timings on stderr" || bad "no timings on stderr"
+
+# Seeded sampling is reproducible.
+a=$("$EMBER_BIN" run -m "$M" --temp 1 --seed 7 -n 40 2>/dev/null)
+b=$("$EMBER_BIN" run -m "$M" --temp 1 --seed 7 -n 40 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ] && ok "seeded sampling reproducible" || bad "seeded sampling differs"
+
+# Every format of the tiny-256 model runs.
+for f in "$EMBER_TEST_DATA"/models/tiny-256/*.gguf "$EMBER_TEST_DATA/models/llama-2-tiny-random.gguf"; do
+  if "$EMBER_BIN" run -m "$f" -p "Once upon a time" -n 8 --temp 0 >/dev/null 2>"$tmp/err.txt"; then ok "runs $(basename "$f")"
+  else bad "runs $(basename "$f"): $(tail -1 "$tmp/err.txt")"; fi
+done
+
+# Bad input: clear one-line errors, non-zero exit, no crash.
+head -c 5000 "$M" >"$tmp/trunc.gguf"
+"$EMBER_BIN" run -m "$tmp/trunc.gguf" -n 4 >/dev/null 2>"$tmp/e.txt"; rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e.txt")" -eq 1 ] && ok "truncated model: $(cat "$tmp/e.txt")" || bad "truncated model rc $rc"
+"$EMBER_BIN" run -m /nonexistent.gguf >/dev/null 2>&1; [ $? -eq 1 ] && ok "missing model" || bad "missing model"
+"$EMBER_BIN" run -m "$M" -n abc >/dev/null 2>&1; [ $? -eq 2 ] && ok "bad -n" || bad "bad -n"
+"$EMBER_BIN" run -m "$M" --bogus >/dev/null 2>&1; [ $? -eq 2 ] && ok "unknown option" || bad "unknown option"
+"$EMBER_BIN" run -m "$M" -c 8 -p "Once upon a time there was a little girl named Lily" >/dev/null 2>"$tmp/e.txt"; rc=$?
+[ $rc -eq 1 ] && grep -q "context" "$tmp/e.txt" && ok "prompt beyond context" || bad "prompt beyond context rc $rc"
+"$EMBER_BIN" --version | grep -q "^ember " && ok "--version" || bad "--version"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,444 @@
+#!/usr/bin/python3
+"""reference.py - ember's independent NumPy reference forward pass.
+
+This file knows nothing of ember's C code.  It reads a GGUF file itself
+(metadata and F32/F16/BF16 tensors), runs the transformer forward pass for
+every position of a token sequence in float64, and compares logits that
+ember wrote (tests/tools/dump_logits) against its own.
+
+Architectures, with the conventions llama.cpp uses for them:
+  llama  RMSNorm, SwiGLU FFN, "normal" RoPE rotating adjacent pairs
+         (x[2i], x[2i+1]); optional GQA, rope_freqs.weight (Llama 3 frequency
+         divisors), linear RoPE scaling, tied output, and a Mistral-style
+         sliding window ({arch}.attention.sliding_window: the query at
+         position p sees keys at positions > p - window).
+  qwen2  llama + biases on Q, K and V, NEOX RoPE pairing (x[i], x[i+d/2]).
+  qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
+         before RoPE, NEOX RoPE; head size from attention.key_length may
+         differ from n_embd / n_head.
+
+RoPE angle for pair i of a head rotating n_rot dims at position pos:
+  theta = pos * freq_scale * base^(-2i / n_rot) / rope_freqs[i]
+Attention scores are scaled by 1/sqrt(head_dim), causal, and query head h
+reads KV head h // (n_head / n_head_kv).
+
+Error measure (compare): per position, max_j |engine_j - ref_j| divided by
+max_j |ref_j| (the row's logit scale); the result is the maximum over all
+positions.  Scaling by the row maximum rather than per element keeps logits
+near zero from turning float32 rounding into huge relative errors, while
+still being a relative bound: 1e-4 means every logit is within 1e-4 of the
+largest logit's magnitude.
+
+Commands (all write one-line results to stdout, errors to stderr):
+  reference.py info MODEL
+  reference.py logits MODEL --tokens 1,2,3 --out FILE.f32
+  reference.py compare MODEL --tokens 1,2,3 --engine A.f32 [B.f32 ...] [--tol 1e-4] [--label L]
+  reference.py greedy MODEL [--n 20] [--expect IDS.txt]
+  reference.py selftest MODEL --tokens 1,2,3   (each feature must matter)
+
+Exit status: 0 pass, 1 mismatch or failure, 2 usage or file error.
+Needs only Python 3 and NumPy (Debian: python3-numpy).
+"""
+
+import argparse
+import struct
+import sys
+
+import numpy as np
+
+# ------------------------------------------------------------------ GGUF ---
+
+GGUF_MAGIC = b"GGUF"
+
+# Scalar metadata value types: id -> (struct format, size).
+_SCALAR = {
+    0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2),
+    4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4), 7: ("<?", 1),
+    10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8),
+}
+_T_STRING, _T_ARRAY = 8, 9
+
+# Tensor types this reader can turn into floats: ggml type id -> name.
+_F32, _F16, _BF16 = 0, 1, 30
+
+
+class GGUFError(Exception):
+    pass
+
+
+class GGUF:
+    """A GGUF file: .kv maps key -> value, .tensors maps name -> info."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.buf = f.read()
+        self.pos = 0
+        if self._take(4) != GGUF_MAGIC:
+            raise GGUFError("%s: not a GGUF file" % path)
+        self.version = self._u32()
+        if self.version not in (2, 3):
+            raise GGUFError("%s: GGUF version %d unsupported" % (path, self.version))
+        n_tensors, n_kv = self._u64(), self._u64()
+        self.kv = {}
+        for _ in range(n_kv):
+            key = self._str()
+            self.kv[key] = self._value(self._u32())
+        self.tensors = {}
+        for _ in range(n_tensors):
+            name = self._str()
+            n_dims = self._u32()
+            ne = [self._u64() for _ in range(n_dims)]
+            ttype = self._u32()
+            offset = self._u64()
+            self.tensors[name] = (ne, ttype, offset)
+        align = int(self.kv.get("general.alignment", 32))
+        self.data_start = (self.pos + align - 1) // align * align
+
+    def _take(self, n):
+        if self.pos + n > len(self.buf):
+            raise GGUFError("truncated file")
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def _u32(self):
+        return struct.unpack("<I", self._take(4))[0]
+
+    def _u64(self):
+        return struct.unpack("<Q", self._take(8))[0]
+
+    def _str(self):
+        return self._take(self._u64()).decode("utf-8", errors="replace")
+
+    def _value(self, t):
+        if t in _SCALAR:
+            fmt, size = _SCALAR[t]
+            return struct.unpack(fmt, self._take(size))[0]
+        if t == _T_STRING:
+            return self._str()
+        if t == _T_ARRAY:
+            et, n = self._u32(), self._u64()
+            if et in _SCALAR:
+                fmt, size = _SCALAR[et]
+                raw = self._take(size * n)
+                return list(struct.unpack("<%d%s" % (n, fmt[1]), raw))
+            return [self._value(et) for _ in range(n)]
+        raise GGUFError("unknown metadata type %d" % t)
+
+    def tensor(self, name):
+        """The tensor as float64 with NumPy shape ne reversed (ne[0] last)."""
+        if name not in self.tensors:
+            return None
+        ne, ttype, offset = self.tensors[name]
+        count = int(np.prod(ne)) if ne else 1
+        start = self.data_start + offset
+        if ttype == _F32:
+            a = np.frombuffer(self.buf, dtype="<f4", count=count, offset=start)
+        elif ttype == _F16:
+            a = np.frombuffer(self.buf, dtype="<f2", count=count, offset=start)
+        elif ttype == _BF16:
+            u = np.frombuffer(self.buf, dtype="<u2", count=count, offset=start)
+            a = (u.astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise GGUFError("tensor %s has type %d; the reference reads F32/F16/BF16 only"
+                            % (name, ttype))
+        return a.astype(np.float64).reshape(list(reversed(ne)))
+
+
+# ------------------------------------------------------------ the model ---
+
+class Model:
+    """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
+
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+
+    def __init__(self, path):
+        g = GGUF(path)
+        self.g = g
+        arch = g.kv.get("general.architecture")
+        if arch not in self.ARCHS:
+            raise GGUFError("architecture %r unsupported (%s)" % (arch, ", ".join(self.ARCHS)))
+        self.arch = arch
+
+        def key(suffix, default=None):
+            v = g.kv.get("%s.%s" % (arch, suffix), default)
+            if v is None:
+                raise GGUFError("missing key %s.%s" % (arch, suffix))
+            return v
+
+        self.n_embd = int(key("embedding_length"))
+        self.n_layer = int(key("block_count"))
+        self.n_ff = int(key("feed_forward_length"))
+        self.n_head = int(key("attention.head_count"))
+        self.n_head_kv = int(key("attention.head_count_kv", self.n_head))
+        self.head_dim = int(key("attention.key_length", self.n_embd // self.n_head))
+        self.head_dim_v = int(key("attention.value_length", self.head_dim))
+        self.n_rot = int(key("rope.dimension_count", self.head_dim))
+        self.eps = float(key("attention.layer_norm_rms_epsilon", 1e-5))
+        self.rope_base = float(key("rope.freq_base", 10000.0))
+        self.n_swa = int(key("attention.sliding_window", 0))
+
+        # llama.cpp: the scaling type defaults to linear, and the factor
+        # (new key, else the old one) applies whenever it is present.
+        stype = key("rope.scaling.type", "linear")
+        factor = float(key("rope.scaling.factor", 0.0)) or float(key("rope.scale_linear", 0.0))
+        if stype not in ("linear", "none"):
+            raise GGUFError("rope scaling type %r unsupported by the reference" % stype)
+        self.freq_scale = 1.0 / factor if (stype == "linear" and factor) else 1.0
+
+        self.neox = arch in ("qwen2", "qwen3")
+        self.tok_embd = g.tensor("token_embd.weight")          # [n_vocab, n_embd]
+        self.n_vocab = self.tok_embd.shape[0]
+        self.output_norm = g.tensor("output_norm.weight")      # [n_embd]
+        out = g.tensor("output.weight")                        # [n_vocab, n_embd]
+        self.tied = out is None
+        self.output = self.tok_embd if out is None else out
+        self.rope_freqs = g.tensor("rope_freqs.weight")        # [n_rot/2] or None
+        self.layers = []
+        for il in range(self.n_layer):
+            def t(name, required=True):
+                w = g.tensor("blk.%d.%s" % (il, name))
+                if w is None and required:
+                    raise GGUFError("missing tensor blk.%d.%s" % (il, name))
+                return w
+            self.layers.append({
+                "attn_norm": t("attn_norm.weight"),              # [n_embd]
+                "wq": t("attn_q.weight"),      # [n_head*head_dim, n_embd]
+                "wk": t("attn_k.weight"),      # [n_head_kv*head_dim, n_embd]
+                "wv": t("attn_v.weight"),      # [n_head_kv*head_dim_v, n_embd]
+                "wo": t("attn_output.weight"), # [n_embd, n_head*head_dim_v]
+                "bq": t("attn_q.bias", False),
+                "bk": t("attn_k.bias", False),
+                "bv": t("attn_v.bias", False),
+                "q_norm": t("attn_q_norm.weight", False),        # [head_dim]
+                "k_norm": t("attn_k_norm.weight", False),        # [head_dim]
+                "ffn_norm": t("ffn_norm.weight"),
+                "w_gate": t("ffn_gate.weight"),  # [n_ff, n_embd]
+                "w_up": t("ffn_up.weight"),      # [n_ff, n_embd]
+                "w_down": t("ffn_down.weight"),  # [n_embd, n_ff]
+            })
+        if self.arch == "qwen2" and self.layers[0]["bq"] is None:
+            raise GGUFError("qwen2 model without attn_q.bias")
+        if self.arch == "qwen3" and self.layers[0]["q_norm"] is None:
+            raise GGUFError("qwen3 model without attn_q_norm.weight")
+
+        # Feature switches the selftest flips to prove each one matters.
+        self.ignore = set()
+
+    # ---- building blocks ----
+
+    def rmsnorm(self, x, w):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
+
+    def rope(self, x, pos):
+        """x: [T, heads, head_dim]; rotates the first n_rot dims of each head."""
+        half = self.n_rot // 2
+        i = np.arange(half, dtype=np.float64)
+        freq = self.rope_base ** (-2.0 * i / self.n_rot)
+        if "rope_scale" not in self.ignore:
+            freq = freq * self.freq_scale
+        if self.rope_freqs is not None and "rope_freqs" not in self.ignore:
+            freq = freq / self.rope_freqs
+        theta = pos[:, None].astype(np.float64) * freq[None, :]   # [T, half]
+        cos = np.cos(theta)[:, None, :]
+        sin = np.sin(theta)[:, None, :]
+        out = x.copy()
+        neox = self.neox != ("rope_type" in self.ignore)
+        if neox:
+            a, b = x[..., :half], x[..., half:self.n_rot]
+            out[..., :half] = a * cos - b * sin
+            out[..., half:self.n_rot] = a * sin + b * cos
+        else:
+            a, b = x[..., 0:self.n_rot:2], x[..., 1:self.n_rot:2]
+            out[..., 0:self.n_rot:2] = a * cos - b * sin
+            out[..., 1:self.n_rot:2] = a * sin + b * cos
+        return out
+
+    def attention(self, L, h, pos):
+        T = h.shape[0]
+        q = h @ L["wq"].T
+        k = h @ L["wk"].T
+        v = h @ L["wv"].T
+        if L["bq"] is not None and "bias" not in self.ignore:
+            q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+        q = q.reshape(T, self.n_head, self.head_dim)
+        k = k.reshape(T, self.n_head_kv, self.head_dim)
+        v = v.reshape(T, self.n_head_kv, self.head_dim_v)
+        if L["q_norm"] is not None and "qk_norm" not in self.ignore:
+            q = self.rmsnorm(q, L["q_norm"])
+            k = self.rmsnorm(k, L["k_norm"])
+        if "rope" not in self.ignore:
+            q = self.rope(q, pos)
+            k = self.rope(k, pos)
+
+        # mask[i, j]: may query i see key j?
+        mask = pos[None, :] <= pos[:, None]
+        if self.n_swa > 0 and "swa" not in self.ignore:
+            mask &= pos[None, :] > pos[:, None] - self.n_swa
+        group = self.n_head // self.n_head_kv
+        out = np.zeros((T, self.n_head, self.head_dim_v))
+        for hh in range(self.n_head):
+            kv = hh % self.n_head_kv if "gqa_map" in self.ignore else hh // group
+            s = (q[:, hh, :] @ k[:, kv, :].T) / np.sqrt(self.head_dim)
+            s = np.where(mask, s, -np.inf)
+            s = s - s.max(axis=1, keepdims=True)
+            p = np.exp(s)
+            p /= p.sum(axis=1, keepdims=True)
+            out[:, hh, :] = p @ v[:, kv, :]
+        return out.reshape(T, self.n_head * self.head_dim_v) @ L["wo"].T
+
+    def forward(self, tokens):
+        """Logits [T, n_vocab] for tokens at positions 0..T-1."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.size == 0 or tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            raise GGUFError("tokens must be in [0, %d)" % self.n_vocab)
+        pos = np.arange(len(tokens))
+        x = self.tok_embd[tokens]
+        for L in self.layers:
+            x = x + self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos)
+            h = self.rmsnorm(x, L["ffn_norm"])
+            g = h @ L["w_gate"].T
+            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L["w_up"].T)) @ L["w_down"].T
+        x = self.rmsnorm(x, self.output_norm)
+        return x @ self.output.T
+
+
+# ---------------------------------------------------------- comparisons ---
+
+def max_rel_error(engine, ref):
+    """Max over rows of max|engine - ref| / max|ref| (see the file comment)."""
+    scale = np.maximum(np.abs(ref).max(axis=1), 1e-30)
+    return float((np.abs(engine - ref).max(axis=1) / scale).max())
+
+
+def parse_tokens(s):
+    try:
+        return [int(t) for t in s.replace(" ", ",").split(",") if t != ""]
+    except ValueError:
+        raise GGUFError("bad token list %r" % s)
+
+
+def cmd_info(m, args):
+    print("arch %s n_vocab %d n_embd %d n_layer %d n_head %d n_head_kv %d head_dim %d "
+          "n_ff %d n_rot %d rope_base %g freq_scale %g swa %d tied %s rope_freqs %s" % (
+              m.arch, m.n_vocab, m.n_embd, m.n_layer, m.n_head, m.n_head_kv, m.head_dim,
+              m.n_ff, m.n_rot, m.rope_base, m.freq_scale, m.n_swa, m.tied,
+              m.rope_freqs is not None))
+    return 0
+
+
+def cmd_logits(m, args):
+    m.forward(parse_tokens(args.tokens)).astype("<f4").tofile(args.out)
+    return 0
+
+
+def cmd_compare(m, args):
+    """One line: the label, each engine file's error, and a verdict."""
+    import os
+    tokens = parse_tokens(args.tokens)
+    ref = m.forward(tokens)
+    parts, ok = [], True
+    for path in args.engine:
+        name = os.path.basename(path)
+        got = np.fromfile(path, dtype="<f4")
+        if got.size != ref.size:
+            parts.append("%s has %d floats, expected %d (%d positions x %d vocab)"
+                         % (name, got.size, ref.size, ref.shape[0], ref.shape[1]))
+            ok = False
+            continue
+        got = got.reshape(ref.shape).astype(np.float64)
+        if not np.all(np.isfinite(got)):
+            parts.append("%s has non-finite logits" % name)
+            ok = False
+            continue
+        err = max_rel_error(got, ref)
+        agree = int((got.argmax(axis=1) == ref.argmax(axis=1)).sum())
+        parts.append("%s %.2e (argmax %d/%d)" % (name, err, agree, len(tokens)))
+        ok = ok and err <= args.tol
+    print("%s %s: max rel error %s; tol %g" % ("PASS" if ok else "FAIL", args.label or args.model,
+                                              ", ".join(parts), args.tol))
+    return 0 if ok else 1
+
+
+def cmd_greedy(m, args):
+    bos = int(m.g.kv.get("tokenizer.ggml.bos_token_id", 1))
+    seq = [bos]
+    for _ in range(args.n):
+        seq.append(int(np.argmax(m.forward(seq)[-1])))
+    got = seq[1:]
+    print("greedy: " + " ".join(map(str, got)))
+    if args.expect:
+        with open(args.expect) as f:
+            want = [int(t) for t in f.read().split()][:args.n]
+        if got[:len(want)] != want:
+            print("FAIL: expected " + " ".join(map(str, want)))
+            return 1
+        print("ok: the first %d greedy ids match %s" % (len(want), args.expect))
+    return 0
+
+
+def cmd_selftest(m, args):
+    """Switches off each feature the model uses; the logits must move far
+    beyond the tolerance, or the comparison could not catch an engine that
+    gets that feature wrong."""
+    tokens = parse_tokens(args.tokens)
+    base = m.forward(tokens)
+    feats = ["rope", "rope_type"]
+    if m.n_head_kv < m.n_head and m.n_head_kv > 1:
+        feats.append("gqa_map")
+    if m.rope_freqs is not None:
+        feats.append("rope_freqs")
+    if m.freq_scale != 1.0:
+        feats.append("rope_scale")
+    if m.n_swa > 0:
+        feats.append("swa")
+    if m.layers[0]["bq"] is not None:
+        feats.append("bias")
+    if m.layers[0]["q_norm"] is not None:
+        feats.append("qk_norm")
+    bad = 0
+    for f in feats:
+        m.ignore = {f}
+        err = max_rel_error(m.forward(tokens), base)
+        m.ignore = set()
+        ok = err > 100 * args.tol
+        bad += not ok
+        print("%s without %s: logits move by %.3g" % ("ok" if ok else "FAIL", f, err))
+    return 1 if bad else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info")
+    p.add_argument("model")
+    p = sub.add_parser("logits")
+    p.add_argument("model")
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("compare")
+    p.add_argument("model")
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--engine", nargs="+", required=True)
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--label")
+    p = sub.add_parser("greedy")
+    p.add_argument("model")
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--expect")
+    p = sub.add_parser("selftest")
+    p.add_argument("model")
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--tol", type=float, default=1e-4)
+    args = ap.parse_args()
+    try:
+        m = Model(args.model)
+        return {"info": cmd_info, "logits": cmd_logits, "compare": cmd_compare,
+                "greedy": cmd_greedy, "selftest": cmd_selftest}[args.cmd](m, args)
+    except (GGUFError, OSError) as e:
+        print("reference.py: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

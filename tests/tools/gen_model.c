@@ -1,0 +1,453 @@
+/*
+ * gen_model.c - writes a small random-weight F32 model for the NumPy
+ * reference check (tests/ref/test_numpy_ref.sh).
+ *
+ *   gen_model OUT.gguf ARCH [options]
+ *
+ * ARCH is llama, qwen2 (adds Q/K/V biases) or qwen3 (adds per-head Q/K
+ * RMSNorm weights and always writes attention.key_length/value_length).
+ * Options, one model variant per invocation:
+ *
+ *   --seed S            weights from this seed (default 1)
+ *   --n-embd N          residual width (64)
+ *   --n-layer N         blocks (2)
+ *   --n-head N          query heads (4)
+ *   --n-head-kv N       key/value heads (n-head); fewer means GQA
+ *   --head-dim N        head size (n-embd / n-head); another value writes
+ *                       attention.key_length and .value_length
+ *   --n-ff N            feed-forward width (192)
+ *   --n-vocab N         vocabulary size (512)
+ *   --n-ctx N           context_length (256)
+ *   --rope-base B       rope.freq_base (10000)
+ *   --tied              no output.weight: the output reuses token_embd
+ *   --swa W             attention.sliding_window = W (Mistral-style)
+ *   --rope-freqs        a Llama 3 style rope_freqs.weight tensor
+ *   --rope-linear F     rope.scaling.type "linear", rope.scaling.factor F
+ *   --tokenizer-from P  copy the tokenizer.* keys of GGUF file P instead of
+ *                       writing the built-in tiny SentencePiece vocabulary
+ *
+ * Key and tensor names, types and shapes are those llama.cpp's loader
+ * expects: counts are u32, floats f32, and a weight that maps n_in to n_out
+ * has ne = [n_in, n_out].
+ *
+ * Weight scales: a matrix gets std gain / sqrt(n_in), so every projection
+ * keeps activations near unit size whatever the widths.  Q and K use gain
+ * 2.5 (and qwen3's Q/K norm weights sit near 2) so that attention is sharp:
+ * with near-uniform attention a wrong RoPE or mask would barely move the
+ * logits and the comparison could not catch it.  Norm weights are 1 plus
+ * noise and biases are large enough to matter, for the same reason.
+ */
+#include "gguf/gguf.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- options */
+
+typedef struct gen_opts {
+    const char *out;
+    const char *arch;
+    const char *tokenizer_from;
+    uint64_t seed;
+    int n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx;
+    float rope_base;
+    bool tied;
+    int swa;
+    bool rope_freqs;
+    float rope_linear;
+} gen_opts;
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: gen_model OUT.gguf llama|qwen2|qwen3 [--seed S] [--n-embd N] [--n-layer N]\n"
+            "       [--n-head N] [--n-head-kv N] [--head-dim N] [--n-ff N] [--n-vocab N] [--n-ctx N]\n"
+            "       [--rope-base B] [--tied] [--swa W] [--rope-freqs] [--rope-linear F]\n"
+            "       [--tokenizer-from FILE.gguf]\n");
+}
+
+/* Parses a whole decimal integer in [lo, hi]. */
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+static bool parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static int parse_args(int argc, char **argv, gen_opts *o) {
+    if (argc < 3) return -1;
+    memset(o, 0, sizeof *o);
+    o->out = argv[1];
+    o->arch = argv[2];
+    o->seed = 1;
+    o->n_embd = 64;
+    o->n_layer = 2;
+    o->n_head = 4;
+    o->n_ff = 192;
+    o->n_vocab = 512;
+    o->n_ctx = 256;
+    o->rope_base = 10000.0f;
+    if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3")) {
+        fprintf(stderr, "gen_model: unknown architecture '%s' (llama, qwen2, qwen3)\n", o->arch);
+        return -1;
+    }
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true, takes = true;
+        int seed = 0;
+        if (!strcmp(a, "--tied")) o->tied = true, takes = false;
+        else if (!strcmp(a, "--rope-freqs")) o->rope_freqs = true, takes = false;
+        else if (!v) ok = false;
+        else if (!strcmp(a, "--seed")) ok = parse_int(v, 0, 0x7fffffff, &seed), o->seed = (uint64_t)seed;
+        else if (!strcmp(a, "--n-embd")) ok = parse_int(v, 2, 1 << 14, &o->n_embd);
+        else if (!strcmp(a, "--n-layer")) ok = parse_int(v, 1, 64, &o->n_layer);
+        else if (!strcmp(a, "--n-head")) ok = parse_int(v, 1, 256, &o->n_head);
+        else if (!strcmp(a, "--n-head-kv")) ok = parse_int(v, 1, 256, &o->n_head_kv);
+        else if (!strcmp(a, "--head-dim")) ok = parse_int(v, 2, 1024, &o->head_dim);
+        else if (!strcmp(a, "--n-ff")) ok = parse_int(v, 1, 1 << 16, &o->n_ff);
+        else if (!strcmp(a, "--n-vocab")) ok = parse_int(v, 260, 1 << 20, &o->n_vocab);
+        else if (!strcmp(a, "--n-ctx")) ok = parse_int(v, 1, 1 << 24, &o->n_ctx);
+        else if (!strcmp(a, "--swa")) ok = parse_int(v, 1, 1 << 24, &o->swa);
+        else if (!strcmp(a, "--rope-base")) ok = parse_float(v, &o->rope_base) && o->rope_base > 1.0f;
+        else if (!strcmp(a, "--rope-linear")) ok = parse_float(v, &o->rope_linear) && o->rope_linear > 0.0f;
+        else if (!strcmp(a, "--tokenizer-from")) o->tokenizer_from = v;
+        else {
+            fprintf(stderr, "gen_model: unknown option %s\n", a);
+            return -1;
+        }
+        if (!ok) {
+            fprintf(stderr, "gen_model: bad or missing value for %s\n", a);
+            return -1;
+        }
+        if (takes) i++;
+    }
+    if (o->n_head_kv == 0) o->n_head_kv = o->n_head;
+    if (o->head_dim == 0) o->head_dim = o->n_embd / o->n_head;
+    if (o->n_head % o->n_head_kv || o->head_dim % 2) {
+        fprintf(stderr, "gen_model: n_head must be a multiple of n_head_kv and head_dim even\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------- randomness */
+
+/* splitmix64: tiny and good enough for test weights; the model depends only
+ * on the seed, so every run of the test sees the same file. */
+static uint64_t rng_state;
+
+static uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* A standard normal deviate by Box-Muller. */
+static double rng_normal(void) {
+    double u1 = ((double)(rng_next() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ------------------------------------------------------------- writing */
+
+/* Scratch for one tensor at a time: em_gguf_add_tensor copies the data. */
+static float *scratch;
+
+static em_status add(em_gguf_writer *w, const char *name, int64_t ne0, int64_t ne1,
+                     double mean, double std) {
+    int64_t n = ne0 * (ne1 ? ne1 : 1);
+    for (int64_t i = 0; i < n; i++) scratch[i] = (float)(mean + std * rng_normal());
+    int64_t ne[2] = {ne0, ne1};
+    return em_gguf_add_tensor(w, name, EM_TYPE_F32, ne1 ? 2 : 1, ne, scratch);
+}
+
+/* A weight mapping n_in to n_out: ne = [n_in, n_out]. */
+static em_status add_matrix(em_gguf_writer *w, const char *name, int64_t n_in, int64_t n_out,
+                            double gain) {
+    return add(w, name, n_in, n_out, 0.0, gain / sqrt((double)n_in));
+}
+
+/* Llama 3 frequency divisors, computed the way the HF-to-GGUF converter
+ * does from factor, low/high frequency factors and the original context.
+ * The original context is tiny (32) so that the divisors already matter at
+ * the short positions the test runs; real models use 8192. */
+static em_status add_rope_freqs(em_gguf_writer *w, const gen_opts *o) {
+    const double factor = 4.0, low_ff = 1.0, high_ff = 4.0, orig_ctx = 32.0;
+    const double low_wavelen = orig_ctx / low_ff, high_wavelen = orig_ctx / high_ff;
+    int half = o->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = pow((double)o->rope_base, -2.0 * i / o->head_dim);
+        double wavelen = 2.0 * 3.141592653589793 / freq, div;
+        if (wavelen < high_wavelen) {
+            div = 1.0;
+        } else if (wavelen > low_wavelen) {
+            div = factor;
+        } else {
+            double smooth = (orig_ctx / wavelen - low_ff) / (high_ff - low_ff);
+            div = 1.0 / ((1.0 - smooth) / factor + smooth);
+        }
+        scratch[i] = (float)div;
+    }
+    int64_t ne[1] = {half};
+    return em_gguf_add_tensor(w, "rope_freqs.weight", EM_TYPE_F32, 1, ne, scratch);
+}
+
+/* A tiny SentencePiece vocabulary shaped like stories260K's: <unk>, <s>,
+ * </s>, the 256 byte tokens, then made-up pieces up to n_vocab. */
+static em_status add_tiny_vocab(em_gguf_writer *w, int n_vocab) {
+    char **tok = calloc((size_t)n_vocab, sizeof *tok);
+    float *score = malloc((size_t)n_vocab * sizeof *score);
+    int32_t *type = malloc((size_t)n_vocab * sizeof *type);
+    em_status st = EM_ERR_NOMEM;
+    if (!tok || !score || !type) goto done;
+    for (int i = 0; i < n_vocab; i++) {
+        char buf[32];
+        if (i == 0) snprintf(buf, sizeof buf, "<unk>");
+        else if (i == 1) snprintf(buf, sizeof buf, "<s>");
+        else if (i == 2) snprintf(buf, sizeof buf, "</s>");
+        else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
+        else {
+            /* Pieces: "\xe2\x96\x81" is U+2581, SentencePiece's space. */
+            int k = i - 259;
+            if (k < 26) snprintf(buf, sizeof buf, "%c", 'a' + k);
+            else if (k < 52) snprintf(buf, sizeof buf, "\xe2\x96\x81%c", 'a' + k - 26);
+            else snprintf(buf, sizeof buf, "\xe2\x96\x81%c%c%c", 'a' + (k / 676) % 26, 'a' + (k / 26) % 26,
+                          'a' + k % 26);
+        }
+        tok[i] = strdup(buf);
+        if (!tok[i]) goto done;
+        score[i] = i < 259 ? 0.0f : -(float)(i - 259);
+        type[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+    }
+    if ((st = em_gguf_set_str(w, "tokenizer.ggml.model", "llama")) != EM_OK) goto done;
+    if ((st = em_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n_vocab)) != EM_OK)
+        goto done;
+    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.scores", EM_GGUF_FLOAT32, score, (uint64_t)n_vocab)) != EM_OK)
+        goto done;
+    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.token_type", EM_GGUF_INT32, type, (uint64_t)n_vocab)) != EM_OK)
+        goto done;
+    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0)) != EM_OK) goto done;
+    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) != EM_OK) goto done;
+    st = em_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+done:
+    if (tok)
+        for (int i = 0; i < n_vocab; i++) free(tok[i]);
+    free(tok);
+    free(score);
+    free(type);
+    return st;
+}
+
+/* Copies one tokenizer.* key of src (index i) into the writer. */
+static em_status copy_key(em_gguf_writer *w, const em_gguf *src, int64_t i, const char *key) {
+    em_gguf_type t = em_gguf_kv_type(src, i);
+    const void *raw = em_gguf_kv_raw(src, i);
+    switch (t) {
+    case EM_GGUF_UINT8: {
+        uint8_t v;
+        memcpy(&v, raw, 1);
+        return em_gguf_set_u8(w, key, v);
+    }
+    case EM_GGUF_INT32: {
+        int32_t v;
+        memcpy(&v, raw, 4);
+        return em_gguf_set_i32(w, key, v);
+    }
+    case EM_GGUF_UINT32: {
+        uint32_t v;
+        memcpy(&v, raw, 4);
+        return em_gguf_set_u32(w, key, v);
+    }
+    case EM_GGUF_UINT64: {
+        uint64_t v;
+        memcpy(&v, raw, 8);
+        return em_gguf_set_u64(w, key, v);
+    }
+    case EM_GGUF_FLOAT32: {
+        float v;
+        memcpy(&v, raw, 4);
+        return em_gguf_set_f32(w, key, v);
+    }
+    case EM_GGUF_BOOL: {
+        uint8_t v;
+        memcpy(&v, raw, 1);
+        return em_gguf_set_bool(w, key, v != 0);
+    }
+    case EM_GGUF_STRING: {
+        em_gguf_str s;
+        em_status st = em_gguf_get_str(src, key, &s);
+        if (st != EM_OK) return st;
+        char *c = strndup(s.ptr, (size_t)s.len);
+        if (!c) return em_error(EM_ERR_NOMEM, "out of memory");
+        st = em_gguf_set_str(w, key, c);
+        free(c);
+        return st;
+    }
+    case EM_GGUF_ARRAY: {
+        em_gguf_type et;
+        uint64_t n;
+        const void *data;
+        em_status st = em_gguf_get_arr(src, key, &et, &n, &data);
+        if (st != EM_OK) return st;
+        if (et != EM_GGUF_STRING) return em_gguf_set_arr(w, key, et, data, n);
+        char **strs = calloc(n ? n : 1, sizeof *strs);
+        if (!strs) return em_error(EM_ERR_NOMEM, "out of memory");
+        for (uint64_t j = 0; j < n && st == EM_OK; j++) {
+            em_gguf_str s;
+            st = em_gguf_arr_str(src, key, j, &s);
+            if (st == EM_OK && !(strs[j] = strndup(s.ptr, (size_t)s.len)))
+                st = em_error(EM_ERR_NOMEM, "out of memory");
+        }
+        if (st == EM_OK) st = em_gguf_set_arr_str(w, key, (const char *const *)strs, n);
+        for (uint64_t j = 0; j < n; j++) free(strs[j]);
+        free(strs);
+        return st;
+    }
+    default:
+        return em_error(EM_ERR_UNSUPPORTED, "cannot copy key %s of type %d", key, (int)t);
+    }
+}
+
+/* Copies only the tokenizer.* keys, so that no hyperparameter of the
+ * source model leaks into the generated one. */
+static em_status copy_tokenizer(em_gguf_writer *w, const char *path, int n_vocab) {
+    em_gguf *src;
+    em_status st = em_gguf_open(&src, path);
+    if (st != EM_OK) return st;
+    em_gguf_type et;
+    uint64_t n = 0;
+    const void *data;
+    if (em_gguf_get_arr(src, "tokenizer.ggml.tokens", &et, &n, &data) != EM_OK || n != (uint64_t)n_vocab) {
+        em_gguf_close(src);
+        return em_error(EM_ERR_INVALID_ARG, "%s has %llu tokens but --n-vocab is %d", path,
+                        (unsigned long long)n, n_vocab);
+    }
+    for (int64_t i = 0; i < em_gguf_n_kv(src) && st == EM_OK; i++) {
+        em_gguf_str k = em_gguf_key(src, i);
+        if (k.len < 10 || memcmp(k.ptr, "tokenizer.", 10)) continue;
+        char *key = strndup(k.ptr, (size_t)k.len);
+        if (!key) st = em_error(EM_ERR_NOMEM, "out of memory");
+        else st = copy_key(w, src, i, key);
+        free(key);
+    }
+    em_gguf_close(src);
+    return st;
+}
+
+/* "<arch>.<suffix>" */
+static const char *akey(const gen_opts *o, const char *suffix) {
+    static char buf[128];
+    snprintf(buf, sizeof buf, "%s.%s", o->arch, suffix);
+    return buf;
+}
+
+#define TRY(x)                                                                 \
+    do {                                                                       \
+        em_status st_ = (x);                                                   \
+        if (st_ != EM_OK) return st_;                                          \
+    } while (0)
+
+static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
+    bool qwen = strcmp(o->arch, "llama") != 0;
+    char name[64];
+    snprintf(name, sizeof name, "ember-test-%s", o->arch);
+    TRY(em_gguf_set_str(w, "general.architecture", o->arch));
+    TRY(em_gguf_set_str(w, "general.name", name));
+    TRY(em_gguf_set_u32(w, akey(o, "context_length"), (uint32_t)o->n_ctx));
+    TRY(em_gguf_set_u32(w, akey(o, "embedding_length"), (uint32_t)o->n_embd));
+    TRY(em_gguf_set_u32(w, akey(o, "block_count"), (uint32_t)o->n_layer));
+    TRY(em_gguf_set_u32(w, akey(o, "feed_forward_length"), (uint32_t)o->n_ff));
+    TRY(em_gguf_set_u32(w, akey(o, "attention.head_count"), (uint32_t)o->n_head));
+    TRY(em_gguf_set_u32(w, akey(o, "attention.head_count_kv"), (uint32_t)o->n_head_kv));
+    TRY(em_gguf_set_f32(w, akey(o, "attention.layer_norm_rms_epsilon"), qwen ? 1e-6f : 1e-5f));
+    TRY(em_gguf_set_f32(w, akey(o, "rope.freq_base"), o->rope_base));
+    TRY(em_gguf_set_u32(w, akey(o, "rope.dimension_count"), (uint32_t)o->head_dim));
+    if (o->head_dim * o->n_head != o->n_embd || !strcmp(o->arch, "qwen3")) {
+        TRY(em_gguf_set_u32(w, akey(o, "attention.key_length"), (uint32_t)o->head_dim));
+        TRY(em_gguf_set_u32(w, akey(o, "attention.value_length"), (uint32_t)o->head_dim));
+    }
+    if (o->swa) TRY(em_gguf_set_u32(w, akey(o, "attention.sliding_window"), (uint32_t)o->swa));
+    if (o->rope_linear > 0.0f) {
+        TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "linear"));
+        TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_linear));
+    }
+    if (o->tokenizer_from) return copy_tokenizer(w, o->tokenizer_from, o->n_vocab);
+    return add_tiny_vocab(w, o->n_vocab);
+}
+
+static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
+    int64_t E = o->n_embd, F = o->n_ff, V = o->n_vocab;
+    int64_t QD = (int64_t)o->n_head * o->head_dim, KD = (int64_t)o->n_head_kv * o->head_dim;
+    bool bias = !strcmp(o->arch, "qwen2"), qk_norm = !strcmp(o->arch, "qwen3");
+    TRY(add(w, "token_embd.weight", E, V, 0.0, 1.0));
+    TRY(add(w, "output_norm.weight", E, 0, 1.0, 0.1));
+    if (!o->tied) TRY(add_matrix(w, "output.weight", E, V, 1.0));
+    if (o->rope_freqs) TRY(add_rope_freqs(w, o));
+    for (int il = 0; il < o->n_layer; il++) {
+        char n[64];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+        TRY(add(w, NAME("attn_norm.weight"), E, 0, 1.0, 0.1));
+        TRY(add_matrix(w, NAME("attn_q.weight"), E, QD, 2.5));
+        TRY(add_matrix(w, NAME("attn_k.weight"), E, KD, 2.5));
+        TRY(add_matrix(w, NAME("attn_v.weight"), E, KD, 1.0));
+        TRY(add_matrix(w, NAME("attn_output.weight"), QD, E, 1.0));
+        if (bias) {
+            TRY(add(w, NAME("attn_q.bias"), QD, 0, 0.0, 0.5));
+            TRY(add(w, NAME("attn_k.bias"), KD, 0, 0.0, 0.5));
+            TRY(add(w, NAME("attn_v.bias"), KD, 0, 0.0, 0.5));
+        }
+        if (qk_norm) {
+            TRY(add(w, NAME("attn_q_norm.weight"), o->head_dim, 0, 2.0, 0.2));
+            TRY(add(w, NAME("attn_k_norm.weight"), o->head_dim, 0, 2.0, 0.2));
+        }
+        TRY(add(w, NAME("ffn_norm.weight"), E, 0, 1.0, 0.1));
+        TRY(add_matrix(w, NAME("ffn_gate.weight"), E, F, 1.0));
+        TRY(add_matrix(w, NAME("ffn_up.weight"), E, F, 1.0));
+        TRY(add_matrix(w, NAME("ffn_down.weight"), F, E, 1.0));
+#undef NAME
+    }
+    return EM_OK;
+}
+
+int main(int argc, char **argv) {
+    gen_opts o;
+    if (parse_args(argc, argv, &o) != 0) {
+        usage();
+        return 2;
+    }
+    rng_state = o.seed * 0x2545f4914f6cdd1dULL + 0x1234567ULL;
+
+    /* The largest tensor is token_embd/output, or a projection. */
+    size_t biggest = (size_t)o.n_embd * (size_t)o.n_vocab;
+    size_t qd = (size_t)o.n_head * (size_t)o.head_dim;
+    if ((size_t)o.n_embd * (size_t)o.n_ff > biggest) biggest = (size_t)o.n_embd * (size_t)o.n_ff;
+    if ((size_t)o.n_embd * qd > biggest) biggest = (size_t)o.n_embd * qd;
+    scratch = malloc(biggest * sizeof *scratch);
+    em_gguf_writer *w = NULL;
+    em_status st = scratch ? em_gguf_writer_init(&w) : em_error(EM_ERR_NOMEM, "out of memory");
+    if (st == EM_OK) st = write_metadata(w, &o);
+    if (st == EM_OK) st = write_tensors(w, &o);
+    if (st == EM_OK) st = em_gguf_write(w, o.out);
+    em_gguf_writer_free(w);
+    free(scratch);
+    if (st != EM_OK) {
+        fprintf(stderr, "gen_model: %s: %s\n", em_status_str(st), em_last_error());
+        return 1;
+    }
+    return 0;
+}

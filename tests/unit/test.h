@@ -1,0 +1,68 @@
+/*
+ * test.h - the few macros ember's unit tests share.  A failed CHECK prints
+ * the file, line and expression and marks the test failed; the test keeps
+ * going so that one run shows every failure.
+ */
+#ifndef EM_TEST_H
+#define EM_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_failures;
+static int test_checks;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        test_checks++;                                                       \
+        if (!(cond)) {                                                       \
+            test_failures++;                                                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                  \
+        }                                                                    \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                 \
+    do {                                                                     \
+        test_checks++;                                                       \
+        if (!(cond)) {                                                       \
+            test_failures++;                                                 \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, \
+                    #cond);                                                  \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+#define CHECK_OK(expr)                                                       \
+    do {                                                                     \
+        em_status st_ = (expr);                                              \
+        CHECK_MSG(st_ == EM_OK, "%s: %s", em_status_str(st_), em_last_error()); \
+    } while (0)
+
+/* Path under $EMBER_TEST_DATA, or NULL (and a message) when it is unset. */
+static inline const char *test_data_path(char *buf, size_t size, const char *rel) {
+    const char *root = getenv("EMBER_TEST_DATA");
+    if (!root || !*root) return NULL;
+    snprintf(buf, size, "%s/%s", root, rel);
+    return buf;
+}
+
+/* Ends a test that needs ../shared when it is missing: ctest shows a skip. */
+#define REQUIRE_TEST_DATA()                                                  \
+    do {                                                                     \
+        if (!getenv("EMBER_TEST_DATA")) {                                    \
+            printf("SKIP: EMBER_TEST_DATA is not set\n");                    \
+            return 77;                                                       \
+        }                                                                    \
+    } while (0)
+
+#define TEST_END()                                                           \
+    do {                                                                     \
+        printf("%d checks, %d failed\n", test_checks, test_failures);        \
+        return test_failures ? 1 : 0;                                        \
+    } while (0)
+
+#endif /* EM_TEST_H */

@@ -1,0 +1,866 @@
+/*
+ * test_quant.c - tensor formats: half-precision conversion, the layout of
+ * every block format, quantize/dequantize round trips, dequantization of
+ * real llama.cpp-quantized files, and the dot-product kernels.
+ *
+ * Sections:
+ *   1. fp16 / bf16 conversion (exhaustive over all halves)
+ *   2. block layouts: random blocks dequantized element by element from
+ *      the format definitions, independently of src/quant
+ *   3. round trips on Gaussian data under per-type error bounds, with and
+ *      without an importance matrix, plus degenerate rows
+ *   4. em_vec_dot_generic and em_vec_dot against float dots
+ *   5. traits, row sizes and bad arguments
+ *   6. real files (needs EMBER_TEST_DATA): every tensor of every
+ *      tiny-256-TYPE.gguf against tiny-256-f32.gguf, re-quantization, and
+ *      the dot kernels on real rows
+ */
+#include "gguf/gguf.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <stdint.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng_next(void) {
+    /* splitmix64: small, fixed, good enough for test data. */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double rng_uniform(void) { /* (0, 1) */
+    return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static float rng_gauss(void) {
+    const double u = rng_uniform(), v = rng_uniform();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static void fill_gauss(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = scale * rng_gauss();
+}
+
+/* RMS of (y - x) divided by RMS of x. */
+static double rel_rmse(const float *x, const float *y, int64_t n) {
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)y[i] - x[i];
+        e += d * d;
+        s += (double)x[i] * x[i];
+    }
+    return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
+/* The same with per-element weights (importance). */
+static double weighted_rel_rmse(const float *x, const float *y, const float *w, int64_t n) {
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)y[i] - x[i];
+        e += w[i] * d * d;
+        s += w[i] * (double)x[i] * x[i];
+    }
+    return sqrt(e / s);
+}
+
+static bool same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* Types ember quantizes weights into, with the round-trip bound on
+ * Gaussian data (relative RMSE).  Each bound sits about 25% above what the
+ * quantizer achieves, and well below what a naive max-abs rounding or a
+ * broken layout would give. */
+typedef struct {
+    em_type type;
+    double bound;
+} type_bound;
+
+static const type_bound quant_bounds[] = {
+    {EM_TYPE_F16, 0.0004},  {EM_TYPE_BF16, 0.003},  {EM_TYPE_Q8_0, 0.006},
+    {EM_TYPE_Q8_1, 0.006},  {EM_TYPE_Q8_K, 0.009},  {EM_TYPE_Q6_K, 0.02},
+    {EM_TYPE_Q5_0, 0.05},   {EM_TYPE_Q5_1, 0.05},   {EM_TYPE_Q5_K, 0.04},
+    {EM_TYPE_Q4_0, 0.10},   {EM_TYPE_Q4_1, 0.10},   {EM_TYPE_Q4_K, 0.08},
+    {EM_TYPE_IQ4_NL, 0.09}, {EM_TYPE_IQ4_XS, 0.09}, {EM_TYPE_Q3_K, 0.18},
+    {EM_TYPE_Q2_K, 0.33},
+};
+#define N_QUANT_BOUNDS (sizeof quant_bounds / sizeof quant_bounds[0])
+
+static double bound_of(em_type t) {
+    if (t == EM_TYPE_F32) return 0.0;
+    for (size_t i = 0; i < N_QUANT_BOUNDS; i++)
+        if (quant_bounds[i].type == t) return quant_bounds[i].bound;
+    return -1;
+}
+
+/* Weight types with a dot kernel, i.e. everything ember reads as weights. */
+static const em_type dot_types[] = {
+    EM_TYPE_F32,  EM_TYPE_F16,  EM_TYPE_BF16, EM_TYPE_Q4_0, EM_TYPE_Q4_1,
+    EM_TYPE_Q5_0, EM_TYPE_Q5_1, EM_TYPE_Q8_0, EM_TYPE_Q2_K, EM_TYPE_Q3_K,
+    EM_TYPE_Q4_K, EM_TYPE_Q5_K, EM_TYPE_Q6_K, EM_TYPE_IQ4_NL, EM_TYPE_IQ4_XS,
+};
+#define N_DOT_TYPES (sizeof dot_types / sizeof dot_types[0])
+
+/* ------------------------------------------------- 1. fp16 and bf16 */
+
+static void test_half_conversion(void) {
+    /* Every non-NaN half survives a trip through float. */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = em_fp16_to_fp32((uint16_t)h);
+        const bool is_nan = ((h >> 10) & 31) == 31 && (h & 1023);
+        if (is_nan) {
+            if (!isnan(f) || !isnan(em_fp16_to_fp32(em_fp32_to_fp16(f)))) bad++;
+        } else if (em_fp32_to_fp16(f) != h) {
+            bad++;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d halves did not round-trip", bad);
+
+    /* Halfway between two neighbouring finite halves rounds to the even
+     * one; a hair either side rounds to the nearer one. */
+    bad = 0;
+    for (uint32_t h = 0; h < 0x7bff; h++) {
+        const float a = em_fp16_to_fp32((uint16_t)h), b = em_fp16_to_fp32((uint16_t)(h + 1));
+        const float mid = a + (b - a) * 0.5f; /* exact: one more bit than a half */
+        const uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        if (em_fp32_to_fp16(mid) != even) bad++;
+        if (em_fp32_to_fp16(nextafterf(mid, 0.0f)) != h) bad++;
+        if (em_fp32_to_fp16(nextafterf(mid, 1e9f)) != h + 1) bad++;
+        if (em_fp32_to_fp16(-mid) != (even | 0x8000)) bad++;
+    }
+    CHECK_MSG(bad == 0, "%d rounding cases wrong", bad);
+
+    CHECK(em_fp32_to_fp16(1.0f) == 0x3c00);
+    CHECK(em_fp32_to_fp16(-2.0f) == 0xc000);
+    CHECK(em_fp32_to_fp16(65504.0f) == 0x7bff);
+    CHECK(em_fp32_to_fp16(65520.0f) == 0x7c00); /* rounds up to infinity */
+    CHECK(em_fp32_to_fp16(1e10f) == 0x7c00);
+    CHECK(em_fp32_to_fp16(-INFINITY) == 0xfc00);
+    CHECK(em_fp32_to_fp16(5.9604645e-8f) == 0x0001); /* smallest subnormal */
+    CHECK(em_fp32_to_fp16(2.9802322e-8f) == 0x0000); /* half of it: ties to even */
+    CHECK(em_fp32_to_fp16(3.0e-8f) == 0x0001);
+    CHECK(em_fp16_to_fp32(0x3555) == 0.333251953125f);
+    CHECK(em_fp16_to_fp32(0x8000) == 0.0f && signbit(em_fp16_to_fp32(0x8000)));
+
+    /* bf16: exact for the top 16 bits, nearest-even rounding otherwise. */
+    bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = em_bf16_to_fp32((uint16_t)h);
+        if (isnan(f)) {
+            if (!isnan(em_bf16_to_fp32(em_fp32_to_bf16(f)))) bad++;
+            continue;
+        }
+        if (em_fp32_to_bf16(f) != h) bad++;
+    }
+    CHECK_MSG(bad == 0, "%d bf16 values did not round-trip", bad);
+    CHECK(em_fp32_to_bf16(1.0f) == 0x3f80);
+    CHECK(em_fp32_to_bf16(1.00390625f) == 0x3f80);  /* tie, even stays */
+    CHECK(em_fp32_to_bf16(1.01171875f) == 0x3f82);  /* tie, odd rounds up */
+    CHECK(em_fp32_to_bf16(nextafterf(1.00390625f, 2.0f)) == 0x3f81); /* above the tie */
+    CHECK(isnan(em_bf16_to_fp32(em_fp32_to_bf16(NAN))));
+}
+
+/* --------------------------------------------------- 2. block layouts */
+
+/* A random finite half in a modest range, so products stay exact enough
+ * to compare bit for bit. */
+static uint16_t rand_half(void) {
+    return em_fp32_to_fp16((float)(rng_uniform() * 2.0 - 1.0) * 0.01f);
+}
+
+static void rand_bytes(void *p, size_t n) {
+    uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)rng_next();
+}
+
+/* Bit b of a little-endian byte array. */
+static int bit_at(const uint8_t *p, int b) { return (p[b / 8] >> (b % 8)) & 1; }
+
+/*
+ * For each format: fill blocks with random bytes (scales made finite),
+ * dequantize with the library, and recompute every element here straight
+ * from the definition in blocks.h, using the same float operations, so
+ * the two must agree bit for bit.
+ */
+static void test_layouts(void) {
+    enum { NB = 4 };
+    float y[NB * 256];
+    int bad;
+
+    { /* Q4_0 */
+        em_block_q4_0 b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q4_0, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++) {
+                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
+                if (!same_bits(y[32 * i + e], (float)(q - 8) * em_fp16_to_fp32(b[i].d))) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q4_0 layout: %d wrong", bad);
+    }
+    { /* Q4_1 */
+        em_block_q4_1 b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].m = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q4_1, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++) {
+                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
+                const float want = (float)q * em_fp16_to_fp32(b[i].d) + em_fp16_to_fp32(b[i].m);
+                if (!same_bits(y[32 * i + e], want)) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q4_1 layout: %d wrong", bad);
+    }
+    { /* Q5_0 */
+        em_block_q5_0 b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q5_0, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++) {
+                const int lo = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
+                const int q = lo + 16 * bit_at(b[i].qh, e);
+                if (!same_bits(y[32 * i + e], (float)(q - 16) * em_fp16_to_fp32(b[i].d))) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q5_0 layout: %d wrong", bad);
+    }
+    { /* Q5_1 */
+        em_block_q5_1 b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].m = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q5_1, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++) {
+                const int lo = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
+                const int q = lo + 16 * bit_at(b[i].qh, e);
+                const float want = (float)q * em_fp16_to_fp32(b[i].d) + em_fp16_to_fp32(b[i].m);
+                if (!same_bits(y[32 * i + e], want)) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q5_1 layout: %d wrong", bad);
+    }
+    { /* Q8_0 */
+        em_block_q8_0 b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q8_0, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++)
+                if (!same_bits(y[32 * i + e], (float)b[i].qs[e] * em_fp16_to_fp32(b[i].d))) bad++;
+        CHECK_MSG(bad == 0, "Q8_0 layout: %d wrong", bad);
+    }
+    { /* IQ4_NL */
+        em_block_iq4_nl b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_IQ4_NL, b, y, NB * 32));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 32; e++) {
+                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
+                const float want = em_fp16_to_fp32(b[i].d) * (float)em_iq4nl_values[q];
+                if (!same_bits(y[32 * i + e], want)) bad++;
+            }
+        CHECK_MSG(bad == 0, "IQ4_NL layout: %d wrong", bad);
+    }
+    { /* Q2_K */
+        em_block_q2_k b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].dmin = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q2_K, b, y, NB * 256));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 256; e++) {
+                const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
+                const int q = (b[i].qs[32 * h + l] >> (2 * k)) & 3;
+                const float dl = em_fp16_to_fp32(b[i].d) * (float)(b[i].scales[g] & 15);
+                const float ml = em_fp16_to_fp32(b[i].dmin) * (float)(b[i].scales[g] >> 4);
+                if (!same_bits(y[256 * i + e], dl * (float)q - ml)) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q2_K layout: %d wrong", bad);
+    }
+    { /* Q3_K */
+        em_block_q3_k b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q3_K, b, y, NB * 256));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 256; e++) {
+                const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
+                const int q = ((b[i].qs[32 * h + l] >> (2 * k)) & 3) +
+                              4 * ((b[i].hmask[l] >> (e / 32)) & 1);
+                /* The 6-bit scale as the sixteen 6-bit fields of a 96-bit
+                 * word would be laid out: low nibbles in bytes 0..7, high
+                 * pairs in bytes 8..11. */
+                const int lo4 = g < 8 ? b[i].scales[g] & 15 : b[i].scales[g - 8] >> 4;
+                const int hi2 = (b[i].scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+                const float dl = em_fp16_to_fp32(b[i].d) * (float)((lo4 | hi2 << 4) - 32);
+                if (!same_bits(y[256 * i + e], dl * (float)(q - 4))) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q3_K layout: %d wrong", bad);
+    }
+    for (int five = 0; five < 2; five++) { /* Q4_K and Q5_K */
+        em_block_q4_k b4[NB];
+        em_block_q5_k b5[NB];
+        rand_bytes(b4, sizeof b4);
+        rand_bytes(b5, sizeof b5);
+        for (int i = 0; i < NB; i++) {
+            b4[i].d = rand_half(), b4[i].dmin = rand_half();
+            b5[i].d = rand_half(), b5[i].dmin = rand_half();
+        }
+        CHECK_OK(em_dequantize_row(five ? EM_TYPE_Q5_K : EM_TYPE_Q4_K,
+                                   five ? (const void *)b5 : (const void *)b4, y, NB * 256));
+        bad = 0;
+        for (int i = 0; i < NB; i++) {
+            const uint8_t *sc = five ? b5[i].scales : b4[i].scales;
+            const uint8_t *qs = five ? b5[i].qs : b4[i].qs;
+            const uint16_t dh = five ? b5[i].d : b4[i].d, mh = five ? b5[i].dmin : b4[i].dmin;
+            for (int e = 0; e < 256; e++) {
+                const int g = e / 32, k = e / 64, l = e % 32;
+                int q = (e % 64) < 32 ? qs[32 * k + l] & 15 : qs[32 * k + l] >> 4;
+                if (five) q += 16 * ((b5[i].qh[l] >> g) & 1);
+                /* Scales 0-3 / mins 0-3 are the low 6 bits of bytes 0-3 /
+                 * 4-7; scales and mins 4-7 take nibbles of bytes 8-11 and
+                 * the top 2 bits of bytes 0-3 / 4-7. */
+                int s, m;
+                if (g < 4) {
+                    s = sc[g] & 63;
+                    m = sc[g + 4] & 63;
+                } else {
+                    s = (sc[g + 4] & 15) | (sc[g - 4] >> 6) << 4;
+                    m = (sc[g + 4] >> 4) | (sc[g] >> 6) << 4;
+                }
+                const float dl = em_fp16_to_fp32(dh) * (float)s;
+                const float ml = em_fp16_to_fp32(mh) * (float)m;
+                if (!same_bits(y[256 * i + e], dl * (float)q - ml)) bad++;
+            }
+        }
+        CHECK_MSG(bad == 0, "%s layout: %d wrong", five ? "Q5_K" : "Q4_K", bad);
+    }
+    { /* Q6_K */
+        em_block_q6_k b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q6_K, b, y, NB * 256));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 256; e++) {
+                const int h = e / 128, k = (e / 32) % 4, l = e % 32;
+                const uint8_t byte = b[i].ql[64 * h + 32 * (k % 2) + l];
+                const int lo = k < 2 ? byte & 15 : byte >> 4;
+                const int hi = (b[i].qh[32 * h + l] >> (2 * k)) & 3;
+                const float want = em_fp16_to_fp32(b[i].d) * (float)b[i].scales[e / 16] *
+                                   (float)((lo | hi << 4) - 32);
+                if (!same_bits(y[256 * i + e], want)) bad++;
+            }
+        CHECK_MSG(bad == 0, "Q6_K layout: %d wrong", bad);
+    }
+    { /* IQ4_XS */
+        em_block_iq4_xs b[NB];
+        rand_bytes(b, sizeof b);
+        for (int i = 0; i < NB; i++) b[i].d = rand_half();
+        CHECK_OK(em_dequantize_row(EM_TYPE_IQ4_XS, b, y, NB * 256));
+        bad = 0;
+        for (int i = 0; i < NB; i++)
+            for (int e = 0; e < 256; e++) {
+                const int g = e / 32, j = e % 32;
+                const uint8_t byte = b[i].qs[16 * g + j % 16];
+                const int q = j < 16 ? byte & 15 : byte >> 4;
+                const int ls = ((b[i].scales_l[g / 2] >> (4 * (g % 2))) & 15) |
+                               ((b[i].scales_h >> (2 * g)) & 3) << 4;
+                const float want = em_fp16_to_fp32(b[i].d) * (float)(ls - 32) *
+                                   (float)em_iq4nl_values[q];
+                if (!same_bits(y[256 * i + e], want)) bad++;
+            }
+        CHECK_MSG(bad == 0, "IQ4_XS layout: %d wrong", bad);
+    }
+    { /* Q8_K and its bsums, via the activation quantizer */
+        float x[512];
+        em_block_q8_k b[2];
+        fill_gauss(x, 512, 3.0f);
+        CHECK_OK(em_quantize_row(EM_TYPE_Q8_K, x, b, 512, NULL));
+        CHECK_OK(em_dequantize_row(EM_TYPE_Q8_K, b, y, 512));
+        bad = 0;
+        for (int i = 0; i < 2; i++) {
+            for (int g = 0; g < 16; g++) {
+                int s = 0;
+                for (int l = 0; l < 16; l++) s += b[i].qs[16 * g + l];
+                if (s != b[i].bsums[g]) bad++;
+            }
+            for (int e = 0; e < 256; e++)
+                if (!same_bits(y[256 * i + e], b[i].d * (float)b[i].qs[e])) bad++;
+        }
+        CHECK_MSG(bad == 0, "Q8_K layout/bsums: %d wrong", bad);
+    }
+    { /* Q8_1's s = d * sum(qs) */
+        float x[64];
+        em_block_q8_1 b[2];
+        fill_gauss(x, 64, 1.0f);
+        CHECK_OK(em_quantize_row(EM_TYPE_Q8_1, x, b, 64, NULL));
+        for (int i = 0; i < 2; i++) {
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += b[i].qs[j];
+            const float want = (float)s * em_fp16_to_fp32(b[i].d);
+            CHECK_MSG(fabsf(em_fp16_to_fp32(b[i].s) - want) <= 1e-3f * fabsf(want) + 1e-6f,
+                      "Q8_1 s=%g want %g", em_fp16_to_fp32(b[i].s), want);
+        }
+    }
+}
+
+/* ------------------------------------------------------ 3. round trips */
+
+static void test_round_trips(void) {
+    enum { N = 256 * 64 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *imat = malloc(N * sizeof *imat);
+    void *q = malloc(N * 4);
+    fill_gauss(x, N, 0.5f);
+    /* An importance matrix that varies a lot between columns. */
+    for (int i = 0; i < N; i++) {
+        const double g = rng_gauss();
+        imat[i] = (float)(g * g * g * g + 0.01);
+    }
+
+    for (size_t k = 0; k < N_QUANT_BOUNDS; k++) {
+        const em_type t = quant_bounds[k].type;
+        CHECK_OK(em_quantize_row(t, x, q, N, NULL));
+        CHECK_OK(em_dequantize_row(t, q, y, N));
+        const double err = rel_rmse(x, y, N);
+        printf("  round trip %-7s rel RMSE %.5f (bound %.4f)\n", em_type_name(t), err,
+               quant_bounds[k].bound);
+        CHECK_MSG(err < quant_bounds[k].bound, "%s: rel RMSE %.5f >= %.4f", em_type_name(t), err,
+                  quant_bounds[k].bound);
+
+        if (!em_get_type_traits(t)->is_quantized || t == EM_TYPE_Q8_0 || t == EM_TYPE_Q8_1 ||
+            t == EM_TYPE_Q8_K)
+            continue;
+        /* With the importance matrix the error it weights must fall. */
+        const double plain = weighted_rel_rmse(x, y, imat, N);
+        CHECK_OK(em_quantize_row(t, x, q, N, imat));
+        CHECK_OK(em_dequantize_row(t, q, y, N));
+        const double weighted = weighted_rel_rmse(x, y, imat, N);
+        CHECK_MSG(weighted < 0.95 * plain, "%s: imatrix did not help (%.5f vs %.5f)",
+                  em_type_name(t), weighted, plain);
+        CHECK_MSG(rel_rmse(x, y, N) < 2.0 * quant_bounds[k].bound, "%s: imatrix rel RMSE %.5f",
+                  em_type_name(t), rel_rmse(x, y, N));
+    }
+
+    /* Degenerate rows: zeros stay zeros; constants and a lone outlier give
+     * finite values; tiny and huge magnitudes scale along. */
+    for (size_t k = 0; k < N_QUANT_BOUNDS; k++) {
+        const em_type t = quant_bounds[k].type;
+        const int n = 512;
+        float z[512];
+        memset(z, 0, sizeof z);
+        CHECK_OK(em_quantize_row(t, z, q, n, NULL));
+        CHECK_OK(em_dequantize_row(t, q, y, n));
+        int nonzero = 0, nonfinite = 0;
+        for (int i = 0; i < n; i++) nonzero += y[i] != 0;
+        CHECK_MSG(nonzero == 0, "%s: zeros came back nonzero", em_type_name(t));
+
+        for (int i = 0; i < n; i++) z[i] = 0.75f;
+        CHECK_OK(em_quantize_row(t, z, q, n, NULL));
+        CHECK_OK(em_dequantize_row(t, q, y, n));
+        CHECK_MSG(rel_rmse(z, y, n) < 0.02 + quant_bounds[k].bound, "%s: constant row err %.4f",
+                  em_type_name(t), rel_rmse(z, y, n));
+
+        for (int i = 0; i < n; i++) z[i] = i == 77 ? 1000.0f : 0.001f * (float)(i % 7);
+        CHECK_OK(em_quantize_row(t, z, q, n, NULL));
+        CHECK_OK(em_dequantize_row(t, q, y, n));
+        for (int i = 0; i < n; i++) nonfinite += !isfinite(y[i]);
+        CHECK_MSG(nonfinite == 0, "%s: outlier row gave non-finite values", em_type_name(t));
+        CHECK_MSG(fabsf(y[77] - 1000.0f) < 1000.0f * 4 * (float)quant_bounds[k].bound,
+                  "%s: outlier came back as %g", em_type_name(t), y[77]);
+
+        /* Standard deviations 0.02 (typical of weights; the fp16 scales
+         * of the K-quants are then subnormal) and 200. */
+        for (float scale = 0.04f; scale < 500.0f; scale *= 1e4f) {
+            for (int i = 0; i < n; i++) z[i] = scale * x[i];
+            CHECK_OK(em_quantize_row(t, z, q, n, NULL));
+            CHECK_OK(em_dequantize_row(t, q, y, n));
+            const double e = rel_rmse(z, y, n);
+            CHECK_MSG(e < 1.5 * quant_bounds[k].bound, "%s: scale %g err %.4f", em_type_name(t),
+                      scale, e);
+        }
+    }
+    free(x);
+    free(y);
+    free(imat);
+    free(q);
+}
+
+/* -------------------------------------------------------- 4. dot kernels */
+
+/* Dequantized weight . dequantized activation, in double. */
+static double float_dot(const float *a, const float *b, int64_t n, double *mag) {
+    double s = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s += (double)a[i] * b[i];
+        m += fabs((double)a[i] * b[i]);
+    }
+    *mag = m;
+    return s;
+}
+
+/*
+ * Checks one weight row: the generic kernel must equal the float dot of
+ * the dequantized operands up to float rounding (the integer parts are
+ * exact; only the per-block scale products and the float accumulation
+ * round), and the dispatched kernel must agree with the generic one.
+ */
+static void check_dot_row(em_type t, const void *wq, const float *act, int64_t n,
+                          const char *what) {
+    const em_type vt = em_get_type_traits(t)->vec_dot_type;
+    float *wf = malloc((size_t)n * sizeof *wf), *af = malloc((size_t)n * sizeof *af);
+    void *aq = malloc(em_row_size(vt, n) + 1);
+    CHECK_OK(em_quantize_row(vt, act, aq, n, NULL));
+    CHECK_OK(em_dequantize_row(t, wq, wf, n));
+    CHECK_OK(em_dequantize_row(vt, aq, af, n));
+    double mag;
+    const double ref = float_dot(wf, af, n, &mag);
+    const float gen = em_vec_dot_generic(t, n, wq, aq);
+    const float fast = em_vec_dot(t, n, wq, aq);
+    /* Q4_1/Q5_1 fold m * s with s rounded to fp16, which costs up to
+     * 2^-11 of the sum of |m a| per block. */
+    const double tol = (t == EM_TYPE_Q4_1 || t == EM_TYPE_Q5_1 ? 2e-3 : 2e-5) * mag + 1e-30;
+    CHECK_MSG(fabs(gen - ref) <= tol, "%s %s: generic dot %.8g vs float %.8g (tol %.3g)", what,
+              em_type_name(t), gen, ref, tol);
+    CHECK_MSG(fabs(fast - gen) <= 2e-5 * mag + 1e-30, "%s %s: em_vec_dot %.8g vs generic %.8g",
+              what, em_type_name(t), fast, gen);
+    free(wf);
+    free(af);
+    free(aq);
+}
+
+static void test_dots(void) {
+    enum { N = 256 * 8 };
+    float *w = malloc(N * sizeof *w), *a = malloc(N * sizeof *a);
+    void *wq = malloc(N * 4);
+    printf("  em_vec_dot kernels: %s\n", em_vec_dot_isa());
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* Make sure the SIMD kernels really are what gets compared below. */
+    const char *force = getenv("EMBER_CPU");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        !(force && strcmp(force, "generic") == 0))
+        CHECK(strcmp(em_vec_dot_isa(), "avx2") == 0);
+#endif
+    for (int rep = 0; rep < 3; rep++) {
+        fill_gauss(w, N, 0.1f);
+        fill_gauss(a, N, rep == 2 ? 30.0f : 1.0f);
+        if (rep == 1)
+            for (int i = 0; i < N; i += 37) a[i] *= 20.0f; /* outliers in the activation */
+        for (size_t k = 0; k < N_DOT_TYPES; k++) {
+            const em_type t = dot_types[k];
+            CHECK_OK(em_quantize_row(t, w, wq, N, NULL));
+            check_dot_row(t, wq, a, N, "gaussian");
+            /* Shorter rows (one block) exercise the tails of SIMD loops. */
+            const int64_t bs = em_get_type_traits(t)->block_size;
+            const int64_t n1 = bs == 1 ? 7 : bs;
+            check_dot_row(t, wq, a, n1, "one-block");
+            /* Float rows that use every loop of a SIMD kernel and a tail. */
+            if (bs == 1) check_dot_row(t, wq, a, 32 + 8 + 5, "odd-length");
+        }
+    }
+    /* Random bytes as weights (every bit pattern of the quants and
+     * scales, scales kept finite) for the quantized formats. */
+    for (size_t k = 0; k < N_DOT_TYPES; k++) {
+        const em_type t = dot_types[k];
+        const em_type_traits *tr = em_get_type_traits(t);
+        if (!tr->is_quantized) continue;
+        const size_t rs = em_row_size(t, N);
+        rand_bytes(wq, rs);
+        for (size_t off = 0; off < rs; off += tr->type_size) {
+            uint8_t *blk = (uint8_t *)wq + off;
+            uint16_t h1 = rand_half(), h2 = rand_half();
+            /* Overwrite the fp16 fields at their offsets in each layout. */
+            switch (t) {
+            case EM_TYPE_Q2_K: memcpy(blk + 80, &h1, 2); memcpy(blk + 82, &h2, 2); break;
+            case EM_TYPE_Q3_K: memcpy(blk + 108, &h1, 2); break;
+            case EM_TYPE_Q6_K: memcpy(blk + 208, &h1, 2); break;
+            case EM_TYPE_Q4_1: case EM_TYPE_Q5_1: case EM_TYPE_Q4_K: case EM_TYPE_Q5_K:
+                memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
+            default: memcpy(blk, &h1, 2); break;
+            }
+        }
+        fill_gauss(a, N, 1.0f);
+        check_dot_row(t, wq, a, N, "random-bytes");
+    }
+    /* Unknown or unsupported types give 0 and no crash. */
+    CHECK(em_vec_dot_generic((em_type)4, 32, wq, a) == 0.0f);
+    CHECK(em_vec_dot((em_type)99, 32, wq, a) == 0.0f);
+    CHECK(em_vec_dot((em_type)-1, 32, wq, a) == 0.0f);
+    CHECK(em_vec_dot(EM_TYPE_IQ2_XXS, 256, wq, a) == 0.0f);
+    CHECK(em_vec_dot(EM_TYPE_Q4_0, 33, wq, a) == 0.0f);
+    free(w);
+    free(a);
+    free(wq);
+}
+
+/* ------------------------------------------------ 5. traits and bad args */
+
+static void test_traits(void) {
+    static const struct {
+        em_type t;
+        const char *name;
+        int64_t bs;
+        size_t ts;
+        em_type vdt;
+    } want[] = {
+        {EM_TYPE_F32, "F32", 1, 4, EM_TYPE_F32},
+        {EM_TYPE_F16, "F16", 1, 2, EM_TYPE_F32},
+        {EM_TYPE_BF16, "BF16", 1, 2, EM_TYPE_F32},
+        {EM_TYPE_Q4_0, "Q4_0", 32, 18, EM_TYPE_Q8_0},
+        {EM_TYPE_Q4_1, "Q4_1", 32, 20, EM_TYPE_Q8_1},
+        {EM_TYPE_Q5_0, "Q5_0", 32, 22, EM_TYPE_Q8_0},
+        {EM_TYPE_Q5_1, "Q5_1", 32, 24, EM_TYPE_Q8_1},
+        {EM_TYPE_Q8_0, "Q8_0", 32, 34, EM_TYPE_Q8_0},
+        {EM_TYPE_Q8_1, "Q8_1", 32, 36, EM_TYPE_Q8_1},
+        {EM_TYPE_Q2_K, "Q2_K", 256, 84, EM_TYPE_Q8_K},
+        {EM_TYPE_Q3_K, "Q3_K", 256, 110, EM_TYPE_Q8_K},
+        {EM_TYPE_Q4_K, "Q4_K", 256, 144, EM_TYPE_Q8_K},
+        {EM_TYPE_Q5_K, "Q5_K", 256, 176, EM_TYPE_Q8_K},
+        {EM_TYPE_Q6_K, "Q6_K", 256, 210, EM_TYPE_Q8_K},
+        {EM_TYPE_Q8_K, "Q8_K", 256, 292, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ4_NL, "IQ4_NL", 32, 18, EM_TYPE_Q8_0},
+        {EM_TYPE_IQ4_XS, "IQ4_XS", 256, 136, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ2_XXS, "IQ2_XXS", 256, 66, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ2_XS, "IQ2_XS", 256, 74, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ3_XXS, "IQ3_XXS", 256, 98, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ1_S, "IQ1_S", 256, 50, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ3_S, "IQ3_S", 256, 110, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ2_S, "IQ2_S", 256, 82, EM_TYPE_Q8_K},
+        {EM_TYPE_IQ1_M, "IQ1_M", 256, 56, EM_TYPE_Q8_K},
+        {EM_TYPE_I8, "I8", 1, 1, EM_TYPE_I8},
+        {EM_TYPE_I16, "I16", 1, 2, EM_TYPE_I16},
+        {EM_TYPE_I32, "I32", 1, 4, EM_TYPE_I32},
+        {EM_TYPE_I64, "I64", 1, 8, EM_TYPE_I64},
+        {EM_TYPE_F64, "F64", 1, 8, EM_TYPE_F64},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const em_type_traits *tr = em_get_type_traits(want[i].t);
+        CHECK_MSG(tr != NULL, "no traits for %s", want[i].name);
+        if (!tr) continue;
+        CHECK_MSG(strcmp(tr->name, want[i].name) == 0, "name %s", tr->name);
+        CHECK(strcmp(em_type_name(want[i].t), want[i].name) == 0);
+        CHECK_MSG(tr->block_size == want[i].bs && tr->type_size == want[i].ts,
+                  "%s: block %lld size %zu", tr->name, (long long)tr->block_size, tr->type_size);
+        CHECK_MSG(tr->vec_dot_type == want[i].vdt, "%s: vec_dot_type", tr->name);
+        CHECK(tr->is_quantized == (want[i].bs > 1));
+        /* The activation type of every readable weight type is writable. */
+        if (tr->can_dequant) {
+            const em_type_traits *vt = em_get_type_traits(tr->vec_dot_type);
+            CHECK(vt && vt->can_quantize && vt->can_dequant);
+        }
+    }
+    /* What ember can read and write. */
+    for (size_t k = 0; k < N_DOT_TYPES; k++) {
+        const em_type_traits *tr = em_get_type_traits(dot_types[k]);
+        CHECK(tr->can_dequant && tr->can_quantize);
+    }
+    CHECK(!em_get_type_traits(EM_TYPE_IQ2_XXS)->can_dequant);
+    CHECK(!em_get_type_traits(EM_TYPE_I32)->can_quantize);
+
+    /* Holes and out-of-range ids. */
+    const int holes[] = {4, 5, EM_TYPE_COUNT, EM_TYPE_COUNT + 1, 1000, -1, -1000, INT32_MIN};
+    for (size_t i = 0; i < sizeof holes / sizeof holes[0]; i++) {
+        const em_type t = (em_type)holes[i];
+        CHECK_MSG(em_get_type_traits(t) == NULL, "id %d has traits", holes[i]);
+        CHECK(em_type_name(t) == NULL);
+        CHECK(em_row_size(t, 256) == 0);
+        float f[32];
+        uint8_t buf[64] = {0};
+        CHECK(em_dequantize_row(t, buf, f, 32) == EM_ERR_INVALID_ARG);
+        CHECK(em_quantize_row(t, f, buf, 32, NULL) == EM_ERR_INVALID_ARG);
+    }
+
+    CHECK(em_row_size(EM_TYPE_F32, 10) == 40);
+    CHECK(em_row_size(EM_TYPE_F16, 3) == 6);
+    CHECK(em_row_size(EM_TYPE_Q4_0, 64) == 36);
+    CHECK(em_row_size(EM_TYPE_Q4_0, 33) == 0);
+    CHECK(em_row_size(EM_TYPE_Q4_K, 4096) == 16 * 144);
+    CHECK(em_row_size(EM_TYPE_Q6_K, 255) == 0);
+    CHECK(em_row_size(EM_TYPE_Q4_0, 0) == 0);
+    CHECK(em_row_size(EM_TYPE_Q4_0, -32) == 0);
+    CHECK(em_row_size(EM_TYPE_F64, INT64_MAX) == 0); /* overflows size_t */
+
+    /* Unsupported types are reported as such, not as bad arguments. */
+    float f[256];
+    uint8_t buf[512] = {0};
+    CHECK(em_dequantize_row(EM_TYPE_IQ2_XXS, buf, f, 256) == EM_ERR_UNSUPPORTED);
+    CHECK(em_quantize_row(EM_TYPE_I8, f, buf, 256, NULL) == EM_ERR_UNSUPPORTED);
+}
+
+static void test_bad_lengths(void) {
+    float x[512], y[512];
+    uint8_t buf[4096];
+    fill_gauss(x, 512, 1.0f);
+    for (int t = 0; t < EM_TYPE_COUNT; t++) {
+        const em_type_traits *tr = em_get_type_traits((em_type)t);
+        if (!tr || !tr->can_dequant || tr->block_size == 1) continue;
+        const int64_t bad_n[] = {1, tr->block_size - 1, tr->block_size + 1, 3 * tr->block_size / 2,
+                                 -tr->block_size};
+        for (size_t i = 0; i < sizeof bad_n / sizeof bad_n[0]; i++) {
+            em_status st = em_dequantize_row((em_type)t, buf, y, bad_n[i]);
+            CHECK_MSG(st == EM_ERR_INVALID_ARG, "%s dequant n=%lld: %s", tr->name,
+                      (long long)bad_n[i], em_status_str(st));
+            CHECK(em_last_error()[0] != '\0');
+            st = em_quantize_row((em_type)t, x, buf, bad_n[i], NULL);
+            CHECK_MSG(st == EM_ERR_INVALID_ARG, "%s quant n=%lld: %s", tr->name,
+                      (long long)bad_n[i], em_status_str(st));
+        }
+        /* Zero elements is a valid (empty) row. */
+        CHECK_OK(em_dequantize_row((em_type)t, buf, y, 0));
+        CHECK_OK(em_quantize_row((em_type)t, x, buf, 0, NULL));
+    }
+    CHECK(em_dequantize_row(EM_TYPE_F32, buf, y, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_dequantize_row(EM_TYPE_Q4_0, NULL, y, 32) == EM_ERR_INVALID_ARG);
+    CHECK(em_quantize_row(EM_TYPE_Q4_0, x, NULL, 32, NULL) == EM_ERR_INVALID_ARG);
+}
+
+/* ------------------------------------------------------ 6. real files */
+
+typedef struct {
+    const char *file; /* tiny-256-<file>.gguf */
+    em_type main;     /* the type most tensors use */
+} file_case;
+
+static const file_case file_cases[] = {
+    {"F16", EM_TYPE_F16},       {"BF16", EM_TYPE_BF16},     {"Q8_0", EM_TYPE_Q8_0},
+    {"Q4_0", EM_TYPE_Q4_0},     {"Q4_1", EM_TYPE_Q4_1},     {"Q5_0", EM_TYPE_Q5_0},
+    {"Q5_1", EM_TYPE_Q5_1},     {"Q2_K", EM_TYPE_Q2_K},     {"Q3_K_M", EM_TYPE_Q3_K},
+    {"Q4_K_M", EM_TYPE_Q4_K},   {"Q5_K_M", EM_TYPE_Q5_K},   {"Q6_K", EM_TYPE_Q6_K},
+    {"IQ4_NL", EM_TYPE_IQ4_NL}, {"IQ4_XS", EM_TYPE_IQ4_XS},
+};
+
+/* Tensors of one file checked, per type, for the summary and the check
+ * that each file really exercised its main type. */
+static int seen_type[EM_TYPE_COUNT];
+static double worst_err[EM_TYPE_COUNT], worst_requant[EM_TYPE_COUNT];
+
+static void check_tensor(const em_gguf_tensor *tq, const em_gguf_tensor *tf, const char *file) {
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)EM_MIN(tq->name.len, 100), tq->name.ptr);
+    for (int d = 0; d < EM_GGUF_MAX_DIMS; d++)
+        CHECK_MSG(tq->ne[d] == tf->ne[d], "%s %s: shape differs", file, name);
+    const int64_t ne0 = tq->ne[0];
+    const int64_t nrows = tq->ne[1] * tq->ne[2] * tq->ne[3];
+    const int64_t n = ne0 * nrows;
+    const size_t rs = em_row_size(tq->type, ne0);
+    CHECK_MSG(rs > 0 && rs * (uint64_t)nrows == tq->size, "%s %s: size", file, name);
+    if (rs == 0 || tf->type != EM_TYPE_F32) return;
+
+    float *ref = malloc((size_t)n * sizeof *ref), *y = malloc((size_t)n * sizeof *y);
+    CHECK_OK(em_dequantize_row(EM_TYPE_F32, tf->data, ref, n));
+    for (int64_t r = 0; r < nrows; r++)
+        CHECK_OK(em_dequantize_row(tq->type, (const uint8_t *)tq->data + r * rs, y + r * ne0, ne0));
+    const double err = rel_rmse(ref, y, n);
+    const double bound = bound_of(tq->type);
+    seen_type[tq->type]++;
+    worst_err[tq->type] = fmax(worst_err[tq->type], err);
+    CHECK_MSG(bound >= 0 && err <= bound, "%s %s (%s): rel RMSE %.5f vs bound %.4f", file, name,
+              em_type_name(tq->type), err, bound);
+
+    /* Re-quantizing llama.cpp's grid with ember's quantizer should land on
+     * (nearly) the same grid. */
+    const em_type_traits *tr = em_get_type_traits(tq->type);
+    if (tr->is_quantized) {
+        void *q2 = malloc(rs);
+        float *y2 = malloc((size_t)ne0 * sizeof *y2);
+        double e = 0, s = 0;
+        for (int64_t r = 0; r < nrows; r++) {
+            const float *row = y + r * ne0;
+            CHECK_OK(em_quantize_row(tq->type, row, q2, ne0, NULL));
+            CHECK_OK(em_dequantize_row(tq->type, q2, y2, ne0));
+            for (int64_t i = 0; i < ne0; i++) {
+                e += ((double)y2[i] - row[i]) * ((double)y2[i] - row[i]);
+                s += (double)row[i] * row[i];
+            }
+        }
+        const double re = sqrt(e / s);
+        worst_requant[tq->type] = fmax(worst_requant[tq->type], re);
+        CHECK_MSG(re < 0.1 * bound, "%s %s (%s): requantized rel RMSE %.5f", file, name,
+                  em_type_name(tq->type), re);
+        free(q2);
+        free(y2);
+    }
+
+    /* The dot kernels on the first rows of real data. */
+    static float act[8192];
+    if (ne0 <= 8192) {
+        fill_gauss(act, ne0, 1.0f);
+        for (int64_t r = 0; r < EM_MIN(nrows, 4); r++)
+            check_dot_row(tq->type, (const uint8_t *)tq->data + r * rs, act, ne0, file);
+    }
+    free(ref);
+    free(y);
+}
+
+static int test_real_files(void) {
+    char path[1024];
+    if (!test_data_path(path, sizeof path, "models/tiny-256/tiny-256-f32.gguf")) {
+        printf("SKIP real files: EMBER_TEST_DATA is not set\n");
+        return 0;
+    }
+    em_gguf *gf = NULL;
+    CHECK_OK(em_gguf_open(&gf, path));
+    if (!gf) return 1;
+    for (size_t c = 0; c < sizeof file_cases / sizeof file_cases[0]; c++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "models/tiny-256/tiny-256-%s.gguf", file_cases[c].file);
+        test_data_path(path, sizeof path, rel);
+        em_gguf *gq = NULL;
+        CHECK_OK(em_gguf_open(&gq, path));
+        if (!gq) continue;
+        memset(seen_type, 0, sizeof seen_type);
+        memset(worst_err, 0, sizeof worst_err);
+        memset(worst_requant, 0, sizeof worst_requant);
+        const int64_t nt = em_gguf_n_tensors(gq);
+        CHECK_MSG(nt == em_gguf_n_tensors(gf), "%s: tensor count", file_cases[c].file);
+        for (int64_t i = 0; i < nt; i++) {
+            const em_gguf_tensor *tq = em_gguf_tensor_at(gq, i);
+            char name[256];
+            snprintf(name, sizeof name, "%.*s", (int)EM_MIN(tq->name.len, 200), tq->name.ptr);
+            const em_gguf_tensor *tf = em_gguf_find_tensor(gf, name);
+            CHECK_MSG(tf != NULL, "%s: %s missing from the f32 file", file_cases[c].file, name);
+            if (tf) check_tensor(tq, tf, file_cases[c].file);
+        }
+        printf("  %-7s:", file_cases[c].file);
+        for (int t = 0; t < EM_TYPE_COUNT; t++)
+            if (seen_type[t])
+                printf(" %d x %s (err %.4f, requant %.4f)", seen_type[t], em_type_name((em_type)t),
+                       worst_err[t], worst_requant[t]);
+        printf("\n");
+        CHECK_MSG(seen_type[file_cases[c].main] > 0, "%s: no tensor of type %s",
+                  file_cases[c].file, em_type_name(file_cases[c].main));
+        em_gguf_close(gq);
+    }
+    em_gguf_close(gf);
+    return 0;
+}
+
+int main(void) {
+    printf("fp16/bf16 conversion\n");
+    test_half_conversion();
+    printf("block layouts\n");
+    test_layouts();
+    printf("round trips\n");
+    test_round_trips();
+    printf("dot products\n");
+    test_dots();
+    printf("traits and arguments\n");
+    test_traits();
+    test_bad_lengths();
+    printf("real files\n");
+    test_real_files();
+    TEST_END();
+}
