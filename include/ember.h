@@ -199,15 +199,17 @@ const char *em_vocab_text(const em_vocab *vocab, em_token t);
 /*
  * Converts text to tokens.  add_special adds BOS/EOS as the model asks;
  * parse_special turns special-token text ("<|im_start|>") into its token.
- * Returns the number of tokens, or -(needed) when n_max is too small, or
- * INT32_MIN on an error (em_last_error() says which).
+ * len < 0: text is NUL-terminated.  Returns the number of tokens, or
+ * -(needed) when n_max is too small, or INT32_MIN on an error
+ * (em_last_error() says which).
  */
 int32_t em_tokenize(const em_vocab *vocab, const char *text, int32_t len,
                     em_token *tokens, int32_t n_max, bool add_special,
                     bool parse_special);
 
 /* Writes the text of one token (not NUL-terminated); returns its length or
- * -(needed).  special: render control tokens as their text. */
+ * -(needed), or INT32_MIN for a token id outside the vocabulary.
+ * special: render control tokens as their text. */
 int32_t em_token_to_piece(const em_vocab *vocab, em_token t, char *buf,
                           int32_t size, bool special);
 
@@ -234,7 +236,8 @@ typedef struct em_sampler_params {
     int32_t repeat_last_n;  /* window the penalties look at; -1: whole ctx   */
     float freq_penalty;     /* 0: off                                        */
     float presence_penalty; /* 0: off                                        */
-    uint64_t seed;          /* same seed, same logits: same tokens           */
+    uint64_t seed;          /* default 42; every value is deterministic:     */
+                            /* same seed, same logits, same tokens           */
     const em_logit_bias *logit_bias; /* [n_logit_bias], copied at init       */
     int32_t n_logit_bias;
 } em_sampler_params;

@@ -42,6 +42,7 @@ typedef struct eval_opts {
     long bench_gen, bench_prompt, bench_reps;
     bool no_bench;
     double price;
+    double read_bw;                 /* report: GB/s, 0 until measured       */
     em_type kv_type;
     em_quality_metric quality;
 } eval_opts;
@@ -82,6 +83,8 @@ static void usage(FILE *out) {
             "      --kv-ctx N        KV positions counted in the memory column (default 4096)\n"
             "      --bench-gen N, --bench-prompt N, --bench-reps N  speed test size\n"
             "                        (default 32, 64, 2)\n"
+            "      --read-bw GBS     this machine's streaming read bandwidth, measured before\n"
+            "                        (default: measured once, for the roofline column)\n"
             "      --no-bench        do not measure speed (no cost axis)\n");
 }
 
@@ -177,6 +180,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
         else if (!strcmp(name, "--bench-prompt")) ok = parse_long(v, 0, 1L << 16, &o->bench_prompt);
         else if (!strcmp(name, "--bench-reps")) ok = parse_long(v, 1, 100, &o->bench_reps);
         else if (!strcmp(name, "--price-per-hour")) ok = parse_double(v, 0, &o->price);
+        else if (!strcmp(name, "--read-bw")) ok = parse_double(v, 0, &o->read_bw) && o->read_bw > 0;
         else if (!strcmp(name, "--kv-type")) {
             if (!strcmp(v, "f16")) o->kv_type = EM_TYPE_F16;
             else if (!strcmp(v, "f32")) o->kv_type = EM_TYPE_F32;
@@ -484,8 +488,10 @@ static em_eval_record *record_for(em_eval_record *recs, int32_t *n, const char *
     return r;
 }
 
-/* Runs what the options ask for on one model and fills its record. */
-static int report_model(const eval_opts *o, em_eval_record *rec, bool run_evals) {
+/* Runs what the options ask for on one model and fills its record.  The
+ * machine's read bandwidth is measured by the first benchmark and kept in
+ * o for the others. */
+static int report_model(eval_opts *o, em_eval_record *rec, bool run_evals) {
     const char *path = rec->model;
     em_model *m = load_model("report", path);
     if (!m) return 1;
@@ -551,6 +557,8 @@ static int report_model(const eval_opts *o, em_eval_record *rec, bool run_evals)
         bp.n_prompt = (int32_t)o->bench_prompt;
         bp.reps = (int32_t)o->bench_reps;
         bp.n_threads = (int32_t)o->n_threads;
+        bp.kv_type = o->kv_type;
+        bp.read_bw_gbs = o->read_bw;
         em_bench_result br;
         if (em_bench_model(m, &bp, &br) != EM_OK) {
             fprintf(stderr, "ember eval report: %s: benchmark: %s\n", path, em_last_error());
@@ -559,8 +567,11 @@ static int report_model(const eval_opts *o, em_eval_record *rec, bool run_evals)
             mine.has_speed = true;
             mine.tg_tok_s = br.tg_avg_ts;
             mine.pp_tok_s = br.pp_avg_ts;
-            mine.bench_threads = bp.n_threads > 0 ? bp.n_threads : em_physical_cores();
-            fprintf(stderr, "ember eval report: %s: %.1f generated tok/s\n", path, br.tg_avg_ts);
+            mine.bench_threads = br.n_threads;
+            mine.tg_roofline = br.tg_roofline_share;
+            if (br.read_bw_gbs > 0) o->read_bw = br.read_bw_gbs;
+            fprintf(stderr, "ember eval report: %s: %.1f generated tok/s (%.0f%% of the read-bandwidth roofline)\n",
+                    path, br.tg_avg_ts, 100 * br.tg_roofline_share);
         }
     }
     em_model_free(m);
@@ -582,7 +593,7 @@ static int cmd_report(int argc, char **argv) {
     int rc = parse_opts("report", argc, argv,
                         " --models --tasks --results --file --ctx-size --chunks --limit --threads --batch-size "
                         "--kv-type --data-dir --price-per-hour --quality --kv-ctx --bench-gen --bench-prompt "
-                        "--bench-reps --no-bench --output ",
+                        "--bench-reps --read-bw --no-bench --output ",
                         &o);
     if (rc >= 0) return rc;
     if (!o.out) {

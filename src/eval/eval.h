@@ -276,6 +276,7 @@ typedef struct em_eval_record {
     bool has_speed;
     double tg_tok_s;        /* generation tokens per second                      */
     double pp_tok_s;        /* prompt tokens per second                          */
+    double tg_roofline;     /* share of the read-bandwidth ceiling tg reached    */
     int32_t bench_threads;
 } em_eval_record;
 

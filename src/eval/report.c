@@ -68,6 +68,7 @@ void em_eval_record_merge(em_eval_record *dst, const em_eval_record *src) {
         dst->has_speed = true;
         dst->tg_tok_s = src->tg_tok_s;
         dst->pp_tok_s = src->pp_tok_s;
+        dst->tg_roofline = src->tg_roofline;
         dst->bench_threads = src->bench_threads;
     }
 }
@@ -137,6 +138,7 @@ static json_t *record_json(const em_eval_record *r) {
         json_t *j = json_object();
         json_object_set_new(j, "tg_tok_s", num(r->tg_tok_s));
         json_object_set_new(j, "pp_tok_s", num(r->pp_tok_s));
+        json_object_set_new(j, "roofline_share", num(r->tg_roofline));
         json_object_set_new(j, "threads", json_integer(r->bench_threads));
         json_object_set_new(o, "speed", j);
     }
@@ -244,6 +246,7 @@ em_status em_eval_record_load(em_eval_record *r, const char *path) {
         r->has_speed = true;
         r->tg_tok_s = get_num(j, "tg_tok_s");
         r->pp_tok_s = get_num(j, "pp_tok_s");
+        r->tg_roofline = get_num(j, "roofline_share");
         r->bench_threads = clamp_i32(get_int(j, "threads"));
     }
     json_decref(o);
@@ -512,7 +515,11 @@ static void write_chart(FILE *f, const em_eval_record *recs, int32_t n, const em
         put_esc(f, name);
         fprintf(f, ": quality %.4g, cost %.4g, memory %.1f MiB%s</title></circle>\n", pts[i].quality, pts[i].cost,
                 pts[i].memory_bytes / 1048576.0, pts[i].pareto ? " (Pareto front)" : "");
-        fprintf(f, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\">", x + 9, y - 7);
+        /* Labels sit right of their point, or left of it near the right
+         * edge so that they stay inside the picture. */
+        bool left = x > W - R - 140;
+        fprintf(f, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\"%s>", left ? x - 9 : x + 9, y - 7,
+                left ? " text-anchor=\"end\"" : "");
         put_esc(f, name);
         fputs("</text></g>\n", f);
     }
@@ -538,7 +545,7 @@ static void write_table(FILE *f, const em_eval_record *recs, int32_t n, const em
         any_kld = any_kld || recs[i].has_kld;
     }
     fputs("<table id=\"results\">\n<thead><tr><th>model</th><th>description</th><th>size MiB</th>"
-          "<th>memory MiB</th><th>gen tok/s</th><th>prompt tok/s</th>",
+          "<th>memory MiB</th><th>gen tok/s</th><th>roofline</th><th>prompt tok/s</th>",
           f);
     fputs(p->price_per_hour > 0 ? "<th>USD / 1M tok</th>" : "<th>ms / tok</th>", f);
     if (any_ppl) fputs("<th>PPL &plusmn; SE</th>", f);
@@ -562,6 +569,7 @@ static void write_table(FILE *f, const em_eval_record *recs, int32_t n, const em
         cell_num(f, (double)r->model_bytes / 1048576.0, "%.2f");
         cell_num(f, pts[i].memory_bytes / 1048576.0, "%.2f");
         cell_num(f, r->has_speed ? r->tg_tok_s : NAN, "%.1f");
+        cell_num(f, r->has_speed ? 100 * r->tg_roofline : NAN, "%.0f%%");
         cell_num(f, r->has_speed ? r->pp_tok_s : NAN, "%.1f");
         cell_num(f, pts[i].has_cost ? pts[i].cost : NAN, "%.4g");
         if (any_ppl) {

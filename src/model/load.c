@@ -79,19 +79,23 @@ static em_status read_hparams(em_model *m) {
     if (!(hp->norm_eps >= 0) || !(hp->rope_base > 0))
         return em_error(EM_ERR_FORMAT, "model: bad epsilon or rope base");
 
-    /* Linear RoPE scaling divides positions by the factor. */
+    /* Linear RoPE scaling divides positions by the factor.  As in
+     * llama.cpp, a factor without a type means linear; "none" turns it off. */
     float factor = 0;
     char key[160];
-    em_gguf_str stype;
+    em_gguf_str stype = {"linear", 6};
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
-    bool linear = em_gguf_get_str(m->gguf, key, &stype) == EM_OK && em_gguf_str_eq(stype, "linear");
+    em_gguf_get_str(m->gguf, key, &stype);
     TRY(get_arch_f32(m, "rope.scaling.factor", &factor, 0));
-    if (!linear) {
-        /* Older files name the linear factor on its own key. */
-        TRY(get_arch_f32(m, "rope.scale_linear", &factor, 0));
-        linear = factor > 0;
+    if (factor <= 0) TRY(get_arch_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
+    if (em_gguf_str_eq(stype, "none") || factor <= 0 || factor == 1) {
+        hp->rope_freq_scale = 1.0f;
+    } else if (em_gguf_str_eq(stype, "linear")) {
+        hp->rope_freq_scale = 1.0f / factor;
+    } else {
+        return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear only)",
+                        (int)EM_MIN(stype.len, 32), stype.ptr);
     }
-    hp->rope_freq_scale = (linear && factor > 0) ? 1.0f / factor : 1.0f;
     hp->rope_type = m->arch == EM_ARCH_LLAMA ? EM_ROPE_NORM : EM_ROPE_NEOX;
 #undef TRY
     return EM_OK;

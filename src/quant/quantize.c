@@ -23,6 +23,7 @@
  */
 #include "quant/quant.h"
 #include "quant/blocks.h"
+#include "quant/dot.h"
 
 #include <math.h>
 
@@ -736,6 +737,11 @@ em_status em_quantize_row(em_type t, const float *src, void *dst, int64_t n,
     if (n == 0) return EM_OK;
     if (!src || !dst) return em_error(EM_ERR_INVALID_ARG, "quantize: NULL buffer");
 
+    /* The activation formats are quantized on every token: SIMD kernels
+     * (bit-identical to the code below) where the CPU has them. */
+    if ((t == EM_TYPE_Q8_0 || t == EM_TYPE_Q8_1 || t == EM_TYPE_Q8_K) &&
+        em_quantize_row_simd(t, src, dst, n))
+        return EM_OK;
     const int64_t nb = n / tr->block_size;
     switch (t) {
     case EM_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;

@@ -6,7 +6,7 @@
  * always (as Hugging Face's added tokens are), CONTROL and UNKNOWN tokens
  * only with parse_special.  At each position the longest special token
  * starting there wins, scanning left to right (Hugging Face's leftmost-
- * longest rule).  The stretches between them go to the model's algorithm
+ * longest rule; one walk down the vocab's special-token trie per byte).  The stretches between them go to the model's algorithm
  * (spm.c, bpe.c, wpm.c), and BOS / EOS / SEP are added around the result
  * as the model asks when add_special is set.
  *

@@ -365,7 +365,7 @@ static em_status build_pieces(em_vocab *v) {
                     size_t used;
                     uint32_t cp = em_utf8_decode(t + k, tn - k, &used);
                     int b = em_bpe_cp_to_byte(cp);
-                    if (b >= 0 && !(cp == EM_UC_REPLACEMENT && used == 1)) {
+                    if (b >= 0) {
                         o[len++] = (char)b;
                     } else {
                         /* Not a byte symbol: keep the text as it is. */

@@ -4,8 +4,8 @@
  * First BERT's basic tokenization, as Hugging Face's BertNormalizer and
  * BertPreTokenizer do it: drop NUL, U+FFFD and control characters; treat
  * whitespace as word breaks; with strip_accents decompose (NFD) and drop
- * nonspacing marks; lowercase; and make every punctuation mark, every ASCII
- * symbol and every CJK ideograph a word of its own.
+ * nonspacing marks; lowercase; and make every punctuation mark (ASCII
+ * symbols included) and every CJK ideograph a word of its own.
  *
  * Then each word is matched greedily, longest token first, from its start.
  * GGUF files store WordPiece vocabularies the way llama.cpp converts them:
@@ -33,10 +33,14 @@ static int is_cjk(uint32_t c) {
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
+/* Unicode's "Other" categories, which BERT drops as control characters. */
 static int is_other(em_uc_cat c) {
     return c == EM_UC_CC || c == EM_UC_CF || c == EM_UC_CN || c == EM_UC_CO || c == EM_UC_CS;
 }
 
+/* BERT's punctuation: every ASCII character that is neither a letter, a
+ * digit, a space nor a control (so ASCII symbols such as '$' too), and
+ * every Unicode punctuation mark. */
 static int is_punct(uint32_t c, em_uc_cat cat) {
     if (c < 0x80)
         return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
@@ -54,6 +58,9 @@ typedef struct wpm_state {
 } wpm_state;
 
 static em_status put(wpm_state *s, const char *p, size_t k) {
+    /* Spans hold 32-bit offsets. */
+    if (s->n_buf + k > UINT32_MAX)
+        return em_error(EM_ERR_INVALID_ARG, "tokenize: normalized text over 4 GiB");
     em_status st = em_tok_reserve((void **)&s->w->buf, &s->w->cap_buf, s->n_buf + k, 1);
     if (st != EM_OK) return st;
     memcpy(s->w->buf + s->n_buf, p, k);
@@ -86,9 +93,7 @@ static em_status emit(wpm_state *s, uint32_t c) {
     char u[4];
     em_status st;
     if (em_uc_is_space(c)) return close_word(s);
-    if (is_punct(c, em_uc_category(c)) || (c < 0x7F && em_uc_category(c) >= EM_UC_SM &&
-                                           em_uc_category(c) <= EM_UC_SO) ||
-        is_cjk(c)) {
+    if (is_punct(c, em_uc_category(c)) || is_cjk(c)) {
         if ((st = close_word(s)) != EM_OK) return st;
         if ((st = open_word(s)) != EM_OK) return st;
         if ((st = put(s, u, em_utf8_encode(c, u))) != EM_OK) return st;

@@ -70,10 +70,10 @@ kld_of() {
   E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-$1.gguf" -f "$TXT" -c 128 --chunks 2 2>"$tmp/kerr.txt" \
     | sed -n 's/^Mean    KLD: \([0-9.e-]*\) .*/\1/p'
 }
-k8=$(kld_of Q8_0); k2=$(kld_of Q2_K); kf=$(kld_of F16)
-if [ -n "$k8" ] && [ -n "$k2" ] && [ -n "$kf" ] && cmp_lt "$kf" "$k8" && cmp_lt "$k8" "$k2"; then
-  ok "KLD from f32: F16 $kf < Q8_0 $k8 < Q2_K $k2"
-else bad "KLD order F16 '$kf' Q8_0 '$k8' Q2_K '$k2' $(tail -1 "$tmp/kerr.txt")"; fi
+k8=$(kld_of Q8_0); k4=$(kld_of Q4_0); kf=$(kld_of F16)
+if [ -n "$k8" ] && [ -n "$k4" ] && [ -n "$kf" ] && cmp_lt "$kf" "$k8" && cmp_lt "$k8" "$k4"; then
+  ok "KLD from f32: F16 $kf < Q8_0 $k8 < Q4_0 $k4"
+else bad "KLD order F16 '$kf' Q8_0 '$k8' Q4_0 '$k4' $(tail -1 "$tmp/kerr.txt")"; fi
 E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-Q8_0.gguf" -f "$TXT" -c 128 --chunks 2 \
   --json "$tmp/kld.json" >"$tmp/kld.out" 2>/dev/null
 grep -q '^Same top-1 : ' "$tmp/kld.out" && grep -q '^99.0%   KLD: ' "$tmp/kld.out" && grep -q '^Delta PPL  : ' "$tmp/kld.out" \
@@ -85,7 +85,7 @@ E kld --base "$M" -m "$D/models/llama-2-tiny-random.gguf" -f "$TXT" -c 64 >/dev/
 # ------------------------------------------------------------- report
 head -c 8000 "$TXT" >"$tmp/small.txt"
 E report --models "$M" "$T256/tiny-256-Q8_0.gguf" "$T256/tiny-256-Q4_0.gguf" --tasks arc_easy piqa --limit 4 \
-  -f "$tmp/small.txt" -c 128 --chunks 1 -t 2 --price-per-hour 1.5 --bench-gen 8 --bench-prompt 8 --bench-reps 1 \
+  -f "$tmp/small.txt" -c 128 --chunks 1 -t 2 --price-per-hour 1.5 --bench-gen 8 --bench-prompt 8 --bench-reps 1 --read-bw 10 \
   -o "$tmp/report.html" >"$tmp/rep.out" 2>"$tmp/rep.err"; rc=$?
 if [ $rc -eq 0 ] && [ -s "$tmp/report.html" ] && [ -s "$tmp/report.json" ]; then ok "report written"
 else bad "report rc $rc: $(tail -1 "$tmp/rep.err")"; fi
@@ -97,7 +97,7 @@ n_models=$(grep -c '"ember_eval": 1' "$tmp/report.json" 2>/dev/null)
 E ppl -m "$M" -f "$tmp/small.txt" -c 128 --chunks 1 --json "$tmp/r_ppl.json" >/dev/null 2>&1
 E mc -m "$M" --task arc_easy --limit 4 --json "$tmp/r_mc.json" >/dev/null 2>&1
 E report --results "$tmp/r_ppl.json" "$tmp/r_mc.json" --models "$T256/tiny-256-Q8_0.gguf" --tasks arc_easy \
-  --limit 4 -t 2 --bench-gen 8 --bench-prompt 8 --bench-reps 1 -o "$tmp/merged.html" >/dev/null 2>"$tmp/rep.err"; rc=$?
+  --limit 4 -t 2 --bench-gen 8 --bench-prompt 8 --bench-reps 1 --read-bw 10 -o "$tmp/merged.html" >/dev/null 2>"$tmp/rep.err"; rc=$?
 if [ $rc -eq 0 ] && [ "$(grep -c '"ember_eval": 1' "$tmp/merged.json")" = 2 ] && grep -q '"value"' "$tmp/merged.json" \
    && grep -q '"ms_per_token"' "$tmp/merged.json"; then ok "report merges --results with a run"
 else bad "report --results rc $rc: $(tail -1 "$tmp/rep.err")"; fi

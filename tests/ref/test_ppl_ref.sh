@@ -8,7 +8,8 @@
 # perplexity (one slice per chunk and several slices per chunk) and KL
 # divergence; the reference recomputes them from the token ids.
 # Pass: relative error <= 1e-4 with an F32 KV cache, <= 2e-3 with F16.
-# With EMBER_TEST_DATA set, stories260K on TinyStories is checked too.
+# With EMBER_TEST_DATA set, stories260K and tiny-256 (F32) on TinyStories
+# are checked too.
 #
 # One line per check; exit 1 on any failure, 77 (skip) when
 # /usr/bin/python3 lacks NumPy.
@@ -102,6 +103,7 @@ if [ -n "${EMBER_TEST_DATA:-}" ]; then
     # first 4 KB so the NumPy side stays quick.
     head -c 4000 "$EMBER_TEST_DATA/text/tinystories_val.txt" >"$TMP/ts.txt"
     ppl_check stories260K "$EMBER_TEST_DATA/models/stories260K.gguf" "$TMP/ts.txt" 256 2 1e-4 --kv-type f32
+    ppl_check tiny-256-f32 "$EMBER_TEST_DATA/models/tiny-256/tiny-256-f32.gguf" "$TMP/ts.txt" 128 2 1e-4 --kv-type f32
 else
     echo "(EMBER_TEST_DATA not set: stories260K check skipped)"
 fi

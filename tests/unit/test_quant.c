@@ -9,14 +9,20 @@
  *      the format definitions, independently of src/quant
  *   3. round trips on Gaussian data under per-type error bounds, with and
  *      without an importance matrix, plus degenerate rows
- *   4. em_vec_dot_generic and em_vec_dot against float dots
+ *   4. em_vec_dot_generic and em_vec_dot against float dots, once per
+ *      kernel set this CPU runs (generic, avx2, avx512, arm)
+ *   4b. every SIMD kernel against its scalar twin, per kernel set: random
+ *      and extreme blocks, bit-exact cases, odd lengths; and the SIMD
+ *      activation quantizers byte for byte against the scalar ones
  *   5. traits, row sizes and bad arguments
  *   6. real files (needs EMBER_TEST_DATA): every tensor of every
  *      tiny-256-TYPE.gguf against tiny-256-f32.gguf, re-quantization, and
- *      the dot kernels on real rows
+ *      the dot kernels (every kernel set) and the activation quantizers
+ *      on real rows
  */
 #include "gguf/gguf.h"
 #include "quant/blocks.h"
+#include "quant/dot.h"
 #include "quant/quant.h"
 #include "test.h"
 
@@ -542,18 +548,16 @@ static void check_dot_row(em_type t, const void *wq, const float *act, int64_t n
     free(aq);
 }
 
-static void test_dots(void) {
+/* want: the kernel set that must be active (NULL: not checked). */
+static void test_dots(const char *want) {
     enum { N = 256 * 8 };
     float *w = malloc(N * sizeof *w), *a = malloc(N * sizeof *a);
     void *wq = malloc(N * 4);
     printf("  em_vec_dot kernels: %s\n", em_vec_dot_isa());
-#if defined(__x86_64__) && defined(__GNUC__)
     /* Make sure the SIMD kernels really are what gets compared below. */
-    const char *force = getenv("EMBER_CPU");
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        !(force && strcmp(force, "generic") == 0))
-        CHECK(strcmp(em_vec_dot_isa(), "avx2") == 0);
-#endif
+    if (want)
+        CHECK_MSG(strcmp(em_vec_dot_isa(), want) == 0, "kernels %s, expected %s",
+                  em_vec_dot_isa(), want);
     for (int rep = 0; rep < 3; rep++) {
         fill_gauss(w, N, 0.1f);
         fill_gauss(a, N, rep == 2 ? 30.0f : 1.0f);
@@ -604,6 +608,361 @@ static void test_dots(void) {
     free(w);
     free(a);
     free(wq);
+}
+
+/* ------------------------------- 4b. SIMD kernels against scalar twins */
+
+/* The SIMD kernel sets this CPU runs (those em_dot_select_isa accepts),
+ * and the set the dispatcher picked by itself. */
+static const char *simd_sets[4];
+static int n_simd_sets;
+static const char *default_set;
+
+/* The set the dispatcher should pick by itself, judged with the
+ * compiler's own CPU check (independent of cpu_x86.c); NULL where this
+ * test cannot tell (not x86). */
+static const char *expected_default_set(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    const char *force = getenv("EMBER_CPU");
+    if (force && strcmp(force, "generic") == 0) return "generic";
+    if (force && strcmp(force, "avx2") == 0 && avx2) return "avx2";
+    return avx512 ? "avx512" : avx2 ? "avx2" : "generic";
+#else
+    return NULL;
+#endif
+}
+
+static void find_simd_sets(void) {
+    default_set = em_vec_dot_isa();
+    const char *want = expected_default_set();
+    if (want)
+        CHECK_MSG(strcmp(default_set, want) == 0, "default kernels %s, expected %s", default_set,
+                  want);
+    static const char *const names[] = {"avx2", "avx512", "neon"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (em_dot_select_isa(names[i]) == 0) simd_sets[n_simd_sets++] = names[i];
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* Every set the CPU supports must be selectable. */
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      __builtin_cpu_supports("f16c");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    bool got2 = false, got512 = false;
+    for (int i = 0; i < n_simd_sets; i++) {
+        got2 |= strcmp(simd_sets[i], "avx2") == 0;
+        got512 |= strcmp(simd_sets[i], "avx512") == 0;
+    }
+    CHECK_MSG(got2 == avx2 && got512 == avx512, "avx2 %d/%d avx512 %d/%d selectable/supported",
+              got2, avx2, got512, avx512);
+#endif
+    CHECK(em_dot_select_isa("no-such-set") == -1);
+    CHECK(em_dot_select_isa("generic") == 0);
+    CHECK(strcmp(em_vec_dot_isa(), "generic") == 0);
+    CHECK(em_dot_select_isa(default_set) == 0);
+    CHECK(strcmp(em_vec_dot_isa(), default_set) == 0);
+    printf("  kernel sets:");
+    for (int i = 0; i < n_simd_sets; i++) printf(" %s", simd_sets[i]);
+    printf(" (default %s)\n", default_set);
+}
+
+/* A random finite half anywhere in the fp16 range, subnormals included. */
+static uint16_t wide_half(void) {
+    uint16_t h = (uint16_t)rng_next();
+    if (((h >> 10) & 31) == 31) h = (uint16_t)(h & ~0x4000); /* no inf/NaN */
+    return h;
+}
+
+/* +-2^k for k in -2..2: products of these with small integers are exact. */
+static float pow2_scale(void) {
+    const uint64_t r = rng_next();
+    return ldexpf((r & 8) ? -1.0f : 1.0f, (int)(r % 5) - 2);
+}
+
+/* Sets the fp16 scale fields of one weight block (offsets per layout). */
+static void set_block_scales(em_type t, uint8_t *blk, uint16_t h1, uint16_t h2) {
+    switch (t) {
+    case EM_TYPE_Q2_K: memcpy(blk + 80, &h1, 2); memcpy(blk + 82, &h2, 2); break;
+    case EM_TYPE_Q3_K: memcpy(blk + 108, &h1, 2); break;
+    case EM_TYPE_Q6_K: memcpy(blk + 208, &h1, 2); break;
+    case EM_TYPE_Q4_1: case EM_TYPE_Q5_1: case EM_TYPE_Q4_K: case EM_TYPE_Q5_K:
+        memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
+    default: memcpy(blk, &h1, 2); break;
+    }
+}
+
+/* Scale kinds of the test rows: small, anywhere in range, exact (powers
+ * of two with small quants, so that every kernel's result is exact). */
+enum { SCALE_SMALL, SCALE_WIDE, SCALE_EXACT };
+
+static uint16_t test_half(int kind) {
+    return kind == SCALE_SMALL ? rand_half()
+           : kind == SCALE_WIDE ? wide_half()
+                                : em_fp32_to_fp16(pow2_scale());
+}
+
+/*
+ * A weight row of n elements of type t.  Quantized types: every byte is
+ * `pattern` (random when pattern < 0), then the scale fields are set.
+ * Float types: small integers (exact), or Gaussian values times 1e-20, 1
+ * or 1e20 by pattern.
+ */
+static void make_weight_row(em_type t, void *w, int64_t n, int pattern, int kind) {
+    const em_type_traits *tr = em_get_type_traits(t);
+    if (!tr->is_quantized) {
+        for (int64_t i = 0; i < n; i++) {
+            float v = kind == SCALE_EXACT ? (float)((int)(rng_next() % 17) - 8)
+                                          : rng_gauss() * (pattern < 0 ? 1.0f
+                                                           : (pattern & 1) ? 1e-20f : 1e20f);
+            if (t == EM_TYPE_F32) ((float *)w)[i] = v;
+            if (t == EM_TYPE_F16) ((uint16_t *)w)[i] = em_fp32_to_fp16(v * 1e-20f > 1 ? 1 : v);
+            if (t == EM_TYPE_BF16) ((uint16_t *)w)[i] = em_fp32_to_bf16(v);
+        }
+        if (t == EM_TYPE_F16 && kind != SCALE_EXACT)
+            for (int64_t i = 0; i < n; i++) /* F16 has no 1e20: any finite half */
+                ((uint16_t *)w)[i] = pattern < 0 ? em_fp32_to_fp16(rng_gauss()) : wide_half();
+        return;
+    }
+    const size_t rs = em_row_size(t, n);
+    if (pattern < 0) rand_bytes(w, rs);
+    else memset(w, pattern, rs);
+    for (size_t off = 0; off < rs; off += tr->type_size)
+        set_block_scales(t, (uint8_t *)w + off, test_half(kind), test_half(kind));
+}
+
+/*
+ * An activation row of type vt (a vec_dot_type) built directly, not
+ * through the quantizer, so that it can hold the extremes: quants drawn
+ * from [-qmax, qmax], with whole blocks at +qmax or -qmax now and then,
+ * and consistent block sums (Q8_1's s, Q8_K's bsums).
+ */
+static void make_act_row(em_type vt, void *a, int64_t n, int qmax, int kind) {
+    if (vt == EM_TYPE_F32) {
+        float *f = a;
+        for (int64_t i = 0; i < n; i++)
+            f[i] = kind == SCALE_EXACT ? (float)((int)(rng_next() % 9) - 4) : rng_gauss();
+        return;
+    }
+    const int64_t bs = em_get_type_traits(vt)->block_size, nb = n / bs;
+    int8_t q[256];
+    for (int64_t b = 0; b < nb; b++) {
+        const int mode = (int)(rng_next() % 6);
+        int sum = 0;
+        for (int j = 0; j < bs; j++) {
+            int v = (int)(rng_next() % (uint64_t)(2 * qmax + 1)) - qmax;
+            if (mode == 0) v = qmax;
+            if (mode == 1) v = -qmax;
+            if (mode == 2) v = (j & 1) ? qmax : -qmax;
+            q[j] = (int8_t)v;
+            sum += v;
+        }
+        if (vt == EM_TYPE_Q8_0) {
+            em_block_q8_0 *y = (em_block_q8_0 *)a + b;
+            y->d = test_half(kind);
+            memcpy(y->qs, q, 32);
+        } else if (vt == EM_TYPE_Q8_1) {
+            em_block_q8_1 *y = (em_block_q8_1 *)a + b;
+            y->d = test_half(kind);
+            y->s = em_fp32_to_fp16((float)sum * em_fp16_to_fp32(y->d));
+            memcpy(y->qs, q, 32);
+        } else {
+            em_block_q8_k *y = (em_block_q8_k *)a + b;
+            y->d = kind == SCALE_EXACT ? pow2_scale() : em_fp16_to_fp32(test_half(kind));
+            memcpy(y->qs, q, 256);
+            for (int g = 0; g < 16; g++) {
+                int gs = 0;
+                for (int l = 0; l < 16; l++) gs += q[16 * g + l];
+                y->bsums[g] = (int16_t)gs;
+            }
+        }
+    }
+}
+
+/* The dispatched kernel of the current set against the scalar one:
+ * bit-exact where the data makes every step exact, else within float
+ * rounding of the sum of |w a|. */
+static void compare_to_generic(em_type t, const void *w, const void *a, int64_t n, bool exact,
+                               const char *what) {
+    const em_type vt = em_get_type_traits(t)->vec_dot_type;
+    const float gen = em_vec_dot_generic(t, n, w, a), fast = em_vec_dot(t, n, w, a);
+    if (exact) {
+        CHECK_MSG(fast == gen, "%s %s %s n=%lld: %.9g vs generic %.9g", em_vec_dot_isa(),
+                  em_type_name(t), what, (long long)n, fast, gen);
+        return;
+    }
+    float *wf = malloc((size_t)n * sizeof *wf), *af = malloc((size_t)n * sizeof *af);
+    CHECK_OK(em_dequantize_row(t, w, wf, n));
+    CHECK_OK(em_dequantize_row(vt, a, af, n));
+    double mag = 0;
+    for (int64_t i = 0; i < n; i++) mag += fabs((double)wf[i] * af[i]);
+    /* Q4_1/Q5_1 add m * s per block, outside the sum of |w a|. */
+    if (t == EM_TYPE_Q4_1 || t == EM_TYPE_Q5_1) {
+        const size_t ws = em_get_type_traits(t)->type_size;
+        for (int64_t b = 0; b < n / 32; b++) {
+            uint16_t m;
+            memcpy(&m, (const uint8_t *)w + b * ws + 2, 2);
+            mag += fabs((double)em_fp16_to_fp32(m) *
+                        em_fp16_to_fp32(((const em_block_q8_1 *)a)[b].s));
+        }
+    }
+    CHECK_MSG(isfinite(gen) && fabs(fast - gen) <= 2e-5 * mag + 1e-30,
+              "%s %s %s n=%lld: %.9g vs generic %.9g (mag %.3g)", em_vec_dot_isa(),
+              em_type_name(t), what, (long long)n, fast, gen, mag);
+    free(wf);
+    free(af);
+}
+
+static void test_simd_dots(void) {
+    enum { NMAX = 256 * 8 };
+    void *w = malloc(NMAX * 4), *a = malloc(em_row_size(EM_TYPE_Q8_K, NMAX) + NMAX * 4);
+    static const int patterns[] = {-1, 0x00, 0xff, 0x80, 0x7f, 0x55};
+    for (int s = 0; s < n_simd_sets; s++) {
+        CHECK(em_dot_select_isa(simd_sets[s]) == 0);
+        const int checks0 = test_checks, fails0 = test_failures;
+        for (size_t k = 0; k < N_DOT_TYPES; k++) {
+            const em_type t = dot_types[k];
+            const em_type_traits *tr = em_get_type_traits(t);
+            const em_type vt = tr->vec_dot_type;
+            /* Lengths that reach every loop and tail of the kernels. */
+            int64_t lens[12];
+            int nl = 0;
+            if (tr->block_size == 1) {
+                const int64_t fl[] = {1, 7, 8, 15, 16, 17, 33, 63, 64, 65, 127, NMAX};
+                for (int i = 0; i < 12; i++) lens[nl++] = fl[i];
+            } else {
+                const int64_t bl[] = {1, 2, 3, 4, 5, 7, 8};
+                for (int i = 0; i < 7; i++) lens[nl++] = bl[i] * tr->block_size;
+                if (tr->block_size == 32) lens[nl++] = NMAX;
+            }
+            for (int li = 0; li < nl; li++) {
+                const int64_t n = lens[li];
+                for (size_t p = 0; p < sizeof patterns / sizeof patterns[0]; p++) {
+                    /* Exact: small activation quants (|a| <= 4) and
+                     * power-of-two scales keep every partial sum an
+                     * integer below 2^24 times a power of two. */
+                    if (tr->block_size == 1 || n <= 2 * tr->block_size || tr->block_size == 32) {
+                        make_weight_row(t, w, n, patterns[p], SCALE_EXACT);
+                        make_act_row(vt, a, n, 4, SCALE_EXACT);
+                        compare_to_generic(t, w, a, n, true, "exact");
+                    }
+                    /* Extremes: quants at +-127, scales anywhere. */
+                    make_weight_row(t, w, n, patterns[p], SCALE_WIDE);
+                    make_act_row(vt, a, n, 127, SCALE_WIDE);
+                    compare_to_generic(t, w, a, n, false, "wide");
+                    make_weight_row(t, w, n, patterns[p], SCALE_SMALL);
+                    make_act_row(vt, a, n, 127, SCALE_SMALL);
+                    compare_to_generic(t, w, a, n, false, "small");
+                }
+            }
+        }
+        printf("  %s against generic: %d checks, %d failed\n", simd_sets[s],
+               test_checks - checks0, test_failures - fails0);
+    }
+    CHECK(em_dot_select_isa(default_set) == 0);
+    free(w);
+    free(a);
+}
+
+/* Quantizes x (n a multiple of 256) to Q8_0, Q8_1 and Q8_K with the
+ * scalar code and with every SIMD set; the bytes must be identical. */
+static void compare_act_quant(const float *x, int64_t n, const char *what) {
+    static const em_type types[] = {EM_TYPE_Q8_0, EM_TYPE_Q8_1, EM_TYPE_Q8_K};
+    for (size_t k = 0; k < 3; k++) {
+        const em_type t = types[k];
+        const size_t rs = em_row_size(t, n);
+        uint8_t *ref = malloc(rs), *got = malloc(rs);
+        em_dot_select_isa("generic");
+        CHECK_OK(em_quantize_row(t, x, ref, n, NULL));
+        for (int s = 0; s < n_simd_sets; s++) {
+            em_dot_select_isa(simd_sets[s]);
+            memset(got, 0xa5, rs);
+            CHECK_OK(em_quantize_row(t, x, got, n, NULL));
+            size_t first = rs;
+            for (size_t i = 0; i < rs && first == rs; i++)
+                if (got[i] != ref[i]) first = i;
+            CHECK_MSG(first == rs, "%s %s %s: byte %zu of %zu differs (%02x vs scalar %02x)",
+                      simd_sets[s], em_type_name(t), what, first, rs, first < rs ? got[first] : 0,
+                      first < rs ? ref[first] : 0);
+        }
+        free(ref);
+        free(got);
+    }
+    em_dot_select_isa(default_set);
+}
+
+static void test_act_quant(void) {
+    enum { N = 1024 };
+    float *x = malloc(N * sizeof *x);
+    /* The SIMD quantizers really are in use where a SIMD set is. */
+    for (int s = 0; s < n_simd_sets; s++) {
+        em_dot_select_isa(simd_sets[s]);
+        uint8_t buf[sizeof(em_block_q8_k)];
+        fill_gauss(x, 256, 1.0f);
+        const bool x86 = strncmp(simd_sets[s], "avx", 3) == 0;
+        if (x86) {
+            CHECK(em_quantize_row_simd(EM_TYPE_Q8_0, x, buf, 32));
+            CHECK(em_quantize_row_simd(EM_TYPE_Q8_1, x, buf, 32));
+            CHECK(em_quantize_row_simd(EM_TYPE_Q8_K, x, buf, 256));
+        }
+        CHECK(!em_quantize_row_simd(EM_TYPE_Q4_0, x, buf, 32));
+    }
+    em_dot_select_isa("generic");
+    CHECK(!em_quantize_row_simd(EM_TYPE_Q8_0, x, x + 512, 32));
+    em_dot_select_isa(default_set);
+
+    for (float scale = 1e-30f; scale < 1e31f; scale *= 1e5f) {
+        fill_gauss(x, N, scale);
+        compare_act_quant(x, N, "gaussian");
+    }
+    for (int i = 0; i < N; i++) /* every exponent, every sign */
+        x[i] = rng_gauss() * powf(10.0f, (float)(rng_uniform() * 70.0 - 35.0));
+    compare_act_quant(x, N, "wide exponents");
+
+    /* Ties: one element of magnitude 127 per 32 makes the scales exactly
+     * 1 (Q8_0/Q8_1: d = 127 / 127) and -1 or 1 (Q8_K: -127 / vmax), so the
+     * others land exactly on k + 1/2 and on their neighbours. */
+    for (int variant = 0; variant < 6; variant++) {
+        for (int i = 0; i < N; i++) {
+            const float tie = (float)(i % 255 - 127) + 0.5f;
+            x[i] = variant % 3 == 0 ? tie
+                   : variant % 3 == 1 ? nextafterf(tie, INFINITY)
+                                      : nextafterf(tie, -INFINITY);
+            if (i % 32 == 5) x[i] = variant < 3 ? 127.0f : -127.0f;
+        }
+        compare_act_quant(x, N, "ties");
+        for (int i = 0; i < N; i++) x[i] = ldexpf(x[i], -20);
+        compare_act_quant(x, N, "ties * 2^-20");
+    }
+
+    /* Degenerate rows. */
+    memset(x, 0, N * sizeof *x);
+    compare_act_quant(x, N, "zeros");
+    for (int i = 0; i < N; i++) x[i] = -0.0f;
+    compare_act_quant(x, N, "negative zeros");
+    for (int i = 0; i < N; i++) x[i] = (i % 97 == 3) ? 1e-40f * (float)(i % 5 - 2) : 0.0f;
+    compare_act_quant(x, N, "subnormals");
+    for (int i = 0; i < N; i++) x[i] = (i % 2 ? -3.0f : 3.0f) * (i % 64 < 32 ? 1 : -1);
+    compare_act_quant(x, N, "equal magnitudes, both signs");
+    for (int i = 0; i < N; i++) x[i] = (i % 3 ? 3.4e38f : -3.4e38f);
+    compare_act_quant(x, N, "near FLT_MAX");
+
+    /* NaN and infinities at various places (the scalar code's order
+     * decides the NaN cases). */
+    const int spots[] = {0, 1, 7, 8, 16, 31, 33, 100, 255, 256, 511, 1023};
+    for (int v = 0; v < 4; v++) {
+        for (size_t k = 0; k < sizeof spots / sizeof spots[0]; k++) {
+            fill_gauss(x, N, 2.0f);
+            const float bad = v == 0 ? NAN : v == 1 ? INFINITY : v == 2 ? -INFINITY : -NAN;
+            x[spots[k]] = bad;
+            if (k % 3 == 0) x[(spots[k] + 13) % N] = v == 0 ? INFINITY : NAN;
+            compare_act_quant(x, N, v == 0 || v == 3 ? "NaN" : "infinity");
+        }
+    }
+    for (int i = 0; i < N; i++) x[i] = NAN;
+    compare_act_quant(x, N, "all NaN");
+    free(x);
 }
 
 /* ------------------------------------------------ 5. traits and bad args */
@@ -800,6 +1159,16 @@ static void check_tensor(const em_gguf_tensor *tq, const em_gguf_tensor *tf, con
         fill_gauss(act, ne0, 1.0f);
         for (int64_t r = 0; r < EM_MIN(nrows, 4); r++)
             check_dot_row(tq->type, (const uint8_t *)tq->data + r * rs, act, ne0, file);
+        /* The same rows under every other kernel set. */
+        for (int s = 0; s < n_simd_sets; s++) {
+            if (strcmp(simd_sets[s], default_set) == 0) continue;
+            em_dot_select_isa(simd_sets[s]);
+            for (int64_t r = 0; r < EM_MIN(nrows, 4); r++)
+                check_dot_row(tq->type, (const uint8_t *)tq->data + r * rs, act, ne0, file);
+        }
+        em_dot_select_isa(default_set);
+        /* Real weights as activations: SIMD quantizers byte for byte. */
+        if (ne0 % 256 == 0) compare_act_quant(y, ne0 * EM_MIN(nrows, 4), file);
     }
     free(ref);
     free(y);
@@ -856,7 +1225,18 @@ int main(void) {
     printf("round trips\n");
     test_round_trips();
     printf("dot products\n");
-    test_dots();
+    find_simd_sets();
+    test_dots(expected_default_set());
+    for (int s = 0; s < n_simd_sets; s++) {
+        if (strcmp(simd_sets[s], default_set) == 0) continue;
+        em_dot_select_isa(simd_sets[s]);
+        test_dots(strncmp(simd_sets[s], "avx", 3) == 0 ? simd_sets[s] : NULL);
+    }
+    em_dot_select_isa(default_set);
+    printf("SIMD kernels against the scalar ones\n");
+    test_simd_dots();
+    printf("SIMD activation quantizers\n");
+    test_act_quant();
     printf("traits and arguments\n");
     test_traits();
     test_bad_lengths();

@@ -108,7 +108,7 @@ static em_vocab *vocab_from_writer(em_gguf_writer *w) {
 
 /* A small SentencePiece vocabulary: byte fallback, scores, control tokens. */
 static void test_spm_synthetic(void) {
-    const char *toks[260 + 12];
+    const char *toks[256 + 16];
     char bytes[256][8];
     int32_t types[272];
     float scores[272];
@@ -121,12 +121,12 @@ static void test_spm_synthetic(void) {
         toks[n] = bytes[b], types[n] = 6, scores[n++] = 0;
     }
     const char *words[] = {"\xe2\x96\x81", "a", "b", "c", "ab", "\342\226\201ab",
-                           "bc", "abc", "<tag>"};
-    float wscore[] = {-1, -2, -2, -2, -3, -4, -1, -5, 0};
+                           "bc", "abc", "<tag>", "<tag><tag>"};
+    float wscore[] = {-1, -2, -2, -2, -3, -4, -1, -5, 0, 0};
     int first = n;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 10; i++) {
         toks[n] = words[i];
-        types[n] = i == 8 ? 4 : 1;
+        types[n] = i >= 8 ? 4 : 1;
         scores[n++] = wscore[i];
     }
     em_gguf_writer *w = NULL;
@@ -159,6 +159,9 @@ static void test_spm_synthetic(void) {
     n_t = em_tokenize(v, "bc<tag>bc", 9, t, 16, false, false);
     CHECK(n_t == 5 && t[0] == id_sp && t[1] == id_bc && t[2] == first + 8 && t[3] == id_sp &&
           t[4] == id_bc);
+    /* The longest special token at the leftmost position wins. */
+    n_t = em_tokenize(v, "<tag><tag><tag>", 15, t, 16, false, false);
+    CHECK(n_t == 2 && t[0] == first + 9 && t[1] == first + 8);
     n_t = em_tokenize(v, "<s>a", 4, t, 16, false, true);
     CHECK(n_t == 3 && t[0] == 1 && t[1] == id_sp && t[2] == id_a);
     n_t = em_tokenize(v, "<s>a", 4, t, 16, false, false);
@@ -204,8 +207,9 @@ static void test_spm_synthetic(void) {
     em_vocab_free(v);
 }
 
-/* A small byte-level BPE vocabulary: merge ranks decide, not lengths. */
-static void test_bpe_synthetic(void) {
+/* A small byte-level BPE vocabulary: the 256 byte symbols, a few merged
+ * tokens and one control token; pre names the pre-tokenizer. */
+static em_vocab *synthetic_bpe(const char *pre, int *n_out, int *base_out) {
     const char *toks[300];
     char chars[256][4];
     int n = 0;
@@ -233,13 +237,22 @@ static void test_bpe_synthetic(void) {
     em_gguf_writer *w = NULL;
     CHECK_OK(em_gguf_writer_init(&w));
     CHECK_OK(em_gguf_set_str(w, "tokenizer.ggml.model", "gpt2"));
-    CHECK_OK(em_gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2"));
+    CHECK_OK(em_gguf_set_str(w, "tokenizer.ggml.pre", pre));
     CHECK_OK(em_gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n));
     CHECK_OK(em_gguf_set_arr(w, "tokenizer.ggml.token_type", EM_GGUF_INT32, types, (uint64_t)n));
     CHECK_OK(em_gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 4));
     CHECK_OK(em_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(n - 1)));
     em_vocab *v = vocab_from_writer(w);
     em_gguf_writer_free(w);
+    *n_out = n;
+    *base_out = base;
+    return v;
+}
+
+/* Merge ranks decide, not lengths; bytes always round-trip. */
+static void test_bpe_synthetic(void) {
+    int n, base;
+    em_vocab *v = synthetic_bpe("gpt-2", &n, &base);
     CHECK(v != NULL);
     if (!v) return;
     CHECK(em_vocab_kind(v) == EM_VOCAB_BPE && !em_vocab_add_bos(v));
@@ -262,6 +275,37 @@ static void test_bpe_synthetic(void) {
     CHECK(nn == 12 && ln == 12 && s && memcmp(s, rt, 12) == 0);
     free(tt);
     free(s);
+    em_vocab_free(v);
+}
+
+/* Every pre-tokenizer compiles, splits a text of many scripts and loses no
+ * byte; an unknown one is refused. */
+static void test_pretokenizers(void) {
+    const char *names[] = {"gpt-2", "default", "gpt-neox", "olmo", "mpt", "llama-bpe", "llama3",
+                           "dbrx", "qwen2", "qwen35", "deepseek-llm", "deepseek-coder",
+                           "deepseek-v3", "falcon", "starcoder", "refact", "command-r",
+                           "poro-chat", "viking", "tekken", "gpt-4o", "chameleon", "seed-coder",
+                           "bailingmoe", "chatglm-bpe"};
+    const char *text = "Hello, y'all! I'VE 12345 \xe6\x88\x91\xe6\x83\xb3 \xd0\xbd\xd0\xb5\xd1\x89"
+                       "\xd0\xbe\t\n\n  x \xf0\x9f\xa6\x99 3.14 <sentinel:12> IMGIMGABZ \xff\xc3(";
+    size_t len = strlen(text);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        int n, base;
+        em_vocab *v = synthetic_bpe(names[i], &n, &base);
+        CHECK_MSG(v != NULL, "pre-tokenizer %s", names[i]);
+        if (!v) continue;
+        int32_t nt, ln;
+        em_token *t = tokenize(v, text, len, false, false, &nt);
+        char *s = detokenize(v, t, nt, false, false, &ln);
+        CHECK_MSG(nt > 0 && ln == (int32_t)len && s && memcmp(s, text, len) == 0,
+                  "pre-tokenizer %s round trip", names[i]);
+        free(t);
+        free(s);
+        em_vocab_free(v);
+    }
+    int n, base;
+    em_vocab *v = synthetic_bpe("no-such-pre", &n, &base);
+    CHECK(v == NULL && strstr(em_last_error(), "no-such-pre"));
     em_vocab_free(v);
 }
 
@@ -648,6 +692,7 @@ static void test_war_and_peace(void) {
 int main(void) {
     test_spm_synthetic();
     test_bpe_synthetic();
+    test_pretokenizers();
     test_bad_metadata();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("SKIP: EMBER_TEST_DATA is not set (synthetic tests: %d checks, %d failed)\n",

@@ -1,19 +1,29 @@
 /*
- * dot_avx2.c - AVX2/FMA/F16C dot-product kernels for the most used weight
- * formats: F32, F16, Q8_0, Q4_0, Q4_K and Q6_K.
+ * dot_avx2.c - AVX2/FMA/F16C dot-product kernels for every weight format
+ * ember reads: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS.
  *
  * Each kernel computes exactly what its scalar twin in dot_generic.c
  * computes: the integer parts (levels times activation quants, times the
- * integer group scales) are exact in both, so results differ only in the
- * order in which the per-block float products are summed.  The build
- * compiles this file with -mavx2 -mfma -mf16c; dispatch.c calls into it
- * only after checking that the CPU has all three.
+ * integer group scales, minus the integer bias and min terms) are exact in
+ * both, so results differ only in the order in which the per-block float
+ * products are summed.  The build compiles this file with -mavx2 -mfma
+ * -mf16c; dispatch.c calls into it only after checking that the CPU has
+ * all three.
  *
  * The central trick for int8 x int8 products: _mm256_maddubs_epi16 takes
  * one unsigned and one signed operand, so |x| (unsigned) is multiplied
  * with y carrying x's sign; adjacent pairs are summed into int16 (which
- * cannot overflow for these ranges) and _mm256_madd_epi16 then sums pairs
- * of those into int32.
+ * cannot overflow for these ranges: |x|, |y| <= 128 and 127) and
+ * _mm256_madd_epi16 then sums pairs of those into int32, multiplying by
+ * an int16 group scale on the way where the format has one.  Formats whose
+ * levels are non-negative (Q4_1, Q5_1, the K-quants' unsigned levels) go
+ * straight into maddubs; a constant bias on the levels (Q3_K's -4, Q6_K's
+ * -32) is taken out afterwards with the activation's precomputed group
+ * sums (Q8_K's bsums), as are the K-quants' mins.
+ *
+ * Activation quants are in [-127, 127] (the activation quantizers clamp
+ * there), which the int16 bounds above rely on.
  */
 #include "quant/arch/x86/dot_x86.h"
 
@@ -44,6 +54,11 @@ static inline __m256i dot_i8(__m256i x, __m256i y) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
 }
 
+/* Sum of products of 32 unsigned bytes u (each < 128) with signed y. */
+static inline __m256i dot_u8(__m256i u, __m256i y) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+}
+
 /* 16 bytes of nibbles to 32 bytes: low nibbles (elements 0..15) in the
  * low lane, high nibbles (elements 16..31) in the high lane. */
 static inline __m256i unpack_nibbles_32(const uint8_t *p) {
@@ -52,7 +67,89 @@ static inline __m256i unpack_nibbles_32(const uint8_t *p) {
     return _mm256_and_si256(both, _mm256_set1_epi8(15));
 }
 
+/* The 32 fifth bits of a Q5_0/Q5_1 block (bit e of qh is element e) as
+ * bytes: 0xff where the bit is set, 0 elsewhere.  Each byte first gets a
+ * copy of the qh byte holding its bit, then is tested against its bit. */
+static inline __m256i q5_high_mask(const uint8_t qh[4]) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)h),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+/* v holds eight int16 values in each lane (both lanes alike); returns
+ * value g (0..7) repeated over all 16 slots.  g is a constant after the
+ * callers' loops unroll, so the shuffle control is a constant. */
+static inline __m256i bcast_i16(__m256i v, int g) {
+    return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * g) | ((2 * g + 1) << 8))));
+}
+
+/* s16 holds sixteen int16 group scales, one lane per half super-block
+ * (groups 8h..8h+7 in lane h) after _mm256_permute4x64 picked lane h into
+ * both; returns scale 2j in the low lane and 2j+1 in the high lane, the
+ * layout of 32 quants covering two groups of 16. */
+static inline __m256i pair_i16(__m256i s16h, int j) {
+    const short lo = (short)((4 * j) | ((4 * j + 1) << 8));
+    const short hi = (short)((4 * j + 2) | ((4 * j + 3) << 8));
+    return _mm256_shuffle_epi8(s16h, _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)));
+}
+
+/* Lane h (0 or 1) of v copied into both lanes. */
+static inline __m256i lane_bcast(__m256i v, int h) {
+    return h ? _mm256_permute4x64_epi64(v, 0xee) : _mm256_permute4x64_epi64(v, 0x44);
+}
+
 static inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block as two
+ * 64-bit words of bytes (group g in byte g), using 32-bit word operations
+ * on the packing described in blocks.h. */
+static inline void q4k_unpack_scales(const uint8_t *scales, uint64_t *sc, uint64_t *mn) {
+    uint32_t a0, a1, a2;
+    memcpy(&a0, scales, 4);
+    memcpy(&a1, scales + 4, 4);
+    memcpy(&a2, scales + 8, 4);
+    const uint32_t sc_lo = a0 & 0x3f3f3f3fu, mn_lo = a1 & 0x3f3f3f3fu;
+    /* (byte >> 6) << 4 is (byte >> 2) & 0x30 within each byte. */
+    const uint32_t sc_hi = (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u);
+    const uint32_t mn_hi = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u);
+    *sc = sc_lo | (uint64_t)sc_hi << 32;
+    *mn = mn_lo | (uint64_t)mn_hi << 32;
+}
+
+/* The sixteen Q3_K group scales (still biased by +32), group g in byte g. */
+static inline __m128i q3k_unpack_scales(const uint8_t *scales) {
+    uint32_t a0, a1, a2;
+    memcpy(&a0, scales, 4);
+    memcpy(&a1, scales + 4, 4);
+    memcpy(&a2, scales + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t w0 = (a0 & m4) | ((a2 & m2) << 4);
+    const uint32_t w1 = (a1 & m4) | (((a2 >> 2) & m2) << 4);
+    const uint32_t w2 = ((a0 >> 4) & m4) | (((a2 >> 4) & m2) << 4);
+    const uint32_t w3 = ((a1 >> 4) & m4) | (((a2 >> 6) & m2) << 4);
+    return _mm_set_epi32((int)w3, (int)w2, (int)w1, (int)w0);
+}
+
+/* The eight IQ4_XS group scales (biased by +32), group g in byte g: the
+ * nibbles of scales_l and the 2-bit fields of scales_h are spread to one
+ * byte each by shift-and-mask steps that halve the field width. */
+static inline uint64_t iq4xs_unpack_scales(const em_block_iq4_xs *b) {
+    uint32_t l32;
+    memcpy(&l32, b->scales_l, 4);
+    uint64_t lo = l32;
+    lo = (lo | lo << 16) & 0x0000ffff0000ffffull;
+    lo = (lo | lo << 8) & 0x00ff00ff00ff00ffull;
+    lo = (lo | lo << 4) & 0x0f0f0f0f0f0f0f0full;
+    uint64_t hi = b->scales_h;
+    hi = (hi | hi << 24) & 0x000000ff000000ffull;
+    hi = (hi | hi << 12) & 0x000f000f000f000full;
+    hi = (hi | hi << 6) & 0x0303030303030303ull;
+    return lo | hi << 4;
+}
 
 /* ------------------------------------------------------------ floats */
 
@@ -94,114 +191,397 @@ float em_vec_dot_f16_avx2(int64_t n, const void *wv, const void *av) {
     return sum;
 }
 
+/* bf16 is the top half of a float: widening is a zero-extend and a shift. */
+float em_vec_dot_bf16_avx2(int64_t n, const void *wv, const void *av) {
+    const uint16_t *w = wv;
+    const float *a = av;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    int64_t i = 0;
+#define EM_LOADB(p)                                                                         \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                  \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(EM_LOADB(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(EM_LOADB(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(EM_LOADB(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
+#undef EM_LOADB
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) sum += em_bf16_to_fp32(w[i]) * a[i];
+    return sum;
+}
+
 /* ------------------------------------------------ 32-element formats */
+
+/* The 32-element kernels below all share one shape: per block, 32 levels
+ * as bytes, an int32 dot with the 32 activation quants, and one FMA with
+ * the product of the two block scales.  Two blocks per iteration with two
+ * accumulators keep the FMA latency off the critical path. */
 
 float em_vec_dot_q8_0_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q8_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK8_0;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 d = _mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i d0 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i].qs),
+                                  _mm256_loadu_si256((const __m256i *)y[i].qs));
+        const __m256i d1 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i + 1].qs),
+                                  _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(d0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
+                               _mm256_cvtepi32_ps(d1), acc1);
     }
-    return hsum_ps(acc);
+    for (; i < nb; i++) {
+        const __m256i d0 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i].qs),
+                                  _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(d0), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_0: levels q - 8 with q the nibble. */
+static inline __m256i q4_0_dot(const em_block_q4_0 *x, const em_block_q8_0 *y) {
+    const __m256i q = _mm256_sub_epi8(unpack_nibbles_32(x->qs), _mm256_set1_epi8(8));
+    return dot_i8(q, _mm256_loadu_si256((const __m256i *)y->qs));
 }
 
 float em_vec_dot_q4_0_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q4_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK4_0;
-    const __m256i eight = _mm256_set1_epi8(8);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i d0 = q4_0_dot(&x[i], &y[i]), d1 = q4_0_dot(&x[i + 1], &y[i + 1]);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(d0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
+                               _mm256_cvtepi32_ps(d1), acc1);
+    }
+    for (; i < nb; i++)
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(q4_0_dot(&x[i], &y[i])), acc0);
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_1: levels are the bare nibbles; the offset m enters through the
+ * activation's s = d_a * sum(a). */
+float em_vec_dot_q4_1_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q4_1 *x = wv;
+    const em_block_q8_1 *y = av;
+    const int64_t nb = n / EM_QK4_1;
+    __m256 acc = _mm256_setzero_ps();
+    float macc = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i d = dot_u8(unpack_nibbles_32(x[i].qs),
+                                 _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
+                              acc);
+        macc += fp16(x[i].m) * fp16(y[i].s);
+    }
+    return hsum_ps(acc) + macc;
+}
+
+/* Q5_0: level = nibble + 16 * bit - 16, i.e. the nibble when the fifth bit
+ * is set and nibble - 16 (the nibble with 0xf0 or-ed in, as int8) when not. */
+float em_vec_dot_q5_0_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q5_0 *x = wv;
+    const em_block_q8_0 *y = av;
+    const int64_t nb = n / EM_QK5_0;
+    const __m256i f0 = _mm256_set1_epi8((char)0xf0);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const __m256i qx = _mm256_sub_epi8(unpack_nibbles_32(x[i].qs), eight);
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256 d = _mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qx, qy)), acc);
+        const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs),
+                                          _mm256_andnot_si256(q5_high_mask(x[i].qh), f0));
+        const __m256i d = dot_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
+                              acc);
     }
     return hsum_ps(acc);
 }
 
+/* Q5_1: level = nibble + 16 * bit, in 0..31, plus the offset as in Q4_1. */
+float em_vec_dot_q5_1_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q5_1 *x = wv;
+    const em_block_q8_1 *y = av;
+    const int64_t nb = n / EM_QK5_1;
+    const __m256i b4 = _mm256_set1_epi8(16);
+    __m256 acc = _mm256_setzero_ps();
+    float macc = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs),
+                                          _mm256_and_si256(q5_high_mask(x[i].qh), b4));
+        const __m256i d = dot_u8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
+                              acc);
+        macc += fp16(x[i].m) * fp16(y[i].s);
+    }
+    return hsum_ps(acc) + macc;
+}
+
+/* IQ4_NL: the nibble indexes the 16-entry level table, one pshufb. */
+float em_vec_dot_iq4_nl_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_iq4_nl *x = wv;
+    const em_block_q8_0 *y = av;
+    const int64_t nb = n / EM_QK4_NL;
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)em_iq4nl_values));
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i q0 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs));
+        const __m256i q1 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i + 1].qs));
+        const __m256i d0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        const __m256i d1 = dot_i8(q1, _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(d0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
+                               _mm256_cvtepi32_ps(d1), acc1);
+    }
+    for (; i < nb; i++) {
+        const __m256i q0 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs));
+        const __m256i d0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
+                               _mm256_cvtepi32_ps(d0), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
 /* ------------------------------------------- 256-element super-blocks */
+
+/*
+ * Q2_K: 32 consecutive elements 128h + 32k + l are bits 2k..2k+1 of
+ * qs[32h + l]; their first 16 are group 8h + 2k, the rest group 8h + 2k + 1.
+ * Scales are the low nibbles of scales[], mins the high ones; the mins
+ * multiply the activation's bsums.
+ */
+float em_vec_dot_q2_k_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q2_k *x = wv;
+    const em_block_q8_k *y = av;
+    const int64_t nb = n / EM_QK_K;
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(15);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i sc8 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x[i].scales));
+        const __m256i mins = _mm256_cvtepu8_epi16(
+            _mm_and_si128(_mm_srli_epi16(_mm256_castsi256_si128(sc8), 4), _mm_set1_epi8(15)));
+        const __m256i msum =
+            _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y[i].bsums));
+        const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm256_castsi256_si128(sc8),
+                                                               _mm256_castsi256_si128(m4)));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+            const __m256i s16h = lane_bcast(s16, h);
+            for (int k = 0; k < 4; k++) {
+                const __m256i qk = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                const __m256i yk =
+                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
+                sumi = _mm256_add_epi32(
+                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+            }
+        }
+        const float yd = y[i].d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(yd * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
+                               accm);
+    }
+    return hsum_ps(acc) - hsum_ps(accm);
+}
+
+/*
+ * Q3_K: level = (2 low bits, as Q2_K) + 4 * hbit - 4, where hbit for
+ * element 128h + 32k + l is bit 4h + k of hmask[l].  The quants enter
+ * maddubs as the unsigned 0..7; the -4 comes back as -4 * scale * bsum.
+ */
+float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q3_k *x = wv;
+    const em_block_q8_k *y = av;
+    const int64_t nb = n / EM_QK_K;
+    const __m256i m3 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const __m128i sc8 = _mm_sub_epi8(q3k_unpack_scales(x[i].scales), _mm_set1_epi8(32));
+        const __m256i s16 = _mm256_cvtepi8_epi16(sc8);
+        /* -4 * sum_g scale_g * bsum_g, exact in int32. */
+        __m256i sumi = _mm256_slli_epi32(
+            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 2);
+        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+            const __m256i s16h = lane_bcast(s16, h);
+            /* hbit j = 4h + k moved to bit 2, one 16-bit shift per quarter:
+             * right by j - 2 or left by 2 - j. */
+            for (int k = 0; k < 4; k++) {
+                const int j = 4 * h + k;
+                const __m256i hb = j >= 2 ? _mm256_srli_epi16(hm, j - 2)
+                                          : _mm256_slli_epi16(hm, 2 - j);
+                const __m256i qk = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3),
+                                                   _mm256_and_si256(hb, b2));
+                const __m256i yk =
+                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
+                sumi = _mm256_add_epi32(
+                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
+                              acc);
+    }
+    return hsum_ps(acc);
+}
+
+/*
+ * Q4_K and Q5_K: 32 bytes of qs hold groups 2k (low nibbles) and 2k + 1
+ * (high nibbles); each group of 32 has one 6-bit scale, applied in the
+ * int16 -> int32 step.  The mins multiply pairs of bsums: the min of group
+ * g is repeated for bsums 2g and 2g + 1.  qh (Q5_K only, else NULL) holds
+ * bit 4 of group g's levels at bit g.  Returns the scaled level sums and
+ * the min sums, each as 8 int32 partial sums.
+ */
+static inline void q45k_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                              const em_block_q8_k *y, __m256i *sumi_out, __m256i *msum_out) {
+    uint64_t sc64, mn64;
+    q4k_unpack_scales(scales, &sc64, &mn64);
+    const __m128i mn16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn64));
+    const __m256i mn_pairs =
+        _mm256_set_m128i(_mm_unpackhi_epi16(mn16, mn16), _mm_unpacklo_epi16(mn16, mn16));
+    *msum_out = _mm256_madd_epi16(mn_pairs, _mm256_loadu_si256((const __m256i *)y->bsums));
+    const __m256i sc16 =
+        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
+    const __m256i low4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+        __m256i q0 = _mm256_and_si256(q, low4);
+        __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if (qh) {
+            /* Bits 2k and 2k + 1 of each qh byte moved to bit 4 (16-bit
+             * shifts by at most 4 keep every byte's bit in its byte). */
+            const int g = 2 * k;
+            const __m256i h0 = g <= 4 ? _mm256_slli_epi16(hv, 4 - g) : _mm256_srli_epi16(hv, g - 4);
+            const __m256i h1 =
+                g + 1 <= 4 ? _mm256_slli_epi16(hv, 3 - g) : _mm256_srli_epi16(hv, g - 3);
+            q0 = _mm256_or_si256(q0, _mm256_and_si256(h0, b4));
+            q1 = _mm256_or_si256(q1, _mm256_and_si256(h1, b4));
+        }
+        const __m256i y0 = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * k));
+        const __m256i y1 = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * k + 32));
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q0, y0), bcast_i16(sc16, 2 * k));
+        const __m256i p1 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(q1, y1), bcast_i16(sc16, 2 * k + 1));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    *sumi_out = sumi;
+}
 
 float em_vec_dot_q4_k_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q4_k *x = wv;
     const em_block_q8_k *y = av;
     const int64_t nb = n / EM_QK_K;
-    const __m256i low4 = _mm256_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        uint8_t sc[8], mn[8];
-        int32_t msum = 0;
-        for (int g = 0; g < 8; g++) {
-            em_q4k_scale_min(x[i].scales, g, &sc[g], &mn[g]);
-            msum += mn[g] * (y[i].bsums[2 * g] + y[i].bsums[2 * g + 1]);
-        }
-        __m256i sumi = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            /* 32 bytes: low nibbles are group 2k, high nibbles group 2k+1. */
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * k));
-            const __m256i q0 = _mm256_and_si256(q, low4);
-            const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * k));
-            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(y[i].qs + 64 * k + 32));
-            /* Levels are 0..15, so maddubs can take them unsigned directly. */
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q0, y0),
-                                                 _mm256_set1_epi16(sc[2 * k]));
-            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q1, y1),
-                                                 _mm256_set1_epi16(sc[2 * k + 1]));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-        }
-        const float d = y[i].d * fp16(x[i].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        mins += y[i].d * fp16(x[i].dmin) * (float)msum;
+        __m256i sumi, msum;
+        q45k_block(x[i].scales, x[i].qs, NULL, &y[i], &sumi, &msum);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
+                               accm);
     }
-    return hsum_ps(acc) - mins;
+    return hsum_ps(acc) - hsum_ps(accm);
 }
 
+float em_vec_dot_q5_k_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_q5_k *x = wv;
+    const em_block_q8_k *y = av;
+    const int64_t nb = n / EM_QK_K;
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i sumi, msum;
+        q45k_block(x[i].scales, x[i].qs, x[i].qh, &y[i], &sumi, &msum);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
+                               accm);
+    }
+    return hsum_ps(acc) - hsum_ps(accm);
+}
+
+/*
+ * Q6_K: level = q - 32 with q = 4 low bits from ql, 2 high bits from qh
+ * (see blocks.h); q in 0..63 goes into maddubs unsigned and the -32 comes
+ * back as -32 * sum_g scale_g * bsum_g.  Quarter k of half h is 32
+ * elements covering groups 8h + 2k and 8h + 2k + 1.
+ */
 float em_vec_dot_q6_k_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q6_k *x = wv;
     const em_block_q8_k *y = av;
     const int64_t nb = n / EM_QK_K;
-    const __m256i low4 = _mm256_set1_epi8(15);
-    const __m256i two = _mm256_set1_epi8(3);
-    const __m256i bias = _mm256_set1_epi8(32);
+    const __m256i low4 = _mm256_set1_epi8(15), hi2 = _mm256_set1_epi8(0x30);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m256i sumi = _mm256_setzero_si256();
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        __m256i sumi = _mm256_slli_epi32(
+            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
+        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h;
             const __m256i lo0 = _mm256_loadu_si256((const __m256i *)ql);
             const __m256i lo1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             const __m256i hi = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
-            /* Quarter k of this half: low 4 bits from lo0/lo1 (k & 1), the
-             * nibble chosen by k >> 1; high 2 bits at bits 2k of hi. */
+            const __m256i s16h = lane_bcast(s16, h);
+            /* Low 4 bits of quarter k: lo0/lo1 by k & 1, nibble by k >> 1;
+             * high 2 bits: bits 2k..2k+1 of hi, moved to bits 4..5. */
             __m256i q[4];
             q[0] = _mm256_and_si256(lo0, low4);
             q[1] = _mm256_and_si256(lo1, low4);
             q[2] = _mm256_and_si256(_mm256_srli_epi16(lo0, 4), low4);
             q[3] = _mm256_and_si256(_mm256_srli_epi16(lo1, 4), low4);
+            const __m256i hk[4] = {_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 2), hi,
+                                   _mm256_srli_epi16(hi, 2)};
             for (int k = 0; k < 4; k++) {
-                const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), two);
-                const __m256i qk = _mm256_or_si256(q[k], _mm256_slli_epi16(h2, 4));
+                const __m256i qk = _mm256_or_si256(q[k], _mm256_and_si256(hk[k], hi2));
                 const __m256i yk =
                     _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
-                /* (q - 32) . y = q . y - 32 . y, each product within int16. */
-                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(qk, yk),
-                                                   _mm256_maddubs_epi16(bias, yk));
-                /* Bytes 0..15 are group 8h+2k, bytes 16..31 group 8h+2k+1. */
-                const int g = 8 * h + 2 * k;
-                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(x[i].scales[g + 1]),
-                                                   _mm_set1_epi16(x[i].scales[g]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                sumi = _mm256_add_epi32(
+                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
             }
         }
-        const float d = y[i].d * fp16(x[i].d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
+                              acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* IQ4_XS: IQ4_NL's table lookup per group of 32, with a signed 6-bit
+ * group scale applied in the int16 -> int32 step. */
+float em_vec_dot_iq4_xs_avx2(int64_t n, const void *wv, const void *av) {
+    const em_block_iq4_xs *x = wv;
+    const em_block_q8_k *y = av;
+    const int64_t nb = n / EM_QK_K;
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)em_iq4nl_values));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const __m128i ls =
+            _mm_sub_epi8(_mm_cvtsi64_si128((long long)iq4xs_unpack_scales(&x[i])), _mm_set1_epi8(32));
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(ls));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            const __m256i q = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs + 16 * g));
+            const __m256i yg = _mm256_loadu_si256((const __m256i *)(y[i].qs + 32 * g));
+            const __m256i p =
+                _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(yg, q));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, bcast_i16(s16, g)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
+                              acc);
     }
     return hsum_ps(acc);
 }

@@ -1,0 +1,85 @@
+/*
+ * gemm.h - matrix products of a block of weight rows with a block of
+ * activation rows: the inner loop of every matmul of the forward pass.
+ *
+ * A GEMM kernel computes, for weight rows j < nw and activation rows
+ * r < na,
+ *     out[r * out_stride + j] = dot(w row j, a row r)
+ * where each weight row holds k elements of type t and each activation
+ * row is the same k elements quantized to t's vec_dot_type (see quant.h).
+ * The SIMD kernels work on register tiles: a few weight rows times a few
+ * activation rows, with each weight block loaded and unpacked once and
+ * then multiplied with every activation row of the tile, so that the cost
+ * of unpacking and of memory traffic is shared by the whole tile.  With a
+ * single activation row (generation) the same code is a matrix-vector
+ * product that streams weight rows at the memory bandwidth.
+ *
+ * Results equal the scalar reference (em_vec_dot_generic) up to the order
+ * of float additions: integer parts of quantized dots are exact in both.
+ *
+ * Kernel sets are chosen once, at first use, from the CPU's features:
+ * "avx512" (AVX-512 F/BW/VL/DQ with VNNI), "avx2" (AVX2, FMA, F16C) or
+ * "generic" (a loop of em_vec_dot, for every type).  The environment
+ * variable EMBER_CPU=generic forces the generic set, EMBER_CPU=avx2 caps
+ * the choice at AVX2.
+ */
+#ifndef EM_QUANT_GEMM_H
+#define EM_QUANT_GEMM_H
+
+#include "core/core.h"
+
+/* A kernel for one weight type; see the contract above.  k is a positive
+ * multiple of the block size, nw, na >= 0, out_stride >= nw. */
+typedef void (*em_gemm_fn)(int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+                           size_t a_stride, int64_t na, float *out, int64_t out_stride);
+
+/* The dispatching product (the selected SIMD kernel, else generic). */
+void em_gemm(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+             size_t a_stride, int64_t na, float *out, int64_t out_stride);
+
+/* The fallback every type has: each pair is one em_vec_dot. */
+void em_gemm_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+                     size_t a_stride, int64_t na, float *out, int64_t out_stride);
+
+/* True when em_gemm has a SIMD kernel for t in the selected set. */
+bool em_gemm_has_kernel(em_type t);
+
+/* The selected kernel set: "avx512", "avx2" or "generic". */
+const char *em_gemm_isa(void);
+
+/* For tests and benchmarks: installs kernel set isa ("generic", "avx2",
+ * "avx512"), or the best this CPU runs when isa is NULL (EMBER_CPU is not
+ * consulted then).  Returns 0, or -1 when the CPU or build cannot run it
+ * (the selection is then unchanged).  Not thread-safe. */
+int em_gemm_select_isa(const char *isa);
+
+/* x86 features usable by SIMD code, after EMBER_CPU: a bit set of
+ * EM_CPU_AVX2 (AVX2 + FMA + F16C) and EM_CPU_AVX512 (F, BW, VL, DQ,
+ * VNNI, with the OS saving the ZMM state).  0 on other CPUs. */
+#define EM_CPU_AVX2 1u
+#define EM_CPU_AVX512 2u
+unsigned em_cpu_features(void);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define EM_HAVE_X86_GEMM 1
+/* arch/x86/gemm_avx2.c: the AVX2 set (needs AVX2, FMA, F16C) ... */
+void em_gemm_f32_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_f16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_bf16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q5_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q6_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* ... and the AVX-512 set (needs EM_CPU_AVX512 as well). */
+void em_gemm_f32_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_f16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_bf16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q5_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q6_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+#endif
+
+#endif /* EM_QUANT_GEMM_H */

@@ -1,0 +1,270 @@
+/*
+ * test_gemm.c - the matmul path: every GEMM kernel set against the scalar
+ * reference dot products, the thread pool's barriers and chunk counter,
+ * the threaded matmul driver, and the SIMD attention kernels against
+ * their scalar twins.
+ *
+ * Each kernel set this CPU runs ("generic", "avx2", "avx512") is
+ * installed in turn and run over awkward shapes: weight and activation
+ * row counts that are not multiples of any tile, output strides wider
+ * than the row, and weight blocks made of random bytes (so every bit
+ * pattern of levels and scales occurs, not just what our quantizer
+ * writes).  A product must match em_vec_dot_generic to within float
+ * rounding of the sum of |w_i * a_i|, and no output outside the asked
+ * rectangle may be written.
+ */
+#include "core/threadpool.h"
+#include "kv/kv.h"
+#include "ops/attention.h"
+#include "ops/ops.h"
+#include "quant/blocks.h"
+#include "quant/gemm.h"
+#include "quant/quant.h"
+#include "test.h"
+
+#include <stdatomic.h>
+
+static unsigned rng = 12345;
+
+static uint32_t next_u32(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return rng;
+}
+
+static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
+
+/* A finite fp16 scale of moderate size, either sign. */
+static uint16_t rand_scale(void) { return em_fp32_to_fp16((0.001f + 0.02f * (frand() + 1.0f)) * (next_u32() & 1 ? 1 : -1)); }
+
+/* Overwrites the fp16 scale fields of every block of a random-bytes row,
+ * so that the row decodes to finite values. */
+static void fix_scales(em_type t, uint8_t *row, int64_t nb) {
+    const em_type_traits *tr = em_get_type_traits(t);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *x = row + (size_t)b * tr->type_size;
+        uint16_t d = rand_scale(), d2 = rand_scale();
+        switch (t) {
+        case EM_TYPE_Q8_0:
+        case EM_TYPE_Q4_0: memcpy(x, &d, 2); break;
+        case EM_TYPE_Q4_K:
+        case EM_TYPE_Q5_K:
+            memcpy(x, &d, 2);
+            memcpy(x + 2, &d2, 2);
+            break;
+        case EM_TYPE_Q6_K: memcpy(x + offsetof(em_block_q6_k, d), &d, 2); break;
+        default: break;
+        }
+    }
+}
+
+/* Fills nw weight rows of type t: quantized random floats, or (for the
+ * formats with SIMD kernels, when raw is set) random bytes. */
+static void make_weights(em_type t, int64_t k, int64_t nw, uint8_t *w, size_t ws, bool raw) {
+    float *tmp = malloc((size_t)k * sizeof(float));
+    for (int64_t j = 0; j < nw; j++) {
+        uint8_t *row = w + (size_t)j * ws;
+        if (raw) {
+            for (size_t i = 0; i < ws; i++) row[i] = (uint8_t)(next_u32() >> 24);
+            fix_scales(t, row, k / em_get_type_traits(t)->block_size);
+            continue;
+        }
+        for (int64_t i = 0; i < k; i++) tmp[i] = frand() * (1 + (i % 7 == 0) * 3);
+        if (t == EM_TYPE_F32)
+            memcpy(row, tmp, (size_t)k * 4);
+        else if (t == EM_TYPE_F16)
+            for (int64_t i = 0; i < k; i++) ((uint16_t *)(void *)row)[i] = em_fp32_to_fp16(tmp[i]);
+        else if (t == EM_TYPE_BF16)
+            for (int64_t i = 0; i < k; i++) ((uint16_t *)(void *)row)[i] = em_fp32_to_bf16(tmp[i]);
+        else
+            CHECK_OK(em_quantize_row(t, tmp, row, k, NULL));
+    }
+    free(tmp);
+}
+
+/* Sum over i of |w_i a_i|, from the dequantized rows: the scale of the
+ * rounding error any order of summation may make. */
+static double abs_dot(em_type t, int64_t k, const void *w, const void *a) {
+    em_type at = em_get_type_traits(t)->vec_dot_type;
+    float *wf = malloc((size_t)k * sizeof(float)), *af = malloc((size_t)k * sizeof(float));
+    double s = 0;
+    if (em_dequantize_row(t, w, wf, k) == EM_OK && em_dequantize_row(at, a, af, k) == EM_OK)
+        for (int64_t i = 0; i < k; i++) s += fabs((double)wf[i] * af[i]);
+    free(wf);
+    free(af);
+    return s;
+}
+
+static int check_gemm(const char *isa, em_type t, int64_t k, int64_t nw, int64_t na, bool raw) {
+    const em_type_traits *tr = em_get_type_traits(t);
+    const em_type at = tr->vec_dot_type;
+    const size_t ws = em_row_size(t, k), as = em_row_size(at, k);
+    const int64_t ldo = nw + 3;
+    uint8_t *w = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na);
+    float *af = malloc((size_t)k * sizeof(float));
+    float *out = malloc((size_t)(na * ldo) * sizeof(float));
+    make_weights(t, k, nw, w, ws, raw);
+    for (int64_t r = 0; r < na; r++) {
+        for (int64_t i = 0; i < k; i++) af[i] = frand() * (r + 1);
+        if (at == EM_TYPE_F32)
+            memcpy(a + (size_t)r * as, af, (size_t)k * 4);
+        else
+            CHECK_OK(em_quantize_row(at, af, a + (size_t)r * as, k, NULL));
+    }
+    const float sentinel = 12345.5f;
+    for (int64_t i = 0; i < na * ldo; i++) out[i] = sentinel;
+    em_gemm(t, k, w, ws, nw, a, as, na, out, ldo);
+    int bad = 0;
+    for (int64_t r = 0; r < na; r++) {
+        for (int64_t j = 0; j < ldo; j++) {
+            const float got = out[r * ldo + j];
+            if (j >= nw) {
+                if (got != sentinel) bad++;
+                continue;
+            }
+            const void *wr = w + (size_t)j * ws, *ar = a + (size_t)r * as;
+            const float ref = em_vec_dot_generic(t, k, wr, ar);
+            const double tol = 2e-6 * abs_dot(t, k, wr, ar) + 1e-6 * fabs(ref) + 1e-30;
+            if (!(fabs((double)got - ref) <= tol)) {
+                if (bad < 3)
+                    fprintf(stderr, "  %s %s k=%lld nw=%lld na=%lld raw=%d: out[%lld][%lld] = %.9g, reference %.9g\n",
+                            isa, tr->name, (long long)k, (long long)nw, (long long)na, raw, (long long)r, (long long)j,
+                            got, ref);
+                bad++;
+            }
+        }
+    }
+    free(w);
+    free(a);
+    free(af);
+    free(out);
+    return bad;
+}
+
+static void test_gemm_kernels(void) {
+    static const em_type types[] = {EM_TYPE_F32,  EM_TYPE_F16,  EM_TYPE_BF16, EM_TYPE_Q8_0, EM_TYPE_Q4_0,
+                                    EM_TYPE_Q4_K, EM_TYPE_Q5_K, EM_TYPE_Q6_K, EM_TYPE_Q4_1, EM_TYPE_Q5_0,
+                                    EM_TYPE_Q5_1, EM_TYPE_Q2_K, EM_TYPE_Q3_K, EM_TYPE_IQ4_NL, EM_TYPE_IQ4_XS};
+    static const char *isas[] = {"generic", "avx2", "avx512"};
+    static const int64_t nws[] = {1, 2, 7, 8, 17, 33};
+    static const int64_t nas[] = {1, 2, 3, 4, 5, 6, 7, 13};
+    int n_sets = 0;
+    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
+        if (em_gemm_select_isa(isas[s]) != 0) {
+            printf("kernel set %s: not available on this CPU, skipped\n", isas[s]);
+            continue;
+        }
+        CHECK(strcmp(em_gemm_isa(), isas[s]) == 0);
+        n_sets++;
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            const em_type t = types[ti];
+            const em_type_traits *tr = em_get_type_traits(t);
+            const int64_t bs = tr->block_size;
+            /* Lengths: one block, a few, and for float rows ragged ones. */
+            int64_t ks[4] = {bs == 1 ? 8 : bs, bs == 1 ? 19 : 2 * bs, bs == 1 ? 100 : 3 * bs,
+                             bs == 1 ? 263 : (bs == 32 ? 24 * bs : 4 * bs)};
+            int bad = 0;
+            for (int ki = 0; ki < 4; ki++)
+                for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++)
+                    for (size_t ai = 0; ai < sizeof nas / sizeof *nas; ai++) {
+                        /* Keep the run short: every shape for the first
+                         * length, a diagonal of shapes for the others. */
+                        if (ki > 0 && (wi + ai + (size_t)ki) % 3 != 0) continue;
+                        bad += check_gemm(isas[s], t, ks[ki], nws[wi], nas[ai], false);
+                        const bool has_raw = t == EM_TYPE_Q8_0 || t == EM_TYPE_Q4_0 || t == EM_TYPE_Q4_K ||
+                                             t == EM_TYPE_Q5_K || t == EM_TYPE_Q6_K;
+                        if (has_raw) bad += check_gemm(isas[s], t, ks[ki], nws[wi], nas[ai], true);
+                    }
+            CHECK_MSG(bad == 0, "gemm %s %s: %d wrong outputs", isas[s], tr->name, bad);
+        }
+    }
+    CHECK(n_sets >= 1);
+    CHECK(em_gemm_select_isa("no-such-set") == -1);
+    em_gemm_select_isa(NULL);
+}
+
+/* ----------------------------------------------------------- threadpool */
+
+enum { POOL_CHUNKS = 97, POOL_STEPS = 6 };
+
+typedef struct {
+    em_threadpool *tp;
+    atomic_int claimed[POOL_STEPS][POOL_CHUNKS]; /* times each chunk was handed out */
+    int slot[8][POOL_STEPS];                      /* written by thread i at step s    */
+    atomic_int stale;                             /* barrier visibility failures      */
+} pool_job;
+
+/* Each step: claim chunks until the count runs out, write this thread's
+ * slot, meet at the barrier, then check every thread's slot of the step
+ * is visible. */
+static void pool_steps(void *arg, int ith, int nth) {
+    pool_job *j = arg;
+    for (int s = 0; s < POOL_STEPS; s++) {
+        int64_t c;
+        while ((c = em_threadpool_chunk(j->tp)) < POOL_CHUNKS) atomic_fetch_add(&j->claimed[s][c], 1);
+        j->slot[ith][s] = s + 1;
+        em_threadpool_barrier(j->tp);
+        for (int t = 0; t < nth; t++)
+            if (j->slot[t][s] != s + 1) atomic_fetch_add(&j->stale, 1);
+        em_threadpool_barrier(j->tp);
+    }
+}
+
+static void test_pool_barriers(void) {
+    for (int n = 1; n <= 4; n++) {
+        pool_job *j = calloc(1, sizeof *j);
+        CHECK_OK(em_threadpool_init(&j->tp, n));
+        for (int rep = 0; rep < 200; rep++) {
+            for (int s = 0; s < POOL_STEPS; s++)
+                for (int c = 0; c < POOL_CHUNKS; c++) atomic_init(&j->claimed[s][c], 0);
+            memset(j->slot, 0, sizeof j->slot);
+            em_threadpool_run(j->tp, pool_steps, j);
+            int wrong = 0;
+            for (int s = 0; s < POOL_STEPS; s++)
+                for (int c = 0; c < POOL_CHUNKS; c++) wrong += atomic_load(&j->claimed[s][c]) != 1;
+            CHECK_MSG(wrong == 0, "%d threads: %d chunks not handed out exactly once", n, wrong);
+            if (wrong) break;
+        }
+        CHECK_MSG(atomic_load(&j->stale) == 0, "%d threads: writes not visible after a barrier", n);
+        em_threadpool_free(j->tp);
+        free(j);
+    }
+}
+
+/* --------------------------------------------------------------- matmul */
+
+/* The threaded driver (chunks of weight rows shared out dynamically)
+ * gives the same numbers as one call of the kernel over everything. */
+static void test_matmul_driver(void) {
+    const em_type t = EM_TYPE_Q4_0;
+    const int64_t k = 256, n_out = 200, n_rows = 9;
+    const size_t ws = em_row_size(t, k);
+    uint8_t *w = malloc(ws * n_out);
+    make_weights(t, k, n_out, w, ws, false);
+    em_tensor W = {.type = t, .ne = {k, n_out, 1, 1}, .row_bytes = ws, .data = w};
+    float *x = malloc(sizeof(float) * k * n_rows), *out = malloc(sizeof(float) * n_out * n_rows),
+          *ref = malloc(sizeof(float) * n_out * n_rows);
+    for (int64_t i = 0; i < k * n_rows; i++) x[i] = frand();
+    void *qbuf = malloc(em_activation_row_size(t, k) * n_rows);
+    em_quantize_activations(t, x, n_rows, k, qbuf);
+    em_gemm(t, k, w, ws, n_out, qbuf, em_activation_row_size(t, k), n_rows, ref, n_out);
+    for (int n = 1; n <= 3; n++) {
+        em_threadpool *tp;
+        CHECK_OK(em_threadpool_init(&tp, n));
+        memset(out, 0, sizeof(float) * n_out * n_rows);
+        em_matmul(tp, out, n_out, &W, x, n_rows, qbuf, false);
+        CHECK_MSG(memcmp(out, ref, sizeof(float) * n_out * n_rows) == 0, "matmul with %d threads differs", n);
+        em_threadpool_free(tp);
+    }
+    free(w);
+    free(x);
+    free(out);
+    free(ref);
+    free(qbuf);
+}
+
+int main(void) {
+    test_gemm_kernels();
+    test_pool_barriers();
+    test_matmul_driver();
+    TEST_END();
+}
