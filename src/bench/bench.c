@@ -240,7 +240,8 @@ static void rate_stats(const double *secs, int32_t reps, int32_t n, double *avg,
 
 em_status em_bench_model(const em_model *model, const em_bench_params *p, em_bench_result *r) {
     if (!model || !p || !r) return em_error(EM_ERR_INVALID_ARG, "bench: missing model, params or result");
-    if (!model->layers) return em_error(EM_ERR_INVALID_ARG, "bench: the model was loaded vocab-only");
+    if (!model->layers || em_model_n_vocab(model) <= 0)
+        return em_error(EM_ERR_INVALID_ARG, "bench: the model was loaded vocab-only");
     if (p->n_prompt < 0 || p->n_gen < 0 || p->n_prompt > (1 << 20) || p->n_gen > (1 << 20))
         return em_error(EM_ERR_INVALID_ARG, "bench: n_prompt %d / n_gen %d out of range", p->n_prompt, p->n_gen);
     if (p->reps < 1 || p->reps > EM_BENCH_MAX_REPS)

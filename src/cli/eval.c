@@ -62,8 +62,9 @@ static void usage(FILE *out) {
             "      KL divergence of MODEL from BASE, top-1 agreement and delta PPL\n"
             "  ember eval report [--models A.gguf B.gguf ...] [--tasks T ...] [-f TEXT]\n"
             "                    [--results R.json ...] [--price-per-hour USD] -o OUT.html\n"
-            "      runs (or reads) the evaluations and the speed benchmark and writes an\n"
-            "      HTML report of quality against cost, and OUT.json beside it\n"
+            "      runs (or reads: --results takes --json files and earlier reports' JSON)\n"
+            "      the evaluations and the speed benchmark and writes an HTML report of\n"
+            "      quality against cost, and OUT.json beside it\n"
             "\n"
             "common options:\n"
             "  -c, --ctx-size N      tokens per chunk (ppl, kld: default 512) or longest\n"
@@ -613,19 +614,23 @@ static int cmd_report(int argc, char **argv) {
     int32_t n = 0;
     rc = 0;
     for (int i = 0; i < o.n_results && rc == 0; i++) {
-        em_eval_record r;
-        if (em_eval_record_load(&r, o.results[i]) != EM_OK) {
+        em_eval_record *got = NULL;
+        int32_t n_got = 0;
+        if (em_eval_records_load(o.results[i], &got, &n_got) != EM_OK) {
             fprintf(stderr, "ember eval report: %s\n", em_last_error());
             rc = 1;
             break;
         }
-        em_eval_record *dst = record_for(recs, &n, r.model);
-        if (!dst) {
-            fprintf(stderr, "ember eval report: too many models\n");
-            rc = 2;
-            break;
+        for (int32_t j = 0; j < n_got && rc == 0; j++) {
+            em_eval_record *dst = record_for(recs, &n, got[j].model);
+            if (!dst) {
+                fprintf(stderr, "ember eval report: more than %d models\n", 2 * MAX_LIST);
+                rc = 2;
+            } else {
+                em_eval_record_merge(dst, &got[j]);
+            }
         }
-        em_eval_record_merge(dst, &r);
+        free(got);
     }
     for (int i = 0; i < o.n_models && rc == 0; i++) {
         em_eval_record *dst = record_for(recs, &n, o.models[i]);
@@ -642,7 +647,15 @@ static int cmd_report(int argc, char **argv) {
         if (recs[i].has_speed || o.no_bench) continue;
         bool listed = false;
         for (int j = 0; j < o.n_models; j++) listed = listed || !strcmp(o.models[j], recs[i].model);
-        if (!listed) rc = report_model(&o, &recs[i], false);
+        if (listed) continue;
+        /* A record from elsewhere may name a file this machine lacks: the
+         * report then shows it without a cost rather than failing. */
+        if (access(recs[i].model, R_OK) != 0) {
+            fprintf(stderr, "ember eval report: warning: %s is not here to benchmark; it gets no cost\n",
+                    recs[i].model);
+            continue;
+        }
+        rc = report_model(&o, &recs[i], false);
     }
     if (rc == 0) {
         em_report_params rp = {

@@ -251,8 +251,8 @@ em_status em_eval_mc(const em_model *model, const em_mc_data *data, const em_mc_
 
 /* Everything known about one model file: what it is, how good (any of
  * perplexity, benchmark scores, KL divergence) and how fast.  The same
- * record is what `--json` writes, what `report --results` reads, and one
- * entry of report.json. */
+ * record is what `--json` writes, what `report --results` reads (also
+ * from an earlier report.json), and one entry of report.json. */
 typedef struct em_eval_record {
     char model[512];        /* path as given                                     */
     char desc[128];         /* em_model_desc ("llama 260K F32")                   */
@@ -288,8 +288,10 @@ void em_eval_record_merge(em_eval_record *dst, const em_eval_record *src);
 
 /* Writes r as one JSON object to path. */
 em_status em_eval_record_save(const em_eval_record *r, const char *path);
-/* Reads a file written by em_eval_record_save. */
-em_status em_eval_record_load(em_eval_record *r, const char *path);
+/* Reads the records of a file: one from a file em_eval_record_save wrote,
+ * or every entry of a report's JSON.  *out is a heap array of *n records
+ * (free() it). */
+em_status em_eval_records_load(const char *path, em_eval_record **out, int32_t *n);
 
 typedef enum em_quality_metric {
     EM_QUALITY_AUTO,     /* mean accuracy when any task ran, else perplexity */

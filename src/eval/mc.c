@@ -259,11 +259,7 @@ em_status em_mc_data_parse(em_mc_data *d, em_mc_task task, const char *text, siz
         size_t n = nl ? (size_t)(nl - s) : len - off;
         off += n + (nl ? 1 : 0);
         line++;
-        if (rstrip_len(s, n) == 0) {
-            bool blank = true;
-            for (size_t i = 0; i < n; i++) blank = blank && is_space(s[i]);
-            if (blank) continue; /* blank lines (a trailing newline) carry nothing */
-        }
+        if (rstrip_len(s, n) == 0) continue; /* blank lines (a trailing newline) carry nothing */
         json_error_t jerr;
         json_t *o = json_loadb(s, n, JSON_REJECT_DUPLICATES, &jerr);
         if (!o) {

@@ -174,17 +174,10 @@ static int32_t clamp_i32(int64_t v) {
     return v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int32_t)v;
 }
 
-em_status em_eval_record_load(em_eval_record *r, const char *path) {
-    json_error_t err;
-    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-    if (!o) {
-        if (err.line < 0) return em_error(EM_ERR_IO, "cannot read %s: %s", path, err.text);
-        return em_error(EM_ERR_FORMAT, "%s:%d: invalid JSON: %s", path, err.line, err.text);
-    }
-    if (!json_is_object(o) || get_int(o, "ember_eval") != 1 || !json_is_string(json_object_get(o, "model"))) {
-        json_decref(o);
-        return em_error(EM_ERR_FORMAT, "%s: not an ember eval result (no \"ember_eval\": 1 and \"model\")", path);
-    }
+/* One record from its JSON object; where names it in messages. */
+static em_status record_from_json(json_t *o, em_eval_record *r, const char *where) {
+    if (!json_is_object(o) || get_int(o, "ember_eval") != 1 || !json_is_string(json_object_get(o, "model")))
+        return em_error(EM_ERR_FORMAT, "%s: not an ember eval result (no \"ember_eval\": 1 and \"model\")", where);
     memset(r, 0, sizeof *r);
     copy_str(r->model, sizeof r->model, get_string(o, "model"));
     copy_str(r->desc, sizeof r->desc, get_string(o, "desc"));
@@ -207,10 +200,8 @@ em_status em_eval_record_load(em_eval_record *r, const char *path) {
     if (json_is_object(tasks)) {
         json_object_foreach(tasks, name, j) {
             em_mc_task t;
-            if (!em_mc_task_parse(name, &t) || !json_is_object(j)) {
-                json_decref(o);
-                return em_error(EM_ERR_FORMAT, "%s: unknown task \"%s\"", path, name);
-            }
+            if (!em_mc_task_parse(name, &t) || !json_is_object(j))
+                return em_error(EM_ERR_FORMAT, "%s: unknown task \"%s\"", where, name);
             em_mc_result *m = &r->task[t];
             r->has_task[t] = true;
             m->task = t;
@@ -249,7 +240,42 @@ em_status em_eval_record_load(em_eval_record *r, const char *path) {
         r->tg_roofline = get_num(j, "roofline_share");
         r->bench_threads = clamp_i32(get_int(j, "threads"));
     }
+    return EM_OK;
+}
+
+em_status em_eval_records_load(const char *path, em_eval_record **out, int32_t *n_out) {
+    json_error_t err;
+    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!o) {
+        if (err.line < 0) return em_error(EM_ERR_IO, "cannot read %s: %s", path, err.text);
+        return em_error(EM_ERR_FORMAT, "%s:%d: invalid JSON: %s", path, err.line, err.text);
+    }
+    /* A report's JSON holds its records in "models"; a --json file is one. */
+    json_t *models = json_is_object(o) ? json_object_get(o, "models") : NULL;
+    size_t n = json_is_array(models) ? json_array_size(models) : 1;
+    if (json_is_array(models) && n == 0) {
+        json_decref(o);
+        return em_error(EM_ERR_FORMAT, "%s: the report holds no models", path);
+    }
+    em_eval_record *recs = calloc(n, sizeof *recs);
+    if (!recs) {
+        json_decref(o);
+        return em_error(EM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    em_status st = EM_OK;
+    for (size_t i = 0; i < n && st == EM_OK; i++) {
+        char where[600];
+        if (models) snprintf(where, sizeof where, "%s: models[%zu]", path, i);
+        else snprintf(where, sizeof where, "%s", path);
+        st = record_from_json(models ? json_array_get(models, i) : o, &recs[i], where);
+    }
     json_decref(o);
+    if (st != EM_OK) {
+        free(recs);
+        return st;
+    }
+    *out = recs;
+    *n_out = (int32_t)n;
     return EM_OK;
 }
 
@@ -376,7 +402,8 @@ static double axis_map(const axis *a, double v) {
     return a->p0 + t * (a->p1 - a->p0);
 }
 
-/* Fits an axis to [mn, mx] with some margin. */
+/* Fits an axis to [mn, mx] with some margin; logarithmic when allowed
+ * and the values span a decade or more. */
 static void axis_fit(axis *a, double mn, double mx, bool allow_log) {
     a->log = allow_log && mn > 0 && mx / mn >= 10;
     if (a->log) {
@@ -391,8 +418,11 @@ static void axis_fit(axis *a, double mn, double mx, bool allow_log) {
     if (mn >= 0 && a->lo < 0) a->lo = 0;
 }
 
+/* Tick labels: three significant digits, but whole thousands written
+ * out ("2000", not "2e+03"). */
 static void fmt_num(char *buf, size_t size, double v) {
-    snprintf(buf, size, "%.3g", v);
+    if (fabs(v) >= 1000 && fabs(v) < 1e7 && v == floor(v)) snprintf(buf, size, "%.0f", v);
+    else snprintf(buf, size, "%.3g", v);
 }
 
 static void svg_ticks(FILE *f, const axis *a, bool horizontal, double other0, double other1) {
@@ -404,14 +434,19 @@ static void svg_ticks(FILE *f, const axis *a, bool horizontal, double other0, do
                 if (v < a->lo || v > a->hi) continue;
                 double px = axis_map(a, v);
                 bool major = m == 1 || m == 2 || m == 5;
+                fmt_num(lab, sizeof lab, v);
                 if (horizontal) {
                     fprintf(f, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", px, other0,
                             px, other1);
-                    if (major) {
-                        fmt_num(lab, sizeof lab, v);
+                    if (major)
                         fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", px,
                                 other0 + 18, lab);
-                    }
+                } else {
+                    fprintf(f, "<line class=\"grid\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", other0, px,
+                            other1, px);
+                    if (major)
+                        fprintf(f, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n",
+                                other0 - 8, px + 4, lab);
                 }
             }
         }
@@ -474,7 +509,9 @@ static void write_chart(FILE *f, const em_eval_record *recs, int32_t n, const em
     }
     axis ax = {.p0 = L, .p1 = W - R}, ay = {.p0 = H - B, .p1 = T};
     axis_fit(&ax, cmin, cmax, true);
-    axis_fit(&ay, qmin, qmax, false);
+    /* Perplexity is exp(NLL): when models differ by a decade or more, a
+     * logarithmic axis shows NLL differences evenly. */
+    axis_fit(&ay, qmin, qmax, is_ppl);
     /* Up means better: perplexity's axis runs downward in value. */
     ay.flip = is_ppl;
     svg_ticks(f, &ax, true, H - B, T);
@@ -482,8 +519,9 @@ static void write_chart(FILE *f, const em_eval_record *recs, int32_t n, const em
     const char *xlabel = p->price_per_hour > 0 ? "cost: USD per 1M generated tokens" : "cost: ms per generated token";
     fprintf(f, "<text class=\"axis\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s%s</text>\n", (L + W - R) / 2,
             H - 18, xlabel, ax.log ? " (log scale)" : "");
-    fprintf(f, "<text class=\"axis\" transform=\"translate(20 %.0f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n",
-            (T + H - B) / 2, is_ppl ? "perplexity (lower is better, up)" : "mean accuracy (higher is better)");
+    fprintf(f, "<text class=\"axis\" transform=\"translate(20 %.0f) rotate(-90)\" text-anchor=\"middle\">%s%s</text>\n",
+            (T + H - B) / 2, is_ppl ? "perplexity (lower is better, up)" : "mean accuracy (higher is better)",
+            ay.log ? " (log scale)" : "");
 
     /* The Pareto front as a staircase through its points, cheapest first. */
     chart_order *ord = malloc((size_t)n * sizeof *ord);
@@ -504,6 +542,10 @@ static void write_chart(FILE *f, const em_eval_record *recs, int32_t n, const em
         }
         free(ord);
     }
+    /* Label boxes placed so far: a label that would cover one moves to
+     * the next free slot above or below its point. */
+    double (*boxes)[4] = malloc((size_t)n * sizeof *boxes); /* [n][x0, y0, x1, y1] */
+    int32_t n_boxes = 0;
     for (int32_t i = 0; i < n; i++) {
         if (!pts[i].has_quality || !pts[i].has_cost) continue;
         char name[128];
@@ -518,11 +560,29 @@ static void write_chart(FILE *f, const em_eval_record *recs, int32_t n, const em
         /* Labels sit right of their point, or left of it near the right
          * edge so that they stay inside the picture. */
         bool left = x > W - R - 140;
-        fprintf(f, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\"%s>", left ? x - 9 : x + 9, y - 7,
-                left ? " text-anchor=\"end\"" : "");
+        double width = 6.2 * (double)strlen(name), lx = left ? x - 9 : x + 9;
+        double bx0 = left ? lx - width : lx, bx1 = left ? lx : lx + width;
+        static const double offsets[] = {-7, 17, -21, 31, -35, 45};
+        double ly = y - 7;
+        for (size_t k = 0; k < sizeof offsets / sizeof offsets[0]; k++) {
+            ly = y + offsets[k];
+            bool clash = false;
+            for (int32_t b = 0; b < n_boxes && !clash; b++)
+                clash = bx0 < boxes[b][2] && boxes[b][0] < bx1 && ly - 10 < boxes[b][3] && boxes[b][1] < ly + 2;
+            if (!clash) break;
+        }
+        if (boxes) {
+            boxes[n_boxes][0] = bx0;
+            boxes[n_boxes][1] = ly - 10;
+            boxes[n_boxes][2] = bx1;
+            boxes[n_boxes][3] = ly + 2;
+            n_boxes++;
+        }
+        fprintf(f, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\"%s>", lx, ly, left ? " text-anchor=\"end\"" : "");
         put_esc(f, name);
         fputs("</text></g>\n", f);
     }
+    free(boxes);
     fputs("</svg>\n", f);
 }
 

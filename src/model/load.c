@@ -52,6 +52,11 @@ static em_status read_hparams(em_model *m) {
     em_hparams *hp = &m->hp;
     em_status st;
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+    int32_t n_expert = 0;
+    TRY(get_arch_i32(m, "expert_count", &n_expert, false, 0));
+    if (n_expert > 0)
+        return em_error(EM_ERR_UNSUPPORTED, "model: mixture-of-experts models (%s, %d experts) are not supported yet",
+                        m->arch_name, n_expert);
     TRY(get_arch_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
     TRY(get_arch_i32(m, "embedding_length", &hp->n_embd, true, 0));
     TRY(get_arch_i32(m, "block_count", &hp->n_layer, true, 0));

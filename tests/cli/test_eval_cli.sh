@@ -20,6 +20,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # and quick to tokenize (the whole file takes over a second every run).
 TXT="$tmp/tinystories.txt"
 head -c 60000 "$D/text/tinystories_val.txt" >"$TXT"
+head -c 8000 "$TXT" >"$tmp/small.txt"
 pass=0; fail=0
 ok() { pass=$((pass+1)); echo "ok: $1"; }
 bad() { fail=$((fail+1)); echo "FAIL: $1"; }
@@ -42,7 +43,7 @@ E ppl -m "$M" -f "$TXT" -c 256 --chunks 8 -b 100 -t 2 2>/dev/null | grep -q "PPL
   && ok "same PPL with -b 100" || bad "PPL differs with -b 100"
 
 for f in "$D"/models/tiny-256/*.gguf; do
-  out=$(E ppl -m "$f" -f "$TXT" -c 128 --chunks 2 2>"$tmp/err.txt" | sed -n 's/^Final estimate: PPL = \([0-9.]*\) .*/\1/p')
+  out=$(E ppl -m "$f" -f "$tmp/small.txt" -c 128 --chunks 2 2>"$tmp/err.txt" | sed -n 's/^Final estimate: PPL = \([0-9.]*\) .*/\1/p')
   if [ -n "$out" ] && cmp_lt 1 "$out" && cmp_lt "$out" 1024; then ok "ppl $(basename "$f" .gguf): $out"
   else bad "ppl $(basename "$f"): '$out' $(tail -1 "$tmp/err.txt")"; fi
 done
@@ -67,23 +68,22 @@ cmp -s "$tmp/again.out" "$tmp/arc_easy.out" && ok "--data FILE" || bad "--data F
 # ---------------------------------------------------------------- kld
 T256="$D/models/tiny-256"
 kld_of() {
-  E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-$1.gguf" -f "$TXT" -c 128 --chunks 2 2>"$tmp/kerr.txt" \
+  E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-$1.gguf" -f "$tmp/small.txt" -c 128 --chunks 2 2>"$tmp/kerr.txt" \
     | sed -n 's/^Mean    KLD: \([0-9.e-]*\) .*/\1/p'
 }
 k8=$(kld_of Q8_0); k4=$(kld_of Q4_0); kf=$(kld_of F16)
 if [ -n "$k8" ] && [ -n "$k4" ] && [ -n "$kf" ] && cmp_lt "$kf" "$k8" && cmp_lt "$k8" "$k4"; then
   ok "KLD from f32: F16 $kf < Q8_0 $k8 < Q4_0 $k4"
 else bad "KLD order F16 '$kf' Q8_0 '$k8' Q4_0 '$k4' $(tail -1 "$tmp/kerr.txt")"; fi
-E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-Q8_0.gguf" -f "$TXT" -c 128 --chunks 2 \
+E kld --base "$T256/tiny-256-f32.gguf" -m "$T256/tiny-256-Q8_0.gguf" -f "$tmp/small.txt" -c 128 --chunks 2 \
   --json "$tmp/kld.json" >"$tmp/kld.out" 2>/dev/null
 grep -q '^Same top-1 : ' "$tmp/kld.out" && grep -q '^99.0%   KLD: ' "$tmp/kld.out" && grep -q '^Delta PPL  : ' "$tmp/kld.out" \
   && grep -q '"p99"' "$tmp/kld.json" && ok "kld report lines and --json" || bad "kld output"
-E kld --base "$M" -m "$D/models/llama-2-tiny-random.gguf" -f "$TXT" -c 64 >/dev/null 2>"$tmp/e.txt"; rc=$?
+E kld --base "$M" -m "$D/models/llama-2-tiny-random.gguf" -f "$tmp/small.txt" -c 64 >/dev/null 2>"$tmp/e.txt"; rc=$?
 [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e.txt")" -eq 1 ] && grep -q vocabular "$tmp/e.txt" \
   && ok "kld vocabulary mismatch: $(cat "$tmp/e.txt")" || bad "kld vocabulary mismatch rc $rc"
 
 # ------------------------------------------------------------- report
-head -c 8000 "$TXT" >"$tmp/small.txt"
 E report --models "$M" "$T256/tiny-256-Q8_0.gguf" "$T256/tiny-256-Q4_0.gguf" --tasks arc_easy piqa --limit 4 \
   -f "$tmp/small.txt" -c 128 --chunks 1 -t 2 --price-per-hour 1.5 --bench-gen 8 --bench-prompt 8 --bench-reps 1 --read-bw 10 \
   -o "$tmp/report.html" >"$tmp/rep.out" 2>"$tmp/rep.err"; rc=$?
@@ -101,6 +101,14 @@ E report --results "$tmp/r_ppl.json" "$tmp/r_mc.json" --models "$T256/tiny-256-Q
 if [ $rc -eq 0 ] && [ "$(grep -c '"ember_eval": 1' "$tmp/merged.json")" = 2 ] && grep -q '"value"' "$tmp/merged.json" \
    && grep -q '"ms_per_token"' "$tmp/merged.json"; then ok "report merges --results with a run"
 else bad "report --results rc $rc: $(tail -1 "$tmp/rep.err")"; fi
+
+# A record naming a model this machine lacks is shown without a cost.
+printf '{"ember_eval": 1, "model": "/elsewhere/m.gguf", "ppl": {"value": 5.5, "se": 0.1, "ctx": 512, "chunks": 3}}\n' \
+  >"$tmp/far.json"
+E report --results "$tmp/far.json" "$tmp/r_ppl.json" --quality ppl -t 2 --bench-gen 8 --bench-prompt 8 --bench-reps 1 \
+  --read-bw 10 -o "$tmp/far.html" >/dev/null 2>"$tmp/rep.err"; rc=$?
+[ $rc -eq 0 ] && grep -q "warning: /elsewhere/m.gguf" "$tmp/rep.err" && [ "$(grep -c 'class="mark' "$tmp/far.html")" = 1 ] \
+  && ok "record of an absent model: listed, not plotted" || bad "absent model rc $rc: $(tail -1 "$tmp/rep.err")"
 
 # ---------------------------------------------------------- bad input
 one_line() { # EXPECTED_RC LABEL -- command...

@@ -326,6 +326,19 @@ static em_eval_record make_rec(const char *name, double acc, double tok_s, uint6
     return r;
 }
 
+/* Loads a file that must hold exactly one record. */
+static em_status load_one(em_eval_record *r, const char *path) {
+    em_eval_record *all = NULL;
+    int32_t n = 0;
+    em_status st = em_eval_records_load(path, &all, &n);
+    if (st == EM_OK) {
+        CHECK(n == 1);
+        *r = all[0];
+        free(all);
+    }
+    return st;
+}
+
 static void test_report(void) {
     em_eval_record recs[4] = {
         make_rec("small-q4", 0.30, 200, 1000000), /* cheapest               */
@@ -411,7 +424,7 @@ static void test_report(void) {
     r.has_task[EM_TASK_LAMBADA] = true;
     r.task[EM_TASK_LAMBADA] = (em_mc_result){.task = EM_TASK_LAMBADA, .n = 7, .acc = 0.5, .ppl = 12.5};
     CHECK_OK(em_eval_record_save(&r, rec_path));
-    CHECK_OK(em_eval_record_load(&back, rec_path));
+    CHECK_OK(load_one(&back, rec_path));
     CHECK(!strcmp(back.model, r.model) && back.model_bytes == r.model_bytes);
     CHECK(back.has_task[EM_TASK_ARC_EASY] && fabs(back.task[EM_TASK_ARC_EASY].acc - 0.6) < 1e-9);
     CHECK(back.has_task[EM_TASK_LAMBADA] && fabs(back.task[EM_TASK_LAMBADA].ppl - 12.5) < 1e-9);
@@ -434,14 +447,25 @@ static void test_report(void) {
         fputs("{\"model\": \"x\"}", f);
         fclose(f);
     }
-    CHECK(em_eval_record_load(&back, rec_path) == EM_ERR_FORMAT);
+    CHECK(load_one(&back, rec_path) == EM_ERR_FORMAT);
     CHECK(strstr(em_last_error(), "not an ember eval result") != NULL);
     f = fopen(rec_path, "w");
     if (f) {
         fputs("{\"ember_eval\": 1, ", f);
         fclose(f);
     }
-    CHECK(em_eval_record_load(&back, rec_path) == EM_ERR_FORMAT);
+    CHECK(load_one(&back, rec_path) == EM_ERR_FORMAT);
+
+    /* A report's JSON reads back as its records, in order. */
+    em_eval_record *all = NULL;
+    int32_t n_all = 0;
+    CHECK_OK(em_eval_records_load(js, &all, &n_all));
+    CHECK(n_all == 4);
+    if (all && n_all == 4) {
+        CHECK(!strcmp(all[3].model, recs[3].model) && all[1].has_speed && all[1].tg_tok_s == 20);
+        CHECK(fabs(all[0].task[EM_TASK_ARC_EASY].acc - 0.30) < 1e-9);
+    }
+    free(all);
     unlink(html);
     unlink(js);
     unlink(rec_path);
