@@ -40,7 +40,7 @@ static void bench_usage(FILE *out) {
             "  -r, --repetitions N     timed runs per test (default 5)\n"
             "  -b, --batch-size N      most tokens per forward pass in pp (default 512)\n"
             "  -o, --output FORMAT     table (default) or json (one object per test and line)\n"
-            "      --kv-type f16|f32   KV cache precision (default f16)\n"
+            "      --kv-type f16|f32|q8_0   KV cache precision (default f16)\n"
             "  -h, --help              show this help\n");
 }
 
@@ -173,7 +173,7 @@ static bool print_json_row(const test_row *t, const char *cpu, const char *when)
     for (int32_t i = 0; i < r->n_reps; i++) avg_ns += secs[i] * 1e9 / r->n_reps;
     for (int32_t i = 0; i < r->n_reps; i++) sd_ns += (secs[i] * 1e9 - avg_ns) * (secs[i] * 1e9 - avg_ns);
     sd_ns = r->n_reps > 1 ? sqrt(sd_ns / (r->n_reps - 1)) : 0;
-    const char *kv = t->kv_type == EM_TYPE_F32 ? "f32" : "f16";
+    const char *kv = em_cli_kv_type_name(t->kv_type);
     json_t *o = json_object();
     if (!o) return false;
     json_object_set_new(o, "cpu_info", json_string(cpu));
@@ -255,9 +255,7 @@ int em_cli_bench(int argc, char **argv) {
             else if (!strcmp(v, "json") || !strcmp(v, "jsonl")) json = true;
             else ok = false;
         } else if (!strcmp(a, "--kv-type")) {
-            if (!strcmp(v, "f16")) kv_type = EM_TYPE_F16;
-            else if (!strcmp(v, "f32")) kv_type = EM_TYPE_F32;
-            else ok = false;
+            ok = em_cli_parse_kv_type(v, &kv_type);
         } else {
             fprintf(stderr, "ember bench: unknown option %s (see ember bench --help)\n", a);
             return 2;

@@ -73,7 +73,7 @@ static void usage(FILE *out) {
             "      --limit N         score only the first N items (default all)\n"
             "  -t, --threads N       worker threads (default: physical cores)\n"
             "  -b, --batch-size N    rows per forward pass (default 512)\n"
-            "      --kv-type f16|f32 KV cache precision (default f16)\n"
+            "      --kv-type f16|f32|q8_0 KV cache precision (default f16)\n"
             "      --json FILE       also write the result record as JSON (ppl, mc, kld)\n"
             "report options:\n"
             "      --data-dir DIR    folder of the task files (default $EMBER_TEST_DATA/evals)\n"
@@ -87,24 +87,6 @@ static void usage(FILE *out) {
             "      --read-bw GBS     this machine's streaming read bandwidth, measured before\n"
             "                        (default: measured once, for the roofline column)\n"
             "      --no-bench        do not measure speed (no cost axis)\n");
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_double(const char *s, double lo, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo) return false;
-    *out = v;
-    return true;
 }
 
 /* Adds a task name (or a comma-separated list of them). */
@@ -171,21 +153,19 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
         else if (!strcmp(name, "--data-dir")) o->data_dir = v;
         else if (!strcmp(name, "--json")) o->json = v;
         else if (!strcmp(name, "--output")) o->out = v;
-        else if (!strcmp(name, "--ctx-size")) ok = parse_long(v, 1, 1L << 24, &o->n_ctx);
-        else if (!strcmp(name, "--chunks")) ok = parse_long(v, 1, 1L << 30, &o->n_chunks);
-        else if (!strcmp(name, "--threads")) ok = parse_long(v, 1, 512, &o->n_threads);
-        else if (!strcmp(name, "--batch-size")) ok = parse_long(v, 1, 1L << 16, &o->n_batch);
-        else if (!strcmp(name, "--limit")) ok = parse_long(v, 1, 1L << 30, &o->limit);
-        else if (!strcmp(name, "--kv-ctx")) ok = parse_long(v, 0, 1L << 24, &o->kv_ctx);
-        else if (!strcmp(name, "--bench-gen")) ok = parse_long(v, 1, 1L << 16, &o->bench_gen);
-        else if (!strcmp(name, "--bench-prompt")) ok = parse_long(v, 0, 1L << 16, &o->bench_prompt);
-        else if (!strcmp(name, "--bench-reps")) ok = parse_long(v, 1, 100, &o->bench_reps);
-        else if (!strcmp(name, "--price-per-hour")) ok = parse_double(v, 0, &o->price);
-        else if (!strcmp(name, "--read-bw")) ok = parse_double(v, 0, &o->read_bw) && o->read_bw > 0;
+        else if (!strcmp(name, "--ctx-size")) ok = em_cli_parse_long(v, 1, 1L << 24, &o->n_ctx);
+        else if (!strcmp(name, "--chunks")) ok = em_cli_parse_long(v, 1, 1L << 30, &o->n_chunks);
+        else if (!strcmp(name, "--threads")) ok = em_cli_parse_long(v, 1, 512, &o->n_threads);
+        else if (!strcmp(name, "--batch-size")) ok = em_cli_parse_long(v, 1, 1L << 16, &o->n_batch);
+        else if (!strcmp(name, "--limit")) ok = em_cli_parse_long(v, 1, 1L << 30, &o->limit);
+        else if (!strcmp(name, "--kv-ctx")) ok = em_cli_parse_long(v, 0, 1L << 24, &o->kv_ctx);
+        else if (!strcmp(name, "--bench-gen")) ok = em_cli_parse_long(v, 1, 1L << 16, &o->bench_gen);
+        else if (!strcmp(name, "--bench-prompt")) ok = em_cli_parse_long(v, 0, 1L << 16, &o->bench_prompt);
+        else if (!strcmp(name, "--bench-reps")) ok = em_cli_parse_long(v, 1, 100, &o->bench_reps);
+        else if (!strcmp(name, "--price-per-hour")) ok = em_cli_parse_double(v, 0, 1e300, &o->price);
+        else if (!strcmp(name, "--read-bw")) ok = em_cli_parse_double(v, 0, 1e300, &o->read_bw) && o->read_bw > 0;
         else if (!strcmp(name, "--kv-type")) {
-            if (!strcmp(v, "f16")) o->kv_type = EM_TYPE_F16;
-            else if (!strcmp(v, "f32")) o->kv_type = EM_TYPE_F32;
-            else ok = false;
+            ok = em_cli_parse_kv_type(v, &o->kv_type);
         } else if (!strcmp(name, "--quality")) {
             if (!strcmp(v, "auto")) o->quality = EM_QUALITY_AUTO;
             else if (!strcmp(v, "acc")) o->quality = EM_QUALITY_ACC;

@@ -50,15 +50,6 @@ static void quantize_usage(FILE *out) {
     }
 }
 
-static bool parse_threads(const char *s, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 1 || v > 512) return false;
-    *out = (int)v;
-    return true;
-}
-
 /* Human-readable bytes. */
 static const char *fmt_size(double b, char *buf, size_t size) {
     if (b >= 1024.0 * 1024 * 1024) snprintf(buf, size, "%.2f GiB", b / (1024.0 * 1024 * 1024));
@@ -278,10 +269,12 @@ int em_cli_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "--allow-requantize")) {
             allow_requant = true;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (i + 1 >= argc || !parse_threads(argv[i + 1], &n_threads)) {
+            long t;
+            if (i + 1 >= argc || !em_cli_parse_long(argv[i + 1], 1, 512, &t)) {
                 fprintf(stderr, "ember quantize: %s wants a thread count from 1 to 512\n", a);
                 return 2;
             }
+            n_threads = (int)t;
             i++;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "ember quantize: unknown option %s (see ember quantize --help)\n", a);

@@ -35,25 +35,6 @@ static void run_usage(FILE *out) {
             "  -b, --batch-size N      prompt tokens per forward pass (default 512)\n");
 }
 
-/* Parses a whole string as a number in [lo, hi]; false on junk. */
-static bool parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_float(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || v != v) return false;
-    *out = v;
-    return true;
-}
-
 /* Prints one token's text; returns false when stdout is gone. */
 static bool emit(const em_vocab *vocab, em_token t, bool strip_space) {
     char buf[256];
@@ -96,31 +77,31 @@ int em_cli_run(int argc, char **argv) {
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             prompt_file = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            ok = parse_long(v, -1, 1L << 30, &n_predict);
+            ok = em_cli_parse_long(v, -1, 1L << 30, &n_predict);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            ok = parse_long(v, 1, 512, &n_threads);
+            ok = em_cli_parse_long(v, 1, 512, &n_threads);
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
-            ok = parse_long(v, 0, 1L << 24, &n_ctx);
+            ok = em_cli_parse_long(v, 0, 1L << 24, &n_ctx);
         } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
-            ok = parse_long(v, 1, 1L << 16, &n_batch);
+            ok = em_cli_parse_long(v, 1, 1L << 16, &n_batch);
         } else if (!strcmp(a, "--temp")) {
-            ok = parse_float(v, &sp.temp);
+            ok = em_cli_parse_float(v, &sp.temp);
         } else if (!strcmp(a, "--top-k")) {
-            ok = parse_long(v, 0, 1L << 30, &l);
+            ok = em_cli_parse_long(v, 0, 1L << 30, &l);
             sp.top_k = (int32_t)l;
         } else if (!strcmp(a, "--top-p")) {
-            ok = parse_float(v, &sp.top_p);
+            ok = em_cli_parse_float(v, &sp.top_p);
         } else if (!strcmp(a, "--min-p")) {
-            ok = parse_float(v, &sp.min_p);
+            ok = em_cli_parse_float(v, &sp.min_p);
         } else if (!strcmp(a, "--repeat-penalty")) {
-            ok = parse_float(v, &sp.repeat_penalty) && sp.repeat_penalty > 0;
+            ok = em_cli_parse_float(v, &sp.repeat_penalty) && sp.repeat_penalty > 0;
         } else if (!strcmp(a, "--repeat-last-n")) {
-            ok = parse_long(v, -1, 1L << 30, &l);
+            ok = em_cli_parse_long(v, -1, 1L << 30, &l);
             sp.repeat_last_n = (int32_t)l;
         } else if (!strcmp(a, "--frequency-penalty")) {
-            ok = parse_float(v, &sp.freq_penalty);
+            ok = em_cli_parse_float(v, &sp.freq_penalty);
         } else if (!strcmp(a, "--presence-penalty")) {
-            ok = parse_float(v, &sp.presence_penalty);
+            ok = em_cli_parse_float(v, &sp.presence_penalty);
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -128,10 +109,7 @@ int em_cli_run(int argc, char **argv) {
             ok = !errno && end != v && !*end;
             sp.seed = s;
         } else if (!strcmp(a, "--kv-type")) {
-            if (!strcmp(v, "f16")) kv_type = EM_TYPE_F16;
-            else if (!strcmp(v, "f32")) kv_type = EM_TYPE_F32;
-            else if (!strcmp(v, "q8_0")) kv_type = EM_TYPE_Q8_0;
-            else ok = false;
+            ok = em_cli_parse_kv_type(v, &kv_type);
         } else {
             fprintf(stderr, "ember run: unknown option %s (see ember run --help)\n", a);
             return 2;

@@ -1,13 +1,15 @@
 /*
- * threadpool.c - persistent workers, cheap barriers and a shared chunk
- * counter.
+ * threadpool.c - persistent workers, cheap barriers and work shared out
+ * in chunks.
  *
- * Three counters drive everything, each on its own cache line so that
+ * These counters drive everything, each on its own cache line so that
  * threads spinning on one do not slow down writers of another:
  *   run_gen   bumped by em_threadpool_run to publish a new task;
  *   bar_count threads arrived at the current barrier, bar_gen bumped by
  *             the last one to arrive, which releases the others;
- *   chunk     the next chunk number of the current step.
+ *   share[i]  chunks of thread i's share of the current step claimed so
+ *             far (by thread i itself, or by others once they are done
+ *             with their own shares).
  * A run is: publish, everyone runs fn, everyone meets at a final barrier,
  * so the caller knows that all workers are done when it returns.
  *
@@ -25,8 +27,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define EM_SPIN_ITERS 4096  /* pause-hint spins before yielding (~tens of us) */
+#define EM_SPIN_ITERS 1024  /* pause-hint spins before yielding (~20 us)      */
 #define EM_YIELD_ITERS 256  /* sched_yield calls before sleeping              */
+
+/* Thread i's claim counter, alone on its cache line. */
+typedef struct share {
+    _Alignas(64) atomic_llong claimed;
+} share;
 
 typedef struct worker {
     em_threadpool *tp;
@@ -42,7 +49,7 @@ struct em_threadpool {
     _Alignas(64) atomic_uint run_gen;   /* bumped once per em_threadpool_run */
     _Alignas(64) atomic_int bar_count;  /* arrivals at the open barrier      */
     _Alignas(64) atomic_uint bar_gen;   /* bumped when a barrier releases    */
-    _Alignas(64) atomic_llong chunk;    /* next chunk of the current step    */
+    share *shares;                      /* [n_threads] claim counters         */
     _Alignas(64) atomic_int sleepers;   /* threads blocked on `wake`         */
     atomic_bool stop;
     pthread_mutex_t mutex;           /* guards sleeping on / signalling wake */
@@ -86,9 +93,15 @@ static void publish(em_threadpool *tp, atomic_uint *word, unsigned value) {
     }
 }
 
+/* Forgets the claims of the step that ended (called while no thread can
+ * be claiming). */
+static void reset_shares(em_threadpool *tp) {
+    for (int i = 0; i < tp->n_threads; i++) atomic_store_explicit(&tp->shares[i].claimed, 0, memory_order_relaxed);
+}
+
 void em_threadpool_barrier(em_threadpool *tp) {
     if (tp->n_threads == 1) {
-        atomic_store_explicit(&tp->chunk, 0, memory_order_relaxed);
+        reset_shares(tp);
         return;
     }
     /* Read the generation before arriving: it cannot move until every
@@ -98,15 +111,25 @@ void em_threadpool_barrier(em_threadpool *tp) {
         /* Last to arrive: everyone else is waiting, so the step's shared
          * state can be reset before they are let go. */
         atomic_store_explicit(&tp->bar_count, 0, memory_order_relaxed);
-        atomic_store_explicit(&tp->chunk, 0, memory_order_relaxed);
+        reset_shares(tp);
         publish(tp, &tp->bar_gen, gen + 1);
     } else {
         wait_change(tp, &tp->bar_gen, gen);
     }
 }
 
-int64_t em_threadpool_chunk(em_threadpool *tp) {
-    return atomic_fetch_add_explicit(&tp->chunk, 1, memory_order_relaxed);
+int64_t em_threadpool_next(em_threadpool *tp, int ith, int64_t n_chunks) {
+    const int nth = tp->n_threads;
+    /* Share o is chunks [o * n / nth, (o + 1) * n / nth).  Own share first;
+     * a counter past its share's end just means that share is done. */
+    for (int v = 0; v < nth; v++) {
+        const int o = (ith + v) % nth;
+        const int64_t lo = n_chunks * o / nth, hi = n_chunks * (o + 1) / nth;
+        if (atomic_load_explicit(&tp->shares[o].claimed, memory_order_relaxed) >= hi - lo) continue;
+        const int64_t c = lo + atomic_fetch_add_explicit(&tp->shares[o].claimed, 1, memory_order_relaxed);
+        if (c < hi) return c;
+    }
+    return -1;
 }
 
 static void *worker_main(void *p) {
@@ -137,9 +160,16 @@ em_status em_threadpool_init(em_threadpool **out, int n_threads) {
     atomic_init(&tp->run_gen, 0);
     atomic_init(&tp->bar_count, 0);
     atomic_init(&tp->bar_gen, 0);
-    atomic_init(&tp->chunk, 0);
     atomic_init(&tp->sleepers, 0);
     atomic_init(&tp->stop, false);
+    tp->shares = aligned_alloc(64, (size_t)n_threads * sizeof(share));
+    if (!tp->shares) {
+        pthread_mutex_destroy(&tp->mutex);
+        pthread_cond_destroy(&tp->wake);
+        free(tp);
+        return em_error(EM_ERR_NOMEM, "threadpool: out of memory");
+    }
+    for (int i = 0; i < n_threads; i++) atomic_init(&tp->shares[i].claimed, 0);
     if (n_threads > 1) {
         tp->workers = calloc((size_t)n_threads - 1, sizeof *tp->workers);
         if (!tp->workers) {
@@ -169,13 +199,14 @@ void em_threadpool_free(em_threadpool *tp) {
     pthread_mutex_destroy(&tp->mutex);
     pthread_cond_destroy(&tp->wake);
     free(tp->workers);
+    free(tp->shares);
     free(tp);
 }
 
 int em_threadpool_size(const em_threadpool *tp) { return tp->n_threads; }
 
 void em_threadpool_run(em_threadpool *tp, em_task_fn fn, void *arg) {
-    atomic_store_explicit(&tp->chunk, 0, memory_order_relaxed);
+    reset_shares(tp);
     if (tp->n_threads == 1) {
         fn(arg, 0, 1);
         return;

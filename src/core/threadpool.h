@@ -31,13 +31,14 @@ void em_threadpool_run(em_threadpool *tp, em_task_fn fn, void *arg);
 /* Inside fn: returns once every thread of the pool has called it (the
  * n-th call of each thread meets the n-th call of the others).  Writes
  * made before the barrier are visible to every thread after it.  It also
- * restarts the chunk counter for the next step. */
+ * starts a new step for em_threadpool_next. */
 void em_threadpool_barrier(em_threadpool *tp);
 
-/* Inside fn: the next chunk number of the current step, counting from 0
- * after em_threadpool_run starts and after each barrier.  Each number is
- * handed to exactly one thread; callers stop once it reaches their
- * step's chunk count. */
-int64_t em_threadpool_chunk(em_threadpool *tp);
+/* Inside fn, called by thread ith: claims the next chunk of the current
+ * step (the work since em_threadpool_run started or since the last
+ * barrier), a number in [0, n_chunks) handed to no other thread, or -1
+ * once all are taken.  Every thread must pass the same n_chunks within a
+ * step, and a step may share out only one such range. */
+int64_t em_threadpool_next(em_threadpool *tp, int ith, int64_t n_chunks);
 
 #endif

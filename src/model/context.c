@@ -75,12 +75,22 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->pos = calloc(nb, sizeof *c->pos);
     c->out_rows = calloc(nb, sizeof *c->out_rows);
     c->logit_of = calloc(nb, sizeof *c->logit_of);
-    /* Quantized activations take at most 4 bytes per element (F32 rows for
-     * float weights; 8-bit blocks take less). */
+    /* Quantized activations: float weights read the float rows directly,
+     * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
+     * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
-    c->qbuf_size = nb * (widest * sizeof(float) + 64);
-    c->qbuf = malloc(c->qbuf_size);
-    if (!ok || !c->cells || !c->seq || !c->pos || !c->out_rows || !c->logit_of || !c->qbuf) {
+    c->qact_size = nb * ((widest + 255) / 256 * 292 + 64);
+    for (int i = 0; i < 3; i++) {
+        c->qact[i] = malloc(c->qact_size);
+        if (!c->qact[i]) ok = false;
+    }
+    /* Each piece rounded to 16 floats keeps every buffer 64-byte aligned
+     * relative to the first. */
+#define EM_R16(n) (((size_t)(n) + 15) / 16 * 16)
+    c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(hp->n_ff) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
+#undef EM_R16
+    c->solo = alloc_floats((size_t)p.n_threads * c->solo_stride, &ok);
+    if (!ok || !c->cells || !c->seq || !c->pos || !c->out_rows || !c->logit_of) {
         st = em_error(EM_ERR_NOMEM, "context: cannot allocate scratch for a batch of %d", p.n_batch);
         goto fail;
     }
@@ -111,7 +121,8 @@ void em_context_free(em_context *c) {
     free(c->att);
     free(c->ff_gate);
     free(c->ff_up);
-    free(c->qbuf);
+    for (int i = 0; i < 3; i++) free(c->qact[i]);
+    free(c->solo);
     free(c->rope_cos);
     free(c->rope_sin);
     free(c->inv_freq);

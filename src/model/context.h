@@ -26,8 +26,14 @@ struct em_context {
     float *att;        /* [n_batch][n_head * head_dim_v] attention output    */
     float *ff_gate;    /* [n_batch][n_ff] gate projection, then SwiGLU       */
     float *ff_up;      /* [n_batch][n_ff] up projection                      */
-    void *qbuf;        /* quantized activations, n_batch rows of the widest  */
-    size_t qbuf_size;  /* bytes of qbuf                                      */
+    void *qact[3];     /* quantized activations, one buffer per format a step
+                        * reads: n_batch rows of the widest input, in the
+                        * rows' 8-bit activation format (Q8_0/Q8_1/Q8_K)     */
+    size_t qact_size;  /* bytes of each qact buffer                          */
+    float *solo;       /* [n_threads][solo_stride] private buffers for one-row
+                        * batches: x[n_embd], xn[n_embd], ff[n_ff] and three
+                        * quantized rows of qact_size / n_batch bytes       */
+    size_t solo_stride;/* floats per thread in solo                          */
     float *rope_cos;   /* [n_batch][n_rot / 2] cos of each row's angles      */
     float *rope_sin;   /* [n_batch][n_rot / 2]                               */
     float *inv_freq;   /* [n_rot / 2] angle per position of each pair        */

@@ -1,84 +1,252 @@
 /*
- * attention.c - online-softmax attention, one task per (row, KV head).
+ * attention.c - online-softmax attention, one task per (row, KV head),
+ * and the scalar twins of its SIMD inner loops.
  *
  * For a query q and keys k_j the output is sum_j softmax(q.k_j * scale) v_j.
  * Visiting the keys once, we keep the running maximum m, the running sum of
  * exp(s_j - m) and the running weighted sum of values; when m grows, both
  * sums are rescaled by exp(m_old - m_new).  This needs O(head_dim) memory
  * per head whatever the context length.
+ *
+ * Keys are taken in blocks of up to EM_ATTN_BLOCK visible slots: the
+ * scores of a block are computed for every query head of the group (each
+ * key row is read once for all of them), the maximum and rescaling happen
+ * once per block rather than once per key, the exponentials are taken
+ * over the block as a vector, and then each value row is read once and
+ * added into every head's sum.
  */
 #include "ops/attention.h"
+#include "quant/gemm.h"
 
 #include <math.h>
 
-size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v) {
-    int32_t group = n_head / n_head_kv;
-    /* acc[group][head_dim_v], m[group], l[group], k row, v row as floats. */
-    return (size_t)group * (size_t)(head_dim_v + 2) + (size_t)head_dim + (size_t)head_dim_v;
+#define EM_ATTN_BLOCK 32 /* visible keys scored and softmaxed together */
+
+/* ------------------------------------------------------ scalar kernels */
+
+static void qk_f32_scalar(const float *q, int n_q, int64_t n, const float *const *k, int nk, float *s, int s_stride) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nk; j++) {
+            const float *qh = q + h * n;
+            float acc = 0;
+            for (int64_t i = 0; i < n; i++) acc += qh[i] * k[j][i];
+            s[h * s_stride + j] = acc;
+        }
 }
 
-static void attention_worker(void *arg, int ith, int nth) {
-    const em_attn_args *a = arg;
+static void qk_f16_scalar(const float *q, int n_q, int64_t n, const uint16_t *const *k, int nk, float *s,
+                          int s_stride) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nk; j++) {
+            const float *qh = q + h * n;
+            float acc = 0;
+            for (int64_t i = 0; i < n; i++) acc += qh[i] * em_fp16_to_fp32(k[j][i]);
+            s[h * s_stride + j] = acc;
+        }
+}
+
+static void pv_f32_scalar(float *acc, int n_q, int64_t n, const float *p, int p_stride, const float *const *v,
+                          int nv) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nv; j++) {
+            float *a = acc + h * n;
+            const float w = p[h * p_stride + j];
+            for (int64_t i = 0; i < n; i++) a[i] += w * v[j][i];
+        }
+}
+
+static void pv_f16_scalar(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v,
+                          int nv) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nv; j++) {
+            float *a = acc + h * n;
+            const float w = p[h * p_stride + j];
+            for (int64_t i = 0; i < n; i++) a[i] += w * em_fp16_to_fp32(v[j][i]);
+        }
+}
+
+static float exp_sum_scalar(float *s, int n, float m) {
+    float sum = 0;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - m);
+        sum += s[j];
+    }
+    return sum;
+}
+
+static const em_attn_kernels kernels_scalar = {
+    .qk_f32 = qk_f32_scalar,
+    .qk_f16 = qk_f16_scalar,
+    .pv_f32 = pv_f32_scalar,
+    .pv_f16 = pv_f16_scalar,
+    .exp_sum = exp_sum_scalar,
+};
+
+static int force_scalar;
+
+const em_attn_kernels *em_attn_kernels_scalar(void) { return &kernels_scalar; }
+
+void em_attn_kernels_force_scalar(int generic) { force_scalar = generic; }
+
+const em_attn_kernels *em_attn_kernels_get(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!force_scalar && (em_cpu_features() & EM_CPU_AVX2)) return &em_attn_kernels_avx2;
+#endif
+    return &kernels_scalar;
+}
+
+/* -------------------------------------------------------------- tasks */
+
+size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v) {
+    int32_t group = n_head / n_head_kv;
+    /* acc[group][head_dim_v], m[group], l[group], one key and one value row
+     * as floats (caches of other types) and scores[group][block]. */
+    return (size_t)group * (size_t)(head_dim_v + 2) + (size_t)head_dim + (size_t)head_dim_v +
+           (size_t)group * EM_ATTN_BLOCK;
+}
+
+typedef struct attn_task_ctx {
+    const em_attn_args *a;
+    const em_attn_kernels *kn;
+    int32_t group;
+    float *acc;      /* [group][hdv] weighted sums of values        */
+    float *mx;       /* [group] running maxima                      */
+    float *sum;      /* [group] running sums of exp                 */
+    float *ktmp;     /* [hd] a key converted from a quantized cache  */
+    float *vtmp;     /* [hdv] a value, likewise                      */
+    float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
+    int32_t slots[EM_ATTN_BLOCK]; /* cache slots of the block         */
+} attn_task_ctx;
+
+/* Folds a block of nb visible slots into the running state of KV head g. */
+static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int nb) {
+    const em_attn_args *a = t->a;
     const em_kv *kv = a->kv;
-    int32_t group = a->n_head / a->n_head_kv;
-    int32_t hd = a->head_dim, hdv = a->head_dim_v;
-    float *scratch = a->scratch + (size_t)ith * em_attention_scratch(a->n_head, a->n_head_kv, hd, hdv);
-    float *acc = scratch;                           /* [group][hdv] */
-    float *mx = acc + (size_t)group * hdv;          /* [group]      */
-    float *sum = mx + group;                        /* [group]      */
-    float *ktmp = sum + group;                      /* [hd]         */
-    float *vtmp = ktmp + hd;                        /* [hdv]        */
-    const void *kbase = kv->k[a->layer];
-    const void *vbase = kv->v[a->layer];
+    const em_attn_kernels *kn = t->kn;
+    const int32_t group = t->group, hd = a->head_dim, hdv = a->head_dim_v;
+    const char *kbase = kv->k[a->layer], *vbase = kv->v[a->layer];
+    /* This head's slice of each key, then of each value, read in place. */
+    const uint16_t *r16[EM_ATTN_BLOCK];
+    const float *r32[EM_ATTN_BLOCK];
 
-    int64_t n_tasks = (int64_t)a->n_rows * a->n_head_kv;
-    for (int64_t task = ith; task < n_tasks; task += nth) {
-        int32_t r = (int32_t)(task / a->n_head_kv);
-        int32_t g = (int32_t)(task % a->n_head_kv);
-        em_seq_id s = a->seq[r];
-        em_pos p = a->pos[r];
-        const float *q = a->q + ((int64_t)r * a->n_head + (int64_t)g * group) * hd;
-        for (int32_t h = 0; h < group; h++) {
-            mx[h] = -INFINITY;
-            sum[h] = 0;
+    /* Scores.  F16 and F32 caches are read in place; other types are
+     * converted one key at a time. */
+    if (kv->type == EM_TYPE_F16) {
+        for (int jj = 0; jj < nb; jj++)
+            r16[jj] = (const uint16_t *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
+        kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
+    } else if (kv->type == EM_TYPE_F32) {
+        for (int jj = 0; jj < nb; jj++)
+            r32[jj] = (const float *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
+        kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
+    } else {
+        for (int jj = 0; jj < nb; jj++) {
+            const float *k = em_kv_read(kv, kbase, kv->k_row_bytes, t->slots[jj], (int64_t)g * hd, hd, t->ktmp);
+            kn->qk_f32(q, group, hd, &k, 1, t->sc + jj, EM_ATTN_BLOCK);
         }
-        memset(acc, 0, (size_t)group * hdv * sizeof(float));
+    }
 
-        for (int32_t j = 0; j < kv->hi; j++) {
-            em_pos pj = kv->pos[j];
-            if (pj < 0 || pj > p || !em_kv_sees(kv, j, s)) continue;
-            if (a->n_swa > 0 && pj <= p - a->n_swa) continue;
-            const float *k = em_kv_read(kv, kbase, kv->k_row_bytes, j, (int64_t)g * hd, hd, ktmp);
-            const float *v = em_kv_read(kv, vbase, kv->v_row_bytes, j, (int64_t)g * hdv, hdv, vtmp);
-            for (int32_t h = 0; h < group; h++) {
-                const float *qh = q + (int64_t)h * hd;
-                float sc = 0;
-                for (int32_t i = 0; i < hd; i++) sc += qh[i] * k[i];
-                sc *= a->scale;
-                float *acc_h = acc + (int64_t)h * hdv;
-                if (sc > mx[h]) {
-                    /* A new maximum: rescale what was accumulated so far. */
-                    float c = expf(mx[h] - sc);
-                    mx[h] = sc;
-                    sum[h] = sum[h] * c + 1.0f;
-                    for (int32_t i = 0; i < hdv; i++) acc_h[i] = acc_h[i] * c + v[i];
-                } else {
-                    float w = expf(sc - mx[h]);
-                    sum[h] += w;
-                    for (int32_t i = 0; i < hdv; i++) acc_h[i] += w * v[i];
-                }
-            }
+    for (int32_t h = 0; h < group; h++) {
+        float *s = t->sc + h * EM_ATTN_BLOCK;
+        float bm = -INFINITY;
+        for (int jj = 0; jj < nb; jj++) {
+            s[jj] *= a->scale;
+            if (s[jj] > bm) bm = s[jj];
         }
-        for (int32_t h = 0; h < group; h++) {
-            float *o = a->out + ((int64_t)r * a->n_head + (int64_t)g * group + h) * hdv;
-            /* A row with no visible key (impossible when its own key is
-             * stored) yields zeros rather than NaN. */
-            float inv = sum[h] > 0 ? 1.0f / sum[h] : 0.0f;
-            for (int32_t i = 0; i < hdv; i++) o[i] = acc[(int64_t)h * hdv + i] * inv;
+        /* A new maximum rescales what was summed so far. */
+        const float m_new = bm > t->mx[h] ? bm : t->mx[h];
+        const float c = expf(t->mx[h] - m_new);
+        t->mx[h] = m_new;
+        t->sum[h] = t->sum[h] * c + kn->exp_sum(s, nb, m_new);
+        if (c != 1.0f) {
+            float *acc = t->acc + (int64_t)h * hdv;
+            for (int32_t i = 0; i < hdv; i++) acc[i] *= c;
+        }
+    }
+
+    /* Weighted values. */
+    if (kv->type == EM_TYPE_F16) {
+        for (int jj = 0; jj < nb; jj++)
+            r16[jj] = (const uint16_t *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
+        kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
+    } else if (kv->type == EM_TYPE_F32) {
+        for (int jj = 0; jj < nb; jj++)
+            r32[jj] = (const float *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
+        kn->pv_f32(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r32, nb);
+    } else {
+        for (int jj = 0; jj < nb; jj++) {
+            const float *v = em_kv_read(kv, vbase, kv->v_row_bytes, t->slots[jj], (int64_t)g * hdv, hdv, t->vtmp);
+            kn->pv_f32(t->acc, group, hdv, t->sc + jj, EM_ATTN_BLOCK, &v, 1);
         }
     }
 }
 
+static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
+    const em_attn_args *a = t->a;
+    const em_kv *kv = a->kv;
+    const int32_t group = t->group, hd = a->head_dim, hdv = a->head_dim_v;
+    const em_seq_id s = a->seq[r];
+    const em_pos p = a->pos[r];
+    const float *q = a->q + ((int64_t)r * a->n_head + (int64_t)g * group) * hd;
+    for (int32_t h = 0; h < group; h++) {
+        t->mx[h] = -INFINITY;
+        t->sum[h] = 0;
+    }
+    memset(t->acc, 0, (size_t)group * hdv * sizeof(float));
+
+    int nb = 0;
+    for (int32_t j = 0; j < kv->hi; j++) {
+        const em_pos pj = kv->pos[j];
+        if (pj < 0 || pj > p || !em_kv_sees(kv, j, s)) continue;
+        if (a->n_swa > 0 && pj <= p - a->n_swa) continue;
+        t->slots[nb++] = j;
+        if (nb == EM_ATTN_BLOCK) {
+            attend_block(t, q, g, nb);
+            nb = 0;
+        }
+    }
+    if (nb > 0) attend_block(t, q, g, nb);
+
+    for (int32_t h = 0; h < group; h++) {
+        float *o = a->out + ((int64_t)r * a->n_head + (int64_t)g * group + h) * hdv;
+        /* A row with no visible key (impossible when its own key is
+         * stored) yields zeros rather than NaN. */
+        const float inv = t->sum[h] > 0 ? 1.0f / t->sum[h] : 0.0f;
+        for (int32_t i = 0; i < hdv; i++) o[i] = t->acc[(int64_t)h * hdv + i] * inv;
+    }
+}
+
+void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
+    const int32_t group = a->n_head / a->n_head_kv, hdv = a->head_dim_v;
+    float *scratch = a->scratch + (size_t)ith * em_attention_scratch(a->n_head, a->n_head_kv, a->head_dim, hdv);
+    attn_task_ctx t = {.a = a, .kn = em_attn_kernels_get(), .group = group};
+    t.acc = scratch;
+    t.mx = t.acc + (size_t)group * hdv;
+    t.sum = t.mx + group;
+    t.ktmp = t.sum + group;
+    t.vtmp = t.ktmp + a->head_dim;
+    t.sc = t.vtmp + hdv;
+
+    const int64_t n_tasks = (int64_t)a->n_rows * a->n_head_kv;
+    for (int64_t task; (task = em_threadpool_next(tp, ith, n_tasks)) >= 0;) {
+        const int32_t r = (int32_t)(task / a->n_head_kv), g = (int32_t)(task % a->n_head_kv);
+        if (a->prepare) a->prepare(a->prepare_ctx, r, g);
+        attend_task(&t, r, g);
+    }
+}
+
+typedef struct attn_region {
+    em_threadpool *tp;
+    const em_attn_args *a;
+} attn_region;
+
+static void attention_worker(void *arg, int ith, int nth) {
+    const attn_region *r = arg;
+    (void)nth;
+    em_attention_step(r->tp, r->a, ith);
+}
+
 void em_attention(em_threadpool *tp, const em_attn_args *a) {
-    em_threadpool_run(tp, attention_worker, (void *)a);
+    attn_region r = {.tp = tp, .a = a};
+    em_threadpool_run(tp, attention_worker, &r);
 }

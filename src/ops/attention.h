@@ -22,6 +22,13 @@ typedef struct em_attn_args {
     int32_t n_swa;           /* sliding window in positions, 0 = unlimited    */
     float scale;             /* multiplies q.k, usually 1/sqrt(head_dim)      */
     float *scratch;          /* [n_threads][em_attention_scratch(...)] floats */
+    /* Optional: called by the thread that takes task (row, kv_head) before
+     * it attends, to finish that head's queries and store its key and
+     * value (one-row batches fuse that work into attention this way).
+     * Safe only when no other task reads what it writes: a row's own key
+     * is visible to later rows of the same batch. */
+    void (*prepare)(void *ctx, int32_t row, int32_t kv_head);
+    void *prepare_ctx;
 } em_attn_args;
 
 /* Floats of scratch one thread needs. */
@@ -30,7 +37,45 @@ size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim,
 /* Each query row attends to the cache slots of its own sequence at
  * positions <= its own (and > pos - n_swa with a window), with an online
  * softmax so no score matrix is ever stored.  Query heads that share a KV
- * head are computed together so each key and value is read once. */
+ * head are computed together so each key and value is read once.  One
+ * parallel region of the pool. */
 void em_attention(em_threadpool *tp, const em_attn_args *a);
+
+/* The same as a step inside a running parallel region (see ops.h): every
+ * thread ith calls it, right after a barrier; (row, KV head) tasks are
+ * shared out with em_threadpool_next. */
+void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith);
+
+/* ---- kernels ------------------------------------------------------------
+ * The inner loops over a block of keys, as a scalar set (attention.c) and
+ * an AVX2/F16C set (arch/x86/attention_avx2.c) with the same contracts;
+ * keys and values are rows of floats (F32 cache) or IEEE halves (F16
+ * cache), passed as one pointer per key because the visible slots of a
+ * sequence need not be adjacent. */
+typedef struct em_attn_kernels {
+    /* s[h * s_stride + j] = q_h . k_j for h < n_q, j < nk, where
+     * q_h = q + h * n and k_j points at the n elements of key j. */
+    void (*qk_f32)(const float *q, int n_q, int64_t n, const float *const *k, int nk, float *s, int s_stride);
+    void (*qk_f16)(const float *q, int n_q, int64_t n, const uint16_t *const *k, int nk, float *s, int s_stride);
+    /* acc_h[i] += sum_j p[h * p_stride + j] * v_j[i] for h < n_q, i < n,
+     * j < nv, where acc_h = acc + h * n. */
+    void (*pv_f32)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const float *const *v, int nv);
+    void (*pv_f16)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v, int nv);
+    /* s[j] = exp(s[j] - m) for j < n (s[j] <= m); returns their sum. */
+    float (*exp_sum)(float *s, int n, float m);
+} em_attn_kernels;
+
+/* The kernels em_attention uses: AVX2 where the CPU has it (and EMBER_CPU
+ * is not "generic"), else scalar. */
+const em_attn_kernels *em_attn_kernels_get(void);
+/* The scalar set, always. */
+const em_attn_kernels *em_attn_kernels_scalar(void);
+/* For tests: makes em_attention use the scalar set (generic != 0) or the
+ * best one again.  Not thread-safe. */
+void em_attn_kernels_force_scalar(int generic);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+extern const em_attn_kernels em_attn_kernels_avx2;
+#endif
 
 #endif

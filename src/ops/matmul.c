@@ -1,26 +1,33 @@
 /*
- * matmul.c - weight matrix times a batch of activation rows.
+ * matmul.c - weight matrices times batches of activation rows, shared out
+ * over the thread pool.
  *
- * Activations are quantized once per row into the weight's vec_dot_type,
- * then every (weight row, activation row) pair is one em_vec_dot.  Threads
- * split the weight rows; each thread walks its rows in small tiles and, for
- * each tile, visits every activation row, so a tile of weights is loaded
- * from memory once per batch rather than once per token.
+ * Activations are quantized once per row into the weight's vec_dot_type
+ * (also split over the threads), and one step may hold several products
+ * over the same rows (Q, K and V; gate and up).  The weight rows of all
+ * of a step's products are cut into chunks that the threads claim from
+ * the pool (em_threadpool_next): each thread streams through its own
+ * contiguous share first, each weight row is read from memory by exactly
+ * one thread, and a thread slowed down by other work on the machine just
+ * ends up with fewer chunks.  A chunk is handed to the GEMM kernel
+ * whole (em_gemm), which reuses each loaded weight block across all
+ * activation rows; with one activation row it is a matrix-vector product
+ * streaming the chunk's rows at memory speed.
  */
 #include "ops/ops.h"
+#include "quant/gemm.h"
 #include "quant/quant.h"
-
-#define EM_MATMUL_TILE 16 /* weight rows kept hot across activation rows */
 
 size_t em_activation_row_size(em_type t, int64_t k) {
     const em_type_traits *tr = em_get_type_traits(t);
     return em_row_size(tr->vec_dot_type, k);
 }
 
-void em_quantize_activations(em_type t, const float *x, int64_t n_rows, int64_t k, void *qbuf) {
+/* Rows [r0, r1) of x quantized into qbuf. */
+static void quantize_rows(em_type t, const float *x, int64_t r0, int64_t r1, int64_t k, void *qbuf) {
     const em_type_traits *tr = em_get_type_traits(t);
     size_t rb = em_row_size(tr->vec_dot_type, k);
-    for (int64_t r = 0; r < n_rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         char *dst = (char *)qbuf + (size_t)r * rb;
         if (tr->vec_dot_type == EM_TYPE_F32)
             memcpy(dst, x + r * k, (size_t)k * sizeof(float));
@@ -29,48 +36,78 @@ void em_quantize_activations(em_type t, const float *x, int64_t n_rows, int64_t 
     }
 }
 
-typedef struct matmul_task {
-    float *out;
-    int64_t out_stride;
-    const em_tensor *W;
-    const void *qx;     /* [n_rows] quantized activation rows */
-    size_t qx_row;      /* bytes per quantized row            */
-    int64_t n_rows;
-} matmul_task;
+void em_quantize_activations(em_type t, const float *x, int64_t n_rows, int64_t k, void *qbuf) {
+    quantize_rows(t, x, 0, n_rows, k, qbuf);
+}
 
-static void matmul_worker(void *arg, int ith, int nth) {
-    const matmul_task *t = arg;
-    const em_tensor *W = t->W;
-    int64_t n_out = W->ne[1], k = W->ne[0];
-    /* Split in whole tiles so that threads never share a cache line of out
-     * more than necessary. */
-    int64_t n_tiles = (n_out + EM_MATMUL_TILE - 1) / EM_MATMUL_TILE;
-    int64_t t0 = n_tiles * ith / nth, t1 = n_tiles * (ith + 1) / nth;
-    for (int64_t tile = t0; tile < t1; tile++) {
-        int64_t j0 = tile * EM_MATMUL_TILE;
-        int64_t j1 = EM_MIN(j0 + EM_MATMUL_TILE, n_out);
-        for (int64_t r = 0; r < t->n_rows; r++) {
-            const void *xr = (const char *)t->qx + (size_t)r * t->qx_row;
-            float *o = t->out + r * t->out_stride;
-            for (int64_t j = j0; j < j1; j++) {
-                const void *wr = (const char *)W->data + (size_t)j * W->row_bytes;
-                o[j] = em_vec_dot(W->type, k, wr, xr);
-            }
-        }
+void em_quantize_step(em_threadpool *tp, int ith, em_type t, const float *x, int64_t n_rows, int64_t k,
+                      void *qbuf) {
+    for (int64_t r; (r = em_threadpool_next(tp, ith, n_rows)) >= 0;) quantize_rows(t, x, r, r + 1, k, qbuf);
+}
+
+/* Weight rows per chunk: about eight chunks per thread and product, so
+ * that uneven progress evens out, in multiples of 16 rows (every kernel's
+ * tile height divides 16). */
+static int64_t chunk_rows(int64_t n_out, int nth) {
+    int64_t per = (n_out + 8 * nth - 1) / (8 * nth);
+    per = (per + 15) / 16 * 16;
+    return per < 16 ? 16 : per;
+}
+
+void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows) {
+    const int nth = em_threadpool_size(tp);
+    int64_t first[EM_MATMUL_MAX_JOBS + 1] = {0}; /* first chunk number of each job */
+    int64_t rows[EM_MATMUL_MAX_JOBS] = {0};      /* weight rows per chunk of each job */
+    if (n_jobs > EM_MATMUL_MAX_JOBS) n_jobs = EM_MATMUL_MAX_JOBS;
+    for (int i = 0; i < n_jobs; i++) {
+        const int64_t n_out = jobs[i].W->ne[1];
+        rows[i] = chunk_rows(n_out, nth);
+        first[i + 1] = first[i] + (n_out + rows[i] - 1) / rows[i];
+    }
+    for (int64_t c; (c = em_threadpool_next(tp, ith, first[n_jobs])) >= 0;) {
+        int i = 0;
+        while (c >= first[i + 1]) i++;
+        const em_matmul_job *jb = &jobs[i];
+        const em_tensor *W = jb->W;
+        const int64_t j0 = (c - first[i]) * rows[i];
+        const int64_t nw = EM_MIN(rows[i], W->ne[1] - j0);
+        em_gemm(W->type, W->ne[0], (const char *)W->data + (size_t)j0 * W->row_bytes, W->row_bytes, nw, jb->x,
+                jb->x_stride, n_rows, jb->out + j0, jb->out_stride);
     }
 }
 
-void em_matmul(em_threadpool *tp, float *out, int64_t out_stride, const em_tensor *W,
-               const float *x, int64_t n_rows, void *qbuf, bool prequantized) {
-    int64_t k = W->ne[0];
-    if (!prequantized) em_quantize_activations(W->type, x, n_rows, k, qbuf);
-    matmul_task t = {
-        .out = out,
-        .out_stride = out_stride,
+typedef struct matmul_region {
+    em_threadpool *tp;
+    const em_tensor *W;
+    const float *x;
+    void *qbuf;
+    bool quantize;
+    em_matmul_job job;
+    int64_t n_rows;
+} matmul_region;
+
+static void matmul_worker(void *arg, int ith, int nth) {
+    matmul_region *m = arg;
+    (void)nth;
+    if (m->quantize) {
+        em_quantize_step(m->tp, ith, m->W->type, m->x, m->n_rows, m->W->ne[0], m->qbuf);
+        em_threadpool_barrier(m->tp);
+    }
+    em_matmul_step(m->tp, ith, &m->job, 1, m->n_rows);
+}
+
+void em_matmul(em_threadpool *tp, float *out, int64_t out_stride, const em_tensor *W, const float *x,
+               int64_t n_rows, void *qbuf, bool prequantized) {
+    const int64_t k = W->ne[0];
+    matmul_region m = {
+        .tp = tp,
         .W = W,
-        .qx = qbuf,
-        .qx_row = em_activation_row_size(W->type, k),
+        .x = x,
+        .qbuf = qbuf,
+        .quantize = !prequantized,
+        .job = {.W = W, .x = qbuf, .x_stride = em_activation_row_size(W->type, k), .out = out,
+                .out_stride = out_stride},
         .n_rows = n_rows,
     };
-    em_threadpool_run(tp, matmul_worker, &t);
+    em_threadpool_run(tp, matmul_worker, &m);
 }

@@ -30,7 +30,7 @@ void em_softmax(float *x, int64_t n);
  * x is [n_rows][W->ne[0]] floats, out [n_rows][out_stride] floats.  The
  * activations are first quantized into qbuf (which must hold n_rows rows of
  * the weight's vec_dot_type) unless `prequantized` says qbuf already holds
- * them.  Work is split by weight rows across the pool.
+ * them.  One parallel region of the pool; work is split by weight rows.
  */
 void em_matmul(em_threadpool *tp, float *out, int64_t out_stride, const em_tensor *W,
                const float *x, int64_t n_rows, void *qbuf, bool prequantized);
@@ -42,5 +42,39 @@ void em_quantize_activations(em_type t, const float *x, int64_t n_rows, int64_t 
 /* Bytes em_quantize_activations needs per row of k elements for weights of
  * type t. */
 size_t em_activation_row_size(em_type t, int64_t k);
+
+/* ---- steps of a parallel region ----------------------------------------
+ * These are called by every thread ith of a running pool (inside the
+ * function given to em_threadpool_run) and share their work out with
+ * em_threadpool_next, so the step must start right after a barrier (or at
+ * the start of the region) and be followed by one before its results are
+ * read. */
+
+/* One product of a step: out[r * out_stride + j] = dot(W row j, x row r). */
+typedef struct em_matmul_job {
+    const em_tensor *W;
+    const void *x;       /* [n_rows] activation rows in W's vec_dot_type   */
+    size_t x_stride;     /* bytes from one activation row to the next      */
+    float *out;          /* [n_rows][out_stride] floats                    */
+    int64_t out_stride;
+} em_matmul_job;
+
+#define EM_MATMUL_MAX_JOBS 4
+
+/* Runs n_jobs (<= EM_MATMUL_MAX_JOBS) products over the same n_rows
+ * activation rows, their weight rows shared out in chunks. */
+void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows);
+
+/* em_quantize_activations with the rows shared out. */
+void em_quantize_step(em_threadpool *tp, int ith, em_type t, const float *x, int64_t n_rows, int64_t k,
+                      void *qbuf);
+
+/* SIMD versions of per-row work (arch/x86/rows_avx2.c; need AVX2, FMA
+ * and F16C): em_swiglu, and n floats to IEEE halves as em_fp32_to_fp16
+ * rounds them. */
+#if defined(__x86_64__) && defined(__GNUC__)
+void em_swiglu_avx2(float *out, const float *gate, const float *up, int64_t n);
+void em_f32_to_f16_avx2(uint16_t *dst, const float *src, int64_t n);
+#endif
 
 #endif

@@ -82,11 +82,17 @@ static void em_install_avx512(void) {
     em_dot_table[EM_TYPE_BF16] = em_vec_dot_bf16_avx512;
     if (!em_cpu.avx512_vnni) return;
     em_dot_table[EM_TYPE_Q4_0] = em_vec_dot_q4_0_avx512;
+    em_dot_table[EM_TYPE_Q4_1] = em_vec_dot_q4_1_avx512;
+    em_dot_table[EM_TYPE_Q5_0] = em_vec_dot_q5_0_avx512;
+    em_dot_table[EM_TYPE_Q5_1] = em_vec_dot_q5_1_avx512;
     em_dot_table[EM_TYPE_Q8_0] = em_vec_dot_q8_0_avx512;
     em_dot_table[EM_TYPE_IQ4_NL] = em_vec_dot_iq4_nl_avx512;
     em_dot_table[EM_TYPE_Q4_K] = em_vec_dot_q4_k_avx512;
     em_dot_table[EM_TYPE_Q5_K] = em_vec_dot_q5_k_avx512;
     em_dot_table[EM_TYPE_Q6_K] = em_vec_dot_q6_k_avx512;
+    em_dot_table[EM_TYPE_Q2_K] = em_vec_dot_q2_k_avx512;
+    em_dot_table[EM_TYPE_Q3_K] = em_vec_dot_q3_k_avx512;
+    em_dot_table[EM_TYPE_IQ4_XS] = em_vec_dot_iq4_xs_avx512;
 }
 #endif
 

@@ -18,7 +18,7 @@
  * of float additions: integer parts of quantized dots are exact in both.
  *
  * Kernel sets are chosen once, at first use, from the CPU's features:
- * "avx512" (AVX-512 F/BW/VL/DQ with VNNI), "avx2" (AVX2, FMA, F16C) or
+ * "avx512" (AVX-512 F/BW/VL with VNNI), "avx2" (AVX2, FMA, F16C) or
  * "generic" (a loop of em_vec_dot, for every type).  The environment
  * variable EMBER_CPU=generic forces the generic set, EMBER_CPU=avx2 caps
  * the choice at AVX2.
@@ -33,7 +33,8 @@
 typedef void (*em_gemm_fn)(int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
                            size_t a_stride, int64_t na, float *out, int64_t out_stride);
 
-/* The dispatching product (the selected SIMD kernel, else generic). */
+/* The dispatching product: the selected set's kernel, or
+ * em_gemm_generic for types without one. */
 void em_gemm(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
              size_t a_stride, int64_t na, float *out, int64_t out_stride);
 
@@ -41,8 +42,8 @@ void em_gemm(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, c
 void em_gemm_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
                      size_t a_stride, int64_t na, float *out, int64_t out_stride);
 
-/* True when em_gemm has a SIMD kernel for t in the selected set. */
-bool em_gemm_has_kernel(em_type t);
+/* The selected set's kernel for t, or NULL when t has none. */
+em_gemm_fn em_gemm_kernel(em_type t);
 
 /* The selected kernel set: "avx512", "avx2" or "generic". */
 const char *em_gemm_isa(void);
@@ -54,7 +55,7 @@ const char *em_gemm_isa(void);
 int em_gemm_select_isa(const char *isa);
 
 /* x86 features usable by SIMD code, after EMBER_CPU: a bit set of
- * EM_CPU_AVX2 (AVX2 + FMA + F16C) and EM_CPU_AVX512 (F, BW, VL, DQ,
+ * EM_CPU_AVX2 (AVX2 + FMA + F16C) and EM_CPU_AVX512 (F, BW, VL and
  * VNNI, with the OS saving the ZMM state).  0 on other CPUs. */
 #define EM_CPU_AVX2 1u
 #define EM_CPU_AVX512 2u

@@ -31,28 +31,16 @@ void em_gemm_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64
 /* ------------------------------------------------------- CPU features */
 
 #if defined(EM_HAVE_X86_GEMM)
-#include <cpuid.h>
+#include "quant/arch/x86/dot_x86.h"
 
-/* This file is compiled without ISA flags, so the checks themselves never
- * run an instruction the CPU might lack.  A feature counts only when the
- * OS also saves its registers across context switches (XCR0). */
+/* The CPUID/XCR0 check is shared with em_vec_dot's dispatcher. */
 static unsigned detect_x86(void) {
-    unsigned a, b, c, d, f = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
-    if (!(fma && osxsave && avx && f16c)) return 0;
-    unsigned xlo, xhi;
-    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    (void)xhi;
-    if ((xlo & 6u) != 6u || __get_cpuid_max(0, NULL) < 7) return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    if (b & (1u << 5)) f |= EM_CPU_AVX2;
-    /* AVX-512: F (b16), DQ (b17), BW (b30), VL (b31), VNNI (c11); the OS
-     * must save opmask and both halves of the ZMM file (XCR0 bits 5-7). */
-    const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31)) &&
-                        (c & (1u << 11)) && (xlo & 0xe0u) == 0xe0u;
-    if ((f & EM_CPU_AVX2) && avx512) f |= EM_CPU_AVX512;
-    return f;
+    em_x86_features f;
+    em_x86_cpu_features(&f);
+    unsigned bits = 0;
+    if (f.avx2) bits |= EM_CPU_AVX2;
+    if (f.avx2 && f.avx512 && f.avx512_vnni) bits |= EM_CPU_AVX512;
+    return bits;
 }
 #endif
 
@@ -138,15 +126,14 @@ const char *em_gemm_isa(void) {
     return gemm_isa;
 }
 
-bool em_gemm_has_kernel(em_type t) {
+em_gemm_fn em_gemm_kernel(em_type t) {
     pthread_once(&gemm_once, select_default);
-    return (unsigned)t < (unsigned)EM_TYPE_COUNT && gemm_table[t] != NULL;
+    return (unsigned)t < (unsigned)EM_TYPE_COUNT ? gemm_table[t] : NULL;
 }
 
 void em_gemm(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a, size_t a_stride,
              int64_t na, float *out, int64_t out_stride) {
-    pthread_once(&gemm_once, select_default);
-    em_gemm_fn fn = (unsigned)t < (unsigned)EM_TYPE_COUNT ? gemm_table[t] : NULL;
+    em_gemm_fn fn = em_gemm_kernel(t);
     if (fn)
         fn(k, w, w_stride, nw, a, a_stride, na, out, out_stride);
     else

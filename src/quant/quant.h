@@ -43,8 +43,9 @@ float em_vec_dot_generic(em_type t, int64_t n, const void *w, const void *a);
 /* The dispatching dot product (SIMD where available, else generic). */
 float em_vec_dot(em_type t, int64_t n, const void *w, const void *a);
 
-/* Which kernel set em_vec_dot uses: "avx2" or "generic" (EMBER_CPU=generic
- * forces the latter). */
+/* Which kernel set em_vec_dot uses: "avx512", "avx2", "neon",
+ * "neon-dotprod" or "generic"; EMBER_CPU=generic|avx2|avx512 overrides
+ * (see dispatch.c). */
 const char *em_vec_dot_isa(void);
 
 #endif /* EM_QUANT_H */

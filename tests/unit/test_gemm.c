@@ -155,6 +155,11 @@ static void test_gemm_kernels(void) {
         }
         CHECK(strcmp(em_gemm_isa(), isas[s]) == 0);
         n_sets++;
+        /* A SIMD set must really hold its kernels (else every check below
+         * would quietly test the generic path). */
+        if (s > 0)
+            for (size_t ti = 0; ti < 8; ti++)
+                CHECK_MSG(em_gemm_kernel(types[ti]) != NULL, "%s has no %s kernel", isas[s], em_type_name(types[ti]));
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const em_type t = types[ti];
             const em_type_traits *tr = em_get_type_traits(t);
@@ -180,6 +185,21 @@ static void test_gemm_kernels(void) {
     CHECK(n_sets >= 1);
     CHECK(em_gemm_select_isa("no-such-set") == -1);
     em_gemm_select_isa(NULL);
+
+    /* EMBER_CPU narrows what the SIMD code may use. */
+    char orig[64] = "";
+    const bool had = getenv("EMBER_CPU") != NULL;
+    if (had) snprintf(orig, sizeof orig, "%s", getenv("EMBER_CPU"));
+    const unsigned all = em_cpu_features();
+    setenv("EMBER_CPU", "generic", 1);
+    CHECK(em_cpu_features() == 0);
+    setenv("EMBER_CPU", "avx2", 1);
+    CHECK((em_cpu_features() & ~EM_CPU_AVX2) == 0);
+    if (had)
+        setenv("EMBER_CPU", orig, 1);
+    else
+        unsetenv("EMBER_CPU");
+    CHECK(em_cpu_features() == all);
 }
 
 /* ----------------------------------------------------------- threadpool */
@@ -200,7 +220,10 @@ static void pool_steps(void *arg, int ith, int nth) {
     pool_job *j = arg;
     for (int s = 0; s < POOL_STEPS; s++) {
         int64_t c;
-        while ((c = em_threadpool_chunk(j->tp)) < POOL_CHUNKS) atomic_fetch_add(&j->claimed[s][c], 1);
+        while ((c = em_threadpool_next(j->tp, ith, POOL_CHUNKS)) >= 0) {
+            if (c >= POOL_CHUNKS) break;
+            atomic_fetch_add(&j->claimed[s][c], 1);
+        }
         j->slot[ith][s] = s + 1;
         em_threadpool_barrier(j->tp);
         for (int t = 0; t < nth; t++)
@@ -262,7 +285,164 @@ static void test_matmul_driver(void) {
     free(qbuf);
 }
 
+/* ------------------------------------------------------------ attention */
+
+static float max_rel(const float *a, const float *b, int n) {
+    float mx = 0, scale = 1e-6f;
+    for (int i = 0; i < n; i++) scale = fmaxf(scale, fabsf(b[i]));
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
+    return mx / scale;
+}
+
+/* Each kernel of the SIMD set against its scalar twin, over head sizes
+ * with and without a tail, one to many query heads and partial blocks. */
+static void test_attn_kernels(void) {
+    const em_attn_kernels *ref = em_attn_kernels_scalar(), *simd = em_attn_kernels_get();
+    if (simd == ref) {
+        printf("attention: no SIMD kernels on this CPU, the scalar set is checked through em_attention only\n");
+        return;
+    }
+    enum { MAXN = 136, MAXQ = 7, MAXK = 33 };
+    static float q[MAXQ * MAXN], kf[MAXK][MAXN], s1[MAXQ * MAXK], s2[MAXQ * MAXK];
+    static float acc1[MAXQ * MAXN], acc2[MAXQ * MAXN], p[MAXQ * MAXK];
+    static uint16_t kh[MAXK][MAXN];
+    const int ns[] = {8, 19, 32, 64, 80, 128, 136}, nqs[] = {1, 3, 4, 7}, nks[] = {1, 5, 8, 17, 33};
+    int bad = 0;
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof nqs / sizeof *nqs; b++)
+            for (size_t c = 0; c < sizeof nks / sizeof *nks; c++) {
+                const int n = ns[a], nq = nqs[b], nk = nks[c];
+                const float *k32[MAXK];
+                const uint16_t *k16[MAXK];
+                for (int i = 0; i < nq * n; i++) q[i] = frand();
+                for (int j = 0; j < nk; j++) {
+                    for (int i = 0; i < n; i++) {
+                        kh[j][i] = em_fp32_to_fp16(frand());
+                        kf[j][i] = em_fp16_to_fp32(kh[j][i]);
+                    }
+                    k32[j] = kf[j];
+                    k16[j] = kh[j];
+                }
+                ref->qk_f32(q, nq, n, k32, nk, s1, MAXK);
+                simd->qk_f32(q, nq, n, k32, nk, s2, MAXK);
+                for (int h = 0; h < nq; h++) bad += max_rel(s2 + h * MAXK, s1 + h * MAXK, nk) > 1e-5f;
+                simd->qk_f16(q, nq, n, k16, nk, s2, MAXK);
+                for (int h = 0; h < nq; h++) bad += max_rel(s2 + h * MAXK, s1 + h * MAXK, nk) > 1e-5f;
+
+                for (int i = 0; i < nq * MAXK; i++) p[i] = frand() + 1.0f;
+                for (int i = 0; i < nq * n; i++) acc1[i] = acc2[i] = frand();
+                ref->pv_f32(acc1, nq, n, p, MAXK, k32, nk);
+                simd->pv_f32(acc2, nq, n, p, MAXK, k32, nk);
+                bad += max_rel(acc2, acc1, nq * n) > 1e-5f;
+                for (int i = 0; i < nq * n; i++) acc2[i] = acc1[i];
+                ref->pv_f16(acc1, nq, n, p, MAXK, k16, nk);
+                simd->pv_f16(acc2, nq, n, p, MAXK, k16, nk);
+                bad += max_rel(acc2, acc1, nq * n) > 1e-5f;
+            }
+    CHECK_MSG(bad == 0, "attention kernels: %d mismatches against the scalar twins", bad);
+
+    /* exp over a block: ordinary scores, the very negative, and -inf. */
+    for (int n = 1; n <= 33; n++) {
+        float a[33], b[33];
+        for (int j = 0; j < n; j++) a[j] = b[j] = (j % 5 == 4) ? -90.0f - j : (j % 7 == 6 ? -INFINITY : -10 * frand() * frand());
+        const float sa = ref->exp_sum(a, n, 0.0f), sb = simd->exp_sum(b, n, 0.0f);
+        CHECK_MSG(fabsf(sa - sb) <= 1e-6f * fabsf(sa) + 1e-30f && max_rel(b, a, n) <= 1e-6f, "exp_sum n=%d: %g vs %g", n,
+                  sb, sa);
+        for (int j = 0; j < n; j++) CHECK(b[j] >= 0 && (a[j] != 0 || b[j] == 0));
+    }
+}
+
+/* Whole attention, SIMD against scalar kernels, over a cache with two
+ * interleaved sequences, GQA and a window. */
+static void test_attention_sets(em_type kv_type) {
+    enum { NR = 70, NH = 8, NKV = 2, HD = 64 };
+    static float q[NR * NH * HD], o1[NR * NH * HD], o2[NR * NH * HD], kr[NKV * HD], vr[NKV * HD];
+    em_seq_id seq[NR];
+    em_pos pos[NR];
+    int next[2] = {0, 0};
+    for (int i = 0; i < NR; i++) {
+        seq[i] = i % 4 == 0;
+        pos[i] = next[seq[i]]++;
+    }
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, 128, 1, NKV * HD, NKV * HD, kv_type, HD, HD));
+    int32_t cells[NR];
+    CHECK_OK(em_kv_alloc(&kv, NR, seq, pos, cells));
+    for (int i = 0; i < NR; i++) {
+        for (int j = 0; j < NKV * HD; j++) {
+            kr[j] = frand() * 2;
+            vr[j] = frand();
+        }
+        em_kv_store(&kv, 0, cells[i], kr, vr);
+    }
+    for (int i = 0; i < NR * NH * HD; i++) q[i] = frand();
+    em_threadpool *tp;
+    CHECK_OK(em_threadpool_init(&tp, 2));
+    const size_t per = em_attention_scratch(NH, NKV, HD, HD);
+    float *scratch = malloc(2 * per * sizeof(float));
+    for (int swa = 0; swa <= 40; swa += 40) {
+        em_attn_args a = {.q = q, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = NR, .n_head = NH,
+                          .n_head_kv = NKV, .head_dim = HD, .head_dim_v = HD, .n_swa = swa,
+                          .scale = 1.0f / sqrtf((float)HD), .scratch = scratch};
+        em_attn_kernels_force_scalar(1);
+        a.out = o1;
+        em_attention(tp, &a);
+        em_attn_kernels_force_scalar(0);
+        a.out = o2;
+        em_attention(tp, &a);
+        CHECK_MSG(max_rel(o2, o1, NR * NH * HD) < 1e-5f, "attention %s swa %d: SIMD and scalar differ by %g",
+                  em_type_name(kv_type), swa, max_rel(o2, o1, NR * NH * HD));
+    }
+    free(scratch);
+    em_threadpool_free(tp);
+    em_kv_free(&kv);
+}
+
+/* ------------------------------------------------------------- row ops */
+
+static void test_row_kernels(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!(em_cpu_features() & EM_CPU_AVX2)) {
+        printf("row kernels: no AVX2 on this CPU, skipped\n");
+        return;
+    }
+    enum { N = 1000 };
+    static float g[N], u[N], o1[N], o2[N];
+    static uint16_t h[N];
+    /* Gates over the whole useful range and beyond (exp over/underflow). */
+    for (int i = 0; i < N; i++) {
+        g[i] = (i % 50 == 0) ? (i % 100 ? 200.0f : -200.0f) : 30 * frand() * frand() * frand();
+        u[i] = frand();
+    }
+    for (int n = 1; n <= N; n += (n < 20 ? 1 : 97)) {
+        em_swiglu(o1, g, u, n);
+        em_swiglu_avx2(o2, g, u, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += !(fabsf(o2[i] - o1[i]) <= 1e-6f * fabsf(o1[i]) + 1e-30f);
+        CHECK_MSG(bad == 0, "swiglu n=%d: %d values differ", n, bad);
+    }
+    /* Halves: normal, subnormal, overflowing, ties, signed zero: the SIMD
+     * conversion must round exactly as em_fp32_to_fp16. */
+    for (int i = 0; i < N; i++) {
+        const float scales[] = {1.0f, 1e-5f, 1e-7f, 7e4f, 6.5504e4f, 0.0f};
+        float x = frand() * scales[i % 6];
+        if (i % 7 == 0) x = (float)(i - N / 2) * 0.25f + 0.5f / 1024; /* halfway cases */
+        if (i % 11 == 0) x = -0.0f;
+        g[i] = x;
+    }
+    em_f32_to_f16_avx2(h, g, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += h[i] != em_fp32_to_fp16(g[i]);
+    CHECK_MSG(bad == 0, "f32 to f16: %d of %d halves differ from em_fp32_to_fp16", bad, N);
+#endif
+}
+
 int main(void) {
+    test_row_kernels();
+    test_attn_kernels();
+    test_attention_sets(EM_TYPE_F16);
+    test_attention_sets(EM_TYPE_F32);
+    test_attention_sets(EM_TYPE_Q8_0);
     test_gemm_kernels();
     test_pool_barriers();
     test_matmul_driver();

@@ -645,9 +645,9 @@ static void find_simd_sets(void) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (em_dot_select_isa(names[i]) == 0) simd_sets[n_simd_sets++] = names[i];
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* Every set the CPU supports must be selectable. */
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
+    /* Every set the CPU supports must be selectable (F16C, which clang's
+     * builtin cannot name, came before AVX2 in every CPU line). */
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     bool got2 = false, got512 = false;
@@ -712,17 +712,18 @@ static uint16_t test_half(int kind) {
 static void make_weight_row(em_type t, void *w, int64_t n, int pattern, int kind) {
     const em_type_traits *tr = em_get_type_traits(t);
     if (!tr->is_quantized) {
+        const float mag = pattern < 0 ? 1.0f : (pattern & 1) ? 1e-20f : 1e20f;
         for (int64_t i = 0; i < n; i++) {
-            float v = kind == SCALE_EXACT ? (float)((int)(rng_next() % 17) - 8)
-                                          : rng_gauss() * (pattern < 0 ? 1.0f
-                                                           : (pattern & 1) ? 1e-20f : 1e20f);
+            const float v = kind == SCALE_EXACT ? (float)((int)(rng_next() % 17) - 8)
+                                                : rng_gauss() * mag;
             if (t == EM_TYPE_F32) ((float *)w)[i] = v;
-            if (t == EM_TYPE_F16) ((uint16_t *)w)[i] = em_fp32_to_fp16(v * 1e-20f > 1 ? 1 : v);
             if (t == EM_TYPE_BF16) ((uint16_t *)w)[i] = em_fp32_to_bf16(v);
+            /* F16 has no 1e20: any finite half instead. */
+            if (t == EM_TYPE_F16)
+                ((uint16_t *)w)[i] = kind == SCALE_EXACT || pattern < 0
+                                         ? em_fp32_to_fp16(kind == SCALE_EXACT ? v : rng_gauss())
+                                         : wide_half();
         }
-        if (t == EM_TYPE_F16 && kind != SCALE_EXACT)
-            for (int64_t i = 0; i < n; i++) /* F16 has no 1e20: any finite half */
-                ((uint16_t *)w)[i] = pattern < 0 ? em_fp32_to_fp16(rng_gauss()) : wide_half();
         return;
     }
     const size_t rs = em_row_size(t, n);
@@ -765,7 +766,8 @@ static void make_act_row(em_type vt, void *a, int64_t n, int qmax, int kind) {
         } else if (vt == EM_TYPE_Q8_1) {
             em_block_q8_1 *y = (em_block_q8_1 *)a + b;
             y->d = test_half(kind);
-            y->s = em_fp32_to_fp16((float)sum * em_fp16_to_fp32(y->d));
+            /* Saturated as the quantizer does, so that wide scales stay finite. */
+            y->s = em_fp32_to_fp16(fmaxf(-65504.0f, fminf(65504.0f, (float)sum * em_fp16_to_fp32(y->d))));
             memcpy(y->qs, q, 32);
         } else {
             em_block_q8_k *y = (em_block_q8_k *)a + b;

@@ -33,6 +33,7 @@
 #error "dot_avx2.c must be compiled with -mavx2 -mfma -mf16c"
 #endif
 
+#include "quant/arch/x86/kscales.h"
 #include "quant/blocks.h"
 #include "core/core.h"
 
@@ -59,12 +60,13 @@ static inline __m256i dot_u8(__m256i u, __m256i y) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
 }
 
-/* 16 bytes of nibbles to 32 bytes: low nibbles (elements 0..15) in the
- * low lane, high nibbles (elements 16..31) in the high lane. */
-static inline __m256i unpack_nibbles_32(const uint8_t *p) {
-    const __m128i b = _mm_loadu_si128((const __m128i *)p);
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_and_si256(both, _mm256_set1_epi8(15));
+/* 16 bytes of nibbles as 32 levels in element order (low nibbles are
+ * elements 0..15, high nibbles 16..31): one broadcast load, a shift of the
+ * upper lane only, one mask. */
+static inline __m256i nibbles_32(const uint8_t *p) {
+    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                            _mm256_set1_epi8(15));
 }
 
 /* The 32 fifth bits of a Q5_0/Q5_1 block (bit e of qh is element e) as
@@ -87,10 +89,9 @@ static inline __m256i bcast_i16(__m256i v, int g) {
     return _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * g) | ((2 * g + 1) << 8))));
 }
 
-/* s16 holds sixteen int16 group scales, one lane per half super-block
- * (groups 8h..8h+7 in lane h) after _mm256_permute4x64 picked lane h into
- * both; returns scale 2j in the low lane and 2j+1 in the high lane, the
- * layout of 32 quants covering two groups of 16. */
+/* s16h holds the eight int16 group scales of one half super-block in both
+ * lanes (lane_bcast below); returns scale 2j in the low lane and 2j + 1 in
+ * the high lane, the layout of 32 quants covering two groups of 16. */
 static inline __m256i pair_i16(__m256i s16h, int j) {
     const short lo = (short)((4 * j) | ((4 * j + 1) << 8));
     const short hi = (short)((4 * j + 2) | ((4 * j + 3) << 8));
@@ -104,51 +105,11 @@ static inline __m256i lane_bcast(__m256i v, int h) {
 
 static inline float fp16(uint16_t h) { return _cvtsh_ss(h); }
 
-/* The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block as two
- * 64-bit words of bytes (group g in byte g), using 32-bit word operations
- * on the packing described in blocks.h. */
-static inline void q4k_unpack_scales(const uint8_t *scales, uint64_t *sc, uint64_t *mn) {
-    uint32_t a0, a1, a2;
-    memcpy(&a0, scales, 4);
-    memcpy(&a1, scales + 4, 4);
-    memcpy(&a2, scales + 8, 4);
-    const uint32_t sc_lo = a0 & 0x3f3f3f3fu, mn_lo = a1 & 0x3f3f3f3fu;
-    /* (byte >> 6) << 4 is (byte >> 2) & 0x30 within each byte. */
-    const uint32_t sc_hi = (a2 & 0x0f0f0f0fu) | ((a0 >> 2) & 0x30303030u);
-    const uint32_t mn_hi = ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 2) & 0x30303030u);
-    *sc = sc_lo | (uint64_t)sc_hi << 32;
-    *mn = mn_lo | (uint64_t)mn_hi << 32;
-}
-
-/* The sixteen Q3_K group scales (still biased by +32), group g in byte g. */
-static inline __m128i q3k_unpack_scales(const uint8_t *scales) {
-    uint32_t a0, a1, a2;
-    memcpy(&a0, scales, 4);
-    memcpy(&a1, scales + 4, 4);
-    memcpy(&a2, scales + 8, 4);
-    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const uint32_t w0 = (a0 & m4) | ((a2 & m2) << 4);
-    const uint32_t w1 = (a1 & m4) | (((a2 >> 2) & m2) << 4);
-    const uint32_t w2 = ((a0 >> 4) & m4) | (((a2 >> 4) & m2) << 4);
-    const uint32_t w3 = ((a1 >> 4) & m4) | (((a2 >> 6) & m2) << 4);
-    return _mm_set_epi32((int)w3, (int)w2, (int)w1, (int)w0);
-}
-
-/* The eight IQ4_XS group scales (biased by +32), group g in byte g: the
- * nibbles of scales_l and the 2-bit fields of scales_h are spread to one
- * byte each by shift-and-mask steps that halve the field width. */
-static inline uint64_t iq4xs_unpack_scales(const em_block_iq4_xs *b) {
-    uint32_t l32;
-    memcpy(&l32, b->scales_l, 4);
-    uint64_t lo = l32;
-    lo = (lo | lo << 16) & 0x0000ffff0000ffffull;
-    lo = (lo | lo << 8) & 0x00ff00ff00ff00ffull;
-    lo = (lo | lo << 4) & 0x0f0f0f0f0f0f0f0full;
-    uint64_t hi = b->scales_h;
-    hi = (hi | hi << 24) & 0x000000ff000000ffull;
-    hi = (hi | hi << 12) & 0x000f000f000f000full;
-    hi = (hi | hi << 6) & 0x0303030303030303ull;
-    return lo | hi << 4;
+/* The sixteen Q3_K group scales (biased by +32), group g in byte g. */
+static inline __m128i q3k_scales_vec(const uint8_t *scales) {
+    uint32_t w[4];
+    em_q3k_scales16(scales, w);
+    return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
 }
 
 /* ------------------------------------------------------------ floats */
@@ -216,59 +177,103 @@ float em_vec_dot_bf16_avx2(int64_t n, const void *wv, const void *av) {
 
 /* ------------------------------------------------ 32-element formats */
 
-/* The 32-element kernels below all share one shape: per block, 32 levels
- * as bytes, an int32 dot with the 32 activation quants, and one FMA with
- * the product of the two block scales.  Two blocks per iteration with two
- * accumulators keep the FMA latency off the critical path. */
+/*
+ * The 32-element kernels share one shape: per block, 32 levels as bytes,
+ * an int32 dot with the 32 activation quants, and one FMA with the product
+ * of the two fp16 block scales.  These kernels are bound by the number of
+ * instructions per block (the in-cache speed is below DRAM bandwidth), and
+ * converting the two scales of each block separately (load, move to a
+ * vector register, vcvtph2ps, twice, multiply, broadcast) costs about as
+ * many instructions as the dot itself.  So the scales of eight blocks are
+ * gathered with one vpinsrw each into two vectors, converted and
+ * multiplied once, and each block's product is then picked out with one
+ * vpermps.
+ */
+static inline __m256 scale8(const uint8_t *xp, size_t xs, const uint8_t *yp, size_t ys) {
+    __m128i hx = _mm_setzero_si128(), hy = _mm_setzero_si128();
+#define EM_INS(j)                                                                          \
+    do {                                                                                   \
+        uint16_t a_, b_;                                                                   \
+        memcpy(&a_, xp + (j) * xs, 2);                                                     \
+        memcpy(&b_, yp + (j) * ys, 2);                                                     \
+        hx = _mm_insert_epi16(hx, a_, j);                                                  \
+        hy = _mm_insert_epi16(hy, b_, j);                                                  \
+    } while (0)
+    EM_INS(0); EM_INS(1); EM_INS(2); EM_INS(3); EM_INS(4); EM_INS(5); EM_INS(6); EM_INS(7);
+#undef EM_INS
+    return _mm256_mul_ps(_mm256_cvtph_ps(hx), _mm256_cvtph_ps(hy));
+}
+
+/* Lane j of v in all eight lanes. */
+#define EM_LANE_PS(v, j) _mm256_permutevar8x32_ps((v), _mm256_set1_epi32(j))
+
+/* The loop over blocks: DOT(i) is block i's int32 dot (8 partial sums).
+ * Eight blocks per iteration into two accumulators, then single blocks.
+ * The scale fields sit at byte 0 of every block of both operands. */
+#define EM_BLOCK32_LOOP(DOT)                                                              \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                        \
+    int64_t i = 0;                                                                        \
+    for (; i + 8 <= nb; i += 8) {                                                         \
+        const __m256 s8 = scale8((const uint8_t *)&x[i], sizeof *x, (const uint8_t *)&y[i], \
+                                 sizeof *y);                                              \
+        for (int j = 0; j < 8; j += 2) {                                                  \
+            acc0 = _mm256_fmadd_ps(EM_LANE_PS(s8, j), _mm256_cvtepi32_ps(DOT(i + j)), acc0); \
+            acc1 = _mm256_fmadd_ps(EM_LANE_PS(s8, j + 1), _mm256_cvtepi32_ps(DOT(i + j + 1)), \
+                                   acc1);                                                 \
+        }                                                                                 \
+    }                                                                                     \
+    for (; i < nb; i++)                                                                   \
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),               \
+                               _mm256_cvtepi32_ps(DOT(i)), acc0);                         \
+    float sum = hsum_ps(_mm256_add_ps(acc0, acc1))
+
+/* The offset terms of Q4_1/Q5_1: sum over blocks of m * s, eight at a time
+ * (m at byte 2 of the weight block, s at byte 2 of the Q8_1 block). */
+static inline float offsets_q8_1(const uint8_t *xb, size_t xs, const em_block_q8_1 *y,
+                                 int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8)
+        acc = _mm256_add_ps(acc, scale8(xb + (size_t)i * xs + 2, xs, (const uint8_t *)&y[i] + 2,
+                                        sizeof *y));
+    float sum = hsum_ps(acc);
+    for (; i < nb; i++) {
+        uint16_t m;
+        memcpy(&m, xb + (size_t)i * xs + 2, 2);
+        sum += fp16(m) * fp16(y[i].s);
+    }
+    return sum;
+}
+
+/* Dot of unsigned levels u (< 16) minus 8 with signed y: u.y - 8.y, both
+ * within int16 per pair. */
+static inline __m256i dot_u4_minus8(__m256i u, __m256i y) {
+    const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, y),
+                                       _mm256_maddubs_epi16(_mm256_set1_epi8(8), y));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
 
 float em_vec_dot_q8_0_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q8_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK8_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m256i d0 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i].qs),
-                                  _mm256_loadu_si256((const __m256i *)y[i].qs));
-        const __m256i d1 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i + 1].qs),
-                                  _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(d0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
-                               _mm256_cvtepi32_ps(d1), acc1);
-    }
-    for (; i < nb; i++) {
-        const __m256i d0 = dot_i8(_mm256_loadu_si256((const __m256i *)x[i].qs),
-                                  _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(d0), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+#define EM_DOT(i) dot_i8(_mm256_loadu_si256((const __m256i *)x[i].qs), \
+                         _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum;
 }
 
-/* Q4_0: levels q - 8 with q the nibble. */
-static inline __m256i q4_0_dot(const em_block_q4_0 *x, const em_block_q8_0 *y) {
-    const __m256i q = _mm256_sub_epi8(unpack_nibbles_32(x->qs), _mm256_set1_epi8(8));
-    return dot_i8(q, _mm256_loadu_si256((const __m256i *)y->qs));
-}
-
+/* Q4_0: levels q - 8 with q the nibble; the nibbles go into maddubs
+ * unsigned and the -8 is a second maddubs. */
 float em_vec_dot_q4_0_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q4_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK4_0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m256i d0 = q4_0_dot(&x[i], &y[i]), d1 = q4_0_dot(&x[i + 1], &y[i + 1]);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(d0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
-                               _mm256_cvtepi32_ps(d1), acc1);
-    }
-    for (; i < nb; i++)
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(q4_0_dot(&x[i], &y[i])), acc0);
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+#define EM_DOT(i) dot_u4_minus8(nibbles_32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum;
 }
 
 /* Q4_1: levels are the bare nibbles; the offset m enters through the
@@ -277,16 +282,10 @@ float em_vec_dot_q4_1_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q4_1 *x = wv;
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK4_1;
-    __m256 acc = _mm256_setzero_ps();
-    float macc = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i d = dot_u8(unpack_nibbles_32(x[i].qs),
-                                 _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
-                              acc);
-        macc += fp16(x[i].m) * fp16(y[i].s);
-    }
-    return hsum_ps(acc) + macc;
+#define EM_DOT(i) dot_u8(nibbles_32(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum + offsets_q8_1((const uint8_t *)x, sizeof *x, y, nb);
 }
 
 /* Q5_0: level = nibble + 16 * bit - 16, i.e. the nibble when the fifth bit
@@ -296,15 +295,12 @@ float em_vec_dot_q5_0_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK5_0;
     const __m256i f0 = _mm256_set1_epi8((char)0xf0);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs),
-                                          _mm256_andnot_si256(q5_high_mask(x[i].qh), f0));
-        const __m256i d = dot_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
-                              acc);
-    }
-    return hsum_ps(acc);
+#define EM_DOT(i)                                                                           \
+    dot_i8(_mm256_or_si256(nibbles_32(x[i].qs), _mm256_andnot_si256(q5_high_mask(x[i].qh), f0)), \
+           _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum;
 }
 
 /* Q5_1: level = nibble + 16 * bit, in 0..31, plus the offset as in Q4_1. */
@@ -313,17 +309,12 @@ float em_vec_dot_q5_1_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK5_1;
     const __m256i b4 = _mm256_set1_epi8(16);
-    __m256 acc = _mm256_setzero_ps();
-    float macc = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const __m256i q = _mm256_or_si256(unpack_nibbles_32(x[i].qs),
-                                          _mm256_and_si256(q5_high_mask(x[i].qh), b4));
-        const __m256i d = dot_u8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)), _mm256_cvtepi32_ps(d),
-                              acc);
-        macc += fp16(x[i].m) * fp16(y[i].s);
-    }
-    return hsum_ps(acc) + macc;
+#define EM_DOT(i)                                                                           \
+    dot_u8(_mm256_or_si256(nibbles_32(x[i].qs), _mm256_and_si256(q5_high_mask(x[i].qh), b4)), \
+           _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum + offsets_q8_1((const uint8_t *)x, sizeof *x, y, nb);
 }
 
 /* IQ4_NL: the nibble indexes the 16-entry level table, one pshufb. */
@@ -333,25 +324,11 @@ float em_vec_dot_iq4_nl_avx2(int64_t n, const void *wv, const void *av) {
     const int64_t nb = n / EM_QK4_NL;
     const __m256i table =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)em_iq4nl_values));
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-        const __m256i q0 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs));
-        const __m256i q1 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i + 1].qs));
-        const __m256i d0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        const __m256i d1 = dot_i8(q1, _mm256_loadu_si256((const __m256i *)y[i + 1].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(d0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i + 1].d) * fp16(y[i + 1].d)),
-                               _mm256_cvtepi32_ps(d1), acc1);
-    }
-    for (; i < nb; i++) {
-        const __m256i q0 = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs));
-        const __m256i d0 = dot_i8(q0, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),
-                               _mm256_cvtepi32_ps(d0), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+#define EM_DOT(i) dot_i8(_mm256_shuffle_epi8(table, nibbles_32(x[i].qs)), \
+                         _mm256_loadu_si256((const __m256i *)y[i].qs))
+    EM_BLOCK32_LOOP(EM_DOT);
+#undef EM_DOT
+    return sum;
 }
 
 /* ------------------------------------------- 256-element super-blocks */
@@ -408,7 +385,7 @@ float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
     const __m256i m3 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const __m128i sc8 = _mm_sub_epi8(q3k_unpack_scales(x[i].scales), _mm_set1_epi8(32));
+        const __m128i sc8 = _mm_sub_epi8(q3k_scales_vec(x[i].scales), _mm_set1_epi8(32));
         const __m256i s16 = _mm256_cvtepi8_epi16(sc8);
         /* -4 * sum_g scale_g * bsum_g, exact in int32. */
         __m256i sumi = _mm256_slli_epi32(
@@ -449,7 +426,7 @@ float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
 static inline void q45k_block(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
                               const em_block_q8_k *y, __m256i *sumi_out, __m256i *msum_out) {
     uint64_t sc64, mn64;
-    q4k_unpack_scales(scales, &sc64, &mn64);
+    em_q4k_scales8(scales, &sc64, &mn64);
     const __m128i mn16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn64));
     const __m256i mn_pairs =
         _mm256_set_m128i(_mm_unpackhi_epi16(mn16, mn16), _mm_unpacklo_epi16(mn16, mn16));
@@ -570,11 +547,11 @@ float em_vec_dot_iq4_xs_avx2(int64_t n, const void *wv, const void *av) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const __m128i ls =
-            _mm_sub_epi8(_mm_cvtsi64_si128((long long)iq4xs_unpack_scales(&x[i])), _mm_set1_epi8(32));
+            _mm_sub_epi8(_mm_cvtsi64_si128((long long)em_iq4xs_scales8(&x[i])), _mm_set1_epi8(32));
         const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(ls));
         __m256i sumi = _mm256_setzero_si256();
         for (int g = 0; g < 8; g++) {
-            const __m256i q = _mm256_shuffle_epi8(table, unpack_nibbles_32(x[i].qs + 16 * g));
+            const __m256i q = _mm256_shuffle_epi8(table, nibbles_32(x[i].qs + 16 * g));
             const __m256i yg = _mm256_loadu_si256((const __m256i *)(y[i].qs + 32 * g));
             const __m256i p =
                 _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(yg, q));

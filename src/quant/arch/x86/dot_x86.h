@@ -6,9 +6,10 @@
  *   avx2    dot_avx2.c, quant_avx2.c: AVX2 + FMA + F16C (Haswell, Zen 1
  *           and later), one kernel for every weight type ember reads and
  *           the three activation quantizers.
- *   avx512  dot_avx512.c: 512-bit AVX-512 F/BW/VL kernels; the integer
- *           ones also need AVX512-VNNI (vpdpbusd, vpdpwssd).  Types without
- *           an AVX-512 kernel keep their AVX2 one.
+ *   avx512  dot_avx512.c: 512-bit AVX-512 F/BW/VL kernels for every
+ *           weight type; the integer ones also need AVX512-VNNI (vpdpbusd,
+ *           vpdpwssd), and without it those types keep their AVX2 kernels.
+ *           The activation quantizers stay AVX2.
  *
  * Each dot kernel has the contract of em_vec_dot_generic for its weight
  * type (see dot.h): n is a positive multiple of the block size, w a weight
@@ -66,11 +67,17 @@ float em_vec_dot_bf16_avx512(int64_t n, const void *w, const void *a);
 
 /* ---- avx512 + VNNI. */
 float em_vec_dot_q4_0_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_q4_1_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_q5_0_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_q5_1_avx512(int64_t n, const void *w, const void *a);
 float em_vec_dot_q8_0_avx512(int64_t n, const void *w, const void *a);
 float em_vec_dot_iq4_nl_avx512(int64_t n, const void *w, const void *a);
 float em_vec_dot_q4_k_avx512(int64_t n, const void *w, const void *a);
 float em_vec_dot_q5_k_avx512(int64_t n, const void *w, const void *a);
 float em_vec_dot_q6_k_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_q2_k_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_q3_k_avx512(int64_t n, const void *w, const void *a);
+float em_vec_dot_iq4_xs_avx512(int64_t n, const void *w, const void *a);
 #endif
 
 #endif /* EM_QUANT_DOT_X86_H */

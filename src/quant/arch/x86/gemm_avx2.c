@@ -1,7 +1,7 @@
 /*
  * gemm_avx2.c - register-tiled GEMM kernels for x86-64: an AVX2 set
  * (AVX2, FMA, F16C: the flags this file is compiled with) and an AVX-512
- * set (F, BW, VL, DQ and VNNI, enabled per function with target
+ * set (F, BW, VL and VNNI, enabled per function with target
  * attributes), each for F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K
  * weights.  gemm_generic.c calls them only after checking the CPU.
  *
@@ -13,12 +13,19 @@
  * so unpacking and loading cost 1/RN per product and each activation
  * block is loaded once per RM weight rows.  RM x RN float accumulators
  * stay in registers for the whole row; at the end each is summed across
- * its lanes into one output.  The tile functions are written once with RM
- * and RN as parameters and forced inline into callers that pass
- * constants, so the compiler unrolls them into straight-line code (this
- * is C's version of a template).  A last partial group of activation rows
- * gets its own smaller instance; a last partial group of weight rows
- * repeats its final row and stores only the real outputs.
+ * its lanes into one output.  The tile functions are written once with RN
+ * as a parameter and forced inline into callers that pass constants, so
+ * the compiler unrolls them into straight-line code (this is C's version
+ * of a template).  Accumulators are named variables (c<i><j>), not
+ * arrays: compilers keep named vectors in registers, while an array of
+ * them tends to be written back to the stack on every update.  A last
+ * partial group of activation rows gets its own smaller instance; a last
+ * partial group of weight rows repeats its final row and stores only the
+ * real outputs.
+ *
+ * The driver also blocks the activation rows into panels of about
+ * EM_GEMM_PANEL_BYTES, so that a panel stays in the L2 cache while every
+ * weight tile of the call passes over it.
  *
  * Integer products.  Quantized blocks are multiplied as integers, exactly
  * as the scalar reference does.  The x86 multiply-add instructions for
@@ -56,7 +63,7 @@
 #include <stddef.h>
 
 #define AI __attribute__((always_inline))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 /* ------------------------------------------------------------ helpers */
 
@@ -100,31 +107,79 @@ static inline void unpack_k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *m
     *mn = (uint64_t)lo_mn | (uint64_t)hi_mn << 32;
 }
 
-/* Generates the exported kernel: loops over RM x RN tiles and calls the
- * instance of TILE for the number of activation rows left (1..RNMAX <= 6).
- * TILE has the signature (RN, k, wrows[RM], arows[RN], out, ldo, rm);
- * TGT is the target attribute of the set. */
+/* Weight rows are read RM at a time, each only a few hundred bytes to a
+ * few kilobytes long: too short a stream for the hardware prefetchers to
+ * ramp up on, which halves the bandwidth of a matrix-vector product.  So
+ * while a tile is computed (on its first pass over the activation rows)
+ * the next tile's rows, which follow in memory, are prefetched linearly:
+ * at block step b of nb, the b-th nb-th of that region. */
+static inline AI void prefetch_part(const uint8_t *pf, size_t len, int64_t b, size_t step) {
+    const size_t lo = (size_t)b * step, hi = EM_MIN(lo + step, len);
+    for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
+}
+
+/* The region tile j0 (of RM rows) prefetches: the tile EM_PREFETCH_BYTES
+ * or more ahead, so that short tiles (two K-quant rows are only a few
+ * kilobytes) still look far enough ahead; the first tile of a call also
+ * covers the tiles up to that one. */
+#define EM_PREFETCH_BYTES 8192
+static inline void prefetch_plan(const void *w, size_t ws, int64_t nw, int64_t j0, int64_t rm, const uint8_t **pf,
+                                 size_t *pfl) {
+    const size_t tile = (size_t)rm * ws;
+    const int64_t ahead = (int64_t)((EM_PREFETCH_BYTES + tile - 1) / tile);
+    const int64_t first = j0 == 0 ? j0 + rm : j0 + ahead * rm;        /* first row to prefetch */
+    const int64_t end = EM_MIN(nw, j0 + (ahead + 1) * rm);            /* one past the last     */
+    *pf = first < end ? (const uint8_t *)w + (size_t)first * ws : NULL;
+    *pfl = first < end ? (size_t)(end - first) * ws : 0;
+}
+
+/* Bytes of the prefetch region to cover per step so that n_steps steps
+ * cover all len bytes; 0 (nothing to prefetch) without a region. */
+static inline size_t prefetch_step(const uint8_t *pf, size_t len, int64_t n_steps) {
+    return pf && n_steps > 0 ? (len + (size_t)n_steps - 1) / (size_t)n_steps : 0;
+}
+
+/* Generates the exported kernel: for each panel of activation rows, for
+ * each group of RM weight rows, for each group of RN (<= RNMAX <= 6)
+ * activation rows, one call of the TILE instance for that many rows.
+ * TILE has the signature (RN, k, wrows[RM], arows[RN], out, ldo, rm, pf,
+ * pf_len): pf/pf_len is the region to prefetch (NULL for none).  TGT is
+ * the target attribute of the set. */
+#define EM_GEMM_PANEL_BYTES (256 * 1024)
 #define EM_GEMM_DRIVER(name, TGT, TILE, RM, RNMAX)                                                       \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, \
                   float *out, int64_t ldo) {                                                             \
-        for (int64_t j0 = 0; j0 < nw; j0 += RM) {                                                        \
-            const int rm = (int)EM_MIN((int64_t)RM, nw - j0);                                            \
-            const uint8_t *wr[RM];                                                                       \
-            tile_rows(wr, RM, w, ws, j0, rm);                                                            \
-            for (int64_t r0 = 0; r0 < na; r0 += RNMAX) {                                                 \
-                const int rn = (int)EM_MIN((int64_t)RNMAX, na - r0);                                     \
-                const uint8_t *ar[RNMAX];                                                                \
-                tile_rows(ar, RNMAX, a, as, r0, rn);                                                     \
-                float *o = out + r0 * ldo + j0;                                                          \
-                if (rn == RNMAX) TILE(RNMAX, k, wr, ar, o, ldo, rm);                                     \
-                else if (RNMAX > 5 && rn == 5) TILE(5, k, wr, ar, o, ldo, rm);                           \
-                else if (RNMAX > 4 && rn == 4) TILE(4, k, wr, ar, o, ldo, rm);                           \
-                else if (RNMAX > 3 && rn == 3) TILE(3, k, wr, ar, o, ldo, rm);                           \
-                else if (RNMAX > 2 && rn == 2) TILE(2, k, wr, ar, o, ldo, rm);                           \
-                else TILE(1, k, wr, ar, o, ldo, rm);                                                     \
+        const int64_t fit = as > 0 ? (int64_t)(EM_GEMM_PANEL_BYTES / as) : na;                           \
+        const int64_t panel = EM_MAX((int64_t)RNMAX, fit / RNMAX * RNMAX);                               \
+        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                     \
+            const int64_t p1 = EM_MIN(na, p0 + panel);                                                   \
+            for (int64_t j0 = 0; j0 < nw; j0 += RM) {                                                    \
+                const int rm = (int)EM_MIN((int64_t)RM, nw - j0);                                        \
+                const uint8_t *wr[RM];                                                                   \
+                tile_rows(wr, RM, w, ws, j0, rm);                                                        \
+                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                            \
+                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                 \
+                    const uint8_t *ar[RNMAX];                                                            \
+                    tile_rows(ar, RNMAX, a, as, r0, rn);                                                 \
+                    float *o = out + r0 * ldo + j0;                                                      \
+                    const uint8_t *pf = NULL;                                                            \
+                    size_t pfl = 0;                                                                      \
+                    if (r0 == 0) prefetch_plan(w, ws, nw, j0, RM, &pf, &pfl);                            \
+                    if (rn == RNMAX) TILE(RNMAX, k, wr, ar, o, ldo, rm, pf, pfl);                        \
+                    else if (RNMAX > 5 && rn == 5) TILE(5, k, wr, ar, o, ldo, rm, pf, pfl);              \
+                    else if (RNMAX > 4 && rn == 4) TILE(4, k, wr, ar, o, ldo, rm, pf, pfl);              \
+                    else if (RNMAX > 3 && rn == 3) TILE(3, k, wr, ar, o, ldo, rm, pf, pfl);              \
+                    else if (RNMAX > 2 && rn == 2) TILE(2, k, wr, ar, o, ldo, rm, pf, pfl);              \
+                    else TILE(1, k, wr, ar, o, ldo, rm, pf, pfl);                                        \
+                }                                                                                        \
             }                                                                                            \
         }                                                                                                \
     }
+
+/* Expands X(j) for j = 0..5 (FOR_J) or 0..3 (FOR_J4); in a tile, the
+ * statements for j >= RN are dead code the compiler removes. */
+#define FOR_J(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define FOR_J4(X) X(0) X(1) X(2) X(3)
 
 /* ==================================================================== */
 /*                               AVX2 set                               */
@@ -132,11 +187,11 @@ static inline void unpack_k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *m
 
 /* ------------------------------------------------------------ floats */
 
-/* Loads 8 weights of a float row as floats: F32, F16 or BF16. */
 #define WF32 0
 #define WF16 1
 #define WBF16 2
 
+/* Loads 8 weights of a float row as floats: F32, F16 or BF16. */
 static inline AI __m256 load_w8(const int kind, const uint8_t *p) {
     if (kind == WF32) return _mm256_loadu_ps((const float *)(const void *)p);
     const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
@@ -150,90 +205,120 @@ static inline float w_scalar(const int kind, const uint8_t *row, int64_t i) {
     return em_bf16_to_fp32(ld16(row + 2 * i));
 }
 
-/* RM = 4 weight rows x RN activation rows of floats, 8 elements a step;
- * the k % 8 tail is added in scalar code. */
-static inline AI void tile_float_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                      const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
-    const size_t es = kind == WF32 ? 4 : 2;
-    __m256 acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    int64_t e = 0;
-    for (; e + 8 <= k; e += 8) {
-        __m256 wv[4];
-        for (int i = 0; i < 4; i++) wv[i] = load_w8(kind, wr[i] + e * es);
-        for (int j = 0; j < RN; j++) {
-            const __m256 av = _mm256_loadu_ps((const float *)(const void *)ar[j] + e);
-            for (int i = 0; i < 4; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], av, acc[i][j]);
-        }
-    }
-    for (int j = 0; j < RN; j++)
-        for (int i = 0; i < rm; i++) {
-            float s = hsum8(acc[i][j]);
-            for (int64_t t = e; t < k; t++) s += w_scalar(kind, wr[i], t) * ldf32(ar[j] + 4 * t);
-            out[j * ldo + i] = s;
-        }
+/* Sum of a float accumulator plus the scalar products of the k % 8 tail. */
+static inline float float_tail(const int kind, __m256 acc, const uint8_t *wrow, const uint8_t *arow, int64_t e,
+                               int64_t k) {
+    float s = hsum8(acc);
+    for (int64_t t = e; t < k; t++) s += w_scalar(kind, wrow, t) * ldf32(arow + 4 * t);
+    return s;
 }
 
-#define TILE_F32_AVX2(RN, k, wr, ar, o, ldo, rm) tile_float_avx2(WF32, RN, k, wr, ar, o, ldo, rm)
-#define TILE_F16_AVX2(RN, k, wr, ar, o, ldo, rm) tile_float_avx2(WF16, RN, k, wr, ar, o, ldo, rm)
-#define TILE_BF16_AVX2(RN, k, wr, ar, o, ldo, rm) tile_float_avx2(WBF16, RN, k, wr, ar, o, ldo, rm)
-EM_GEMM_DRIVER(em_gemm_f32_avx2, , TILE_F32_AVX2, 4, 3)
-EM_GEMM_DRIVER(em_gemm_f16_avx2, , TILE_F16_AVX2, 4, 3)
-EM_GEMM_DRIVER(em_gemm_bf16_avx2, , TILE_BF16_AVX2, 4, 3)
+#define F2_DECL(j) __m256 c0##j = _mm256_setzero_ps(), c1##j = c0##j;
+#define F2_FMA(j)                                                                                 \
+    if (RN > j) {                                                                                 \
+        const __m256 av = _mm256_loadu_ps((const float *)(const void *)ar[j] + e);                \
+        c0##j = _mm256_fmadd_ps(w0, av, c0##j);                                                   \
+        c1##j = _mm256_fmadd_ps(w1, av, c1##j);                                                   \
+    }
+#define F2_STORE(j)                                                                               \
+    if (RN > j) {                                                                                 \
+        out[j * ldo] = float_tail(kind, c0##j, wr[0], ar[j], e, k);                               \
+        if (rm > 1) out[j * ldo + 1] = float_tail(kind, c1##j, wr[1], ar[j], e, k);               \
+    }
+
+/* RM = 2 weight rows x RN <= 6 activation rows of floats, 8 elements a
+ * step (12 accumulators, two weight vectors and one activation vector:
+ * the 16 AVX2 registers); the k % 8 tail is added in scalar code. */
+static inline AI void tile_float_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
+                                      const uint8_t *const *ar, float *out, int64_t ldo, int rm,
+                                      const uint8_t *pf, size_t pfl) {
+    const size_t es = kind == WF32 ? 4 : 2;
+    FOR_J(F2_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, k / 8);
+    int64_t e = 0;
+    for (; e + 8 <= k; e += 8) {
+        prefetch_part(pf, pfl, e / 8, pfs);
+        const __m256 w0 = load_w8(kind, wr[0] + e * es), w1 = load_w8(kind, wr[1] + e * es);
+        FOR_J(F2_FMA)
+    }
+    FOR_J(F2_STORE)
+}
+
+#define TILE_F32_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_F16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_BF16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+EM_GEMM_DRIVER(em_gemm_f32_avx2, , TILE_F32_AVX2, 2, 6)
+EM_GEMM_DRIVER(em_gemm_f16_avx2, , TILE_F16_AVX2, 2, 6)
+EM_GEMM_DRIVER(em_gemm_bf16_avx2, , TILE_BF16_AVX2, 2, 6)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
 #define WQ8_0 0
 #define WQ4_0 1
 
-/* RM = 4 weight rows x RN activation rows of 32-element blocks.  For Q8_0
- * the registers hold |q| and the sign goes onto the activation; for Q4_0
- * they hold the unsigned nibbles and 8 * (pairwise sums of a) is taken
- * off the 16-bit products (both fit easily in 16 bits). */
-static inline AI void tile_q8_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                   const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
-    const size_t wbs = kind == WQ8_0 ? sizeof(em_block_q8_0) : sizeof(em_block_q4_0);
-    const int64_t nb = k / 32;
-    const __m256i ones = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
-    __m256 acc[4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[4];
-        __m256 wd[4];
-        for (int i = 0; i < 4; i++) {
-            const uint8_t *x = wr[i] + (size_t)b * wbs;
-            if (kind == WQ8_0) {
-                wq[i] = _mm256_loadu_si256((const __m256i *)(const void *)(x + 2));
-            } else {
-                const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
-                wq[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-            }
-            wd[i] = _mm256_set1_ps(_cvtsh_ss(ld16(x)));
-        }
-        for (int j = 0; j < RN; j++) {
-            const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_0);
-            const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
-            const __m256 ad = _mm256_set1_ps(_cvtsh_ss(ld16(y)));
-            const __m256i bias = kind == WQ4_0 ? _mm256_maddubs_epi16(eight, av) : _mm256_setzero_si256();
-            for (int i = 0; i < 4; i++) {
-                __m256i p16;
-                if (kind == WQ8_0)
-                    p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wq[i], wq[i]), _mm256_sign_epi8(av, wq[i]));
-                else
-                    p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[i], av), bias);
-                const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(wd[i], ad), acc[i][j]);
-            }
-        }
-    }
-    for (int j = 0; j < RN; j++)
-        for (int i = 0; i < rm; i++) out[j * ldo + i] = hsum8(acc[i][j]);
+/* The 32 levels of weight block x: Q8_0 as stored (signed), Q4_0 as the
+ * unsigned nibbles 0..15 in element order. */
+static inline AI __m256i q8_levels_avx2(const int kind, const uint8_t *x) {
+    if (kind == WQ8_0) return _mm256_loadu_si256((const __m256i *)(const void *)(x + 2));
+    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(x + 2));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(15));
 }
 
-#define TILE_Q8_0_AVX2(RN, k, wr, ar, o, ldo, rm) tile_q8_avx2(WQ8_0, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q4_0_AVX2(RN, k, wr, ar, o, ldo, rm) tile_q8_avx2(WQ4_0, RN, k, wr, ar, o, ldo, rm)
+/* The integer dot of weight levels q with activation quants a as 8 int32
+ * lanes.  Q8_0: |q| times a carrying q's sign (vpsignb), so the unsigned
+ * operand stays below 128; Q4_0: the nibbles times a, less 8 * a (bias8
+ * holds the pairwise sums 8 * (a_2i + a_2i+1)). */
+static inline AI __m256i q8_dot_avx2(const int kind, __m256i q, __m256i a, __m256i bias8) {
+    __m256i p16;
+    if (kind == WQ8_0)
+        p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
+    else
+        p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), bias8);
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+#define Q8A_DECL(j) __m256 c0##j = _mm256_setzero_ps(), c1##j = c0##j, c2##j = c0##j, c3##j = c0##j;
+#define Q8A_PAIR(i, j) \
+    c##i##j = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q8_dot_avx2(kind, q##i, av, b8)), _mm256_set1_ps(d##i * ad), c##i##j);
+#define Q8A_ROW(j)                                                                                \
+    if (RN > j) {                                                                                 \
+        const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_0);                             \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));            \
+        const float ad = _cvtsh_ss(ld16(y));                                                      \
+        const __m256i b8 = kind == WQ4_0 ? _mm256_maddubs_epi16(_mm256_set1_epi8(8), av) : av;   \
+        Q8A_PAIR(0, j) Q8A_PAIR(1, j) Q8A_PAIR(2, j) Q8A_PAIR(3, j)                               \
+    }
+#define Q8A_STORE(j)                                                                              \
+    if (RN > j) {                                                                                 \
+        out[j * ldo] = hsum8(c0##j);                                                              \
+        if (rm > 1) out[j * ldo + 1] = hsum8(c1##j);                                              \
+        if (rm > 2) out[j * ldo + 2] = hsum8(c2##j);                                              \
+        if (rm > 3) out[j * ldo + 3] = hsum8(c3##j);                                              \
+    }
+
+/* RM = 4 weight rows x RN <= 2 activation rows of 32-element blocks. */
+static inline AI void tile_q8_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
+                                   const uint8_t *const *ar, float *out, int64_t ldo, int rm, const uint8_t *pf,
+                                   size_t pfl) {
+    const size_t wbs = kind == WQ8_0 ? sizeof(em_block_q8_0) : sizeof(em_block_q4_0);
+    const int64_t nb = k / 32;
+    FOR_J4(Q8A_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *x0 = wr[0] + (size_t)b * wbs, *x1 = wr[1] + (size_t)b * wbs;
+        const uint8_t *x2 = wr[2] + (size_t)b * wbs, *x3 = wr[3] + (size_t)b * wbs;
+        const __m256i q0 = q8_levels_avx2(kind, x0), q1 = q8_levels_avx2(kind, x1);
+        const __m256i q2 = q8_levels_avx2(kind, x2), q3 = q8_levels_avx2(kind, x3);
+        const float d0 = _cvtsh_ss(ld16(x0)), d1 = _cvtsh_ss(ld16(x1));
+        const float d2 = _cvtsh_ss(ld16(x2)), d3 = _cvtsh_ss(ld16(x3));
+        FOR_J4(Q8A_ROW)
+    }
+    FOR_J4(Q8A_STORE)
+}
+
+#define TILE_Q8_0_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_avx2(WQ8_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q4_0_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_avx2(WQ4_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_q8_0_avx2, , TILE_Q8_0_AVX2, 4, 2)
 EM_GEMM_DRIVER(em_gemm_q4_0_avx2, , TILE_Q4_0_AVX2, 4, 2)
 
@@ -245,34 +330,33 @@ EM_GEMM_DRIVER(em_gemm_q4_0_avx2, , TILE_Q4_0_AVX2, 4, 2)
 
 /* Per super-block state of one weight row for the AVX2 K-quant tile. */
 typedef struct kq_row {
-    __m256i sc16[8];  /* [8] group scales, each as 16 int16 lanes (Q4/5_K); Q6_K: see below */
-    __m256i mins16;   /* 16 int16: Q4/5_K mins paired with bsums; Q6_K: 32 * scale per bsum */
-    float d, dmin;    /* super-block scales as floats (dmin unused by Q6_K)                */
+    __m256i sc[8];     /* [8] per 32-element step, 16 int16 multipliers: Q4/5_K
+                        * the group scale, Q6_K two group scales (8 each) */
+    __m256i mins16;    /* 16 int16 paired with bsums: Q4/5_K mins, Q6_K 32 * scale */
+    float d, dmin;     /* super-block scales as floats (dmin unused by Q6_K) */
 } kq_row;
 
 /* The 32 unsigned levels of elements 32g .. 32g+31 of a K-quant block. */
 static inline AI __m256i kq_levels_avx2(const int kind, const uint8_t *x, int g) {
     const __m256i m4 = _mm256_set1_epi8(15);
     if (kind == WQ6_K) {
-        const em_block_q6_k *q = (const em_block_q6_k *)(const void *)x;
         /* g = 4h + kk: low bits from ql[64h + 32(kk&1) ..], nibble kk>>1;
          * high bits 2kk..2kk+1 of qh[32h ..]. */
         const int h = g >> 2, kk = g & 3;
-        const __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(q->ql + 64 * h + 32 * (kk & 1)));
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(q->qh + 32 * h));
+        const __m256i ql = _mm256_loadu_si256(
+            (const __m256i *)(const void *)(x + offsetof(em_block_q6_k, ql) + 64 * h + 32 * (kk & 1)));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x + offsetof(em_block_q6_k, qh) + 32 * h));
         const __m256i lo = _mm256_and_si256(kk >> 1 ? _mm256_srli_epi16(ql, 4) : ql, m4);
         const __m256i hi = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * kk)), 4),
                                             _mm256_set1_epi8(0x30));
         return _mm256_or_si256(lo, hi);
     }
     /* Q4_K/Q5_K: group g = 2kk + half is nibble `half` of qs[32kk ..]. */
-    const uint8_t *qs = kind == WQ4_K ? ((const em_block_q4_k *)(const void *)x)->qs
-                                      : ((const em_block_q5_k *)(const void *)x)->qs;
-    const __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * (g >> 1)));
+    const size_t qs_off = kind == WQ4_K ? offsetof(em_block_q4_k, qs) : offsetof(em_block_q5_k, qs);
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)(x + qs_off + 32 * (g >> 1)));
     __m256i lv = _mm256_and_si256((g & 1) ? _mm256_srli_epi16(raw, 4) : raw, m4);
     if (kind == WQ5_K) {
-        const __m256i qh = _mm256_loadu_si256(
-            (const __m256i *)(const void *)((const em_block_q5_k *)(const void *)x)->qh);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(x + offsetof(em_block_q5_k, qh)));
         /* bit g of each qh byte becomes bit 4 of the level. */
         const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(g)), _mm256_set1_epi8(1));
         lv = _mm256_or_si256(lv, _mm256_slli_epi16(hb, 4));
@@ -282,84 +366,87 @@ static inline AI __m256i kq_levels_avx2(const int kind, const uint8_t *x, int g)
 
 static inline AI void kq_row_avx2(const int kind, const uint8_t *x, kq_row *r) {
     if (kind == WQ6_K) {
-        const em_block_q6_k *q = (const em_block_q6_k *)(const void *)x;
-        /* Q6_K: 16 groups of 16, two per 32-element step: sc16[s] holds
-         * scale 2s in the low 128 bits and 2s+1 in the high. */
-        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)q->scales));
-        for (int s = 0; s < 8; s++) {
-            const __m256i lo = _mm256_set1_epi16((int16_t)q->scales[2 * s]);
-            const __m256i hi = _mm256_set1_epi16((int16_t)q->scales[2 * s + 1]);
-            r->sc16[s] = _mm256_blend_epi32(lo, hi, 0xf0);
-        }
+        const int8_t *s8 = (const int8_t *)(x + offsetof(em_block_q6_k, scales));
+        for (int g = 0; g < 8; g++)
+            r->sc[g] = _mm256_blend_epi32(_mm256_set1_epi16(s8[2 * g]), _mm256_set1_epi16(s8[2 * g + 1]), 0xf0);
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)s8));
         r->mins16 = _mm256_slli_epi16(s16, 5); /* 32 * scale: the bias of 32 per level */
         r->d = _cvtsh_ss(ld16(x + offsetof(em_block_q6_k, d)));
         r->dmin = 0;
         return;
     }
-    const uint8_t *s12 = kind == WQ4_K ? ((const em_block_q4_k *)(const void *)x)->scales
-                                       : ((const em_block_q5_k *)(const void *)x)->scales;
     uint64_t sc, mn;
-    unpack_k_scales(s12, &sc, &mn);
-    for (int g = 0; g < 8; g++) r->sc16[g] = _mm256_set1_epi16((int16_t)((sc >> (8 * g)) & 0xff));
+    unpack_k_scales(x + 4, &sc, &mn);
+    for (int g = 0; g < 8; g++) r->sc[g] = _mm256_set1_epi16((int16_t)((sc >> (8 * g)) & 0xff));
     const __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn));
     r->mins16 = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
     r->d = _cvtsh_ss(ld16(x));
     r->dmin = _cvtsh_ss(ld16(x + 2));
 }
 
-/* RM = 2 weight rows x RN activation rows, one 256-element super-block a
- * step, 32 elements (one Q4/5_K group, two Q6_K groups) a sub-step. */
+#define KA_DECL(j) __m256 c0##j = _mm256_setzero_ps(), c1##j = c0##j;
+#define KA_IDECL(j) __m256i s0##j = _mm256_setzero_si256(), s1##j = s0##j;
+#define KA_DOT(j)                                                                                          \
+    if (RN > j) {                                                                                          \
+        const __m256i av = _mm256_loadu_si256(                                                             \
+            (const __m256i *)(const void *)(ar[j] + (size_t)b * sizeof(em_block_q8_k) + offsetof(em_block_q8_k, qs) + 32 * g)); \
+        s0##j = _mm256_add_epi32(s0##j, _mm256_madd_epi16(_mm256_maddubs_epi16(l0, av), sc0));            \
+        s1##j = _mm256_add_epi32(s1##j, _mm256_madd_epi16(_mm256_maddubs_epi16(l1, av), sc1));            \
+    }
+#define KA_FOLD1(i, j)                                                                                     \
+    {                                                                                                      \
+        const __m256i ms = _mm256_madd_epi16(r##i.mins16, bs);                                             \
+        if (kind == WQ6_K) {                                                                               \
+            c##i##j = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s##i##j, ms)),                   \
+                                      _mm256_set1_ps(r##i.d * yd), c##i##j);                               \
+        } else {                                                                                           \
+            c##i##j = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s##i##j), _mm256_set1_ps(r##i.d * yd), c##i##j);  \
+            c##i##j = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(r##i.dmin * yd), c##i##j);   \
+        }                                                                                                  \
+    }
+#define KA_FOLD(j)                                                                                         \
+    if (RN > j) {                                                                                          \
+        const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_k);                                      \
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)(y + offsetof(em_block_q8_k, bsums))); \
+        const float yd = ldf32(y);                                                                         \
+        KA_FOLD1(0, j) KA_FOLD1(1, j)                                                                      \
+    }
+#define KA_STORE(j)                                                                                        \
+    if (RN > j) {                                                                                          \
+        out[j * ldo] = hsum8(c0##j);                                                                       \
+        if (rm > 1) out[j * ldo + 1] = hsum8(c1##j);                                                       \
+    }
+
+/* RM = 2 weight rows x RN <= 3 activation rows, one 256-element super-block
+ * a step, 32 elements (one Q4/5_K group, two Q6_K groups) a sub-step. */
 static inline AI void tile_kq_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                   const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
+                                   const uint8_t *const *ar, float *out, int64_t ldo, int rm, const uint8_t *pf,
+                                   size_t pfl) {
     const size_t wbs = kind == WQ4_K ? sizeof(em_block_q4_k)
                        : kind == WQ5_K ? sizeof(em_block_q5_k) : sizeof(em_block_q6_k);
     const int64_t nb = k / EM_QK_K;
-    __m256 acc[2][4];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    FOR_J4(KA_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, nb);
     for (int64_t b = 0; b < nb; b++) {
-        kq_row row[2];
-        for (int i = 0; i < 2; i++) kq_row_avx2(kind, wr[i] + (size_t)b * wbs, &row[i]);
-        __m256i isum[2][4];
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < RN; j++) isum[i][j] = _mm256_setzero_si256();
+        prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *x0 = wr[0] + (size_t)b * wbs, *x1 = wr[1] + (size_t)b * wbs;
+        kq_row r0, r1;
+        kq_row_avx2(kind, x0, &r0);
+        kq_row_avx2(kind, x1, &r1);
+        FOR_J4(KA_IDECL)
         for (int g = 0; g < 8; g++) {
-            __m256i lv[2];
-            for (int i = 0; i < 2; i++) lv[i] = kq_levels_avx2(kind, wr[i] + (size_t)b * wbs, g);
-            for (int j = 0; j < RN; j++) {
-                const em_block_q8_k *y = (const em_block_q8_k *)(const void *)(ar[j]) + b;
-                const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y->qs + 32 * g));
-                for (int i = 0; i < 2; i++) {
-                    const __m256i p16 = _mm256_maddubs_epi16(lv[i], av);
-                    isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(p16, row[i].sc16[g]));
-                }
-            }
+            const __m256i l0 = kq_levels_avx2(kind, x0, g), l1 = kq_levels_avx2(kind, x1, g);
+            const __m256i sc0 = r0.sc[g], sc1 = r1.sc[g];
+            FOR_J4(KA_DOT)
         }
-        for (int j = 0; j < RN; j++) {
-            const em_block_q8_k *y = (const em_block_q8_k *)(const void *)(ar[j]) + b;
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)y->bsums);
-            const float yd = ldf32(&y->d);
-            for (int i = 0; i < 2; i++) {
-                const __m256i ms = _mm256_madd_epi16(row[i].mins16, bs);
-                if (kind == WQ6_K) {
-                    const __m256 t = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[i][j], ms));
-                    acc[i][j] = _mm256_fmadd_ps(t, _mm256_set1_ps(row[i].d * yd), acc[i][j]);
-                } else {
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(row[i].d * yd),
-                                                acc[i][j]);
-                    acc[i][j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(row[i].dmin * yd),
-                                                 acc[i][j]);
-                }
-            }
-        }
+        FOR_J4(KA_FOLD)
     }
-    for (int j = 0; j < RN; j++)
-        for (int i = 0; i < rm; i++) out[j * ldo + i] = hsum8(acc[i][j]);
+    FOR_J4(KA_STORE)
 }
 
-#define TILE_Q4_K_AVX2(RN, k, wr, ar, o, ldo, rm) tile_kq_avx2(WQ4_K, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q5_K_AVX2(RN, k, wr, ar, o, ldo, rm) tile_kq_avx2(WQ5_K, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q6_K_AVX2(RN, k, wr, ar, o, ldo, rm) tile_kq_avx2(WQ6_K, RN, k, wr, ar, o, ldo, rm)
+#define TILE_Q4_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ4_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q5_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ5_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q6_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_q4_k_avx2, , TILE_Q4_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(em_gemm_q5_k_avx2, , TILE_Q5_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(em_gemm_q6_k_avx2, , TILE_Q6_K_AVX2, 2, 3)
@@ -377,97 +464,239 @@ static inline AI T512 __m512 load_w16(const int kind, const uint8_t *p, __mmask1
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* RM = 4 weight rows x RN activation rows, 16 elements a step; the tail
- * of k % 16 elements uses masked loads (masked-off lanes read as 0). */
-static inline AI T512 void tile_float_512(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                          const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
-    const size_t es = kind == WF32 ? 4 : 2;
-    __m512 acc[4][6];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t e = 0; e < k; e += 16) {
-        const __mmask16 m = k - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - e)) - 1);
-        __m512 wv[4];
-        for (int i = 0; i < 4; i++) wv[i] = load_w16(kind, wr[i] + e * es, m);
-        for (int j = 0; j < RN; j++) {
-            const __m512 av = _mm512_maskz_loadu_ps(m, (const float *)(const void *)ar[j] + e);
-            for (int i = 0; i < 4; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], av, acc[i][j]);
-        }
+#define F5_DECL(j) __m512 c0##j = _mm512_setzero_ps(), c1##j = c0##j, c2##j = c0##j, c3##j = c0##j;
+#define F5_FMA(j)                                                                                 \
+    if (RN > j) {                                                                                 \
+        const __m512 av = _mm512_maskz_loadu_ps(m, (const float *)(const void *)ar[j] + e);       \
+        c0##j = _mm512_fmadd_ps(w0, av, c0##j);                                                   \
+        c1##j = _mm512_fmadd_ps(w1, av, c1##j);                                                   \
+        c2##j = _mm512_fmadd_ps(w2, av, c2##j);                                                   \
+        c3##j = _mm512_fmadd_ps(w3, av, c3##j);                                                   \
     }
-    for (int j = 0; j < RN; j++)
-        for (int i = 0; i < rm; i++) out[j * ldo + i] = _mm512_reduce_add_ps(acc[i][j]);
+#define F5_STORE(j)                                                                               \
+    if (RN > j) {                                                                                 \
+        out[j * ldo] = _mm512_reduce_add_ps(c0##j);                                               \
+        if (rm > 1) out[j * ldo + 1] = _mm512_reduce_add_ps(c1##j);                               \
+        if (rm > 2) out[j * ldo + 2] = _mm512_reduce_add_ps(c2##j);                               \
+        if (rm > 3) out[j * ldo + 3] = _mm512_reduce_add_ps(c3##j);                               \
+    }
+/* One step of 16 elements (fewer where the mask says). */
+#define F5_STEP(mask)                                                                             \
+    do {                                                                                          \
+        const __mmask16 m = (mask);                                                               \
+        const __m512 w0 = load_w16(kind, wr[0] + e * es, m), w1 = load_w16(kind, wr[1] + e * es, m); \
+        const __m512 w2 = load_w16(kind, wr[2] + e * es, m), w3 = load_w16(kind, wr[3] + e * es, m); \
+        FOR_J(F5_FMA)                                                                             \
+    } while (0)
+
+/* RM = 4 weight rows x RN <= 6 activation rows, 16 elements a step; the
+ * tail of k % 16 elements uses masked loads (masked-off lanes read 0). */
+static inline AI T512 void tile_float_512(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
+                                          const uint8_t *const *ar, float *out, int64_t ldo, int rm,
+                                          const uint8_t *pf, size_t pfl) {
+    const size_t es = kind == WF32 ? 4 : 2;
+    FOR_J(F5_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, k / 16);
+    int64_t e = 0;
+    for (; e + 16 <= k; e += 16) {
+        prefetch_part(pf, pfl, e / 16, pfs);
+        F5_STEP((__mmask16)0xffff);
+    }
+    if (e < k) F5_STEP((__mmask16)((1u << (k - e)) - 1));
+    FOR_J(F5_STORE)
 }
 
-#define TILE_F32_512(RN, k, wr, ar, o, ldo, rm) tile_float_512(WF32, RN, k, wr, ar, o, ldo, rm)
-#define TILE_F16_512(RN, k, wr, ar, o, ldo, rm) tile_float_512(WF16, RN, k, wr, ar, o, ldo, rm)
-#define TILE_BF16_512(RN, k, wr, ar, o, ldo, rm) tile_float_512(WBF16, RN, k, wr, ar, o, ldo, rm)
+#define TILE_F32_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_F16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_BF16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_f32_avx512, T512, TILE_F32_512, 4, 6)
 EM_GEMM_DRIVER(em_gemm_f16_avx512, T512, TILE_F16_512, 4, 6)
 EM_GEMM_DRIVER(em_gemm_bf16_avx512, T512, TILE_BF16_512, 4, 6)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
-/* RM = 8 weight rows as 4 register pairs x RN activation rows.  Pair p
- * holds block b of rows 2p (low half) and 2p+1 (high half) as unsigned
+/* Block b of weight rows x0 (low half) and x1 (high half) as unsigned
+ * levels: Q8_0 plus 128, Q4_0 the nibbles. */
+static inline AI T512 __m512i q8_pair_levels_512(const int kind, const uint8_t *x0, const uint8_t *x1) {
+    if (kind == WQ8_0) {
+        const __m512i v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(x0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(const void *)(x1 + 2)), 1);
+        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+    /* Each row's 16 bytes go to two 128-bit lanes; the second of each pair
+     * is shifted by 4 so that masking leaves low nibbles then high ones. */
+    const __m512i z = _mm512_mask_blend_epi64(0xf0,
+                                              _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(x0 + 2))),
+                                              _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(x1 + 2))));
+    return _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)), _mm512_set1_epi8(15));
+}
+
+/* The two rows' fp16 scales as 8 + 8 float lanes. */
+static inline AI T512 __m512 q8_pair_scales_512(const uint8_t *x0, const uint8_t *x1) {
+    const __m256i spread = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+                                           1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+    const uint32_t dd = (uint32_t)ld16(x0) | (uint32_t)ld16(x1) << 16;
+    return _mm512_cvtph_ps(_mm256_shuffle_epi8(_mm256_set1_epi32((int)dd), spread));
+}
+
+#define Q85_DECL(j) __m512 c0##j = _mm512_setzero_ps(), c1##j = c0##j, c2##j = c0##j, c3##j = c0##j;
+#define Q85_PAIR(p, j) \
+    c##p##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(st, q##p, av)), _mm512_mul_ps(d##p, ad), c##p##j);
+#define Q85_ROW(j)                                                                                \
+    if (RN > j) {                                                                                 \
+        const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_0);                             \
+        const __m512i av = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(y + 2))); \
+        const __m512i st = _mm512_sub_epi32(_mm512_setzero_si512(),                               \
+                                            _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, av)); \
+        const __m512 ad = _mm512_set1_ps(_cvtsh_ss(ld16(y)));                                     \
+        Q85_PAIR(0, j) Q85_PAIR(1, j) Q85_PAIR(2, j) Q85_PAIR(3, j)                               \
+    }
+#define Q85_HALF(v, h) hsum8(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v))
+#define Q85_STORE(j)                                                                              \
+    if (RN > j) {                                                                                 \
+        float *o = out + j * ldo;                                                                 \
+        o[0] = Q85_HALF(c0##j, 0);                                                                \
+        if (rm > 1) o[1] = Q85_HALF(c0##j, 1);                                                    \
+        if (rm > 2) o[2] = Q85_HALF(c1##j, 0);                                                    \
+        if (rm > 3) o[3] = Q85_HALF(c1##j, 1);                                                    \
+        if (rm > 4) o[4] = Q85_HALF(c2##j, 0);                                                    \
+        if (rm > 5) o[5] = Q85_HALF(c2##j, 1);                                                    \
+        if (rm > 6) o[6] = Q85_HALF(c3##j, 0);                                                    \
+        if (rm > 7) o[7] = Q85_HALF(c3##j, 1);                                                    \
+    }
+
+/* RM = 8 weight rows as 4 register pairs x RN <= 4 activation rows.  Pair
+ * p holds block b of rows 2p (low half) and 2p+1 (high half) as unsigned
  * bytes; the activation block is broadcast to both halves.  Each int32
  * lane of vpdpbusd starts from -bias * (sum of its 4 activation bytes),
  * which removes the weights' offset exactly. */
 static inline AI T512 void tile_q8_512(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                       const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
+                                       const uint8_t *const *ar, float *out, int64_t ldo, int rm,
+                                       const uint8_t *pf, size_t pfl) {
     const size_t wbs = kind == WQ8_0 ? sizeof(em_block_q8_0) : sizeof(em_block_q4_0);
     const int64_t nb = k / 32;
     const __m512i bias = _mm512_set1_epi8(kind == WQ8_0 ? (char)0x80 : 8);
-    const __m512i m4 = _mm512_set1_epi8(15);
-    const __m512i nib_shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
-    /* Two fp16 scales (row 2p in bytes 0-1, row 2p+1 in bytes 2-3 of each
-     * dword) spread to 8 halves each, for one vcvtph2ps. */
-    const __m256i d_spread = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
-                                             1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
-    __m512 acc[4][4];
-    for (int p = 0; p < 4; p++)
-        for (int j = 0; j < RN; j++) acc[p][j] = _mm512_setzero_ps();
+    FOR_J4(Q85_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, nb);
     for (int64_t b = 0; b < nb; b++) {
-        __m512i wq[4];
-        __m512 wd[4];
-        for (int p = 0; p < 4; p++) {
-            const uint8_t *x0 = wr[2 * p] + (size_t)b * wbs, *x1 = wr[2 * p + 1] + (size_t)b * wbs;
-            if (kind == WQ8_0) {
-                const __m512i v = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(x0 + 2))),
-                    _mm256_loadu_si256((const __m256i *)(const void *)(x1 + 2)), 1);
-                wq[p] = _mm512_xor_si512(v, bias);
-            } else {
-                const __m512i z = _mm512_mask_blend_epi64(
-                    0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(x0 + 2))),
-                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(x1 + 2))));
-                wq[p] = _mm512_and_si512(_mm512_srlv_epi64(z, nib_shift), m4);
-            }
-            const uint32_t dd = (uint32_t)ld16(x0) | (uint32_t)ld16(x1) << 16;
-            wd[p] = _mm512_cvtph_ps(_mm256_shuffle_epi8(_mm256_set1_epi32((int)dd), d_spread));
-        }
-        for (int j = 0; j < RN; j++) {
-            const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_0);
-            const __m512i av = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(y + 2)));
-            const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, av));
-            const __m512 ad = _mm512_set1_ps(_cvtsh_ss(ld16(y)));
-            for (int p = 0; p < 4; p++) {
-                const __m512 s = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, wq[p], av));
-                acc[p][j] = _mm512_fmadd_ps(s, _mm512_mul_ps(wd[p], ad), acc[p][j]);
-            }
-        }
+        prefetch_part(pf, pfl, b, pfs);
+        const size_t o = (size_t)b * wbs;
+        const __m512i q0 = q8_pair_levels_512(kind, wr[0] + o, wr[1] + o);
+        const __m512i q1 = q8_pair_levels_512(kind, wr[2] + o, wr[3] + o);
+        const __m512i q2 = q8_pair_levels_512(kind, wr[4] + o, wr[5] + o);
+        const __m512i q3 = q8_pair_levels_512(kind, wr[6] + o, wr[7] + o);
+        const __m512 d0 = q8_pair_scales_512(wr[0] + o, wr[1] + o), d1 = q8_pair_scales_512(wr[2] + o, wr[3] + o);
+        const __m512 d2 = q8_pair_scales_512(wr[4] + o, wr[5] + o), d3 = q8_pair_scales_512(wr[6] + o, wr[7] + o);
+        FOR_J4(Q85_ROW)
     }
-    for (int j = 0; j < RN; j++)
-        for (int p = 0; p < 4; p++) {
-            if (2 * p < rm) out[j * ldo + 2 * p] = hsum8(_mm512_castps512_ps256(acc[p][j]));
-            if (2 * p + 1 < rm) out[j * ldo + 2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p][j], 1));
-        }
+    FOR_J4(Q85_STORE)
 }
 
-#define TILE_Q8_0_512(RN, k, wr, ar, o, ldo, rm) tile_q8_512(WQ8_0, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q4_0_512(RN, k, wr, ar, o, ldo, rm) tile_q8_512(WQ4_0, RN, k, wr, ar, o, ldo, rm)
+#define TILE_Q8_0_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_512(WQ8_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q4_0_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_512(WQ4_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_q8_0_avx512, T512, TILE_Q8_0_512, 8, 4)
-EM_GEMM_DRIVER(em_gemm_q4_0_avx512, T512, TILE_Q4_0_512, 8, 4)
+EM_GEMM_DRIVER(q4_0_tiles_512, static T512, TILE_Q4_0_512, 8, 4)
+
+/* Q4_0 matrix-vector product (one activation row), AVX-512.
+ *
+ * With a single activation row there is nothing to share across rows, so
+ * this kernel instead reads one weight row after another, in address
+ * order, and takes four blocks (72 bytes) at a time: two loads and a
+ * 16-bit permute (vpermt2w) gather the four blocks' 64 bytes of nibbles
+ * into one register and their four scales into another, and the nibbles
+ * are multiplied in place, low ones against elements 0-15 of each
+ * activation block and high ones against 16-31 (vpdpbusd twice).  The
+ * activation side of that layout (its quants regrouped to match, the
+ * -8 * sum corrections and the block scales) is built once per call in
+ * q4_gemv_act records on the stack, so the per-row work is ten vector
+ * instructions per 128 products. */
+typedef struct q4_gemv_act {
+    __m512i lo;   /* 4 x 16 quants: elements 0-15 of each of 4 blocks        */
+    __m512i hi;   /* 4 x 16 quants: elements 16-31                           */
+    __m512i st;   /* 4 x 4 int32: -8 * (the 8 quants each lane multiplies)   */
+    __m512 d;     /* 4 x 4 floats: each block's scale                        */
+} q4_gemv_act;
+
+#define EM_GEMV_MAX_K 16384 /* longest row the stack records serve */
+
+static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const uint8_t *a, float *out) {
+    const int64_t nb = k / 32, ng = nb / 4;
+    q4_gemv_act act[EM_GEMV_MAX_K / 128];
+    const __m512i eight = _mm512_set1_epi8(8), m4 = _mm512_set1_epi8(15);
+    for (int64_t g = 0; g < ng; g++) {
+        const uint8_t *y = a + (size_t)g * 4 * sizeof(em_block_q8_0);
+        __m512i lo = _mm512_setzero_si512(), hi = lo;
+        float d[4];
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *yb = y + i * sizeof(em_block_q8_0);
+            lo = _mm512_mask_broadcast_i32x4(lo, (__mmask16)(0xfu << (4 * i)), _mm_loadu_si128((const __m128i *)(const void *)(yb + 2)));
+            hi = _mm512_mask_broadcast_i32x4(hi, (__mmask16)(0xfu << (4 * i)), _mm_loadu_si128((const __m128i *)(const void *)(yb + 18)));
+            d[i] = _cvtsh_ss(ld16(yb));
+        }
+        act[g].lo = lo;
+        act[g].hi = hi;
+        act[g].st = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                     _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, lo), eight, hi));
+        act[g].d = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_setr_m128(_mm_set1_ps(d[0]), _mm_set1_ps(d[1])))),
+            _mm256_castps_pd(_mm256_setr_m128(_mm_set1_ps(d[2]), _mm_set1_ps(d[3]))), 1));
+    }
+    /* Words of 4 blocks (9 words each: scale, then 8 words of nibbles):
+     * the nibbles of block i to words 8i..8i+7, and each scale 4 times. */
+    const __m512i idx_q = _mm512_set_epi16(35, 34, 33, 32, 31, 30, 29, 28, 26, 25, 24, 23, 22, 21, 20, 19,
+                                           17, 16, 15, 14, 13, 12, 11, 10, 8, 7, 6, 5, 4, 3, 2, 1);
+    const __m512i idx_d = _mm512_set_epi16(27, 27, 27, 27, 18, 18, 18, 18, 9, 9, 9, 9, 0, 0, 0, 0,
+                                           27, 27, 27, 27, 18, 18, 18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
+    /* Rows go in groups of 8 (as the tile kernels take them), and while a
+     * group is computed one further ahead is prefetched linearly (see
+     * prefetch_plan): the hardware prefetchers alone do not keep up with
+     * rows this short. */
+    for (int64_t r = 0; r < nw; r++) {
+        const uint8_t *row = w + (size_t)r * ws;
+        const int64_t r0 = r & ~(int64_t)7;
+        const uint8_t *pf;
+        size_t pfl;
+        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
+        const int64_t spr = ng > 0 ? ng : 1; /* prefetch steps per row */
+        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+        int64_t g = 0;
+        for (; g < ng; g++) {
+            const uint8_t *p = row + (size_t)g * 4 * sizeof(em_block_q4_0);
+            if (pf) prefetch_part(pf, pfl, (r - r0) * spr + g, pfs);
+            const __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_maskz_loadu_epi8(0xff, p + 64);
+            const __m512i q = _mm512_permutex2var_epi16(x0, idx_q, x1);
+            const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(x0, idx_d, x1)));
+            __m512i s = _mm512_dpbusd_epi32(act[g].st, _mm512_and_si512(q, m4), act[g].lo);
+            s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), act[g].hi);
+            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, act[g].d));
+            if (g & 1)
+                acc1 = _mm512_add_ps(acc1, t);
+            else
+                acc0 = _mm512_add_ps(acc0, t);
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        /* Blocks past the last whole group of four, one at a time. */
+        for (int64_t b = 4 * ng; b < nb; b++) {
+            const uint8_t *x = row + (size_t)b * sizeof(em_block_q4_0), *y = a + (size_t)b * sizeof(em_block_q8_0);
+            const __m256i q = q8_levels_avx2(WQ4_0, x);
+            const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
+            const __m256i dot = q8_dot_avx2(WQ4_0, q, av, _mm256_maddubs_epi16(_mm256_set1_epi8(8), av));
+            sum += hsum8(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
+        }
+        out[r] = sum;
+    }
+}
+
+T512 void em_gemm_q4_0_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                              float *out, int64_t ldo) {
+    if (na == 1 && k <= EM_GEMV_MAX_K) {
+        q4_0_gemv_512(k, w, ws, nw, a, out);
+        return;
+    }
+    q4_0_tiles_512(k, w, ws, nw, a, as, na, out, ldo);
+}
 
 /* ------------------------------------------ Q4_K, Q5_K, Q6_K (x Q8_K) */
 
@@ -478,23 +707,25 @@ typedef struct kq_row512 {
     float d, dmin;   /* super-block scales (dmin unused by Q6_K)               */
 } kq_row512;
 
-static inline AI T512 void kq_row_512(const int kind, const uint8_t *x, kq_row512 *r) {
+static inline AI T512 kq_row512 kq_row_512(const int kind, const uint8_t *x) {
+    kq_row512 r;
     if (kind == WQ6_K) {
         const __m256i s16 =
             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(x + offsetof(em_block_q6_k, scales))));
-        r->sc = _mm512_castsi256_si512(s16);
-        r->mins16 = _mm256_slli_epi16(s16, 5);
-        r->d = _cvtsh_ss(ld16(x + offsetof(em_block_q6_k, d)));
-        r->dmin = 0;
-        return;
+        r.sc = _mm512_castsi256_si512(s16);
+        r.mins16 = _mm256_slli_epi16(s16, 5);
+        r.d = _cvtsh_ss(ld16(x + offsetof(em_block_q6_k, d)));
+        r.dmin = 0;
+        return r;
     }
     uint64_t sc, mn;
     unpack_k_scales(x + 4, &sc, &mn);
-    r->sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+    r.sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
     const __m256i pair_idx = _mm256_set_epi16(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    r->mins16 = _mm256_permutexvar_epi16(pair_idx, _mm256_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)));
-    r->d = _cvtsh_ss(ld16(x));
-    r->dmin = _cvtsh_ss(ld16(x + 2));
+    r.mins16 = _mm256_permutexvar_epi16(pair_idx, _mm256_cvtepu8_epi16(_mm_cvtsi64_si128((long long)mn)));
+    r.d = _cvtsh_ss(ld16(x));
+    r.dmin = _cvtsh_ss(ld16(x + 2));
+    return r;
 }
 
 /* The 64 unsigned levels of elements 64s .. 64s+63 of a K-quant block. */
@@ -517,8 +748,7 @@ static inline AI T512 __m512i kq_levels_512(const int kind, const uint8_t *x, in
      * the high nibbles the next 32. */
     const size_t qs_off = kind == WQ4_K ? offsetof(em_block_q4_k, qs) : offsetof(em_block_q5_k, qs);
     const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(x + qs_off + 32 * s)));
-    const __m512i nib_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
-    __m512i lv = _mm512_and_si512(_mm512_srlv_epi64(raw, nib_shift), m4);
+    __m512i lv = _mm512_and_si512(_mm512_srlv_epi64(raw, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), m4);
     if (kind == WQ5_K) {
         /* Bit 2s (first 32 elements) or 2s+1 (last 32) of qh[0..31] is
          * bit 4 of the level. */
@@ -547,60 +777,67 @@ static inline AI T512 __m512i kq_scales_512(const int kind, __m512i sc, int s) {
     return _mm512_permutexvar_epi16(idx, sc);
 }
 
-/* RM = 2 weight rows x RN activation rows, one super-block a step and 64
- * elements a sub-step. */
+#define K5_DECL(j) __m512 c0##j = _mm512_setzero_ps(), c1##j = c0##j;
+#define K5_IDECL(j) __m512i s0##j = _mm512_setzero_si512(), s1##j = s0##j;
+#define K5_DOT(j)                                                                                          \
+    if (RN > j) {                                                                                          \
+        const __m512i av =                                                                                 \
+            _mm512_loadu_si512(ar[j] + (size_t)b * sizeof(em_block_q8_k) + offsetof(em_block_q8_k, qs) + 64 * s); \
+        s0##j = _mm512_dpwssd_epi32(s0##j, _mm512_maddubs_epi16(l0, av), sc0);                            \
+        s1##j = _mm512_dpwssd_epi32(s1##j, _mm512_maddubs_epi16(l1, av), sc1);                            \
+    }
+#define K5_FOLD1(i, j)                                                                                     \
+    {                                                                                                      \
+        const __m512i ms = _mm512_zextsi256_si512(_mm256_madd_epi16(r##i.mins16, bs));                     \
+        if (kind == WQ6_K) {                                                                               \
+            c##i##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s##i##j, ms)),                   \
+                                      _mm512_set1_ps(r##i.d * yd), c##i##j);                               \
+        } else {                                                                                           \
+            c##i##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s##i##j), _mm512_set1_ps(r##i.d * yd), c##i##j);  \
+            c##i##j = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_set1_ps(r##i.dmin * yd), c##i##j);   \
+        }                                                                                                  \
+    }
+#define K5_FOLD(j)                                                                                         \
+    if (RN > j) {                                                                                          \
+        const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_k);                                      \
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)(y + offsetof(em_block_q8_k, bsums))); \
+        const float yd = ldf32(y);                                                                         \
+        K5_FOLD1(0, j) K5_FOLD1(1, j)                                                                      \
+    }
+#define K5_STORE(j)                                                                                        \
+    if (RN > j) {                                                                                          \
+        out[j * ldo] = _mm512_reduce_add_ps(c0##j);                                                        \
+        if (rm > 1) out[j * ldo + 1] = _mm512_reduce_add_ps(c1##j);                                        \
+    }
+
+/* RM = 2 weight rows x RN <= 4 activation rows, one super-block a step and
+ * 64 elements a sub-step. */
 static inline AI T512 void tile_kq_512(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                       const uint8_t *const *ar, float *out, int64_t ldo, int rm) {
+                                       const uint8_t *const *ar, float *out, int64_t ldo, int rm,
+                                       const uint8_t *pf, size_t pfl) {
     const size_t wbs = kind == WQ4_K ? sizeof(em_block_q4_k)
                        : kind == WQ5_K ? sizeof(em_block_q5_k) : sizeof(em_block_q6_k);
     const int64_t nb = k / EM_QK_K;
-    __m512 acc[2][4];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < RN; j++) acc[i][j] = _mm512_setzero_ps();
+    FOR_J4(K5_DECL)
+    const size_t pfs = prefetch_step(pf, pfl, nb);
     for (int64_t b = 0; b < nb; b++) {
-        kq_row512 row[2];
-        for (int i = 0; i < 2; i++) kq_row_512(kind, wr[i] + (size_t)b * wbs, &row[i]);
-        __m512i isum[2][4];
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < RN; j++) isum[i][j] = _mm512_setzero_si512();
+        prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *x0 = wr[0] + (size_t)b * wbs, *x1 = wr[1] + (size_t)b * wbs;
+        const kq_row512 r0 = kq_row_512(kind, x0), r1 = kq_row_512(kind, x1);
+        FOR_J4(K5_IDECL)
         for (int s = 0; s < 4; s++) {
-            __m512i lv[2], sc[2];
-            for (int i = 0; i < 2; i++) {
-                lv[i] = kq_levels_512(kind, wr[i] + (size_t)b * wbs, s);
-                sc[i] = kq_scales_512(kind, row[i].sc, s);
-            }
-            for (int j = 0; j < RN; j++) {
-                const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_k);
-                const __m512i av = _mm512_loadu_si512(y + offsetof(em_block_q8_k, qs) + 64 * s);
-                for (int i = 0; i < 2; i++)
-                    isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(lv[i], av), sc[i]);
-            }
+            const __m512i l0 = kq_levels_512(kind, x0, s), l1 = kq_levels_512(kind, x1, s);
+            const __m512i sc0 = kq_scales_512(kind, r0.sc, s), sc1 = kq_scales_512(kind, r1.sc, s);
+            FOR_J4(K5_DOT)
         }
-        for (int j = 0; j < RN; j++) {
-            const uint8_t *y = ar[j] + (size_t)b * sizeof(em_block_q8_k);
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)(y + offsetof(em_block_q8_k, bsums)));
-            const float yd = ldf32(y);
-            for (int i = 0; i < 2; i++) {
-                const __m512i ms = _mm512_zextsi256_si512(_mm256_madd_epi16(row[i].mins16, bs));
-                if (kind == WQ6_K) {
-                    const __m512 t = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[i][j], ms));
-                    acc[i][j] = _mm512_fmadd_ps(t, _mm512_set1_ps(row[i].d * yd), acc[i][j]);
-                } else {
-                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(row[i].d * yd),
-                                                acc[i][j]);
-                    acc[i][j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_set1_ps(row[i].dmin * yd),
-                                                 acc[i][j]);
-                }
-            }
-        }
+        FOR_J4(K5_FOLD)
     }
-    for (int j = 0; j < RN; j++)
-        for (int i = 0; i < rm; i++) out[j * ldo + i] = _mm512_reduce_add_ps(acc[i][j]);
+    FOR_J4(K5_STORE)
 }
 
-#define TILE_Q4_K_512(RN, k, wr, ar, o, ldo, rm) tile_kq_512(WQ4_K, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q5_K_512(RN, k, wr, ar, o, ldo, rm) tile_kq_512(WQ5_K, RN, k, wr, ar, o, ldo, rm)
-#define TILE_Q6_K_512(RN, k, wr, ar, o, ldo, rm) tile_kq_512(WQ6_K, RN, k, wr, ar, o, ldo, rm)
+#define TILE_Q4_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ4_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q5_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ5_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
+#define TILE_Q6_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_q4_k_avx512, T512, TILE_Q4_K_512, 2, 4)
 EM_GEMM_DRIVER(em_gemm_q5_k_avx512, T512, TILE_Q5_K_512, 2, 4)
 EM_GEMM_DRIVER(em_gemm_q6_k_avx512, T512, TILE_Q6_K_512, 2, 4)

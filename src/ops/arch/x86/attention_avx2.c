@@ -1,0 +1,181 @@
+/*
+ * attention_avx2.c - the AVX2/FMA/F16C inner loops of attention: q.k for
+ * several query heads against a block of key rows, the weighted add of a
+ * block of value rows into several heads' sums, and exp over a block of
+ * scores.  Their
+ * scalar twins (same contracts, in attention.c) are the reference they
+ * are tested against.  The build compiles this file with -mavx2 -mfma
+ * -mf16c; attention.c uses it only after checking the CPU.
+ *
+ * Half-precision rows are widened in registers (vcvtph2ps), so an F16
+ * cache costs no more memory traffic than its own size.  The kernels work
+ * on a block of keys at once, so that per-key costs (a horizontal sum for
+ * each score, a load and store of the running sums for each value) are
+ * shared by the block.
+ */
+#include "ops/attention.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "attention_avx2.c must be compiled with -mavx2 -mfma -mf16c"
+#endif
+
+#include "ops/arch/x86/math_avx2.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Eight elements of a key/value row as floats. */
+static inline __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
+static inline __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
+static inline float load1_f32(const float *p) { return *p; }
+static inline float load1_f16(const uint16_t *p) { return _cvtsh_ss(*p); }
+
+/* The sums of eight accumulators, lane j holding the total of a_j. */
+static inline __m256 reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                             __m256 a7) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* q.k of each head with eight keys at a time: one query vector load
+ * serves eight keys, and the eight sums are reduced together; leftover
+ * keys go one by one, the n % 8 tail of each dot in scalar code. */
+#define QK_BODY(T, LOAD8, LOAD1)                                                                 \
+    const int64_t n8 = n & ~(int64_t)7;                                                          \
+    for (int h = 0; h < n_q; h++) {                                                              \
+        const float *qh = q + h * n;                                                             \
+        float *sh = s + h * s_stride;                                                            \
+        int j = 0;                                                                               \
+        for (; j + 8 <= nk; j += 8) {                                                            \
+            const T *k0 = k[j], *k1 = k[j + 1], *k2 = k[j + 2], *k3 = k[j + 3];                 \
+            const T *k4 = k[j + 4], *k5 = k[j + 5], *k6 = k[j + 6], *k7 = k[j + 7];             \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
+            for (int64_t i = 0; i < n8; i += 8) {                                                \
+                const __m256 qv = _mm256_loadu_ps(qh + i);                                       \
+                a0 = _mm256_fmadd_ps(qv, LOAD8(k0 + i), a0);                                     \
+                a1 = _mm256_fmadd_ps(qv, LOAD8(k1 + i), a1);                                     \
+                a2 = _mm256_fmadd_ps(qv, LOAD8(k2 + i), a2);                                     \
+                a3 = _mm256_fmadd_ps(qv, LOAD8(k3 + i), a3);                                     \
+                a4 = _mm256_fmadd_ps(qv, LOAD8(k4 + i), a4);                                     \
+                a5 = _mm256_fmadd_ps(qv, LOAD8(k5 + i), a5);                                     \
+                a6 = _mm256_fmadd_ps(qv, LOAD8(k6 + i), a6);                                     \
+                a7 = _mm256_fmadd_ps(qv, LOAD8(k7 + i), a7);                                     \
+            }                                                                                    \
+            _mm256_storeu_ps(sh + j, reduce8(a0, a1, a2, a3, a4, a5, a6, a7));                   \
+            for (int jj = j; jj < j + 8; jj++)                                                   \
+                for (int64_t i = n8; i < n; i++) sh[jj] += qh[i] * LOAD1(k[jj] + i);             \
+        }                                                                                        \
+        for (; j < nk; j++) {                                                                    \
+            __m256 a0 = _mm256_setzero_ps();                                                     \
+            for (int64_t i = 0; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), LOAD8(k[j] + i), a0); \
+            float t = hsum8(a0);                                                                 \
+            for (int64_t i = n8; i < n; i++) t += qh[i] * LOAD1(k[j] + i);                       \
+            sh[j] = t;                                                                           \
+        }                                                                                        \
+    }
+
+static void qk_f32_avx2(const float *q, int n_q, int64_t n, const float *const *k, int nk, float *s, int s_stride) {
+    QK_BODY(float, load8_f32, load1_f32)
+}
+
+static void qk_f16_avx2(const float *q, int n_q, int64_t n, const uint16_t *const *k, int nk, float *s,
+                        int s_stride) {
+    QK_BODY(uint16_t, load8_f16, load1_f16)
+}
+
+/* acc_h += sum_j p_hj v_j: 64 elements of acc_h stay in eight registers
+ * while every value row of the block is added in, so acc is loaded and
+ * stored once per block rather than once per key. */
+#define PV_BODY(LOAD8, LOAD1)                                                                    \
+    const int64_t n8 = n & ~(int64_t)7;                                                          \
+    for (int h = 0; h < n_q; h++) {                                                              \
+        float *ah = acc + h * n;                                                                 \
+        const float *ph = p + h * p_stride;                                                      \
+        int64_t i = 0;                                                                           \
+        for (; i + 64 <= n; i += 64) {                                                           \
+            __m256 c0 = _mm256_loadu_ps(ah + i), c1 = _mm256_loadu_ps(ah + i + 8);               \
+            __m256 c2 = _mm256_loadu_ps(ah + i + 16), c3 = _mm256_loadu_ps(ah + i + 24);         \
+            __m256 c4 = _mm256_loadu_ps(ah + i + 32), c5 = _mm256_loadu_ps(ah + i + 40);         \
+            __m256 c6 = _mm256_loadu_ps(ah + i + 48), c7 = _mm256_loadu_ps(ah + i + 56);         \
+            for (int j = 0; j < nv; j++) {                                                       \
+                const __m256 w = _mm256_broadcast_ss(ph + j);                                    \
+                c0 = _mm256_fmadd_ps(w, LOAD8(v[j] + i), c0);                                    \
+                c1 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 8), c1);                                \
+                c2 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 16), c2);                               \
+                c3 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 24), c3);                               \
+                c4 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 32), c4);                               \
+                c5 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 40), c5);                               \
+                c6 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 48), c6);                               \
+                c7 = _mm256_fmadd_ps(w, LOAD8(v[j] + i + 56), c7);                               \
+            }                                                                                    \
+            _mm256_storeu_ps(ah + i, c0);                                                        \
+            _mm256_storeu_ps(ah + i + 8, c1);                                                    \
+            _mm256_storeu_ps(ah + i + 16, c2);                                                   \
+            _mm256_storeu_ps(ah + i + 24, c3);                                                   \
+            _mm256_storeu_ps(ah + i + 32, c4);                                                   \
+            _mm256_storeu_ps(ah + i + 40, c5);                                                   \
+            _mm256_storeu_ps(ah + i + 48, c6);                                                   \
+            _mm256_storeu_ps(ah + i + 56, c7);                                                   \
+        }                                                                                        \
+        for (; i < n8; i += 8) {                                                                 \
+            __m256 c0 = _mm256_loadu_ps(ah + i);                                                 \
+            for (int j = 0; j < nv; j++) c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + j), LOAD8(v[j] + i), c0); \
+            _mm256_storeu_ps(ah + i, c0);                                                        \
+        }                                                                                        \
+        for (; i < n; i++) {                                                                     \
+            float c = ah[i];                                                                     \
+            for (int j = 0; j < nv; j++) c += ph[j] * LOAD1(v[j] + i);                           \
+            ah[i] = c;                                                                           \
+        }                                                                                        \
+    }
+
+static void pv_f32_avx2(float *acc, int n_q, int64_t n, const float *p, int p_stride, const float *const *v,
+                        int nv) {
+    PV_BODY(load8_f32, load1_f32)
+}
+
+static void pv_f16_avx2(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v,
+                        int nv) {
+    PV_BODY(load8_f16, load1_f16)
+}
+
+static float exp_sum_avx2(float *s, int n, float m) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = em_exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (j < n) {
+        /* The tail through a lane mask, so every score goes through the
+         * same exp. */
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - j), idx);
+        const __m256 e = em_exp8_avx2(_mm256_sub_ps(_mm256_maskload_ps(s + j, mask), mv));
+        _mm256_maskstore_ps(s + j, mask, e);
+        acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(mask)));
+    }
+    return hsum8(acc);
+}
+
+const em_attn_kernels em_attn_kernels_avx2 = {
+    .qk_f32 = qk_f32_avx2,
+    .qk_f16 = qk_f16_avx2,
+    .pv_f32 = pv_f32_avx2,
+    .pv_f16 = pv_f16_avx2,
+    .exp_sum = exp_sum_avx2,
+};
+
+#endif
