@@ -509,9 +509,53 @@ static inline AI T512 void tile_float_512(const int kind, const int RN, int64_t 
 #define TILE_F32_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_F16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_BF16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_f32_avx512, T512, TILE_F32_512, 4, 6)
-EM_GEMM_DRIVER(em_gemm_f16_avx512, T512, TILE_F16_512, 4, 6)
-EM_GEMM_DRIVER(em_gemm_bf16_avx512, T512, TILE_BF16_512, 4, 6)
+EM_GEMM_DRIVER(f32_tiles_512, static T512, TILE_F32_512, 4, 6)
+EM_GEMM_DRIVER(f16_tiles_512, static T512, TILE_F16_512, 4, 6)
+EM_GEMM_DRIVER(bf16_tiles_512, static T512, TILE_BF16_512, 4, 6)
+
+/* Float matrix-vector product (one activation row): each weight row is
+ * read on its own, in address order, 64 elements a step into four
+ * accumulators, while the rows ahead are prefetched as in the Q4_0
+ * kernel below; with nothing to reuse, plain streaming is what counts. */
+static inline AI T512 void float_gemv_512(const int kind, int64_t k, const uint8_t *w, size_t ws, int64_t nw,
+                                          const float *a, float *out) {
+    const size_t es = kind == WF32 ? 4 : 2;
+    const int64_t k64 = k & ~(int64_t)63, spr = k64 > 0 ? k64 / 64 : 1; /* prefetch steps per row */
+    for (int64_t r = 0; r < nw; r++) {
+        const uint8_t *row = w + (size_t)r * ws;
+        const int64_t r0 = r & ~(int64_t)7;
+        const uint8_t *pf;
+        size_t pfl;
+        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
+        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        int64_t e = 0;
+        for (; e < k64; e += 64) {
+            if (pf) prefetch_part(pf, pfl, (r - r0) * spr + e / 64, pfs);
+            c0 = _mm512_fmadd_ps(load_w16(kind, row + e * es, 0xffff), _mm512_loadu_ps(a + e), c0);
+            c1 = _mm512_fmadd_ps(load_w16(kind, row + (e + 16) * es, 0xffff), _mm512_loadu_ps(a + e + 16), c1);
+            c2 = _mm512_fmadd_ps(load_w16(kind, row + (e + 32) * es, 0xffff), _mm512_loadu_ps(a + e + 32), c2);
+            c3 = _mm512_fmadd_ps(load_w16(kind, row + (e + 48) * es, 0xffff), _mm512_loadu_ps(a + e + 48), c3);
+        }
+        for (; e < k; e += 16) {
+            const __mmask16 m = k - e >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k - e)) - 1);
+            c0 = _mm512_fmadd_ps(load_w16(kind, row + e * es, m), _mm512_maskz_loadu_ps(m, a + e), c0);
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)));
+    }
+}
+
+#define FLOAT_GEMV_ENTRY(name, kind, tiles)                                                                    \
+    T512 void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                   float *out, int64_t ldo) {                                                                  \
+        if (na == 1)                                                                                           \
+            float_gemv_512(kind, k, w, ws, nw, a, out);                                                        \
+        else                                                                                                   \
+            tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
+    }
+FLOAT_GEMV_ENTRY(em_gemm_f32_avx512, WF32, f32_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_f16_avx512, WF16, f16_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_bf16_avx512, WBF16, bf16_tiles_512)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
@@ -595,7 +639,70 @@ static inline AI T512 void tile_q8_512(const int kind, const int RN, int64_t k, 
 
 #define TILE_Q8_0_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_512(WQ8_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q4_0_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_512(WQ4_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_q8_0_avx512, T512, TILE_Q8_0_512, 8, 4)
+EM_GEMM_DRIVER(q8_0_tiles_512, static T512, TILE_Q8_0_512, 8, 4)
+
+/* Q8_0 matrix-vector product (one activation row), AVX-512: one weight
+ * row at a time in address order, two blocks per register (low and high
+ * halves), against activation pairs prepared once per call (q8_gemv_act),
+ * with the rows ahead prefetched as in the Q4_0 kernel below. */
+typedef struct q8_gemv_act {
+    __m512i q;    /* 2 x 32 quants of blocks 2i and 2i+1                  */
+    __m512i st;   /* 2 x 8 int32: -128 * (the 4 quants each lane takes)   */
+    __m512 d;     /* 2 x 8 floats: each block's scale                     */
+} q8_gemv_act;
+
+#define EM_GEMV_MAX_K 16384 /* longest row the stack records serve */
+
+static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const uint8_t *a, float *out) {
+    const int64_t nb = k / 32, np = nb / 2;
+    q8_gemv_act act[EM_GEMV_MAX_K / 64];
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < np; i++) {
+        const uint8_t *y0 = a + (size_t)(2 * i) * sizeof(em_block_q8_0), *y1 = y0 + sizeof(em_block_q8_0);
+        act[i].q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(y0 + 2))),
+                                      _mm256_loadu_si256((const __m256i *)(const void *)(y1 + 2)), 1);
+        act[i].st = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, act[i].q));
+        act[i].d = q8_pair_scales_512(y0, y1);
+    }
+    const int64_t spr = np > 0 ? np : 1; /* prefetch steps per row */
+    for (int64_t r = 0; r < nw; r++) {
+        const uint8_t *row = w + (size_t)r * ws;
+        const int64_t r0 = r & ~(int64_t)7;
+        const uint8_t *pf;
+        size_t pfl;
+        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
+        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+        for (int64_t i = 0; i < np; i++) {
+            const uint8_t *x0 = row + (size_t)(2 * i) * sizeof(em_block_q8_0), *x1 = x0 + sizeof(em_block_q8_0);
+            if (pf) prefetch_part(pf, pfl, (r - r0) * spr + i, pfs);
+            const __m512i q = q8_pair_levels_512(WQ8_0, x0, x1);
+            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(act[i].st, q, act[i].q)),
+                                           _mm512_mul_ps(q8_pair_scales_512(x0, x1), act[i].d));
+            if (i & 1)
+                acc1 = _mm512_add_ps(acc1, t);
+            else
+                acc0 = _mm512_add_ps(acc0, t);
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        if (nb & 1) { /* an odd last block */
+            const uint8_t *x = row + (size_t)(nb - 1) * sizeof(em_block_q8_0), *y = a + (size_t)(nb - 1) * sizeof(em_block_q8_0);
+            const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
+            const __m256i dot = q8_dot_avx2(WQ8_0, q8_levels_avx2(WQ8_0, x), av, av);
+            sum += hsum8(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
+        }
+        out[r] = sum;
+    }
+}
+
+T512 void em_gemm_q8_0_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                              float *out, int64_t ldo) {
+    if (na == 1 && k <= EM_GEMV_MAX_K) {
+        q8_0_gemv_512(k, w, ws, nw, a, out);
+        return;
+    }
+    q8_0_tiles_512(k, w, ws, nw, a, as, na, out, ldo);
+}
 EM_GEMM_DRIVER(q4_0_tiles_512, static T512, TILE_Q4_0_512, 8, 4)
 
 /* Q4_0 matrix-vector product (one activation row), AVX-512.
@@ -618,7 +725,6 @@ typedef struct q4_gemv_act {
     __m512 d;     /* 4 x 4 floats: each block's scale                        */
 } q4_gemv_act;
 
-#define EM_GEMV_MAX_K 16384 /* longest row the stack records serve */
 
 static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const uint8_t *a, float *out) {
     const int64_t nb = k / 32, ng = nb / 4;
