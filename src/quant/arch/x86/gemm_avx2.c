@@ -48,6 +48,16 @@
  * register (one 32-element block each, in the two 256-bit halves) against
  * the activation block broadcast to both halves; the K-quant kernels put
  * 64 consecutive elements of one row in a register.
+ *
+ * Matrix-vector products (one activation row: generation) are bound by
+ * memory, and on the machines measured the hardware prefetchers alone
+ * served the short weight rows poorly, so every kernel prefetches the
+ * rows ahead of it linearly (prefetch_plan).  For F32/F16/BF16, Q8_0 and
+ * Q4_0 the AVX-512 set also has dedicated matrix-vector kernels that read
+ * one row at a time in address order with activation-side work done once
+ * per call; the Q4_0 one multiplies the nibbles where they lie (a 16-bit
+ * permute gathers four blocks, low and high nibbles meet elements 0-15
+ * and 16-31), which halves its instruction count.
  */
 #include "quant/gemm.h"
 
