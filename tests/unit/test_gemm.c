@@ -164,9 +164,11 @@ static void test_gemm_kernels(void) {
             const em_type t = types[ti];
             const em_type_traits *tr = em_get_type_traits(t);
             const int64_t bs = tr->block_size;
-            /* Lengths: one block, a few, and for float rows ragged ones. */
+            /* Lengths: one block, a few, and for float rows ragged ones;
+             * 257 blocks of 32 cover whole groups of four, a last odd
+             * block and activation records beyond 4 KiB. */
             int64_t ks[4] = {bs == 1 ? 8 : bs, bs == 1 ? 19 : 2 * bs, bs == 1 ? 100 : 3 * bs,
-                             bs == 1 ? 263 : (bs == 32 ? 24 * bs : 4 * bs)};
+                             bs == 1 ? 263 : (bs == 32 ? 257 * bs : 4 * bs)};
             int bad = 0;
             for (int ki = 0; ki < 4; ki++)
                 for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++)

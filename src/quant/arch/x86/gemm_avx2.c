@@ -123,9 +123,12 @@ static inline void unpack_k_scales(const uint8_t *s12, uint64_t *sc, uint64_t *m
  * while a tile is computed (on its first pass over the activation rows)
  * the next tile's rows, which follow in memory, are prefetched linearly:
  * at block step b of nb, the b-th nb-th of that region. */
+#ifndef EM_PF_HINT
+#define EM_PF_HINT _MM_HINT_T0
+#endif
 static inline AI void prefetch_part(const uint8_t *pf, size_t len, int64_t b, size_t step) {
     const size_t lo = (size_t)b * step, hi = EM_MIN(lo + step, len);
-    for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
+    for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)pf + o, EM_PF_HINT);
 }
 
 /* The region tile j0 (of RM rows) prefetches: the tile EM_PREFETCH_BYTES
@@ -141,6 +144,18 @@ static inline void prefetch_plan(const void *w, size_t ws, int64_t nw, int64_t j
     const int64_t end = EM_MIN(nw, j0 + (ahead + 1) * rm);            /* one past the last     */
     *pf = first < end ? (const uint8_t *)w + (size_t)first * ws : NULL;
     *pfl = first < end ? (size_t)(end - first) * ws : 0;
+}
+
+/* Rows per prefetch group of a matrix-vector kernel: as many as make
+ * about EM_GEMV_PF_BYTES, at least one and at most eight.  A fixed eight
+ * rows of a long row (an F16 row of 8192 elements is 16 KiB) would stage
+ * more in L1 than it holds next to the activation row. */
+#ifndef EM_GEMV_PF_BYTES
+#define EM_GEMV_PF_BYTES 8192
+#endif
+static inline int64_t gemv_prefetch_rows(size_t ws) {
+    const size_t r = EM_GEMV_PF_BYTES / (ws ? ws : 1);
+    return r < 1 ? 1 : r > 8 ? 8 : (int64_t)r;
 }
 
 /* Bytes of the prefetch region to cover per step so that n_steps steps
@@ -531,13 +546,14 @@ static inline AI T512 void float_gemv_512(const int kind, int64_t k, const uint8
                                           const float *a, float *out) {
     const size_t es = kind == WF32 ? 4 : 2;
     const int64_t k64 = k & ~(int64_t)63, spr = k64 > 0 ? k64 / 64 : 1; /* prefetch steps per row */
+    const int64_t prm = gemv_prefetch_rows(ws);
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = w + (size_t)r * ws;
-        const int64_t r0 = r & ~(int64_t)7;
+        const int64_t r0 = r - r % prm;
         const uint8_t *pf;
         size_t pfl;
-        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
-        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        prefetch_plan(w, ws, nw, r0, prm, &pf, &pfl);
+        const size_t pfs = prefetch_step(pf, pfl, prm * spr);
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
         int64_t e = 0;
         for (; e < k64; e += 64) {
@@ -675,13 +691,14 @@ static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
         act[i].d = q8_pair_scales_512(y0, y1);
     }
     const int64_t spr = np > 0 ? np : 1; /* prefetch steps per row */
+    const int64_t prm = gemv_prefetch_rows(ws);
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = w + (size_t)r * ws;
-        const int64_t r0 = r & ~(int64_t)7;
+        const int64_t r0 = r - r % prm;
         const uint8_t *pf;
         size_t pfl;
-        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
-        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        prefetch_plan(w, ws, nw, r0, prm, &pf, &pfl);
+        const size_t pfs = prefetch_step(pf, pfl, prm * spr);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
         for (int64_t i = 0; i < np; i++) {
             const uint8_t *x0 = row + (size_t)(2 * i) * sizeof(em_block_q8_0), *x1 = x0 + sizeof(em_block_q8_0);
@@ -731,8 +748,8 @@ EM_GEMM_DRIVER(q4_0_tiles_512, static T512, TILE_Q4_0_512, 8, 4)
 typedef struct q4_gemv_act {
     __m512i lo;   /* 4 x 16 quants: elements 0-15 of each of 4 blocks        */
     __m512i hi;   /* 4 x 16 quants: elements 16-31                           */
-    __m512i st;   /* 4 x 4 int32: -8 * (the 8 quants each lane multiplies)   */
-    __m512 d;     /* 4 x 4 floats: each block's scale                        */
+    __m256i st;   /* 4 x 4 int16: -8 * (the 8 quants each lane multiplies)   */
+    __m256i d;    /* 4 x 4 halves: each block's scale                        */
 } q4_gemv_act;
 
 
@@ -743,20 +760,19 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
     for (int64_t g = 0; g < ng; g++) {
         const uint8_t *y = a + (size_t)g * 4 * sizeof(em_block_q8_0);
         __m512i lo = _mm512_setzero_si512(), hi = lo;
-        float d[4];
+        uint16_t d[16];
         for (int i = 0; i < 4; i++) {
             const uint8_t *yb = y + i * sizeof(em_block_q8_0);
             lo = _mm512_mask_broadcast_i32x4(lo, (__mmask16)(0xfu << (4 * i)), _mm_loadu_si128((const __m128i *)(const void *)(yb + 2)));
             hi = _mm512_mask_broadcast_i32x4(hi, (__mmask16)(0xfu << (4 * i)), _mm_loadu_si128((const __m128i *)(const void *)(yb + 18)));
-            d[i] = _cvtsh_ss(ld16(yb));
+            d[4 * i] = d[4 * i + 1] = d[4 * i + 2] = d[4 * i + 3] = ld16(yb);
         }
         act[g].lo = lo;
         act[g].hi = hi;
-        act[g].st = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                     _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, lo), eight, hi));
-        act[g].d = _mm512_castpd_ps(_mm512_insertf64x4(
-            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_setr_m128(_mm_set1_ps(d[0]), _mm_set1_ps(d[1])))),
-            _mm256_castps_pd(_mm256_setr_m128(_mm_set1_ps(d[2]), _mm_set1_ps(d[3]))), 1));
+        /* |-8 * (8 quants)| <= 8192: exact in 16 bits. */
+        act[g].st = _mm512_cvtepi32_epi16(_mm512_sub_epi32(
+            _mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, lo), eight, hi)));
+        act[g].d = _mm256_loadu_si256((const __m256i *)(const void *)d);
     }
     /* Words of 4 blocks (9 words each: scale, then 8 words of nibbles):
      * the nibbles of block i to words 8i..8i+7, and each scale 4 times. */
@@ -768,14 +784,15 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
      * group is computed one further ahead is prefetched linearly (see
      * prefetch_plan): the hardware prefetchers alone do not keep up with
      * rows this short. */
+    const int64_t prm = gemv_prefetch_rows(ws);
+    const int64_t spr = ng > 0 ? ng : 1; /* prefetch steps per row */
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = w + (size_t)r * ws;
-        const int64_t r0 = r & ~(int64_t)7;
+        const int64_t r0 = r - r % prm;
         const uint8_t *pf;
         size_t pfl;
-        prefetch_plan(w, ws, nw, r0, 8, &pf, &pfl);
-        const int64_t spr = ng > 0 ? ng : 1; /* prefetch steps per row */
-        const size_t pfs = prefetch_step(pf, pfl, 8 * spr);
+        prefetch_plan(w, ws, nw, r0, prm, &pf, &pfl);
+        const size_t pfs = prefetch_step(pf, pfl, prm * spr);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
         int64_t g = 0;
         for (; g < ng; g++) {
@@ -784,9 +801,9 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
             const __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_maskz_loadu_epi8(0xff, p + 64);
             const __m512i q = _mm512_permutex2var_epi16(x0, idx_q, x1);
             const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(x0, idx_d, x1)));
-            __m512i s = _mm512_dpbusd_epi32(act[g].st, _mm512_and_si512(q, m4), act[g].lo);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_cvtepi16_epi32(act[g].st), _mm512_and_si512(q, m4), act[g].lo);
             s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4), act[g].hi);
-            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, act[g].d));
+            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_cvtph_ps(act[g].d)));
             if (g & 1)
                 acc1 = _mm512_add_ps(acc1, t);
             else
