@@ -611,12 +611,15 @@ static inline AI T512 __m512i q8_pair_levels_512(const int kind, const uint8_t *
     return _mm512_and_si512(_mm512_srlv_epi64(z, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)), _mm512_set1_epi8(15));
 }
 
-/* The two rows' fp16 scales as 8 + 8 float lanes. */
-static inline AI T512 __m512 q8_pair_scales_512(const uint8_t *x0, const uint8_t *x1) {
+/* The two rows' fp16 scales as 8 + 8 halves, and as 8 + 8 float lanes. */
+static inline AI T512 __m256i q8_pair_scales16(const uint8_t *x0, const uint8_t *x1) {
     const __m256i spread = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
                                            1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
     const uint32_t dd = (uint32_t)ld16(x0) | (uint32_t)ld16(x1) << 16;
-    return _mm512_cvtph_ps(_mm256_shuffle_epi8(_mm256_set1_epi32((int)dd), spread));
+    return _mm256_shuffle_epi8(_mm256_set1_epi32((int)dd), spread);
+}
+static inline AI T512 __m512 q8_pair_scales_512(const uint8_t *x0, const uint8_t *x1) {
+    return _mm512_cvtph_ps(q8_pair_scales16(x0, x1));
 }
 
 #define Q85_DECL(j) __m512 c0##j = _mm512_setzero_ps(), c1##j = c0##j, c2##j = c0##j, c3##j = c0##j;
@@ -682,8 +685,8 @@ EM_GEMM_DRIVER(q8_0_tiles_512, static T512, TILE_Q8_0_512, 8, 4)
  * with the rows ahead prefetched as in the Q4_0 kernel below. */
 typedef struct q8_gemv_act {
     __m512i q;    /* 2 x 32 quants of blocks 2i and 2i+1                  */
-    __m512i st;   /* 2 x 8 int32: -128 * (the 4 quants each lane takes)   */
-    __m512 d;     /* 2 x 8 floats: each block's scale                     */
+    __m256i ns;   /* 2 x 8 int16: -(the 4 quants each lane takes)         */
+    __m256i d;    /* 2 x 8 halves: each block's scale                     */
 } q8_gemv_act;
 
 #define EM_GEMV_MAX_K 16384 /* longest row the stack records serve */
@@ -691,13 +694,16 @@ typedef struct q8_gemv_act {
 static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const uint8_t *a, float *out) {
     const int64_t nb = k / 32, np = nb / 2;
     q8_gemv_act act[EM_GEMV_MAX_K / 64];
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const __m512i ones = _mm512_set1_epi8(1);
     for (int64_t i = 0; i < np; i++) {
         const uint8_t *y0 = a + (size_t)(2 * i) * sizeof(em_block_q8_0), *y1 = y0 + sizeof(em_block_q8_0);
         act[i].q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(y0 + 2))),
                                       _mm256_loadu_si256((const __m256i *)(const void *)(y1 + 2)), 1);
-        act[i].st = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, act[i].q));
-        act[i].d = q8_pair_scales_512(y0, y1);
+        /* Kept in 16 bits (|sum| <= 512) to keep the records small: a
+         * row of 8192 elements then has 16 KiB of them, not 24. */
+        act[i].ns = _mm512_cvtepi32_epi16(
+            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, act[i].q)));
+        act[i].d = q8_pair_scales16(y0, y1);
     }
     const int64_t spr = np > 0 ? np : 1; /* prefetch steps per row */
     const int64_t prm = gemv_prefetch_rows(ws);
@@ -714,8 +720,9 @@ static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
             const uint8_t *x0 = row + (size_t)(2 * i) * sizeof(em_block_q8_0), *x1 = x0 + sizeof(em_block_q8_0);
             if (pf) prefetch_part(pf, pfl, (r - r0) * spr + i, pfs);
             const __m512i q = q8_pair_levels_512(WQ8_0, x0, x1);
-            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(act[i].st, q, act[i].q)),
-                                           _mm512_mul_ps(q8_pair_scales_512(x0, x1), act[i].d));
+            const __m512i st = _mm512_slli_epi32(_mm512_cvtepi16_epi32(act[i].ns), 7); /* -128 * sum */
+            const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(st, q, act[i].q)),
+                                           _mm512_mul_ps(q8_pair_scales_512(x0, x1), _mm512_cvtph_ps(act[i].d)));
             if (i & 1)
                 acc1 = _mm512_add_ps(acc1, t);
             else
