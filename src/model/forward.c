@@ -155,6 +155,28 @@ typedef struct fwd_state {
     int32_t n_out;  /* rows that want logits       */
 } fwd_state;
 
+/* Attention over layer il's cache for the context's first n rows. */
+static em_attn_args attn_args(const em_context *c, int il, int64_t n) {
+    const em_hparams *hp = &c->model->hp;
+    em_attn_args a = {
+        .q = c->q,
+        .out = c->att,
+        .kv = &c->kv,
+        .layer = il,
+        .seq = c->seq,
+        .pos = c->pos,
+        .n_rows = n,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .head_dim_v = hp->head_dim_v,
+        .n_swa = hp->n_swa,
+        .scale = 1.0f / sqrtf((float)hp->head_dim),
+        .scratch = c->att_scratch,
+    };
+    return a;
+}
+
 /* Iterates the batch rows thread ith claims in the current step. */
 #define FOR_ROWS(tp, r, n) for (int64_t r; (r = em_threadpool_next(tp, ith, (n))) >= 0;)
 
@@ -259,22 +281,7 @@ static void layer_steps(const fwd_state *s, int il, int ith) {
     em_threadpool_barrier(tp);
 
     /* 3. Attention. */
-    em_attn_args a = {
-        .q = c->q,
-        .out = c->att,
-        .kv = &c->kv,
-        .layer = il,
-        .seq = c->seq,
-        .pos = c->pos,
-        .n_rows = n,
-        .n_head = hp->n_head,
-        .n_head_kv = hp->n_head_kv,
-        .head_dim = hp->head_dim,
-        .head_dim_v = hp->head_dim_v,
-        .n_swa = hp->n_swa,
-        .scale = 1.0f / sqrtf((float)hp->head_dim),
-        .scratch = c->att_scratch,
-    };
+    const em_attn_args a = attn_args(c, il, n);
     em_attention_step(tp, &a, ith);
     em_threadpool_barrier(tp);
 
@@ -411,24 +418,9 @@ static void solo_worker(const fwd_state *s, int ith) {
         em_threadpool_barrier(tp);
 
         solo_prep prep = {.s = s, .il = il};
-        em_attn_args a = {
-            .q = c->q,
-            .out = c->att,
-            .kv = &c->kv,
-            .layer = il,
-            .seq = c->seq,
-            .pos = c->pos,
-            .n_rows = 1,
-            .n_head = hp->n_head,
-            .n_head_kv = hp->n_head_kv,
-            .head_dim = hp->head_dim,
-            .head_dim_v = hp->head_dim_v,
-            .n_swa = hp->n_swa,
-            .scale = 1.0f / sqrtf((float)hp->head_dim),
-            .scratch = c->att_scratch,
-            .prepare = solo_prepare,
-            .prepare_ctx = &prep,
-        };
+        em_attn_args a = attn_args(c, il, 1);
+        a.prepare = solo_prepare;
+        a.prepare_ctx = &prep;
         em_attention_step(tp, &a, ith);
         em_threadpool_barrier(tp);
 
