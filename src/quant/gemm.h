@@ -81,6 +81,10 @@ void em_gemm_q4_0_avx512(int64_t, const void *, size_t, int64_t, const void *, s
 void em_gemm_q4_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q5_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemv_q6k_avx512.c: the Q6_K matrix-vector product (one Q8_K
+ * activation row a, out[j] for j < nw), which em_gemm_q6_k_avx512 uses
+ * when na == 1.  Needs EM_CPU_AVX512. */
+void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 #endif
 
 #endif /* EM_QUANT_GEMM_H */

@@ -991,6 +991,17 @@ static inline AI T512 void tile_kq_512(const int kind, const int RN, int64_t k, 
 #define TILE_Q6_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(em_gemm_q4_k_avx512, T512, TILE_Q4_K_512, 2, 4)
 EM_GEMM_DRIVER(em_gemm_q5_k_avx512, T512, TILE_Q5_K_512, 2, 4)
-EM_GEMM_DRIVER(em_gemm_q6_k_avx512, T512, TILE_Q6_K_512, 2, 4)
+EM_GEMM_DRIVER(q6_k_tiles_512, static T512, TILE_Q6_K_512, 2, 4)
+
+/* With one activation row, Q6_K goes to its dedicated matrix-vector
+ * kernel (gemv_q6k_avx512.c), which streams the rows in address order. */
+T512 void em_gemm_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                              float *out, int64_t ldo) {
+    if (na == 1) {
+        em_gemv_q6_k_avx512(k, w, ws, nw, a, out);
+        return;
+    }
+    q6_k_tiles_512(k, w, ws, nw, a, as, na, out, ldo);
+}
 
 #endif /* EM_HAVE_X86_GEMM */
