@@ -279,9 +279,13 @@ int em_cli_bench(int argc, char **argv) {
     gmtime_r(&now, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
 
-    /* The bandwidth depends on the thread count only: measure it once for
-     * each, when a tg test first needs it. */
-    double bw[MAX_LIST] = {0};
+    /* The bandwidth is measured right after each tg test (by
+     * em_bench_model), not once per thread count: on a machine shared with
+     * other work it changes from minute to minute, and the roofline share
+     * should compare figures taken under the same conditions.  Per thread
+     * count the footer gives the range. */
+    double bw_lo[MAX_LIST] = {0}, bw_hi[MAX_LIST] = {0};
+    int bw_n[MAX_LIST] = {0};
     double bpt[MAX_MODELS] = {0}; /* bytes per token of each model's last tg */
     char types[MAX_MODELS][128];
     em_bench_result *res = malloc(sizeof *res);
@@ -313,14 +317,20 @@ int em_cli_bench(int argc, char **argv) {
                     p.reps = reps;
                     p.kv_type = kv_type;
                     p.n_batch = n_batch;
-                    if (!is_pp && bw[ti] <= 0) bw[ti] = em_bench_read_bandwidth(threads[ti]);
-                    p.read_bw_gbs = bw[ti];
+                    p.read_bw_gbs = 0;
                     if (em_bench_model(model, &p, res) != EM_OK) {
                         fprintf(stderr, "ember bench: %s: %s\n", paths[mi], em_last_error());
                         rc = 1;
                         break;
                     }
-                    if (!is_pp) bpt[mi] = res->bytes_per_token;
+                    if (!is_pp) {
+                        bpt[mi] = res->bytes_per_token;
+                        if (res->read_bw_gbs > 0) {
+                            if (bw_n[ti] == 0 || res->read_bw_gbs < bw_lo[ti]) bw_lo[ti] = res->read_bw_gbs;
+                            if (res->read_bw_gbs > bw_hi[ti]) bw_hi[ti] = res->read_bw_gbs;
+                            bw_n[ti]++;
+                        }
+                    }
                     test_row row = {paths[mi], model, types[mi], is_pp, n, n_batch, kv_type, res};
                     if (json) {
                         if (!print_json_row(&row, cpu, when)) {
@@ -342,9 +352,13 @@ int em_cli_bench(int argc, char **argv) {
         printf("\nCPU: %s\n", cpu);
         bool any = false;
         for (int ti = 0; ti < n_th; ti++)
-            if (bw[ti] > 0) {
-                printf("%s%d thread%s %.2f GB/s", any ? ", " : "read bandwidth (measured, best of 8 passes over 1 GiB): ",
-                       threads[ti], threads[ti] == 1 ? "" : "s", bw[ti]);
+            if (bw_n[ti] > 0) {
+                printf("%s%d thread%s ", any ? ", " : "read bandwidth (best of 8 passes over 1 GiB, after each tg test): ",
+                       threads[ti], threads[ti] == 1 ? "" : "s");
+                if (bw_n[ti] == 1)
+                    printf("%.2f GB/s", bw_lo[ti]);
+                else
+                    printf("%.2f-%.2f GB/s", bw_lo[ti], bw_hi[ti]);
                 any = true;
             }
         if (any) printf("\n");
