@@ -85,6 +85,10 @@ void em_gemm_q6_k_avx512(int64_t, const void *, size_t, int64_t, const void *, s
  * activation row a, out[j] for j < nw), which em_gemm_q6_k_avx512 uses
  * when na == 1.  Needs EM_CPU_AVX512. */
 void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+/* arch/x86/gemv_q4k_avx512.c: the same for Q4_K and Q5_K, which
+ * em_gemm_q4_k_avx512 and em_gemm_q5_k_avx512 use when na == 1. */
+void em_gemv_q4_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q5_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 #endif
 
 #endif /* EM_QUANT_GEMM_H */

@@ -67,6 +67,7 @@
 #error "gemm_avx2.c must be compiled with -mavx2 -mfma -mf16c"
 #endif
 
+#include "quant/arch/x86/gemv_common.h"
 #include "quant/blocks.h"
 
 #include <immintrin.h>
@@ -77,17 +78,8 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static inline uint16_t ld16(const void *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-
-static inline float ldf32(const void *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
+#define ld16 em_gemv_ld16
+#define ldf32 em_gemv_ldf32
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -989,19 +981,23 @@ static inline AI T512 void tile_kq_512(const int kind, const int RN, int64_t k, 
 #define TILE_Q4_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ4_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q5_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ5_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q6_K_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_512(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_q4_k_avx512, T512, TILE_Q4_K_512, 2, 4)
-EM_GEMM_DRIVER(em_gemm_q5_k_avx512, T512, TILE_Q5_K_512, 2, 4)
+EM_GEMM_DRIVER(q4_k_tiles_512, static T512, TILE_Q4_K_512, 2, 4)
+EM_GEMM_DRIVER(q5_k_tiles_512, static T512, TILE_Q5_K_512, 2, 4)
 EM_GEMM_DRIVER(q6_k_tiles_512, static T512, TILE_Q6_K_512, 2, 4)
 
-/* With one activation row, Q6_K goes to its dedicated matrix-vector
- * kernel (gemv_q6k_avx512.c), which streams the rows in address order. */
-T512 void em_gemm_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
-                              float *out, int64_t ldo) {
-    if (na == 1) {
-        em_gemv_q6_k_avx512(k, w, ws, nw, a, out);
-        return;
+/* With one activation row, Q4_K, Q5_K and Q6_K go to their dedicated
+ * matrix-vector kernels (gemv_q4k_avx512.c, gemv_q6k_avx512.c), which
+ * stream the rows in address order. */
+#define KQ_GEMM_ENTRY(name, gemv, tiles)                                                                       \
+    T512 void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                   float *out, int64_t ldo) {                                                                  \
+        if (na == 1)                                                                                           \
+            gemv(k, w, ws, nw, a, out);                                                                        \
+        else                                                                                                   \
+            tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
     }
-    q6_k_tiles_512(k, w, ws, nw, a, as, na, out, ldo);
-}
+KQ_GEMM_ENTRY(em_gemm_q4_k_avx512, em_gemv_q4_k_avx512, q4_k_tiles_512)
+KQ_GEMM_ENTRY(em_gemm_q5_k_avx512, em_gemv_q5_k_avx512, q5_k_tiles_512)
+KQ_GEMM_ENTRY(em_gemm_q6_k_avx512, em_gemv_q6_k_avx512, q6_k_tiles_512)
 
 #endif /* EM_HAVE_X86_GEMM */

@@ -39,6 +39,7 @@
 
 #include "quant/blocks.h"
 #include "quant/gemm.h"
+#include "quant/arch/x86/gemv_common.h"
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -47,65 +48,6 @@
 
 #define Q6V_TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define Q6V_INLINE static inline __attribute__((always_inline)) Q6V_TGT
-
-/* ------------------------------------------------------------ helpers */
-
-static inline uint16_t q6v_ld16(const void *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-
-static inline float q6v_ldf32(const void *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* Prefetching, as in gemm_avx2.c's matrix-vector kernels: rows go in
- * groups of about Q6V_PF_BYTES (one to eight rows), and while one group
- * is computed the group Q6V_PF_BYTES or more ahead of it is prefetched,
- * a part at each super-block step, so that the requests are spread over
- * the work instead of bunched. */
-#ifndef Q6V_PF_BYTES
-#define Q6V_PF_BYTES 8192
-#endif
-
-/* Prefetches go to L2 (T1) rather than L1: measured on a Zen 5 VM, this
- * kernel streamed a few percent faster that way (2-6%), presumably as
- * the L1 is then left to the rows being computed and the activation row
- * beside them. */
-#ifndef Q6V_PF_HINT
-#define Q6V_PF_HINT _MM_HINT_T1
-#endif
-
-static inline int64_t q6v_prefetch_rows(size_t ws) {
-    const size_t r = Q6V_PF_BYTES / (ws ? ws : 1);
-    return r < 1 ? 1 : r > 8 ? 8 : (int64_t)r;
-}
-
-/* The region group r0 (of rm rows) prefetches: the group at least
- * Q6V_PF_BYTES ahead; the first group also covers the groups up to that
- * one.  The region may run past the last row: a prefetch of an address
- * that is not mapped does not fault, and computing the plan without nw
- * keeps it the same for every call.  Its address is kept as an integer
- * (0 for none), since a pointer past the end of the rows is not a valid
- * C pointer. */
-static inline void q6v_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, uintptr_t *pf,
-                                     size_t *pfl) {
-    const size_t bytes = (size_t)rm * ws, group = bytes > 0 ? bytes : 1;
-    const int64_t ahead = (int64_t)((Q6V_PF_BYTES + group - 1) / group);
-    const int64_t first = r0 == 0 ? rm : r0 + ahead * rm; /* first row to prefetch */
-    const int64_t end = r0 + (ahead + 1) * rm;            /* one past the last     */
-    *pf = first < end ? (uintptr_t)w + (size_t)first * ws : 0;
-    *pfl = first < end ? (size_t)(end - first) * ws : 0;
-}
-
-/* Part b (of parts of step bytes) of the region pf/len. */
-Q6V_INLINE void q6v_prefetch_part(uintptr_t pf, size_t len, int64_t b, size_t step) {
-    const size_t lo = (size_t)b * step, hi = EM_MIN(lo + step, len);
-    for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)(pf + o), Q6V_PF_HINT);
-}
 
 /* ------------------------------------------------------------- kernel */
 
@@ -147,16 +89,16 @@ Q6V_TGT void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw
     const __m512i idx01 = _mm512_set_epi16(7, 7, 7, 7, 3, 3, 3, 3, 6, 6, 6, 6, 2, 2, 2, 2,
                                            5, 5, 5, 5, 1, 1, 1, 1, 4, 4, 4, 4, 0, 0, 0, 0);
     const __m512i idx23 = _mm512_add_epi16(idx01, _mm512_set1_epi16(8));
-    const int64_t prm = q6v_prefetch_rows(ws);
+    const int64_t prm = em_gemv_prefetch_rows(ws);
     /* The first group is asked for at once: the plan only looks ahead of
      * the group being computed. */
-    for (size_t o = 0; o < (size_t)prm * ws; o += 64) _mm_prefetch((const char *)((uintptr_t)w + o), Q6V_PF_HINT);
+    em_gemv_prefetch_first(w, (size_t)prm * ws);
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = wb + (size_t)r * ws;
         const int64_t r0 = r - r % prm;
         uintptr_t pf;
         size_t pfl;
-        q6v_prefetch_plan(w, ws, r0, prm, &pf, &pfl);
+        em_gemv_prefetch_plan(w, ws, r0, prm, &pf, &pfl);
         const int64_t steps = prm * nb; /* prefetch steps per group */
         const size_t pfs = pf ? (pfl + (size_t)steps - 1) / (size_t)steps : 0;
         __m512 acc = _mm512_setzero_ps();
@@ -164,7 +106,7 @@ Q6V_TGT void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw
             const uint8_t *x = row + (size_t)b * sizeof(em_block_q6_k);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_k);
             const uint8_t *yq = y + offsetof(em_block_q8_k, qs);
-            if (pf) q6v_prefetch_part(pf, pfl, (r - r0) * nb + b, pfs);
+            if (pf) em_gemv_prefetch_part(pf, pfl, (r - r0) * nb + b, pfs);
             const __m512i ql0 = _mm512_loadu_si512(x + offsetof(em_block_q6_k, ql));
             const __m512i ql1 = _mm512_loadu_si512(x + offsetof(em_block_q6_k, ql) + 64);
             const __m512i qb0 = q6v_high(x + offsetof(em_block_q6_k, qh));
@@ -189,8 +131,8 @@ Q6V_TGT void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw
             /* d_w (fp16) in every lane, times d_a: one super-block's
              * products take longer than the addition's latency, so one
              * accumulator does not hold the loop up. */
-            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)q6v_ld16(x + offsetof(em_block_q6_k, d))));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(q6v_ldf32(y))), acc);
+            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)em_gemv_ld16(x + offsetof(em_block_q6_k, d))));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(em_gemv_ldf32(y))), acc);
         }
         out[r] = _mm512_reduce_add_ps(acc);
     }

@@ -1,0 +1,96 @@
+/*
+ * gemv_common.h - what the dedicated AVX-512 matrix-vector kernels
+ * (gemv_*_avx512.c) share: unaligned scalar loads from weight blocks
+ * (gemm_avx2.c uses them too) and the software prefetch plan that streams
+ * the weight rows.
+ *
+ * Rows of a few kilobytes are too short a stream for the hardware
+ * prefetchers alone, so the kernels prefetch in software, as the
+ * matrix-vector kernels of gemm_avx2.c do: rows go in groups of about
+ * EM_GEMV_PF_BYTES (one to eight rows), and while one group is computed
+ * the group EM_GEMV_PF_BYTES or more ahead of it is prefetched, a part at
+ * each super-block step, so that the requests are spread over the work
+ * instead of bunched.  The kernels ask for the first group at once, since
+ * the plan only looks ahead of the group being computed.
+ *
+ * The files that include this are compiled without ISA flags; the one
+ * function that needs an intrinsic carries its own target attribute.
+ */
+#ifndef EM_QUANT_GEMV_COMMON_H
+#define EM_QUANT_GEMV_COMMON_H
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#include "core/core.h"
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef EM_GEMV_PF_BYTES
+#define EM_GEMV_PF_BYTES 8192
+#endif
+
+/* Prefetches go to L2 (T1) rather than L1: measured on a Zen 5 VM, the
+ * Q6_K kernel streamed a few percent faster that way (2-6%), presumably
+ * as the L1 is then left to the rows being computed and the activation
+ * row beside them. */
+#ifndef EM_GEMV_PF_HINT
+#define EM_GEMV_PF_HINT _MM_HINT_T1
+#endif
+
+/* An fp16 or a float from a byte address: block fields need not be
+ * aligned when the row stride is not a multiple of their size. */
+static inline uint16_t em_gemv_ld16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline float em_gemv_ldf32(const void *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* How many rows of ws bytes make one prefetch group. */
+static inline int64_t em_gemv_prefetch_rows(size_t ws) {
+    const size_t r = EM_GEMV_PF_BYTES / (ws ? ws : 1);
+    return r < 1 ? 1 : r > 8 ? 8 : (int64_t)r;
+}
+
+/* The region group r0 (of rm rows) prefetches: the group at least
+ * EM_GEMV_PF_BYTES ahead; the first group also covers the groups up to
+ * that one.  The region may run past the last row: a prefetch of an
+ * address that is not mapped does not fault, and computing the plan
+ * without nw keeps it the same for every call.  Its address is kept as
+ * an integer (0 for none), since a pointer past the end of the rows is
+ * not a valid C pointer. */
+static inline void em_gemv_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, uintptr_t *pf,
+                                         size_t *pfl) {
+    const size_t bytes = (size_t)rm * ws, group = bytes > 0 ? bytes : 1;
+    const int64_t ahead = (int64_t)((EM_GEMV_PF_BYTES + group - 1) / group);
+    const int64_t first = r0 == 0 ? rm : r0 + ahead * rm; /* first row to prefetch */
+    const int64_t end = r0 + (ahead + 1) * rm;            /* one past the last     */
+    *pf = first < end ? (uintptr_t)w + (size_t)first * ws : 0;
+    *pfl = first < end ? (size_t)(end - first) * ws : 0;
+}
+
+/* Part b (of parts of step bytes) of the region pf/len.  The prefetch
+ * intrinsic needs SSE only, which every x86-64 has; the attribute keeps
+ * it inlinable into the AVX-512 kernels. */
+static inline __attribute__((always_inline)) void em_gemv_prefetch_part(uintptr_t pf, size_t len, int64_t b,
+                                                                        size_t step) {
+    const size_t lo = (size_t)b * step, hi = EM_MIN(lo + step, len);
+    for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)(pf + o), EM_GEMV_PF_HINT);
+}
+
+/* Prefetch the first n bytes at w at once. */
+static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const void *w, size_t n) {
+    for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)((uintptr_t)w + o), EM_GEMV_PF_HINT);
+}
+
+#endif /* __x86_64__ && __GNUC__ */
+
+#endif /* EM_QUANT_GEMV_COMMON_H */
