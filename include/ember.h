@@ -92,6 +92,7 @@ typedef struct em_vocab em_vocab;     /* tokenizer, owned by its model         *
 
 typedef struct em_model_params {
     bool use_mmap;   /* map the file (true) or read it into memory   */
+    bool use_mlock;  /* lock the weights in memory (needs ulimit -l) */
     bool vocab_only; /* load the tokenizer only, no tensors           */
 } em_model_params;
 

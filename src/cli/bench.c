@@ -41,6 +41,8 @@ static void bench_usage(FILE *out) {
             "  -b, --batch-size N      most tokens per forward pass in pp (default 512)\n"
             "  -o, --output FORMAT     table (default) or json (one object per test and line)\n"
             "      --kv-type f16|f32|q8_0   KV cache precision (default f16)\n"
+            "  -mmp, --mmap 0|1        map the model (1, default) or read it into memory (0)\n"
+            "      --mlock 0|1         lock the model in memory (default 0; needs ulimit -l)\n"
             "  -h, --help              show this help\n");
 }
 
@@ -214,6 +216,7 @@ int em_cli_bench(int argc, char **argv) {
     int32_t n_prompt[MAX_LIST] = {512}, n_gen[MAX_LIST] = {128}, threads[MAX_LIST] = {0};
     int n_np = 1, n_ng = 1, n_th = 1;
     int32_t reps = 5, n_batch = 512;
+    em_model_params mp = em_model_default_params();
     bool json = false;
     em_type kv_type = EM_TYPE_F16;
 
@@ -256,6 +259,12 @@ int em_cli_bench(int argc, char **argv) {
             else ok = false;
         } else if (!strcmp(a, "--kv-type")) {
             ok = em_cli_parse_kv_type(v, &kv_type);
+        } else if (!strcmp(a, "-mmp") || !strcmp(a, "--mmap")) {
+            ok = parse_list(v, 0, 1, one, &n_one) && n_one == 1;
+            mp.use_mmap = one[0] != 0;
+        } else if (!strcmp(a, "--mlock")) {
+            ok = parse_list(v, 0, 1, one, &n_one) && n_one == 1;
+            mp.use_mlock = one[0] != 0;
         } else {
             fprintf(stderr, "ember bench: unknown option %s (see ember bench --help)\n", a);
             return 2;
@@ -297,7 +306,7 @@ int em_cli_bench(int argc, char **argv) {
     bool header = false;
     for (int mi = 0; mi < n_paths && rc == 0; mi++) {
         em_model *model = NULL;
-        if (em_model_load(&model, paths[mi], NULL) != EM_OK) {
+        if (em_model_load(&model, paths[mi], &mp) != EM_OK) {
             fprintf(stderr, "ember bench: %s\n", em_last_error());
             rc = 1;
             break;

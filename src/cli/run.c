@@ -30,6 +30,8 @@ static void run_usage(FILE *out) {
             "      --seed S            random seed (default 42)\n"
             "      --ignore-eos        keep generating past end-of-sequence tokens\n"
             "      --kv-type f16|f32|q8_0  KV cache precision (default f16)\n"
+            "      --no-mmap           read the model into memory instead of mapping it\n"
+            "      --mlock             lock the model in memory (needs ulimit -l)\n"
             "  -t, --threads N         worker threads (default: physical cores)\n"
             "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
             "  -b, --batch-size N      prompt tokens per forward pass (default 512)\n");
@@ -53,6 +55,7 @@ int em_cli_run(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
     long n_predict = 128, n_threads = 0, n_ctx = 0, n_batch = 512;
     bool ignore_eos = false;
+    em_model_params mp = em_model_default_params();
     em_type kv_type = EM_TYPE_F16;
     em_sampler_params sp = em_sampler_default_params();
 
@@ -66,6 +69,12 @@ int em_cli_run(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--ignore-eos")) {
             ignore_eos = true;
+            takes = false;
+        } else if (!strcmp(a, "--no-mmap")) {
+            mp.use_mmap = false;
+            takes = false;
+        } else if (!strcmp(a, "--mlock")) {
+            mp.use_mlock = true;
             takes = false;
         } else if (!v) {
             fprintf(stderr, "ember run: %s needs a value\n", a);
@@ -145,7 +154,7 @@ int em_cli_run(int argc, char **argv) {
     }
 
     double t0 = em_time_s();
-    em_status st = em_model_load(&model, model_path, NULL);
+    em_status st = em_model_load(&model, model_path, &mp);
     if (st != EM_OK) {
         fprintf(stderr, "ember run: %s\n", em_last_error());
         goto done;

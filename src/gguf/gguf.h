@@ -60,6 +60,15 @@ typedef struct em_gguf em_gguf;
 
 /* Opens and validates a file; the mapping lives until em_gguf_close. */
 em_status em_gguf_open(em_gguf **out, const char *path);
+/* Same, but the file is read into anonymous memory (huge pages where the
+ * kernel gives them) instead of being mapped: it costs the copy and the
+ * memory, and the weights can then not be dropped from memory and read
+ * back from disk while the reader lives. */
+em_status em_gguf_open_read(em_gguf **out, const char *path);
+/* Locks the reader's bytes in memory (mlock) until em_gguf_close.  Fails
+ * with EM_ERR_IO, changing nothing, when the limit on locked memory is too
+ * low.  A reader over a caller's buffer is left as it is. */
+em_status em_gguf_lock(em_gguf *g);
 /* Same over a caller's buffer (not copied; must outlive the reader). */
 em_status em_gguf_open_memory(em_gguf **out, const void *data, size_t size);
 void em_gguf_close(em_gguf *g);

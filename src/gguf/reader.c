@@ -70,6 +70,7 @@ struct em_gguf {
     const uint8_t *base; /* [size] the whole file */
     uint64_t size;
     bool mapped;         /* base came from mmap and is unmapped at close */
+    bool locked;         /* base was mlock'ed (em_gguf_lock)              */
     uint32_t version;
     uint32_t alignment;
     uint64_t data_offset;
@@ -597,7 +598,35 @@ em_status em_gguf_open_memory(em_gguf **out, const void *data, size_t size) {
     return open_common(out, data ? data : empty, size, false);
 }
 
-em_status em_gguf_open(em_gguf **out, const char *path) {
+/* Reads the whole file into fresh anonymous memory, asking for huge
+ * pages (fewer TLB misses when the weights are streamed for every
+ * token).  Unlike a file mapping, these pages are never dropped and read
+ * back from disk behind the process's back, for instance by a kernel that
+ * reclaims cold page-cache pages proactively. */
+static em_status read_whole(int fd, const char *path, size_t size, void **out) {
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return em_error(EM_ERR_NOMEM, "gguf: no memory to read '%s' (%zu MiB)", path, size >> 20);
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, size, MADV_HUGEPAGE); /* a hint: failure changes nothing */
+#endif
+    size_t done = 0;
+    while (done < size) {
+        ssize_t r = pread(fd, (char *)p + done, size - done, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            munmap(p, size);
+            return e ? em_error(EM_ERR_IO, "gguf: cannot read '%s': %s", path, strerror(e))
+                     : em_error(EM_ERR_IO, "gguf: '%s' ended after %zu of %zu bytes while reading", path, done, size);
+        }
+        done += (size_t)r;
+    }
+    *out = p;
+    return EM_OK;
+}
+
+static em_status open_file(em_gguf **out, const char *path, bool map) {
     if (!out || !path) return em_error(EM_ERR_INVALID_ARG, "gguf: open needs a path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return em_error(EM_ERR_IO, "gguf: cannot open '%s': %s", path, strerror(errno));
@@ -615,13 +644,35 @@ em_status em_gguf_open(em_gguf **out, const char *path) {
         close(fd);
         return em_error(EM_ERR_FORMAT, "gguf: '%s' is empty (0 bytes), not a GGUF file", path);
     }
-    /* Read-only private mapping: weights are never written, and pages are
-     * shared with the page cache rather than copied. */
-    void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) return em_error(EM_ERR_IO, "gguf: cannot map '%s': %s", path, strerror(e));
+    void *p = NULL;
+    if (map) {
+        /* Read-only private mapping: weights are never written, and pages
+         * are shared with the page cache rather than copied. */
+        p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        int e = errno;
+        close(fd);
+        if (p == MAP_FAILED) return em_error(EM_ERR_IO, "gguf: cannot map '%s': %s", path, strerror(e));
+    } else {
+        em_status st = read_whole(fd, path, (size_t)sb.st_size, &p);
+        close(fd);
+        if (st != EM_OK) return st;
+    }
+    /* Either way the bytes are a mapping that em_gguf_close unmaps. */
     return open_common(out, p, (uint64_t)sb.st_size, true);
+}
+
+em_status em_gguf_open(em_gguf **out, const char *path) { return open_file(out, path, true); }
+
+em_status em_gguf_open_read(em_gguf **out, const char *path) { return open_file(out, path, false); }
+
+em_status em_gguf_lock(em_gguf *g) {
+    if (!g) return em_error(EM_ERR_INVALID_ARG, "gguf: lock needs a reader");
+    if (!g->mapped) return EM_OK; /* the caller's buffer is the caller's business */
+    if (mlock(g->base, g->size) != 0)
+        return em_error(EM_ERR_IO, "gguf: cannot lock %llu MiB in memory: %s (see ulimit -l)",
+                        (unsigned long long)(g->size >> 20), strerror(errno));
+    g->locked = true;
+    return EM_OK;
 }
 
 void em_gguf_close(em_gguf *g) {
@@ -631,6 +682,7 @@ void em_gguf_close(em_gguf *g) {
     free(g->kv_names.slots);
     free(g->tensors);
     free(g->tensor_names.slots);
+    if (g->locked) munlock(g->base, g->size);
     if (g->mapped) munmap((void *)g->base, g->size);
     free(g);
 }

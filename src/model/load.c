@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 em_model_params em_model_default_params(void) {
-    em_model_params p = {.use_mmap = true, .vocab_only = false};
+    em_model_params p = {.use_mmap = true, .use_mlock = false, .vocab_only = false};
     return p;
 }
 
@@ -227,8 +227,9 @@ em_status em_model_load(em_model **out, const char *path, const em_model_params 
     if (!params) params = &defaults;
     em_model *m = calloc(1, sizeof *m);
     if (!m) return em_error(EM_ERR_NOMEM, "model: out of memory");
-    em_status st = em_gguf_open(&m->gguf, path);
+    em_status st = params->use_mmap ? em_gguf_open(&m->gguf, path) : em_gguf_open_read(&m->gguf, path);
     if (st != EM_OK) goto fail;
+    if (params->use_mlock && (st = em_gguf_lock(m->gguf)) != EM_OK) goto fail;
 
     em_gguf_str s;
     if (em_gguf_get_str(m->gguf, "general.architecture", &s) != EM_OK) {

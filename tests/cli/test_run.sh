@@ -38,6 +38,17 @@ done
 # Timings go to stderr, not stdout.
 grep -q "generation" "$tmp/err1.txt" && ok "timings on stderr" || bad "no timings on stderr"
 
+# The model read into memory (--no-mmap) gives the reference text too;
+# --mlock either works or fails with one clear line (the limit on locked
+# memory is the machine's).
+"$EMBER_BIN" run -m "$M" --temp 0 -n 200 -t 2 --no-mmap >"$tmp/out3.txt" 2>/dev/null
+cmp -s <(sed -e '$a\' "$tmp/out3.txt") "$tmp/ref1.txt" && ok "--no-mmap: reference text" || bad "--no-mmap output differs"
+if "$EMBER_BIN" run -m "$M" --temp 0 -n 20 --mlock >"$tmp/out4.txt" 2>"$tmp/err4.txt"; then
+  [ -s "$tmp/out4.txt" ] && ok "--mlock runs" || bad "--mlock printed nothing"
+else
+  grep -q "lock" "$tmp/err4.txt" && ok "--mlock refused with a message" || bad "--mlock: $(tail -1 "$tmp/err4.txt")"
+fi
+
 # Seeded sampling is reproducible.
 a=$("$EMBER_BIN" run -m "$M" --temp 1 --seed 7 -n 40 2>/dev/null)
 b=$("$EMBER_BIN" run -m "$M" --temp 1 --seed 7 -n 40 2>/dev/null)

@@ -232,6 +232,30 @@ static void test_decode(void) {
     }
     CHECK_MSG(worst < 1e-5f, "incremental vs batch: %g", worst);
 
+    /* The same model read into memory instead of mapped gives the same
+     * logits, bit for bit. */
+    {
+        em_model_params mp = em_model_default_params();
+        mp.use_mmap = false;
+        em_model *mr = NULL;
+        em_context *cr = NULL;
+        CHECK_OK(em_model_load(&mr, path, &mp));
+        if (mr) CHECK_OK(em_context_init(&cr, mr, &cp));
+        if (cr) {
+            em_batch_clear(&b);
+            for (int i = 0; i < N; i++) em_batch_add(&b, toks[i], i, 0, true);
+            CHECK_OK(em_decode(cr, &b));
+            int same = 1;
+            for (int i = 0; i < N; i++) {
+                const float *l = em_get_logits(cr, i);
+                same &= l && memcmp(l, whole[i], sizeof whole[i]) == 0;
+            }
+            CHECK_MSG(same, "logits of the model read into memory differ from the mapped one's");
+        }
+        em_context_free(cr);
+        em_model_free(mr);
+    }
+
     /* Trimming the cache and decoding the tail again reproduces it. */
     em_kv_remove(c, 0, 6, -1);
     CHECK(em_kv_seq_pos_max(c, 0) == 6);

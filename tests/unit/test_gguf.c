@@ -981,6 +981,59 @@ static void test_open_errors(void) {
     CHECK(em_gguf_open_memory(&g, NULL, 0) == EM_ERR_FORMAT);
 }
 
+/* Reading a file into memory (em_gguf_open_read) gives the same reader as
+ * mapping it; a file cut short on disk fails the same way either way, and
+ * locking either reports success or a clear error. */
+static void test_read_mode(void) {
+    void *file = NULL;
+    size_t n = 0;
+    small_file(&file, &n);
+    if (!file) return;
+    char dir[] = "/tmp/test_gguf_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/small.gguf", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK(fwrite(file, 1, n, f) == n);
+        fclose(f);
+    }
+    em_gguf *gm = NULL, *gr = NULL;
+    CHECK_OK(em_gguf_open(&gm, path));
+    CHECK_OK(em_gguf_open_read(&gr, path));
+    if (gm && gr) {
+        CHECK(em_gguf_n_tensors(gm) == em_gguf_n_tensors(gr) && em_gguf_n_tensors(gr) > 0);
+        CHECK(em_gguf_n_kv(gm) == em_gguf_n_kv(gr));
+        for (int64_t i = 0; i < em_gguf_n_tensors(gr); i++) {
+            const em_gguf_tensor *a = em_gguf_tensor_at(gm, i), *b = em_gguf_tensor_at(gr, i);
+            CHECK(a->size == b->size && memcmp(a->data, b->data, (size_t)a->size) == 0);
+            CHECK(a->data != b->data);
+        }
+        em_status st = em_gguf_lock(gr);
+        CHECK_MSG(st == EM_OK || (st == EM_ERR_IO && strstr(em_last_error(), "lock")),
+                  "lock: %s", em_status_str(st));
+    }
+    em_gguf_close(gm);
+    em_gguf_close(gr);
+    CHECK(em_gguf_lock(NULL) == EM_ERR_INVALID_ARG);
+
+    /* Cut short on disk: a clear format error in both modes. */
+    f = fopen(path, "wb");
+    if (f) {
+        CHECK(fwrite(file, 1, n / 2, f) == n / 2);
+        fclose(f);
+    }
+    CHECK(em_gguf_open(&gm, path) == EM_ERR_FORMAT);
+    CHECK(em_gguf_open_read(&gr, path) == EM_ERR_FORMAT);
+    CHECK(strchr(em_last_error(), '\n') == NULL);
+    CHECK(em_gguf_open_read(&gr, "/nonexistent/dir/model.gguf") == EM_ERR_IO);
+    CHECK(em_gguf_open_read(&gr, "/tmp") == EM_ERR_IO);
+    unlink(path);
+    rmdir(dir);
+    free(file);
+}
+
 int main(void) {
     /* The parts that need no test data run first, always. */
     test_round_trip();
@@ -989,6 +1042,7 @@ int main(void) {
     test_hostile_kv();
     test_hostile_tensors();
     test_open_errors();
+    test_read_mode();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("%d checks, %d failed\n", test_checks, test_failures);
         printf("SKIP: EMBER_TEST_DATA is not set (real-file checks skipped)\n");
