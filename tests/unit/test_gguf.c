@@ -962,6 +962,17 @@ static void test_hostile_tensors(void) {
     free(b.p);
 }
 
+/* Writes n bytes to path, replacing it; false (and a failed check) when
+ * the file cannot be written. */
+static bool write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f) return false;
+    const bool ok = fwrite(data, 1, n, f) == n;
+    CHECK(ok);
+    return fclose(f) == 0 && ok;
+}
+
 static void test_open_errors(void) {
     em_gguf *g = NULL;
     CHECK(em_gguf_open(&g, "/nonexistent/dir/model.gguf") == EM_ERR_IO);
@@ -971,9 +982,7 @@ static void test_open_errors(void) {
     CHECK(mkdtemp(dir) != NULL);
     char path[256];
     snprintf(path, sizeof path, "%s/empty.gguf", dir);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (f) fclose(f);
+    write_file(path, "", 0);
     CHECK(em_gguf_open(&g, path) == EM_ERR_FORMAT);
     CHECK(strstr(em_last_error(), "empty") != NULL);
     unlink(path);
@@ -993,12 +1002,7 @@ static void test_read_mode(void) {
     CHECK(mkdtemp(dir) != NULL);
     char path[256];
     snprintf(path, sizeof path, "%s/small.gguf", dir);
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (f) {
-        CHECK(fwrite(file, 1, n, f) == n);
-        fclose(f);
-    }
+    write_file(path, file, n);
     em_gguf *gm = NULL, *gr = NULL;
     CHECK_OK(em_gguf_open(&gm, path));
     CHECK_OK(em_gguf_open_read(&gr, path));
@@ -1019,11 +1023,7 @@ static void test_read_mode(void) {
     CHECK(em_gguf_lock(NULL) == EM_ERR_INVALID_ARG);
 
     /* Cut short on disk: a clear format error in both modes. */
-    f = fopen(path, "wb");
-    if (f) {
-        CHECK(fwrite(file, 1, n / 2, f) == n / 2);
-        fclose(f);
-    }
+    write_file(path, file, n / 2);
     CHECK(em_gguf_open(&gm, path) == EM_ERR_FORMAT);
     CHECK(em_gguf_open_read(&gr, path) == EM_ERR_FORMAT);
     CHECK(strchr(em_last_error(), '\n') == NULL);
