@@ -26,13 +26,6 @@
 #include <immintrin.h>
 #include <math.h>
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* Eight elements of a key/value row as floats. */
 static inline __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
 static inline __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
@@ -78,7 +71,7 @@ static inline __m256 reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 
         for (; j < nk; j++) {                                                                    \
             __m256 a0 = _mm256_setzero_ps();                                                     \
             for (int64_t i = 0; i < n8; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), LOAD8(k[j] + i), a0); \
-            float t = hsum8(a0);                                                                 \
+            float t = em_hsum8_avx2(a0);                                                                 \
             for (int64_t i = n8; i < n; i++) t += qh[i] * LOAD1(k[j] + i);                       \
             sh[j] = t;                                                                           \
         }                                                                                        \
@@ -167,7 +160,7 @@ static float exp_sum_avx2(float *s, int n, float m) {
         _mm256_maskstore_ps(s + j, mask, e);
         acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(mask)));
     }
-    return hsum8(acc);
+    return em_hsum8_avx2(acc);
 }
 
 const em_attn_kernels em_attn_kernels_avx2 = {

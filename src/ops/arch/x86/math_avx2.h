@@ -1,12 +1,21 @@
 /*
- * math_avx2.h - exp of eight floats for the AVX2/FMA kernels in this
- * folder (attention's softmax, SwiGLU).  Include only from files compiled
- * with -mavx2 -mfma.
+ * math_avx2.h - exp and horizontal sum of eight floats for the AVX2/FMA
+ * kernels (attention's softmax, SwiGLU, and the dot and GEMM kernels of
+ * src/quant/arch/x86).  Include only from files compiled with -mavx2
+ * -mfma.
  */
 #ifndef EM_OPS_MATH_AVX2_H
 #define EM_OPS_MATH_AVX2_H
 
 #include <immintrin.h>
+
+/* The sum of the eight lanes of v. */
+static inline float em_hsum8_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 
 /* exp(x): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two so that
  * n ln2 is exact), e^r by its Taylor series to r^7 (truncation error

@@ -34,19 +34,13 @@
 #endif
 
 #include "quant/arch/x86/kscales.h"
+#include "ops/arch/x86/math_avx2.h"
 #include "quant/blocks.h"
 #include "core/core.h"
 
 #include <immintrin.h>
 
 /* ------------------------------------------------------------ helpers */
-
-static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* Sum of products of 32 signed bytes, as 8 int32 partial sums. */
 static inline __m256i dot_i8(__m256i x, __m256i y) {
@@ -127,7 +121,7 @@ float em_vec_dot_f32_avx2(int64_t n, const void *wv, const void *av) {
     }
     for (; i + 8 <= n; i += 8)
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++) sum += w[i] * a[i];
     return sum;
 }
@@ -147,7 +141,7 @@ float em_vec_dot_f16_avx2(int64_t n, const void *wv, const void *av) {
     }
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADH(w + i), _mm256_loadu_ps(a + i), acc0);
 #undef EM_LOADH
-    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++) sum += fp16(w[i]) * a[i];
     return sum;
 }
@@ -170,7 +164,7 @@ float em_vec_dot_bf16_avx2(int64_t n, const void *wv, const void *av) {
     }
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
 #undef EM_LOADB
-    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; i < n; i++) sum += em_bf16_to_fp32(w[i]) * a[i];
     return sum;
 }
@@ -225,7 +219,7 @@ static inline __m256 scale8(const uint8_t *xp, size_t xs, const uint8_t *yp, siz
     for (; i < nb; i++)                                                                   \
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(fp16(x[i].d) * fp16(y[i].d)),               \
                                _mm256_cvtepi32_ps(DOT(i)), acc0);                         \
-    float sum = hsum_ps(_mm256_add_ps(acc0, acc1))
+    float sum = em_hsum8_avx2(_mm256_add_ps(acc0, acc1))
 
 /* The offset terms of Q4_1/Q5_1: sum over blocks of m * s, eight at a time
  * (m at byte 2 of the weight block, s at byte 2 of the Q8_1 block). */
@@ -236,7 +230,7 @@ static inline float offsets_q8_1(const uint8_t *xb, size_t xs, const em_block_q8
     for (; i + 8 <= nb; i += 8)
         acc = _mm256_add_ps(acc, scale8(xb + (size_t)i * xs + 2, xs, (const uint8_t *)&y[i] + 2,
                                         sizeof *y));
-    float sum = hsum_ps(acc);
+    float sum = em_hsum8_avx2(acc);
     for (; i < nb; i++) {
         uint16_t m;
         memcpy(&m, xb + (size_t)i * xs + 2, 2);
@@ -370,7 +364,7 @@ float em_vec_dot_q2_k_avx2(int64_t n, const void *wv, const void *av) {
         accm = _mm256_fmadd_ps(_mm256_set1_ps(yd * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
                                accm);
     }
-    return hsum_ps(acc) - hsum_ps(accm);
+    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
 }
 
 /*
@@ -412,7 +406,7 @@ float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
                               acc);
     }
-    return hsum_ps(acc);
+    return em_hsum8_avx2(acc);
 }
 
 /*
@@ -472,7 +466,7 @@ float em_vec_dot_q4_k_avx2(int64_t n, const void *wv, const void *av) {
         accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
                                accm);
     }
-    return hsum_ps(acc) - hsum_ps(accm);
+    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
 }
 
 float em_vec_dot_q5_k_avx2(int64_t n, const void *wv, const void *av) {
@@ -487,7 +481,7 @@ float em_vec_dot_q5_k_avx2(int64_t n, const void *wv, const void *av) {
         accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
                                accm);
     }
-    return hsum_ps(acc) - hsum_ps(accm);
+    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
 }
 
 /*
@@ -533,7 +527,7 @@ float em_vec_dot_q6_k_avx2(int64_t n, const void *wv, const void *av) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
                               acc);
     }
-    return hsum_ps(acc);
+    return em_hsum8_avx2(acc);
 }
 
 /* IQ4_XS: IQ4_NL's table lookup per group of 32, with a signed 6-bit
@@ -560,7 +554,7 @@ float em_vec_dot_iq4_xs_avx2(int64_t n, const void *wv, const void *av) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
                               acc);
     }
-    return hsum_ps(acc);
+    return em_hsum8_avx2(acc);
 }
 
 #else

@@ -68,6 +68,7 @@
 #endif
 
 #include "quant/arch/x86/gemv_common.h"
+#include "ops/arch/x86/math_avx2.h"
 #include "quant/blocks.h"
 
 #include <immintrin.h>
@@ -80,13 +81,6 @@
 
 #define ld16 em_gemv_ld16
 #define ldf32 em_gemv_ldf32
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* Row pointers of one tile: the rm real rows, then the last one repeated
  * so that a partial tile runs the full-size code. */
@@ -232,7 +226,7 @@ static inline float w_scalar(const int kind, const uint8_t *row, int64_t i) {
 /* Sum of a float accumulator plus the scalar products of the k % 8 tail. */
 static inline float float_tail(const int kind, __m256 acc, const uint8_t *wrow, const uint8_t *arow, int64_t e,
                                int64_t k) {
-    float s = hsum8(acc);
+    float s = em_hsum8_avx2(acc);
     for (int64_t t = e; t < k; t++) s += w_scalar(kind, wrow, t) * ldf32(arow + 4 * t);
     return s;
 }
@@ -314,10 +308,10 @@ static inline AI __m256i q8_dot_avx2(const int kind, __m256i q, __m256i a, __m25
     }
 #define Q8A_STORE(j)                                                                              \
     if (RN > j) {                                                                                 \
-        out[j * ldo] = hsum8(c0##j);                                                              \
-        if (rm > 1) out[j * ldo + 1] = hsum8(c1##j);                                              \
-        if (rm > 2) out[j * ldo + 2] = hsum8(c2##j);                                              \
-        if (rm > 3) out[j * ldo + 3] = hsum8(c3##j);                                              \
+        out[j * ldo] = em_hsum8_avx2(c0##j);                                                              \
+        if (rm > 1) out[j * ldo + 1] = em_hsum8_avx2(c1##j);                                              \
+        if (rm > 2) out[j * ldo + 2] = em_hsum8_avx2(c2##j);                                              \
+        if (rm > 3) out[j * ldo + 3] = em_hsum8_avx2(c3##j);                                              \
     }
 
 /* RM = 4 weight rows x RN <= 2 activation rows of 32-element blocks. */
@@ -437,8 +431,8 @@ static inline AI void kq_row_avx2(const int kind, const uint8_t *x, kq_row *r) {
     }
 #define KA_STORE(j)                                                                                        \
     if (RN > j) {                                                                                          \
-        out[j * ldo] = hsum8(c0##j);                                                                       \
-        if (rm > 1) out[j * ldo + 1] = hsum8(c1##j);                                                       \
+        out[j * ldo] = em_hsum8_avx2(c0##j);                                                                       \
+        if (rm > 1) out[j * ldo + 1] = em_hsum8_avx2(c1##j);                                                       \
     }
 
 /* RM = 2 weight rows x RN <= 3 activation rows, one 256-element super-block
@@ -626,7 +620,7 @@ static inline AI T512 __m512 q8_pair_scales_512(const uint8_t *x0, const uint8_t
         const __m512 ad = _mm512_set1_ps(_cvtsh_ss(ld16(y)));                                     \
         Q85_PAIR(0, j) Q85_PAIR(1, j) Q85_PAIR(2, j) Q85_PAIR(3, j)                               \
     }
-#define Q85_HALF(v, h) hsum8(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v))
+#define Q85_HALF(v, h) em_hsum8_avx2(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v))
 #define Q85_STORE(j)                                                                              \
     if (RN > j) {                                                                                 \
         float *o = out + j * ldo;                                                                 \
@@ -725,7 +719,7 @@ static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
             const uint8_t *x = row + (size_t)(nb - 1) * sizeof(em_block_q8_0), *y = a + (size_t)(nb - 1) * sizeof(em_block_q8_0);
             const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
             const __m256i dot = q8_dot_avx2(WQ8_0, q8_levels_avx2(WQ8_0, x), av, av);
-            sum += hsum8(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
+            sum += em_hsum8_avx2(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
         }
         out[r] = sum;
     }
@@ -826,7 +820,7 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
             const __m256i q = q8_levels_avx2(WQ4_0, x);
             const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
             const __m256i dot = q8_dot_avx2(WQ4_0, q, av, _mm256_maddubs_epi16(_mm256_set1_epi8(8), av));
-            sum += hsum8(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
+            sum += em_hsum8_avx2(_mm256_cvtepi32_ps(dot)) * (_cvtsh_ss(ld16(x)) * _cvtsh_ss(ld16(y)));
         }
         out[r] = sum;
     }
