@@ -117,32 +117,17 @@ static inline AI void prefetch_part(const uint8_t *pf, size_t len, int64_t b, si
     for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)pf + o, EM_PF_HINT);
 }
 
-/* The region tile j0 (of RM rows) prefetches: the tile EM_PREFETCH_BYTES
- * or more ahead, so that short tiles (two K-quant rows are only a few
- * kilobytes) still look far enough ahead; the first tile of a call also
- * covers the tiles up to that one. */
-#define EM_PREFETCH_BYTES 8192
-static inline void prefetch_plan(const void *w, size_t ws, int64_t nw, int64_t j0, int64_t rm, const uint8_t **pf,
-                                 size_t *pfl) {
-    const size_t tile = (size_t)rm * ws;
-    const int64_t ahead = (int64_t)((EM_PREFETCH_BYTES + tile - 1) / tile);
-    const int64_t first = j0 == 0 ? j0 + rm : j0 + ahead * rm;        /* first row to prefetch */
-    const int64_t end = j0 + (ahead + 1) * rm;                        /* one past the last     */
-    (void)nw;
-    *pf = first < end ? (const uint8_t *)w + (size_t)first * ws : NULL;
-    *pfl = first < end ? (size_t)(end - first) * ws : 0;
-}
-
-/* Rows per prefetch group of a matrix-vector kernel: as many as make
- * about EM_GEMV_PF_BYTES, at least one and at most eight.  A fixed eight
- * rows of a long row (an F16 row of 8192 elements is 16 KiB) would stage
- * more in L1 than it holds next to the activation row. */
-#ifndef EM_GEMV_PF_BYTES
-#define EM_GEMV_PF_BYTES 8192
-#endif
-static inline int64_t gemv_prefetch_rows(size_t ws) {
-    const size_t r = EM_GEMV_PF_BYTES / (ws ? ws : 1);
-    return r < 1 ? 1 : r > 8 ? 8 : (int64_t)r;
+/* The region tile j0 (of rm rows) prefetches: em_gemv_prefetch_plan's
+ * (gemv_common.h), the tile EM_GEMV_PF_BYTES or more ahead, so that short
+ * tiles (two K-quant rows are only a few kilobytes) still look far enough
+ * ahead; NULL for none.  The region may run past the matrix: a prefetch
+ * does not fault, and that way a chunk's last rows already fetch the next
+ * chunk's first ones.  The matrix-vector kernels group rows by
+ * em_gemv_prefetch_rows. */
+static inline void prefetch_plan(const void *w, size_t ws, int64_t j0, int64_t rm, const uint8_t **pf, size_t *pfl) {
+    uintptr_t at;
+    em_gemv_prefetch_plan(w, ws, j0, rm, &at, pfl);
+    *pf = (const uint8_t *)at;
 }
 
 /* A matrix-vector call starts by asking for its first prefetch group at
@@ -182,7 +167,7 @@ static inline size_t prefetch_step(const uint8_t *pf, size_t len, int64_t n_step
                     float *o = out + r0 * ldo + j0;                                                      \
                     const uint8_t *pf = NULL;                                                            \
                     size_t pfl = 0;                                                                      \
-                    if (r0 == 0) prefetch_plan(w, ws, nw, j0, RM, &pf, &pfl);                            \
+                    if (r0 == 0) prefetch_plan(w, ws, j0, RM, &pf, &pfl);                            \
                     if (rn == RNMAX) TILE(RNMAX, k, wr, ar, o, ldo, rm, pf, pfl);                        \
                     else if (RNMAX > 5 && rn == 5) TILE(5, k, wr, ar, o, ldo, rm, pf, pfl);              \
                     else if (RNMAX > 4 && rn == 4) TILE(4, k, wr, ar, o, ldo, rm, pf, pfl);              \
@@ -692,14 +677,14 @@ static T512 void q8_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
         act[i].d = q8_pair_scales16(y0, y1);
     }
     const int64_t spr = np > 0 ? np : 1; /* prefetch steps per row */
-    const int64_t prm = gemv_prefetch_rows(ws);
+    const int64_t prm = em_gemv_prefetch_rows(ws);
     prefetch_start(w, (size_t)prm * ws);
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = w + (size_t)r * ws;
         const int64_t r0 = r - r % prm;
         const uint8_t *pf;
         size_t pfl;
-        prefetch_plan(w, ws, nw, r0, prm, &pf, &pfl);
+        prefetch_plan(w, ws, r0, prm, &pf, &pfl);
         const size_t pfs = prefetch_step(pf, pfl, prm * spr);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
         for (int64_t i = 0; i < np; i++) {
@@ -787,7 +772,7 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
      * group is computed one further ahead is prefetched linearly (see
      * prefetch_plan): the hardware prefetchers alone do not keep up with
      * rows this short. */
-    const int64_t prm = gemv_prefetch_rows(ws);
+    const int64_t prm = em_gemv_prefetch_rows(ws);
     prefetch_start(w, (size_t)prm * ws);
     const int64_t spr = ng > 0 ? ng : 1; /* prefetch steps per row */
     for (int64_t r = 0; r < nw; r++) {
@@ -795,7 +780,7 @@ static T512 void q4_0_gemv_512(int64_t k, const uint8_t *w, size_t ws, int64_t n
         const int64_t r0 = r - r % prm;
         const uint8_t *pf;
         size_t pfl;
-        prefetch_plan(w, ws, nw, r0, prm, &pf, &pfl);
+        prefetch_plan(w, ws, r0, prm, &pf, &pfl);
         const size_t pfs = prefetch_step(pf, pfl, prm * spr);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
         int64_t g = 0;
