@@ -200,13 +200,23 @@ const char *em_vocab_text(const em_vocab *vocab, em_token t);
 /*
  * Converts text to tokens.  add_special adds BOS/EOS as the model asks;
  * parse_special turns special-token text ("<|im_start|>") into its token.
- * len < 0: text is NUL-terminated.  Returns the number of tokens, or
- * -(needed) when n_max is too small, or INT32_MIN on an error
- * (em_last_error() says which).
+ * len < 0: text is NUL-terminated.  On EM_OK, *n_tokens is the number of
+ * tokens the text has; they are written to tokens[] only when that count
+ * fits n_max (tokens may be NULL with n_max 0 to ask for the count), so
+ * *n_tokens > n_max means "call again with a larger buffer".  On an error
+ * (no vocabulary: EM_ERR_UNSUPPORTED; bad arguments: EM_ERR_INVALID_ARG)
+ * nothing is written and em_last_error() says why.
  */
-int32_t em_tokenize(const em_vocab *vocab, const char *text, int32_t len,
-                    em_token *tokens, int32_t n_max, bool add_special,
-                    bool parse_special);
+em_status em_tokenize(const em_vocab *vocab, const char *text, int32_t len,
+                      em_token *tokens, int32_t n_max, int32_t *n_tokens,
+                      bool add_special, bool parse_special);
+
+/* Like em_tokenize, into a buffer it allocates: on EM_OK *out (release it
+ * with free()) holds *n_out tokens; on failure *out and *n_out are
+ * untouched. */
+em_status em_tokenize_alloc(const em_vocab *vocab, const char *text, int32_t len,
+                            bool add_special, bool parse_special,
+                            em_token **out, int32_t *n_out);
 
 /* Writes the text of one token (not NUL-terminated); returns its length or
  * -(needed), or INT32_MIN for a token id outside the vocabulary.

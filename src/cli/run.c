@@ -192,12 +192,7 @@ int em_cli_run(int argc, char **argv) {
         toks[0] = bos;
         n_prompt = 1;
     } else {
-        int32_t len = (int32_t)strlen(prompt);
-        int32_t cap = len + 8;
-        toks = malloc((size_t)cap * sizeof *toks);
-        if (!toks) goto done;
-        n_prompt = em_tokenize(vocab, prompt, len, toks, cap, true, false);
-        if (n_prompt == INT32_MIN || n_prompt < 0) {
+        if (em_tokenize_alloc(vocab, prompt, -1, true, false, &toks, &n_prompt) != EM_OK) {
             fprintf(stderr, "ember run: cannot tokenize the prompt: %s\n", em_last_error());
             goto done;
         }

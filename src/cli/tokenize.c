@@ -128,15 +128,11 @@ int em_cli_tokenize(int argc, char **argv) {
 
     const char *src = file ? text : prompt;
     int rc = 1;
-    int32_t n = em_tokenize(v, src, (int32_t)len, NULL, 0, !no_bos, parse_special);
+    int32_t n = 0;
     em_token *t = NULL;
-    if (n != INT32_MIN) {
-        int32_t cap = n < 0 ? -n : n;
-        t = malloc(sizeof *t * (size_t)(cap ? cap : 1));
-        n = t ? em_tokenize(v, src, (int32_t)len, t, cap, !no_bos, parse_special) : INT32_MIN;
-    }
-    if (n < 0) {
-        fprintf(stderr, "ember tokenize: %s\n", t ? em_last_error() : "out of memory");
+    em_status tst = em_tokenize_alloc(v, src, (int32_t)len, !no_bos, parse_special, &t, &n);
+    if (tst != EM_OK) {
+        fprintf(stderr, "ember tokenize: %s\n", em_last_error());
     } else if (ids_only) {
         print_ids(t, n);
         rc = 0;

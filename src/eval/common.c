@@ -16,30 +16,7 @@ em_status em_eval_tokenize(const em_vocab *vocab, const char *text, size_t len, 
     if (!vocab || !text || !out || !n_out) return em_error(EM_ERR_INVALID_ARG, "tokenize: missing argument");
     if (len > (size_t)INT32_MAX / 2)
         return em_error(EM_ERR_INVALID_ARG, "tokenize: text of %zu bytes is too long", len);
-    /* A token covers at least one byte, but special tokens and a dummy
-     * prefix can add a few; a too-small guess is corrected below. */
-    int32_t cap = (int32_t)len + 8;
-    em_token *toks = malloc((size_t)cap * sizeof *toks);
-    if (!toks) return em_error(EM_ERR_NOMEM, "tokenize: cannot allocate %d tokens", cap);
-    int32_t n = em_tokenize(vocab, text, (int32_t)len, toks, cap, add_special, false);
-    if (n < 0 && n != INT32_MIN) {
-        cap = -n;
-        em_token *nt = realloc(toks, (size_t)cap * sizeof *toks);
-        if (!nt) {
-            free(toks);
-            return em_error(EM_ERR_NOMEM, "tokenize: cannot allocate %d tokens", cap);
-        }
-        toks = nt;
-        n = em_tokenize(vocab, text, (int32_t)len, toks, cap, add_special, false);
-    }
-    if (n < 0) {
-        free(toks);
-        if (n == INT32_MIN) return EM_ERR_INVALID_ARG; /* em_tokenize set the message */
-        return em_error(EM_ERR_INTERNAL, "tokenize: token count changed between calls");
-    }
-    *out = toks;
-    *n_out = n;
-    return EM_OK;
+    return em_tokenize_alloc(vocab, text, (int32_t)len, add_special, false, out, n_out);
 }
 
 /* ------------------------------------------------------------ statistics */

@@ -192,40 +192,62 @@ static em_status tokenize_all(tok_state *s, const char *text, size_t len, bool a
     return EM_OK;
 }
 
-int32_t em_tokenize(const em_vocab *vocab, const char *text, int32_t len, em_token *tokens,
-                    int32_t n_max, bool add_special, bool parse_special) {
-    if (!vocab) {
-        em_error(EM_ERR_INVALID_ARG, "tokenize: no vocabulary");
-        return INT32_MIN;
-    }
-    if (vocab->kind == EM_VOCAB_NONE) {
-        em_error(EM_ERR_UNSUPPORTED, "tokenize: the model has no vocabulary");
-        return INT32_MIN;
-    }
-    if (!text && len > 0) {
-        em_error(EM_ERR_INVALID_ARG, "tokenize: NULL text of length %d", (int)len);
-        return INT32_MIN;
-    }
+em_status em_tokenize(const em_vocab *vocab, const char *text, int32_t len, em_token *tokens,
+                      int32_t n_max, int32_t *n_tokens, bool add_special, bool parse_special) {
+    if (!vocab) return em_error(EM_ERR_INVALID_ARG, "tokenize: no vocabulary");
+    if (!n_tokens) return em_error(EM_ERR_INVALID_ARG, "tokenize: no place for the token count");
+    if (vocab->kind == EM_VOCAB_NONE)
+        return em_error(EM_ERR_UNSUPPORTED, "tokenize: the model has no vocabulary");
+    if (!text && len > 0)
+        return em_error(EM_ERR_INVALID_ARG, "tokenize: NULL text of length %d", (int)len);
     size_t n = len < 0 ? (text ? strlen(text) : 0) : (size_t)len;
     if (!text) text = "";
 
     em_tok_work w = {0};
     tok_state s = {.v = vocab, .w = &w, .prev_special = true};
     em_status st = tokenize_all(&s, text, n, add_special, parse_special);
-    int32_t ret;
-    if (st != EM_OK) {
-        ret = INT32_MIN;
-    } else if (w.n_out >= (size_t)INT32_MAX) {
-        em_error(EM_ERR_INVALID_ARG, "tokenize: %zu tokens do not fit an int32", w.n_out);
-        ret = INT32_MIN;
-    } else if (n_max < 0 || w.n_out > (size_t)n_max || (!tokens && w.n_out > 0)) {
-        ret = -(int32_t)w.n_out;
-    } else {
-        if (w.n_out) memcpy(tokens, w.out, w.n_out * sizeof *tokens);
-        ret = (int32_t)w.n_out;
+    if (st == EM_OK && w.n_out >= (size_t)INT32_MAX)
+        st = em_error(EM_ERR_INVALID_ARG, "tokenize: %zu tokens do not fit an int32", w.n_out);
+    if (st == EM_OK) {
+        if (tokens && n_max >= 0 && w.n_out <= (size_t)n_max && w.n_out)
+            memcpy(tokens, w.out, w.n_out * sizeof *tokens);
+        *n_tokens = (int32_t)w.n_out;
     }
     em_tok_work_free(&w);
-    return ret;
+    return st;
+}
+
+em_status em_tokenize_alloc(const em_vocab *vocab, const char *text, int32_t len, bool add_special,
+                            bool parse_special, em_token **out, int32_t *n_out) {
+    if (!out || !n_out) return em_error(EM_ERR_INVALID_ARG, "tokenize: missing output");
+    /* A token covers at least one byte, but special tokens and a dummy
+     * prefix add a few; a guess that is too small is corrected once. */
+    size_t n = len < 0 ? (text ? strlen(text) : 0) : (size_t)len;
+    if (n > (size_t)INT32_MAX / 2)
+        return em_error(EM_ERR_INVALID_ARG, "tokenize: text of %zu bytes is too long", n);
+    int32_t cap = (int32_t)n + 8, need = 0;
+    em_token *toks = malloc((size_t)cap * sizeof *toks);
+    if (!toks) return em_error(EM_ERR_NOMEM, "tokenize: cannot allocate %d tokens", (int)cap);
+    em_status st = em_tokenize(vocab, text, len, toks, cap, &need, add_special, parse_special);
+    if (st == EM_OK && need > cap) {
+        em_token *grown = realloc(toks, (size_t)need * sizeof *toks);
+        if (!grown) {
+            free(toks);
+            return em_error(EM_ERR_NOMEM, "tokenize: cannot allocate %d tokens", (int)need);
+        }
+        toks = grown;
+        cap = need;
+        st = em_tokenize(vocab, text, len, toks, cap, &need, add_special, parse_special);
+        if (st == EM_OK && need > cap)
+            st = em_error(EM_ERR_INTERNAL, "tokenize: token count changed between calls");
+    }
+    if (st != EM_OK) {
+        free(toks);
+        return st;
+    }
+    *out = toks;
+    *n_out = need;
+    return EM_OK;
 }
 
 /* ---------------------------------------------------------- detokenize */

@@ -58,17 +58,24 @@ static em_vocab *load_vocab(const char *path) {
     return v;
 }
 
+/* em_tokenize in one number, as the checks below compare it: the count
+ * when it fits n_max, minus the count when it does not, INT32_MIN on an
+ * error. */
+static int32_t tok_count(const em_vocab *v, const char *text, int32_t len, em_token *t,
+                         int32_t n_max, bool add_special, bool parse_special) {
+    int32_t n = 0;
+    if (em_tokenize(v, text, len, t, n_max, &n, add_special, parse_special) != EM_OK) return INT32_MIN;
+    return n <= n_max ? n : -n;
+}
+
 /* Tokenizes into a heap array; *n gets the count (negative on error). */
 static em_token *tokenize(const em_vocab *v, const char *text, size_t len, bool add_special,
                           bool parse_special, int32_t *n) {
-    int32_t need = em_tokenize(v, text, (int32_t)len, NULL, 0, add_special, parse_special);
-    if (need == INT32_MIN) {
+    em_token *t = NULL;
+    if (em_tokenize_alloc(v, text, (int32_t)len, add_special, parse_special, &t, n) != EM_OK) {
         *n = -1;
         return NULL;
     }
-    int32_t cap = need < 0 ? -need : need;
-    em_token *t = malloc(sizeof *t * (size_t)(cap + 1));
-    *n = em_tokenize(v, text, (int32_t)len, t, cap, add_special, parse_special);
     return t;
 }
 
@@ -146,30 +153,30 @@ static void test_spm_synthetic(void) {
     em_token t[16];
     /* "abc": " abc" -> "▁abc"; "b"+"c" scores -1, then "▁"+"a"? "▁a" is no
      * token; "a"+"bc" = "abc" (-5).  So: ▁, abc. */
-    int32_t n_t = em_tokenize(v, "abc", 3, t, 16, true, false);
+    int32_t n_t = tok_count(v, "abc", 3, t, 16, true, false);
     CHECK(n_t == 3 && t[0] == 1 && t[1] == id_sp && t[2] == first + 7);
     /* "ab b": bigrams ▁a(no) ab(-3) b▁(no) ▁b(no): ab first, then ▁ab (-4). */
-    n_t = em_tokenize(v, "ab b", 4, t, 16, false, false);
+    n_t = tok_count(v, "ab b", 4, t, 16, false, false);
     CHECK(n_t == 3 && t[0] == id_sp_ab && t[1] == id_sp && t[2] == first + 2);
     /* Unknown characters fall back to bytes. */
-    n_t = em_tokenize(v, "a\xc3\xa9", 3, t, 16, false, false);
+    n_t = tok_count(v, "a\xc3\xa9", 3, t, 16, false, false);
     CHECK(n_t == 4 && t[0] == id_sp && t[1] == id_a && t[2] == 3 + 0xC3 && t[3] == 3 + 0xA9);
     /* USER_DEFINED text is always its token; control text only when asked. */
     /* The text after a special token gets the prefix space again. */
-    n_t = em_tokenize(v, "bc<tag>bc", 9, t, 16, false, false);
+    n_t = tok_count(v, "bc<tag>bc", 9, t, 16, false, false);
     CHECK(n_t == 5 && t[0] == id_sp && t[1] == id_bc && t[2] == first + 8 && t[3] == id_sp &&
           t[4] == id_bc);
     /* The longest special token at the leftmost position wins. */
-    n_t = em_tokenize(v, "<tag><tag><tag>", 15, t, 16, false, false);
+    n_t = tok_count(v, "<tag><tag><tag>", 15, t, 16, false, false);
     CHECK(n_t == 2 && t[0] == first + 9 && t[1] == first + 8);
-    n_t = em_tokenize(v, "<s>a", 4, t, 16, false, true);
+    n_t = tok_count(v, "<s>a", 4, t, 16, false, true);
     CHECK(n_t == 3 && t[0] == 1 && t[1] == id_sp && t[2] == id_a);
-    n_t = em_tokenize(v, "<s>a", 4, t, 16, false, false);
+    n_t = tok_count(v, "<s>a", 4, t, 16, false, false);
     CHECK(n_t > 3 && t[0] == id_sp && t[1] == 3 + '<');
     /* Too small a buffer reports the size needed. */
-    CHECK(em_tokenize(v, "abc", 3, t, 1, true, false) == -3);
-    CHECK(em_tokenize(v, "", 0, t, 16, true, false) == 1 && t[0] == 1);
-    CHECK(em_tokenize(v, "", 0, t, 16, false, false) == 0);
+    CHECK(tok_count(v, "abc", 3, t, 1, true, false) == -3);
+    CHECK(tok_count(v, "", 0, t, 16, true, false) == 1 && t[0] == 1);
+    CHECK(tok_count(v, "", 0, t, 16, false, false) == 0);
 
     /* Detokenize: the prefix space goes, bytes come back, controls hide. */
     em_token d[] = {1, id_sp_ab, id_sp, first + 2, 3 + 0xC3, 3 + 0xA9, 2};
@@ -258,16 +265,26 @@ static void test_bpe_synthetic(void) {
     CHECK(em_vocab_kind(v) == EM_VOCAB_BPE && !em_vocab_add_bos(v));
     em_token t[16];
     /* "abc": b c (rank 0) first, then a bc -> abc. */
-    int32_t k = em_tokenize(v, "abc", 3, t, 16, true, false);
+    int32_t k = tok_count(v, "abc", 3, t, 16, true, false);
     CHECK(k == 1 && t[0] == base + 2);
     /* " ab" is one word: "a b" (rank 1) beats "Ġ a" (rank 3), and "Ġ" +
      * "ab" has no merge. */
-    k = em_tokenize(v, " ab", 3, t, 16, false, false);
+    k = tok_count(v, " ab", 3, t, 16, false, false);
     CHECK(k == 2 && t[0] == ' ' && t[1] == base);
-    k = em_tokenize(v, "a<|end|>", 8, t, 16, false, true);
+    k = tok_count(v, "a<|end|>", 8, t, 16, false, true);
     CHECK(k == 2 && t[1] == n - 1 && em_vocab_is_eog(v, n - 1));
-    k = em_tokenize(v, "a<|end|>", 8, t, 16, false, false);
+    k = tok_count(v, "a<|end|>", 8, t, 16, false, false);
     CHECK(k == 8);
+    /* The status is the caller's: asking for the count writes nothing, and
+     * a missing vocabulary is an invalid argument, not a count. */
+    int32_t cnt = -1;
+    CHECK(em_tokenize(v, "abc", 3, NULL, 0, &cnt, false, false) == EM_OK && cnt == 1);
+    CHECK(em_tokenize(NULL, "abc", 3, t, 16, &cnt, false, false) == EM_ERR_INVALID_ARG);
+    CHECK(em_tokenize(v, NULL, 3, t, 16, &cnt, false, false) == EM_ERR_INVALID_ARG);
+    em_token *heap = NULL;
+    CHECK(em_tokenize_alloc(v, "a<|end|>", -1, false, true, &heap, &cnt) == EM_OK && cnt == 2 &&
+          heap && heap[1] == n - 1);
+    free(heap);
     const char *rt = "\x00\x01 \xff\xc3(\n\r\t  x";
     int32_t nn, ln;
     em_token *tt = tokenize(v, rt, 12, false, false, &nn);
