@@ -223,6 +223,7 @@ static void copy_str(char *dst, size_t size, em_gguf_str s) {
 
 em_status em_model_load(em_model **out, const char *path, const em_model_params *params) {
     if (!out || !path) return em_error(EM_ERR_INVALID_ARG, "model: no path given");
+    em_kernels_init(); /* the kernel tables are fixed before any context can run */
     em_model_params defaults = em_model_default_params();
     if (!params) params = &defaults;
     em_model *m = calloc(1, sizeof *m);
