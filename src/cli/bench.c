@@ -86,11 +86,6 @@ static void cpu_name(char *buf, size_t size) {
  * type by its mix name (from general.file_type), else the type of the
  * first layer's gate matrix. */
 static void model_type(const em_model *m, char *buf, size_t size) {
-    double p = (double)em_model_n_params(m);
-    const char *unit = "";
-    if (p >= 1e9) p /= 1e9, unit = "B";
-    else if (p >= 1e6) p /= 1e6, unit = "M";
-    else if (p >= 1e3) p /= 1e3, unit = "K";
     const char *ty = m->layers ? em_type_name(m->layers[0].w_gate.type) : NULL;
     int64_t ft;
     if (em_gguf_get_i64(m->gguf, "general.file_type", &ft) == EM_OK) {
@@ -100,7 +95,7 @@ static void model_type(const em_model *m, char *buf, size_t size) {
                 break;
             }
     }
-    snprintf(buf, size, "%s %.0f%s %s", em_model_arch(m), p, unit, ty ? ty : "?");
+    em_model_desc_typed(m, ty, buf, size);
 }
 
 /* One finished test, ready to print. */

@@ -188,7 +188,10 @@ int em_cli_run(int argc, char **argv) {
             goto done;
         }
         toks = malloc(sizeof *toks);
-        if (!toks) goto done;
+        if (!toks) {
+            fprintf(stderr, "ember run: out of memory\n");
+            goto done;
+        }
         toks[0] = bos;
         n_prompt = 1;
     } else {
@@ -210,7 +213,10 @@ int em_cli_run(int argc, char **argv) {
 
     /* Prompt processing, n_batch rows at a time; only the last row's
      * logits are needed. */
-    if ((st = em_batch_init(&batch, (int32_t)EM_MIN(n_batch, n_ctx_real))) != EM_OK) goto done;
+    if ((st = em_batch_init(&batch, (int32_t)EM_MIN(n_batch, n_ctx_real))) != EM_OK) {
+        fprintf(stderr, "ember run: %s\n", em_last_error());
+        goto done;
+    }
     double t_pp = em_time_s();
     for (int32_t i = 0; i < n_prompt; i += batch.capacity) {
         em_batch_clear(&batch);
