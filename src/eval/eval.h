@@ -57,7 +57,7 @@ typedef struct em_eval_engine {
     const em_model *model;
     em_context *ctx;
     em_batch batch;       /* [n_batch] rows, reused for every decode        */
-    int32_t n_ctx;        /* KV cache slots                                 */
+    int32_t n_ctx;        /* KV cache positions                             */
     int32_t n_batch;      /* most rows one em_decode takes                  */
     int32_t n_seq_max;    /* sequence ids the cache accepts                 */
     int32_t n_vocab;      /* floats in one row of logits                    */
@@ -177,7 +177,8 @@ typedef struct em_choice_score {
  */
 em_status em_eval_score_choices(em_eval_engine *e, const em_choice_seq *seqs, int32_t k, em_choice_score *out);
 
-/* KV cache slots em_eval_score_choices needs for these sequences. */
+/* KV cache positions em_eval_score_choices needs for these sequences,
+ * counted in whole cache blocks. */
 int32_t em_eval_choices_cells(const em_choice_seq *seqs, int32_t k);
 
 /* ------------------------------------------------------- benchmarks */

@@ -8,7 +8,8 @@
  * sums are rescaled by exp(m_old - m_new).  This needs O(head_dim) memory
  * per head whatever the context length.
  *
- * Keys are taken in blocks of up to EM_ATTN_BLOCK visible slots: the
+ * Keys are taken in blocks of up to EM_ATTN_BLOCK visible cache rows (these
+ * blocks span the cache's blocks of EM_KV_BLOCK positions): the
  * scores of a block are computed for every query head of the group (each
  * key row is read once for all of them), the maximum and rescaling happen
  * once per block rather than once per key, the exponentials are taken
@@ -115,10 +116,10 @@ typedef struct attn_task_ctx {
     float *ktmp;     /* [hd] a key converted from a quantized cache  */
     float *vtmp;     /* [hdv] a value, likewise                      */
     float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
-    int32_t slots[EM_ATTN_BLOCK]; /* cache slots of the block         */
+    int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
 } attn_task_ctx;
 
-/* Folds a block of nb visible slots into the running state of KV head g. */
+/* Folds a block of nb visible cache rows into the running state of KV head g. */
 static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int nb) {
     const em_attn_args *a = t->a;
     const em_kv *kv = a->kv;
@@ -194,15 +195,20 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     }
     memset(t->acc, 0, (size_t)group * hdv * sizeof(float));
 
+    /* The visible positions are lo .. p of sequence s: walk its block
+     * table, a block at a time, gathering their rows in position order. */
+    const int32_t *blocks = kv->seqs[s].blocks;
+    const em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
     int nb = 0;
-    for (int32_t j = 0; j < kv->hi; j++) {
-        const em_pos pj = kv->pos[j];
-        if (pj < 0 || pj > p || !em_kv_sees(kv, j, s)) continue;
-        if (a->n_swa > 0 && pj <= p - a->n_swa) continue;
-        t->slots[nb++] = j;
-        if (nb == EM_ATTN_BLOCK) {
-            attend_block(t, q, g, nb);
-            nb = 0;
+    for (em_pos pj = lo; pj <= p;) {
+        const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
+        const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
+        for (; pj <= end; pj++) {
+            t->slots[nb++] = base + pj % EM_KV_BLOCK;
+            if (nb == EM_ATTN_BLOCK) {
+                attend_block(t, q, g, nb);
+                nb = 0;
+            }
         }
     }
     if (nb > 0) attend_block(t, q, g, nb);
