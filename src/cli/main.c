@@ -17,6 +17,7 @@ static void usage(FILE *out) {
             "\n"
             "commands:\n"
             "  run        generate text from a model\n"
+            "  chat       chat with a model in the terminal (its chat template)\n"
             "  tokenize   convert text to token ids\n"
             "  inspect    show a GGUF file's metadata and tensors\n"
             "  quantize   convert a model to another tensor type or mix\n"
@@ -48,6 +49,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat")) return em_cli_chat(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
