@@ -240,7 +240,7 @@ int em_cli_bench(int argc, char **argv) {
                 fprintf(stderr, "ember bench: at most %d models\n", MAX_MODELS);
                 return 2;
             }
-            paths[n_paths++] = v;
+            paths[n_paths++] = em_cli_model_path(v);
         } else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
             ok = parse_list(v, 0, 1 << 20, n_prompt, &n_np);
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {

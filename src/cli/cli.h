@@ -17,6 +17,15 @@ int em_cli_inspect(int argc, char **argv);
 int em_cli_quantize(int argc, char **argv);
 int em_cli_bench(int argc, char **argv);
 int em_cli_eval(int argc, char **argv);
+int em_cli_pull(int argc, char **argv);
+int em_cli_list(int argc, char **argv);
+int em_cli_show(int argc, char **argv);
+int em_cli_rm(int argc, char **argv);
+int em_cli_bundle(int argc, char **argv);
+
+/* What -m takes: an existing path, else a library model's path
+ * (em_library_resolve); when neither, prints why and returns arg. */
+const char *em_cli_model_path(const char *arg);
 
 /* Parse the whole string as a number within [lo, hi]; false (and *out
  * untouched) for junk, overflow or out-of-range values. */

@@ -146,7 +146,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
         }
         const char *v = argv[++i];
         bool ok = true;
-        if (!strcmp(name, "--model")) o->model = v;
+        if (!strcmp(name, "--model")) o->model = em_cli_model_path(v);
         else if (!strcmp(name, "--base")) o->base = v;
         else if (!strcmp(name, "--file")) o->text = v;
         else if (!strcmp(name, "--data")) o->data = v;

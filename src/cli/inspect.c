@@ -356,7 +356,7 @@ int em_cli_inspect(int argc, char **argv) {
             usage(stderr);
             return 2;
         } else if (!path) {
-            path = a;
+            path = em_cli_model_path(a);
         } else {
             fprintf(stderr, "ember: inspect: one model file at a time ('%s' is extra)\n", a);
             return 2;

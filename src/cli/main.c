@@ -48,6 +48,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pull")) return em_cli_pull(argc - 1, argv + 1);
+    if (!strcmp(cmd, "list")) return em_cli_list(argc - 1, argv + 1);
+    if (!strcmp(cmd, "show")) return em_cli_show(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rm")) return em_cli_rm(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bundle")) return em_cli_bundle(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

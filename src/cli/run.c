@@ -80,7 +80,7 @@ int em_cli_run(int argc, char **argv) {
             fprintf(stderr, "ember run: %s needs a value\n", a);
             return 2;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            model_path = v;
+            model_path = em_cli_model_path(v);
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             prompt = v;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {

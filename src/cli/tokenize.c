@@ -76,7 +76,7 @@ int em_cli_tokenize(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has_value) {
-            model = argv[++i];
+            model = em_cli_model_path(argv[++i]);
         } else if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && has_value) {
             prompt = argv[++i];
         } else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has_value) {
