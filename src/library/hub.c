@@ -18,9 +18,11 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -260,13 +262,33 @@ static em_status fetch_once(const hub *h, const char *url, const char *repo, tra
     return EM_OK;
 }
 
-/* Downloads url to dest (via dest.part), resuming, and checks it. */
+static em_status fetch_locked(const hub *h, const char *url, const char *repo, const char *dest, const char *part,
+                              const char *label, uint64_t size, const char *sha);
+
+/* Downloads url to dest (via dest.part, locked), resuming, and checks it. */
 static em_status fetch_file(const hub *h, const char *url, const char *repo, const char *dest, const char *label,
                             uint64_t size, const char *sha) {
     char part[EM_LIB_PATH_MAX * 2 + 16];
     snprintf(part, sizeof part, "%s.part", dest);
     em_status st = em_mkdir_parents(dest);
     if (st) return st;
+    /* Two pulls appending to one .part would corrupt it: the second fails
+     * at once and says so. */
+    int lock_fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return em_error(EM_ERR_IO, "pull: cannot create %s: %s", part, strerror(errno));
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        close(lock_fd);
+        return em_error(EM_ERR_IO, "pull: another ember pull is downloading %s", dest);
+    }
+    st = fetch_locked(h, url, repo, dest, part, label, size, sha);
+    if (st && file_size_or_zero(part) == 0) unlink(part); /* nothing worth resuming */
+    close(lock_fd);
+    return st;
+}
+
+static em_status fetch_locked(const hub *h, const char *url, const char *repo, const char *dest, const char *part,
+                              const char *label, uint64_t size, const char *sha) {
+    em_status st;
     transfer t = {.part = part, .total = size, .label = label, .tty = isatty(STDERR_FILENO) == 1};
     uint64_t before = file_size_or_zero(part);
     if (before > 0 && before < size) {
