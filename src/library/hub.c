@@ -16,6 +16,7 @@
  */
 #include "library/library.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -408,6 +409,23 @@ static em_status choose(const hub_file *files, int n, const char *repo, const ch
         }
     }
     if (n_models == 0) return em_error(EM_ERR_NOT_FOUND, "pull: the repository %s holds no GGUF file", repo);
+    if (asked && best_dist != 0) {
+        /* A tag outside the table (UD-Q4_K_XL, Q4_0_4_4...): the file whose
+         * name holds it as a word. */
+        size_t wl = strlen(want);
+        for (int i = 0; i < n; i++) {
+            int cnt;
+            if (split_part(files[i].path, &cnt) > 1) continue;
+            for (const char *p = files[i].path; *p; p++)
+                if (!strncasecmp(p, want, wl) && (p == files[i].path || !isalnum((unsigned char)p[-1])) &&
+                    !isalnum((unsigned char)p[wl]) && p[wl] != '_') {
+                    *first = i;
+                    for (size_t c = 0; c < wl && c + 1 < qsize; c++) quant[c] = (char)toupper((unsigned char)want[c]);
+                    quant[EM_MIN(wl, qsize - 1)] = '\0';
+                    return EM_OK;
+                }
+        }
+    }
     if (asked && best_dist != 0)
         return em_error(EM_ERR_NOT_FOUND, "pull: %s has no %s file (it has: %s)", repo, want,
                         avail[0] ? avail : "no file named by quantization");

@@ -33,6 +33,7 @@ mkdir -p "$tmp/repo1/sub" "$tmp/repo2"
 cp "$M" "$tmp/repo1/stories260K-F32.gguf"
 cp "$M" "$tmp/repo1/stories260K-Q8_0.gguf"
 cp "$M" "$tmp/repo1/sub/mmproj-stories-F16.gguf"   # a projector: never picked
+cp "$M" "$tmp/repo1/stories260K-UD-Q3_K_XL.gguf"    # a tag outside the table
 echo "# a model card" > "$tmp/repo1/README.md"
 "$TOOLS/gguf_split" "$M" "$tmp/repo2/stories260K-Q8_0" 3 || { echo "FAIL: gguf_split"; exit 1; }
 SHA=$(sha256sum "$M" | cut -d' ' -f1)
@@ -65,6 +66,9 @@ check "progress on stderr" 'grep -q "100%" "$tmp/err"'
 check "no Q4_K_M: the nearest (Q8_0) is taken" 'grep -q "pulled test/stories-GGUF:Q8_0" "$tmp/out" && grep -q "nearest" "$tmp/err"'
 "$E" pull hf.co/test/stories-GGUF:Q2_K >"$tmp/out" 2>"$tmp/err"
 check "an absent quantization asked by name is refused" '[ $? -eq 1 ] && grep -q "no Q2_K" "$tmp/err" && grep -q "F32" "$tmp/err"'
+"$E" pull hf.co/test/stories-GGUF:ud-q3_k_xl >"$tmp/out" 2>"$tmp/err"
+check "a tag outside the table picks the file that names it" '[ $? -eq 0 ] && grep -q "pulled test/stories-GGUF:UD-Q3_K_XL" "$tmp/out"'
+"$E" rm test/stories-GGUF:UD-Q3_K_XL >/dev/null
 "$E" list >"$tmp/list"
 check "list: name, quant, size, arch, context" 'grep -E "^test/stories-GGUF:F32 +F32 +1.1 MiB +llama +2048" "$tmp/list" >/dev/null'
 check "list: the projector is not a model" '! grep -q mmproj "$tmp/list"'

@@ -171,8 +171,8 @@ static void test_manifest(void) {
     em_lib_list l2;
     CHECK_OK(em_lib_list_parse(text, strlen(text), "ember-bundle", &l2));
     CHECK(l2.n == 1 && !strcmp(l2.models[0].name, "org/repo:Q8_0") && !strcmp(l2.models[0].quant, "Q8_0"));
-    CHECK(em_lib_list_parse(text, strlen(text), "ember-library", &l2) == EM_ERR_FORMAT); /* wrong kind */
     em_lib_list_free(&l2);
+    CHECK(em_lib_list_parse(text, strlen(text), "ember-library", &l2) == EM_ERR_FORMAT); /* wrong kind */
     free(text);
     /* put replaces by name. */
     em_lib_model m = l.models[0];
