@@ -144,6 +144,7 @@ typedef struct transfer {
     /* progress */
     const char *label;
     bool tty;
+    bool drawn;        /* a terminal line is open (no newline yet)        */
     double t0, last;
     int last_decile;
 } transfer;
@@ -181,9 +182,11 @@ static void show_progress(transfer *t, uint64_t done, bool final) {
     human_size(rate, r, sizeof r);
     human_time(eta, e, sizeof e);
     double pct = t->total ? 100.0 * (double)done / (double)t->total : 100;
-    if (t->tty)
+    if (t->tty) {
         fprintf(stderr, "\r%-32.32s %5.1f%%  %s / %s  %s/s  ETA %s\033[K%s", t->label, pct, a, b, r, e,
                 final ? "\n" : "");
+        t->drawn = !final;
+    }
     else
         fprintf(stderr, "%s: %.0f%%  %s / %s  %s/s  ETA %s\n", t->label, pct, a, b, r, e);
 }
@@ -240,7 +243,6 @@ static em_status fetch_once(const hub *h, const char *url, const char *repo, tra
     curl_easy_cleanup(t->curl);
     bool closed = fclose(t->f) == 0;
     uint64_t have = file_size_or_zero(t->part);
-    if (t->tty && t->started) fputc('\n', stderr);
     if (t->code == 416) {
         /* Our .part is not a prefix the server recognises: start over. */
         if (truncate(t->part, 0) != 0) *final = true;
@@ -302,14 +304,18 @@ static em_status fetch_locked(const hub *h, const char *url, const char *repo, c
         st = fetch_once(h, url, repo, &t, &final);
         if (!st || final) break;
         if (attempt + 1 >= RETRIES) {
+            if (t.drawn) fputc('\n', stderr);
             char why[512];
             snprintf(why, sizeof why, "%s", em_last_error());
             return em_error(st, "%s (the partial file stays: run ember pull again to resume)", why);
         }
+        if (t.drawn) fputc('\n', stderr);
+        t.drawn = false;
         fprintf(stderr, "%s: %s; resuming (attempt %d of %d)\n", label, em_last_error(), attempt + 2, RETRIES);
     }
+    if (t.drawn && st) fputc('\n', stderr);
     if (st) return st;
-    if (!t.tty && t.last_decile != 10) show_progress(&t, size, true);
+    if (t.tty || t.last_decile != 10) show_progress(&t, size, true);
     if (sha[0]) {
         char got[65];
         if ((st = em_sha256_file(part, got, NULL)) != EM_OK) return st;
