@@ -106,12 +106,37 @@ static size_t mem_write(char *data, size_t one, size_t n, void *ud) {
     return len;
 }
 
-static em_status get_json(const hub *h, const char *url, const char *repo, json_t **out) {
+/* Keeps the URL of a `Link: <URL>; rel="next"` header (the hub pages long
+ * listings) in ud, a buffer of LINK_MAX bytes. */
+#define LINK_MAX 2048
+static size_t link_header(char *data, size_t one, size_t n, void *ud) {
+    char *next = ud;
+    size_t len = one * n;
+    if (len >= 5 && !strncmp(data, "HTTP/", 5)) next[0] = '\0'; /* a new response (after a redirect) */
+    if (len < 5 || strncasecmp(data, "link:", 5)) return len;
+    char line[LINK_MAX + 64];
+    snprintf(line, sizeof line, "%.*s", (int)EM_MIN(len, sizeof line - 1), data);
+    char *rel = strstr(line, "rel=\"next\"");
+    if (!rel) return len;
+    *rel = '\0';
+    char *lt = strrchr(line, '<'), *gt = lt ? strchr(lt, '>') : NULL;
+    if (lt && gt && gt - lt - 1 < LINK_MAX) snprintf(next, LINK_MAX, "%.*s", (int)(gt - lt - 1), lt + 1);
+    return len;
+}
+
+/* GETs url as JSON; next (LINK_MAX bytes, may be NULL) gets the next
+ * page's URL, or "". */
+static em_status get_json(const hub *h, const char *url, const char *repo, json_t **out, char *next) {
     CURL *c = new_handle(h, url);
     if (!c) return em_error(EM_ERR_NOMEM, "pull: cannot start libcurl");
     membuf b = {0};
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, mem_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (next) {
+        next[0] = '\0';
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, link_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, next);
+    }
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
     CURLcode res = curl_easy_perform(c);
     long code = 0;
@@ -488,13 +513,24 @@ static em_status pull(hub *h, const char *spec, char *name_out, size_t size) {
     char repo[EM_LIB_NAME_MAX], quant[32], file[EM_LIB_PATH_MAX], url[2048];
     if (!parse_spec(spec, repo, quant, file))
         return em_error(EM_ERR_INVALID_ARG, "pull: '%s' is not hf.co/ORG/REPO[:QUANT] or ORG/REPO/FILE.gguf", spec);
-    json_t *tree = NULL;
-    snprintf(url, sizeof url, "%s/api/models/%s/tree/main?recursive=true", h->endpoint, repo);
-    em_status st = get_json(h, url, repo, &tree);
-    if (st) return st;
-    if (!json_is_array(tree)) {
+    /* The listing, page after page as the hub's Link headers lead. */
+    json_t *tree = json_array();
+    if (!tree) return em_error(EM_ERR_NOMEM, "pull: out of memory");
+    char next[LINK_MAX];
+    snprintf(next, sizeof next, "%s/api/models/%s/tree/main?recursive=true", h->endpoint, repo);
+    em_status st = EM_OK;
+    for (int page = 0; !st && next[0]; page++) {
+        json_t *part = NULL;
+        snprintf(url, sizeof url, "%s", next);
+        if (page == 10000) st = em_error(EM_ERR_FORMAT, "pull: the listing of %s goes on past 10000 pages", repo);
+        if (!st) st = get_json(h, url, repo, &part, next);
+        if (!st && (!json_is_array(part) || json_array_extend(tree, part) != 0))
+            st = em_error(EM_ERR_FORMAT, "pull: %s did not answer a list of files", url);
+        json_decref(part);
+    }
+    if (st) {
         json_decref(tree);
-        return em_error(EM_ERR_FORMAT, "pull: %s did not answer a list of files", url);
+        return st;
     }
     size_t n_tree = json_array_size(tree);
     hub_file *files = calloc(n_tree ? n_tree : 1, sizeof *files);

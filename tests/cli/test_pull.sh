@@ -110,11 +110,12 @@ export EMBER_HOME="$tmp/home2"
 HF_ENDPOINT="$HF_ENDPOINT/" "$E" pull hf.co/test/stories-GGUF:F32 >/dev/null 2>&1
 check "HF_ENDPOINT mirror" '[ $? -eq 0 ] && grep -q "GET /api/models/test/stories-GGUF/tree/main" "$tmp/hub.log"'
 
-# ---- resume after a cut connection (within one pull)
-start_hub --cut-after 300000
+# ---- resume after a cut connection (within one pull); the listing in pages
+start_hub --cut-after 300000 --page-size 2
 export EMBER_HOME="$tmp/home3"
 "$E" pull hf.co/test/stories-GGUF:F32 >"$tmp/out" 2>"$tmp/err"
 check "cut connection: resumed with a Range request" '[ $? -eq 0 ] && grep -q "range=bytes=300000-" "$tmp/hub.log"'
+check "a listing in pages is followed to its end" '[ $(grep -c "tree/main" "$tmp/hub.log") -ge 3 ] && grep -q "cursor=4" "$tmp/hub.log"'
 check "cut connection: the result is whole" '[ "$(sha256sum "$EMBER_HOME/models/test/stories-GGUF/stories260K-F32.gguf" | cut -d" " -f1)" = "$SHA" ]'
 
 # ---- resume across pulls: a .part left by an earlier run

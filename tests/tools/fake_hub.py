@@ -23,6 +23,8 @@ Usage:
                 connection closes mid-body (the headers promised more)
   --bad-sha     the API reports a wrong sha256 for every file
   --token T     every request needs "Authorization: Bearer T" (else 401)
+  --page-size N the tree listing comes N entries a page, each page but the
+                last with a Link: <...&cursor=K>; rel="next" header
 """
 import argparse
 import hashlib
@@ -61,6 +63,7 @@ def main():
     ap.add_argument("--cut-after", type=int, default=-1)
     ap.add_argument("--bad-sha", action="store_true")
     ap.add_argument("--token")
+    ap.add_argument("--page-size", type=int, default=0)
     args = ap.parse_args()
     repos = scan(args.repo)
     cut_done = set()
@@ -79,10 +82,12 @@ def main():
                             self.headers.get("Range", "-"),
                             "yes" if self.headers.get("Authorization") else "no"))
 
-        def send_json(self, obj, code=200):
+        def send_json(self, obj, code=200, link=None):
             body = json.dumps(obj).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            if link:
+                self.send_header("Link", '<%s>; rel="next"' % link)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -116,6 +121,15 @@ def main():
                             sha = hashlib.sha256(sha.encode()).hexdigest()
                         tree.append({"type": "file", "oid": hashlib.sha1(p.encode()).hexdigest(), "size": size,
                                      "path": p, "lfs": {"oid": sha, "size": size, "pointerSize": 134}})
+                    if args.page_size > 0:
+                        q = urllib.parse.parse_qs(url.query)
+                        start = int(q.get("cursor", ["0"])[0])
+                        end = start + args.page_size
+                        link = None
+                        if end < len(tree):
+                            link = "http://%s:%d%s?recursive=true&cursor=%d" % (
+                                self.server.server_address[0], self.server.server_address[1], url.path, end)
+                        return self.send_json(tree[start:end], link=link)
                     return self.send_json(tree)
                 return self.fail(404, "Not found")
             if path.startswith("/cdn/"):
