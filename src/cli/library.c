@@ -15,6 +15,7 @@ const char *em_cli_model_path(const char *arg) {
     static char paths[16][4096];
     static int next;
     char *out = paths[next];
+    if (!arg) return arg;
     if (em_library_resolve(arg, out, sizeof paths[0]) != EM_OK) {
         /* What looks like a file path gets the loader's own one-line
          * error; a name gets told where names come from. */

@@ -22,6 +22,11 @@ static void usage(FILE *out) {
             "  quantize   convert a model to another tensor type or mix\n"
             "  bench      measure prompt and generation speed against the roofline\n"
             "  eval       perplexity, multiple-choice accuracy, KL divergence, reports\n"
+            "  pull       download a model from Hugging Face into the library\n"
+            "  list       the models in the library\n"
+            "  show       a library model's files, metadata, licence and chat template\n"
+            "  rm         remove models from the library\n"
+            "  bundle     export, import and sign verified model bundles (air gaps)\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
