@@ -4,6 +4,7 @@
  * library name.
  */
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "gguf/gguf.h"
 #include "library/library.h"
 
@@ -70,15 +71,14 @@ static int open_library(em_library **lib, bool write, const char *cmd) {
 }
 
 int em_cli_list(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: ember list\n\nLists the models in the library ($EMBER_HOME, default\n"
-                   "~/.local/share/ember): name, quantization, size, architecture, context length.\n");
-            return 0;
-        }
-        fprintf(stderr, "ember list: unexpected argument %s (see ember list --help)\n", argv[i]);
-        return 2;
-    }
+    const em_opt opts[] = {{0}};
+    const em_cmd cmd = {.name = "list",
+                        .synopsis = "",
+                        .about = "Lists the models in the library ($EMBER_HOME, default ~/.local/share/ember):\n"
+                                 "name, quantization, size, architecture, context length.\n",
+                        .opts = opts};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, NULL, NULL);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
     em_library *lib;
     if (open_library(&lib, false, "list")) return 1;
     const em_lib_list *l = em_library_models(lib);
@@ -103,21 +103,19 @@ int em_cli_list(int argc, char **argv) {
 int em_cli_show(int argc, char **argv) {
     const char *name = NULL;
     bool all = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: ember show NAME [--all]\n\nShows a library model: its files, metadata, licence and\n"
-                   "chat template.  --all prints long arrays (the vocabulary) in full.\n");
-            return 0;
-        }
-        if (!strcmp(argv[i], "--all")) all = true;
-        else if (argv[i][0] != '-' && !name) name = argv[i];
-        else {
-            fprintf(stderr, "ember show: unexpected argument %s (see ember show --help)\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!name) {
-        fprintf(stderr, "usage: ember show NAME [--all]\n");
+    const em_opt opts[] = {
+        {.name = "all", .type = EM_OPT_FLAG, EM_OPT_DEST(all), .help = "print long arrays (the vocabulary) in full"},
+        {0}};
+    const em_cmd cmd = {.name = "show",
+                        .synopsis = "NAME [options]",
+                        .about = "Shows a library model: its files, metadata, licence and chat template.\n",
+                        .opts = opts,
+                        .max_pos = 1};
+    int n_pos = 0;
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, &name, &n_pos);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    if (!n_pos) {
+        fprintf(stderr, "ember show: no model name given (see ember show --help)\n");
         return 2;
     }
     em_library *lib;
@@ -169,27 +167,30 @@ int em_cli_show(int argc, char **argv) {
 }
 
 int em_cli_rm(int argc, char **argv) {
+    enum { MAX_NAMES = 64 };
+    const char *names[MAX_NAMES];
     int n = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: ember rm NAME...\n\nRemoves models from the library, with their files.\n");
-            return 0;
-        }
-        n++;
-    }
+    const em_opt opts[] = {{0}};
+    const em_cmd cmd = {.name = "rm",
+                        .synopsis = "NAME...",
+                        .about = "Removes models from the library, with their files.\n",
+                        .opts = opts,
+                        .max_pos = MAX_NAMES};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, names, &n);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
     if (!n) {
-        fprintf(stderr, "usage: ember rm NAME...\n");
+        fprintf(stderr, "ember rm: no model name given (see ember rm --help)\n");
         return 2;
     }
     em_library *lib;
     if (open_library(&lib, true, "rm")) return 1;
     int rc = 0;
-    for (int i = 1; i < argc; i++) {
-        if (em_library_remove(lib, argv[i]) != EM_OK) {
+    for (int i = 0; i < n; i++) {
+        if (em_library_remove(lib, names[i]) != EM_OK) {
             fprintf(stderr, "ember rm: %s\n", em_last_error());
             rc = 1;
         } else {
-            printf("removed %s\n", argv[i]);
+            printf("removed %s\n", names[i]);
         }
     }
     em_library_free(lib);
