@@ -54,6 +54,14 @@ E="$EMBER_BIN"
 ref=$("$E" run -m "$M" --temp 0 -n 48 2>/dev/null)
 [ -n "$ref" ] || { echo "FAIL: no reference text"; exit 1; }
 
+# ---- usage: --help exits 0 on stdout, a bad option or a missing argument 2
+for c in pull list show rm bundle "bundle export" "bundle import" "bundle keygen"; do
+  $EMBER_BIN $c --help >"$tmp/out" 2>&1
+  check "$c --help" '[ $? -eq 0 ] && grep -q "usage: ember" "$tmp/out"'
+  $EMBER_BIN $c --no-such-option >/dev/null 2>"$tmp/err"
+  check "$c: a bad option is a usage error" '[ $? -eq 2 ] && [ $(wc -l <"$tmp/err") -ge 1 ]'
+done
+
 # ---- pull, quantization choice, list, run by name
 start_hub
 export EMBER_HOME="$tmp/home1"
