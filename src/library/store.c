@@ -184,7 +184,20 @@ static em_status save_index(em_library *lib) {
 }
 
 em_status em_library_add(em_library *lib, const em_lib_model *m) {
-    em_status st = em_lib_list_put(&lib->list, m);
+    /* The entry must pass the parser that reads the index back, or one
+     * odd name would make the whole library unreadable. */
+    em_lib_list one = {(em_lib_model *)m, 1}, back;
+    char *text = em_lib_list_dump(&one, KIND);
+    if (!text) return em_error(EM_ERR_NOMEM, "library: out of memory");
+    em_status st = em_lib_list_parse(text, strlen(text), KIND, &back);
+    free(text);
+    if (st) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", em_last_error());
+        return em_error(EM_ERR_INVALID_ARG, "library: cannot add '%s': %s", m->name, why);
+    }
+    em_lib_list_free(&back);
+    st = em_lib_list_put(&lib->list, m);
     return st ? st : save_index(lib);
 }
 

@@ -233,6 +233,10 @@ static void test_store(void) {
     em_lib_file file = {.path = "models/org/repo/m-Q8_0.gguf", .size = 3,
                         .sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"};
     em_lib_model m = {.name = "org/repo:Q8_0", .repo = "org/repo", .quant = "Q8_0", .n_files = 1, .files = &file};
+    em_lib_model odd = m;
+    snprintf(odd.name, sizeof odd.name, "org/repo:with space");
+    CHECK(em_library_add(lib, &odd) == EM_ERR_INVALID_ARG); /* the index would not read back */
+    CHECK(em_library_models(lib)->n == 0);
     CHECK_OK(em_library_add(lib, &m));
     em_library_free(lib);
 
