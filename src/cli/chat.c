@@ -98,7 +98,8 @@ static bool fail(const char *fmt, ...) {
 }
 
 static bool load(const chat_opts *o, chat_state *s) {
-    if (em_model_load(&s->model, o->model_path, &o->mp) != EM_OK) return fail("%s", em_last_error());
+    if (em_model_load(&s->model, em_cli_model_path(o->model_path), &o->mp) != EM_OK)
+        return fail("%s", em_last_error());
     char *source = NULL;
     if (em_chat_template_select(s->model, o->template_name, &source) != EM_OK) return fail("%s", em_last_error());
     em_status st = em_chat_template_init(&s->tmpl, source);
