@@ -482,6 +482,9 @@ struct em_token_trie {
     em_token *tok;     /* [n_tok] tokens with non-empty text, in byte order  */
     int32_t n_tok;
     int32_t max_depth; /* longest token text in bytes                        */
+    uint8_t *plain;    /* [n_nodes] 1: the node's byte and every byte below it
+                        * are "plain" string bytes (printable ASCII other
+                        * than '"' and '\\')                                */
     em_token *eog;     /* [n_eog] tokens that end generation                 */
     int32_t n_eog;
 };
@@ -505,6 +508,7 @@ void em_token_trie_free(em_token_trie *t) {
     if (!t) return;
     free(t->byte);
     free(t->depth);
+    free(t->plain);
     free(t->skip);
     free(t->tok_off);
     free(t->tok);
@@ -578,6 +582,16 @@ em_status em_token_trie_init(em_token_trie **out, const em_vocab *vocab) {
     t->skip[0] = n_nodes;
     t->tok_off[n_nodes] = t->n_tok;
     t->n_nodes = n_nodes;
+    /* plain[] bottom-up: a node's children are i + 1, skip[i + 1], ...
+     * up to skip[i]. */
+    t->plain = malloc((size_t)n_nodes);
+    if (!t->plain) goto nomem;
+    for (int32_t i = n_nodes - 1; i >= 0; i--) {
+        uint8_t b = t->byte[i];
+        bool p = i == 0 || (b >= 0x20 && b < 0x80 && b != '"' && b != '\\');
+        for (int32_t ch = i + 1; p && ch < t->skip[i]; ch = t->skip[ch]) p = t->plain[ch];
+        t->plain[i] = p;
+    }
     /* tok_off[i] was set to the first token whose text passes through node
      * i; the tokens that end at i are those up to the next node's first. */
     free(pc);
@@ -598,6 +612,17 @@ typedef struct gnode {
     int32_t parent; /* node below, -1 for the bottom                */
     int32_t depth;  /* nodes in the chain, this one included        */
 } gnode;
+
+typedef struct gset {
+    int32_t off;    /* first id in set_ids                       */
+    int32_t n;      /* stacks                                     */
+    uint32_t hash;
+    bool acc;       /* the root rule can end here                 */
+    int8_t closed;  /* every plain byte leads back here: 1, 0, -1 unknown */
+} gset;
+
+#define SET_DEAD (-1)        /* no stack and not accepting            */
+#define EM_G_MAX_SETS (1 << 20) /* set ids kept before the caches reset */
 
 typedef struct mask_entry {
     int32_t *key;    /* [n_key] sorted stack ids of the state        */
@@ -627,8 +652,22 @@ struct em_grammar_state {
 
     int32_t *buf;     /* [cap_buf] scratch: sets of stack ids      */
     int32_t n_buf, cap_buf;
-    int32_t *lv_off;  /* [trie max_depth + 1] per trie depth: set start in buf */
-    int32_t *lv_len;  /* [trie max_depth + 1] set length            */
+    int32_t *lv_set;  /* [trie max_depth + 1] per trie depth: the set id */
+
+    /* Interned sets of stacks: set k is set_ids[sets[k].off ..][0 .. n),
+     * sorted, with its accepting flag.  Transitions between them are
+     * memoized: tr_key (set << 8 | byte) -> tr_val (next set, or
+     * SET_DEAD).  Both are caches, cleared with the node pool. */
+    int32_t *set_ids;  /* [n_set_ids] */
+    int32_t n_set_ids, cap_set_ids;
+    struct gset *sets; /* [n_sets] */
+    int32_t n_sets, cap_sets;
+    int32_t *set_ht;   /* [set_ht_mask + 1] set ids, -1 empty */
+    uint32_t set_ht_mask;
+    uint64_t *tr_key;  /* [tr_mask + 1], UINT64_MAX empty */
+    int32_t *tr_val;   /* [tr_mask + 1] */
+    uint32_t tr_mask;
+    int32_t n_tr;
 
     int32_t n_words;  /* 64-bit words of a token bitset            */
     mask_entry cache[EM_MASK_CACHE];
@@ -789,8 +828,18 @@ static bool set_current(em_grammar_state *s, int32_t off, int32_t n, bool acc) {
     return true;
 }
 
+/* Forgets the interned sets and their transitions. */
+static void sets_clear(em_grammar_state *s) {
+    s->n_set_ids = 0;
+    s->n_sets = 0;
+    s->n_tr = 0;
+    if (s->set_ht) memset(s->set_ht, 0xff, sizeof *s->set_ht * (s->set_ht_mask + 1));
+    if (s->tr_key) memset(s->tr_key, 0xff, sizeof *s->tr_key * (s->tr_mask + 1));
+}
+
 static void cache_clear(em_grammar_state *s) {
     for (int i = 0; i < EM_MASK_CACHE; i++) s->cache[i].n_key = -1;
+    sets_clear(s);
 }
 
 /* Rebuilds the node pool from the stacks of the current state alone. */
@@ -846,8 +895,12 @@ void em_grammar_state_free(em_grammar_state *s) {
     free(s->ht);
     free(s->cur);
     free(s->buf);
-    free(s->lv_off);
-    free(s->lv_len);
+    free(s->lv_set);
+    free(s->set_ids);
+    free(s->sets);
+    free(s->set_ht);
+    free(s->tr_key);
+    free(s->tr_val);
     for (int i = 0; i < EM_MASK_CACHE; i++) {
         free(s->cache[i].key);
         free(s->cache[i].bits);
@@ -865,9 +918,8 @@ em_status em_grammar_state_init(em_grammar_state **out, const em_grammar *g,
     s->trie = trie;
     cache_clear(s);
     int32_t depth = trie ? trie->max_depth : 0;
-    s->lv_off = malloc(sizeof *s->lv_off * (size_t)(depth + 1));
-    s->lv_len = malloc(sizeof *s->lv_len * (size_t)(depth + 1));
-    if (!s->lv_off || !s->lv_len || !ht_rehash(s, 1024)) {
+    s->lv_set = malloc(sizeof *s->lv_set * (size_t)(depth + 1));
+    if (!s->lv_set || !ht_rehash(s, 1024)) {
         em_grammar_state_free(s);
         return em_error(EM_ERR_NOMEM, "grammar: out of memory");
     }
@@ -961,34 +1013,161 @@ em_status em_grammar_accept(em_grammar_state *s, em_token t) {
 
 /* ------------------------------------------------------------ masking */
 
-/* The allowed tokens of the current state, walked over the trie. */
+/* The id of the set ids[0..n) (sorted here) with flag acc, interned; -2
+ * on failure.  ids may point into s->buf. */
+static int32_t intern_set(em_grammar_state *s, int32_t *ids, int32_t n, bool acc) {
+    if (n > 1) qsort(ids, (size_t)n, sizeof *ids, id_cmp);
+    uint32_t h = 0x811c9dc5u ^ (uint32_t)acc;
+    for (int32_t i = 0; i < n; i++) h = (h ^ (uint32_t)ids[i]) * 0x01000193u;
+    if (s->set_ht) {
+        for (uint32_t k = h & s->set_ht_mask;; k = (k + 1) & s->set_ht_mask) {
+            int32_t id = s->set_ht[k];
+            if (id < 0) break;
+            const gset *g = &s->sets[id];
+            if (g->hash == h && g->n == n && g->acc == acc &&
+                (n == 0 || !memcmp(s->set_ids + g->off, ids, sizeof *ids * (size_t)n)))
+                return id;
+        }
+    }
+    if (!grow((void **)&s->sets, &s->cap_sets, (int64_t)s->n_sets + 1, sizeof *s->sets) ||
+        !grow((void **)&s->set_ids, &s->cap_set_ids, (int64_t)s->n_set_ids + n,
+              sizeof *s->set_ids)) {
+        state_fail(s, EM_ERR_NOMEM, "out of memory");
+        return -2;
+    }
+    if ((uint32_t)(s->n_sets + 1) * 2 > (s->set_ht ? s->set_ht_mask + 1 : 0)) {
+        uint32_t size = s->set_ht ? (s->set_ht_mask + 1) * 2 : 1024;
+        int32_t *ht = malloc(sizeof *ht * size);
+        if (!ht) {
+            state_fail(s, EM_ERR_NOMEM, "out of memory");
+            return -2;
+        }
+        memset(ht, 0xff, sizeof *ht * size);
+        for (int32_t i = 0; i < s->n_sets; i++) {
+            uint32_t k = s->sets[i].hash & (size - 1);
+            while (ht[k] >= 0) k = (k + 1) & (size - 1);
+            ht[k] = i;
+        }
+        free(s->set_ht);
+        s->set_ht = ht;
+        s->set_ht_mask = size - 1;
+    }
+    int32_t id = s->n_sets++;
+    s->sets[id] = (gset){s->n_set_ids, n, h, acc, -1};
+    if (n) memcpy(s->set_ids + s->n_set_ids, ids, sizeof *ids * (size_t)n);
+    s->n_set_ids += n;
+    uint32_t k = h & s->set_ht_mask;
+    while (s->set_ht[k] >= 0) k = (k + 1) & s->set_ht_mask;
+    s->set_ht[k] = id;
+    return id;
+}
+
+/* The set that byte leads to from set `from`: an id, SET_DEAD, or -2 on
+ * failure.  Memoized. */
+static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
+    uint64_t key = (uint64_t)(uint32_t)from << 8 | byte;
+    uint32_t k = 0;
+    if (s->tr_key) {
+        k = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & s->tr_mask;
+        for (; s->tr_key[k] != UINT64_MAX; k = (k + 1) & s->tr_mask)
+            if (s->tr_key[k] == key) return s->tr_val[k];
+    }
+    /* Miss: follow the byte from a copy of the set at the end of buf. */
+    int32_t base = s->n_buf, n = s->sets[from].n;
+    for (int32_t i = 0; i < n; i++)
+        if (!buf_push(s, s->set_ids[s->sets[from].off + i])) return -2;
+    bool acc;
+    int32_t next = -2;
+    if (advance(s, base, n, byte, &acc)) {
+        int32_t n_out = s->n_buf - (base + n);
+        next = n_out == 0 && !acc ? SET_DEAD : intern_set(s, s->buf + base + n, n_out, acc);
+    }
+    s->n_buf = base;
+    if (next == -2) return -2;
+    if ((uint32_t)(s->n_tr + 1) * 2 > (s->tr_key ? s->tr_mask + 1 : 0)) {
+        uint32_t size = s->tr_key ? (s->tr_mask + 1) * 2 : 4096;
+        uint64_t *nk = malloc(sizeof *nk * size);
+        int32_t *nv = malloc(sizeof *nv * size);
+        if (!nk || !nv) {
+            free(nk), free(nv);
+            state_fail(s, EM_ERR_NOMEM, "out of memory");
+            return -2;
+        }
+        memset(nk, 0xff, sizeof *nk * size);
+        for (uint32_t i = 0; s->tr_key && i <= s->tr_mask; i++) {
+            if (s->tr_key[i] == UINT64_MAX) continue;
+            uint32_t j = (uint32_t)((s->tr_key[i] * 0x9E3779B97F4A7C15ull) >> 32) & (size - 1);
+            while (nk[j] != UINT64_MAX) j = (j + 1) & (size - 1);
+            nk[j] = s->tr_key[i], nv[j] = s->tr_val[i];
+        }
+        free(s->tr_key), free(s->tr_val);
+        s->tr_key = nk, s->tr_val = nv;
+        s->tr_mask = size - 1;
+    }
+    k = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & s->tr_mask;
+    while (s->tr_key[k] != UINT64_MAX) k = (k + 1) & s->tr_mask;
+    s->tr_key[k] = key, s->tr_val[k] = next;
+    s->n_tr++;
+    return next;
+}
+
+/* Does every plain byte lead from set id back to itself?  Then any token
+ * made only of plain bytes is allowed there, with no walk (free text
+ * inside a JSON string).  -1 on failure. */
+static int closed_under_plain(em_grammar_state *s, int32_t id) {
+    if (s->sets[id].closed >= 0) return s->sets[id].closed;
+    int closed = s->sets[id].n > 0;
+    for (unsigned b = 0x20; b < 0x80 && closed; b++) {
+        if (b == '"' || b == '\\') continue;
+        int32_t next = transition(s, id, (uint8_t)b);
+        if (next == -2) return -1;
+        closed = next == id;
+    }
+    s->sets[id].closed = (int8_t)closed;
+    return closed;
+}
+
+/* The allowed tokens of the current state, walked over the trie: each
+ * node's set is its parent's set followed by the node's byte, memoized
+ * per (set, byte); a byte that leads nowhere skips its subtree. */
 static bool compute_mask(em_grammar_state *s, uint64_t *bits) {
     const em_token_trie *t = s->trie;
     memset(bits, 0, sizeof *bits * (size_t)s->n_words);
     if (s->finished) return true;
     if (s->cur_acc)
         for (int32_t i = 0; i < t->n_eog; i++) bits[t->eog[i] >> 6] |= 1ull << (t->eog[i] & 63);
+    if (s->n_cur == 0) return true;
+    if (s->n_sets > EM_G_MAX_SETS || s->n_tr > 4 * EM_G_MAX_SETS) sets_clear(s);
     s->n_buf = 0;
     for (int32_t i = 0; i < s->n_cur; i++)
         if (!buf_push(s, s->cur[i])) return false;
-    s->lv_off[0] = 0;
-    s->lv_len[0] = s->n_cur;
-    if (s->n_cur == 0) return true;
+    int32_t root = intern_set(s, s->buf, s->n_cur, s->cur_acc);
+    s->n_buf = 0;
+    if (root < 0) return false;
+    s->lv_set[0] = root;
     for (int32_t i = 1; i < t->n_nodes;) {
         int32_t d = t->depth[i];
-        s->n_buf = s->lv_off[d - 1] + s->lv_len[d - 1];
-        s->lv_off[d] = s->n_buf;
-        bool acc;
-        if (!advance(s, s->lv_off[d - 1], s->lv_len[d - 1], t->byte[i], &acc)) return false;
-        int32_t n = s->n_buf - s->lv_off[d];
-        s->lv_len[d] = n;
-        if (n == 0 && !acc) {
+        int32_t from = s->lv_set[d - 1];
+        if (t->plain[i]) {
+            int closed = closed_under_plain(s, from);
+            if (closed < 0) return false;
+            if (closed) {
+                for (int32_t k = t->tok_off[i]; k < t->tok_off[t->skip[i]]; k++)
+                    bits[t->tok[k] >> 6] |= 1ull << (t->tok[k] & 63);
+                i = t->skip[i];
+                continue;
+            }
+        }
+        int32_t next = transition(s, from, t->byte[i]);
+        if (next == -2) return false;
+        if (next == SET_DEAD) {
             i = t->skip[i];
             continue;
         }
         for (int32_t k = t->tok_off[i]; k < t->tok_off[i + 1]; k++)
             bits[t->tok[k] >> 6] |= 1ull << (t->tok[k] & 63);
-        i = n == 0 ? t->skip[i] : i + 1;
+        s->lv_set[d] = next;
+        i = s->sets[next].n == 0 ? t->skip[i] : i + 1;
     }
     return true;
 }
