@@ -1252,6 +1252,12 @@ em_status em_grammar_mask(em_grammar_state *s, float *logits) {
     if (!s || !logits) return em_error(EM_ERR_INVALID_ARG, "grammar: invalid arguments");
     if (!s->trie) return em_error(EM_ERR_INVALID_ARG, "grammar: the state has no vocabulary");
     s->err = EM_OK;
+    if (s->finished) {
+        /* After EOG nothing may follow (the cache would still hold the
+         * mask of the state before it). */
+        for (int32_t i = 0; i < s->trie->n_vocab; i++) logits[i] = -INFINITY;
+        return EM_OK;
+    }
     const uint64_t *bits = state_mask(s);
     if (!bits) return s->err;
     for (int32_t w = 0; w < s->n_words; w++) {

@@ -480,6 +480,7 @@ static const char *const gen_schemas[] = {
     "{\"type\":\"integer\"}}},\"required\":[\"call\",\"extra\"],\"additionalProperties\":{\"type\":\"boolean\"}}",
     "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"x\",\"y\"],\"nullable\":true},"
     "\"minItems\":2,\"maxItems\":3}",
+    "{\"type\":[\"number\",\"boolean\"]}", /* complete early, ends with EOG */
 };
 
 /* Loads a vocabulary from a GGUF file; NULL when it cannot. */
@@ -633,6 +634,11 @@ static char *generate(const em_grammar *g, const em_token_trie *trie, const em_v
         CHECK_MSG(ast == EM_OK, "accept %d after '%.*s': %s", t, (int)len, text, em_last_error());
         if (ast != EM_OK) break;
         if (em_vocab_is_eog(v, t)) {
+            /* After EOG nothing is allowed, EOG included. */
+            em_grammar_mask(s, logits);
+            bool none = true;
+            for (int32_t i = 0; i < n_vocab; i++) none &= logits[i] == -INFINITY;
+            CHECK(none && em_grammar_done(s) && em_grammar_accept(s, t) == EM_ERR_INVALID_ARG);
             done = true;
             break;
         }
