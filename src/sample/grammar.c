@@ -27,10 +27,14 @@
  * Tokens are walked as a trie of their bytes (em_token_trie, one per
  * vocabulary), so the common prefix of many tokens is parsed once and a
  * byte that no stack accepts prunes its whole subtree: in a JSON structure
- * position only a few thousand trie nodes out of ~400K are visited.  Inside
- * free text most of the trie survives, but the parser state there repeats
- * from token to token, so the finished masks are cached by state (a small
- * LRU of bitsets keyed by the sorted stack ids).
+ * position only a few thousand trie nodes out of ~400K are visited.  Sets
+ * of stacks are interned and the transitions between them memoized per
+ * byte class (bytes no set of the grammar tells apart).  Inside free text
+ * most of the trie survives; there every plain byte leads back to the
+ * same set, so trie subtrees made only of plain bytes are allowed whole,
+ * and in a string of bounded length they follow one chain of sets, so
+ * their tokens are decided by length.  Finished masks are also cached by
+ * state (a small LRU of bitsets keyed by the sorted stack ids).
  *
  * Memory.  Nodes are never freed during a step; after an accepted token,
  * when the pool has grown past a threshold, it is rebuilt from the stacks
