@@ -532,7 +532,13 @@ static int32_t object_schema(sc *c, const json_t *s) {
     bool ok = true;
     size_t old = path_push(c, "properties");
     json_object_foreach((json_t *)props, key, sub) {
+        bool required = false;
+        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         size_t o2 = path_push(c, key);
+        if (json_is_false(sub) && !required) {
+            path_pop(c, o2); /* a property that must not appear */
+            continue;
+        }
         int32_t val = schema(c, sub);
         path_pop(c, o2);
         json_t *kj = json_string(key);
@@ -542,8 +548,6 @@ static int32_t object_schema(sc *c, const json_t *s) {
             ok = false;
             break;
         }
-        bool required = false;
-        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         must[n] = required;
         kv[n++] = member(c, kr, val);
     }

@@ -115,6 +115,8 @@ static void test_compile(void) {
     expect_err("{\"type\":\"object\",\"properties\":{},\"required\":[\"a\"]}", EM_ERR_INVALID_ARG,
                "'a'");
     expect_err("{\"enum\":[]}", EM_ERR_INVALID_ARG, "'enum'");
+    expect_err("{\"properties\":{\"a\":false},\"required\":[\"a\"]}", EM_ERR_UNSUPPORTED,
+               "matches nothing at /properties/a");
     expect_err("{\"anyOf\":[]}", EM_ERR_INVALID_ARG, "'anyOf'");
     expect_err("{\"allOf\":[{\"type\":\"string\"},{\"minLength\":2}]}", EM_ERR_UNSUPPORTED,
                "'allOf'");
@@ -173,6 +175,8 @@ static const byte_case byte_cases[] = {
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"additionalProperties\":"
      "{\"type\":\"boolean\"}}", "{\"c\":1}", false},
     {"{\"type\":\"object\"}", "{\"anything\": [1, {}]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"b\":[]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"a\":1}", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1]", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1, 2]", true},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3]", true},
