@@ -85,6 +85,9 @@ void em_grammar_size(const em_grammar *g, int32_t *n_rules, int32_t *n_elems);
 
 /* ------------------------------------------------------ the token trie */
 
+/* Builds the trie of vocab's tokens by their decoded bytes (what
+ * em_token_to_piece gives without special rendering).  vocab must outlive
+ * the trie and every state made with it. */
 em_status em_token_trie_init(em_token_trie **out, const em_vocab *vocab);
 void em_token_trie_free(em_token_trie *t);
 
