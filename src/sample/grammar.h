@@ -101,8 +101,10 @@ void em_grammar_state_free(em_grammar_state *s);
 
 /* Sets logits[t] = -INFINITY for every token t (of the trie's n_vocab)
  * that cannot come next; leaves the others unchanged.  Fails only on a
- * pathological grammar (EM_ERR_UNSUPPORTED: too many parser stacks) or
- * without a trie (EM_ERR_INVALID_ARG). */
+ * pathological grammar (EM_ERR_UNSUPPORTED: too many parses at once, or
+ * more than a bounded amount of parser work for one mask, ~0.1-0.3 s, so
+ * that a hostile schema cannot stall the engine) or without a trie
+ * (EM_ERR_INVALID_ARG); the caller should then end the sequence. */
 em_status em_grammar_mask(em_grammar_state *s, float *logits);
 
 /* Advances over token t.  EM_ERR_INVALID_ARG when t is not allowed here
