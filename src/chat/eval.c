@@ -219,7 +219,10 @@ bool rt_contains(rctx *c, jv *container, jv *item) {
         for (size_t i = 0; i < container->u.list.n; i++)
             if (jv_equal(container->u.list.items[i], item)) return true;
         return false;
-    case JV_DICT: return jv_dict_get(container, item) != NULL;
+    case JV_DICT:
+        if (item->type == JV_DICT || item->type == JV_NS || (jv_is_seq(item) && !item->u.list.tuple))
+            rt_fail(c, "unhashable type: '%s'", jv_type_name(item));
+        return jv_dict_get(container, item) != NULL;
     default: rt_fail(c, "argument of type '%s' is not iterable", jv_type_name(container));
     }
 }
