@@ -42,6 +42,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
-if [ $# -gt 0 ]; then files=("$@"); else files=("$HERE"/*.test.mjs); fi
+files=()
+for f in "$@"; do files+=("$(realpath "$f")"); done
+[ ${#files[@]} -gt 0 ] || files=("$HERE"/*.test.mjs)
 cd "$HERE"
 exec node --test --test-concurrency=1 --test-timeout="${E2E_TEST_TIMEOUT_MS:-300000}" "${files[@]}"
