@@ -13,7 +13,7 @@
 #
 # Environment: EMBER_BUILD (build dir with ember and gen_bench_model;
 # default build), FORMAT (F16, Q8_0 (default), Q4_K_M, ...), PARALLEL
-# (default 64), CTX (-c, default 16384), THREADS (-t, default: ember's),
+# (default 64), CTX (-c, default 1024), THREADS (-t, default: ember's),
 # CONCURRENCY (default 1,4,16,64), REQUESTS (per level; default 4 x N, at
 # least 8), PROMPT_TOKENS (default 128), MAX_TOKENS (default 128), PORT
 # (default: a free one).  Extra arguments after WORKDIR go to `ember serve`.
@@ -32,7 +32,7 @@ WORK=${1:-${TMPDIR:-/tmp}/ember-bench-serve}
 shift || true
 FORMAT=${FORMAT:-Q8_0}
 PARALLEL=${PARALLEL:-64}
-CTX=${CTX:-16384}
+CTX=${CTX:-1024}
 CONCURRENCY=${CONCURRENCY:-1,4,16,64}
 PROMPT_TOKENS=${PROMPT_TOKENS:-128}
 MAX_TOKENS=${MAX_TOKENS:-128}
