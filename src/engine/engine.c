@@ -815,3 +815,5 @@ void em_engine_get_stats(em_engine *e, em_engine_stats *out) {
 }
 
 const em_model *em_engine_model(const em_engine *e) { return e->model; }
+
+int32_t em_engine_n_ctx_seq(const em_engine *e) { return e->p.n_ctx_seq; }

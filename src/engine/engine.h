@@ -155,5 +155,7 @@ typedef struct em_engine_stats {
 void em_engine_get_stats(em_engine *e, em_engine_stats *out);
 
 const em_model *em_engine_model(const em_engine *e);
+/* Positions one request may use, prompt and answer together. */
+int32_t em_engine_n_ctx_seq(const em_engine *e);
 
 #endif

@@ -103,8 +103,9 @@ static bool parse_generation(em_api_request *r, const em_api_limits *lim, em_api
     json_t *b = r->body;
     long long v;
     double d;
-    r->max_tokens = -1;
-    v = -1;
+    /* Chat generates to the end of the context by default, completions
+     * 16 tokens, as OpenAI; max_completion_tokens wins over max_tokens. */
+    v = r->kind == EM_API_CHAT ? -1 : 16;
     if (!get_int(b, "max_tokens", 1, INT32_MAX, &v, err)) return false;
     if (r->kind == EM_API_CHAT && !get_int(b, "max_completion_tokens", 1, INT32_MAX, &v, err)) return false;
     r->max_tokens = (int32_t)v;
@@ -135,7 +136,7 @@ static bool parse_generation(em_api_request *r, const em_api_limits *lim, em_api
     if (!parse_logit_bias(r, lim, err)) return false;
 
     v = 1;
-    if (!get_int(b, "n", 1, 128, &v, err)) return false;
+    if (!get_int(b, "n", 1, 16, &v, err)) return false;
     if (v > lim->n_parallel)
         return em_api_fail(err, 400, "n", "'n' is %lld; this server runs at most %d sequences at once (--parallel)",
                            v, lim->n_parallel);
@@ -336,16 +337,24 @@ static bool is_token_array(json_t *a, int32_t n_vocab) {
 static bool parse_prompt(em_api_request *r, const em_api_limits *lim, em_api_error *err) {
     json_t *p = field(r->body, "prompt");
     if (!p) return em_api_fail(err, 400, "prompt", "'prompt' is required");
-    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0)))
-        p = json_array_get(p, 0);
-    if (json_is_string(p) || is_token_array(p, lim->n_vocab)) {
-        r->prompt = p;
-        return true;
+    if (field(r->body, "suffix")) return em_api_fail(err, 400, "suffix", "'suffix' is not supported");
+    /* One prompt (a string or token ids), or an array of them. */
+    bool single = json_is_string(p) || is_token_array(p, lim->n_vocab);
+    bool many = !single && json_is_array(p) && json_array_size(p) > 0 && json_array_size(p) <= 64;
+    if (many) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(p, i, x) {
+            if (!json_is_string(x) && !is_token_array(x, lim->n_vocab)) many = false;
+        }
     }
-    if (json_is_array(p) && json_array_size(p) > 1 && json_is_string(json_array_get(p, 0)))
-        return em_api_fail(err, 400, "prompt", "'prompt' holds several prompts; send one per request");
-    return em_api_fail(err, 400, "prompt",
-                       "'prompt' must be a string or an array of token ids below %d", lim->n_vocab);
+    if (!single && !many)
+        return em_api_fail(err, 400, "prompt",
+                           "'prompt' must be a string, an array of token ids below %d, or an array of up to 64 of them",
+                           lim->n_vocab);
+    r->prompts = single ? json_pack("[O]", p) : json_incref(p);
+    if (!r->prompts) return em_api_fail(err, 500, NULL, "out of memory");
+    return true;
 }
 
 static bool parse_input(em_api_request *r, const em_api_limits *lim, em_api_error *err) {
@@ -364,6 +373,9 @@ static bool parse_input(em_api_request *r, const em_api_limits *lim, em_api_erro
         return em_api_fail(err, 400, "input",
                            "'input' must be a non-empty string, an array of them, or token-id arrays (at most 2048)");
     r->input = in;
+    json_t *dim = field(r->body, "dimensions");
+    if (dim && (!json_is_integer(dim) || json_integer_value(dim) != lim->n_embd))
+        return em_api_fail(err, 400, "dimensions", "'dimensions' is not supported (the model's size is %d)", lim->n_embd);
     json_t *fmt = field(r->body, "encoding_format");
     if (fmt) {
         if (!json_is_string(fmt) ||
@@ -372,6 +384,30 @@ static bool parse_input(em_api_request *r, const em_api_limits *lim, em_api_erro
         r->base64 = !strcmp(json_string_value(fmt), "base64");
     }
     return true;
+}
+
+/* How deeply a value nests (a scalar is 1); stops counting past the limit. */
+static int json_depth(json_t *v) {
+    if (!json_is_object(v) && !json_is_array(v)) return 1;
+    int deepest = 0;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            int d = json_depth(x);
+            if (d > deepest) deepest = d;
+            if (deepest > EM_API_MAX_DEPTH) break;
+        }
+    } else {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            int d = json_depth(x);
+            if (d > deepest) deepest = d;
+            if (deepest > EM_API_MAX_DEPTH) break;
+        }
+    }
+    return deepest + 1;
 }
 
 bool em_api_parse(em_api_kind kind, const char *body, size_t len, const em_api_limits *lim,
@@ -388,8 +424,11 @@ bool em_api_parse(em_api_kind kind, const char *body, size_t len, const em_api_l
         ok = em_api_fail(err, 400, NULL, "the body must be a JSON object");
     } else {
         json_t *model = field(out->body, "model");
-        if (model && !json_is_string(model)) ok = em_api_fail(err, 400, "model", "'model' must be a string");
-        else if (model && strcmp(json_string_value(model), lim->model_id))
+        if (!model) ok = em_api_fail(err, 400, "model", "'model' is required");
+        else if (!json_is_string(model)) ok = em_api_fail(err, 400, "model", "'model' must be a string");
+        else if (json_depth(out->body) > EM_API_MAX_DEPTH)
+            ok = em_api_fail(err, 400, NULL, "the body nests deeper than %d levels", EM_API_MAX_DEPTH);
+        else if (strcmp(json_string_value(model), lim->model_id))
             ok = em_api_fail(err, 404, "model", "The model '%.100s' does not exist; this server serves '%.100s'",
                              json_string_value(model), lim->model_id);
         else if (kind == EM_API_EMBEDDINGS) ok = parse_input(out, lim, err);
@@ -404,6 +443,7 @@ bool em_api_parse(em_api_kind kind, const char *body, size_t len, const em_api_l
 
 void em_api_request_free(em_api_request *r) {
     json_decref(r->body);
+    json_decref(r->prompts);
     free(r->bias);
     memset(r, 0, sizeof *r);
 }

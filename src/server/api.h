@@ -29,7 +29,10 @@ typedef struct em_api_limits {
     const char *model_id;
     int32_t n_vocab;
     int32_t n_parallel;
+    int32_t n_embd;
 } em_api_limits;
+
+#define EM_API_MAX_DEPTH 64 /* JSON nesting a request may have */
 
 typedef struct em_api_request {
     em_api_kind kind;
@@ -46,6 +49,7 @@ typedef struct em_api_request {
     bool include_usage;           /* stream_options.include_usage                      */
     bool echo;                    /* completions: the prompt precedes the text         */
     json_t *prompt;               /* completions: string, [string], [int] (borrowed)   */
+    json_t *prompts;              /* completions: array of strings or token-id arrays (owned) */
     json_t *messages;             /* chat: validated array (borrowed)                  */
     json_t *tools;                /* chat: array or NULL (borrowed)                    */
     em_tool_choice tool_choice;

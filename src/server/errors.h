@@ -12,6 +12,7 @@
 typedef struct em_api_error {
     int http;          /* 400, 401, 404, 405, 413, 429, 500, 503        */
     char param[64];    /* the request field at fault, "" for none        */
+    char code[32];     /* a specific code ("context_length_exceeded"), "" for the status's */
     char message[512];
 } em_api_error;
 
