@@ -122,7 +122,9 @@ typedef struct em_context_params {
     int32_t n_batch;    /* most token rows one em_decode takes             */
     int32_t n_threads;  /* worker threads; 0 = physical cores              */
     em_type kv_type;    /* cache storage: F16 (default), F32, Q8_0, ...     */
-    int32_t n_seq_max;  /* distinct sequence ids the cache accepts (<= 64)  */
+    int32_t n_seq_max;  /* distinct sequence ids the cache accepts (<= 4096)*/
+    bool embeddings;    /* also keep the final-norm hidden state of the rows
+                         * that ask for logits (em_get_embeddings)           */
 } em_context_params;
 
 em_context_params em_context_default_params(void);
@@ -144,6 +146,9 @@ typedef struct em_batch {
     em_pos *pos;        /* [n_tokens] position of each row in its seq    */
     em_seq_id *seq_id;  /* [n_tokens] sequence each row belongs to       */
     int8_t *logits;     /* [n_tokens] nonzero: compute logits for row    */
+    em_status *status;  /* [n_tokens] per-row result, written by em_decode
+                         * (em_batch_init allocates it; NULL in a batch
+                         * built by hand: see em_decode)                 */
     int32_t capacity;   /* rows allocated                                */
 } em_batch;
 
@@ -155,8 +160,21 @@ em_status em_batch_add(em_batch *batch, em_token token, em_pos pos,
                        em_seq_id seq, bool want_logits);
 
 /*
- * Runs the model over every row of the batch, appending each row's K and V
- * to the cache.  On EM_ERR_CONTEXT_FULL nothing was written.
+ * Runs the model over the rows of the batch, appending each row's K and V
+ * to the cache.  A row's position must be the next one of its sequence
+ * (em_kv_seq_pos_max, counting the batch's earlier rows of it).
+ *
+ * With batch->status, em_decode computes every row it can: a row that
+ * cannot be placed (a sequence id >= n_seq_max, a token outside the
+ * vocabulary, a position that is not the sequence's next:
+ * EM_ERR_INVALID_ARG; no free KV block for its sequence:
+ * EM_ERR_CONTEXT_FULL) gets that error in status[i], so do the later rows
+ * of the same sequence, and the other rows are computed and get EM_OK.
+ * em_decode then returns EM_OK.  It returns an error when nothing was
+ * computed: for reasons not tied to a row (an empty or too large batch),
+ * or when every row failed (the first row's error; status is filled in).
+ * Without status (NULL) the batch is all or nothing: on an error nothing
+ * was written.
  */
 em_status em_decode(em_context *ctx, const em_batch *batch);
 
@@ -165,16 +183,53 @@ em_status em_decode(em_context *ctx, const em_batch *batch);
  * did not ask for logits. */
 const float *em_get_logits(em_context *ctx, int32_t i);
 
-/* Removes positions [p0, p1) of a sequence (p1 < 0: to the end); seq < 0:
- * every sequence. */
-void em_kv_remove(em_context *ctx, em_seq_id seq, em_pos p0, em_pos p1);
+/* The final-norm hidden state of row i of the last batch: [n_embd]
+ * floats, valid until the next em_decode.  NULL unless the context was
+ * made with embeddings and row i asked for logits. */
+const float *em_get_embeddings(em_context *ctx, int32_t i);
+
+/*
+ * The KV cache is paged: blocks of em_kv_stats.block_size positions from
+ * one pool of n_ctx positions, a block table per sequence, blocks shared
+ * read-only between sequences and copied when one of them writes.
+ */
+
+/* Removes positions [p0, p1) of a sequence (p0 < 0: from 0; p1 < 0: to the
+ * end); seq < 0: every sequence.  Only the end of a sequence can go:
+ * EM_ERR_UNSUPPORTED for a range with positions after it, and
+ * EM_ERR_INVALID_ARG for seq >= n_seq_max. */
+em_status em_kv_remove(em_context *ctx, em_seq_id seq, em_pos p0, em_pos p1);
 void em_kv_clear(em_context *ctx);
-/* Makes positions [p0, p1) of sequence src visible to sequence dst too,
+/* Makes sequence dst hold positions [0, p1) of sequence src (p1 < 0: all),
  * sharing the stored keys and values (no copy): a common prompt is
- * computed once and continued by several sequences. */
-void em_kv_seq_cp(em_context *ctx, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1);
+ * computed once and continued by several sequences.  What dst held before
+ * is dropped.  p0 must be 0 (or negative); EM_ERR_INVALID_ARG for ids
+ * outside [0, n_seq_max). */
+em_status em_kv_seq_cp(em_context *ctx, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1);
 /* One past the largest position stored for seq, 0 when empty. */
 em_pos em_kv_seq_pos_max(const em_context *ctx, em_seq_id seq);
+
+/* Prefix reuse.  seq must be empty.  Attaches the longest run of cached
+ * full blocks whose tokens equal tokens[0..] (a block matches only after
+ * the same preceding tokens), sharing them read-only; returns how many
+ * leading positions seq now holds: a multiple of the block size, at most
+ * n - 1, so that the caller always decodes at least the last prompt token.
+ * -1 (and em_last_error) for a bad id or a sequence that is not empty.
+ * The cache learns a block's tokens when em_decode fills it; unreferenced
+ * such blocks stay cached and are evicted least-recently-used when free
+ * blocks run out. */
+int32_t em_kv_seq_reuse_prefix(em_context *ctx, em_seq_id seq, const em_token *tokens, int32_t n);
+
+typedef struct em_kv_stats {
+    int32_t block_size;      /* positions per block                       */
+    int32_t n_blocks;        /* blocks in the pool                        */
+    int32_t n_used;          /* blocks referenced by at least one sequence */
+    int32_t n_cached;        /* unreferenced blocks kept for prefix reuse */
+    int32_t n_free;          /* blocks holding nothing                    */
+    uint64_t prefix_lookups; /* em_kv_seq_reuse_prefix calls              */
+    uint64_t prefix_hits;    /* blocks reused by them                     */
+} em_kv_stats;
+void em_kv_get_stats(const em_context *ctx, em_kv_stats *out);
 
 /* ------------------------------------------------------------- tokenizer */
 

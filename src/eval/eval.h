@@ -177,7 +177,8 @@ typedef struct em_choice_score {
  */
 em_status em_eval_score_choices(em_eval_engine *e, const em_choice_seq *seqs, int32_t k, em_choice_score *out);
 
-/* KV cache slots em_eval_score_choices needs for these sequences. */
+/* KV cache positions em_eval_score_choices needs for these sequences,
+ * counted in whole cache blocks. */
 int32_t em_eval_choices_cells(const em_choice_seq *seqs, int32_t k);
 
 /* ------------------------------------------------------- benchmarks */

@@ -17,6 +17,7 @@
  *      perplexity for LAMBADA, each with its standard error.
  */
 #include "eval/eval.h"
+#include "kv/kv.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -344,10 +345,17 @@ static int32_t shared_prefix(const em_choice_seq *seqs, int32_t k) {
 }
 
 int32_t em_eval_choices_cells(const em_choice_seq *seqs, int32_t k) {
+    /* The cache hands out whole blocks: sequence 0 holds the prefix's,
+     * and a choice shares the full ones and writes from the block holding
+     * position p on (a copy of the prefix's partial last block). */
+    const int64_t B = EM_KV_BLOCK;
     int32_t p = shared_prefix(seqs, k);
-    int64_t cells = p;
-    for (int32_t i = 0; i < k; i++) cells += seqs[i].n_tokens - 1 - p;
-    return cells > INT32_MAX ? INT32_MAX : (int32_t)cells;
+    int64_t blocks = (p + B - 1) / B;
+    for (int32_t i = 0; i < k; i++) {
+        const int64_t n = seqs[i].n_tokens - 1;
+        if (n > p) blocks += (n + B - 1) / B - p / B;
+    }
+    return blocks * B > INT32_MAX ? INT32_MAX : (int32_t)(blocks * B);
 }
 
 /* Decodes the pending batch and adds each scored row to its choice. */
@@ -356,6 +364,8 @@ static em_status flush_rows(em_eval_engine *e, em_choice_score *out) {
     em_status st = em_decode(e->ctx, &e->batch);
     if (st != EM_OK) return st;
     for (int32_t r = 0; r < e->batch.n_tokens; r++) {
+        if (e->batch.status[r] != EM_OK)
+            return em_error(e->batch.status[r], "mc: batch row %d: %s", r, em_status_str(e->batch.status[r]));
         if (e->row_target[r] < 0) continue;
         const float *row = em_get_logits(e->ctx, r);
         if (!row) return em_error(EM_ERR_INTERNAL, "mc: no logits for batch row %d", r);
@@ -408,7 +418,7 @@ em_status em_eval_score_choices(em_eval_engine *e, const em_choice_seq *seqs, in
     for (int32_t g0 = 0; g0 < k && st == EM_OK; g0 += group) {
         int32_t g1 = EM_MIN(k, g0 + group);
         for (int32_t i = g0; i < g1; i++)
-            if (P > 0) em_kv_seq_cp(e->ctx, 0, 1 + i - g0, 0, P);
+            if (P > 0 && st == EM_OK) st = em_kv_seq_cp(e->ctx, 0, 1 + i - g0, 0, P);
         for (int32_t i = g0; i < g1 && st == EM_OK; i++) {
             const em_choice_seq *s = &seqs[i];
             em_seq_id sid = 1 + i - g0;

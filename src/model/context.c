@@ -49,7 +49,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->params = p;
     em_status st = em_threadpool_init(&c->pool, p.n_threads);
     if (st != EM_OK) goto fail;
-    st = em_kv_init(&c->kv, p.n_ctx, hp->n_layer, (int64_t)hp->n_head_kv * hp->head_dim,
+    st = em_kv_init(&c->kv, p.n_ctx, p.n_seq_max, hp->n_layer, (int64_t)hp->n_head_kv * hp->head_dim,
                     (int64_t)hp->n_head_kv * hp->head_dim_v, p.kv_type, hp->head_dim, hp->head_dim_v);
     if (st != EM_OK) goto fail;
 
@@ -71,6 +71,9 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
                                       em_attention_scratch(hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v),
                                   &ok);
     c->cells = calloc(nb, sizeof *c->cells);
+    c->tok = calloc(nb, sizeof *c->tok);
+    c->kv_cells = calloc(nb, sizeof *c->kv_cells);
+    c->row_st = calloc(nb, sizeof *c->row_st);
     c->seq = calloc(nb, sizeof *c->seq);
     c->pos = calloc(nb, sizeof *c->pos);
     c->out_rows = calloc(nb, sizeof *c->out_rows);
@@ -90,7 +93,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(hp->n_ff) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
 #undef EM_R16
     c->solo = alloc_floats((size_t)p.n_threads * c->solo_stride, &ok);
-    if (!ok || !c->cells || !c->seq || !c->pos || !c->out_rows || !c->logit_of) {
+    if (!ok || !c->cells || !c->tok || !c->kv_cells || !c->row_st || !c->seq || !c->pos || !c->out_rows || !c->logit_of) {
         st = em_error(EM_ERR_NOMEM, "context: cannot allocate scratch for a batch of %d", p.n_batch);
         goto fail;
     }
@@ -128,6 +131,10 @@ void em_context_free(em_context *c) {
     free(c->inv_freq);
     free(c->att_scratch);
     free(c->cells);
+    free(c->tok);
+    free(c->kv_cells);
+    free(c->row_st);
+    free(c->embd);
     free(c->seq);
     free(c->pos);
     free(c->out_rows);
@@ -147,7 +154,8 @@ em_status em_batch_init(em_batch *b, int32_t capacity) {
     b->pos = malloc((size_t)capacity * sizeof *b->pos);
     b->seq_id = malloc((size_t)capacity * sizeof *b->seq_id);
     b->logits = malloc((size_t)capacity * sizeof *b->logits);
-    if (!b->token || !b->pos || !b->seq_id || !b->logits) {
+    b->status = malloc((size_t)capacity * sizeof *b->status);
+    if (!b->token || !b->pos || !b->seq_id || !b->logits || !b->status) {
         em_batch_free(b);
         return em_error(EM_ERR_NOMEM, "batch: out of memory");
     }
@@ -160,6 +168,7 @@ void em_batch_free(em_batch *b) {
     free(b->pos);
     free(b->seq_id);
     free(b->logits);
+    free(b->status);
     memset(b, 0, sizeof *b);
 }
 
@@ -172,44 +181,91 @@ em_status em_batch_add(em_batch *b, em_token token, em_pos pos, em_seq_id seq, b
     b->pos[i] = pos;
     b->seq_id[i] = seq;
     b->logits[i] = want_logits ? 1 : 0;
+    if (b->status) b->status[i] = EM_OK;
     return EM_OK;
 }
 
 /* ----------------------------------------------------------------- decode */
 
-em_status em_decode(em_context *c, const em_batch *b) {
+/* Makes room for the logits (and hidden states) of n_out rows; the
+ * buffers grow only when more rows than ever before ask. */
+static em_status reserve_outputs(em_context *c, int32_t n_out) {
     const em_hparams *hp = &c->model->hp;
-    if (!b || b->n_tokens <= 0) return em_error(EM_ERR_INVALID_ARG, "decode: empty batch");
+    if (n_out <= c->logits_cap) return EM_OK;
+    float *nl = realloc(c->logits, (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
+    if (!nl) return em_error(EM_ERR_NOMEM, "decode: cannot allocate logits for %d rows", n_out);
+    c->logits = nl;
+    if (c->params.embeddings) {
+        float *ne = realloc(c->embd, (size_t)n_out * (size_t)hp->n_embd * sizeof(float));
+        if (!ne) return em_error(EM_ERR_NOMEM, "decode: cannot allocate hidden states for %d rows", n_out);
+        c->embd = ne;
+    }
+    c->logits_cap = n_out;
+    return EM_OK;
+}
+
+/* The error of row i that the cache cannot see: a token outside the
+ * vocabulary or a position out of range. */
+static em_status check_row(const em_context *c, const em_batch *b, int32_t i) {
+    const int32_t n_vocab = c->model->hp.n_vocab;
+    if (b->token[i] < 0 || b->token[i] >= n_vocab)
+        return em_error(EM_ERR_INVALID_ARG, "decode: row %d: token %d outside the vocabulary (%d)", i, b->token[i],
+                        n_vocab);
+    if (b->pos[i] < 0 || b->pos[i] >= (1 << 30))
+        return em_error(EM_ERR_INVALID_ARG, "decode: row %d: bad position %d", i, b->pos[i]);
+    if (b->seq_id[i] < 0 || b->seq_id[i] >= c->params.n_seq_max)
+        return em_error(EM_ERR_INVALID_ARG, "decode: row %d: sequence %d outside [0, %d)", i, b->seq_id[i],
+                        c->params.n_seq_max);
+    return EM_OK;
+}
+
+em_status em_decode(em_context *c, const em_batch *b) {
+    if (!c || !b || b->n_tokens <= 0) return em_error(EM_ERR_INVALID_ARG, "decode: empty batch");
     if (b->n_tokens > c->params.n_batch)
         return em_error(EM_ERR_INVALID_ARG, "decode: batch of %d rows exceeds n_batch %d", b->n_tokens,
                         c->params.n_batch);
-    int32_t n = b->n_tokens, n_out = 0;
+    const int32_t n = b->n_tokens;
+    em_status *st = b->status ? b->status : c->row_st;
+    c->n_logit_rows = 0;
+
+    /* Rows the cache cannot judge fail first; the cache then fails the
+     * later rows of their sequence, which are not its next positions.
+     * Without a status array the first error fails the batch. */
+    int32_t n_want = 0;
+    em_status first = EM_OK;
     for (int32_t i = 0; i < n; i++) {
-        if (b->token[i] < 0 || b->token[i] >= hp->n_vocab)
-            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: token %d outside the vocabulary (%d)", i,
-                            b->token[i], hp->n_vocab);
-        if (b->pos[i] < 0 || b->pos[i] >= (1 << 30))
-            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: bad position %d", i, b->pos[i]);
-        if (b->seq_id[i] < 0 || b->seq_id[i] >= c->params.n_seq_max)
-            return em_error(EM_ERR_INVALID_ARG, "decode: row %d: sequence %d outside [0, %d)", i, b->seq_id[i],
-                            c->params.n_seq_max);
-        if (b->logits[i]) c->out_rows[n_out++] = i;
+        st[i] = check_row(c, b, i);
+        if (st[i] != EM_OK && first == EM_OK) first = st[i];
+        if (b->logits[i]) n_want++;
+        c->seq[i] = st[i] == EM_OK ? b->seq_id[i] : -1; /* -1: the cache skips the row */
     }
-    /* Grow the logits buffer only when more rows than ever before ask. */
-    if (n_out > c->logits_cap) {
-        float *nl = realloc(c->logits, (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
-        if (!nl) return em_error(EM_ERR_NOMEM, "decode: cannot allocate logits for %d rows", n_out);
-        c->logits = nl;
-        c->logits_cap = n_out;
+    if (first != EM_OK && !b->status) return first;
+    em_status rs = reserve_outputs(c, n_want);
+    if (rs != EM_OK) return rs;
+    em_status placed = em_kv_place(&c->kv, n, c->seq, b->pos, b->token, c->kv_cells, b->status ? c->row_st : NULL);
+    if (b->status)
+        for (int32_t i = 0; i < n; i++)
+            if (st[i] == EM_OK) st[i] = c->row_st[i];
+    if (placed != EM_OK) return first != EM_OK ? first : placed;
+
+    /* Gather the placed rows; logits rows are numbered among them. */
+    int32_t m = 0, n_out = 0;
+    for (int32_t i = 0; i < n; i++) {
+        c->logit_of[i] = -1;
+        if (c->kv_cells[i] < 0) continue;
+        c->tok[m] = b->token[i];
+        c->seq[m] = b->seq_id[i];
+        c->pos[m] = b->pos[i];
+        c->cells[m] = c->kv_cells[i];
+        if (b->logits[i]) {
+            c->out_rows[n_out] = m;
+            c->logit_of[i] = n_out++;
+        }
+        m++;
     }
-    em_status st = em_kv_alloc(&c->kv, n, b->seq_id, b->pos, c->cells);
-    if (st != EM_OK) return st;
-    memcpy(c->seq, b->seq_id, (size_t)n * sizeof *c->seq);
-    memcpy(c->pos, b->pos, (size_t)n * sizeof *c->pos);
-    for (int32_t i = 0; i < n; i++) c->logit_of[i] = -1;
-    for (int32_t i = 0; i < n_out; i++) c->logit_of[c->out_rows[i]] = i;
     c->n_logit_rows = n;
-    return em_forward(c, b->token, n, n_out);
+    if (m == 0) return EM_OK;
+    return em_forward(c, c->tok, m, n_out);
 }
 
 const float *em_get_logits(em_context *c, int32_t i) {
@@ -217,22 +273,39 @@ const float *em_get_logits(em_context *c, int32_t i) {
     return c->logits + (size_t)c->logit_of[i] * (size_t)c->model->hp.n_vocab;
 }
 
-void em_kv_remove(em_context *c, em_seq_id seq, em_pos p0, em_pos p1) {
-    if (seq >= c->params.n_seq_max) return;
-    em_kv_drop(&c->kv, seq, p0, p1);
+const float *em_get_embeddings(em_context *c, int32_t i) {
+    if (!c->embd || i < 0 || i >= c->n_logit_rows || c->logit_of[i] < 0) return NULL;
+    return c->embd + (size_t)c->logit_of[i] * (size_t)c->model->hp.n_embd;
+}
+
+em_status em_kv_remove(em_context *c, em_seq_id seq, em_pos p0, em_pos p1) {
+    if (seq >= c->params.n_seq_max)
+        return em_error(EM_ERR_INVALID_ARG, "kv remove: sequence %d outside [0, %d)", seq, c->params.n_seq_max);
+    return em_kv_drop(&c->kv, seq, p0, p1);
 }
 
 void em_kv_clear(em_context *c) { em_kv_drop(&c->kv, -1, 0, -1); }
 
-void em_kv_seq_cp(em_context *c, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1) {
-    if (src < 0 || dst < 0 || src >= c->params.n_seq_max || dst >= c->params.n_seq_max) return;
-    em_kv_share(&c->kv, src, dst, p0, p1);
+em_status em_kv_seq_cp(em_context *c, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1) {
+    return em_kv_share(&c->kv, src, dst, p0, p1);
 }
 
 em_pos em_kv_seq_pos_max(const em_context *c, em_seq_id seq) {
-    em_pos mx = 0;
-    if (seq < 0 || seq >= EM_KV_MAX_SEQ) return 0;
-    for (int32_t j = 0; j < c->kv.hi; j++)
-        if (c->kv.pos[j] >= 0 && em_kv_sees(&c->kv, j, seq) && c->kv.pos[j] + 1 > mx) mx = c->kv.pos[j] + 1;
-    return mx;
+    if (seq < 0 || seq >= c->kv.n_seq) return 0;
+    return c->kv.seqs[seq].len;
+}
+
+int32_t em_kv_seq_reuse_prefix(em_context *c, em_seq_id seq, const em_token *tokens, int32_t n) {
+    return em_kv_reuse(&c->kv, seq, tokens, n);
+}
+
+void em_kv_get_stats(const em_context *c, em_kv_stats *out) {
+    const em_kv *kv = &c->kv;
+    out->block_size = EM_KV_BLOCK;
+    out->n_blocks = kv->n_blocks;
+    out->n_used = em_kv_n_used(kv);
+    out->n_cached = kv->n_cached;
+    out->n_free = kv->n_free;
+    out->prefix_lookups = kv->prefix_lookups;
+    out->prefix_hits = kv->prefix_hits;
 }

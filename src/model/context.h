@@ -38,18 +38,23 @@ struct em_context {
     float *rope_sin;   /* [n_batch][n_rot / 2]                               */
     float *inv_freq;   /* [n_rot / 2] angle per position of each pair        */
     float *att_scratch;/* [n_threads][em_attention_scratch()] floats         */
-    int32_t *cells;    /* [n_batch] KV slot of each row                      */
-    em_seq_id *seq;    /* [n_batch] copies of the batch's seq ids             */
-    em_pos *pos;       /* [n_batch] copies of the batch's positions           */
+    int32_t *cells;    /* [n_batch] KV cache row of each row computed        */
+    em_token *tok;     /* [n_batch] tokens of the rows computed               */
+    em_seq_id *seq;    /* [n_batch] their seq ids                             */
+    em_pos *pos;       /* [n_batch] their positions                           */
+    int32_t *kv_cells; /* [n_batch] cache row of each batch row, -1: failed   */
+    em_status *row_st; /* [n_batch] per-row status when the batch has none   */
     int32_t *out_rows; /* [n_batch] batch rows that asked for logits          */
 
     float *logits;     /* [logits_cap][n_vocab]                               */
+    float *embd;       /* [logits_cap][n_embd] final-norm hidden states of the
+                        * rows with logits (params.embeddings), else NULL   */
     int32_t logits_cap;/* rows of logits allocated                            */
     int32_t *logit_of; /* [n_batch] row of logits for each batch row, or -1  */
     int32_t n_logit_rows; /* batch rows of the last em_decode                */
 };
 
-/* Runs the forward pass over n rows (n <= n_batch) whose cache slots are
+/* Runs the forward pass over n rows (n <= n_batch) whose cache rows are
  * already assigned in ctx->cells. */
 em_status em_forward(em_context *ctx, const em_token *tokens, int32_t n, int32_t n_out);
 

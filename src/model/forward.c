@@ -47,7 +47,7 @@
 /* The per-row operations with SIMD versions, chosen once per pass. */
 typedef struct row_ops {
     void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
-    void (*to_f16)(uint16_t *dst, const float *src, int64_t n); /* NULL: em_kv_store */
+    void (*to_f16)(uint16_t *dst, const float *src, int64_t n); /* NULL: scalar */
 } row_ops;
 
 static row_ops pick_row_ops(void) {
@@ -59,17 +59,6 @@ static row_ops pick_row_ops(void) {
     }
 #endif
     return r;
-}
-
-/* Stores row r's new key and value in the cache: F16 caches through the
- * SIMD converter when there is one, other types by em_kv_store. */
-static void kv_store_row(em_kv *kv, const row_ops *ro, int il, int32_t cell, const float *k, const float *v) {
-    if (kv->type == EM_TYPE_F16 && ro->to_f16) {
-        ro->to_f16((uint16_t *)(void *)((char *)kv->k[il] + (size_t)cell * kv->k_row_bytes), k, kv->k_width);
-        ro->to_f16((uint16_t *)(void *)((char *)kv->v[il] + (size_t)cell * kv->v_row_bytes), v, kv->v_width);
-    } else {
-        em_kv_store(kv, il, cell, k, v);
-    }
 }
 
 /* Dequantizes the embedding row of token t into x. */
@@ -201,31 +190,6 @@ static void attn_prologue_row(em_context *c, const em_layer *l, int32_t r) {
     quantize_row_for(c->qact, &p, c->xn, d, r);
 }
 
-/* Stores KV heads [g0, g1) of a new key and value row in the cache slot
- * `cell`: F16 caches through the SIMD converter when there is one, other
- * types by their quantizer (a head is whole blocks of the cache type). */
-static void kv_store_heads(em_kv *kv, const row_ops *ro, int il, int32_t cell, int g0, int g1, int hd, int hdv,
-                           const float *k, const float *v) {
-    if (g0 == 0 && (int64_t)g1 * hd == kv->k_width && (int64_t)g1 * hdv == kv->v_width) {
-        kv_store_row(kv, ro, il, cell, k, v);
-        return;
-    }
-    char *kd = (char *)kv->k[il] + (size_t)cell * kv->k_row_bytes + em_row_size(kv->type, (int64_t)g0 * hd);
-    char *vd = (char *)kv->v[il] + (size_t)cell * kv->v_row_bytes + em_row_size(kv->type, (int64_t)g0 * hdv);
-    const float *ks = k + (int64_t)g0 * hd, *vs = v + (int64_t)g0 * hdv;
-    const int64_t nk = (int64_t)(g1 - g0) * hd, nv = (int64_t)(g1 - g0) * hdv;
-    if (kv->type == EM_TYPE_F16 && ro->to_f16) {
-        ro->to_f16((uint16_t *)(void *)kd, ks, nk);
-        ro->to_f16((uint16_t *)(void *)vd, vs, nv);
-    } else if (kv->type == EM_TYPE_F32) {
-        memcpy(kd, ks, (size_t)nk * sizeof(float));
-        memcpy(vd, vs, (size_t)nv * sizeof(float));
-    } else {
-        em_quantize_row(kv->type, ks, kd, nk, NULL);
-        em_quantize_row(kv->type, vs, vd, nv, NULL);
-    }
-}
-
 /* Row r after the Q/K/V products, for KV heads [g0, g1) and the query
  * heads that share them: biases, per-head norms, RoPE, and the new key
  * and value into the cache. */
@@ -252,7 +216,7 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
     const float *cs = c->rope_cos + (int64_t)r * half, *sn = c->rope_sin + (int64_t)r * half;
     em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
     em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
-    kv_store_heads(&c->kv, ro, il, c->cells[r], g0, g1, hd, hdv, k, v);
+    em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
 }
 
 static void layer_steps(const fwd_state *s, int il, int ith) {
@@ -456,6 +420,7 @@ static void solo_worker(const fwd_state *s, int ith) {
     if (s->n_out == 0) return;
     act_plan po = one_plan(&m->output);
     solo_norm(c, &b, NULL, m->output_norm.data, &po);
+    if (ith == 0 && c->embd) memcpy(c->embd, b.xn, (size_t)d * sizeof(float));
     em_matmul_job out = job_for(b.qa, &po, 0, &m->output, b.xn, d, c->logits, hp->n_vocab);
     em_matmul_step(tp, ith, &out, 1, 1);
 }
@@ -488,6 +453,7 @@ static void forward_worker(void *arg, int ith, int nth) {
     act_plan po = one_plan(&m->output);
     FOR_ROWS(tp, i, s->n_out) {
         em_rmsnorm(c->xn + i * d, c->x + (int64_t)c->out_rows[i] * d, m->output_norm.data, d, hp->norm_eps);
+        if (c->embd) memcpy(c->embd + i * d, c->xn + i * d, (size_t)d * sizeof(float));
         quantize_row_for(c->qact, &po, c->xn, d, (int32_t)i);
     }
     em_threadpool_barrier(tp);

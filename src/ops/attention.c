@@ -115,7 +115,7 @@ typedef struct attn_task_ctx {
     float *ktmp;     /* [hd] a key converted from a quantized cache  */
     float *vtmp;     /* [hdv] a value, likewise                      */
     float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
-    int32_t slots[EM_ATTN_BLOCK]; /* cache slots of the block         */
+    int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
 } attn_task_ctx;
 
 /* Folds a block of nb visible slots into the running state of KV head g. */
@@ -194,15 +194,20 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     }
     memset(t->acc, 0, (size_t)group * hdv * sizeof(float));
 
+    /* The visible positions are lo .. p of sequence s: walk its block
+     * table, a block at a time, gathering their rows in position order. */
+    const int32_t *blocks = kv->seqs[s].blocks;
+    const em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
     int nb = 0;
-    for (int32_t j = 0; j < kv->hi; j++) {
-        const em_pos pj = kv->pos[j];
-        if (pj < 0 || pj > p || !em_kv_sees(kv, j, s)) continue;
-        if (a->n_swa > 0 && pj <= p - a->n_swa) continue;
-        t->slots[nb++] = j;
-        if (nb == EM_ATTN_BLOCK) {
-            attend_block(t, q, g, nb);
-            nb = 0;
+    for (em_pos pj = lo; pj <= p;) {
+        const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
+        const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
+        for (; pj <= end; pj++) {
+            t->slots[nb++] = base + pj % EM_KV_BLOCK;
+            if (nb == EM_ATTN_BLOCK) {
+                attend_block(t, q, g, nb);
+                nb = 0;
+            }
         }
     }
     if (nb > 0) attend_block(t, q, g, nb);

@@ -1,5 +1,5 @@
 /*
- * test_engine.c - the engine below the model: thread pool, KV cache slots,
+ * test_engine.c - the engine below the model: thread pool, KV cache blocks,
  * online-softmax attention against a naive one, and em_decode's contract
  * on a real model (batching, sequences, cache edits, bad input).
  */
@@ -48,46 +48,44 @@ static void test_threadpool(void) {
 
 static void test_kv_slots(void) {
     em_kv kv;
-    CHECK_OK(em_kv_init(&kv, 4, 1, 2, 2, EM_TYPE_F32, 2, 2));
-    em_seq_id s[4] = {0, 0, 1, 1};
-    em_pos p[4] = {0, 1, 0, 1};
-    int32_t cells[4];
-    CHECK_OK(em_kv_alloc(&kv, 3, s, p, cells));
-    CHECK(kv.used == 3 && cells[0] != cells[1] && cells[1] != cells[2]);
-    /* Two more rows do not fit: nothing may change. */
+    /* 40 positions round up to three blocks. */
+    CHECK_OK(em_kv_init(&kv, 40, 2, 1, 2, 2, EM_TYPE_F32, 2, 2));
+    CHECK(kv.n_blocks == 3 && kv.n_cells == 3 * EM_KV_BLOCK);
+    em_seq_id s[3] = {0, 0, 1};
+    em_pos p[3] = {0, 1, 0};
+    int32_t cells[3];
+    CHECK_OK(em_kv_place(&kv, 3, s, p, NULL, cells, NULL));
+    CHECK(em_kv_n_used(&kv) == 2 && cells[1] == cells[0] + 1 && cells[2] / EM_KV_BLOCK != cells[0] / EM_KV_BLOCK);
+    /* A position that is not its sequence's next: nothing may change. */
     em_seq_id s2[2] = {1, 1};
-    em_pos p2[2] = {1, 2};
+    em_pos p2[2] = {1, 3};
     int32_t spare[2];
-    CHECK(em_kv_alloc(&kv, 2, s2, p2, spare) == EM_ERR_CONTEXT_FULL);
-    CHECK(kv.used == 3);
-    /* Re-storing an existing (seq, pos) reuses its slot. */
-    int32_t again;
-    CHECK_OK(em_kv_alloc(&kv, 1, s, p, &again));
-    CHECK(kv.used == 3 && again == cells[0]);
-    em_kv_drop(&kv, 0, 1, -1);
-    CHECK(kv.used == 2);
-    em_kv_drop(&kv, -1, 0, -1);
-    CHECK(kv.used == 0 && kv.hi == 0);
+    CHECK(em_kv_place(&kv, 2, s2, p2, NULL, spare, NULL) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_n_used(&kv) == 2 && kv.seqs[1].len == 1);
+    CHECK_OK(em_kv_drop(&kv, 0, 1, -1));
+    CHECK(kv.seqs[0].len == 1 && em_kv_n_used(&kv) == 2);
+    CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 0 && kv.n_free == 3);
     em_kv_free(&kv);
-    CHECK(em_kv_init(&kv, 4, 1, 2, 2, EM_TYPE_Q4_0, 2, 2) == EM_ERR_UNSUPPORTED);
+    CHECK(em_kv_init(&kv, 4, 1, 1, 2, 2, EM_TYPE_Q4_0, 2, 2) == EM_ERR_UNSUPPORTED);
 
-    /* Sharing: seq 1 sees seq 0's prefix without new slots; writing its own
-     * position 1 then detaches it from the shared slot. */
-    CHECK_OK(em_kv_init(&kv, 4, 1, 2, 2, EM_TYPE_F32, 2, 2));
+    /* Sharing: seq 1 takes seq 0's block without a new one; writing its
+     * own position 2 then copies the block (copy-on-write). */
+    CHECK_OK(em_kv_init(&kv, 64, 2, 1, 2, 2, EM_TYPE_F32, 2, 2));
     em_seq_id z[2] = {0, 0};
     em_pos zp[2] = {0, 1};
-    CHECK_OK(em_kv_alloc(&kv, 2, z, zp, cells));
-    em_kv_share(&kv, 0, 1, 0, -1);
-    CHECK(kv.used == 2 && em_kv_sees(&kv, cells[0], 1) && em_kv_sees(&kv, cells[1], 1));
+    CHECK_OK(em_kv_place(&kv, 2, z, zp, NULL, cells, NULL));
+    CHECK_OK(em_kv_share(&kv, 0, 1, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 1 && em_kv_cell(&kv, 1, 0) == cells[0] && em_kv_cell(&kv, 1, 1) == cells[1]);
     em_seq_id one = 1;
-    em_pos p1 = 1;
+    em_pos p1 = 2;
     int32_t c1;
-    CHECK_OK(em_kv_alloc(&kv, 1, &one, &p1, &c1));
-    CHECK(kv.used == 3 && c1 != cells[1] && !em_kv_sees(&kv, cells[1], 1) && em_kv_sees(&kv, cells[1], 0));
-    em_kv_drop(&kv, 0, 0, -1);
-    CHECK(kv.used == 2 && em_kv_sees(&kv, cells[0], 1));
-    em_kv_drop(&kv, 1, 0, -1);
-    CHECK(kv.used == 0);
+    CHECK_OK(em_kv_place(&kv, 1, &one, &p1, NULL, &c1, NULL));
+    CHECK(em_kv_n_used(&kv) == 2 && c1 / EM_KV_BLOCK != cells[0] / EM_KV_BLOCK && em_kv_cell(&kv, 0, 1) == cells[1]);
+    CHECK_OK(em_kv_drop(&kv, 0, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 1 && kv.seqs[1].len == 3);
+    CHECK_OK(em_kv_drop(&kv, 1, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 0);
     em_kv_free(&kv);
 }
 
@@ -148,13 +146,13 @@ static void test_attention(em_type kv_type, int swa) {
         pos[i] = next[seq[i]]++;
     }
     em_kv kv;
-    CHECK_OK(em_kv_init(&kv, 64, 1, NKV * HD, NKV * HD, kv_type, HD, HD));
+    CHECK_OK(em_kv_init(&kv, 64, 2, 1, NKV * HD, NKV * HD, kv_type, HD, HD));
     int32_t cells[NK];
-    CHECK_OK(em_kv_alloc(&kv, NK, seq, pos, cells));
+    CHECK_OK(em_kv_place(&kv, NK, seq, pos, NULL, cells, NULL));
     /* The naive reference gets the rounded keys and values the cache holds. */
     for (int j = 0; j < NK; j++) {
         float *kr = keys + j * NKV * HD, *vr = vals + j * NKV * HD;
-        em_kv_store(&kv, 0, cells[j], kr, vr);
+        em_kv_write(&kv, 0, cells[j], 0, NKV, kr, vr, NULL);
         if (kv_type != EM_TYPE_F32) {
             static unsigned char qb[NKV * HD * 4];
             CHECK_OK(em_quantize_row(kv_type, kr, qb, NKV * HD, NULL));

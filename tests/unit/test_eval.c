@@ -6,6 +6,7 @@
  * result records, and the report's cost, memory and Pareto front.
  */
 #include "eval/eval.h"
+#include "kv/kv.h"
 #include "test.h"
 
 #include <jansson.h>
@@ -218,7 +219,7 @@ static void check_item(const em_model *m, const em_choice_seq *seqs, int32_t k, 
     for (int32_t i = 0; i < k; i++) CHECK(again[i].loglik == sc[i].loglik);
     /* Too small a cache is refused cleanly, not overrun. */
     em_eval_engine small;
-    CHECK_OK(em_eval_engine_init(&small, m, cells - 1, n_batch, n_seq, 1, EM_TYPE_F32));
+    CHECK_OK(em_eval_engine_init(&small, m, cells - EM_KV_BLOCK, n_batch, n_seq, 1, EM_TYPE_F32));
     if (small.ctx) CHECK(em_eval_score_choices(&small, seqs, k, sc) == EM_ERR_CONTEXT_FULL);
     em_eval_engine_free(&small);
     em_eval_engine_free(&e);
@@ -245,7 +246,9 @@ static void test_scoring(const em_model *m) {
     }
     /* Shared prompt of 7 tokens (the 8th row predicts the first answer
      * token), then each choice's rows. */
-    CHECK(em_eval_choices_cells(seqs, 4) == 7 + 6 + 2 + 3 + 5);
+    /* In cache blocks of 16: the prompt's one, then each choice's copy of
+     * it (13, 9, 10 and 12 positions). */
+    CHECK(em_eval_choices_cells(seqs, 4) == 5 * EM_KV_BLOCK);
     check_item(m, seqs, 4, 64, 5, "one batch");
     check_item(m, seqs, 4, 3, 5, "batches of 3 rows");
     check_item(m, seqs, 4, 64, 2, "one choice at a time");
@@ -255,7 +258,7 @@ static void test_scoring(const em_model *m) {
     em_token w0[] = {1, 403, 407, 261, 50, 51, 300, 301, 302};
     em_token w1[] = {1, 403, 407, 261, 60, 300, 301, 302};
     em_choice_seq ws[2] = {{w0, 9, 6}, {w1, 8, 5}};
-    CHECK(em_eval_choices_cells(ws, 2) == 4 + 4 + 3);
+    CHECK(em_eval_choices_cells(ws, 2) == 3 * EM_KV_BLOCK);
     check_item(m, ws, 2, 64, 3, "partial scoring");
 
     /* No common prefix at all. */

@@ -367,15 +367,15 @@ static void test_attention_sets(em_type kv_type) {
         pos[i] = next[seq[i]]++;
     }
     em_kv kv;
-    CHECK_OK(em_kv_init(&kv, 128, 1, NKV * HD, NKV * HD, kv_type, HD, HD));
+    CHECK_OK(em_kv_init(&kv, 128, 2, 1, NKV * HD, NKV * HD, kv_type, HD, HD));
     int32_t cells[NR];
-    CHECK_OK(em_kv_alloc(&kv, NR, seq, pos, cells));
+    CHECK_OK(em_kv_place(&kv, NR, seq, pos, NULL, cells, NULL));
     for (int i = 0; i < NR; i++) {
         for (int j = 0; j < NKV * HD; j++) {
             kr[j] = frand() * 2;
             vr[j] = frand();
         }
-        em_kv_store(&kv, 0, cells[i], kr, vr);
+        em_kv_write(&kv, 0, cells[i], 0, NKV, kr, vr, NULL);
     }
     for (int i = 0; i < NR * NH * HD; i++) q[i] = frand();
     em_threadpool *tp;
