@@ -69,6 +69,18 @@ head -c 5000 "$M" >"$tmp/trunc.gguf"
 "$EMBER_BIN" run -m "$M" --bogus >/dev/null 2>&1; [ $? -eq 2 ] && ok "unknown option" || bad "unknown option"
 "$EMBER_BIN" run -m "$M" -c 8 -p "Once upon a time there was a little girl named Lily" >/dev/null 2>"$tmp/e.txt"; rc=$?
 [ $rc -eq 1 ] && grep -q "context" "$tmp/e.txt" && ok "prompt beyond context" || bad "prompt beyond context rc $rc"
+# One spelling rule for on/off options in every command: --mmap 0 and
+# --mmap=0 are --no-mmap; a value other than 0 or 1 is a usage error.
+for spelling in "--mmap 0" "--mmap=0"; do
+  "$EMBER_BIN" run -m "$M" --temp 0 -n 200 -t 2 $spelling >"$tmp/out5.txt" 2>/dev/null
+  cmp -s <(sed -e '$a\' "$tmp/out5.txt") "$tmp/ref1.txt" && ok "$spelling: reference text" || bad "$spelling output differs"
+done
+"$EMBER_BIN" run -m "$M" --mlock=2 >/dev/null 2>"$tmp/e.txt"; rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/e.txt")" -eq 1 ] && grep -q -- "--mlock" "$tmp/e.txt" && ok "bad --mlock value: $(cat "$tmp/e.txt")" \
+  || bad "bad --mlock value rc $rc"
+"$EMBER_BIN" run -m "$M" -n >/dev/null 2>"$tmp/e.txt"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "-n needs a value" "$tmp/e.txt" && ok "missing value" || bad "missing value rc $rc"
+"$EMBER_BIN" run --help | grep -q -- "--top-k .*(default: 40)" && ok "--help shows defaults" || bad "--help defaults"
 "$EMBER_BIN" --version | grep -q "^ember " && ok "--version" || bad "--version"
 
 echo "$pass passed, $fail failed"
