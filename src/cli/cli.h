@@ -18,6 +18,7 @@ int em_cli_inspect(int argc, char **argv);
 int em_cli_quantize(int argc, char **argv);
 int em_cli_bench(int argc, char **argv);
 int em_cli_eval(int argc, char **argv);
+int em_cli_serve(int argc, char **argv);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every

@@ -22,6 +22,7 @@ static void usage(FILE *out) {
             "  quantize   convert a model to another tensor type or mix\n"
             "  bench      measure prompt and generation speed against the roofline\n"
             "  eval       perplexity, multiple-choice accuracy, KL divergence, reports\n"
+            "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
@@ -48,6 +49,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return em_cli_serve(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -187,7 +187,7 @@ static void post(em_engine *e, em_request *r, const em_event *ev) {
 /* Gives back a choice's sequence and its cache (engine thread). */
 static void choice_release(em_engine *e, choice *c) {
     if (c->seq < 0) return;
-    em_kv_remove(e->ctx, c->seq, 0, -1);
+    (void)em_kv_remove(e->ctx, c->seq, 0, -1); /* a valid id: cannot fail */
     pthread_mutex_lock(&e->mu);
     e->seq_busy[c->seq] = false;
     e->n_seq_busy--;
@@ -720,6 +720,7 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     cp.n_threads = p.n_threads;
     cp.kv_type = p.kv_type;
     cp.n_seq_max = p.n_parallel;
+    cp.embeddings = p.embeddings;
     em_status st = em_context_init(&e->ctx, model, &cp);
     if (st != EM_OK) {
         em_engine_free(e);
