@@ -238,6 +238,130 @@ static void test_builtins(void) {
     CHECK(em_chat_builtin("nope") == NULL);
 }
 
+/* Parses text for a family and checks the first call's name and arguments,
+ * the number of calls and the remaining content. */
+static void check_calls(const char *family, const char *text, size_t ncalls, const char *name0,
+                        const char *args0, const char *content) {
+    json_t *calls = NULL;
+    char *rest = NULL;
+    em_status st = em_chat_parse_tool_calls(family, text, &calls, &rest);
+    CHECK_MSG(st == EM_OK, "%s: %s", family, em_last_error());
+    size_t n = calls ? json_array_size(calls) : 0;
+    CHECK_MSG(n == ncalls, "%s: %zu calls, expected %zu, in [%s]", family, n, ncalls, text);
+    if (n && ncalls) {
+        json_t *c0 = json_array_get(calls, 0);
+        json_t *fn = json_object_get(c0, "function");
+        const char *nm = json_string_value(json_object_get(fn, "name"));
+        const char *ar = json_string_value(json_object_get(fn, "arguments"));
+        CHECK_MSG(nm && !strcmp(nm, name0), "%s: name [%s], expected [%s]", family, nm ? nm : "", name0);
+        CHECK_MSG(ar && !strcmp(ar, args0), "%s: arguments [%s], expected [%s]", family, ar ? ar : "", args0);
+        CHECK(!strcmp(json_string_value(json_object_get(c0, "type")), "function"));
+        const char *id = json_string_value(json_object_get(c0, "id"));
+        CHECK(id && *id);
+        if (n > 1) {
+            const char *id1 = json_string_value(json_object_get(json_array_get(calls, 1), "id"));
+            CHECK_MSG(id1 && strcmp(id, id1), "%s: ids must differ", family);
+        }
+    }
+    CHECK_MSG(rest && !strcmp(rest, content), "%s: content [%s], expected [%s]", family, rest ? rest : "(null)", content);
+    json_decref(calls);
+    free(rest);
+}
+
+static void test_tool_calls(void) {
+    const char *W = "{\"location\":\"Paris\"}";
+    check_calls("hermes", "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>",
+                1, "get_weather", W, "");
+    check_calls("qwen", "Let me check.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n"
+                "<tool_call>\n{\"name\": \"b\", \"arguments\": {\"x\": [1, 2.5]}}\n</tool_call>",
+                2, "a", "{}", "Let me check.");
+    check_calls("hermes", "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}",
+                1, "get_weather", W, ""); /* generation stopped before the closing tag */
+    check_calls("hermes", "<tool_call>\n{\"name\": broken}\n</tool_call>", 0, "", "",
+                "<tool_call>\n{\"name\": broken}\n</tool_call>");
+    check_calls("hermes", "Plain answer, no calls.", 0, "", "", "Plain answer, no calls.");
+    check_calls("llama3", "{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Paris\"}}", 1, "get_weather", W, "");
+    check_calls("llama3", "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Paris\"}}",
+                1, "get_weather", W, "");
+    check_calls("llama3", "<|python_tag|>brave_search.call(query=\"weather Paris\")", 1, "brave_search",
+                "{\"query\":\"weather Paris\"}", "");
+    check_calls("llama3", "<|python_tag|>print(1 + 1)", 1, "python", "{\"code\":\"print(1 + 1)\"}", "");
+    check_calls("llama3", "The JSON {\"name\": \"x\"} is just text.", 0, "", "", "The JSON {\"name\": \"x\"} is just text.");
+    check_calls("mistral", "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}, \"id\": \"abcDEF123\"}]",
+                1, "get_weather", W, "");
+    check_calls("mistral", "[TOOL_CALLS] [{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \"arguments\": {}}]",
+                2, "a", "{}", "");
+    check_calls("functionary-v3.1", "<function=get_weather>{\"location\": \"Paris\"}</function>", 1, "get_weather", W, "");
+    check_calls("functionary-v3.1", "Sure. <function=a>{}</function><function=b>{\"k\": 1}</function>", 2, "a", "{}", "Sure.");
+    check_calls("functionary-v3.1", "<|python_tag|>import os", 1, "python", "{\"code\":\"import os\"}", "");
+    check_calls("functionary-v3.2", "get_weather\n{\"location\": \"Paris\"}", 1, "get_weather", W, "");
+    check_calls("functionary-v3.2", "all\nChecking both.>>>get_weather\n{\"location\": \"Paris\"}>>>get_time\n{}",
+                2, "get_weather", W, "Checking both.");
+    check_calls("functionary-v3.2", "all\nJust talking.", 0, "", "", "all\nJust talking.");
+    check_calls("firefunction", " functools[{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}]",
+                1, "get_weather", W, "");
+    check_calls("command-r", "I will look it up.\nAction: ```json\n[\n    {\n        \"tool_name\": \"get_weather\",\n"
+                "        \"parameters\": {\"location\": \"Paris\"}\n    }\n]\n```", 1, "get_weather", W, "I will look it up.");
+    check_calls("command-r", "Action: ```json\n[{\"tool_name\": \"directly-answer\", \"parameters\": {}}]\n```", 0, "", "",
+                "Action: ```json\n[{\"tool_name\": \"directly-answer\", \"parameters\": {}}]\n```");
+    check_calls("command-r", "<|START_THINKING|>Need weather.<|END_THINKING|><|START_ACTION|>[\n"
+                "    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"location\": \"Paris\"}}\n"
+                "]<|END_ACTION|>", 1, "get_weather", W, "<|START_THINKING|>Need weather.<|END_THINKING|>");
+    check_calls("deepseek-r1",
+                "<think>ok</think>\n\n<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
+                "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>function"
+                "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>get_weather\n```json\n{\"location\": \"Paris\"}\n```"
+                "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
+                "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>",
+                1, "get_weather", W, "<think>ok</think>");
+    check_calls("none", "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>", 0, "", "",
+                "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>");
+    /* Unicode in arguments stays UTF-8; arguments already a string stay as given. */
+    check_calls("hermes", "<tool_call>{\"name\": \"s\", \"arguments\": {\"q\": \"caf\xc3\xa9\"}}</tool_call>", 1, "s",
+                "{\"q\":\"caf\xc3\xa9\"}", "");
+    check_calls("hermes", "<tool_call>{\"name\": \"s\", \"arguments\": \"{\\\"q\\\": 1}\"}</tool_call>", 1, "s", "{\"q\": 1}", "");
+
+    /* The family of every template in the test data. */
+    static const struct { const char *file; em_tool_family f; } families[] = {
+        {"CohereForAI-c4ai-command-r-plus-tool_use.jinja", EM_TOOLS_COMMAND_R},
+        {"CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", EM_TOOLS_COMMAND_R},
+        {"NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja", EM_TOOLS_HERMES},
+        {"NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", EM_TOOLS_HERMES},
+        {"Qwen-Qwen2.5-7B-Instruct.jinja", EM_TOOLS_HERMES},
+        {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", EM_TOOLS_DEEPSEEK_R1},
+        {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", EM_TOOLS_DEEPSEEK_R1},
+        {"fireworks-ai-llama-3-firefunction-v2.jinja", EM_TOOLS_FIREFUNCTION},
+        {"google-gemma-2-2b-it.jinja", EM_TOOLS_NONE},
+        {"llama-cpp-deepseek-r1.jinja", EM_TOOLS_DEEPSEEK_R1},
+        {"meetkai-functionary-medium-v3.1.jinja", EM_TOOLS_FUNCTIONARY_31},
+        {"meetkai-functionary-medium-v3.2.jinja", EM_TOOLS_FUNCTIONARY_32},
+        {"meta-llama-Llama-3.1-8B-Instruct.jinja", EM_TOOLS_LLAMA3},
+        {"meta-llama-Llama-3.2-3B-Instruct.jinja", EM_TOOLS_LLAMA3},
+        {"meta-llama-Llama-3.3-70B-Instruct.jinja", EM_TOOLS_LLAMA3},
+        {"microsoft-Phi-3.5-mini-instruct.jinja", EM_TOOLS_NONE},
+        {"mistralai-Mistral-Nemo-Instruct-2407.jinja", EM_TOOLS_MISTRAL},
+    };
+    char path[1024];
+    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "templates/%s", families[i].file);
+        if (!test_data_path(path, sizeof path, rel)) break; /* no test data: the parsing checks above suffice */
+        FILE *f = fopen(path, "rb");
+        CHECK_MSG(f != NULL, "cannot open %s", path);
+        if (!f) continue;
+        static char src[65536];
+        size_t n = fread(src, 1, sizeof src - 1, f);
+        fclose(f);
+        src[n] = 0;
+        em_tool_family got = em_chat_tool_family(src);
+        CHECK_MSG(got == families[i].f, "%s: family %s, expected %s", families[i].file, em_chat_tool_family_name(got),
+                  em_chat_tool_family_name(families[i].f));
+    }
+    json_t *calls;
+    char *rest;
+    CHECK(em_chat_parse_tool_calls("hermes", NULL, &calls, &rest) == EM_ERR_INVALID_ARG);
+}
+
 int main(void) {
     test_expressions();
     test_statements();
@@ -247,5 +371,6 @@ int main(void) {
     test_undefined_and_errors();
     test_limits();
     test_builtins();
+    test_tool_calls();
     TEST_END();
 }
