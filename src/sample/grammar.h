@@ -58,6 +58,25 @@ em_status em_grammar_compile_json_schema_value(em_grammar **out, const json_t *s
 /* The grammar of response_format json_object: any JSON object. */
 em_status em_grammar_compile_json_object(em_grammar **out);
 
+/*
+ * The grammar of one tool call (tool_choice "required", or a named
+ * function): prefix, then {"name": "NAME", "ARGS_KEY": ARGS}, then suffix,
+ * where NAME is one of the functions and ARGS validates against its
+ * "parameters" schema (any object when it has none).  The object takes the
+ * same bounded whitespace as json_schema output.
+ *   tools     OpenAI's array of {"type": "function", "function": {"name",
+ *             "parameters"}};
+ *   only      the one function allowed, or NULL for any of them;
+ *   args_key  "arguments" (most chat templates) or "parameters" (Llama 3);
+ *   prefix, suffix  literal text around the JSON, or NULL: for example
+ *             "<tool_call>\n" and "\n</tool_call>" for Hermes-style templates.
+ * Errors as for em_grammar_compile_json_schema, with places given as
+ * "/tools/N/function/parameters/...".
+ */
+em_status em_grammar_compile_tool_call(em_grammar **out, const json_t *tools, const char *only,
+                                       const char *args_key, const char *prefix,
+                                       const char *suffix);
+
 void em_grammar_free(em_grammar *g);
 
 /* Rules, alternatives and elements of a compiled grammar (for tests and

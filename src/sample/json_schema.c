@@ -843,6 +843,24 @@ static int32_t any_of(sc *c, const json_t *s, const char *key) {
     return r;
 }
 
+/* Is v of the JSON schema type t (a name or a list of names)? */
+static bool has_type(const json_t *v, const json_t *t) {
+    if (json_is_array(t)) {
+        size_t i;
+        const json_t *x;
+        json_array_foreach((json_t *)t, i, x) if (has_type(v, x)) return true;
+        return false;
+    }
+    const char *n = json_string_value(t);
+    if (!n) return true; /* a malformed type is reported where it is compiled */
+    if (!strcmp(n, "integer"))
+        return json_is_integer(v) ||
+               (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)));
+    return (!strcmp(n, "object") && json_is_object(v)) || (!strcmp(n, "array") && json_is_array(v)) ||
+           (!strcmp(n, "string") && json_is_string(v)) || (!strcmp(n, "number") && json_is_number(v)) ||
+           (!strcmp(n, "boolean") && json_is_boolean(v)) || (!strcmp(n, "null") && json_is_null(v));
+}
+
 static int32_t schema_body(sc *c, const json_t *s) {
     if (json_is_true(s)) return value_any(c);
     if (json_is_false(s))
@@ -899,17 +917,23 @@ static int32_t schema_body(sc *c, const json_t *s) {
         if (en && cn) return sc_fail(c, EM_ERR_UNSUPPORTED, "both 'enum' and 'const'");
         if (en && (!json_is_array(en) || json_array_size(en) == 0))
             return sc_fail(c, EM_ERR_INVALID_ARG, "'enum' must be a non-empty array");
-        size_t m = en ? json_array_size(en) : 1;
-        int32_t *vals = malloc(sizeof *vals * (m + 1));
+        size_t n_in = en ? json_array_size(en) : 1, m = 0;
+        int32_t *vals = malloc(sizeof *vals * (n_in + 1));
         if (!vals) return sc_fail(c, EM_ERR_NOMEM, "out of memory");
-        for (size_t i = 0; i < m; i++) {
-            vals[i] = literal(c, en ? json_array_get(en, i) : cn);
-            if (vals[i] < 0) {
+        for (size_t i = 0; i < n_in; i++) {
+            const json_t *v = en ? json_array_get(en, i) : cn;
+            if (type && !has_type(v, type)) continue; /* "type" rules it out */
+            if ((vals[m++] = literal(c, v)) < 0) {
                 free(vals);
                 return -1;
             }
         }
         if (json_is_true(nullable)) vals[m++] = lit(c, "null");
+        if (m == 0) {
+            free(vals);
+            return sc_fail(c, EM_ERR_UNSUPPORTED, "no value of '%s' has the schema's type",
+                           en ? "enum" : "const");
+        }
         int32_t r = one_of_rules(c, vals, m);
         free(vals);
         return r;
@@ -995,6 +1019,90 @@ em_status em_grammar_compile_json_object(em_grammar **out) {
     int32_t root = object_any(&c);
     st = em_gbuild_status(b);
     if (st == EM_OK) st = em_gbuild_finish(b, root, out);
+    em_gbuild_free(b);
+    return st;
+}
+
+/* "{" WS "name" ":" WS NAME "," WS "ARGS_KEY" ":" WS ARGS WS "}" */
+static int32_t tool_call_rule(sc *c, const char *name, const char *args_key, int32_t args) {
+    em_gbuild *b = c->b;
+    json_t *jn = json_string(name), *jk = json_string(args_key);
+    int32_t name_lit = jn ? literal(c, jn) : sc_fail(c, EM_ERR_INVALID_ARG, "a tool name that "
+                                                                            "is not UTF-8");
+    int32_t key_lit = jk ? literal(c, jk) : sc_fail(c, EM_ERR_INVALID_ARG, "an arguments key "
+                                                                           "that is not UTF-8");
+    json_decref(jn);
+    json_decref(jk);
+    em_gseq q = {0};
+    em_gs_lit(b, &q, "{", 1);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_ref(b, &q, member(c, lit(c, "\"name\""), name_lit));
+    em_gs_lit(b, &q, ",", 1);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_ref(b, &q, member(c, key_lit, args));
+    em_gs_ref(b, &q, ws(c));
+    em_gs_lit(b, &q, "}", 1);
+    int32_t r = em_gb_seq_rule(b, &q);
+    em_gseq_free(&q);
+    return r;
+}
+
+em_status em_grammar_compile_tool_call(em_grammar **out, const json_t *tools, const char *only,
+                                       const char *args_key, const char *prefix,
+                                       const char *suffix) {
+    if (!out || !json_is_array(tools) || json_array_size(tools) == 0 || !args_key)
+        return em_error(EM_ERR_INVALID_ARG, "tools: a non-empty array of tools is needed");
+    em_gbuild *b;
+    em_status st = em_gbuild_init(&b);
+    if (st != EM_OK) return st;
+    sc c;
+    sc_init(&c, b, NULL);
+    size_t n = json_array_size(tools), n_alts = 0;
+    int32_t *alts = malloc(sizeof *alts * n);
+    if (!alts) sc_fail(&c, EM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; alts && i < n && em_gbuild_status(b) == EM_OK; i++) {
+        const json_t *tool = json_array_get(tools, i);
+        const json_t *fn = json_object_get(tool, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const json_t *params = json_object_get(fn, "parameters");
+        snprintf(c.path, sizeof c.path, "/tools/%zu/function", i);
+        c.path_len = strlen(c.path);
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        if (!json_is_object(fn) || !name || (type && strcmp(type, "function") != 0)) {
+            sc_fail(&c, EM_ERR_INVALID_ARG, "a tool must be {\"type\": \"function\", "
+                                             "\"function\": {\"name\": ...}}");
+            break;
+        }
+        if (only && strcmp(only, name) != 0) continue;
+        int32_t args;
+        if (params) {
+            size_t old = path_push(&c, "parameters");
+            c.root = params; /* its $refs are relative to itself */
+            args = schema(&c, params);
+            path_pop(&c, old);
+        } else {
+            args = object_any(&c);
+        }
+        if (args >= 0) alts[n_alts++] = tool_call_rule(&c, name, args_key, args);
+    }
+    c.path_len = 0;
+    c.path[0] = '\0';
+    if (em_gbuild_status(b) == EM_OK && n_alts == 0)
+        em_gbuild_fail(b, em_error(EM_ERR_INVALID_ARG, "tool_choice: no tool is named '%.200s'",
+                                   only ? only : ""));
+    int32_t root = -1;
+    if (em_gbuild_status(b) == EM_OK) {
+        em_gseq q = {0};
+        if (prefix) em_gs_lit(b, &q, prefix, strlen(prefix));
+        em_gs_ref(b, &q, one_of_rules(&c, alts, n_alts));
+        if (suffix) em_gs_lit(b, &q, suffix, strlen(suffix));
+        root = em_gb_seq_rule(b, &q);
+        em_gseq_free(&q);
+    }
+    st = em_gbuild_status(b);
+    if (st == EM_OK) st = em_gbuild_finish(b, root, out);
+    free(alts);
+    free(c.refs);
     em_gbuild_free(b);
     return st;
 }

@@ -186,6 +186,8 @@ static const byte_case byte_cases[] = {
     {"{\"enum\":[\"red\",\"green\",0.1]}", "0.1", true},
     {"{\"enum\":[\"red\",\"green\",0.1]}", "\"blue\"", false},
     {"{\"const\":{\"a\":[1,2]}}", "{\"a\":[1,2]}", true},
+    {"{\"type\":\"string\",\"enum\":[\"a\",1]}", "\"a\"", true},
+    {"{\"type\":\"string\",\"enum\":[\"a\",1]}", "1", false},
     {"{\"type\":[\"integer\",\"null\"]}", "null", true},
     {"{\"type\":[\"integer\",\"null\"]}", "-12", true},
     {"{\"type\":[\"integer\",\"null\"]}", "1.5", false},
@@ -265,6 +267,57 @@ static void test_bytes(void) {
     CHECK(em_grammar_mask(s, &logit) == EM_ERR_INVALID_ARG); /* no vocabulary */
     em_grammar_state_free(s);
     em_grammar_free(g);
+}
+
+/* ------------------------------------------------------------ tool calls */
+
+static const char *const tools_json =
+    "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":"
+    "\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":12},\"unit\":{\"enum\":"
+    "[\"C\",\"F\"]}},\"required\":[\"city\"]}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"add\",\"parameters\":{\"$defs\":{\"n\":{\"type\":"
+    "\"integer\"}},\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/n\"},\"b\":{\"$ref\":"
+    "\"#/$defs/n\"}},\"required\":[\"a\",\"b\"]}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"now\"}}]";
+
+static bool tool_text_ok(const em_grammar *g, const char *text) {
+    return run_bytes(g, text, false);
+}
+
+static void test_tool_calls(void) {
+    json_t *tools = json_loads(tools_json, 0, NULL);
+    CHECK(tools != NULL);
+    em_grammar *g = NULL;
+    CHECK_OK(em_grammar_compile_tool_call(&g, tools, NULL, "arguments", "<tool_call>\n",
+                                          "\n</tool_call>"));
+    if (g) {
+        CHECK(tool_text_ok(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                              "\"Paris\", \"unit\": \"C\"}}\n</tool_call>"));
+        CHECK(tool_text_ok(g, "<tool_call>\n{\"name\":\"add\",\"arguments\":{\"a\":1,\"b\":-2}}\n</tool_call>"));
+        CHECK(tool_text_ok(g, "<tool_call>\n{\"name\":\"now\",\"arguments\":{}}\n</tool_call>"));
+        CHECK(!tool_text_ok(g, "<tool_call>\n{\"name\":\"sub\",\"arguments\":{}}\n</tool_call>"));
+        CHECK(!tool_text_ok(g, "<tool_call>\n{\"name\":\"add\",\"arguments\":{\"a\":1}}\n</tool_call>"));
+        CHECK(!tool_text_ok(g, "{\"name\":\"now\",\"arguments\":{}}"));
+    }
+    em_grammar_free(g);
+    g = NULL;
+    CHECK_OK(em_grammar_compile_tool_call(&g, tools, "add", "parameters", NULL, NULL));
+    if (g) {
+        CHECK(tool_text_ok(g, "{\"name\": \"add\", \"parameters\": {\"a\": 1, \"b\": 2}}"));
+        CHECK(!tool_text_ok(g, "{\"name\":\"now\",\"parameters\":{}}"));
+    }
+    em_grammar_free(g);
+    g = NULL;
+    CHECK(em_grammar_compile_tool_call(&g, tools, "nope", "arguments", NULL, NULL) ==
+          EM_ERR_INVALID_ARG);
+    CHECK(strstr(em_last_error(), "'nope'") != NULL && g == NULL);
+    json_t *bad = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+                             "{\"type\":\"object\",\"properties\":{\"x\":{\"not\":{}}}}}}]", 0, NULL);
+    CHECK(em_grammar_compile_tool_call(&g, bad, NULL, "arguments", NULL, NULL) == EM_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(em_last_error(), "/tools/0/function/parameters/properties/x") != NULL, "%s",
+              em_last_error());
+    json_decref(bad);
+    json_decref(tools);
 }
 
 /* ------------------------------------------------------------ validator */
@@ -655,6 +708,39 @@ static void test_generation(const char *label, const em_vocab *v, int rounds) {
         json_decref(schema);
         em_grammar_free(g);
     }
+    /* A forced tool call: the prefix, a call of a listed function with
+     * valid arguments, the suffix. */
+    json_t *tools = json_loads(tools_json, 0, NULL);
+    em_grammar *tg = NULL;
+    CHECK_OK(em_grammar_compile_tool_call(&tg, tools, NULL, "arguments", "<tool_call>\n",
+                                          "\n</tool_call>"));
+    for (int round = 0; tg && round < rounds; round++) {
+        total++;
+        char *text = generate(tg, trie, v, bias, &r, 4000, &st);
+        CHECK_MSG(text != NULL, "%s: tool call round %d did not finish", label, round);
+        if (!text) continue;
+        size_t len = strlen(text);
+        bool framed = len > 25 && !strncmp(text, "<tool_call>\n", 12) &&
+                      !strcmp(text + len - 13, "\n</tool_call>");
+        json_t *call = framed ? json_loadb(text + 12, len - 25, JSON_ALLOW_NUL, NULL) : NULL;
+        const char *name = json_string_value(json_object_get(call, "name"));
+        bool valid = false;
+        for (size_t i = 0; name && i < json_array_size(tools); i++) {
+            const json_t *fn = json_object_get(json_array_get(tools, i), "function");
+            if (strcmp(json_string_value(json_object_get(fn, "name")), name) != 0) continue;
+            const json_t *params = json_object_get(fn, "parameters");
+            const json_t *args = json_object_get(call, "arguments");
+            valid = json_object_size(call) == 2 && json_is_object(args) &&
+                    (!params || validate(params, params, args));
+        }
+        CHECK_MSG(valid, "%s: tool call '%s' is not valid", label, text);
+        ok += valid;
+        if (round == 0) printf("  %s tool call: %.160s\n", label, text);
+        json_decref(call);
+        free(text);
+    }
+    em_grammar_free(tg);
+    json_decref(tools);
     printf("%s: %d tokens, trie %.1f ms; %d/%d outputs valid; %lld steps, mean mask %.3f ms\n",
            label, em_vocab_n_tokens(v), t_trie * 1e3, ok, total, (long long)st.steps,
            st.steps ? st.mask_s / (double)st.steps * 1e3 : 0.0);
@@ -703,6 +789,7 @@ static void time_masks(const char *label, const em_vocab *v) {
 int main(void) {
     test_compile();
     test_bytes();
+    test_tool_calls();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("generation over real vocabularies skipped: EMBER_TEST_DATA is not set\n");
         TEST_END();
