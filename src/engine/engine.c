@@ -59,6 +59,8 @@ struct em_request {
     em_gen_params params;   /* stop and logit_bias point at the copies below  */
     char *stop[EM_ENGINE_MAX_STOP];
     em_logit_bias *bias;    /* [params.sampling.n_logit_bias]                 */
+    em_constraint constraint; /* copy of *params.constraint                   */
+    bool constraint_ref;    /* the engine owes constraint.release a call      */
     choice *ch;             /* [params.n]                                     */
     int32_t n_live;         /* choices not finished                           */
     int32_t n_generated;
@@ -93,6 +95,7 @@ struct em_engine {
     em_request **row_req;    /* [batch capacity] request of each row        */
     int32_t *row_choice;     /* [batch capacity] choice, -1 for a prompt row */
     float *scratch;          /* [n_vocab] masked logits                     */
+    float *biased;           /* [n_vocab] logits plus logit_bias, for logprobs */
 
     uint64_t prompt_tokens, generated_tokens, cached_tokens;
     em_engine_kv kv;         /* cache occupancy after the last step         */
@@ -134,6 +137,7 @@ static void request_free(em_request *r) {
             if (r->ch[c].cstate) r->params.constraint->free_state(r->ch[c].cstate);
             em_text_out_free(&r->ch[c].out);
         }
+    if (r->constraint_ref) r->constraint.release(r->constraint.ctx);
     for (int k = 0; k < EM_ENGINE_MAX_STOP; k++) free(r->stop[k]);
     free(r->ch);
     free(r->bias);
@@ -259,6 +263,10 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
         memcpy(r->bias, gp->sampling.logit_bias, (size_t)gp->sampling.n_logit_bias * sizeof *r->bias);
     }
     r->params.sampling.logit_bias = r->bias;
+    if (gp->constraint) {
+        r->constraint = *gp->constraint;
+        r->params.constraint = &r->constraint;
+    }
     if (gp->embed && !(r->emb_sum = calloc((size_t)e->n_embd, sizeof *r->emb_sum))) goto nomem;
     for (int32_t c = 0; c < gp->n; c++) {
         choice *ch = &r->ch[c];
@@ -288,6 +296,7 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
         request_unref(r);
         return res;
     }
+    r->constraint_ref = gp->constraint != NULL;
     if (e->q_tail) e->q_tail->next_queued = r;
     else e->q_head = r;
     e->q_tail = r;
@@ -412,7 +421,6 @@ static void engine_admit_locked(em_engine *e) {
         r->n_live = r->params.n;
         r->admitted = true;
         e->active[e->n_active++] = r;
-        e->prompt_tokens += (uint64_t)r->n_prompt;
     }
 }
 
@@ -457,6 +465,7 @@ static void choice_finish(em_engine *e, em_request *r, int32_t c, const char *re
         em_event done = {.kind = EM_EVENT_DONE, .n_prompt = r->n_prompt, .n_generated = r->n_generated,
                          .n_cached = r->n_cached};
         post_locked(r, &done);
+        e->prompt_tokens += (uint64_t)r->n_prompt;
     }
     pthread_mutex_unlock(&e->mu);
 }
@@ -494,8 +503,17 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
     r->n_generated++;
 
     em_event ev = {.kind = EM_EVENT_TOKEN, .choice = c, .token = t};
-    if (gp->top_logprobs >= 0 && t >= 0 && t < e->n_vocab)
-        fill_logprobs(logits, e->n_vocab, t, gp->top_logprobs, &ev);
+    if (gp->top_logprobs >= 0 && t >= 0 && t < e->n_vocab) {
+        /* The model's distribution after logit_bias, before temperature. */
+        const float *lp = logits;
+        if (gp->sampling.n_logit_bias > 0) {
+            memcpy(e->biased, logits, (size_t)e->n_vocab * sizeof *e->biased);
+            for (int32_t k = 0; k < gp->sampling.n_logit_bias; k++)
+                e->biased[gp->sampling.logit_bias[k].token] += gp->sampling.logit_bias[k].bias;
+            lp = e->biased;
+        }
+        fill_logprobs(lp, e->n_vocab, t, gp->top_logprobs, &ev);
+    }
     em_strbuf delta = {0};
     const char *reason = NULL;
     bool oom = false;
@@ -550,6 +568,7 @@ static void embed_row(em_engine *e, em_request *r, int32_t row, bool last) {
     pthread_mutex_lock(&e->mu);
     post_locked(r, &ev);
     post_locked(r, &done);
+    e->prompt_tokens += (uint64_t)r->n_prompt;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -732,7 +751,8 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     e->row_req = calloc((size_t)cap, sizeof *e->row_req);
     e->row_choice = calloc((size_t)cap, sizeof *e->row_choice);
     e->scratch = malloc((size_t)e->n_vocab * sizeof *e->scratch);
-    if (!e->active || !e->seq_busy || !e->row_req || !e->row_choice || !e->scratch ||
+    e->biased = malloc((size_t)e->n_vocab * sizeof *e->biased);
+    if (!e->biased || !e->active || !e->seq_busy || !e->row_req || !e->row_choice || !e->scratch ||
         em_batch_init(&e->batch, cap) != EM_OK) {
         em_engine_free(e);
         return em_error(EM_ERR_NOMEM, "engine: out of memory");
@@ -786,6 +806,7 @@ void em_engine_free(em_engine *e) {
     free(e->row_req);
     free(e->row_choice);
     free(e->scratch);
+    free(e->biased);
     em_context_free(e->ctx);
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->idle);

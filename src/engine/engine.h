@@ -44,7 +44,8 @@ em_engine_params em_engine_default_params(void);
 
 /*
  * Constrained decoding (JSON schema, forced tool calls) as the engine sees
- * it: each choice gets its own state from new_state, which masks the
+ * it (the server builds it from src/sample/grammar.h): each choice gets
+ * its own state from new_state, which masks the
  * logits of tokens the constraint forbids (sets them to -INFINITY) and
  * learns every token chosen.  done() says the constraint is complete and
  * only an end-of-generation token may follow.
@@ -56,6 +57,7 @@ typedef struct em_constraint {
     bool (*accept)(void *state, em_token t);                /* false: t was not allowed  */
     bool (*done)(void *state);
     void (*free_state)(void *state);
+    void (*release)(void *ctx);    /* the engine is done with ctx for one request */
 } em_constraint;
 
 typedef struct em_gen_params {
@@ -66,7 +68,9 @@ typedef struct em_gen_params {
     int32_t n_stop;
     int32_t top_logprobs;    /* < 0: no logprobs; else alternatives per token (<= 20)       */
     bool ignore_eos;         /* keep generating past end-of-generation tokens               */
-    const em_constraint *constraint; /* NULL: free text; must outlive the request           */
+    const em_constraint *constraint; /* NULL: free text; copied; on EM_SUBMIT_OK the engine
+                                      * calls constraint->release(ctx) once, when the request
+                                      * is freed, so ctx must stay valid until then          */
     bool embed;              /* compute the prompt only and post its mean-pooled embedding  */
 } em_gen_params;
 

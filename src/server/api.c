@@ -262,27 +262,27 @@ static bool parse_tools(em_api_request *r, em_api_error *err) {
         }
         if (json_array_size(t) > 0) r->tools = t;
     }
-    r->tool_choice = r->tools ? EM_TOOLS_AUTO : EM_TOOLS_NONE;
+    r->tool_choice = r->tools ? EM_TOOL_CHOICE_AUTO : EM_TOOL_CHOICE_NONE;
     if (!tc) return true;
     if (json_is_string(tc)) {
         const char *s = json_string_value(tc);
-        if (!strcmp(s, "none")) r->tool_choice = EM_TOOLS_NONE;
-        else if (!strcmp(s, "auto")) r->tool_choice = r->tools ? EM_TOOLS_AUTO : EM_TOOLS_NONE;
-        else if (!strcmp(s, "required")) r->tool_choice = EM_TOOLS_REQUIRED;
+        if (!strcmp(s, "none")) r->tool_choice = EM_TOOL_CHOICE_NONE;
+        else if (!strcmp(s, "auto")) r->tool_choice = r->tools ? EM_TOOL_CHOICE_AUTO : EM_TOOL_CHOICE_NONE;
+        else if (!strcmp(s, "required")) r->tool_choice = EM_TOOL_CHOICE_REQUIRED;
         else return em_api_fail(err, 400, "tool_choice", "'tool_choice' must be none, auto, required or an object");
     } else if (json_is_object(tc)) {
         json_t *fn = json_object_get(tc, "function");
         json_t *name = json_is_object(fn) ? json_object_get(fn, "name") : NULL;
         if (!json_is_string(name))
             return em_api_fail(err, 400, "tool_choice", "'tool_choice.function.name' must be a string");
-        r->tool_choice = EM_TOOLS_NAMED;
+        r->tool_choice = EM_TOOL_CHOICE_NAMED;
         r->tool_name = json_string_value(name);
     } else {
         return em_api_fail(err, 400, "tool_choice", "'tool_choice' must be a string or an object");
     }
-    if (r->tool_choice == EM_TOOLS_REQUIRED || r->tool_choice == EM_TOOLS_NAMED) {
+    if (r->tool_choice == EM_TOOL_CHOICE_REQUIRED || r->tool_choice == EM_TOOL_CHOICE_NAMED) {
         if (!r->tools) return em_api_fail(err, 400, "tool_choice", "'tool_choice' needs 'tools'");
-        if (r->tool_choice == EM_TOOLS_NAMED) {
+        if (r->tool_choice == EM_TOOL_CHOICE_NAMED) {
             bool found = false;
             size_t i;
             json_t *tool;

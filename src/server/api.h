@@ -16,10 +16,10 @@
 typedef enum em_api_kind { EM_API_COMPLETIONS, EM_API_CHAT, EM_API_EMBEDDINGS } em_api_kind;
 
 typedef enum em_tool_choice {
-    EM_TOOLS_NONE,     /* no tools, or tool_choice "none": plain text             */
-    EM_TOOLS_AUTO,     /* the model may call a tool                               */
-    EM_TOOLS_REQUIRED, /* the grammar forces a call to one of the tools           */
-    EM_TOOLS_NAMED     /* the grammar forces a call to tool_name                  */
+    EM_TOOL_CHOICE_NONE,     /* no tools, or tool_choice "none": plain text             */
+    EM_TOOL_CHOICE_AUTO,     /* the model may call a tool                               */
+    EM_TOOL_CHOICE_REQUIRED, /* the grammar forces a call to one of the tools           */
+    EM_TOOL_CHOICE_NAMED     /* the grammar forces a call to tool_name                  */
 } em_tool_choice;
 
 typedef enum em_format { EM_FORMAT_TEXT, EM_FORMAT_JSON_OBJECT, EM_FORMAT_JSON_SCHEMA } em_format;
@@ -53,7 +53,7 @@ typedef struct em_api_request {
     json_t *messages;             /* chat: validated array (borrowed)                  */
     json_t *tools;                /* chat: array or NULL (borrowed)                    */
     em_tool_choice tool_choice;
-    const char *tool_name;        /* EM_TOOLS_NAMED                                    */
+    const char *tool_name;        /* EM_TOOL_CHOICE_NAMED                                    */
     em_format format;
     json_t *schema;               /* EM_FORMAT_JSON_SCHEMA (borrowed)                  */
     json_t *input;                /* embeddings: string, [string], [int], [[int]]      */

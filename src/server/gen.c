@@ -100,14 +100,16 @@ static json_t *lp_json(float lp) { return json_real(isfinite(lp) ? lp : -9999.0)
 
 /* The chat shape of one token's logprobs. */
 static json_t *chat_lp_entry(em_server *s, const em_event *ev) {
+    /* token_string fills the bytes array: call it before packing. */
     json_t *bytes = NULL;
-    json_t *e = json_pack("{s:o, s:o, s:o}", "token", token_string(s, ev->token, &bytes), "logprob",
-                          lp_json(ev->logprob), "bytes", bytes);
+    json_t *str = token_string(s, ev->token, &bytes);
+    json_t *e = json_pack("{s:o, s:o, s:o}", "token", str, "logprob", lp_json(ev->logprob), "bytes", bytes);
     json_t *top = json_array();
     for (int32_t k = 0; k < ev->n_top; k++) {
         json_t *b = NULL;
-        json_array_append_new(top, json_pack("{s:o, s:o, s:o}", "token", token_string(s, ev->top[k].token, &b),
-                                             "logprob", lp_json(ev->top[k].logprob), "bytes", b));
+        json_t *ts = token_string(s, ev->top[k].token, &b);
+        json_array_append_new(top, json_pack("{s:o, s:o, s:o}", "token", ts, "logprob", lp_json(ev->top[k].logprob),
+                                             "bytes", b));
     }
     json_object_set_new(e, "top_logprobs", top);
     return e;
@@ -414,7 +416,12 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     gp.n_stop = j->req.n_stop;
     gp.top_logprobs = j->req.logprobs ? j->req.top_logprobs : -1;
     gp.constraint = j->has_constraint ? &j->constraint : NULL;
-    switch (em_engine_submit(j->s->engine, tok, n, &gp, &j->r[idx])) {
+    /* The engine's reference to the grammar is taken before it could be
+     * released, and given back when the submission fails. */
+    if (j->has_constraint) em_prompt_retain(&j->constraint);
+    em_submit_result sr = em_engine_submit(j->s->engine, tok, n, &gp, &j->r[idx]);
+    if (sr != EM_SUBMIT_OK && j->has_constraint) j->constraint.release(j->constraint.ctx);
+    switch (sr) {
     case EM_SUBMIT_OK: return true;
     case EM_SUBMIT_QUEUE_FULL: return em_api_fail(err, 503, NULL, "the server is busy: the queue is full; retry later");
     case EM_SUBMIT_SHUTTING_DOWN:
@@ -430,7 +437,7 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
 static bool job_start(gen_job *j, em_api_error *err) {
     if (j->req.kind == EM_API_CHAT) {
         if (!em_prompt_render(j->s, &j->req, &j->prompt, err)) return false;
-        j->buffered = j->req.tool_choice != EM_TOOLS_NONE;
+        j->buffered = j->req.tool_choice != EM_TOOL_CHOICE_NONE;
         em_token *tok = NULL;
         int32_t n = 0;
         if (em_tokenize_alloc(j->s->vocab, j->prompt.text, -1, j->prompt.add_bos, true, &tok, &n) != EM_OK)

@@ -250,7 +250,11 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     em_engine_get_stats(engine, &st);
     s->n_parallel = st.n_parallel;
     s->n_ctx_seq = em_engine_n_ctx_seq(engine);
-    s->template_text = em_prompt_load_template(s->model, params->chat_template);
+    em_status pst = em_prompt_setup(s, params->chat_template);
+    if (pst != EM_OK) {
+        em_server_free(s);
+        return pst;
+    }
 
     struct sockaddr_storage addr;
     memset(&addr, 0, sizeof addr);
@@ -299,7 +303,7 @@ void em_server_free(em_server *s) {
     free((char *)s->p.api_key);
     free((char *)s->p.model_id);
     for (int i = 0; i < s->p.n_cors; i++) free((char *)s->p.cors[i]);
-    free(s->template_text);
+    em_prompt_teardown(s);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -11,6 +11,8 @@
 #include "server/api.h"
 #include "server/errors.h"
 #include "server/server.h"
+#include "chat/chat.h"
+#include "sample/grammar.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -23,7 +25,9 @@ struct em_server {
     const em_model *model;
     const em_vocab *vocab;
     em_server_params p;         /* strings owned by the server (copies)          */
-    char *template_text;        /* the chat template in use (Jinja), owned        */
+    char *template_text;        /* the chat template in use (Jinja source), owned */
+    em_chat_template *tmpl;     /* template_text, parsed                          */
+    em_token_trie *trie;        /* the vocabulary as a trie, for grammar masks     */
     int port;
     int32_t n_ctx_seq;          /* positions one request may use                 */
     int32_t n_parallel;

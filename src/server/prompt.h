@@ -10,8 +10,11 @@
 #include "server/internal.h"
 
 typedef struct em_prompt {
-    char *text;      /* the rendered conversation, NUL-terminated  */
-    bool add_bos;    /* the template did not write BOS itself       */
+    char *text;       /* the rendered conversation, NUL-terminated            */
+    bool add_bos;     /* the template did not write BOS itself                */
+    bool forced_tool; /* the grammar forces {"name", "arguments"}: the whole  */
+                      /* answer is one call                                   */
+    const char *tool_syntax; /* template source for the tool-call parser      */
 } em_prompt;
 
 /* Renders a chat request's messages and tools. */
@@ -26,12 +29,17 @@ bool em_prompt_parse_tool_calls(const em_prompt *p, const char *text, json_t **c
 /* The constraint a request asks for.  True with *out filled when there is
  * one; false with err->http == 0 when the answer is free text, and false
  * with err set when the request's schema cannot be compiled. */
-bool em_prompt_constraint(em_server *s, const em_api_request *req, const em_prompt *p, em_constraint *out,
+bool em_prompt_constraint(em_server *s, const em_api_request *req, em_prompt *p, em_constraint *out,
                           em_api_error *err);
+/* Takes one more reference to a constraint's grammar (one per engine
+ * request it is submitted with; the engine releases it). */
+void em_prompt_retain(em_constraint *c);
+/* Drops the server's own reference to a constraint's grammar. */
 void em_prompt_constraint_free(em_constraint *c);
 
-/* Loads the template named on the command line (a built-in name or a
- * file), or the model's own; NULL with a message when there is none. */
-char *em_prompt_load_template(const em_model *model, const char *name_or_file);
+/* Loads the chat template named on the command line (a built-in name or a
+ * Jinja file; NULL: the model's own or a fallback) and the token trie. */
+em_status em_prompt_setup(em_server *s, const char *name_or_file);
+void em_prompt_teardown(em_server *s);
 
 #endif
