@@ -7,10 +7,6 @@ import { startServer } from './lib/server.mjs';
 import { collect } from './lib/sse.mjs';
 
 let server, client;
-before(async () => {
-  server = await startServer({ parallel: 8 });
-  client = server.client();
-});
 after(async () => { await server?.stop(); });
 
 const MESSAGES = [
@@ -34,6 +30,8 @@ function checkUsage(usage) {
 // a token boundary.
 let greedy;
 before(async () => {
+  server = await startServer({ parallel: 8 });
+  client = server.client();
   const r = await chat({ logprobs: true });
   greedy = { text: r.choices[0].message.content, tokens: r.choices[0].logprobs.content.map((t) => t.token), r };
 });
