@@ -51,6 +51,7 @@ typedef struct gen_job {
     em_api_error err;             /* the failure of a non-streamed job         */
     em_constraint constraint;     /* JSON schema / forced tool call            */
     bool has_constraint;
+    double t_checked;             /* when the client's socket was last looked at */
 } gen_job;
 
 /* ----------------------------------------------------------- job life */
@@ -309,8 +310,14 @@ static bool job_event(gen_job *j, em_event *ev) {
  * client went away (the caller then cancels). */
 static bool job_wait(gen_job *j, em_event *ev) {
     for (;;) {
-        if (em_request_next(j->r[j->cur], ev, 100)) return true;
-        if (em_http_client_gone(j->cs->fd)) return false;
+        /* Events may come faster than the timeout: look at the socket
+         * every 50 ms whatever happens. */
+        double now = em_time_s();
+        if (now - j->t_checked >= 0.05) {
+            j->t_checked = now;
+            if (em_http_client_gone(j->cs->fd)) return false;
+        }
+        if (em_request_next(j->r[j->cur], ev, 50)) return true;
     }
 }
 
