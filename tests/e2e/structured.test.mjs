@@ -27,7 +27,7 @@ const PET = {
   properties: {
     name: { type: 'string', maxLength: 12 },
     kind: { type: 'string', enum: ['cat', 'dog', 'bird'] },
-    age: { type: 'integer', minimum: 0, maximum: 30 },
+    age: { type: 'integer' },
     friendly: { type: 'boolean' },
     toys: { type: 'array', items: { type: 'string', maxLength: 8 }, maxItems: 3 },
   },
@@ -77,6 +77,27 @@ test('json_schema on a stream and on /v1/completions', async () => {
   });
   assert.equal(r.status, 200, r.text);
   assert.deepEqual(validate(PET, JSON.parse(r.json.choices[0].text)), []);
+});
+
+test('numeric bounds are enforced, or the schema is refused: never an answer that does not validate', async () => {
+  const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 10, maximum: 20 }, score: { type: 'number', exclusiveMaximum: 1 } },
+    required: ['age', 'score'], additionalProperties: false };
+  for (const seed of [1, 2, 3, 4]) {
+    const r = await server.postJSON('/v1/chat/completions', {
+      model: server.model, messages: USER, max_tokens: 200, temperature: 1.0, seed,
+      response_format: { type: 'json_schema', json_schema: { name: 'bounds', schema } },
+    });
+    if (r.status === 400) {
+      assert.match(r.json.error.param ?? '', /^response_format/);
+      return;
+    }
+    assert.equal(r.status, 200, r.text);
+    const v = JSON.parse(r.json.choices[0].message.content);
+    const problems = [];
+    if (!(Number.isInteger(v.age) && v.age >= 10 && v.age <= 20)) problems.push(`age ${v.age} outside 10..20`);
+    if (!(typeof v.score === 'number' && v.score < 1)) problems.push(`score ${v.score} not below 1`);
+    assert.deepEqual(problems, [], `seed ${seed}: ${r.json.choices[0].message.content}`);
+  }
 });
 
 test('an invalid json_schema is a 400 naming response_format', async () => {
