@@ -57,7 +57,7 @@ typedef struct em_eval_engine {
     const em_model *model;
     em_context *ctx;
     em_batch batch;       /* [n_batch] rows, reused for every decode        */
-    int32_t n_ctx;        /* KV cache slots                                 */
+    int32_t n_ctx;        /* KV cache positions                             */
     int32_t n_batch;      /* most rows one em_decode takes                  */
     int32_t n_seq_max;    /* sequence ids the cache accepts                 */
     int32_t n_vocab;      /* floats in one row of logits                    */

@@ -8,7 +8,8 @@
  * sums are rescaled by exp(m_old - m_new).  This needs O(head_dim) memory
  * per head whatever the context length.
  *
- * Keys are taken in blocks of up to EM_ATTN_BLOCK visible slots: the
+ * Keys are taken in blocks of up to EM_ATTN_BLOCK visible cache rows (these
+ * blocks span the cache's blocks of EM_KV_BLOCK positions): the
  * scores of a block are computed for every query head of the group (each
  * key row is read once for all of them), the maximum and rescaling happen
  * once per block rather than once per key, the exponentials are taken
@@ -118,7 +119,7 @@ typedef struct attn_task_ctx {
     int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
 } attn_task_ctx;
 
-/* Folds a block of nb visible slots into the running state of KV head g. */
+/* Folds a block of nb visible cache rows into the running state of KV head g. */
 static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int nb) {
     const em_attn_args *a = t->a;
     const em_kv *kv = a->kv;

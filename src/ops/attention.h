@@ -34,8 +34,9 @@ typedef struct em_attn_args {
 /* Floats of scratch one thread needs. */
 size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v);
 
-/* Each query row attends to the cache slots of its own sequence at
- * positions <= its own (and > pos - n_swa with a window), with an online
+/* Each query row attends to the cache rows of its own sequence at
+ * positions <= its own (and > pos - n_swa with a window), found through
+ * the sequence's block table (kv.h), with an online
  * softmax so no score matrix is ever stored.  Query heads that share a KV
  * head are computed together so each key and value is read once.  One
  * parallel region of the pool. */
@@ -50,8 +51,8 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith);
  * The inner loops over a block of keys, as a scalar set (attention.c) and
  * an AVX2/F16C set (arch/x86/attention_avx2.c) with the same contracts;
  * keys and values are rows of floats (F32 cache) or IEEE halves (F16
- * cache), passed as one pointer per key because the visible slots of a
- * sequence need not be adjacent. */
+ * cache), passed as one pointer per key because the visible rows of a
+ * sequence lie in blocks that need not be adjacent. */
 typedef struct em_attn_kernels {
     /* s[h * s_stride + j] = q_h . k_j for h < n_q, j < nk, where
      * q_h = q + h * n and k_j points at the n elements of key j. */

@@ -1,0 +1,471 @@
+/*
+ * test_kv.c - the paged KV cache: blocks taken and given back, block
+ * tables longer than one block, copy-on-write after sharing, prefix reuse
+ * and the order of eviction, bad ids; then, on stories260K, em_decode over
+ * many sequences at once, prefix reuse, per-row status when the cache
+ * fills, and hidden states.
+ */
+#include "ember.h"
+#include "kv/kv.h"
+#include "test.h"
+
+/* --------------------------------------------------- the cache alone */
+
+/* Places rows [p0, p1) of sequence s with tokens tok[p] (tok may be NULL);
+ * the status of the call. */
+static em_status place_run(em_kv *kv, em_seq_id s, em_pos p0, em_pos p1, const em_token *tok, int32_t *cells) {
+    em_seq_id seq[64];
+    em_pos pos[64];
+    em_token t[64];
+    int32_t n = p1 - p0;
+    for (int32_t i = 0; i < n; i++) {
+        seq[i] = s;
+        pos[i] = p0 + i;
+        t[i] = tok ? tok[p0 + i] : -1;
+    }
+    return em_kv_place(kv, n, seq, pos, tok ? t : NULL, cells, NULL);
+}
+
+static void test_blocks(void) {
+    em_kv kv;
+    /* 64 positions: four blocks. */
+    CHECK_OK(em_kv_init(&kv, 64, 4, 2, 4, 4, EM_TYPE_F32, 4, 4));
+    CHECK(kv.n_blocks == 4 && kv.n_free == 4);
+    int32_t cells[64];
+    /* A sequence of 20 positions holds two blocks; its rows run on within
+     * a block and jump at the block boundary. */
+    CHECK_OK(place_run(&kv, 0, 0, 20, NULL, cells));
+    CHECK(em_kv_n_used(&kv) == 2 && kv.n_free == 2 && kv.seqs[0].len == 20);
+    int contiguous = 1;
+    for (int p = 1; p < 16; p++) contiguous &= cells[p] == cells[0] + p;
+    CHECK(contiguous && cells[16] / EM_KV_BLOCK != cells[0] / EM_KV_BLOCK && cells[16] % EM_KV_BLOCK == 0);
+    for (int p = 0; p < 20; p++) CHECK(em_kv_cell(&kv, 0, p) == cells[p]);
+    /* Growing by rows in later calls fills the same block. */
+    int32_t c;
+    CHECK_OK(place_run(&kv, 0, 20, 21, NULL, &c));
+    CHECK(c == cells[16] + 4 && em_kv_n_used(&kv) == 2);
+    /* Trimming gives back whole blocks only. */
+    CHECK_OK(em_kv_drop(&kv, 0, 17, -1));
+    CHECK(em_kv_n_used(&kv) == 2 && kv.seqs[0].len == 17);
+    CHECK_OK(em_kv_drop(&kv, 0, 16, -1));
+    CHECK(em_kv_n_used(&kv) == 1 && kv.n_free == 3);
+    /* Filling the pool: 48 more positions fit in seq 1, the 49th does not
+     * and changes nothing. */
+    CHECK_OK(place_run(&kv, 1, 0, 48, NULL, cells));
+    CHECK(kv.n_free == 0);
+    CHECK(place_run(&kv, 1, 48, 49, NULL, cells) == EM_ERR_CONTEXT_FULL);
+    CHECK(kv.seqs[1].len == 48);
+    CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 0 && kv.n_free == 4 && kv.n_cached == 0);
+    em_kv_free(&kv);
+}
+
+static void test_bad_ids(void) {
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, 64, 2, 1, 4, 4, EM_TYPE_F32, 4, 4));
+    int32_t cells[4];
+    em_status st[4];
+    em_seq_id seq[4] = {0, 5, 1, 1};
+    em_pos pos[4] = {0, 0, 0, 2};
+    /* A bad id fails its row, a position that is not its sequence's next
+     * fails its own; the rest is placed. */
+    CHECK_OK(em_kv_place(&kv, 4, seq, pos, NULL, cells, st));
+    CHECK(st[0] == EM_OK && st[1] == EM_ERR_INVALID_ARG && st[2] == EM_OK && st[3] == EM_ERR_INVALID_ARG);
+    CHECK(cells[0] >= 0 && cells[1] < 0 && cells[2] >= 0 && cells[3] < 0);
+    CHECK(kv.seqs[0].len == 1 && kv.seqs[1].len == 1);
+    CHECK(em_kv_drop(&kv, 2, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_share(&kv, 0, 2, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_share(&kv, -1, 1, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_share(&kv, 0, 1, 3, -1) == EM_ERR_UNSUPPORTED);
+    CHECK(em_kv_reuse(&kv, 2, NULL, 0) == -1 && em_kv_reuse(&kv, 0, NULL, 0) == -1);
+    /* A hole in the middle of a sequence is refused; nothing changes. */
+    CHECK_OK(em_kv_drop(&kv, 0, 1, -1));
+    em_seq_id s3[3] = {0, 0, 0};
+    em_pos p3[3] = {1, 2, 3};
+    CHECK_OK(em_kv_place(&kv, 3, s3, p3, NULL, cells, NULL));
+    CHECK(em_kv_drop(&kv, 0, 1, 2) == EM_ERR_UNSUPPORTED && kv.seqs[0].len == 4);
+    CHECK_OK(em_kv_drop(&kv, 0, 2, 100));
+    CHECK(kv.seqs[0].len == 2);
+    em_kv_free(&kv);
+}
+
+/* Copy-on-write: sharing takes no block; the first write into the shared
+ * partial block copies its rows, and the source keeps its own. */
+static void test_cow(void) {
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, 64, 2, 2, 4, 4, EM_TYPE_F32, 4, 4));
+    int32_t cells[32];
+    CHECK_OK(place_run(&kv, 0, 0, 20, NULL, cells));
+    float k[4], v[4];
+    for (int p = 0; p < 20; p++)
+        for (int l = 0; l < 2; l++) {
+            for (int i = 0; i < 4; i++) k[i] = v[i] = (float)(1000 * l + 10 * p + i);
+            em_kv_write(&kv, l, cells[p], 0, 1, k, v, NULL);
+        }
+    CHECK_OK(em_kv_share(&kv, 0, 1, 0, 18));
+    CHECK(em_kv_n_used(&kv) == 2 && kv.seqs[1].len == 18);
+    CHECK(em_kv_cell(&kv, 1, 17) == em_kv_cell(&kv, 0, 17));
+    int32_t c;
+    CHECK_OK(place_run(&kv, 1, 18, 19, NULL, &c));
+    CHECK(em_kv_n_used(&kv) == 3);
+    CHECK(em_kv_cell(&kv, 1, 3) == em_kv_cell(&kv, 0, 3));   /* the full block stays shared */
+    CHECK(em_kv_cell(&kv, 1, 17) != em_kv_cell(&kv, 0, 17)); /* the partial one was copied  */
+    CHECK(c == em_kv_cell(&kv, 1, 18));
+    int same = 1;
+    for (int l = 0; l < 2; l++)
+        for (int p = 16; p < 18; p++) {
+            const float *a = (const float *)kv.k[l] + (size_t)em_kv_cell(&kv, 0, p) * 4;
+            const float *b = (const float *)kv.k[l] + (size_t)em_kv_cell(&kv, 1, p) * 4;
+            const float *av = (const float *)kv.v[l] + (size_t)em_kv_cell(&kv, 0, p) * 4;
+            const float *bv = (const float *)kv.v[l] + (size_t)em_kv_cell(&kv, 1, p) * 4;
+            same &= memcmp(a, b, 16) == 0 && memcmp(av, bv, 16) == 0 && a[0] == (float)(1000 * l + 10 * p);
+        }
+    CHECK_MSG(same, "copy-on-write: the copied rows differ from the source's");
+    /* The source's block is its own again: it grows in place. */
+    CHECK_OK(place_run(&kv, 0, 20, 21, NULL, &c));
+    CHECK(em_kv_n_used(&kv) == 3 && c == em_kv_cell(&kv, 0, 19) + 1);
+    /* Sharing over a sequence that holds blocks gives them back. */
+    CHECK_OK(em_kv_share(&kv, 0, 1, 0, -1));
+    CHECK(em_kv_n_used(&kv) == 2 && kv.seqs[1].len == 21);
+    em_kv_free(&kv);
+}
+
+/* Prefix reuse and least-recently-used eviction on the cache alone. */
+static void test_reuse_and_eviction(void) {
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, 64, 4, 1, 4, 4, EM_TYPE_F32, 4, 4));
+    em_token a[33], b[17], cc[17];
+    for (int i = 0; i < 33; i++) a[i] = 100 + i;
+    for (int i = 0; i < 17; i++) {
+        b[i] = 200 + i;
+        cc[i] = 300 + i;
+    }
+    int32_t cells[64];
+    CHECK_OK(place_run(&kv, 0, 0, 32, a, cells)); /* two full blocks  */
+    CHECK_OK(place_run(&kv, 1, 0, 16, b, cells)); /* one full block   */
+    CHECK_OK(place_run(&kv, 2, 0, 16, cc, cells));
+    CHECK(kv.n_free == 0 && kv.n_cached == 0);
+    /* Released in the order b, a, c: they stay cached, in that order. */
+    CHECK_OK(em_kv_drop(&kv, 1, 0, -1));
+    CHECK_OK(em_kv_drop(&kv, 0, 0, -1));
+    CHECK_OK(em_kv_drop(&kv, 2, 0, -1));
+    CHECK(kv.n_cached == 4 && kv.n_free == 0 && em_kv_n_used(&kv) == 0);
+    /* Reuse: a's two blocks match a[0..33); at most n - 1 positions. */
+    CHECK(em_kv_reuse(&kv, 3, a, 33) == 32);
+    CHECK(kv.n_cached == 2 && em_kv_n_used(&kv) == 2 && kv.prefix_hits == 2 && kv.prefix_lookups == 1);
+    CHECK_OK(em_kv_drop(&kv, 3, 0, -1));
+    CHECK(em_kv_reuse(&kv, 3, a, 32) == 16); /* n - 1 = 31 positions: one block */
+    CHECK_OK(em_kv_drop(&kv, 3, 0, -1));
+    /* A block matches only after the same preceding tokens. */
+    em_token shifted[33];
+    shifted[0] = 1;
+    memcpy(shifted + 1, a, 32 * sizeof *a);
+    CHECK(em_kv_reuse(&kv, 3, shifted, 33) == 0);
+    em_token a2[33];
+    memcpy(a2, a, sizeof a2);
+    a2[3] = 7; /* the first block differs, the second is a's */
+    CHECK(em_kv_reuse(&kv, 3, a2, 33) == 0);
+    /* The cached order is now b, c, then a's blocks (used last): a new
+     * sequence of two blocks evicts b, then c. */
+    CHECK_OK(place_run(&kv, 0, 0, 32, NULL, cells));
+    CHECK(kv.n_cached == 2);
+    CHECK(em_kv_reuse(&kv, 1, b, 17) == 0 && em_kv_reuse(&kv, 2, cc, 17) == 0);
+    CHECK(em_kv_reuse(&kv, 3, a, 33) == 32);
+    CHECK(kv.prefix_hits == 2 + 1 + 2 && kv.n_cached == 0 && kv.n_free == 0);
+    em_kv_free(&kv);
+}
+
+/* ------------------------------------------------------ on a model */
+
+static float max_rel_diff(const float *a, const float *b, int n) {
+    float mx = 0, scale = 0;
+    for (int i = 0; i < n; i++) scale = fmaxf(scale, fabsf(b[i]));
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
+    return mx / (scale > 0 ? scale : 1);
+}
+
+/* The token at position p of test sequence s. */
+static em_token tok_of(int s, int p) { return p == 0 ? 1 : (em_token)(3 + (s * 131 + p * 29 + (s % 7) * p) % 500); }
+
+/* Decodes sequence s alone (seq id 0 of a cleared context): positions
+ * [0, n) as one batch, then one more row; the last two rows' logits. */
+static void decode_alone(em_context *c, em_batch *b, int s, int n, float *prompt_last, float *next, int nv) {
+    em_kv_clear(c);
+    em_batch_clear(b);
+    for (int p = 0; p < n; p++) em_batch_add(b, tok_of(s, p), p, 0, p == n - 1);
+    CHECK_OK(em_decode(c, b));
+    const float *l = em_get_logits(c, n - 1);
+    if (l) memcpy(prompt_last, l, (size_t)nv * sizeof *l);
+    em_batch_clear(b);
+    em_batch_add(b, tok_of(s, n), n, 0, true);
+    CHECK_OK(em_decode(c, b));
+    l = em_get_logits(c, 0);
+    if (l) memcpy(next, l, (size_t)nv * sizeof *l);
+}
+
+/* More sequences than the old 64-bit mask allowed, interleaved in one
+ * batch, prompts crossing block boundaries: the same logits as each one
+ * decoded alone. */
+static void test_many_sequences(const em_model *m) {
+    enum { NS = 70 };
+    const int nv = em_model_n_vocab(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 2048;
+    cp.n_batch = 2048;
+    cp.n_threads = 2;
+    cp.kv_type = EM_TYPE_F32;
+    cp.n_seq_max = NS;
+    em_context *c = NULL;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    if (!c) return;
+    em_batch b;
+    CHECK_OK(em_batch_init(&b, 2048));
+    static float together[NS][2][512], alone[2][512];
+    int len[NS], maxlen = 0;
+    for (int s = 0; s < NS; s++) {
+        len[s] = 3 + s % 19; /* 3 .. 21 positions */
+        if (len[s] > maxlen) maxlen = len[s];
+    }
+    /* Round-robin rows: position p of every sequence that has one. */
+    int last_row[NS];
+    for (int p = 0; p < maxlen; p++)
+        for (int s = 0; s < NS; s++)
+            if (p < len[s]) {
+                em_batch_add(&b, tok_of(s, p), p, s, p == len[s] - 1);
+                if (p == len[s] - 1) last_row[s] = b.n_tokens - 1;
+            }
+    CHECK_OK(em_decode(c, &b));
+    int all_ok = 1;
+    for (int i = 0; i < b.n_tokens; i++) all_ok &= b.status[i] == EM_OK;
+    CHECK(all_ok);
+    for (int s = 0; s < NS; s++) {
+        const float *l = em_get_logits(c, last_row[s]);
+        CHECK(l != NULL);
+        if (l) memcpy(together[s][0], l, sizeof together[s][0]);
+    }
+    /* One generation step of every sequence, one batch. */
+    em_batch_clear(&b);
+    for (int s = NS - 1; s >= 0; s--) em_batch_add(&b, tok_of(s, len[s]), len[s], s, true);
+    CHECK_OK(em_decode(c, &b));
+    for (int s = 0; s < NS; s++) {
+        const float *l = em_get_logits(c, NS - 1 - s);
+        CHECK(l != NULL && em_kv_seq_pos_max(c, s) == len[s] + 1);
+        if (l) memcpy(together[s][1], l, sizeof together[s][1]);
+    }
+    float worst = 0;
+    for (int s = 0; s < NS; s++) {
+        decode_alone(c, &b, s, len[s], alone[0], alone[1], nv);
+        worst = fmaxf(worst, max_rel_diff(together[s][0], alone[0], nv));
+        worst = fmaxf(worst, max_rel_diff(together[s][1], alone[1], nv));
+    }
+    CHECK_MSG(worst < 1e-5f, "%d interleaved sequences vs one at a time: %g", NS, worst);
+    em_batch_free(&b);
+    em_context_free(c);
+}
+
+/* Prefix reuse: a cached prompt taken over by a new sequence gives the
+ * logits a fresh decode gives, and shows in the stats. */
+static void test_prefix_reuse(const em_model *m) {
+    enum { N = 40 };
+    const int nv = em_model_n_vocab(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_threads = 2;
+    cp.kv_type = EM_TYPE_F16;
+    cp.n_seq_max = 4;
+    em_context *c = NULL;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    if (!c) return;
+    em_batch b;
+    CHECK_OK(em_batch_init(&b, 64));
+    em_token toks[N];
+    for (int p = 0; p < N; p++) toks[p] = tok_of(3, p);
+    static float fresh[512], reused[512];
+
+    /* Fresh: 32 rows, then 8 with the last one's logits. */
+    for (int p = 0; p < 32; p++) em_batch_add(&b, toks[p], p, 0, false);
+    CHECK_OK(em_decode(c, &b));
+    em_batch_clear(&b);
+    for (int p = 32; p < N; p++) em_batch_add(&b, toks[p], p, 0, p == N - 1);
+    CHECK_OK(em_decode(c, &b));
+    memcpy(fresh, em_get_logits(c, N - 1 - 32), sizeof fresh);
+    CHECK_OK(em_kv_remove(c, 0, 0, -1));
+    em_kv_stats ks;
+    em_kv_get_stats(c, &ks);
+    CHECK(ks.block_size == EM_KV_BLOCK && ks.n_blocks == 16 && ks.n_used == 0);
+    CHECK(ks.n_cached == 2 && ks.n_free == 14); /* two full blocks stay cached */
+
+    /* Reused: the 32 positions come from the cache, the 8 rows are
+     * decoded again: bit for bit the same logits. */
+    CHECK(em_kv_seq_reuse_prefix(c, 1, toks, N) == 32);
+    em_kv_get_stats(c, &ks);
+    CHECK(ks.prefix_lookups == 1 && ks.prefix_hits == 2 && ks.n_used == 2 && ks.n_cached == 0);
+    em_batch_clear(&b);
+    for (int p = 32; p < N; p++) em_batch_add(&b, toks[p], p, 1, p == N - 1);
+    CHECK_OK(em_decode(c, &b));
+    memcpy(reused, em_get_logits(c, N - 1 - 32), sizeof reused);
+    CHECK_MSG(memcmp(reused, fresh, sizeof fresh) == 0, "reused prefix: logits differ from a fresh decode by %g",
+              max_rel_diff(reused, fresh, nv));
+    /* A second sequence reuses the same two blocks, shared with the
+     * first; a sequence that is not empty, or a bad id, is refused. */
+    CHECK(em_kv_seq_reuse_prefix(c, 3, toks, N) == 32);
+    CHECK(em_kv_seq_reuse_prefix(c, 3, toks, N) == -1);
+    CHECK(em_kv_seq_reuse_prefix(c, 9, toks, N) == -1);
+    em_kv_get_stats(c, &ks);
+    CHECK(ks.prefix_lookups == 2 && ks.prefix_hits == 4);
+    em_batch_free(&b);
+    em_context_free(c);
+}
+
+/* A full cache fails the rows of the sequences that need a block, and the
+ * others are computed, correctly. */
+static void test_row_status(const em_model *m) {
+    const int nv = em_model_n_vocab(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 64; /* four blocks */
+    cp.n_threads = 2;
+    cp.kv_type = EM_TYPE_F32;
+    cp.n_seq_max = 3;
+    em_context *c = NULL, *ref = NULL;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    CHECK_OK(em_context_init(&ref, m, &cp));
+    if (!c || !ref) goto out;
+    em_batch b;
+    CHECK_OK(em_batch_init(&b, 64));
+    static float want1[512], want2[512];
+    /* References: seq 1's first 16 rows, and seq 2's first row, alone. */
+    for (int p = 0; p < 16; p++) em_batch_add(&b, tok_of(1, p), p, 0, p == 15);
+    CHECK_OK(em_decode(ref, &b));
+    memcpy(want1, em_get_logits(ref, 15), sizeof want1);
+    em_kv_clear(ref);
+    em_batch_clear(&b);
+    em_batch_add(&b, tok_of(2, 0), 0, 0, true);
+    CHECK_OK(em_decode(ref, &b));
+    memcpy(want2, em_get_logits(ref, 0), sizeof want2);
+
+    /* Seq 0 holds two blocks. */
+    em_batch_clear(&b);
+    for (int p = 0; p < 32; p++) em_batch_add(&b, tok_of(0, p), p, 0, false);
+    CHECK_OK(em_decode(c, &b));
+    /* One batch: seq 2's first row (a block), seq 1's 20 rows (one block
+     * left: 16 fit), seq 0's next row (no block), then a bad token in
+     * seq 2 and a row after it. */
+    em_batch_clear(&b);
+    em_batch_add(&b, tok_of(2, 0), 0, 2, true);
+    for (int p = 0; p < 20; p++) em_batch_add(&b, tok_of(1, p), p, 1, p == 15 || p == 19);
+    em_batch_add(&b, tok_of(0, 32), 32, 0, true);
+    em_batch_add(&b, 99999, 1, 2, true);
+    em_batch_add(&b, tok_of(2, 2), 2, 2, true);
+    CHECK_OK(em_decode(c, &b));
+    CHECK(b.status[0] == EM_OK);
+    int ok16 = 1, full4 = 1;
+    for (int p = 0; p < 16; p++) ok16 &= b.status[1 + p] == EM_OK;
+    for (int p = 16; p < 20; p++) full4 &= b.status[1 + p] == EM_ERR_CONTEXT_FULL;
+    CHECK(ok16 && full4);
+    CHECK(b.status[21] == EM_ERR_CONTEXT_FULL);
+    CHECK(b.status[22] == EM_ERR_INVALID_ARG && b.status[23] == EM_ERR_INVALID_ARG);
+    CHECK(em_get_logits(c, 20) == NULL && em_get_logits(c, 21) == NULL && em_get_logits(c, 23) == NULL);
+    const float *l0 = em_get_logits(c, 0), *l15 = em_get_logits(c, 16);
+    CHECK(l0 && l15);
+    if (l0) CHECK_MSG(max_rel_diff(l0, want2, nv) < 1e-5f, "seq 2 next to failed rows: %g", max_rel_diff(l0, want2, nv));
+    if (l15) CHECK_MSG(max_rel_diff(l15, want1, nv) < 1e-5f, "seq 1 next to failed rows: %g", max_rel_diff(l15, want1, nv));
+    CHECK(em_kv_seq_pos_max(c, 0) == 32 && em_kv_seq_pos_max(c, 1) == 16 && em_kv_seq_pos_max(c, 2) == 1);
+    /* When no row can be computed, em_decode says so. */
+    em_batch_clear(&b);
+    em_batch_add(&b, tok_of(0, 32), 32, 0, true);
+    CHECK(em_decode(c, &b) == EM_ERR_CONTEXT_FULL && b.status[0] == EM_ERR_CONTEXT_FULL);
+    /* A hand-built batch without status is all or nothing. */
+    em_batch_clear(&b);
+    em_batch_add(&b, tok_of(2, 1), 1, 2, true);
+    em_batch_add(&b, tok_of(0, 32), 32, 0, true);
+    em_status *keep = b.status;
+    b.status = NULL;
+    CHECK(em_decode(c, &b) == EM_ERR_CONTEXT_FULL);
+    CHECK(em_kv_seq_pos_max(c, 2) == 1);
+    b.status = keep;
+    /* Bad ids in the cache edits are reported. */
+    CHECK(em_kv_remove(c, 3, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_seq_cp(c, 0, 3, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_seq_cp(c, -2, 1, 0, -1) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_remove(c, 0, 4, 8) == EM_ERR_UNSUPPORTED);
+    CHECK_OK(em_kv_seq_cp(c, 0, 2, 0, 20));
+    CHECK(em_kv_seq_pos_max(c, 2) == 20);
+    em_batch_free(&b);
+out:
+    em_context_free(c);
+    em_context_free(ref);
+}
+
+/* Hidden states: the final-norm rows of the rows that asked for logits,
+ * the same from the one-row path as from a batch. */
+static void test_embeddings(const em_model *m) {
+    const int nd = em_model_n_embd(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 64;
+    cp.n_threads = 2;
+    cp.kv_type = EM_TYPE_F32;
+    cp.embeddings = true;
+    em_context *c = NULL;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    if (!c) return;
+    em_batch b;
+    CHECK_OK(em_batch_init(&b, 16));
+    for (int p = 0; p < 5; p++) em_batch_add(&b, tok_of(5, p), p, 0, p >= 3);
+    CHECK_OK(em_decode(c, &b));
+    CHECK(em_get_embeddings(c, 0) == NULL && em_get_embeddings(c, 3) != NULL);
+    static float last[4096];
+    const float *e4 = em_get_embeddings(c, 4);
+    CHECK(e4 != NULL && nd <= 4096);
+    if (!e4 || nd > 4096) goto out;
+    memcpy(last, e4, (size_t)nd * sizeof(float));
+    double norm = 0;
+    int finite = 1;
+    for (int i = 0; i < nd; i++) {
+        finite &= isfinite(last[i]);
+        norm += (double)last[i] * last[i];
+    }
+    CHECK(finite && norm > 0);
+    /* Row by row: the last row through the one-row path. */
+    em_kv_remove(c, 0, 4, -1);
+    em_batch_clear(&b);
+    em_batch_add(&b, tok_of(5, 4), 4, 0, true);
+    CHECK_OK(em_decode(c, &b));
+    const float *e = em_get_embeddings(c, 0);
+    CHECK(e != NULL);
+    if (e) CHECK_MSG(max_rel_diff(e, last, nd) < 1e-5f, "hidden state, one row vs batch: %g", max_rel_diff(e, last, nd));
+out:
+    em_batch_free(&b);
+    em_context_free(c);
+    /* Without the parameter there are none. */
+    cp.embeddings = false;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    if (!c) return;
+    CHECK_OK(em_batch_init(&b, 4));
+    em_batch_add(&b, 1, 0, 0, true);
+    CHECK_OK(em_decode(c, &b));
+    CHECK(em_get_logits(c, 0) != NULL && em_get_embeddings(c, 0) == NULL);
+    em_batch_free(&b);
+    em_context_free(c);
+}
+
+int main(void) {
+    test_blocks();
+    test_bad_ids();
+    test_cow();
+    test_reuse_and_eviction();
+    char path[1024];
+    if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) {
+        printf("model tests skipped: EMBER_TEST_DATA is not set\n");
+        TEST_END();
+    }
+    em_model *m = NULL;
+    CHECK_OK(em_model_load(&m, path, NULL));
+    if (m) {
+        test_many_sequences(m);
+        test_prefix_reuse(m);
+        test_row_status(m);
+        test_embeddings(m);
+    }
+    em_model_free(m);
+    TEST_END();
+}
