@@ -853,6 +853,18 @@ static jv *f_format(rctx *c, jv *v, const jargs *a) {
     return jv_str_ref(c->a, b.p, b.len);
 }
 
+jv *bi_percent_format(rctx *c, jv *fmt, jv *args) {
+    jargs a = {0};
+    if (jv_is_seq(args) && args->u.list.tuple) {
+        a.pos = args->u.list.items;
+        a.npos = args->u.list.n;
+    } else {
+        a.pos = &args;
+        a.npos = 1;
+    }
+    return f_format(c, fmt, &a);
+}
+
 /* select/reject and selectattr/rejectattr. */
 static jv *f_select(rctx *c, jv *v, const jargs *a, bool attr, bool keep) {
     /* jinja2 yields nothing for a false value (None, an empty list). */

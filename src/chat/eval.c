@@ -333,6 +333,7 @@ jv *rt_binop(rctx *c, jop op, jv *l, jv *r) {
         out->u.str.markup = markup;
         return out;
     }
+    if (op == OP_MOD && l->type == JV_STR) return bi_percent_format(c, l, r);
     if (op == OP_ADD && jv_is_seq(l) && jv_is_seq(r) && l->u.list.tuple == r->u.list.tuple)
         return concat_seq(c, l, r);
     if (op == OP_MUL && (l->type == JV_STR || jv_is_seq(l)) && (r->type == JV_INT || r->type == JV_BOOL))

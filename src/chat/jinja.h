@@ -256,6 +256,8 @@ jv *rt_binop(rctx *c, jop op, jv *l, jv *r);
 bool jinja_has_filter(const char *name);
 bool jinja_has_test(const char *name);
 
+/* Python's `fmt % args` for %s, %r, %d, %i and %%. */
+jv *bi_percent_format(rctx *c, jv *fmt, jv *args);
 jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *args);
 bool bi_test(rctx *c, const char *name, jv *v, const jargs *args);
 /* A method of a str, dict or list named `name`, bound to obj; NULL if none. */

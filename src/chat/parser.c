@@ -156,6 +156,18 @@ static size_t lex_string(pstate *p, size_t i, size_t tok_off) {
         case 'f': jb_putc(&b, '\f'); break;
         case 'v': jb_putc(&b, '\v'); break;
         case '\n': break;
+        case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
+            /* Octal \ooo, as Python reads it. */
+            unsigned v = (unsigned)(e - '0');
+            for (int k = 0; k < 2 && j < p->n && p->src[j] >= '0' && p->src[j] <= '7'; k++)
+                v = v * 8 + (unsigned)(p->src[j++] - '0');
+            if (v < 0x80) jb_putc(&b, (char)v);
+            else {
+                jb_putc(&b, (char)(0xC0 | (v >> 6)));
+                jb_putc(&b, (char)(0x80 | (v & 0x3F)));
+            }
+            break;
+        }
         case 'x': case 'u': case 'U': {
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t cp = 0;

@@ -6,7 +6,10 @@
  * tests/ref/test_templates.sh.
  */
 #include "chat/chat.h"
+#include "gguf/gguf.h"
 #include "test.h"
+
+#include <unistd.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +74,7 @@ static void test_expressions(void) {
     CHECK_RENDER("{{ \"it's\" }} {{ ['it\\'s', 'q\"'] }}", "it's [\"it's\", 'q\"']");
     CHECK_RENDER("{{ 'abcdef'[1:3] }} {{ 'abcdef'[::-1] }} {{ [1,2,3,4][-2:] }} {{ 'héllo'[1] }}", "bc fedcba [3, 4] é");
     CHECK_RENDER("{{ messages[0].role }} {{ messages[-1]['content'] }} {{ messages|length }}", "system Bye 4");
+    CHECK_RENDER("{{ '%s=%d' % ('a', 1) }} {{ '<%s>' % 'x' }} {{ '\\101\\x42' }}", "a=1 <x> AB");
     CHECK_RENDER("{{ 'a' 'b' }} {{ '\\u00e9\\x41\\n'|length }}", "ab 3");
     CHECK_RENDER("{{ -3 }} {{ +2 }} {{ -(1 + 1) }} {{ 1_000 }}", "-3 2 -2 1000");
 }
@@ -362,6 +366,49 @@ static void test_tool_calls(void) {
     CHECK(em_chat_parse_tool_calls("hermes", NULL, &calls, &rest) == EM_ERR_INVALID_ARG);
 }
 
+/* The template of a loaded model: the file's own, else a built-in guessed
+ * from the vocabulary. */
+static void test_model_template(void) {
+    char path[1024];
+    if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) return;
+    em_model_params mp = em_model_default_params();
+    mp.vocab_only = true;
+    em_model *m = NULL;
+    CHECK_OK(em_model_load(&m, path, &mp));
+    if (!m) return;
+    char *src = NULL;
+    const char *name = NULL;
+    CHECK_OK(em_chat_template_for_model(m, &src, &name));
+    CHECK(name && !strcmp(name, "llama2")); /* a SentencePiece llama without chat tokens */
+    CHECK(src && !strcmp(src, em_chat_builtin("llama2")));
+    free(src);
+    em_model_free(m);
+
+    /* The same model with a template in its metadata. */
+    em_gguf *g = NULL;
+    em_gguf_writer *w = NULL;
+    CHECK_OK(em_gguf_open(&g, path));
+    CHECK_OK(em_gguf_writer_init(&w));
+    if (!g || !w) return;
+    CHECK_OK(em_gguf_set_str(w, "tokenizer.chat_template", "{{ messages[0].content }}!"));
+    CHECK_OK(em_gguf_copy_kv(w, g));
+    char tmp[] = "/tmp/test_chat_XXXXXX";
+    int fd = mkstemp(tmp);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    CHECK_OK(em_gguf_write(w, tmp));
+    em_gguf_writer_free(w);
+    em_gguf_close(g);
+    CHECK_OK(em_model_load(&m, tmp, &mp));
+    unlink(tmp);
+    if (!m) return;
+    CHECK_OK(em_chat_template_for_model(m, &src, &name));
+    CHECK(name && !strcmp(name, "model"));
+    CHECK(src && !strcmp(src, "{{ messages[0].content }}!"));
+    free(src);
+    em_model_free(m);
+}
+
 int main(void) {
     test_expressions();
     test_statements();
@@ -372,5 +419,6 @@ int main(void) {
     test_limits();
     test_builtins();
     test_tool_calls();
+    test_model_template();
     TEST_END();
 }
