@@ -618,10 +618,13 @@ typedef struct gset {
     int32_t n;      /* stacks                                     */
     uint32_t hash;
     bool acc;       /* the root rule can end here                 */
-    int8_t closed;  /* every plain byte leads back here: 1, 0, -1 unknown */
+    int32_t uni;    /* the set every plain byte leads to (SET_DEAD: none
+                     * survives), UNI_MIXED when they differ, UNI_UNKNOWN */
 } gset;
 
 #define SET_DEAD (-1)        /* no stack and not accepting            */
+#define UNI_UNKNOWN (-3)
+#define UNI_MIXED (-4)
 #define EM_G_MAX_SETS (1 << 20) /* set ids kept before the caches reset */
 
 typedef struct mask_entry {
@@ -653,6 +656,7 @@ struct em_grammar_state {
     int32_t *buf;     /* [cap_buf] scratch: sets of stack ids      */
     int32_t n_buf, cap_buf;
     int32_t *lv_set;  /* [trie max_depth + 1] per trie depth: the set id */
+    int32_t *chain;   /* [trie max_depth + 1] plain successors, see mask_plain_subtree */
 
     /* Interned sets of stacks: set k is set_ids[sets[k].off ..][0 .. n),
      * sorted, with its accepting flag.  Transitions between them are
@@ -896,6 +900,7 @@ void em_grammar_state_free(em_grammar_state *s) {
     free(s->cur);
     free(s->buf);
     free(s->lv_set);
+    free(s->chain);
     free(s->set_ids);
     free(s->sets);
     free(s->set_ht);
@@ -919,7 +924,8 @@ em_status em_grammar_state_init(em_grammar_state **out, const em_grammar *g,
     cache_clear(s);
     int32_t depth = trie ? trie->max_depth : 0;
     s->lv_set = malloc(sizeof *s->lv_set * (size_t)(depth + 1));
-    if (!s->lv_set || !ht_rehash(s, 1024)) {
+    s->chain = malloc(sizeof *s->chain * (size_t)(depth + 1));
+    if (!s->lv_set || !s->chain || !ht_rehash(s, 1024)) {
         em_grammar_state_free(s);
         return em_error(EM_ERR_NOMEM, "grammar: out of memory");
     }
@@ -1053,7 +1059,7 @@ static int32_t intern_set(em_grammar_state *s, int32_t *ids, int32_t n, bool acc
         s->set_ht_mask = size - 1;
     }
     int32_t id = s->n_sets++;
-    s->sets[id] = (gset){s->n_set_ids, n, h, acc, -1};
+    s->sets[id] = (gset){s->n_set_ids, n, h, acc, UNI_UNKNOWN};
     if (n) memcpy(s->set_ids + s->n_set_ids, ids, sizeof *ids * (size_t)n);
     s->n_set_ids += n;
     uint32_t k = h & s->set_ht_mask;
@@ -1111,20 +1117,51 @@ static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
     return next;
 }
 
-/* Does every plain byte lead from set id back to itself?  Then any token
- * made only of plain bytes is allowed there, with no walk (free text
- * inside a JSON string).  -1 on failure. */
-static int closed_under_plain(em_grammar_state *s, int32_t id) {
-    if (s->sets[id].closed >= 0) return s->sets[id].closed;
-    int closed = s->sets[id].n > 0;
-    for (unsigned b = 0x20; b < 0x80 && closed; b++) {
+/* The set that every plain byte (printable ASCII but '"' and '\\') leads
+ * to from set id: an id, SET_DEAD, UNI_MIXED when they lead to different
+ * sets, or -2 on failure.  Inside a JSON string every plain byte is one
+ * character, so free text loops on one set (uni == id) and a string of
+ * bounded length walks down a chain of sets; either way a token made of
+ * plain bytes is allowed or not by its length alone. */
+static int32_t plain_successor(em_grammar_state *s, int32_t id) {
+    if (s->sets[id].uni != UNI_UNKNOWN) return s->sets[id].uni;
+    int32_t uni = UNI_UNKNOWN;
+    for (unsigned b = 0x20; b < 0x80 && uni != UNI_MIXED; b++) {
         if (b == '"' || b == '\\') continue;
         int32_t next = transition(s, id, (uint8_t)b);
-        if (next == -2) return -1;
-        closed = next == id;
+        if (next == -2) return -2;
+        uni = uni == UNI_UNKNOWN || uni == next ? next : UNI_MIXED;
     }
-    s->sets[id].closed = (int8_t)closed;
-    return closed;
+    s->sets[id].uni = uni;
+    return uni;
+}
+
+/* Marks the allowed tokens of the plain subtree under trie node i, whose
+ * parent has set `from`, through the chain of plain successors; false
+ * (with nothing lost: the caller then walks the subtree byte by byte) when
+ * the chain meets a set whose plain bytes disagree, or on failure (s->err). */
+static bool mask_plain_subtree(em_grammar_state *s, int32_t i, int32_t from, uint64_t *bits) {
+    const em_token_trie *t = s->trie;
+    int32_t d0 = t->depth[i] - 1, known = 0;
+    s->chain[0] = from;
+    for (int32_t j = i; j < t->skip[i];) {
+        int32_t k = t->depth[j] - d0;
+        while (known < k) {
+            int32_t prev = s->chain[known], next = SET_DEAD;
+            if (prev != SET_DEAD && s->sets[prev].n > 0) next = plain_successor(s, prev);
+            if (next == -2 || next == UNI_MIXED) return false;
+            s->chain[++known] = next;
+        }
+        int32_t set = s->chain[k];
+        if (set == SET_DEAD) {
+            j = t->skip[j];
+            continue;
+        }
+        for (int32_t x = t->tok_off[j]; x < t->tok_off[j + 1]; x++)
+            bits[t->tok[x] >> 6] |= 1ull << (t->tok[x] & 63);
+        j = s->sets[set].n == 0 ? t->skip[j] : j + 1;
+    }
+    return true;
 }
 
 /* The allowed tokens of the current state, walked over the trie: each
@@ -1149,14 +1186,20 @@ static bool compute_mask(em_grammar_state *s, uint64_t *bits) {
         int32_t d = t->depth[i];
         int32_t from = s->lv_set[d - 1];
         if (t->plain[i]) {
-            int closed = closed_under_plain(s, from);
-            if (closed < 0) return false;
-            if (closed) {
+            /* Free text: every plain token is allowed, no walk needed. */
+            int32_t uni = plain_successor(s, from);
+            if (uni == -2) return false;
+            if (uni == from) {
                 for (int32_t k = t->tok_off[i]; k < t->tok_off[t->skip[i]]; k++)
                     bits[t->tok[k] >> 6] |= 1ull << (t->tok[k] & 63);
                 i = t->skip[i];
                 continue;
             }
+            if (uni != UNI_MIXED && mask_plain_subtree(s, i, from, bits)) {
+                i = t->skip[i];
+                continue;
+            }
+            if (s->err != EM_OK) return false;
         }
         int32_t next = transition(s, from, t->byte[i]);
         if (next == -2) return false;
@@ -1209,6 +1252,12 @@ em_status em_grammar_mask(em_grammar_state *s, float *logits) {
     if (!s || !logits) return em_error(EM_ERR_INVALID_ARG, "grammar: invalid arguments");
     if (!s->trie) return em_error(EM_ERR_INVALID_ARG, "grammar: the state has no vocabulary");
     s->err = EM_OK;
+    if (s->finished) {
+        /* After EOG nothing may follow (the cache would still hold the
+         * mask of the state before it). */
+        for (int32_t i = 0; i < s->trie->n_vocab; i++) logits[i] = -INFINITY;
+        return EM_OK;
+    }
     const uint64_t *bits = state_mask(s);
     if (!bits) return s->err;
     for (int32_t w = 0; w < s->n_words; w++) {

@@ -480,6 +480,7 @@ static const char *const gen_schemas[] = {
     "{\"type\":\"integer\"}}},\"required\":[\"call\",\"extra\"],\"additionalProperties\":{\"type\":\"boolean\"}}",
     "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"x\",\"y\"],\"nullable\":true},"
     "\"minItems\":2,\"maxItems\":3}",
+    "{\"type\":[\"number\",\"boolean\"]}", /* complete early, ends with EOG */
 };
 
 /* Loads a vocabulary from a GGUF file; NULL when it cannot. */
@@ -633,6 +634,11 @@ static char *generate(const em_grammar *g, const em_token_trie *trie, const em_v
         CHECK_MSG(ast == EM_OK, "accept %d after '%.*s': %s", t, (int)len, text, em_last_error());
         if (ast != EM_OK) break;
         if (em_vocab_is_eog(v, t)) {
+            /* After EOG nothing is allowed, EOG included. */
+            em_grammar_mask(s, logits);
+            bool none = true;
+            for (int32_t i = 0; i < n_vocab; i++) none &= logits[i] == -INFINITY;
+            CHECK(none && em_grammar_done(s) && em_grammar_accept(s, t) == EM_ERR_INVALID_ARG);
             done = true;
             break;
         }
@@ -748,24 +754,31 @@ static void test_generation(const char *label, const em_vocab *v, int rounds) {
     em_token_trie_free(trie);
 }
 
-/* Mask time in a string and in structure, first (uncached) and steady. */
+/* Mask time at a few positions, first (uncached) and steady. */
 static void time_masks(const char *label, const em_vocab *v) {
     em_token_trie *trie = NULL;
     if (em_token_trie_init(&trie, v) != EM_OK) return;
-    em_grammar *g = NULL;
-    em_grammar_compile_json_object(&g);
-    em_grammar_state *s = NULL;
-    em_grammar_state_init(&s, g, trie);
+    const char *bounded = "{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\","
+                          "\"maxLength\":64},\"d\":{\"type\":\"string\",\"format\":\"date\"}}}";
+    static const struct {
+        bool json_object; /* else the bounded schema */
+        const char *at, *what;
+    } pos[] = {
+        {true, "", "start"},
+        {true, "{\"key\": \"some text", "in a string"},
+        {true, "{\"key\": [1, 2, {\"x\": 3", "in structure"},
+        {false, "{\"s\": \"abc", "in a string of maxLength 64"},
+        {false, "{\"d\":\"20", "in a date"},
+    };
     float *logits = calloc((size_t)em_vocab_n_tokens(v), sizeof *logits);
-    const char *at[] = {"", "{\"key\": \"some text", "{\"key\": [1, 2, {\"x\": 3"};
-    const char *what[] = {"start", "in a string", "in structure"};
-    size_t done_len = 0;
-    for (int k = 0; k < 3; k++) {
-        size_t n = strlen(at[k]);
-        em_grammar_state_free(s);
-        s = NULL;
-        em_grammar_state_init(&s, g, trie);
-        if (n) CHECK_OK(em_grammar_accept_bytes(s, at[k], n));
+    for (size_t k = 0; k < sizeof pos / sizeof pos[0]; k++) {
+        em_grammar *g = NULL;
+        if (pos[k].json_object) CHECK_OK(em_grammar_compile_json_object(&g));
+        else CHECK_OK(compile(bounded, &g));
+        em_grammar_state *s = NULL;
+        CHECK_OK(em_grammar_state_init(&s, g, trie));
+        if (!s) continue;
+        CHECK_OK(em_grammar_accept_bytes(s, pos[k].at, strlen(pos[k].at)));
         double t0 = now_s();
         CHECK_OK(em_grammar_mask(s, logits));
         double first = now_s() - t0;
@@ -774,15 +787,13 @@ static void time_masks(const char *label, const em_vocab *v) {
         double steady = (now_s() - t0) / 20;
         int32_t allowed = 0;
         for (int32_t i = 0; i < em_vocab_n_tokens(v); i++) allowed += logits[i] == 0;
-        printf("%s mask %-12s: first %.2f ms, cached %.3f ms, %d tokens allowed\n", label, what[k],
-               first * 1e3, steady * 1e3, allowed);
+        printf("%s mask %-28s: first %6.2f ms, cached %.3f ms, %6d tokens allowed\n", label,
+               pos[k].what, first * 1e3, steady * 1e3, allowed);
         memset(logits, 0, sizeof *logits * (size_t)em_vocab_n_tokens(v));
-        done_len += n;
+        em_grammar_state_free(s);
+        em_grammar_free(g);
     }
-    (void)done_len;
     free(logits);
-    em_grammar_state_free(s);
-    em_grammar_free(g);
     em_token_trie_free(trie);
 }
 
