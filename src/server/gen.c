@@ -607,6 +607,9 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
                          .n_parallel = s->n_parallel,
                          .n_embd = em_model_n_embd(s->model)};
     cs->generation = true;
+    pthread_mutex_lock(&s->mu);
+    s->n_inflight++;
+    pthread_mutex_unlock(&s->mu);
     if (kind == EM_API_EMBEDDINGS && !s->p.embeddings) {
         em_api_fail(&err, 400, NULL, "this server computes no embeddings");
         return em_http_error(s, c, cs, &err);

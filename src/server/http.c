@@ -235,6 +235,7 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     em_server *s = calloc(1, sizeof *s);
     if (!s) return em_error(EM_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
     s->engine = engine;
     s->model = em_engine_model(engine);
     s->vocab = em_model_vocab(s->model);
@@ -296,6 +297,24 @@ void em_server_quiesce(em_server *s) {
     if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
+bool em_server_wait_idle(em_server *s, double timeout_s) {
+    double until = em_time_s() + timeout_s;
+    pthread_mutex_lock(&s->mu);
+    while (s->n_inflight > 0 && em_time_s() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->idle, &s->mu, &ts);
+    }
+    bool idle = s->n_inflight == 0;
+    pthread_mutex_unlock(&s->mu);
+    return idle;
+}
+
 void em_server_free(em_server *s) {
     if (!s) return;
     if (s->daemon) MHD_stop_daemon(s->daemon);
@@ -304,6 +323,7 @@ void em_server_free(em_server *s) {
     free((char *)s->p.model_id);
     for (int i = 0; i < s->p.n_cors; i++) free((char *)s->p.cors[i]);
     em_prompt_teardown(s);
+    pthread_cond_destroy(&s->idle);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
