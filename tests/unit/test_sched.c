@@ -87,7 +87,7 @@ static void collect(em_request *r, int32_t which, result *res) {
             return;
         }
         if (ev.kind == EM_EVENT_TOKEN && ev.choice == which) {
-            if (res->len + ev.text_len < sizeof res->text) {
+            if (ev.text_len && res->len + ev.text_len < sizeof res->text) {
                 memcpy(res->text + res->len, ev.text, ev.text_len);
                 res->len += ev.text_len;
             }
