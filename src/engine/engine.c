@@ -478,8 +478,17 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
     em_token t;
     bool forced_end = false;
     if (ch->cstate && gp->constraint->done(ch->cstate)) {
-        /* The constrained text is complete: nothing but the end may follow. */
+        /* The constrained text is complete: nothing but the end may follow,
+         * so the end-of-generation token is chosen without sampling. */
         t = em_vocab_eos(e->vocab) >= 0 ? em_vocab_eos(e->vocab) : em_vocab_eot(e->vocab);
+        if (t < 0) {
+            em_strbuf rest = {0};
+            bool ok = em_text_out_flush(&ch->out, &rest);
+            em_strbuf_free(&rest); /* only held-back bytes; no token to carry them */
+            if (ok) choice_finish(e, r, c, "stop");
+            else request_fail(e, r, EM_ERR_NOMEM, "out of memory");
+            return;
+        }
         forced_end = true;
     } else if (ch->cstate) {
         memcpy(e->scratch, logits, (size_t)e->n_vocab * sizeof *e->scratch);

@@ -408,8 +408,8 @@ static bool check_context(gen_job *j, int32_t n_prompt, em_api_error *err) {
     if (j->req.max_tokens < 0)
         em_api_fail(err, 400, field, "prompt has %d tokens, but the context holds %d", n_prompt, ctx);
     else
-        em_api_fail(err, 400, "max_tokens", "prompt has %d tokens and max_tokens is %d, but the context holds %d",
-                    n_prompt, j->req.max_tokens, ctx);
+        em_api_fail(err, 400, j->req.max_tokens_field, "prompt has %d tokens and %s is %d, but the context holds %d",
+                    n_prompt, j->req.max_tokens_field, j->req.max_tokens, ctx);
     snprintf(err->code, sizeof err->code, "context_length_exceeded");
     return false;
 }
