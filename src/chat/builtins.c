@@ -105,32 +105,86 @@ static jv *strip(rctx *c, const jv *v, const jv *chars, bool left, bool right) {
 
 typedef enum { CASE_UPPER, CASE_LOWER, CASE_CAPITALIZE, CASE_TITLE_METHOD, CASE_TITLE_FILTER } casemode;
 
-/* Case mapping of ASCII letters; other characters are kept. */
+/* Simple case mapping for ASCII, Latin-1, Latin Extended-A, Greek and
+ * Cyrillic (what Python does for them, less the few characters whose
+ * mapping changes length, such as 'ß' -> "SS", which stay as they are).
+ * Returns the mapped code point; *cased tells whether cp is a letter
+ * with case. */
+static uint32_t case_map(uint32_t cp, bool upper, bool *cased) {
+    *cased = true;
+    if (cp < 0x80) {
+        if (cp >= 'a' && cp <= 'z') return upper ? cp - 32 : cp;
+        if (cp >= 'A' && cp <= 'Z') return upper ? cp : cp + 32;
+        *cased = false;
+        return cp;
+    }
+    if (cp >= 0xE0 && cp <= 0xFE && cp != 0xF7) return upper ? cp - 32 : cp;
+    if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) return upper ? cp : cp + 32;
+    if (cp == 0xFF) return upper ? 0x178 : cp;
+    if (cp == 0x178) return upper ? cp : 0xFF;
+    if (cp == 0xDF || cp == 0xB5 || cp == 0xAA || cp == 0xBA) return cp; /* lowercase without a simple upper */
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x130 && cp != 0x131 && cp != 0x138 && cp != 0x149 && cp != 0x17F) {
+        /* Pairs: upper at the even code point, except 0x139-0x148 and 0x179-0x17E. */
+        bool odd_upper = (cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E);
+        bool is_upper = odd_upper ? (cp & 1) : !(cp & 1);
+        if (upper) return is_upper ? cp : cp - 1;
+        return is_upper ? cp + 1 : cp;
+    }
+    if (cp >= 0x3B1 && cp <= 0x3C9 && cp != 0x3C2) return upper ? cp - 32 : cp;
+    if (cp == 0x3C2) return upper ? 0x3A3 : cp;
+    if (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) return upper ? cp : cp + 32;
+    if (cp >= 0x430 && cp <= 0x44F) return upper ? cp - 32 : cp;
+    if (cp >= 0x410 && cp <= 0x42F) return upper ? cp : cp + 32;
+    if (cp >= 0x450 && cp <= 0x45F) return upper ? cp - 80 : cp;
+    if (cp >= 0x400 && cp <= 0x40F) return upper ? cp : cp + 80;
+    *cased = false;
+    return cp;
+}
+
+static void put_cp(jbuf *b, uint32_t cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) { u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3; }
+    else { u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4; }
+    jb_put(b, u, n);
+}
+
 static jv *recase(rctx *c, const jv *v, casemode mode) {
-    char *p = ja_strndup(c->a, v->u.str.s, v->u.str.len);
-    bool prev_cased = false, word_start = true;
-    for (size_t i = 0; i < v->u.str.len; i++) {
-        unsigned char ch = (unsigned char)p[i];
+    jbuf b;
+    jb_init(&b, c->a, c->lim.max_output);
+    jb_put(&b, "", 0);
+    bool prev_cased = false, word_start = true, first = true;
+    for (size_t i = 0; i < v->u.str.len;) {
+        size_t l;
+        uint32_t cp = cp_at(v->u.str.s, v->u.str.len, i, &l), out = cp;
+        bool cased;
         switch (mode) {
-        case CASE_UPPER: p[i] = (char)toupper(ch); break;
-        case CASE_LOWER: p[i] = (char)tolower(ch); break;
-        case CASE_CAPITALIZE: p[i] = (char)(i == 0 ? toupper(ch) : tolower(ch)); break;
+        case CASE_UPPER: out = case_map(cp, true, &cased); break;
+        case CASE_LOWER: out = case_map(cp, false, &cased); break;
+        case CASE_CAPITALIZE: out = case_map(cp, first, &cased); break;
         case CASE_TITLE_METHOD:
-            p[i] = (char)(prev_cased ? tolower(ch) : toupper(ch));
-            prev_cased = isalpha(ch) || ch >= 0x80;
+            /* Python: upper after an uncased character, lower after a cased one. */
+            case_map(cp, true, &cased);
+            out = case_map(cp, !prev_cased, &cased);
+            prev_cased = cased;
             break;
         case CASE_TITLE_FILTER:
             /* jinja2 splits on runs of [-\s({[<] and capitalizes each piece. */
-            if (ch == '-' || isspace(ch) || ch == '(' || ch == '{' || ch == '[' || ch == '<') {
-                word_start = true;
-            } else {
-                p[i] = (char)(word_start ? toupper(ch) : tolower(ch));
-                if (!(ch & 0x80) || (ch & 0xC0) == 0xC0) word_start = false;
+            if (cp == '-' || py_space(cp) || cp == '(' || cp == '{' || cp == '[' || cp == '<') word_start = true;
+            else {
+                out = case_map(cp, word_start, &cased);
+                word_start = false;
             }
             break;
         }
+        if (l == 1 && cp >= 0x80) jb_put(&b, v->u.str.s + i, 1); /* a stray byte stays */
+        else put_cp(&b, out);
+        first = false;
+        i += l;
     }
-    return jv_str_ref(c->a, p, v->u.str.len);
+    return jv_str_ref(c->a, b.p, b.len);
 }
 
 static jv *replace(rctx *c, const jv *v, const jv *old, const jv *new, int64_t count) {
@@ -1116,9 +1170,11 @@ jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *a) {
     if (!strcmp(name, "min")) return f_minmax(c, v, a, false);
     if (!strcmp(name, "max")) return f_minmax(c, v, a, true);
     if (!strcmp(name, "attr")) {
+        /* getattr only: a dict's keys are not attributes. */
         jv *n = need_str(c, arg_get(a, 0, "name"), "attr");
-        if (v->type == JV_UNDEF) rt_undefined(c, v);
-        return rt_getattr(c, v, n->u.str.s);
+        if (v->type == JV_NS) return rt_getattr(c, v, n->u.str.s);
+        jv *m = bi_method(c, v, n->u.str.s);
+        return m ? m : jv_undef_named(c->a, "no such attribute");
     }
     if (!strcmp(name, "format")) return f_format(c, v, a);
     rt_fail(c, "no filter named '%s'", name);

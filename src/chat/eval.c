@@ -699,7 +699,12 @@ static jv *call_macro(rctx *c, jv *fn, const jargs *args, jv *caller) {
     rt_step(c, 1);
     jscope *s = scope_new(c, fn->u.macro.scope);
     jv *varargs = jv_list(c->a, 0);
+    varargs->u.list.tuple = true;
     jv *kwargs = jv_dict(c->a, JV_DICT);
+    if (caller && !m->uses_caller)
+        rt_fail(c, "macro '%s' was invoked with two values for the special caller argument", m->name);
+    if (args->npos > m->nparams && !m->uses_varargs)
+        rt_fail(c, "macro '%s' takes not more than %zu argument(s)", m->name, m->nparams);
     for (size_t i = 0; i < args->npos; i++)
         if (i >= m->nparams) jv_list_push(c->a, varargs, args->pos[i]);
     for (size_t k = 0; k < args->nkw; k++) {
@@ -709,6 +714,8 @@ static jv *call_macro(rctx *c, jv *fn, const jargs *args, jv *caller) {
                 if (i < args->npos) rt_fail(c, "macro '%s' got multiple values for argument '%s'", m->name, m->params[i]);
                 param = true;
             }
+        if (!param && !m->uses_kwargs)
+            rt_fail(c, "macro '%s' takes no keyword argument '%s'", m->name, args->kwnames[k]);
         if (!param) jv_dict_set(c->a, kwargs, str_key(c, args->kwnames[k]), args->kw[k]);
     }
     for (size_t i = 0; i < m->nparams; i++) {

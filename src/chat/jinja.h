@@ -199,6 +199,9 @@ struct jmacro {
     jexpr **defaults;     /* NULL entries: required */
     size_t nparams;
     jbody body;
+    /* Whether the body names caller, varargs or kwargs: jinja2 accepts a
+     * call block, extra positional or unknown keyword arguments only then. */
+    bool uses_caller, uses_varargs, uses_kwargs;
 };
 
 typedef struct jtemplate {

@@ -48,6 +48,7 @@ typedef struct {
     size_t ntoks, cap;
     size_t pos;        /* parser position */
     int depth;
+    bool soft;         /* inside an `if`: unknown filters/tests fail only when reached */
     size_t loc_off;    /* loc_of's cache: an offset and its line/column */
     int loc_line, loc_col;
 } pstate;
@@ -156,6 +157,11 @@ static size_t lex_string(pstate *p, size_t i, size_t tok_off) {
         case 'f': jb_putc(&b, '\f'); break;
         case 'v': jb_putc(&b, '\v'); break;
         case '\n': break;
+        case 'N': {
+            int line, col;
+            loc_of(p, j - 2, &line, &col);
+            fail_at(p, line, col, "\\N{name} escapes are not supported");
+        }
         case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
             /* Octal \ooo, as Python reads it. */
             unsigned v = (unsigned)(e - '0');
@@ -540,7 +546,7 @@ static jexpr *parse_filter(pstate *p, jexpr *base) {
     jexpr *f = new_expr(p, E_FILTER, at);
     f->a = base;
     f->name = expect_name(p);
-    if (!jinja_has_filter(f->name)) fail_at(p, at->line, at->col, "no filter named '%s'", f->name);
+    if (!p->soft && !jinja_has_filter(f->name)) fail_at(p, at->line, at->col, "no filter named '%s'", f->name);
     if (is_op(p, "(")) parse_call_args(p, f);
     return f;
 }
@@ -555,7 +561,7 @@ static jexpr *parse_test(pstate *p, jexpr *base) {
     }
     token *name_at = peek(p);
     t->name = expect_name(p);
-    if (!jinja_has_test(t->name)) fail_at(p, name_at->line, name_at->col, "no test named '%s'", t->name);
+    if (!p->soft && !jinja_has_test(t->name)) fail_at(p, name_at->line, name_at->col, "no test named '%s'", t->name);
     token *c = peek(p);
     if (is_op(p, "(")) parse_call_args(p, t);
     else if ((c->type == T_NAME || c->type == T_STRING || c->type == T_INT || c->type == T_FLOAT ||
@@ -1001,6 +1007,37 @@ static jmacro *parse_signature(pstate *p, const char *name) {
     return m;
 }
 
+/* Marks which of caller, varargs and kwargs a macro body names. */
+static void scan_expr(jmacro *m, const jexpr *e) {
+    if (!e) return;
+    if (e->kind == E_NAME) {
+        if (!strcmp(e->name, "caller")) m->uses_caller = true;
+        if (!strcmp(e->name, "varargs")) m->uses_varargs = true;
+        if (!strcmp(e->name, "kwargs")) m->uses_kwargs = true;
+    }
+    scan_expr(m, e->a);
+    scan_expr(m, e->b);
+    scan_expr(m, e->c);
+    for (size_t i = 0; i < e->nargs; i++) scan_expr(m, e->args[i]);
+    if (e->args2)
+        for (size_t i = 0; i < (e->kind == E_DICT ? e->nargs : e->nkw); i++) scan_expr(m, e->args2[i]);
+}
+
+static void scan_body(jmacro *m, const jbody *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        const jstmt *s = b->items[i];
+        scan_expr(m, s->expr);
+        scan_expr(m, s->cond);
+        scan_expr(m, s->filter);
+        scan_body(m, &s->body);
+        scan_body(m, &s->else_body);
+        if (s->macro) {
+            for (size_t k = 0; k < s->macro->nparams; k++) scan_expr(m, s->macro->defaults[k]);
+            scan_body(m, &s->macro->body);
+        }
+    }
+}
+
 /* "{% end... %}" after parse_body stopped on it. */
 static void close_tag(pstate *p, const char *name) {
     next(p); /* T_BLOCK_BEGIN */
@@ -1027,6 +1064,10 @@ static jexpr *parse_filter_chain(pstate *p) {
 static jstmt *parse_if(pstate *p, token *at) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
     jstmt *s = new_stmt(p, S_IF, at);
+    /* jinja2 compiles an if statement in a "soft" frame, where unknown
+     * filters and tests fail only when they run. */
+    bool saved_soft = p->soft;
+    p->soft = true;
     s->expr = parse_tuple(p);
     expect_block_end(p);
     parse_body(p, &s->body, ends, at);
@@ -1035,6 +1076,7 @@ static jstmt *parse_if(pstate *p, token *at) {
         next(p);
         token *t = next(p);
         body_push(p, &s->else_body, parse_if(p, t));
+        p->soft = saved_soft;
         return s;
     }
     if (tok_is(n, T_NAME, "else")) {
@@ -1045,6 +1087,7 @@ static jstmt *parse_if(pstate *p, token *at) {
         parse_body(p, &s->else_body, end_if, at);
     }
     close_tag(p, "endif");
+    p->soft = saved_soft;
     return s;
 }
 
@@ -1055,6 +1098,8 @@ static jstmt *parse_statement(pstate *p) {
     next(p);
     jstmt *s;
     enter(p);
+    bool saved_soft = p->soft;
+    if (!tok_is(at, T_NAME, "if")) p->soft = false;
     if (tok_is(at, T_NAME, "if")) {
         s = parse_if(p, at);
     } else if (tok_is(at, T_NAME, "for")) {
@@ -1127,6 +1172,8 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->macro->body, ends, at);
         close_tag(p, "endmacro");
+        scan_body(s->macro, &s->macro->body);
+        for (size_t k = 0; k < s->macro->nparams; k++) scan_expr(s->macro, s->macro->defaults[k]);
     } else if (tok_is(at, T_NAME, "call")) {
         static const char *const ends[] = {"endcall", NULL};
         s = new_stmt(p, S_CALL_BLOCK, at);
@@ -1140,6 +1187,7 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->macro->body, ends, at);
         close_tag(p, "endcall");
+        scan_body(s->macro, &s->macro->body);
     } else if (tok_is(at, T_NAME, "filter")) {
         static const char *const ends[] = {"endfilter", NULL};
         s = new_stmt(p, S_FILTER_BLOCK, at);
@@ -1161,6 +1209,7 @@ static jstmt *parse_statement(pstate *p) {
         fail_at(p, at->line, at->col, "unknown tag '%.*s'", (int)EM_MIN(at->len, 40), at->s);
     }
     (void)open;
+    p->soft = saved_soft;
     leave(p);
     return s;
 }

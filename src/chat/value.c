@@ -382,22 +382,40 @@ static void write_int(jbuf *b, int64_t i) {
     jb_puts(b, tmp);
 }
 
+/* Code points repr() escapes although they are valid text: controls,
+ * format characters and spaces other than ' ' (Python's
+ * str.isprintable() is false for them).  Unassigned code points, which
+ * Python escapes too, are not tracked. */
+static bool py_unprintable(uint32_t cp) {
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+           (cp >= 0x205f && cp <= 0x2064) || cp == 0x3000 || cp == 0xfeff || (cp >= 0xd800 && cp <= 0xdfff) ||
+           (cp >= 0xe000 && cp <= 0xf8ff);
+}
+
 static void write_repr_str(jbuf *b, const char *s, size_t n) {
     bool has_single = memchr(s, '\'', n) != NULL, has_double = memchr(s, '"', n) != NULL;
     char q = has_single && !has_double ? '"' : '\'';
     jb_putc(b, q);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        char tmp[8];
+        char tmp[16];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        if (i + len > n) len = 1;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+        for (size_t k = 1; k < len; k++) cp = (cp << 6) | ((unsigned char)s[i + k] & 0x3F);
         if (c == '\\') jb_puts(b, "\\\\");
         else if (c == (unsigned char)q) { jb_putc(b, '\\'); jb_putc(b, q); }
         else if (c == '\n') jb_puts(b, "\\n");
         else if (c == '\r') jb_puts(b, "\\r");
         else if (c == '\t') jb_puts(b, "\\t");
-        else if (c < 0x20 || c == 0x7f) {
-            snprintf(tmp, sizeof tmp, "\\x%02x", c);
+        else if (py_unprintable(cp)) {
+            if (cp < 0x100) snprintf(tmp, sizeof tmp, "\\x%02x", cp);
+            else if (cp < 0x10000) snprintf(tmp, sizeof tmp, "\\u%04x", cp);
+            else snprintf(tmp, sizeof tmp, "\\U%08x", cp);
             jb_puts(b, tmp);
-        } else jb_putc(b, (char)c);
+        } else jb_put(b, s + i, len);
+        i += len;
     }
     jb_putc(b, q);
 }

@@ -120,6 +120,7 @@ static void test_whitespace(void) {
 static void test_filters(void) {
     CHECK_RENDER("{{ '  a b  '|trim }}|{{ 'xxaxx'|trim('x') }}|{{ 'aBc'|upper }}{{ 'aBc'|lower }}", "a b|a|ABCabc");
     CHECK_RENDER("{{ 'hello world'|capitalize }} {{ 'hello wORLD-x'|title }}", "Hello world Hello World-X");
+    CHECK_RENDER("{{ 'éàß'|upper }} {{ 'ÉŁΣЖ'|lower }} {{ 'ÿ'|upper }} {{ 'élan vital'|title }}", "ÉÀß éłσж Ÿ Élan Vital");
     CHECK_RENDER("{{ [1, 2]|length }} {{ 'héé'|length }} {{ {'a': 1}|count }} {{ x|length }}", "2 3 1 0");
     CHECK_RENDER("{{ {'b': 1, 'a': [1, 2.5, 'é\"\\n']}|tojson }}", "{\"b\": 1, \"a\": [1, 2.5, \"é\\\"\\n\"]}");
     CHECK_RENDER("{{ {'a': [1, {}], 'b': []}|tojson(indent=2) }}", "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}");
@@ -171,6 +172,16 @@ static void test_undefined_and_errors(void) {
     CHECK_FAILS("{{ 1 + }}", EM_ERR_FORMAT, "line 1, column 8");
     CHECK_FAILS("{% endfor %}", EM_ERR_FORMAT, "unexpected 'endfor'");
     CHECK_FAILS("{{ x|nosuchfilter }}", EM_ERR_FORMAT, "no filter named 'nosuchfilter'");
+    /* Inside an if, as in jinja2, an unknown filter fails only when it runs. */
+    CHECK_RENDER("{% if false %}{{ x|nosuchfilter }}{% endif %}ok", "ok");
+    CHECK_FAILS("{% if true %}{{ x|nosuchfilter }}{% endif %}", EM_ERR_INVALID_ARG, "no filter named");
+    CHECK_FAILS("{% if false %}{% for i in x %}{{ x|nosuchfilter }}{% endfor %}{% endif %}", EM_ERR_FORMAT, "no filter");
+    /* Macros take extra arguments only when their body names varargs/kwargs/caller. */
+    CHECK_FAILS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", EM_ERR_INVALID_ARG, "not more than 1");
+    CHECK_FAILS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(b=1) }}", EM_ERR_INVALID_ARG, "no keyword argument 'b'");
+    CHECK_FAILS("{% macro m() %}x{% endmacro %}{% call m() %}y{% endcall %}", EM_ERR_INVALID_ARG, "caller");
+    CHECK_RENDER("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}", "1(2,){'k': 3}");
+    CHECK_FAILS("{{ '\\N{DASH}' }}", EM_ERR_FORMAT, "not supported");
     CHECK_FAILS("{{ x is nosuchtest }}", EM_ERR_FORMAT, "no test named");
     CHECK_FAILS("{% foo %}", EM_ERR_FORMAT, "unknown tag 'foo'");
     CHECK_FAILS("{{ 'abc }}", EM_ERR_FORMAT, "unterminated string");
