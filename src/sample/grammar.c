@@ -27,10 +27,14 @@
  * Tokens are walked as a trie of their bytes (em_token_trie, one per
  * vocabulary), so the common prefix of many tokens is parsed once and a
  * byte that no stack accepts prunes its whole subtree: in a JSON structure
- * position only a few thousand trie nodes out of ~400K are visited.  Inside
- * free text most of the trie survives, but the parser state there repeats
- * from token to token, so the finished masks are cached by state (a small
- * LRU of bitsets keyed by the sorted stack ids).
+ * position only a few thousand trie nodes out of ~400K are visited.  Sets
+ * of stacks are interned and the transitions between them memoized per
+ * byte class (bytes no set of the grammar tells apart).  Inside free text
+ * most of the trie survives; there every plain byte leads back to the
+ * same set, so trie subtrees made only of plain bytes are allowed whole,
+ * and in a string of bounded length they follow one chain of sets, so
+ * their tokens are decided by length.  Finished masks are also cached by
+ * state (a small LRU of bitsets keyed by the sorted stack ids).
  *
  * Memory.  Nodes are never freed during a step; after an accepted token,
  * when the pool has grown past a threshold, it is rebuilt from the stacks
@@ -306,6 +310,14 @@ struct em_grammar {
     em_byteset *sets;   /* [n_sets] */
     int32_t n_sets;
     int32_t start;      /* position of the start sequence: REF root, END */
+    /* Bytes that every byte set of the grammar treats alike form a class;
+     * the parser cannot tell them apart, so transitions are memoized per
+     * class. */
+    uint8_t byte_class[256];  /* [256] class of each byte                 */
+    uint8_t class_rep[256];   /* [classes] one byte of each class         */
+    uint8_t plain_class[256]; /* [n_plain_classes] classes holding a plain
+                               * string byte, each once                   */
+    int32_t n_plain_classes;
 };
 
 void em_grammar_free(em_grammar *g) {
@@ -400,6 +412,32 @@ done:
     return st;
 }
 
+/* Partitions the bytes by their membership in every set of the grammar,
+ * refining one set at a time. */
+static void compute_byte_classes(em_grammar *g) {
+    memset(g->byte_class, 0, sizeof g->byte_class);
+    for (int32_t k = 0; k < g->n_sets; k++) {
+        /* New class of (old class, member of set k). */
+        int16_t split[256][2];
+        memset(split, 0xff, sizeof split);
+        int n = 0;
+        for (int b = 0; b < 256; b++) {
+            int in = em_byteset_has(&g->sets[k], (unsigned)b);
+            int16_t *slot = &split[g->byte_class[b]][in];
+            if (*slot < 0) *slot = (int16_t)n++;
+            g->byte_class[b] = (uint8_t)*slot;
+        }
+    }
+    for (int b = 255; b >= 0; b--) g->class_rep[g->byte_class[b]] = (uint8_t)b;
+    bool seen[256] = {false};
+    g->n_plain_classes = 0;
+    for (unsigned b = 0x20; b < 0x80; b++) {
+        if (b == '"' || b == '\\' || seen[g->byte_class[b]]) continue;
+        seen[g->byte_class[b]] = true;
+        g->plain_class[g->n_plain_classes++] = g->byte_class[b];
+    }
+}
+
 em_status em_gbuild_finish(em_gbuild *b, int32_t root, em_grammar **out) {
     if (b->status != EM_OK) return b->status;
     if (root < 0 || root >= b->n_rules)
@@ -453,6 +491,7 @@ em_status em_gbuild_finish(em_gbuild *b, int32_t root, em_grammar **out) {
     g->start = p;
     g->el[p++] = EL_MAKE(EL_REF, root);
     g->el[p++] = EL_MAKE(EL_END, 0);
+    compute_byte_classes(g);
     em_status st = check_left_recursion(g);
     if (st != EM_OK) {
         em_grammar_free(g);
@@ -1071,7 +1110,7 @@ static int32_t intern_set(em_grammar_state *s, int32_t *ids, int32_t n, bool acc
 /* The set that byte leads to from set `from`: an id, SET_DEAD, or -2 on
  * failure.  Memoized. */
 static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
-    uint64_t key = (uint64_t)(uint32_t)from << 8 | byte;
+    uint64_t key = (uint64_t)(uint32_t)from << 8 | s->g->byte_class[byte];
     uint32_t k = 0;
     if (s->tr_key) {
         k = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & s->tr_mask;
@@ -1126,9 +1165,8 @@ static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
 static int32_t plain_successor(em_grammar_state *s, int32_t id) {
     if (s->sets[id].uni != UNI_UNKNOWN) return s->sets[id].uni;
     int32_t uni = UNI_UNKNOWN;
-    for (unsigned b = 0x20; b < 0x80 && uni != UNI_MIXED; b++) {
-        if (b == '"' || b == '\\') continue;
-        int32_t next = transition(s, id, (uint8_t)b);
+    for (int32_t c = 0; c < s->g->n_plain_classes && uni != UNI_MIXED; c++) {
+        int32_t next = transition(s, id, s->g->class_rep[s->g->plain_class[c]]);
         if (next == -2) return -2;
         uni = uni == UNI_UNKNOWN || uni == next ? next : UNI_MIXED;
     }

@@ -550,6 +550,10 @@ static int32_t object_schema(sc *c, const json_t *s) {
     path_pop(c, old);
     json_array_foreach((json_t *)req, i, name) {
         if (!ok || (props && json_object_get(props, json_string_value(name)))) continue;
+        bool seen = false; /* a name listed twice is one member */
+        for (size_t k = 0; k < i; k++)
+            seen |= !strcmp(json_string_value(json_array_get(req, k)), json_string_value(name));
+        if (seen) continue;
         json_t *kj = json_string(json_string_value(name));
         int32_t kr = kj ? literal(c, kj) : sc_fail(c, EM_ERR_NOMEM, "out of memory");
         json_decref(kj);
