@@ -3,6 +3,7 @@
 # those already present.  Needs root (apt-get).
 set -euo pipefail
 # python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
+# nodejs and npm are test-only: the end-to-end suite of ember serve (tests/e2e) and its load generator (bench/serve).
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev libmicrohttpd-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
