@@ -64,7 +64,7 @@ struct em_request {
     choice *ch;             /* [params.n]                                     */
     int32_t n_live;         /* choices not finished                           */
     int32_t n_generated;
-    double t_submit;
+    double t_submit;        /* arrival time, seconds (em_time_s)                */
     bool any_token;
     double *emb_sum;        /* [n_embd] sum of the prompt's hidden states     */
 };
@@ -284,7 +284,7 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
         for (int32_t i = 0; i < n_prompt; i++) em_sampler_accept(ch->smp, prompt[i]);
         if (gp->constraint && !(ch->cstate = gp->constraint->new_state(gp->constraint->ctx))) goto nomem;
     }
-    r->t_submit = em_time_s();
+    r->t_submit = gp->t_arrival > 0 ? gp->t_arrival : em_time_s();
 
     pthread_mutex_lock(&e->mu);
     em_submit_result res = EM_SUBMIT_OK;

@@ -72,6 +72,8 @@ typedef struct em_gen_params {
                                       * calls constraint->release(ctx) once, when the request
                                       * is freed, so ctx must stay valid until then          */
     bool embed;              /* compute the prompt only and post its mean-pooled embedding  */
+    double t_arrival;        /* em_time_s() when the request arrived (0: at submit), for    */
+                             /* the time-to-first-token histogram                           */
 } em_gen_params;
 
 typedef enum em_event_kind {

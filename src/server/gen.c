@@ -423,6 +423,7 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     gp.n_stop = j->req.n_stop;
     gp.top_logprobs = j->req.logprobs ? j->req.top_logprobs : -1;
     gp.constraint = j->has_constraint ? &j->constraint : NULL;
+    gp.t_arrival = j->cs->t_start;
     /* The engine's reference to the grammar is taken before it could be
      * released, and given back when the submission fails. */
     if (j->has_constraint) em_prompt_retain(&j->constraint);
