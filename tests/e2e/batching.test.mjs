@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startServer } from './lib/server.mjs';
+import * as prom from './lib/prom.mjs';
 
 let server, client;
 before(async () => {
@@ -64,5 +65,31 @@ test('streamed and plain answers agree under load', async () => {
   for (let i = 0; i < 8; i++) {
     if (requests[i].chat) continue; // plain ran chat for these
     assert.equal(streamed[i], plain[i], `request ${i}`);
+  }
+});
+
+test('the prefix cache changes no answer: a prompt that prefixes an earlier one, and one that runs on over cached generated text', async () => {
+  const [fresh, warm] = await Promise.all([startServer({ parallel: 2 }), startServer({ parallel: 2 })]);
+  try {
+    const P = 'Once upon a time there was a little boy named Tom who liked to play with his red truck in the garden near the old tree';
+    const greedy = async (srv, prompt, max_tokens) => {
+      const r = await srv.postJSON('/v1/completions', { model: srv.model, prompt, max_tokens, temperature: 0 });
+      assert.equal(r.status, 200, r.text);
+      return r.json.choices[0].text;
+    };
+    const ref = await greedy(fresh, P, 40);
+    // warm computes P plus more first, so P's blocks (and a partial one) are cached.
+    await greedy(warm, `${P} and he was very happy because`, 60);
+    const m0 = prom.parse(await warm.metricsText());
+    assert.equal(await greedy(warm, P, 40), ref);
+    const m1 = prom.parse(await warm.metricsText());
+    assert.ok(prom.value(m1, 'ember_prefix_cache_hits_total') > prom.value(m0, 'ember_prefix_cache_hits_total'), 'the cache was used');
+    // A prompt that runs on over text the cache holds from a generation.
+    assert.equal(await greedy(warm, P + ref, 20), await greedy(fresh, P + ref, 20));
+    // Embeddings of a cached prompt are those of a fresh one.
+    const embed = async (srv) => (await srv.postJSON('/v1/embeddings', { model: srv.model, input: P })).json.data[0].embedding;
+    assert.deepEqual(await embed(warm), await embed(fresh));
+  } finally {
+    await Promise.all([fresh.stop(), warm.stop()]);
   }
 });
