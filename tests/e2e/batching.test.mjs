@@ -93,3 +93,23 @@ test('the prefix cache changes no answer: a prompt that prefixes an earlier one,
     await Promise.all([fresh.stop(), warm.stop()]);
   }
 });
+
+test('a long prompt prefilled in chunks while others stream gives the answer it gives alone', async () => {
+  const long = `${'The little dog ran to the park and played with the red ball. '.repeat(70)}Then the dog`;
+  const alone = await client.completions.create({ model: server.model, prompt: long, max_tokens: 16, temperature: 0 });
+  assert.ok(alone.usage.prompt_tokens > 1000, `a prompt of several prefill chunks: ${alone.usage.prompt_tokens} tokens`);
+  const streams = requests.slice(0, 6).map(async (req) => {
+    const s = await client.completions.create({ model: server.model, temperature: 0, max_tokens: 200, prompt: req.prompt, stream: true });
+    let t = '';
+    for await (const c of s) t += c.choices[0]?.text ?? '';
+    return t;
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  const busy = await client.completions.create({ model: server.model, prompt: long, max_tokens: 16, temperature: 0 });
+  const streamed = await Promise.all(streams);
+  assert.equal(busy.choices[0].text, alone.choices[0].text);
+  for (let i = 0; i < 6; i++) {
+    const solo = await client.completions.create({ model: server.model, temperature: 0, max_tokens: 200, prompt: requests[i].prompt });
+    assert.equal(streamed[i], solo.choices[0].text, `stream ${i}`);
+  }
+});

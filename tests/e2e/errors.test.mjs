@@ -49,6 +49,11 @@ test('401 without a key, with a wrong key, and on /metrics; /health needs none',
   assert.equal(basic.status, 401, 'only Bearer');
   const health = await fetch(server.url + '/health');
   assert.equal(health.status, 200);
+  // The scheme name is case-insensitive (RFC 9110, 11.1).
+  for (const scheme of ['bearer', 'BEARER']) {
+    const res = await fetch(server.url + '/v1/models', { headers: { authorization: `${scheme} ${server.apiKey}` } });
+    assert.equal(res.status, 200, `scheme spelt ${scheme}`);
+  }
 });
 
 test('404 for an unknown model and an unknown route', async () => {
