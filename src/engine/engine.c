@@ -535,7 +535,9 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
         int rc = em_text_out_push(&ch->out, piece, len > 0 ? (size_t)len : 0, &delta);
         if (rc < 0) oom = true;
         else if (rc == 1) reason = "stop";
-        else if ((gp->max_tokens >= 0 && ch->n_gen >= gp->max_tokens) || ch->n_past >= e->p.n_ctx_seq) {
+        else if ((gp->max_tokens >= 0 && ch->n_gen >= gp->max_tokens) || ch->n_past + 1 >= e->p.n_ctx_seq) {
+            /* The prompt and the answer together fill the context: the token
+             * just sampled would take its last position. */
             reason = "length";
             oom = !em_text_out_flush(&ch->out, &delta);
         }

@@ -16,9 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Bytes of an oversized body read and dropped before the connection is
+ * refused without reading the rest. */
+#define DRAIN_MAX ((uint64_t)256 << 20)
 
 bool em_http_client_gone(int fd) {
     if (fd < 0) return false;
@@ -85,8 +90,10 @@ enum MHD_Result em_http_error(em_server *s, struct MHD_Connection *c, em_conn *c
 static bool key_ok(em_server *s, struct MHD_Connection *c) {
     if (!s->p.api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7)) return false;
-    h += 7;
+    /* The scheme is case-insensitive (RFC 7235). */
+    if (!h || strncasecmp(h, "Bearer", 6) || (h[6] != ' ' && h[6] != '\t')) return false;
+    h += 6;
+    while (*h == ' ' || *h == '\t') h++;
     /* Compare every byte whatever the first difference, so the time does
      * not tell how much of a guess was right. */
     size_t a = strlen(h), b = strlen(s->p.api_key);
@@ -180,16 +187,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(cs->path, sizeof cs->path, "%s", url);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) cs->fd = ci->connect_fd;
-        /* A body announced as too large is refused before it is read. */
+        /* A body announced as too large is never stored.  A client that
+         * waits for "100 Continue" is refused before it sends the body;
+         * others write the body before they read the answer, so it is read
+         * and dropped (up to a bound) for them to see the 413 rather than
+         * a reset connection. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
-            em_api_error err;
-            em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
-            return em_http_error(s, c, cs, &err);
+            cs->too_large = true;
+            if ((expect && !strcasecmp(expect, "100-continue")) || strtoull(cl, NULL, 10) > DRAIN_MAX) {
+                em_api_error err;
+                em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
+                return em_http_error(s, c, cs, &err);
+            }
         }
         return MHD_YES;
     }
     if (*upload_size) {
+        cs->received += *upload_size;
         if (!cs->answered && !cs->too_large) {
             if (cs->body.n + *upload_size > s->p.max_body || !em_strbuf_append(&cs->body, upload, *upload_size)) {
                 cs->too_large = true;
@@ -197,6 +213,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             }
         }
         *upload_size = 0;
+        if (cs->too_large && !cs->answered && cs->received > DRAIN_MAX) {
+            em_api_error err;
+            em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
+            return em_http_error(s, c, cs, &err);
+        }
         return MHD_YES;
     }
     if (cs->answered) return MHD_YES;

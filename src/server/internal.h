@@ -45,6 +45,7 @@ struct em_server {
 typedef struct em_conn {
     em_strbuf body;          /* the request body, at most max_body bytes */
     bool too_large;
+    uint64_t received;       /* body bytes read, stored or dropped       */
     bool answered;           /* a response was queued                    */
     double t_start;
     int status;              /* HTTP status of the answer                */
