@@ -18,7 +18,7 @@
 #include <time.h>
 
 enum {
-    F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME,
+    F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME, F_CYCLE,
     M_STRIP, M_LSTRIP, M_RSTRIP, M_SPLIT, M_STARTSWITH, M_ENDSWITH, M_UPPER, M_LOWER,
     M_REPLACE, M_TITLE, M_CAPITALIZE, M_FORMAT, M_FIND, M_COUNT, M_JOIN, M_ISDIGIT,
     M_ISALPHA, M_ISALNUM, M_ISSPACE, M_ITEMS, M_KEYS, M_VALUES, M_GET, M_UNSAFE
@@ -513,6 +513,11 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *a) {
         jv *msg = arg_get(a, 0, NULL);
         jerr_throw(c->e, EM_ERR_INVALID_ARG, "%s", msg ? jv_to_str(c->a, msg)->u.str.s : "");
     }
+    case F_CYCLE: {
+        /* loop.cycle(a, b, ...): self is the loop's index0. */
+        if (a->npos == 0) rt_fail(c, "no items for cycling given");
+        return a->pos[(size_t)fn->u.fn.self->u.i % a->npos];
+    }
     case F_STRFTIME: {
         jv *fmt = need_str(c, arg_get(a, 0, NULL), "strftime_now");
         time_t now = time(NULL);
@@ -525,6 +530,8 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *a) {
     }
     rt_fail(c, "unknown function");
 }
+
+jv *bi_loop_cycle(rctx *c, jv *index0) { return func(c, F_CYCLE, index0); }
 
 void bi_add_globals(rctx *c, jv *g) {
     static const struct { const char *name; int id; } fns[] = {

@@ -589,7 +589,9 @@ static void set_loop(rctx *c, jscope *s, jv *items, size_t i) {
     size_t n = items->u.list.n;
     jv *loop = jv_dict(c->a, JV_NS);
     jv_dict_set(c->a, loop, str_key(c, "index"), jv_int(c->a, (int64_t)i + 1));
-    jv_dict_set(c->a, loop, str_key(c, "index0"), jv_int(c->a, (int64_t)i));
+    jv *index0 = jv_int(c->a, (int64_t)i);
+    jv_dict_set(c->a, loop, str_key(c, "index0"), index0);
+    jv_dict_set(c->a, loop, str_key(c, "cycle"), bi_loop_cycle(c, index0));
     jv_dict_set(c->a, loop, str_key(c, "revindex"), jv_int(c->a, (int64_t)(n - i)));
     jv_dict_set(c->a, loop, str_key(c, "revindex0"), jv_int(c->a, (int64_t)(n - i - 1)));
     jv_dict_set(c->a, loop, str_key(c, "first"), jv_bool(i == 0));
@@ -680,6 +682,13 @@ static void exec_stmt(rctx *c, jscope *s, const jstmt *st) {
         break;
     }
     case S_BLOCK: exec_body(c, s, &st->body); break;
+    case S_WITH: {
+        /* Values are computed in the outer scope, then bound in the new one. */
+        jscope *ws = scope_new(c, s);
+        for (size_t i = 0; i < st->nnames; i++) scope_set(c, ws, st->names[i], eval(c, s, st->expr->args[i]));
+        exec_body(c, ws, &st->body);
+        break;
+    }
     case S_BREAK: c->loop_ctl = 1; break;
     case S_CONTINUE: c->loop_ctl = 2; break;
     }

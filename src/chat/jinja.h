@@ -169,7 +169,8 @@ struct jexpr {
 
 typedef enum jstmt_kind {
     S_TEXT, S_OUTPUT, S_IF, S_FOR, S_SET, S_SET_BLOCK, S_MACRO, S_CALL_BLOCK,
-    S_FILTER_BLOCK, S_BREAK, S_CONTINUE, S_BLOCK /* a plain body (generation) */
+    S_FILTER_BLOCK, S_BREAK, S_CONTINUE, S_BLOCK /* a plain body (generation) */,
+    S_WITH /* names[i] = args of expr (an E_TUPLE of values), in a scope of its own */
 } jstmt_kind;
 
 typedef struct jstmt jstmt;
@@ -269,6 +270,8 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *args);
 /* The template globals jinja2 and transformers define (range, namespace,
  * dict, raise_exception, strftime_now). */
 void bi_add_globals(rctx *c, jv *globals);
+/* loop.cycle bound to an iteration (index0 is a JV_INT). */
+jv *bi_loop_cycle(rctx *c, jv *index0);
 
 /* Parses source (already validated as UTF-8) into t; on a syntax error
  * returns EM_ERR_FORMAT with "line L, column C: ..." in e->msg. */

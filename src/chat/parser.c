@@ -480,6 +480,16 @@ static void enter(pstate *p) {
 }
 static void leave(pstate *p) { p->depth--; }
 
+/* Operator chains (a + b + c, x|f|g, a.b.c) are parsed by loops but nest
+ * as trees that later code walks recursively: bound their length too. */
+enum { MAX_CHAIN = 500 };
+static void chain_step(pstate *p, int *n) {
+    if (++*n > MAX_CHAIN) {
+        token *t = peek(p);
+        fail_at(p, t->line, t->col, "expression chain longer than %d", MAX_CHAIN);
+    }
+}
+
 /* A growable array of expressions in the arena. */
 typedef struct { jexpr **v; size_t n, cap; } exprvec;
 static void ev_push(pstate *p, exprvec *v, jexpr *e) {
@@ -577,7 +587,9 @@ static jexpr *parse_test(pstate *p, jexpr *base) {
 }
 
 static jexpr *parse_filter_expr(pstate *p, jexpr *e) {
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         if (is_op(p, "|")) {
             next(p);
             e = parse_filter(p, e);
@@ -628,7 +640,9 @@ static jexpr *parse_subscript(pstate *p, jexpr *base) {
 }
 
 static jexpr *parse_postfix(pstate *p, jexpr *e) {
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         if (is_op(p, ".")) {
             token *at = next(p);
             token *t = peek(p);
@@ -774,7 +788,9 @@ static jexpr *binary(pstate *p, const token *at, jop op, jexpr *l, jexpr *r) {
 
 static jexpr *parse_pow(pstate *p) {
     jexpr *l = parse_unary(p, true);
+    int n = 0;
     while (is_op(p, "**")) {
+        chain_step(p, &n);
         token *t = next(p);
         l = binary(p, t, OP_POW, l, parse_unary(p, true));
     }
@@ -783,7 +799,9 @@ static jexpr *parse_pow(pstate *p) {
 
 static jexpr *parse_math2(pstate *p) {
     jexpr *l = parse_pow(p);
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         jop op;
         if (is_op(p, "*")) op = OP_MUL;
         else if (is_op(p, "/")) op = OP_DIV;
@@ -810,7 +828,9 @@ static jexpr *parse_concat(pstate *p) {
 
 static jexpr *parse_math1(pstate *p) {
     jexpr *l = parse_concat(p);
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         jop op;
         if (is_op(p, "+")) op = OP_ADD;
         else if (is_op(p, "-")) op = OP_SUB;
@@ -870,7 +890,9 @@ static jexpr *parse_not(pstate *p) {
 
 static jexpr *parse_and(pstate *p) {
     jexpr *l = parse_not(p);
+    int n = 0;
     while (is_name(p, "and")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *e = new_expr(p, E_AND, t);
         e->a = l;
@@ -882,7 +904,9 @@ static jexpr *parse_and(pstate *p) {
 
 static jexpr *parse_or(pstate *p) {
     jexpr *l = parse_and(p);
+    int n = 0;
     while (is_name(p, "or")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *e = new_expr(p, E_OR, t);
         e->a = l;
@@ -896,7 +920,9 @@ static jexpr *parse_or(pstate *p) {
 static jexpr *parse_expression(pstate *p) {
     enter(p);
     jexpr *e = parse_or(p);
+    int n = 0;
     while (is_name(p, "if")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *c = new_expr(p, E_COND, t);
         c->a = e;
@@ -1054,7 +1080,9 @@ static void close_tag(pstate *p, const char *name) {
 
 static jexpr *parse_filter_chain(pstate *p) {
     jexpr *f = parse_filter(p, NULL);
+    int n = 0;
     while (is_op(p, "|")) {
+        chain_step(p, &n);
         next(p);
         f = parse_filter(p, f);
     }
@@ -1195,6 +1223,26 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->body, ends, at);
         close_tag(p, "endfilter");
+    } else if (tok_is(at, T_NAME, "with")) {
+        static const char *const ends[] = {"endwith", NULL};
+        s = new_stmt(p, S_WITH, at);
+        const char *names[16];
+        exprvec vals = {0};
+        size_t n = 0;
+        while (peek(p)->type != T_BLOCK_END) {
+            if (n) expect_op(p, ",");
+            if (n == 16) unexpected(p, "at most 16 names");
+            names[n++] = expect_name(p);
+            expect_op(p, "=");
+            ev_push(p, &vals, parse_expression(p));
+        }
+        expect_block_end(p);
+        s->names = ja_alloc(p->a, (n + 1) * sizeof *names);
+        if (n) memcpy(s->names, names, n * sizeof *names);
+        s->nnames = n;
+        s->expr = make_seq(p, E_TUPLE, at, &vals);
+        parse_body(p, &s->body, ends, at);
+        close_tag(p, "endwith");
     } else if (tok_is(at, T_NAME, "generation")) {
         /* transformers' AssistantTracker: marks assistant text, renders as is. */
         static const char *const ends[] = {"endgeneration", NULL};
@@ -1250,7 +1298,7 @@ static void parse_body(pstate *p, jbody *b, const char *const *ends, const token
                                           tok_is(n, T_NAME, "endset") || tok_is(n, T_NAME, "endmacro") ||
                                           tok_is(n, T_NAME, "else") || tok_is(n, T_NAME, "elif") ||
                                           tok_is(n, T_NAME, "endcall") || tok_is(n, T_NAME, "endfilter") ||
-                                          tok_is(n, T_NAME, "endgeneration")))
+                                          tok_is(n, T_NAME, "endgeneration") || tok_is(n, T_NAME, "endwith")))
                     fail_at(p, n->line, n->col, "unexpected '%.*s'%s%s", (int)n->len, n->s,
                             ends ? ", expected " : "", ends ? ends[0] : "");
             }

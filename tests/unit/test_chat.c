@@ -197,6 +197,12 @@ static void test_limits(void) {
     CHECK_FAILS("{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
                 EM_ERR_INVALID_ARG, "longer than");
     CHECK_FAILS("{{ 'x' * 100000000000 }}", EM_ERR_INVALID_ARG, "longer than");
+    CHECK_FAILS("{% set ns = namespace(x=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+                EM_ERR_INVALID_ARG, "nested too deeply");
+    CHECK_FAILS("{% set ns = namespace(x=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|tojson }}",
+                EM_ERR_INVALID_ARG, "nested too deeply");
+    CHECK_RENDER("{% set ns = namespace(x=1, y=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% set ns.y = [ns.y] %}{% endfor %}"
+                 "{{ ns.x == ns.y }}", "False");
     char deep[4000];
     size_t n = 0;
     n += (size_t)snprintf(deep + n, sizeof deep - n, "{{ ");
@@ -205,6 +211,10 @@ static void test_limits(void) {
     for (int i = 0; i < 500; i++) deep[n++] = ')';
     snprintf(deep + n, sizeof deep - n, " }}");
     CHECK_FAILS(deep, EM_ERR_FORMAT, "nested too deeply");
+    n = (size_t)snprintf(deep, sizeof deep, "{{ x");
+    for (int i = 0; i < 600; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, "|e");
+    snprintf(deep + n, sizeof deep - n, " }}");
+    CHECK_FAILS(deep, EM_ERR_FORMAT, "chain longer than");
     /* Explicit limits. */
     em_chat_template *t = NULL;
     CHECK_OK(em_chat_template_init(&t, "{% for i in range(100) %}{{ i }}{% endfor %}"));
