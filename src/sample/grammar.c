@@ -60,6 +60,10 @@ enum { EL_END = 0, EL_SET = 1, EL_REF = 2 };
 #define EM_G_MAX_NEST 2048        /* expansions in a row without a byte     */
 #define EM_G_MAX_WORK 200000      /* (position, parent) pairs in one step   */
 #define EM_G_MAX_STACKS 4096      /* stacks in one state                    */
+#define EM_G_MAX_MASK_WORK 3000000 /* pairs expanded by one mask or token:
+                                    * ~0.1-0.3 s; only grammars with very
+                                    * many parses at once (an unanchored
+                                    * pattern of dozens of '.') get there */
 #define EM_G_GC_NODES (1 << 20)   /* pool size that triggers a rebuild      */
 #define EM_G_MAX_NODES (1 << 25)  /* pool size that fails a step            */
 #define EM_MASK_CACHE 16          /* cached masks per state                 */
@@ -685,6 +689,7 @@ struct em_grammar_state {
     uint32_t ht_mask;
     uint32_t stamp;   /* current step's stamp                      */
     int32_t work;     /* pairs expanded in the current step        */
+    int64_t mask_work; /* pairs expanded by the current mask        */
     em_status err;    /* failure inside a step                     */
 
     int32_t *cur;     /* [n_cur] the state: stacks waiting on a byte, sorted */
@@ -803,6 +808,8 @@ static bool expand(em_grammar_state *s, int32_t pos, int32_t parent, bool *acc, 
     s->visit[id] = s->stamp;
     if (++s->work > EM_G_MAX_WORK)
         return state_fail(s, EM_ERR_UNSUPPORTED, "grammar too ambiguous (parser work limit)");
+    if (++s->mask_work > EM_G_MAX_MASK_WORK)
+        return state_fail(s, EM_ERR_UNSUPPORTED, "grammar too ambiguous (mask work limit)");
     const em_grammar *g = s->g;
     int32_t e = g->el[pos];
     switch (EL_KIND(e)) {
@@ -994,6 +1001,7 @@ bool em_grammar_done(const em_grammar_state *s) {
 static em_status follow(em_grammar_state *s, const uint8_t *p, size_t len, bool *ok) {
     *ok = false;
     s->err = EM_OK;
+    s->mask_work = 0;
     s->n_buf = 0;
     for (int32_t i = 0; i < s->n_cur; i++)
         if (!buf_push(s, s->cur[i])) return s->err;
@@ -1290,6 +1298,7 @@ em_status em_grammar_mask(em_grammar_state *s, float *logits) {
     if (!s || !logits) return em_error(EM_ERR_INVALID_ARG, "grammar: invalid arguments");
     if (!s->trie) return em_error(EM_ERR_INVALID_ARG, "grammar: the state has no vocabulary");
     s->err = EM_OK;
+    s->mask_work = 0;
     if (s->finished) {
         /* After EOG nothing may follow (the cache would still hold the
          * mask of the state before it). */

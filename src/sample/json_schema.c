@@ -17,7 +17,9 @@
  *    surrogates (text outside the BMP comes as raw UTF-8), so every string
  *    is valid UTF-8 once decoded.
  *  - Numbers have at most 16 integer digits, 16 fraction digits and a
- *    2-digit exponent.  minimum/maximum are not enforced, except that
+ *    2-digit exponent.  Integers keep to minimum/maximum (and the
+ *    exclusive forms) exactly, through a digit-by-digit range grammar;
+ *    for other numbers the bounds are not enforced, except that
  *    minimum >= 0 (or exclusiveMinimum >= 0) rules out a minus sign.
  *    (A 2-digit exponent keeps every number finite as a double.)
  *  - enum and const are their values written compactly by jansson.
@@ -532,7 +534,13 @@ static int32_t object_schema(sc *c, const json_t *s) {
     bool ok = true;
     size_t old = path_push(c, "properties");
     json_object_foreach((json_t *)props, key, sub) {
+        bool required = false;
+        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         size_t o2 = path_push(c, key);
+        if (json_is_false(sub) && !required) {
+            path_pop(c, o2); /* a property that must not appear */
+            continue;
+        }
         int32_t val = schema(c, sub);
         path_pop(c, o2);
         json_t *kj = json_string(key);
@@ -542,8 +550,6 @@ static int32_t object_schema(sc *c, const json_t *s) {
             ok = false;
             break;
         }
-        bool required = false;
-        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         must[n] = required;
         kv[n++] = member(c, kr, val);
     }
@@ -757,11 +763,132 @@ static bool nonneg(const json_t *s) {
            (json_is_number(x) && json_number_value(x) >= 0);
 }
 
+/* ------------------------------------------------- integer ranges */
+
+/* The largest magnitude the integer rule writes: 16 digits. */
+#define SC_MAX_MAG 9999999999999999LL
+
+/* Rule for the L-digit strings from x to y (both L digits, x <= y), built
+ * digit by digit: the first digits equal, or x's first digit then
+ * anything >= the rest of x, the digits strictly between with anything
+ * after, y's first digit then anything <= the rest of y. */
+static int32_t digits_between(sc *c, const char *x, const char *y, int len) {
+    em_gbuild *b = c->b;
+    em_gseq q = {0};
+    int32_t r = em_gb_rule(b);
+    if (len == 0) {
+        em_gb_alt_empty(b, r);
+        return r;
+    }
+    char nines[20], zeros[20];
+    memset(nines, '9', sizeof nines);
+    memset(zeros, '0', sizeof zeros);
+    if (x[0] == y[0]) {
+        em_gs_lit(b, &q, x, 1);
+        em_gs_ref(b, &q, digits_between(c, x + 1, y + 1, len - 1));
+        em_gb_alt(b, r, &q);
+    } else {
+        bool low_full = !memcmp(x + 1, zeros, (size_t)len - 1);
+        bool high_full = !memcmp(y + 1, nines, (size_t)len - 1);
+        int lo = x[0] + !low_full, hi = y[0] - !high_full;
+        if (!low_full) {
+            em_gs_lit(b, &q, x, 1);
+            em_gs_ref(b, &q, digits_between(c, x + 1, nines, len - 1));
+            em_gb_alt(b, r, &q);
+        }
+        if (lo <= hi) {
+            em_gs_range(b, &q, (unsigned)lo, (unsigned)hi);
+            for (int k = 1; k < len; k++) em_gs_range(b, &q, '0', '9');
+            em_gb_alt(b, r, &q);
+        }
+        if (!high_full) {
+            em_gs_lit(b, &q, y, 1);
+            em_gs_ref(b, &q, digits_between(c, zeros, y + 1, len - 1));
+            em_gb_alt(b, r, &q);
+        }
+    }
+    em_gseq_free(&q);
+    return r;
+}
+
+/* Rule for the magnitudes lo..hi (0 <= lo <= hi <= SC_MAX_MAG), written
+ * without leading zeros: one alternative per digit count. */
+static int32_t magnitude_between(sc *c, int64_t lo, int64_t hi) {
+    int32_t r = em_gb_rule(c->b);
+    em_gseq q = {0};
+    int64_t first = 0, last = 9; /* the L-digit numbers */
+    for (int len = 1; len <= 16 && first <= hi; len++) {
+        int64_t x = lo > first ? lo : first, y = hi < last ? hi : last;
+        if (x <= y) {
+            char xs[24], ys[24];
+            snprintf(xs, sizeof xs, "%lld", (long long)x);
+            snprintf(ys, sizeof ys, "%lld", (long long)y);
+            em_gs_ref(c->b, &q, digits_between(c, xs, ys, len));
+            em_gb_alt(c->b, r, &q);
+        }
+        first = last + 1;
+        last = last * 10 + 9;
+    }
+    em_gseq_free(&q);
+    return r;
+}
+
+/* The bounds an integer schema sets (minimum, maximum, and the exclusive
+ * forms, as numbers or draft-4 booleans), clamped to what the integer
+ * rule can write; false (error recorded) when they are malformed or
+ * leave nothing. */
+static bool integer_bounds(sc *c, const json_t *s, int64_t *lo, int64_t *hi, bool *bounded) {
+    *lo = -SC_MAX_MAG, *hi = SC_MAX_MAG, *bounded = false;
+    static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    for (int k = 0; k < 4; k++) {
+        const json_t *v = json_object_get(s, keys[k]);
+        if (!v || json_is_boolean(v)) continue;
+        if (!json_is_number(v)) {
+            sc_fail(c, EM_ERR_INVALID_ARG, "'%s' must be a number", keys[k]);
+            return false;
+        }
+        double d = json_number_value(v);
+        bool is_min = k < 2;
+        /* An exclusive bound: a number (draft 6+) or minimum/maximum with a
+         * true exclusiveMinimum/exclusiveMaximum beside it (draft 4). */
+        bool excl = k == 1 || k == 3 || json_is_true(json_object_get(s, keys[k + 1]));
+        double bound = is_min ? (excl ? floor(d) + 1 : ceil(d)) : (excl ? ceil(d) - 1 : floor(d));
+        if (bound != bound) continue;
+        *bounded = true;
+        if (is_min && bound > (double)*lo) *lo = bound >= 1e16 ? SC_MAX_MAG + 1 : (int64_t)bound;
+        if (!is_min && bound < (double)*hi) *hi = bound <= -1e16 ? -SC_MAX_MAG - 1 : (int64_t)bound;
+    }
+    if (*lo > *hi) {
+        sc_fail(c, EM_ERR_UNSUPPORTED, "no integer within minimum and maximum (16 digits at most)");
+        return false;
+    }
+    return true;
+}
+
+static int32_t integer_schema(sc *c, const json_t *s) {
+    int64_t lo, hi;
+    bool bounded;
+    if (!integer_bounds(c, s, &lo, &hi, &bounded)) return -1;
+    if (!bounded) return integer_rule(c, false);
+    int32_t alts[2];
+    size_t n = 0;
+    if (hi >= 0) alts[n++] = magnitude_between(c, lo > 0 ? lo : 0, hi);
+    if (lo < 0) {
+        int64_t m_lo = hi < 0 ? -hi : 1, m_hi = -lo;
+        em_gseq q = {0};
+        em_gs_lit(c->b, &q, "-", 1);
+        em_gs_ref(c->b, &q, magnitude_between(c, m_lo, m_hi));
+        alts[n++] = em_gb_seq_rule(c->b, &q);
+        em_gseq_free(&q);
+    }
+    return n == 1 ? alts[0] : one_of_rules(c, alts, n);
+}
+
 static int32_t typed(sc *c, const json_t *s, const char *type) {
     if (!strcmp(type, "object")) return object_schema(c, s);
     if (!strcmp(type, "array")) return array_schema(c, s);
     if (!strcmp(type, "string")) return string_schema(c, s);
-    if (!strcmp(type, "integer")) return integer_rule(c, nonneg(s));
+    if (!strcmp(type, "integer")) return integer_schema(c, s);
     if (!strcmp(type, "number")) return number_rule(c, nonneg(s));
     if (!strcmp(type, "boolean")) {
         int32_t alts[] = {lit(c, "true"), lit(c, "false")};

@@ -115,6 +115,8 @@ static void test_compile(void) {
     expect_err("{\"type\":\"object\",\"properties\":{},\"required\":[\"a\"]}", EM_ERR_INVALID_ARG,
                "'a'");
     expect_err("{\"enum\":[]}", EM_ERR_INVALID_ARG, "'enum'");
+    expect_err("{\"properties\":{\"a\":false},\"required\":[\"a\"]}", EM_ERR_UNSUPPORTED,
+               "matches nothing at /properties/a");
     expect_err("{\"anyOf\":[]}", EM_ERR_INVALID_ARG, "'anyOf'");
     expect_err("{\"allOf\":[{\"type\":\"string\"},{\"minLength\":2}]}", EM_ERR_UNSUPPORTED,
                "'allOf'");
@@ -173,6 +175,8 @@ static const byte_case byte_cases[] = {
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"additionalProperties\":"
      "{\"type\":\"boolean\"}}", "{\"c\":1}", false},
     {"{\"type\":\"object\"}", "{\"anything\": [1, {}]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"b\":[]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"a\":1}", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1]", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1, 2]", true},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3]", true},
@@ -267,6 +271,58 @@ static void test_bytes(void) {
     CHECK(em_grammar_mask(s, &logit) == EM_ERR_INVALID_ARG); /* no vocabulary */
     em_grammar_state_free(s);
     em_grammar_free(g);
+}
+
+/* ------------------------------------------------------- integer ranges */
+
+static void test_integer_ranges(void) {
+    static const struct {
+        const char *bounds; /* JSON members added to {"type":"integer"} */
+        long long lo, hi;
+    } cases[] = {
+        {"\"minimum\":0,\"maximum\":150", 0, 150},
+        {"\"minimum\":-20,\"maximum\":7", -20, 7},
+        {"\"minimum\":13,\"maximum\":13", 13, 13},
+        {"\"minimum\":-999,\"maximum\":-100", -999, -100},
+        {"\"minimum\":5", 5, 9999999999999999LL},
+        {"\"maximum\":-3", -9999999999999999LL, -3},
+        {"\"exclusiveMinimum\":0.5,\"exclusiveMaximum\":100000", 1, 99999},
+        {"\"minimum\":-1.5,\"maximum\":2.5", -1, 2},
+        {"\"minimum\":10,\"exclusiveMinimum\":true,\"maximum\":20,\"exclusiveMaximum\":true", 11, 19},
+        {"\"minimum\":1000000000000", 1000000000000LL, 9999999999999999LL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char schema[256];
+        snprintf(schema, sizeof schema, "{\"type\":\"integer\",%s}", cases[k].bounds);
+        em_grammar *g = NULL;
+        CHECK_OK(compile(schema, &g));
+        if (!g) continue;
+        long long probes[64];
+        int n_probes = 0;
+        for (int d = -25; d <= 25; d += 5) {
+            probes[n_probes++] = cases[k].lo + d;
+            probes[n_probes++] = cases[k].hi + d;
+        }
+        long long extra[] = {0, -1, 1, 10, 99, 100, 101, 1000, -1000, 123456789012LL, -987654321LL,
+                             9999999999999999LL, -9999999999999999LL};
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) probes[n_probes++] = extra[i];
+        for (int i = 0; i < n_probes; i++) {
+            long long v = probes[i];
+            if (v > 9999999999999999LL || v < -9999999999999999LL) continue;
+            char text[32];
+            snprintf(text, sizeof text, "%lld", v);
+            bool want = v >= cases[k].lo && v <= cases[k].hi;
+            CHECK_MSG(run_bytes(g, text, false) == want, "%s: %s should be %s", schema, text,
+                      want ? "accepted" : "refused");
+        }
+        CHECK(!run_bytes(g, "-0", false) && !run_bytes(g, "013", false));
+        em_grammar_free(g);
+    }
+    em_grammar *g = NULL;
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":1e17}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":\"3\"}", &g) == EM_ERR_INVALID_ARG);
+    CHECK(g == NULL);
 }
 
 /* ------------------------------------------------------------ tool calls */
@@ -400,9 +456,13 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
             any |= type_is(json_string_value(json_array_get(x, i)), v);
         if (!any) return false;
     }
+    /* Integers keep to the bounds; other numbers only to the sign. */
     if ((x = json_object_get(s, "minimum")) && json_is_number(v) &&
-        json_number_value(v) < json_number_value(x) && json_number_value(x) <= 0)
-        return false; /* only the sign is enforced */
+        json_number_value(v) < json_number_value(x) && (json_is_integer(v) || json_number_value(x) <= 0))
+        return false;
+    if ((x = json_object_get(s, "maximum")) && json_is_integer(v) &&
+        json_number_value(v) > json_number_value(x))
+        return false;
     if (json_is_object(v)) {
         const json_t *props = json_object_get(s, "properties");
         const json_t *addl = json_object_get(s, "additionalProperties");
@@ -461,7 +521,7 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
 static const char *const gen_schemas[] = {
     NULL, /* json_object */
     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":12},\"age\":"
-    "{\"type\":\"integer\",\"minimum\":0},\"email\":{\"type\":[\"string\",\"null\"],\"maxLength\":8}},"
+    "{\"type\":\"integer\",\"minimum\":0,\"maximum\":120},\"email\":{\"type\":[\"string\",\"null\"],\"maxLength\":8}},"
     "\"required\":[\"name\",\"age\"],\"additionalProperties\":false}",
     "{\"type\":\"object\",\"properties\":{\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\","
     "\"long tag\"]},\"minItems\":1,\"maxItems\":4},\"ok\":{\"type\":\"boolean\"},\"score\":{\"type\":"
@@ -800,6 +860,7 @@ static void time_masks(const char *label, const em_vocab *v) {
 int main(void) {
     test_compile();
     test_bytes();
+    test_integer_ranges();
     test_tool_calls();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("generation over real vocabularies skipped: EMBER_TEST_DATA is not set\n");
