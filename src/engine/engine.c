@@ -492,7 +492,10 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
         forced_end = true;
     } else if (ch->cstate) {
         memcpy(e->scratch, logits, (size_t)e->n_vocab * sizeof *e->scratch);
-        gp->constraint->mask(ch->cstate, e->scratch, e->n_vocab);
+        if (!gp->constraint->mask(ch->cstate, e->scratch, e->n_vocab)) {
+            request_fail(e, r, EM_ERR_UNSUPPORTED, "the output grammar cannot be followed: %s", em_last_error());
+            return;
+        }
         t = em_sampler_sample(ch->smp, e->scratch);
         if (!gp->constraint->accept(ch->cstate, t)) forced_end = true;
     } else {
