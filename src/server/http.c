@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +25,20 @@
 /* Bytes of an oversized body read and dropped before the connection is
  * refused without reading the rest. */
 #define DRAIN_MAX ((uint64_t)256 << 20)
+
+/* True when the client is writing a body right now: a client that waits
+ * for "100 Continue" is not; otherwise, within 300 ms, at least 64 KiB
+ * must be waiting in the socket. */
+static bool client_sending(struct MHD_Connection *c, int fd) {
+    const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+    if ((expect && !strcasecmp(expect, "100-continue")) || fd < 0) return false;
+    for (int i = 0; i < 30; i++) {
+        int avail = 0;
+        if (ioctl(fd, FIONREAD, &avail) == 0 && avail >= (64 << 10)) return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
 
 bool em_http_client_gone(int fd) {
     if (fd < 0) return false;
@@ -187,16 +202,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(cs->path, sizeof cs->path, "%s", url);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) cs->fd = ci->connect_fd;
-        /* A body announced as too large is never stored.  A client that
-         * waits for "100 Continue" is refused before it sends the body;
-         * others write the body before they read the answer, so it is read
-         * and dropped (up to a bound) for them to see the 413 rather than
-         * a reset connection. */
+        /* A body announced as too large is never stored.  It is refused at
+         * once, before it is read, unless the client is busy sending it:
+         * such a client writes its whole body before it reads the answer,
+         * so the body is read and dropped (up to a bound) for it to see the
+         * 413 rather than a reset connection. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
             cs->too_large = true;
-            if ((expect && !strcasecmp(expect, "100-continue")) || strtoull(cl, NULL, 10) > DRAIN_MAX) {
+            if (strtoull(cl, NULL, 10) > DRAIN_MAX || !client_sending(c, cs->fd)) {
                 em_api_error err;
                 em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
                 return em_http_error(s, c, cs, &err);
