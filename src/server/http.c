@@ -275,7 +275,10 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     s->model = em_engine_model(engine);
     s->vocab = em_model_vocab(s->model);
     s->p = *params;
-    s->p.host = dup_or_null(params->host ? params->host : "127.0.0.1");
+    /* "localhost" is the loopback address; other names are not resolved
+     * (the server makes no lookups). */
+    const char *host = params->host ? params->host : "127.0.0.1";
+    s->p.host = dup_or_null(!strcmp(host, "localhost") ? "127.0.0.1" : host);
     s->p.api_key = dup_or_null(params->api_key);
     s->p.model_id = dup_or_null(params->model_id);
     s->p.chat_template = NULL;
@@ -307,7 +310,7 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
         flags |= MHD_USE_IPv6;
     } else {
         em_server_free(s);
-        return em_error(EM_ERR_INVALID_ARG, "server: '%s' is not an IPv4 or IPv6 address", params->host);
+        return em_error(EM_ERR_INVALID_ARG, "server: '%s' is not an IPv4 or IPv6 address", host);
     }
     s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -315,8 +318,7 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
     if (!s->daemon) {
         em_server_free(s);
-        return em_error(EM_ERR_IO, "server: cannot listen on %s port %d", params->host ? params->host : "127.0.0.1",
-                        params->port);
+        return em_error(EM_ERR_IO, "server: cannot listen on %s port %d", host, params->port);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : params->port;
