@@ -127,14 +127,18 @@ export async function startServer(opts = {}) {
       return text;
     },
     // Stops the server with SIGTERM (SIGKILL after the timeout) and returns
-    // how it exited.
+    // how it exited.  A server built with sanitizers that reported anything
+    // (an error, a leak at exit) fails the file here.
     async stop() {
       if (!exitStatus) {
         proc.kill('SIGTERM');
         const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
         await exited;
         clearTimeout(timer);
+        await sleep(50); // the last of stderr
       }
+      const at = log.search(/ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer/);
+      if (at >= 0) throw new Error(`ember serve's sanitizer report:\n${log.slice(Math.max(0, at - 200))}`);
       return exitStatus;
     },
   };
