@@ -315,7 +315,7 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->p.max_connections,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EM_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!s->daemon) {
         em_server_free(s);
         return em_error(EM_ERR_IO, "server: cannot listen on %s port %d", host, params->port);

@@ -18,6 +18,11 @@
 #include <pthread.h>
 
 #define EM_STATUS_SLOTS 16 /* distinct HTTP statuses counted for /metrics */
+/* libmicrohttpd closes a connection idle this long (seconds), also one
+ * whose stream has sent nothing: streams send a comment line every
+ * EM_SERVER_KEEPALIVE_S while they wait (queued, or a long prompt). */
+#define EM_SERVER_IDLE_TIMEOUT_S 30
+#define EM_SERVER_KEEPALIVE_S 5.0
 
 struct em_server {
     struct MHD_Daemon *daemon;
