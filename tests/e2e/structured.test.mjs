@@ -81,7 +81,7 @@ test('json_schema on a stream and on /v1/completions', async () => {
 });
 
 test('numeric bounds are enforced, or the schema is refused: never an answer that does not validate', async () => {
-  const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 10, maximum: 20 }, score: { type: 'number', exclusiveMaximum: 1 } },
+  const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 10, maximum: 20 }, score: { type: 'number', minimum: 5, maximum: 6 } },
     required: ['age', 'score'], additionalProperties: false };
   for (const seed of [1, 2, 3, 4]) {
     const r = await server.postJSON('/v1/chat/completions', {
@@ -96,7 +96,7 @@ test('numeric bounds are enforced, or the schema is refused: never an answer tha
     const v = JSON.parse(r.json.choices[0].message.content);
     const problems = [];
     if (!(Number.isInteger(v.age) && v.age >= 10 && v.age <= 20)) problems.push(`age ${v.age} outside 10..20`);
-    if (!(typeof v.score === 'number' && v.score < 1)) problems.push(`score ${v.score} not below 1`);
+    if (!(typeof v.score === 'number' && v.score >= 5 && v.score <= 6)) problems.push(`score ${v.score} outside 5..6`);
     assert.deepEqual(problems, [], `seed ${seed}: ${r.json.choices[0].message.content}`);
   }
 });
