@@ -356,7 +356,7 @@ static const char *const handled_keywords[] = {
     "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
     "enum", "const", "pattern", "minLength", "maxLength", "format", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-    "definitions", "nullable", NULL};
+    "definitions", "nullable", "prefixItems", NULL};
 
 /* Keywords that describe without constraining: skipped. */
 static const char *const annotation_keywords[] = {
@@ -620,13 +620,87 @@ static int32_t object_schema(sc *c, const json_t *s) {
     return r;
 }
 
+/* An array with prefixItems [s_0 .. s_k-1]: element i follows s_i, the
+ * rest follow items.  R_i, the elements from position i on, is
+ * sep s_i R_(i+1), or nothing once minItems are written; R_k is the rest,
+ * each after a comma. */
+static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, int64_t lo,
+                            int64_t hi) {
+    em_gbuild *b = c->b;
+    size_t k = json_array_size(prefix);
+    em_gseq q = {0};
+    int32_t rest;
+    int64_t r_lo = lo > (int64_t)k ? lo - (int64_t)k : 0;
+    int64_t r_hi = hi < 0 ? -1 : hi > (int64_t)k ? hi - (int64_t)k : 0;
+    if (json_is_false(items)) r_hi = 0;
+    if (r_hi == 0 && r_lo > 0)
+        return sc_fail(c, EM_ERR_INVALID_ARG, "minItems beyond prefixItems with items false");
+    if (r_hi == 0) {
+        rest = em_gb_rule(b);
+        em_gb_alt_empty(b, rest);
+    } else {
+        int32_t item;
+        if (items && json_is_object(items)) {
+            size_t old = path_push(c, "items");
+            item = schema(c, items);
+            path_pop(c, old);
+            if (item < 0) return -1;
+        } else if (items && !json_is_true(items)) {
+            return sc_fail(c, EM_ERR_INVALID_ARG, "'items' must be a schema");
+        } else {
+            item = value_any(c);
+        }
+        em_gs_lit(b, &q, ",", 1);
+        em_gs_ref(b, &q, ws(c));
+        em_gs_ref(b, &q, item);
+        rest = em_gb_repeat(b, em_gb_seq_rule(b, &q), r_lo, r_hi);
+    }
+    int32_t tail = rest;
+    size_t old = path_push(c, "prefixItems");
+    for (size_t i = k; i-- > 0;) {
+        int32_t r = em_gb_rule(b);
+        if (hi < 0 || (int64_t)i < hi) {
+            size_t o2 = path_push_index(c, i);
+            int32_t el = schema(c, json_array_get(prefix, i));
+            path_pop(c, o2);
+            if (el < 0) {
+                path_pop(c, old);
+                em_gseq_free(&q);
+                return -1;
+            }
+            if (i > 0) {
+                em_gs_lit(b, &q, ",", 1);
+                em_gs_ref(b, &q, ws(c));
+            }
+            em_gs_ref(b, &q, el);
+            em_gs_ref(b, &q, tail);
+            em_gb_alt(b, r, &q);
+        }
+        if ((int64_t)i >= lo) em_gb_alt_empty(b, r);
+        tail = r;
+    }
+    path_pop(c, old);
+    em_gs_lit(b, &q, "[", 1);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_ref(b, &q, tail);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_lit(b, &q, "]", 1);
+    int32_t r = em_gb_seq_rule(b, &q);
+    em_gseq_free(&q);
+    return r;
+}
+
 static int32_t array_schema(sc *c, const json_t *s) {
     em_gbuild *b = c->b;
     const json_t *items = json_object_get(s, "items");
+    const json_t *prefix = json_object_get(s, "prefixItems");
     int64_t lo, hi;
     if (!count_keyword(c, s, "minItems", 0, &lo) || !count_keyword(c, s, "maxItems", -1, &hi))
         return -1;
     if (hi >= 0 && lo > hi) return sc_fail(c, EM_ERR_INVALID_ARG, "minItems > maxItems");
+    if (prefix && (!json_is_array(prefix) || json_array_size(prefix) > EM_GB_MAX_REPEAT))
+        return sc_fail(c, EM_ERR_INVALID_ARG, "'prefixItems' must be an array of schemas");
+    if (prefix && json_array_size(prefix) > 0) return tuple_schema(c, prefix, items, lo, hi);
     if (items && json_is_array(items))
         return sc_fail(c, EM_ERR_UNSUPPORTED, "unsupported keyword 'items' as an array (tuples)");
     if (items && json_is_false(items)) hi = 0;
@@ -902,7 +976,7 @@ static int32_t typed(sc *c, const json_t *s, const char *type) {
  * for any value. */
 static const char *implied_type(const json_t *s) {
     static const char *const object_kw[] = {"properties", "required", "additionalProperties", NULL};
-    static const char *const array_kw[] = {"items", "minItems", "maxItems", NULL};
+    static const char *const array_kw[] = {"items", "prefixItems", "minItems", "maxItems", NULL};
     static const char *const string_kw[] = {"pattern", "minLength", "maxLength", "format", NULL};
     static const char *const number_kw[] = {"minimum", "maximum", "exclusiveMinimum",
                                             "exclusiveMaximum", NULL};

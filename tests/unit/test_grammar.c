@@ -85,7 +85,10 @@ static void test_compile(void) {
     expect_err("{\"type\":\"object\",\"patternProperties\":{}}", EM_ERR_UNSUPPORTED,
                "'patternProperties'");
     expect_err("{\"type\":\"array\",\"uniqueItems\":true}", EM_ERR_UNSUPPORTED, "'uniqueItems'");
-    expect_err("{\"type\":\"array\",\"prefixItems\":[]}", EM_ERR_UNSUPPORTED, "'prefixItems'");
+    expect_err("{\"type\":\"array\",\"prefixItems\":{}}", EM_ERR_INVALID_ARG, "'prefixItems'");
+    expect_err("{\"prefixItems\":[{}],\"items\":false,\"minItems\":2}", EM_ERR_INVALID_ARG,
+               "beyond prefixItems");
+    expect_err("{\"prefixItems\":[{\"not\":1}]}", EM_ERR_UNSUPPORTED, "/prefixItems/0");
     expect_err("{\"type\":\"array\",\"contains\":{}}", EM_ERR_UNSUPPORTED, "'contains'");
     expect_err("{\"type\":\"number\",\"multipleOf\":2}", EM_ERR_UNSUPPORTED, "'multipleOf'");
     expect_err("{\"type\":\"object\",\"minProperties\":1}", EM_ERR_UNSUPPORTED, "'minProperties'");
@@ -182,6 +185,17 @@ static const byte_case byte_cases[] = {
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3]", true},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3,4]", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2.5]", false},
+#define TUPLE "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\"},{\"type\":\"string\"}],"
+    {TUPLE "\"items\":false}", "[1, \"a\"]", true},
+    {TUPLE "\"items\":false}", "[1]", true},
+    {TUPLE "\"items\":false}", "[]", true},
+    {TUPLE "\"items\":false}", "[1,\"a\",2]", false},
+    {TUPLE "\"items\":false}", "[\"a\"]", false},
+    {TUPLE "\"items\":false,\"minItems\":2}", "[1]", false},
+    {TUPLE "\"items\":{\"type\":\"boolean\"}}", "[1,\"a\",true,false]", true},
+    {TUPLE "\"items\":{\"type\":\"boolean\"}}", "[1,\"a\",3]", false},
+    {TUPLE "\"items\":{\"type\":\"boolean\"},\"maxItems\":3}", "[1,\"a\",true,false]", false},
+    {TUPLE "\"maxItems\":1}", "[1,\"a\"]", false},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"\xc3\xa9\xc3\xa9\"", true},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"a\"", false},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"a\\\"bc\"", false},
@@ -489,7 +503,11 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
         size_t n = json_array_size(v);
         if ((x = json_object_get(s, "minItems")) && n < (size_t)json_integer_value(x)) return false;
         if ((x = json_object_get(s, "maxItems")) && n > (size_t)json_integer_value(x)) return false;
-        for (size_t i = 0; items && i < n; i++)
+        const json_t *prefix = json_object_get(s, "prefixItems");
+        size_t k = json_array_size(prefix);
+        for (size_t i = 0; i < n && i < k; i++)
+            if (!validate(json_array_get(prefix, i), root, json_array_get(v, i))) return false;
+        for (size_t i = k; items && i < n; i++)
             if (!validate(items, root, json_array_get(v, i))) return false;
     }
     if (json_is_string(v)) {
@@ -541,6 +559,8 @@ static const char *const gen_schemas[] = {
     "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"x\",\"y\"],\"nullable\":true},"
     "\"minItems\":2,\"maxItems\":3}",
     "{\"type\":[\"number\",\"boolean\"]}", /* complete early, ends with EOG */
+    "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\",\"minimum\":-5,\"maximum\":5},"
+    "{\"enum\":[\"on\",\"off\"]}],\"items\":{\"type\":\"null\"},\"minItems\":2,\"maxItems\":4}",
 };
 
 /* Loads a vocabulary from a GGUF file; NULL when it cannot. */
