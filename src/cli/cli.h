@@ -28,6 +28,7 @@ int em_cli_bundle(int argc, char **argv);
 /* What -m takes: an existing path, else a library model's path
  * (em_library_resolve); when neither, prints why and returns arg. */
 const char *em_cli_model_path(const char *arg);
+int em_cli_serve(int argc, char **argv);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every
