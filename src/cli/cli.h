@@ -40,6 +40,33 @@ extern const int em_cli_kv_values[];
      .values = em_cli_kv_values, .help = "KV cache precision"}
 const char *em_cli_kv_type_name(em_type t);
 
+/* The sampling options of the commands that generate (run, chat), as
+ * table entries over an em_sampler_params whose defaults the command set. */
+#define EM_CLI_OPTS_SAMPLING(sp)                                                                   \
+    {.name = "temp", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).temp), .help = "temperature (0 = greedy)"},         \
+    {.name = "top-k", .type = EM_OPT_INT, EM_OPT_DEST((sp).top_k), .min = 0, .max = 1 << 30,                  \
+     .help = "keep the K most likely tokens (0 = off)"},                                                      \
+    {.name = "top-p", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).top_p), .help = "nucleus sampling threshold (1 = off)"}, \
+    {.name = "min-p", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).min_p),                                        \
+     .help = "drop tokens below P x the best probability"},                                                   \
+    {.name = "repeat-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).repeat_penalty), .min = 1e-6, .max = 1e6, \
+     .help = "penalise repeated tokens (1 = off)"},                                                           \
+    {.name = "repeat-last-n", .type = EM_OPT_INT, EM_OPT_DEST((sp).repeat_last_n), .min = -1, .max = 1 << 30, \
+     .help = "tokens the penalties look back over (-1: all)"},                                                \
+    {.name = "frequency-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).freq_penalty),                     \
+     .help = "OpenAI-style frequency penalty"},                                                               \
+    {.name = "presence-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).presence_penalty),                  \
+     .help = "OpenAI-style presence penalty"},                                                                \
+    {.name = "seed", .type = EM_OPT_INT, EM_OPT_DEST((sp).seed), .help = "random seed"}
+
+/* How the weights are held (--mmap/--no-mmap, --mlock), over an
+ * em_model_params: the same spelling in every command that loads a model. */
+#define EM_CLI_OPTS_WEIGHTS(mp)                                                                    \
+    {.name = "mmap", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mmap),                              \
+     .help = "map the model file (off: read it into memory)"},                                     \
+    {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mlock),                            \
+     .help = "lock the model in memory (needs ulimit -l)"}
+
 /* Reads a whole file into a NUL-terminated heap buffer; NULL on error
  * (message printed).  *len gets the length without the NUL. */
 char *em_cli_read_file(const char *path, size_t *len);

@@ -28,12 +28,13 @@ typedef struct serve_opts {
     int32_t port, parallel, n_ctx, n_threads, queue, prefill;
     double shutdown_timeout;
     em_type kv_type;
-    bool mmap;
+    em_model_params mp;
 } serve_opts;
 
 static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .parallel = 4, .queue = 64, .prefill = 256,
-                      .shutdown_timeout = 30, .kv_type = EM_TYPE_F16, .mmap = true};
+                      .shutdown_timeout = 30, .kv_type = EM_TYPE_F16,
+                      .mp = em_model_default_params()};
     const em_opt opts[] = {
         {.name = "model", .short_name = "m", .type = EM_OPT_STRING, EM_OPT_DEST(o->model), .arg = "FILE",
          .help = "GGUF model to serve", .flags = EM_OPT_REQUIRED},
@@ -65,7 +66,7 @@ static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
          .help = "prompt tokens computed per step (chunked prefill)"},
         {.name = "shutdown-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->shutdown_timeout), .min = 0, .max = 86400,
          .help = "seconds requests in flight get to finish on SIGTERM"},
-        {.name = "mmap", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mmap), .help = "map the model file instead of reading it"},
+        EM_CLI_OPTS_WEIGHTS(o->mp),
         {0}};
     const em_cmd cmd = {.name = "serve",
                         .synopsis = "-m MODEL [--host ADDR] [--port N] [--api-key KEY | --api-key-file F] [options]",
@@ -130,9 +131,7 @@ int em_cli_serve(int argc, char **argv) {
     id = o.alias ? strdup(o.alias) : model_id(o.model);
     if (!id) goto done;
 
-    em_model_params mp = em_model_default_params();
-    mp.use_mmap = o.mmap;
-    if (em_model_load(&model, o.model, &mp) != EM_OK) {
+    if (em_model_load(&model, em_cli_model_path(o.model), &o.mp) != EM_OK) {
         fprintf(stderr, "ember serve: %s\n", em_last_error());
         goto done;
     }
