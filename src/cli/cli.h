@@ -59,6 +59,16 @@ const char *em_cli_kv_type_name(em_type t);
      .help = "OpenAI-style presence penalty"},                                                                \
     {.name = "seed", .type = EM_OPT_INT, EM_OPT_DEST((sp).seed), .help = "random seed"}
 
+/* Threads, context length and prompt batch of the commands that run one
+ * context (run, chat). */
+#define EM_CLI_OPTS_COMPUTE(threads, ctx, batch)                                                       \
+    {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(threads), .min = 1, .max = 512, \
+     .help = "worker threads", .def = "physical cores"},                                                 \
+    {.name = "ctx-size", .short_name = "c", .type = EM_OPT_INT, EM_OPT_DEST(ctx), .min = 0, .max = 1 << 24, \
+     .help = "context length", .def = "the model's, at most 4096"},                                      \
+    {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(batch), .min = 1,            \
+     .max = 1 << 16, .help = "prompt tokens per forward pass"}
+
 /* How the weights are held (--mmap/--no-mmap, --mlock), over an
  * em_model_params: the same spelling in every command that loads a model. */
 #define EM_CLI_OPTS_WEIGHTS(mp)                                                                    \

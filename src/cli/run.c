@@ -60,12 +60,7 @@ static em_opts_result parse_args(int argc, char **argv, run_opts *o) {
          .help = "keep generating past end-of-sequence tokens"},
         EM_CLI_OPT_KV_TYPE(o->kv_type),
         EM_CLI_OPTS_WEIGHTS(o->mp),
-        {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(o->n_threads), .min = 1, .max = 512,
-         .help = "worker threads", .def = "physical cores"},
-        {.name = "ctx-size", .short_name = "c", .type = EM_OPT_INT, EM_OPT_DEST(o->n_ctx), .min = 0, .max = 1 << 24,
-         .help = "context length", .def = "the model's, at most 4096"},
-        {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(o->n_batch), .min = 1,
-         .max = 1 << 16, .help = "prompt tokens per forward pass"},
+        EM_CLI_OPTS_COMPUTE(o->n_threads, o->n_ctx, o->n_batch),
         {0}};
     const em_cmd cmd = {.name = "run", .synopsis = "-m MODEL.gguf [options]", .opts = opts};
     em_opts_result r = em_opts_parse(&cmd, argc, argv, NULL, NULL);
