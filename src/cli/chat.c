@@ -65,7 +65,7 @@ static em_opts_result parse_args(int argc, char **argv, chat_opts *o) {
     const em_cmd cmd = {.name = "chat",
                         .synopsis = "-m MODEL.gguf [options]",
                         .about = "Chat with a model in the terminal: one line of input is one message.",
-                        .epilog = "In the chat, /reset starts over and /exit (or end of input) leaves.",
+                        .epilog = "In the chat, /reset starts over and /exit (or end of input) leaves.\n",
                         .opts = opts};
     return em_opts_parse(&cmd, argc, argv, NULL, NULL);
 }
