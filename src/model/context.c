@@ -106,6 +106,8 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
         if (ff) f /= ff[i];
         c->inv_freq[i] = (float)f;
     }
+    em_kernels_hold();
+    c->holds_kernels = true;
     *out = c;
     return EM_OK;
 fail:
@@ -115,6 +117,7 @@ fail:
 
 void em_context_free(em_context *c) {
     if (!c) return;
+    if (c->holds_kernels) em_kernels_release();
     em_threadpool_free(c->pool);
     em_kv_free(&c->kv);
     free(c->x);
