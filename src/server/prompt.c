@@ -188,16 +188,6 @@ static void g_release(void *ctx) {
     }
 }
 
-/* The schema of one forced call of a tool: {"name": NAME, "arguments": PARAMS}. */
-static json_t *tool_call_schema(json_t *tool) {
-    json_t *fn = json_object_get(tool, "function");
-    json_t *params = json_object_get(fn, "parameters");
-    return json_pack("{s:s, s:{s:{s:O}, s:O}, s:[s, s]}", "type", "object", "properties", "name", "const",
-                     json_object_get(fn, "name"), "arguments",
-                     json_is_object(params) ? params : json_pack("{s:s}", "type", "object"), "required", "name",
-                     "arguments");
-}
-
 bool em_prompt_constraint(em_server *s, const em_api_request *req, em_prompt *p, em_constraint *out,
                           em_api_error *err) {
     err->http = 0;
@@ -208,24 +198,12 @@ bool em_prompt_constraint(em_server *s, const em_api_request *req, em_prompt *p,
                   (req->tool_choice == EM_TOOL_CHOICE_REQUIRED || req->tool_choice == EM_TOOL_CHOICE_NAMED);
     if (forced) {
         param = "tools";
-        json_t *schema = NULL;
-        if (req->tool_choice == EM_TOOL_CHOICE_NAMED) {
-            size_t i;
-            json_t *tool;
-            json_array_foreach(req->tools, i, tool) {
-                const char *n = json_string_value(json_object_get(json_object_get(tool, "function"), "name"));
-                if (n && !strcmp(n, req->tool_name)) schema = tool_call_schema(tool);
-            }
-        } else {
-            json_t *any = json_array();
-            size_t i;
-            json_t *tool;
-            json_array_foreach(req->tools, i, tool) json_array_append_new(any, tool_call_schema(tool));
-            schema = json_pack("{s:o}", "anyOf", any);
-        }
-        if (!schema) return em_api_fail(err, 500, NULL, "out of memory");
-        st = em_grammar_compile_json_schema_value(&g, schema);
-        json_decref(schema);
+        /* Each tool's parameters compile against their own root, so that
+         * their $refs ("#/$defs/...") resolve as the tool's author meant.
+         * No prefix or suffix: the call is parsed back as bare JSON. */
+        st = em_grammar_compile_tool_call(&g, req->tools,
+                                          req->tool_choice == EM_TOOL_CHOICE_NAMED ? req->tool_name : NULL,
+                                          "arguments", NULL, NULL);
         if (p) p->forced_tool = true;
     } else if (req->format == EM_FORMAT_JSON_OBJECT) {
         st = em_grammar_compile_json_object(&g);
