@@ -16,36 +16,10 @@
 
 /* ------------------------------------------------------------ setup */
 
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    em_strbuf b = {0};
-    char chunk[4096];
-    size_t n;
-    bool ok = true;
-    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0) ok = em_strbuf_append(&b, chunk, n) && b.n < (4u << 20);
-    if (ferror(f)) ok = false;
-    fclose(f);
-    if (!ok || !b.p) {
-        em_strbuf_free(&b);
-        return NULL;
-    }
-    return b.p;
-}
-
 em_status em_prompt_setup(em_server *s, const char *name_or_file) {
-    em_status st;
-    if (name_or_file) {
-        const char *builtin = em_chat_builtin(name_or_file);
-        s->template_text = builtin ? strdup(builtin) : read_text_file(name_or_file);
-        if (!s->template_text)
-            return em_error(EM_ERR_INVALID_ARG,
-                            "--chat-template %s: neither a built-in (chatml, llama2, llama3, gemma, mistral) nor a "
-                            "readable file",
-                            name_or_file);
-    } else if ((st = em_chat_template_for_model(s->model, &s->template_text, NULL)) != EM_OK) {
-        return st;
-    }
+    /* The same choice as `ember chat`: a built-in name, a file, or the model's own. */
+    em_status st = em_chat_template_select(s->model, name_or_file, &s->template_text);
+    if (st != EM_OK) return st;
     if ((st = em_chat_template_init(&s->tmpl, s->template_text)) != EM_OK)
         return em_error(st, "chat template: %s", em_last_error());
     if ((st = em_token_trie_init(&s->trie, s->vocab)) != EM_OK) return st;
@@ -116,7 +90,7 @@ bool em_prompt_render(em_server *s, const em_api_request *req, em_prompt *out, e
     if (st == EM_ERR_NOMEM) return em_api_fail(err, 500, NULL, "out of memory");
     if (st != EM_OK) return em_api_fail(err, 400, "messages", "the chat template refused the messages: %s", em_last_error());
     /* BOS is added by the tokenizer unless the template wrote it. */
-    out->add_bos = !(bos_text && bos_text[0] && !strncmp(out->text, bos_text, strlen(bos_text)));
+    out->add_bos = !em_chat_starts_with_bos(s->vocab, out->text);
     return true;
 }
 
