@@ -16,36 +16,10 @@
 
 /* ------------------------------------------------------------ setup */
 
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    em_strbuf b = {0};
-    char chunk[4096];
-    size_t n;
-    bool ok = true;
-    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0) ok = em_strbuf_append(&b, chunk, n) && b.n < (4u << 20);
-    if (ferror(f)) ok = false;
-    fclose(f);
-    if (!ok || !b.p) {
-        em_strbuf_free(&b);
-        return NULL;
-    }
-    return b.p;
-}
-
 em_status em_prompt_setup(em_server *s, const char *name_or_file) {
-    em_status st;
-    if (name_or_file) {
-        const char *builtin = em_chat_builtin(name_or_file);
-        s->template_text = builtin ? strdup(builtin) : read_text_file(name_or_file);
-        if (!s->template_text)
-            return em_error(EM_ERR_INVALID_ARG,
-                            "--chat-template %s: neither a built-in (chatml, llama2, llama3, gemma, mistral) nor a "
-                            "readable file",
-                            name_or_file);
-    } else if ((st = em_chat_template_for_model(s->model, &s->template_text, NULL)) != EM_OK) {
-        return st;
-    }
+    /* The same choice as `ember chat`: a built-in name, a file, or the model's own. */
+    em_status st = em_chat_template_select(s->model, name_or_file, &s->template_text);
+    if (st != EM_OK) return st;
     if ((st = em_chat_template_init(&s->tmpl, s->template_text)) != EM_OK)
         return em_error(st, "chat template: %s", em_last_error());
     if ((st = em_token_trie_init(&s->trie, s->vocab)) != EM_OK) return st;
@@ -116,7 +90,7 @@ bool em_prompt_render(em_server *s, const em_api_request *req, em_prompt *out, e
     if (st == EM_ERR_NOMEM) return em_api_fail(err, 500, NULL, "out of memory");
     if (st != EM_OK) return em_api_fail(err, 400, "messages", "the chat template refused the messages: %s", em_last_error());
     /* BOS is added by the tokenizer unless the template wrote it. */
-    out->add_bos = !(bos_text && bos_text[0] && !strncmp(out->text, bos_text, strlen(bos_text)));
+    out->add_bos = !em_chat_starts_with_bos(s->vocab, out->text);
     return true;
 }
 
@@ -188,16 +162,6 @@ static void g_release(void *ctx) {
     }
 }
 
-/* The schema of one forced call of a tool: {"name": NAME, "arguments": PARAMS}. */
-static json_t *tool_call_schema(json_t *tool) {
-    json_t *fn = json_object_get(tool, "function");
-    json_t *params = json_object_get(fn, "parameters");
-    return json_pack("{s:s, s:{s:{s:O}, s:O}, s:[s, s]}", "type", "object", "properties", "name", "const",
-                     json_object_get(fn, "name"), "arguments",
-                     json_is_object(params) ? params : json_pack("{s:s}", "type", "object"), "required", "name",
-                     "arguments");
-}
-
 bool em_prompt_constraint(em_server *s, const em_api_request *req, em_prompt *p, em_constraint *out,
                           em_api_error *err) {
     err->http = 0;
@@ -208,24 +172,12 @@ bool em_prompt_constraint(em_server *s, const em_api_request *req, em_prompt *p,
                   (req->tool_choice == EM_TOOL_CHOICE_REQUIRED || req->tool_choice == EM_TOOL_CHOICE_NAMED);
     if (forced) {
         param = "tools";
-        json_t *schema = NULL;
-        if (req->tool_choice == EM_TOOL_CHOICE_NAMED) {
-            size_t i;
-            json_t *tool;
-            json_array_foreach(req->tools, i, tool) {
-                const char *n = json_string_value(json_object_get(json_object_get(tool, "function"), "name"));
-                if (n && !strcmp(n, req->tool_name)) schema = tool_call_schema(tool);
-            }
-        } else {
-            json_t *any = json_array();
-            size_t i;
-            json_t *tool;
-            json_array_foreach(req->tools, i, tool) json_array_append_new(any, tool_call_schema(tool));
-            schema = json_pack("{s:o}", "anyOf", any);
-        }
-        if (!schema) return em_api_fail(err, 500, NULL, "out of memory");
-        st = em_grammar_compile_json_schema_value(&g, schema);
-        json_decref(schema);
+        /* Each tool's parameters compile against their own root, so that
+         * their $refs ("#/$defs/...") resolve as the tool's author meant.
+         * No prefix or suffix: the call is parsed back as bare JSON. */
+        st = em_grammar_compile_tool_call(&g, req->tools,
+                                          req->tool_choice == EM_TOOL_CHOICE_NAMED ? req->tool_name : NULL,
+                                          "arguments", NULL, NULL);
         if (p) p->forced_tool = true;
     } else if (req->format == EM_FORMAT_JSON_OBJECT) {
         st = em_grammar_compile_json_object(&g);

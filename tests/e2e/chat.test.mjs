@@ -59,6 +59,16 @@ test('greedy decoding gives the same answer every time', async () => {
   assert.equal(r.choices[0].logprobs ?? null, null, 'no logprobs unless asked');
 });
 
+test('text content parts are joined into one string: the same prompt and answer as the plain string', async () => {
+  const ask = async (content) => client.chat.completions.create({
+    model: server.model, temperature: 0, max_tokens: 12, messages: [{ role: 'user', content }],
+  });
+  const plain = await ask('Hello there, tell me a story.');
+  const parts = await ask([{ type: 'text', text: 'Hello there, ' }, { type: 'text', text: 'tell me a story.' }]);
+  assert.equal(parts.usage.prompt_tokens, plain.usage.prompt_tokens);
+  assert.equal(parts.choices[0].message.content, plain.choices[0].message.content);
+});
+
 test('multi-turn conversations, developer role and content parts are accepted', async () => {
   const r = await client.chat.completions.create({
     model: server.model, temperature: 0, max_tokens: 8,

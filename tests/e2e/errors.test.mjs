@@ -82,6 +82,8 @@ const WRONG = [
   ['messages', [], 'messages'],
   ['messages', [{ role: 'robot', content: 'x' }], 'messages[0].role'],
   ['messages', [{ role: 'user', content: 5 }], 'messages[0].content'],
+  ['messages', [{ role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: { url: 'data:,' } }] }], 'messages[0].content'],
+  ['messages', [{ role: 'user', content: [{ type: 'text' }] }], 'messages[0].content'],
   ['messages', [{ role: 'user' }, 'x'], 'messages'],
   ['max_tokens', 'ten', 'max_tokens'],
   ['max_tokens', 0, 'max_tokens'],

@@ -179,6 +179,37 @@ test('tool_choice "required" calls one of the tools; "none" calls none', async (
   assert.notEqual(n.choices[0].finish_reason, 'tool_calls');
 });
 
+test('a forced tool call resolves $refs inside its parameters', async () => {
+  const BOOK = {
+    type: 'function',
+    function: {
+      name: 'book_room',
+      description: 'Book a hotel room.',
+      parameters: {
+        $defs: { size: { type: 'string', enum: ['single', 'double'] }, nights: { type: 'integer', minimum: 1, maximum: 9 } },
+        type: 'object',
+        properties: { size: { $ref: '#/$defs/size' }, nights: { $ref: '#/$defs/nights' } },
+        required: ['size', 'nights'],
+        additionalProperties: false,
+      },
+    },
+  };
+  for (const seed of [1, 2]) {
+    const r = await tools.postJSON('/v1/chat/completions', {
+      model: tools.model, messages: [{ role: 'user', content: 'Book me a room for two nights.' }], tools: [BOOK, WEATHER],
+      max_tokens: 200, temperature: 0.8, seed, tool_choice: { type: 'function', function: { name: 'book_room' } },
+    });
+    assert.equal(r.status, 200, r.text);
+    const call = r.json.choices[0].message.tool_calls?.[0];
+    assert.ok(call, r.text);
+    assert.equal(call.function.name, 'book_room');
+    const args = JSON.parse(call.function.arguments);
+    assert.deepEqual(Object.keys(args).sort(), ['nights', 'size'], call.function.arguments);
+    assert.ok(['single', 'double'].includes(args.size), call.function.arguments);
+    assert.ok(Number.isInteger(args.nights) && args.nights >= 1 && args.nights <= 9, call.function.arguments);
+  }
+});
+
 test('a forced tool call streams as tool_calls deltas whose arguments join to valid JSON', async () => {
   const s = await collect(tools, '/v1/chat/completions', {
     model: tools.model, messages: ASK, tools: [WEATHER], max_tokens: 300, temperature: 0,
