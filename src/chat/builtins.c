@@ -141,16 +141,6 @@ static uint32_t case_map(uint32_t cp, bool upper, bool *cased) {
     return cp;
 }
 
-static void put_cp(jbuf *b, uint32_t cp) {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) { u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3; }
-    else { u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4; }
-    jb_put(b, u, n);
-}
-
 static jv *recase(rctx *c, const jv *v, casemode mode) {
     jbuf b;
     jb_init(&b, c->a, c->lim.max_output);
@@ -180,7 +170,7 @@ static jv *recase(rctx *c, const jv *v, casemode mode) {
             break;
         }
         if (l == 1 && cp >= 0x80) jb_put(&b, v->u.str.s + i, 1); /* a stray byte stays */
-        else put_cp(&b, out);
+        else jb_put_cp(&b, out);
         first = false;
         i += l;
     }
@@ -880,24 +870,7 @@ static jv *f_escape(rctx *c, jv *v) {
 }
 
 static jv *f_forceescape(rctx *c, jv *v) {
-    v = soft_str(c, v);
-    jbuf b;
-    jb_init(&b, c->a, c->lim.max_output);
-    jb_put(&b, "", 0);
-    for (size_t i = 0; i < v->u.str.len; i++) {
-        char ch = v->u.str.s[i];
-        switch (ch) {
-        case '&': jb_puts(&b, "&amp;"); break;
-        case '<': jb_puts(&b, "&lt;"); break;
-        case '>': jb_puts(&b, "&gt;"); break;
-        case '"': jb_puts(&b, "&#34;"); break;
-        case '\'': jb_puts(&b, "&#39;"); break;
-        default: jb_putc(&b, ch);
-        }
-    }
-    jv *out = jv_str_ref(c->a, b.p, b.len);
-    out->u.str.markup = true;
-    return out;
+    return jv_escape_str(c->a, soft_str(c, v), c->lim.max_output);
 }
 
 /* Python's "%" formatting for %s, %r, %d, %i and %%.  `mapping`: the

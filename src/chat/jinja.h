@@ -102,6 +102,9 @@ bool jv_truthy(const jv *v);
 static inline bool jv_is_seq(const jv *v) { return v->type == JV_LIST && !v->u.list.view; }
 /* HTML escaping as markupsafe.escape does it (a Markup comes back as is). */
 jv *jv_escape(jarena *a, const jv *v);
+/* The same escaping applied to any string, Markup or not (forceescape),
+ * into a buffer bounded by `limit`; the result is a Markup string. */
+jv *jv_escape_str(jarena *a, const jv *s, size_t limit);
 bool jv_equal(const jv *a, const jv *b);
 /* Python ordering; returns false (and *ok=false) for unorderable pairs. */
 int jv_compare(const jv *a, const jv *b, bool *ok);
@@ -119,6 +122,8 @@ void jb_init(jbuf *b, jarena *a, size_t limit);
 void jb_put(jbuf *b, const char *s, size_t n);
 void jb_puts(jbuf *b, const char *s);
 void jb_putc(jbuf *b, char c);
+/* Appends the code point `cp` encoded as UTF-8 (1 to 4 bytes). */
+void jb_put_cp(jbuf *b, uint32_t cp);
 
 /* str(v), repr(v) and HF's tojson (json.dumps, ensure_ascii=False). */
 void jv_write_str(jbuf *b, const jv *v);

@@ -167,11 +167,7 @@ static size_t lex_string(pstate *p, size_t i, size_t tok_off) {
             unsigned v = (unsigned)(e - '0');
             for (int k = 0; k < 2 && j < p->n && p->src[j] >= '0' && p->src[j] <= '7'; k++)
                 v = v * 8 + (unsigned)(p->src[j++] - '0');
-            if (v < 0x80) jb_putc(&b, (char)v);
-            else {
-                jb_putc(&b, (char)(0xC0 | (v >> 6)));
-                jb_putc(&b, (char)(0x80 | (v & 0x3F)));
-            }
+            jb_put_cp(&b, v);
             break;
         }
         case 'x': case 'u': case 'U': {
@@ -190,13 +186,7 @@ static size_t lex_string(pstate *p, size_t i, size_t tok_off) {
             if (k < digits || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
                 fail_at(p, line, col, "invalid \\%c escape in a string", e);
             j += (size_t)digits;
-            char u[4];
-            size_t n;
-            if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-            else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-            else if (cp < 0x10000) { u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3; }
-            else { u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4; }
-            jb_put(&b, u, n);
+            jb_put_cp(&b, cp);
             break;
         }
         default:
@@ -551,6 +541,14 @@ static void parse_call_args(pstate *p, jexpr *e) {
     e->nkw = kw.n;
 }
 
+/* callee(args...), the position on its '('. */
+static jexpr *parse_call(pstate *p, jexpr *callee) {
+    jexpr *c = new_expr(p, E_CALL, peek(p));
+    c->a = callee;
+    parse_call_args(p, c);
+    return c;
+}
+
 static jexpr *parse_filter(pstate *p, jexpr *base) {
     token *at = peek(p);
     jexpr *f = new_expr(p, E_FILTER, at);
@@ -597,10 +595,7 @@ static jexpr *parse_filter_expr(pstate *p, jexpr *e) {
             next(p);
             e = parse_test(p, e);
         } else if (is_op(p, "(")) {
-            jexpr *c = new_expr(p, E_CALL, peek(p));
-            c->a = e;
-            parse_call_args(p, c);
-            e = c;
+            e = parse_call(p, e);
         } else return e;
     }
 }
@@ -662,10 +657,7 @@ static jexpr *parse_postfix(pstate *p, jexpr *e) {
         } else if (is_op(p, "[")) {
             e = parse_subscript(p, e);
         } else if (is_op(p, "(")) {
-            jexpr *c = new_expr(p, E_CALL, peek(p));
-            c->a = e;
-            parse_call_args(p, c);
-            e = c;
+            e = parse_call(p, e);
         } else return e;
     }
 }
@@ -888,33 +880,23 @@ static jexpr *parse_not(pstate *p) {
     return parse_compare(p);
 }
 
-static jexpr *parse_and(pstate *p) {
-    jexpr *l = parse_not(p);
+/* A left-associative chain of `word` (and, or) over `operand`. */
+static jexpr *parse_logic(pstate *p, const char *word, jexpr_kind kind, jexpr *(*operand)(pstate *)) {
+    jexpr *l = operand(p);
     int n = 0;
-    while (is_name(p, "and")) {
+    while (is_name(p, word)) {
         chain_step(p, &n);
         token *t = next(p);
-        jexpr *e = new_expr(p, E_AND, t);
+        jexpr *e = new_expr(p, kind, t);
         e->a = l;
-        e->b = parse_not(p);
+        e->b = operand(p);
         l = e;
     }
     return l;
 }
 
-static jexpr *parse_or(pstate *p) {
-    jexpr *l = parse_and(p);
-    int n = 0;
-    while (is_name(p, "or")) {
-        chain_step(p, &n);
-        token *t = next(p);
-        jexpr *e = new_expr(p, E_OR, t);
-        e->a = l;
-        e->b = parse_and(p);
-        l = e;
-    }
-    return l;
-}
+static jexpr *parse_and(pstate *p) { return parse_logic(p, "and", E_AND, parse_not); }
+static jexpr *parse_or(pstate *p) { return parse_logic(p, "or", E_OR, parse_and); }
 
 /* expr ["if" cond ["else" expr]] */
 static jexpr *parse_expression(pstate *p) {

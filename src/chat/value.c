@@ -85,23 +85,27 @@ jv jv_false_const = {.type = JV_BOOL, .u.b = false};
 
 jv *jv_bool(bool b) { return b ? JV_TRUE : JV_FALSE; }
 
-jv *jv_int(jarena *a, int64_t i) {
+/* A value of `type` in the arena, its payload zeroed. */
+static jv *jv_new(jarena *a, jv_type type) {
     jv *v = ja_alloc(a, sizeof *v);
-    v->type = JV_INT;
+    v->type = type;
+    return v;
+}
+
+jv *jv_int(jarena *a, int64_t i) {
+    jv *v = jv_new(a, JV_INT);
     v->u.i = i;
     return v;
 }
 
 jv *jv_float(jarena *a, double f) {
-    jv *v = ja_alloc(a, sizeof *v);
-    v->type = JV_FLOAT;
+    jv *v = jv_new(a, JV_FLOAT);
     v->u.f = f;
     return v;
 }
 
 jv *jv_str_ref(jarena *a, const char *s, size_t len) {
-    jv *v = ja_alloc(a, sizeof *v);
-    v->type = JV_STR;
+    jv *v = jv_new(a, JV_STR);
     v->u.str.s = s;
     v->u.str.len = len;
     return v;
@@ -112,15 +116,13 @@ jv *jv_str(jarena *a, const char *s, size_t len) {
 }
 
 jv *jv_undef_named(jarena *a, const char *name) {
-    jv *v = ja_alloc(a, sizeof *v);
-    v->type = JV_UNDEF;
+    jv *v = jv_new(a, JV_UNDEF);
     v->u.undef_name = name;
     return v;
 }
 
 jv *jv_list(jarena *a, size_t cap) {
-    jv *v = ja_alloc(a, sizeof *v);
-    v->type = JV_LIST;
+    jv *v = jv_new(a, JV_LIST);
     if (cap) {
         v->u.list.items = ja_alloc(a, cap * sizeof(jv *));
         v->u.list.cap = cap;
@@ -139,11 +141,7 @@ void jv_list_push(jarena *a, jv *list, jv *item) {
     list->u.list.items[list->u.list.n++] = item;
 }
 
-jv *jv_dict(jarena *a, jv_type type) {
-    jv *v = ja_alloc(a, sizeof *v);
-    v->type = type;
-    return v;
-}
+jv *jv_dict(jarena *a, jv_type type) { return jv_new(a, type); }
 
 static bool key_equal(const jv *a, const jv *b) {
     if (a->type == JV_STR && b->type == JV_STR)
@@ -342,6 +340,16 @@ void jb_put(jbuf *b, const char *s, size_t n) {
 
 void jb_puts(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
 void jb_putc(jbuf *b, char c) { jb_put(b, &c, 1); }
+
+void jb_put_cp(jbuf *b, uint32_t cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) { u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3; }
+    else { u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4; }
+    jb_put(b, u, n);
+}
 
 /* ---- formatting ---- */
 
@@ -610,9 +618,12 @@ void jv_write_json(jbuf *b, const jv *v, int indent, int level) {
 
 jv *jv_escape(jarena *a, const jv *v) {
     if (v->type == JV_STR && v->u.str.markup) return (jv *)v;
-    const jv *s = jv_to_str(a, v);
+    return jv_escape_str(a, jv_to_str(a, v), SIZE_MAX / 2);
+}
+
+jv *jv_escape_str(jarena *a, const jv *s, size_t limit) {
     jbuf b;
-    jb_init(&b, a, SIZE_MAX / 2);
+    jb_init(&b, a, limit);
     jb_put(&b, "", 0);
     for (size_t i = 0; i < s->u.str.len; i++) {
         char ch = s->u.str.s[i];

@@ -6,6 +6,7 @@
 #endif
 #include "core.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -71,6 +72,56 @@ double em_time_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+em_status em_read_file(const char *path, size_t limit, char **out, size_t *len) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int why = errno;
+        em_error(EM_ERR_IO, "cannot open %s: %s", path, strerror(why));
+        errno = why;
+        return EM_ERR_IO;
+    }
+    /* Grows by doubling; one byte is always kept free for the NUL. */
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - 1 - n, f);
+        if (n < cap - 1) break;
+        char *grown = n <= limit ? realloc(buf, cap * 2) : NULL;
+        if (!grown) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    bool err = ferror(f) != 0;
+    fclose(f);
+    if (!buf) return em_error(EM_ERR_NOMEM, "%s is too large (out of memory, or over %zu bytes)", path, limit);
+    if (err || n > limit) {
+        free(buf);
+        return err ? em_error(EM_ERR_IO, "cannot read %s", path)
+                   : em_error(EM_ERR_NOMEM, "%s is too large (over %zu bytes)", path, limit);
+    }
+    buf[n] = '\0';
+    if (len) *len = n;
+    *out = buf;
+    return EM_OK;
+}
+
+struct timespec em_deadline_ms(long ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
 }
 
 float em_fp16_to_fp32(uint16_t h) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__GNUC__)
 #define EM_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -32,6 +33,15 @@ void em_log(em_log_level level, const char *fmt, ...) EM_PRINTF(2, 3);
 
 /* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 double em_time_s(void);
+/* The CLOCK_REALTIME instant `ms` milliseconds from now, as the absolute
+ * deadline pthread_cond_timedwait takes. */
+struct timespec em_deadline_ms(long ms);
+
+/* Reads a whole file into a malloc'd buffer with a NUL after its *len
+ * bytes (len may be NULL). EM_ERR_IO when it cannot be opened or read
+ * (errno still tells why), EM_ERR_NOMEM when memory runs out or the file
+ * holds more than `limit` bytes. */
+em_status em_read_file(const char *path, size_t limit, char **out, size_t *len);
 
 /* Overflow-checked size arithmetic: return false on overflow. */
 static inline bool em_mul_ok(uint64_t a, uint64_t b, uint64_t *out) {

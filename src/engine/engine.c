@@ -320,14 +320,7 @@ static em_engine *engine_of(em_request *r) { return r->engine; }
 
 bool em_request_next(em_request *r, em_event *ev, int timeout_ms) {
     em_engine *e = engine_of(r);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = em_deadline_ms(timeout_ms);
     pthread_mutex_lock(&e->mu);
     while (!r->head) {
         if (pthread_cond_timedwait(&r->cv, &e->mu, &until) == ETIMEDOUT && !r->head) {
@@ -797,13 +790,7 @@ void em_engine_drain(em_engine *e, double timeout_s) {
             pthread_cond_signal(&e->wake);
             until = em_time_s() + 3600;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = em_deadline_ms(100);
         pthread_cond_timedwait(&e->idle, &e->mu, &ts);
     }
     pthread_mutex_unlock(&e->mu);

@@ -94,28 +94,16 @@ static em_status find_home(char *out, size_t size) {
 static em_status read_index(em_library *lib) {
     char path[EM_LIB_PATH_MAX + 16];
     em_library_path(lib, "index.json", path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) return EM_OK;
-        return em_error(EM_ERR_IO, "library: cannot open %s: %s", path, strerror(errno));
+    char *buf;
+    size_t n;
+    em_status st = em_read_file(path, 64u << 20, &buf, &n);
+    if (st == EM_ERR_IO && errno == ENOENT) return EM_OK;
+    if (st) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", em_last_error());
+        return em_error(st, "library: %s", why);
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *grown = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    fclose(f);
-    if (!buf) return em_error(EM_ERR_NOMEM, "library: %s is too large", path);
-    em_status st = em_lib_list_parse(buf, n, KIND, &lib->list);
+    st = em_lib_list_parse(buf, n, KIND, &lib->list);
     free(buf);
     if (st) {
         char why[256];

@@ -675,12 +675,7 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         }
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        em_http_cors(s, c, r);
-        cs->status = 200;
-        cs->answered = true;
-        enum MHD_Result res = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        return res;
+        return em_http_queue(s, c, cs, 200, r);
     }
 
     em_event ev;

@@ -73,6 +73,11 @@ static enum MHD_Result queue_text(em_server *s, struct MHD_Connection *c, em_con
     }
     MHD_add_response_header(r, "Content-Type", type);
     if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
+    return em_http_queue(s, c, cs, status, r);
+}
+
+enum MHD_Result em_http_queue(em_server *s, struct MHD_Connection *c, em_conn *cs, int status,
+                              struct MHD_Response *r) {
     em_http_cors(s, c, r);
     cs->status = status;
     cs->answered = true;
@@ -338,13 +343,7 @@ bool em_server_wait_idle(em_server *s, double timeout_s) {
     double until = em_time_s() + timeout_s;
     pthread_mutex_lock(&s->mu);
     while (s->n_inflight > 0 && em_time_s() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = em_deadline_ms(50);
         pthread_cond_timedwait(&s->idle, &s->mu, &ts);
     }
     bool idle = s->n_inflight == 0;

@@ -65,6 +65,10 @@ typedef struct em_conn {
 enum MHD_Result em_http_json(em_server *s, struct MHD_Connection *c, em_conn *cs, int status, json_t *body);
 /* Queues an error answer in OpenAI's shape. */
 enum MHD_Result em_http_error(em_server *s, struct MHD_Connection *c, em_conn *cs, const em_api_error *err);
+/* Queues a built response with the CORS headers and records the status
+ * for the access log; the response is released either way. */
+enum MHD_Result em_http_queue(em_server *s, struct MHD_Connection *c, em_conn *cs, int status,
+                              struct MHD_Response *r);
 /* Adds the CORS headers a response needs for this request's origin. */
 void em_http_cors(em_server *s, struct MHD_Connection *c, struct MHD_Response *r);
 /* True when the client has closed its end of the connection. */

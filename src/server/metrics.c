@@ -86,10 +86,5 @@ enum MHD_Result em_metrics_handle(em_server *s, struct MHD_Connection *c, em_con
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4");
-    em_http_cors(s, c, r);
-    cs->status = 200;
-    cs->answered = true;
-    enum MHD_Result res = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
-    return res;
+    return em_http_queue(s, c, cs, 200, r);
 }

@@ -12,43 +12,20 @@
  * unreadable files.
  */
 #include "chat/chat.h"
+#include "core/core.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[len] = 0;
-    return buf;
-}
 
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s TEMPLATE.jinja CONVERSATION.json\n", argv[0]);
         return 2;
     }
-    char *source = read_file(argv[1]);
-    if (!source) {
-        fprintf(stderr, "cannot read %s\n", argv[1]);
+    char *source;
+    if (em_read_file(argv[1], SIZE_MAX / 2, &source, NULL) != EM_OK) {
+        fprintf(stderr, "%s\n", em_last_error());
         return 2;
     }
     json_error_t jerr;
