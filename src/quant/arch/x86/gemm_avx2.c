@@ -58,8 +58,8 @@
  * per call; the Q4_0 one multiplies the nibbles where they lie (a 16-bit
  * permute gathers four blocks, low and high nibbles meet elements 0-15
  * and 16-31), which halves its instruction count.  The AVX2 set hands
- * every one of its types to such kernels too (gemv_avx2.c) when there is
- * one activation row.
+ * every one of its types but Q5_K to such kernels too (gemv_avx2.c) when
+ * there is one activation row.
  */
 #include "quant/gemm.h"
 
@@ -470,10 +470,9 @@ static inline AI void tile_kq_avx2(const int kind, const int RN, int64_t k, cons
 #define TILE_Q5_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ5_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q6_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 EM_GEMM_DRIVER(q4_k_tiles_avx2, static, TILE_Q4_K_AVX2, 2, 3)
-EM_GEMM_DRIVER(q5_k_tiles_avx2, static, TILE_Q5_K_AVX2, 2, 3)
+EM_GEMM_DRIVER(em_gemm_q5_k_avx2, , TILE_Q5_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(q6_k_tiles_avx2, static, TILE_Q6_K_AVX2, 2, 3)
 GEMV_ENTRY_AVX2(em_gemm_q4_k_avx2, em_gemv_q4_k_avx2, q4_k_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_q5_k_avx2, em_gemv_q5_k_avx2, q5_k_tiles_avx2, INT64_MAX)
 GEMV_ENTRY_AVX2(em_gemm_q6_k_avx2, em_gemv_q6_k_avx2, q6_k_tiles_avx2, INT64_MAX)
 
 /* ==================================================================== */
