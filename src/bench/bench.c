@@ -284,6 +284,18 @@ em_status em_bench_model(const em_model *model, const em_bench_params *p, em_ben
         double n_out = (double)((p->n_prompt + b.n_batch - 1) / b.n_batch);
         flops += n_out * (em_bench_token_flops(model, 0, true) - em_bench_token_flops(model, 0, false));
         r->pp_gflops = flops * r->pp_avg_ts / p->n_prompt / 1e9;
+        /* The compute roofline, measured right after the runs as the
+         * bandwidth is after tg's.  Float weights are multiplied with
+         * FMAs, quantized ones as int8 dot products. */
+        em_bench_peaks pk;
+        if (em_bench_compute_peaks(r->n_threads, &pk) == EM_OK) {
+            const em_type wt = model->layers[0].w_gate.type;
+            r->pp_fma_peak_gflops = pk.fma_gflops;
+            r->pp_int8_peak_gops = pk.int8_gops;
+            r->pp_peak_is_int8 = !(wt == EM_TYPE_F32 || wt == EM_TYPE_F16 || wt == EM_TYPE_BF16);
+            const double peak = r->pp_peak_is_int8 ? pk.int8_gops : pk.fma_gflops;
+            if (peak > 0) r->pp_compute_share = r->pp_gflops / peak;
+        }
     }
     if (p->n_gen > 0) {
         /* A short warm-up: every weight is read by each token. */

@@ -5,8 +5,9 @@
  * Token generation reads every weight of the model once per token, so its
  * ceiling is the machine's streaming read bandwidth divided by the bytes a
  * token streams; the share of that ceiling a run reaches says how much
- * speed is left.  Prompt processing is compute-bound and is reported in
- * FLOP/s.
+ * speed is left.  Prompt processing is compute-bound: it is reported in
+ * FLOP/s against the FMA or int8 dot-product peak measured on the machine
+ * (the compute roofline).
  */
 #ifndef EM_BENCH_H
 #define EM_BENCH_H
@@ -36,6 +37,11 @@ typedef struct em_bench_result {
     double read_bw_gbs;           /* measured streaming read bandwidth, GB/s */
     double tg_roofline_share;     /* tg_avg_ts * bytes_per_token / read_bw  */
     double tg_gflops;             /* FLOP/s of the tg test, in 1e9          */
+    double pp_fma_peak_gflops;    /* measured FP32 FMA peak, GFLOP/s        */
+    double pp_int8_peak_gops;     /* measured int8 dot-product peak, GOP/s  */
+    double pp_compute_share;      /* pp_gflops over the peak that applies:
+                                   * FMA for float weights, int8 otherwise  */
+    bool pp_peak_is_int8;         /* which peak pp_compute_share uses       */
     int32_t n_threads;            /* threads the runs used                  */
     int32_t n_reps;               /* timed runs of each test                */
     double pp_samples_s[EM_BENCH_MAX_REPS]; /* [n_reps] seconds of each pp run */
@@ -53,6 +59,21 @@ em_status em_bench_model(const em_model *model, const em_bench_params *p, em_ben
  * GB/s (1e9 bytes), measured over a buffer far larger than the caches.
  * 0 when no buffer could be allocated (em_last_error says why). */
 double em_bench_read_bandwidth(int n_threads);
+
+/* The compute roofline of prompt processing with n_threads threads and
+ * the installed GEMM kernel set (src/bench/peak.c). */
+typedef struct em_bench_peaks {
+    double fma_gflops;  /* FP32 FMA peak, GFLOP/s (an FMA is 2 FLOPs)       */
+    double int8_gops;   /* int8 dot-product peak, GOP/s (a product and its
+                         * addition are 2 operations)                      */
+    const char *isa;    /* kernel set measured: "avx512", "avx2", "generic" */
+    int n_threads;      /* threads measured together                       */
+} em_bench_peaks;
+
+/* Measures both peaks: a short loop of independent FMAs and one of int8
+ * dot products per thread, best of a few passes (a few tenths of a second
+ * in all). */
+em_status em_bench_compute_peaks(int n_threads, em_bench_peaks *out);
 
 /* Bytes one generated token streams: every matmul weight (the output
  * included), its embedding row, and the K and V rows of n_kv cached

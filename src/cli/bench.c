@@ -3,7 +3,10 @@
  * or more models, in llama-bench's terms (pp512, tg128, t/s as mean ± sd)
  * so that figures compare, plus the roofline: the machine's read
  * bandwidth (measured by ember itself), the bytes a generated token
- * streams, and the share of that ceiling generation reaches.
+ * streams, and the share of that ceiling generation reaches; for prompt
+ * processing, the compute roofline: the FP32 FMA and int8 dot-product
+ * peaks ember measures with its kernel set (src/bench/peak.c), and the
+ * share of the one that applies (FMA for float weights) pp reaches.
  *
  * -o table prints a Markdown table like llama-bench's; -o json prints one
  * JSON object per test and line, with llama-bench's field names where
@@ -14,6 +17,7 @@
 #include "bench/bench.h"
 #include "cli/cli.h"
 #include "model/model.h"
+#include "quant/gemm.h"
 #include "quant/mix.h"
 
 #include <jansson.h>
@@ -106,7 +110,9 @@ static void print_table_row(const test_row *t) {
     snprintf(gf, sizeof gf, "%.1f", t->is_pp ? r->pp_gflops : r->tg_gflops);
     if (t->is_pp) {
         snprintf(gbs, sizeof gbs, "-");
-        snprintf(roof, sizeof roof, "-");
+        /* pp's roofline is the compute peak (FMA or int8, see footer). */
+        if (r->pp_compute_share > 0) snprintf(roof, sizeof roof, "%.1f%%", 100.0 * r->pp_compute_share);
+        else snprintf(roof, sizeof roof, "-");
     } else {
         snprintf(gbs, sizeof gbs, "%.2f", r->tg_avg_ts * r->bytes_per_token / 1e9);
         if (r->read_bw_gbs > 0) snprintf(roof, sizeof roof, "%.1f%%", 100.0 * r->tg_roofline_share);
@@ -158,6 +164,11 @@ static bool print_json_row(const test_row *t, const char *cpu, const char *when)
     json_object_set_new(o, "roofline_share",
                         !t->is_pp && r->read_bw_gbs > 0 ? json_real(r->tg_roofline_share) : json_null());
     json_object_set_new(o, "gflops", json_real(t->is_pp ? r->pp_gflops : r->tg_gflops));
+    const bool peaks = t->is_pp && r->pp_fma_peak_gflops > 0;
+    json_object_set_new(o, "fma_peak_gflops", peaks ? json_real(r->pp_fma_peak_gflops) : json_null());
+    json_object_set_new(o, "int8_peak_gops", peaks ? json_real(r->pp_int8_peak_gops) : json_null());
+    json_object_set_new(o, "compute_peak", peaks ? json_string(r->pp_peak_is_int8 ? "int8" : "fma") : json_null());
+    json_object_set_new(o, "compute_share", peaks ? json_real(r->pp_compute_share) : json_null());
     char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!text) return false;
@@ -230,6 +241,10 @@ typedef struct bench_log {
      * thread count the footer gives the range. */
     double bw_lo[MAX_LIST], bw_hi[MAX_LIST]; /* [n_th] GB/s                */
     int bw_n[MAX_LIST];                      /* [n_th] measurements        */
+    /* The compute peaks, measured after each pp test, likewise. */
+    double fma_lo[MAX_LIST], fma_hi[MAX_LIST]; /* [n_th] GFLOP/s           */
+    double i8_lo[MAX_LIST], i8_hi[MAX_LIST];   /* [n_th] GOP/s             */
+    int peak_n[MAX_LIST];                      /* [n_th] measurements      */
     double bpt[MAX_MODELS];                  /* [n_paths] bytes per token of
                                               * each model's last tg       */
     char types[MAX_MODELS][128];             /* [n_paths] model_type text  */
@@ -244,6 +259,16 @@ static void note_bandwidth(bench_log *b, int mi, int ti) {
     if (b->bw_n[ti] == 0 || r->read_bw_gbs < b->bw_lo[ti]) b->bw_lo[ti] = r->read_bw_gbs;
     if (r->read_bw_gbs > b->bw_hi[ti]) b->bw_hi[ti] = r->read_bw_gbs;
     b->bw_n[ti]++;
+}
+
+static void note_peaks(bench_log *b, int ti) {
+    const em_bench_result *r = &b->res;
+    if (r->pp_fma_peak_gflops <= 0) return;
+    if (b->peak_n[ti] == 0 || r->pp_fma_peak_gflops < b->fma_lo[ti]) b->fma_lo[ti] = r->pp_fma_peak_gflops;
+    if (r->pp_fma_peak_gflops > b->fma_hi[ti]) b->fma_hi[ti] = r->pp_fma_peak_gflops;
+    if (b->peak_n[ti] == 0 || r->pp_int8_peak_gops < b->i8_lo[ti]) b->i8_lo[ti] = r->pp_int8_peak_gops;
+    if (r->pp_int8_peak_gops > b->i8_hi[ti]) b->i8_hi[ti] = r->pp_int8_peak_gops;
+    b->peak_n[ti]++;
 }
 
 /* One test (pp or tg of n tokens) of model mi with thread count ti,
@@ -263,6 +288,7 @@ static bool run_test(const bench_opts *o, bench_log *b, const em_model *model, i
         return false;
     }
     if (!is_pp) note_bandwidth(b, mi, ti);
+    else note_peaks(b, ti);
     test_row row = {o->paths[mi], model, b->types[mi], is_pp, n, o->n_batch, o->kv_type, &b->res};
     if (o->json) {
         if (print_json_row(&row, b->cpu, b->when)) return true;
@@ -307,6 +333,17 @@ static void print_footer(const bench_opts *o, const bench_log *b) {
         any = true;
     }
     if (any) printf("\n");
+    /* The compute roofline of the pp rows: float weights against the FMA
+     * peak, quantized ones against the int8 peak. */
+    for (int ti = 0; ti < o->n_th; ti++) {
+        if (b->peak_n[ti] == 0) continue;
+        printf("compute peak (%s kernels, best of 5 passes, after each pp test), %d thread%s: ", em_gemm_isa(),
+               o->threads[ti], o->threads[ti] == 1 ? "" : "s");
+        if (b->peak_n[ti] == 1) printf("FP32 FMA %.1f GFLOP/s, int8 dot %.1f GOP/s\n", b->fma_lo[ti], b->i8_lo[ti]);
+        else
+            printf("FP32 FMA %.1f-%.1f GFLOP/s, int8 dot %.1f-%.1f GOP/s\n", b->fma_lo[ti], b->fma_hi[ti],
+                   b->i8_lo[ti], b->i8_hi[ti]);
+    }
     for (int mi = 0; mi < o->n_paths; mi++)
         if (b->bpt[mi] > 0) printf("bytes per generated token: %s %.1f MB\n", b->types[mi], b->bpt[mi] / 1e6);
 }

@@ -80,6 +80,20 @@ void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const 
  * em_gemm_q4_k_avx512 and em_gemm_q5_k_avx512 use when na == 1. */
 void em_gemv_q4_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 void em_gemv_q5_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+/* arch/x86/gemv_avx2.c: the AVX2 matrix-vector products (one activation
+ * row a of the type's vec_dot_type, out[j] for j < nw), which the AVX2
+ * entries above use when na == 1 (Q5_K keeps its tile kernel, which
+ * measured faster): Q4_0 and Q8_0 for k up to
+ * EM_GEMV_AVX2_MAX_K (their per-call activation records live on the
+ * stack), the others for any k.  Need EM_CPU_AVX2. */
+#define EM_GEMV_AVX2_MAX_K 16384
+void em_gemv_q4_0_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q8_0_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q4_k_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q6_k_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_f32_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_f16_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_bf16_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 #endif
 
 #endif /* EM_QUANT_GEMM_H */

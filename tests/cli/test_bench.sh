@@ -28,6 +28,10 @@ if "$EMBER_BIN" bench -m "$M" -m "$M32" -p 32 -n 8 -r 2 -t 1,2 >"$tmp/t.txt" 2>"
   grep -q "^read bandwidth (best of 8 passes.*after each tg test): 1 thread [0-9.-]* GB/s, 2 threads [0-9.-]* GB/s" "$tmp/t.txt" \
     && ok "bandwidth line" || bad "bandwidth line"
   grep -q "^bytes per generated token: llama 3M Q4_K_M" "$tmp/t.txt" && ok "bytes per token line" || bad "bytes line"
+  grep -q "^compute peak (.* kernels, best of 5 passes, after each pp test), 2 threads: FP32 FMA [0-9.-]* GFLOP/s, int8 dot [0-9.-]* GOP/s$" "$tmp/t.txt" \
+    && ok "compute peak line" || bad "compute peak line"
+  grep "^| llama 3M Q4_K_M" "$tmp/t.txt" | grep "pp32 |" | grep -q "[0-9.]*% |$" \
+    && ok "pp row has a compute roofline share" || bad "pp row share"
 else bad "table run: $(tail -1 "$tmp/e.txt")"; fi
 
 # 2. JSON: one object per test, llama-bench's names, consistent values.
@@ -79,6 +83,14 @@ share = tg["avg_ts"] * tg["bytes_per_token"] / (tg["read_bw_gbs"] * 1e9)
 if abs(share - tg["roofline_share"]) > 1e-6 * share: errs.append("roofline_share inconsistent")
 if abs(f32["bytes_per_token"] - tg["bytes_per_token"] - 4.5 * 4 * 512) > 1: errs.append("f32 KV bytes")
 if f32.get("type_k") != "f32": errs.append("type_k")
+# The compute roofline: measured peaks on the pp row (a Q4_K_M model is
+# held to the int8 one), nothing on the tg row.
+if not (pp["fma_peak_gflops"] > 0 and pp["int8_peak_gops"] > 0) or pp["compute_peak"] != "int8":
+    errs.append("pp compute peaks")
+elif abs(pp["compute_share"] - pp["gflops"] / pp["int8_peak_gops"]) > 1e-6 * pp["compute_share"]:
+    errs.append("compute_share inconsistent")
+if any(tg[k] is not None for k in ("fma_peak_gflops", "int8_peak_gops", "compute_peak", "compute_share")):
+    errs.append("tg row carries compute peaks")
 print("\n".join(errs) if errs else "fine")
 EOF
   [ "$(cat "$tmp/py.txt")" = fine ] && ok "json fields and values (bytes/token = $weights + KV)" \

@@ -57,7 +57,9 @@
  * one row at a time in address order with activation-side work done once
  * per call; the Q4_0 one multiplies the nibbles where they lie (a 16-bit
  * permute gathers four blocks, low and high nibbles meet elements 0-15
- * and 16-31), which halves its instruction count.
+ * and 16-31), which halves its instruction count.  The AVX2 set hands
+ * every one of its types but Q5_K to such kernels too (gemv_avx2.c) when
+ * there is one activation row.
  */
 #include "quant/gemm.h"
 
@@ -250,9 +252,24 @@ static inline AI void tile_float_avx2(const int kind, const int RN, int64_t k, c
 #define TILE_F32_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_F16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_BF16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_f32_avx2, , TILE_F32_AVX2, 2, 6)
-EM_GEMM_DRIVER(em_gemm_f16_avx2, , TILE_F16_AVX2, 2, 6)
-EM_GEMM_DRIVER(em_gemm_bf16_avx2, , TILE_BF16_AVX2, 2, 6)
+EM_GEMM_DRIVER(f32_tiles_avx2, static, TILE_F32_AVX2, 2, 6)
+EM_GEMM_DRIVER(f16_tiles_avx2, static, TILE_F16_AVX2, 2, 6)
+EM_GEMM_DRIVER(bf16_tiles_avx2, static, TILE_BF16_AVX2, 2, 6)
+
+/* With one activation row (generation) every AVX2 entry hands the product
+ * to its dedicated matrix-vector kernel in gemv_avx2.c, which streams the
+ * rows in address order; maxk bounds the rows its stack records serve. */
+#define GEMV_ENTRY_AVX2(name, gemv, tiles, maxk)                                                               \
+    void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out, \
+              int64_t ldo) {                                                                                   \
+        if (na == 1 && k <= (maxk))                                                                            \
+            gemv(k, w, ws, nw, a, out);                                                                        \
+        else                                                                                                   \
+            tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
+    }
+GEMV_ENTRY_AVX2(em_gemm_f32_avx2, em_gemv_f32_avx2, f32_tiles_avx2, INT64_MAX)
+GEMV_ENTRY_AVX2(em_gemm_f16_avx2, em_gemv_f16_avx2, f16_tiles_avx2, INT64_MAX)
+GEMV_ENTRY_AVX2(em_gemm_bf16_avx2, em_gemv_bf16_avx2, bf16_tiles_avx2, INT64_MAX)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
@@ -322,8 +339,10 @@ static inline AI void tile_q8_avx2(const int kind, const int RN, int64_t k, cons
 
 #define TILE_Q8_0_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_avx2(WQ8_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q4_0_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_q8_avx2(WQ4_0, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_q8_0_avx2, , TILE_Q8_0_AVX2, 4, 2)
-EM_GEMM_DRIVER(em_gemm_q4_0_avx2, , TILE_Q4_0_AVX2, 4, 2)
+EM_GEMM_DRIVER(q8_0_tiles_avx2, static, TILE_Q8_0_AVX2, 4, 2)
+EM_GEMM_DRIVER(q4_0_tiles_avx2, static, TILE_Q4_0_AVX2, 4, 2)
+GEMV_ENTRY_AVX2(em_gemm_q8_0_avx2, em_gemv_q8_0_avx2, q8_0_tiles_avx2, EM_GEMV_AVX2_MAX_K)
+GEMV_ENTRY_AVX2(em_gemm_q4_0_avx2, em_gemv_q4_0_avx2, q4_0_tiles_avx2, EM_GEMV_AVX2_MAX_K)
 
 /* ------------------------------------------ Q4_K, Q5_K, Q6_K (x Q8_K) */
 
@@ -450,9 +469,11 @@ static inline AI void tile_kq_avx2(const int kind, const int RN, int64_t k, cons
 #define TILE_Q4_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ4_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q5_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ5_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
 #define TILE_Q6_K_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_kq_avx2(WQ6_K, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(em_gemm_q4_k_avx2, , TILE_Q4_K_AVX2, 2, 3)
+EM_GEMM_DRIVER(q4_k_tiles_avx2, static, TILE_Q4_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(em_gemm_q5_k_avx2, , TILE_Q5_K_AVX2, 2, 3)
-EM_GEMM_DRIVER(em_gemm_q6_k_avx2, , TILE_Q6_K_AVX2, 2, 3)
+EM_GEMM_DRIVER(q6_k_tiles_avx2, static, TILE_Q6_K_AVX2, 2, 3)
+GEMV_ENTRY_AVX2(em_gemm_q4_k_avx2, em_gemv_q4_k_avx2, q4_k_tiles_avx2, INT64_MAX)
+GEMV_ENTRY_AVX2(em_gemm_q6_k_avx2, em_gemv_q6_k_avx2, q6_k_tiles_avx2, INT64_MAX)
 
 /* ==================================================================== */
 /*                              AVX-512 set                             */
