@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages ember builds and tests with, skipping
 # those already present.  Needs root (apt-get).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev python3-numpy chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+# python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

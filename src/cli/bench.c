@@ -8,14 +8,14 @@
  * -o table prints a Markdown table like llama-bench's; -o json prints one
  * JSON object per test and line, with llama-bench's field names where
  * they mean the same.  -p, -n and -t take comma-separated lists; every
- * model runs every combination.
+ * model runs every combination.  The steps: parse_args, then per model
+ * bench_model (load, then run_test for each test), then print_footer.
  */
 #include "bench/bench.h"
 #include "cli/cli.h"
 #include "model/model.h"
 #include "quant/mix.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,44 +24,6 @@
 
 #define MAX_LIST 16
 #define MAX_MODELS 32
-
-static void bench_usage(FILE *out) {
-    fprintf(out,
-            "usage: ember bench -m MODEL.gguf [-m MODEL2.gguf ...] [options]\n"
-            "\n"
-            "Measures prompt processing (pp) and generation (tg) speed and compares\n"
-            "generation with the machine's memory-bandwidth roofline.\n"
-            "\n"
-            "options (N,M,... runs each value):\n"
-            "  -m, --model FILE        a GGUF model (repeatable)\n"
-            "  -p, --n-prompt N,...    prompt tokens of the pp test (default 512; 0 skips it)\n"
-            "  -n, --n-gen N,...       generated tokens of the tg test (default 128; 0 skips it)\n"
-            "  -t, --threads N,...     worker threads (default: physical cores)\n"
-            "  -r, --repetitions N     timed runs per test (default 5)\n"
-            "  -b, --batch-size N      most tokens per forward pass in pp (default 512)\n"
-            "  -o, --output FORMAT     table (default) or json (one object per test and line)\n"
-            "      --kv-type f16|f32|q8_0   KV cache precision (default f16)\n"
-            "  -mmp, --mmap 0|1        map the model (1, default) or read it into memory (0)\n"
-            "      --mlock 0|1         lock the model in memory (default 0; needs ulimit -l)\n"
-            "  -h, --help              show this help\n");
-}
-
-/* Parses "a,b,c" into up to MAX_LIST integers in [lo, hi]. */
-static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
-    *n = 0;
-    const char *p = s;
-    while (*n < MAX_LIST) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (errno || end == p || v < lo || v > hi) return false;
-        out[(*n)++] = (int32_t)v;
-        if (*end == '\0') return true;
-        if (*end != ',') return false;
-        p = end + 1;
-    }
-    return false;
-}
 
 /* The CPU's name from /proc/cpuinfo, or "unknown". */
 static void cpu_name(char *buf, size_t size) {
@@ -86,11 +48,6 @@ static void cpu_name(char *buf, size_t size) {
  * type by its mix name (from general.file_type), else the type of the
  * first layer's gate matrix. */
 static void model_type(const em_model *m, char *buf, size_t size) {
-    double p = (double)em_model_n_params(m);
-    const char *unit = "";
-    if (p >= 1e9) p /= 1e9, unit = "B";
-    else if (p >= 1e6) p /= 1e6, unit = "M";
-    else if (p >= 1e3) p /= 1e3, unit = "K";
     const char *ty = m->layers ? em_type_name(m->layers[0].w_gate.type) : NULL;
     int64_t ft;
     if (em_gguf_get_i64(m->gguf, "general.file_type", &ft) == EM_OK) {
@@ -100,7 +57,7 @@ static void model_type(const em_model *m, char *buf, size_t size) {
                 break;
             }
     }
-    snprintf(buf, size, "%s %.0f%s %s", em_model_arch(m), p, unit, ty ? ty : "?");
+    em_model_desc_typed(m, ty, buf, size);
 }
 
 /* One finished test, ready to print. */
@@ -210,170 +167,167 @@ static bool print_json_row(const test_row *t, const char *cpu, const char *when)
     return true;
 }
 
-int em_cli_bench(int argc, char **argv) {
+/* What the command line asks for; every model runs every combination of
+ * the lists. */
+typedef struct bench_opts {
     const char *paths[MAX_MODELS];
-    int n_paths = 0;
-    int32_t n_prompt[MAX_LIST] = {512}, n_gen[MAX_LIST] = {128}, threads[MAX_LIST] = {0};
-    int n_np = 1, n_ng = 1, n_th = 1;
-    int32_t reps = 5, n_batch = 512;
-    em_model_params mp = em_model_default_params();
-    bool json = false;
-    em_type kv_type = EM_TYPE_F16;
+    int n_paths;
+    int32_t n_prompt[MAX_LIST], n_gen[MAX_LIST], threads[MAX_LIST]; /* 0 threads: physical cores */
+    int n_np, n_ng, n_th;
+    int32_t reps, n_batch;
+    int json;           /* -o: 0 table, 1 JSON lines                      */
+    em_type kv_type;
+    em_model_params mp;
+} bench_opts;
 
-    /* Every option but --help takes a value, so arguments come in pairs. */
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool ok = true;
-        int32_t one[MAX_LIST];
-        int n_one;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            bench_usage(stdout);
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "ember bench: %s needs a value (see ember bench --help)\n", a);
-            return 2;
-        }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (n_paths == MAX_MODELS) {
-                fprintf(stderr, "ember bench: at most %d models\n", MAX_MODELS);
-                return 2;
-            }
-            paths[n_paths++] = v;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
-            ok = parse_list(v, 0, 1 << 20, n_prompt, &n_np);
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
-            ok = parse_list(v, 0, 1 << 20, n_gen, &n_ng);
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            ok = parse_list(v, 1, 512, threads, &n_th);
-        } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
-            ok = parse_list(v, 1, EM_BENCH_MAX_REPS, one, &n_one) && n_one == 1;
-            reps = one[0];
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
-            ok = parse_list(v, 1, 1 << 16, one, &n_one) && n_one == 1;
-            n_batch = one[0];
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!strcmp(v, "table") || !strcmp(v, "md")) json = false;
-            else if (!strcmp(v, "json") || !strcmp(v, "jsonl")) json = true;
-            else ok = false;
-        } else if (!strcmp(a, "--kv-type")) {
-            ok = em_cli_parse_kv_type(v, &kv_type);
-        } else if (!strcmp(a, "-mmp") || !strcmp(a, "--mmap")) {
-            ok = parse_list(v, 0, 1, one, &n_one) && n_one == 1;
-            mp.use_mmap = one[0] != 0;
-        } else if (!strcmp(a, "--mlock")) {
-            ok = parse_list(v, 0, 1, one, &n_one) && n_one == 1;
-            mp.use_mlock = one[0] != 0;
-        } else {
-            fprintf(stderr, "ember bench: unknown option %s (see ember bench --help)\n", a);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "ember bench: bad value for %s: '%s'\n", a, v);
-            return 2;
-        }
-    }
-    if (n_paths == 0) {
-        fprintf(stderr, "ember bench: no model given (-m MODEL.gguf)\n");
-        return 2;
-    }
-    for (int k = 0; k < n_th; k++)
-        if (threads[k] == 0) threads[k] = em_physical_cores();
+static em_opts_result parse_args(int argc, char **argv, bench_opts *o) {
+    *o = (bench_opts){.n_prompt = {512}, .n_gen = {128}, .threads = {0}, .n_np = 1, .n_ng = 1, .n_th = 1,
+                      .reps = 5, .n_batch = 512, .kv_type = EM_TYPE_F16, .mp = em_model_default_params()};
+    static const char *const outputs[] = {"table", "md", "json", "jsonl", NULL};
+    static const int output_json[] = {0, 0, 1, 1};
+    const em_opt opts[] = {
+        {.name = "model", .short_name = "m", .type = EM_OPT_LIST, EM_OPT_DEST(o->paths[0]), .count = &o->n_paths,
+         .cap = MAX_MODELS, .arg = "FILE", .help = "a GGUF model (repeatable)", .flags = EM_OPT_REQUIRED},
+        {.name = "n-prompt", .short_name = "p", .type = EM_OPT_INT_LIST, EM_OPT_DEST(o->n_prompt[0]), .count = &o->n_np,
+         .cap = MAX_LIST, .min = 0, .max = 1 << 20, .help = "prompt tokens of the pp test (0 skips it)"},
+        {.name = "n-gen", .short_name = "n", .type = EM_OPT_INT_LIST, EM_OPT_DEST(o->n_gen[0]), .count = &o->n_ng,
+         .cap = MAX_LIST, .min = 0, .max = 1 << 20, .help = "generated tokens of the tg test (0 skips it)"},
+        {.name = "threads", .short_name = "t", .type = EM_OPT_INT_LIST, EM_OPT_DEST(o->threads[0]), .count = &o->n_th,
+         .cap = MAX_LIST, .min = 1, .max = 512, .help = "worker threads", .def = "physical cores"},
+        {.name = "repetitions", .short_name = "r", .type = EM_OPT_INT, EM_OPT_DEST(o->reps), .min = 1,
+         .max = EM_BENCH_MAX_REPS, .help = "timed runs per test"},
+        {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(o->n_batch), .min = 1,
+         .max = 1 << 16, .help = "most tokens per forward pass in pp"},
+        {.name = "output", .short_name = "o", .type = EM_OPT_ENUM, EM_OPT_DEST(o->json), .choices = outputs,
+         .values = output_json, .arg = "FORMAT", .help = "table|md, or json|jsonl (one object per test and line)",
+         .def = "table"},
+        EM_CLI_OPT_KV_TYPE(o->kv_type),
+        {.name = "mmap", .short_name = "mmp", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.use_mmap),
+         .help = "map the model file (off: read it into memory)"},
+        {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.use_mlock),
+         .help = "lock the model in memory (needs ulimit -l)"},
+        {0}};
+    const em_cmd cmd = {.name = "bench",
+                        .synopsis = "-m MODEL.gguf [-m MODEL2.gguf ...] [options]",
+                        .about = "Measures prompt processing (pp) and generation (tg) speed and compares\n"
+                                 "generation with the machine's memory-bandwidth roofline.  -p, -n and -t\n"
+                                 "take comma-separated lists (N,M,...): every model runs every combination.\n",
+                        .opts = opts};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, NULL, NULL);
+    for (int k = 0; k < o->n_th; k++)
+        if (o->threads[k] == 0) o->threads[k] = em_physical_cores();
+    return r;
+}
 
+/* What the tests gather on the way: the machine, and the figures the
+ * table's footer sums up. */
+typedef struct bench_log {
     char cpu[256], when[64];
-    cpu_name(cpu, sizeof cpu);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-
     /* The bandwidth is measured right after each tg test (by
-     * em_bench_model), not once per thread count: on a machine shared with
-     * other work it changes from minute to minute, and the roofline share
-     * should compare figures taken under the same conditions.  Per thread
-     * count the footer gives the range. */
-    double bw_lo[MAX_LIST] = {0}, bw_hi[MAX_LIST] = {0};
-    int bw_n[MAX_LIST] = {0};
-    double bpt[MAX_MODELS] = {0}; /* bytes per token of each model's last tg */
-    char types[MAX_MODELS][128];
-    em_bench_result *res = malloc(sizeof *res);
-    if (!res) {
+     * em_bench_model), not once per thread count: on a machine shared
+     * with other work it changes from minute to minute, and the roofline
+     * share should compare figures taken under the same conditions.  Per
+     * thread count the footer gives the range. */
+    double bw_lo[MAX_LIST], bw_hi[MAX_LIST]; /* [n_th] GB/s                */
+    int bw_n[MAX_LIST];                      /* [n_th] measurements        */
+    double bpt[MAX_MODELS];                  /* [n_paths] bytes per token of
+                                              * each model's last tg       */
+    char types[MAX_MODELS][128];             /* [n_paths] model_type text  */
+    bool header;                             /* table header printed       */
+    em_bench_result res;                     /* the latest test            */
+} bench_log;
+
+static void note_bandwidth(bench_log *b, int mi, int ti) {
+    const em_bench_result *r = &b->res;
+    b->bpt[mi] = r->bytes_per_token;
+    if (r->read_bw_gbs <= 0) return;
+    if (b->bw_n[ti] == 0 || r->read_bw_gbs < b->bw_lo[ti]) b->bw_lo[ti] = r->read_bw_gbs;
+    if (r->read_bw_gbs > b->bw_hi[ti]) b->bw_hi[ti] = r->read_bw_gbs;
+    b->bw_n[ti]++;
+}
+
+/* One test (pp or tg of n tokens) of model mi with thread count ti,
+ * printed as soon as it is done. */
+static bool run_test(const bench_opts *o, bench_log *b, const em_model *model, int mi, int ti, bool is_pp,
+                     int32_t n) {
+    em_bench_params p = em_bench_default_params();
+    p.n_prompt = is_pp ? n : 0;
+    p.n_gen = is_pp ? 0 : n;
+    p.n_threads = o->threads[ti];
+    p.reps = o->reps;
+    p.kv_type = o->kv_type;
+    p.n_batch = o->n_batch;
+    p.read_bw_gbs = 0;
+    if (em_bench_model(model, &p, &b->res) != EM_OK) {
+        fprintf(stderr, "ember bench: %s: %s\n", o->paths[mi], em_last_error());
+        return false;
+    }
+    if (!is_pp) note_bandwidth(b, mi, ti);
+    test_row row = {o->paths[mi], model, b->types[mi], is_pp, n, o->n_batch, o->kv_type, &b->res};
+    if (o->json) {
+        if (print_json_row(&row, b->cpu, b->when)) return true;
+        fprintf(stderr, "ember bench: out of memory writing JSON\n");
+        return false;
+    }
+    if (!b->header) print_table_header();
+    b->header = true;
+    print_table_row(&row);
+    return true;
+}
+
+/* Every test of model mi: per thread count, the pp tests, then the tg. */
+static bool bench_model(const bench_opts *o, bench_log *b, int mi) {
+    em_model *model = NULL;
+    if (em_model_load(&model, o->paths[mi], &o->mp) != EM_OK) {
+        fprintf(stderr, "ember bench: %s\n", em_last_error());
+        return false;
+    }
+    model_type(model, b->types[mi], sizeof b->types[mi]);
+    bool ok = true;
+    for (int ti = 0; ti < o->n_th && ok; ti++) {
+        for (int k = 0; k < o->n_np && ok; k++)
+            if (o->n_prompt[k]) ok = run_test(o, b, model, mi, ti, true, o->n_prompt[k]);
+        for (int k = 0; k < o->n_ng && ok; k++)
+            if (o->n_gen[k]) ok = run_test(o, b, model, mi, ti, false, o->n_gen[k]);
+    }
+    em_model_free(model);
+    return ok;
+}
+
+/* Under the table: what the roofline column is measured against. */
+static void print_footer(const bench_opts *o, const bench_log *b) {
+    printf("\nCPU: %s\n", b->cpu);
+    bool any = false;
+    for (int ti = 0; ti < o->n_th; ti++) {
+        if (b->bw_n[ti] == 0) continue;
+        printf("%s%d thread%s ", any ? ", " : "read bandwidth (best of 8 passes over 1 GiB, after each tg test): ",
+               o->threads[ti], o->threads[ti] == 1 ? "" : "s");
+        if (b->bw_n[ti] == 1) printf("%.2f GB/s", b->bw_lo[ti]);
+        else printf("%.2f-%.2f GB/s", b->bw_lo[ti], b->bw_hi[ti]);
+        any = true;
+    }
+    if (any) printf("\n");
+    for (int mi = 0; mi < o->n_paths; mi++)
+        if (b->bpt[mi] > 0) printf("bytes per generated token: %s %.1f MB\n", b->types[mi], b->bpt[mi] / 1e6);
+}
+
+int em_cli_bench(int argc, char **argv) {
+    bench_opts o;
+    em_opts_result r = parse_args(argc, argv, &o);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    bench_log *b = calloc(1, sizeof *b);
+    if (!b) {
         fprintf(stderr, "ember bench: out of memory\n");
         return 1;
     }
-    int rc = 0;
-    bool header = false;
-    for (int mi = 0; mi < n_paths && rc == 0; mi++) {
-        em_model *model = NULL;
-        if (em_model_load(&model, paths[mi], &mp) != EM_OK) {
-            fprintf(stderr, "ember bench: %s\n", em_last_error());
-            rc = 1;
-            break;
-        }
-        model_type(model, types[mi], sizeof types[mi]);
-        for (int ti = 0; ti < n_th && rc == 0; ti++) {
-            for (int pass = 0; pass < 2 && rc == 0; pass++) {
-                bool is_pp = pass == 0;
-                int n_list = is_pp ? n_np : n_ng;
-                for (int k = 0; k < n_list && rc == 0; k++) {
-                    int32_t n = is_pp ? n_prompt[k] : n_gen[k];
-                    if (n == 0) continue;
-                    em_bench_params p = em_bench_default_params();
-                    p.n_prompt = is_pp ? n : 0;
-                    p.n_gen = is_pp ? 0 : n;
-                    p.n_threads = threads[ti];
-                    p.reps = reps;
-                    p.kv_type = kv_type;
-                    p.n_batch = n_batch;
-                    p.read_bw_gbs = 0;
-                    if (em_bench_model(model, &p, res) != EM_OK) {
-                        fprintf(stderr, "ember bench: %s: %s\n", paths[mi], em_last_error());
-                        rc = 1;
-                        break;
-                    }
-                    if (!is_pp) {
-                        bpt[mi] = res->bytes_per_token;
-                        if (res->read_bw_gbs > 0) {
-                            if (bw_n[ti] == 0 || res->read_bw_gbs < bw_lo[ti]) bw_lo[ti] = res->read_bw_gbs;
-                            if (res->read_bw_gbs > bw_hi[ti]) bw_hi[ti] = res->read_bw_gbs;
-                            bw_n[ti]++;
-                        }
-                    }
-                    test_row row = {paths[mi], model, types[mi], is_pp, n, n_batch, kv_type, res};
-                    if (json) {
-                        if (!print_json_row(&row, cpu, when)) {
-                            fprintf(stderr, "ember bench: out of memory writing JSON\n");
-                            rc = 1;
-                        }
-                    } else {
-                        if (!header) print_table_header();
-                        header = true;
-                        print_table_row(&row);
-                    }
-                }
-            }
-        }
-        em_model_free(model);
-    }
-    if (!json && header) {
-        /* What the roofline column is measured against. */
-        printf("\nCPU: %s\n", cpu);
-        bool any = false;
-        for (int ti = 0; ti < n_th; ti++)
-            if (bw_n[ti] > 0) {
-                printf("%s%d thread%s ", any ? ", " : "read bandwidth (best of 8 passes over 1 GiB, after each tg test): ",
-                       threads[ti], threads[ti] == 1 ? "" : "s");
-                if (bw_n[ti] == 1)
-                    printf("%.2f GB/s", bw_lo[ti]);
-                else
-                    printf("%.2f-%.2f GB/s", bw_lo[ti], bw_hi[ti]);
-                any = true;
-            }
-        if (any) printf("\n");
-        for (int mi = 0; mi < n_paths; mi++)
-            if (bpt[mi] > 0) printf("bytes per generated token: %s %.1f MB\n", types[mi], bpt[mi] / 1e6);
-    }
-    free(res);
-    return rc;
+    cpu_name(b->cpu, sizeof b->cpu);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(b->when, sizeof b->when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    bool ok = true;
+    for (int mi = 0; mi < o.n_paths && ok; mi++) ok = bench_model(&o, b, mi);
+    if (!o.json && b->header) print_footer(&o, b);
+    free(b);
+    return ok ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cli/opts.h"
 #include "ember.h"
 
 int em_cli_run(int argc, char **argv);
@@ -18,15 +19,14 @@ int em_cli_quantize(int argc, char **argv);
 int em_cli_bench(int argc, char **argv);
 int em_cli_eval(int argc, char **argv);
 
-/* Parse the whole string as a number within [lo, hi]; false (and *out
- * untouched) for junk, overflow or out-of-range values. */
-bool em_cli_parse_long(const char *s, long lo, long hi, long *out);
-bool em_cli_parse_double(const char *s, double lo, double hi, double *out);
-/* Any finite float. */
-bool em_cli_parse_float(const char *s, float *out);
-
-/* KV cache types the commands accept for --kv-type: f16, f32, q8_0. */
-bool em_cli_parse_kv_type(const char *s, em_type *out);
+/* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
+ * as an EM_OPT_ENUM's choices and values: one table entry for every
+ * command, EM_CLI_OPT_KV_TYPE(var) with an em_type var. */
+extern const char *const em_cli_kv_choices[];
+extern const int em_cli_kv_values[];
+#define EM_CLI_OPT_KV_TYPE(var)                                                       \
+    {.name = "kv-type", .type = EM_OPT_ENUM, EM_OPT_DEST(var), .choices = em_cli_kv_choices, \
+     .values = em_cli_kv_values, .help = "KV cache precision"}
 const char *em_cli_kv_type_name(em_type t);
 
 /* Reads a whole file into a NUL-terminated heap buffer; NULL on error

@@ -40,7 +40,7 @@ typedef struct eval_opts {
     int n_tasks;
     long n_ctx, n_chunks, n_threads, n_batch, limit, kv_ctx;
     long bench_gen, bench_prompt, bench_reps;
-    bool no_bench;
+    bool bench;                     /* report: measure speed                */
     double price;
     double read_bw;                 /* report: GB/s, 0 until measured       */
     em_type kv_type;
@@ -66,27 +66,7 @@ static void usage(FILE *out) {
             "      the evaluations and the speed benchmark and writes an HTML report of\n"
             "      quality against cost, and OUT.json beside it\n"
             "\n"
-            "common options:\n"
-            "  -c, --ctx-size N      tokens per chunk (ppl, kld: default 512) or longest\n"
-            "                        item (mc: default the model's training context)\n"
-            "      --chunks N        score only the first N chunks (default all)\n"
-            "      --limit N         score only the first N items (default all)\n"
-            "  -t, --threads N       worker threads (default: physical cores)\n"
-            "  -b, --batch-size N    rows per forward pass (default 512)\n"
-            "      --kv-type f16|f32|q8_0 KV cache precision (default f16)\n"
-            "      --json FILE       also write the result record as JSON (ppl, mc, kld)\n"
-            "report options:\n"
-            "      --data-dir DIR    folder of the task files (default $EMBER_TEST_DATA/evals)\n"
-            "      --price-per-hour USD  price of this machine; cost is then USD per 1M tokens\n"
-            "                        (default: cost in ms per generated token)\n"
-            "      --quality auto|acc|ppl  the chart's quality axis (default auto: mean\n"
-            "                        accuracy when tasks ran, else perplexity)\n"
-            "      --kv-ctx N        KV positions counted in the memory column (default 4096)\n"
-            "      --bench-gen N, --bench-prompt N, --bench-reps N  speed test size\n"
-            "                        (default 32, 64, 2)\n"
-            "      --read-bw GBS     this machine's streaming read bandwidth, measured before\n"
-            "                        (default: measured once, for the roofline column)\n"
-            "      --no-bench        do not measure speed (no cost axis)\n");
+            "  ember eval COMMAND --help   the options of one command\n");
 }
 
 /* Adds a task name (or a comma-separated list of them). */
@@ -102,104 +82,102 @@ static bool add_tasks(eval_opts *o, const char *list) {
     return true;
 }
 
-/*
- * Parses argv[1..] into o.  `allowed` lists the long names the subcommand
- * accepts (" --chunks --json "); anything else is a usage error.  Returns
- * -1 to go on, or the exit status (0 for --help, 2 for a usage error).
- */
-static int parse_opts(const char *cmd, int argc, char **argv, const char *allowed, eval_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->n_chunks = -1;
-    o->kv_type = EM_TYPE_F16;
-    o->bench_gen = 32;
-    o->bench_prompt = 64;
-    o->bench_reps = 2;
-    o->kv_ctx = 4096;
-    o->n_batch = 512;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        /* Short options stand for their long names. */
-        const char *name = !strcmp(a, "-m")   ? "--model"
-                           : !strcmp(a, "-f") ? "--file"
-                           : !strcmp(a, "-c") ? "--ctx-size"
-                           : !strcmp(a, "-t") ? "--threads"
-                           : !strcmp(a, "-b") ? "--batch-size"
-                           : !strcmp(a, "-o") ? "--output"
-                                              : a;
-        char key[64];
-        snprintf(key, sizeof key, " %s ", name);
-        if (name[0] != '-' || !strstr(allowed, key)) {
-            fprintf(stderr, "ember eval %s: unknown option %s (see ember eval --help)\n", cmd, a);
-            return 2;
-        }
-        if (!strcmp(name, "--no-bench")) {
-            o->no_bench = true;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "ember eval %s: %s needs a value\n", cmd, a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        bool ok = true;
-        if (!strcmp(name, "--model")) o->model = v;
-        else if (!strcmp(name, "--base")) o->base = v;
-        else if (!strcmp(name, "--file")) o->text = v;
-        else if (!strcmp(name, "--data")) o->data = v;
-        else if (!strcmp(name, "--data-dir")) o->data_dir = v;
-        else if (!strcmp(name, "--json")) o->json = v;
-        else if (!strcmp(name, "--output")) o->out = v;
-        else if (!strcmp(name, "--ctx-size")) ok = em_cli_parse_long(v, 1, 1L << 24, &o->n_ctx);
-        else if (!strcmp(name, "--chunks")) ok = em_cli_parse_long(v, 1, 1L << 30, &o->n_chunks);
-        else if (!strcmp(name, "--threads")) ok = em_cli_parse_long(v, 1, 512, &o->n_threads);
-        else if (!strcmp(name, "--batch-size")) ok = em_cli_parse_long(v, 1, 1L << 16, &o->n_batch);
-        else if (!strcmp(name, "--limit")) ok = em_cli_parse_long(v, 1, 1L << 30, &o->limit);
-        else if (!strcmp(name, "--kv-ctx")) ok = em_cli_parse_long(v, 0, 1L << 24, &o->kv_ctx);
-        else if (!strcmp(name, "--bench-gen")) ok = em_cli_parse_long(v, 1, 1L << 16, &o->bench_gen);
-        else if (!strcmp(name, "--bench-prompt")) ok = em_cli_parse_long(v, 0, 1L << 16, &o->bench_prompt);
-        else if (!strcmp(name, "--bench-reps")) ok = em_cli_parse_long(v, 1, 100, &o->bench_reps);
-        else if (!strcmp(name, "--price-per-hour")) ok = em_cli_parse_double(v, 0, 1e300, &o->price);
-        else if (!strcmp(name, "--read-bw")) ok = em_cli_parse_double(v, 0, 1e300, &o->read_bw) && o->read_bw > 0;
-        else if (!strcmp(name, "--kv-type")) {
-            ok = em_cli_parse_kv_type(v, &o->kv_type);
-        } else if (!strcmp(name, "--quality")) {
-            if (!strcmp(v, "auto")) o->quality = EM_QUALITY_AUTO;
-            else if (!strcmp(v, "acc")) o->quality = EM_QUALITY_ACC;
-            else if (!strcmp(v, "ppl")) o->quality = EM_QUALITY_PPL;
-            else ok = false;
-        } else if (!strcmp(name, "--task")) {
-            ok = o->n_tasks == 0 && add_tasks(o, v) && o->n_tasks == 1;
-        } else if (!strcmp(name, "--tasks") || !strcmp(name, "--models") || !strcmp(name, "--results")) {
-            /* A list: this value and every following one up to the next
-             * option. */
-            for (i--; i + 1 < argc && argv[i + 1][0] != '-'; i++) {
-                const char *item = argv[i + 1];
-                if (!strcmp(name, "--tasks")) {
-                    if (!add_tasks(o, item)) {
-                        fprintf(stderr, "ember eval %s: unknown task '%s'\n", cmd, item);
-                        return 2;
-                    }
-                } else {
-                    const char **list = !strcmp(name, "--models") ? o->models : o->results;
-                    int *cnt = !strcmp(name, "--models") ? &o->n_models : &o->n_results;
-                    if (*cnt >= MAX_LIST) {
-                        fprintf(stderr, "ember eval %s: more than %d files for %s\n", cmd, MAX_LIST, name);
-                        return 2;
-                    }
-                    list[(*cnt)++] = item;
-                }
-            }
-        }
-        if (!ok) {
-            fprintf(stderr, "ember eval %s: bad value for %s: '%s'\n", cmd, a, v);
-            return 2;
-        }
+/* --task (mc: exactly one) and --tasks (report: any number, also
+ * comma-separated) into o->tasks; false (message printed) for an
+ * unknown task. */
+static bool read_tasks(const char *cmd, eval_opts *o, const char *task, const char *const *list, int n) {
+    if (task && (!add_tasks(o, task) || o->n_tasks != 1)) {
+        fprintf(stderr, "ember eval %s: unknown task '%s' (arc_easy, arc_challenge, piqa, winogrande, "
+                        "hellaswag, lambada)\n", cmd, task);
+        return false;
     }
-    return -1;
+    for (int i = 0; i < n; i++)
+        if (!add_tasks(o, list[i])) {
+            fprintf(stderr, "ember eval %s: unknown task '%s'\n", cmd, list[i]);
+            return false;
+        }
+    return true;
+}
+
+/*
+ * Parses argv[1..] into o with the options of every subcommand, of which
+ * `allowed` lists those the subcommand accepts (" --chunks --json "): the
+ * others are unknown options to it, and its --help shows only these.
+ */
+static em_opts_result parse_opts(const char *cmd, const char *synopsis, const char *about, int argc, char **argv,
+                                 const char *allowed, eval_opts *o) {
+    static const char *const qualities[] = {"auto", "acc", "ppl", NULL};
+    static const int quality_values[] = {EM_QUALITY_AUTO, EM_QUALITY_ACC, EM_QUALITY_PPL};
+    const char *task = NULL, *task_list[MAX_LIST];
+    int n_task_list = 0;
+    *o = (eval_opts){.n_chunks = -1, .kv_type = EM_TYPE_F16, .bench_gen = 32, .bench_prompt = 64,
+                     .bench_reps = 2, .kv_ctx = 4096, .n_batch = 512, .bench = true};
+    const em_opt all[] = {
+        {.name = "model", .short_name = "m", .type = EM_OPT_STRING, EM_OPT_DEST(o->model), .arg = "FILE",
+         .help = "the GGUF model to evaluate"},
+        {.name = "base", .type = EM_OPT_STRING, EM_OPT_DEST(o->base), .arg = "FILE",
+         .help = "the model MODEL is compared with (as F32 or F16)"},
+        {.name = "models", .type = EM_OPT_LIST, EM_OPT_DEST(o->models[0]), .count = &o->n_models, .cap = MAX_LIST,
+         .arg = "FILE...", .help = "models to run and report", .flags = EM_OPT_GREEDY},
+        {.name = "results", .type = EM_OPT_LIST, EM_OPT_DEST(o->results[0]), .count = &o->n_results,
+         .cap = MAX_LIST, .arg = "FILE...", .help = "--json records and earlier reports' JSON to include",
+         .flags = EM_OPT_GREEDY},
+        {.name = "task", .type = EM_OPT_STRING, EM_OPT_DEST(task), .arg = "TASK",
+         .help = "arc_easy, arc_challenge, piqa, winogrande, hellaswag or lambada"},
+        {.name = "tasks", .type = EM_OPT_LIST, EM_OPT_DEST(task_list[0]), .count = &n_task_list, .cap = MAX_LIST,
+         .arg = "TASK...", .help = "tasks to run for every model (also comma-separated)", .flags = EM_OPT_GREEDY},
+        {.name = "data", .type = EM_OPT_STRING, EM_OPT_DEST(o->data), .arg = "FILE",
+         .help = "the task's items (JSON lines)", .def = "$EMBER_TEST_DATA/evals/TASK.jsonl"},
+        {.name = "data-dir", .type = EM_OPT_STRING, EM_OPT_DEST(o->data_dir), .arg = "DIR",
+         .help = "folder of the task files", .def = "$EMBER_TEST_DATA/evals"},
+        {.name = "file", .short_name = "f", .type = EM_OPT_STRING, EM_OPT_DEST(o->text), .arg = "TEXT",
+         .help = "the text to score (a file)"},
+        {.name = "ctx-size", .short_name = "c", .type = EM_OPT_INT, EM_OPT_DEST(o->n_ctx), .min = 1, .max = 1 << 24,
+         .help = "tokens per chunk (ppl, kld), longest item (mc)", .def = "512; mc: the model's"},
+        {.name = "chunks", .type = EM_OPT_INT, EM_OPT_DEST(o->n_chunks), .min = 1, .max = 1 << 30,
+         .help = "score only the first N chunks", .def = "all"},
+        {.name = "limit", .type = EM_OPT_INT, EM_OPT_DEST(o->limit), .min = 1, .max = 1 << 30,
+         .help = "score only the first N items", .def = "all"},
+        {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(o->n_threads), .min = 1, .max = 512,
+         .help = "worker threads", .def = "physical cores"},
+        {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(o->n_batch), .min = 1,
+         .max = 1 << 16, .help = "rows per forward pass"},
+        EM_CLI_OPT_KV_TYPE(o->kv_type),
+        {.name = "json", .type = EM_OPT_STRING, EM_OPT_DEST(o->json), .arg = "FILE",
+         .help = "also write the result record as JSON"},
+        {.name = "price-per-hour", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->price), .min = 0, .max = 1e300, .arg = "USD",
+         .help = "price of this machine: cost is then USD per 1M tokens", .def = "cost in ms per token"},
+        {.name = "quality", .type = EM_OPT_ENUM, EM_OPT_DEST(o->quality), .choices = qualities,
+         .values = quality_values, .help = "the chart's quality axis (auto: mean accuracy\nwhen tasks ran, else perplexity)"},
+        {.name = "kv-ctx", .type = EM_OPT_INT, EM_OPT_DEST(o->kv_ctx), .min = 0, .max = 1 << 24,
+         .help = "KV positions counted in the memory column"},
+        {.name = "bench-gen", .type = EM_OPT_INT, EM_OPT_DEST(o->bench_gen), .min = 1, .max = 1 << 16,
+         .help = "generated tokens of the speed test"},
+        {.name = "bench-prompt", .type = EM_OPT_INT, EM_OPT_DEST(o->bench_prompt), .min = 0, .max = 1 << 16,
+         .help = "prompt tokens of the speed test"},
+        {.name = "bench-reps", .type = EM_OPT_INT, EM_OPT_DEST(o->bench_reps), .min = 1, .max = 100,
+         .help = "runs of the speed test"},
+        {.name = "read-bw", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->read_bw), .min = 1e-9, .max = 1e300, .arg = "GBS",
+         .help = "this machine's streaming read bandwidth, measured before", .def = "measured once"},
+        {.name = "bench", .type = EM_OPT_FLAG, EM_OPT_DEST(o->bench),
+         .help = "measure speed (--no-bench: no cost axis)"},
+        {.name = "output", .short_name = "o", .type = EM_OPT_STRING, EM_OPT_DEST(o->out), .arg = "OUT.html",
+         .help = "the report (and OUT.json beside it)"},
+    };
+    em_opt mine[sizeof all / sizeof *all + 1];
+    int n = 0;
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++) {
+        char key[64];
+        snprintf(key, sizeof key, " --%s ", all[k].name);
+        if (strstr(allowed, key)) mine[n++] = all[k];
+    }
+    mine[n] = (em_opt){0};
+    char name[32];
+    snprintf(name, sizeof name, "eval %s", cmd);
+    const em_cmd c = {.name = name, .synopsis = synopsis, .about = about, .opts = mine};
+    em_opts_result r = em_opts_parse(&c, argc, argv, NULL, NULL);
+    if (r == EM_OPTS_OK && !read_tasks(cmd, o, task, task_list, n_task_list)) r = EM_OPTS_USAGE;
+    return r;
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -315,9 +293,12 @@ static int save_record(const char *cmd, const em_eval_record *r, const char *pat
 
 static int cmd_ppl(int argc, char **argv) {
     eval_opts o;
-    int rc = parse_opts("ppl", argc, argv, " --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ",
-                        &o);
-    if (rc >= 0) return rc;
+    em_opts_result pr = parse_opts("ppl", "-m MODEL -f TEXT [options]",
+                                   "Perplexity, with llama-perplexity's conventions (chunks of CTX tokens,\n"
+                                   "BOS first, second half of each chunk scored).\n", argc, argv,
+                                  " --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ", &o);
+    if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
+    int rc = 0;
     if (!o.model || !o.text) {
         fprintf(stderr, "ember eval ppl: give a model (-m) and a text (-f)\n");
         return 2;
@@ -359,9 +340,11 @@ static int cmd_ppl(int argc, char **argv) {
 
 static int cmd_mc(int argc, char **argv) {
     eval_opts o;
-    int rc = parse_opts("mc", argc, argv,
-                        " --model --task --data --limit --ctx-size --threads --batch-size --kv-type --json ", &o);
-    if (rc >= 0) return rc;
+    em_opts_result pr = parse_opts("mc", "-m MODEL --task TASK [options]",
+                                   "Log-likelihood benchmark: accuracy (and acc_norm) on a multiple-choice task.\n", argc, argv,
+                                  " --model --task --data --limit --ctx-size --threads --batch-size --kv-type --json ", &o);
+    if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
+    int rc = 0;
     if (!o.model || o.n_tasks != 1) {
         fprintf(stderr, "ember eval mc: give a model (-m) and one --task (arc_easy, arc_challenge, piqa, "
                         "winogrande, hellaswag, lambada)\n");
@@ -405,9 +388,11 @@ static int cmd_mc(int argc, char **argv) {
 
 static int cmd_kld(int argc, char **argv) {
     eval_opts o;
-    int rc = parse_opts("kld", argc, argv,
-                        " --base --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ", &o);
-    if (rc >= 0) return rc;
+    em_opts_result pr = parse_opts("kld", "--base BASE.gguf -m MODEL.gguf -f TEXT [options]",
+                                   "KL divergence of MODEL from BASE, top-1 agreement and delta PPL.\n", argc, argv,
+                                  " --base --model --file --ctx-size --chunks --threads --batch-size --kv-type --json ", &o);
+    if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
+    int rc = 0;
     if (!o.model || !o.base || !o.text) {
         fprintf(stderr, "ember eval kld: give a base model (--base), a model (-m) and a text (-f)\n");
         return 2;
@@ -532,7 +517,7 @@ static int report_model(eval_opts *o, em_eval_record *rec, bool run_evals) {
         }
         em_mc_data_free(&data);
     }
-    if (rc == 0 && !o->no_bench && !rec->has_speed) {
+    if (rc == 0 && o->bench && !rec->has_speed) {
         em_bench_params bp = em_bench_default_params();
         bp.n_gen = (int32_t)o->bench_gen;
         bp.n_prompt = (int32_t)o->bench_prompt;
@@ -569,40 +554,38 @@ static void json_beside(const char *html, char *buf, size_t size) {
     else snprintf(buf, size, "%s.json", html);
 }
 
-static int cmd_report(int argc, char **argv) {
-    eval_opts o;
-    int rc = parse_opts("report", argc, argv,
-                        " --models --tasks --results --file --ctx-size --chunks --limit --threads --batch-size "
-                        "--kv-type --data-dir --price-per-hour --quality --kv-ctx --bench-gen --bench-prompt "
-                        "--bench-reps --read-bw --no-bench --output ",
-                        &o);
-    if (rc >= 0) return rc;
-    if (!o.out) {
-        fprintf(stderr, "ember eval report: give the output file (-o report.html)\n");
-        return 2;
-    }
-    if (o.n_models == 0 && o.n_results == 0) {
-        fprintf(stderr, "ember eval report: give --models and/or --results\n");
-        return 2;
-    }
-    if (o.n_models > 0 && !o.text && o.n_tasks == 0 && o.no_bench) {
-        fprintf(stderr, "ember eval report: nothing to measure (give -f TEXT, --tasks, or allow the benchmark)\n");
-        return 2;
-    }
-    em_eval_record *recs = calloc(2 * MAX_LIST, sizeof *recs);
-    if (!recs) return 1;
-    int32_t n = 0;
-    rc = 0;
-    for (int i = 0; i < o.n_results && rc == 0; i++) {
+/* The report's options, checked; -1 to go on, else the exit status. */
+static int report_args(int argc, char **argv, eval_opts *o) {
+    em_opts_result pr = parse_opts("report", "[--models A.gguf ...] [--results R.json ...] [options] -o OUT.html",
+                                   "Runs (or reads) the evaluations and the speed benchmark and writes an HTML\n"
+                                   "report of quality against cost, and OUT.json beside it.\n", argc, argv,
+                                  " --models --tasks --results --file --ctx-size --chunks --limit --threads --batch-size "
+                                  "--kv-type --data-dir --price-per-hour --quality --kv-ctx --bench-gen --bench-prompt "
+                                  "--bench-reps --read-bw --bench --output ",
+                                  o);
+    if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
+    const char *problem = !o->out ? "give the output file (-o report.html)"
+                          : o->n_models == 0 && o->n_results == 0 ? "give --models and/or --results"
+                          : o->n_models > 0 && !o->text && o->n_tasks == 0 && !o->bench
+                              ? "nothing to measure (give -f TEXT, --tasks, or allow the benchmark)"
+                              : NULL;
+    if (!problem) return -1;
+    fprintf(stderr, "ember eval report: %s\n", problem);
+    return 2;
+}
+
+/* Merges the records of every --results file into recs[0..*n). */
+static int load_results(const eval_opts *o, em_eval_record *recs, int32_t *n) {
+    int rc = 0;
+    for (int i = 0; i < o->n_results && rc == 0; i++) {
         em_eval_record *got = NULL;
         int32_t n_got = 0;
-        if (em_eval_records_load(o.results[i], &got, &n_got) != EM_OK) {
+        if (em_eval_records_load(o->results[i], &got, &n_got) != EM_OK) {
             fprintf(stderr, "ember eval report: %s\n", em_last_error());
-            rc = 1;
-            break;
+            return 1;
         }
         for (int32_t j = 0; j < n_got && rc == 0; j++) {
-            em_eval_record *dst = record_for(recs, &n, got[j].model);
+            em_eval_record *dst = record_for(recs, n, got[j].model);
             if (!dst) {
                 fprintf(stderr, "ember eval report: more than %d models\n", 2 * MAX_LIST);
                 rc = 2;
@@ -612,21 +595,25 @@ static int cmd_report(int argc, char **argv) {
         }
         free(got);
     }
-    for (int i = 0; i < o.n_models && rc == 0; i++) {
-        em_eval_record *dst = record_for(recs, &n, o.models[i]);
+    return rc;
+}
+
+/* Runs the evaluations of every --models model, and measures the speed
+ * of the models known only from --results (on this machine). */
+static int run_models(eval_opts *o, em_eval_record *recs, int32_t *n) {
+    int rc = 0;
+    for (int i = 0; i < o->n_models && rc == 0; i++) {
+        em_eval_record *dst = record_for(recs, n, o->models[i]);
         if (!dst) {
             fprintf(stderr, "ember eval report: too many models\n");
-            rc = 2;
-            break;
+            return 2;
         }
-        rc = report_model(&o, dst, true);
+        rc = report_model(o, dst, true);
     }
-    /* Models known only from --results still need their speed, measured
-     * here on this machine. */
-    for (int32_t i = 0; i < n && rc == 0; i++) {
-        if (recs[i].has_speed || o.no_bench) continue;
+    for (int32_t i = 0; i < *n && rc == 0; i++) {
+        if (recs[i].has_speed || !o->bench) continue;
         bool listed = false;
-        for (int j = 0; j < o.n_models; j++) listed = listed || !strcmp(o.models[j], recs[i].model);
+        for (int j = 0; j < o->n_models; j++) listed = listed || !strcmp(o->models[j], recs[i].model);
         if (listed) continue;
         /* A record from elsewhere may name a file this machine lacks: the
          * report then shows it without a cost rather than failing. */
@@ -635,23 +622,40 @@ static int cmd_report(int argc, char **argv) {
                     recs[i].model);
             continue;
         }
-        rc = report_model(&o, &recs[i], false);
+        rc = report_model(o, &recs[i], false);
     }
-    if (rc == 0) {
-        em_report_params rp = {
-            .price_per_hour = o.price,
-            .kv_ctx = (int32_t)o.kv_ctx,
-            .quality = o.quality,
-        };
-        char jpath[1024];
-        json_beside(o.out, jpath, sizeof jpath);
-        if (em_report_write(recs, n, &rp, o.out, jpath) != EM_OK) {
-            fprintf(stderr, "ember eval report: %s\n", em_last_error());
-            rc = 1;
-        } else {
-            printf("wrote %s and %s (%d models)\n", o.out, jpath, n);
-        }
+    return rc;
+}
+
+static int write_report(const eval_opts *o, const em_eval_record *recs, int32_t n) {
+    em_report_params rp = {
+        .price_per_hour = o->price,
+        .kv_ctx = (int32_t)o->kv_ctx,
+        .quality = o->quality,
+    };
+    char jpath[1024];
+    json_beside(o->out, jpath, sizeof jpath);
+    if (em_report_write(recs, n, &rp, o->out, jpath) != EM_OK) {
+        fprintf(stderr, "ember eval report: %s\n", em_last_error());
+        return 1;
     }
+    printf("wrote %s and %s (%d models)\n", o->out, jpath, n);
+    return 0;
+}
+
+static int cmd_report(int argc, char **argv) {
+    eval_opts o;
+    int rc = report_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    em_eval_record *recs = calloc(2 * MAX_LIST, sizeof *recs);
+    if (!recs) {
+        fprintf(stderr, "ember eval report: out of memory\n");
+        return 1;
+    }
+    int32_t n = 0;
+    rc = load_results(&o, recs, &n);
+    if (rc == 0) rc = run_models(&o, recs, &n);
+    if (rc == 0) rc = write_report(&o, recs, n);
     free(recs);
     return rc;
 }

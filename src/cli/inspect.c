@@ -25,19 +25,6 @@
 /* Text mode cuts a value (a chat template, say) at this many bytes. */
 #define VALUE_CHARS 200
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: ember inspect MODEL.gguf [options]\n"
-            "\n"
-            "Shows a GGUF file's header, metadata, tensors and an architecture summary.\n"
-            "\n"
-            "options:\n"
-            "  --tensor NAME   print the values of tensor NAME (dequantized), one row per line\n"
-            "  --limit N       with --tensor: print at most N values in all (default: every value)\n"
-            "  --json          print the report as one JSON object\n"
-            "  --help          show this help\n");
-}
-
 /* ------------------------------------------------------------ summary */
 
 /* The facts the summary shows, gathered from metadata and tensors. */
@@ -322,54 +309,46 @@ static int print_tensor(const char *path, const em_gguf *g, const char *name, in
 
 /* ---------------------------------------------------------------- main */
 
+/* What the command line asks for. */
+typedef struct inspect_opts {
+    const char *path, *tensor;
+    int64_t limit;  /* values --tensor prints; -1: all */
+    bool json;
+} inspect_opts;
+
+static em_opts_result parse_args(int argc, char **argv, inspect_opts *o) {
+    *o = (inspect_opts){.limit = -1};
+    const em_opt opts[] = {
+        {.name = "tensor", .type = EM_OPT_STRING, EM_OPT_DEST(o->tensor), .arg = "NAME",
+         .help = "print the values of tensor NAME (dequantized), one row per line"},
+        {.name = "limit", .type = EM_OPT_INT, EM_OPT_DEST(o->limit), .min = 0, .max = 1e15,
+         .help = "with --tensor: print at most N values in all", .def = "every value"},
+        {.name = "json", .type = EM_OPT_FLAG, EM_OPT_DEST(o->json), .help = "print the report as one JSON object"},
+        {0}};
+    const em_cmd cmd = {.name = "inspect",
+                        .synopsis = "MODEL.gguf [options]",
+                        .about = "Shows a GGUF file's header, metadata, tensors and an architecture summary.\n",
+                        .opts = opts,
+                        .max_pos = 1};
+    int n_pos = 0;
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, &o->path, &n_pos);
+    if (r == EM_OPTS_OK && n_pos == 0) {
+        fprintf(stderr, "ember inspect: no model file given (see ember inspect --help)\n");
+        r = EM_OPTS_USAGE;
+    } else if (r == EM_OPTS_OK && o->json && o->tensor) {
+        fprintf(stderr, "ember inspect: --json and --tensor do not go together\n");
+        r = EM_OPTS_USAGE;
+    }
+    return r;
+}
+
 int em_cli_inspect(int argc, char **argv) {
-    const char *path = NULL, *tensor = NULL;
-    bool json = false;
-    int64_t limit = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--tensor") || !strcmp(a, "--limit")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "ember: inspect: %s needs a value\n", a);
-                return 2;
-            }
-            const char *v = argv[++i];
-            if (a[2] == 't') {
-                tensor = v;
-            } else {
-                char *end;
-                errno = 0;
-                long long n = strtoll(v, &end, 10);
-                if (errno || *end || end == v || n < 0) {
-                    fprintf(stderr, "ember: inspect: --limit wants a count, not '%s'\n", v);
-                    return 2;
-                }
-                limit = n;
-            }
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "ember: inspect: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        } else if (!path) {
-            path = a;
-        } else {
-            fprintf(stderr, "ember: inspect: one model file at a time ('%s' is extra)\n", a);
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
-    if (json && tensor) {
-        fprintf(stderr, "ember: inspect: --json and --tensor do not go together\n");
-        return 2;
-    }
+    inspect_opts o;
+    em_opts_result r = parse_args(argc, argv, &o);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    const char *path = o.path, *tensor = o.tensor;
+    bool json = o.json;
+    int64_t limit = o.limit;
     em_gguf *g;
     if (em_gguf_open(&g, path) != EM_OK) {
         fprintf(stderr, "ember: inspect: %s: %s\n", path, em_last_error());

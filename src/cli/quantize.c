@@ -29,25 +29,50 @@
 /* GGUF's quantization_version of the K-quant and legacy block layouts. */
 #define EM_QUANT_VERSION 2
 
-static void quantize_usage(FILE *out) {
-    fprintf(out,
-            "usage: ember quantize [options] IN.gguf OUT.gguf TYPE\n"
-            "\n"
-            "Converts the weights of a GGUF model to TYPE and writes a new file.\n"
-            "\n"
-            "options:\n"
-            "  -t, --threads N        worker threads (default: physical cores)\n"
-            "      --pure             every matrix gets TYPE's base type (no per-tensor rules)\n"
-            "      --allow-requantize accept input that is already quantized (it is\n"
-            "                         dequantized first; the result is worse than quantizing\n"
-            "                         the original weights)\n"
-            "  -h, --help             show this help\n"
-            "\n"
-            "TYPE (as in llama.cpp; 1-D tensors such as norms are never converted):\n");
-    for (int i = 0; i < em_mix_count(); i++) {
+/* The command line: IN.gguf OUT.gguf TYPE and the options. */
+typedef struct quantize_opts {
+    const char *pos[3];  /* IN.gguf, OUT.gguf, TYPE                      */
+    int n_pos;
+    int32_t n_threads;   /* 0: physical cores                            */
+    bool pure, allow_requant;
+} quantize_opts;
+
+/* The help's list of TYPEs, one "  NAME  description" line each. */
+static void list_types(char *buf, size_t size) {
+    size_t n = (size_t)snprintf(buf, size, "TYPE (as in llama.cpp; 1-D tensors such as norms are never converted):\n");
+    for (int i = 0; i < em_mix_count() && n < size; i++) {
         const em_mix *m = em_mix_at(i);
-        fprintf(out, "  %-8s %s\n", m->name, m->desc);
+        int w = snprintf(buf + n, size - n, "  %-8s %s\n", m->name, m->desc);
+        if (w < 0) break;
+        n += (size_t)w;
     }
+}
+
+static em_opts_result parse_args(int argc, char **argv, quantize_opts *o) {
+    *o = (quantize_opts){0};
+    const em_opt opts[] = {
+        {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(o->n_threads), .min = 1, .max = 512,
+         .help = "worker threads", .def = "physical cores"},
+        {.name = "pure", .type = EM_OPT_FLAG, EM_OPT_DEST(o->pure),
+         .help = "every matrix gets TYPE's base type (no per-tensor rules)"},
+        {.name = "allow-requantize", .type = EM_OPT_FLAG, EM_OPT_DEST(o->allow_requant),
+         .help = "accept input that is already quantized (it is dequantized\n"
+                 "first; the result is worse than quantizing the original weights)"},
+        {0}};
+    char types[4096];
+    list_types(types, sizeof types);
+    const em_cmd cmd = {.name = "quantize",
+                        .synopsis = "[options] IN.gguf OUT.gguf TYPE",
+                        .about = "Converts the weights of a GGUF model to TYPE and writes a new file.\n",
+                        .epilog = types,
+                        .opts = opts,
+                        .max_pos = 3};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, o->pos, &o->n_pos);
+    if (r == EM_OPTS_OK && o->n_pos < 3) {
+        fprintf(stderr, "ember quantize: want IN.gguf OUT.gguf TYPE (see ember quantize --help)\n");
+        r = EM_OPTS_USAGE;
+    }
+    return r;
 }
 
 /* Human-readable bytes. */
@@ -255,137 +280,138 @@ static bool add_tensor(quant_state *s, int64_t i, int n_threads, const char *in_
     return true;
 }
 
-int em_cli_quantize(int argc, char **argv) {
-    const char *pos[3] = {NULL, NULL, NULL};
-    int n_pos = 0, n_threads = 0;
-    bool pure = false, allow_requant = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            quantize_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--pure")) {
-            pure = true;
-        } else if (!strcmp(a, "--allow-requantize")) {
-            allow_requant = true;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            long t;
-            if (i + 1 >= argc || !em_cli_parse_long(argv[i + 1], 1, 512, &t)) {
-                fprintf(stderr, "ember quantize: %s wants a thread count from 1 to 512\n", a);
-                return 2;
-            }
-            n_threads = (int)t;
-            i++;
-        } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "ember quantize: unknown option %s (see ember quantize --help)\n", a);
-            return 2;
-        } else if (n_pos < 3) {
-            pos[n_pos++] = a;
-        } else {
-            fprintf(stderr, "ember quantize: too many arguments ('%s'); want IN.gguf OUT.gguf TYPE\n", a);
-            return 2;
-        }
-    }
-    if (n_pos < 3) {
-        fprintf(stderr, "ember quantize: want IN.gguf OUT.gguf TYPE (see ember quantize --help)\n");
-        return 2;
-    }
-    const char *in_path = pos[0], *out_path = pos[1];
-    const em_mix *found = em_mix_find(pos[2]);
+/* The mix TYPE names, with --pure applied; 2 (usage) for an unknown
+ * TYPE, 1 when the output is the input (writing it would truncate the
+ * mapping being read), else 0. */
+static int choose_mix(const quantize_opts *o, em_mix *mix) {
+    const em_mix *found = em_mix_find(o->pos[2]);
     if (!found) {
-        fprintf(stderr, "ember quantize: unknown type '%s' (see ember quantize --help for the list)\n", pos[2]);
+        fprintf(stderr, "ember quantize: unknown type '%s' (see ember quantize --help for the list)\n", o->pos[2]);
         return 2;
     }
-    em_mix mix = *found;
-    mix.pure = mix.pure || pure;
-    if (n_threads <= 0) n_threads = em_physical_cores();
-
-    /* Writing over the input would truncate the mapping being read. */
+    *mix = *found;
+    mix->pure = mix->pure || o->pure;
     struct stat si, so;
-    if (stat(in_path, &si) == 0 && stat(out_path, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
-        fprintf(stderr, "ember quantize: the output %s is the input file\n", out_path);
+    if (stat(o->pos[0], &si) == 0 && stat(o->pos[1], &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+        fprintf(stderr, "ember quantize: the output %s is the input file\n", o->pos[1]);
         return 1;
     }
+    return 0;
+}
 
-    quant_state s = {0};
-    int rc = 1;
-    bool created = false;
-    double t0 = em_time_s();
-    if (em_gguf_open(&s.src, in_path) != EM_OK) {
+/* Opens the input, plans every tensor, checks that the output can be
+ * written (before the work, not after it; *created then says a failure
+ * must remove the partial file), and sets up the threads and the writer. */
+static bool prepare(quant_state *s, const quantize_opts *o, const em_mix *mix, int n_threads, bool *created) {
+    const char *in_path = o->pos[0], *out_path = o->pos[1];
+    if (em_gguf_open(&s->src, in_path) != EM_OK) {
         fprintf(stderr, "ember quantize: %s\n", em_last_error());
-        goto done;
+        return false;
     }
     int64_t max_ne0;
-    if (!make_plan(&s, in_path, &mix, allow_requant, &max_ne0)) goto done;
-
-    /* Fail before the work, not after it, when the output cannot be
-     * written; from here on a failure removes the partial file. */
+    if (!make_plan(s, in_path, mix, o->allow_requant, &max_ne0)) return false;
     FILE *probe = fopen(out_path, "wb");
     if (!probe) {
         fprintf(stderr, "ember quantize: cannot create %s: %s\n", out_path, strerror(errno));
-        goto done;
+        return false;
     }
     fclose(probe);
-    created = true;
-
-    s.scratch = malloc((size_t)max_ne0 * (size_t)n_threads * sizeof(float));
-    s.status = calloc((size_t)n_threads, sizeof *s.status);
-    s.bad_row = calloc((size_t)n_threads, sizeof *s.bad_row);
-    s.err = calloc((size_t)n_threads, sizeof *s.err);
-    if (!s.scratch || !s.status || !s.bad_row || !s.err) {
+    *created = true;
+    s->scratch = malloc((size_t)max_ne0 * (size_t)n_threads * sizeof(float));
+    s->status = calloc((size_t)n_threads, sizeof *s->status);
+    s->bad_row = calloc((size_t)n_threads, sizeof *s->bad_row);
+    s->err = calloc((size_t)n_threads, sizeof *s->err);
+    if (!s->scratch || !s->status || !s->bad_row || !s->err) {
         fprintf(stderr, "ember quantize: out of memory\n");
-        goto done;
+        return false;
     }
-    if (em_threadpool_init(&s.pool, n_threads) != EM_OK || em_gguf_writer_init(&s.w) != EM_OK ||
-        em_gguf_copy_kv(s.w, s.src) != EM_OK ||
-        em_gguf_set_u32(s.w, "general.quantization_version", EM_QUANT_VERSION) != EM_OK ||
-        em_gguf_set_u32(s.w, "general.file_type", (uint32_t)mix.ftype) != EM_OK) {
+    if (em_threadpool_init(&s->pool, n_threads) != EM_OK || em_gguf_writer_init(&s->w) != EM_OK ||
+        em_gguf_copy_kv(s->w, s->src) != EM_OK ||
+        em_gguf_set_u32(s->w, "general.quantization_version", EM_QUANT_VERSION) != EM_OK ||
+        em_gguf_set_u32(s->w, "general.file_type", (uint32_t)mix->ftype) != EM_OK) {
         fprintf(stderr, "ember quantize: %s\n", em_last_error());
-        goto done;
+        return false;
     }
+    return true;
+}
 
-    printf("ember quantize: %s -> %s as %s%s, %d threads\n", in_path, out_path, mix.name,
-           mix.pure && !found->pure ? " (pure)" : "", n_threads);
-    int64_t n = em_gguf_n_tensors(s.src);
-    uint64_t size_in = 0, size_out = 0, n_elems = 0;
-    int n_fallback = 0;
+/* Totals over all tensors, for the summary. */
+typedef struct quant_totals {
+    uint64_t size_in, size_out; /* bytes of tensor data                  */
+    uint64_t n_elems;
+    int n_fallback;             /* tensors that got a fallback type      */
+} quant_totals;
+
+/* One line of progress: name, shape, types and sizes of tensor i. */
+static void print_tensor_line(const quant_state *s, int64_t i, int64_t n, uint64_t new_size) {
+    const em_gguf_tensor *t = em_gguf_tensor_at(s->src, i);
+    const tensor_plan *p = &s->plan[i];
+    char shape[96], a[32], b[32];
+    int o = snprintf(shape, sizeof shape, "[%lld", (long long)t->ne[0]);
+    for (uint32_t d = 1; d < p->n_dims && o > 0 && (size_t)o < sizeof shape; d++)
+        o += snprintf(shape + o, sizeof shape - (size_t)o, ", %lld", (long long)t->ne[d]);
+    if (o > 0 && (size_t)o < sizeof shape) snprintf(shape + o, sizeof shape - (size_t)o, "]");
+    printf("[%4lld/%4lld] %-36s %-22s %-6s -> %-6s %12s -> %12s%s\n", (long long)i + 1, (long long)n, p->name,
+           shape, em_type_name(t->type), em_type_name(p->new_type), fmt_size((double)t->size, a, sizeof a),
+           fmt_size((double)new_size, b, sizeof b), p->fallback ? "  (fallback)" : "");
+    fflush(stdout);
+}
+
+/* Converts (or copies) every tensor into the writer. */
+static bool convert_all(quant_state *s, int n_threads, const char *in_path, quant_totals *tot) {
+    int64_t n = em_gguf_n_tensors(s->src);
     for (int64_t i = 0; i < n; i++) {
-        const em_gguf_tensor *t = em_gguf_tensor_at(s.src, i);
-        const tensor_plan *p = &s.plan[i];
-        if (!add_tensor(&s, i, n_threads, in_path)) goto done;
+        const em_gguf_tensor *t = em_gguf_tensor_at(s->src, i);
+        const tensor_plan *p = &s->plan[i];
+        if (!add_tensor(s, i, n_threads, in_path)) return false;
         uint64_t new_size = em_row_size(p->new_type, t->ne[0]) * (uint64_t)p->nrows;
-        size_in += t->size;
-        size_out += new_size;
-        n_elems += (uint64_t)(t->ne[0] * p->nrows);
-        n_fallback += p->fallback;
+        tot->size_in += t->size;
+        tot->size_out += new_size;
+        tot->n_elems += (uint64_t)(t->ne[0] * p->nrows);
+        tot->n_fallback += p->fallback;
+        print_tensor_line(s, i, n, new_size);
+    }
+    return true;
+}
 
-        char shape[96], a[32], b[32];
-        int o = snprintf(shape, sizeof shape, "[%lld", (long long)t->ne[0]);
-        for (uint32_t d = 1; d < p->n_dims && o > 0 && (size_t)o < sizeof shape; d++)
-            o += snprintf(shape + o, sizeof shape - (size_t)o, ", %lld", (long long)t->ne[d]);
-        if (o > 0 && (size_t)o < sizeof shape) snprintf(shape + o, sizeof shape - (size_t)o, "]");
-        printf("[%4lld/%4lld] %-36s %-22s %-6s -> %-6s %12s -> %12s%s\n", (long long)i + 1, (long long)n,
-               p->name, shape, em_type_name(t->type), em_type_name(p->new_type),
-               fmt_size((double)t->size, a, sizeof a), fmt_size((double)new_size, b, sizeof b),
-               p->fallback ? "  (fallback)" : "");
-        fflush(stdout);
-    }
-    if (em_gguf_write(s.w, out_path) != EM_OK) {
-        fprintf(stderr, "ember quantize: %s\n", em_last_error());
-        goto done;
-    }
+static void print_summary(const quant_totals *tot, double seconds) {
     char a[32], b[32];
-    double bpw_in = n_elems ? 8.0 * (double)size_in / (double)n_elems : 0;
-    double bpw_out = n_elems ? 8.0 * (double)size_out / (double)n_elems : 0;
-    printf("model size: %s -> %s (%.2f -> %.2f bits per weight)\n", fmt_size((double)size_in, a, sizeof a),
-           fmt_size((double)size_out, b, sizeof b), bpw_in, bpw_out);
-    if (n_fallback)
+    double bpw_in = tot->n_elems ? 8.0 * (double)tot->size_in / (double)tot->n_elems : 0;
+    double bpw_out = tot->n_elems ? 8.0 * (double)tot->size_out / (double)tot->n_elems : 0;
+    printf("model size: %s -> %s (%.2f -> %.2f bits per weight)\n", fmt_size((double)tot->size_in, a, sizeof a),
+           fmt_size((double)tot->size_out, b, sizeof b), bpw_in, bpw_out);
+    if (tot->n_fallback)
         printf("%d tensor%s got a fallback type: %s row length fits no block of the type the mix "
-               "chose\n", n_fallback, n_fallback == 1 ? "" : "s", n_fallback == 1 ? "its" : "their");
-    printf("done in %.2f s\n", em_time_s() - t0);
-    rc = 0;
-done:
+               "chose\n", tot->n_fallback, tot->n_fallback == 1 ? "" : "s", tot->n_fallback == 1 ? "its" : "their");
+    printf("done in %.2f s\n", seconds);
+}
+
+int em_cli_quantize(int argc, char **argv) {
+    quantize_opts o;
+    em_opts_result r = parse_args(argc, argv, &o);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    em_mix mix;
+    int rc = choose_mix(&o, &mix);
+    if (rc != 0) return rc;
+    int n_threads = o.n_threads > 0 ? o.n_threads : em_physical_cores();
+    const char *in_path = o.pos[0], *out_path = o.pos[1];
+
+    quant_state s = {0};
+    quant_totals tot = {0};
+    bool created = false;
+    double t0 = em_time_s();
+    bool ok = prepare(&s, &o, &mix, n_threads, &created);
+    if (ok) {
+        printf("ember quantize: %s -> %s as %s%s, %d threads\n", in_path, out_path, mix.name,
+               mix.pure && !em_mix_find(o.pos[2])->pure ? " (pure)" : "", n_threads);
+        ok = convert_all(&s, n_threads, in_path, &tot);
+    }
+    if (ok && em_gguf_write(s.w, out_path) != EM_OK) {
+        fprintf(stderr, "ember quantize: %s\n", em_last_error());
+        ok = false;
+    }
+    if (ok) print_summary(&tot, em_time_s() - t0);
     state_free(&s);
-    if (rc != 0 && created) remove(out_path);
-    return rc;
+    if (!ok && created) remove(out_path);
+    return ok ? 0 : 1;
 }

@@ -2,39 +2,164 @@
  * run.c - `ember run`: load a model, process the prompt, and stream the
  * generated text to stdout token by token.  Timings go to stderr so that
  * stdout holds exactly the generated text.
+ *
+ * em_cli_run is the steps in order: parse_args, load, prepare (the
+ * prompt's tokens), process_prompt, generate, report.  A step that fails
+ * prints one line and returns false.
  */
 #include "cli/cli.h"
 #include "core/core.h"
 #include "ember.h"
 
-#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void run_usage(FILE *out) {
-    fprintf(out,
-            "usage: ember run -m MODEL.gguf [options]\n"
-            "\n"
-            "  -m, --model FILE        GGUF model to run (required)\n"
-            "  -p, --prompt TEXT       prompt (default: start from BOS)\n"
-            "  -f, --file FILE         read the prompt from a file\n"
-            "  -n, --n-predict N       tokens to generate (default 128; -1: until EOS or full context)\n"
-            "      --temp T            temperature (default 0.8; 0 = greedy)\n"
-            "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
-            "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
-            "      --min-p P           drop tokens below P x the best probability (default 0.05)\n"
-            "      --repeat-penalty R  penalise repeated tokens (default 1.0 = off)\n"
-            "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
-            "      --frequency-penalty F, --presence-penalty P   OpenAI-style penalties (default 0)\n"
-            "      --seed S            random seed (default 42)\n"
-            "      --ignore-eos        keep generating past end-of-sequence tokens\n"
-            "      --kv-type f16|f32|q8_0  KV cache precision (default f16)\n"
-            "      --no-mmap           read the model into memory instead of mapping it\n"
-            "      --mlock             lock the model in memory (needs ulimit -l)\n"
-            "  -t, --threads N         worker threads (default: physical cores)\n"
-            "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
-            "  -b, --batch-size N      prompt tokens per forward pass (default 512)\n");
+/* What the command line asks for. */
+typedef struct run_opts {
+    const char *model_path, *prompt, *prompt_file;
+    int32_t n_predict;  /* tokens to generate; -1: until EOS or full ctx  */
+    int32_t n_threads;  /* 0: physical cores                              */
+    int32_t n_ctx;      /* 0: the model's training length, at most 4096   */
+    int32_t n_batch;    /* prompt tokens per forward pass                 */
+    bool ignore_eos;
+    em_type kv_type;
+    em_model_params mp;
+    em_sampler_params sp;
+} run_opts;
+
+/* What a run holds, from loading to the report. */
+typedef struct run_state {
+    char *file_text;    /* the -f prompt, or NULL                         */
+    em_model *model;
+    em_context *ctx;
+    em_sampler *smp;
+    em_token *toks;     /* [n_prompt] the prompt's tokens                 */
+    int32_t n_prompt;
+    bool from_bos;      /* no prompt: generation starts from BOS alone    */
+    em_batch batch;
+    int32_t n_gen;      /* tokens generated                               */
+    double t_load, t_pp, t_tg; /* seconds                                 */
+} run_state;
+
+static em_opts_result parse_args(int argc, char **argv, run_opts *o) {
+    *o = (run_opts){.n_predict = 128, .n_batch = 512, .kv_type = EM_TYPE_F16,
+                    .mp = em_model_default_params(), .sp = em_sampler_default_params()};
+    const em_opt opts[] = {
+        {.name = "model", .short_name = "m", .type = EM_OPT_STRING, EM_OPT_DEST(o->model_path), .arg = "FILE",
+         .help = "GGUF model to run", .flags = EM_OPT_REQUIRED},
+        {.name = "prompt", .short_name = "p", .type = EM_OPT_STRING, EM_OPT_DEST(o->prompt), .arg = "TEXT",
+         .help = "prompt", .def = "start from BOS"},
+        {.name = "file", .short_name = "f", .type = EM_OPT_STRING, EM_OPT_DEST(o->prompt_file), .arg = "FILE",
+         .help = "read the prompt from a file"},
+        {.name = "n-predict", .short_name = "n", .type = EM_OPT_INT, EM_OPT_DEST(o->n_predict), .min = -1,
+         .max = 1 << 30, .help = "tokens to generate (-1: until EOS or a full context)"},
+        {.name = "temp", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.temp), .help = "temperature (0 = greedy)"},
+        {.name = "top-k", .type = EM_OPT_INT, EM_OPT_DEST(o->sp.top_k), .min = 0, .max = 1 << 30,
+         .help = "keep the K most likely tokens (0 = off)"},
+        {.name = "top-p", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.top_p), .help = "nucleus sampling threshold (1 = off)"},
+        {.name = "min-p", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.min_p),
+         .help = "drop tokens below P x the best probability"},
+        {.name = "repeat-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.repeat_penalty), .min = 1e-6, .max = 1e6,
+         .help = "penalise repeated tokens (1 = off)"},
+        {.name = "repeat-last-n", .type = EM_OPT_INT, EM_OPT_DEST(o->sp.repeat_last_n), .min = -1, .max = 1 << 30,
+         .help = "tokens the penalties look back over (-1: all)"},
+        {.name = "frequency-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.freq_penalty),
+         .help = "OpenAI-style frequency penalty"},
+        {.name = "presence-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->sp.presence_penalty),
+         .help = "OpenAI-style presence penalty"},
+        {.name = "seed", .type = EM_OPT_INT, EM_OPT_DEST(o->sp.seed), .help = "random seed"},
+        {.name = "ignore-eos", .type = EM_OPT_FLAG, EM_OPT_DEST(o->ignore_eos),
+         .help = "keep generating past end-of-sequence tokens"},
+        EM_CLI_OPT_KV_TYPE(o->kv_type),
+        {.name = "mmap", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.use_mmap),
+         .help = "map the model file (off: read it into memory)"},
+        {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.use_mlock),
+         .help = "lock the model in memory (needs ulimit -l)"},
+        {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(o->n_threads), .min = 1, .max = 512,
+         .help = "worker threads", .def = "physical cores"},
+        {.name = "ctx-size", .short_name = "c", .type = EM_OPT_INT, EM_OPT_DEST(o->n_ctx), .min = 0, .max = 1 << 24,
+         .help = "context length", .def = "the model's, at most 4096"},
+        {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(o->n_batch), .min = 1,
+         .max = 1 << 16, .help = "prompt tokens per forward pass"},
+        {0}};
+    const em_cmd cmd = {.name = "run", .synopsis = "-m MODEL.gguf [options]", .opts = opts};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, NULL, NULL);
+    if (r == EM_OPTS_OK && o->prompt && o->prompt_file) {
+        fprintf(stderr, "ember run: give -p or -f, not both\n");
+        r = EM_OPTS_USAGE;
+    }
+    return r;
+}
+
+/* Prints "ember run: MESSAGE" for a step that failed; returns false. */
+static bool fail(const char *fmt, ...) EM_PRINTF(1, 2);
+static bool fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ember run: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return false;
+}
+
+/* Loads the model (and the -f prompt) and sets up the context and the
+ * sampler. */
+static bool load(const run_opts *o, run_state *s) {
+    if (o->prompt_file && !(s->file_text = em_cli_read_file(o->prompt_file, NULL))) return false;
+    double t0 = em_time_s();
+    if (em_model_load(&s->model, o->model_path, &o->mp) != EM_OK) return fail("%s", em_last_error());
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = o->n_ctx ? o->n_ctx : EM_MIN(em_model_n_ctx_train(s->model), 4096);
+    cp.n_batch = o->n_batch;
+    cp.n_threads = o->n_threads;
+    cp.kv_type = o->kv_type;
+    if (em_context_init(&s->ctx, s->model, &cp) != EM_OK) return fail("%s", em_last_error());
+    s->t_load = em_time_s() - t0;
+    if (em_sampler_init(&s->smp, &o->sp, em_model_n_vocab(s->model)) != EM_OK) return fail("%s", em_last_error());
+    return true;
+}
+
+/* Tokenizes the prompt (BOS alone without one) and checks that it fits
+ * the context; the sampler sees the prompt for its penalties. */
+static bool prepare(const run_opts *o, run_state *s) {
+    const em_vocab *vocab = em_model_vocab(s->model);
+    const char *prompt = s->file_text ? s->file_text : o->prompt;
+    s->from_bos = !prompt || !*prompt;
+    if (s->from_bos) {
+        em_token bos = em_vocab_bos(vocab);
+        if (bos < 0) return fail("the model has no BOS token; give a prompt");
+        if (!(s->toks = malloc(sizeof *s->toks))) return fail("out of memory");
+        s->toks[0] = bos;
+        s->n_prompt = 1;
+    } else {
+        if (em_tokenize_alloc(vocab, prompt, -1, true, false, &s->toks, &s->n_prompt) != EM_OK)
+            return fail("cannot tokenize the prompt: %s", em_last_error());
+        if (s->n_prompt == 0) return fail("the prompt tokenizes to nothing");
+    }
+    int32_t n_ctx = em_context_n_ctx(s->ctx);
+    if (s->n_prompt >= n_ctx)
+        return fail("the prompt is %d tokens, which does not fit the context of %d (use -c)", s->n_prompt, n_ctx);
+    for (int32_t i = 0; i < s->n_prompt; i++) em_sampler_accept(s->smp, s->toks[i]);
+    return true;
+}
+
+/* Prompt processing, n_batch rows at a time; only the last row's logits
+ * are needed. */
+static bool process_prompt(const run_opts *o, run_state *s) {
+    if (em_batch_init(&s->batch, EM_MIN(o->n_batch, em_context_n_ctx(s->ctx))) != EM_OK)
+        return fail("%s", em_last_error());
+    double t0 = em_time_s();
+    for (int32_t i = 0; i < s->n_prompt; i += s->batch.capacity) {
+        em_batch_clear(&s->batch);
+        for (int32_t j = i; j < s->n_prompt && j < i + s->batch.capacity; j++)
+            em_batch_add(&s->batch, s->toks[j], j, 0, j == s->n_prompt - 1);
+        if (em_decode(s->ctx, &s->batch) != EM_OK) return fail("%s", em_last_error());
+    }
+    s->t_pp = em_time_s() - t0;
+    return true;
 }
 
 /* Prints one token's text; returns false when stdout is gone. */
@@ -51,222 +176,68 @@ static bool emit(const em_vocab *vocab, em_token t, bool strip_space) {
     return fflush(stdout) == 0;
 }
 
-int em_cli_run(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    long n_predict = 128, n_threads = 0, n_ctx = 0, n_batch = 512;
-    bool ignore_eos = false;
-    em_model_params mp = em_model_default_params();
-    em_type kv_type = EM_TYPE_F16;
-    em_sampler_params sp = em_sampler_default_params();
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long l;
-        bool ok = true, takes = true;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            run_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--ignore-eos")) {
-            ignore_eos = true;
-            takes = false;
-        } else if (!strcmp(a, "--no-mmap")) {
-            mp.use_mmap = false;
-            takes = false;
-        } else if (!strcmp(a, "--mlock")) {
-            mp.use_mlock = true;
-            takes = false;
-        } else if (!v) {
-            fprintf(stderr, "ember run: %s needs a value\n", a);
-            return 2;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            model_path = v;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-            prompt = v;
-        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
-            prompt_file = v;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            ok = em_cli_parse_long(v, -1, 1L << 30, &n_predict);
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            ok = em_cli_parse_long(v, 1, 512, &n_threads);
-        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
-            ok = em_cli_parse_long(v, 0, 1L << 24, &n_ctx);
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
-            ok = em_cli_parse_long(v, 1, 1L << 16, &n_batch);
-        } else if (!strcmp(a, "--temp")) {
-            ok = em_cli_parse_float(v, &sp.temp);
-        } else if (!strcmp(a, "--top-k")) {
-            ok = em_cli_parse_long(v, 0, 1L << 30, &l);
-            sp.top_k = (int32_t)l;
-        } else if (!strcmp(a, "--top-p")) {
-            ok = em_cli_parse_float(v, &sp.top_p);
-        } else if (!strcmp(a, "--min-p")) {
-            ok = em_cli_parse_float(v, &sp.min_p);
-        } else if (!strcmp(a, "--repeat-penalty")) {
-            ok = em_cli_parse_float(v, &sp.repeat_penalty) && sp.repeat_penalty > 0;
-        } else if (!strcmp(a, "--repeat-last-n")) {
-            ok = em_cli_parse_long(v, -1, 1L << 30, &l);
-            sp.repeat_last_n = (int32_t)l;
-        } else if (!strcmp(a, "--frequency-penalty")) {
-            ok = em_cli_parse_float(v, &sp.freq_penalty);
-        } else if (!strcmp(a, "--presence-penalty")) {
-            ok = em_cli_parse_float(v, &sp.presence_penalty);
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            ok = !errno && end != v && !*end;
-            sp.seed = s;
-        } else if (!strcmp(a, "--kv-type")) {
-            ok = em_cli_parse_kv_type(v, &kv_type);
-        } else {
-            fprintf(stderr, "ember run: unknown option %s (see ember run --help)\n", a);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "ember run: bad value for %s: '%s'\n", a, v);
-            return 2;
-        }
-        if (takes) i++;
-    }
-    if (!model_path) {
-        fprintf(stderr, "ember run: no model given (-m MODEL.gguf)\n");
-        run_usage(stderr);
-        return 2;
-    }
-    if (prompt && prompt_file) {
-        fprintf(stderr, "ember run: give -p or -f, not both\n");
-        return 2;
-    }
-
-    int rc = 1;
-    char *file_text = NULL;
-    em_model *model = NULL;
-    em_context *ctx = NULL;
-    em_sampler *smp = NULL;
-    em_token *toks = NULL;
-    em_batch batch = {0};
-
-    if (prompt_file) {
-        file_text = em_cli_read_file(prompt_file, NULL);
-        if (!file_text) goto done;
-        prompt = file_text;
-    }
-
+/* Generation: sample, print, feed back, until -n tokens, an end of
+ * sequence, a full context or a closed stdout. */
+static bool generate(const run_opts *o, run_state *s) {
+    const em_vocab *vocab = em_model_vocab(s->model);
+    int32_t n_ctx = em_context_n_ctx(s->ctx), pos = s->n_prompt;
+    const float *logits = em_get_logits(s->ctx, s->batch.n_tokens - 1);
+    bool strip = s->from_bos && em_vocab_kind(vocab) == EM_VOCAB_SPM;
     double t0 = em_time_s();
-    em_status st = em_model_load(&model, model_path, &mp);
-    if (st != EM_OK) {
-        fprintf(stderr, "ember run: %s\n", em_last_error());
-        goto done;
-    }
-    const em_vocab *vocab = em_model_vocab(model);
-    em_context_params cp = em_context_default_params();
-    cp.n_ctx = (int32_t)n_ctx;
-    if (cp.n_ctx == 0) cp.n_ctx = EM_MIN(em_model_n_ctx_train(model), 4096);
-    cp.n_batch = (int32_t)n_batch;
-    cp.n_threads = (int32_t)n_threads;
-    cp.kv_type = kv_type;
-    if ((st = em_context_init(&ctx, model, &cp)) != EM_OK) {
-        fprintf(stderr, "ember run: %s\n", em_last_error());
-        goto done;
-    }
-    double t_load = em_time_s() - t0;
-    int32_t n_vocab = em_model_n_vocab(model);
-    if ((st = em_sampler_init(&smp, &sp, n_vocab)) != EM_OK) {
-        fprintf(stderr, "ember run: %s\n", em_last_error());
-        goto done;
-    }
-
-    /* Tokenize the prompt; no prompt means generation from BOS alone. */
-    int32_t n_ctx_real = em_context_n_ctx(ctx);
-    int32_t n_prompt = 0;
-    bool from_bos = !prompt || !*prompt;
-    if (from_bos) {
-        em_token bos = em_vocab_bos(vocab);
-        if (bos < 0) {
-            fprintf(stderr, "ember run: the model has no BOS token; give a prompt\n");
-            goto done;
-        }
-        toks = malloc(sizeof *toks);
-        if (!toks) goto done;
-        toks[0] = bos;
-        n_prompt = 1;
-    } else {
-        if (em_tokenize_alloc(vocab, prompt, -1, true, false, &toks, &n_prompt) != EM_OK) {
-            fprintf(stderr, "ember run: cannot tokenize the prompt: %s\n", em_last_error());
-            goto done;
-        }
-        if (n_prompt == 0) {
-            fprintf(stderr, "ember run: the prompt tokenizes to nothing\n");
-            goto done;
-        }
-    }
-    if (n_prompt >= n_ctx_real) {
-        fprintf(stderr, "ember run: the prompt is %d tokens, which does not fit the context of %d (use -c)\n",
-                n_prompt, n_ctx_real);
-        goto done;
-    }
-    for (int32_t i = 0; i < n_prompt; i++) em_sampler_accept(smp, toks[i]);
-
-    /* Prompt processing, n_batch rows at a time; only the last row's
-     * logits are needed. */
-    if ((st = em_batch_init(&batch, (int32_t)EM_MIN(n_batch, n_ctx_real))) != EM_OK) goto done;
-    double t_pp = em_time_s();
-    for (int32_t i = 0; i < n_prompt; i += batch.capacity) {
-        em_batch_clear(&batch);
-        for (int32_t j = i; j < n_prompt && j < i + batch.capacity; j++)
-            em_batch_add(&batch, toks[j], j, 0, j == n_prompt - 1);
-        if ((st = em_decode(ctx, &batch)) != EM_OK) {
-            fprintf(stderr, "ember run: %s\n", em_last_error());
-            goto done;
-        }
-    }
-    t_pp = em_time_s() - t_pp;
-
-    /* Generation: sample, print, feed back. */
-    double t_tg = em_time_s();
-    int32_t n_gen = 0, pos = n_prompt;
-    const float *logits = em_get_logits(ctx, batch.n_tokens - 1);
-    bool strip = from_bos && em_vocab_kind(vocab) == EM_VOCAB_SPM;
-    while (n_predict < 0 || n_gen < n_predict) {
-        em_token t = em_sampler_sample(smp, logits);
-        em_sampler_accept(smp, t);
-        if (!ignore_eos && em_vocab_is_eog(vocab, t)) break;
-        if (!emit(vocab, t, strip && n_gen == 0)) break;
-        n_gen++;
-        if (pos >= n_ctx_real) {
-            fprintf(stderr, "\nember run: context full (%d positions)\n", n_ctx_real);
+    while (o->n_predict < 0 || s->n_gen < o->n_predict) {
+        em_token t = em_sampler_sample(s->smp, logits);
+        em_sampler_accept(s->smp, t);
+        if (!o->ignore_eos && em_vocab_is_eog(vocab, t)) break;
+        if (!emit(vocab, t, strip && s->n_gen == 0)) break;
+        s->n_gen++;
+        if (pos >= n_ctx) {
+            fprintf(stderr, "\nember run: context full (%d positions)\n", n_ctx);
             break;
         }
-        if (n_predict >= 0 && n_gen >= n_predict) break;
-        em_batch_clear(&batch);
-        em_batch_add(&batch, t, pos++, 0, true);
-        if ((st = em_decode(ctx, &batch)) != EM_OK) {
-            fprintf(stderr, "\nember run: %s\n", em_last_error());
-            goto done;
+        if (o->n_predict >= 0 && s->n_gen >= o->n_predict) break;
+        em_batch_clear(&s->batch);
+        em_batch_add(&s->batch, t, pos++, 0, true);
+        if (em_decode(s->ctx, &s->batch) != EM_OK) {
+            fputc('\n', stderr);
+            return fail("%s", em_last_error());
         }
-        logits = em_get_logits(ctx, 0);
+        logits = em_get_logits(s->ctx, 0);
     }
-    t_tg = em_time_s() - t_tg;
+    s->t_tg = em_time_s() - t0;
     fputc('\n', stdout);
     fflush(stdout);
+    return true;
+}
 
+/* Load time and speeds, on stderr. */
+static void report(const run_opts *o, const run_state *s) {
     char desc[128];
-    em_model_desc(model, desc, sizeof desc);
-    fprintf(stderr, "\nember: %s, %d threads, ctx %d\n", desc, cp.n_threads ? cp.n_threads : em_physical_cores(),
-            n_ctx_real);
-    fprintf(stderr, "ember: load        %8.2f ms\n", t_load * 1e3);
-    fprintf(stderr, "ember: prompt      %8.2f ms / %d tokens (%.2f tok/s)\n", t_pp * 1e3, n_prompt,
-            t_pp > 0 ? n_prompt / t_pp : 0.0);
-    fprintf(stderr, "ember: generation  %8.2f ms / %d tokens (%.2f tok/s)\n", t_tg * 1e3, n_gen,
-            t_tg > 0 ? n_gen / t_tg : 0.0);
-    rc = 0;
-done:
-    em_batch_free(&batch);
-    free(toks);
-    em_sampler_free(smp);
-    em_context_free(ctx);
-    em_model_free(model);
-    free(file_text);
-    return rc;
+    em_model_desc(s->model, desc, sizeof desc);
+    fprintf(stderr, "\nember: %s, %d threads, ctx %d\n", desc, o->n_threads ? o->n_threads : em_physical_cores(),
+            em_context_n_ctx(s->ctx));
+    fprintf(stderr, "ember: load        %8.2f ms\n", s->t_load * 1e3);
+    fprintf(stderr, "ember: prompt      %8.2f ms / %d tokens (%.2f tok/s)\n", s->t_pp * 1e3, s->n_prompt,
+            s->t_pp > 0 ? s->n_prompt / s->t_pp : 0.0);
+    fprintf(stderr, "ember: generation  %8.2f ms / %d tokens (%.2f tok/s)\n", s->t_tg * 1e3, s->n_gen,
+            s->t_tg > 0 ? s->n_gen / s->t_tg : 0.0);
+}
+
+static void run_free(run_state *s) {
+    em_batch_free(&s->batch);
+    free(s->toks);
+    em_sampler_free(s->smp);
+    em_context_free(s->ctx);
+    em_model_free(s->model);
+    free(s->file_text);
+}
+
+int em_cli_run(int argc, char **argv) {
+    run_opts o;
+    em_opts_result r = parse_args(argc, argv, &o);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    run_state s = {0};
+    bool ok = load(&o, &s) && prepare(&o, &s) && process_prompt(&o, &s) && generate(&o, &s);
+    if (ok) report(&o, &s);
+    run_free(&s);
+    return ok ? 0 : 1;
 }

@@ -19,17 +19,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: ember tokenize -m MODEL [--ids] [--no-bos] [--parse-special]\n"
-            "                      (-p TEXT | -f FILE)\n"
-            "\n"
-            "  -m, --model FILE     GGUF model or vocabulary file\n"
-            "  -p, --prompt TEXT    text to tokenize\n"
-            "  -f, --file FILE      read the text from a file\n"
-            "      --ids            print only the ids, as a JSON array\n"
-            "      --no-bos         do not add the BOS/EOS tokens the model asks for\n"
-            "      --parse-special  turn special-token text (\"<|im_start|>\") into its token\n");
+/* What the command line asks for. */
+typedef struct tokenize_opts {
+    const char *model, *prompt, *file;
+    bool ids_only, bos, parse_special;
+} tokenize_opts;
+
+static em_opts_result parse_args(int argc, char **argv, tokenize_opts *o) {
+    *o = (tokenize_opts){.bos = true};
+    const em_opt opts[] = {
+        {.name = "model", .short_name = "m", .type = EM_OPT_STRING, EM_OPT_DEST(o->model), .arg = "FILE",
+         .help = "GGUF model or vocabulary file", .flags = EM_OPT_REQUIRED},
+        {.name = "prompt", .short_name = "p", .type = EM_OPT_STRING, EM_OPT_DEST(o->prompt), .arg = "TEXT",
+         .help = "text to tokenize"},
+        {.name = "file", .short_name = "f", .type = EM_OPT_STRING, EM_OPT_DEST(o->file), .arg = "FILE",
+         .help = "read the text from a file"},
+        {.name = "ids", .type = EM_OPT_FLAG, EM_OPT_DEST(o->ids_only), .help = "print only the ids, as a JSON array"},
+        {.name = "bos", .type = EM_OPT_FLAG, EM_OPT_DEST(o->bos),
+         .help = "add the BOS/EOS tokens the model asks for"},
+        {.name = "parse-special", .type = EM_OPT_FLAG, EM_OPT_DEST(o->parse_special),
+         .help = "turn special-token text (\"<|im_start|>\") into its token"},
+        {0}};
+    const em_cmd cmd = {.name = "tokenize", .synopsis = "-m MODEL [--ids] [--no-bos] [--parse-special] (-p TEXT | -f FILE)",
+                        .opts = opts};
+    em_opts_result r = em_opts_parse(&cmd, argc, argv, NULL, NULL);
+    if (r == EM_OPTS_OK && (!o->prompt) == (!o->file)) {
+        fprintf(stderr, "ember tokenize: give exactly one of -p TEXT or -f FILE\n");
+        r = EM_OPTS_USAGE;
+    }
+    return r;
 }
 
 /* Prints each token as `id -> 'piece'`, special tokens by their text. */
@@ -67,37 +85,10 @@ static void print_ids(const em_token *t, int32_t n) {
 }
 
 int em_cli_tokenize(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *file = NULL;
-    bool ids_only = false, no_bos = false, parse_special = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        bool has_value = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && has_value) {
-            model = argv[++i];
-        } else if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && has_value) {
-            prompt = argv[++i];
-        } else if ((!strcmp(a, "-f") || !strcmp(a, "--file")) && has_value) {
-            file = argv[++i];
-        } else if (!strcmp(a, "--ids")) {
-            ids_only = true;
-        } else if (!strcmp(a, "--no-bos")) {
-            no_bos = true;
-        } else if (!strcmp(a, "--parse-special")) {
-            parse_special = true;
-        } else {
-            fprintf(stderr, "ember tokenize: unknown or incomplete option '%s'\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!model || (!prompt) == (!file)) {
-        fprintf(stderr, "ember tokenize: need -m MODEL and exactly one of -p TEXT or -f FILE\n\n");
-        usage(stderr);
-        return 2;
-    }
+    tokenize_opts o;
+    em_opts_result r = parse_args(argc, argv, &o);
+    if (r != EM_OPTS_OK) return em_opts_exit_code(r);
+    const char *model = o.model, *prompt = o.prompt, *file = o.file;
 
     char *text = NULL;
     size_t len;
@@ -130,10 +121,10 @@ int em_cli_tokenize(int argc, char **argv) {
     int rc = 1;
     int32_t n = 0;
     em_token *t = NULL;
-    em_status tst = em_tokenize_alloc(v, src, (int32_t)len, !no_bos, parse_special, &t, &n);
+    em_status tst = em_tokenize_alloc(v, src, (int32_t)len, o.bos, o.parse_special, &t, &n);
     if (tst != EM_OK) {
         fprintf(stderr, "ember tokenize: %s\n", em_last_error());
-    } else if (ids_only) {
+    } else if (o.ids_only) {
         print_ids(t, n);
         rc = 0;
     } else {

@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,18 +42,21 @@ em_status em_error(em_status status, const char *fmt, ...) {
     return status;
 }
 
-static int log_floor = -1;
+/* EM_LOG_LEVEL is read once, by whichever thread logs first; pthread_once
+ * makes that safe when several threads log at the same time. */
+static int log_floor = EM_LOG_WARN;
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void log_floor_init(void) {
+    const char *e = getenv("EM_LOG_LEVEL");
+    if (!e) return;
+    if (!strcmp(e, "error")) log_floor = EM_LOG_ERROR;
+    else if (!strcmp(e, "info")) log_floor = EM_LOG_INFO;
+    else if (!strcmp(e, "debug")) log_floor = EM_LOG_DEBUG;
+}
 
 void em_log(em_log_level level, const char *fmt, ...) {
-    if (log_floor < 0) {
-        const char *e = getenv("EM_LOG_LEVEL");
-        log_floor = EM_LOG_WARN;
-        if (e) {
-            if (!strcmp(e, "error")) log_floor = EM_LOG_ERROR;
-            else if (!strcmp(e, "info")) log_floor = EM_LOG_INFO;
-            else if (!strcmp(e, "debug")) log_floor = EM_LOG_DEBUG;
-        }
-    }
+    pthread_once(&log_once, log_floor_init);
     if ((int)level > log_floor) return;
     static const char *names[] = {"error", "warn", "info", "debug"};
     fprintf(stderr, "ember: %s: ", names[level]);

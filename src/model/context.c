@@ -30,6 +30,7 @@ static void *alloc_floats(size_t n, bool *ok) {
 em_status em_context_init(em_context **out, const em_model *model, const em_context_params *params) {
     if (!out || !model) return em_error(EM_ERR_INVALID_ARG, "context: no model");
     if (!model->layers) return em_error(EM_ERR_INVALID_ARG, "context: the model was loaded vocab-only");
+    em_kernels_init(); /* done by em_model_load already; cheap, and keeps the order certain */
     em_context_params p = params ? *params : em_context_default_params();
     const em_hparams *hp = &model->hp;
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;

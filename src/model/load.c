@@ -223,6 +223,7 @@ static void copy_str(char *dst, size_t size, em_gguf_str s) {
 
 em_status em_model_load(em_model **out, const char *path, const em_model_params *params) {
     if (!out || !path) return em_error(EM_ERR_INVALID_ARG, "model: no path given");
+    em_kernels_init(); /* the kernel tables are fixed before any context can run */
     em_model_params defaults = em_model_default_params();
     if (!params) params = &defaults;
     em_model *m = calloc(1, sizeof *m);
@@ -291,13 +292,16 @@ uint64_t em_model_n_params(const em_model *m) { return m->n_params; }
 uint64_t em_model_size(const em_model *m) { return m->n_bytes; }
 const char *em_model_arch(const em_model *m) { return m->arch_name; }
 
-int32_t em_model_desc(const em_model *m, char *buf, size_t size) {
+int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf, size_t size) {
     double p = (double)m->n_params;
     const char *unit = "";
     if (p >= 1e9) { p /= 1e9; unit = "B"; }
     else if (p >= 1e6) { p /= 1e6; unit = "M"; }
     else if (p >= 1e3) { p /= 1e3; unit = "K"; }
+    return snprintf(buf, size, "%s %.0f%s %s", m->arch_name, p, unit, type_name ? type_name : "?");
+}
+
+int32_t em_model_desc(const em_model *m, char *buf, size_t size) {
     /* The most common matmul weight type names the file's quantization. */
-    const char *ty = m->layers ? em_type_name(m->layers[0].w_gate.type) : "vocab";
-    return snprintf(buf, size, "%s %.0f%s %s", m->arch_name, p, unit, ty ? ty : "?");
+    return em_model_desc_typed(m, m->layers ? em_type_name(m->layers[0].w_gate.type) : "vocab", buf, size);
 }

@@ -78,4 +78,10 @@ struct em_model {
     uint64_t n_bytes;       /* bytes of tensor data                           */
 };
 
+/* em_model_desc with the type part given: "<arch> <params> <type_name>"
+ * ("llama 1B Q4_K_M"; "?" for a NULL type_name).  em_model_desc names the
+ * type of the first layer's gate matrix; `ember bench` names the file's
+ * quantization mix.  Returns what snprintf returns. */
+int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf, size_t size);
+
 #endif /* EM_MODEL_H */

@@ -28,12 +28,4 @@ typedef void (*em_quant_fn)(const float *src, void *dst, int64_t n);
  * returns false when there is none (the caller then runs the scalar code). */
 bool em_quantize_row_simd(em_type t, const float *src, void *dst, int64_t n);
 
-/* Internal, for tests and benchmarks: re-selects the kernel set used by
- * em_vec_dot and em_quantize_row.  isa is "generic", "avx2", "avx512",
- * "neon" ... or NULL for the best one this CPU runs (EMBER_CPU is not
- * consulted).  Returns 0 when that set was installed, -1 when this CPU or
- * build cannot run it (the selection is then left unchanged).  Not
- * thread-safe: call it only while no other thread is computing dots. */
-int em_dot_select_isa(const char *isa);
-
 #endif /* EM_QUANT_DOT_H */

@@ -17,7 +17,8 @@
  * Results equal the scalar reference (em_vec_dot_generic) up to the order
  * of float additions: integer parts of quantized dots are exact in both.
  *
- * Kernel sets are chosen once, at first use, from the CPU's features:
+ * Kernel sets are chosen once, at start-up, with the other kernel tables
+ * (dispatch.c, em_kernels_init) from the CPU's features (core/cpu.h):
  * "avx512" (AVX-512 F/BW/VL with VNNI), "avx2" (AVX2, FMA, F16C) or
  * "generic" (a loop of em_vec_dot, for every type).  The environment
  * variable EMBER_CPU=generic forces the generic set, EMBER_CPU=avx2 caps
@@ -27,6 +28,7 @@
 #define EM_QUANT_GEMM_H
 
 #include "core/core.h"
+#include "core/cpu.h"
 
 /* A kernel for one weight type; see the contract above.  k is a positive
  * multiple of the block size, nw, na >= 0, out_stride >= nw. */
@@ -45,21 +47,9 @@ void em_gemm_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64
 /* The selected set's kernel for t, or NULL when t has none. */
 em_gemm_fn em_gemm_kernel(em_type t);
 
-/* The selected kernel set: "avx512", "avx2" or "generic". */
+/* The selected kernel set: "avx512", "avx2" or "generic" (tests and
+ * benchmarks switch it with em_kernels_select, quant.h). */
 const char *em_gemm_isa(void);
-
-/* For tests and benchmarks: installs kernel set isa ("generic", "avx2",
- * "avx512"), or the best this CPU runs when isa is NULL (EMBER_CPU is not
- * consulted then).  Returns 0, or -1 when the CPU or build cannot run it
- * (the selection is then unchanged).  Not thread-safe. */
-int em_gemm_select_isa(const char *isa);
-
-/* x86 features usable by SIMD code, after EMBER_CPU: a bit set of
- * EM_CPU_AVX2 (AVX2 + FMA + F16C) and EM_CPU_AVX512 (F, BW, VL and
- * VNNI, with the OS saving the ZMM state).  0 on other CPUs. */
-#define EM_CPU_AVX2 1u
-#define EM_CPU_AVX512 2u
-unsigned em_cpu_features(void);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define EM_HAVE_X86_GEMM 1
@@ -72,7 +62,8 @@ void em_gemm_q4_0_avx2(int64_t, const void *, size_t, int64_t, const void *, siz
 void em_gemm_q4_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q5_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_k_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
-/* ... and the AVX-512 set (needs EM_CPU_AVX512 as well). */
+/* ... and the AVX-512 set (needs EM_CPU_AVX512 and EM_CPU_AVX512_VNNI as
+ * well). */
 void em_gemm_f32_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_f16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_bf16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
@@ -83,7 +74,7 @@ void em_gemm_q5_k_avx512(int64_t, const void *, size_t, int64_t, const void *, s
 void em_gemm_q6_k_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 /* arch/x86/gemv_q6k_avx512.c: the Q6_K matrix-vector product (one Q8_K
  * activation row a, out[j] for j < nw), which em_gemm_q6_k_avx512 uses
- * when na == 1.  Needs EM_CPU_AVX512. */
+ * when na == 1.  Needs EM_CPU_AVX512 and EM_CPU_AVX512_VNNI. */
 void em_gemv_q6_k_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 /* arch/x86/gemv_q4k_avx512.c: the same for Q4_K and Q5_K, which
  * em_gemm_q4_k_avx512 and em_gemm_q5_k_avx512 use when na == 1. */

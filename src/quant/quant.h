@@ -45,7 +45,21 @@ float em_vec_dot(em_type t, int64_t n, const void *w, const void *a);
 
 /* Which kernel set em_vec_dot uses: "avx512", "avx2", "neon",
  * "neon-dotprod" or "generic"; EMBER_CPU=generic|avx2|avx512 overrides
- * (see dispatch.c). */
+ * (see core/cpu.h and dispatch.c). */
 const char *em_vec_dot_isa(void);
+
+/* Fills the kernel tables of em_vec_dot, em_quantize_row and em_gemm from
+ * em_cpu_features(), once per process (later calls return at once).
+ * em_model_load and em_context_init call it, so that the tables are fixed
+ * before any context runs. */
+void em_kernels_init(void);
+
+/* For tests and benchmarks: installs kernel set isa in every table
+ * ("generic", "avx2", "avx512", "neon" ..., parsed like EMBER_CPU by
+ * em_cpu_parse), or the best this CPU runs when isa is NULL (EMBER_CPU is
+ * not consulted then).  Returns 0, or -1 when the name is unknown or this
+ * CPU or build cannot run the set (the tables are then unchanged).  Not
+ * thread-safe: call it only while no context or other thread computes. */
+int em_kernels_select(const char *isa);
 
 #endif /* EM_QUANT_H */

@@ -84,6 +84,21 @@ static void block_weights(const float *imatrix, int n, float *w) {
 
 /* ------------------------------------------------------- fit routines */
 
+/* The element of x[0..n) with the largest magnitude, sign kept (the first
+ * of equals; 0 when all are zero).  NaNs never compare larger, so they
+ * are passed over.  The fits scale this element to an end of the level
+ * range, which is why its sign matters. */
+static float max_magnitude(const float *x, int64_t n) {
+    float amax = 0, vmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            vmax = x[i];
+        }
+    }
+    return vmax;
+}
+
 /*
  * Fits x[i] ~= s * L[i] with integer L[i] in [lo, hi] (lo <= 0 < hi),
  * minimizing sum w (x - s L)^2; returns s (0 when x is all zero).  For a
@@ -95,14 +110,8 @@ static void block_weights(const float *imatrix, int n, float *w) {
  */
 static float fit_symmetric(int n, int lo, int hi, const float *x, const float *w,
                            int8_t *L) {
-    float amax = 0, vmax = 0;
-    for (int i = 0; i < n; i++) {
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            vmax = x[i];
-        }
-    }
-    if (!(amax > 1e-30f)) {
+    const float vmax = max_magnitude(x, n);
+    if (!(fabsf(vmax) > 1e-30f)) {
         memset(L, 0, (size_t)n);
         return 0.0f;
     }
@@ -278,14 +287,8 @@ static inline int iq4_nearest(float v) {
  * re-rounding against the best d is repeated while it helps.
  */
 static float fit_iq4(int n, const float *x, const float *w, uint8_t *idx) {
-    float amax = 0, vmax = 0;
-    for (int i = 0; i < n; i++) {
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            vmax = x[i];
-        }
-    }
-    if (!(amax > 1e-30f)) {
+    const float vmax = max_magnitude(x, n);
+    if (!(fabsf(vmax) > 1e-30f)) {
         memset(idx, 8, (size_t)n);
         return 0.0f;
     }
@@ -665,14 +668,8 @@ static void quant_q6_k(const float *x, em_block_q6_k *y, int64_t nb, const float
  * that the mins of Q2_K/Q4_K/Q5_K cost one multiply per group. */
 static void quant_q8_k(const float *x, em_block_q8_k *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += EM_QK_K, y++) {
-        float amax = 0, vmax = 0;
-        for (int j = 0; j < EM_QK_K; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                vmax = x[j];
-            }
-        }
-        if (!(amax > 0)) {
+        const float vmax = max_magnitude(x, EM_QK_K);
+        if (!(fabsf(vmax) > 0)) {
             y->d = 0;
             memset(y->qs, 0, sizeof y->qs);
             memset(y->bsums, 0, sizeof y->bsums);

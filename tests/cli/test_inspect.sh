@@ -93,6 +93,7 @@ assert s["n_embd"] == 64 and s["n_layer"] == 5 and s["n_vocab"] == 512, s
 EOF
 else
     expect_grep "$tmp/json" '"general.architecture"'
+    skipped="the JSON checks (no python3)"
 fi
 
 # --- one tensor's values ---
@@ -151,4 +152,6 @@ expect_rc 0 $? "--help"
 expect_grep "$tmp/out" '^usage: ember inspect'
 
 echo "$checks checks, $failures failed"
-[ "$failures" -eq 0 ]
+[ "$failures" -eq 0 ] || exit 1
+# What could not be checked here makes the whole test a skip, not a pass.
+if [ -n "${skipped:-}" ]; then echo "SKIP: $skipped"; exit 77; fi

@@ -88,6 +88,9 @@ run() {
   end=$(date +%s)
   local summary
   summary=$(tail -n 1 "$log")
+  # Without the data, test_quant runs its synthetic checks and then exits
+  # 77 for the real-file part it could not run: that is this run's pass.
+  if [ "$with_data" = 0 ] && [ "$rc" -eq 77 ]; then rc=0; fi
   if [ "$rc" -ne 0 ]; then
     cat "$log"
     echo "FAIL $name: test_quant exited $rc ($summary)"
@@ -98,7 +101,7 @@ run() {
     failed=$((failed + 1))
   else
     local what="synthetic rows"
-    grep -q "SKIP real files" "$log" || what="synthetic rows and real model files"
+    grep -q "^SKIP: EMBER_TEST_DATA" "$log" || what="synthetic rows and real model files"
     echo "PASS $name: $summary ($what, $((end - start)) s under $qemu)"
     passed=$((passed + 1))
   fi

@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
     const char *run_sets[N_ALL_SETS];
     int n_sets = 0;
     for (size_t s = 0; s < N_ALL_SETS; s++)
-        if (in_list(sets, all_sets[s]) && em_dot_select_isa(all_sets[s]) == 0)
+        if (in_list(sets, all_sets[s]) && em_kernels_select(all_sets[s]) == 0)
             run_sets[n_sets++] = all_sets[s];
     if (n_sets == 0) {
         fprintf(stderr, "bench_dot: none of the requested kernel sets runs here\n");
@@ -199,7 +199,7 @@ int main(int argc, char **argv) {
         printf("%-8s", tr->name);
         double ref = 0, worst = 0;
         for (int s = 0; s < n_sets; s++) {
-            em_dot_select_isa(run_sets[s]);
+            em_kernels_select(run_sets[s]);
             if (em_quantize_row(tr->vec_dot_type, x, a, k, NULL) != EM_OK) {
                 fprintf(stderr, "bench_dot: %s\n", em_last_error());
                 return 1;
@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
         const em_type ty = qtypes[qi];
         printf("%-8s", em_type_name(ty));
         for (int s = 0; s < n_sets; s++) {
-            em_dot_select_isa(run_sets[s]);
+            em_kernels_select(run_sets[s]);
             int64_t iters = 1;
             for (;;) { /* calibrate */
                 const double t0 = thread_time_s();
@@ -252,7 +252,7 @@ int main(int argc, char **argv) {
         }
         printf("\n");
     }
-    em_dot_select_isa(default_set);
+    em_kernels_select(default_set);
     free(w);
     free(x);
     free(a);

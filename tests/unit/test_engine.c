@@ -338,6 +338,7 @@ int main(void) {
     test_attention(EM_TYPE_F32, 3);
     test_attention(EM_TYPE_F16, 0);
     test_attention(EM_TYPE_Q8_0, 5);
+    SKIP_REST_WITHOUT_TEST_DATA();
     test_decode();
     TEST_END();
 }

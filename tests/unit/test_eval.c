@@ -482,11 +482,9 @@ int main(void) {
     test_data_errors();
     test_report();
 
+    SKIP_REST_WITHOUT_TEST_DATA();
     char path[1024];
-    if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) {
-        printf("SKIP (partly): EMBER_TEST_DATA is not set; the model-based checks did not run\n");
-        TEST_END();
-    }
+    test_data_path(path, sizeof path, "models/stories260K.gguf");
     em_model *m = NULL;
     CHECK_OK(em_model_load(&m, path, NULL));
     if (m) {

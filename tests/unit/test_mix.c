@@ -263,12 +263,9 @@ int main(void) {
     test_tied();
     test_fallback();
     test_moe_and_skips();
+    SKIP_REST_WITHOUT_TEST_DATA();
     const char *root = getenv("EMBER_TEST_DATA");
-    if (root && *root) {
-        test_model_facts(root);
-        test_against_llama_cpp(root);
-    } else {
-        printf("note: EMBER_TEST_DATA is not set; skipping the comparison with llama.cpp's files\n");
-    }
+    test_model_facts(root);
+    test_against_llama_cpp(root);
     TEST_END();
 }

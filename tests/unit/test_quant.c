@@ -612,14 +612,14 @@ static void test_dots(const char *want) {
 
 /* ------------------------------- 4b. SIMD kernels against scalar twins */
 
-/* The SIMD kernel sets this CPU runs (those em_dot_select_isa accepts),
+/* The SIMD kernel sets this CPU runs (those em_kernels_select accepts),
  * and the set the dispatcher picked by itself. */
 static const char *simd_sets[4];
 static int n_simd_sets;
 static const char *default_set;
 
 /* The set the dispatcher should pick by itself, judged with the
- * compiler's own CPU check (independent of cpu_x86.c); NULL where this
+ * compiler's own CPU check (independent of src/core/cpu.c); NULL where this
  * test cannot tell (not x86). */
 static const char *expected_default_set(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -643,7 +643,7 @@ static void find_simd_sets(void) {
                   want);
     static const char *const names[] = {"avx2", "avx512", "neon"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (em_dot_select_isa(names[i]) == 0) simd_sets[n_simd_sets++] = names[i];
+        if (em_kernels_select(names[i]) == 0) simd_sets[n_simd_sets++] = names[i];
 #if defined(__x86_64__) && defined(__GNUC__)
     /* Every set the CPU supports must be selectable (F16C, which clang's
      * builtin cannot name, came before AVX2 in every CPU line). */
@@ -658,10 +658,10 @@ static void find_simd_sets(void) {
     CHECK_MSG(got2 == avx2 && got512 == avx512, "avx2 %d/%d avx512 %d/%d selectable/supported",
               got2, avx2, got512, avx512);
 #endif
-    CHECK(em_dot_select_isa("no-such-set") == -1);
-    CHECK(em_dot_select_isa("generic") == 0);
+    CHECK(em_kernels_select("no-such-set") == -1);
+    CHECK(em_kernels_select("generic") == 0);
     CHECK(strcmp(em_vec_dot_isa(), "generic") == 0);
-    CHECK(em_dot_select_isa(default_set) == 0);
+    CHECK(em_kernels_select(default_set) == 0);
     CHECK(strcmp(em_vec_dot_isa(), default_set) == 0);
     printf("  kernel sets:");
     for (int i = 0; i < n_simd_sets; i++) printf(" %s", simd_sets[i]);
@@ -821,7 +821,7 @@ static void test_simd_dots(void) {
     void *w = malloc(NMAX * 4), *a = malloc(em_row_size(EM_TYPE_Q8_K, NMAX) + NMAX * 4);
     static const int patterns[] = {-1, 0x00, 0xff, 0x80, 0x7f, 0x55};
     for (int s = 0; s < n_simd_sets; s++) {
-        CHECK(em_dot_select_isa(simd_sets[s]) == 0);
+        CHECK(em_kernels_select(simd_sets[s]) == 0);
         const int checks0 = test_checks, fails0 = test_failures;
         for (size_t k = 0; k < N_DOT_TYPES; k++) {
             const em_type t = dot_types[k];
@@ -862,7 +862,7 @@ static void test_simd_dots(void) {
         printf("  %s against generic: %d checks, %d failed\n", simd_sets[s],
                test_checks - checks0, test_failures - fails0);
     }
-    CHECK(em_dot_select_isa(default_set) == 0);
+    CHECK(em_kernels_select(default_set) == 0);
     free(w);
     free(a);
 }
@@ -875,10 +875,10 @@ static void compare_act_quant(const float *x, int64_t n, const char *what) {
         const em_type t = types[k];
         const size_t rs = em_row_size(t, n);
         uint8_t *ref = malloc(rs), *got = malloc(rs);
-        em_dot_select_isa("generic");
+        em_kernels_select("generic");
         CHECK_OK(em_quantize_row(t, x, ref, n, NULL));
         for (int s = 0; s < n_simd_sets; s++) {
-            em_dot_select_isa(simd_sets[s]);
+            em_kernels_select(simd_sets[s]);
             memset(got, 0xa5, rs);
             CHECK_OK(em_quantize_row(t, x, got, n, NULL));
             size_t first = rs;
@@ -891,7 +891,7 @@ static void compare_act_quant(const float *x, int64_t n, const char *what) {
         free(ref);
         free(got);
     }
-    em_dot_select_isa(default_set);
+    em_kernels_select(default_set);
 }
 
 static void test_act_quant(void) {
@@ -899,7 +899,7 @@ static void test_act_quant(void) {
     float *x = malloc(N * sizeof *x);
     /* The SIMD quantizers really are in use where a SIMD set is. */
     for (int s = 0; s < n_simd_sets; s++) {
-        em_dot_select_isa(simd_sets[s]);
+        em_kernels_select(simd_sets[s]);
         uint8_t buf[sizeof(em_block_q8_k)];
         fill_gauss(x, 256, 1.0f);
         const bool x86 = strncmp(simd_sets[s], "avx", 3) == 0;
@@ -910,9 +910,9 @@ static void test_act_quant(void) {
         }
         CHECK(!em_quantize_row_simd(EM_TYPE_Q4_0, x, buf, 32));
     }
-    em_dot_select_isa("generic");
+    em_kernels_select("generic");
     CHECK(!em_quantize_row_simd(EM_TYPE_Q8_0, x, x + 512, 32));
-    em_dot_select_isa(default_set);
+    em_kernels_select(default_set);
 
     for (float scale = 1e-30f; scale < 1e31f; scale *= 1e5f) {
         fill_gauss(x, N, scale);
@@ -1164,11 +1164,11 @@ static void check_tensor(const em_gguf_tensor *tq, const em_gguf_tensor *tf, con
         /* The same rows under every other kernel set. */
         for (int s = 0; s < n_simd_sets; s++) {
             if (strcmp(simd_sets[s], default_set) == 0) continue;
-            em_dot_select_isa(simd_sets[s]);
+            em_kernels_select(simd_sets[s]);
             for (int64_t r = 0; r < EM_MIN(nrows, 4); r++)
                 check_dot_row(tq->type, (const uint8_t *)tq->data + r * rs, act, ne0, file);
         }
-        em_dot_select_isa(default_set);
+        em_kernels_select(default_set);
         /* Real weights as activations: SIMD quantizers byte for byte. */
         if (ne0 % 256 == 0) compare_act_quant(y, ne0 * EM_MIN(nrows, 4), file);
     }
@@ -1178,10 +1178,7 @@ static void check_tensor(const em_gguf_tensor *tq, const em_gguf_tensor *tf, con
 
 static int test_real_files(void) {
     char path[1024];
-    if (!test_data_path(path, sizeof path, "models/tiny-256/tiny-256-f32.gguf")) {
-        printf("SKIP real files: EMBER_TEST_DATA is not set\n");
-        return 0;
-    }
+    test_data_path(path, sizeof path, "models/tiny-256/tiny-256-f32.gguf");
     em_gguf *gf = NULL;
     CHECK_OK(em_gguf_open(&gf, path));
     if (!gf) return 1;
@@ -1231,10 +1228,10 @@ int main(void) {
     test_dots(expected_default_set());
     for (int s = 0; s < n_simd_sets; s++) {
         if (strcmp(simd_sets[s], default_set) == 0) continue;
-        em_dot_select_isa(simd_sets[s]);
+        em_kernels_select(simd_sets[s]);
         test_dots(strncmp(simd_sets[s], "avx", 3) == 0 ? simd_sets[s] : NULL);
     }
-    em_dot_select_isa(default_set);
+    em_kernels_select(default_set);
     printf("SIMD kernels against the scalar ones\n");
     test_simd_dots();
     printf("SIMD activation quantizers\n");
@@ -1242,6 +1239,7 @@ int main(void) {
     printf("traits and arguments\n");
     test_traits();
     test_bad_lengths();
+    SKIP_REST_WITHOUT_TEST_DATA();
     printf("real files\n");
     test_real_files();
     TEST_END();

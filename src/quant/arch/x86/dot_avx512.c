@@ -8,7 +8,7 @@
  * The build gives this file no ISA flags (the CMake rule adds them only
  * to *avx2* files), so each function carries a target attribute instead,
  * which gcc and clang both honour; dispatch.c calls into it only after
- * the CPU check in cpu_x86.c.  Every helper needs the same attribute, or
+ * the CPU check in src/core/cpu.c.  Every helper needs the same attribute, or
  * it could not be inlined into the kernels.
  *
  * What 512 bits and VNNI buy over the AVX2 kernels:

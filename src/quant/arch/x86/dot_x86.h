@@ -1,6 +1,6 @@
 /*
  * dot_x86.h - the x86-64 SIMD kernels that em_vec_dot and em_quantize_row
- * dispatch to after a runtime CPU check, and that check itself.
+ * dispatch to after the runtime CPU check of src/core/cpu.c.
  *
  * Two kernel sets exist:
  *   avx2    dot_avx2.c, quant_avx2.c: AVX2 + FMA + F16C (Haswell, Zen 1
@@ -25,19 +25,6 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define EM_HAVE_X86_KERNELS 1
-
-/* What this CPU and OS can run, as far as ember's kernels care.  Every
- * flag includes the OS check (XCR0) that the register state is saved. */
-typedef struct em_x86_features {
-    bool avx2;        /* AVX2 + FMA + F16C, YMM state enabled             */
-    bool avx512;      /* AVX512 F + BW + VL on top of avx2, ZMM enabled   */
-    bool avx512_vnni; /* AVX512-VNNI (vpdpbusd/vpdpwssd on ZMM)           */
-    bool avx512_bf16; /* AVX512-BF16 (reported only; see dot_avx512.c)    */
-    bool avx_vnni;    /* VEX-encoded AVX-VNNI (reported only)             */
-} em_x86_features;
-
-/* Reads CPUID/XGETBV; runs on any x86-64 CPU. */
-void em_x86_cpu_features(em_x86_features *f);
 
 /* ---- avx2: needs AVX2, FMA and F16C. */
 float em_vec_dot_f32_avx2(int64_t n, const void *w, const void *a);
