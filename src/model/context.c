@@ -65,9 +65,10 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->att = alloc_floats(nb * o_dim, &ok);
     c->ff_gate = alloc_floats(nb * hp->n_ff, &ok);
     c->ff_up = alloc_floats(nb * hp->n_ff, &ok);
-    c->rope_cos = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
-    c->rope_sin = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
-    c->inv_freq = alloc_floats((size_t)(hp->n_rot / 2), &ok);
+    const size_t half = (size_t)(hp->n_rot / 2), n_sets = (size_t)hp->n_rope_sets;
+    c->rope_cos = alloc_floats(n_sets * nb * half, &ok);
+    c->rope_sin = alloc_floats(n_sets * nb * half, &ok);
+    c->inv_freq = alloc_floats(n_sets * half, &ok);
     c->att_scratch = alloc_floats((size_t)p.n_threads *
                                       em_attention_scratch(hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v),
                                   &ok);
@@ -101,11 +102,12 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* theta_i = pos * freq_scale * base^(-2i/n_rot), divided by the model's
      * per-pair factor where it has one (Llama 3 long-context scaling). */
     const float *ff = model->rope_freqs.data;
-    for (int i = 0; i < hp->n_rot / 2; i++) {
-        double f = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
-        if (ff) f /= ff[i];
-        c->inv_freq[i] = (float)f;
-    }
+    for (int t = 0; t < hp->n_rope_sets; t++)
+        for (int i = 0; i < hp->n_rot / 2; i++) {
+            double f = pow((double)hp->rope[t].base, -2.0 * i / hp->n_rot) * hp->rope[t].freq_scale;
+            if (ff) f /= ff[i];
+            c->inv_freq[t * (hp->n_rot / 2) + i] = (float)f;
+        }
     *out = c;
     return EM_OK;
 fail:

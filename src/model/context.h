@@ -34,9 +34,10 @@ struct em_context {
                         * batches: x[n_embd], xn[n_embd], ff[n_ff] and three
                         * quantized rows of qact_size / n_batch bytes       */
     size_t solo_stride;/* floats per thread in solo                          */
-    float *rope_cos;   /* [n_batch][n_rot / 2] cos of each row's angles      */
-    float *rope_sin;   /* [n_batch][n_rot / 2]                               */
-    float *inv_freq;   /* [n_rot / 2] angle per position of each pair        */
+    float *rope_cos;   /* [n_rope_sets][n_batch][n_rot / 2] cos of each row's
+                        * angles, one table per RoPE set of the model       */
+    float *rope_sin;   /* [n_rope_sets][n_batch][n_rot / 2]                  */
+    float *inv_freq;   /* [n_rope_sets][n_rot / 2] angle per position of each pair */
     float *att_scratch;/* [n_threads][em_attention_scratch()] floats         */
     int32_t *cells;    /* [n_batch] KV cache row of each row computed        */
     em_token *tok;     /* [n_batch] tokens of the rows computed               */

@@ -4,10 +4,11 @@
  * checking each tensor's shape and type against what the forward pass will
  * assume.  A model that loads is a model the forward pass can run.
  */
-#include "model/model.h"
+#include "model/family.h"
 #include "quant/quant.h"
 #include "tokenizer/tokenizer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -19,8 +20,7 @@ em_model_params em_model_default_params(void) {
 /* ------------------------------------------------------- hyperparameters */
 
 /* Reads "<arch>.<suffix>" as an int32, with a default when absent. */
-static em_status get_arch_i32(const em_model *m, const char *suffix, int32_t *out,
-                              bool required, int32_t def) {
+em_status em_load_i32(const em_model *m, const char *suffix, int32_t *out, bool required, int32_t def) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     int64_t v;
@@ -36,7 +36,7 @@ static em_status get_arch_i32(const em_model *m, const char *suffix, int32_t *ou
     return EM_OK;
 }
 
-static em_status get_arch_f32(const em_model *m, const char *suffix, float *out, float def) {
+em_status em_load_f32(const em_model *m, const char *suffix, float *out, float def) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     em_status st = em_gguf_get_f32(m->gguf, key, out);
@@ -53,16 +53,16 @@ static em_status read_hparams(em_model *m) {
     em_status st;
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
     int32_t n_expert = 0;
-    TRY(get_arch_i32(m, "expert_count", &n_expert, false, 0));
+    TRY(em_load_i32(m, "expert_count", &n_expert, false, 0));
     if (n_expert > 0)
         return em_error(EM_ERR_UNSUPPORTED, "model: mixture-of-experts models (%s, %d experts) are not supported yet",
                         m->arch_name, n_expert);
-    TRY(get_arch_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
-    TRY(get_arch_i32(m, "embedding_length", &hp->n_embd, true, 0));
-    TRY(get_arch_i32(m, "block_count", &hp->n_layer, true, 0));
-    TRY(get_arch_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
-    TRY(get_arch_i32(m, "attention.head_count", &hp->n_head, true, 0));
-    TRY(get_arch_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
+    TRY(em_load_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
+    TRY(em_load_i32(m, "embedding_length", &hp->n_embd, true, 0));
+    TRY(em_load_i32(m, "block_count", &hp->n_layer, true, 0));
+    TRY(em_load_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
+    TRY(em_load_i32(m, "attention.head_count", &hp->n_head, true, 0));
+    TRY(em_load_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
         hp->n_layer > 4096 || hp->n_head > 4096)
         return em_error(EM_ERR_FORMAT, "model: implausible sizes (n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d)",
@@ -71,16 +71,16 @@ static em_status read_hparams(em_model *m) {
         return em_error(EM_ERR_FORMAT, "model: head_count %d is not a multiple of head_count_kv %d",
                         hp->n_head, hp->n_head_kv);
     int32_t def_hd = hp->n_embd % hp->n_head ? 0 : hp->n_embd / hp->n_head;
-    TRY(get_arch_i32(m, "attention.key_length", &hp->head_dim, false, def_hd));
-    TRY(get_arch_i32(m, "attention.value_length", &hp->head_dim_v, false, hp->head_dim));
+    TRY(em_load_i32(m, "attention.key_length", &hp->head_dim, false, def_hd));
+    TRY(em_load_i32(m, "attention.value_length", &hp->head_dim_v, false, hp->head_dim));
     if (hp->head_dim <= 0 || hp->head_dim_v <= 0 || hp->head_dim % 2)
         return em_error(EM_ERR_FORMAT, "model: bad head size %d/%d", hp->head_dim, hp->head_dim_v);
-    TRY(get_arch_i32(m, "rope.dimension_count", &hp->n_rot, false, hp->head_dim));
+    TRY(em_load_i32(m, "rope.dimension_count", &hp->n_rot, false, hp->head_dim));
     if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
         return em_error(EM_ERR_FORMAT, "model: rope.dimension_count %d does not fit head size %d", hp->n_rot, hp->head_dim);
-    TRY(get_arch_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
-    TRY(get_arch_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
-    TRY(get_arch_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
+    TRY(em_load_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
+    TRY(em_load_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
+    TRY(em_load_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
     if (!(hp->norm_eps >= 0) || !(hp->rope_base > 0))
         return em_error(EM_ERR_FORMAT, "model: bad epsilon or rope base");
 
@@ -91,8 +91,8 @@ static em_status read_hparams(em_model *m) {
     em_gguf_str stype = {"linear", 6};
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
     em_gguf_get_str(m->gguf, key, &stype);
-    TRY(get_arch_f32(m, "rope.scaling.factor", &factor, 0));
-    if (factor <= 0) TRY(get_arch_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
+    TRY(em_load_f32(m, "rope.scaling.factor", &factor, 0));
+    if (factor <= 0) TRY(em_load_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
     if (em_gguf_str_eq(stype, "none") || factor <= 0 || factor == 1) {
         hp->rope_freq_scale = 1.0f;
     } else if (em_gguf_str_eq(stype, "linear")) {
@@ -101,7 +101,25 @@ static em_status read_hparams(em_model *m) {
         return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear only)",
                         (int)EM_MIN(stype.len, 32), stype.ptr);
     }
-    hp->rope_type = m->arch == EM_ARCH_LLAMA ? EM_ROPE_NORM : EM_ROPE_NEOX;
+    hp->rope_type = EM_ROPE_NORM;
+
+    /* The defaults of the feature fields, which the family's reader
+     * changes where its models differ. */
+    hp->act = EM_ACT_SILU;
+    hp->embd_scale = 1.0f;
+    hp->n_rope_sets = 1;
+    hp->rope[0] = (em_rope_set){.base = hp->rope_base, .freq_scale = hp->rope_freq_scale};
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
+    for (int il = 0; il < hp->n_layer; il++) {
+        m->layers[il].n_swa = hp->n_swa;
+        m->layers[il].rope_set = 0;
+        m->layers[il].attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    }
+    TRY(m->family->read_hparams(m));
+    for (int il = 0; il < hp->n_layer; il++)
+        if (m->layers[il].rope_set < 0 || m->layers[il].rope_set >= hp->n_rope_sets)
+            return em_error(EM_ERR_FORMAT, "model: layer %d has no RoPE table", il);
 #undef TRY
     return EM_OK;
 }
@@ -110,7 +128,7 @@ static em_status read_hparams(em_model *m) {
 
 /* Binds a tensor and checks its shape: ne0/ne1 are the expected sizes
  * (ne1 = 0 for a vector).  Absent optional tensors leave t->data NULL. */
-static em_status bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
+em_status em_bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
     const em_gguf_tensor *gt = em_gguf_find_tensor(m->gguf, name);
     memset(t, 0, sizeof *t);
     if (!gt) {
@@ -142,53 +160,54 @@ static em_status bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, 
     return EM_OK;
 }
 
-static em_status bind_weights(em_model *m) {
+em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
     const em_hparams *hp = &m->hp;
     em_status st;
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     int64_t k_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t v_dim = (int64_t)hp->n_head_kv * hp->head_dim_v;
     int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+    char n[96];
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
-    TRY(bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
-    TRY(bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true));
-    TRY(bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    TRY(em_bind(m, &l->attn_norm, NAME("attn_norm.weight"), hp->n_embd, 0, true));
+    TRY(em_bind(m, &l->wq, NAME("attn_q.weight"), hp->n_embd, q_dim, true));
+    TRY(em_bind(m, &l->wk, NAME("attn_k.weight"), hp->n_embd, k_dim, true));
+    TRY(em_bind(m, &l->wv, NAME("attn_v.weight"), hp->n_embd, v_dim, true));
+    TRY(em_bind(m, &l->wo, NAME("attn_output.weight"), o_dim, hp->n_embd, true));
+    TRY(em_bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
+    TRY(em_bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
+    TRY(em_bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
+    TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
+    TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
+    TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
+    TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
+#undef NAME
+#undef TRY
+    return EM_OK;
+}
+
+static em_status bind_weights(em_model *m) {
+    const em_hparams *hp = &m->hp;
+    em_status st;
+#define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+    TRY(em_bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
+    TRY(em_bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true));
+    TRY(em_bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    TRY(bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
+    TRY(em_bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
     if (m->rope_freqs.data && m->rope_freqs.type != EM_TYPE_F32)
         return em_error(EM_ERR_UNSUPPORTED, "model: rope_freqs.weight must be F32");
+    for (int il = 0; il < hp->n_layer; il++) TRY(m->family->bind_layer(m, il, &m->layers[il]));
 
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
-    for (int il = 0; il < hp->n_layer; il++) {
-        em_layer *l = &m->layers[il];
-        char n[96];
-#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
-        TRY(bind(m, &l->attn_norm, NAME("attn_norm.weight"), hp->n_embd, 0, true));
-        TRY(bind(m, &l->wq, NAME("attn_q.weight"), hp->n_embd, q_dim, true));
-        TRY(bind(m, &l->wk, NAME("attn_k.weight"), hp->n_embd, k_dim, true));
-        TRY(bind(m, &l->wv, NAME("attn_v.weight"), hp->n_embd, v_dim, true));
-        TRY(bind(m, &l->wo, NAME("attn_output.weight"), o_dim, hp->n_embd, true));
-        bool bias = m->arch == EM_ARCH_QWEN2;
-        TRY(bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
-        TRY(bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
-        TRY(bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
-        bool qk_norm = m->arch == EM_ARCH_QWEN3;
-        TRY(bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
-        TRY(bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
-        TRY(bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
-        TRY(bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
-        TRY(bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
-        TRY(bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
-#undef NAME
-    }
     /* Vectors the forward pass reads as floats must be F32. */
-    const em_tensor *vecs[] = {&m->output_norm};
-    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++)
-        if (vecs[i]->type != EM_TYPE_F32) return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
+    if (m->output_norm.type != EM_TYPE_F32) return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
     for (int il = 0; il < hp->n_layer; il++) {
         em_layer *l = &m->layers[il];
-        const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm};
+        const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm,
+                                 &l->post_attn_norm, &l->post_ffn_norm};
         for (size_t i = 0; i < sizeof lv / sizeof *lv; i++)
             if (lv[i]->data && lv[i]->type != EM_TYPE_F32)
                 return em_error(EM_ERR_UNSUPPORTED, "model: layer %d: norm and bias vectors must be F32", il);
@@ -197,22 +216,35 @@ static em_status bind_weights(em_model *m) {
     return EM_OK;
 }
 
+int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
+    const em_tensor *all[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    int n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
+        if (all[i]->data) out[n++] = all[i];
+    return n;
+}
+
 /* ------------------------------------------------------------------ load */
 
+static const em_family *const families[] = {
+    &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3,
+    &em_family_gemma2, &em_family_gemma3,
+};
+
+const em_family *em_family_find(const char *name) {
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+        if (!strcmp(name, families[i]->name)) return families[i];
+    return NULL;
+}
+
 static em_status arch_from_name(em_model *m) {
-    static const struct { const char *name; em_arch arch; } table[] = {
-        {"llama", EM_ARCH_LLAMA},
-        {"mistral", EM_ARCH_LLAMA},
-        {"qwen2", EM_ARCH_QWEN2},
-        {"qwen3", EM_ARCH_QWEN3},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(m->arch_name, table[i].name)) {
-            m->arch = table[i].arch;
-            return EM_OK;
-        }
-    return em_error(EM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (llama, mistral, qwen2, qwen3)",
-                    m->arch_name);
+    m->family = em_family_find(m->arch_name);
+    if (m->family) return EM_OK;
+    char names[256];
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof families / sizeof *families && len < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", families[i]->name);
+    return em_error(EM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (%s)", m->arch_name, names);
 }
 
 static void copy_str(char *dst, size_t size, em_gguf_str s) {

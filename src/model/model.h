@@ -8,16 +8,17 @@
 
 #include "gguf/gguf.h"
 
-/* Architectures the forward pass knows, as named by general.architecture. */
-typedef enum em_arch {
-    EM_ARCH_LLAMA,   /* llama, mistral: RMSNorm, SwiGLU, normal RoPE        */
-    EM_ARCH_QWEN2,   /* llama + QKV bias, NEOX RoPE                         */
-    EM_ARCH_QWEN3,   /* llama + per-head Q/K RMSNorm, NEOX RoPE             */
-} em_arch;
-
 /* How RoPE pairs dimensions: adjacent (x[2i], x[2i+1]) or halves
  * (x[i], x[i + d/2]). */
 typedef enum em_rope_type { EM_ROPE_NORM, EM_ROPE_NEOX } em_rope_type;
+
+/* The FFN's gate activation: SiLU (SwiGLU) or GELU with the tanh
+ * approximation (GeGLU, Gemma). */
+typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
+
+/* Most RoPE tables a model uses (Gemma 3: one for local layers, one for
+ * global ones). */
+#define EM_MAX_ROPE_SETS 2
 
 /* A weight tensor: a view into the mapped file, never a copy. */
 typedef struct em_tensor {
@@ -42,7 +43,21 @@ typedef struct em_layer {
     em_tensor w_gate;    /* [n_embd, n_ff]                                  */
     em_tensor w_up;      /* [n_embd, n_ff]                                  */
     em_tensor w_down;    /* [n_ff, n_embd]                                  */
+    em_tensor post_attn_norm; /* [n_embd] norm of the attention output before
+                          * the residual add (Gemma), or absent             */
+    em_tensor post_ffn_norm;  /* [n_embd] the same for the FFN output, or absent */
+
+    /* The layer's attention, set by the family's hyperparameter reader. */
+    int32_t n_swa;       /* sliding window in positions, 0 = global         */
+    int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope)      */
+    float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
 } em_layer;
+
+/* One RoPE table: theta_i = pos * freq_scale * base^(-2i/n_rot). */
+typedef struct em_rope_set {
+    float base;          /* theta base                                      */
+    float freq_scale;    /* 1 / linear scaling factor                       */
+} em_rope_set;
 
 typedef struct em_hparams {
     int32_t n_vocab;
@@ -55,16 +70,25 @@ typedef struct em_hparams {
     int32_t head_dim_v;     /* width of one value head                      */
     int32_t n_ff;           /* feed-forward hidden width                    */
     int32_t n_rot;          /* dimensions of each head RoPE rotates         */
-    int32_t n_swa;          /* sliding window in positions, 0 = none        */
+    int32_t n_swa;          /* sliding window of the windowed layers, 0 = none */
     float norm_eps;         /* RMSNorm epsilon                              */
-    float rope_base;        /* theta base                                   */
-    float rope_freq_scale;  /* 1 / linear scaling factor                    */
+    float rope_base;        /* theta base of global layers                  */
+    float rope_freq_scale;  /* 1 / linear scaling factor of global layers   */
     em_rope_type rope_type;
+
+    /* Features of the family, which the forward pass follows instead of
+     * testing architecture names (see docs/ARCHITECTURE.md). */
+    em_act_kind act;        /* FFN gate activation                          */
+    float embd_scale;       /* multiplies the token embedding (1: none)     */
+    float attn_softcap;     /* scores become c*tanh(s/c); 0 = none          */
+    float final_softcap;    /* the same for the output logits               */
+    int32_t n_rope_sets;    /* entries of rope                              */
+    em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */
 } em_hparams;
 
 struct em_model {
     em_gguf *gguf;          /* owns the mapping every em_tensor points into */
-    em_arch arch;
+    const struct em_family *family; /* the family that read and bound it     */
     char arch_name[32];     /* general.architecture                          */
     char name[128];         /* general.name, may be empty                    */
     em_hparams hp;
@@ -77,6 +101,11 @@ struct em_model {
     uint64_t n_params;      /* elements over all tensors                      */
     uint64_t n_bytes;       /* bytes of tensor data                           */
 };
+
+/* A layer's matrices as a list (for byte and FLOP counts that must not
+ * assume one family's set): fills up to `max` pointers to the present
+ * matmul weights of layer il and returns how many. */
+int em_layer_mats(const em_layer *l, const em_tensor **out, int max);
 
 /* em_model_desc with the type part given: "<arch> <params> <type_name>"
  * ("llama 1B Q4_K_M"; "?" for a NULL type_name).  em_model_desc names the

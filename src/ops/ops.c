@@ -1,6 +1,6 @@
 /*
  * ops.c - elementwise and per-row operations: RMSNorm, RoPE, SwiGLU,
- * softmax.  Each is a single flat loop; the matmuls dominate the time.
+ * GeGLU, soft-capping, softmax.  Each is a single flat loop; the matmuls dominate the time.
  */
 #include "ops/ops.h"
 
@@ -44,6 +44,19 @@ void em_swiglu(float *out, const float *gate, const float *up, int64_t n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+void em_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+void em_softcap(float *x, int64_t n, float cap) {
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
 }
 
 void em_softmax(float *x, int64_t n) {

@@ -22,6 +22,13 @@ void em_rope(float *x, int n_heads, int head_dim, int n_rot, const float *cs, co
 /* out[i] = silu(gate[i]) * up[i]; out may alias gate. */
 void em_swiglu(float *out, const float *gate, const float *up, int64_t n);
 
+/* out[i] = gelu(gate[i]) * up[i] with GELU's tanh approximation
+ * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))); out may alias gate. */
+void em_geglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* Soft-capping in place: x[i] = cap * tanh(x[i] / cap) for i < n. */
+void em_softcap(float *x, int64_t n, float cap);
+
 /* In-place softmax of x[n]. */
 void em_softmax(float *x, int64_t n);
 

@@ -16,6 +16,18 @@ Architectures, with the conventions llama.cpp uses for them:
   qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
          before RoPE, NEOX RoPE; head size from attention.key_length may
          differ from n_embd / n_head.
+  gemma2 embedding times sqrt(n_embd); GELU (tanh approximation) instead of
+         SiLU in the gated FFN; the attention and FFN outputs RMS-normalised
+         again (post_attention_norm, post_ffw_norm) before their residual
+         adds; NEOX RoPE; tied output; attention scores soft-capped,
+         s -> c tanh(s / c) with c = attn_logit_softcapping, after the
+         1/sqrt(head_dim) scale, and the logits with
+         final_logit_softcapping; the sliding window applies to even
+         layers only (il % 2 == 0), odd layers are global.
+  gemma3 gemma2 without soft-caps, plus qwen3's Q/K norm; five windowed
+         layers to one global (windowed when il % 6 < 5); global layers
+         rotate with rope.freq_base and the linear scaling, windowed ones
+         with rope.freq_base_swa (default 10000) unscaled.
 
 RoPE angle for pair i of a head rotating n_rot dims at position pos:
   theta = pos * freq_scale * base^(-2i / n_rot) / rope_freqs[i]
@@ -150,7 +162,7 @@ class GGUF:
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
-    ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
 
     def __init__(self, path):
         g = GGUF(path)
@@ -186,7 +198,23 @@ class Model:
             raise GGUFError("rope scaling type %r unsupported by the reference" % stype)
         self.freq_scale = 1.0 / factor if (stype == "linear" and factor) else 1.0
 
-        self.neox = arch in ("qwen2", "qwen3")
+        self.neox = arch in ("qwen2", "qwen3", "gemma2", "gemma3")
+        self.gemma = arch in ("gemma2", "gemma3")
+        # Per layer: sliding window (0 = global) and RoPE (base, freq_scale).
+        self.attn_softcap = self.final_softcap = 0.0
+        if arch == "gemma2":
+            self.attn_softcap = float(key("attn_logit_softcapping", 50.0))
+            self.final_softcap = float(key("final_logit_softcapping", 30.0))
+        pattern = {"gemma2": 2, "gemma3": 6}.get(arch, 1)
+        base_swa = float(key("rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
+        self.layer_swa, self.layer_rope = [], []
+        for il in range(self.n_layer):
+            local = pattern == 1 or il % pattern < pattern - 1
+            self.layer_swa.append(self.n_swa if local else 0)
+            if local and base_swa is not None:
+                self.layer_rope.append((base_swa, 1.0))
+            else:
+                self.layer_rope.append((self.rope_base, self.freq_scale))
         self.tok_embd = g.tensor("token_embd.weight")          # [n_vocab, n_embd]
         self.n_vocab = self.tok_embd.shape[0]
         self.output_norm = g.tensor("output_norm.weight")      # [n_embd]
@@ -216,10 +244,12 @@ class Model:
                 "w_gate": t("ffn_gate.weight"),  # [n_ff, n_embd]
                 "w_up": t("ffn_up.weight"),      # [n_ff, n_embd]
                 "w_down": t("ffn_down.weight"),  # [n_embd, n_ff]
+                "post_attn_norm": t("post_attention_norm.weight", self.gemma),  # [n_embd]
+                "post_ffn_norm": t("post_ffw_norm.weight", self.gemma),         # [n_embd]
             })
         if self.arch == "qwen2" and self.layers[0]["bq"] is None:
             raise GGUFError("qwen2 model without attn_q.bias")
-        if self.arch == "qwen3" and self.layers[0]["q_norm"] is None:
+        if self.arch in ("qwen3", "gemma3") and self.layers[0]["q_norm"] is None:
             raise GGUFError("qwen3 model without attn_q_norm.weight")
 
         # Feature switches the selftest flips to prove each one matters.
@@ -230,13 +260,16 @@ class Model:
     def rmsnorm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x, pos):
-        """x: [T, heads, head_dim]; rotates the first n_rot dims of each head."""
+    def rope(self, x, pos, base=None, freq_scale=None):
+        """x: [T, heads, head_dim]; rotates the first n_rot dims of each head
+        with the given base and scale (default: the global ones)."""
+        if base is None or "rope_swa" in self.ignore:
+            base, freq_scale = self.rope_base, self.freq_scale
         half = self.n_rot // 2
         i = np.arange(half, dtype=np.float64)
-        freq = self.rope_base ** (-2.0 * i / self.n_rot)
+        freq = base ** (-2.0 * i / self.n_rot)
         if "rope_scale" not in self.ignore:
-            freq = freq * self.freq_scale
+            freq = freq * freq_scale
         if self.rope_freqs is not None and "rope_freqs" not in self.ignore:
             freq = freq / self.rope_freqs
         theta = pos[:, None].astype(np.float64) * freq[None, :]   # [T, half]
@@ -254,7 +287,7 @@ class Model:
             out[..., 1:self.n_rot:2] = a * sin + b * cos
         return out
 
-    def attention(self, L, h, pos):
+    def attention(self, L, h, pos, il=0):
         T = h.shape[0]
         q = h @ L["wq"].T
         k = h @ L["wk"].T
@@ -268,18 +301,22 @@ class Model:
             q = self.rmsnorm(q, L["q_norm"])
             k = self.rmsnorm(k, L["k_norm"])
         if "rope" not in self.ignore:
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
+            base, scale = self.layer_rope[il]
+            q = self.rope(q, pos, base, scale)
+            k = self.rope(k, pos, base, scale)
 
         # mask[i, j]: may query i see key j?
         mask = pos[None, :] <= pos[:, None]
-        if self.n_swa > 0 and "swa" not in self.ignore:
-            mask &= pos[None, :] > pos[:, None] - self.n_swa
+        swa = self.n_swa if "swa_pattern" in self.ignore else self.layer_swa[il]
+        if swa > 0 and "swa" not in self.ignore:
+            mask &= pos[None, :] > pos[:, None] - swa
         group = self.n_head // self.n_head_kv
         out = np.zeros((T, self.n_head, self.head_dim_v))
         for hh in range(self.n_head):
             kv = hh % self.n_head_kv if "gqa_map" in self.ignore else hh // group
             s = (q[:, hh, :] @ k[:, kv, :].T) / np.sqrt(self.head_dim)
+            if self.attn_softcap > 0 and "softcap" not in self.ignore:
+                s = self.attn_softcap * np.tanh(s / self.attn_softcap)
             s = np.where(mask, s, -np.inf)
             s = s - s.max(axis=1, keepdims=True)
             p = np.exp(s)
@@ -294,13 +331,29 @@ class Model:
             raise GGUFError("tokens must be in [0, %d)" % self.n_vocab)
         pos = np.arange(len(tokens))
         x = self.tok_embd[tokens]
-        for L in self.layers:
-            x = x + self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos)
+        if self.gemma and "embd_scale" not in self.ignore:
+            x = x * np.sqrt(self.n_embd)
+        for il, L in enumerate(self.layers):
+            x = x + self.post_norm(self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos, il),
+                                   L["post_attn_norm"])
             h = self.rmsnorm(x, L["ffn_norm"])
             g = h @ L["w_gate"].T
-            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L["w_up"].T)) @ L["w_down"].T
+            if self.gemma and "gelu" not in self.ignore:
+                a = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+            else:
+                a = g / (1.0 + np.exp(-g))
+            x = x + self.post_norm((a * (h @ L["w_up"].T)) @ L["w_down"].T, L["post_ffn_norm"])
         x = self.rmsnorm(x, self.output_norm)
-        return x @ self.output.T
+        logits = x @ self.output.T
+        if self.final_softcap > 0 and "final_softcap" not in self.ignore:
+            logits = self.final_softcap * np.tanh(logits / self.final_softcap)
+        return logits
+
+    def post_norm(self, y, w):
+        """Gemma's norm of a block's output before its residual add."""
+        if w is None or "post_norm" in self.ignore:
+            return y
+        return self.rmsnorm(y, w)
 
 
 # ---------------------------------------------------------- comparisons ---
@@ -396,6 +449,16 @@ def cmd_selftest(m, args):
         feats.append("bias")
     if m.layers[0]["q_norm"] is not None:
         feats.append("qk_norm")
+    if m.gemma:
+        feats += ["embd_scale", "gelu", "post_norm"]
+    if m.n_swa > 0 and 0 in m.layer_swa:
+        feats.append("swa_pattern")
+    if len(set(m.layer_rope)) > 1:
+        feats.append("rope_swa")
+    if m.attn_softcap > 0:
+        feats.append("softcap")
+    if m.final_softcap > 0:
+        feats.append("final_softcap")
     bad = 0
     for f in feats:
         m.ignore = {f}
