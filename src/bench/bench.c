@@ -126,6 +126,12 @@ static double tensor_params(const em_tensor *t) {
     return (double)t->ne[0] * (double)(t->ne[1] * t->ne[2] * t->ne[3]);
 }
 
+/* The share of a layer matrix one token reads: all of it, or of stacked
+ * experts (ne[2] of them) only the n_expert_used it is routed to. */
+static double active_share(const em_model *m, const em_tensor *t) {
+    return t->ne[2] > 1 && m->hp.n_expert_used > 0 ? (double)m->hp.n_expert_used / (double)t->ne[2] : 1.0;
+}
+
 double em_bench_token_bytes(const em_model *m, double n_kv, em_type kv_type) {
     if (!m || !m->layers) return 0;
     const em_hparams *hp = &m->hp;
@@ -133,7 +139,7 @@ double em_bench_token_bytes(const em_model *m, double n_kv, em_type kv_type) {
     for (int il = 0; il < hp->n_layer; il++) {
         const em_tensor *mats[16];
         int n_mats = em_layer_mats(&m->layers[il], mats, 16);
-        for (int k = 0; k < n_mats; k++) bytes += tensor_bytes(mats[k]);
+        for (int k = 0; k < n_mats; k++) bytes += tensor_bytes(mats[k]) * active_share(m, mats[k]);
     }
     /* One stored K row and V row per cached position and layer. */
     size_t k_row = em_row_size(kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
@@ -149,7 +155,7 @@ double em_bench_token_flops(const em_model *m, double n_kv, bool logits) {
     for (int il = 0; il < hp->n_layer; il++) {
         const em_tensor *mats[16];
         int n_mats = em_layer_mats(&m->layers[il], mats, 16);
-        for (int k = 0; k < n_mats; k++) params += tensor_params(mats[k]);
+        for (int k = 0; k < n_mats; k++) params += tensor_params(mats[k]) * active_share(m, mats[k]);
     }
     /* Per head and attended position: a dot product of head_dim for the
      * score and a multiply-add of head_dim_v for the weighted sum. */

@@ -55,12 +55,14 @@ em_status em_bench_model(const em_model *model, const em_bench_params *p, em_ben
 double em_bench_read_bandwidth(int n_threads);
 
 /* Bytes one generated token streams: every matmul weight (the output
- * included), its embedding row, and the K and V rows of n_kv cached
- * positions in a cache of kv_type. */
+ * included; of a mixture-of-experts layer, the router and the
+ * n_expert_used experts a token is routed to: the active bytes), its
+ * embedding row, and the K and V rows of n_kv cached positions in a cache
+ * of kv_type. */
 double em_bench_token_bytes(const em_model *model, double n_kv, em_type kv_type);
 
 /* FLOPs of one token row that attends n_kv positions: 2 per weight of the
- * layer matmuls, plus the output matmul when it asks for logits, plus
+ * layer matmuls (the active experts only), plus the output matmul when it asks for logits, plus
  * the attention scores and weighted sums. */
 double em_bench_token_flops(const em_model *model, double n_kv, bool logits);
 

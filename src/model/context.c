@@ -63,8 +63,23 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->k = alloc_floats(nb * (size_t)c->kv.k_width, &ok);
     c->v = alloc_floats(nb * (size_t)c->kv.v_width, &ok);
     c->att = alloc_floats(nb * o_dim, &ok);
-    c->ff_gate = alloc_floats(nb * hp->n_ff, &ok);
-    c->ff_up = alloc_floats(nb * hp->n_ff, &ok);
+    const size_t n_used = (size_t)(hp->n_expert > 0 ? hp->n_expert_used : 0);
+    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_used * hp->n_ff_exp);
+    c->ff_gate = alloc_floats(nb * (size_t)c->ff_width, &ok);
+    c->ff_up = alloc_floats(nb * (size_t)c->ff_width, &ok);
+    if (n_used) {
+        c->router = alloc_floats(nb * (size_t)hp->n_expert, &ok);
+        c->moe_w = alloc_floats(nb * n_used, &ok);
+        c->moe_y = alloc_floats(nb * n_used * (size_t)hp->n_embd, &ok);
+        c->moe_sel = calloc(nb * n_used, sizeof *c->moe_sel);
+        c->moe_slot = calloc(nb * n_used, sizeof *c->moe_slot);
+        c->moe_row = calloc(nb * n_used, sizeof *c->moe_row);
+        c->moe_off = calloc((size_t)hp->n_expert + 1, sizeof *c->moe_off);
+        /* A gathered row is a float row (float experts) or an 8-bit one. */
+        c->moe_x_row = EM_MAX((size_t)hp->n_embd * sizeof(float), ((size_t)hp->n_embd + 255) / 256 * 292 + 64);
+        for (int i = 0; i < 2; i++) c->moe_x[i] = malloc(nb * n_used * c->moe_x_row);
+        if (!c->moe_sel || !c->moe_slot || !c->moe_row || !c->moe_off || !c->moe_x[0] || !c->moe_x[1]) ok = false;
+    }
     const size_t half = (size_t)(hp->n_rot / 2), n_sets = (size_t)hp->n_rope_sets;
     c->rope_cos = alloc_floats(n_sets * nb * half, &ok);
     c->rope_sin = alloc_floats(n_sets * nb * half, &ok);
@@ -84,7 +99,9 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
-    c->qact_size = nb * ((widest + 255) / 256 * 292 + 64);
+    /* With experts a row's down input is n_expert_used rows of n_ff_exp. */
+    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_used * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
+    c->qact_size = nb * (row_room + 64);
     for (int i = 0; i < 3; i++) {
         c->qact[i] = malloc(c->qact_size);
         if (!c->qact[i]) ok = false;
@@ -92,7 +109,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* Each piece rounded to 16 floats keeps every buffer 64-byte aligned
      * relative to the first. */
 #define EM_R16(n) (((size_t)(n) + 15) / 16 * 16)
-    c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(hp->n_ff) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
+    c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(c->ff_width) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
 #undef EM_R16
     c->solo = alloc_floats((size_t)p.n_threads * c->solo_stride, &ok);
     if (!ok || !c->cells || !c->tok || !c->kv_cells || !c->row_st || !c->seq || !c->pos || !c->out_rows || !c->logit_of) {
@@ -127,6 +144,14 @@ void em_context_free(em_context *c) {
     free(c->att);
     free(c->ff_gate);
     free(c->ff_up);
+    free(c->router);
+    free(c->moe_w);
+    free(c->moe_y);
+    free(c->moe_sel);
+    free(c->moe_slot);
+    free(c->moe_row);
+    free(c->moe_off);
+    for (int i = 0; i < 2; i++) free(c->moe_x[i]);
     for (int i = 0; i < 3; i++) free(c->qact[i]);
     free(c->solo);
     free(c->rope_cos);

@@ -30,6 +30,7 @@ const em_family *em_family_find(const char *name);
 
 /* The families (each defined in its own file). */
 extern const em_family em_family_llama, em_family_mistral, em_family_qwen2, em_family_qwen3;
+extern const em_family em_family_qwen3moe;
 extern const em_family em_family_gemma2, em_family_gemma3;
 
 /* ---- helpers for the families' files (load.c) ---- */
@@ -42,10 +43,14 @@ em_status em_load_f32(const em_model *m, const char *suffix, float *out, float d
 /* Binds tensor `name` into t and checks its shape [ne0] (ne1 = 0) or
  * [ne0, ne1] and type; an absent optional tensor leaves t->data NULL. */
 em_status em_bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required);
+/* The same for a 3-D tensor [ne0, ne1, ne2] (experts stacked on ne2). */
+em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                   bool required);
 
 /* Binds the tensors of a Llama-style layer il: attn_norm, Q/K/V/O, the Q/K/V
  * biases (required when `bias`), the per-head Q/K norms (required when
- * `qk_norm`), ffn_norm and the gate/up/down FFN. */
+ * `qk_norm`), ffn_norm and the gate/up/down FFN, or with experts
+ * (hp.n_expert > 0) the router and the 3-D expert matrices. */
 em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm);
 
 #endif

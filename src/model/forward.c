@@ -158,8 +158,10 @@ typedef struct fwd_state {
 typedef struct row_bufs {
     float *x;      /* [rows][n_embd] residual stream                     */
     float *h;      /* [rows][n_embd] normalised x, the products' input   */
-    float *ff;     /* [rows][n_ff] FFN activation, the down product's input */
+    float *ff;     /* [rows][ff_width] FFN activation, the down product's input */
     void *qa[3];   /* quantized activations, one buffer per format       */
+    int32_t *sel;  /* [rows][n_expert_used] experts routed to (MoE)      */
+    float *selw;   /* [rows][n_expert_used] their weights                */
 } row_bufs;
 
 /* Thread ith walking the steps of a pass. */
@@ -169,6 +171,8 @@ typedef struct walker {
     bool solo;     /* a one-row batch (see below)                        */
     bool pending;  /* solo: the Q/K/V row step waits for attention       */
     row_bufs b;
+    int32_t sel[EM_MAX_EXPERTS_USED]; /* solo: the row's experts         */
+    float selw[EM_MAX_EXPERTS_USED];  /* solo: their weights             */
 } walker;
 
 /* A row step's work on row r of layer il. */
@@ -182,9 +186,23 @@ static act_plan qkv_plan(const em_layer *l) {
     return plan_acts(ws, 3);
 }
 
+/* The products that read the FFN input: gate and up, or with experts the
+ * router and the gate and up experts. */
 static act_plan ffn_plan(const em_layer *l) {
+    if (l->gate_inp.data) {
+        const em_tensor *ws[3] = {&l->gate_inp, &l->gate_exps, &l->up_exps};
+        return plan_acts(ws, 3);
+    }
     const em_tensor *ws[2] = {&l->w_gate, &l->w_up};
     return plan_acts(ws, 2);
+}
+
+/* Expert e of a stacked expert tensor, as a 2-D weight. */
+static em_tensor expert(const em_tensor *t, int32_t e) {
+    em_tensor v = *t;
+    v.ne[2] = 1;
+    v.data = (const char *)t->data + (size_t)e * (size_t)t->ne[1] * t->row_bytes;
+    return v;
 }
 
 static act_plan one_plan(const em_tensor *w) { return plan_acts(&w, 1); }
@@ -379,8 +397,178 @@ static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
 static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
     const em_model *m = c->model;
-    residual(w, &l->post_ffn_norm, c->xn + r * m->hp.n_embd, r);
+    const int64_t d = m->hp.n_embd;
+    const float *y = c->xn + r * d;
+    if (l->gate_inp.data) {
+        /* The weighted sum of the row's experts, in the order chosen, into
+         * h (free now). */
+        const int k = m->hp.n_expert_used;
+        float *h = w->b.h + r * d;
+        for (int64_t i = 0; i < d; i++) h[i] = 0;
+        for (int j = 0; j < k; j++) {
+            const int32_t slot = w->solo ? j : c->moe_slot[r * k + j];
+            const float wt = w->b.selw[r * k + j], *ye = c->moe_y + (int64_t)slot * d;
+            for (int64_t i = 0; i < d; i++) h[i] += wt * ye[i];
+        }
+        y = h;
+    }
+    residual(w, &l->post_ffn_norm, y, r);
     if (il + 1 < m->hp.n_layer) attn_in(w, &m->layers[il + 1], r);
+}
+
+/* ------------------------------------------------------------ experts
+ *
+ * A mixture-of-experts FFN: the router product, then each row picks its
+ * experts (row_route), and only those experts' weights are read.  In a
+ * batch, thread 0 sorts the (row, expert) slots by expert, the rows'
+ * inputs are gathered in that order, and each expert's gate, up and down
+ * products run once over all of its rows (em_matmul_group_step).  A
+ * one-row batch skips the sorting: each thread routes the row itself and
+ * the products stream the chosen experts alone.  The weighted sum of the
+ * experts' outputs is taken in row_layer_out.
+ */
+
+/* The row's experts and weights. */
+static void row_route(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    const int k = hp->n_expert_used;
+    (void)l;
+    (void)il;
+    em_moe_route(w->s->c->router + (int64_t)r * hp->n_expert, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
+}
+
+/* Thread 0: slots in expert order (moe_off, moe_row, moe_slot). */
+static void group_slots(em_context *c, int32_t n) {
+    const em_hparams *hp = &c->model->hp;
+    const int k = hp->n_expert_used;
+    int32_t *off = c->moe_off;
+    memset(off, 0, ((size_t)hp->n_expert + 1) * sizeof *off);
+    for (int64_t i = 0; i < (int64_t)n * k; i++) off[c->moe_sel[i] + 1]++;
+    for (int e = 0; e < hp->n_expert; e++) off[e + 1] += off[e];
+    /* Fill each expert's slots in row order, counting up from its start;
+     * moe_off[e] ends at its end, and is restored below. */
+    for (int32_t r = 0; r < n; r++)
+        for (int j = 0; j < k; j++) {
+            const int32_t slot = off[c->moe_sel[r * k + j]]++;
+            c->moe_slot[r * k + j] = slot;
+            c->moe_row[slot] = r;
+        }
+    for (int e = hp->n_expert; e > 0; e--) off[e] = off[e - 1];
+    off[0] = 0;
+}
+
+/* Slot i's FFN input rows, copied from the row's in every format of the
+ * gate and up experts. */
+static void gather_slot(const walker *w, const act_plan *p, int64_t i) {
+    em_context *c = w->s->c;
+    const int64_t d = c->model->hp.n_embd;
+    const int32_t r = c->moe_row[i];
+    for (int f = 1; f < 3; f++) {
+        const int b = p->of[f];
+        if (f == 2 && b == p->of[1]) break; /* gate and up share a format */
+        const size_t rb = p->fmt[b] == EM_TYPE_F32 ? (size_t)d * sizeof(float) : em_row_size(p->fmt[b], d);
+        const char *src = p->fmt[b] == EM_TYPE_F32 ? (const char *)(w->b.h + r * d)
+                                                   : (const char *)w->b.qa[b] + (size_t)r * rb;
+        memcpy((char *)c->moe_x[f - 1] + (size_t)i * c->moe_x_row, src, rb);
+    }
+}
+
+/* Slot i: act(gate) * up, quantized for the down experts. */
+static void act_slot(const walker *w, const em_layer *l, int64_t i) {
+    em_context *c = w->s->c;
+    const int64_t fe = c->model->hp.n_ff_exp;
+    w->s->ro.glu(w->b.ff + i * fe, c->ff_gate + i * fe, c->ff_up + i * fe, fe);
+    act_plan p = one_plan(&l->down_exps);
+    quantize_row_for(w->b.qa, &p, w->b.ff, fe, (int32_t)i);
+}
+
+/* The job of weight W (of plan p, entry idx) over rows [s0, s0 + n) of
+ * the slots: x from the gathered rows (batch) or the row itself (solo). */
+static em_matmul_job slot_job(const walker *w, const act_plan *p, int idx, const em_tensor *W, int64_t s0,
+                              float *out, int64_t out_stride) {
+    em_context *c = w->s->c;
+    const int64_t d = c->model->hp.n_embd;
+    em_matmul_job j = job_for(w->b.qa, p, idx, W, w->b.h, d, out + s0 * out_stride, out_stride);
+    if (!w->solo) {
+        /* gate (idx 1) reads moe_x[0]; up reads moe_x[1] unless it shares gate's format. */
+        const int buf = idx == 2 && p->of[2] != p->of[1] ? 1 : 0;
+        j.x = (const char *)c->moe_x[buf] + (size_t)s0 * c->moe_x_row;
+        j.x_stride = c->moe_x_row;
+    }
+    return j;
+}
+
+static void experts(walker *w, const em_layer *l, int il) {
+    em_context *c = w->s->c;
+    em_threadpool *tp = c->pool;
+    const em_hparams *hp = &c->model->hp;
+    const int ith = w->ith, k = hp->n_expert_used;
+    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
+    act_plan pf = ffn_plan(l);
+
+    em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    products(w, &router, 1);
+    rows(w, row_route, l, il);
+
+    /* The products of the experts in use: in a batch each expert over its
+     * slots, in a one-row batch each chosen expert over the row. */
+    em_matmul_job jobs[2 * EM_MAX_EXPERTS];
+    int64_t n_rows[2 * EM_MAX_EXPERTS];
+    int n_jobs = 0;
+    em_tensor views[3 * EM_MAX_EXPERTS];
+    if (!w->solo) {
+        if (ith == 0) group_slots(c, (int32_t)n);
+        em_threadpool_barrier(tp);
+        FOR_ROWS(tp, i, n * k) gather_slot(w, &pf, i);
+        em_threadpool_barrier(tp);
+        for (int e = 0; e < hp->n_expert; e++) {
+            const int64_t s0 = c->moe_off[e], cnt = c->moe_off[e + 1] - s0;
+            if (cnt == 0) continue;
+            em_tensor *v = &views[3 * (n_jobs / 2)];
+            v[0] = expert(&l->gate_exps, e);
+            v[1] = expert(&l->up_exps, e);
+            v[2] = expert(&l->down_exps, e);
+            jobs[n_jobs] = slot_job(w, &pf, 1, &v[0], s0, c->ff_gate, fe);
+            jobs[n_jobs + 1] = slot_job(w, &pf, 2, &v[1], s0, c->ff_up, fe);
+            n_rows[n_jobs] = n_rows[n_jobs + 1] = cnt;
+            n_jobs += 2;
+        }
+    } else {
+        for (int j = 0; j < k; j++) {
+            views[3 * j] = expert(&l->gate_exps, w->sel[j]);
+            views[3 * j + 1] = expert(&l->up_exps, w->sel[j]);
+            views[3 * j + 2] = expert(&l->down_exps, w->sel[j]);
+            jobs[2 * j] = slot_job(w, &pf, 1, &views[3 * j], j, c->ff_gate, fe);
+            jobs[2 * j + 1] = slot_job(w, &pf, 2, &views[3 * j + 1], j, c->ff_up, fe);
+            n_rows[2 * j] = n_rows[2 * j + 1] = 1;
+        }
+        n_jobs = 2 * k;
+    }
+    em_matmul_group_step(tp, ith, jobs, n_rows, n_jobs);
+    em_threadpool_barrier(tp);
+
+    /* act(gate) * up per slot, quantized for down. */
+    if (w->solo) {
+        for (int j = 0; j < k; j++) act_slot(w, l, j);
+    } else {
+        FOR_ROWS(tp, i, n * k) act_slot(w, l, i);
+        em_threadpool_barrier(tp);
+    }
+
+    /* Down, into moe_y in slot order: the i-th expert run starts at the
+     * slot of its gate job's output row. */
+    act_plan pd = one_plan(&l->down_exps);
+    const int n_run = n_jobs / 2;
+    for (int i = 0; i < n_run; i++) {
+        const int64_t s0 = (jobs[2 * i].out - c->ff_gate) / fe;
+        em_matmul_job j = job_for(w->b.qa, &pd, 0, &views[3 * i + 2], w->b.ff, fe, c->moe_y, d);
+        j.x = (const char *)j.x + (size_t)s0 * j.x_stride;
+        j.out += s0 * d;
+        jobs[i] = j;
+        n_rows[i] = n_rows[2 * i];
+    }
+    em_matmul_group_step(tp, ith, jobs, n_rows, n_run);
+    em_threadpool_barrier(tp);
 }
 
 /* ------------------------------------------------------- the recipe */
@@ -414,17 +602,21 @@ static void layer(walker *w, int il) {
     products(w, &wo, 1);
     rows(w, row_ffn_in, l, il);
 
-    act_plan pf = ffn_plan(l);
-    em_matmul_job gu[2] = {
-        job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
-        job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
-    };
-    products(w, gu, 2);
-    rows(w, row_act, l, il);
+    if (l->gate_inp.data) {
+        experts(w, l, il);
+    } else {
+        act_plan pf = ffn_plan(l);
+        em_matmul_job gu[2] = {
+            job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
+            job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
+        };
+        products(w, gu, 2);
+        rows(w, row_act, l, il);
 
-    act_plan pd = one_plan(&l->w_down);
-    em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, c->xn, d);
-    products(w, &dn, 1);
+        act_plan pd = one_plan(&l->w_down);
+        em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, c->xn, d);
+        products(w, &dn, 1);
+    }
     rows(w, row_layer_out, l, il);
 }
 
@@ -466,7 +658,7 @@ static void output(walker *w) {
 /* Thread ith's private buffers of a one-row batch. */
 static row_bufs solo_of(em_context *c, int ith) {
     const em_hparams *hp = &c->model->hp;
-    const size_t r16d = ((size_t)hp->n_embd + 15) / 16 * 16, r16f = ((size_t)hp->n_ff + 15) / 16 * 16;
+    const size_t r16d = ((size_t)hp->n_embd + 15) / 16 * 16, r16f = ((size_t)c->ff_width + 15) / 16 * 16;
     const size_t qf = (c->solo_stride - 2 * r16d - r16f) / 3;
     float *base = c->solo + (size_t)ith * c->solo_stride;
     row_bufs b = {.x = base, .h = base + r16d, .ff = base + 2 * r16d};
@@ -482,8 +674,10 @@ static void forward_worker(void *arg, int ith, int nth) {
     walker w = {.s = s, .ith = ith, .solo = s->n == 1};
     if (w.solo) {
         w.b = solo_of(c, ith);
+        w.b.sel = w.sel;
+        w.b.selw = w.selw;
     } else {
-        w.b = (row_bufs){.x = c->x, .h = c->xn, .ff = c->ff_gate};
+        w.b = (row_bufs){.x = c->x, .h = c->xn, .ff = c->ff_gate, .sel = c->moe_sel, .selw = c->moe_w};
         for (int i = 0; i < 3; i++) w.b.qa[i] = c->qact[i];
     }
     rows(&w, row_embed, &m->layers[0], 0);

@@ -38,6 +38,8 @@ static em_status gemma_common(em_model *m) {
     hp->rope_type = EM_ROPE_NEOX;
     hp->act = EM_ACT_GELU_TANH;
     hp->embd_scale = sqrtf((float)hp->n_embd);
+    if (hp->n_expert > 0)
+        return em_error(EM_ERR_UNSUPPORTED, "model: %s with experts is not supported", m->arch_name);
     if (hp->n_swa <= 0)
         return em_error(EM_ERR_FORMAT, "model: %s needs %s.attention.sliding_window", m->arch_name, m->arch_name);
     return EM_OK;

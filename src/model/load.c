@@ -52,11 +52,6 @@ static em_status read_hparams(em_model *m) {
     em_hparams *hp = &m->hp;
     em_status st;
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
-    int32_t n_expert = 0;
-    TRY(em_load_i32(m, "expert_count", &n_expert, false, 0));
-    if (n_expert > 0)
-        return em_error(EM_ERR_UNSUPPORTED, "model: mixture-of-experts models (%s, %d experts) are not supported yet",
-                        m->arch_name, n_expert);
     TRY(em_load_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
     TRY(em_load_i32(m, "embedding_length", &hp->n_embd, true, 0));
     TRY(em_load_i32(m, "block_count", &hp->n_layer, true, 0));
@@ -79,6 +74,14 @@ static em_status read_hparams(em_model *m) {
     if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
         return em_error(EM_ERR_FORMAT, "model: rope.dimension_count %d does not fit head size %d", hp->n_rot, hp->head_dim);
     TRY(em_load_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
+    TRY(em_load_i32(m, "expert_count", &hp->n_expert, false, 0));
+    TRY(em_load_i32(m, "expert_used_count", &hp->n_expert_used, false, 0));
+    TRY(em_load_i32(m, "expert_feed_forward_length", &hp->n_ff_exp, false, hp->n_ff));
+    if (hp->n_expert > 0 &&
+        (hp->n_expert > EM_MAX_EXPERTS || hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert ||
+         hp->n_expert_used > EM_MAX_EXPERTS_USED || hp->n_ff_exp <= 0))
+        return em_error(EM_ERR_UNSUPPORTED, "model: %d experts with %d used per token (ember runs up to %d, %d used)",
+                        hp->n_expert, hp->n_expert_used, EM_MAX_EXPERTS, EM_MAX_EXPERTS_USED);
     TRY(em_load_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
     TRY(em_load_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
     if (!(hp->norm_eps >= 0) || !(hp->rope_base > 0))
@@ -129,20 +132,26 @@ static em_status read_hparams(em_model *m) {
 /* Binds a tensor and checks its shape: ne0/ne1 are the expected sizes
  * (ne1 = 0 for a vector).  Absent optional tensors leave t->data NULL. */
 em_status em_bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    return em_bind3(m, t, name, ne0, ne1, 0, required);
+}
+
+em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                   bool required) {
     const em_gguf_tensor *gt = em_gguf_find_tensor(m->gguf, name);
     memset(t, 0, sizeof *t);
     if (!gt) {
         if (required) return em_error(EM_ERR_FORMAT, "model: missing tensor %s", name);
         return EM_OK;
     }
-    uint32_t want_dims = ne1 ? 2 : 1;
-    bool ok = gt->ne[0] == ne0 && (ne1 ? gt->ne[1] == ne1 : gt->ne[1] == 1) && gt->ne[2] == 1 && gt->ne[3] == 1;
+    uint32_t want_dims = ne2 ? 3 : ne1 ? 2 : 1;
+    bool ok = gt->ne[0] == ne0 && (ne1 ? gt->ne[1] == ne1 : gt->ne[1] == 1) &&
+              (ne2 ? gt->ne[2] == ne2 : gt->ne[2] == 1) && gt->ne[3] == 1;
     if (!ok)
         return em_error(EM_ERR_FORMAT,
-                        "model: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld%s%lld] (%u dims)",
+                        "model: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld] (%u dims)",
                         name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
-                        (long long)gt->ne[3], (long long)ne0, ne1 ? ", " : "", ne1 ? (long long)ne1 : 0LL,
-                        want_dims);
+                        (long long)gt->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1),
+                        (long long)(ne2 ? ne2 : 1), want_dims);
     const em_type_traits *tr = em_get_type_traits(gt->type);
     if (!tr || !tr->can_dequant)
         return em_error(EM_ERR_UNSUPPORTED, "model: tensor %s has type %s, which ember cannot compute with",
@@ -181,9 +190,20 @@ em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool 
     TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
     TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
     TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
-    TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
-    TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
-    TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
+    if (hp->n_expert > 0) {
+        /* Mixture of experts: a router and each FFN matrix stacked over
+         * the experts in a 3-D tensor.  (Older files with one tensor per
+         * expert, blk.N.ffn_gate.E.weight, are not read.) */
+        const int64_t fe = hp->n_ff_exp, ne = hp->n_expert;
+        TRY(em_bind(m, &l->gate_inp, NAME("ffn_gate_inp.weight"), hp->n_embd, ne, true));
+        TRY(em_bind3(m, &l->gate_exps, NAME("ffn_gate_exps.weight"), hp->n_embd, fe, ne, true));
+        TRY(em_bind3(m, &l->up_exps, NAME("ffn_up_exps.weight"), hp->n_embd, fe, ne, true));
+        TRY(em_bind3(m, &l->down_exps, NAME("ffn_down_exps.weight"), fe, hp->n_embd, ne, true));
+    } else {
+        TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
+    }
 #undef NAME
 #undef TRY
     return EM_OK;
@@ -217,7 +237,9 @@ static em_status bind_weights(em_model *m) {
 }
 
 int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
-    const em_tensor *all[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+    const em_tensor *all[] = {&l->wq,     &l->wk,      &l->wv,      &l->wo,       &l->w_gate,
+                              &l->w_up,   &l->w_down,  &l->gate_inp, &l->gate_exps, &l->up_exps,
+                              &l->down_exps};
     int n = 0;
     for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
         if (all[i]->data) out[n++] = all[i];
@@ -227,7 +249,7 @@ int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
 /* ------------------------------------------------------------------ load */
 
 static const em_family *const families[] = {
-    &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3,
+    &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3, &em_family_qwen3moe,
     &em_family_gemma2, &em_family_gemma3,
 };
 
@@ -335,5 +357,7 @@ int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf,
 
 int32_t em_model_desc(const em_model *m, char *buf, size_t size) {
     /* The most common matmul weight type names the file's quantization. */
-    return em_model_desc_typed(m, m->layers ? em_type_name(m->layers[0].w_gate.type) : "vocab", buf, size);
+    const em_layer *l = m->layers;
+    return em_model_desc_typed(m, l ? em_type_name((l->w_gate.data ? l->w_gate : l->gate_exps).type) : "vocab", buf,
+                               size);
 }

@@ -20,6 +20,10 @@ typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
  * global ones). */
 #define EM_MAX_ROPE_SETS 2
 
+/* Most experts a mixture-of-experts layer may have, and use per token. */
+#define EM_MAX_EXPERTS 256
+#define EM_MAX_EXPERTS_USED 16
+
 /* A weight tensor: a view into the mapped file, never a copy. */
 typedef struct em_tensor {
     em_type type;
@@ -43,6 +47,10 @@ typedef struct em_layer {
     em_tensor w_gate;    /* [n_embd, n_ff]                                  */
     em_tensor w_up;      /* [n_embd, n_ff]                                  */
     em_tensor w_down;    /* [n_ff, n_embd]                                  */
+    em_tensor gate_inp;  /* [n_embd, n_expert] router, or absent (dense)     */
+    em_tensor gate_exps; /* [n_embd, n_ff_exp, n_expert] expert gates        */
+    em_tensor up_exps;   /* [n_embd, n_ff_exp, n_expert]                     */
+    em_tensor down_exps; /* [n_ff_exp, n_embd, n_expert]                     */
     em_tensor post_attn_norm; /* [n_embd] norm of the attention output before
                           * the residual add (Gemma), or absent             */
     em_tensor post_ffn_norm;  /* [n_embd] the same for the FFN output, or absent */
@@ -83,6 +91,9 @@ typedef struct em_hparams {
     float attn_softcap;     /* scores become c*tanh(s/c); 0 = none          */
     float final_softcap;    /* the same for the output logits               */
     int32_t n_rope_sets;    /* entries of rope                              */
+    int32_t n_expert;       /* experts per MoE layer, 0 = dense              */
+    int32_t n_expert_used;  /* experts each token is routed to               */
+    int32_t n_ff_exp;       /* hidden width of one expert                    */
     em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */
 } em_hparams;
 

@@ -59,6 +59,27 @@ void em_softcap(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
 }
 
+void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
+    float mx = -INFINITY;
+    for (int e = 0; e < n_expert; e++)
+        if (logits[e] > mx) mx = logits[e];
+    /* The softmax's denominator cancels in the renormalised weights, so
+     * exp(l - max) ranks and weighs the experts alike. */
+    float sum = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) taken |= sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        sel[j] = best;
+        w[j] = expf(logits[best] - mx);
+        sum += w[j];
+    }
+    for (int j = 0; j < k; j++) w[j] /= sum;
+}
+
 void em_softmax(float *x, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++)

@@ -16,6 +16,13 @@ Architectures, with the conventions llama.cpp uses for them:
   qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
          before RoPE, NEOX RoPE; head size from attention.key_length may
          differ from n_embd / n_head.
+  experts (llama with expert_count > 0, the Mixtral layout; qwen3moe = qwen3
+         with experts): the FFN is a router ffn_gate_inp and 3-D expert
+         tensors ffn_{gate,up,down}_exps; each token takes the
+         expert_used_count experts of highest softmax(router) probability,
+         their probabilities renormalised to sum to 1, and adds the weighted
+         sum of those experts' SwiGLU FFNs (expert width
+         expert_feed_forward_length, else feed_forward_length).
   gemma2 embedding times sqrt(n_embd); GELU (tanh approximation) instead of
          SiLU in the gated FFN; the attention and FFN outputs RMS-normalised
          again (post_attention_norm, post_ffw_norm) before their residual
@@ -162,7 +169,7 @@ class GGUF:
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
-    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3")
 
     def __init__(self, path):
         g = GGUF(path)
@@ -198,7 +205,9 @@ class Model:
             raise GGUFError("rope scaling type %r unsupported by the reference" % stype)
         self.freq_scale = 1.0 / factor if (stype == "linear" and factor) else 1.0
 
-        self.neox = arch in ("qwen2", "qwen3", "gemma2", "gemma3")
+        self.neox = arch in ("qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3")
+        self.n_expert = int(key("expert_count", 0))
+        self.n_expert_used = int(key("expert_used_count", 0))
         self.gemma = arch in ("gemma2", "gemma3")
         # Per layer: sliding window (0 = global) and RoPE (base, freq_scale).
         self.attn_softcap = self.final_softcap = 0.0
@@ -241,15 +250,19 @@ class Model:
                 "q_norm": t("attn_q_norm.weight", False),        # [head_dim]
                 "k_norm": t("attn_k_norm.weight", False),        # [head_dim]
                 "ffn_norm": t("ffn_norm.weight"),
-                "w_gate": t("ffn_gate.weight"),  # [n_ff, n_embd]
-                "w_up": t("ffn_up.weight"),      # [n_ff, n_embd]
-                "w_down": t("ffn_down.weight"),  # [n_embd, n_ff]
+                "w_gate": t("ffn_gate.weight", not self.n_expert),  # [n_ff, n_embd]
+                "w_up": t("ffn_up.weight", not self.n_expert),      # [n_ff, n_embd]
+                "w_down": t("ffn_down.weight", not self.n_expert),  # [n_embd, n_ff]
+                "router": t("ffn_gate_inp.weight", bool(self.n_expert)),      # [n_expert, n_embd]
+                "gate_exps": t("ffn_gate_exps.weight", bool(self.n_expert)),  # [n_expert, n_ff_exp, n_embd]
+                "up_exps": t("ffn_up_exps.weight", bool(self.n_expert)),      # [n_expert, n_ff_exp, n_embd]
+                "down_exps": t("ffn_down_exps.weight", bool(self.n_expert)),  # [n_expert, n_embd, n_ff_exp]
                 "post_attn_norm": t("post_attention_norm.weight", self.gemma),  # [n_embd]
                 "post_ffn_norm": t("post_ffw_norm.weight", self.gemma),         # [n_embd]
             })
         if self.arch == "qwen2" and self.layers[0]["bq"] is None:
             raise GGUFError("qwen2 model without attn_q.bias")
-        if self.arch in ("qwen3", "gemma3") and self.layers[0]["q_norm"] is None:
+        if self.arch in ("qwen3", "qwen3moe", "gemma3") and self.layers[0]["q_norm"] is None:
             raise GGUFError("qwen3 model without attn_q_norm.weight")
 
         # Feature switches the selftest flips to prove each one matters.
@@ -337,17 +350,42 @@ class Model:
             x = x + self.post_norm(self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos, il),
                                    L["post_attn_norm"])
             h = self.rmsnorm(x, L["ffn_norm"])
-            g = h @ L["w_gate"].T
-            if self.gemma and "gelu" not in self.ignore:
-                a = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+            if L["router"] is not None:
+                y = self.experts(L, h)
             else:
-                a = g / (1.0 + np.exp(-g))
-            x = x + self.post_norm((a * (h @ L["w_up"].T)) @ L["w_down"].T, L["post_ffn_norm"])
+                y = self.ffn(h, L["w_gate"], L["w_up"], L["w_down"])
+            x = x + self.post_norm(y, L["post_ffn_norm"])
         x = self.rmsnorm(x, self.output_norm)
         logits = x @ self.output.T
         if self.final_softcap > 0 and "final_softcap" not in self.ignore:
             logits = self.final_softcap * np.tanh(logits / self.final_softcap)
         return logits
+
+    def ffn(self, h, w_gate, w_up, w_down):
+        g = h @ w_gate.T
+        if self.gemma and "gelu" not in self.ignore:
+            a = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+        else:
+            a = g / (1.0 + np.exp(-g))
+        return (a * (h @ w_up.T)) @ w_down.T
+
+    def experts(self, L, h):
+        """Top-k softmax routing; each row's chosen experts, weighted."""
+        logits = h @ L["router"].T                         # [T, n_expert]
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        k = self.n_expert_used
+        out = np.zeros_like(h)
+        for t in range(h.shape[0]):
+            if "routing" in self.ignore:
+                sel = np.arange(k)                        # the first k experts
+            else:
+                sel = np.argsort(-p[t], kind="stable")[:k]
+            w = p[t, sel] / p[t, sel].sum()
+            for e, we in zip(sel, w):
+                out[t] += we * self.ffn(h[t:t + 1], L["gate_exps"][e], L["up_exps"][e],
+                                        L["down_exps"][e])[0]
+        return out
 
     def post_norm(self, y, w):
         """Gemma's norm of a block's output before its residual add."""
@@ -451,6 +489,8 @@ def cmd_selftest(m, args):
         feats.append("qk_norm")
     if m.gemma:
         feats += ["embd_scale", "gelu", "post_norm"]
+    if m.n_expert:
+        feats.append("routing")
     if m.n_swa > 0 and 0 in m.layer_swa:
         feats.append("swa_pattern")
     if len(set(m.layer_rope)) > 1:

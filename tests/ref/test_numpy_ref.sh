@@ -84,6 +84,8 @@ variant llama-linear    llama --rope-linear 4
 variant llama-swa       llama --swa 6
 variant qwen2           qwen2 --n-head-kv 2 --tied
 variant qwen3           qwen3 --head-dim 32 --n-head-kv 2
+variant llama-moe       llama --n-head-kv 2 --experts 4 --experts-used 2
+variant qwen3moe        qwen3moe --head-dim 32 --n-head-kv 2 --experts 6 --experts-used 3
 variant gemma2          gemma2 --head-dim 32 --n-head-kv 2 --swa 6
 variant gemma3          gemma3 --n-layer 6 --head-dim 32 --n-head-kv 1 --swa 6
 
