@@ -119,12 +119,21 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* theta_i = pos * freq_scale * base^(-2i/n_rot), divided by the model's
      * per-pair factor where it has one (Llama 3 long-context scaling). */
     const float *ff = model->rope_freqs.data;
-    for (int t = 0; t < hp->n_rope_sets; t++)
+    for (int t = 0; t < hp->n_rope_sets; t++) {
+        const em_rope_set *rs = &hp->rope[t];
         for (int i = 0; i < hp->n_rot / 2; i++) {
-            double f = pow((double)hp->rope[t].base, -2.0 * i / hp->n_rot) * hp->rope[t].freq_scale;
+            double f = pow((double)rs->base, -2.0 * i / hp->n_rot) * rs->freq_scale;
+            if (rs->ext_factor != 0) {
+                /* YaRN: theta is linear in the position, so the blend of
+                 * the scaled and unscaled angle is one frequency. */
+                const double y = (i - rs->corr_lo) / EM_MAX(0.001, (double)rs->corr_hi - rs->corr_lo);
+                const double ramp = (1.0 - EM_MIN(1.0, EM_MAX(0.0, y))) * rs->ext_factor;
+                f = pow((double)rs->base, -2.0 * i / hp->n_rot) * (rs->freq_scale * (1.0 - ramp) + ramp);
+            }
             if (ff) f /= ff[i];
             c->inv_freq[t * (hp->n_rot / 2) + i] = (float)f;
         }
+    }
     *out = c;
     return EM_OK;
 fail:

@@ -84,6 +84,9 @@ static void rope_table_row(em_context *c, int32_t r) {
             cs[i] = cosf(theta);
             sn[i] = sinf(theta);
         }
+        const float ms = c->model->hp.rope[t].mscale;
+        if (ms != 1.0f)
+            for (int i = 0; i < half; i++) cs[i] *= ms, sn[i] *= ms;
     }
 }
 

@@ -65,7 +65,7 @@ static em_status gemma3_hparams(em_model *m) {
     if ((st = em_load_f32(m, "rope.freq_base_swa", &base_swa, 10000.0f)) != EM_OK) return st;
     if (!(base_swa > 0)) return em_error(EM_ERR_FORMAT, "model: bad rope.freq_base_swa");
     hp->n_rope_sets = 2;
-    hp->rope[1] = (em_rope_set){.base = base_swa, .freq_scale = 1.0f};
+    hp->rope[1] = (em_rope_set){.base = base_swa, .freq_scale = 1.0f, .mscale = 1.0f};
     set_windows(m, 6, 1);
     return EM_OK;
 }

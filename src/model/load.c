@@ -88,7 +88,8 @@ static em_status read_hparams(em_model *m) {
         return em_error(EM_ERR_FORMAT, "model: bad epsilon or rope base");
 
     /* Linear RoPE scaling divides positions by the factor.  As in
-     * llama.cpp, a factor without a type means linear; "none" turns it off. */
+     * llama.cpp, a factor without a type means linear; "none" turns it off.
+     * YaRN (see em_rope_set) blends scaled and unscaled frequencies. */
     float factor = 0;
     char key[160];
     em_gguf_str stype = {"linear", 6};
@@ -96,12 +97,34 @@ static em_status read_hparams(em_model *m) {
     em_gguf_get_str(m->gguf, key, &stype);
     TRY(em_load_f32(m, "rope.scaling.factor", &factor, 0));
     if (factor <= 0) TRY(em_load_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
+    em_rope_set yarn = {.mscale = 1.0f};
     if (em_gguf_str_eq(stype, "none") || factor <= 0 || factor == 1) {
         hp->rope_freq_scale = 1.0f;
     } else if (em_gguf_str_eq(stype, "linear")) {
         hp->rope_freq_scale = 1.0f / factor;
+    } else if (em_gguf_str_eq(stype, "yarn")) {
+        hp->rope_freq_scale = 1.0f / factor;
+        int32_t n_orig;
+        float beta_fast, beta_slow, attn_factor;
+        TRY(em_load_i32(m, "rope.scaling.original_context_length", &n_orig, false, hp->n_ctx_train));
+        TRY(em_load_f32(m, "rope.scaling.yarn_beta_fast", &beta_fast, 32.0f));
+        TRY(em_load_f32(m, "rope.scaling.yarn_beta_slow", &beta_slow, 1.0f));
+        TRY(em_load_f32(m, "rope.scaling.yarn_attn_factor", &attn_factor, 1.0f));
+        if (n_orig <= 0 || !(beta_fast > 0) || !(beta_slow > 0) || !(attn_factor > 0))
+            return em_error(EM_ERR_FORMAT, "model: bad YaRN parameters");
+        /* The pair index where a rotation completes beta turns over the
+         * original context: pairs below corr_lo keep their frequency
+         * (extrapolation), pairs above corr_hi are fully scaled, and the
+         * ones between blend linearly (llama.cpp's ggml_rope_yarn_corr_dims). */
+        const float n_rot = (float)hp->n_rot, pi = 3.14159265358979f, lb = 2.0f * logf(hp->rope_base);
+        const float lo = floorf(n_rot * logf((float)n_orig / (beta_fast * 2.0f * pi)) / lb);
+        const float hi = ceilf(n_rot * logf((float)n_orig / (beta_slow * 2.0f * pi)) / lb);
+        yarn.ext_factor = 1.0f;
+        yarn.corr_lo = lo > 0 ? lo : 0;
+        yarn.corr_hi = hi < n_rot - 1 ? hi : n_rot - 1;
+        yarn.mscale = attn_factor * (1.0f + 0.1f * logf(factor));
     } else {
-        return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear only)",
+        return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear, yarn)",
                         (int)EM_MIN(stype.len, 32), stype.ptr);
     }
     hp->rope_type = EM_ROPE_NORM;
@@ -111,7 +134,9 @@ static em_status read_hparams(em_model *m) {
     hp->act = EM_ACT_SILU;
     hp->embd_scale = 1.0f;
     hp->n_rope_sets = 1;
-    hp->rope[0] = (em_rope_set){.base = hp->rope_base, .freq_scale = hp->rope_freq_scale};
+    hp->rope[0] = yarn;
+    hp->rope[0].base = hp->rope_base;
+    hp->rope[0].freq_scale = hp->rope_freq_scale;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
     for (int il = 0; il < hp->n_layer; il++) {

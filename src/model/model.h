@@ -61,10 +61,18 @@ typedef struct em_layer {
     float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
 } em_layer;
 
-/* One RoPE table: theta_i = pos * freq_scale * base^(-2i/n_rot). */
+/* One RoPE table: theta_i = pos * freq_scale * base^(-2i/n_rot).
+ * With YaRN (ext_factor 1) pair i blends the scaled and the unscaled
+ * frequency: ramp = 1 - clamp((i - corr_lo) / (corr_hi - corr_lo), 0, 1),
+ * theta_i = pos * base^(-2i/n_rot) * (freq_scale * (1 - ramp) + ramp),
+ * and cos and sin are multiplied by mscale. */
 typedef struct em_rope_set {
     float base;          /* theta base                                      */
-    float freq_scale;    /* 1 / linear scaling factor                       */
+    float freq_scale;    /* 1 / scaling factor                              */
+    float ext_factor;    /* YaRN: 1 blends as above, 0 is plain scaling     */
+    float corr_lo;       /* YaRN: first blended pair                        */
+    float corr_hi;       /* YaRN: last blended pair                         */
+    float mscale;        /* multiplies cos and sin (1 without YaRN)         */
 } em_rope_set;
 
 typedef struct em_hparams {

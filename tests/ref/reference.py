@@ -12,6 +12,7 @@ Architectures, with the conventions llama.cpp uses for them:
          divisors), linear RoPE scaling, tied output, and a Mistral-style
          sliding window ({arch}.attention.sliding_window: the query at
          position p sees keys at positions > p - window).
+  YaRN   rope.scaling.type "yarn" (see Model.__init__), for any of them.
   qwen2  llama + biases on Q, K and V, NEOX RoPE pairing (x[i], x[i+d/2]).
   qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
          before RoPE, NEOX RoPE; head size from attention.key_length may
@@ -201,9 +202,24 @@ class Model:
         # (new key, else the old one) applies whenever it is present.
         stype = key("rope.scaling.type", "linear")
         factor = float(key("rope.scaling.factor", 0.0)) or float(key("rope.scale_linear", 0.0))
-        if stype not in ("linear", "none"):
+        if stype not in ("linear", "none", "yarn"):
             raise GGUFError("rope scaling type %r unsupported by the reference" % stype)
-        self.freq_scale = 1.0 / factor if (stype == "linear" and factor) else 1.0
+        self.freq_scale = 1.0 / factor if (stype in ("linear", "yarn") and factor and factor != 1) else 1.0
+        # YaRN (llama.cpp's rope_yarn): pair i's angle blends the scaled and
+        # the unscaled frequency by a ramp between the pairs that complete
+        # beta_fast and beta_slow turns over the original context, and cos
+        # and sin are multiplied by attn_factor * (1 + 0.1 ln factor).
+        self.yarn = None
+        if stype == "yarn" and self.freq_scale != 1.0:
+            n_orig = int(key("rope.scaling.original_context_length", key("context_length", 2048)))
+            beta_fast = float(key("rope.scaling.yarn_beta_fast", 32.0))
+            beta_slow = float(key("rope.scaling.yarn_beta_slow", 1.0))
+            attn_factor = float(key("rope.scaling.yarn_attn_factor", 1.0))
+            def corr(beta):
+                return self.n_rot * np.log(n_orig / (beta * 2 * np.pi)) / (2 * np.log(self.rope_base))
+            lo = max(0.0, np.floor(corr(beta_fast)))
+            hi = min(self.n_rot - 1.0, np.ceil(corr(beta_slow)))
+            self.yarn = (lo, hi, attn_factor * (1.0 + 0.1 * np.log(factor)))
 
         self.neox = arch in ("qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3")
         self.n_expert = int(key("expert_count", 0))
@@ -281,13 +297,18 @@ class Model:
         half = self.n_rot // 2
         i = np.arange(half, dtype=np.float64)
         freq = base ** (-2.0 * i / self.n_rot)
-        if "rope_scale" not in self.ignore:
+        mscale = 1.0
+        if self.yarn is not None and freq_scale != 1.0 and "yarn" not in self.ignore:
+            lo, hi, mscale = self.yarn
+            ramp = 1.0 - np.clip((i - lo) / max(0.001, hi - lo), 0.0, 1.0)
+            freq = freq * (freq_scale * (1.0 - ramp) + ramp)
+        elif "rope_scale" not in self.ignore:
             freq = freq * freq_scale
         if self.rope_freqs is not None and "rope_freqs" not in self.ignore:
             freq = freq / self.rope_freqs
         theta = pos[:, None].astype(np.float64) * freq[None, :]   # [T, half]
-        cos = np.cos(theta)[:, None, :]
-        sin = np.sin(theta)[:, None, :]
+        cos = np.cos(theta)[:, None, :] * mscale
+        sin = np.sin(theta)[:, None, :] * mscale
         out = x.copy()
         neox = self.neox != ("rope_type" in self.ignore)
         if neox:
@@ -480,7 +501,7 @@ def cmd_selftest(m, args):
     if m.rope_freqs is not None:
         feats.append("rope_freqs")
     if m.freq_scale != 1.0:
-        feats.append("rope_scale")
+        feats.append("yarn" if m.yarn is not None else "rope_scale")
     if m.n_swa > 0:
         feats.append("swa")
     if m.layers[0]["bq"] is not None:

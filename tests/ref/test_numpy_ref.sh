@@ -84,6 +84,7 @@ variant llama-linear    llama --rope-linear 4
 variant llama-swa       llama --swa 6
 variant qwen2           qwen2 --n-head-kv 2 --tied
 variant qwen3           qwen3 --head-dim 32 --n-head-kv 2
+variant qwen3-yarn      qwen3 --head-dim 32 --n-head-kv 2 --rope-yarn 4
 variant llama-moe       llama --n-head-kv 2 --experts 4 --experts-used 2
 variant qwen3moe        qwen3moe --head-dim 32 --n-head-kv 2 --experts 6 --experts-used 3
 variant gemma2          gemma2 --head-dim 32 --n-head-kv 2 --swa 6
@@ -102,6 +103,13 @@ if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$EMBER_TEST_DATA/models/stories260K.gg
     # BOS and the first 19 greedy ids: ember on a real pretrained model.
     real=1,$(tr -s ' \n' ',' < "$IDS" | cut -d, -f1-19)
     check_engine stories260K "$S" "$real" || failures=$((failures + 1))
+    # The tiny models of other architectures that llama.cpp's gguf-py wrote
+    # (float ones: the reference reads no quantized types).
+    for a in qwen2 qwen3 qwen3-yarn gemma2 gemma3 llama-moe qwen3moe; do
+        f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
+        [ -f "$f" ] || continue
+        check_engine "tiny-$a" "$f" "$TOKENS" || failures=$((failures + 1))
+    done
 else
     echo "SKIP stories260K: EMBER_TEST_DATA is not set"
 fi

@@ -26,6 +26,8 @@
  *   --swa W             attention.sliding_window = W (Mistral-style)
  *   --rope-freqs        a Llama 3 style rope_freqs.weight tensor
  *   --rope-linear F     rope.scaling.type "linear", rope.scaling.factor F
+ *   --rope-yarn F       rope.scaling.type "yarn", factor F, and
+ *                       rope.scaling.original_context_length 16
  *   --experts N         N experts per layer (llama: the Mixtral layout;
  *                       qwen3moe: required), router ffn_gate_inp and 3-D
  *                       ffn_{gate,up,down}_exps tensors
@@ -68,7 +70,7 @@ typedef struct gen_opts {
     bool tied;
     int swa;
     bool rope_freqs;
-    float rope_linear;
+    float rope_linear, rope_yarn;
     float rope_base_swa, attn_softcap, final_softcap;
     int n_expert, n_expert_used, n_ff_exp;
 } gen_opts;
@@ -79,7 +81,7 @@ static void usage(void) {
             "       [--n-layer N] [--n-head N] [--n-head-kv N] [--head-dim N] [--n-ff N] [--n-vocab N]\n"
             "       [--n-ctx N] [--rope-base B] [--tied] [--swa W] [--rope-freqs] [--rope-linear F]\n"
             "       [--rope-base-swa B] [--attn-softcap C] [--final-softcap C]\n"
-            "       [--experts N] [--experts-used K] [--n-ff-exp N]\n"
+            "       [--experts N] [--experts-used K] [--n-ff-exp N] [--rope-yarn F]\n"
             "       [--tokenizer-from FILE.gguf]\n");
 }
 
@@ -144,6 +146,7 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--swa")) ok = parse_int(v, 1, 1 << 24, &o->swa);
         else if (!strcmp(a, "--rope-base")) ok = parse_float(v, &o->rope_base) && o->rope_base > 1.0f;
         else if (!strcmp(a, "--rope-linear")) ok = parse_float(v, &o->rope_linear) && o->rope_linear > 0.0f;
+        else if (!strcmp(a, "--rope-yarn")) ok = parse_float(v, &o->rope_yarn) && o->rope_yarn > 1.0f;
         else if (!strcmp(a, "--tokenizer-from")) o->tokenizer_from = v;
         else if (!strcmp(a, "--experts")) ok = parse_int(v, 1, 256, &o->n_expert);
         else if (!strcmp(a, "--experts-used")) ok = parse_int(v, 1, 16, &o->n_expert_used);
@@ -429,6 +432,13 @@ static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
         TRY(em_gguf_set_u32(w, akey(o, "attention.value_length"), (uint32_t)o->head_dim));
     }
     if (o->swa) TRY(em_gguf_set_u32(w, akey(o, "attention.sliding_window"), (uint32_t)o->swa));
+    if (o->rope_yarn > 0.0f) {
+        /* A tiny original context so that the blend already matters at
+         * the short positions the test runs. */
+        TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "yarn"));
+        TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_yarn));
+        TRY(em_gguf_set_u32(w, akey(o, "rope.scaling.original_context_length"), 16));
+    }
     if (!strcmp(o->arch, "gemma2")) {
         TRY(em_gguf_set_f32(w, akey(o, "attn_logit_softcapping"), o->attn_softcap));
         TRY(em_gguf_set_f32(w, akey(o, "final_logit_softcapping"), o->final_softcap));
