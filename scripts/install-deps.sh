@@ -3,7 +3,7 @@
 # those already present.  Needs root (apt-get).
 set -euo pipefail
 # python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev libcurl4-openssl-dev libsodium-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

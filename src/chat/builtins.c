@@ -569,16 +569,23 @@ static bool test_core(rctx *c, const char *name, jv *v, const jargs *a) {
     if (!strcmp(name, "callable")) return v->type == JV_MACRO || v->type == JV_FUNC;
     if (!strcmp(name, "escaped")) return false;
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
+        /* str.islower()/isupper(): some cased letter, none of the other case. */
         if (v->type != JV_STR) v = jv_to_str(c->a, v);
-        bool cased = false;
-        for (size_t i = 0; i < v->u.str.len; i++) {
-            unsigned char ch = (unsigned char)v->u.str.s[i];
-            if (isalpha(ch)) {
-                cased = true;
-                if (name[0] == 'l' ? isupper(ch) : islower(ch)) return false;
+        bool any = false;
+        for (size_t i = 0; i < v->u.str.len;) {
+            size_t l;
+            bool cased;
+            uint32_t cp = cp_at(v->u.str.s, v->u.str.len, i, &l);
+            uint32_t up = case_map(cp, true, &cased);
+            if (cased) {
+                any = true;
+                bool is_lower = up != cp;
+                bool is_upper = case_map(cp, false, &cased) != cp;
+                if (name[0] == 'l' ? is_upper : is_lower) return false;
             }
+            i += l;
         }
-        return cased;
+        return any;
     }
     if (!strcmp(name, "filter") || !strcmp(name, "test")) {
         if (v->type != JV_STR) return false;
@@ -603,7 +610,7 @@ static bool test_core(rctx *c, const char *name, jv *v, const jargs *a) {
     else if (!strcmp(name, "ge") || !strcmp(name, ">=")) op = OP_GE;
     else if (!strcmp(name, "divisibleby")) {
         jv *m = rt_binop(c, OP_MOD, v, arg);
-        return !jv_truthy(m);
+        return jv_equal(m, jv_int(c->a, 0));
     } else rt_fail(c, "no test named '%s'", name);
     if (v->type == JV_UNDEF) rt_undefined(c, v);
     if (arg->type == JV_UNDEF) rt_undefined(c, arg);
@@ -617,9 +624,9 @@ static bool test_odd_even(rctx *c, const char *name, jv *v, bool *handled) {
     *handled = !strcmp(name, "odd") || !strcmp(name, "even");
     if (!*handled) return false;
     if (v->type == JV_UNDEF) rt_undefined(c, v);
+    /* jinja2: value % 2 == 1 (odd) or == 0 (even). */
     jv *m = rt_binop(c, OP_MOD, v, jv_int(c->a, 2));
-    bool odd = jv_truthy(m);
-    return name[0] == 'o' ? odd : !odd;
+    return jv_equal(m, jv_int(c->a, name[0] == 'o' ? 1 : 0));
 }
 
 bool jinja_has_test(const char *name) {
@@ -734,7 +741,9 @@ static jv *f_indent(rctx *c, jv *v, const jargs *a) {
         memset(sp, ' ', (size_t)n);
         ind = jv_str_ref(c->a, sp, (size_t)n);
     }
-    v = soft_str(c, v);
+    /* jinja2 appends "\n" to the value itself: only strings work. */
+    if (v->type == JV_UNDEF) rt_undefined(c, v);
+    if (v->type != JV_STR) rt_fail(c, "indent: expected a string, got %s", jv_type_name(v));
     jbuf b;
     jb_init(&b, c->a, c->lim.max_output);
     jb_put(&b, "", 0);
@@ -824,6 +833,7 @@ static bool parse_py_float(const char *s, double *out) {
 
 static jv *f_int(rctx *c, jv *v, const jargs *a) {
     jv *def = arg_get(a, 0, "default");
+    if (v->type == JV_UNDEF) rt_undefined(c, v); /* int(Undefined) raises */
     int64_t base = opt_int(c, arg_get(a, 1, "base"), 10);
     int64_t i;
     double f;
@@ -845,6 +855,7 @@ static jv *f_int(rctx *c, jv *v, const jargs *a) {
 static jv *f_float(rctx *c, jv *v, const jargs *a) {
     jv *def = arg_get(a, 0, "default");
     double f;
+    if (v->type == JV_UNDEF) rt_undefined(c, v);
     if (v->type == JV_FLOAT) return v;
     if (v->type == JV_INT || v->type == JV_BOOL) return jv_float(c->a, jv_as_double(v));
     if (v->type == JV_STR && parse_py_float(v->u.str.s, &f)) return jv_float(c->a, f);
@@ -889,8 +900,9 @@ static jv *f_forceescape(rctx *c, jv *v) {
     return out;
 }
 
-/* Python's "%" formatting for %s, %r, %d, %i and %%. */
-static jv *f_format(rctx *c, jv *v, const jargs *a) {
+/* Python's "%" formatting for %s, %r, %d, %i and %%.  `mapping`: the
+ * right operand was a list or dict, which Python lets go unused. */
+static jv *percent_format(rctx *c, jv *v, const jargs *a, bool mapping) {
     v = soft_str(c, v);
     jbuf b;
     jb_init(&b, c->a, c->lim.max_output);
@@ -910,9 +922,11 @@ static jv *f_format(rctx *c, jv *v, const jargs *a) {
             jv_write_str(&b, f_int(c, x, &(jargs){0}));
         } else rt_fail(c, "format: unsupported conversion '%%%c'", spec);
     }
-    if (k < a->npos) rt_fail(c, "not all arguments converted during string formatting");
+    if (k < a->npos && !mapping) rt_fail(c, "not all arguments converted during string formatting");
     return jv_str_ref(c->a, b.p, b.len);
 }
+
+static jv *f_format(rctx *c, jv *v, const jargs *a) { return percent_format(c, v, a, false); }
 
 jv *bi_percent_format(rctx *c, jv *fmt, jv *args) {
     jargs a = {0};
@@ -923,7 +937,10 @@ jv *bi_percent_format(rctx *c, jv *fmt, jv *args) {
         a.pos = &args;
         a.npos = 1;
     }
-    return f_format(c, fmt, &a);
+    /* Python lets a mapping-like right operand (a dict, a list, an
+     * undefined value) go unused. */
+    return percent_format(c, fmt, &a, args->type == JV_DICT || args->type == JV_UNDEF ||
+                                          (jv_is_seq(args) && !args->u.list.tuple));
 }
 
 /* select/reject and selectattr/rejectattr. */
@@ -1118,6 +1135,8 @@ jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *a) {
         for (size_t i = 0; i < items->u.list.n; i++) {
             jv *it = items->u.list.items[i];
             jv *key = sort_key(c, attr ? get_path(c, it, attr) : it, sensitive);
+            if (key->type == JV_DICT || key->type == JV_NS || (jv_is_seq(key) && !key->u.list.tuple))
+                rt_fail(c, "unhashable type: '%s'", jv_type_name(key));
             rt_step(c, seen->u.list.n + 1);
             if (rt_contains(c, seen, key)) continue;
             jv_list_push(c->a, seen, key);

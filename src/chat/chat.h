@@ -67,6 +67,16 @@ const char *em_chat_builtin(const char *name);
 em_status em_chat_template_for_model(const em_model *model, char **source,
                                      const char **name);
 
+/* The template a command line names: a built-in name ("chatml", ...), a
+ * Jinja file (at most 4 MiB), or NULL for the model's own (as
+ * em_chat_template_for_model picks it).  *source is malloc'd.  A name
+ * that is neither a built-in nor a readable file is EM_ERR_INVALID_ARG. */
+em_status em_chat_template_select(const em_model *model, const char *name_or_file, char **source);
+
+/* True when rendered text already begins with the vocabulary's BOS text,
+ * so the tokenizer must not add another. */
+bool em_chat_starts_with_bos(const em_vocab *vocab, const char *text);
+
 /* Tool-call formats a template family emits. */
 typedef enum em_tool_family {
     EM_TOOLS_NONE = 0,      /* plain text: no tool calls are parsed          */

@@ -219,7 +219,10 @@ bool rt_contains(rctx *c, jv *container, jv *item) {
         for (size_t i = 0; i < container->u.list.n; i++)
             if (jv_equal(container->u.list.items[i], item)) return true;
         return false;
-    case JV_DICT: return jv_dict_get(container, item) != NULL;
+    case JV_DICT:
+        if (item->type == JV_DICT || item->type == JV_NS || (jv_is_seq(item) && !item->u.list.tuple))
+            rt_fail(c, "unhashable type: '%s'", jv_type_name(item));
+        return jv_dict_get(container, item) != NULL;
     default: rt_fail(c, "argument of type '%s' is not iterable", jv_type_name(container));
     }
 }
@@ -266,6 +269,7 @@ static const char *op_sym(jop op) {
 static int64_t int_of(const jv *v) { return v->type == JV_BOOL ? v->u.b : v->u.i; }
 
 jv *rt_binop(rctx *c, jop op, jv *l, jv *r) {
+    if (op == OP_MOD && l->type == JV_STR) return bi_percent_format(c, l, r);
     if (l->type == JV_UNDEF) rt_undefined(c, l);
     if (r->type == JV_UNDEF) rt_undefined(c, r);
     bool ln = jv_is_number(l), rn = jv_is_number(r);
@@ -333,7 +337,6 @@ jv *rt_binop(rctx *c, jop op, jv *l, jv *r) {
         out->u.str.markup = markup;
         return out;
     }
-    if (op == OP_MOD && l->type == JV_STR) return bi_percent_format(c, l, r);
     if (op == OP_ADD && jv_is_seq(l) && jv_is_seq(r) && l->u.list.tuple == r->u.list.tuple)
         return concat_seq(c, l, r);
     if (op == OP_MUL && (l->type == JV_STR || jv_is_seq(l)) && (r->type == JV_INT || r->type == JV_BOOL))
@@ -365,11 +368,37 @@ static bool compare(rctx *c, jop op, jv *l, jv *r) {
     }
 }
 
+/* Whether jinja2's optimizer folds e into a constant when it compiles the
+ * template: literals and the operators, tests and filters over them (not
+ * the filters that take the context, such as map and select). */
+static bool is_const(const jexpr *e) {
+    if (!e) return true;
+    switch (e->kind) {
+    case E_CONST: return true;
+    case E_NAME:
+    case E_CALL: return false;
+    case E_FILTER:
+        if (!strcmp(e->name, "map") || !strcmp(e->name, "select") || !strcmp(e->name, "reject") ||
+            !strcmp(e->name, "selectattr") || !strcmp(e->name, "rejectattr"))
+            return false;
+        break;
+    default: break;
+    }
+    if (!is_const(e->a) || !is_const(e->b) || !is_const(e->c)) return false;
+    for (size_t i = 0; i < e->nargs; i++)
+        if (!is_const(e->args[i])) return false;
+    for (size_t i = 0; e->args2 && i < (e->kind == E_DICT ? e->nargs : e->nkw); i++)
+        if (!is_const(e->args2[i])) return false;
+    return true;
+}
+
 /* Python slice semantics on a list or string. */
 static jv *slice(rctx *c, jv *obj, jv *start, jv *stop, jv *stepv) {
+    /* jinja2 slices with Python's own subscription, not its getitem, so
+     * slicing a number or a dict is an error, not an undefined value
+     * (except where its constant folding got there first). */
     if (obj->type == JV_UNDEF) rt_undefined(c, obj);
-    if (!jv_is_seq(obj) && obj->type != JV_STR)
-        rt_fail(c, "'%s' object is not subscriptable", jv_type_name(obj));
+    if (!jv_is_seq(obj) && obj->type != JV_STR) rt_fail(c, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t n = obj->type == JV_LIST ? (int64_t)obj->u.list.n : (int64_t)utf8_len(obj->u.str.s, obj->u.str.len);
     int64_t step = 1, lo, hi;
     if (stepv && stepv->type != JV_NONE) {
@@ -474,7 +503,15 @@ static jv *eval(rctx *c, jscope *s, const jexpr *e) {
         jv *lo = e->b ? eval(c, s, e->b) : NULL;
         jv *hi = e->c ? eval(c, s, e->c) : NULL;
         jv *st = e->args[0] ? eval(c, s, e->args[0]) : NULL;
-        v = slice(c, obj, lo, hi, st);
+        /* jinja2 tries to compute a constant {{ output }} when it compiles
+         * the template, with its getitem, where a slice that fails gives
+         * an undefined value; at run time the same slice is an error. */
+        bool ints = (!lo || lo->type == JV_INT || lo->type == JV_BOOL || lo->type == JV_NONE) &&
+                    (!hi || hi->type == JV_INT || hi->type == JV_BOOL || hi->type == JV_NONE) &&
+                    (!st || st->type == JV_INT || st->type == JV_BOOL || st->type == JV_NONE);
+        if ((!(jv_is_seq(obj) || obj->type == JV_STR) || !ints) && obj->type != JV_UNDEF && c->const_output)
+            v = jv_undef_named(c->a, "a constant that cannot be sliced");
+        else v = slice(c, obj, lo, hi, st);
         break;
     }
     case E_CALL: {
@@ -656,7 +693,13 @@ static void exec_stmt(rctx *c, jscope *s, const jstmt *st) {
     rt_step(c, 1);
     switch (st->kind) {
     case S_TEXT: jb_put(c->out, st->text, st->len); break;
-    case S_OUTPUT: jv_write_str(c->out, eval(c, s, st->expr)); break;
+    case S_OUTPUT: {
+        c->const_output = is_const(st->expr);
+        jv *v = eval(c, s, st->expr);
+        c->const_output = false;
+        jv_write_str(c->out, v);
+        break;
+    }
     case S_IF:
         if (jv_truthy(eval(c, s, st->expr))) exec_body(c, s, &st->body);
         else exec_body(c, s, &st->else_body);

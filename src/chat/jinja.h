@@ -227,6 +227,7 @@ typedef struct rctx {
     uint64_t steps;
     int depth;
     int loop_ctl;       /* 1 after break, 2 after continue, until the loop sees it */
+    bool const_output;  /* evaluating a {{ }} that jinja2 computes when compiling */
 } rctx;
 
 /* Evaluated call arguments: positional values, then keyword names/values. */

@@ -214,3 +214,53 @@ em_status em_chat_template_for_model(const em_model *model, char **source, const
     if (name) *name = pick;
     return EM_OK;
 }
+
+/* Reads a template file of at most 4 MiB into a NUL-terminated buffer. */
+static em_status read_template_file(const char *path, char **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return em_error(EM_ERR_INVALID_ARG, "chat template %s: neither a built-in (chatml, llama2, llama3, "
+                            "gemma, mistral) nor a readable file", path);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    em_status st = EM_OK;
+    while (buf) {
+        if (n + 1 == cap) {
+            if (cap >= (4u << 20)) {
+                st = em_error(EM_ERR_INVALID_ARG, "chat template %s: larger than 4 MiB", path);
+                break;
+            }
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) break;
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    if (st == EM_OK && !buf) st = em_error(EM_ERR_NOMEM, "chat template %s: out of memory", path);
+    if (st == EM_OK && ferror(f)) st = em_error(EM_ERR_IO, "chat template %s: read error", path);
+    fclose(f);
+    if (st != EM_OK) {
+        free(buf);
+        return st;
+    }
+    buf[n] = 0;
+    *out = buf;
+    return EM_OK;
+}
+
+em_status em_chat_template_select(const em_model *model, const char *name_or_file, char **source) {
+    if (!source) return em_error(EM_ERR_INVALID_ARG, "chat template: no output");
+    if (!name_or_file) return em_chat_template_for_model(model, source, NULL);
+    const char *builtin = em_chat_builtin(name_or_file);
+    if (!builtin) return read_template_file(name_or_file, source);
+    if (!(*source = strdup(builtin))) return em_error(EM_ERR_NOMEM, "chat template: out of memory");
+    return EM_OK;
+}
+
+bool em_chat_starts_with_bos(const em_vocab *vocab, const char *text) {
+    em_token bos = vocab ? em_vocab_bos(vocab) : -1;
+    const char *bos_text = bos >= 0 ? em_vocab_text(vocab, bos) : NULL;
+    return bos_text && bos_text[0] && text && !strncmp(text, bos_text, strlen(bos_text));
+}

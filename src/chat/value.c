@@ -438,7 +438,11 @@ static void write_repr_str(jbuf *b, const char *s, size_t n) {
 static void write_repr(jbuf *b, const jv *v, int depth) {
     if (depth > MAX_VALUE_DEPTH) jerr_throw(b->a->err, EM_ERR_INVALID_ARG, "value nested too deeply to print");
     switch (v->type) {
-    case JV_STR: write_repr_str(b, v->u.str.s, v->u.str.len); return;
+    case JV_STR:
+        if (v->u.str.markup) jb_puts(b, "Markup(");
+        write_repr_str(b, v->u.str.s, v->u.str.len);
+        if (v->u.str.markup) jb_putc(b, ')');
+        return;
     case JV_UNDEF: jb_puts(b, "Undefined"); return;
     case JV_LIST:
         if (v->u.list.once) {

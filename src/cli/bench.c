@@ -281,7 +281,7 @@ static bool run_test(const bench_opts *o, bench_log *b, const em_model *model, i
 /* Every test of model mi: per thread count, the pp tests, then the tg. */
 static bool bench_model(const bench_opts *o, bench_log *b, int mi) {
     em_model *model = NULL;
-    if (em_model_load(&model, o->paths[mi], &o->mp) != EM_OK) {
+    if (em_model_load(&model, em_cli_model_path(o->paths[mi]), &o->mp) != EM_OK) {
         fprintf(stderr, "ember bench: %s\n", em_last_error());
         return false;
     }

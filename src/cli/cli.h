@@ -18,6 +18,16 @@ int em_cli_inspect(int argc, char **argv);
 int em_cli_quantize(int argc, char **argv);
 int em_cli_bench(int argc, char **argv);
 int em_cli_eval(int argc, char **argv);
+int em_cli_chat(int argc, char **argv);
+int em_cli_pull(int argc, char **argv);
+int em_cli_list(int argc, char **argv);
+int em_cli_show(int argc, char **argv);
+int em_cli_rm(int argc, char **argv);
+int em_cli_bundle(int argc, char **argv);
+
+/* What -m takes: an existing path, else a library model's path
+ * (em_library_resolve); when neither, prints why and returns arg. */
+const char *em_cli_model_path(const char *arg);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every

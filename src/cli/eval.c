@@ -184,7 +184,7 @@ static em_opts_result parse_opts(const char *cmd, const char *synopsis, const ch
 
 static em_model *load_model(const char *cmd, const char *path) {
     em_model *m = NULL;
-    if (em_model_load(&m, path, NULL) != EM_OK) {
+    if (em_model_load(&m, em_cli_model_path(path), NULL) != EM_OK) {
         fprintf(stderr, "ember eval %s: %s\n", cmd, em_last_error());
         return NULL;
     }

@@ -346,7 +346,7 @@ int em_cli_inspect(int argc, char **argv) {
     inspect_opts o;
     em_opts_result r = parse_args(argc, argv, &o);
     if (r != EM_OPTS_OK) return em_opts_exit_code(r);
-    const char *path = o.path, *tensor = o.tensor;
+    const char *path = em_cli_model_path(o.path), *tensor = o.tensor;
     bool json = o.json;
     int64_t limit = o.limit;
     em_gguf *g;

@@ -17,11 +17,17 @@ static void usage(FILE *out) {
             "\n"
             "commands:\n"
             "  run        generate text from a model\n"
+            "  chat       chat with a model in the terminal (its chat template)\n"
             "  tokenize   convert text to token ids\n"
             "  inspect    show a GGUF file's metadata and tensors\n"
             "  quantize   convert a model to another tensor type or mix\n"
             "  bench      measure prompt and generation speed against the roofline\n"
             "  eval       perplexity, multiple-choice accuracy, KL divergence, reports\n"
+            "  pull       download a model from Hugging Face into the library\n"
+            "  list       the models in the library\n"
+            "  show       a library model's files, metadata, licence and chat template\n"
+            "  rm         remove models from the library\n"
+            "  bundle     export, import and sign verified model bundles (air gaps)\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
@@ -48,6 +54,12 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat")) return em_cli_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pull")) return em_cli_pull(argc - 1, argv + 1);
+    if (!strcmp(cmd, "list")) return em_cli_list(argc - 1, argv + 1);
+    if (!strcmp(cmd, "show")) return em_cli_show(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rm")) return em_cli_rm(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bundle")) return em_cli_bundle(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

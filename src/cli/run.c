@@ -110,7 +110,7 @@ static bool fail(const char *fmt, ...) {
 static bool load(const run_opts *o, run_state *s) {
     if (o->prompt_file && !(s->file_text = em_cli_read_file(o->prompt_file, NULL))) return false;
     double t0 = em_time_s();
-    if (em_model_load(&s->model, o->model_path, &o->mp) != EM_OK) return fail("%s", em_last_error());
+    if (em_model_load(&s->model, em_cli_model_path(o->model_path), &o->mp) != EM_OK) return fail("%s", em_last_error());
     em_context_params cp = em_context_default_params();
     cp.n_ctx = o->n_ctx ? o->n_ctx : EM_MIN(em_model_n_ctx_train(s->model), 4096);
     cp.n_batch = o->n_batch;

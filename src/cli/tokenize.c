@@ -88,7 +88,7 @@ int em_cli_tokenize(int argc, char **argv) {
     tokenize_opts o;
     em_opts_result r = parse_args(argc, argv, &o);
     if (r != EM_OPTS_OK) return em_opts_exit_code(r);
-    const char *model = o.model, *prompt = o.prompt, *file = o.file;
+    const char *model = em_cli_model_path(o.model), *prompt = o.prompt, *file = o.file;
 
     char *text = NULL;
     size_t len;

@@ -72,6 +72,15 @@ em_status em_gguf_lock(em_gguf *g);
 /* Same over a caller's buffer (not copied; must outlive the reader). */
 em_status em_gguf_open_memory(em_gguf **out, const void *data, size_t size);
 void em_gguf_close(em_gguf *g);
+/* Split models (llama.cpp's gguf-split writes PREFIX-00001-of-00003.gguf
+ * and so on, each part with split.no, split.count and split.tensors.count):
+ * when g, opened from path, is the first of several parts, opens the others
+ * next to it (mapped, or read when map is false) and adds their tensors to
+ * g, so that tensor lookups see the whole model.  Metadata is the first
+ * part's; a tensor's offset is relative to its own part's data section.
+ * The parts close with g.  Does nothing for a file that is not split;
+ * fails when a part is missing, out of place, or the tensor count differs. */
+em_status em_gguf_open_parts(em_gguf *g, const char *path, bool map);
 
 uint32_t em_gguf_version(const em_gguf *g);
 uint32_t em_gguf_alignment(const em_gguf *g);

@@ -82,6 +82,11 @@ struct em_gguf {
     em_gguf_tensor *tensors; /* [n_tensors] */
     int64_t n_tensors;
     name_table tensor_names;
+
+    /* A split model's other parts (em_gguf_open_parts): their tensors are
+     * appended to tensors[] above and point into their own mappings. */
+    struct em_gguf **parts; /* [n_parts] */
+    int n_parts;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -672,11 +677,105 @@ em_status em_gguf_lock(em_gguf *g) {
         return em_error(EM_ERR_IO, "gguf: cannot lock %llu MiB in memory: %s (see ulimit -l)",
                         (unsigned long long)(g->size >> 20), strerror(errno));
     g->locked = true;
+    for (int i = 0; i < g->n_parts; i++) {
+        em_status st = em_gguf_lock(g->parts[i]);
+        if (st != EM_OK) return st;
+    }
     return EM_OK;
+}
+
+/* ---------------------------------------------------------- split models */
+
+/* Reads a split.* key as an integer in [lo, hi]. */
+static em_status split_key(const em_gguf *g, const char *path, const char *key, int64_t lo, int64_t hi,
+                           int64_t *out) {
+    em_status st = em_gguf_get_i64(g, key, out);
+    if (st == EM_ERR_NOT_FOUND) return em_error(EM_ERR_FORMAT, "gguf: split model part '%s' has no %s", path, key);
+    if (st != EM_OK || *out < lo || *out > hi)
+        return em_error(EM_ERR_FORMAT, "gguf: split model part '%s': %s is not an integer in [%lld, %lld]", path,
+                        key, (long long)lo, (long long)hi);
+    return EM_OK;
+}
+
+/* Adds the tensors of part p to g, refusing a name that two parts share. */
+static em_status adopt_tensors(em_gguf *g, const em_gguf *p, const char *part_path) {
+    if (p->n_tensors == 0) return EM_OK;
+    em_gguf_tensor *t = realloc(g->tensors, (size_t)(g->n_tensors + p->n_tensors) * sizeof *t);
+    if (!t) return em_error(EM_ERR_NOMEM, "gguf: out of memory for a split model's tensors");
+    g->tensors = t;
+    for (int64_t i = 0; i < p->n_tensors; i++) {
+        int64_t idx = g->n_tensors, dup;
+        g->tensors[idx] = p->tensors[i];
+        em_status st = table_add(&g->tensor_names, g, tensor_name, idx, &dup);
+        if (st != EM_OK) return st;
+        if (dup >= 0) {
+            char nb[80];
+            return em_error(EM_ERR_FORMAT, "gguf: split model part '%s' repeats tensor '%s'", part_path,
+                            show(p->tensors[i].name, nb, sizeof nb));
+        }
+        g->n_tensors++;
+    }
+    return EM_OK;
+}
+
+em_status em_gguf_open_parts(em_gguf *g, const char *path, bool map) {
+    if (!g || !path) return em_error(EM_ERR_INVALID_ARG, "gguf: open_parts needs a reader and its path");
+    int64_t count, no, total;
+    if (em_gguf_find_key(g, "split.count") < 0) return EM_OK; /* not split */
+    em_status st = split_key(g, path, "split.count", 1, 99999, &count);
+    if (!st) st = split_key(g, path, "split.no", 0, count - 1, &no);
+    if (!st) st = split_key(g, path, "split.tensors.count", 0, INT64_MAX, &total);
+    if (st) return st;
+    if (count == 1) return EM_OK;
+    if (no != 0)
+        return em_error(EM_ERR_INVALID_ARG, "gguf: '%s' is part %lld of %lld of a split model: open the first part",
+                        path, (long long)no + 1, (long long)count);
+    if (g->n_parts) return em_error(EM_ERR_INVALID_ARG, "gguf: the parts of '%s' are already open", path);
+
+    /* gguf-split names part k (from 1) PREFIX-0000k-of-0000N.gguf. */
+    char suffix[40];
+    int sl = snprintf(suffix, sizeof suffix, "-%05d-of-%05d.gguf", 1, (int)count);
+    size_t len = strlen(path);
+    if (len < (size_t)sl || strcmp(path + len - sl, suffix))
+        return em_error(EM_ERR_FORMAT, "gguf: '%s' is the first of %lld parts but its name does not end in %s, "
+                        "so the other parts cannot be found", path, (long long)count, suffix);
+    char *part_path = malloc(len + 1);
+    g->parts = calloc((size_t)count - 1, sizeof *g->parts);
+    if (!part_path || !g->parts) {
+        free(part_path);
+        return em_error(EM_ERR_NOMEM, "gguf: out of memory opening a split model");
+    }
+    memcpy(part_path, path, len + 1);
+    for (int64_t k = 1; k < count && !st; k++) {
+        snprintf(part_path + len - sl, (size_t)sl + 1, "-%05d-of-%05d.gguf", (int)k + 1, (int)count);
+        em_gguf *p = NULL;
+        st = open_file(&p, part_path, map);
+        if (st) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", em_last_error());
+            st = em_error(st, "gguf: split model part %lld of %lld: %s", (long long)k + 1, (long long)count, why);
+            break;
+        }
+        g->parts[g->n_parts++] = p;
+        int64_t pcount, pno;
+        st = split_key(p, part_path, "split.count", 1, 99999, &pcount);
+        if (!st) st = split_key(p, part_path, "split.no", 0, 99998, &pno);
+        if (!st && (pcount != count || pno != k))
+            st = em_error(EM_ERR_FORMAT, "gguf: '%s' says it is part %lld of %lld, expected part %lld of %lld",
+                          part_path, (long long)pno + 1, (long long)pcount, (long long)k + 1, (long long)count);
+        if (!st) st = adopt_tensors(g, p, part_path);
+    }
+    free(part_path);
+    if (!st && g->n_tensors != total)
+        st = em_error(EM_ERR_FORMAT, "gguf: split model '%s' holds %lld tensors in its %lld parts, split.tensors.count says %lld",
+                      path, (long long)g->n_tensors, (long long)count, (long long)total);
+    return st;
 }
 
 void em_gguf_close(em_gguf *g) {
     if (!g) return;
+    for (int i = 0; i < g->n_parts; i++) em_gguf_close(g->parts[i]);
+    free(g->parts);
     for (int64_t i = 0; i < g->n_kv; i++) free(g->kv[i].items);
     free(g->kv);
     free(g->kv_names.slots);

@@ -308,6 +308,7 @@ em_status em_model_load(em_model **out, const char *path, const em_model_params 
     em_model *m = calloc(1, sizeof *m);
     if (!m) return em_error(EM_ERR_NOMEM, "model: out of memory");
     em_status st = params->use_mmap ? em_gguf_open(&m->gguf, path) : em_gguf_open_read(&m->gguf, path);
+    if (st == EM_OK) st = em_gguf_open_parts(m->gguf, path, params->use_mmap); /* split models */
     if (st != EM_OK) goto fail;
     if (params->use_mlock && (st = em_gguf_lock(m->gguf)) != EM_OK) goto fail;
 
