@@ -126,6 +126,11 @@ struct em_model {
  * matmul weights of layer il and returns how many. */
 int em_layer_mats(const em_layer *l, const em_tensor **out, int max);
 
+/* Writes the model's architecture in words, a line per aspect, each
+ * indented by two spaces (explain.c; for `ember inspect`). */
+#include <stdio.h>
+void em_model_explain(const em_model *m, FILE *out);
+
 /* em_model_desc with the type part given: "<arch> <params> <type_name>"
  * ("llama 1B Q4_K_M"; "?" for a NULL type_name).  em_model_desc names the
  * type of the first layer's gate matrix; `ember bench` names the file's
