@@ -35,6 +35,13 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     const em_hparams *hp = &model->hp;
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
     if (p.n_batch <= 0) p.n_batch = 512;
+    /* Learned positions end where the model's table does. */
+    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1]) {
+        if (params && params->n_ctx > 0)
+            return em_error(EM_ERR_INVALID_ARG, "context: n_ctx %d exceeds the model's %lld learned positions",
+                            p.n_ctx, (long long)model->pos_embd.ne[1]);
+        p.n_ctx = (int32_t)model->pos_embd.ne[1];
+    }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = em_physical_cores();
     if (p.n_seq_max <= 0) p.n_seq_max = 1;

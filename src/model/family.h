@@ -32,6 +32,7 @@ const em_family *em_family_find(const char *name);
 extern const em_family em_family_llama, em_family_mistral, em_family_qwen2, em_family_qwen3;
 extern const em_family em_family_qwen3moe;
 extern const em_family em_family_gemma2, em_family_gemma3;
+extern const em_family em_family_bert, em_family_nomic_bert;
 
 /* ---- helpers for the families' files (load.c) ---- */
 

@@ -181,8 +181,18 @@ typedef struct walker {
 /* A row step's work on row r of layer il. */
 typedef void (*row_fn)(const walker *w, const em_layer *l, int il, int32_t r);
 
+/* out = norm(x) with weight w (and bias b for LayerNorm), over n_embd. */
+static void norm_row(const em_hparams *hp, float *out, const float *x, const em_tensor *w, const em_tensor *b) {
+    if (hp->norm == EM_NORM_LAYER)
+        em_layernorm(out, x, w->data, b ? b->data : NULL, hp->n_embd, hp->norm_eps);
+    else
+        em_rmsnorm(out, x, w->data, hp->n_embd, hp->norm_eps);
+}
+
 /* Iterates the batch rows thread ith claims in the current step. */
 #define FOR_ROWS(tp, r, n) for (int64_t r; (r = em_threadpool_next(tp, ith, (n))) >= 0;)
+
+static act_plan one_plan(const em_tensor *w) { return plan_acts(&w, 1); }
 
 static act_plan qkv_plan(const em_layer *l) {
     const em_tensor *ws[3] = {&l->wq, &l->wk, &l->wv};
@@ -196,6 +206,7 @@ static act_plan ffn_plan(const em_layer *l) {
         const em_tensor *ws[3] = {&l->gate_inp, &l->gate_exps, &l->up_exps};
         return plan_acts(ws, 3);
     }
+    if (!l->w_gate.data) return one_plan(&l->w_up);
     const em_tensor *ws[2] = {&l->w_gate, &l->w_up};
     return plan_acts(ws, 2);
 }
@@ -208,7 +219,6 @@ static em_tensor expert(const em_tensor *t, int32_t e) {
     return v;
 }
 
-static act_plan one_plan(const em_tensor *w) { return plan_acts(&w, 1); }
 
 /* Row r after the Q/K/V products, for KV heads [g0, g1) and the query
  * heads that share them: biases, per-head norms, RoPE with the layer's
@@ -232,11 +242,13 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
     if (l->k_norm.data)
         for (int h = g0; h < g1; h++)
             em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, l->k_norm.data, hd, hp->norm_eps);
-    const int half = hp->n_rot / 2;
-    const int64_t table = (int64_t)l->rope_set * c->params.n_batch * half + (int64_t)r * half;
-    const float *cs = c->rope_cos + table, *sn = c->rope_sin + table;
-    em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
-    em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
+    if (l->rope_set >= 0) {
+        const int half = hp->n_rot / 2;
+        const int64_t table = (int64_t)l->rope_set * c->params.n_batch * half + (int64_t)r * half;
+        const float *cs = c->rope_cos + table, *sn = c->rope_sin + table;
+        em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
+        em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
+    }
     em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
 }
 
@@ -319,6 +331,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         .n_swa = l->n_swa,
         .scale = l->attn_scale,
         .softcap = hp->attn_softcap,
+        .non_causal = !hp->causal,
         .scratch = c->att_scratch,
     };
     solo_prep prep = {.s = w->s, .il = il};
@@ -333,20 +346,32 @@ static void attend(walker *w, const em_layer *l, int il) {
 
 /* --------------------------------------------------------- row steps */
 
-/* h = rmsnorm(x) * attn_norm of layer l, quantized for its Q, K and V. */
+/* h = rmsnorm(x) * attn_norm of layer l (x itself in a post-norm layer),
+ * quantized for its Q, K and V. */
 static void attn_in(const walker *w, const em_layer *l, int32_t r) {
     const em_hparams *hp = &w->s->c->model->hp;
     const int64_t d = hp->n_embd;
-    em_rmsnorm(w->b.h + r * d, w->b.x + r * d, l->attn_norm.data, d, hp->norm_eps);
+    if (l->attn_norm.data)
+        norm_row(hp, w->b.h + r * d, w->b.x + r * d, &l->attn_norm, NULL);
+    else
+        memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
     act_plan p = qkv_plan(l);
     quantize_row_for(w->b.qa, &p, w->b.h, d, r);
 }
 
-/* x += y, y first normalised by `post` where the layer has it. */
-static void residual(const walker *w, const em_tensor *post, const float *y, int32_t r) {
+/* x += y, y first normalised by `post` where the layer has it; in a
+ * post-norm layer x = norm(x + y + bias) with post and post_b instead. */
+static void residual(const walker *w, const em_tensor *post, const em_tensor *post_b, const em_tensor *bias,
+                     const float *y, int32_t r) {
     const em_hparams *hp = &w->s->c->model->hp;
     const int64_t d = hp->n_embd;
     float *x = w->b.x + r * d;
+    if (hp->norm_after) {
+        const float *bv = bias->data;
+        for (int64_t i = 0; i < d; i++) x[i] += bv ? y[i] + bv[i] : y[i];
+        norm_row(hp, x, x, post, post_b);
+        return;
+    }
     if (post->data) {
         float *h = w->b.h + r * d; /* may be y itself: rmsnorm allows it */
         em_rmsnorm(h, y, post->data, d, hp->norm_eps);
@@ -362,7 +387,21 @@ static void row_embed(const walker *w, const em_layer *l, int il, int32_t r) {
     /* The RoPE tables are shared; in a one-row batch thread 0 writes
      * them and the first product's barrier publishes them. */
     if (!w->solo || w->ith == 0) rope_table_row(c, r);
-    embed_row(c->model, w->s->tokens[r], w->b.x + r * c->model->hp.n_embd);
+    const em_model *m = c->model;
+    const int64_t d = m->hp.n_embd;
+    float *x = w->b.x + r * d, *tmp = w->b.h + r * d; /* h is free until attn_in */
+    embed_row(m, w->s->tokens[r], x);
+    /* Encoders: learned position, token type 0, LayerNorm. */
+    if (m->pos_embd.data) {
+        em_dequantize_row(m->pos_embd.type, (const char *)m->pos_embd.data + (size_t)c->pos[r] * m->pos_embd.row_bytes,
+                          tmp, d);
+        for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    }
+    if (m->tok_types.data) {
+        em_dequantize_row(m->tok_types.type, m->tok_types.data, tmp, d);
+        for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    }
+    if (m->embd_norm.data) em_layernorm(x, x, m->embd_norm.data, m->embd_norm_b.data, d, m->hp.norm_eps);
     attn_in(w, l, r);
 }
 
@@ -380,18 +419,29 @@ static void row_ffn_in(const walker *w, const em_layer *l, int il, int32_t r) {
     const em_hparams *hp = &c->model->hp;
     const int64_t d = hp->n_embd;
     (void)il;
-    residual(w, &l->post_attn_norm, c->xn + r * d, r);
-    em_rmsnorm(w->b.h + r * d, w->b.x + r * d, l->ffn_norm.data, d, hp->norm_eps);
+    residual(w, &l->post_attn_norm, &l->post_attn_norm_b, &l->bo, c->xn + r * d, r);
+    if (l->ffn_norm.data)
+        norm_row(hp, w->b.h + r * d, w->b.x + r * d, &l->ffn_norm, NULL);
+    else
+        memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
     act_plan p = ffn_plan(l);
     quantize_row_for(w->b.qa, &p, w->b.h, d, r);
 }
 
-/* ff = act(gate) * up, quantized for down. */
+/* ff = act(gate) * up, or act(up + bias) without a gate; quantized for
+ * down. */
 static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
     const int64_t f = c->model->hp.n_ff;
     (void)il;
-    w->s->ro.glu(w->b.ff + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
+    if (l->w_gate.data) {
+        w->s->ro.glu(w->b.ff + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
+    } else {
+        float *ff = w->b.ff + r * f;
+        const float *up = c->ff_up + r * f, *bu = l->b_up.data;
+        for (int64_t i = 0; i < f; i++) ff[i] = bu ? up[i] + bu[i] : up[i];
+        em_gelu(ff, ff, f);
+    }
     act_plan p = one_plan(&l->w_down);
     quantize_row_for(w->b.qa, &p, w->b.ff, f, r);
 }
@@ -415,7 +465,7 @@ static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r)
         }
         y = h;
     }
-    residual(w, &l->post_ffn_norm, y, r);
+    residual(w, &l->post_ffn_norm, &l->post_ffn_norm_b, &l->b_down, y, r);
     if (il + 1 < m->hp.n_layer) attn_in(w, &m->layers[il + 1], r);
 }
 
@@ -609,11 +659,16 @@ static void layer(walker *w, int il) {
         experts(w, l, il);
     } else {
         act_plan pf = ffn_plan(l);
-        em_matmul_job gu[2] = {
-            job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
-            job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
-        };
-        products(w, gu, 2);
+        if (l->w_gate.data) {
+            em_matmul_job gu[2] = {
+                job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
+                job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
+            };
+            products(w, gu, 2);
+        } else {
+            em_matmul_job up = job_for(qa, &pf, 0, &l->w_up, w->b.h, d, c->ff_up, f);
+            products(w, &up, 1);
+        }
         rows(w, row_act, l, il);
 
         act_plan pd = one_plan(&l->w_down);
@@ -629,7 +684,10 @@ static void final_row(const walker *w, int32_t src, int32_t dst) {
     const em_model *m = c->model;
     const int64_t d = m->hp.n_embd;
     float *h = w->b.h + (int64_t)dst * d;
-    em_rmsnorm(h, w->b.x + (int64_t)src * d, m->output_norm.data, d, m->hp.norm_eps);
+    if (m->output_norm.data)
+        norm_row(&m->hp, h, w->b.x + (int64_t)src * d, &m->output_norm, NULL);
+    else
+        memcpy(h, w->b.x + (int64_t)src * d, (size_t)d * sizeof(float));
     if (c->embd && (!w->solo || w->ith == 0)) memcpy(c->embd + (int64_t)dst * d, h, (size_t)d * sizeof(float));
     act_plan p = one_plan(&m->output);
     quantize_row_for(w->b.qa, &p, w->b.h, d, dst);

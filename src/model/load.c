@@ -132,6 +132,8 @@ static em_status read_hparams(em_model *m) {
     /* The defaults of the feature fields, which the family's reader
      * changes where its models differ. */
     hp->act = EM_ACT_SILU;
+    hp->norm = EM_NORM_RMS;
+    hp->causal = true;
     hp->embd_scale = 1.0f;
     hp->n_rope_sets = 1;
     hp->rope[0] = yarn;
@@ -146,7 +148,7 @@ static em_status read_hparams(em_model *m) {
     }
     TRY(m->family->read_hparams(m));
     for (int il = 0; il < hp->n_layer; il++)
-        if (m->layers[il].rope_set < 0 || m->layers[il].rope_set >= hp->n_rope_sets)
+        if (m->layers[il].rope_set < -1 || m->layers[il].rope_set >= hp->n_rope_sets)
             return em_error(EM_ERR_FORMAT, "model: layer %d has no RoPE table", il);
 #undef TRY
     return EM_OK;
@@ -239,20 +241,31 @@ static em_status bind_weights(em_model *m) {
     em_status st;
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
     TRY(em_bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
-    TRY(em_bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true));
+    TRY(em_bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, !hp->norm_after));
     TRY(em_bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
     TRY(em_bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
     if (m->rope_freqs.data && m->rope_freqs.type != EM_TYPE_F32)
         return em_error(EM_ERR_UNSUPPORTED, "model: rope_freqs.weight must be F32");
+    /* Encoders: learned positions, token types (row 0 is added to every
+     * token), and a LayerNorm of the embedding. */
+    const em_gguf_tensor *tt = em_gguf_find_tensor(m->gguf, "token_types.weight");
+    TRY(em_bind(m, &m->pos_embd, "position_embd.weight", hp->n_embd, hp->n_ctx_train, false));
+    TRY(em_bind(m, &m->tok_types, "token_types.weight", hp->n_embd, tt && tt->ne[1] > 0 ? tt->ne[1] : 1, false));
+    TRY(em_bind(m, &m->embd_norm, "token_embd_norm.weight", hp->n_embd, 0, false));
+    TRY(em_bind(m, &m->embd_norm_b, "token_embd_norm.bias", hp->n_embd, 0, false));
     for (int il = 0; il < hp->n_layer; il++) TRY(m->family->bind_layer(m, il, &m->layers[il]));
 
     /* Vectors the forward pass reads as floats must be F32. */
-    if (m->output_norm.type != EM_TYPE_F32) return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
+    const em_tensor *mv[] = {&m->output_norm, &m->embd_norm, &m->embd_norm_b};
+    for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
+        if (mv[i]->data && mv[i]->type != EM_TYPE_F32)
+            return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
     for (int il = 0; il < hp->n_layer; il++) {
         em_layer *l = &m->layers[il];
         const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm,
-                                 &l->post_attn_norm, &l->post_ffn_norm};
+                                 &l->post_attn_norm, &l->post_ffn_norm, &l->post_attn_norm_b, &l->post_ffn_norm_b,
+                                 &l->bo, &l->b_up, &l->b_down};
         for (size_t i = 0; i < sizeof lv / sizeof *lv; i++)
             if (lv[i]->data && lv[i]->type != EM_TYPE_F32)
                 return em_error(EM_ERR_UNSUPPORTED, "model: layer %d: norm and bias vectors must be F32", il);
@@ -275,7 +288,7 @@ int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
 
 static const em_family *const families[] = {
     &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3, &em_family_qwen3moe,
-    &em_family_gemma2, &em_family_gemma3,
+    &em_family_gemma2, &em_family_gemma3, &em_family_bert, &em_family_nomic_bert,
 };
 
 const em_family *em_family_find(const char *name) {

@@ -16,6 +16,14 @@ typedef enum em_rope_type { EM_ROPE_NORM, EM_ROPE_NEOX } em_rope_type;
  * approximation (GeGLU, Gemma). */
 typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
 
+/* Normalisation: RMSNorm (weight only) or LayerNorm (mean removed, weight
+ * and bias). */
+typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
+
+/* How an encoder pools its rows into one vector per sequence
+ * ({arch}.pooling_type, llama.cpp's numbering). */
+typedef enum em_pooling { EM_POOL_NONE = 0, EM_POOL_MEAN = 1, EM_POOL_CLS = 2 } em_pooling;
+
 /* Most RoPE tables a model uses (Gemma 3: one for local layers, one for
  * global ones). */
 #define EM_MAX_ROPE_SETS 2
@@ -52,12 +60,19 @@ typedef struct em_layer {
     em_tensor up_exps;   /* [n_embd, n_ff_exp, n_expert]                     */
     em_tensor down_exps; /* [n_ff_exp, n_embd, n_expert]                     */
     em_tensor post_attn_norm; /* [n_embd] norm of the attention output before
-                          * the residual add (Gemma), or absent             */
+                          * the residual add (Gemma), or with norm_after the
+                          * norm of x + attention (BERT), or absent         */
     em_tensor post_ffn_norm;  /* [n_embd] the same for the FFN output, or absent */
+    em_tensor post_attn_norm_b; /* [n_embd] LayerNorm biases of those (BERT) */
+    em_tensor post_ffn_norm_b;  /* [n_embd]                                   */
+    em_tensor bo;        /* [n_embd] attention output bias, or absent       */
+    em_tensor b_up;      /* [n_ff] up bias, or absent                       */
+    em_tensor b_down;    /* [n_embd] down bias, or absent                   */
 
     /* The layer's attention, set by the family's hyperparameter reader. */
     int32_t n_swa;       /* sliding window in positions, 0 = global         */
-    int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope)      */
+    int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope), -1:
+                          * no RoPE (encoders with learned positions)      */
     float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
 } em_layer;
 
@@ -94,7 +109,12 @@ typedef struct em_hparams {
 
     /* Features of the family, which the forward pass follows instead of
      * testing architecture names (see docs/ARCHITECTURE.md). */
-    em_act_kind act;        /* FFN gate activation                          */
+    em_act_kind act;        /* FFN (gate) activation                        */
+    em_norm_kind norm;      /* RMSNorm or LayerNorm                         */
+    bool norm_after;        /* post-norm residual x = norm(x + f(x)) (BERT)
+                             * instead of x + f(norm(x))                    */
+    bool causal;            /* false: rows see later rows too (encoders)    */
+    em_pooling pooling;     /* encoders: how rows pool into one vector      */
     float embd_scale;       /* multiplies the token embedding (1: none)     */
     float attn_softcap;     /* scores become c*tanh(s/c); 0 = none          */
     float final_softcap;    /* the same for the output logits               */
@@ -115,6 +135,10 @@ struct em_model {
     em_tensor output_norm;  /* [n_embd]                                       */
     em_tensor output;       /* [n_embd, n_vocab]; token_embd when tied        */
     em_tensor rope_freqs;   /* [n_rot / 2] frequency divisors, or absent      */
+    em_tensor pos_embd;     /* [n_embd, n_ctx_train] learned positions (BERT) */
+    em_tensor tok_types;    /* [n_embd, n_types] token type rows; row 0 is added */
+    em_tensor embd_norm;    /* [n_embd] LayerNorm of the embedding (BERT)    */
+    em_tensor embd_norm_b;  /* [n_embd]                                      */
     em_layer *layers;       /* [n_layer]                                      */
     em_vocab *vocab;
     uint64_t n_params;      /* elements over all tensors                      */

@@ -54,6 +54,28 @@ void em_geglu(float *out, const float *gate, const float *up, int64_t n) {
     }
 }
 
+void em_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    double sum = 0, ss = 0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const double mean = sum / (double)n;
+    for (int64_t i = 0; i < n; i++) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps)), m = (float)mean;
+    for (int64_t i = 0; i < n; i++) {
+        float v = (x[i] - m) * scale;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        out[i] = v;
+    }
+}
+
+void em_gelu(float *out, const float *x, int64_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = x[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g)));
+    }
+}
+
 void em_softcap(float *x, int64_t n, float cap) {
     const float inv = 1.0f / cap;
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);

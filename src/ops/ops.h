@@ -26,6 +26,13 @@ void em_swiglu(float *out, const float *gate, const float *up, int64_t n);
  * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))); out may alias gate. */
 void em_geglu(float *out, const float *gate, const float *up, int64_t n);
 
+/* LayerNorm: out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i];
+ * w and b may be NULL; out may alias x. */
+void em_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+
+/* out[i] = gelu(x[i]) (tanh approximation, as em_geglu); out may alias x. */
+void em_gelu(float *out, const float *x, int64_t n);
+
 /* Soft-capping in place: x[i] = cap * tanh(x[i] / cap) for i < n. */
 void em_softcap(float *x, int64_t n, float cap);
 

@@ -8,6 +8,8 @@
 # finite, above 1, and well below what a broken pass (NaN, inf, or logits
 # that saturate on one token) produces.  The bound is 2 x 512.  Each line
 # printed is "ARCH PPL" for the report; refused models print "ARCH refused".
+# The encoders (bert, nomic-bert) have no perplexity: `ember embed` must
+# give the same unit vector twice.
 # The first 4 chunks of 128 tokens keep it quick.
 set -u
 
@@ -36,6 +38,19 @@ for f in "$dir"/tiny-*.gguf; do
     name=${name#tiny-}
     "$EMBER_BIN" eval ppl -m "$f" -f "$text" -c 128 --chunks 4 -t 2 >"$tmp/out" 2>"$tmp/err"
     rc=$?
+    if [ "$name" = bert ] || [ "$name" = nomic-bert ]; then
+        "$EMBER_BIN" embed -m "$f" -p "Once upon a time" -t 2 >"$tmp/e1" 2>"$tmp/err" &&
+            "$EMBER_BIN" embed -m "$f" -p "Once upon a time" -t 1 >"$tmp/e2" 2>>"$tmp/err"
+        rc=$?
+        norm=$(tr -d '[],' <"$tmp/e1" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i * $i; printf "%.4f %d", sqrt(s), NF }')
+        if [ "$rc" -eq 0 ] && cmp -s "$tmp/e1" "$tmp/e2" && [ "${norm% *}" = "1.0000" ]; then
+            echo "$name embedding: $norm (norm, dims), deterministic"
+        else
+            echo "FAIL $name: ember embed exit $rc, norm/dims $norm: $(head -2 "$tmp/err")"
+            failures=$((failures + 1))
+        fi
+        continue
+    fi
     if [[ "$supported" == *" $name "* ]]; then
         ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out" "$tmp/err" | head -1)
         if [ "$rc" -ne 0 ] || [ -z "$ppl" ]; then

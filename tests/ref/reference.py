@@ -12,6 +12,17 @@ Architectures, with the conventions llama.cpp uses for them:
          divisors), linear RoPE scaling, tied output, and a Mistral-style
          sliding window ({arch}.attention.sliding_window: the query at
          position p sees keys at positions > p - window).
+  bert, nomic-bert  encoders: not causal; the embedding is LayerNorm(token +
+         token type 0 (+ learned position_embd for bert)); post-norm layers
+         x = LN(x + attn(x)) with attn_output_norm, x = LN(x + ffn(x)) with
+         layer_output_norm (LayerNorm with bias, eps
+         attention.layer_norm_epsilon).  bert: separate Q/K/V, a bias on every
+         linear layer, no RoPE, FFN gelu(x Wup + b) Wdown + b.  nomic-bert:
+         fused attn_qkv (Q rows, then K, then V), NEOX RoPE, no biases but
+         the norms', SwiGLU FFN.  No output head: the "logits" compared are
+         the final rows times token_embd (the tied projection), and
+         `pool` prints the pooled, L2-normalised vector (pooling_type 1 mean,
+         2 the first row).
   YaRN   rope.scaling.type "yarn" (see Model.__init__), for any of them.
   qwen2  llama + biases on Q, K and V, NEOX RoPE pairing (x[i], x[i+d/2]).
   qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
@@ -170,7 +181,7 @@ class GGUF:
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
-    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3")
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "bert", "nomic-bert")
 
     def __init__(self, path):
         g = GGUF(path)
@@ -221,7 +232,7 @@ class Model:
             hi = min(self.n_rot - 1.0, np.ceil(corr(beta_slow)))
             self.yarn = (lo, hi, attn_factor * (1.0 + 0.1 * np.log(factor)))
 
-        self.neox = arch in ("qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3")
+        self.neox = arch in ("qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "nomic-bert")
         self.n_expert = int(key("expert_count", 0))
         self.n_expert_used = int(key("expert_used_count", 0))
         self.gemma = arch in ("gemma2", "gemma3")
@@ -248,6 +259,11 @@ class Model:
         self.output = self.tok_embd if out is None else out
         self.rope_freqs = g.tensor("rope_freqs.weight")        # [n_rot/2] or None
         self.layers = []
+        self.encoder = arch in ("bert", "nomic-bert")
+        if self.encoder:
+            self.load_encoder(g, key)
+            self.ignore = set()
+            return
         for il in range(self.n_layer):
             def t(name, required=True):
                 w = g.tensor("blk.%d.%s" % (il, name))
@@ -283,6 +299,90 @@ class Model:
 
         # Feature switches the selftest flips to prove each one matters.
         self.ignore = set()
+
+    def load_encoder(self, g, key):
+        self.eps = float(key("attention.layer_norm_epsilon", 1e-12))
+        self.pooling = int(key("pooling_type", 1))
+        self.pos_embd = g.tensor("position_embd.weight")        # [n_ctx, n_embd] or None
+        self.tok_types = g.tensor("token_types.weight")         # [n_types, n_embd]
+        self.embd_norm = (g.tensor("token_embd_norm.weight"), g.tensor("token_embd_norm.bias"))
+        q = self.n_head * self.head_dim
+        k = self.n_head_kv * self.head_dim
+        for il in range(self.n_layer):
+            def t(name, required=True):
+                w = g.tensor("blk.%d.%s" % (il, name))
+                if w is None and required:
+                    raise GGUFError("missing tensor blk.%d.%s" % (il, name))
+                return w
+            L = {"attn_out_norm": (t("attn_output_norm.weight"), t("attn_output_norm.bias")),
+                 "out_norm": (t("layer_output_norm.weight"), t("layer_output_norm.bias")),
+                 "wo": t("attn_output.weight"), "bo": t("attn_output.bias", False),
+                 "w_up": t("ffn_up.weight"), "b_up": t("ffn_up.bias", False),
+                 "w_gate": t("ffn_gate.weight", False),
+                 "w_down": t("ffn_down.weight"), "b_down": t("ffn_down.bias", False)}
+            if self.arch == "nomic-bert":
+                qkv = t("attn_qkv.weight")                      # [q + 2k, n_embd]
+                L["wq"], L["wk"], L["wv"] = qkv[:q], qkv[q:q + k], qkv[q + k:]
+                L["bq"] = L["bk"] = L["bv"] = None
+            else:
+                L["wq"], L["wk"], L["wv"] = t("attn_q.weight"), t("attn_k.weight"), t("attn_v.weight")
+                L["bq"], L["bk"], L["bv"] = t("attn_q.bias"), t("attn_k.bias"), t("attn_v.bias")
+            self.layers.append(L)
+
+    def layernorm(self, x, wb):
+        w, b = wb
+        mu = x.mean(axis=-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + self.eps) * w + b
+
+    def encode(self, tokens):
+        """The encoder's final rows [T, n_embd]."""
+        T = len(tokens)
+        pos = np.arange(T)
+        x = self.tok_embd[tokens] + self.tok_types[0]
+        if self.pos_embd is not None:
+            x = x + self.pos_embd[pos]
+        x = self.layernorm(x, self.embd_norm)
+        for L in self.layers:
+            q, k, v = x @ L["wq"].T, x @ L["wk"].T, x @ L["wv"].T
+            if L["bq"] is not None:
+                q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+            q = q.reshape(T, self.n_head, self.head_dim)
+            k = k.reshape(T, self.n_head_kv, self.head_dim)
+            v = v.reshape(T, self.n_head_kv, self.head_dim_v)
+            if self.arch == "nomic-bert" and "rope" not in self.ignore:
+                q, k = self.rope(q, pos), self.rope(k, pos)
+            group = self.n_head // self.n_head_kv
+            att = np.zeros((T, self.n_head, self.head_dim_v))
+            for hh in range(self.n_head):
+                s = (q[:, hh, :] @ k[:, hh // group, :].T) / np.sqrt(self.head_dim)
+                if "causal" in self.ignore:
+                    s = np.where(pos[None, :] <= pos[:, None], s, -np.inf)
+                s = s - s.max(axis=1, keepdims=True)
+                p = np.exp(s)
+                att[:, hh, :] = (p / p.sum(axis=1, keepdims=True)) @ v[:, hh // group, :]
+            o = att.reshape(T, -1) @ L["wo"].T
+            if L["bo"] is not None:
+                o = o + L["bo"]
+            x = self.layernorm(x + o, L["attn_out_norm"])
+            u = x @ L["w_up"].T
+            if L["b_up"] is not None:
+                u = u + L["b_up"]
+            if L["w_gate"] is not None:
+                g = x @ L["w_gate"].T
+                a = g / (1.0 + np.exp(-g)) * u
+            else:
+                a = 0.5 * u * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (u + 0.044715 * u ** 3)))
+            y = a @ L["w_down"].T
+            if L["b_down"] is not None:
+                y = y + L["b_down"]
+            x = self.layernorm(x + y, L["out_norm"])
+        return x
+
+    def pool(self, tokens):
+        h = self.encode(tokens)
+        v = h[0] if self.pooling == 2 else h.mean(axis=0)
+        return v / np.linalg.norm(v)
 
     # ---- building blocks ----
 
@@ -363,6 +463,8 @@ class Model:
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.size == 0 or tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise GGUFError("tokens must be in [0, %d)" % self.n_vocab)
+        if self.encoder:
+            return self.encode(tokens) @ self.output.T
         pos = np.arange(len(tokens))
         x = self.tok_embd[tokens]
         if self.gemma and "embd_scale" not in self.ignore:
@@ -472,6 +574,11 @@ def cmd_compare(m, args):
     return 0 if ok else 1
 
 
+def cmd_pool(m, args):
+    print(" ".join("%.6f" % v for v in m.pool(parse_tokens(args.tokens))))
+    return 0
+
+
 def cmd_greedy(m, args):
     bos = int(m.g.kv.get("tokenizer.ggml.bos_token_id", 1))
     seq = [bos]
@@ -495,31 +602,34 @@ def cmd_selftest(m, args):
     gets that feature wrong."""
     tokens = parse_tokens(args.tokens)
     base = m.forward(tokens)
-    feats = ["rope", "rope_type"]
-    if m.n_head_kv < m.n_head and m.n_head_kv > 1:
-        feats.append("gqa_map")
-    if m.rope_freqs is not None:
-        feats.append("rope_freqs")
-    if m.freq_scale != 1.0:
-        feats.append("yarn" if m.yarn is not None else "rope_scale")
-    if m.n_swa > 0:
-        feats.append("swa")
-    if m.layers[0]["bq"] is not None:
-        feats.append("bias")
-    if m.layers[0]["q_norm"] is not None:
-        feats.append("qk_norm")
-    if m.gemma:
-        feats += ["embd_scale", "gelu", "post_norm"]
-    if m.n_expert:
-        feats.append("routing")
-    if m.n_swa > 0 and 0 in m.layer_swa:
-        feats.append("swa_pattern")
-    if len(set(m.layer_rope)) > 1:
-        feats.append("rope_swa")
-    if m.attn_softcap > 0:
-        feats.append("softcap")
-    if m.final_softcap > 0:
-        feats.append("final_softcap")
+    if m.encoder:
+        feats = ["causal"] + (["rope"] if m.arch == "nomic-bert" else [])
+    else:
+        feats = ["rope", "rope_type"]
+        if m.n_head_kv < m.n_head and m.n_head_kv > 1:
+            feats.append("gqa_map")
+        if m.rope_freqs is not None:
+            feats.append("rope_freqs")
+        if m.freq_scale != 1.0:
+            feats.append("yarn" if m.yarn is not None else "rope_scale")
+        if m.n_swa > 0:
+            feats.append("swa")
+        if m.layers[0]["bq"] is not None:
+            feats.append("bias")
+        if m.layers[0]["q_norm"] is not None:
+            feats.append("qk_norm")
+        if m.gemma:
+            feats += ["embd_scale", "gelu", "post_norm"]
+        if m.n_expert:
+            feats.append("routing")
+        if m.n_swa > 0 and 0 in m.layer_swa:
+            feats.append("swa_pattern")
+        if len(set(m.layer_rope)) > 1:
+            feats.append("rope_swa")
+        if m.attn_softcap > 0:
+            feats.append("softcap")
+        if m.final_softcap > 0:
+            feats.append("final_softcap")
     bad = 0
     for f in feats:
         m.ignore = {f}
@@ -550,6 +660,9 @@ def main():
     p.add_argument("model")
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--expect")
+    p = sub.add_parser("pool")
+    p.add_argument("model")
+    p.add_argument("--tokens", required=True)
     p = sub.add_parser("selftest")
     p.add_argument("model")
     p.add_argument("--tokens", required=True)
@@ -558,7 +671,7 @@ def main():
     try:
         m = Model(args.model)
         return {"info": cmd_info, "logits": cmd_logits, "compare": cmd_compare,
-                "greedy": cmd_greedy, "selftest": cmd_selftest}[args.cmd](m, args)
+                "greedy": cmd_greedy, "selftest": cmd_selftest, "pool": cmd_pool}[args.cmd](m, args)
     except (GGUFError, OSError) as e:
         print("reference.py: %s" % e, file=sys.stderr)
         return 2
