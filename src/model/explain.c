@@ -25,13 +25,14 @@ void em_model_explain(const em_model *m, FILE *out) {
     const em_hparams *hp = &m->hp;
     fprintf(out, "  %-12s %s\n", "family", m->family->name);
 
-    /* One letter per layer: L windowed (local), G global. */
+    /* One letter per layer: L windowed (local), G global, N global
+     * without RoPE. */
     fprintf(out, "  %-12s ", "layers");
     int n_local = 0;
     for (int il = 0; il < hp->n_layer; il++) {
         const bool local = m->layers[il].n_swa > 0;
         n_local += local;
-        if (il < 64) fputc(local ? 'L' : 'G', out);
+        if (il < 64) fputc(local ? 'L' : m->layers[il].rope_set < 0 ? 'N' : 'G', out);
     }
     if (hp->n_layer > 64) fprintf(out, "...");
     if (n_local == 0)
@@ -40,13 +41,14 @@ void em_model_explain(const em_model *m, FILE *out) {
         fprintf(out, "  (%d layers: %d local with a window of %d, %d global)\n", hp->n_layer, n_local, hp->n_swa,
                 hp->n_layer - n_local);
 
+    if (m->pos_embd.data) fprintf(out, "  %-12s learned, %lld of them\n", "positions", (long long)m->pos_embd.ne[1]);
     fprintf(out, "  %-12s %d query heads, %d KV heads, head size %d/%d, scale %.4g%s", "attention", hp->n_head,
             hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale,
             m->layers[0].q_norm.data ? ", Q/K norm" : "");
     if (m->layers[0].bq.data) fprintf(out, ", QKV bias");
     if (hp->attn_softcap > 0) fprintf(out, ", scores soft-capped at %g", hp->attn_softcap);
     fprintf(out, "\n");
-    for (int t = 0; t < hp->n_rope_sets; t++) {
+    for (int t = 0; t < hp->n_rope_sets && m->layers[0].rope_set >= 0; t++) {
         const em_rope_set *rs = &hp->rope[t];
         fprintf(out, "  %-12s %s, %d of %d dims, base %g", t == 0 ? "rope" : "rope (local)",
                 hp->rope_type == EM_ROPE_NEOX ? "NeoX halves" : "adjacent pairs", hp->n_rot, hp->head_dim, rs->base);
@@ -59,15 +61,22 @@ void em_model_explain(const em_model *m, FILE *out) {
         fprintf(out, "\n");
     }
 
-    const char *act = hp->act == EM_ACT_GELU_TANH ? "GeGLU (GELU-tanh)" : "SwiGLU";
+    const char *act = !m->layers[0].w_gate.data && !m->layers[0].gate_exps.data ? "GELU (no gate)"
+                      : hp->act == EM_ACT_GELU_TANH                          ? "GeGLU (GELU-tanh)"
+                                                                             : "SwiGLU";
     if (hp->n_expert > 0)
         fprintf(out, "  %-12s %s experts: %d, %d used per token (softmax top-%d), width %d\n", "ffn", act,
                 hp->n_expert, hp->n_expert_used, hp->n_expert_used, hp->n_ff_exp);
     else
         fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
-    fprintf(out, "  %-12s %s%s%s\n", "norms", "RMSNorm, pre-norm",
-            m->layers[0].post_attn_norm.data ? " and post-norm" : "",
-            hp->embd_scale != 1.0f ? "; embedding x sqrt(n_embd)" : "");
+    fprintf(out, "  %-12s %s, %s%s%s\n", "norms", hp->norm == EM_NORM_LAYER ? "LayerNorm" : "RMSNorm",
+            hp->norm_after ? "post-norm (x = norm(x + f(x)))"
+                           : m->layers[0].post_attn_norm.data ? "pre-norm and post-norm" : "pre-norm",
+            hp->embd_scale != 1.0f ? "; embedding x sqrt(n_embd)" : "",
+            m->embd_norm.data ? "; embedding normalised" : "");
+    if (!hp->causal)
+        fprintf(out, "  %-12s encoder (attention not causal), %s pooling, L2-normalised (ember embed)\n", "output",
+                hp->pooling == EM_POOL_CLS ? "CLS" : "mean");
     if (hp->final_softcap > 0) fprintf(out, "  %-12s soft-capped at %g\n", "logits", hp->final_softcap);
 
     /* Active parameters: all but the experts a token is not routed to. */
