@@ -88,6 +88,9 @@ if [ -f "$arch/tiny-gemma3.gguf" ] && [ -f "$arch/tiny-qwen3moe.gguf" ]; then
     expect_grep "$tmp/moe" '^  parameters +1\.31M total, 921\.22K active per token$'
     "$EMBER_BIN" inspect "$arch/tiny-llama4.gguf" > "$tmp/l4" 2>&1
     expect_grep "$tmp/l4" "^  ember cannot run it: .*'llama4' is not supported"
+    "$EMBER_BIN" inspect "$arch/tiny-bert.gguf" > "$tmp/bert" 2>&1
+    expect_grep "$tmp/bert" '^  layers +NN  \(2 layers, all global\)$'
+    expect_grep "$tmp/bert" '^  output +encoder \(attention not causal\), mean pooling'
 fi
 
 # --- JSON ---
