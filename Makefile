@@ -6,7 +6,8 @@
 #   make asan       AddressSanitizer + UBSan build in build-asan, unit tests
 #   make tsan       ThreadSanitizer build in build-tsan, unit tests
 #   make fuzz       libFuzzer targets (clang) in build-fuzz; FUZZ_SECONDS=60
-#   make deps       install the Debian packages ember needs (apt-get, root)
+#   make deps       install the Debian packages building and running need (apt-get, root)
+#   make test-deps  deps + the packages the test suite needs (clang, node, numpy, ...)
 #   make clean      remove every build directory
 
 BUILD ?= build
@@ -15,7 +16,7 @@ EMBER_TEST_DATA ?= $(abspath ../shared)
 FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 
-.PHONY: all build test check asan tsan fuzz deps clean help
+.PHONY: all build test check asan tsan fuzz deps test-deps clean help
 
 all: build
 
@@ -48,10 +49,13 @@ fuzz:
 	EMBER_TEST_DATA=$(EMBER_TEST_DATA) FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh build-fuzz
 
 deps:
-	bash scripts/install-deps.sh
+	bash scripts/install-deps.sh build
+
+test-deps:
+	bash scripts/install-deps.sh test
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
 help:
-	@sed -n '1,13p' Makefile
+	@sed -n '1,14p' Makefile

@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages ember builds and tests with, skipping
-# those already present.  Needs root (apt-get).
+# install-deps.sh [build|test] - installs the Debian 12 packages ember needs,
+# skipping those already present.  Needs root (apt-get).
+#
+#   build (default)  what building and running ember need: the compiler,
+#                    CMake and the libraries ember links.
+#   test             build's packages plus everything the test suite uses:
+#                    clang and its sanitizer/libFuzzer runtime, the NumPy and
+#                    jinja2 references, node and npm (the end-to-end suite of
+#                    `ember serve` and bench/serve), chromium (the eval
+#                    report's browser check), the aarch64 cross compiler and
+#                    qemu-user (the NEON kernels under emulation).
 set -euo pipefail
-# python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev libcurl4-openssl-dev libsodium-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+mode=${1:-build}
+build_pkgs=(build-essential cmake pkg-config libpcre2-dev libjansson-dev libcurl4-openssl-dev
+            libsodium-dev libmicrohttpd-dev)
+test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 nodejs npm chromium
+           gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+case "$mode" in
+  build) pkgs=("${build_pkgs[@]}") ;;
+  test) pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

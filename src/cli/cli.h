@@ -29,6 +29,7 @@ int em_cli_bundle(int argc, char **argv);
 /* What -m takes: an existing path, else a library model's path
  * (em_library_resolve); when neither, prints why and returns arg. */
 const char *em_cli_model_path(const char *arg);
+int em_cli_serve(int argc, char **argv);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every
@@ -39,6 +40,43 @@ extern const int em_cli_kv_values[];
     {.name = "kv-type", .type = EM_OPT_ENUM, EM_OPT_DEST(var), .choices = em_cli_kv_choices, \
      .values = em_cli_kv_values, .help = "KV cache precision"}
 const char *em_cli_kv_type_name(em_type t);
+
+/* The sampling options of the commands that generate (run, chat), as
+ * table entries over an em_sampler_params whose defaults the command set. */
+#define EM_CLI_OPTS_SAMPLING(sp)                                                                   \
+    {.name = "temp", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).temp), .help = "temperature (0 = greedy)"},         \
+    {.name = "top-k", .type = EM_OPT_INT, EM_OPT_DEST((sp).top_k), .min = 0, .max = 1 << 30,                  \
+     .help = "keep the K most likely tokens (0 = off)"},                                                      \
+    {.name = "top-p", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).top_p), .help = "nucleus sampling threshold (1 = off)"}, \
+    {.name = "min-p", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).min_p),                                        \
+     .help = "drop tokens below P x the best probability"},                                                   \
+    {.name = "repeat-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).repeat_penalty), .min = 1e-6, .max = 1e6, \
+     .help = "penalise repeated tokens (1 = off)"},                                                           \
+    {.name = "repeat-last-n", .type = EM_OPT_INT, EM_OPT_DEST((sp).repeat_last_n), .min = -1, .max = 1 << 30, \
+     .help = "tokens the penalties look back over (-1: all)"},                                                \
+    {.name = "frequency-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).freq_penalty),                     \
+     .help = "OpenAI-style frequency penalty"},                                                               \
+    {.name = "presence-penalty", .type = EM_OPT_FLOAT, EM_OPT_DEST((sp).presence_penalty),                  \
+     .help = "OpenAI-style presence penalty"},                                                                \
+    {.name = "seed", .type = EM_OPT_INT, EM_OPT_DEST((sp).seed), .help = "random seed"}
+
+/* Threads, context length and prompt batch of the commands that run one
+ * context (run, chat). */
+#define EM_CLI_OPTS_COMPUTE(threads, ctx, batch)                                                       \
+    {.name = "threads", .short_name = "t", .type = EM_OPT_INT, EM_OPT_DEST(threads), .min = 1, .max = 512, \
+     .help = "worker threads", .def = "physical cores"},                                                 \
+    {.name = "ctx-size", .short_name = "c", .type = EM_OPT_INT, EM_OPT_DEST(ctx), .min = 0, .max = 1 << 24, \
+     .help = "context length", .def = "the model's, at most 4096"},                                      \
+    {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(batch), .min = 1,            \
+     .max = 1 << 16, .help = "prompt tokens per forward pass"}
+
+/* How the weights are held (--mmap/--no-mmap, --mlock), over an
+ * em_model_params: the same spelling in every command that loads a model. */
+#define EM_CLI_OPTS_WEIGHTS(mp)                                                                    \
+    {.name = "mmap", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mmap),                              \
+     .help = "map the model file (off: read it into memory)"},                                     \
+    {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mlock),                            \
+     .help = "lock the model in memory (needs ulimit -l)"}
 
 /* Reads a whole file into a NUL-terminated heap buffer; NULL on error
  * (message printed).  *len gets the length without the NUL. */

@@ -29,6 +29,7 @@ static void usage(FILE *out) {
             "  show       a library model's files, metadata, licence and chat template\n"
             "  rm         remove models from the library\n"
             "  bundle     export, import and sign verified model bundles (air gaps)\n"
+            "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
@@ -62,6 +63,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "show")) return em_cli_show(argc - 1, argv + 1);
     if (!strcmp(cmd, "rm")) return em_cli_rm(argc - 1, argv + 1);
     if (!strcmp(cmd, "bundle")) return em_cli_bundle(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return em_cli_serve(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -141,6 +141,8 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
             c->inv_freq[t * (hp->n_rot / 2) + i] = (float)f;
         }
     }
+    em_kernels_hold();
+    c->holds_kernels = true;
     *out = c;
     return EM_OK;
 fail:
@@ -150,6 +152,7 @@ fail:
 
 void em_context_free(em_context *c) {
     if (!c) return;
+    if (c->holds_kernels) em_kernels_release();
     em_threadpool_free(c->pool);
     em_kv_free(&c->kv);
     free(c->x);

@@ -16,6 +16,7 @@ struct em_context {
     em_context_params params;
     em_threadpool *pool;
     em_kv kv;
+    bool holds_kernels; /* took an em_kernels_hold (released by free)  */
 
     /* Scratch for one batch of up to n_batch rows. */
     float *x;          /* [n_batch][n_embd] residual stream                  */

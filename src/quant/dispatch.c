@@ -33,6 +33,7 @@
 #endif
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* One kernel per weight type / activation type; NULL means "use the
  * scalar code".  Written only by install_set. */
@@ -145,8 +146,15 @@ static void install_default(void) {
 
 void em_kernels_init(void) { pthread_once(&kernels_once, install_default); }
 
+/* Contexts alive now (em_kernels_hold/release). */
+static atomic_int kernel_holds;
+
+void em_kernels_hold(void) { atomic_fetch_add(&kernel_holds, 1); }
+void em_kernels_release(void) { atomic_fetch_sub(&kernel_holds, 1); }
+
 int em_kernels_select(const char *isa) {
     em_kernels_init();
+    if (atomic_load(&kernel_holds) > 0) return -2;
     const unsigned hw = em_cpu_hw_features();
     unsigned features = hw;
     if (isa && em_cpu_parse(isa, hw, &features) != EM_OK) return -1;

@@ -58,8 +58,15 @@ void em_kernels_init(void);
  * ("generic", "avx2", "avx512", "neon" ..., parsed like EMBER_CPU by
  * em_cpu_parse), or the best this CPU runs when isa is NULL (EMBER_CPU is
  * not consulted then).  Returns 0, or -1 when the name is unknown or this
- * CPU or build cannot run the set (the tables are then unchanged).  Not
- * thread-safe: call it only while no context or other thread computes. */
+ * CPU or build cannot run the set, or -2 while a context exists (the
+ * tables are then unchanged): a context's kernels never change under it.
+ * Not thread-safe: call it only while no other thread computes. */
 int em_kernels_select(const char *isa);
+
+/* Every live context holds the kernel tables (em_context_init takes a
+ * hold, em_context_free lets go), so that em_kernels_select cannot swap
+ * them while one exists. */
+void em_kernels_hold(void);
+void em_kernels_release(void);
 
 #endif /* EM_QUANT_H */

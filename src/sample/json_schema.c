@@ -17,10 +17,12 @@
  *    surrogates (text outside the BMP comes as raw UTF-8), so every string
  *    is valid UTF-8 once decoded.
  *  - Numbers have at most 16 integer digits, 16 fraction digits and a
- *    2-digit exponent.  Integers keep to minimum/maximum (and the
- *    exclusive forms) exactly, through a digit-by-digit range grammar;
- *    for other numbers the bounds are not enforced, except that
- *    minimum >= 0 (or exclusiveMinimum >= 0) rules out a minus sign.
+ *    2-digit exponent.  Numbers keep to minimum/maximum (and the
+ *    exclusive forms) exactly, through a digit-by-digit range grammar:
+ *    integers by their digits, other numbers by their integer part and,
+ *    at a bound's integer part, their fraction digits against the
+ *    bound's (its shortest decimal text: 0.1 means 0.1).  A bounded
+ *    number is written without an exponent.
  *    (A 2-digit exponent keeps every number finite as a double.)
  *  - enum and const are their values written compactly by jansson.
  *
@@ -830,13 +832,6 @@ static int32_t string_schema(sc *c, const json_t *s) {
     return quoted(c, em_gb_repeat(c->b, chr(c), lo, hi));
 }
 
-/* minimum >= 0 or exclusiveMinimum >= 0: no sign. */
-static bool nonneg(const json_t *s) {
-    const json_t *m = json_object_get(s, "minimum"), *x = json_object_get(s, "exclusiveMinimum");
-    return (json_is_number(m) && json_number_value(m) >= 0) ||
-           (json_is_number(x) && json_number_value(x) >= 0);
-}
-
 /* ------------------------------------------------- integer ranges */
 
 /* The largest magnitude the integer rule writes: 16 digits. */
@@ -958,12 +953,221 @@ static int32_t integer_schema(sc *c, const json_t *s) {
     return n == 1 ? alts[0] : one_of_rules(c, alts, n);
 }
 
+/* ------------------------------------------------- decimal ranges */
+
+/* A bound of a number schema as exact decimal digits: the shortest text
+ * that reads back as the same double (what the schema's author wrote,
+ * 0.1 and not 0.1000000000000000055...), split at the point. */
+typedef struct dec_bound {
+    bool on;          /* the bound exists                         */
+    bool strict;      /* exclusive                                */
+    bool neg;         /* below zero                               */
+    double v;         /* the bound as the schema gives it         */
+    int64_t ipart;    /* integer part of the magnitude, clamped to
+                       * SC_MAX_MAG + 1                            */
+    char frac[400];   /* fraction digits of the magnitude, no
+                       * trailing zeros ("" for a whole number)    */
+} dec_bound;
+
+static void dec_bound_set(dec_bound *d, double v, bool strict) {
+    char txt[512];
+    int prec = 1;
+    for (; prec < 17; prec++) {
+        snprintf(txt, sizeof txt, "%.*e", prec - 1, v);
+        if (strtod(txt, NULL) == v) break;
+    }
+    /* %.*e with prec significant digits gives the exponent; %.*f with
+     * enough places then writes the same digits in positional form. */
+    snprintf(txt, sizeof txt, "%.*e", prec - 1, v);
+    int exp10 = atoi(strchr(txt, 'e') + 1);
+    int places = prec - 1 - exp10;
+    if (places < 0) places = 0;
+    if (places > 380) places = 380;
+    d->on = true, d->strict = strict, d->neg = v < 0, d->v = v;
+    double mag = fabs(v);
+    if (mag >= 1e16) {
+        d->ipart = SC_MAX_MAG + 1, d->frac[0] = 0;
+        return;
+    }
+    snprintf(txt, sizeof txt, "%.*f", places, mag);
+    char *dot = strchr(txt, '.');
+    if (dot) *dot = 0;
+    d->ipart = strtoll(txt, NULL, 10);
+    snprintf(d->frac, sizeof d->frac, "%s", dot ? dot + 1 : "");
+    size_t n = strlen(d->frac);
+    while (n > 0 && d->frac[n - 1] == '0') d->frac[--n] = 0;
+}
+
+static bool all_zero(const char *s) { return s[strspn(s, "0")] == 0; }
+
+/* May the rest of a fraction be empty (its value 0), given the rest of a
+ * lower bound's digits a (active when lo_on) and of an upper bound's b? */
+static bool frac_empty_ok(const char *a, const char *b, bool lo_on, bool hi_on, bool ls, bool hs) {
+    return (!lo_on || (all_zero(a) && !ls)) && (!hi_on || !hs || !all_zero(b));
+}
+
+static int32_t any_digits(sc *c, int lo, int hi) {
+    em_gseq q = {0};
+    int32_t digit = em_gb_seq_rule(c->b, (em_gs_range(c->b, &q, '0', '9'), &q));
+    em_gseq_free(&q);
+    return em_gb_repeat(c->b, digit, lo, hi);
+}
+
+/* Appends to r: digit d, then the rest of the fraction as it sits at the
+ * bounds (a, b: their remaining digits; at_lo, at_hi: still equal to
+ * them); false when nothing can follow d. */
+static int32_t frac_digits(sc *c, const char *a, const char *b, bool lo_on, bool hi_on, bool ls, bool hs,
+                           int n);
+
+/* The rule *r, made on first use: a rule is made only once it has an
+ * alternative, since an empty one is an error to the builder. */
+static int32_t lazy_rule(sc *c, int32_t *r) {
+    if (*r < 0) *r = em_gb_rule(c->b);
+    return *r;
+}
+
+static bool alt_digit_rest(sc *c, int32_t *r, int d, const char *a, const char *b, bool at_lo, bool at_hi,
+                           bool ls, bool hs, int n) {
+    int32_t rest = n > 1 ? frac_digits(c, a, b, at_lo, at_hi, ls, hs, n - 1) : -2;
+    bool empty = frac_empty_ok(a, b, at_lo, at_hi, ls, hs);
+    if (rest < 0 && !empty) return false;
+    char digit = (char)('0' + d);
+    em_gseq q = {0};
+    em_gs_lit(c->b, &q, &digit, 1);
+    if (rest >= 0) em_gs_ref(c->b, &q, empty ? em_gb_opt(c->b, rest) : rest);
+    em_gb_alt(c->b, lazy_rule(c, r), &q);
+    em_gseq_free(&q);
+    return true;
+}
+
+/* Rule for the digit strings s of 1..n digits with 0.s >= 0.a (> when
+ * ls; only when lo_on) and 0.s <= 0.b (< when hs; only when hi_on), or
+ * -2 when there are none: a first digit strictly between the bounds' first
+ * digits takes any digits after it; one equal to a bound's first digit
+ * goes on recursively against the rest of that bound. */
+static int32_t frac_digits(sc *c, const char *a, const char *b, bool lo_on, bool hi_on, bool ls, bool hs,
+                           int n) {
+    int a0 = lo_on && *a ? *a - '0' : 0, b0 = !hi_on ? 9 : *b ? *b - '0' : 0;
+    const char *ar = lo_on && *a ? a + 1 : "", *br = hi_on && *b ? b + 1 : "";
+    if (a0 > b0) return -2;
+    int32_t r = -1;
+    if (lo_on && hi_on && a0 == b0) {
+        alt_digit_rest(c, &r, a0, ar, br, true, true, ls, hs, n);
+    } else {
+        if (lo_on) alt_digit_rest(c, &r, a0, ar, "", true, false, ls, false, n);
+        int mid_lo = a0 + (lo_on ? 1 : 0), mid_hi = b0 - (hi_on ? 1 : 0);
+        if (mid_lo <= mid_hi) {
+            em_gseq q = {0};
+            em_gs_range(c->b, &q, (unsigned)('0' + mid_lo), (unsigned)('0' + mid_hi));
+            if (n > 1) em_gs_ref(c->b, &q, any_digits(c, 0, n - 1));
+            em_gb_alt(c->b, lazy_rule(c, &r), &q);
+            em_gseq_free(&q);
+        }
+        if (hi_on) alt_digit_rest(c, &r, b0, "", br, false, true, false, hs, n);
+    }
+    return r >= 0 ? r : -2;
+}
+
+/* Rule for the fraction after an integer part: nothing or '.' and 1..16
+ * digits, within the bounds' fraction digits as for frac_digits; -2 when
+ * nothing fits. */
+static int32_t fraction_between(sc *c, const char *a, const char *b, bool lo_on, bool hi_on, bool ls, bool hs) {
+    int32_t digits = frac_digits(c, a, b, lo_on, hi_on, ls, hs, 16);
+    bool empty = frac_empty_ok(a, b, lo_on, hi_on, ls, hs);
+    if (digits < 0 && !empty) return -2;
+    int32_t r = em_gb_rule(c->b);
+    em_gseq q = {0};
+    if (empty) em_gb_alt_empty(c->b, r);
+    if (digits >= 0) {
+        em_gs_lit(c->b, &q, ".", 1);
+        em_gs_ref(c->b, &q, digits);
+        em_gb_alt(c->b, r, &q);
+    }
+    em_gseq_free(&q);
+    return r;
+}
+
+/* Adds "INT FRACTION" to rule r when both can match. */
+static void alt_int_frac(sc *c, int32_t *r, int64_t lo, int64_t hi, int32_t frac) {
+    if (lo > hi || frac < 0) return;
+    em_gseq q = {0};
+    em_gs_ref(c->b, &q, magnitude_between(c, lo, hi));
+    em_gs_ref(c->b, &q, frac);
+    em_gb_alt(c->b, lazy_rule(c, r), &q);
+    em_gseq_free(&q);
+}
+
+/* Rule for the decimal magnitudes (no sign, no exponent) from lo to hi
+ * (either may be off; lo->neg and hi->neg are ignored here), or -2 when
+ * none fits: the integer part at lo's, strictly between, or at hi's,
+ * each with the fractions that keep the value in range. */
+static int32_t decimal_between(sc *c, const dec_bound *lo, const dec_bound *hi) {
+    int64_t li = lo->on ? lo->ipart : 0, hi_i = hi->on ? hi->ipart : SC_MAX_MAG;
+    bool hi_on = hi->on;
+    if (hi_i > SC_MAX_MAG) hi_i = SC_MAX_MAG, hi_on = false;
+    if (li > hi_i) return -2;
+    int32_t r = -1;
+    if (li == hi_i) {
+        alt_int_frac(c, &r, li, li, fraction_between(c, lo->frac, hi->frac, lo->on, hi_on, lo->strict,
+                                                          hi->strict));
+    } else {
+        alt_int_frac(c, &r, li, li, fraction_between(c, lo->frac, "", lo->on, false, lo->strict, false));
+        alt_int_frac(c, &r, li + 1, hi_i - 1, fraction_between(c, "", "", false, false, false, false));
+        alt_int_frac(c, &r, hi_i, hi_i, fraction_between(c, "", hi->frac, false, hi_on, false, hi->strict));
+    }
+    return r >= 0 ? r : -2;
+}
+
+/* A number with bounds: decimal text (no exponent) whose exact value
+ * keeps to them, as non-negative magnitudes and negative ones ('-' then a
+ * magnitude above zero). */
+static int32_t number_schema(sc *c, const json_t *s) {
+    dec_bound lo = {0}, hi = {0};
+    static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    for (int k = 0; k < 4; k++) {
+        const json_t *v = json_object_get(s, keys[k]);
+        if (!v || json_is_boolean(v)) continue;
+        if (!json_is_number(v)) return sc_fail(c, EM_ERR_INVALID_ARG, "'%s' must be a number", keys[k]);
+        double d = json_number_value(v);
+        if (d != d || isinf(d)) continue;
+        bool excl = k == 1 || k == 3 || json_is_true(json_object_get(s, keys[k + 1]));
+        dec_bound *cur = k < 2 ? &lo : &hi;
+        /* Of two bounds on one side the tighter counts; exclusive wins a tie. */
+        bool tighter = !cur->on || (k < 2 ? d > cur->v : d < cur->v) || (d == cur->v && excl);
+        if (tighter) dec_bound_set(cur, d, excl);
+    }
+    if (!lo.on && !hi.on) return number_rule(c, false);
+    int32_t alts[2];
+    size_t n = 0;
+    /* Non-negative values: magnitudes from max(lo, 0) to hi. */
+    if (!hi.on || !hi.neg) {
+        dec_bound mlo = lo.on && !lo.neg ? lo : (dec_bound){0};
+        int32_t r = decimal_between(c, &mlo, &hi);
+        if (r >= 0) alts[n++] = r;
+    }
+    /* Negative values -m: m from max(-hi, 0) (above 0) to -lo. */
+    if (!lo.on || lo.neg) {
+        dec_bound mlo = hi.on && hi.neg ? hi : (dec_bound){.on = true, .strict = true};
+        int32_t r = decimal_between(c, &mlo, &lo);
+        if (r >= 0) {
+            em_gseq q = {0};
+            em_gs_lit(c->b, &q, "-", 1);
+            em_gs_ref(c->b, &q, r);
+            alts[n++] = em_gb_seq_rule(c->b, &q);
+            em_gseq_free(&q);
+        }
+    }
+    if (em_gbuild_status(c->b) != EM_OK) return -1;
+    if (n == 0) return sc_fail(c, EM_ERR_UNSUPPORTED, "no number within minimum and maximum (16 digits at most)");
+    return n == 1 ? alts[0] : one_of_rules(c, alts, n);
+}
+
 static int32_t typed(sc *c, const json_t *s, const char *type) {
     if (!strcmp(type, "object")) return object_schema(c, s);
     if (!strcmp(type, "array")) return array_schema(c, s);
     if (!strcmp(type, "string")) return string_schema(c, s);
     if (!strcmp(type, "integer")) return integer_schema(c, s);
-    if (!strcmp(type, "number")) return number_rule(c, nonneg(s));
+    if (!strcmp(type, "number")) return number_schema(c, s);
     if (!strcmp(type, "boolean")) {
         int32_t alts[] = {lit(c, "true"), lit(c, "false")};
         return one_of_rules(c, alts, 2);

@@ -202,6 +202,8 @@ static void test_decode(void) {
     cp.n_seq_max = 2;
     em_context *c;
     CHECK_OK(em_context_init(&c, m, &cp));
+    /* While a context lives, its kernels cannot be swapped under it. */
+    CHECK(em_kernels_select("generic") == -2);
     em_token toks[12] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315};
     enum { N = 12 };
     static float whole[N][512];
@@ -324,6 +326,11 @@ static void test_decode(void) {
     em_batch_free(&b);
     em_context_free(c);
     em_model_free(m);
+    /* With no context left the tables may change again: the same set goes
+     * back in. */
+    char isa[32];
+    snprintf(isa, sizeof isa, "%s", em_vec_dot_isa());
+    CHECK_MSG(em_kernels_select(isa) == 0, "reselecting %s", isa);
 
     /* Files that are not models fail to load with a message. */
     em_model *bad = NULL;

@@ -339,6 +339,82 @@ static void test_integer_ranges(void) {
     CHECK(g == NULL);
 }
 
+/* ------------------------------------------------------- number ranges */
+
+/* Does the decimal text t keep to [lo, hi] (each end exclusive when asked)?
+ * Every probe below has few digits, so strtod reads it exactly enough. */
+static bool in_range(const char *t, double lo, bool lo_x, double hi, bool hi_x) {
+    double d = strtod(t, NULL);
+    return (lo_x ? d > lo : d >= lo) && (hi_x ? d < hi : d <= hi);
+}
+
+static void test_number_ranges(void) {
+    static const struct {
+        const char *bounds; /* JSON members added to {"type":"number"} */
+        double lo, hi;
+        bool lo_x, hi_x;
+    } cases[] = {
+        {"\"minimum\":5,\"maximum\":6", 5, 6, false, false},
+        {"\"exclusiveMinimum\":5,\"exclusiveMaximum\":6", 5, 6, true, true},
+        {"\"minimum\":0.5,\"maximum\":2.25", 0.5, 2.25, false, false},
+        {"\"exclusiveMinimum\":0,\"exclusiveMaximum\":0.5", 0, 0.5, true, true},
+        {"\"minimum\":-1.25,\"maximum\":-0.1", -1.25, -0.1, false, false},
+        {"\"minimum\":-2.5,\"exclusiveMaximum\":3.75", -2.5, 3.75, false, true},
+        {"\"minimum\":0.1,\"maximum\":0.1", 0.1, 0.1, false, false},
+        {"\"minimum\":1.05,\"maximum\":1.5", 1.05, 1.5, false, false},
+        {"\"exclusiveMinimum\":-0.5,\"maximum\":0", -0.5, 0, true, false},
+        {"\"minimum\":7.5", 7.5, 1e16, false, true},
+        {"\"exclusiveMaximum\":-3.5", -1e16, -3.5, true, true},
+        {"\"minimum\":2,\"exclusiveMinimum\":true,\"maximum\":3,\"exclusiveMaximum\":true", 2, 3, true, true},
+        {"\"minimum\":1,\"exclusiveMinimum\":1.5,\"maximum\":4,\"exclusiveMaximum\":4", 1.5, 4, true, true},
+    };
+    static const double deltas[] = {0, 0.001, -0.001, 0.01, -0.01, 0.05, -0.05, 0.1, -0.1, 0.5, -0.5,
+                                    1, -1, 2, -2, 10, -10};
+    static const char *const fmts[] = {"%.0f", "%.1f", "%.2f", "%.3f", "%.5f"};
+    static const char *const extra[] = {"0", "0.0", "0.5", "0.05", "-0.05", "1", "5", "5.5", "6", "6.0",
+                                        "6.00001", "4.99999", "-1", "-1.25", "-1.2500", "-1.26", "-0.1",
+                                        "-0.09", "0.49999", "100", "-100", "2.25", "2.2500001", "1.05",
+                                        "1.049", "1.0500", "3.75", "3.7499", "7.5", "7.49"};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char schema[256];
+        snprintf(schema, sizeof schema, "{\"type\":\"number\",%s}", cases[k].bounds);
+        em_grammar *g = NULL;
+        CHECK_MSG(compile(schema, &g) == EM_OK, "%s: %s", schema, em_last_error());
+        if (!g) continue;
+        char text[64];
+        for (size_t e = 0; e < 2; e++) {
+            double base = e ? cases[k].hi : cases[k].lo;
+            if (base >= 1e16 || base <= -1e16) continue;
+            for (size_t i = 0; i < sizeof deltas / sizeof deltas[0]; i++) {
+                for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+                    snprintf(text, sizeof text, fmts[f], base + deltas[i]);
+                    if (text[0] == '-' && strtod(text, NULL) == 0) continue; /* "-0.0" is never written */
+                    bool want = in_range(text, cases[k].lo, cases[k].lo_x, cases[k].hi, cases[k].hi_x);
+                    CHECK_MSG(run_bytes(g, text, false) == want, "%s: %s should be %s", schema, text,
+                              want ? "accepted" : "refused");
+                }
+            }
+        }
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+            bool want = in_range(extra[i], cases[k].lo, cases[k].lo_x, cases[k].hi, cases[k].hi_x);
+            CHECK_MSG(run_bytes(g, extra[i], false) == want, "%s: %s should be %s", schema, extra[i],
+                      want ? "accepted" : "refused");
+        }
+        CHECK(!run_bytes(g, "-0", false) && !run_bytes(g, "05.5", false) && !run_bytes(g, "5.", false));
+        em_grammar_free(g);
+    }
+    em_grammar *g = NULL;
+    CHECK(compile("{\"type\":\"number\",\"minimum\":5.5,\"maximum\":5.25}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"number\",\"exclusiveMinimum\":1,\"exclusiveMaximum\":1}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"number\",\"minimum\":1e17}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"number\",\"maximum\":\"3\"}", &g) == EM_ERR_INVALID_ARG);
+    CHECK(g == NULL);
+    /* Unbounded numbers keep their exponents. */
+    CHECK_OK(compile("{\"type\":\"number\"}", &g));
+    CHECK(g && run_bytes(g, "-1.5e+10", false));
+    em_grammar_free(g);
+}
+
 /* ------------------------------------------------------------ tool calls */
 
 static const char *const tools_json =
@@ -470,13 +546,14 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
             any |= type_is(json_string_value(json_array_get(x, i)), v);
         if (!any) return false;
     }
-    /* Integers keep to the bounds; other numbers only to the sign. */
-    if ((x = json_object_get(s, "minimum")) && json_is_number(v) &&
-        json_number_value(v) < json_number_value(x) && (json_is_integer(v) || json_number_value(x) <= 0))
-        return false;
-    if ((x = json_object_get(s, "maximum")) && json_is_integer(v) &&
-        json_number_value(v) > json_number_value(x))
-        return false;
+    /* Numbers keep to the bounds. */
+    if (json_is_number(v)) {
+        double d = json_number_value(v);
+        if ((x = json_object_get(s, "minimum")) && d < json_number_value(x)) return false;
+        if ((x = json_object_get(s, "maximum")) && d > json_number_value(x)) return false;
+        if ((x = json_object_get(s, "exclusiveMinimum")) && d <= json_number_value(x)) return false;
+        if ((x = json_object_get(s, "exclusiveMaximum")) && d >= json_number_value(x)) return false;
+    }
     if (json_is_object(v)) {
         const json_t *props = json_object_get(s, "properties");
         const json_t *addl = json_object_get(s, "additionalProperties");
@@ -561,6 +638,9 @@ static const char *const gen_schemas[] = {
     "{\"type\":[\"number\",\"boolean\"]}", /* complete early, ends with EOG */
     "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\",\"minimum\":-5,\"maximum\":5},"
     "{\"enum\":[\"on\",\"off\"]}],\"items\":{\"type\":\"null\"},\"minItems\":2,\"maxItems\":4}",
+    "{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"number\",\"minimum\":5,\"maximum\":6},"
+    "\"p\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"exclusiveMaximum\":0.5},\"t\":{\"type\":"
+    "\"number\",\"minimum\":-1.25,\"maximum\":-0.1}},\"required\":[\"score\",\"p\",\"t\"]}",
 };
 
 /* Loads a vocabulary from a GGUF file; NULL when it cannot. */
@@ -881,6 +961,7 @@ int main(void) {
     test_compile();
     test_bytes();
     test_integer_ranges();
+    test_number_ranges();
     test_tool_calls();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("generation over real vocabularies skipped: EMBER_TEST_DATA is not set\n");

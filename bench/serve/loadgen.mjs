@@ -1,0 +1,213 @@
+#!/usr/bin/env node
+// bench/serve/loadgen.mjs - a load generator for any OpenAI-compatible
+// server (ember serve, llama-server, vLLM, Ollama's /v1): N concurrent
+// streaming clients for each N given, and per N the aggregate generated
+// tokens per second, time to first token and inter-token latency (p50 and
+// p99), and the errors.  Plain fetch and server-sent events, no client
+// library, so that every server is measured by the same code.
+//
+//   node bench/serve/loadgen.mjs --url http://127.0.0.1:8080 --model NAME
+//        [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]
+//        [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat]
+//        [--temperature 0] [--json FILE]
+//
+// --requests: requests per concurrency level (default: 4 x N, at least 8);
+// each of the N clients sends its next request as soon as its last one ends.
+// --prompt-tokens: the prompt's length in the server's own tokens; the
+// generator calibrates its text on the server first (usage.prompt_tokens of
+// a 1-token request), since every model tokenizes differently.  Every prompt
+// starts differently, so a prefix cache cannot skip the prompts.
+//
+// Definitions: the wall time of a level runs from its first request to its
+// last byte; generated tok/s = the completion tokens of all its successful
+// requests (usage.completion_tokens, or the content chunks where the server
+// sends no usage) / that wall time.  TTFT = from sending a request to its
+// first content byte.  ITL = the gaps between consecutive content chunks of
+// a request, divided by the tokens in the later chunk where the server
+// streams several tokens per chunk (known only from usage; otherwise one
+// token per chunk is assumed).  Percentiles are nearest-rank.
+import { writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+function parseArgs(argv) {
+  const o = { url: null, model: null, apiKey: process.env.OPENAI_API_KEY ?? '', concurrency: [1, 4, 16, 64], requests: null,
+    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600 };
+  const need = (i) => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[i + 1]; };
+  const int = (s, name) => { const v = Number(s); if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: a positive integer, not ${s}`); return v; };
+  for (let i = 0; i < argv.length; i += 2) {
+    const a = argv[i];
+    switch (a) {
+      case '--url': o.url = need(i).replace(/\/+$/, '').replace(/\/v1$/, ''); break;
+      case '--model': o.model = need(i); break;
+      case '--api-key': o.apiKey = need(i); break;
+      case '--concurrency': o.concurrency = need(i).split(',').map((s) => int(s, a)); break;
+      case '--requests': o.requests = int(need(i), a); break;
+      case '--prompt-tokens': o.promptTokens = int(need(i), a); break;
+      case '--max-tokens': o.maxTokens = int(need(i), a); break;
+      case '--endpoint': o.endpoint = need(i); if (!['completions', 'chat'].includes(o.endpoint)) throw new Error('--endpoint: completions or chat'); break;
+      case '--temperature': o.temperature = Number(need(i)); break;
+      case '--json': o.json = need(i); break;
+      case '--timeout': o.timeoutS = int(need(i), a); break;
+      case '-h': case '--help':
+        console.log('usage: loadgen.mjs --url URL --model NAME [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]\n' +
+          '                   [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat] [--temperature 0] [--json FILE]');
+        process.exit(0);
+      default: throw new Error(`unknown option ${a} (--help lists them)`);
+    }
+  }
+  if (!o.url || !o.model) throw new Error('--url and --model are required');
+  return o;
+}
+
+// Deterministic words (a small LCG), so that runs send the same prompts.
+const WORDS = ('the a little girl boy dog cat park sun tree ball red big happy sad went saw played ran jumped said mom dad ' +
+  'friend house garden bird flower water sky day night time story king queen ship sea fish cake box toy home').split(' ');
+function words(n, seed) {
+  let x = seed >>> 0 || 1;
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    out.push(WORDS[x % WORDS.length]);
+  }
+  return out.join(' ');
+}
+const promptText = (id, nWords) => `Request ${id}: ${words(nWords, id * 7919 + 1)}`;
+
+function body(o, prompt, maxTokens, stream) {
+  const common = { model: o.model, max_tokens: maxTokens, temperature: o.temperature, stream };
+  if (stream) common.stream_options = { include_usage: true };
+  return o.endpoint === 'chat' ? { ...common, messages: [{ role: 'user', content: prompt }] } : { ...common, prompt };
+}
+
+function post(o, payload, signal) {
+  const route = o.endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
+  const headers = { 'content-type': 'application/json' };
+  if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
+  return fetch(o.url + route, { method: 'POST', headers, body: JSON.stringify(payload), signal });
+}
+
+// The number of words that makes a prompt of about o.promptTokens tokens
+// on this server.
+async function calibrate(o) {
+  let n = o.promptTokens;
+  for (let round = 0; round < 3; round++) {
+    const res = await post(o, body(o, promptText(0, n), 1, false));
+    const j = await res.json().catch(() => null);
+    if (res.status !== 200 || !j?.usage?.prompt_tokens) throw new Error(`calibration request failed: ${res.status} ${JSON.stringify(j).slice(0, 300)}`);
+    const got = j.usage.prompt_tokens;
+    if (Math.abs(got - o.promptTokens) <= Math.max(2, o.promptTokens * 0.02)) break;
+    n = Math.max(1, Math.round(n * o.promptTokens / got));
+  }
+  return n;
+}
+
+// One streaming request: its timings, tokens and error, if any.
+async function one(o, id, nWords) {
+  const r = { ok: false, ttft: null, itl: [], tokens: 0, promptTokens: null, error: null };
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), o.timeoutS * 1000);
+  const t0 = performance.now();
+  try {
+    const res = await post(o, body(o, promptText(id, nWords), o.maxTokens, true), ac.signal);
+    if (res.status !== 200) {
+      r.error = `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`;
+      return r;
+    }
+    const decoder = new TextDecoder();
+    let buf = '', last = null, chunks = 0, done = false, usage = null;
+    const gaps = [];
+    for await (const bytes of res.body) {
+      const now = performance.now();
+      buf += decoder.decode(bytes, { stream: true });
+      let at;
+      while ((at = buf.search(/\r?\n\r?\n/)) >= 0) {
+        const event = buf.slice(0, at);
+        buf = buf.slice(at).replace(/^\r?\n\r?\n/, '');
+        const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+        if (!data) continue;
+        if (data === '[DONE]') { done = true; continue; }
+        const j = JSON.parse(data);
+        if (j.error) throw new Error(`error event: ${JSON.stringify(j.error).slice(0, 200)}`);
+        if (j.usage) usage = j.usage;
+        const text = (j.choices ?? []).map((c) => (o.endpoint === 'chat' ? c.delta?.content : c.text) ?? '').join('');
+        if (!text) continue;
+        chunks++;
+        if (r.ttft === null) r.ttft = now - t0;
+        else gaps.push(now - last);
+        last = now;
+      }
+    }
+    if (!done) throw new Error('the stream ended without data: [DONE]');
+    r.tokens = usage?.completion_tokens ?? chunks;
+    r.promptTokens = usage?.prompt_tokens ?? null;
+    // Several tokens per chunk: spread each gap over its tokens.
+    const perChunk = chunks > 0 ? r.tokens / chunks : 1;
+    r.itl = perChunk > 1 ? gaps.map((g) => g / perChunk) : gaps;
+    r.ok = true;
+  } catch (e) {
+    r.error = ac.signal.aborted ? `timeout after ${o.timeoutS} s` : String(e.message ?? e);
+  } finally {
+    clearTimeout(timer);
+  }
+  return r;
+}
+
+function pct(sorted, p) {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+async function level(o, n, nWords, firstId) {
+  const total = o.requests ?? Math.max(8, 4 * n);
+  let next = 0;
+  const results = [];
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (next < total) {
+      const id = firstId + next++;
+      results.push(await one(o, id, nWords));
+    }
+  }));
+  const wall = (performance.now() - t0) / 1000;
+  const ok = results.filter((r) => r.ok);
+  const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
+  const itl = ok.flatMap((r) => r.itl).sort((a, b) => a - b);
+  const tokens = ok.reduce((s, r) => s + r.tokens, 0);
+  const prompts = ok.map((r) => r.promptTokens).filter((x) => x !== null);
+  const errors = results.filter((r) => !r.ok);
+  return {
+    concurrency: n, requests: total, ok: ok.length, errors: errors.length, first_error: errors[0]?.error ?? null,
+    wall_s: wall, generated_tokens: tokens, gen_tok_s: tokens / wall, req_s: ok.length / wall,
+    prompt_tokens_mean: prompts.length ? prompts.reduce((s, x) => s + x, 0) / prompts.length : null,
+    ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
+  };
+}
+
+const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const nWords = await calibrate(o);
+  // One untimed request pages the weights in and warms the server.
+  await one({ ...o, maxTokens: Math.min(o.maxTokens, 16) }, 1_000_000, nWords);
+  console.log(`# ${o.url} model ${o.model}: /v1/${o.endpoint === 'chat' ? 'chat/completions' : 'completions'}, streaming, ` +
+    `prompt ~${o.promptTokens} tokens, max_tokens ${o.maxTokens}, temperature ${o.temperature}`);
+  console.log('');
+  console.log('|   N | requests | errors | prompt tok | gen tok/s |  req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |');
+  console.log('|----:|---------:|-------:|-----------:|----------:|-------:|------------:|------------:|-----------:|-----------:|');
+  const rows = [];
+  let firstId = 1;
+  for (const n of o.concurrency) {
+    const r = await level(o, n, nWords, firstId);
+    firstId += r.requests;
+    rows.push(r);
+    console.log(`| ${String(n).padStart(3)} | ${String(r.requests).padStart(8)} | ${String(r.errors).padStart(6)} | ${f(r.prompt_tokens_mean, 0).padStart(10)} | ` +
+      `${f(r.gen_tok_s).padStart(9)} | ${f(r.req_s, 2).padStart(6)} | ${f(r.ttft_p50_ms).padStart(11)} | ${f(r.ttft_p99_ms).padStart(11)} | ` +
+      `${f(r.itl_p50_ms).padStart(10)} | ${f(r.itl_p99_ms).padStart(10)} |`);
+    if (r.first_error) console.log(`#   N=${n}: first error: ${r.first_error}`);
+  }
+  if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, levels: rows }, null, 2) + '\n');
+  if (rows.some((r) => r.errors)) process.exitCode = 2;
+}
+
+main().catch((e) => { console.error(`loadgen: ${e.message ?? e}`); process.exit(1); });

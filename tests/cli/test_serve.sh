@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Smoke test of `ember serve` with curl: it starts on a free port, answers
+# /health, one completion and one bad request (a 400 naming the field),
+# refuses a wrong key, and on SIGTERM finishes a request in flight and
+# exits 0.  The node suite (tests/e2e) covers the whole API.
+set -u
+: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
+if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+command -v curl >/dev/null || { echo "SKIP: curl is missing"; exit 77; }
+M="$EMBER_TEST_DATA/models/stories260K.gguf"
+tmp=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok: $1"; }
+bad() { fail=$((fail+1)); echo "FAIL: $1"; }
+json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
+
+"$EMBER_BIN" serve -m "$M" --port 0 -t 1 --parallel 2 --api-key sekrit >"$tmp/out" 2>"$tmp/log" &
+pid=$!
+port=
+for _ in $(seq 1 200); do
+  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/log")
+  [ -n "$port" ] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then echo "FAIL: the server did not start"; cat "$tmp/log"; exit 1; fi
+ok "listening on port $port"
+U="http://127.0.0.1:$port"
+K=(-H "Authorization: Bearer sekrit")
+
+code=$(curl -s -o "$tmp/h" -w '%{http_code}' "$U/health")
+[ "$code" = 200 ] && grep -q '"status":"ok"' "$tmp/h" && ok "/health" || bad "/health: $code $(cat "$tmp/h")"
+
+code=$(curl -s -o "$tmp/c" -w '%{http_code}' "${K[@]}" "$U/v1/completions" \
+  -d '{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}')
+if [ "$code" = 200 ] && [ "$(json "$tmp/c" "(d['usage']['completion_tokens'], d['choices'][0]['finish_reason'], len(d['choices'][0]['text']) > 0)")" = "(12, 'length', True)" ]; then
+  ok "one completion: $(json "$tmp/c" "d['choices'][0]['text']")"
+else
+  bad "completion: $code $(cat "$tmp/c")"
+fi
+
+code=$(curl -s -o "$tmp/b" -w '%{http_code}' "${K[@]}" "$U/v1/completions" \
+  -d '{"model": "stories260K", "prompt": "x", "temperature": "warm"}')
+[ "$code" = 400 ] && [ "$(json "$tmp/b" "(d['error']['param'], d['error']['type'])")" = "('temperature', 'invalid_request_error')" ] \
+  && ok "bad request: 400 naming temperature" || bad "bad request: $code $(cat "$tmp/b")"
+
+code=$(curl -s -o "$tmp/k" -w '%{http_code}' -H "Authorization: Bearer wrong" "$U/v1/models")
+[ "$code" = 401 ] && ok "wrong key: 401" || bad "wrong key: $code"
+
+# SIGTERM with a request in flight: it still gets its whole answer.
+curl -s -o "$tmp/s" "${K[@]}" "$U/v1/completions" \
+  -d '{"model": "stories260K", "prompt": "The", "max_tokens": 400, "temperature": 0, "stream": true}' &
+cpid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/s" ] && break; sleep 0.02; done
+kill -TERM "$pid"
+wait "$cpid"
+st=0; wait "$pid" || st=$?
+pid=
+[ "$st" = 0 ] && ok "SIGTERM: exit status 0" || bad "SIGTERM: exit status $st"
+tail -1 "$tmp/s" | grep -q '^data: \[DONE\]' || tail -2 "$tmp/s" | grep -q 'data: \[DONE\]' \
+  && ok "the request in flight finished" || bad "request in flight: $(tail -c 200 "$tmp/s")"
+grep -q "stopped" "$tmp/log" && ok "logged its stop" || bad "no stop line"
+grep -q "POST /v1/completions 200" "$tmp/log" && ok "one log line per request" || bad "no request log line"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
