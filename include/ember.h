@@ -188,6 +188,14 @@ const float *em_get_logits(em_context *ctx, int32_t i);
  * made with embeddings and row i asked for logits. */
 const float *em_get_embeddings(em_context *ctx, int32_t i);
 
+/* One text's embedding: runs tokens[n] as one batch of sequence 0 (n <=
+ * n_batch; the sequence is cleared before and after), pools the final rows
+ * as the model says (mean or first row for encoders such as bert and
+ * nomic-bert; the last row for models without a pooling type) and writes
+ * the L2-normalised vector to out[n_embd].  The context must be made with
+ * embeddings. */
+em_status em_embed(em_context *ctx, const em_token *tokens, int32_t n, float *out);
+
 /*
  * The KV cache is paged: blocks of em_kv_stats.block_size positions from
  * one pool of n_ctx positions, a block table per sequence, blocks shared

@@ -126,15 +126,10 @@ static double tensor_params(const em_tensor *t) {
     return (double)t->ne[0] * (double)(t->ne[1] * t->ne[2] * t->ne[3]);
 }
 
-/* The seven matmul weights of a layer. */
-static void layer_mats(const em_layer *l, const em_tensor *m[7]) {
-    m[0] = &l->wq;
-    m[1] = &l->wk;
-    m[2] = &l->wv;
-    m[3] = &l->wo;
-    m[4] = &l->w_gate;
-    m[5] = &l->w_up;
-    m[6] = &l->w_down;
+/* The share of a layer matrix one token reads: all of it, or of stacked
+ * experts (ne[2] of them) only the n_expert_used it is routed to. */
+static double active_share(const em_model *m, const em_tensor *t) {
+    return t->ne[2] > 1 && m->hp.n_expert_used > 0 ? (double)m->hp.n_expert_used / (double)t->ne[2] : 1.0;
 }
 
 double em_bench_token_bytes(const em_model *m, double n_kv, em_type kv_type) {
@@ -142,9 +137,9 @@ double em_bench_token_bytes(const em_model *m, double n_kv, em_type kv_type) {
     const em_hparams *hp = &m->hp;
     double bytes = tensor_bytes(&m->output) + (double)m->tok_embd.row_bytes;
     for (int il = 0; il < hp->n_layer; il++) {
-        const em_tensor *mats[7];
-        layer_mats(&m->layers[il], mats);
-        for (int k = 0; k < 7; k++) bytes += tensor_bytes(mats[k]);
+        const em_tensor *mats[16];
+        int n_mats = em_layer_mats(&m->layers[il], mats, 16);
+        for (int k = 0; k < n_mats; k++) bytes += tensor_bytes(mats[k]) * active_share(m, mats[k]);
     }
     /* One stored K row and V row per cached position and layer. */
     size_t k_row = em_row_size(kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
@@ -158,9 +153,9 @@ double em_bench_token_flops(const em_model *m, double n_kv, bool logits) {
     const em_hparams *hp = &m->hp;
     double params = logits ? tensor_params(&m->output) : 0;
     for (int il = 0; il < hp->n_layer; il++) {
-        const em_tensor *mats[7];
-        layer_mats(&m->layers[il], mats);
-        for (int k = 0; k < 7; k++) params += tensor_params(mats[k]);
+        const em_tensor *mats[16];
+        int n_mats = em_layer_mats(&m->layers[il], mats, 16);
+        for (int k = 0; k < n_mats; k++) params += tensor_params(mats[k]) * active_share(m, mats[k]);
     }
     /* Per head and attended position: a dot product of head_dim for the
      * score and a multiply-add of head_dim_v for the weighted sum. */

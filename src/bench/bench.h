@@ -76,12 +76,14 @@ typedef struct em_bench_peaks {
 em_status em_bench_compute_peaks(int n_threads, em_bench_peaks *out);
 
 /* Bytes one generated token streams: every matmul weight (the output
- * included), its embedding row, and the K and V rows of n_kv cached
- * positions in a cache of kv_type. */
+ * included; of a mixture-of-experts layer, the router and the
+ * n_expert_used experts a token is routed to: the active bytes), its
+ * embedding row, and the K and V rows of n_kv cached positions in a cache
+ * of kv_type. */
 double em_bench_token_bytes(const em_model *model, double n_kv, em_type kv_type);
 
 /* FLOPs of one token row that attends n_kv positions: 2 per weight of the
- * layer matmuls, plus the output matmul when it asks for logits, plus
+ * layer matmuls (the active experts only), plus the output matmul when it asks for logits, plus
  * the attention scores and weighted sums. */
 double em_bench_token_flops(const em_model *model, double n_kv, bool logits);
 

@@ -52,7 +52,10 @@ static void cpu_name(char *buf, size_t size) {
  * type by its mix name (from general.file_type), else the type of the
  * first layer's gate matrix. */
 static void model_type(const em_model *m, char *buf, size_t size) {
-    const char *ty = m->layers ? em_type_name(m->layers[0].w_gate.type) : NULL;
+    /* The layer's list ends with gate, up and down (of the experts). */
+    const em_tensor *mats[16];
+    const int n_mats = m->layers ? em_layer_mats(&m->layers[0], mats, 16) : 0;
+    const char *ty = n_mats >= 3 ? em_type_name(mats[n_mats - 3]->type) : NULL;
     int64_t ft;
     if (em_gguf_get_i64(m->gguf, "general.file_type", &ft) == EM_OK) {
         for (int i = 0; i < em_mix_count(); i++)

@@ -15,6 +15,7 @@
 int em_cli_run(int argc, char **argv);
 int em_cli_tokenize(int argc, char **argv);
 int em_cli_inspect(int argc, char **argv);
+int em_cli_embed(int argc, char **argv);
 int em_cli_quantize(int argc, char **argv);
 int em_cli_bench(int argc, char **argv);
 int em_cli_eval(int argc, char **argv);

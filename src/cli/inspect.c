@@ -3,7 +3,9 @@
  *
  * Without options it prints the header (version, alignment, data offset),
  * every metadata key with its type and value (long arrays shortened), the
- * tensor table, and a summary of the architecture computed from both.
+ * tensor table, a summary of the architecture computed from both, and
+ * (when ember can load the model) the architecture as ember runs it: the
+ * layer pattern, attention, RoPE, FFN or experts, active parameters.
  * --tensor NAME prints that tensor's values, dequantized, one row per
  * line.  --json prints the same report as one JSON object.
  *
@@ -12,6 +14,7 @@
  */
 #include "cli/cli.h"
 #include "gguf/gguf.h"
+#include "model/model.h"
 #include "quant/quant.h"
 
 #include <errno.h>
@@ -173,6 +176,17 @@ static void print_text(const char *path, const em_gguf *g) {
     printf("  %-12s %" PRIu64 " (%s)\n", "n_params", s.n_params, human);
     printf("  %-12s %" PRIu64 " bytes\n", "file_size", em_gguf_file_size(g));
     printf("  %-12s %.2f\n", "bpw", bits_per_weight(&s));
+
+    /* What ember makes of it: the family's reading of the layers. */
+    em_model_params mp = em_model_default_params();
+    em_model *m;
+    printf("\narchitecture:\n");
+    if (em_model_load(&m, path, &mp) == EM_OK) {
+        em_model_explain(m, stdout);
+        em_model_free(m);
+    } else {
+        printf("  ember cannot run it: %s\n", em_last_error());
+    }
 }
 
 /* -------------------------------------------------------------- json */

@@ -19,6 +19,7 @@ static void usage(FILE *out) {
             "  run        generate text from a model\n"
             "  chat       chat with a model in the terminal (its chat template)\n"
             "  tokenize   convert text to token ids\n"
+            "  embed      a text's embedding vector (bert, nomic-bert, ...)\n"
             "  inspect    show a GGUF file's metadata and tensors\n"
             "  quantize   convert a model to another tensor type or mix\n"
             "  bench      measure prompt and generation speed against the roofline\n"
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "run")) return em_cli_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return em_cli_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "embed")) return em_cli_embed(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return em_cli_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return em_cli_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);

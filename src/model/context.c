@@ -35,6 +35,13 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     const em_hparams *hp = &model->hp;
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
     if (p.n_batch <= 0) p.n_batch = 512;
+    /* Learned positions end where the model's table does. */
+    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1]) {
+        if (params && params->n_ctx > 0)
+            return em_error(EM_ERR_INVALID_ARG, "context: n_ctx %d exceeds the model's %lld learned positions",
+                            p.n_ctx, (long long)model->pos_embd.ne[1]);
+        p.n_ctx = (int32_t)model->pos_embd.ne[1];
+    }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = em_physical_cores();
     if (p.n_seq_max <= 0) p.n_seq_max = 1;
@@ -63,11 +70,27 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->k = alloc_floats(nb * (size_t)c->kv.k_width, &ok);
     c->v = alloc_floats(nb * (size_t)c->kv.v_width, &ok);
     c->att = alloc_floats(nb * o_dim, &ok);
-    c->ff_gate = alloc_floats(nb * hp->n_ff, &ok);
-    c->ff_up = alloc_floats(nb * hp->n_ff, &ok);
-    c->rope_cos = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
-    c->rope_sin = alloc_floats(nb * (size_t)(hp->n_rot / 2), &ok);
-    c->inv_freq = alloc_floats((size_t)(hp->n_rot / 2), &ok);
+    const size_t n_used = (size_t)(hp->n_expert > 0 ? hp->n_expert_used : 0);
+    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_used * hp->n_ff_exp);
+    c->ff_gate = alloc_floats(nb * (size_t)c->ff_width, &ok);
+    c->ff_up = alloc_floats(nb * (size_t)c->ff_width, &ok);
+    if (n_used) {
+        c->router = alloc_floats(nb * (size_t)hp->n_expert, &ok);
+        c->moe_w = alloc_floats(nb * n_used, &ok);
+        c->moe_y = alloc_floats(nb * n_used * (size_t)hp->n_embd, &ok);
+        c->moe_sel = calloc(nb * n_used, sizeof *c->moe_sel);
+        c->moe_slot = calloc(nb * n_used, sizeof *c->moe_slot);
+        c->moe_row = calloc(nb * n_used, sizeof *c->moe_row);
+        c->moe_off = calloc((size_t)hp->n_expert + 1, sizeof *c->moe_off);
+        /* A gathered row is a float row (float experts) or an 8-bit one. */
+        c->moe_x_row = EM_MAX((size_t)hp->n_embd * sizeof(float), ((size_t)hp->n_embd + 255) / 256 * 292 + 64);
+        for (int i = 0; i < 2; i++) c->moe_x[i] = malloc(nb * n_used * c->moe_x_row);
+        if (!c->moe_sel || !c->moe_slot || !c->moe_row || !c->moe_off || !c->moe_x[0] || !c->moe_x[1]) ok = false;
+    }
+    const size_t half = (size_t)(hp->n_rot / 2), n_sets = (size_t)hp->n_rope_sets;
+    c->rope_cos = alloc_floats(n_sets * nb * half, &ok);
+    c->rope_sin = alloc_floats(n_sets * nb * half, &ok);
+    c->inv_freq = alloc_floats(n_sets * half, &ok);
     c->att_scratch = alloc_floats((size_t)p.n_threads *
                                       em_attention_scratch(hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v),
                                   &ok);
@@ -83,7 +106,9 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
-    c->qact_size = nb * ((widest + 255) / 256 * 292 + 64);
+    /* With experts a row's down input is n_expert_used rows of n_ff_exp. */
+    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_used * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
+    c->qact_size = nb * (row_room + 64);
     for (int i = 0; i < 3; i++) {
         c->qact[i] = malloc(c->qact_size);
         if (!c->qact[i]) ok = false;
@@ -91,7 +116,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* Each piece rounded to 16 floats keeps every buffer 64-byte aligned
      * relative to the first. */
 #define EM_R16(n) (((size_t)(n) + 15) / 16 * 16)
-    c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(hp->n_ff) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
+    c->solo_stride = 2 * EM_R16(hp->n_embd) + EM_R16(c->ff_width) + 3 * EM_R16(c->qact_size / nb / sizeof(float) + 1);
 #undef EM_R16
     c->solo = alloc_floats((size_t)p.n_threads * c->solo_stride, &ok);
     if (!ok || !c->cells || !c->tok || !c->kv_cells || !c->row_st || !c->seq || !c->pos || !c->out_rows || !c->logit_of) {
@@ -101,10 +126,20 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* theta_i = pos * freq_scale * base^(-2i/n_rot), divided by the model's
      * per-pair factor where it has one (Llama 3 long-context scaling). */
     const float *ff = model->rope_freqs.data;
-    for (int i = 0; i < hp->n_rot / 2; i++) {
-        double f = pow((double)hp->rope_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
-        if (ff) f /= ff[i];
-        c->inv_freq[i] = (float)f;
+    for (int t = 0; t < hp->n_rope_sets; t++) {
+        const em_rope_set *rs = &hp->rope[t];
+        for (int i = 0; i < hp->n_rot / 2; i++) {
+            double f = pow((double)rs->base, -2.0 * i / hp->n_rot) * rs->freq_scale;
+            if (rs->ext_factor != 0) {
+                /* YaRN: theta is linear in the position, so the blend of
+                 * the scaled and unscaled angle is one frequency. */
+                const double y = (i - rs->corr_lo) / EM_MAX(0.001, (double)rs->corr_hi - rs->corr_lo);
+                const double ramp = (1.0 - EM_MIN(1.0, EM_MAX(0.0, y))) * rs->ext_factor;
+                f = pow((double)rs->base, -2.0 * i / hp->n_rot) * (rs->freq_scale * (1.0 - ramp) + ramp);
+            }
+            if (ff) f /= ff[i];
+            c->inv_freq[t * (hp->n_rot / 2) + i] = (float)f;
+        }
     }
     em_kernels_hold();
     c->holds_kernels = true;
@@ -128,6 +163,14 @@ void em_context_free(em_context *c) {
     free(c->att);
     free(c->ff_gate);
     free(c->ff_up);
+    free(c->router);
+    free(c->moe_w);
+    free(c->moe_y);
+    free(c->moe_sel);
+    free(c->moe_slot);
+    free(c->moe_row);
+    free(c->moe_off);
+    for (int i = 0; i < 2; i++) free(c->moe_x[i]);
     for (int i = 0; i < 3; i++) free(c->qact[i]);
     free(c->solo);
     free(c->rope_cos);

@@ -25,19 +25,36 @@ struct em_context {
     float *k;          /* [n_batch][n_head_kv * head_dim] new keys           */
     float *v;          /* [n_batch][n_head_kv * head_dim_v] new values       */
     float *att;        /* [n_batch][n_head * head_dim_v] attention output    */
-    float *ff_gate;    /* [n_batch][n_ff] gate projection, then SwiGLU       */
-    float *ff_up;      /* [n_batch][n_ff] up projection                      */
+    float *ff_gate;    /* [n_batch][ff_width] gate projection, then SwiGLU;
+                        * with experts [n_batch * n_expert_used][n_ff_exp]  */
+    float *ff_up;      /* [n_batch][ff_width] up projection, likewise        */
+    int64_t ff_width;  /* floats per row of ff_gate: max(n_ff, n_expert_used * n_ff_exp) */
+    /* Mixture of experts (NULL for dense models).  A "slot" is one (row,
+     * chosen expert) pair; a batch's slots are ordered by expert so that
+     * each expert's product reads its rows contiguously. */
+    float *router;     /* [n_batch][n_expert] router logits                  */
+    int32_t *moe_sel;  /* [n_batch][n_expert_used] experts chosen per row    */
+    float *moe_w;      /* [n_batch][n_expert_used] their weights             */
+    int32_t *moe_slot; /* [n_batch][n_expert_used] slot of each choice       */
+    int32_t *moe_row;  /* [n_batch * n_expert_used] batch row of each slot   */
+    int32_t *moe_off;  /* [n_expert + 1] first slot of each expert           */
+    void *moe_x[2];    /* [n_batch * n_expert_used] rows of the FFN input
+                        * gathered in slot order, one buffer per format of
+                        * the gate and up experts                            */
+    size_t moe_x_row;  /* bytes of room per row of moe_x                     */
+    float *moe_y;      /* [n_batch * n_expert_used][n_embd] expert outputs   */
     void *qact[3];     /* quantized activations, one buffer per format a step
                         * reads: n_batch rows of the widest input, in the
                         * rows' 8-bit activation format (Q8_0/Q8_1/Q8_K)     */
     size_t qact_size;  /* bytes of each qact buffer                          */
     float *solo;       /* [n_threads][solo_stride] private buffers for one-row
-                        * batches: x[n_embd], xn[n_embd], ff[n_ff] and three
+                        * batches: x[n_embd], xn[n_embd], ff[ff_width] and three
                         * quantized rows of qact_size / n_batch bytes       */
     size_t solo_stride;/* floats per thread in solo                          */
-    float *rope_cos;   /* [n_batch][n_rot / 2] cos of each row's angles      */
-    float *rope_sin;   /* [n_batch][n_rot / 2]                               */
-    float *inv_freq;   /* [n_rot / 2] angle per position of each pair        */
+    float *rope_cos;   /* [n_rope_sets][n_batch][n_rot / 2] cos of each row's
+                        * angles, one table per RoPE set of the model       */
+    float *rope_sin;   /* [n_rope_sets][n_batch][n_rot / 2]                  */
+    float *inv_freq;   /* [n_rope_sets][n_rot / 2] angle per position of each pair */
     float *att_scratch;/* [n_threads][em_attention_scratch()] floats         */
     int32_t *cells;    /* [n_batch] KV cache row of each row computed        */
     em_token *tok;     /* [n_batch] tokens of the rows computed               */

@@ -1,40 +1,38 @@
 /*
- * forward.c - the transformer forward pass of the llama family (Llama 2/3,
- * Mistral, Qwen 2, Qwen 3) over one batch of token rows.
+ * forward.c - the transformer forward pass over one batch of token rows,
+ * for every family under src/model/ (which describe themselves through
+ * the feature fields of em_hparams and em_layer; see family.h).
  *
  * Per layer:
- *   xn  = rmsnorm(x) * attn_norm
- *   q,k,v = xn Wq, xn Wk, xn Wv   (+ biases for qwen2)
- *   q,k = per-head rmsnorm (qwen3), then RoPE at each row's position
- *   store k, v in the cache; att = attention(q, cache)
- *   x  += att Wo
- *   xn  = rmsnorm(x) * ffn_norm
- *   x  += (silu(xn Wgate) * (xn Wup)) Wdown
- * then logits = (rmsnorm(x) * output_norm) Wout for the rows that ask.
+ *   h   = rmsnorm(x) * attn_norm
+ *   q,k,v = h Wq, h Wk, h Wv   (+ biases)
+ *   q,k = per-head rmsnorm (where the layer has Q/K norms), then RoPE at
+ *         each row's position with the layer's table
+ *   store k, v in the cache; att = attention(q, cache) with the layer's
+ *         scale, window and soft-cap
+ *   y   = att Wo; y = rmsnorm(y) * post_attn_norm where present; x += y
+ *   h   = rmsnorm(x) * ffn_norm
+ *   y   = (act(h Wgate) * (h Wup)) Wdown, act = SiLU or GELU-tanh;
+ *         post-norm as above; x += y
+ * then logits = (rmsnorm(x) * output_norm) Wout (soft-capped where the
+ * family says) for the rows that ask.
  *
  * The whole pass is one parallel region of the context's thread pool:
- * every thread runs forward_worker, and the steps below are separated by
- * the pool's barriers instead of each op starting and joining its own
- * region.  Within a step the work is shared out with em_threadpool_next:
- * weight-row chunks for the matmuls, (row, KV head) tasks for attention,
- * and whole batch rows for the per-row steps (norms, RoPE, cache stores,
- * quantizing activations, SwiGLU, residual adds), which are fused so that
- * each row is visited once per step while it is in cache.  The steps of
- * a layer:
- *   1. Q, K, V products (one step: their weight rows are chunked together)
- *   2. rows: biases, Q/K norms, RoPE, store K and V in the cache
- *   3. attention
- *   4. rows: quantize the attention output for Wo (skipped for float Wo)
- *   5. Wo product
- *   6. rows: residual add, FFN norm, quantize for gate/up
- *   7. gate and up products (one step)
- *   8. rows: SwiGLU, quantize for down
- *   9. down product
- *  10. rows: residual add, then the next layer's norm and quantization
- * Activations are quantized once per row and format and shared by every
- * product that reads that format (Q, K and V usually share one).  Batches
- * of one row (generation) take a shorter path with half the barriers; see
- * "one-row batches" below.
+ * every thread runs forward_worker, and the steps are separated by the
+ * pool's barriers instead of each op starting and joining its own region.
+ * Within a step the work is shared out with em_threadpool_next: weight-row
+ * chunks for the matmuls, (row, KV head) tasks for attention, and whole
+ * batch rows for the per-row steps (norms, RoPE, cache stores, quantizing
+ * activations, the FFN activation, residual adds), which are fused so that
+ * each row is visited once per step while it is in cache.
+ *
+ * The recipe of a layer is written once, in layer(), as a list of calls to
+ * three kinds of step: rows(), products() and attend().  A walker decides
+ * how a step runs.  For batches of several rows, row steps share the rows
+ * out and end with a barrier.  Batches of one row (generation) walk the
+ * same list differently; see "one-row batches" below.  Activations are
+ * quantized once per row and format and shared by every product that
+ * reads that format (Q, K and V usually share one).
  */
 #include "model/context.h"
 #include "ops/attention.h"
@@ -46,36 +44,49 @@
 
 /* The per-row operations with SIMD versions, chosen once per pass. */
 typedef struct row_ops {
-    void (*swiglu)(float *out, const float *gate, const float *up, int64_t n);
+    void (*glu)(float *out, const float *gate, const float *up, int64_t n); /* the FFN's */
     void (*to_f16)(uint16_t *dst, const float *src, int64_t n); /* NULL: scalar */
 } row_ops;
 
-static row_ops pick_row_ops(void) {
-    row_ops r = {.swiglu = em_swiglu, .to_f16 = NULL};
+static row_ops pick_row_ops(const em_hparams *hp) {
+    const bool gelu = hp->act == EM_ACT_GELU_TANH;
+    row_ops r = {.glu = gelu ? em_geglu : em_swiglu, .to_f16 = NULL};
 #if defined(__x86_64__) && defined(__GNUC__)
     if (em_cpu_features() & EM_CPU_AVX2) {
-        r.swiglu = em_swiglu_avx2;
+        if (!gelu) r.glu = em_swiglu_avx2;
         r.to_f16 = em_f32_to_f16_avx2;
     }
 #endif
     return r;
 }
 
-/* Dequantizes the embedding row of token t into x. */
+/* Dequantizes the embedding row of token t into x, scaled where the
+ * family scales it. */
 static void embed_row(const em_model *m, em_token t, float *x) {
     const em_tensor *te = &m->tok_embd;
     const void *row = (const char *)te->data + (size_t)t * te->row_bytes;
     em_dequantize_row(te->type, row, x, m->hp.n_embd);
+    if (m->hp.embd_scale != 1.0f)
+        for (int64_t i = 0; i < m->hp.n_embd; i++) x[i] *= m->hp.embd_scale;
 }
 
-/* The cos/sin table of row r: every layer and head of a row rotates by
- * the same angles. */
+/* The cos/sin tables of row r: every layer and head of a row rotates by
+ * the same angles, one table per RoPE set of the model. */
 static void rope_table_row(em_context *c, int32_t r) {
-    int half = c->model->hp.n_rot / 2;
-    for (int i = 0; i < half; i++) {
-        float theta = (float)c->pos[r] * c->inv_freq[i];
-        c->rope_cos[(int64_t)r * half + i] = cosf(theta);
-        c->rope_sin[(int64_t)r * half + i] = sinf(theta);
+    const int half = c->model->hp.n_rot / 2;
+    const int64_t set_stride = (int64_t)c->params.n_batch * half;
+    for (int t = 0; t < c->model->hp.n_rope_sets; t++) {
+        const float *inv_freq = c->inv_freq + t * half;
+        float *cs = c->rope_cos + t * set_stride + (int64_t)r * half;
+        float *sn = c->rope_sin + t * set_stride + (int64_t)r * half;
+        for (int i = 0; i < half; i++) {
+            float theta = (float)c->pos[r] * inv_freq[i];
+            cs[i] = cosf(theta);
+            sn[i] = sinf(theta);
+        }
+        const float ms = c->model->hp.rope[t].mscale;
+        if (ms != 1.0f)
+            for (int i = 0; i < half; i++) cs[i] *= ms, sn[i] *= ms;
     }
 }
 
@@ -144,55 +155,74 @@ typedef struct fwd_state {
     int32_t n_out;  /* rows that want logits       */
 } fwd_state;
 
-/* Attention over layer il's cache for the context's first n rows. */
-static em_attn_args attn_args(const em_context *c, int il, int64_t n) {
-    const em_hparams *hp = &c->model->hp;
-    em_attn_args a = {
-        .q = c->q,
-        .out = c->att,
-        .kv = &c->kv,
-        .layer = il,
-        .seq = c->seq,
-        .pos = c->pos,
-        .n_rows = n,
-        .n_head = hp->n_head,
-        .n_head_kv = hp->n_head_kv,
-        .head_dim = hp->head_dim,
-        .head_dim_v = hp->head_dim_v,
-        .n_swa = hp->n_swa,
-        .scale = 1.0f / sqrtf((float)hp->head_dim),
-        .scratch = c->att_scratch,
-    };
-    return a;
+/* The rows a thread's row steps read and write: in a batch, the context's
+ * shared buffers (row r of each); in a one-row batch, the thread's
+ * private copy (row 0).  Products write shared buffers in both cases. */
+typedef struct row_bufs {
+    float *x;      /* [rows][n_embd] residual stream                     */
+    float *h;      /* [rows][n_embd] normalised x, the products' input   */
+    float *ff;     /* [rows][ff_width] FFN activation, the down product's input */
+    void *qa[3];   /* quantized activations, one buffer per format       */
+    int32_t *sel;  /* [rows][n_expert_used] experts routed to (MoE)      */
+    float *selw;   /* [rows][n_expert_used] their weights                */
+} row_bufs;
+
+/* Thread ith walking the steps of a pass. */
+typedef struct walker {
+    const fwd_state *s;
+    int ith;
+    bool solo;     /* a one-row batch (see below)                        */
+    bool pending;  /* solo: the Q/K/V row step waits for attention       */
+    row_bufs b;
+    int32_t sel[EM_MAX_EXPERTS_USED]; /* solo: the row's experts         */
+    float selw[EM_MAX_EXPERTS_USED];  /* solo: their weights             */
+} walker;
+
+/* A row step's work on row r of layer il. */
+typedef void (*row_fn)(const walker *w, const em_layer *l, int il, int32_t r);
+
+/* out = norm(x) with weight w (and bias b for LayerNorm), over n_embd. */
+static void norm_row(const em_hparams *hp, float *out, const float *x, const em_tensor *w, const em_tensor *b) {
+    if (hp->norm == EM_NORM_LAYER)
+        em_layernorm(out, x, w->data, b ? b->data : NULL, hp->n_embd, hp->norm_eps);
+    else
+        em_rmsnorm(out, x, w->data, hp->n_embd, hp->norm_eps);
 }
 
 /* Iterates the batch rows thread ith claims in the current step. */
 #define FOR_ROWS(tp, r, n) for (int64_t r; (r = em_threadpool_next(tp, ith, (n))) >= 0;)
+
+static act_plan one_plan(const em_tensor *w) { return plan_acts(&w, 1); }
 
 static act_plan qkv_plan(const em_layer *l) {
     const em_tensor *ws[3] = {&l->wq, &l->wk, &l->wv};
     return plan_acts(ws, 3);
 }
 
+/* The products that read the FFN input: gate and up, or with experts the
+ * router and the gate and up experts. */
 static act_plan ffn_plan(const em_layer *l) {
+    if (l->gate_inp.data) {
+        const em_tensor *ws[3] = {&l->gate_inp, &l->gate_exps, &l->up_exps};
+        return plan_acts(ws, 3);
+    }
+    if (!l->w_gate.data) return one_plan(&l->w_up);
     const em_tensor *ws[2] = {&l->w_gate, &l->w_up};
     return plan_acts(ws, 2);
 }
 
-static act_plan one_plan(const em_tensor *w) { return plan_acts(&w, 1); }
-
-/* Row r: xn = rmsnorm(x) * attn_norm, quantized for Q, K and V. */
-static void attn_prologue_row(em_context *c, const em_layer *l, int32_t r) {
-    const em_hparams *hp = &c->model->hp;
-    const int64_t d = hp->n_embd;
-    em_rmsnorm(c->xn + r * d, c->x + r * d, l->attn_norm.data, d, hp->norm_eps);
-    act_plan p = qkv_plan(l);
-    quantize_row_for(c->qact, &p, c->xn, d, r);
+/* Expert e of a stacked expert tensor, as a 2-D weight. */
+static em_tensor expert(const em_tensor *t, int32_t e) {
+    em_tensor v = *t;
+    v.ne[2] = 1;
+    v.data = (const char *)t->data + (size_t)e * (size_t)t->ne[1] * t->row_bytes;
+    return v;
 }
 
+
 /* Row r after the Q/K/V products, for KV heads [g0, g1) and the query
- * heads that share them: biases, per-head norms, RoPE, and the new key
- * and value into the cache. */
+ * heads that share them: biases, per-head norms, RoPE with the layer's
+ * table, and the new key and value into the cache. */
 static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, int il, int32_t r, int g0, int g1) {
     const em_hparams *hp = &c->model->hp;
     const int hd = hp->head_dim, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
@@ -212,124 +242,62 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
     if (l->k_norm.data)
         for (int h = g0; h < g1; h++)
             em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, l->k_norm.data, hd, hp->norm_eps);
-    const int half = hp->n_rot / 2;
-    const float *cs = c->rope_cos + (int64_t)r * half, *sn = c->rope_sin + (int64_t)r * half;
-    em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
-    em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
+    if (l->rope_set >= 0) {
+        const int half = hp->n_rot / 2;
+        const int64_t table = (int64_t)l->rope_set * c->params.n_batch * half + (int64_t)r * half;
+        const float *cs = c->rope_cos + table, *sn = c->rope_sin + table;
+        em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
+        em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
+    }
     em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
 }
 
-static void layer_steps(const fwd_state *s, int il, int ith) {
-    em_context *c = s->c;
-    em_threadpool *tp = c->pool;
-    const em_hparams *hp = &c->model->hp;
-    const em_layer *l = &c->model->layers[il];
-    const int32_t n = s->n;
-    const int64_t d = hp->n_embd, f = hp->n_ff;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
-    const int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+/* ------------------------------------------------------ the walker
+ *
+ * Generation decodes one row at a time, and then the per-row steps are
+ * tiny and would run on one thread while the others wait at two barriers
+ * each.  Instead, in a one-row batch every thread keeps its own copy of
+ * the row's residual stream and does the row steps itself, on private
+ * buffers, right before the product that consumes them: the work is
+ * duplicated (it is small) but half of the barriers disappear, leaving one
+ * after each step whose results other threads need (each product, and
+ * attention).  The Q/K/V row step moves into attention, where the task of
+ * each KV head finishes its own heads and stores its own key and value
+ * before attending, which is safe because no other row of the batch needs
+ * them.
+ */
 
-    /* 1. Q, K, V (xn was normalized and quantized by the previous step). */
-    act_plan pq = qkv_plan(l);
-    em_matmul_job qkv[3] = {
-        job_for(c->qact, &pq, 0, &l->wq, c->xn, d, c->q, q_dim),
-        job_for(c->qact, &pq, 1, &l->wk, c->xn, d, c->k, k_dim),
-        job_for(c->qact, &pq, 2, &l->wv, c->xn, d, c->v, v_dim),
-    };
-    em_matmul_step(tp, ith, qkv, 3, n);
-    em_threadpool_barrier(tp);
-
-    /* 2. Per row: biases, norms, RoPE, cache store. */
-    FOR_ROWS(tp, r, n) qkv_epilogue(c, &s->ro, l, il, (int32_t)r, 0, hp->n_head_kv);
-    em_threadpool_barrier(tp);
-
-    /* 3. Attention. */
-    const em_attn_args a = attn_args(c, il, n);
-    em_attention_step(tp, &a, ith);
-    em_threadpool_barrier(tp);
-
-    /* 4, 5. Quantize the attention output, project it into xn (free now). */
-    act_plan po = one_plan(&l->wo);
-    if (needs_quant(&po)) {
-        FOR_ROWS(tp, r, n) quantize_row_for(c->qact, &po, c->att, o_dim, (int32_t)r);
-        em_threadpool_barrier(tp);
+/* A row step: fn on every row, the rows shared out; in a one-row batch,
+ * every thread on its private row without a barrier. */
+static void rows(walker *w, row_fn fn, const em_layer *l, int il) {
+    if (w->solo) {
+        fn(w, l, il, 0);
+        return;
     }
-    em_matmul_job wo = job_for(c->qact, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
-    em_matmul_step(tp, ith, &wo, 1, n);
-    em_threadpool_barrier(tp);
-
-    /* 6. Residual, FFN norm, quantize for gate and up. */
-    act_plan pf = ffn_plan(l);
-    FOR_ROWS(tp, r, n) {
-        float *x = c->x + r * d, *xn = c->xn + r * d;
-        for (int64_t i = 0; i < d; i++) x[i] += xn[i];
-        em_rmsnorm(xn, x, l->ffn_norm.data, d, hp->norm_eps);
-        quantize_row_for(c->qact, &pf, c->xn, d, (int32_t)r);
-    }
-    em_threadpool_barrier(tp);
-
-    /* 7. Gate and up. */
-    em_matmul_job gu[2] = {
-        job_for(c->qact, &pf, 0, &l->w_gate, c->xn, d, c->ff_gate, f),
-        job_for(c->qact, &pf, 1, &l->w_up, c->xn, d, c->ff_up, f),
-    };
-    em_matmul_step(tp, ith, gu, 2, n);
-    em_threadpool_barrier(tp);
-
-    /* 8. SwiGLU, quantize for down. */
-    act_plan pd = one_plan(&l->w_down);
-    FOR_ROWS(tp, r, n) {
-        s->ro.swiglu(c->ff_gate + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
-        quantize_row_for(c->qact, &pd, c->ff_gate, f, (int32_t)r);
-    }
-    em_threadpool_barrier(tp);
-
-    /* 9. Down, into xn. */
-    em_matmul_job dn = job_for(c->qact, &pd, 0, &l->w_down, c->ff_gate, f, c->xn, d);
-    em_matmul_step(tp, ith, &dn, 1, n);
-    em_threadpool_barrier(tp);
-
-    /* 10. Residual; the next layer's norm and quantization. */
-    const bool last = il + 1 == hp->n_layer;
-    FOR_ROWS(tp, r, n) {
-        float *x = c->x + r * d, *xn = c->xn + r * d;
-        for (int64_t i = 0; i < d; i++) x[i] += xn[i];
-        if (!last) attn_prologue_row(c, &c->model->layers[il + 1], (int32_t)r);
-    }
+    em_threadpool *tp = w->s->c->pool;
+    const int ith = w->ith;
+    FOR_ROWS(tp, r, w->s->n) fn(w, l, il, (int32_t)r);
     em_threadpool_barrier(tp);
 }
 
-/* ------------------------------------------------- one-row batches
- *
- * Generation decodes one row at a time, and then the per-row steps above
- * are tiny and run on one thread while the others wait at two barriers
- * each.  Instead, every thread keeps its own copy of the row's residual
- * stream and does that row work itself, on private buffers, right before
- * the product that consumes it: the work is duplicated (it is small) but
- * half of the barriers disappear, leaving one after each step whose
- * results other threads need (each product, and attention).  The Q/K
- * epilogue moves into attention, where the task of each KV head finishes
- * its own heads and stores its own key and value before attending, which
- * is safe because no other row of the batch needs them.
- */
+/* The Q/K/V row step (qkv_epilogue) of every row and head; deferred into
+ * the attention tasks in a one-row batch. */
+static void rows_heads(walker *w, const em_layer *l, int il) {
+    if (w->solo) {
+        w->pending = true;
+        return;
+    }
+    em_context *c = w->s->c;
+    em_threadpool *tp = c->pool;
+    const int ith = w->ith;
+    FOR_ROWS(tp, r, w->s->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, c->model->hp.n_head_kv);
+    em_threadpool_barrier(tp);
+}
 
-/* Thread ith's private buffers. */
-typedef struct solo_bufs {
-    float *x;      /* [n_embd] this thread's copy of the residual stream */
-    float *xn;     /* [n_embd] normalized x                              */
-    float *ff;     /* [n_ff] SwiGLU output                               */
-    void *qa[3];   /* quantized activations, one row per format          */
-} solo_bufs;
-
-static solo_bufs solo_of(em_context *c, int ith) {
-    const em_hparams *hp = &c->model->hp;
-    const size_t r16d = ((size_t)hp->n_embd + 15) / 16 * 16, r16f = ((size_t)hp->n_ff + 15) / 16 * 16;
-    const size_t qf = (c->solo_stride - 2 * r16d - r16f) / 3;
-    float *base = c->solo + (size_t)ith * c->solo_stride;
-    solo_bufs b = {.x = base, .xn = base + r16d, .ff = base + 2 * r16d};
-    for (int i = 0; i < 3; i++) b.qa[i] = base + 2 * r16d + r16f + (size_t)i * qf;
-    return b;
+/* A product step: up to EM_MATMUL_MAX_JOBS products over the batch rows. */
+static void products(walker *w, const em_matmul_job *jobs, int n_jobs) {
+    em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->s->n);
+    em_threadpool_barrier(w->s->c->pool);
 }
 
 typedef struct solo_prep {
@@ -337,132 +305,449 @@ typedef struct solo_prep {
     int il;
 } solo_prep;
 
-/* em_attn_args.prepare: the Q/K/V epilogue of KV head g (row 0). */
+/* em_attn_args.prepare: the Q/K/V epilogue of KV head g. */
 static void solo_prepare(void *ctx, int32_t row, int32_t g) {
     const solo_prep *p = ctx;
     em_context *c = p->s->c;
     qkv_epilogue(c, &p->s->ro, &c->model->layers[p->il], p->il, row, g, g + 1);
 }
 
-/* x += add, then xn = rmsnorm(x) * w quantized for plan p into b.qa. */
-static void solo_norm(em_context *c, const solo_bufs *b, const float *add, const float *w, const act_plan *p) {
+/* The attention step of layer il, with the layer's scale and window. */
+static void attend(walker *w, const em_layer *l, int il) {
+    em_context *c = w->s->c;
     const em_hparams *hp = &c->model->hp;
-    const int64_t d = hp->n_embd;
-    if (add)
-        for (int64_t i = 0; i < d; i++) b->x[i] += add[i];
-    em_rmsnorm(b->xn, b->x, w, d, hp->norm_eps);
-    quantize_row_for(b->qa, p, b->xn, d, 0);
+    em_attn_args a = {
+        .q = c->q,
+        .out = c->att,
+        .kv = &c->kv,
+        .layer = il,
+        .seq = c->seq,
+        .pos = c->pos,
+        .n_rows = w->s->n,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .head_dim_v = hp->head_dim_v,
+        .n_swa = l->n_swa,
+        .scale = l->attn_scale,
+        .softcap = hp->attn_softcap,
+        .non_causal = !hp->causal,
+        .scratch = c->att_scratch,
+    };
+    solo_prep prep = {.s = w->s, .il = il};
+    if (w->pending) {
+        a.prepare = solo_prepare;
+        a.prepare_ctx = &prep;
+        w->pending = false;
+    }
+    em_attention_step(c->pool, &a, w->ith);
+    em_threadpool_barrier(c->pool);
 }
 
-static void solo_worker(const fwd_state *s, int ith) {
-    em_context *c = s->c;
-    em_threadpool *tp = c->pool;
+/* --------------------------------------------------------- row steps */
+
+/* h = rmsnorm(x) * attn_norm of layer l (x itself in a post-norm layer),
+ * quantized for its Q, K and V. */
+static void attn_in(const walker *w, const em_layer *l, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    const int64_t d = hp->n_embd;
+    if (l->attn_norm.data)
+        norm_row(hp, w->b.h + r * d, w->b.x + r * d, &l->attn_norm, NULL);
+    else
+        memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
+    act_plan p = qkv_plan(l);
+    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+}
+
+/* x += y, y first normalised by `post` where the layer has it; in a
+ * post-norm layer x = norm(x + y + bias) with post and post_b instead. */
+static void residual(const walker *w, const em_tensor *post, const em_tensor *post_b, const em_tensor *bias,
+                     const float *y, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    const int64_t d = hp->n_embd;
+    float *x = w->b.x + r * d;
+    if (hp->norm_after) {
+        const float *bv = bias->data;
+        for (int64_t i = 0; i < d; i++) x[i] += bv ? y[i] + bv[i] : y[i];
+        norm_row(hp, x, x, post, post_b);
+        return;
+    }
+    if (post->data) {
+        float *h = w->b.h + r * d; /* may be y itself: rmsnorm allows it */
+        em_rmsnorm(h, y, post->data, d, hp->norm_eps);
+        y = h;
+    }
+    for (int64_t i = 0; i < d; i++) x[i] += y[i];
+}
+
+/* The token's embedding, RoPE angles, and the first layer's input. */
+static void row_embed(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    (void)il;
+    /* The RoPE tables are shared; in a one-row batch thread 0 writes
+     * them and the first product's barrier publishes them. */
+    if (!w->solo || w->ith == 0) rope_table_row(c, r);
     const em_model *m = c->model;
-    const em_hparams *hp = &m->hp;
+    const int64_t d = m->hp.n_embd;
+    float *x = w->b.x + r * d, *tmp = w->b.h + r * d; /* h is free until attn_in */
+    embed_row(m, w->s->tokens[r], x);
+    /* Encoders: learned position, token type 0, LayerNorm. */
+    if (m->pos_embd.data) {
+        em_dequantize_row(m->pos_embd.type, (const char *)m->pos_embd.data + (size_t)c->pos[r] * m->pos_embd.row_bytes,
+                          tmp, d);
+        for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    }
+    if (m->tok_types.data) {
+        em_dequantize_row(m->tok_types.type, m->tok_types.data, tmp, d);
+        for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    }
+    if (m->embd_norm.data) em_layernorm(x, x, m->embd_norm.data, m->embd_norm_b.data, d, m->hp.norm_eps);
+    attn_in(w, l, r);
+}
+
+/* The attention output quantized for Wo. */
+static void row_att_quant(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    act_plan p = one_plan(&l->wo);
+    (void)il;
+    quantize_row_for(w->b.qa, &p, w->s->c->att, (int64_t)hp->n_head * hp->head_dim_v, r);
+}
+
+/* The attention residual; h = rmsnorm(x) * ffn_norm quantized for gate/up. */
+static void row_ffn_in(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    const em_hparams *hp = &c->model->hp;
+    const int64_t d = hp->n_embd;
+    (void)il;
+    residual(w, &l->post_attn_norm, &l->post_attn_norm_b, &l->bo, c->xn + r * d, r);
+    if (l->ffn_norm.data)
+        norm_row(hp, w->b.h + r * d, w->b.x + r * d, &l->ffn_norm, NULL);
+    else
+        memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
+    act_plan p = ffn_plan(l);
+    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+}
+
+/* ff = act(gate) * up, or act(up + bias) without a gate; quantized for
+ * down. */
+static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    const int64_t f = c->model->hp.n_ff;
+    (void)il;
+    if (l->w_gate.data) {
+        w->s->ro.glu(w->b.ff + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
+    } else {
+        float *ff = w->b.ff + r * f;
+        const float *up = c->ff_up + r * f, *bu = l->b_up.data;
+        for (int64_t i = 0; i < f; i++) ff[i] = bu ? up[i] + bu[i] : up[i];
+        em_gelu(ff, ff, f);
+    }
+    act_plan p = one_plan(&l->w_down);
+    quantize_row_for(w->b.qa, &p, w->b.ff, f, r);
+}
+
+/* The FFN residual, then the next layer's input. */
+static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    const em_model *m = c->model;
+    const int64_t d = m->hp.n_embd;
+    const float *y = c->xn + r * d;
+    if (l->gate_inp.data) {
+        /* The weighted sum of the row's experts, in the order chosen, into
+         * h (free now). */
+        const int k = m->hp.n_expert_used;
+        float *h = w->b.h + r * d;
+        for (int64_t i = 0; i < d; i++) h[i] = 0;
+        for (int j = 0; j < k; j++) {
+            const int32_t slot = w->solo ? j : c->moe_slot[r * k + j];
+            const float wt = w->b.selw[r * k + j], *ye = c->moe_y + (int64_t)slot * d;
+            for (int64_t i = 0; i < d; i++) h[i] += wt * ye[i];
+        }
+        y = h;
+    }
+    residual(w, &l->post_ffn_norm, &l->post_ffn_norm_b, &l->b_down, y, r);
+    if (il + 1 < m->hp.n_layer) attn_in(w, &m->layers[il + 1], r);
+}
+
+/* ------------------------------------------------------------ experts
+ *
+ * A mixture-of-experts FFN: the router product, then each row picks its
+ * experts (row_route), and only those experts' weights are read.  In a
+ * batch, thread 0 sorts the (row, expert) slots by expert, the rows'
+ * inputs are gathered in that order, and each expert's gate, up and down
+ * products run once over all of its rows (em_matmul_group_step).  A
+ * one-row batch skips the sorting: each thread routes the row itself and
+ * the products stream the chosen experts alone.  The weighted sum of the
+ * experts' outputs is taken in row_layer_out.
+ */
+
+/* The row's experts and weights. */
+static void row_route(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    const int k = hp->n_expert_used;
+    (void)l;
+    (void)il;
+    em_moe_route(w->s->c->router + (int64_t)r * hp->n_expert, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
+}
+
+/* Thread 0: slots in expert order (moe_off, moe_row, moe_slot). */
+static void group_slots(em_context *c, int32_t n) {
+    const em_hparams *hp = &c->model->hp;
+    const int k = hp->n_expert_used;
+    int32_t *off = c->moe_off;
+    memset(off, 0, ((size_t)hp->n_expert + 1) * sizeof *off);
+    for (int64_t i = 0; i < (int64_t)n * k; i++) off[c->moe_sel[i] + 1]++;
+    for (int e = 0; e < hp->n_expert; e++) off[e + 1] += off[e];
+    /* Fill each expert's slots in row order, counting up from its start;
+     * moe_off[e] ends at its end, and is restored below. */
+    for (int32_t r = 0; r < n; r++)
+        for (int j = 0; j < k; j++) {
+            const int32_t slot = off[c->moe_sel[r * k + j]]++;
+            c->moe_slot[r * k + j] = slot;
+            c->moe_row[slot] = r;
+        }
+    for (int e = hp->n_expert; e > 0; e--) off[e] = off[e - 1];
+    off[0] = 0;
+}
+
+/* Slot i's FFN input rows, copied from the row's in every format of the
+ * gate and up experts. */
+static void gather_slot(const walker *w, const act_plan *p, int64_t i) {
+    em_context *c = w->s->c;
+    const int64_t d = c->model->hp.n_embd;
+    const int32_t r = c->moe_row[i];
+    for (int f = 1; f < 3; f++) {
+        const int b = p->of[f];
+        if (f == 2 && b == p->of[1]) break; /* gate and up share a format */
+        const size_t rb = p->fmt[b] == EM_TYPE_F32 ? (size_t)d * sizeof(float) : em_row_size(p->fmt[b], d);
+        const char *src = p->fmt[b] == EM_TYPE_F32 ? (const char *)(w->b.h + r * d)
+                                                   : (const char *)w->b.qa[b] + (size_t)r * rb;
+        memcpy((char *)c->moe_x[f - 1] + (size_t)i * c->moe_x_row, src, rb);
+    }
+}
+
+/* Slot i: act(gate) * up, quantized for the down experts. */
+static void act_slot(const walker *w, const em_layer *l, int64_t i) {
+    em_context *c = w->s->c;
+    const int64_t fe = c->model->hp.n_ff_exp;
+    w->s->ro.glu(w->b.ff + i * fe, c->ff_gate + i * fe, c->ff_up + i * fe, fe);
+    act_plan p = one_plan(&l->down_exps);
+    quantize_row_for(w->b.qa, &p, w->b.ff, fe, (int32_t)i);
+}
+
+/* The job of weight W (of plan p, entry idx) over rows [s0, s0 + n) of
+ * the slots: x from the gathered rows (batch) or the row itself (solo). */
+static em_matmul_job slot_job(const walker *w, const act_plan *p, int idx, const em_tensor *W, int64_t s0,
+                              float *out, int64_t out_stride) {
+    em_context *c = w->s->c;
+    const int64_t d = c->model->hp.n_embd;
+    em_matmul_job j = job_for(w->b.qa, p, idx, W, w->b.h, d, out + s0 * out_stride, out_stride);
+    if (!w->solo) {
+        /* gate (idx 1) reads moe_x[0]; up reads moe_x[1] unless it shares gate's format. */
+        const int buf = idx == 2 && p->of[2] != p->of[1] ? 1 : 0;
+        j.x = (const char *)c->moe_x[buf] + (size_t)s0 * c->moe_x_row;
+        j.x_stride = c->moe_x_row;
+    }
+    return j;
+}
+
+static void experts(walker *w, const em_layer *l, int il) {
+    em_context *c = w->s->c;
+    em_threadpool *tp = c->pool;
+    const em_hparams *hp = &c->model->hp;
+    const int ith = w->ith, k = hp->n_expert_used;
+    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
+    act_plan pf = ffn_plan(l);
+
+    em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    products(w, &router, 1);
+    rows(w, row_route, l, il);
+
+    /* The products of the experts in use: in a batch each expert over its
+     * slots, in a one-row batch each chosen expert over the row. */
+    em_matmul_job jobs[2 * EM_MAX_EXPERTS];
+    int64_t n_rows[2 * EM_MAX_EXPERTS];
+    int n_jobs = 0;
+    em_tensor views[3 * EM_MAX_EXPERTS];
+    if (!w->solo) {
+        if (ith == 0) group_slots(c, (int32_t)n);
+        em_threadpool_barrier(tp);
+        FOR_ROWS(tp, i, n * k) gather_slot(w, &pf, i);
+        em_threadpool_barrier(tp);
+        for (int e = 0; e < hp->n_expert; e++) {
+            const int64_t s0 = c->moe_off[e], cnt = c->moe_off[e + 1] - s0;
+            if (cnt == 0) continue;
+            em_tensor *v = &views[3 * (n_jobs / 2)];
+            v[0] = expert(&l->gate_exps, e);
+            v[1] = expert(&l->up_exps, e);
+            v[2] = expert(&l->down_exps, e);
+            jobs[n_jobs] = slot_job(w, &pf, 1, &v[0], s0, c->ff_gate, fe);
+            jobs[n_jobs + 1] = slot_job(w, &pf, 2, &v[1], s0, c->ff_up, fe);
+            n_rows[n_jobs] = n_rows[n_jobs + 1] = cnt;
+            n_jobs += 2;
+        }
+    } else {
+        for (int j = 0; j < k; j++) {
+            views[3 * j] = expert(&l->gate_exps, w->sel[j]);
+            views[3 * j + 1] = expert(&l->up_exps, w->sel[j]);
+            views[3 * j + 2] = expert(&l->down_exps, w->sel[j]);
+            jobs[2 * j] = slot_job(w, &pf, 1, &views[3 * j], j, c->ff_gate, fe);
+            jobs[2 * j + 1] = slot_job(w, &pf, 2, &views[3 * j + 1], j, c->ff_up, fe);
+            n_rows[2 * j] = n_rows[2 * j + 1] = 1;
+        }
+        n_jobs = 2 * k;
+    }
+    em_matmul_group_step(tp, ith, jobs, n_rows, n_jobs);
+    em_threadpool_barrier(tp);
+
+    /* act(gate) * up per slot, quantized for down. */
+    if (w->solo) {
+        for (int j = 0; j < k; j++) act_slot(w, l, j);
+    } else {
+        FOR_ROWS(tp, i, n * k) act_slot(w, l, i);
+        em_threadpool_barrier(tp);
+    }
+
+    /* Down, into moe_y in slot order: the i-th expert run starts at the
+     * slot of its gate job's output row. */
+    act_plan pd = one_plan(&l->down_exps);
+    const int n_run = n_jobs / 2;
+    for (int i = 0; i < n_run; i++) {
+        const int64_t s0 = (jobs[2 * i].out - c->ff_gate) / fe;
+        em_matmul_job j = job_for(w->b.qa, &pd, 0, &views[3 * i + 2], w->b.ff, fe, c->moe_y, d);
+        j.x = (const char *)j.x + (size_t)s0 * j.x_stride;
+        j.out += s0 * d;
+        jobs[i] = j;
+        n_rows[i] = n_rows[2 * i];
+    }
+    em_matmul_group_step(tp, ith, jobs, n_rows, n_run);
+    em_threadpool_barrier(tp);
+}
+
+/* ------------------------------------------------------- the recipe */
+
+/* The steps of layer il; h holds the layer's normalised (and quantized)
+ * input when it starts, x the residual stream when it ends. */
+static void layer(walker *w, int il) {
+    em_context *c = w->s->c;
+    const em_hparams *hp = &c->model->hp;
+    const em_layer *l = &c->model->layers[il];
     const int64_t d = hp->n_embd, f = hp->n_ff;
     const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
     const int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
-    const solo_bufs b = solo_of(c, ith);
+    void *const *qa = w->b.qa;
 
-    /* The RoPE table is shared; the first barrier publishes it. */
-    if (ith == 0) rope_table_row(c, 0);
-    embed_row(m, s->tokens[0], b.x);
-    act_plan pq = qkv_plan(&m->layers[0]);
-    solo_norm(c, &b, NULL, m->layers[0].attn_norm.data, &pq);
+    act_plan pq = qkv_plan(l);
+    em_matmul_job qkv[3] = {
+        job_for(qa, &pq, 0, &l->wq, w->b.h, d, c->q, q_dim),
+        job_for(qa, &pq, 1, &l->wk, w->b.h, d, c->k, k_dim),
+        job_for(qa, &pq, 2, &l->wv, w->b.h, d, c->v, v_dim),
+    };
+    products(w, qkv, 3);
+    rows_heads(w, l, il);
+    attend(w, l, il);
 
-    for (int il = 0; il < hp->n_layer; il++) {
-        const em_layer *l = &m->layers[il];
-        em_matmul_job qkv[3] = {
-            job_for(b.qa, &pq, 0, &l->wq, b.xn, d, c->q, q_dim),
-            job_for(b.qa, &pq, 1, &l->wk, b.xn, d, c->k, k_dim),
-            job_for(b.qa, &pq, 2, &l->wv, b.xn, d, c->v, v_dim),
-        };
-        em_matmul_step(tp, ith, qkv, 3, 1);
-        em_threadpool_barrier(tp);
+    /* Wo into xn (free now), its input quantized first where it needs. */
+    act_plan po = one_plan(&l->wo);
+    if (needs_quant(&po)) rows(w, row_att_quant, l, il);
+    em_matmul_job wo = job_for(qa, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
+    products(w, &wo, 1);
+    rows(w, row_ffn_in, l, il);
 
-        solo_prep prep = {.s = s, .il = il};
-        em_attn_args a = attn_args(c, il, 1);
-        a.prepare = solo_prepare;
-        a.prepare_ctx = &prep;
-        em_attention_step(tp, &a, ith);
-        em_threadpool_barrier(tp);
-
-        act_plan po = one_plan(&l->wo);
-        quantize_row_for(b.qa, &po, c->att, o_dim, 0);
-        em_matmul_job wo = job_for(b.qa, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
-        em_matmul_step(tp, ith, &wo, 1, 1);
-        em_threadpool_barrier(tp);
-
+    if (l->gate_inp.data) {
+        experts(w, l, il);
+    } else {
         act_plan pf = ffn_plan(l);
-        solo_norm(c, &b, c->xn, l->ffn_norm.data, &pf);
-        em_matmul_job gu[2] = {
-            job_for(b.qa, &pf, 0, &l->w_gate, b.xn, d, c->ff_gate, f),
-            job_for(b.qa, &pf, 1, &l->w_up, b.xn, d, c->ff_up, f),
-        };
-        em_matmul_step(tp, ith, gu, 2, 1);
-        em_threadpool_barrier(tp);
+        if (l->w_gate.data) {
+            em_matmul_job gu[2] = {
+                job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
+                job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
+            };
+            products(w, gu, 2);
+        } else {
+            em_matmul_job up = job_for(qa, &pf, 0, &l->w_up, w->b.h, d, c->ff_up, f);
+            products(w, &up, 1);
+        }
+        rows(w, row_act, l, il);
 
         act_plan pd = one_plan(&l->w_down);
-        s->ro.swiglu(b.ff, c->ff_gate, c->ff_up, f);
-        quantize_row_for(b.qa, &pd, b.ff, f, 0);
-        em_matmul_job dn = job_for(b.qa, &pd, 0, &l->w_down, b.ff, f, c->xn, d);
-        em_matmul_step(tp, ith, &dn, 1, 1);
-        em_threadpool_barrier(tp);
-
-        if (il + 1 < hp->n_layer) {
-            pq = qkv_plan(&m->layers[il + 1]);
-            solo_norm(c, &b, c->xn, m->layers[il + 1].attn_norm.data, &pq);
-        } else {
-            for (int64_t i = 0; i < d; i++) b.x[i] += c->xn[i];
-        }
+        em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, c->xn, d);
+        products(w, &dn, 1);
     }
+    rows(w, row_layer_out, l, il);
+}
+
+/* Row dst of the output: the final norm of batch row src, quantized. */
+static void final_row(const walker *w, int32_t src, int32_t dst) {
+    em_context *c = w->s->c;
+    const em_model *m = c->model;
+    const int64_t d = m->hp.n_embd;
+    float *h = w->b.h + (int64_t)dst * d;
+    if (m->output_norm.data)
+        norm_row(&m->hp, h, w->b.x + (int64_t)src * d, &m->output_norm, NULL);
+    else
+        memcpy(h, w->b.x + (int64_t)src * d, (size_t)d * sizeof(float));
+    if (c->embd && (!w->solo || w->ith == 0)) memcpy(c->embd + (int64_t)dst * d, h, (size_t)d * sizeof(float));
+    act_plan p = one_plan(&m->output);
+    quantize_row_for(w->b.qa, &p, w->b.h, d, dst);
+}
+
+/* Logits of the rows that ask for them. */
+static void output(walker *w) {
+    const fwd_state *s = w->s;
+    em_context *c = s->c;
+    em_threadpool *tp = c->pool;
+    const em_model *m = c->model;
+    const int ith = w->ith;
     if (s->n_out == 0) return;
+    if (w->solo) {
+        final_row(w, 0, 0);
+    } else {
+        FOR_ROWS(tp, i, s->n_out) final_row(w, c->out_rows[i], (int32_t)i);
+        em_threadpool_barrier(tp);
+    }
     act_plan po = one_plan(&m->output);
-    solo_norm(c, &b, NULL, m->output_norm.data, &po);
-    if (ith == 0 && c->embd) memcpy(c->embd, b.xn, (size_t)d * sizeof(float));
-    em_matmul_job out = job_for(b.qa, &po, 0, &m->output, b.xn, d, c->logits, hp->n_vocab);
-    em_matmul_step(tp, ith, &out, 1, 1);
+    em_matmul_job out = job_for(w->b.qa, &po, 0, &m->output, w->b.h, m->hp.n_embd, c->logits, m->hp.n_vocab);
+    em_matmul_step(tp, ith, &out, 1, s->n_out);
+    if (m->hp.final_softcap > 0) {
+        em_threadpool_barrier(tp);
+        FOR_ROWS(tp, i, s->n_out) em_softcap(c->logits + i * m->hp.n_vocab, m->hp.n_vocab, m->hp.final_softcap);
+    }
+}
+
+/* Thread ith's private buffers of a one-row batch. */
+static row_bufs solo_of(em_context *c, int ith) {
+    const em_hparams *hp = &c->model->hp;
+    const size_t r16d = ((size_t)hp->n_embd + 15) / 16 * 16, r16f = ((size_t)c->ff_width + 15) / 16 * 16;
+    const size_t qf = (c->solo_stride - 2 * r16d - r16f) / 3;
+    float *base = c->solo + (size_t)ith * c->solo_stride;
+    row_bufs b = {.x = base, .h = base + r16d, .ff = base + 2 * r16d};
+    for (int i = 0; i < 3; i++) b.qa[i] = base + 2 * r16d + r16f + (size_t)i * qf;
+    return b;
 }
 
 static void forward_worker(void *arg, int ith, int nth) {
     const fwd_state *s = arg;
-    if (s->n == 1) {
-        solo_worker(s, ith);
-        return;
-    }
     em_context *c = s->c;
-    em_threadpool *tp = c->pool;
     const em_model *m = c->model;
-    const em_hparams *hp = &m->hp;
-    const int64_t d = hp->n_embd;
     (void)nth;
-
-    /* Embeddings, RoPE tables, the first layer's norm and quantization. */
-    FOR_ROWS(tp, r, s->n) {
-        embed_row(m, s->tokens[r], c->x + r * d);
-        rope_table_row(c, (int32_t)r);
-        attn_prologue_row(c, &m->layers[0], (int32_t)r);
+    walker w = {.s = s, .ith = ith, .solo = s->n == 1};
+    if (w.solo) {
+        w.b = solo_of(c, ith);
+        w.b.sel = w.sel;
+        w.b.selw = w.selw;
+    } else {
+        w.b = (row_bufs){.x = c->x, .h = c->xn, .ff = c->ff_gate, .sel = c->moe_sel, .selw = c->moe_w};
+        for (int i = 0; i < 3; i++) w.b.qa[i] = c->qact[i];
     }
-    em_threadpool_barrier(tp);
-
-    for (int il = 0; il < hp->n_layer; il++) layer_steps(s, il, ith);
-    if (s->n_out == 0) return;
-
-    /* Gather the rows that want logits, normalise, quantize, project. */
-    act_plan po = one_plan(&m->output);
-    FOR_ROWS(tp, i, s->n_out) {
-        em_rmsnorm(c->xn + i * d, c->x + (int64_t)c->out_rows[i] * d, m->output_norm.data, d, hp->norm_eps);
-        if (c->embd) memcpy(c->embd + i * d, c->xn + i * d, (size_t)d * sizeof(float));
-        quantize_row_for(c->qact, &po, c->xn, d, (int32_t)i);
-    }
-    em_threadpool_barrier(tp);
-    em_matmul_job out = job_for(c->qact, &po, 0, &m->output, c->xn, d, c->logits, hp->n_vocab);
-    em_matmul_step(tp, ith, &out, 1, s->n_out);
+    rows(&w, row_embed, &m->layers[0], 0);
+    for (int il = 0; il < m->hp.n_layer; il++) layer(&w, il);
+    output(&w);
 }
 
 em_status em_forward(em_context *c, const em_token *tokens, int32_t n, int32_t n_out) {
-    fwd_state s = {.c = c, .ro = pick_row_ops(), .tokens = tokens, .n = n, .n_out = n_out};
+    fwd_state s = {.c = c, .ro = pick_row_ops(&c->model->hp), .tokens = tokens, .n = n, .n_out = n_out};
     em_threadpool_run(c->pool, forward_worker, &s);
     return EM_OK;
 }

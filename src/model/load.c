@@ -4,10 +4,11 @@
  * checking each tensor's shape and type against what the forward pass will
  * assume.  A model that loads is a model the forward pass can run.
  */
-#include "model/model.h"
+#include "model/family.h"
 #include "quant/quant.h"
 #include "tokenizer/tokenizer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -19,8 +20,7 @@ em_model_params em_model_default_params(void) {
 /* ------------------------------------------------------- hyperparameters */
 
 /* Reads "<arch>.<suffix>" as an int32, with a default when absent. */
-static em_status get_arch_i32(const em_model *m, const char *suffix, int32_t *out,
-                              bool required, int32_t def) {
+em_status em_load_i32(const em_model *m, const char *suffix, int32_t *out, bool required, int32_t def) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     int64_t v;
@@ -36,7 +36,7 @@ static em_status get_arch_i32(const em_model *m, const char *suffix, int32_t *ou
     return EM_OK;
 }
 
-static em_status get_arch_f32(const em_model *m, const char *suffix, float *out, float def) {
+em_status em_load_f32(const em_model *m, const char *suffix, float *out, float def) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     em_status st = em_gguf_get_f32(m->gguf, key, out);
@@ -52,17 +52,12 @@ static em_status read_hparams(em_model *m) {
     em_hparams *hp = &m->hp;
     em_status st;
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
-    int32_t n_expert = 0;
-    TRY(get_arch_i32(m, "expert_count", &n_expert, false, 0));
-    if (n_expert > 0)
-        return em_error(EM_ERR_UNSUPPORTED, "model: mixture-of-experts models (%s, %d experts) are not supported yet",
-                        m->arch_name, n_expert);
-    TRY(get_arch_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
-    TRY(get_arch_i32(m, "embedding_length", &hp->n_embd, true, 0));
-    TRY(get_arch_i32(m, "block_count", &hp->n_layer, true, 0));
-    TRY(get_arch_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
-    TRY(get_arch_i32(m, "attention.head_count", &hp->n_head, true, 0));
-    TRY(get_arch_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
+    TRY(em_load_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
+    TRY(em_load_i32(m, "embedding_length", &hp->n_embd, true, 0));
+    TRY(em_load_i32(m, "block_count", &hp->n_layer, true, 0));
+    TRY(em_load_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
+    TRY(em_load_i32(m, "attention.head_count", &hp->n_head, true, 0));
+    TRY(em_load_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
         hp->n_layer > 4096 || hp->n_head > 4096)
         return em_error(EM_ERR_FORMAT, "model: implausible sizes (n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d)",
@@ -71,37 +66,90 @@ static em_status read_hparams(em_model *m) {
         return em_error(EM_ERR_FORMAT, "model: head_count %d is not a multiple of head_count_kv %d",
                         hp->n_head, hp->n_head_kv);
     int32_t def_hd = hp->n_embd % hp->n_head ? 0 : hp->n_embd / hp->n_head;
-    TRY(get_arch_i32(m, "attention.key_length", &hp->head_dim, false, def_hd));
-    TRY(get_arch_i32(m, "attention.value_length", &hp->head_dim_v, false, hp->head_dim));
+    TRY(em_load_i32(m, "attention.key_length", &hp->head_dim, false, def_hd));
+    TRY(em_load_i32(m, "attention.value_length", &hp->head_dim_v, false, hp->head_dim));
     if (hp->head_dim <= 0 || hp->head_dim_v <= 0 || hp->head_dim % 2)
         return em_error(EM_ERR_FORMAT, "model: bad head size %d/%d", hp->head_dim, hp->head_dim_v);
-    TRY(get_arch_i32(m, "rope.dimension_count", &hp->n_rot, false, hp->head_dim));
+    TRY(em_load_i32(m, "rope.dimension_count", &hp->n_rot, false, hp->head_dim));
     if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
         return em_error(EM_ERR_FORMAT, "model: rope.dimension_count %d does not fit head size %d", hp->n_rot, hp->head_dim);
-    TRY(get_arch_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
-    TRY(get_arch_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
-    TRY(get_arch_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
+    TRY(em_load_i32(m, "attention.sliding_window", &hp->n_swa, false, 0));
+    TRY(em_load_i32(m, "expert_count", &hp->n_expert, false, 0));
+    TRY(em_load_i32(m, "expert_used_count", &hp->n_expert_used, false, 0));
+    TRY(em_load_i32(m, "expert_feed_forward_length", &hp->n_ff_exp, false, hp->n_ff));
+    if (hp->n_expert > 0 &&
+        (hp->n_expert > EM_MAX_EXPERTS || hp->n_expert_used <= 0 || hp->n_expert_used > hp->n_expert ||
+         hp->n_expert_used > EM_MAX_EXPERTS_USED || hp->n_ff_exp <= 0))
+        return em_error(EM_ERR_UNSUPPORTED, "model: %d experts with %d used per token (ember runs up to %d, %d used)",
+                        hp->n_expert, hp->n_expert_used, EM_MAX_EXPERTS, EM_MAX_EXPERTS_USED);
+    TRY(em_load_f32(m, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f));
+    TRY(em_load_f32(m, "rope.freq_base", &hp->rope_base, 10000.0f));
     if (!(hp->norm_eps >= 0) || !(hp->rope_base > 0))
         return em_error(EM_ERR_FORMAT, "model: bad epsilon or rope base");
 
     /* Linear RoPE scaling divides positions by the factor.  As in
-     * llama.cpp, a factor without a type means linear; "none" turns it off. */
+     * llama.cpp, a factor without a type means linear; "none" turns it off.
+     * YaRN (see em_rope_set) blends scaled and unscaled frequencies. */
     float factor = 0;
     char key[160];
     em_gguf_str stype = {"linear", 6};
     snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch_name);
     em_gguf_get_str(m->gguf, key, &stype);
-    TRY(get_arch_f32(m, "rope.scaling.factor", &factor, 0));
-    if (factor <= 0) TRY(get_arch_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
+    TRY(em_load_f32(m, "rope.scaling.factor", &factor, 0));
+    if (factor <= 0) TRY(em_load_f32(m, "rope.scale_linear", &factor, 0)); /* older files */
+    em_rope_set yarn = {.mscale = 1.0f};
     if (em_gguf_str_eq(stype, "none") || factor <= 0 || factor == 1) {
         hp->rope_freq_scale = 1.0f;
     } else if (em_gguf_str_eq(stype, "linear")) {
         hp->rope_freq_scale = 1.0f / factor;
+    } else if (em_gguf_str_eq(stype, "yarn")) {
+        hp->rope_freq_scale = 1.0f / factor;
+        int32_t n_orig;
+        float beta_fast, beta_slow, attn_factor;
+        TRY(em_load_i32(m, "rope.scaling.original_context_length", &n_orig, false, hp->n_ctx_train));
+        TRY(em_load_f32(m, "rope.scaling.yarn_beta_fast", &beta_fast, 32.0f));
+        TRY(em_load_f32(m, "rope.scaling.yarn_beta_slow", &beta_slow, 1.0f));
+        TRY(em_load_f32(m, "rope.scaling.yarn_attn_factor", &attn_factor, 1.0f));
+        if (n_orig <= 0 || !(beta_fast > 0) || !(beta_slow > 0) || !(attn_factor > 0))
+            return em_error(EM_ERR_FORMAT, "model: bad YaRN parameters");
+        /* The pair index where a rotation completes beta turns over the
+         * original context: pairs below corr_lo keep their frequency
+         * (extrapolation), pairs above corr_hi are fully scaled, and the
+         * ones between blend linearly (llama.cpp's ggml_rope_yarn_corr_dims). */
+        const float n_rot = (float)hp->n_rot, pi = 3.14159265358979f, lb = 2.0f * logf(hp->rope_base);
+        const float lo = floorf(n_rot * logf((float)n_orig / (beta_fast * 2.0f * pi)) / lb);
+        const float hi = ceilf(n_rot * logf((float)n_orig / (beta_slow * 2.0f * pi)) / lb);
+        yarn.ext_factor = 1.0f;
+        yarn.corr_lo = lo > 0 ? lo : 0;
+        yarn.corr_hi = hi < n_rot - 1 ? hi : n_rot - 1;
+        yarn.mscale = attn_factor * (1.0f + 0.1f * logf(factor));
     } else {
-        return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear only)",
+        return em_error(EM_ERR_UNSUPPORTED, "model: RoPE scaling type '%.*s' is not supported (linear, yarn)",
                         (int)EM_MIN(stype.len, 32), stype.ptr);
     }
-    hp->rope_type = m->arch == EM_ARCH_LLAMA ? EM_ROPE_NORM : EM_ROPE_NEOX;
+    hp->rope_type = EM_ROPE_NORM;
+
+    /* The defaults of the feature fields, which the family's reader
+     * changes where its models differ. */
+    hp->act = EM_ACT_SILU;
+    hp->norm = EM_NORM_RMS;
+    hp->causal = true;
+    hp->embd_scale = 1.0f;
+    hp->n_rope_sets = 1;
+    hp->rope[0] = yarn;
+    hp->rope[0].base = hp->rope_base;
+    hp->rope[0].freq_scale = hp->rope_freq_scale;
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
+    for (int il = 0; il < hp->n_layer; il++) {
+        m->layers[il].n_swa = hp->n_swa;
+        m->layers[il].rope_set = 0;
+        m->layers[il].attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    }
+    TRY(m->family->read_hparams(m));
+    for (int il = 0; il < hp->n_layer; il++)
+        if (m->layers[il].rope_set < -1 || m->layers[il].rope_set >= hp->n_rope_sets)
+            return em_error(EM_ERR_FORMAT, "model: layer %d has no RoPE table", il);
 #undef TRY
     return EM_OK;
 }
@@ -110,21 +158,27 @@ static em_status read_hparams(em_model *m) {
 
 /* Binds a tensor and checks its shape: ne0/ne1 are the expected sizes
  * (ne1 = 0 for a vector).  Absent optional tensors leave t->data NULL. */
-static em_status bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
+em_status em_bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, bool required) {
+    return em_bind3(m, t, name, ne0, ne1, 0, required);
+}
+
+em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                   bool required) {
     const em_gguf_tensor *gt = em_gguf_find_tensor(m->gguf, name);
     memset(t, 0, sizeof *t);
     if (!gt) {
         if (required) return em_error(EM_ERR_FORMAT, "model: missing tensor %s", name);
         return EM_OK;
     }
-    uint32_t want_dims = ne1 ? 2 : 1;
-    bool ok = gt->ne[0] == ne0 && (ne1 ? gt->ne[1] == ne1 : gt->ne[1] == 1) && gt->ne[2] == 1 && gt->ne[3] == 1;
+    uint32_t want_dims = ne2 ? 3 : ne1 ? 2 : 1;
+    bool ok = gt->ne[0] == ne0 && (ne1 ? gt->ne[1] == ne1 : gt->ne[1] == 1) &&
+              (ne2 ? gt->ne[2] == ne2 : gt->ne[2] == 1) && gt->ne[3] == 1;
     if (!ok)
         return em_error(EM_ERR_FORMAT,
-                        "model: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld%s%lld] (%u dims)",
+                        "model: tensor %s has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld] (%u dims)",
                         name, (long long)gt->ne[0], (long long)gt->ne[1], (long long)gt->ne[2],
-                        (long long)gt->ne[3], (long long)ne0, ne1 ? ", " : "", ne1 ? (long long)ne1 : 0LL,
-                        want_dims);
+                        (long long)gt->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1),
+                        (long long)(ne2 ? ne2 : 1), want_dims);
     const em_type_traits *tr = em_get_type_traits(gt->type);
     if (!tr || !tr->can_dequant)
         return em_error(EM_ERR_UNSUPPORTED, "model: tensor %s has type %s, which ember cannot compute with",
@@ -142,53 +196,76 @@ static em_status bind(em_model *m, em_tensor *t, const char *name, int64_t ne0, 
     return EM_OK;
 }
 
-static em_status bind_weights(em_model *m) {
+em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
     const em_hparams *hp = &m->hp;
     em_status st;
     int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
     int64_t k_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t v_dim = (int64_t)hp->n_head_kv * hp->head_dim_v;
     int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+    char n[96];
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
-    TRY(bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
-    TRY(bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, true));
-    TRY(bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    TRY(em_bind(m, &l->attn_norm, NAME("attn_norm.weight"), hp->n_embd, 0, true));
+    TRY(em_bind(m, &l->wq, NAME("attn_q.weight"), hp->n_embd, q_dim, true));
+    TRY(em_bind(m, &l->wk, NAME("attn_k.weight"), hp->n_embd, k_dim, true));
+    TRY(em_bind(m, &l->wv, NAME("attn_v.weight"), hp->n_embd, v_dim, true));
+    TRY(em_bind(m, &l->wo, NAME("attn_output.weight"), o_dim, hp->n_embd, true));
+    TRY(em_bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
+    TRY(em_bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
+    TRY(em_bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
+    TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
+    if (hp->n_expert > 0) {
+        /* Mixture of experts: a router and each FFN matrix stacked over
+         * the experts in a 3-D tensor.  (Older files with one tensor per
+         * expert, blk.N.ffn_gate.E.weight, are not read.) */
+        const int64_t fe = hp->n_ff_exp, ne = hp->n_expert;
+        TRY(em_bind(m, &l->gate_inp, NAME("ffn_gate_inp.weight"), hp->n_embd, ne, true));
+        TRY(em_bind3(m, &l->gate_exps, NAME("ffn_gate_exps.weight"), hp->n_embd, fe, ne, true));
+        TRY(em_bind3(m, &l->up_exps, NAME("ffn_up_exps.weight"), hp->n_embd, fe, ne, true));
+        TRY(em_bind3(m, &l->down_exps, NAME("ffn_down_exps.weight"), fe, hp->n_embd, ne, true));
+    } else {
+        TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
+        TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
+    }
+#undef NAME
+#undef TRY
+    return EM_OK;
+}
+
+static em_status bind_weights(em_model *m) {
+    const em_hparams *hp = &m->hp;
+    em_status st;
+#define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+    TRY(em_bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, true));
+    TRY(em_bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 0, !hp->norm_after));
+    TRY(em_bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, false));
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
-    TRY(bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
+    TRY(em_bind(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false));
     if (m->rope_freqs.data && m->rope_freqs.type != EM_TYPE_F32)
         return em_error(EM_ERR_UNSUPPORTED, "model: rope_freqs.weight must be F32");
+    /* Encoders: learned positions, token types (row 0 is added to every
+     * token), and a LayerNorm of the embedding. */
+    const em_gguf_tensor *tt = em_gguf_find_tensor(m->gguf, "token_types.weight");
+    TRY(em_bind(m, &m->pos_embd, "position_embd.weight", hp->n_embd, hp->n_ctx_train, false));
+    TRY(em_bind(m, &m->tok_types, "token_types.weight", hp->n_embd, tt && tt->ne[1] > 0 ? tt->ne[1] : 1, false));
+    TRY(em_bind(m, &m->embd_norm, "token_embd_norm.weight", hp->n_embd, 0, false));
+    TRY(em_bind(m, &m->embd_norm_b, "token_embd_norm.bias", hp->n_embd, 0, false));
+    for (int il = 0; il < hp->n_layer; il++) TRY(m->family->bind_layer(m, il, &m->layers[il]));
 
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return em_error(EM_ERR_NOMEM, "model: out of memory");
-    for (int il = 0; il < hp->n_layer; il++) {
-        em_layer *l = &m->layers[il];
-        char n[96];
-#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
-        TRY(bind(m, &l->attn_norm, NAME("attn_norm.weight"), hp->n_embd, 0, true));
-        TRY(bind(m, &l->wq, NAME("attn_q.weight"), hp->n_embd, q_dim, true));
-        TRY(bind(m, &l->wk, NAME("attn_k.weight"), hp->n_embd, k_dim, true));
-        TRY(bind(m, &l->wv, NAME("attn_v.weight"), hp->n_embd, v_dim, true));
-        TRY(bind(m, &l->wo, NAME("attn_output.weight"), o_dim, hp->n_embd, true));
-        bool bias = m->arch == EM_ARCH_QWEN2;
-        TRY(bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
-        TRY(bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
-        TRY(bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
-        bool qk_norm = m->arch == EM_ARCH_QWEN3;
-        TRY(bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
-        TRY(bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
-        TRY(bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
-        TRY(bind(m, &l->w_gate, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, true));
-        TRY(bind(m, &l->w_up, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, true));
-        TRY(bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, true));
-#undef NAME
-    }
     /* Vectors the forward pass reads as floats must be F32. */
-    const em_tensor *vecs[] = {&m->output_norm};
-    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++)
-        if (vecs[i]->type != EM_TYPE_F32) return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
+    const em_tensor *mv[] = {&m->output_norm, &m->embd_norm, &m->embd_norm_b};
+    for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
+        if (mv[i]->data && mv[i]->type != EM_TYPE_F32)
+            return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
     for (int il = 0; il < hp->n_layer; il++) {
         em_layer *l = &m->layers[il];
-        const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm};
+        const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm,
+                                 &l->post_attn_norm, &l->post_ffn_norm, &l->post_attn_norm_b, &l->post_ffn_norm_b,
+                                 &l->bo, &l->b_up, &l->b_down};
         for (size_t i = 0; i < sizeof lv / sizeof *lv; i++)
             if (lv[i]->data && lv[i]->type != EM_TYPE_F32)
                 return em_error(EM_ERR_UNSUPPORTED, "model: layer %d: norm and bias vectors must be F32", il);
@@ -197,22 +274,37 @@ static em_status bind_weights(em_model *m) {
     return EM_OK;
 }
 
+int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
+    const em_tensor *all[] = {&l->wq,     &l->wk,      &l->wv,      &l->wo,       &l->w_gate,
+                              &l->w_up,   &l->w_down,  &l->gate_inp, &l->gate_exps, &l->up_exps,
+                              &l->down_exps};
+    int n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
+        if (all[i]->data) out[n++] = all[i];
+    return n;
+}
+
 /* ------------------------------------------------------------------ load */
 
+static const em_family *const families[] = {
+    &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3, &em_family_qwen3moe,
+    &em_family_gemma2, &em_family_gemma3, &em_family_bert, &em_family_nomic_bert,
+};
+
+const em_family *em_family_find(const char *name) {
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+        if (!strcmp(name, families[i]->name)) return families[i];
+    return NULL;
+}
+
 static em_status arch_from_name(em_model *m) {
-    static const struct { const char *name; em_arch arch; } table[] = {
-        {"llama", EM_ARCH_LLAMA},
-        {"mistral", EM_ARCH_LLAMA},
-        {"qwen2", EM_ARCH_QWEN2},
-        {"qwen3", EM_ARCH_QWEN3},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
-        if (!strcmp(m->arch_name, table[i].name)) {
-            m->arch = table[i].arch;
-            return EM_OK;
-        }
-    return em_error(EM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (llama, mistral, qwen2, qwen3)",
-                    m->arch_name);
+    m->family = em_family_find(m->arch_name);
+    if (m->family) return EM_OK;
+    char names[256];
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof families / sizeof *families && len < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "", families[i]->name);
+    return em_error(EM_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (%s)", m->arch_name, names);
 }
 
 static void copy_str(char *dst, size_t size, em_gguf_str s) {
@@ -304,5 +396,7 @@ int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf,
 
 int32_t em_model_desc(const em_model *m, char *buf, size_t size) {
     /* The most common matmul weight type names the file's quantization. */
-    return em_model_desc_typed(m, m->layers ? em_type_name(m->layers[0].w_gate.type) : "vocab", buf, size);
+    const em_layer *l = m->layers;
+    return em_model_desc_typed(m, l ? em_type_name((l->w_gate.data ? l->w_gate : l->gate_exps).type) : "vocab", buf,
+                               size);
 }

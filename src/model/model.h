@@ -8,16 +8,29 @@
 
 #include "gguf/gguf.h"
 
-/* Architectures the forward pass knows, as named by general.architecture. */
-typedef enum em_arch {
-    EM_ARCH_LLAMA,   /* llama, mistral: RMSNorm, SwiGLU, normal RoPE        */
-    EM_ARCH_QWEN2,   /* llama + QKV bias, NEOX RoPE                         */
-    EM_ARCH_QWEN3,   /* llama + per-head Q/K RMSNorm, NEOX RoPE             */
-} em_arch;
-
 /* How RoPE pairs dimensions: adjacent (x[2i], x[2i+1]) or halves
  * (x[i], x[i + d/2]). */
 typedef enum em_rope_type { EM_ROPE_NORM, EM_ROPE_NEOX } em_rope_type;
+
+/* The FFN's gate activation: SiLU (SwiGLU) or GELU with the tanh
+ * approximation (GeGLU, Gemma). */
+typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
+
+/* Normalisation: RMSNorm (weight only) or LayerNorm (mean removed, weight
+ * and bias). */
+typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
+
+/* How an encoder pools its rows into one vector per sequence
+ * ({arch}.pooling_type, llama.cpp's numbering). */
+typedef enum em_pooling { EM_POOL_NONE = 0, EM_POOL_MEAN = 1, EM_POOL_CLS = 2 } em_pooling;
+
+/* Most RoPE tables a model uses (Gemma 3: one for local layers, one for
+ * global ones). */
+#define EM_MAX_ROPE_SETS 2
+
+/* Most experts a mixture-of-experts layer may have, and use per token. */
+#define EM_MAX_EXPERTS 256
+#define EM_MAX_EXPERTS_USED 16
 
 /* A weight tensor: a view into the mapped file, never a copy. */
 typedef struct em_tensor {
@@ -42,7 +55,40 @@ typedef struct em_layer {
     em_tensor w_gate;    /* [n_embd, n_ff]                                  */
     em_tensor w_up;      /* [n_embd, n_ff]                                  */
     em_tensor w_down;    /* [n_ff, n_embd]                                  */
+    em_tensor gate_inp;  /* [n_embd, n_expert] router, or absent (dense)     */
+    em_tensor gate_exps; /* [n_embd, n_ff_exp, n_expert] expert gates        */
+    em_tensor up_exps;   /* [n_embd, n_ff_exp, n_expert]                     */
+    em_tensor down_exps; /* [n_ff_exp, n_embd, n_expert]                     */
+    em_tensor post_attn_norm; /* [n_embd] norm of the attention output before
+                          * the residual add (Gemma), or with norm_after the
+                          * norm of x + attention (BERT), or absent         */
+    em_tensor post_ffn_norm;  /* [n_embd] the same for the FFN output, or absent */
+    em_tensor post_attn_norm_b; /* [n_embd] LayerNorm biases of those (BERT) */
+    em_tensor post_ffn_norm_b;  /* [n_embd]                                   */
+    em_tensor bo;        /* [n_embd] attention output bias, or absent       */
+    em_tensor b_up;      /* [n_ff] up bias, or absent                       */
+    em_tensor b_down;    /* [n_embd] down bias, or absent                   */
+
+    /* The layer's attention, set by the family's hyperparameter reader. */
+    int32_t n_swa;       /* sliding window in positions, 0 = global         */
+    int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope), -1:
+                          * no RoPE (encoders with learned positions)      */
+    float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
 } em_layer;
+
+/* One RoPE table: theta_i = pos * freq_scale * base^(-2i/n_rot).
+ * With YaRN (ext_factor 1) pair i blends the scaled and the unscaled
+ * frequency: ramp = 1 - clamp((i - corr_lo) / (corr_hi - corr_lo), 0, 1),
+ * theta_i = pos * base^(-2i/n_rot) * (freq_scale * (1 - ramp) + ramp),
+ * and cos and sin are multiplied by mscale. */
+typedef struct em_rope_set {
+    float base;          /* theta base                                      */
+    float freq_scale;    /* 1 / scaling factor                              */
+    float ext_factor;    /* YaRN: 1 blends as above, 0 is plain scaling     */
+    float corr_lo;       /* YaRN: first blended pair                        */
+    float corr_hi;       /* YaRN: last blended pair                         */
+    float mscale;        /* multiplies cos and sin (1 without YaRN)         */
+} em_rope_set;
 
 typedef struct em_hparams {
     int32_t n_vocab;
@@ -55,16 +101,33 @@ typedef struct em_hparams {
     int32_t head_dim_v;     /* width of one value head                      */
     int32_t n_ff;           /* feed-forward hidden width                    */
     int32_t n_rot;          /* dimensions of each head RoPE rotates         */
-    int32_t n_swa;          /* sliding window in positions, 0 = none        */
+    int32_t n_swa;          /* sliding window of the windowed layers, 0 = none */
     float norm_eps;         /* RMSNorm epsilon                              */
-    float rope_base;        /* theta base                                   */
-    float rope_freq_scale;  /* 1 / linear scaling factor                    */
+    float rope_base;        /* theta base of global layers                  */
+    float rope_freq_scale;  /* 1 / linear scaling factor of global layers   */
     em_rope_type rope_type;
+
+    /* Features of the family, which the forward pass follows instead of
+     * testing architecture names (see docs/ARCHITECTURE.md). */
+    em_act_kind act;        /* FFN (gate) activation                        */
+    em_norm_kind norm;      /* RMSNorm or LayerNorm                         */
+    bool norm_after;        /* post-norm residual x = norm(x + f(x)) (BERT)
+                             * instead of x + f(norm(x))                    */
+    bool causal;            /* false: rows see later rows too (encoders)    */
+    em_pooling pooling;     /* encoders: how rows pool into one vector      */
+    float embd_scale;       /* multiplies the token embedding (1: none)     */
+    float attn_softcap;     /* scores become c*tanh(s/c); 0 = none          */
+    float final_softcap;    /* the same for the output logits               */
+    int32_t n_rope_sets;    /* entries of rope                              */
+    int32_t n_expert;       /* experts per MoE layer, 0 = dense              */
+    int32_t n_expert_used;  /* experts each token is routed to               */
+    int32_t n_ff_exp;       /* hidden width of one expert                    */
+    em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */
 } em_hparams;
 
 struct em_model {
     em_gguf *gguf;          /* owns the mapping every em_tensor points into */
-    em_arch arch;
+    const struct em_family *family; /* the family that read and bound it     */
     char arch_name[32];     /* general.architecture                          */
     char name[128];         /* general.name, may be empty                    */
     em_hparams hp;
@@ -72,11 +135,25 @@ struct em_model {
     em_tensor output_norm;  /* [n_embd]                                       */
     em_tensor output;       /* [n_embd, n_vocab]; token_embd when tied        */
     em_tensor rope_freqs;   /* [n_rot / 2] frequency divisors, or absent      */
+    em_tensor pos_embd;     /* [n_embd, n_ctx_train] learned positions (BERT) */
+    em_tensor tok_types;    /* [n_embd, n_types] token type rows; row 0 is added */
+    em_tensor embd_norm;    /* [n_embd] LayerNorm of the embedding (BERT)    */
+    em_tensor embd_norm_b;  /* [n_embd]                                      */
     em_layer *layers;       /* [n_layer]                                      */
     em_vocab *vocab;
     uint64_t n_params;      /* elements over all tensors                      */
     uint64_t n_bytes;       /* bytes of tensor data                           */
 };
+
+/* A layer's matrices as a list (for byte and FLOP counts that must not
+ * assume one family's set): fills up to `max` pointers to the present
+ * matmul weights of layer il and returns how many. */
+int em_layer_mats(const em_layer *l, const em_tensor **out, int max);
+
+/* Writes the model's architecture in words, a line per aspect, each
+ * indented by two spaces (explain.c; for `ember inspect`). */
+#include <stdio.h>
+void em_model_explain(const em_model *m, FILE *out);
 
 /* em_model_desc with the type part given: "<arch> <params> <type_name>"
  * ("llama 1B Q4_K_M"; "?" for a NULL type_name).  em_model_desc names the

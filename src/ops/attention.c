@@ -17,6 +17,7 @@
  * added into every head's sum.
  */
 #include "ops/attention.h"
+#include "ops/ops.h"
 #include "quant/gemm.h"
 
 #include <math.h>
@@ -150,10 +151,10 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int 
     for (int32_t h = 0; h < group; h++) {
         float *s = t->sc + h * EM_ATTN_BLOCK;
         float bm = -INFINITY;
-        for (int jj = 0; jj < nb; jj++) {
-            s[jj] *= a->scale;
+        for (int jj = 0; jj < nb; jj++) s[jj] *= a->scale;
+        if (a->softcap > 0) em_softcap(s, nb, a->softcap);
+        for (int jj = 0; jj < nb; jj++)
             if (s[jj] > bm) bm = s[jj];
-        }
         /* A new maximum rescales what was summed so far. */
         const float m_new = bm > t->mx[h] ? bm : t->mx[h];
         const float c = expf(t->mx[h] - m_new);
@@ -187,7 +188,7 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     const em_kv *kv = a->kv;
     const int32_t group = t->group, hd = a->head_dim, hdv = a->head_dim_v;
     const em_seq_id s = a->seq[r];
-    const em_pos p = a->pos[r];
+    const em_pos p = a->non_causal ? kv->seqs[a->seq[r]].len - 1 : a->pos[r];
     const float *q = a->q + ((int64_t)r * a->n_head + (int64_t)g * group) * hd;
     for (int32_t h = 0; h < group; h++) {
         t->mx[h] = -INFINITY;

@@ -76,6 +76,31 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     }
 }
 
+void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, const int64_t *n_rows, int n_jobs) {
+    const int nth = em_threadpool_size(tp);
+    int64_t total = 0;
+    for (int i = 0; i < n_jobs; i++)
+        if (n_rows[i] > 0) total += (jobs[i].W->ne[1] + chunk_rows(jobs[i].W->ne[1], nth) - 1) / chunk_rows(jobs[i].W->ne[1], nth);
+    for (int64_t c; (c = em_threadpool_next(tp, ith, total)) >= 0;) {
+        /* Find chunk c's product: a linear walk, cheap next to the chunk. */
+        int i = 0;
+        int64_t rows = 0;
+        for (;; i++) {
+            if (n_rows[i] <= 0) continue;
+            rows = chunk_rows(jobs[i].W->ne[1], nth);
+            const int64_t nc = (jobs[i].W->ne[1] + rows - 1) / rows;
+            if (c < nc) break;
+            c -= nc;
+        }
+        const em_matmul_job *jb = &jobs[i];
+        const em_tensor *W = jb->W;
+        const int64_t j0 = c * rows;
+        const int64_t nw = EM_MIN(rows, W->ne[1] - j0);
+        em_gemm(W->type, W->ne[0], (const char *)W->data + (size_t)j0 * W->row_bytes, W->row_bytes, nw, jb->x,
+                jb->x_stride, n_rows[i], jb->out + j0, jb->out_stride);
+    }
+}
+
 typedef struct matmul_region {
     em_threadpool *tp;
     const em_tensor *W;

@@ -1,6 +1,6 @@
 /*
  * ops.c - elementwise and per-row operations: RMSNorm, RoPE, SwiGLU,
- * softmax.  Each is a single flat loop; the matmuls dominate the time.
+ * GeGLU, soft-capping, softmax.  Each is a single flat loop; the matmuls dominate the time.
  */
 #include "ops/ops.h"
 
@@ -44,6 +44,62 @@ void em_swiglu(float *out, const float *gate, const float *up, int64_t n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+void em_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+void em_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    double sum = 0, ss = 0;
+    for (int64_t i = 0; i < n; i++) sum += x[i];
+    const double mean = sum / (double)n;
+    for (int64_t i = 0; i < n; i++) ss += ((double)x[i] - mean) * ((double)x[i] - mean);
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps)), m = (float)mean;
+    for (int64_t i = 0; i < n; i++) {
+        float v = (x[i] - m) * scale;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        out[i] = v;
+    }
+}
+
+void em_gelu(float *out, const float *x, int64_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = x[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g)));
+    }
+}
+
+void em_softcap(float *x, int64_t n, float cap) {
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
+}
+
+void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
+    float mx = -INFINITY;
+    for (int e = 0; e < n_expert; e++)
+        if (logits[e] > mx) mx = logits[e];
+    /* The softmax's denominator cancels in the renormalised weights, so
+     * exp(l - max) ranks and weighs the experts alike. */
+    float sum = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) taken |= sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        sel[j] = best;
+        w[j] = expf(logits[best] - mx);
+        sum += w[j];
+    }
+    for (int j = 0; j < k; j++) w[j] /= sum;
 }
 
 void em_softmax(float *x, int64_t n) {

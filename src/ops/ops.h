@@ -22,6 +22,25 @@ void em_rope(float *x, int n_heads, int head_dim, int n_rot, const float *cs, co
 /* out[i] = silu(gate[i]) * up[i]; out may alias gate. */
 void em_swiglu(float *out, const float *gate, const float *up, int64_t n);
 
+/* out[i] = gelu(gate[i]) * up[i] with GELU's tanh approximation
+ * 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))); out may alias gate. */
+void em_geglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* LayerNorm: out[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i];
+ * w and b may be NULL; out may alias x. */
+void em_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+
+/* out[i] = gelu(x[i]) (tanh approximation, as em_geglu); out may alias x. */
+void em_gelu(float *out, const float *x, int64_t n);
+
+/* Soft-capping in place: x[i] = cap * tanh(x[i] / cap) for i < n. */
+void em_softcap(float *x, int64_t n, float cap);
+
+/* Mixture-of-experts routing of one token: p = softmax(logits[n_expert]);
+ * sel[0..k) = the experts of the k largest p (largest first, lower index
+ * first among equals); w[j] = p[sel[j]] / sum of those k p. */
+void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float *w);
+
 /* In-place softmax of x[n]. */
 void em_softmax(float *x, int64_t n);
 
@@ -64,6 +83,12 @@ typedef struct em_matmul_job {
 /* Runs n_jobs (<= EM_MATMUL_MAX_JOBS) products over the same n_rows
  * activation rows, their weight rows shared out in chunks. */
 void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows);
+
+/* Like em_matmul_step for any number of products, each over its own
+ * number of activation rows n_rows[i] (the experts of a mixture-of-experts
+ * layer, each over the tokens routed to it); products with no rows cost
+ * nothing, so only the weights of experts in use are read. */
+void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, const int64_t *n_rows, int n_jobs);
 
 /* em_quantize_activations with the rows shared out. */
 void em_quantize_step(em_threadpool *tp, int ith, em_type t, const float *x, int64_t n_rows, int64_t k,

@@ -74,6 +74,25 @@ expect_rc 0 $? "inspect Q4_0"
 expect_grep "$tmp/q4" 'Q4_0 +\[256, 256\]'
 expect_grep "$tmp/q4" '^  bpw +[4-5]\.[0-9][0-9]$'
 
+# The architecture as ember runs it: layer pattern, experts, active
+# parameters (where the tiny architecture models are present).
+expect_grep "$tmp/out" '^  layers +GGGGG  \(5 layers, all global\)$'
+arch="$EMBER_TEST_DATA/models/arch"
+if [ -f "$arch/tiny-gemma3.gguf" ] && [ -f "$arch/tiny-qwen3moe.gguf" ]; then
+    "$EMBER_BIN" inspect "$arch/tiny-gemma3.gguf" > "$tmp/g3" 2>&1
+    expect_rc 0 $? "inspect gemma3"
+    expect_grep "$tmp/g3" '^  layers +LLLLLG  \(6 layers: 5 local with a window of 32, 1 global\)$'
+    expect_grep "$tmp/g3" '^  rope \(local\) .*base 10000$'
+    "$EMBER_BIN" inspect "$arch/tiny-qwen3moe.gguf" > "$tmp/moe" 2>&1
+    expect_grep "$tmp/moe" '^  ffn +SwiGLU experts: 4, 2 used per token'
+    expect_grep "$tmp/moe" '^  parameters +1\.31M total, 921\.22K active per token$'
+    "$EMBER_BIN" inspect "$arch/tiny-llama4.gguf" > "$tmp/l4" 2>&1
+    expect_grep "$tmp/l4" "^  ember cannot run it: .*'llama4' is not supported"
+    "$EMBER_BIN" inspect "$arch/tiny-bert.gguf" > "$tmp/bert" 2>&1
+    expect_grep "$tmp/bert" '^  layers +NN  \(2 layers, all global\)$'
+    expect_grep "$tmp/bert" '^  output +encoder \(attention not causal\), mean pooling'
+fi
+
 # --- JSON ---
 "$EMBER_BIN" inspect "$model" --json > "$tmp/json" 2> "$tmp/err"
 expect_rc 0 $? "inspect --json"

@@ -12,10 +12,41 @@ Architectures, with the conventions llama.cpp uses for them:
          divisors), linear RoPE scaling, tied output, and a Mistral-style
          sliding window ({arch}.attention.sliding_window: the query at
          position p sees keys at positions > p - window).
+  bert, nomic-bert  encoders: not causal; the embedding is LayerNorm(token +
+         token type 0 (+ learned position_embd for bert)); post-norm layers
+         x = LN(x + attn(x)) with attn_output_norm, x = LN(x + ffn(x)) with
+         layer_output_norm (LayerNorm with bias, eps
+         attention.layer_norm_epsilon).  bert: separate Q/K/V, a bias on every
+         linear layer, no RoPE, FFN gelu(x Wup + b) Wdown + b.  nomic-bert:
+         fused attn_qkv (Q rows, then K, then V), NEOX RoPE, no biases but
+         the norms', SwiGLU FFN.  No output head: the "logits" compared are
+         the final rows times token_embd (the tied projection), and
+         `pool` prints the pooled, L2-normalised vector (pooling_type 1 mean,
+         2 the first row).
+  YaRN   rope.scaling.type "yarn" (see Model.__init__), for any of them.
   qwen2  llama + biases on Q, K and V, NEOX RoPE pairing (x[i], x[i+d/2]).
   qwen3  llama + RMSNorm over each head of Q and K (attn_q_norm/attn_k_norm)
          before RoPE, NEOX RoPE; head size from attention.key_length may
          differ from n_embd / n_head.
+  experts (llama with expert_count > 0, the Mixtral layout; qwen3moe = qwen3
+         with experts): the FFN is a router ffn_gate_inp and 3-D expert
+         tensors ffn_{gate,up,down}_exps; each token takes the
+         expert_used_count experts of highest softmax(router) probability,
+         their probabilities renormalised to sum to 1, and adds the weighted
+         sum of those experts' SwiGLU FFNs (expert width
+         expert_feed_forward_length, else feed_forward_length).
+  gemma2 embedding times sqrt(n_embd); GELU (tanh approximation) instead of
+         SiLU in the gated FFN; the attention and FFN outputs RMS-normalised
+         again (post_attention_norm, post_ffw_norm) before their residual
+         adds; NEOX RoPE; tied output; attention scores soft-capped,
+         s -> c tanh(s / c) with c = attn_logit_softcapping, after the
+         1/sqrt(head_dim) scale, and the logits with
+         final_logit_softcapping; the sliding window applies to even
+         layers only (il % 2 == 0), odd layers are global.
+  gemma3 gemma2 without soft-caps, plus qwen3's Q/K norm; five windowed
+         layers to one global (windowed when il % 6 < 5); global layers
+         rotate with rope.freq_base and the linear scaling, windowed ones
+         with rope.freq_base_swa (default 10000) unscaled.
 
 RoPE angle for pair i of a head rotating n_rot dims at position pos:
   theta = pos * freq_scale * base^(-2i / n_rot) / rope_freqs[i]
@@ -150,7 +181,7 @@ class GGUF:
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
-    ARCHS = ("llama", "mistral", "qwen2", "qwen3")
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "bert", "nomic-bert")
 
     def __init__(self, path):
         g = GGUF(path)
@@ -182,11 +213,44 @@ class Model:
         # (new key, else the old one) applies whenever it is present.
         stype = key("rope.scaling.type", "linear")
         factor = float(key("rope.scaling.factor", 0.0)) or float(key("rope.scale_linear", 0.0))
-        if stype not in ("linear", "none"):
+        if stype not in ("linear", "none", "yarn"):
             raise GGUFError("rope scaling type %r unsupported by the reference" % stype)
-        self.freq_scale = 1.0 / factor if (stype == "linear" and factor) else 1.0
+        self.freq_scale = 1.0 / factor if (stype in ("linear", "yarn") and factor and factor != 1) else 1.0
+        # YaRN (llama.cpp's rope_yarn): pair i's angle blends the scaled and
+        # the unscaled frequency by a ramp between the pairs that complete
+        # beta_fast and beta_slow turns over the original context, and cos
+        # and sin are multiplied by attn_factor * (1 + 0.1 ln factor).
+        self.yarn = None
+        if stype == "yarn" and self.freq_scale != 1.0:
+            n_orig = int(key("rope.scaling.original_context_length", key("context_length", 2048)))
+            beta_fast = float(key("rope.scaling.yarn_beta_fast", 32.0))
+            beta_slow = float(key("rope.scaling.yarn_beta_slow", 1.0))
+            attn_factor = float(key("rope.scaling.yarn_attn_factor", 1.0))
+            def corr(beta):
+                return self.n_rot * np.log(n_orig / (beta * 2 * np.pi)) / (2 * np.log(self.rope_base))
+            lo = max(0.0, np.floor(corr(beta_fast)))
+            hi = min(self.n_rot - 1.0, np.ceil(corr(beta_slow)))
+            self.yarn = (lo, hi, attn_factor * (1.0 + 0.1 * np.log(factor)))
 
-        self.neox = arch in ("qwen2", "qwen3")
+        self.neox = arch in ("qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "nomic-bert")
+        self.n_expert = int(key("expert_count", 0))
+        self.n_expert_used = int(key("expert_used_count", 0))
+        self.gemma = arch in ("gemma2", "gemma3")
+        # Per layer: sliding window (0 = global) and RoPE (base, freq_scale).
+        self.attn_softcap = self.final_softcap = 0.0
+        if arch == "gemma2":
+            self.attn_softcap = float(key("attn_logit_softcapping", 50.0))
+            self.final_softcap = float(key("final_logit_softcapping", 30.0))
+        pattern = {"gemma2": 2, "gemma3": 6}.get(arch, 1)
+        base_swa = float(key("rope.freq_base_swa", 10000.0)) if arch == "gemma3" else None
+        self.layer_swa, self.layer_rope = [], []
+        for il in range(self.n_layer):
+            local = pattern == 1 or il % pattern < pattern - 1
+            self.layer_swa.append(self.n_swa if local else 0)
+            if local and base_swa is not None:
+                self.layer_rope.append((base_swa, 1.0))
+            else:
+                self.layer_rope.append((self.rope_base, self.freq_scale))
         self.tok_embd = g.tensor("token_embd.weight")          # [n_vocab, n_embd]
         self.n_vocab = self.tok_embd.shape[0]
         self.output_norm = g.tensor("output_norm.weight")      # [n_embd]
@@ -195,6 +259,11 @@ class Model:
         self.output = self.tok_embd if out is None else out
         self.rope_freqs = g.tensor("rope_freqs.weight")        # [n_rot/2] or None
         self.layers = []
+        self.encoder = arch in ("bert", "nomic-bert")
+        if self.encoder:
+            self.load_encoder(g, key)
+            self.ignore = set()
+            return
         for il in range(self.n_layer):
             def t(name, required=True):
                 w = g.tensor("blk.%d.%s" % (il, name))
@@ -213,35 +282,133 @@ class Model:
                 "q_norm": t("attn_q_norm.weight", False),        # [head_dim]
                 "k_norm": t("attn_k_norm.weight", False),        # [head_dim]
                 "ffn_norm": t("ffn_norm.weight"),
-                "w_gate": t("ffn_gate.weight"),  # [n_ff, n_embd]
-                "w_up": t("ffn_up.weight"),      # [n_ff, n_embd]
-                "w_down": t("ffn_down.weight"),  # [n_embd, n_ff]
+                "w_gate": t("ffn_gate.weight", not self.n_expert),  # [n_ff, n_embd]
+                "w_up": t("ffn_up.weight", not self.n_expert),      # [n_ff, n_embd]
+                "w_down": t("ffn_down.weight", not self.n_expert),  # [n_embd, n_ff]
+                "router": t("ffn_gate_inp.weight", bool(self.n_expert)),      # [n_expert, n_embd]
+                "gate_exps": t("ffn_gate_exps.weight", bool(self.n_expert)),  # [n_expert, n_ff_exp, n_embd]
+                "up_exps": t("ffn_up_exps.weight", bool(self.n_expert)),      # [n_expert, n_ff_exp, n_embd]
+                "down_exps": t("ffn_down_exps.weight", bool(self.n_expert)),  # [n_expert, n_embd, n_ff_exp]
+                "post_attn_norm": t("post_attention_norm.weight", self.gemma),  # [n_embd]
+                "post_ffn_norm": t("post_ffw_norm.weight", self.gemma),         # [n_embd]
             })
         if self.arch == "qwen2" and self.layers[0]["bq"] is None:
             raise GGUFError("qwen2 model without attn_q.bias")
-        if self.arch == "qwen3" and self.layers[0]["q_norm"] is None:
+        if self.arch in ("qwen3", "qwen3moe", "gemma3") and self.layers[0]["q_norm"] is None:
             raise GGUFError("qwen3 model without attn_q_norm.weight")
 
         # Feature switches the selftest flips to prove each one matters.
         self.ignore = set()
+
+    def load_encoder(self, g, key):
+        self.eps = float(key("attention.layer_norm_epsilon", 1e-12))
+        self.pooling = int(key("pooling_type", 1))
+        self.pos_embd = g.tensor("position_embd.weight")        # [n_ctx, n_embd] or None
+        self.tok_types = g.tensor("token_types.weight")         # [n_types, n_embd]
+        self.embd_norm = (g.tensor("token_embd_norm.weight"), g.tensor("token_embd_norm.bias"))
+        q = self.n_head * self.head_dim
+        k = self.n_head_kv * self.head_dim
+        for il in range(self.n_layer):
+            def t(name, required=True):
+                w = g.tensor("blk.%d.%s" % (il, name))
+                if w is None and required:
+                    raise GGUFError("missing tensor blk.%d.%s" % (il, name))
+                return w
+            L = {"attn_out_norm": (t("attn_output_norm.weight"), t("attn_output_norm.bias")),
+                 "out_norm": (t("layer_output_norm.weight"), t("layer_output_norm.bias")),
+                 "wo": t("attn_output.weight"), "bo": t("attn_output.bias", False),
+                 "w_up": t("ffn_up.weight"), "b_up": t("ffn_up.bias", False),
+                 "w_gate": t("ffn_gate.weight", False),
+                 "w_down": t("ffn_down.weight"), "b_down": t("ffn_down.bias", False)}
+            if self.arch == "nomic-bert":
+                qkv = t("attn_qkv.weight")                      # [q + 2k, n_embd]
+                L["wq"], L["wk"], L["wv"] = qkv[:q], qkv[q:q + k], qkv[q + k:]
+                L["bq"] = L["bk"] = L["bv"] = None
+            else:
+                L["wq"], L["wk"], L["wv"] = t("attn_q.weight"), t("attn_k.weight"), t("attn_v.weight")
+                L["bq"], L["bk"], L["bv"] = t("attn_q.bias"), t("attn_k.bias"), t("attn_v.bias")
+            self.layers.append(L)
+
+    def layernorm(self, x, wb):
+        w, b = wb
+        mu = x.mean(axis=-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + self.eps) * w + b
+
+    def encode(self, tokens):
+        """The encoder's final rows [T, n_embd]."""
+        T = len(tokens)
+        pos = np.arange(T)
+        x = self.tok_embd[tokens] + self.tok_types[0]
+        if self.pos_embd is not None:
+            x = x + self.pos_embd[pos]
+        x = self.layernorm(x, self.embd_norm)
+        for L in self.layers:
+            q, k, v = x @ L["wq"].T, x @ L["wk"].T, x @ L["wv"].T
+            if L["bq"] is not None:
+                q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+            q = q.reshape(T, self.n_head, self.head_dim)
+            k = k.reshape(T, self.n_head_kv, self.head_dim)
+            v = v.reshape(T, self.n_head_kv, self.head_dim_v)
+            if self.arch == "nomic-bert" and "rope" not in self.ignore:
+                q, k = self.rope(q, pos), self.rope(k, pos)
+            group = self.n_head // self.n_head_kv
+            att = np.zeros((T, self.n_head, self.head_dim_v))
+            for hh in range(self.n_head):
+                s = (q[:, hh, :] @ k[:, hh // group, :].T) / np.sqrt(self.head_dim)
+                if "causal" in self.ignore:
+                    s = np.where(pos[None, :] <= pos[:, None], s, -np.inf)
+                s = s - s.max(axis=1, keepdims=True)
+                p = np.exp(s)
+                att[:, hh, :] = (p / p.sum(axis=1, keepdims=True)) @ v[:, hh // group, :]
+            o = att.reshape(T, -1) @ L["wo"].T
+            if L["bo"] is not None:
+                o = o + L["bo"]
+            x = self.layernorm(x + o, L["attn_out_norm"])
+            u = x @ L["w_up"].T
+            if L["b_up"] is not None:
+                u = u + L["b_up"]
+            if L["w_gate"] is not None:
+                g = x @ L["w_gate"].T
+                a = g / (1.0 + np.exp(-g)) * u
+            else:
+                a = 0.5 * u * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (u + 0.044715 * u ** 3)))
+            y = a @ L["w_down"].T
+            if L["b_down"] is not None:
+                y = y + L["b_down"]
+            x = self.layernorm(x + y, L["out_norm"])
+        return x
+
+    def pool(self, tokens):
+        h = self.encode(tokens)
+        v = h[0] if self.pooling == 2 else h.mean(axis=0)
+        return v / np.linalg.norm(v)
 
     # ---- building blocks ----
 
     def rmsnorm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x, pos):
-        """x: [T, heads, head_dim]; rotates the first n_rot dims of each head."""
+    def rope(self, x, pos, base=None, freq_scale=None):
+        """x: [T, heads, head_dim]; rotates the first n_rot dims of each head
+        with the given base and scale (default: the global ones)."""
+        if base is None or "rope_swa" in self.ignore:
+            base, freq_scale = self.rope_base, self.freq_scale
         half = self.n_rot // 2
         i = np.arange(half, dtype=np.float64)
-        freq = self.rope_base ** (-2.0 * i / self.n_rot)
-        if "rope_scale" not in self.ignore:
-            freq = freq * self.freq_scale
+        freq = base ** (-2.0 * i / self.n_rot)
+        mscale = 1.0
+        if self.yarn is not None and freq_scale != 1.0 and "yarn" not in self.ignore:
+            lo, hi, mscale = self.yarn
+            ramp = 1.0 - np.clip((i - lo) / max(0.001, hi - lo), 0.0, 1.0)
+            freq = freq * (freq_scale * (1.0 - ramp) + ramp)
+        elif "rope_scale" not in self.ignore:
+            freq = freq * freq_scale
         if self.rope_freqs is not None and "rope_freqs" not in self.ignore:
             freq = freq / self.rope_freqs
         theta = pos[:, None].astype(np.float64) * freq[None, :]   # [T, half]
-        cos = np.cos(theta)[:, None, :]
-        sin = np.sin(theta)[:, None, :]
+        cos = np.cos(theta)[:, None, :] * mscale
+        sin = np.sin(theta)[:, None, :] * mscale
         out = x.copy()
         neox = self.neox != ("rope_type" in self.ignore)
         if neox:
@@ -254,7 +421,7 @@ class Model:
             out[..., 1:self.n_rot:2] = a * sin + b * cos
         return out
 
-    def attention(self, L, h, pos):
+    def attention(self, L, h, pos, il=0):
         T = h.shape[0]
         q = h @ L["wq"].T
         k = h @ L["wk"].T
@@ -268,18 +435,22 @@ class Model:
             q = self.rmsnorm(q, L["q_norm"])
             k = self.rmsnorm(k, L["k_norm"])
         if "rope" not in self.ignore:
-            q = self.rope(q, pos)
-            k = self.rope(k, pos)
+            base, scale = self.layer_rope[il]
+            q = self.rope(q, pos, base, scale)
+            k = self.rope(k, pos, base, scale)
 
         # mask[i, j]: may query i see key j?
         mask = pos[None, :] <= pos[:, None]
-        if self.n_swa > 0 and "swa" not in self.ignore:
-            mask &= pos[None, :] > pos[:, None] - self.n_swa
+        swa = self.n_swa if "swa_pattern" in self.ignore else self.layer_swa[il]
+        if swa > 0 and "swa" not in self.ignore:
+            mask &= pos[None, :] > pos[:, None] - swa
         group = self.n_head // self.n_head_kv
         out = np.zeros((T, self.n_head, self.head_dim_v))
         for hh in range(self.n_head):
             kv = hh % self.n_head_kv if "gqa_map" in self.ignore else hh // group
             s = (q[:, hh, :] @ k[:, kv, :].T) / np.sqrt(self.head_dim)
+            if self.attn_softcap > 0 and "softcap" not in self.ignore:
+                s = self.attn_softcap * np.tanh(s / self.attn_softcap)
             s = np.where(mask, s, -np.inf)
             s = s - s.max(axis=1, keepdims=True)
             p = np.exp(s)
@@ -292,15 +463,58 @@ class Model:
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.size == 0 or tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise GGUFError("tokens must be in [0, %d)" % self.n_vocab)
+        if self.encoder:
+            return self.encode(tokens) @ self.output.T
         pos = np.arange(len(tokens))
         x = self.tok_embd[tokens]
-        for L in self.layers:
-            x = x + self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos)
+        if self.gemma and "embd_scale" not in self.ignore:
+            x = x * np.sqrt(self.n_embd)
+        for il, L in enumerate(self.layers):
+            x = x + self.post_norm(self.attention(L, self.rmsnorm(x, L["attn_norm"]), pos, il),
+                                   L["post_attn_norm"])
             h = self.rmsnorm(x, L["ffn_norm"])
-            g = h @ L["w_gate"].T
-            x = x + ((g / (1.0 + np.exp(-g))) * (h @ L["w_up"].T)) @ L["w_down"].T
+            if L["router"] is not None:
+                y = self.experts(L, h)
+            else:
+                y = self.ffn(h, L["w_gate"], L["w_up"], L["w_down"])
+            x = x + self.post_norm(y, L["post_ffn_norm"])
         x = self.rmsnorm(x, self.output_norm)
-        return x @ self.output.T
+        logits = x @ self.output.T
+        if self.final_softcap > 0 and "final_softcap" not in self.ignore:
+            logits = self.final_softcap * np.tanh(logits / self.final_softcap)
+        return logits
+
+    def ffn(self, h, w_gate, w_up, w_down):
+        g = h @ w_gate.T
+        if self.gemma and "gelu" not in self.ignore:
+            a = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3)))
+        else:
+            a = g / (1.0 + np.exp(-g))
+        return (a * (h @ w_up.T)) @ w_down.T
+
+    def experts(self, L, h):
+        """Top-k softmax routing; each row's chosen experts, weighted."""
+        logits = h @ L["router"].T                         # [T, n_expert]
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        k = self.n_expert_used
+        out = np.zeros_like(h)
+        for t in range(h.shape[0]):
+            if "routing" in self.ignore:
+                sel = np.arange(k)                        # the first k experts
+            else:
+                sel = np.argsort(-p[t], kind="stable")[:k]
+            w = p[t, sel] / p[t, sel].sum()
+            for e, we in zip(sel, w):
+                out[t] += we * self.ffn(h[t:t + 1], L["gate_exps"][e], L["up_exps"][e],
+                                        L["down_exps"][e])[0]
+        return out
+
+    def post_norm(self, y, w):
+        """Gemma's norm of a block's output before its residual add."""
+        if w is None or "post_norm" in self.ignore:
+            return y
+        return self.rmsnorm(y, w)
 
 
 # ---------------------------------------------------------- comparisons ---
@@ -360,6 +574,11 @@ def cmd_compare(m, args):
     return 0 if ok else 1
 
 
+def cmd_pool(m, args):
+    print(" ".join("%.6f" % v for v in m.pool(parse_tokens(args.tokens))))
+    return 0
+
+
 def cmd_greedy(m, args):
     bos = int(m.g.kv.get("tokenizer.ggml.bos_token_id", 1))
     seq = [bos]
@@ -383,19 +602,34 @@ def cmd_selftest(m, args):
     gets that feature wrong."""
     tokens = parse_tokens(args.tokens)
     base = m.forward(tokens)
-    feats = ["rope", "rope_type"]
-    if m.n_head_kv < m.n_head and m.n_head_kv > 1:
-        feats.append("gqa_map")
-    if m.rope_freqs is not None:
-        feats.append("rope_freqs")
-    if m.freq_scale != 1.0:
-        feats.append("rope_scale")
-    if m.n_swa > 0:
-        feats.append("swa")
-    if m.layers[0]["bq"] is not None:
-        feats.append("bias")
-    if m.layers[0]["q_norm"] is not None:
-        feats.append("qk_norm")
+    if m.encoder:
+        feats = ["causal"] + (["rope"] if m.arch == "nomic-bert" else [])
+    else:
+        feats = ["rope", "rope_type"]
+        if m.n_head_kv < m.n_head and m.n_head_kv > 1:
+            feats.append("gqa_map")
+        if m.rope_freqs is not None:
+            feats.append("rope_freqs")
+        if m.freq_scale != 1.0:
+            feats.append("yarn" if m.yarn is not None else "rope_scale")
+        if m.n_swa > 0:
+            feats.append("swa")
+        if m.layers[0]["bq"] is not None:
+            feats.append("bias")
+        if m.layers[0]["q_norm"] is not None:
+            feats.append("qk_norm")
+        if m.gemma:
+            feats += ["embd_scale", "gelu", "post_norm"]
+        if m.n_expert:
+            feats.append("routing")
+        if m.n_swa > 0 and 0 in m.layer_swa:
+            feats.append("swa_pattern")
+        if len(set(m.layer_rope)) > 1:
+            feats.append("rope_swa")
+        if m.attn_softcap > 0:
+            feats.append("softcap")
+        if m.final_softcap > 0:
+            feats.append("final_softcap")
     bad = 0
     for f in feats:
         m.ignore = {f}
@@ -426,6 +660,9 @@ def main():
     p.add_argument("model")
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--expect")
+    p = sub.add_parser("pool")
+    p.add_argument("model")
+    p.add_argument("--tokens", required=True)
     p = sub.add_parser("selftest")
     p.add_argument("model")
     p.add_argument("--tokens", required=True)
@@ -434,7 +671,7 @@ def main():
     try:
         m = Model(args.model)
         return {"info": cmd_info, "logits": cmd_logits, "compare": cmd_compare,
-                "greedy": cmd_greedy, "selftest": cmd_selftest}[args.cmd](m, args)
+                "greedy": cmd_greedy, "selftest": cmd_selftest, "pool": cmd_pool}[args.cmd](m, args)
     except (GGUFError, OSError) as e:
         print("reference.py: %s" % e, file=sys.stderr)
         return 2

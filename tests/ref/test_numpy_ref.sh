@@ -84,6 +84,11 @@ variant llama-linear    llama --rope-linear 4
 variant llama-swa       llama --swa 6
 variant qwen2           qwen2 --n-head-kv 2 --tied
 variant qwen3           qwen3 --head-dim 32 --n-head-kv 2
+variant qwen3-yarn      qwen3 --head-dim 32 --n-head-kv 2 --rope-yarn 4
+variant llama-moe       llama --n-head-kv 2 --experts 4 --experts-used 2
+variant qwen3moe        qwen3moe --head-dim 32 --n-head-kv 2 --experts 6 --experts-used 3
+variant gemma2          gemma2 --head-dim 32 --n-head-kv 2 --swa 6
+variant gemma3          gemma3 --n-layer 6 --head-dim 32 --n-head-kv 1 --swa 6
 
 # The reference against a real model and a real implementation's output.
 if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$EMBER_TEST_DATA/models/stories260K.gguf" ]; then
@@ -98,6 +103,45 @@ if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$EMBER_TEST_DATA/models/stories260K.gg
     # BOS and the first 19 greedy ids: ember on a real pretrained model.
     real=1,$(tr -s ' \n' ',' < "$IDS" | cut -d, -f1-19)
     check_engine stories260K "$S" "$real" || failures=$((failures + 1))
+    # The tiny models of other architectures that llama.cpp's gguf-py wrote
+    # (float ones: the reference reads no quantized types).
+    for a in qwen2 qwen3 qwen3-yarn gemma2 gemma3 llama-moe qwen3moe; do
+        f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
+        [ -f "$f" ] || continue
+        check_engine "tiny-$a" "$f" "$TOKENS" || failures=$((failures + 1))
+    done
+    # The encoders (not causal: one batch only; a split would change what
+    # the first rows see).  The rows are compared through the tied
+    # projection, and `ember embed`'s pooled, normalised vector against the
+    # reference's.
+    for a in bert nomic-bert; do
+        f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
+        [ -f "$f" ] && [ -n "${EMBER_BIN:-}" ] || continue
+        text="The cat sat on the mat, and then it slept."
+        ids=$("$EMBER_BIN" tokenize -m "$f" -p "$text" --ids | tr -d '[] ')
+        if ! out=$("$PY" "$REF" selftest "$f" --tokens "$ids" 2>&1); then
+            echo "FAIL tiny-$a: the reference does not depend on its features:"
+            echo "$out" | sed 's/^/    /'
+            failures=$((failures + 1))
+        fi
+        if "$DUMP" "$f" "$ids" "$TMP/$a.f32" >/dev/null 2>&1; then
+            "$PY" "$REF" compare "$f" --tokens "$ids" --label "tiny-$a" --engine "$TMP/$a.f32" ||
+                failures=$((failures + 1))
+        else
+            echo "FAIL tiny-$a: dump_logits failed"
+            failures=$((failures + 1))
+        fi
+        "$EMBER_BIN" embed -m "$f" -p "$text" -t 2 | tr -d '[],' > "$TMP/$a.emb"
+        "$PY" "$REF" pool "$f" --tokens "$ids" > "$TMP/$a.ref"
+        if "$PY" -c 'import sys, numpy as np
+a = np.loadtxt(sys.argv[1]); b = np.loadtxt(sys.argv[2])
+err = np.abs(a - b).max()
+print("%s tiny-%s embedding: %d dims, norm %.6f, max |ember - ref| %.2e; tol 1e-4 (float32 rows, mean-pooled)"
+      % ("PASS" if err <= 1e-4 and a.size == b.size else "FAIL", sys.argv[3], a.size, np.linalg.norm(a), err))
+sys.exit(0 if err <= 1e-4 and a.size == b.size else 1)' "$TMP/$a.emb" "$TMP/$a.ref" "$a"; then :; else
+            failures=$((failures + 1))
+        fi
+    done
 else
     echo "SKIP stories260K: EMBER_TEST_DATA is not set"
 fi

@@ -4,8 +4,11 @@
  *
  *   gen_model OUT.gguf ARCH [options]
  *
- * ARCH is llama, qwen2 (adds Q/K/V biases) or qwen3 (adds per-head Q/K
- * RMSNorm weights and always writes attention.key_length/value_length).
+ * ARCH is llama, qwen2 (adds Q/K/V biases), qwen3moe (qwen3 with experts), qwen3 (adds per-head Q/K
+ * RMSNorm weights and always writes attention.key_length/value_length),
+ * gemma2 (post-attention and post-FFN norms, soft-caps, tied output; needs
+ * --swa) or gemma3 (gemma2's tensors plus qwen3's Q/K norms, no soft-caps,
+ * rope.freq_base_swa; needs --swa, and 6 layers to have a global one).
  * Options, one model variant per invocation:
  *
  *   --seed S            weights from this seed (default 1)
@@ -23,6 +26,16 @@
  *   --swa W             attention.sliding_window = W (Mistral-style)
  *   --rope-freqs        a Llama 3 style rope_freqs.weight tensor
  *   --rope-linear F     rope.scaling.type "linear", rope.scaling.factor F
+ *   --rope-yarn F       rope.scaling.type "yarn", factor F, and
+ *                       rope.scaling.original_context_length 16
+ *   --experts N         N experts per layer (llama: the Mixtral layout;
+ *                       qwen3moe: required), router ffn_gate_inp and 3-D
+ *                       ffn_{gate,up,down}_exps tensors
+ *   --experts-used K    experts per token (2)
+ *   --n-ff-exp N        qwen3moe: expert_feed_forward_length (n-ff / 2)
+ *   --rope-base-swa B   gemma3: rope.freq_base_swa (1000)
+ *   --attn-softcap C    gemma2: attn_logit_softcapping (5)
+ *   --final-softcap C   gemma2: final_logit_softcapping (3)
  *   --tokenizer-from P  copy the tokenizer.* keys of GGUF file P instead of
  *                       writing the built-in tiny SentencePiece vocabulary
  *
@@ -57,14 +70,18 @@ typedef struct gen_opts {
     bool tied;
     int swa;
     bool rope_freqs;
-    float rope_linear;
+    float rope_linear, rope_yarn;
+    float rope_base_swa, attn_softcap, final_softcap;
+    int n_expert, n_expert_used, n_ff_exp;
 } gen_opts;
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: gen_model OUT.gguf llama|qwen2|qwen3 [--seed S] [--n-embd N] [--n-layer N]\n"
-            "       [--n-head N] [--n-head-kv N] [--head-dim N] [--n-ff N] [--n-vocab N] [--n-ctx N]\n"
-            "       [--rope-base B] [--tied] [--swa W] [--rope-freqs] [--rope-linear F]\n"
+            "usage: gen_model OUT.gguf llama|qwen2|qwen3|gemma2|gemma3 [--seed S] [--n-embd N]\n"
+            "       [--n-layer N] [--n-head N] [--n-head-kv N] [--head-dim N] [--n-ff N] [--n-vocab N]\n"
+            "       [--n-ctx N] [--rope-base B] [--tied] [--swa W] [--rope-freqs] [--rope-linear F]\n"
+            "       [--rope-base-swa B] [--attn-softcap C] [--final-softcap C]\n"
+            "       [--experts N] [--experts-used K] [--n-ff-exp N] [--rope-yarn F]\n"
             "       [--tokenizer-from FILE.gguf]\n");
 }
 
@@ -100,8 +117,14 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
     o->n_vocab = 512;
     o->n_ctx = 256;
     o->rope_base = 10000.0f;
-    if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3")) {
-        fprintf(stderr, "gen_model: unknown architecture '%s' (llama, qwen2, qwen3)\n", o->arch);
+    o->rope_base_swa = 1000.0f;
+    o->attn_softcap = 5.0f;
+    o->final_softcap = 3.0f;
+    o->n_expert_used = 2;
+    if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3") &&
+        strcmp(o->arch, "qwen3moe") && strcmp(o->arch, "gemma2") && strcmp(o->arch, "gemma3")) {
+        fprintf(stderr, "gen_model: unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3)\n",
+                o->arch);
         return -1;
     }
     for (int i = 3; i < argc; i++) {
@@ -123,7 +146,14 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--swa")) ok = parse_int(v, 1, 1 << 24, &o->swa);
         else if (!strcmp(a, "--rope-base")) ok = parse_float(v, &o->rope_base) && o->rope_base > 1.0f;
         else if (!strcmp(a, "--rope-linear")) ok = parse_float(v, &o->rope_linear) && o->rope_linear > 0.0f;
+        else if (!strcmp(a, "--rope-yarn")) ok = parse_float(v, &o->rope_yarn) && o->rope_yarn > 1.0f;
         else if (!strcmp(a, "--tokenizer-from")) o->tokenizer_from = v;
+        else if (!strcmp(a, "--experts")) ok = parse_int(v, 1, 256, &o->n_expert);
+        else if (!strcmp(a, "--experts-used")) ok = parse_int(v, 1, 16, &o->n_expert_used);
+        else if (!strcmp(a, "--n-ff-exp")) ok = parse_int(v, 1, 1 << 16, &o->n_ff_exp);
+        else if (!strcmp(a, "--rope-base-swa")) ok = parse_float(v, &o->rope_base_swa) && o->rope_base_swa > 1.0f;
+        else if (!strcmp(a, "--attn-softcap")) ok = parse_float(v, &o->attn_softcap) && o->attn_softcap > 0.0f;
+        else if (!strcmp(a, "--final-softcap")) ok = parse_float(v, &o->final_softcap) && o->final_softcap > 0.0f;
         else {
             fprintf(stderr, "gen_model: unknown option %s\n", a);
             return -1;
@@ -135,6 +165,12 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         if (takes) i++;
     }
     if (o->n_head_kv == 0) o->n_head_kv = o->n_head;
+    if (!strcmp(o->arch, "qwen3moe") && o->n_expert == 0) o->n_expert = 4;
+    if (o->n_ff_exp == 0) o->n_ff_exp = !strcmp(o->arch, "qwen3moe") ? o->n_ff / 2 : o->n_ff;
+    if (o->n_expert && o->n_expert_used > o->n_expert) {
+        fprintf(stderr, "gen_model: --experts-used exceeds --experts\n");
+        return -1;
+    }
     if (o->head_dim == 0) o->head_dim = o->n_embd / o->n_head;
     if (o->n_head % o->n_head_kv || o->head_dim % 2) {
         fprintf(stderr, "gen_model: n_head must be a multiple of n_head_kv and head_dim even\n");
@@ -174,6 +210,14 @@ static em_status add(em_gguf_writer *w, const char *name, int64_t ne0, int64_t n
     for (int64_t i = 0; i < n; i++) scratch[i] = (float)(mean + std * rng_normal());
     int64_t ne[2] = {ne0, ne1};
     return em_gguf_add_tensor(w, name, EM_TYPE_F32, ne1 ? 2 : 1, ne, scratch);
+}
+
+/* n_x stacked weights mapping n_in to n_out: ne = [n_in, n_out, n_x]. */
+static em_status add3(em_gguf_writer *w, const char *name, int64_t n_in, int64_t n_out, int64_t n_x) {
+    int64_t n = n_in * n_out * n_x;
+    for (int64_t i = 0; i < n; i++) scratch[i] = (float)(rng_normal() / sqrt((double)n_in));
+    int64_t ne[3] = {n_in, n_out, n_x};
+    return em_gguf_add_tensor(w, name, EM_TYPE_F32, 3, ne, scratch);
 }
 
 /* A weight mapping n_in to n_out: ne = [n_in, n_out]. */
@@ -375,13 +419,37 @@ static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
     TRY(em_gguf_set_u32(w, akey(o, "attention.head_count"), (uint32_t)o->n_head));
     TRY(em_gguf_set_u32(w, akey(o, "attention.head_count_kv"), (uint32_t)o->n_head_kv));
     TRY(em_gguf_set_f32(w, akey(o, "attention.layer_norm_rms_epsilon"), qwen ? 1e-6f : 1e-5f));
+    if (!strcmp(o->arch, "gemma3") && o->rope_linear <= 0.0f) {
+        /* Linear scaling on the global layers only: shows that windowed
+         * layers use their own table. */
+        TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "linear"));
+        TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), 4.0f));
+    }
     TRY(em_gguf_set_f32(w, akey(o, "rope.freq_base"), o->rope_base));
     TRY(em_gguf_set_u32(w, akey(o, "rope.dimension_count"), (uint32_t)o->head_dim));
-    if (o->head_dim * o->n_head != o->n_embd || !strcmp(o->arch, "qwen3")) {
+    if (o->head_dim * o->n_head != o->n_embd || strcmp(o->arch, "llama") != 0) {
         TRY(em_gguf_set_u32(w, akey(o, "attention.key_length"), (uint32_t)o->head_dim));
         TRY(em_gguf_set_u32(w, akey(o, "attention.value_length"), (uint32_t)o->head_dim));
     }
     if (o->swa) TRY(em_gguf_set_u32(w, akey(o, "attention.sliding_window"), (uint32_t)o->swa));
+    if (o->rope_yarn > 0.0f) {
+        /* A tiny original context so that the blend already matters at
+         * the short positions the test runs. */
+        TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "yarn"));
+        TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_yarn));
+        TRY(em_gguf_set_u32(w, akey(o, "rope.scaling.original_context_length"), 16));
+    }
+    if (!strcmp(o->arch, "gemma2")) {
+        TRY(em_gguf_set_f32(w, akey(o, "attn_logit_softcapping"), o->attn_softcap));
+        TRY(em_gguf_set_f32(w, akey(o, "final_logit_softcapping"), o->final_softcap));
+    }
+    if (!strcmp(o->arch, "gemma3")) TRY(em_gguf_set_f32(w, akey(o, "rope.freq_base_swa"), o->rope_base_swa));
+    if (o->n_expert) {
+        TRY(em_gguf_set_u32(w, akey(o, "expert_count"), (uint32_t)o->n_expert));
+        TRY(em_gguf_set_u32(w, akey(o, "expert_used_count"), (uint32_t)o->n_expert_used));
+        if (!strcmp(o->arch, "qwen3moe"))
+            TRY(em_gguf_set_u32(w, akey(o, "expert_feed_forward_length"), (uint32_t)o->n_ff_exp));
+    }
     if (o->rope_linear > 0.0f) {
         TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "linear"));
         TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_linear));
@@ -393,10 +461,14 @@ static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
 static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
     int64_t E = o->n_embd, F = o->n_ff, V = o->n_vocab;
     int64_t QD = (int64_t)o->n_head * o->head_dim, KD = (int64_t)o->n_head_kv * o->head_dim;
-    bool bias = !strcmp(o->arch, "qwen2"), qk_norm = !strcmp(o->arch, "qwen3");
-    TRY(add(w, "token_embd.weight", E, V, 0.0, 1.0));
+    bool bias = !strcmp(o->arch, "qwen2");
+    bool qk_norm = !strcmp(o->arch, "qwen3") || !strcmp(o->arch, "qwen3moe") || !strcmp(o->arch, "gemma3");
+    bool gemma = !strncmp(o->arch, "gemma", 5);
+    /* Gemma scales the embedding by sqrt(n_embd): smaller rows keep the
+     * residual stream near unit size. */
+    TRY(add(w, "token_embd.weight", E, V, 0.0, gemma ? 1.0 / sqrt((double)E) : 1.0));
     TRY(add(w, "output_norm.weight", E, 0, 1.0, 0.1));
-    if (!o->tied) TRY(add_matrix(w, "output.weight", E, V, 1.0));
+    if (!o->tied && !gemma) TRY(add_matrix(w, "output.weight", E, V, 1.0));
     if (o->rope_freqs) TRY(add_rope_freqs(w, o));
     for (int il = 0; il < o->n_layer; il++) {
         char n[64];
@@ -416,9 +488,22 @@ static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
             TRY(add(w, NAME("attn_k_norm.weight"), o->head_dim, 0, 2.0, 0.2));
         }
         TRY(add(w, NAME("ffn_norm.weight"), E, 0, 1.0, 0.1));
-        TRY(add_matrix(w, NAME("ffn_gate.weight"), E, F, 1.0));
-        TRY(add_matrix(w, NAME("ffn_up.weight"), E, F, 1.0));
-        TRY(add_matrix(w, NAME("ffn_down.weight"), F, E, 1.0));
+        if (o->n_expert) {
+            /* A sharp router (gain 4) so that the choice of experts matters. */
+            int64_t X = o->n_expert, FE = o->n_ff_exp;
+            TRY(add_matrix(w, NAME("ffn_gate_inp.weight"), E, X, 4.0));
+            TRY(add3(w, NAME("ffn_gate_exps.weight"), E, FE, X));
+            TRY(add3(w, NAME("ffn_up_exps.weight"), E, FE, X));
+            TRY(add3(w, NAME("ffn_down_exps.weight"), FE, E, X));
+        } else {
+            TRY(add_matrix(w, NAME("ffn_gate.weight"), E, F, 1.0));
+            TRY(add_matrix(w, NAME("ffn_up.weight"), E, F, 1.0));
+            TRY(add_matrix(w, NAME("ffn_down.weight"), F, E, 1.0));
+        }
+        if (gemma) {
+            TRY(add(w, NAME("post_attention_norm.weight"), E, 0, 1.0, 0.3));
+            TRY(add(w, NAME("post_ffw_norm.weight"), E, 0, 1.0, 0.3));
+        }
 #undef NAME
     }
     return EM_OK;
@@ -437,6 +522,8 @@ int main(int argc, char **argv) {
     size_t qd = (size_t)o.n_head * (size_t)o.head_dim;
     if ((size_t)o.n_embd * (size_t)o.n_ff > biggest) biggest = (size_t)o.n_embd * (size_t)o.n_ff;
     if ((size_t)o.n_embd * qd > biggest) biggest = (size_t)o.n_embd * qd;
+    if ((size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert > biggest)
+        biggest = (size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert;
     scratch = malloc(biggest * sizeof *scratch);
     em_gguf_writer *w = NULL;
     em_status st = scratch ? em_gguf_writer_init(&w) : em_error(EM_ERR_NOMEM, "out of memory");

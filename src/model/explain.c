@@ -1,0 +1,93 @@
+/*
+ * explain.c - a loaded model's architecture in words, for `ember inspect`:
+ * the pattern of its layers (windowed, global, without RoPE), its
+ * attention and FFN, and with experts the active against the total
+ * parameters.
+ */
+#include "model/family.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static void human(double n, char *buf, size_t size) {
+    const char *unit = "";
+    if (n >= 1e9) n /= 1e9, unit = "B";
+    else if (n >= 1e6) n /= 1e6, unit = "M";
+    else if (n >= 1e3) n /= 1e3, unit = "K";
+    snprintf(buf, size, "%.2f%s", n, unit);
+}
+
+static double elems(const em_tensor *t) {
+    return t->data ? (double)t->ne[0] * (double)t->ne[1] * (double)t->ne[2] * (double)t->ne[3] : 0;
+}
+
+void em_model_explain(const em_model *m, FILE *out) {
+    const em_hparams *hp = &m->hp;
+    fprintf(out, "  %-12s %s\n", "family", m->family->name);
+
+    /* One letter per layer: L windowed (local), G global, N global
+     * without RoPE. */
+    fprintf(out, "  %-12s ", "layers");
+    int n_local = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const bool local = m->layers[il].n_swa > 0;
+        n_local += local;
+        if (il < 64) fputc(local ? 'L' : m->layers[il].rope_set < 0 ? 'N' : 'G', out);
+    }
+    if (hp->n_layer > 64) fprintf(out, "...");
+    if (n_local == 0)
+        fprintf(out, "  (%d layers, all global)\n", hp->n_layer);
+    else
+        fprintf(out, "  (%d layers: %d local with a window of %d, %d global)\n", hp->n_layer, n_local, hp->n_swa,
+                hp->n_layer - n_local);
+
+    if (m->pos_embd.data) fprintf(out, "  %-12s learned, %lld of them\n", "positions", (long long)m->pos_embd.ne[1]);
+    fprintf(out, "  %-12s %d query heads, %d KV heads, head size %d/%d, scale %.4g%s", "attention", hp->n_head,
+            hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale,
+            m->layers[0].q_norm.data ? ", Q/K norm" : "");
+    if (m->layers[0].bq.data) fprintf(out, ", QKV bias");
+    if (hp->attn_softcap > 0) fprintf(out, ", scores soft-capped at %g", hp->attn_softcap);
+    fprintf(out, "\n");
+    for (int t = 0; t < hp->n_rope_sets && m->layers[0].rope_set >= 0; t++) {
+        const em_rope_set *rs = &hp->rope[t];
+        fprintf(out, "  %-12s %s, %d of %d dims, base %g", t == 0 ? "rope" : "rope (local)",
+                hp->rope_type == EM_ROPE_NEOX ? "NeoX halves" : "adjacent pairs", hp->n_rot, hp->head_dim, rs->base);
+        if (rs->ext_factor != 0)
+            fprintf(out, ", YaRN x%g (pairs %g..%g blended, magnitude %.4g)", 1.0 / rs->freq_scale, rs->corr_lo,
+                    rs->corr_hi, rs->mscale);
+        else if (rs->freq_scale != 1.0f)
+            fprintf(out, ", linear scaling x%g", 1.0 / rs->freq_scale);
+        if (t == 0 && m->rope_freqs.data) fprintf(out, ", per-pair frequency factors");
+        fprintf(out, "\n");
+    }
+
+    const char *act = !m->layers[0].w_gate.data && !m->layers[0].gate_exps.data ? "GELU (no gate)"
+                      : hp->act == EM_ACT_GELU_TANH                          ? "GeGLU (GELU-tanh)"
+                                                                             : "SwiGLU";
+    if (hp->n_expert > 0)
+        fprintf(out, "  %-12s %s experts: %d, %d used per token (softmax top-%d), width %d\n", "ffn", act,
+                hp->n_expert, hp->n_expert_used, hp->n_expert_used, hp->n_ff_exp);
+    else
+        fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
+    fprintf(out, "  %-12s %s, %s%s%s\n", "norms", hp->norm == EM_NORM_LAYER ? "LayerNorm" : "RMSNorm",
+            hp->norm_after ? "post-norm (x = norm(x + f(x)))"
+                           : m->layers[0].post_attn_norm.data ? "pre-norm and post-norm" : "pre-norm",
+            hp->embd_scale != 1.0f ? "; embedding x sqrt(n_embd)" : "",
+            m->embd_norm.data ? "; embedding normalised" : "");
+    if (!hp->causal)
+        fprintf(out, "  %-12s encoder (attention not causal), %s pooling, L2-normalised (ember embed)\n", "output",
+                hp->pooling == EM_POOL_CLS ? "CLS" : "mean");
+    if (hp->final_softcap > 0) fprintf(out, "  %-12s soft-capped at %g\n", "logits", hp->final_softcap);
+
+    /* Active parameters: all but the experts a token is not routed to. */
+    double idle = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &m->layers[il];
+        const double ex = elems(&l->gate_exps) + elems(&l->up_exps) + elems(&l->down_exps);
+        if (hp->n_expert > 0) idle += ex * (1.0 - (double)hp->n_expert_used / hp->n_expert);
+    }
+    char tot[32], act_p[32];
+    human((double)m->n_params, tot, sizeof tot);
+    human((double)m->n_params - idle, act_p, sizeof act_p);
+    fprintf(out, "  %-12s %s total, %s active per token\n", "parameters", tot, act_p);
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# test_arch_ppl.sh - every tiny model of $EMBER_TEST_DATA/models/arch loads
+# and scores a sensible perplexity on TinyStories, or is refused with a
+# one-line "not supported" message.
+#
+# The models have random weights and stories260K's 512-token vocabulary,
+# so a correct forward pass gives a perplexity near the vocabulary size:
+# finite, above 1, and well below what a broken pass (NaN, inf, or logits
+# that saturate on one token) produces.  The bound is 2 x 512.  Each line
+# printed is "ARCH PPL" for the report; refused models print "ARCH refused".
+# The encoders (bert, nomic-bert) have no perplexity: `ember embed` must
+# give the same unit vector twice.
+# The first 4 chunks of 128 tokens keep it quick.
+set -u
+
+if [ -z "${EMBER_TEST_DATA:-}" ]; then
+    echo "SKIP: EMBER_TEST_DATA is not set"
+    exit 77
+fi
+if [ -z "${EMBER_BIN:-}" ] || [ ! -x "$EMBER_BIN" ]; then
+    echo "FAIL: EMBER_BIN is not set to the ember program" >&2
+    exit 1
+fi
+dir="$EMBER_TEST_DATA/models/arch"
+text="$EMBER_TEST_DATA/text/tinystories_val.txt"
+if [ ! -d "$dir" ] || [ ! -f "$text" ]; then
+    echo "SKIP: $dir or $text is missing"
+    exit 77
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Architectures ember runs; the others must be refused cleanly.
+supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe "
+failures=0
+for f in "$dir"/tiny-*.gguf; do
+    name=$(basename "$f" .gguf)
+    name=${name#tiny-}
+    "$EMBER_BIN" eval ppl -m "$f" -f "$text" -c 128 --chunks 4 -t 2 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ "$name" = bert ] || [ "$name" = nomic-bert ]; then
+        "$EMBER_BIN" embed -m "$f" -p "Once upon a time" -t 2 >"$tmp/e1" 2>"$tmp/err" &&
+            "$EMBER_BIN" embed -m "$f" -p "Once upon a time" -t 1 >"$tmp/e2" 2>>"$tmp/err"
+        rc=$?
+        norm=$(tr -d '[],' <"$tmp/e1" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i * $i; printf "%.4f %d", sqrt(s), NF }')
+        if [ "$rc" -eq 0 ] && cmp -s "$tmp/e1" "$tmp/e2" && [ "${norm% *}" = "1.0000" ]; then
+            echo "$name embedding: $norm (norm, dims), deterministic"
+        else
+            echo "FAIL $name: ember embed exit $rc, norm/dims $norm: $(head -2 "$tmp/err")"
+            failures=$((failures + 1))
+        fi
+        continue
+    fi
+    if [[ "$supported" == *" $name "* ]]; then
+        ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out" "$tmp/err" | head -1)
+        if [ "$rc" -ne 0 ] || [ -z "$ppl" ]; then
+            echo "FAIL $name: exit $rc: $(tail -1 "$tmp/err")"
+            failures=$((failures + 1))
+        elif awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 1024) }'; then
+            echo "$name $ppl"
+        else
+            echo "FAIL $name: perplexity $ppl is not sensible for a 512-token vocabulary"
+            failures=$((failures + 1))
+        fi
+    else
+        if [ "$rc" -ne 0 ] && grep -q "not supported" "$tmp/err" && [ "$(grep -c . "$tmp/err")" -eq 1 ]; then
+            echo "$name refused: $(cat "$tmp/err")"
+        else
+            echo "FAIL $name: expected a one-line 'not supported' refusal, got exit $rc: $(head -3 "$tmp/err")"
+            failures=$((failures + 1))
+        fi
+    fi
+done
+[ "$failures" -eq 0 ] || { echo "$failures model(s) failed"; exit 1; }
+exit 0
