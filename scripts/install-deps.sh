@@ -2,8 +2,9 @@
 # Installs the Debian 12 packages ember builds and tests with, skipping
 # those already present.  Needs root (apt-get).
 set -euo pipefail
-# python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
-pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev libmicrohttpd-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+# libyaml-dev, libcurl4-openssl-dev and libsqlite3-dev: the router (config, remote
+# backends, ledger).  python3-jinja2 is test-only: the chat-template exactness check (tests/ref/test_templates.sh).
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev libpcre2-dev libjansson-dev libmicrohttpd-dev libyaml-dev libcurl4-openssl-dev libsqlite3-dev python3-numpy python3-jinja2 chromium nodejs npm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

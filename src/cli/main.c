@@ -23,6 +23,8 @@ static void usage(FILE *out) {
             "  bench      measure prompt and generation speed against the roofline\n"
             "  eval       perplexity, multiple-choice accuracy, KL divergence, reports\n"
             "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
+            "             (--config FILE: a router between local and remote models)\n"
+            "  usage      spend, tokens and savings from the router's ledger\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
@@ -50,6 +52,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return em_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return em_cli_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return em_cli_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "usage")) return em_cli_usage(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
