@@ -18,7 +18,7 @@
 #include <time.h>
 
 enum {
-    F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME,
+    F_RANGE = 1, F_NAMESPACE, F_DICT, F_RAISE, F_STRFTIME, F_CYCLE,
     M_STRIP, M_LSTRIP, M_RSTRIP, M_SPLIT, M_STARTSWITH, M_ENDSWITH, M_UPPER, M_LOWER,
     M_REPLACE, M_TITLE, M_CAPITALIZE, M_FORMAT, M_FIND, M_COUNT, M_JOIN, M_ISDIGIT,
     M_ISALPHA, M_ISALNUM, M_ISSPACE, M_ITEMS, M_KEYS, M_VALUES, M_GET, M_UNSAFE
@@ -105,32 +105,86 @@ static jv *strip(rctx *c, const jv *v, const jv *chars, bool left, bool right) {
 
 typedef enum { CASE_UPPER, CASE_LOWER, CASE_CAPITALIZE, CASE_TITLE_METHOD, CASE_TITLE_FILTER } casemode;
 
-/* Case mapping of ASCII letters; other characters are kept. */
+/* Simple case mapping for ASCII, Latin-1, Latin Extended-A, Greek and
+ * Cyrillic (what Python does for them, less the few characters whose
+ * mapping changes length, such as 'ß' -> "SS", which stay as they are).
+ * Returns the mapped code point; *cased tells whether cp is a letter
+ * with case. */
+static uint32_t case_map(uint32_t cp, bool upper, bool *cased) {
+    *cased = true;
+    if (cp < 0x80) {
+        if (cp >= 'a' && cp <= 'z') return upper ? cp - 32 : cp;
+        if (cp >= 'A' && cp <= 'Z') return upper ? cp : cp + 32;
+        *cased = false;
+        return cp;
+    }
+    if (cp >= 0xE0 && cp <= 0xFE && cp != 0xF7) return upper ? cp - 32 : cp;
+    if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) return upper ? cp : cp + 32;
+    if (cp == 0xFF) return upper ? 0x178 : cp;
+    if (cp == 0x178) return upper ? cp : 0xFF;
+    if (cp == 0xDF || cp == 0xB5 || cp == 0xAA || cp == 0xBA) return cp; /* lowercase without a simple upper */
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x130 && cp != 0x131 && cp != 0x138 && cp != 0x149 && cp != 0x17F) {
+        /* Pairs: upper at the even code point, except 0x139-0x148 and 0x179-0x17E. */
+        bool odd_upper = (cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E);
+        bool is_upper = odd_upper ? (cp & 1) : !(cp & 1);
+        if (upper) return is_upper ? cp : cp - 1;
+        return is_upper ? cp + 1 : cp;
+    }
+    if (cp >= 0x3B1 && cp <= 0x3C9 && cp != 0x3C2) return upper ? cp - 32 : cp;
+    if (cp == 0x3C2) return upper ? 0x3A3 : cp;
+    if (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) return upper ? cp : cp + 32;
+    if (cp >= 0x430 && cp <= 0x44F) return upper ? cp - 32 : cp;
+    if (cp >= 0x410 && cp <= 0x42F) return upper ? cp : cp + 32;
+    if (cp >= 0x450 && cp <= 0x45F) return upper ? cp - 80 : cp;
+    if (cp >= 0x400 && cp <= 0x40F) return upper ? cp : cp + 80;
+    *cased = false;
+    return cp;
+}
+
+static void put_cp(jbuf *b, uint32_t cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+    else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+    else if (cp < 0x10000) { u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[2] = (char)(0x80 | (cp & 0x3F)); n = 3; }
+    else { u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)); u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4; }
+    jb_put(b, u, n);
+}
+
 static jv *recase(rctx *c, const jv *v, casemode mode) {
-    char *p = ja_strndup(c->a, v->u.str.s, v->u.str.len);
-    bool prev_cased = false, word_start = true;
-    for (size_t i = 0; i < v->u.str.len; i++) {
-        unsigned char ch = (unsigned char)p[i];
+    jbuf b;
+    jb_init(&b, c->a, c->lim.max_output);
+    jb_put(&b, "", 0);
+    bool prev_cased = false, word_start = true, first = true;
+    for (size_t i = 0; i < v->u.str.len;) {
+        size_t l;
+        uint32_t cp = cp_at(v->u.str.s, v->u.str.len, i, &l), out = cp;
+        bool cased;
         switch (mode) {
-        case CASE_UPPER: p[i] = (char)toupper(ch); break;
-        case CASE_LOWER: p[i] = (char)tolower(ch); break;
-        case CASE_CAPITALIZE: p[i] = (char)(i == 0 ? toupper(ch) : tolower(ch)); break;
+        case CASE_UPPER: out = case_map(cp, true, &cased); break;
+        case CASE_LOWER: out = case_map(cp, false, &cased); break;
+        case CASE_CAPITALIZE: out = case_map(cp, first, &cased); break;
         case CASE_TITLE_METHOD:
-            p[i] = (char)(prev_cased ? tolower(ch) : toupper(ch));
-            prev_cased = isalpha(ch) || ch >= 0x80;
+            /* Python: upper after an uncased character, lower after a cased one. */
+            case_map(cp, true, &cased);
+            out = case_map(cp, !prev_cased, &cased);
+            prev_cased = cased;
             break;
         case CASE_TITLE_FILTER:
             /* jinja2 splits on runs of [-\s({[<] and capitalizes each piece. */
-            if (ch == '-' || isspace(ch) || ch == '(' || ch == '{' || ch == '[' || ch == '<') {
-                word_start = true;
-            } else {
-                p[i] = (char)(word_start ? toupper(ch) : tolower(ch));
-                if (!(ch & 0x80) || (ch & 0xC0) == 0xC0) word_start = false;
+            if (cp == '-' || py_space(cp) || cp == '(' || cp == '{' || cp == '[' || cp == '<') word_start = true;
+            else {
+                out = case_map(cp, word_start, &cased);
+                word_start = false;
             }
             break;
         }
+        if (l == 1 && cp >= 0x80) jb_put(&b, v->u.str.s + i, 1); /* a stray byte stays */
+        else put_cp(&b, out);
+        first = false;
+        i += l;
     }
-    return jv_str_ref(c->a, p, v->u.str.len);
+    return jv_str_ref(c->a, b.p, b.len);
 }
 
 static jv *replace(rctx *c, const jv *v, const jv *old, const jv *new, int64_t count) {
@@ -459,6 +513,11 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *a) {
         jv *msg = arg_get(a, 0, NULL);
         jerr_throw(c->e, EM_ERR_INVALID_ARG, "%s", msg ? jv_to_str(c->a, msg)->u.str.s : "");
     }
+    case F_CYCLE: {
+        /* loop.cycle(a, b, ...): self is the loop's index0. */
+        if (a->npos == 0) rt_fail(c, "no items for cycling given");
+        return a->pos[(size_t)fn->u.fn.self->u.i % a->npos];
+    }
     case F_STRFTIME: {
         jv *fmt = need_str(c, arg_get(a, 0, NULL), "strftime_now");
         time_t now = time(NULL);
@@ -471,6 +530,8 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *a) {
     }
     rt_fail(c, "unknown function");
 }
+
+jv *bi_loop_cycle(rctx *c, jv *index0) { return func(c, F_CYCLE, index0); }
 
 void bi_add_globals(rctx *c, jv *g) {
     static const struct { const char *name; int id; } fns[] = {
@@ -508,16 +569,23 @@ static bool test_core(rctx *c, const char *name, jv *v, const jargs *a) {
     if (!strcmp(name, "callable")) return v->type == JV_MACRO || v->type == JV_FUNC;
     if (!strcmp(name, "escaped")) return false;
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
+        /* str.islower()/isupper(): some cased letter, none of the other case. */
         if (v->type != JV_STR) v = jv_to_str(c->a, v);
-        bool cased = false;
-        for (size_t i = 0; i < v->u.str.len; i++) {
-            unsigned char ch = (unsigned char)v->u.str.s[i];
-            if (isalpha(ch)) {
-                cased = true;
-                if (name[0] == 'l' ? isupper(ch) : islower(ch)) return false;
+        bool any = false;
+        for (size_t i = 0; i < v->u.str.len;) {
+            size_t l;
+            bool cased;
+            uint32_t cp = cp_at(v->u.str.s, v->u.str.len, i, &l);
+            uint32_t up = case_map(cp, true, &cased);
+            if (cased) {
+                any = true;
+                bool is_lower = up != cp;
+                bool is_upper = case_map(cp, false, &cased) != cp;
+                if (name[0] == 'l' ? is_upper : is_lower) return false;
             }
+            i += l;
         }
-        return cased;
+        return any;
     }
     if (!strcmp(name, "filter") || !strcmp(name, "test")) {
         if (v->type != JV_STR) return false;
@@ -542,7 +610,7 @@ static bool test_core(rctx *c, const char *name, jv *v, const jargs *a) {
     else if (!strcmp(name, "ge") || !strcmp(name, ">=")) op = OP_GE;
     else if (!strcmp(name, "divisibleby")) {
         jv *m = rt_binop(c, OP_MOD, v, arg);
-        return !jv_truthy(m);
+        return jv_equal(m, jv_int(c->a, 0));
     } else rt_fail(c, "no test named '%s'", name);
     if (v->type == JV_UNDEF) rt_undefined(c, v);
     if (arg->type == JV_UNDEF) rt_undefined(c, arg);
@@ -556,9 +624,9 @@ static bool test_odd_even(rctx *c, const char *name, jv *v, bool *handled) {
     *handled = !strcmp(name, "odd") || !strcmp(name, "even");
     if (!*handled) return false;
     if (v->type == JV_UNDEF) rt_undefined(c, v);
+    /* jinja2: value % 2 == 1 (odd) or == 0 (even). */
     jv *m = rt_binop(c, OP_MOD, v, jv_int(c->a, 2));
-    bool odd = jv_truthy(m);
-    return name[0] == 'o' ? odd : !odd;
+    return jv_equal(m, jv_int(c->a, name[0] == 'o' ? 1 : 0));
 }
 
 bool jinja_has_test(const char *name) {
@@ -673,7 +741,9 @@ static jv *f_indent(rctx *c, jv *v, const jargs *a) {
         memset(sp, ' ', (size_t)n);
         ind = jv_str_ref(c->a, sp, (size_t)n);
     }
-    v = soft_str(c, v);
+    /* jinja2 appends "\n" to the value itself: only strings work. */
+    if (v->type == JV_UNDEF) rt_undefined(c, v);
+    if (v->type != JV_STR) rt_fail(c, "indent: expected a string, got %s", jv_type_name(v));
     jbuf b;
     jb_init(&b, c->a, c->lim.max_output);
     jb_put(&b, "", 0);
@@ -763,6 +833,7 @@ static bool parse_py_float(const char *s, double *out) {
 
 static jv *f_int(rctx *c, jv *v, const jargs *a) {
     jv *def = arg_get(a, 0, "default");
+    if (v->type == JV_UNDEF) rt_undefined(c, v); /* int(Undefined) raises */
     int64_t base = opt_int(c, arg_get(a, 1, "base"), 10);
     int64_t i;
     double f;
@@ -784,6 +855,7 @@ static jv *f_int(rctx *c, jv *v, const jargs *a) {
 static jv *f_float(rctx *c, jv *v, const jargs *a) {
     jv *def = arg_get(a, 0, "default");
     double f;
+    if (v->type == JV_UNDEF) rt_undefined(c, v);
     if (v->type == JV_FLOAT) return v;
     if (v->type == JV_INT || v->type == JV_BOOL) return jv_float(c->a, jv_as_double(v));
     if (v->type == JV_STR && parse_py_float(v->u.str.s, &f)) return jv_float(c->a, f);
@@ -828,8 +900,9 @@ static jv *f_forceescape(rctx *c, jv *v) {
     return out;
 }
 
-/* Python's "%" formatting for %s, %r, %d, %i and %%. */
-static jv *f_format(rctx *c, jv *v, const jargs *a) {
+/* Python's "%" formatting for %s, %r, %d, %i and %%.  `mapping`: the
+ * right operand was a list or dict, which Python lets go unused. */
+static jv *percent_format(rctx *c, jv *v, const jargs *a, bool mapping) {
     v = soft_str(c, v);
     jbuf b;
     jb_init(&b, c->a, c->lim.max_output);
@@ -849,8 +922,25 @@ static jv *f_format(rctx *c, jv *v, const jargs *a) {
             jv_write_str(&b, f_int(c, x, &(jargs){0}));
         } else rt_fail(c, "format: unsupported conversion '%%%c'", spec);
     }
-    if (k < a->npos) rt_fail(c, "not all arguments converted during string formatting");
+    if (k < a->npos && !mapping) rt_fail(c, "not all arguments converted during string formatting");
     return jv_str_ref(c->a, b.p, b.len);
+}
+
+static jv *f_format(rctx *c, jv *v, const jargs *a) { return percent_format(c, v, a, false); }
+
+jv *bi_percent_format(rctx *c, jv *fmt, jv *args) {
+    jargs a = {0};
+    if (jv_is_seq(args) && args->u.list.tuple) {
+        a.pos = args->u.list.items;
+        a.npos = args->u.list.n;
+    } else {
+        a.pos = &args;
+        a.npos = 1;
+    }
+    /* Python lets a mapping-like right operand (a dict, a list, an
+     * undefined value) go unused. */
+    return percent_format(c, fmt, &a, args->type == JV_DICT || args->type == JV_UNDEF ||
+                                          (jv_is_seq(args) && !args->u.list.tuple));
 }
 
 /* select/reject and selectattr/rejectattr. */
@@ -1045,6 +1135,8 @@ jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *a) {
         for (size_t i = 0; i < items->u.list.n; i++) {
             jv *it = items->u.list.items[i];
             jv *key = sort_key(c, attr ? get_path(c, it, attr) : it, sensitive);
+            if (key->type == JV_DICT || key->type == JV_NS || (jv_is_seq(key) && !key->u.list.tuple))
+                rt_fail(c, "unhashable type: '%s'", jv_type_name(key));
             rt_step(c, seen->u.list.n + 1);
             if (rt_contains(c, seen, key)) continue;
             jv_list_push(c->a, seen, key);
@@ -1104,9 +1196,11 @@ jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *a) {
     if (!strcmp(name, "min")) return f_minmax(c, v, a, false);
     if (!strcmp(name, "max")) return f_minmax(c, v, a, true);
     if (!strcmp(name, "attr")) {
+        /* getattr only: a dict's keys are not attributes. */
         jv *n = need_str(c, arg_get(a, 0, "name"), "attr");
-        if (v->type == JV_UNDEF) rt_undefined(c, v);
-        return rt_getattr(c, v, n->u.str.s);
+        if (v->type == JV_NS) return rt_getattr(c, v, n->u.str.s);
+        jv *m = bi_method(c, v, n->u.str.s);
+        return m ? m : jv_undef_named(c->a, "no such attribute");
     }
     if (!strcmp(name, "format")) return f_format(c, v, a);
     rt_fail(c, "no filter named '%s'", name);

@@ -38,7 +38,8 @@ const char *em_chat_template_source(const em_chat_template *t);
 
 /* Renders a conversation.  messages: a JSON array of message objects;
  * tools: a JSON array or NULL (then `tools` is undefined in the template);
- * bos_token/eos_token: NULL reads as "".  *out is malloc'd, NUL-terminated.
+ * bos_token/eos_token: NULL reads as "".  A parsed template is read-only
+ * while it renders, so threads may render one template at once.  *out is malloc'd, NUL-terminated.
  * A template that calls raise_exception(msg), or fails at run time (an
  * undefined value used, a type error, a limit reached) returns
  * EM_ERR_INVALID_ARG with the message; a failed allocation EM_ERR_NOMEM. */

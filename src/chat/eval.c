@@ -219,7 +219,10 @@ bool rt_contains(rctx *c, jv *container, jv *item) {
         for (size_t i = 0; i < container->u.list.n; i++)
             if (jv_equal(container->u.list.items[i], item)) return true;
         return false;
-    case JV_DICT: return jv_dict_get(container, item) != NULL;
+    case JV_DICT:
+        if (item->type == JV_DICT || item->type == JV_NS || (jv_is_seq(item) && !item->u.list.tuple))
+            rt_fail(c, "unhashable type: '%s'", jv_type_name(item));
+        return jv_dict_get(container, item) != NULL;
     default: rt_fail(c, "argument of type '%s' is not iterable", jv_type_name(container));
     }
 }
@@ -266,6 +269,7 @@ static const char *op_sym(jop op) {
 static int64_t int_of(const jv *v) { return v->type == JV_BOOL ? v->u.b : v->u.i; }
 
 jv *rt_binop(rctx *c, jop op, jv *l, jv *r) {
+    if (op == OP_MOD && l->type == JV_STR) return bi_percent_format(c, l, r);
     if (l->type == JV_UNDEF) rt_undefined(c, l);
     if (r->type == JV_UNDEF) rt_undefined(c, r);
     bool ln = jv_is_number(l), rn = jv_is_number(r);
@@ -364,11 +368,37 @@ static bool compare(rctx *c, jop op, jv *l, jv *r) {
     }
 }
 
+/* Whether jinja2's optimizer folds e into a constant when it compiles the
+ * template: literals and the operators, tests and filters over them (not
+ * the filters that take the context, such as map and select). */
+static bool is_const(const jexpr *e) {
+    if (!e) return true;
+    switch (e->kind) {
+    case E_CONST: return true;
+    case E_NAME:
+    case E_CALL: return false;
+    case E_FILTER:
+        if (!strcmp(e->name, "map") || !strcmp(e->name, "select") || !strcmp(e->name, "reject") ||
+            !strcmp(e->name, "selectattr") || !strcmp(e->name, "rejectattr"))
+            return false;
+        break;
+    default: break;
+    }
+    if (!is_const(e->a) || !is_const(e->b) || !is_const(e->c)) return false;
+    for (size_t i = 0; i < e->nargs; i++)
+        if (!is_const(e->args[i])) return false;
+    for (size_t i = 0; e->args2 && i < (e->kind == E_DICT ? e->nargs : e->nkw); i++)
+        if (!is_const(e->args2[i])) return false;
+    return true;
+}
+
 /* Python slice semantics on a list or string. */
 static jv *slice(rctx *c, jv *obj, jv *start, jv *stop, jv *stepv) {
+    /* jinja2 slices with Python's own subscription, not its getitem, so
+     * slicing a number or a dict is an error, not an undefined value
+     * (except where its constant folding got there first). */
     if (obj->type == JV_UNDEF) rt_undefined(c, obj);
-    if (!jv_is_seq(obj) && obj->type != JV_STR)
-        rt_fail(c, "'%s' object is not subscriptable", jv_type_name(obj));
+    if (!jv_is_seq(obj) && obj->type != JV_STR) rt_fail(c, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t n = obj->type == JV_LIST ? (int64_t)obj->u.list.n : (int64_t)utf8_len(obj->u.str.s, obj->u.str.len);
     int64_t step = 1, lo, hi;
     if (stepv && stepv->type != JV_NONE) {
@@ -473,7 +503,15 @@ static jv *eval(rctx *c, jscope *s, const jexpr *e) {
         jv *lo = e->b ? eval(c, s, e->b) : NULL;
         jv *hi = e->c ? eval(c, s, e->c) : NULL;
         jv *st = e->args[0] ? eval(c, s, e->args[0]) : NULL;
-        v = slice(c, obj, lo, hi, st);
+        /* jinja2 tries to compute a constant {{ output }} when it compiles
+         * the template, with its getitem, where a slice that fails gives
+         * an undefined value; at run time the same slice is an error. */
+        bool ints = (!lo || lo->type == JV_INT || lo->type == JV_BOOL || lo->type == JV_NONE) &&
+                    (!hi || hi->type == JV_INT || hi->type == JV_BOOL || hi->type == JV_NONE) &&
+                    (!st || st->type == JV_INT || st->type == JV_BOOL || st->type == JV_NONE);
+        if ((!(jv_is_seq(obj) || obj->type == JV_STR) || !ints) && obj->type != JV_UNDEF && c->const_output)
+            v = jv_undef_named(c->a, "a constant that cannot be sliced");
+        else v = slice(c, obj, lo, hi, st);
         break;
     }
     case E_CALL: {
@@ -588,7 +626,9 @@ static void set_loop(rctx *c, jscope *s, jv *items, size_t i) {
     size_t n = items->u.list.n;
     jv *loop = jv_dict(c->a, JV_NS);
     jv_dict_set(c->a, loop, str_key(c, "index"), jv_int(c->a, (int64_t)i + 1));
-    jv_dict_set(c->a, loop, str_key(c, "index0"), jv_int(c->a, (int64_t)i));
+    jv *index0 = jv_int(c->a, (int64_t)i);
+    jv_dict_set(c->a, loop, str_key(c, "index0"), index0);
+    jv_dict_set(c->a, loop, str_key(c, "cycle"), bi_loop_cycle(c, index0));
     jv_dict_set(c->a, loop, str_key(c, "revindex"), jv_int(c->a, (int64_t)(n - i)));
     jv_dict_set(c->a, loop, str_key(c, "revindex0"), jv_int(c->a, (int64_t)(n - i - 1)));
     jv_dict_set(c->a, loop, str_key(c, "first"), jv_bool(i == 0));
@@ -653,7 +693,13 @@ static void exec_stmt(rctx *c, jscope *s, const jstmt *st) {
     rt_step(c, 1);
     switch (st->kind) {
     case S_TEXT: jb_put(c->out, st->text, st->len); break;
-    case S_OUTPUT: jv_write_str(c->out, eval(c, s, st->expr)); break;
+    case S_OUTPUT: {
+        c->const_output = is_const(st->expr);
+        jv *v = eval(c, s, st->expr);
+        c->const_output = false;
+        jv_write_str(c->out, v);
+        break;
+    }
     case S_IF:
         if (jv_truthy(eval(c, s, st->expr))) exec_body(c, s, &st->body);
         else exec_body(c, s, &st->else_body);
@@ -679,6 +725,13 @@ static void exec_stmt(rctx *c, jscope *s, const jstmt *st) {
         break;
     }
     case S_BLOCK: exec_body(c, s, &st->body); break;
+    case S_WITH: {
+        /* Values are computed in the outer scope, then bound in the new one. */
+        jscope *ws = scope_new(c, s);
+        for (size_t i = 0; i < st->nnames; i++) scope_set(c, ws, st->names[i], eval(c, s, st->expr->args[i]));
+        exec_body(c, ws, &st->body);
+        break;
+    }
     case S_BREAK: c->loop_ctl = 1; break;
     case S_CONTINUE: c->loop_ctl = 2; break;
     }
@@ -698,7 +751,12 @@ static jv *call_macro(rctx *c, jv *fn, const jargs *args, jv *caller) {
     rt_step(c, 1);
     jscope *s = scope_new(c, fn->u.macro.scope);
     jv *varargs = jv_list(c->a, 0);
+    varargs->u.list.tuple = true;
     jv *kwargs = jv_dict(c->a, JV_DICT);
+    if (caller && !m->uses_caller)
+        rt_fail(c, "macro '%s' was invoked with two values for the special caller argument", m->name);
+    if (args->npos > m->nparams && !m->uses_varargs)
+        rt_fail(c, "macro '%s' takes not more than %zu argument(s)", m->name, m->nparams);
     for (size_t i = 0; i < args->npos; i++)
         if (i >= m->nparams) jv_list_push(c->a, varargs, args->pos[i]);
     for (size_t k = 0; k < args->nkw; k++) {
@@ -708,6 +766,8 @@ static jv *call_macro(rctx *c, jv *fn, const jargs *args, jv *caller) {
                 if (i < args->npos) rt_fail(c, "macro '%s' got multiple values for argument '%s'", m->name, m->params[i]);
                 param = true;
             }
+        if (!param && !m->uses_kwargs)
+            rt_fail(c, "macro '%s' takes no keyword argument '%s'", m->name, args->kwnames[k]);
         if (!param) jv_dict_set(c->a, kwargs, str_key(c, args->kwnames[k]), args->kw[k]);
     }
     for (size_t i = 0; i < m->nparams; i++) {

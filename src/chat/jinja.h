@@ -169,7 +169,8 @@ struct jexpr {
 
 typedef enum jstmt_kind {
     S_TEXT, S_OUTPUT, S_IF, S_FOR, S_SET, S_SET_BLOCK, S_MACRO, S_CALL_BLOCK,
-    S_FILTER_BLOCK, S_BREAK, S_CONTINUE, S_BLOCK /* a plain body (generation) */
+    S_FILTER_BLOCK, S_BREAK, S_CONTINUE, S_BLOCK /* a plain body (generation) */,
+    S_WITH /* names[i] = args of expr (an E_TUPLE of values), in a scope of its own */
 } jstmt_kind;
 
 typedef struct jstmt jstmt;
@@ -199,6 +200,9 @@ struct jmacro {
     jexpr **defaults;     /* NULL entries: required */
     size_t nparams;
     jbody body;
+    /* Whether the body names caller, varargs or kwargs: jinja2 accepts a
+     * call block, extra positional or unknown keyword arguments only then. */
+    bool uses_caller, uses_varargs, uses_kwargs;
 };
 
 typedef struct jtemplate {
@@ -223,6 +227,7 @@ typedef struct rctx {
     uint64_t steps;
     int depth;
     int loop_ctl;       /* 1 after break, 2 after continue, until the loop sees it */
+    bool const_output;  /* evaluating a {{ }} that jinja2 computes when compiling */
 } rctx;
 
 /* Evaluated call arguments: positional values, then keyword names/values. */
@@ -256,6 +261,8 @@ jv *rt_binop(rctx *c, jop op, jv *l, jv *r);
 bool jinja_has_filter(const char *name);
 bool jinja_has_test(const char *name);
 
+/* Python's `fmt % args` for %s, %r, %d, %i and %%. */
+jv *bi_percent_format(rctx *c, jv *fmt, jv *args);
 jv *bi_filter(rctx *c, const char *name, jv *v, const jargs *args);
 bool bi_test(rctx *c, const char *name, jv *v, const jargs *args);
 /* A method of a str, dict or list named `name`, bound to obj; NULL if none. */
@@ -264,6 +271,8 @@ jv *bi_call_func(rctx *c, jv *fn, const jargs *args);
 /* The template globals jinja2 and transformers define (range, namespace,
  * dict, raise_exception, strftime_now). */
 void bi_add_globals(rctx *c, jv *globals);
+/* loop.cycle bound to an iteration (index0 is a JV_INT). */
+jv *bi_loop_cycle(rctx *c, jv *index0);
 
 /* Parses source (already validated as UTF-8) into t; on a syntax error
  * returns EM_ERR_FORMAT with "line L, column C: ..." in e->msg. */

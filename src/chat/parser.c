@@ -48,6 +48,7 @@ typedef struct {
     size_t ntoks, cap;
     size_t pos;        /* parser position */
     int depth;
+    bool soft;         /* inside an `if`: unknown filters/tests fail only when reached */
     size_t loc_off;    /* loc_of's cache: an offset and its line/column */
     int loc_line, loc_col;
 } pstate;
@@ -156,6 +157,23 @@ static size_t lex_string(pstate *p, size_t i, size_t tok_off) {
         case 'f': jb_putc(&b, '\f'); break;
         case 'v': jb_putc(&b, '\v'); break;
         case '\n': break;
+        case 'N': {
+            int line, col;
+            loc_of(p, j - 2, &line, &col);
+            fail_at(p, line, col, "\\N{name} escapes are not supported");
+        }
+        case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': {
+            /* Octal \ooo, as Python reads it. */
+            unsigned v = (unsigned)(e - '0');
+            for (int k = 0; k < 2 && j < p->n && p->src[j] >= '0' && p->src[j] <= '7'; k++)
+                v = v * 8 + (unsigned)(p->src[j++] - '0');
+            if (v < 0x80) jb_putc(&b, (char)v);
+            else {
+                jb_putc(&b, (char)(0xC0 | (v >> 6)));
+                jb_putc(&b, (char)(0x80 | (v & 0x3F)));
+            }
+            break;
+        }
         case 'x': case 'u': case 'U': {
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t cp = 0;
@@ -462,6 +480,16 @@ static void enter(pstate *p) {
 }
 static void leave(pstate *p) { p->depth--; }
 
+/* Operator chains (a + b + c, x|f|g, a.b.c) are parsed by loops but nest
+ * as trees that later code walks recursively: bound their length too. */
+enum { MAX_CHAIN = 500 };
+static void chain_step(pstate *p, int *n) {
+    if (++*n > MAX_CHAIN) {
+        token *t = peek(p);
+        fail_at(p, t->line, t->col, "expression chain longer than %d", MAX_CHAIN);
+    }
+}
+
 /* A growable array of expressions in the arena. */
 typedef struct { jexpr **v; size_t n, cap; } exprvec;
 static void ev_push(pstate *p, exprvec *v, jexpr *e) {
@@ -528,7 +556,7 @@ static jexpr *parse_filter(pstate *p, jexpr *base) {
     jexpr *f = new_expr(p, E_FILTER, at);
     f->a = base;
     f->name = expect_name(p);
-    if (!jinja_has_filter(f->name)) fail_at(p, at->line, at->col, "no filter named '%s'", f->name);
+    if (!p->soft && !jinja_has_filter(f->name)) fail_at(p, at->line, at->col, "no filter named '%s'", f->name);
     if (is_op(p, "(")) parse_call_args(p, f);
     return f;
 }
@@ -543,7 +571,7 @@ static jexpr *parse_test(pstate *p, jexpr *base) {
     }
     token *name_at = peek(p);
     t->name = expect_name(p);
-    if (!jinja_has_test(t->name)) fail_at(p, name_at->line, name_at->col, "no test named '%s'", t->name);
+    if (!p->soft && !jinja_has_test(t->name)) fail_at(p, name_at->line, name_at->col, "no test named '%s'", t->name);
     token *c = peek(p);
     if (is_op(p, "(")) parse_call_args(p, t);
     else if ((c->type == T_NAME || c->type == T_STRING || c->type == T_INT || c->type == T_FLOAT ||
@@ -559,7 +587,9 @@ static jexpr *parse_test(pstate *p, jexpr *base) {
 }
 
 static jexpr *parse_filter_expr(pstate *p, jexpr *e) {
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         if (is_op(p, "|")) {
             next(p);
             e = parse_filter(p, e);
@@ -610,7 +640,9 @@ static jexpr *parse_subscript(pstate *p, jexpr *base) {
 }
 
 static jexpr *parse_postfix(pstate *p, jexpr *e) {
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         if (is_op(p, ".")) {
             token *at = next(p);
             token *t = peek(p);
@@ -756,7 +788,9 @@ static jexpr *binary(pstate *p, const token *at, jop op, jexpr *l, jexpr *r) {
 
 static jexpr *parse_pow(pstate *p) {
     jexpr *l = parse_unary(p, true);
+    int n = 0;
     while (is_op(p, "**")) {
+        chain_step(p, &n);
         token *t = next(p);
         l = binary(p, t, OP_POW, l, parse_unary(p, true));
     }
@@ -765,7 +799,9 @@ static jexpr *parse_pow(pstate *p) {
 
 static jexpr *parse_math2(pstate *p) {
     jexpr *l = parse_pow(p);
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         jop op;
         if (is_op(p, "*")) op = OP_MUL;
         else if (is_op(p, "/")) op = OP_DIV;
@@ -792,7 +828,9 @@ static jexpr *parse_concat(pstate *p) {
 
 static jexpr *parse_math1(pstate *p) {
     jexpr *l = parse_concat(p);
+    int n = 0;
     for (;;) {
+        chain_step(p, &n);
         jop op;
         if (is_op(p, "+")) op = OP_ADD;
         else if (is_op(p, "-")) op = OP_SUB;
@@ -852,7 +890,9 @@ static jexpr *parse_not(pstate *p) {
 
 static jexpr *parse_and(pstate *p) {
     jexpr *l = parse_not(p);
+    int n = 0;
     while (is_name(p, "and")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *e = new_expr(p, E_AND, t);
         e->a = l;
@@ -864,7 +904,9 @@ static jexpr *parse_and(pstate *p) {
 
 static jexpr *parse_or(pstate *p) {
     jexpr *l = parse_and(p);
+    int n = 0;
     while (is_name(p, "or")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *e = new_expr(p, E_OR, t);
         e->a = l;
@@ -878,7 +920,9 @@ static jexpr *parse_or(pstate *p) {
 static jexpr *parse_expression(pstate *p) {
     enter(p);
     jexpr *e = parse_or(p);
+    int n = 0;
     while (is_name(p, "if")) {
+        chain_step(p, &n);
         token *t = next(p);
         jexpr *c = new_expr(p, E_COND, t);
         c->a = e;
@@ -989,6 +1033,37 @@ static jmacro *parse_signature(pstate *p, const char *name) {
     return m;
 }
 
+/* Marks which of caller, varargs and kwargs a macro body names. */
+static void scan_expr(jmacro *m, const jexpr *e) {
+    if (!e) return;
+    if (e->kind == E_NAME) {
+        if (!strcmp(e->name, "caller")) m->uses_caller = true;
+        if (!strcmp(e->name, "varargs")) m->uses_varargs = true;
+        if (!strcmp(e->name, "kwargs")) m->uses_kwargs = true;
+    }
+    scan_expr(m, e->a);
+    scan_expr(m, e->b);
+    scan_expr(m, e->c);
+    for (size_t i = 0; i < e->nargs; i++) scan_expr(m, e->args[i]);
+    if (e->args2)
+        for (size_t i = 0; i < (e->kind == E_DICT ? e->nargs : e->nkw); i++) scan_expr(m, e->args2[i]);
+}
+
+static void scan_body(jmacro *m, const jbody *b) {
+    for (size_t i = 0; i < b->n; i++) {
+        const jstmt *s = b->items[i];
+        scan_expr(m, s->expr);
+        scan_expr(m, s->cond);
+        scan_expr(m, s->filter);
+        scan_body(m, &s->body);
+        scan_body(m, &s->else_body);
+        if (s->macro) {
+            for (size_t k = 0; k < s->macro->nparams; k++) scan_expr(m, s->macro->defaults[k]);
+            scan_body(m, &s->macro->body);
+        }
+    }
+}
+
 /* "{% end... %}" after parse_body stopped on it. */
 static void close_tag(pstate *p, const char *name) {
     next(p); /* T_BLOCK_BEGIN */
@@ -1005,7 +1080,9 @@ static void close_tag(pstate *p, const char *name) {
 
 static jexpr *parse_filter_chain(pstate *p) {
     jexpr *f = parse_filter(p, NULL);
+    int n = 0;
     while (is_op(p, "|")) {
+        chain_step(p, &n);
         next(p);
         f = parse_filter(p, f);
     }
@@ -1015,6 +1092,10 @@ static jexpr *parse_filter_chain(pstate *p) {
 static jstmt *parse_if(pstate *p, token *at) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
     jstmt *s = new_stmt(p, S_IF, at);
+    /* jinja2 compiles an if statement in a "soft" frame, where unknown
+     * filters and tests fail only when they run. */
+    bool saved_soft = p->soft;
+    p->soft = true;
     s->expr = parse_tuple(p);
     expect_block_end(p);
     parse_body(p, &s->body, ends, at);
@@ -1023,6 +1104,7 @@ static jstmt *parse_if(pstate *p, token *at) {
         next(p);
         token *t = next(p);
         body_push(p, &s->else_body, parse_if(p, t));
+        p->soft = saved_soft;
         return s;
     }
     if (tok_is(n, T_NAME, "else")) {
@@ -1033,6 +1115,7 @@ static jstmt *parse_if(pstate *p, token *at) {
         parse_body(p, &s->else_body, end_if, at);
     }
     close_tag(p, "endif");
+    p->soft = saved_soft;
     return s;
 }
 
@@ -1043,6 +1126,8 @@ static jstmt *parse_statement(pstate *p) {
     next(p);
     jstmt *s;
     enter(p);
+    bool saved_soft = p->soft;
+    if (!tok_is(at, T_NAME, "if")) p->soft = false;
     if (tok_is(at, T_NAME, "if")) {
         s = parse_if(p, at);
     } else if (tok_is(at, T_NAME, "for")) {
@@ -1115,6 +1200,8 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->macro->body, ends, at);
         close_tag(p, "endmacro");
+        scan_body(s->macro, &s->macro->body);
+        for (size_t k = 0; k < s->macro->nparams; k++) scan_expr(s->macro, s->macro->defaults[k]);
     } else if (tok_is(at, T_NAME, "call")) {
         static const char *const ends[] = {"endcall", NULL};
         s = new_stmt(p, S_CALL_BLOCK, at);
@@ -1128,6 +1215,7 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->macro->body, ends, at);
         close_tag(p, "endcall");
+        scan_body(s->macro, &s->macro->body);
     } else if (tok_is(at, T_NAME, "filter")) {
         static const char *const ends[] = {"endfilter", NULL};
         s = new_stmt(p, S_FILTER_BLOCK, at);
@@ -1135,6 +1223,26 @@ static jstmt *parse_statement(pstate *p) {
         expect_block_end(p);
         parse_body(p, &s->body, ends, at);
         close_tag(p, "endfilter");
+    } else if (tok_is(at, T_NAME, "with")) {
+        static const char *const ends[] = {"endwith", NULL};
+        s = new_stmt(p, S_WITH, at);
+        const char *names[16];
+        exprvec vals = {0};
+        size_t n = 0;
+        while (peek(p)->type != T_BLOCK_END) {
+            if (n) expect_op(p, ",");
+            if (n == 16) unexpected(p, "at most 16 names");
+            names[n++] = expect_name(p);
+            expect_op(p, "=");
+            ev_push(p, &vals, parse_expression(p));
+        }
+        expect_block_end(p);
+        s->names = ja_alloc(p->a, (n + 1) * sizeof *names);
+        if (n) memcpy(s->names, names, n * sizeof *names);
+        s->nnames = n;
+        s->expr = make_seq(p, E_TUPLE, at, &vals);
+        parse_body(p, &s->body, ends, at);
+        close_tag(p, "endwith");
     } else if (tok_is(at, T_NAME, "generation")) {
         /* transformers' AssistantTracker: marks assistant text, renders as is. */
         static const char *const ends[] = {"endgeneration", NULL};
@@ -1149,6 +1257,7 @@ static jstmt *parse_statement(pstate *p) {
         fail_at(p, at->line, at->col, "unknown tag '%.*s'", (int)EM_MIN(at->len, 40), at->s);
     }
     (void)open;
+    p->soft = saved_soft;
     leave(p);
     return s;
 }
@@ -1189,7 +1298,7 @@ static void parse_body(pstate *p, jbody *b, const char *const *ends, const token
                                           tok_is(n, T_NAME, "endset") || tok_is(n, T_NAME, "endmacro") ||
                                           tok_is(n, T_NAME, "else") || tok_is(n, T_NAME, "elif") ||
                                           tok_is(n, T_NAME, "endcall") || tok_is(n, T_NAME, "endfilter") ||
-                                          tok_is(n, T_NAME, "endgeneration")))
+                                          tok_is(n, T_NAME, "endgeneration") || tok_is(n, T_NAME, "endwith")))
                     fail_at(p, n->line, n->col, "unexpected '%.*s'%s%s", (int)n->len, n->s,
                             ends ? ", expected " : "", ends ? ends[0] : "");
             }

@@ -62,6 +62,30 @@ em_status em_chat_render(const em_chat_template *t, const json_t *messages, cons
 
 static jv *str_key(jarena *a, const char *s) { return jv_str_ref(a, s, strlen(s)); }
 
+/* Converts the inputs into template globals and renders; errors unwind
+ * to the setjmp here (and, while rendering, to jinja_render's). */
+static em_status render_protected(const em_chat_template *t, jarena *a, jerr *err, const json_t *messages,
+                                  const json_t *tools, bool add_generation_prompt, const char *bos_token,
+                                  const char *eos_token, const json_t *extra, const em_chat_limits *lim,
+                                  char **out) {
+    if (setjmp(err->jb)) return err->status;
+    jv *g = jv_dict(a, JV_DICT);
+    if (extra) {
+        const char *key;
+        json_t *val;
+        json_object_foreach((json_t *)extra, key, val) {
+            jv_dict_set(a, g, str_key(a, ja_strndup(a, key, strlen(key))), jv_from_json(a, val, 0));
+        }
+    }
+    jv_dict_set(a, g, str_key(a, "messages"), jv_from_json(a, messages, 0));
+    if (tools && !json_is_null(tools)) jv_dict_set(a, g, str_key(a, "tools"), jv_from_json(a, tools, 0));
+    jv_dict_set(a, g, str_key(a, "add_generation_prompt"), jv_bool(add_generation_prompt));
+    const char *bos = bos_token ? bos_token : "", *eos = eos_token ? eos_token : "";
+    jv_dict_set(a, g, str_key(a, "bos_token"), jv_str(a, bos, strlen(bos)));
+    jv_dict_set(a, g, str_key(a, "eos_token"), jv_str(a, eos, strlen(eos)));
+    return jinja_render(&t->t, a, g, lim, err, out);
+}
+
 em_status em_chat_render_ex(const em_chat_template *t, const json_t *messages, const json_t *tools,
                             bool add_generation_prompt, const char *bos_token, const char *eos_token,
                             const json_t *extra, const em_chat_limits *limits, char **out) {
@@ -79,29 +103,14 @@ em_status em_chat_render_ex(const em_chat_template *t, const json_t *messages, c
     if (!lim.max_steps) lim.max_steps = 10000000;
     if (!lim.max_depth) lim.max_depth = 500;
 
+    /* The arena and the error record belong to this frame, and the
+     * longjmp target to the callees, so nothing here is left indeterminate
+     * by an unwind. */
     jerr err;
     memset(&err, 0, sizeof err);
     jarena a = {.limit = lim.max_memory, .err = &err};
-    if (setjmp(err.jb)) {
-        ja_free(&a);
-        return em_error(err.status, "chat template: %s", err.msg);
-    }
-    jv *g = jv_dict(&a, JV_DICT);
-    if (extra) {
-        const char *key;
-        json_t *val;
-        json_object_foreach((json_t *)extra, key, val) {
-            jv_dict_set(&a, g, str_key(&a, ja_strndup(&a, key, strlen(key))), jv_from_json(&a, val, 0));
-        }
-    }
-    jv_dict_set(&a, g, str_key(&a, "messages"), jv_from_json(&a, messages, 0));
-    if (tools && !json_is_null(tools)) jv_dict_set(&a, g, str_key(&a, "tools"), jv_from_json(&a, tools, 0));
-    jv_dict_set(&a, g, str_key(&a, "add_generation_prompt"), jv_bool(add_generation_prompt));
-    const char *bos = bos_token ? bos_token : "", *eos = eos_token ? eos_token : "";
-    jv_dict_set(&a, g, str_key(&a, "bos_token"), jv_str(&a, bos, strlen(bos)));
-    jv_dict_set(&a, g, str_key(&a, "eos_token"), jv_str(&a, eos, strlen(eos)));
-
-    em_status st = jinja_render(&t->t, &a, g, &lim, &err, out);
+    em_status st = render_protected(t, &a, &err, messages, tools, add_generation_prompt, bos_token,
+                                    eos_token, extra, &lim, out);
     ja_free(&a);
     if (st != EM_OK) return em_error(st, "chat template: %s", err.msg);
     return EM_OK;

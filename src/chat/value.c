@@ -192,6 +192,10 @@ void jv_dict_set(jarena *a, jv *dict, jv *key, jv *val) {
 
 /* ---- Python semantics ---- */
 
+/* Deepest nesting printed, compared or dumped; values built by a template
+ * can nest without bound, the C stack cannot. */
+enum { MAX_VALUE_DEPTH = 512 };
+
 bool jv_is_number(const jv *v) {
     return v->type == JV_INT || v->type == JV_FLOAT || v->type == JV_BOOL;
 }
@@ -219,8 +223,11 @@ bool jv_truthy(const jv *v) {
     }
 }
 
-bool jv_equal(const jv *a, const jv *b) {
+/* Values nested deeper than this compare unequal (Python would raise
+ * RecursionError; templates never get near it). */
+static bool equal(const jv *a, const jv *b, int depth) {
     if (a == b) return true;
+    if (depth > MAX_VALUE_DEPTH) return false;
     if (jv_is_number(a) && jv_is_number(b)) {
         if (a->type != JV_FLOAT && b->type != JV_FLOAT) {
             int64_t x = a->type == JV_BOOL ? a->u.b : a->u.i;
@@ -239,13 +246,13 @@ bool jv_equal(const jv *a, const jv *b) {
     case JV_LIST:
         if (a->u.list.tuple != b->u.list.tuple || a->u.list.n != b->u.list.n) return false;
         for (size_t i = 0; i < a->u.list.n; i++)
-            if (!jv_equal(a->u.list.items[i], b->u.list.items[i])) return false;
+            if (!equal(a->u.list.items[i], b->u.list.items[i], depth + 1)) return false;
         return true;
     case JV_DICT:
         if (a->u.dict.n != b->u.dict.n) return false;
         for (size_t i = 0; i < a->u.dict.n; i++) {
             const jv *o = jv_dict_get(b, a->u.dict.keys[i]);
-            if (!o || !jv_equal(a->u.dict.vals[i], o)) return false;
+            if (!o || !equal(a->u.dict.vals[i], o, depth + 1)) return false;
         }
         return true;
     case JV_FUNC: return a->u.fn.id == b->u.fn.id && a->u.fn.self == b->u.fn.self;
@@ -253,8 +260,14 @@ bool jv_equal(const jv *a, const jv *b) {
     }
 }
 
-int jv_compare(const jv *a, const jv *b, bool *ok) {
+bool jv_equal(const jv *a, const jv *b) { return equal(a, b, 0); }
+
+static int compare(const jv *a, const jv *b, bool *ok, int depth) {
     *ok = true;
+    if (depth > MAX_VALUE_DEPTH) {
+        *ok = false;
+        return 0;
+    }
     if (jv_is_number(a) && jv_is_number(b)) {
         if (a->type != JV_FLOAT && b->type != JV_FLOAT) {
             int64_t x = a->type == JV_BOOL ? a->u.b : a->u.i;
@@ -273,14 +286,16 @@ int jv_compare(const jv *a, const jv *b, bool *ok) {
     if (jv_is_seq(a) && jv_is_seq(b) && a->u.list.tuple == b->u.list.tuple) {
         size_t n = EM_MIN(a->u.list.n, b->u.list.n);
         for (size_t i = 0; i < n; i++) {
-            if (jv_equal(a->u.list.items[i], b->u.list.items[i])) continue;
-            return jv_compare(a->u.list.items[i], b->u.list.items[i], ok);
+            if (equal(a->u.list.items[i], b->u.list.items[i], depth + 1)) continue;
+            return compare(a->u.list.items[i], b->u.list.items[i], ok, depth + 1);
         }
         return a->u.list.n < b->u.list.n ? -1 : a->u.list.n > b->u.list.n;
     }
     *ok = false;
     return 0;
 }
+
+int jv_compare(const jv *a, const jv *b, bool *ok) { return compare(a, b, ok, 0); }
 
 const char *jv_type_name(const jv *v) {
     switch (v->type) {
@@ -382,29 +397,52 @@ static void write_int(jbuf *b, int64_t i) {
     jb_puts(b, tmp);
 }
 
+/* Code points repr() escapes although they are valid text: controls,
+ * format characters and spaces other than ' ' (Python's
+ * str.isprintable() is false for them).  Unassigned code points, which
+ * Python escapes too, are not tracked. */
+static bool py_unprintable(uint32_t cp) {
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+           (cp >= 0x205f && cp <= 0x2064) || cp == 0x3000 || cp == 0xfeff || (cp >= 0xd800 && cp <= 0xdfff) ||
+           (cp >= 0xe000 && cp <= 0xf8ff);
+}
+
 static void write_repr_str(jbuf *b, const char *s, size_t n) {
     bool has_single = memchr(s, '\'', n) != NULL, has_double = memchr(s, '"', n) != NULL;
     char q = has_single && !has_double ? '"' : '\'';
     jb_putc(b, q);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        char tmp[8];
+        char tmp[16];
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        if (i + len > n) len = 1;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+        for (size_t k = 1; k < len; k++) cp = (cp << 6) | ((unsigned char)s[i + k] & 0x3F);
         if (c == '\\') jb_puts(b, "\\\\");
         else if (c == (unsigned char)q) { jb_putc(b, '\\'); jb_putc(b, q); }
         else if (c == '\n') jb_puts(b, "\\n");
         else if (c == '\r') jb_puts(b, "\\r");
         else if (c == '\t') jb_puts(b, "\\t");
-        else if (c < 0x20 || c == 0x7f) {
-            snprintf(tmp, sizeof tmp, "\\x%02x", c);
+        else if (py_unprintable(cp)) {
+            if (cp < 0x100) snprintf(tmp, sizeof tmp, "\\x%02x", cp);
+            else if (cp < 0x10000) snprintf(tmp, sizeof tmp, "\\u%04x", cp);
+            else snprintf(tmp, sizeof tmp, "\\U%08x", cp);
             jb_puts(b, tmp);
-        } else jb_putc(b, (char)c);
+        } else jb_put(b, s + i, len);
+        i += len;
     }
     jb_putc(b, q);
 }
 
-void jv_write_repr(jbuf *b, const jv *v) {
+static void write_repr(jbuf *b, const jv *v, int depth) {
+    if (depth > MAX_VALUE_DEPTH) jerr_throw(b->a->err, EM_ERR_INVALID_ARG, "value nested too deeply to print");
     switch (v->type) {
-    case JV_STR: write_repr_str(b, v->u.str.s, v->u.str.len); return;
+    case JV_STR:
+        if (v->u.str.markup) jb_puts(b, "Markup(");
+        write_repr_str(b, v->u.str.s, v->u.str.len);
+        if (v->u.str.markup) jb_putc(b, ')');
+        return;
     case JV_UNDEF: jb_puts(b, "Undefined"); return;
     case JV_LIST:
         if (v->u.list.once) {
@@ -420,7 +458,7 @@ void jv_write_repr(jbuf *b, const jv *v) {
         jb_putc(b, v->u.list.tuple ? '(' : '[');
         for (size_t i = 0; i < v->u.list.n; i++) {
             if (i) jb_puts(b, ", ");
-            jv_write_repr(b, v->u.list.items[i]);
+            write_repr(b, v->u.list.items[i], depth + 1);
         }
         if (v->u.list.tuple && v->u.list.n == 1) jb_putc(b, ',');
         jb_putc(b, v->u.list.tuple ? ')' : ']');
@@ -432,9 +470,9 @@ void jv_write_repr(jbuf *b, const jv *v) {
         jb_putc(b, '{');
         for (size_t i = 0; i < v->u.dict.n; i++) {
             if (i) jb_puts(b, ", ");
-            jv_write_repr(b, v->u.dict.keys[i]);
+            write_repr(b, v->u.dict.keys[i], depth + 1);
             jb_puts(b, ": ");
-            jv_write_repr(b, v->u.dict.vals[i]);
+            write_repr(b, v->u.dict.vals[i], depth + 1);
         }
         jb_putc(b, '}');
         if (v->type == JV_NS) jb_putc(b, '>');
@@ -442,6 +480,8 @@ void jv_write_repr(jbuf *b, const jv *v) {
     default: jv_write_str(b, v); return;
     }
 }
+
+void jv_write_repr(jbuf *b, const jv *v) { write_repr(b, v, 0); }
 
 void jv_write_str(jbuf *b, const jv *v) {
     switch (v->type) {
@@ -526,7 +566,7 @@ static void write_json_key(jbuf *b, const jv *k) {
 }
 
 void jv_write_json(jbuf *b, const jv *v, int indent, int level) {
-    if (level > 512) jerr_throw(b->a->err, EM_ERR_INVALID_ARG, "tojson: value nested too deeply");
+    if (level > MAX_VALUE_DEPTH) jerr_throw(b->a->err, EM_ERR_INVALID_ARG, "tojson: value nested too deeply");
     switch (v->type) {
     case JV_NONE: jb_puts(b, "null"); return;
     case JV_BOOL: jb_puts(b, v->u.b ? "true" : "false"); return;
@@ -623,7 +663,8 @@ jv *jv_from_json(jarena *a, const json_t *j, int depth) {
     return JV_UNDEFINED;
 }
 
-json_t *jv_to_json(const jv *v) {
+static json_t *to_json(const jv *v, int depth) {
+    if (depth > MAX_VALUE_DEPTH) return NULL;
     switch (v->type) {
     case JV_NONE: return json_null();
     case JV_BOOL: return json_boolean(v->u.b);
@@ -634,7 +675,7 @@ json_t *jv_to_json(const jv *v) {
         if (v->u.list.once) return NULL;
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < v->u.list.n; i++) {
-            json_t *item = jv_to_json(v->u.list.items[i]);
+            json_t *item = to_json(v->u.list.items[i], depth + 1);
             if (!item || json_array_append_new(arr, item)) {
                 json_decref(arr);
                 return NULL;
@@ -646,7 +687,7 @@ json_t *jv_to_json(const jv *v) {
         json_t *obj = json_object();
         for (size_t i = 0; obj && i < v->u.dict.n; i++) {
             const jv *k = v->u.dict.keys[i];
-            json_t *item = jv_to_json(v->u.dict.vals[i]);
+            json_t *item = to_json(v->u.dict.vals[i], depth + 1);
             if (k->type != JV_STR || !item || json_object_setn_new(obj, k->u.str.s, k->u.str.len, item)) {
                 json_decref(item);
                 json_decref(obj);
@@ -703,3 +744,5 @@ bool utf8_valid(const char *s, size_t n) {
     }
     return true;
 }
+
+json_t *jv_to_json(const jv *v) { return to_json(v, 0); }

@@ -554,43 +554,38 @@ static void json_beside(const char *html, char *buf, size_t size) {
     else snprintf(buf, size, "%s.json", html);
 }
 
-static int cmd_report(int argc, char **argv) {
-    eval_opts o;
+/* The report's options, checked; -1 to go on, else the exit status. */
+static int report_args(int argc, char **argv, eval_opts *o) {
     em_opts_result pr = parse_opts("report", "[--models A.gguf ...] [--results R.json ...] [options] -o OUT.html",
                                    "Runs (or reads) the evaluations and the speed benchmark and writes an HTML\n"
                                    "report of quality against cost, and OUT.json beside it.\n", argc, argv,
                                   " --models --tasks --results --file --ctx-size --chunks --limit --threads --batch-size "
                                   "--kv-type --data-dir --price-per-hour --quality --kv-ctx --bench-gen --bench-prompt "
                                   "--bench-reps --read-bw --bench --output ",
-                                  &o);
+                                  o);
     if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
+    const char *problem = !o->out ? "give the output file (-o report.html)"
+                          : o->n_models == 0 && o->n_results == 0 ? "give --models and/or --results"
+                          : o->n_models > 0 && !o->text && o->n_tasks == 0 && !o->bench
+                              ? "nothing to measure (give -f TEXT, --tasks, or allow the benchmark)"
+                              : NULL;
+    if (!problem) return -1;
+    fprintf(stderr, "ember eval report: %s\n", problem);
+    return 2;
+}
+
+/* Merges the records of every --results file into recs[0..*n). */
+static int load_results(const eval_opts *o, em_eval_record *recs, int32_t *n) {
     int rc = 0;
-    if (!o.out) {
-        fprintf(stderr, "ember eval report: give the output file (-o report.html)\n");
-        return 2;
-    }
-    if (o.n_models == 0 && o.n_results == 0) {
-        fprintf(stderr, "ember eval report: give --models and/or --results\n");
-        return 2;
-    }
-    if (o.n_models > 0 && !o.text && o.n_tasks == 0 && !o.bench) {
-        fprintf(stderr, "ember eval report: nothing to measure (give -f TEXT, --tasks, or allow the benchmark)\n");
-        return 2;
-    }
-    em_eval_record *recs = calloc(2 * MAX_LIST, sizeof *recs);
-    if (!recs) return 1;
-    int32_t n = 0;
-    rc = 0;
-    for (int i = 0; i < o.n_results && rc == 0; i++) {
+    for (int i = 0; i < o->n_results && rc == 0; i++) {
         em_eval_record *got = NULL;
         int32_t n_got = 0;
-        if (em_eval_records_load(o.results[i], &got, &n_got) != EM_OK) {
+        if (em_eval_records_load(o->results[i], &got, &n_got) != EM_OK) {
             fprintf(stderr, "ember eval report: %s\n", em_last_error());
-            rc = 1;
-            break;
+            return 1;
         }
         for (int32_t j = 0; j < n_got && rc == 0; j++) {
-            em_eval_record *dst = record_for(recs, &n, got[j].model);
+            em_eval_record *dst = record_for(recs, n, got[j].model);
             if (!dst) {
                 fprintf(stderr, "ember eval report: more than %d models\n", 2 * MAX_LIST);
                 rc = 2;
@@ -600,21 +595,25 @@ static int cmd_report(int argc, char **argv) {
         }
         free(got);
     }
-    for (int i = 0; i < o.n_models && rc == 0; i++) {
-        em_eval_record *dst = record_for(recs, &n, o.models[i]);
+    return rc;
+}
+
+/* Runs the evaluations of every --models model, and measures the speed
+ * of the models known only from --results (on this machine). */
+static int run_models(eval_opts *o, em_eval_record *recs, int32_t *n) {
+    int rc = 0;
+    for (int i = 0; i < o->n_models && rc == 0; i++) {
+        em_eval_record *dst = record_for(recs, n, o->models[i]);
         if (!dst) {
             fprintf(stderr, "ember eval report: too many models\n");
-            rc = 2;
-            break;
+            return 2;
         }
-        rc = report_model(&o, dst, true);
+        rc = report_model(o, dst, true);
     }
-    /* Models known only from --results still need their speed, measured
-     * here on this machine. */
-    for (int32_t i = 0; i < n && rc == 0; i++) {
-        if (recs[i].has_speed || !o.bench) continue;
+    for (int32_t i = 0; i < *n && rc == 0; i++) {
+        if (recs[i].has_speed || !o->bench) continue;
         bool listed = false;
-        for (int j = 0; j < o.n_models; j++) listed = listed || !strcmp(o.models[j], recs[i].model);
+        for (int j = 0; j < o->n_models; j++) listed = listed || !strcmp(o->models[j], recs[i].model);
         if (listed) continue;
         /* A record from elsewhere may name a file this machine lacks: the
          * report then shows it without a cost rather than failing. */
@@ -623,23 +622,40 @@ static int cmd_report(int argc, char **argv) {
                     recs[i].model);
             continue;
         }
-        rc = report_model(&o, &recs[i], false);
+        rc = report_model(o, &recs[i], false);
     }
-    if (rc == 0) {
-        em_report_params rp = {
-            .price_per_hour = o.price,
-            .kv_ctx = (int32_t)o.kv_ctx,
-            .quality = o.quality,
-        };
-        char jpath[1024];
-        json_beside(o.out, jpath, sizeof jpath);
-        if (em_report_write(recs, n, &rp, o.out, jpath) != EM_OK) {
-            fprintf(stderr, "ember eval report: %s\n", em_last_error());
-            rc = 1;
-        } else {
-            printf("wrote %s and %s (%d models)\n", o.out, jpath, n);
-        }
+    return rc;
+}
+
+static int write_report(const eval_opts *o, const em_eval_record *recs, int32_t n) {
+    em_report_params rp = {
+        .price_per_hour = o->price,
+        .kv_ctx = (int32_t)o->kv_ctx,
+        .quality = o->quality,
+    };
+    char jpath[1024];
+    json_beside(o->out, jpath, sizeof jpath);
+    if (em_report_write(recs, n, &rp, o->out, jpath) != EM_OK) {
+        fprintf(stderr, "ember eval report: %s\n", em_last_error());
+        return 1;
     }
+    printf("wrote %s and %s (%d models)\n", o->out, jpath, n);
+    return 0;
+}
+
+static int cmd_report(int argc, char **argv) {
+    eval_opts o;
+    int rc = report_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    em_eval_record *recs = calloc(2 * MAX_LIST, sizeof *recs);
+    if (!recs) {
+        fprintf(stderr, "ember eval report: out of memory\n");
+        return 1;
+    }
+    int32_t n = 0;
+    rc = load_results(&o, recs, &n);
+    if (rc == 0) rc = run_models(&o, recs, &n);
+    if (rc == 0) rc = write_report(&o, recs, n);
     free(recs);
     return rc;
 }

@@ -321,7 +321,7 @@ static em_opts_result parse_args(int argc, char **argv, inspect_opts *o) {
     const em_opt opts[] = {
         {.name = "tensor", .type = EM_OPT_STRING, EM_OPT_DEST(o->tensor), .arg = "NAME",
          .help = "print the values of tensor NAME (dequantized), one row per line"},
-        {.name = "limit", .type = EM_OPT_INT, EM_OPT_DEST(o->limit), .min = 0, .max = 9.2e18,
+        {.name = "limit", .type = EM_OPT_INT, EM_OPT_DEST(o->limit), .min = 0, .max = 1e15,
          .help = "with --tensor: print at most N values in all", .def = "every value"},
         {.name = "json", .type = EM_OPT_FLAG, EM_OPT_DEST(o->json), .help = "print the report as one JSON object"},
         {0}};

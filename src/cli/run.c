@@ -2,6 +2,10 @@
  * run.c - `ember run`: load a model, process the prompt, and stream the
  * generated text to stdout token by token.  Timings go to stderr so that
  * stdout holds exactly the generated text.
+ *
+ * em_cli_run is the steps in order: parse_args, load, prepare (the
+ * prompt's tokens), process_prompt, generate, report.  A step that fails
+ * prints one line and returns false.
  */
 #include "cli/cli.h"
 #include "core/core.h"
@@ -180,7 +184,6 @@ static bool generate(const run_opts *o, run_state *s) {
     const float *logits = em_get_logits(s->ctx, s->batch.n_tokens - 1);
     bool strip = s->from_bos && em_vocab_kind(vocab) == EM_VOCAB_SPM;
     double t0 = em_time_s();
-    bool ok = true;
     while (o->n_predict < 0 || s->n_gen < o->n_predict) {
         em_token t = em_sampler_sample(s->smp, logits);
         em_sampler_accept(s->smp, t);
@@ -196,15 +199,14 @@ static bool generate(const run_opts *o, run_state *s) {
         em_batch_add(&s->batch, t, pos++, 0, true);
         if (em_decode(s->ctx, &s->batch) != EM_OK) {
             fputc('\n', stderr);
-            ok = fail("%s", em_last_error());
-            break;
+            return fail("%s", em_last_error());
         }
         logits = em_get_logits(s->ctx, 0);
     }
     s->t_tg = em_time_s() - t0;
     fputc('\n', stdout);
     fflush(stdout);
-    return ok;
+    return true;
 }
 
 /* Load time and speeds, on stderr. */

@@ -176,7 +176,11 @@ int em_cli_serve(int argc, char **argv) {
     fprintf(stderr, "ember serve: %s: finishing the requests in flight (up to %g s)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_timeout);
     em_server_quiesce(server);
+    double t0 = em_time_s();
     em_engine_drain(engine, o.shutdown_timeout);
+    /* The engine is done; give the connections what is left to send. */
+    double left = o.shutdown_timeout - (em_time_s() - t0);
+    em_server_wait_idle(server, left > 1 ? left : 1);
     rc = 0;
 done:
     em_server_free(server);

@@ -64,7 +64,7 @@ struct em_request {
     choice *ch;             /* [params.n]                                     */
     int32_t n_live;         /* choices not finished                           */
     int32_t n_generated;
-    double t_submit;
+    double t_submit;        /* arrival time, seconds (em_time_s)                */
     bool any_token;
     double *emb_sum;        /* [n_embd] sum of the prompt's hidden states     */
 };
@@ -284,7 +284,7 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
         for (int32_t i = 0; i < n_prompt; i++) em_sampler_accept(ch->smp, prompt[i]);
         if (gp->constraint && !(ch->cstate = gp->constraint->new_state(gp->constraint->ctx))) goto nomem;
     }
-    r->t_submit = em_time_s();
+    r->t_submit = gp->t_arrival > 0 ? gp->t_arrival : em_time_s();
 
     pthread_mutex_lock(&e->mu);
     em_submit_result res = EM_SUBMIT_OK;
@@ -478,12 +478,24 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
     em_token t;
     bool forced_end = false;
     if (ch->cstate && gp->constraint->done(ch->cstate)) {
-        /* The constrained text is complete: nothing but the end may follow. */
+        /* The constrained text is complete: nothing but the end may follow,
+         * so the end-of-generation token is chosen without sampling. */
         t = em_vocab_eos(e->vocab) >= 0 ? em_vocab_eos(e->vocab) : em_vocab_eot(e->vocab);
+        if (t < 0) {
+            em_strbuf rest = {0};
+            bool ok = em_text_out_flush(&ch->out, &rest);
+            em_strbuf_free(&rest); /* only held-back bytes; no token to carry them */
+            if (ok) choice_finish(e, r, c, "stop");
+            else request_fail(e, r, EM_ERR_NOMEM, "out of memory");
+            return;
+        }
         forced_end = true;
     } else if (ch->cstate) {
         memcpy(e->scratch, logits, (size_t)e->n_vocab * sizeof *e->scratch);
-        gp->constraint->mask(ch->cstate, e->scratch, e->n_vocab);
+        if (!gp->constraint->mask(ch->cstate, e->scratch, e->n_vocab)) {
+            request_fail(e, r, EM_ERR_UNSUPPORTED, "the output grammar cannot be followed: %s", em_last_error());
+            return;
+        }
         t = em_sampler_sample(ch->smp, e->scratch);
         if (!gp->constraint->accept(ch->cstate, t)) forced_end = true;
     } else {
@@ -526,7 +538,9 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
         int rc = em_text_out_push(&ch->out, piece, len > 0 ? (size_t)len : 0, &delta);
         if (rc < 0) oom = true;
         else if (rc == 1) reason = "stop";
-        else if ((gp->max_tokens >= 0 && ch->n_gen >= gp->max_tokens) || ch->n_past >= e->p.n_ctx_seq) {
+        else if ((gp->max_tokens >= 0 && ch->n_gen >= gp->max_tokens) || ch->n_past + 1 >= e->p.n_ctx_seq) {
+            /* The prompt and the answer together fill the context: the token
+             * just sampled would take its last position. */
             reason = "length";
             oom = !em_text_out_flush(&ch->out, &delta);
         }

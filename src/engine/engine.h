@@ -53,7 +53,7 @@ em_engine_params em_engine_default_params(void);
 typedef struct em_constraint {
     void *ctx;                                              /* owned by the caller       */
     void *(*new_state)(void *ctx);                          /* NULL: out of memory       */
-    void (*mask)(void *state, float *logits, int32_t n_vocab);
+    bool (*mask)(void *state, float *logits, int32_t n_vocab); /* false: the state cannot go on */
     bool (*accept)(void *state, em_token t);                /* false: t was not allowed  */
     bool (*done)(void *state);
     void (*free_state)(void *state);
@@ -72,6 +72,8 @@ typedef struct em_gen_params {
                                       * calls constraint->release(ctx) once, when the request
                                       * is freed, so ctx must stay valid until then          */
     bool embed;              /* compute the prompt only and post its mean-pooled embedding  */
+    double t_arrival;        /* em_time_s() when the request arrived (0: at submit), for    */
+                             /* the time-to-first-token histogram                           */
 } em_gen_params;
 
 typedef enum em_event_kind {

@@ -27,10 +27,14 @@
  * Tokens are walked as a trie of their bytes (em_token_trie, one per
  * vocabulary), so the common prefix of many tokens is parsed once and a
  * byte that no stack accepts prunes its whole subtree: in a JSON structure
- * position only a few thousand trie nodes out of ~400K are visited.  Inside
- * free text most of the trie survives, but the parser state there repeats
- * from token to token, so the finished masks are cached by state (a small
- * LRU of bitsets keyed by the sorted stack ids).
+ * position only a few thousand trie nodes out of ~400K are visited.  Sets
+ * of stacks are interned and the transitions between them memoized per
+ * byte class (bytes no set of the grammar tells apart).  Inside free text
+ * most of the trie survives; there every plain byte leads back to the
+ * same set, so trie subtrees made only of plain bytes are allowed whole,
+ * and in a string of bounded length they follow one chain of sets, so
+ * their tokens are decided by length.  Finished masks are also cached by
+ * state (a small LRU of bitsets keyed by the sorted stack ids).
  *
  * Memory.  Nodes are never freed during a step; after an accepted token,
  * when the pool has grown past a threshold, it is rebuilt from the stacks
@@ -56,6 +60,10 @@ enum { EL_END = 0, EL_SET = 1, EL_REF = 2 };
 #define EM_G_MAX_NEST 2048        /* expansions in a row without a byte     */
 #define EM_G_MAX_WORK 200000      /* (position, parent) pairs in one step   */
 #define EM_G_MAX_STACKS 4096      /* stacks in one state                    */
+#define EM_G_MAX_MASK_WORK 3000000 /* pairs expanded by one mask or token:
+                                    * ~0.1-0.3 s; only grammars with very
+                                    * many parses at once (an unanchored
+                                    * pattern of dozens of '.') get there */
 #define EM_G_GC_NODES (1 << 20)   /* pool size that triggers a rebuild      */
 #define EM_G_MAX_NODES (1 << 25)  /* pool size that fails a step            */
 #define EM_MASK_CACHE 16          /* cached masks per state                 */
@@ -306,6 +314,14 @@ struct em_grammar {
     em_byteset *sets;   /* [n_sets] */
     int32_t n_sets;
     int32_t start;      /* position of the start sequence: REF root, END */
+    /* Bytes that every byte set of the grammar treats alike form a class;
+     * the parser cannot tell them apart, so transitions are memoized per
+     * class. */
+    uint8_t byte_class[256];  /* [256] class of each byte                 */
+    uint8_t class_rep[256];   /* [classes] one byte of each class         */
+    uint8_t plain_class[256]; /* [n_plain_classes] classes holding a plain
+                               * string byte, each once                   */
+    int32_t n_plain_classes;
 };
 
 void em_grammar_free(em_grammar *g) {
@@ -400,6 +416,32 @@ done:
     return st;
 }
 
+/* Partitions the bytes by their membership in every set of the grammar,
+ * refining one set at a time. */
+static void compute_byte_classes(em_grammar *g) {
+    memset(g->byte_class, 0, sizeof g->byte_class);
+    for (int32_t k = 0; k < g->n_sets; k++) {
+        /* New class of (old class, member of set k). */
+        int16_t split[256][2];
+        memset(split, 0xff, sizeof split);
+        int n = 0;
+        for (int b = 0; b < 256; b++) {
+            int in = em_byteset_has(&g->sets[k], (unsigned)b);
+            int16_t *slot = &split[g->byte_class[b]][in];
+            if (*slot < 0) *slot = (int16_t)n++;
+            g->byte_class[b] = (uint8_t)*slot;
+        }
+    }
+    for (int b = 255; b >= 0; b--) g->class_rep[g->byte_class[b]] = (uint8_t)b;
+    bool seen[256] = {false};
+    g->n_plain_classes = 0;
+    for (unsigned b = 0x20; b < 0x80; b++) {
+        if (b == '"' || b == '\\' || seen[g->byte_class[b]]) continue;
+        seen[g->byte_class[b]] = true;
+        g->plain_class[g->n_plain_classes++] = g->byte_class[b];
+    }
+}
+
 em_status em_gbuild_finish(em_gbuild *b, int32_t root, em_grammar **out) {
     if (b->status != EM_OK) return b->status;
     if (root < 0 || root >= b->n_rules)
@@ -453,6 +495,7 @@ em_status em_gbuild_finish(em_gbuild *b, int32_t root, em_grammar **out) {
     g->start = p;
     g->el[p++] = EL_MAKE(EL_REF, root);
     g->el[p++] = EL_MAKE(EL_END, 0);
+    compute_byte_classes(g);
     em_status st = check_left_recursion(g);
     if (st != EM_OK) {
         em_grammar_free(g);
@@ -618,10 +661,13 @@ typedef struct gset {
     int32_t n;      /* stacks                                     */
     uint32_t hash;
     bool acc;       /* the root rule can end here                 */
-    int8_t closed;  /* every plain byte leads back here: 1, 0, -1 unknown */
+    int32_t uni;    /* the set every plain byte leads to (SET_DEAD: none
+                     * survives), UNI_MIXED when they differ, UNI_UNKNOWN */
 } gset;
 
 #define SET_DEAD (-1)        /* no stack and not accepting            */
+#define UNI_UNKNOWN (-3)
+#define UNI_MIXED (-4)
 #define EM_G_MAX_SETS (1 << 20) /* set ids kept before the caches reset */
 
 typedef struct mask_entry {
@@ -643,6 +689,7 @@ struct em_grammar_state {
     uint32_t ht_mask;
     uint32_t stamp;   /* current step's stamp                      */
     int32_t work;     /* pairs expanded in the current step        */
+    int64_t mask_work; /* pairs expanded by the current mask        */
     em_status err;    /* failure inside a step                     */
 
     int32_t *cur;     /* [n_cur] the state: stacks waiting on a byte, sorted */
@@ -653,6 +700,7 @@ struct em_grammar_state {
     int32_t *buf;     /* [cap_buf] scratch: sets of stack ids      */
     int32_t n_buf, cap_buf;
     int32_t *lv_set;  /* [trie max_depth + 1] per trie depth: the set id */
+    int32_t *chain;   /* [trie max_depth + 1] plain successors, see mask_plain_subtree */
 
     /* Interned sets of stacks: set k is set_ids[sets[k].off ..][0 .. n),
      * sorted, with its accepting flag.  Transitions between them are
@@ -760,6 +808,8 @@ static bool expand(em_grammar_state *s, int32_t pos, int32_t parent, bool *acc, 
     s->visit[id] = s->stamp;
     if (++s->work > EM_G_MAX_WORK)
         return state_fail(s, EM_ERR_UNSUPPORTED, "grammar too ambiguous (parser work limit)");
+    if (++s->mask_work > EM_G_MAX_MASK_WORK)
+        return state_fail(s, EM_ERR_UNSUPPORTED, "grammar too ambiguous (mask work limit)");
     const em_grammar *g = s->g;
     int32_t e = g->el[pos];
     switch (EL_KIND(e)) {
@@ -896,6 +946,7 @@ void em_grammar_state_free(em_grammar_state *s) {
     free(s->cur);
     free(s->buf);
     free(s->lv_set);
+    free(s->chain);
     free(s->set_ids);
     free(s->sets);
     free(s->set_ht);
@@ -919,7 +970,8 @@ em_status em_grammar_state_init(em_grammar_state **out, const em_grammar *g,
     cache_clear(s);
     int32_t depth = trie ? trie->max_depth : 0;
     s->lv_set = malloc(sizeof *s->lv_set * (size_t)(depth + 1));
-    if (!s->lv_set || !ht_rehash(s, 1024)) {
+    s->chain = malloc(sizeof *s->chain * (size_t)(depth + 1));
+    if (!s->lv_set || !s->chain || !ht_rehash(s, 1024)) {
         em_grammar_state_free(s);
         return em_error(EM_ERR_NOMEM, "grammar: out of memory");
     }
@@ -949,6 +1001,7 @@ bool em_grammar_done(const em_grammar_state *s) {
 static em_status follow(em_grammar_state *s, const uint8_t *p, size_t len, bool *ok) {
     *ok = false;
     s->err = EM_OK;
+    s->mask_work = 0;
     s->n_buf = 0;
     for (int32_t i = 0; i < s->n_cur; i++)
         if (!buf_push(s, s->cur[i])) return s->err;
@@ -1053,7 +1106,7 @@ static int32_t intern_set(em_grammar_state *s, int32_t *ids, int32_t n, bool acc
         s->set_ht_mask = size - 1;
     }
     int32_t id = s->n_sets++;
-    s->sets[id] = (gset){s->n_set_ids, n, h, acc, -1};
+    s->sets[id] = (gset){s->n_set_ids, n, h, acc, UNI_UNKNOWN};
     if (n) memcpy(s->set_ids + s->n_set_ids, ids, sizeof *ids * (size_t)n);
     s->n_set_ids += n;
     uint32_t k = h & s->set_ht_mask;
@@ -1065,7 +1118,7 @@ static int32_t intern_set(em_grammar_state *s, int32_t *ids, int32_t n, bool acc
 /* The set that byte leads to from set `from`: an id, SET_DEAD, or -2 on
  * failure.  Memoized. */
 static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
-    uint64_t key = (uint64_t)(uint32_t)from << 8 | byte;
+    uint64_t key = (uint64_t)(uint32_t)from << 8 | s->g->byte_class[byte];
     uint32_t k = 0;
     if (s->tr_key) {
         k = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & s->tr_mask;
@@ -1111,20 +1164,50 @@ static int32_t transition(em_grammar_state *s, int32_t from, uint8_t byte) {
     return next;
 }
 
-/* Does every plain byte lead from set id back to itself?  Then any token
- * made only of plain bytes is allowed there, with no walk (free text
- * inside a JSON string).  -1 on failure. */
-static int closed_under_plain(em_grammar_state *s, int32_t id) {
-    if (s->sets[id].closed >= 0) return s->sets[id].closed;
-    int closed = s->sets[id].n > 0;
-    for (unsigned b = 0x20; b < 0x80 && closed; b++) {
-        if (b == '"' || b == '\\') continue;
-        int32_t next = transition(s, id, (uint8_t)b);
-        if (next == -2) return -1;
-        closed = next == id;
+/* The set that every plain byte (printable ASCII but '"' and '\\') leads
+ * to from set id: an id, SET_DEAD, UNI_MIXED when they lead to different
+ * sets, or -2 on failure.  Inside a JSON string every plain byte is one
+ * character, so free text loops on one set (uni == id) and a string of
+ * bounded length walks down a chain of sets; either way a token made of
+ * plain bytes is allowed or not by its length alone. */
+static int32_t plain_successor(em_grammar_state *s, int32_t id) {
+    if (s->sets[id].uni != UNI_UNKNOWN) return s->sets[id].uni;
+    int32_t uni = UNI_UNKNOWN;
+    for (int32_t c = 0; c < s->g->n_plain_classes && uni != UNI_MIXED; c++) {
+        int32_t next = transition(s, id, s->g->class_rep[s->g->plain_class[c]]);
+        if (next == -2) return -2;
+        uni = uni == UNI_UNKNOWN || uni == next ? next : UNI_MIXED;
     }
-    s->sets[id].closed = (int8_t)closed;
-    return closed;
+    s->sets[id].uni = uni;
+    return uni;
+}
+
+/* Marks the allowed tokens of the plain subtree under trie node i, whose
+ * parent has set `from`, through the chain of plain successors; false
+ * (with nothing lost: the caller then walks the subtree byte by byte) when
+ * the chain meets a set whose plain bytes disagree, or on failure (s->err). */
+static bool mask_plain_subtree(em_grammar_state *s, int32_t i, int32_t from, uint64_t *bits) {
+    const em_token_trie *t = s->trie;
+    int32_t d0 = t->depth[i] - 1, known = 0;
+    s->chain[0] = from;
+    for (int32_t j = i; j < t->skip[i];) {
+        int32_t k = t->depth[j] - d0;
+        while (known < k) {
+            int32_t prev = s->chain[known], next = SET_DEAD;
+            if (prev != SET_DEAD && s->sets[prev].n > 0) next = plain_successor(s, prev);
+            if (next == -2 || next == UNI_MIXED) return false;
+            s->chain[++known] = next;
+        }
+        int32_t set = s->chain[k];
+        if (set == SET_DEAD) {
+            j = t->skip[j];
+            continue;
+        }
+        for (int32_t x = t->tok_off[j]; x < t->tok_off[j + 1]; x++)
+            bits[t->tok[x] >> 6] |= 1ull << (t->tok[x] & 63);
+        j = s->sets[set].n == 0 ? t->skip[j] : j + 1;
+    }
+    return true;
 }
 
 /* The allowed tokens of the current state, walked over the trie: each
@@ -1149,14 +1232,20 @@ static bool compute_mask(em_grammar_state *s, uint64_t *bits) {
         int32_t d = t->depth[i];
         int32_t from = s->lv_set[d - 1];
         if (t->plain[i]) {
-            int closed = closed_under_plain(s, from);
-            if (closed < 0) return false;
-            if (closed) {
+            /* Free text: every plain token is allowed, no walk needed. */
+            int32_t uni = plain_successor(s, from);
+            if (uni == -2) return false;
+            if (uni == from) {
                 for (int32_t k = t->tok_off[i]; k < t->tok_off[t->skip[i]]; k++)
                     bits[t->tok[k] >> 6] |= 1ull << (t->tok[k] & 63);
                 i = t->skip[i];
                 continue;
             }
+            if (uni != UNI_MIXED && mask_plain_subtree(s, i, from, bits)) {
+                i = t->skip[i];
+                continue;
+            }
+            if (s->err != EM_OK) return false;
         }
         int32_t next = transition(s, from, t->byte[i]);
         if (next == -2) return false;
@@ -1209,6 +1298,13 @@ em_status em_grammar_mask(em_grammar_state *s, float *logits) {
     if (!s || !logits) return em_error(EM_ERR_INVALID_ARG, "grammar: invalid arguments");
     if (!s->trie) return em_error(EM_ERR_INVALID_ARG, "grammar: the state has no vocabulary");
     s->err = EM_OK;
+    s->mask_work = 0;
+    if (s->finished) {
+        /* After EOG nothing may follow (the cache would still hold the
+         * mask of the state before it). */
+        for (int32_t i = 0; i < s->trie->n_vocab; i++) logits[i] = -INFINITY;
+        return EM_OK;
+    }
     const uint64_t *bits = state_mask(s);
     if (!bits) return s->err;
     for (int32_t w = 0; w < s->n_words; w++) {

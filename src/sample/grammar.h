@@ -85,6 +85,9 @@ void em_grammar_size(const em_grammar *g, int32_t *n_rules, int32_t *n_elems);
 
 /* ------------------------------------------------------ the token trie */
 
+/* Builds the trie of vocab's tokens by their decoded bytes (what
+ * em_token_to_piece gives without special rendering).  vocab must outlive
+ * the trie and every state made with it. */
 em_status em_token_trie_init(em_token_trie **out, const em_vocab *vocab);
 void em_token_trie_free(em_token_trie *t);
 
@@ -98,8 +101,10 @@ void em_grammar_state_free(em_grammar_state *s);
 
 /* Sets logits[t] = -INFINITY for every token t (of the trie's n_vocab)
  * that cannot come next; leaves the others unchanged.  Fails only on a
- * pathological grammar (EM_ERR_UNSUPPORTED: too many parser stacks) or
- * without a trie (EM_ERR_INVALID_ARG). */
+ * pathological grammar (EM_ERR_UNSUPPORTED: too many parses at once, or
+ * more than a bounded amount of parser work for one mask, ~0.1-0.3 s, so
+ * that a hostile schema cannot stall the engine) or without a trie
+ * (EM_ERR_INVALID_ARG); the caller should then end the sequence. */
 em_status em_grammar_mask(em_grammar_state *s, float *logits);
 
 /* Advances over token t.  EM_ERR_INVALID_ARG when t is not allowed here

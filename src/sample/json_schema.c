@@ -17,7 +17,9 @@
  *    surrogates (text outside the BMP comes as raw UTF-8), so every string
  *    is valid UTF-8 once decoded.
  *  - Numbers have at most 16 integer digits, 16 fraction digits and a
- *    2-digit exponent.  minimum/maximum are not enforced, except that
+ *    2-digit exponent.  Integers keep to minimum/maximum (and the
+ *    exclusive forms) exactly, through a digit-by-digit range grammar;
+ *    for other numbers the bounds are not enforced, except that
  *    minimum >= 0 (or exclusiveMinimum >= 0) rules out a minus sign.
  *    (A 2-digit exponent keeps every number finite as a double.)
  *  - enum and const are their values written compactly by jansson.
@@ -354,7 +356,7 @@ static const char *const handled_keywords[] = {
     "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
     "enum", "const", "pattern", "minLength", "maxLength", "format", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref", "$defs",
-    "definitions", "nullable", NULL};
+    "definitions", "nullable", "prefixItems", NULL};
 
 /* Keywords that describe without constraining: skipped. */
 static const char *const annotation_keywords[] = {
@@ -532,7 +534,13 @@ static int32_t object_schema(sc *c, const json_t *s) {
     bool ok = true;
     size_t old = path_push(c, "properties");
     json_object_foreach((json_t *)props, key, sub) {
+        bool required = false;
+        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         size_t o2 = path_push(c, key);
+        if (json_is_false(sub) && !required) {
+            path_pop(c, o2); /* a property that must not appear */
+            continue;
+        }
         int32_t val = schema(c, sub);
         path_pop(c, o2);
         json_t *kj = json_string(key);
@@ -542,14 +550,16 @@ static int32_t object_schema(sc *c, const json_t *s) {
             ok = false;
             break;
         }
-        bool required = false;
-        json_array_foreach((json_t *)req, i, name) required |= !strcmp(json_string_value(name), key);
         must[n] = required;
         kv[n++] = member(c, kr, val);
     }
     path_pop(c, old);
     json_array_foreach((json_t *)req, i, name) {
         if (!ok || (props && json_object_get(props, json_string_value(name)))) continue;
+        bool seen = false; /* a name listed twice is one member */
+        for (size_t k = 0; k < i; k++)
+            seen |= !strcmp(json_string_value(json_array_get(req, k)), json_string_value(name));
+        if (seen) continue;
         json_t *kj = json_string(json_string_value(name));
         int32_t kr = kj ? literal(c, kj) : sc_fail(c, EM_ERR_NOMEM, "out of memory");
         json_decref(kj);
@@ -610,13 +620,87 @@ static int32_t object_schema(sc *c, const json_t *s) {
     return r;
 }
 
+/* An array with prefixItems [s_0 .. s_k-1]: element i follows s_i, the
+ * rest follow items.  R_i, the elements from position i on, is
+ * sep s_i R_(i+1), or nothing once minItems are written; R_k is the rest,
+ * each after a comma. */
+static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, int64_t lo,
+                            int64_t hi) {
+    em_gbuild *b = c->b;
+    size_t k = json_array_size(prefix);
+    em_gseq q = {0};
+    int32_t rest;
+    int64_t r_lo = lo > (int64_t)k ? lo - (int64_t)k : 0;
+    int64_t r_hi = hi < 0 ? -1 : hi > (int64_t)k ? hi - (int64_t)k : 0;
+    if (json_is_false(items)) r_hi = 0;
+    if (r_hi == 0 && r_lo > 0)
+        return sc_fail(c, EM_ERR_INVALID_ARG, "minItems beyond prefixItems with items false");
+    if (r_hi == 0) {
+        rest = em_gb_rule(b);
+        em_gb_alt_empty(b, rest);
+    } else {
+        int32_t item;
+        if (items && json_is_object(items)) {
+            size_t old = path_push(c, "items");
+            item = schema(c, items);
+            path_pop(c, old);
+            if (item < 0) return -1;
+        } else if (items && !json_is_true(items)) {
+            return sc_fail(c, EM_ERR_INVALID_ARG, "'items' must be a schema");
+        } else {
+            item = value_any(c);
+        }
+        em_gs_lit(b, &q, ",", 1);
+        em_gs_ref(b, &q, ws(c));
+        em_gs_ref(b, &q, item);
+        rest = em_gb_repeat(b, em_gb_seq_rule(b, &q), r_lo, r_hi);
+    }
+    int32_t tail = rest;
+    size_t old = path_push(c, "prefixItems");
+    for (size_t i = k; i-- > 0;) {
+        int32_t r = em_gb_rule(b);
+        if (hi < 0 || (int64_t)i < hi) {
+            size_t o2 = path_push_index(c, i);
+            int32_t el = schema(c, json_array_get(prefix, i));
+            path_pop(c, o2);
+            if (el < 0) {
+                path_pop(c, old);
+                em_gseq_free(&q);
+                return -1;
+            }
+            if (i > 0) {
+                em_gs_lit(b, &q, ",", 1);
+                em_gs_ref(b, &q, ws(c));
+            }
+            em_gs_ref(b, &q, el);
+            em_gs_ref(b, &q, tail);
+            em_gb_alt(b, r, &q);
+        }
+        if ((int64_t)i >= lo) em_gb_alt_empty(b, r);
+        tail = r;
+    }
+    path_pop(c, old);
+    em_gs_lit(b, &q, "[", 1);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_ref(b, &q, tail);
+    em_gs_ref(b, &q, ws(c));
+    em_gs_lit(b, &q, "]", 1);
+    int32_t r = em_gb_seq_rule(b, &q);
+    em_gseq_free(&q);
+    return r;
+}
+
 static int32_t array_schema(sc *c, const json_t *s) {
     em_gbuild *b = c->b;
     const json_t *items = json_object_get(s, "items");
+    const json_t *prefix = json_object_get(s, "prefixItems");
     int64_t lo, hi;
     if (!count_keyword(c, s, "minItems", 0, &lo) || !count_keyword(c, s, "maxItems", -1, &hi))
         return -1;
     if (hi >= 0 && lo > hi) return sc_fail(c, EM_ERR_INVALID_ARG, "minItems > maxItems");
+    if (prefix && (!json_is_array(prefix) || json_array_size(prefix) > EM_GB_MAX_REPEAT))
+        return sc_fail(c, EM_ERR_INVALID_ARG, "'prefixItems' must be an array of schemas");
+    if (prefix && json_array_size(prefix) > 0) return tuple_schema(c, prefix, items, lo, hi);
     if (items && json_is_array(items))
         return sc_fail(c, EM_ERR_UNSUPPORTED, "unsupported keyword 'items' as an array (tuples)");
     if (items && json_is_false(items)) hi = 0;
@@ -753,11 +837,132 @@ static bool nonneg(const json_t *s) {
            (json_is_number(x) && json_number_value(x) >= 0);
 }
 
+/* ------------------------------------------------- integer ranges */
+
+/* The largest magnitude the integer rule writes: 16 digits. */
+#define SC_MAX_MAG 9999999999999999LL
+
+/* Rule for the L-digit strings from x to y (both L digits, x <= y), built
+ * digit by digit: the first digits equal, or x's first digit then
+ * anything >= the rest of x, the digits strictly between with anything
+ * after, y's first digit then anything <= the rest of y. */
+static int32_t digits_between(sc *c, const char *x, const char *y, int len) {
+    em_gbuild *b = c->b;
+    em_gseq q = {0};
+    int32_t r = em_gb_rule(b);
+    if (len == 0) {
+        em_gb_alt_empty(b, r);
+        return r;
+    }
+    char nines[20], zeros[20];
+    memset(nines, '9', sizeof nines);
+    memset(zeros, '0', sizeof zeros);
+    if (x[0] == y[0]) {
+        em_gs_lit(b, &q, x, 1);
+        em_gs_ref(b, &q, digits_between(c, x + 1, y + 1, len - 1));
+        em_gb_alt(b, r, &q);
+    } else {
+        bool low_full = !memcmp(x + 1, zeros, (size_t)len - 1);
+        bool high_full = !memcmp(y + 1, nines, (size_t)len - 1);
+        int lo = x[0] + !low_full, hi = y[0] - !high_full;
+        if (!low_full) {
+            em_gs_lit(b, &q, x, 1);
+            em_gs_ref(b, &q, digits_between(c, x + 1, nines, len - 1));
+            em_gb_alt(b, r, &q);
+        }
+        if (lo <= hi) {
+            em_gs_range(b, &q, (unsigned)lo, (unsigned)hi);
+            for (int k = 1; k < len; k++) em_gs_range(b, &q, '0', '9');
+            em_gb_alt(b, r, &q);
+        }
+        if (!high_full) {
+            em_gs_lit(b, &q, y, 1);
+            em_gs_ref(b, &q, digits_between(c, zeros, y + 1, len - 1));
+            em_gb_alt(b, r, &q);
+        }
+    }
+    em_gseq_free(&q);
+    return r;
+}
+
+/* Rule for the magnitudes lo..hi (0 <= lo <= hi <= SC_MAX_MAG), written
+ * without leading zeros: one alternative per digit count. */
+static int32_t magnitude_between(sc *c, int64_t lo, int64_t hi) {
+    int32_t r = em_gb_rule(c->b);
+    em_gseq q = {0};
+    int64_t first = 0, last = 9; /* the L-digit numbers */
+    for (int len = 1; len <= 16 && first <= hi; len++) {
+        int64_t x = lo > first ? lo : first, y = hi < last ? hi : last;
+        if (x <= y) {
+            char xs[24], ys[24];
+            snprintf(xs, sizeof xs, "%lld", (long long)x);
+            snprintf(ys, sizeof ys, "%lld", (long long)y);
+            em_gs_ref(c->b, &q, digits_between(c, xs, ys, len));
+            em_gb_alt(c->b, r, &q);
+        }
+        first = last + 1;
+        last = last * 10 + 9;
+    }
+    em_gseq_free(&q);
+    return r;
+}
+
+/* The bounds an integer schema sets (minimum, maximum, and the exclusive
+ * forms, as numbers or draft-4 booleans), clamped to what the integer
+ * rule can write; false (error recorded) when they are malformed or
+ * leave nothing. */
+static bool integer_bounds(sc *c, const json_t *s, int64_t *lo, int64_t *hi, bool *bounded) {
+    *lo = -SC_MAX_MAG, *hi = SC_MAX_MAG, *bounded = false;
+    static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    for (int k = 0; k < 4; k++) {
+        const json_t *v = json_object_get(s, keys[k]);
+        if (!v || json_is_boolean(v)) continue;
+        if (!json_is_number(v)) {
+            sc_fail(c, EM_ERR_INVALID_ARG, "'%s' must be a number", keys[k]);
+            return false;
+        }
+        double d = json_number_value(v);
+        bool is_min = k < 2;
+        /* An exclusive bound: a number (draft 6+) or minimum/maximum with a
+         * true exclusiveMinimum/exclusiveMaximum beside it (draft 4). */
+        bool excl = k == 1 || k == 3 || json_is_true(json_object_get(s, keys[k + 1]));
+        double bound = is_min ? (excl ? floor(d) + 1 : ceil(d)) : (excl ? ceil(d) - 1 : floor(d));
+        if (bound != bound) continue;
+        *bounded = true;
+        if (is_min && bound > (double)*lo) *lo = bound >= 1e16 ? SC_MAX_MAG + 1 : (int64_t)bound;
+        if (!is_min && bound < (double)*hi) *hi = bound <= -1e16 ? -SC_MAX_MAG - 1 : (int64_t)bound;
+    }
+    if (*lo > *hi) {
+        sc_fail(c, EM_ERR_UNSUPPORTED, "no integer within minimum and maximum (16 digits at most)");
+        return false;
+    }
+    return true;
+}
+
+static int32_t integer_schema(sc *c, const json_t *s) {
+    int64_t lo, hi;
+    bool bounded;
+    if (!integer_bounds(c, s, &lo, &hi, &bounded)) return -1;
+    if (!bounded) return integer_rule(c, false);
+    int32_t alts[2];
+    size_t n = 0;
+    if (hi >= 0) alts[n++] = magnitude_between(c, lo > 0 ? lo : 0, hi);
+    if (lo < 0) {
+        int64_t m_lo = hi < 0 ? -hi : 1, m_hi = -lo;
+        em_gseq q = {0};
+        em_gs_lit(c->b, &q, "-", 1);
+        em_gs_ref(c->b, &q, magnitude_between(c, m_lo, m_hi));
+        alts[n++] = em_gb_seq_rule(c->b, &q);
+        em_gseq_free(&q);
+    }
+    return n == 1 ? alts[0] : one_of_rules(c, alts, n);
+}
+
 static int32_t typed(sc *c, const json_t *s, const char *type) {
     if (!strcmp(type, "object")) return object_schema(c, s);
     if (!strcmp(type, "array")) return array_schema(c, s);
     if (!strcmp(type, "string")) return string_schema(c, s);
-    if (!strcmp(type, "integer")) return integer_rule(c, nonneg(s));
+    if (!strcmp(type, "integer")) return integer_schema(c, s);
     if (!strcmp(type, "number")) return number_rule(c, nonneg(s));
     if (!strcmp(type, "boolean")) {
         int32_t alts[] = {lit(c, "true"), lit(c, "false")};
@@ -771,7 +976,7 @@ static int32_t typed(sc *c, const json_t *s, const char *type) {
  * for any value. */
 static const char *implied_type(const json_t *s) {
     static const char *const object_kw[] = {"properties", "required", "additionalProperties", NULL};
-    static const char *const array_kw[] = {"items", "minItems", "maxItems", NULL};
+    static const char *const array_kw[] = {"items", "prefixItems", "minItems", "maxItems", NULL};
     static const char *const string_kw[] = {"pattern", "minLength", "maxLength", "format", NULL};
     static const char *const number_kw[] = {"minimum", "maximum", "exclusiveMinimum",
                                             "exclusiveMaximum", NULL};

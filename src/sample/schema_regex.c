@@ -154,19 +154,35 @@ static int32_t class_rule(rx *r, const rclass *c) {
         em_gb_alt(b, rule, &s);
         any = true;
     }
-    /* The characters JSON escapes: the controls, '"' and '\\'. */
+    /* The characters JSON escapes: '"', '\\' and the controls, as \X with
+     * one set of letters, and \u000X, \u001X with one set of digits each
+     * (three alternatives at most, so that a class stays a few stacks). */
+    em_byteset named = {{0}}, low[2] = {{{0}}, {{0}}};
+    bool has_named = false, has_low[2] = {false, false};
+    static const char hex[] = "0123456789abcdef";
     for (uint32_t k = 0; k < 0x22; k++) {
         uint32_t cp = k < 0x20 ? k : k == 0x20 ? '"' : '\\';
         if (!class_has(c, cp)) continue;
-        char esc[8];
-        const char *named = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : cp == '\n' ? "\\n"
-                          : cp == '\t' ? "\\t" : cp == '\r' ? "\\r" : cp == '\b' ? "\\b"
-                          : cp == '\f' ? "\\f" : NULL;
-        if (!named) {
-            snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
-            named = esc;
+        char letter = cp == '"' ? '"' : cp == '\\' ? '\\' : cp == '\n' ? 'n' : cp == '\t' ? 't'
+                    : cp == '\r' ? 'r' : cp == '\b' ? 'b' : cp == '\f' ? 'f' : 0;
+        if (letter) {
+            em_byteset_add(&named, (uint8_t)letter, (uint8_t)letter);
+            has_named = true;
+        } else {
+            em_byteset_add(&low[cp >> 4], (uint8_t)hex[cp & 15], (uint8_t)hex[cp & 15]);
+            has_low[cp >> 4] = true;
         }
-        em_gs_lit(b, &s, named, strlen(named));
+    }
+    if (has_named) {
+        em_gs_lit(b, &s, "\\", 1);
+        em_gs_set(b, &s, &named);
+        em_gb_alt(b, rule, &s);
+        any = true;
+    }
+    for (int h = 0; h < 2; h++) {
+        if (!has_low[h]) continue;
+        em_gs_lit(b, &s, h ? "\\u001" : "\\u000", 5);
+        em_gs_set(b, &s, &low[h]);
         em_gb_alt(b, rule, &s);
         any = true;
     }

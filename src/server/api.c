@@ -109,6 +109,8 @@ static bool parse_generation(em_api_request *r, const em_api_limits *lim, em_api
     if (!get_int(b, "max_tokens", 1, INT32_MAX, &v, err)) return false;
     if (r->kind == EM_API_CHAT && !get_int(b, "max_completion_tokens", 1, INT32_MAX, &v, err)) return false;
     r->max_tokens = (int32_t)v;
+    r->max_tokens_field = r->kind == EM_API_CHAT && field(b, "max_completion_tokens") ? "max_completion_tokens"
+                                                                                      : "max_tokens";
 
     r->sampling = em_sampler_default_params();
     r->sampling.temp = 1.0f;   /* OpenAI's defaults */

@@ -38,6 +38,7 @@ typedef struct em_api_request {
     em_api_kind kind;
     json_t *body;                 /* the whole parsed request (owned)                  */
     int32_t max_tokens;           /* -1: absent (generate until the context is full)  */
+    const char *max_tokens_field; /* the field that set it, for error messages         */
     int32_t n;                    /* choices                                           */
     em_sampler_params sampling;   /* logit_bias points at bias                         */
     em_logit_bias *bias;          /* [sampling.n_logit_bias]                           */

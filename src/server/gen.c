@@ -306,18 +306,22 @@ static bool job_event(gen_job *j, em_event *ev) {
     return more;
 }
 
-/* Waits for the job's next event, watching the client; false when the
- * client went away (the caller then cancels). */
-static bool job_wait(gen_job *j, em_event *ev) {
+typedef enum wait_result { WAIT_EVENT, WAIT_TIMEOUT, WAIT_GONE } wait_result;
+
+/* Waits up to max_s seconds for the job's next event, watching the
+ * client; WAIT_GONE when the client went away (the caller then cancels). */
+static wait_result job_wait(gen_job *j, em_event *ev, double max_s) {
+    double until = em_time_s() + max_s;
     for (;;) {
         /* Events may come faster than the timeout: look at the socket
          * every 50 ms whatever happens. */
         double now = em_time_s();
         if (now - j->t_checked >= 0.05) {
             j->t_checked = now;
-            if (em_http_client_gone(j->cs->fd)) return false;
+            if (em_http_client_gone(j->cs->fd)) return WAIT_GONE;
         }
-        if (em_request_next(j->r[j->cur], ev, 50)) return true;
+        if (now >= until) return WAIT_TIMEOUT;
+        if (em_request_next(j->r[j->cur], ev, 50)) return WAIT_EVENT;
     }
 }
 
@@ -368,11 +372,15 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         j->out_pos = j->out.n = 0;
         if (j->done) return MHD_CONTENT_READER_END_OF_STREAM;
         em_event ev;
-        if (!job_wait(j, &ev)) {
+        wait_result w = job_wait(j, &ev, EM_SERVER_KEEPALIVE_S);
+        if (w == WAIT_GONE) {
             for (int32_t i = 0; i < j->n_req; i++) em_request_cancel(j->r[i]);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        job_event(j, &ev);
+        /* Nothing to say yet: an SSE comment (ignored by clients) keeps
+         * the connection from looking idle. */
+        if (w == WAIT_TIMEOUT) em_strbuf_append(&j->out, ": keep-alive\n\n", 14);
+        else job_event(j, &ev);
     }
     size_t n = EM_MIN(max, j->out.n - j->out_pos);
     memcpy(buf, j->out.p + j->out_pos, n);
@@ -408,8 +416,8 @@ static bool check_context(gen_job *j, int32_t n_prompt, em_api_error *err) {
     if (j->req.max_tokens < 0)
         em_api_fail(err, 400, field, "prompt has %d tokens, but the context holds %d", n_prompt, ctx);
     else
-        em_api_fail(err, 400, "max_tokens", "prompt has %d tokens and max_tokens is %d, but the context holds %d",
-                    n_prompt, j->req.max_tokens, ctx);
+        em_api_fail(err, 400, j->req.max_tokens_field, "prompt has %d tokens and %s is %d, but the context holds %d",
+                    n_prompt, j->req.max_tokens_field, j->req.max_tokens, ctx);
     snprintf(err->code, sizeof err->code, "context_length_exceeded");
     return false;
 }
@@ -423,6 +431,7 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     gp.n_stop = j->req.n_stop;
     gp.top_logprobs = j->req.logprobs ? j->req.top_logprobs : -1;
     gp.constraint = j->has_constraint ? &j->constraint : NULL;
+    gp.t_arrival = j->cs->t_start;
     /* The engine's reference to the grammar is taken before it could be
      * released, and given back when the submission fails. */
     if (j->has_constraint) em_prompt_retain(&j->constraint);
@@ -607,6 +616,9 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
                          .n_parallel = s->n_parallel,
                          .n_embd = em_model_n_embd(s->model)};
     cs->generation = true;
+    pthread_mutex_lock(&s->mu);
+    s->n_inflight++;
+    pthread_mutex_unlock(&s->mu);
     if (kind == EM_API_EMBEDDINGS && !s->p.embeddings) {
         em_api_fail(&err, 400, NULL, "this server computes no embeddings");
         return em_http_error(s, c, cs, &err);
@@ -674,7 +686,9 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
     em_event ev;
     bool more = true;
     while (more) {
-        if (!job_wait(j, &ev)) {
+        wait_result w = job_wait(j, &ev, EM_SERVER_KEEPALIVE_S);
+        if (w == WAIT_TIMEOUT) continue;
+        if (w == WAIT_GONE) {
             /* The client left: nobody reads the answer; free everything. */
             job_free(j);
             cs->status = 499;

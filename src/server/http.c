@@ -16,9 +16,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Bytes of an oversized body read and dropped before the connection is
+ * refused without reading the rest. */
+#define DRAIN_MAX ((uint64_t)256 << 20)
+
+/* True when the client is writing a body right now: a client that waits
+ * for "100 Continue" is not; otherwise, within 300 ms, at least 64 KiB
+ * must be waiting in the socket. */
+static bool client_sending(struct MHD_Connection *c, int fd) {
+    const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+    if ((expect && !strcasecmp(expect, "100-continue")) || fd < 0) return false;
+    for (int i = 0; i < 30; i++) {
+        int avail = 0;
+        if (ioctl(fd, FIONREAD, &avail) == 0 && avail >= (64 << 10)) return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
 
 bool em_http_client_gone(int fd) {
     if (fd < 0) return false;
@@ -85,8 +105,10 @@ enum MHD_Result em_http_error(em_server *s, struct MHD_Connection *c, em_conn *c
 static bool key_ok(em_server *s, struct MHD_Connection *c) {
     if (!s->p.api_key) return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7)) return false;
-    h += 7;
+    /* The scheme is case-insensitive (RFC 7235). */
+    if (!h || strncasecmp(h, "Bearer", 6) || (h[6] != ' ' && h[6] != '\t')) return false;
+    h += 6;
+    while (*h == ' ' || *h == '\t') h++;
     /* Compare every byte whatever the first difference, so the time does
      * not tell how much of a guess was right. */
     size_t a = strlen(h), b = strlen(s->p.api_key);
@@ -180,16 +202,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(cs->path, sizeof cs->path, "%s", url);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) cs->fd = ci->connect_fd;
-        /* A body announced as too large is refused before it is read. */
+        /* A body announced as too large is never stored.  It is refused at
+         * once, before it is read, unless the client is busy sending it:
+         * such a client writes its whole body before it reads the answer,
+         * so the body is read and dropped (up to a bound) for it to see the
+         * 413 rather than a reset connection. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
-            em_api_error err;
-            em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
-            return em_http_error(s, c, cs, &err);
+            cs->too_large = true;
+            if (strtoull(cl, NULL, 10) > DRAIN_MAX || !client_sending(c, cs->fd)) {
+                em_api_error err;
+                em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
+                return em_http_error(s, c, cs, &err);
+            }
         }
         return MHD_YES;
     }
     if (*upload_size) {
+        cs->received += *upload_size;
         if (!cs->answered && !cs->too_large) {
             if (cs->body.n + *upload_size > s->p.max_body || !em_strbuf_append(&cs->body, upload, *upload_size)) {
                 cs->too_large = true;
@@ -197,6 +227,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             }
         }
         *upload_size = 0;
+        if (cs->too_large && !cs->answered && cs->received > DRAIN_MAX) {
+            em_api_error err;
+            em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
+            return em_http_error(s, c, cs, &err);
+        }
         return MHD_YES;
     }
     if (cs->answered) return MHD_YES;
@@ -235,11 +270,15 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     em_server *s = calloc(1, sizeof *s);
     if (!s) return em_error(EM_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
     s->engine = engine;
     s->model = em_engine_model(engine);
     s->vocab = em_model_vocab(s->model);
     s->p = *params;
-    s->p.host = dup_or_null(params->host ? params->host : "127.0.0.1");
+    /* "localhost" is the loopback address; other names are not resolved
+     * (the server makes no lookups). */
+    const char *host = params->host ? params->host : "127.0.0.1";
+    s->p.host = dup_or_null(!strcmp(host, "localhost") ? "127.0.0.1" : host);
     s->p.api_key = dup_or_null(params->api_key);
     s->p.model_id = dup_or_null(params->model_id);
     s->p.chat_template = NULL;
@@ -271,16 +310,15 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
         flags |= MHD_USE_IPv6;
     } else {
         em_server_free(s);
-        return em_error(EM_ERR_INVALID_ARG, "server: '%s' is not an IPv4 or IPv6 address", params->host);
+        return em_error(EM_ERR_INVALID_ARG, "server: '%s' is not an IPv4 or IPv6 address", host);
     }
     s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->p.max_connections,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EM_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!s->daemon) {
         em_server_free(s);
-        return em_error(EM_ERR_IO, "server: cannot listen on %s port %d", params->host ? params->host : "127.0.0.1",
-                        params->port);
+        return em_error(EM_ERR_IO, "server: cannot listen on %s port %d", host, params->port);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : params->port;
@@ -296,6 +334,24 @@ void em_server_quiesce(em_server *s) {
     if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
+bool em_server_wait_idle(em_server *s, double timeout_s) {
+    double until = em_time_s() + timeout_s;
+    pthread_mutex_lock(&s->mu);
+    while (s->n_inflight > 0 && em_time_s() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->idle, &s->mu, &ts);
+    }
+    bool idle = s->n_inflight == 0;
+    pthread_mutex_unlock(&s->mu);
+    return idle;
+}
+
 void em_server_free(em_server *s) {
     if (!s) return;
     if (s->daemon) MHD_stop_daemon(s->daemon);
@@ -304,6 +360,7 @@ void em_server_free(em_server *s) {
     free((char *)s->p.model_id);
     for (int i = 0; i < s->p.n_cors; i++) free((char *)s->p.cors[i]);
     em_prompt_teardown(s);
+    pthread_cond_destroy(&s->idle);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

@@ -18,6 +18,11 @@
 #include <pthread.h>
 
 #define EM_STATUS_SLOTS 16 /* distinct HTTP statuses counted for /metrics */
+/* libmicrohttpd closes a connection idle this long (seconds), also one
+ * whose stream has sent nothing: streams send a comment line every
+ * EM_SERVER_KEEPALIVE_S while they wait (queued, or a long prompt). */
+#define EM_SERVER_IDLE_TIMEOUT_S 30
+#define EM_SERVER_KEEPALIVE_S 5.0
 
 struct em_server {
     struct MHD_Daemon *daemon;
@@ -37,12 +42,15 @@ struct em_server {
     uint64_t status_count[EM_STATUS_SLOTS]; /* requests answered with each       */
     em_histogram duration;      /* arrival to the answer's last byte, seconds    */
     uint64_t id_counter;        /* for response ids                              */
+    int32_t n_inflight;         /* generation requests not yet fully answered    */
+    pthread_cond_t idle;        /* signalled when n_inflight drops               */
 };
 
 /* One HTTP request, from its first header to the end of its answer. */
 typedef struct em_conn {
     em_strbuf body;          /* the request body, at most max_body bytes */
     bool too_large;
+    uint64_t received;       /* body bytes read, stored or dropped       */
     bool answered;           /* a response was queued                    */
     double t_start;
     int status;              /* HTTP status of the answer                */

@@ -18,7 +18,11 @@ void em_metrics_count(em_server *s, int status, double seconds, bool generation)
             break;
         }
     }
-    if (generation) em_histogram_observe(&s->duration, seconds);
+    if (generation) {
+        em_histogram_observe(&s->duration, seconds);
+        s->n_inflight--;
+        pthread_cond_broadcast(&s->idle);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -9,7 +9,6 @@
 
 #include "core/core.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,12 +170,10 @@ static void *g_new_state(void *ctx) {
     return em_grammar_state_init(&st, gc->g, gc->trie) == EM_OK ? st : NULL;
 }
 
-static void g_mask(void *state, float *logits, int32_t n_vocab) {
+static bool g_mask(void *state, float *logits, int32_t n_vocab) {
     (void)n_vocab;
-    if (em_grammar_mask(state, logits) != EM_OK) {
-        /* A pathological grammar: allow nothing but the end. */
-        for (int32_t i = 0; i < n_vocab; i++) logits[i] = -INFINITY;
-    }
+    /* Fails only past the grammar's work budget (a pathological schema). */
+    return em_grammar_mask(state, logits) == EM_OK;
 }
 
 static bool g_accept(void *state, em_token t) { return em_grammar_accept(state, t) == EM_OK; }

@@ -39,6 +39,9 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
 int em_server_port(const em_server *s);
 /* Stops accepting connections; those already open carry on. */
 void em_server_quiesce(em_server *s);
+/* Waits until every generation request has been answered to its last
+ * byte, or timeout_s passes; true when none is left. */
+bool em_server_wait_idle(em_server *s, double timeout_s);
 /* Closes every connection and frees the server (the engine is not freed). */
 void em_server_free(em_server *s);
 

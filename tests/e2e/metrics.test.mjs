@@ -181,3 +181,40 @@ test('requests beyond --parallel wait in the queue, shown by ember_queue_depth',
   const idle = await waitFor((x) => v(x, 'ember_active_sequences') === 0 && v(x, 'ember_queue_depth') === 0);
   assert.equal(v(idle, 'ember_queue_depth'), 0);
 });
+
+test('a storm of mixed requests, many abandoned at random moments (some still queued), leaves nothing behind', async () => {
+  const m0 = await waitFor((m) => v(m, 'ember_active_sequences') === 0 && v(m, 'ember_queue_depth') === 0);
+  const used0 = v(m0, 'ember_kv_blocks_used');
+  let x = 12345;
+  const rand = (n) => { x = (Math.imul(x, 1103515245) + 12345) >>> 0; return x % n; };
+  const kinds = [
+    ['/v1/completions', (i) => ({ prompt: `Storm ${i} the cat`, max_tokens: 400, temperature: 0.8, seed: i, stream: true })],
+    ['/v1/completions', (i) => ({ prompt: `Storm ${i} the dog`, max_tokens: 400, temperature: 0.8, seed: i })],
+    ['/v1/chat/completions', (i) => ({ messages: [{ role: 'user', content: `Storm ${i}` }], max_tokens: 400, n: 2, stream: true, stream_options: { include_usage: true } })],
+    ['/v1/chat/completions', (i) => ({ messages: [{ role: 'user', content: `Storm ${i}` }], max_tokens: 300, logprobs: true, top_logprobs: 5 })],
+    ['/v1/embeddings', (i) => ({ input: [`Storm ${i}`, 'a b c'] })],
+  ];
+  const jobs = Array.from({ length: 40 }, (_, i) => {
+    const [route, body] = kinds[i % kinds.length];
+    const ac = new AbortController();
+    const abortAfter = rand(3) === 0 ? null : rand(300); // a third run to the end
+    const p = server.fetch(route, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: server.model, ...body(i) }) })
+      .then(async (r) => ({ status: r.status, text: await r.text() }))
+      .catch((e) => ({ status: null, error: e.name }));
+    if (abortAfter !== null) setTimeout(() => ac.abort(), abortAfter);
+    return { p, abortAfter };
+  });
+  const results = await Promise.all(jobs.map((j) => j.p));
+  results.forEach((r, i) => {
+    if (jobs[i].abortAfter === null) assert.equal(r.status, 200, `request ${i} ran to its end: ${r.status} ${r.text?.slice(0, 200)}`);
+    else assert.ok(r.status === 200 || r.error === 'AbortError', `request ${i}: ${JSON.stringify(r).slice(0, 200)}`);
+  });
+  const m1 = await waitFor((m) => v(m, 'ember_active_sequences') === 0 && v(m, 'ember_queue_depth') === 0 && v(m, 'ember_kv_blocks_used') === used0);
+  assert.equal(v(m1, 'ember_active_sequences'), 0);
+  assert.equal(v(m1, 'ember_queue_depth'), 0);
+  assert.equal(v(m1, 'ember_kv_blocks_used'), used0);
+  assert.ok(v(m1, 'ember_requests_total', { status: '499' }) > 0, 'abandoned requests count as 499');
+  const r = await client.chat.completions.create({ model: server.model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 });
+  assert.equal(r.usage.completion_tokens, 3);
+});

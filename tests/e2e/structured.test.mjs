@@ -9,14 +9,15 @@ import { startServer, TEMPLATES } from './lib/server.mjs';
 import { collect } from './lib/sse.mjs';
 import { validate } from './lib/schema.mjs';
 
-let server, tools;
+let server, tools, qwen;
 before(async () => {
-  [server, tools] = await Promise.all([
+  [server, tools, qwen] = await Promise.all([
     startServer({ parallel: 4 }),
     startServer({ parallel: 4, template: path.join(TEMPLATES, 'NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja') }),
+    startServer({ parallel: 4, template: path.join(TEMPLATES, 'Qwen-Qwen2.5-7B-Instruct.jinja') }),
   ]);
 });
-after(async () => { await Promise.all([server?.stop(), tools?.stop()]); });
+after(async () => { await Promise.all([server?.stop(), tools?.stop(), qwen?.stop()]); });
 
 const USER = [{ role: 'user', content: 'Describe a pet as JSON.' }];
 
@@ -80,7 +81,7 @@ test('json_schema on a stream and on /v1/completions', async () => {
 });
 
 test('numeric bounds are enforced, or the schema is refused: never an answer that does not validate', async () => {
-  const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 10, maximum: 20 }, score: { type: 'number', exclusiveMaximum: 1 } },
+  const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 10, maximum: 20 }, score: { type: 'number', minimum: 5, maximum: 6 } },
     required: ['age', 'score'], additionalProperties: false };
   for (const seed of [1, 2, 3, 4]) {
     const r = await server.postJSON('/v1/chat/completions', {
@@ -95,7 +96,7 @@ test('numeric bounds are enforced, or the schema is refused: never an answer tha
     const v = JSON.parse(r.json.choices[0].message.content);
     const problems = [];
     if (!(Number.isInteger(v.age) && v.age >= 10 && v.age <= 20)) problems.push(`age ${v.age} outside 10..20`);
-    if (!(typeof v.score === 'number' && v.score < 1)) problems.push(`score ${v.score} not below 1`);
+    if (!(typeof v.score === 'number' && v.score >= 5 && v.score <= 6)) problems.push(`score ${v.score} outside 5..6`);
     assert.deepEqual(problems, [], `seed ${seed}: ${r.json.choices[0].message.content}`);
   }
 });
@@ -150,11 +151,10 @@ function checkCall(call, fn) {
   return args;
 }
 
-test('a named tool_choice forces that call; its arguments follow the parameters schema', async () => {
-  const client = tools.client();
-  for (const [fn, seed] of [[WEATHER, 1], [TIME, 2], [WEATHER, 3]]) {
-    const r = await client.chat.completions.create({
-      model: tools.model, messages: ASK, tools: [WEATHER, TIME], max_tokens: 300, temperature: 0.8, seed,
+test('a named tool_choice forces that call; its arguments follow the parameters schema (Hermes and Qwen 2.5 templates)', async () => {
+  for (const [srv, fn, seed] of [[tools, WEATHER, 1], [tools, TIME, 2], [tools, WEATHER, 3], [qwen, WEATHER, 4], [qwen, TIME, 5]]) {
+    const r = await srv.client().chat.completions.create({
+      model: srv.model, messages: ASK, tools: [WEATHER, TIME], max_tokens: 300, temperature: 0.8, seed,
       tool_choice: { type: 'function', function: { name: fn.function.name } },
     });
     const c = r.choices[0];

@@ -7,6 +7,8 @@
 #   fuzz_gguf  small real GGUF files from $EMBER_TEST_DATA (stories260K and
 #              the vocabulary files under 2 MB) plus the sound and broken
 #              files written by the gguf_seeds tool;
+#   fuzz_jinja the templates in tests/fuzz/seeds_jinja/ plus the real chat
+#              templates under $EMBER_TEST_DATA/templates;
 #   fuzz_X     the files in tests/fuzz/seeds_X/ when that folder exists,
 #              otherwise none (libFuzzer starts from an empty input).
 # Crashing inputs are kept under BUILD_DIR/crashes/fuzz_X/.  The script
@@ -55,6 +57,16 @@ seed_gguf() {
     fi
 }
 
+# fuzz_jinja: its own small templates plus the real chat templates of the
+# test data (not copied into the repository).
+seed_jinja() {
+    local corpus=$1
+    seed_other fuzz_jinja "$corpus"
+    if [ -n "$data" ] && [ -d "$data/templates" ]; then
+        find "$data/templates" -maxdepth 1 -name '*.jinja' -exec cp -f {} "$corpus/" \;
+    fi
+}
+
 seed_other() {
     local name=$1 corpus=$2
     local seeds="$here/seeds_${name#fuzz_}"
@@ -75,6 +87,10 @@ for t in "${targets[@]}"; do
         # Whole real files (up to 2 MB) must fit, or libFuzzer would cut
         # every seed short and never reach the tensor table.
         max_len=${FUZZ_MAX_LEN:-2097152}
+        ;;
+    fuzz_jinja)
+        seed_jinja "$corpus"
+        max_len=${FUZZ_MAX_LEN:-65536}
         ;;
     *)
         seed_other "$name" "$corpus"

@@ -5,11 +5,14 @@ ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and the
 loopcontrols extension, plus raise_exception, strftime_now and a tojson
 that calls json.dumps(ensure_ascii=False).
 
-    chat_reference.py TEMPLATE_DIR CONVERSATIONS.json OUT_DIR
+    chat_reference.py TEMPLATE_DIR CONVERSATIONS.json OUT_DIR [SNIPPETS.json]
 
 For every conversation it writes OUT_DIR/conv/NAME.json (the input of
 tests/tools/render_template), and for every template T and conversation C
 OUT_DIR/expected/T__C.out (the rendering, UTF-8) or T__C.err (the error).
+SNIPPETS.json is a list of small templates that exercise one feature
+each; snippet N is written to OUT_DIR/snippets/sN.jinja and rendered for
+the conversation "system_multi" only (into expected/sN__system_multi.*).
 """
 import json
 import os
@@ -62,17 +65,25 @@ def main():
         with open(os.path.join(out, "conv", name + ".json"), "w", encoding="utf-8") as f:
             json.dump(c, f, ensure_ascii=False)
     env = environment()
+    jobs = []
     for tname in sorted(os.listdir(tdir)):
-        if not tname.endswith(".jinja"):
-            continue
-        with open(os.path.join(tdir, tname), encoding="utf-8") as f:
-            source = f.read()
-        base = tname[: -len(".jinja")]
+        if tname.endswith(".jinja"):
+            with open(os.path.join(tdir, tname), encoding="utf-8") as f:
+                jobs.append((tname[: -len(".jinja")], f.read(), convs))
+    if len(sys.argv) > 4:
+        os.makedirs(os.path.join(out, "snippets"), exist_ok=True)
+        with open(sys.argv[4], encoding="utf-8") as f:
+            snippets = json.load(f)
+        for i, source in enumerate(snippets):
+            with open(os.path.join(out, "snippets", f"s{i}.jinja"), "w", encoding="utf-8", newline="") as f:
+                f.write(source)
+            jobs.append((f"s{i}", source, {"system_multi": convs["system_multi"]}))
+    for base, source, job_convs in jobs:
         try:
             template = env.from_string(source)
         except Exception as e:  # a template jinja2 cannot compile
             template, compile_error = None, e
-        for cname, c in convs.items():
+        for cname, c in job_convs.items():
             path = os.path.join(out, "expected", f"{base}__{cname}")
             try:
                 if template is None:

@@ -32,12 +32,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$PY" "$here/chat_reference.py" "$DATA/templates" "$here/chat_conversations.json" "$tmp" || {
+"$PY" "$here/chat_reference.py" "$DATA/templates" "$here/chat_conversations.json" "$tmp" \
+    "$here/chat_snippets.json" || {
     echo "FAIL: chat_reference.py failed"
     exit 1
 }
 
-pass=0 fail=0 raised=0
+pass=0 fail=0 raised=0 spass=0
 for tpl in "$DATA"/templates/*.jinja; do
     base=$(basename "$tpl" .jinja)
     for conv in "$tmp"/conv/*.json; do
@@ -64,5 +65,33 @@ for tpl in "$DATA"/templates/*.jinja; do
         fi
     done
 done
-echo "templates: $pass pairs match ($raised of them raise in both), $fail differ"
+# The snippets: one feature each, rendered for one conversation.
+conv="$tmp/conv/system_multi.json"
+for tpl in "$tmp"/snippets/*.jinja; do
+    base=$(basename "$tpl" .jinja)
+    exp="$tmp/expected/${base}__system_multi"
+    "$RENDER" "$tpl" "$conv" >"$tmp/got.out" 2>"$tmp/got.err"
+    rc=$?
+    if [ -f "$exp.err" ]; then
+        if [ $rc -eq 1 ]; then
+            spass=$((spass + 1))
+        else
+            fail=$((fail + 1))
+            echo "MISMATCH snippet $base: jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc: $(head -c 300 "$tmp/got.out")"
+            echo "  template: $(head -c 300 "$tpl")"
+        fi
+    elif [ $rc -ne 0 ]; then
+        fail=$((fail + 1))
+        echo "MISMATCH snippet $base: ember failed: $(head -c 300 "$tmp/got.err" | tr '\n' ' ')"
+        echo "  template: $(head -c 300 "$tpl")"
+    elif cmp -s "$exp.out" "$tmp/got.out"; then
+        spass=$((spass + 1))
+    else
+        fail=$((fail + 1))
+        echo "MISMATCH snippet $base: template: $(head -c 300 "$tpl")"
+        echo "  jinja2: $(head -c 400 "$exp.out")"
+        echo "  ember:  $(head -c 400 "$tmp/got.out")"
+    fi
+done
+echo "templates: $pass pairs match ($raised of them raise in both); snippets: $spass match; $fail differ"
 [ $fail -eq 0 ]

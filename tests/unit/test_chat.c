@@ -6,7 +6,10 @@
  * tests/ref/test_templates.sh.
  */
 #include "chat/chat.h"
+#include "gguf/gguf.h"
 #include "test.h"
+
+#include <unistd.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +74,7 @@ static void test_expressions(void) {
     CHECK_RENDER("{{ \"it's\" }} {{ ['it\\'s', 'q\"'] }}", "it's [\"it's\", 'q\"']");
     CHECK_RENDER("{{ 'abcdef'[1:3] }} {{ 'abcdef'[::-1] }} {{ [1,2,3,4][-2:] }} {{ 'héllo'[1] }}", "bc fedcba [3, 4] é");
     CHECK_RENDER("{{ messages[0].role }} {{ messages[-1]['content'] }} {{ messages|length }}", "system Bye 4");
+    CHECK_RENDER("{{ '%s=%d' % ('a', 1) }} {{ '<%s>' % 'x' }} {{ '\\101\\x42' }}", "a=1 <x> AB");
     CHECK_RENDER("{{ 'a' 'b' }} {{ '\\u00e9\\x41\\n'|length }}", "ab 3");
     CHECK_RENDER("{{ -3 }} {{ +2 }} {{ -(1 + 1) }} {{ 1_000 }}", "-3 2 -2 1000");
 }
@@ -116,6 +120,7 @@ static void test_whitespace(void) {
 static void test_filters(void) {
     CHECK_RENDER("{{ '  a b  '|trim }}|{{ 'xxaxx'|trim('x') }}|{{ 'aBc'|upper }}{{ 'aBc'|lower }}", "a b|a|ABCabc");
     CHECK_RENDER("{{ 'hello world'|capitalize }} {{ 'hello wORLD-x'|title }}", "Hello world Hello World-X");
+    CHECK_RENDER("{{ 'éàß'|upper }} {{ 'ÉŁΣЖ'|lower }} {{ 'ÿ'|upper }} {{ 'élan vital'|title }}", "ÉÀß éłσж Ÿ Élan Vital");
     CHECK_RENDER("{{ [1, 2]|length }} {{ 'héé'|length }} {{ {'a': 1}|count }} {{ x|length }}", "2 3 1 0");
     CHECK_RENDER("{{ {'b': 1, 'a': [1, 2.5, 'é\"\\n']}|tojson }}", "{\"b\": 1, \"a\": [1, 2.5, \"é\\\"\\n\"]}");
     CHECK_RENDER("{{ {'a': [1, {}], 'b': []}|tojson(indent=2) }}", "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}");
@@ -167,6 +172,16 @@ static void test_undefined_and_errors(void) {
     CHECK_FAILS("{{ 1 + }}", EM_ERR_FORMAT, "line 1, column 8");
     CHECK_FAILS("{% endfor %}", EM_ERR_FORMAT, "unexpected 'endfor'");
     CHECK_FAILS("{{ x|nosuchfilter }}", EM_ERR_FORMAT, "no filter named 'nosuchfilter'");
+    /* Inside an if, as in jinja2, an unknown filter fails only when it runs. */
+    CHECK_RENDER("{% if false %}{{ x|nosuchfilter }}{% endif %}ok", "ok");
+    CHECK_FAILS("{% if true %}{{ x|nosuchfilter }}{% endif %}", EM_ERR_INVALID_ARG, "no filter named");
+    CHECK_FAILS("{% if false %}{% for i in x %}{{ x|nosuchfilter }}{% endfor %}{% endif %}", EM_ERR_FORMAT, "no filter");
+    /* Macros take extra arguments only when their body names varargs/kwargs/caller. */
+    CHECK_FAILS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}", EM_ERR_INVALID_ARG, "not more than 1");
+    CHECK_FAILS("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(b=1) }}", EM_ERR_INVALID_ARG, "no keyword argument 'b'");
+    CHECK_FAILS("{% macro m() %}x{% endmacro %}{% call m() %}y{% endcall %}", EM_ERR_INVALID_ARG, "caller");
+    CHECK_RENDER("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}", "1(2,){'k': 3}");
+    CHECK_FAILS("{{ '\\N{DASH}' }}", EM_ERR_FORMAT, "not supported");
     CHECK_FAILS("{{ x is nosuchtest }}", EM_ERR_FORMAT, "no test named");
     CHECK_FAILS("{% foo %}", EM_ERR_FORMAT, "unknown tag 'foo'");
     CHECK_FAILS("{{ 'abc }}", EM_ERR_FORMAT, "unterminated string");
@@ -182,6 +197,12 @@ static void test_limits(void) {
     CHECK_FAILS("{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
                 EM_ERR_INVALID_ARG, "longer than");
     CHECK_FAILS("{{ 'x' * 100000000000 }}", EM_ERR_INVALID_ARG, "longer than");
+    CHECK_FAILS("{% set ns = namespace(x=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+                EM_ERR_INVALID_ARG, "nested too deeply");
+    CHECK_FAILS("{% set ns = namespace(x=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|tojson }}",
+                EM_ERR_INVALID_ARG, "nested too deeply");
+    CHECK_RENDER("{% set ns = namespace(x=1, y=1) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% set ns.y = [ns.y] %}{% endfor %}"
+                 "{{ ns.x == ns.y }}", "False");
     char deep[4000];
     size_t n = 0;
     n += (size_t)snprintf(deep + n, sizeof deep - n, "{{ ");
@@ -190,6 +211,10 @@ static void test_limits(void) {
     for (int i = 0; i < 500; i++) deep[n++] = ')';
     snprintf(deep + n, sizeof deep - n, " }}");
     CHECK_FAILS(deep, EM_ERR_FORMAT, "nested too deeply");
+    n = (size_t)snprintf(deep, sizeof deep, "{{ x");
+    for (int i = 0; i < 600; i++) n += (size_t)snprintf(deep + n, sizeof deep - n, "|e");
+    snprintf(deep + n, sizeof deep - n, " }}");
+    CHECK_FAILS(deep, EM_ERR_FORMAT, "chain longer than");
     /* Explicit limits. */
     em_chat_template *t = NULL;
     CHECK_OK(em_chat_template_init(&t, "{% for i in range(100) %}{{ i }}{% endfor %}"));
@@ -362,6 +387,49 @@ static void test_tool_calls(void) {
     CHECK(em_chat_parse_tool_calls("hermes", NULL, &calls, &rest) == EM_ERR_INVALID_ARG);
 }
 
+/* The template of a loaded model: the file's own, else a built-in guessed
+ * from the vocabulary. */
+static void test_model_template(void) {
+    char path[1024];
+    if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) return;
+    em_model_params mp = em_model_default_params();
+    mp.vocab_only = true;
+    em_model *m = NULL;
+    CHECK_OK(em_model_load(&m, path, &mp));
+    if (!m) return;
+    char *src = NULL;
+    const char *name = NULL;
+    CHECK_OK(em_chat_template_for_model(m, &src, &name));
+    CHECK(name && !strcmp(name, "llama2")); /* a SentencePiece llama without chat tokens */
+    CHECK(src && !strcmp(src, em_chat_builtin("llama2")));
+    free(src);
+    em_model_free(m);
+
+    /* The same model with a template in its metadata. */
+    em_gguf *g = NULL;
+    em_gguf_writer *w = NULL;
+    CHECK_OK(em_gguf_open(&g, path));
+    CHECK_OK(em_gguf_writer_init(&w));
+    if (!g || !w) return;
+    CHECK_OK(em_gguf_set_str(w, "tokenizer.chat_template", "{{ messages[0].content }}!"));
+    CHECK_OK(em_gguf_copy_kv(w, g));
+    char tmp[] = "/tmp/test_chat_XXXXXX";
+    int fd = mkstemp(tmp);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    CHECK_OK(em_gguf_write(w, tmp));
+    em_gguf_writer_free(w);
+    em_gguf_close(g);
+    CHECK_OK(em_model_load(&m, tmp, &mp));
+    unlink(tmp);
+    if (!m) return;
+    CHECK_OK(em_chat_template_for_model(m, &src, &name));
+    CHECK(name && !strcmp(name, "model"));
+    CHECK(src && !strcmp(src, "{{ messages[0].content }}!"));
+    free(src);
+    em_model_free(m);
+}
+
 int main(void) {
     test_expressions();
     test_statements();
@@ -372,5 +440,6 @@ int main(void) {
     test_limits();
     test_builtins();
     test_tool_calls();
+    test_model_template();
     TEST_END();
 }

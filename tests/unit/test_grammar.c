@@ -31,7 +31,7 @@
 
 static double now_s(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); /* CPU time: the machine is shared */
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -85,7 +85,10 @@ static void test_compile(void) {
     expect_err("{\"type\":\"object\",\"patternProperties\":{}}", EM_ERR_UNSUPPORTED,
                "'patternProperties'");
     expect_err("{\"type\":\"array\",\"uniqueItems\":true}", EM_ERR_UNSUPPORTED, "'uniqueItems'");
-    expect_err("{\"type\":\"array\",\"prefixItems\":[]}", EM_ERR_UNSUPPORTED, "'prefixItems'");
+    expect_err("{\"type\":\"array\",\"prefixItems\":{}}", EM_ERR_INVALID_ARG, "'prefixItems'");
+    expect_err("{\"prefixItems\":[{}],\"items\":false,\"minItems\":2}", EM_ERR_INVALID_ARG,
+               "beyond prefixItems");
+    expect_err("{\"prefixItems\":[{\"not\":1}]}", EM_ERR_UNSUPPORTED, "/prefixItems/0");
     expect_err("{\"type\":\"array\",\"contains\":{}}", EM_ERR_UNSUPPORTED, "'contains'");
     expect_err("{\"type\":\"number\",\"multipleOf\":2}", EM_ERR_UNSUPPORTED, "'multipleOf'");
     expect_err("{\"type\":\"object\",\"minProperties\":1}", EM_ERR_UNSUPPORTED, "'minProperties'");
@@ -115,6 +118,8 @@ static void test_compile(void) {
     expect_err("{\"type\":\"object\",\"properties\":{},\"required\":[\"a\"]}", EM_ERR_INVALID_ARG,
                "'a'");
     expect_err("{\"enum\":[]}", EM_ERR_INVALID_ARG, "'enum'");
+    expect_err("{\"properties\":{\"a\":false},\"required\":[\"a\"]}", EM_ERR_UNSUPPORTED,
+               "matches nothing at /properties/a");
     expect_err("{\"anyOf\":[]}", EM_ERR_INVALID_ARG, "'anyOf'");
     expect_err("{\"allOf\":[{\"type\":\"string\"},{\"minLength\":2}]}", EM_ERR_UNSUPPORTED,
                "'allOf'");
@@ -173,11 +178,24 @@ static const byte_case byte_cases[] = {
     {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"additionalProperties\":"
      "{\"type\":\"boolean\"}}", "{\"c\":1}", false},
     {"{\"type\":\"object\"}", "{\"anything\": [1, {}]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"b\":[]}", true},
+    {"{\"properties\":{\"a\":false,\"b\":true}}", "{\"a\":1}", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1]", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1, 2]", true},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3]", true},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2,3,4]", false},
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":2,\"maxItems\":3}", "[1,2.5]", false},
+#define TUPLE "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\"},{\"type\":\"string\"}],"
+    {TUPLE "\"items\":false}", "[1, \"a\"]", true},
+    {TUPLE "\"items\":false}", "[1]", true},
+    {TUPLE "\"items\":false}", "[]", true},
+    {TUPLE "\"items\":false}", "[1,\"a\",2]", false},
+    {TUPLE "\"items\":false}", "[\"a\"]", false},
+    {TUPLE "\"items\":false,\"minItems\":2}", "[1]", false},
+    {TUPLE "\"items\":{\"type\":\"boolean\"}}", "[1,\"a\",true,false]", true},
+    {TUPLE "\"items\":{\"type\":\"boolean\"}}", "[1,\"a\",3]", false},
+    {TUPLE "\"items\":{\"type\":\"boolean\"},\"maxItems\":3}", "[1,\"a\",true,false]", false},
+    {TUPLE "\"maxItems\":1}", "[1,\"a\"]", false},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"\xc3\xa9\xc3\xa9\"", true},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"a\"", false},
     {"{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", "\"a\\\"bc\"", false},
@@ -267,6 +285,58 @@ static void test_bytes(void) {
     CHECK(em_grammar_mask(s, &logit) == EM_ERR_INVALID_ARG); /* no vocabulary */
     em_grammar_state_free(s);
     em_grammar_free(g);
+}
+
+/* ------------------------------------------------------- integer ranges */
+
+static void test_integer_ranges(void) {
+    static const struct {
+        const char *bounds; /* JSON members added to {"type":"integer"} */
+        long long lo, hi;
+    } cases[] = {
+        {"\"minimum\":0,\"maximum\":150", 0, 150},
+        {"\"minimum\":-20,\"maximum\":7", -20, 7},
+        {"\"minimum\":13,\"maximum\":13", 13, 13},
+        {"\"minimum\":-999,\"maximum\":-100", -999, -100},
+        {"\"minimum\":5", 5, 9999999999999999LL},
+        {"\"maximum\":-3", -9999999999999999LL, -3},
+        {"\"exclusiveMinimum\":0.5,\"exclusiveMaximum\":100000", 1, 99999},
+        {"\"minimum\":-1.5,\"maximum\":2.5", -1, 2},
+        {"\"minimum\":10,\"exclusiveMinimum\":true,\"maximum\":20,\"exclusiveMaximum\":true", 11, 19},
+        {"\"minimum\":1000000000000", 1000000000000LL, 9999999999999999LL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char schema[256];
+        snprintf(schema, sizeof schema, "{\"type\":\"integer\",%s}", cases[k].bounds);
+        em_grammar *g = NULL;
+        CHECK_OK(compile(schema, &g));
+        if (!g) continue;
+        long long probes[64];
+        int n_probes = 0;
+        for (int d = -25; d <= 25; d += 5) {
+            probes[n_probes++] = cases[k].lo + d;
+            probes[n_probes++] = cases[k].hi + d;
+        }
+        long long extra[] = {0, -1, 1, 10, 99, 100, 101, 1000, -1000, 123456789012LL, -987654321LL,
+                             9999999999999999LL, -9999999999999999LL};
+        for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) probes[n_probes++] = extra[i];
+        for (int i = 0; i < n_probes; i++) {
+            long long v = probes[i];
+            if (v > 9999999999999999LL || v < -9999999999999999LL) continue;
+            char text[32];
+            snprintf(text, sizeof text, "%lld", v);
+            bool want = v >= cases[k].lo && v <= cases[k].hi;
+            CHECK_MSG(run_bytes(g, text, false) == want, "%s: %s should be %s", schema, text,
+                      want ? "accepted" : "refused");
+        }
+        CHECK(!run_bytes(g, "-0", false) && !run_bytes(g, "013", false));
+        em_grammar_free(g);
+    }
+    em_grammar *g = NULL;
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":1e17}", &g) == EM_ERR_UNSUPPORTED);
+    CHECK(compile("{\"type\":\"integer\",\"minimum\":\"3\"}", &g) == EM_ERR_INVALID_ARG);
+    CHECK(g == NULL);
 }
 
 /* ------------------------------------------------------------ tool calls */
@@ -400,9 +470,13 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
             any |= type_is(json_string_value(json_array_get(x, i)), v);
         if (!any) return false;
     }
+    /* Integers keep to the bounds; other numbers only to the sign. */
     if ((x = json_object_get(s, "minimum")) && json_is_number(v) &&
-        json_number_value(v) < json_number_value(x) && json_number_value(x) <= 0)
-        return false; /* only the sign is enforced */
+        json_number_value(v) < json_number_value(x) && (json_is_integer(v) || json_number_value(x) <= 0))
+        return false;
+    if ((x = json_object_get(s, "maximum")) && json_is_integer(v) &&
+        json_number_value(v) > json_number_value(x))
+        return false;
     if (json_is_object(v)) {
         const json_t *props = json_object_get(s, "properties");
         const json_t *addl = json_object_get(s, "additionalProperties");
@@ -429,7 +503,11 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
         size_t n = json_array_size(v);
         if ((x = json_object_get(s, "minItems")) && n < (size_t)json_integer_value(x)) return false;
         if ((x = json_object_get(s, "maxItems")) && n > (size_t)json_integer_value(x)) return false;
-        for (size_t i = 0; items && i < n; i++)
+        const json_t *prefix = json_object_get(s, "prefixItems");
+        size_t k = json_array_size(prefix);
+        for (size_t i = 0; i < n && i < k; i++)
+            if (!validate(json_array_get(prefix, i), root, json_array_get(v, i))) return false;
+        for (size_t i = k; items && i < n; i++)
             if (!validate(items, root, json_array_get(v, i))) return false;
     }
     if (json_is_string(v)) {
@@ -461,7 +539,7 @@ static bool validate(const json_t *s, const json_t *root, const json_t *v) {
 static const char *const gen_schemas[] = {
     NULL, /* json_object */
     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":12},\"age\":"
-    "{\"type\":\"integer\",\"minimum\":0},\"email\":{\"type\":[\"string\",\"null\"],\"maxLength\":8}},"
+    "{\"type\":\"integer\",\"minimum\":0,\"maximum\":120},\"email\":{\"type\":[\"string\",\"null\"],\"maxLength\":8}},"
     "\"required\":[\"name\",\"age\"],\"additionalProperties\":false}",
     "{\"type\":\"object\",\"properties\":{\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\","
     "\"long tag\"]},\"minItems\":1,\"maxItems\":4},\"ok\":{\"type\":\"boolean\"},\"score\":{\"type\":"
@@ -480,6 +558,9 @@ static const char *const gen_schemas[] = {
     "{\"type\":\"integer\"}}},\"required\":[\"call\",\"extra\"],\"additionalProperties\":{\"type\":\"boolean\"}}",
     "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"x\",\"y\"],\"nullable\":true},"
     "\"minItems\":2,\"maxItems\":3}",
+    "{\"type\":[\"number\",\"boolean\"]}", /* complete early, ends with EOG */
+    "{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\",\"minimum\":-5,\"maximum\":5},"
+    "{\"enum\":[\"on\",\"off\"]}],\"items\":{\"type\":\"null\"},\"minItems\":2,\"maxItems\":4}",
 };
 
 /* Loads a vocabulary from a GGUF file; NULL when it cannot. */
@@ -633,6 +714,11 @@ static char *generate(const em_grammar *g, const em_token_trie *trie, const em_v
         CHECK_MSG(ast == EM_OK, "accept %d after '%.*s': %s", t, (int)len, text, em_last_error());
         if (ast != EM_OK) break;
         if (em_vocab_is_eog(v, t)) {
+            /* After EOG nothing is allowed, EOG included. */
+            em_grammar_mask(s, logits);
+            bool none = true;
+            for (int32_t i = 0; i < n_vocab; i++) none &= logits[i] == -INFINITY;
+            CHECK(none && em_grammar_done(s) && em_grammar_accept(s, t) == EM_ERR_INVALID_ARG);
             done = true;
             break;
         }
@@ -748,24 +834,31 @@ static void test_generation(const char *label, const em_vocab *v, int rounds) {
     em_token_trie_free(trie);
 }
 
-/* Mask time in a string and in structure, first (uncached) and steady. */
+/* Mask time at a few positions, first (uncached) and steady. */
 static void time_masks(const char *label, const em_vocab *v) {
     em_token_trie *trie = NULL;
     if (em_token_trie_init(&trie, v) != EM_OK) return;
-    em_grammar *g = NULL;
-    em_grammar_compile_json_object(&g);
-    em_grammar_state *s = NULL;
-    em_grammar_state_init(&s, g, trie);
+    const char *bounded = "{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\","
+                          "\"maxLength\":64},\"d\":{\"type\":\"string\",\"format\":\"date\"}}}";
+    static const struct {
+        bool json_object; /* else the bounded schema */
+        const char *at, *what;
+    } pos[] = {
+        {true, "", "start"},
+        {true, "{\"key\": \"some text", "in a string"},
+        {true, "{\"key\": [1, 2, {\"x\": 3", "in structure"},
+        {false, "{\"s\": \"abc", "in a string of maxLength 64"},
+        {false, "{\"d\":\"20", "in a date"},
+    };
     float *logits = calloc((size_t)em_vocab_n_tokens(v), sizeof *logits);
-    const char *at[] = {"", "{\"key\": \"some text", "{\"key\": [1, 2, {\"x\": 3"};
-    const char *what[] = {"start", "in a string", "in structure"};
-    size_t done_len = 0;
-    for (int k = 0; k < 3; k++) {
-        size_t n = strlen(at[k]);
-        em_grammar_state_free(s);
-        s = NULL;
-        em_grammar_state_init(&s, g, trie);
-        if (n) CHECK_OK(em_grammar_accept_bytes(s, at[k], n));
+    for (size_t k = 0; k < sizeof pos / sizeof pos[0]; k++) {
+        em_grammar *g = NULL;
+        if (pos[k].json_object) CHECK_OK(em_grammar_compile_json_object(&g));
+        else CHECK_OK(compile(bounded, &g));
+        em_grammar_state *s = NULL;
+        CHECK_OK(em_grammar_state_init(&s, g, trie));
+        if (!s) continue;
+        CHECK_OK(em_grammar_accept_bytes(s, pos[k].at, strlen(pos[k].at)));
         double t0 = now_s();
         CHECK_OK(em_grammar_mask(s, logits));
         double first = now_s() - t0;
@@ -774,21 +867,20 @@ static void time_masks(const char *label, const em_vocab *v) {
         double steady = (now_s() - t0) / 20;
         int32_t allowed = 0;
         for (int32_t i = 0; i < em_vocab_n_tokens(v); i++) allowed += logits[i] == 0;
-        printf("%s mask %-12s: first %.2f ms, cached %.3f ms, %d tokens allowed\n", label, what[k],
-               first * 1e3, steady * 1e3, allowed);
+        printf("%s mask %-28s: first %6.2f ms, cached %.3f ms, %6d tokens allowed\n", label,
+               pos[k].what, first * 1e3, steady * 1e3, allowed);
         memset(logits, 0, sizeof *logits * (size_t)em_vocab_n_tokens(v));
-        done_len += n;
+        em_grammar_state_free(s);
+        em_grammar_free(g);
     }
-    (void)done_len;
     free(logits);
-    em_grammar_state_free(s);
-    em_grammar_free(g);
     em_token_trie_free(trie);
 }
 
 int main(void) {
     test_compile();
     test_bytes();
+    test_integer_ranges();
     test_tool_calls();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("generation over real vocabularies skipped: EMBER_TEST_DATA is not set\n");

@@ -396,6 +396,32 @@ out:
     em_context_free(ref);
 }
 
+/* Sequence ids up to 4096: no 64-bit mask any more. */
+static void test_seq_limit(const em_model *m) {
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 64;
+    cp.n_threads = 1;
+    cp.n_seq_max = EM_KV_MAX_SEQ + 1;
+    em_context *c = NULL;
+    CHECK(em_context_init(&c, m, &cp) == EM_ERR_INVALID_ARG && c == NULL);
+    cp.n_seq_max = EM_KV_MAX_SEQ;
+    CHECK_OK(em_context_init(&c, m, &cp));
+    if (!c) return;
+    em_batch b;
+    CHECK_OK(em_batch_init(&b, 4));
+    em_batch_add(&b, 1, 0, EM_KV_MAX_SEQ - 1, true);
+    em_batch_add(&b, 1, 0, EM_KV_MAX_SEQ, true);
+    em_batch_add(&b, 1, 0, 64, true);
+    CHECK_OK(em_decode(c, &b));
+    CHECK(b.status[0] == EM_OK && b.status[1] == EM_ERR_INVALID_ARG && b.status[2] == EM_OK);
+    CHECK(em_kv_seq_pos_max(c, EM_KV_MAX_SEQ - 1) == 1 && em_kv_seq_pos_max(c, 64) == 1);
+    const float *l0 = em_get_logits(c, 0), *l2 = em_get_logits(c, 2);
+    CHECK(l0 && l2);
+    if (l0 && l2) CHECK(max_rel_diff(l0, l2, em_model_n_vocab(m)) < 1e-5f);
+    em_batch_free(&b);
+    em_context_free(c);
+}
+
 /* Hidden states: the final-norm rows of the rows that asked for logits,
  * the same from the one-row path as from a batch. */
 static void test_embeddings(const em_model *m) {
@@ -464,6 +490,7 @@ int main(void) {
         test_many_sequences(m);
         test_prefix_reuse(m);
         test_row_status(m);
+        test_seq_limit(m);
         test_embeddings(m);
     }
     em_model_free(m);

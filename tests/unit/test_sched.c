@@ -60,6 +60,7 @@ static void test_text_filter(void) {
 typedef struct result {
     char text[4096];
     size_t len;
+    int32_t n_cached;
     char finish[16];
     int32_t n_tokens;
     em_token tokens[512];
@@ -87,7 +88,7 @@ static void collect(em_request *r, int32_t which, result *res) {
             return;
         }
         if (ev.kind == EM_EVENT_TOKEN && ev.choice == which) {
-            if (res->len + ev.text_len < sizeof res->text) {
+            if (ev.text_len && res->len + ev.text_len < sizeof res->text) {
                 memcpy(res->text + res->len, ev.text, ev.text_len);
                 res->len += ev.text_len;
             }
@@ -98,6 +99,7 @@ static void collect(em_request *r, int32_t which, result *res) {
             res->error = true;
         } else if (ev.kind == EM_EVENT_DONE) {
             res->n_prompt = ev.n_prompt;
+            res->n_cached = ev.n_cached;
         }
         em_event_kind k = ev.kind;
         em_event_free(&ev);
@@ -280,6 +282,93 @@ static void test_cancel_and_queue(const em_model *m) {
     em_engine_free(e);
 }
 
+/* A prompt computed once is found again in the prefix cache: the second
+ * request reuses whole blocks of it and still gives the same answer. */
+static void test_prefix_reuse(const em_model *m) {
+    em_engine_params p = em_engine_default_params();
+    p.n_parallel = 2;
+    p.n_ctx_seq = 256;
+    p.n_threads = 1;
+    em_engine *e = NULL;
+    CHECK_OK(em_engine_init(&e, m, &p));
+    if (!e) return;
+    const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+                       "park with her friends and her dog, who was big and brown.";
+    int32_t n;
+    em_token *t = tokenize(m, text, &n);
+    CHECK(t && n > 40);
+    em_gen_params gp = greedy(24);
+    static result a, b;
+    em_request *r = NULL;
+    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
+    if (r) collect(r, 0, &a);
+    em_request_release(r);
+    r = NULL;
+    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
+    if (r) collect(r, 0, &b);
+    em_request_release(r);
+    CHECK(a.n_cached == 0);
+    CHECK_MSG(b.n_cached >= 32 && b.n_cached < n, "reused %d of %d prompt positions", b.n_cached, n);
+    CHECK(!strcmp(a.text, b.text));
+    em_engine_stats st;
+    CHECK(wait_idle(e, &st));
+    CHECK(st.prefix_hits >= 2);
+    CHECK(st.prefix_cached_tokens == (uint64_t)b.n_cached);
+    free(t);
+    em_engine_free(e);
+}
+
+/* Embeddings: unit length, the same for the same input, different for
+ * another. */
+static void test_embeddings(const em_model *m) {
+    em_engine_params p = em_engine_default_params();
+    p.n_parallel = 2;
+    p.n_ctx_seq = 128;
+    p.n_prefill = 4; /* the input spans several steps */
+    p.n_threads = 1;
+    p.embeddings = true;
+    em_engine *e = NULL;
+    CHECK_OK(em_engine_init(&e, m, &p));
+    if (!e) return;
+    int32_t n_embd = em_model_n_embd(m);
+    float *v[3] = {0};
+    const char *in[3] = {prompts[3], prompts[3], prompts[4]};
+    for (int k = 0; k < 3; k++) {
+        int32_t n;
+        em_token *t = tokenize(m, in[k], &n);
+        em_gen_params gp = greedy(0);
+        gp.embed = true;
+        em_request *r = NULL;
+        CHECK(t && em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
+        free(t);
+        for (bool more = r != NULL; more;) {
+            em_event ev;
+            if (!em_request_next(r, &ev, 60000)) break;
+            if (ev.kind == EM_EVENT_EMBEDDING && ev.n_embd == n_embd) {
+                v[k] = ev.embedding;
+                ev.embedding = NULL;
+            }
+            more = ev.kind != EM_EVENT_DONE && ev.kind != EM_EVENT_ERROR;
+            em_event_free(&ev);
+        }
+        em_request_release(r);
+    }
+    CHECK(v[0] && v[1] && v[2]);
+    if (v[0] && v[1] && v[2]) {
+        double norm = 0, diff01 = 0, diff02 = 0;
+        for (int32_t i = 0; i < n_embd; i++) {
+            norm += (double)v[0][i] * v[0][i];
+            diff01 += fabs(v[0][i] - v[1][i]);
+            diff02 += fabs(v[0][i] - v[2][i]);
+        }
+        CHECK(fabs(norm - 1.0) < 1e-4);
+        CHECK(diff01 == 0);
+        CHECK(diff02 > 1e-3);
+    }
+    for (int k = 0; k < 3; k++) free(v[k]);
+    em_engine_free(e);
+}
+
 int main(void) {
     test_text_filter();
     REQUIRE_TEST_DATA();
@@ -292,6 +381,8 @@ int main(void) {
     test_batching_invariance(m);
     test_stop_across_tokens(m);
     test_cancel_and_queue(m);
+    test_prefix_reuse(m);
+    test_embeddings(m);
     em_model_free(m);
     TEST_END();
 }

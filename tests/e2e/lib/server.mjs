@@ -45,6 +45,12 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Every server this process started and has not seen exit: killed when the
+// test file's process exits by any path (a failed before() hook that lost a
+// handle, a timeout), so that no server outlives its file.
+const running = new Set();
+process.on('exit', () => { for (const p of running) p.kill('SIGKILL'); });
+
 // startServer({template, parallel, ctx, cors, extra, apiKey, keyFile}) -> server
 // handle (keyFile: pass --api-key-file FILE instead; apiKey must then be its key).
 // template: a built-in name or a file path (default chatml, since stories260K
@@ -63,6 +69,8 @@ export async function startServer(opts = {}) {
   args.push(...(opts.extra ?? []));
 
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
   let log = '';
   const keep = (chunk) => { log = (log + chunk.toString()).slice(-20_000); };
   proc.stdout.on('data', keep);
@@ -119,14 +127,18 @@ export async function startServer(opts = {}) {
       return text;
     },
     // Stops the server with SIGTERM (SIGKILL after the timeout) and returns
-    // how it exited.
+    // how it exited.  A server built with sanitizers that reported anything
+    // (an error, a leak at exit) fails the file here.
     async stop() {
       if (!exitStatus) {
         proc.kill('SIGTERM');
         const timer = setTimeout(() => proc.kill('SIGKILL'), STOP_TIMEOUT_MS);
         await exited;
         clearTimeout(timer);
+        await sleep(50); // the last of stderr
       }
+      const at = log.search(/ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|WARNING: ThreadSanitizer/);
+      if (at >= 0) throw new Error(`ember serve's sanitizer report:\n${log.slice(Math.max(0, at - 200))}`);
       return exitStatus;
     },
   };
