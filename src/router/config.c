@@ -116,7 +116,18 @@ static bool get_bool(cfg_parser *p, const yaml_node_t *n, const char *path, bool
     for (int i = 0; i < (int)((seq)->data.sequence.items.top - (seq)->data.sequence.items.start); i++) \
         for (yaml_node_t *item = yaml_document_get_node((p)->doc, (seq)->data.sequence.items.start[i]); item; item = NULL)
 
+/* Checks a node's type; a mapping also may not repeat a key (YAML allows
+ * the parser to keep either, which would hide a mistake). */
 static bool want(cfg_parser *p, const yaml_node_t *n, const char *path, yaml_node_type_t t) {
+    if (n && n->type == t && t == YAML_MAPPING_NODE) {
+        for (yaml_node_pair_t *a = n->data.mapping.pairs.start; a < n->data.mapping.pairs.top; a++)
+            for (yaml_node_pair_t *b = n->data.mapping.pairs.start; b < a; b++) {
+                const char *ka = scalar(yaml_document_get_node(p->doc, a->key));
+                const char *kb = scalar(yaml_document_get_node(p->doc, b->key));
+                if (ka && kb && !strcmp(ka, kb))
+                    return fail(p, yaml_document_get_node(p->doc, a->key), path, "key '%.60s' appears twice", ka);
+            }
+    }
     if (n && n->type == t) return true;
     return fail(p, n, path, "expected a %s", t == YAML_MAPPING_NODE ? "mapping {key: value, ...}" : "list [...]");
 }

@@ -198,7 +198,8 @@ typedef struct rt_result {
     long status;                   /* upstream HTTP status                        */
     json_t *answer;                /* non-streamed answer                         */
     bool live;
-    em_xfer x;                     /* live: the transfer, to pull on              */
+    em_xfer *x;                    /* the transfer (live: to pull on); heap, since
+                                    * curl keeps its address                      */
     rt_backend *b;
     rt_replica *rep;
     double t0;
@@ -208,7 +209,8 @@ typedef struct rt_result {
 
 static void result_clear(rt_result *r) {
     json_decref(r->answer);
-    if (r->live) em_xfer_free(&r->x);
+    if (r->x) em_xfer_free(r->x);
+    free(r->x);
     free(r->error_body);
     memset(r, 0, sizeof *r);
 }
@@ -271,8 +273,10 @@ static bool has_event(const em_xfer *x) {
 
 /* One backend: up to 1 + retries tries (each on the least loaded healthy
  * replica), with jittered back-off between them; all before any byte went
- * to the client. */
-static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, rt_result *res) {
+ * to the client.  A route's last resort (and a retry) may use a replica
+ * that rests after a failure when no other is left: a cooldown steers
+ * traffic away while there is somewhere else to go. */
+static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool last_resort, rt_result *res) {
     memset(res, 0, sizeof *res);
     res->b = b;
     for (int t = 0; t <= b->cfg->retries; t++) {
@@ -281,7 +285,7 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, rt_re
             double wait = 0.1 * (double)(1 << (t - 1)) * (0.5 + (double)rand() / RAND_MAX);
             usleep((useconds_t)(wait * 1e6));
         }
-        rt_replica *rep = replica_take(c->R, b, t > 0);
+        rt_replica *rep = replica_take(c->R, b, t > 0 || last_resort);
         em_ledger_attempt *a = add_attempt(c, b, rep);
         res->att = c->n_att - 1;
         if (!rep) {
@@ -297,24 +301,25 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, rt_re
         char *body = attempt_body(c, b, stream, logprobs);
         em_xfer_params p = {.url = url, .api_key = b->api_key, .body = body,
                             .timeout_s = b->cfg->timeout_s, .connect_timeout_s = b->cfg->connect_timeout_s};
-        bool started = body && em_xfer_start(&res->x, &p);
+        res->x = calloc(1, sizeof *res->x);
+        bool started = body && res->x && em_xfer_start(res->x, &p);
         bool gone = false;
-        while (started && !res->x.done) {
-            if (stream && res->x.headers_done && res->x.status == 200 && has_event(&res->x)) break;
+        while (started && !res->x->done) {
+            if (stream && res->x->headers_done && res->x->status == 200 && has_event(res->x)) break;
             if ((gone = client_gone(c->fd))) break;
-            em_xfer_pump(&res->x, 50);
+            em_xfer_pump(res->x, 50);
         }
         free(body);
-        res->status = res->x.status;
+        res->status = res->x ? res->x->status : 0;
         if (!started) res->outcome = EM_UP_CONNECT;
         else if (gone) res->outcome = EM_UP_CLIENT_GONE;
-        else if (!res->x.done) res->outcome = EM_UP_OK; /* a live stream */
-        else res->outcome = em_xfer_outcome(&res->x);
+        else if (!res->x->done) res->outcome = EM_UP_OK; /* a live stream */
+        else res->outcome = em_xfer_outcome(res->x);
         double dt = em_time_s() - res->t0;
         if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
-        if (res->outcome == EM_UP_OK && (!stream || res->x.done) && !stream) {
+        if (res->outcome == EM_UP_OK && (!stream || res->x->done) && !stream) {
             json_error_t je;
-            res->answer = json_loadb(em_xfer_data(&res->x), em_xfer_avail(&res->x), 0, &je);
+            res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
             if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
                 !json_array_size(json_object_get(res->answer, "choices"))) {
                 json_decref(res->answer);
@@ -330,17 +335,19 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, rt_re
             res->live = true; /* charged when the stream ends */
             return;
         } else if (res->outcome == EM_UP_CLIENT_ERROR || res->outcome == EM_UP_CONTEXT) {
-            size_t n = em_xfer_avail(&res->x);
+            size_t n = em_xfer_avail(res->x);
             res->error_body = malloc(n + 1);
-            if (res->error_body) memcpy(res->error_body, em_xfer_data(&res->x), n), res->error_body[n] = '\0';
+            if (res->error_body) memcpy(res->error_body, em_xfer_data(res->x), n), res->error_body[n] = '\0';
         }
         if (a) {
             a->outcome = em_up_outcome_name(res->outcome);
             if (res->outcome != EM_UP_OK && !c->att_reason[res->att][0])
                 snprintf(c->att_reason[res->att], 160, "%s%s%.120s", em_up_outcome_name(res->outcome),
-                         res->x.errbuf[0] ? ": " : "", res->x.errbuf);
+                         res->x && res->x->errbuf[0] ? ": " : "", res->x ? res->x->errbuf : "");
         }
-        em_xfer_free(&res->x);
+        if (res->x) em_xfer_free(res->x);
+        free(res->x);
+        res->x = NULL;
         replica_release(c->R, b, rep, res->outcome);
         res->rep = NULL;
         if (res->outcome == EM_UP_OK || !em_up_retryable(res->outcome) || res->outcome == EM_UP_CONTEXT) return;
@@ -364,7 +371,7 @@ static void run_policy(rt_call *c, rt_result *res) {
     em_router *R = c->R;
     switch (r->policy) {
     case EM_RT_DIRECT:
-        attempt(c, &R->b[r->backends[0]], c->stream, false, res);
+        attempt(c, &R->b[r->backends[0]], c->stream, false, true, res);
         return;
     case EM_RT_RULES: {
         int bi = em_rt_rules_pick(r, &c->facts);
@@ -375,7 +382,7 @@ static void run_policy(rt_call *c, rt_result *res) {
             res->error_body = strdup("no rule of the route matches the request");
             return;
         }
-        attempt(c, &R->b[bi], c->stream, false, res);
+        attempt(c, &R->b[bi], c->stream, false, true, res);
         return;
     }
     case EM_RT_FALLBACK:
@@ -390,14 +397,14 @@ static void run_policy(rt_call *c, rt_result *res) {
                 res->outcome = EM_UP_UNAVAILABLE;
                 continue;
             }
-            attempt(c, b, c->stream, false, res);
+            attempt(c, b, c->stream, false, last, res);
             if (res->outcome == EM_UP_OK || !em_up_retryable(res->outcome)) return;
         }
         return;
     case EM_RT_CASCADE:
         for (int i = 0; i < r->n_backends - 1; i++) {
             rt_backend *b = &R->b[r->backends[i]];
-            attempt(c, b, false, true, res);
+            attempt(c, b, false, true, false, res);
             if (res->outcome == EM_UP_OK) {
                 char why[128];
                 if (em_rt_cascade_accept(r, res->answer, why, sizeof why)) {
@@ -413,7 +420,7 @@ static void run_policy(rt_call *c, rt_result *res) {
             }
             result_clear(res);
         }
-        attempt(c, &R->b[r->backends[r->n_backends - 1]], c->stream, false, res);
+        attempt(c, &R->b[r->backends[r->n_backends - 1]], c->stream, false, true, res);
         return;
     }
 }
@@ -583,7 +590,6 @@ typedef struct rt_stream {
     em_up_outcome end;  /* how the stream ended                             */
     int64_t chunks;     /* content chunks, if the upstream sends no usage   */
     bool charged;
-    struct MHD_Response *response; /* for the cost trailer                  */
 } rt_stream;
 
 /* Charges the streamed attempt (once): at [DONE], or when it ends otherwise. */
@@ -635,7 +641,6 @@ static void stream_event(rt_stream *s, const char *ev, size_t len) {
         stream_charge(s);
         char cost[32];
         snprintf(cost, sizeof cost, "%.8f", s->c->cost);
-        if (s->response) MHD_add_response_footer(s->response, "x-ember-cost-usd", cost);
         em_strbuf_appendf(&s->out, ": x-ember-cost-usd %s\n\ndata: [DONE]\n\n", cost);
         s->saw_done = true;
         s->finished = true;
@@ -668,7 +673,7 @@ static void stream_event(rt_stream *s, const char *ev, size_t len) {
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     rt_stream *s = cls;
-    em_xfer *x = &s->res.x;
+    em_xfer *x = s->res.x;
     for (;;) {
         if (s->off < s->out.n) {
             size_t n = s->out.n - s->off;
@@ -711,8 +716,6 @@ static void stream_free(void *cls) {
     a->outcome = em_up_outcome_name(s->end);
     if (s->end != EM_UP_OK) snprintf(c->att_reason[s->res.att], 160, "%s", "stream did not finish");
     replica_release(c->R, s->res.b, s->res.rep, s->end);
-    em_xfer_free(&s->res.x);
-    s->res.live = false;
     result_clear(&s->res);
     em_strbuf_free(&s->out);
     int status = s->end == EM_UP_CLIENT_GONE ? 499 : 200;
@@ -816,10 +819,11 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
 
     int ri = em_rt_config_route(R->cfg, model), bi = ri < 0 ? em_rt_config_backend(R->cfg, model) : -1;
     if ((ri < 0 && bi < 0) || !key_may_use(key, ri, bi)) {
+        enum MHD_Result mr = send_error(conn, cs, 404, "model_not_found", "model",
+                                        "The model '%.100s' is not a route or backend this key may use", model);
         free(c);
-        json_decref(body);
-        return send_error(conn, cs, 404, "model_not_found", "model",
-                          "The model '%.100s' is not a route or backend this key may use", model);
+        json_decref(body); /* model points into it */
+        return mr;
     }
     if (ri >= 0) c->route = &R->cfg->routes[ri];
     else {
@@ -855,7 +859,7 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
         }
     }
 
-    rt_result res;
+    rt_result res = {.outcome = EM_UP_UNAVAILABLE};
     run_policy(c, &res);
     if (res.outcome == EM_UP_OK) c->answered_by = res.b;
     if (res.outcome == EM_UP_OK && res.live) {
@@ -876,9 +880,7 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         routing_headers(r, c, false);
-        s->response = r;
-        enum MHD_Result mr = queue(conn, cs, 200, r);
-        return mr;
+        return queue(conn, cs, 200, r);
     }
     if (res.outcome == EM_UP_OK) {
         usage_of(res.answer, &c->prompt_tokens, &c->completion_tokens);
