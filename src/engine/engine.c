@@ -289,7 +289,11 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
     pthread_mutex_lock(&e->mu);
     em_submit_result res = EM_SUBMIT_OK;
     if (e->draining || e->stop) res = EM_SUBMIT_SHUTTING_DOWN;
-    else if (e->n_queued >= e->p.queue_max) res = EM_SUBMIT_QUEUE_FULL;
+    /* The queue bounds requests that wait; one that can start at once
+     * (nothing queued ahead, sequences free) is never refused. */
+    else if (e->n_queued >= e->p.queue_max &&
+             !(e->n_queued == 0 && e->p.n_parallel - e->n_seq_busy >= gp->n))
+        res = EM_SUBMIT_QUEUE_FULL;
     if (res != EM_SUBMIT_OK) {
         pthread_mutex_unlock(&e->mu);
         r->refs = 1;
