@@ -266,17 +266,18 @@ echo "  memory: $out"
 check "memory: $N routed requests, RSS grew by less than 16 MiB" '[ $((rss1 - rss0)) -lt 16384 ]'
 
 # ------------------------------------------------------------ kill -9
+curls=()
 for i in $(seq 1 40); do
   curl -s -N -o /dev/null "http://127.0.0.1:$rport/v1/chat/completions" -H "Authorization: Bearer team-key" \
     -d '{"model": "cheap-only", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 6}' &
+  curls+=($!)
 done
 KEY=thrifty-key python3 "$here/router_load.py" --port "$rport" --key thrifty-key --model auto --n 2000 --c 16 >/dev/null &
 loadpid=$!
 sleep 1.5
 before=$(sql "SELECT count(*) FROM requests")
 kill -9 "$rpid"
-wait "$loadpid" 2>/dev/null
-wait 2>/dev/null
+wait "$loadpid" "${curls[@]}" 2>/dev/null   # not a bare wait: the stubs run on
 check "kill -9: integrity_check ok, every attempt belongs to a request" '[ "$(sql "PRAGMA integrity_check")" = ok ] && [ "$(sql "SELECT count(*) FROM attempts WHERE request_id NOT IN (SELECT id FROM requests)")" = 0 ]'
 after=$(sql "SELECT count(*) FROM requests")
 check "kill -9: the requests settled before the kill are all there ($before then $after)" '[ "$after" -ge "$before" ]'
