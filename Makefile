@@ -2,10 +2,10 @@
 #
 #   make            build build/ember (the CLI) and build/libember.a (Release)
 #   make test       build, then run every test (unit, NumPy reference, CLI)
-#   make check      everything CI runs: test, asan, tsan and 60 s of fuzzing a target
+#   make check      everything CI runs: test, asan, tsan and 30 s of fuzzing a target
 #   make asan       AddressSanitizer + UBSan build in build-asan, unit tests
 #   make tsan       ThreadSanitizer build in build-tsan, unit tests
-#   make fuzz       libFuzzer targets (clang) in build-fuzz; FUZZ_SECONDS=60
+#   make fuzz       libFuzzer targets (clang) in build-fuzz; FUZZ_SECONDS=30
 #   make deps       install the Debian packages building and running need (apt-get, root)
 #   make test-deps  deps + the packages the test suite needs (clang, node, numpy, ...)
 #   make clean      remove every build directory
@@ -13,7 +13,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 EMBER_TEST_DATA ?= $(abspath ../shared)
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 30
 CMAKE_FLAGS ?=
 
 .PHONY: all build test check asan tsan fuzz deps test-deps clean help

@@ -13,7 +13,7 @@
 set -euo pipefail
 mode=${1:-build}
 build_pkgs=(build-essential cmake pkg-config libpcre2-dev libjansson-dev libcurl4-openssl-dev
-            libsodium-dev libmicrohttpd-dev)
+            libsodium-dev libmicrohttpd-dev libyaml-dev libsqlite3-dev)
 test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 nodejs npm chromium
            gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 case "$mode" in

@@ -30,6 +30,10 @@ int em_cli_bundle(int argc, char **argv);
  * (em_library_resolve); when neither, prints why and returns arg. */
 const char *em_cli_model_path(const char *arg);
 int em_cli_serve(int argc, char **argv);
+/* `ember serve --config FILE` (route.c): true when argv asks for the router. */
+bool em_cli_is_router(int argc, char **argv);
+int em_cli_serve_config(int argc, char **argv);
+int em_cli_usage(int argc, char **argv);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every

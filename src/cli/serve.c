@@ -105,6 +105,7 @@ static char *model_id(const char *path) {
 }
 
 int em_cli_serve(int argc, char **argv) {
+    if (em_cli_is_router(argc, argv)) return em_cli_serve_config(argc, argv);
     serve_opts o;
     em_opts_result pr = parse_args(argc, argv, &o);
     if (pr != EM_OPTS_OK) return em_opts_exit_code(pr);
