@@ -3,6 +3,7 @@
  * (opts.c): the KV cache types of --kv-type and reading a whole file.
  */
 #include "cli/cli.h"
+#include "core/core.h"
 
 #include <string.h>
 
@@ -48,3 +49,13 @@ char *em_cli_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+
+em_status em_cli_context_init(em_context **out, const em_model *model, int32_t n_ctx, int32_t n_batch,
+                              int32_t n_threads, em_type kv_type) {
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = n_ctx ? n_ctx : EM_MIN(em_model_n_ctx_train(model), 4096);
+    cp.n_batch = n_batch;
+    cp.n_threads = n_threads;
+    cp.kv_type = kv_type;
+    return em_context_init(out, model, &cp);
+}

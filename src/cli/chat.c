@@ -89,12 +89,8 @@ static bool load(const chat_opts *o, chat_state *s) {
     em_status st = em_chat_template_init(&s->tmpl, source);
     free(source);
     if (st != EM_OK) return fail("chat template: %s", em_last_error());
-    em_context_params cp = em_context_default_params();
-    cp.n_ctx = o->n_ctx ? o->n_ctx : EM_MIN(em_model_n_ctx_train(s->model), 4096);
-    cp.n_batch = o->n_batch;
-    cp.n_threads = o->n_threads;
-    cp.kv_type = o->kv_type;
-    if (em_context_init(&s->ctx, s->model, &cp) != EM_OK) return fail("%s", em_last_error());
+    if (em_cli_context_init(&s->ctx, s->model, o->n_ctx, o->n_batch, o->n_threads, o->kv_type) != EM_OK)
+        return fail("%s", em_last_error());
     if (em_sampler_init(&s->smp, &o->sp, em_model_n_vocab(s->model)) != EM_OK) return fail("%s", em_last_error());
     if (em_batch_init(&s->batch, EM_MIN(o->n_batch, em_context_n_ctx(s->ctx))) != EM_OK)
         return fail("%s", em_last_error());

@@ -82,6 +82,11 @@ const char *em_cli_kv_type_name(em_type t);
     {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mlock),                            \
      .help = "lock the model in memory (needs ulimit -l)"}
 
+/* Creates the one context of a command that runs a model (run, chat):
+ * n_ctx 0 means the model's training length capped at 4096. */
+em_status em_cli_context_init(em_context **out, const em_model *model, int32_t n_ctx, int32_t n_batch,
+                              int32_t n_threads, em_type kv_type);
+
 /* Reads a whole file into a NUL-terminated heap buffer; NULL on error
  * (message printed).  *len gets the length without the NUL. */
 char *em_cli_read_file(const char *path, size_t *len);

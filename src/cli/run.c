@@ -89,12 +89,8 @@ static bool load(const run_opts *o, run_state *s) {
     if (o->prompt_file && !(s->file_text = em_cli_read_file(o->prompt_file, NULL))) return false;
     double t0 = em_time_s();
     if (em_model_load(&s->model, em_cli_model_path(o->model_path), &o->mp) != EM_OK) return fail("%s", em_last_error());
-    em_context_params cp = em_context_default_params();
-    cp.n_ctx = o->n_ctx ? o->n_ctx : EM_MIN(em_model_n_ctx_train(s->model), 4096);
-    cp.n_batch = o->n_batch;
-    cp.n_threads = o->n_threads;
-    cp.kv_type = o->kv_type;
-    if (em_context_init(&s->ctx, s->model, &cp) != EM_OK) return fail("%s", em_last_error());
+    if (em_cli_context_init(&s->ctx, s->model, o->n_ctx, o->n_batch, o->n_threads, o->kv_type) != EM_OK)
+        return fail("%s", em_last_error());
     s->t_load = em_time_s() - t0;
     if (em_sampler_init(&s->smp, &o->sp, em_model_n_vocab(s->model)) != EM_OK) return fail("%s", em_last_error());
     return true;
