@@ -622,6 +622,19 @@ static int32_t object_schema(sc *c, const json_t *s) {
     return r;
 }
 
+/* The rule of one array element: the `items` schema, any value when
+ * `items` is absent or true, -1 (with the error set) otherwise. */
+static int32_t array_item(sc *c, const json_t *items) {
+    if (items && json_is_object(items)) {
+        size_t old = path_push(c, "items");
+        int32_t item = schema(c, items);
+        path_pop(c, old);
+        return item;
+    }
+    if (items && !json_is_true(items)) return sc_fail(c, EM_ERR_INVALID_ARG, "'items' must be a schema");
+    return value_any(c);
+}
+
 /* An array with prefixItems [s_0 .. s_k-1]: element i follows s_i, the
  * rest follow items.  R_i, the elements from position i on, is
  * sep s_i R_(i+1), or nothing once minItems are written; R_k is the rest,
@@ -641,17 +654,8 @@ static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, in
         rest = em_gb_rule(b);
         em_gb_alt_empty(b, rest);
     } else {
-        int32_t item;
-        if (items && json_is_object(items)) {
-            size_t old = path_push(c, "items");
-            item = schema(c, items);
-            path_pop(c, old);
-            if (item < 0) return -1;
-        } else if (items && !json_is_true(items)) {
-            return sc_fail(c, EM_ERR_INVALID_ARG, "'items' must be a schema");
-        } else {
-            item = value_any(c);
-        }
+        int32_t item = array_item(c, items);
+        if (item < 0) return -1;
         em_gs_lit(b, &q, ",", 1);
         em_gs_ref(b, &q, ws(c));
         em_gs_ref(b, &q, item);
@@ -710,17 +714,8 @@ static int32_t array_schema(sc *c, const json_t *s) {
     em_gseq q = {0};
     int32_t body = -1;
     if (hi != 0) {
-        int32_t item;
-        if (items && json_is_object(items)) {
-            size_t old = path_push(c, "items");
-            item = schema(c, items);
-            path_pop(c, old);
-            if (item < 0) return -1;
-        } else if (items && !json_is_true(items)) {
-            return sc_fail(c, EM_ERR_INVALID_ARG, "'items' must be a schema");
-        } else {
-            item = value_any(c);
-        }
+        int32_t item = array_item(c, items);
+        if (item < 0) return -1;
         em_gs_lit(b, &q, ",", 1);
         em_gs_ref(b, &q, ws(c));
         em_gs_ref(b, &q, item);
