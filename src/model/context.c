@@ -35,16 +35,19 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     const em_hparams *hp = &model->hp;
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
     if (p.n_batch <= 0) p.n_batch = 512;
-    /* Learned positions end where the model's table does. */
-    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1]) {
+    if (p.n_seq_max <= 0) p.n_seq_max = 1;
+    /* Learned positions end where the model's table does: no sequence can
+     * go past it (em_decode refuses such rows), so a cache larger than one
+     * table per sequence would never fill. */
+    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1] * p.n_seq_max) {
         if (params && params->n_ctx > 0)
-            return em_error(EM_ERR_INVALID_ARG, "context: n_ctx %d exceeds the model's %lld learned positions",
-                            p.n_ctx, (long long)model->pos_embd.ne[1]);
-        p.n_ctx = (int32_t)model->pos_embd.ne[1];
+            return em_error(EM_ERR_INVALID_ARG,
+                            "context: n_ctx %d exceeds the model's %lld learned positions times %d sequences",
+                            p.n_ctx, (long long)model->pos_embd.ne[1], p.n_seq_max);
+        p.n_ctx = (int32_t)(model->pos_embd.ne[1] * p.n_seq_max);
     }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = em_physical_cores();
-    if (p.n_seq_max <= 0) p.n_seq_max = 1;
     if (p.n_seq_max > EM_KV_MAX_SEQ)
         return em_error(EM_ERR_INVALID_ARG, "context: n_seq_max %d exceeds %d", p.n_seq_max, EM_KV_MAX_SEQ);
     if (p.n_ctx > (1 << 24) || p.n_batch > (1 << 16) || p.n_threads > 512)
@@ -260,6 +263,10 @@ static em_status check_row(const em_context *c, const em_batch *b, int32_t i) {
                         n_vocab);
     if (b->pos[i] < 0 || b->pos[i] >= (1 << 30))
         return em_error(EM_ERR_INVALID_ARG, "decode: row %d: bad position %d", i, b->pos[i]);
+    const em_tensor *pe = &c->model->pos_embd;
+    if (pe->data && b->pos[i] >= pe->ne[1])
+        return em_error(EM_ERR_CONTEXT_FULL, "decode: row %d: position %d is beyond the model's %lld learned positions",
+                        i, b->pos[i], (long long)pe->ne[1]);
     if (b->seq_id[i] < 0 || b->seq_id[i] >= c->params.n_seq_max)
         return em_error(EM_ERR_INVALID_ARG, "decode: row %d: sequence %d outside [0, %d)", i, b->seq_id[i],
                         c->params.n_seq_max);

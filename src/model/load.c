@@ -384,6 +384,8 @@ int32_t em_model_n_ctx_train(const em_model *m) { return m->hp.n_ctx_train; }
 uint64_t em_model_n_params(const em_model *m) { return m->n_params; }
 uint64_t em_model_size(const em_model *m) { return m->n_bytes; }
 const char *em_model_arch(const em_model *m) { return m->arch_name; }
+bool em_model_is_causal(const em_model *m) { return m->hp.causal; }
+em_pooling em_model_pooling(const em_model *m) { return m->hp.pooling; }
 
 int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf, size_t size) {
     double p = (double)m->n_params;

@@ -20,9 +20,7 @@ typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
  * and bias). */
 typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
 
-/* How an encoder pools its rows into one vector per sequence
- * ({arch}.pooling_type, llama.cpp's numbering). */
-typedef enum em_pooling { EM_POOL_NONE = 0, EM_POOL_MEAN = 1, EM_POOL_CLS = 2 } em_pooling;
+/* em_pooling, how an encoder pools its rows, is public (ember.h). */
 
 /* Most RoPE tables a model uses (Gemma 3: one for local layers, one for
  * global ones). */

@@ -623,6 +623,11 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         em_api_fail(&err, 400, NULL, "this server computes no embeddings");
         return em_http_error(s, c, cs, &err);
     }
+    if (kind != EM_API_EMBEDDINGS && !em_model_is_causal(s->model)) {
+        em_api_fail(&err, 400, NULL, "the model '%s' is an embedding model (%s): it cannot generate text; use /v1/embeddings",
+                    s->p.model_id, em_model_arch(s->model));
+        return em_http_error(s, c, cs, &err);
+    }
     gen_job *j = calloc(1, sizeof *j);
     if (!j) {
         em_api_fail(&err, 500, NULL, "out of memory");
