@@ -24,6 +24,7 @@
 typedef struct gen_choice {
     em_strbuf text;       /* the answer so far (streams: only while buffered) */
     json_t *lp;           /* chat: logprobs.content entries; completions: the logprobs object */
+    json_t *lp_held;      /* the same shape: entries of tokens whose text is still held back */
     size_t offset;        /* completions: bytes of text before the next token  */
     const char *finish;
     bool started;         /* chat streams: the role delta was sent             */
@@ -63,6 +64,7 @@ static void job_free(gen_job *j) {
     for (int32_t i = 0; i < j->n_ch; i++) {
         em_strbuf_free(&j->ch[i].text);
         json_decref(j->ch[i].lp);
+        json_decref(j->ch[i].lp_held);
     }
     free(j->ch);
     em_strbuf_free(&j->out);
@@ -203,19 +205,45 @@ static json_t *choice_tool_calls(gen_job *j, gen_choice *ch, json_t **content) {
     return calls;
 }
 
+/* Moves the held logprob entries of a choice to dst (same shape) and
+ * empties the hold. */
+static void lp_release(bool chat, json_t *held, json_t *dst) {
+    if (chat) {
+        json_array_extend(dst, held);
+        json_array_clear(held);
+        return;
+    }
+    const char *key;
+    json_t *arr;
+    json_object_foreach(held, key, arr) {
+        json_array_extend(json_object_get(dst, key), arr);
+        json_array_clear(arr);
+    }
+}
+
+/*
+ * A token's logprobs are held until text it produced reaches the client:
+ * a token whose bytes end up in a stop string that is cut, or that is the
+ * end-of-generation token, shows no text, so its entry is dropped when the
+ * choice finishes (like llama-server).  The logprobs then describe exactly
+ * the returned text, while usage still counts every token the model
+ * computed.  A token that completes a UTF-8 character or proves a partial
+ * stop string to be text releases the entries held before it.
+ */
 static void on_token(gen_job *j, int32_t gi, const em_event *ev) {
     gen_choice *ch = &j->ch[gi];
     bool chat = j->req.kind == EM_API_CHAT;
     json_t *lp = NULL;
     if (j->req.logprobs) {
-        if (chat) {
-            json_t *entry = chat_lp_entry(j->s, ev);
-            if (j->req.stream && !j->buffered) lp = json_pack("{s:[o]}", "content", entry);
-            else json_array_append_new(ch->lp, entry);
-        } else {
-            json_t *target = ch->lp;
-            if (j->req.stream) target = lp = completion_lp_new();
-            completion_lp_add(j->s, target, ev, ch->offset, j->req.top_logprobs > 0);
+        if (chat) json_array_append_new(ch->lp_held, chat_lp_entry(j->s, ev));
+        else completion_lp_add(j->s, ch->lp_held, ev, ch->offset, j->req.top_logprobs > 0);
+        if (ev->text_len > 0) {
+            if (j->req.stream && !j->buffered) {
+                lp = chat ? json_pack("{s:[]}", "content") : completion_lp_new();
+                lp_release(chat, ch->lp_held, chat ? json_object_get(lp, "content") : lp);
+            } else {
+                lp_release(chat, ch->lp_held, ch->lp);
+            }
         }
     }
     ch->offset += (size_t)token_len(j->s, ev->token);
@@ -659,8 +687,10 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         em_api_fail(&err, 500, NULL, "out of memory");
         return em_http_error(s, c, cs, &err);
     }
-    for (int32_t i = 0; i < j->n_ch && j->req.logprobs; i++)
+    for (int32_t i = 0; i < j->n_ch && j->req.logprobs; i++) {
         j->ch[i].lp = kind == EM_API_CHAT ? json_array() : completion_lp_new();
+        j->ch[i].lp_held = kind == EM_API_CHAT ? json_array() : completion_lp_new();
+    }
     if (!job_start(j, &err)) {
         job_free(j);
         return em_http_error(s, c, cs, &err);
