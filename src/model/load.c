@@ -325,6 +325,10 @@ static em_status bind_weights(em_model *m) {
         TRY(em_bind(m, &m->pl_tok_embd, "per_layer_token_embd.weight", pl, hp->n_vocab, true));
         TRY(em_bind(m, &m->pl_model_proj, "per_layer_model_proj.weight", hp->n_embd, pl, true));
         TRY(em_bind(m, &m->pl_proj_norm, "per_layer_proj_norm.weight", hp->n_embd_pl, 0, true));
+        /* Each layer's slice of a token's row is dequantized alone. */
+        if (hp->n_embd_pl % em_get_type_traits(m->pl_tok_embd.type)->block_size)
+            return em_error(EM_ERR_UNSUPPORTED, "model: per_layer_token_embd.weight of type %s cannot be cut into "
+                            "slices of %d", em_type_name(m->pl_tok_embd.type), hp->n_embd_pl);
     }
     for (int il = 0; il < hp->n_layer; il++) TRY(m->family->bind_layer(m, il, &m->layers[il]));
 
