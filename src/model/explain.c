@@ -136,8 +136,15 @@ void em_model_explain(const em_model *m, FILE *out) {
     else if (hp->n_expert > 0)
         fprintf(out, "  %-12s %s experts: %d, %d used per token (softmax top-%d), width %d\n", "ffn", act,
                 hp->n_expert, hp->n_expert_used, hp->n_expert_used, hp->n_ff_exp);
-    else
-        fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
+    else {
+        int64_t narrowest = hp->n_ff; /* Gemma 4's widths may differ per layer */
+        for (int il = 0; il < hp->n_layer; il++)
+            if (m->layers[il].w_up.data) narrowest = EM_MIN(narrowest, m->layers[il].w_up.ne[1]);
+        if (narrowest < hp->n_ff)
+            fprintf(out, "  %-12s %s, width %lld to %d by layer\n", "ffn", act, (long long)narrowest, hp->n_ff);
+        else
+            fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
+    }
     fprintf(out, "  %-12s %s, %s%s%s\n", "norms", hp->norm == EM_NORM_LAYER ? "LayerNorm" : "RMSNorm",
             hp->norm_after ? "post-norm (x = norm(x + f(x)))"
                            : m->layers[0].post_attn_norm.data ? "pre-norm and post-norm" : "pre-norm",

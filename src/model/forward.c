@@ -217,6 +217,12 @@ static act_plan ffn_plan(const em_layer *l) {
     return plan_acts(ws, 2);
 }
 
+/* The width of the layer's dense FFN: n_ff, or its own (Gemma 4's
+ * feed_forward_length may be per layer; the buffers hold the widest). */
+static int64_t ffn_width(const em_model *m, const em_layer *l) {
+    return l->w_up.data ? l->w_up.ne[1] : m->hp.n_ff;
+}
+
 /* Expert e of a stacked expert tensor, as a 2-D weight. */
 static em_tensor expert(const em_tensor *t, int32_t e) {
     em_tensor v = *t;
@@ -519,7 +525,7 @@ static void row_ffn_in(const walker *w, const em_layer *l, int il, int32_t r) {
  * down. */
 static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
-    const int64_t f = c->model->hp.n_ff;
+    const int64_t f = ffn_width(c->model, l);
     (void)il;
     if (l->w_gate.data) {
         w->s->ro.glu(w->b.ff + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
@@ -763,7 +769,7 @@ static void layer(walker *w, int il) {
     em_context *c = w->s->c;
     const em_hparams *hp = &c->model->hp;
     const em_layer *l = &c->model->layers[il];
-    const int64_t d = hp->n_embd, f = hp->n_ff;
+    const int64_t d = hp->n_embd, f = ffn_width(c->model, l);
     const int64_t q_dim = (int64_t)hp->n_head * l->head_dim;
     const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
     const int64_t o_dim = (int64_t)hp->n_head * l->head_dim_v;

@@ -20,6 +20,7 @@
  *   - per-layer embeddings (embedding_length_per_layer_input > 0): see
  *     em_model.pl_tok_embd and em_layer.pl_gate;
  *   - layer_output_scale multiplies each layer's output;
+ *   - feed_forward_length may be a per-layer array;
  *   - with experts, every layer has a dense FFN and experts side by side
  *     (em_layer.gate_inp_s), the experts' gate and up fused in one tensor
  *     (ffn_gate_up_exps, gate rows first) and each expert's output scaled
@@ -150,9 +151,13 @@ static em_status gemma4_bind(em_model *m, int il, em_layer *l) {
     TRY(em_bind(m, &l->post_attn_norm, NAME("post_attention_norm.weight"), d, 0, true));
     TRY(em_bind(m, &l->out_scale, NAME("layer_output_scale.weight"), 1, 0, false));
     TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), d, 0, true));
-    TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), d, hp->n_ff, true));
-    TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), d, hp->n_ff, true));
-    TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), hp->n_ff, d, true));
+    /* feed_forward_length may be per layer (wider FFNs on some layers). */
+    int32_t n_ff;
+    TRY(em_load_layer_i32(m, "feed_forward_length", il, &n_ff, hp->n_ff));
+    if (n_ff <= 0 || n_ff > hp->n_ff) return em_error(EM_ERR_FORMAT, "model: layer %d: bad FFN width %d", il, n_ff);
+    TRY(em_bind(m, &l->w_gate, NAME("ffn_gate.weight"), d, n_ff, true));
+    TRY(em_bind(m, &l->w_up, NAME("ffn_up.weight"), d, n_ff, true));
+    TRY(em_bind(m, &l->w_down, NAME("ffn_down.weight"), n_ff, d, true));
     TRY(em_bind(m, &l->post_ffn_norm, NAME("post_ffw_norm.weight"), d, 0, true));
     if (hp->n_expert > 0) TRY(bind_experts(m, il, l));
     if (hp->n_embd_pl > 0) {

@@ -103,7 +103,7 @@ static em_status read_hparams(em_model *m) {
     TRY(em_load_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
     TRY(em_load_i32(m, "embedding_length", &hp->n_embd, true, 0));
     TRY(em_load_i32(m, "block_count", &hp->n_layer, true, 0));
-    TRY(em_load_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
+    TRY(load_max_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
     TRY(em_load_i32(m, "attention.head_count", &hp->n_head, true, 0));
     TRY(load_max_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||

@@ -67,7 +67,7 @@ variant() {
 }
 
 variant gemma4-dense  --n-layer 6 --pattern LLLGLG --head-dim 16 --n-head-kv 2 --rope-freqs \
-    --shared-kv 2 --embd-pl 16 --no-v-global
+    --shared-kv 2 --embd-pl 16 --no-v-global --n-ff-shared 384
 variant gemma4-moe    --n-layer 4 --pattern LLLG --head-dim 16 --n-head-kv 4 --n-head-kv-global 2 \
     --experts 4 --experts-used 2 --n-ff-exp 32 --rope-freqs
 variant gemma4-split  --n-layer 3 --pattern LGL --head-dim 16 --n-head-kv 2 --experts 6 --experts-used 3 \

@@ -47,6 +47,8 @@
  *   --embd-pl N         per-layer embedding width (0: none)
  *   --no-v-global       global layers without attn_v (keys as values)
  *   --split-exps        separate ffn_gate_exps/ffn_up_exps (default fused)
+ *   --n-ff-shared N     FFN width of the shared-KV layers (a per-layer
+ *                       feed_forward_length array; default n-ff)
  *
  * Key and tensor names, types and shapes are those llama.cpp's loader
  * expects: counts are u32, floats f32, and a weight that maps n_in to n_out
@@ -84,7 +86,7 @@ typedef struct gen_opts {
     int n_expert, n_expert_used, n_ff_exp;
     /* gemma4 */
     const char *pattern;
-    int head_dim_global, n_head_kv_global, shared_kv, embd_pl;
+    int head_dim_global, n_head_kv_global, shared_kv, embd_pl, n_ff_shared;
     bool no_v_global, split_exps;
 } gen_opts;
 
@@ -169,6 +171,7 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--n-head-kv-global")) ok = parse_int(v, 1, 256, &o->n_head_kv_global);
         else if (!strcmp(a, "--shared-kv")) ok = parse_int(v, 0, 63, &o->shared_kv);
         else if (!strcmp(a, "--embd-pl")) ok = parse_int(v, 0, 1024, &o->embd_pl);
+        else if (!strcmp(a, "--n-ff-shared")) ok = parse_int(v, 1, 1 << 16, &o->n_ff_shared);
         else if (!strcmp(a, "--experts")) ok = parse_int(v, 1, 256, &o->n_expert);
         else if (!strcmp(a, "--experts-used")) ok = parse_int(v, 1, 16, &o->n_expert_used);
         else if (!strcmp(a, "--n-ff-exp")) ok = parse_int(v, 1, 1 << 16, &o->n_ff_exp);
@@ -554,19 +557,23 @@ static bool g4_global(const gen_opts *o, int il) {
 
 static em_status write_gemma4(em_gguf_writer *w, const gen_opts *o) {
     const int L = o->n_layer;
-    const int64_t E = o->n_embd, F = o->n_ff, V = o->n_vocab, PL = o->embd_pl;
-    int32_t kv[64];
+    const int64_t E = o->n_embd, V = o->n_vocab, PL = o->embd_pl;
+    int32_t kv[64], ff[64];
     uint8_t swa[64];
     for (int il = 0; il < L; il++) {
         kv[il] = g4_global(o, il) ? o->n_head_kv_global : o->n_head_kv;
         swa[il] = !g4_global(o, il);
+        ff[il] = o->n_ff_shared && il >= L - o->shared_kv ? o->n_ff_shared : o->n_ff;
     }
     TRY(em_gguf_set_str(w, "general.architecture", "gemma4"));
     TRY(em_gguf_set_str(w, "general.name", "ember-test-gemma4"));
     TRY(em_gguf_set_u32(w, "gemma4.context_length", (uint32_t)o->n_ctx));
     TRY(em_gguf_set_u32(w, "gemma4.embedding_length", (uint32_t)E));
     TRY(em_gguf_set_u32(w, "gemma4.block_count", (uint32_t)L));
-    TRY(em_gguf_set_u32(w, "gemma4.feed_forward_length", (uint32_t)F));
+    if (o->n_ff_shared)
+        TRY(em_gguf_set_arr(w, "gemma4.feed_forward_length", EM_GGUF_INT32, ff, (uint64_t)L));
+    else
+        TRY(em_gguf_set_u32(w, "gemma4.feed_forward_length", (uint32_t)o->n_ff));
     TRY(em_gguf_set_u32(w, "gemma4.attention.head_count", (uint32_t)o->n_head));
     TRY(em_gguf_set_arr(w, "gemma4.attention.head_count_kv", EM_GGUF_INT32, kv, (uint64_t)L));
     TRY(em_gguf_set_f32(w, "gemma4.attention.layer_norm_rms_epsilon", 1e-6f));
@@ -605,7 +612,7 @@ static em_status write_gemma4(em_gguf_writer *w, const gen_opts *o) {
     }
     for (int il = 0; il < L; il++) {
         const int64_t hd = g4_global(o, il) ? o->head_dim_global : o->head_dim;
-        const int64_t QD = (int64_t)o->n_head * hd, KD = (int64_t)kv[il] * hd;
+        const int64_t QD = (int64_t)o->n_head * hd, KD = (int64_t)kv[il] * hd, F = ff[il];
         char n[64];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
         TRY(add(w, NAME("attn_norm.weight"), E, 0, 1.0, 0.1));
@@ -668,6 +675,7 @@ int main(int argc, char **argv) {
         const size_t g = (size_t)o.n_head * (size_t)o.head_dim_global * (size_t)o.n_embd;
         const size_t x = 2 * (size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert;
         const size_t pl = (size_t)o.embd_pl * (size_t)o.n_layer * EM_MAX((size_t)o.n_vocab, (size_t)o.n_embd);
+        biggest = EM_MAX(biggest, (size_t)o.n_embd * (size_t)o.n_ff_shared);
         biggest = EM_MAX(biggest, EM_MAX(g, EM_MAX(x, pl)));
     }
     scratch = malloc(biggest * sizeof *scratch);
