@@ -127,6 +127,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
+    widest = EM_MAX(widest, (size_t)hp->n_embd_pl);
     /* With experts a row's down input is n_expert_used rows of n_ff_exp. */
     size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_used * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
     c->qact_size = nb * (row_room + 64);
