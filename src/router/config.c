@@ -499,8 +499,10 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
         }
     }
     if (!c->ledger && !(c->ledger = strdup("sqlite://ember-ledger.db"))) return fail(p, root, "ledger", "out of memory");
-    if (strcmp(c->ledger, "none") && strncmp(c->ledger, "sqlite:", 7))
-        return fail(p, root, "ledger", "'%.100s': expected sqlite:///PATH, sqlite://RELATIVE-PATH or none", c->ledger);
+    if (strcmp(c->ledger, "none") && strncmp(c->ledger, "sqlite:", 7) && strncmp(c->ledger, "postgres:", 9) &&
+        strncmp(c->ledger, "postgresql:", 11))
+        return fail(p, root, "ledger", "'%.100s': expected sqlite:///PATH, sqlite://RELATIVE-PATH, postgres://... or none",
+                    c->ledger);
     if (!c->health_interval_s) c->health_interval_s = 5;
     return true;
 }

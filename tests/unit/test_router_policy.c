@@ -180,7 +180,11 @@ static void test_ledger(void) {
     CHECK_OK(em_ledger_reserve(L, "other", 0, 10, 8.5, &id, &over));
     CHECK(over && id == 0);
     em_ledger_close(L);
-    CHECK(em_ledger_open(&L, "postgres://x") != EM_OK);
+    CHECK(em_ledger_open(&L, "mysql://x") != EM_OK);
+    /* No server on port 1: a clear error, no ledger (the PostgreSQL ledger
+     * itself is tested against a real server in tests/cli/test_router_pg.sh). */
+    CHECK(em_ledger_open(&L, "postgres://ember@127.0.0.1:1/ember?connect_timeout=2") != EM_OK && !L);
+    CHECK(strstr(em_last_error(), "postgres") != NULL);
     CHECK(em_ledger_open(&L, "sqlite:///tmp/x.db?synchronous=sometimes") != EM_OK);
     for (const char *suffix = ""; suffix; suffix = !suffix[0] ? "-wal" : !strcmp(suffix, "-wal") ? "-shm" : NULL) {
         char f[160];
