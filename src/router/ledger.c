@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -35,6 +36,31 @@ em_status em_ledger_open(em_ledger **out, const char *url) {
     }
     *out = l;
     return EM_OK;
+}
+
+void em_ledger_url_redacted(const char *url, char *out, size_t n) {
+    if (!n) return;
+    const char *auth = strstr(url, "://"), *at = NULL, *colon = NULL;
+    if (auth) {
+        auth += 3;
+        size_t len = strcspn(auth, "/?");
+        at = memchr(auth, '@', len);
+        colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    }
+    const char *kw = strstr(url, "password=");
+    size_t o = 0;
+    for (const char *p = url; *p && o + 1 < n;) {
+        if (colon && p == colon + 1) {
+            o += (size_t)snprintf(out + o, n - o, "***");
+            p = at;
+        } else if (kw && p == kw + 9) {
+            o += (size_t)snprintf(out + o, n - o, "***");
+            p += strcspn(p, " &");
+        } else
+            out[o++] = *p++;
+        if (o >= n) o = n - 1;
+    }
+    out[o] = '\0';
 }
 
 void em_ledger_close(em_ledger *l) {

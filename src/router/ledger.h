@@ -27,6 +27,7 @@
 #include "ember.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct em_ledger em_ledger;
@@ -37,6 +38,10 @@ typedef struct em_ledger em_ledger;
  * URI), or "postgres:KEYWORDS" (a libpq keyword string).  PostgreSQL: the
  * schema is created on first use. */
 em_status em_ledger_open(em_ledger **out, const char *url);
+
+/* The URL fit to print: a password (user:PASSWORD@ or password=...)
+ * becomes ***.  out: n bytes, always terminated. */
+void em_ledger_url_redacted(const char *url, char *out, size_t n);
 void em_ledger_close(em_ledger *l);
 
 /* Reserves max_usd for `key` unless that would take its spend of the UTC

@@ -113,7 +113,6 @@ keys:
   - {name: roomy, key: roomy-key, budget: {daily_usd: 100}}
 YAML
 
-echo "T $SECONDS"
 # ------------------------------------------------------------- schema
 router_start a "$tmp/ember.yaml"
 router_start b "$tmp/ember.yaml"
@@ -129,7 +128,6 @@ for t in requests attempts; do
   check "schema: $t has the SQLite ledger's columns ($pg)" '[ "$sq" = "$pg" ]'
 done
 
-echo "T $SECONDS"
 # ------------------------------------------------------------ records
 code=$(req "$port_a" open-key auto "hard question #lp:-2.5")
 cost=$(hdr x-ember-cost-usd)
@@ -164,7 +162,6 @@ ok = a.get(\"200\", 0) + b.get(\"200\", 0)
 assert ok >= 1 and ok + a.get(\"429\", 0) + b.get(\"429\", 0) == 200, (a, b)
 assert $spent <= 0.003 + 1e-12 and $left == 0"'
 
-echo "T $SECONDS"
 # -------------------------------------------------------------- usage
 "$EMBER_BIN" usage --ledger "$PGURL" --by key -o json >"$tmp/u.json"
 check "usage on PostgreSQL: json by key matches the tables" 'py "
@@ -175,7 +172,6 @@ assert rows[\"team\"][\"requests\"] == 200 and rows[\"open\"][\"escalation_rate\
 "$EMBER_BIN" usage --ledger "$PGURL" --by day -o csv >"$tmp/u.csv"
 check "usage on PostgreSQL: csv by day" 'grep -q "^$(date -u +%Y-%m-%d)," "$tmp/u.csv" && grep -q "^total," "$tmp/u.csv"'
 
-echo "T $SECONDS"
 # ------------------------------------------------------------ kill -9
 curls=()
 for _ in $(seq 1 20); do
@@ -201,7 +197,6 @@ for _ in $(seq 1 20); do
 done
 check "kill -9: router a's $open_before open reservations dropped by router b, which still serves" '[ "$open_before" -ge 1 ] && [ "$code" = 200 ] && [ "$(q "SELECT count(*) FROM reservations")" = 0 ]'
 
-echo "T $SECONDS"
 # ------------------------------------------------- the database goes down
 pg_stop fast
 code=$(req "$port_b" roomy-key direct-strong "hi")
@@ -218,5 +213,5 @@ code=$(req "$port_b" roomy-key direct-strong "back")
 check "PostgreSQL back: router b reconnects and records again" '[ "$code" = 200 ] && [ "$(q "SELECT outcome FROM requests ORDER BY id DESC LIMIT 1")" = ok ]'
 kill "$pid_b"; wait "$pid_b" 2>/dev/null
 
-echo "$pass passed, $fail failed"
+echo "$pass passed, $fail failed ($SECONDS s)"
 [ "$fail" = 0 ]

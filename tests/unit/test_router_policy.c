@@ -193,11 +193,31 @@ static void test_ledger(void) {
     }
 }
 
+/* Ledger URLs are printed (serve --check) with their passwords hidden. */
+static void test_redacted(void) {
+    static const char *cases[][2] = {
+        {"postgres://ember:s3cret@db1:5432/ember?sslmode=require", "postgres://ember:***@db1:5432/ember?sslmode=require"},
+        {"postgresql://ember@db1/ember", "postgresql://ember@db1/ember"},
+        {"postgres:host=db1 password=s3cret dbname=ember", "postgres:host=db1 password=*** dbname=ember"},
+        {"postgresql:///ember?host=/run/pg&password=x&user=e", "postgresql:///ember?host=/run/pg&password=***&user=e"},
+        {"sqlite:///var/lib/a:b@c.db", "sqlite:///var/lib/a:b@c.db"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        em_ledger_url_redacted(cases[i][0], out, sizeof out);
+        CHECK(!strcmp(out, cases[i][1]));
+    }
+    char small[12];
+    em_ledger_url_redacted("postgres://u:secretsecret@h/d", small, sizeof small);
+    CHECK(strlen(small) == 11 && !strstr(small, "secret"));
+}
+
 int main(void) {
     test_rules();
     test_cascade();
     test_prices();
     test_classify();
     test_ledger();
+    test_redacted();
     TEST_END();
 }
