@@ -171,6 +171,8 @@ assert abs(rows[\"total\"][\"cost_usd\"] - $(q "SELECT sum(cost_usd) FROM reques
 assert rows[\"team\"][\"requests\"] == 200 and rows[\"open\"][\"escalation_rate\"] > 0"'
 "$EMBER_BIN" usage --ledger "$PGURL" --by day -o csv >"$tmp/u.csv"
 check "usage on PostgreSQL: csv by day" 'grep -q "^$(date -u +%Y-%m-%d)," "$tmp/u.csv" && grep -q "^total," "$tmp/u.csv"'
+"$EMBER_BIN" usage --ledger "postgres:host=$tmp/pg port=$pgport user=ember dbname=ember" -o csv >"$tmp/u2.csv"
+check "usage on PostgreSQL: a libpq keyword string, over the unix socket, reads the same" '[ "$(tail -1 "$tmp/u2.csv")" = "$(tail -1 "$tmp/u.csv")" ]'
 
 # ------------------------------------------------------------ kill -9
 curls=()
