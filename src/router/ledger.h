@@ -15,9 +15,10 @@
  * pass the same check: N requests against a nearly spent budget overspend
  * it by nothing as long as each stays within its maximum.
  * em_ledger_settle replaces the reservation with the request's real cost.
- * Reservations of a process that died (kill -9) are dropped: SQLite when
- * the ledger is next opened (its pid is gone), PostgreSQL as soon as the
- * process's connections are gone (see ledger_pg.c).
+ * Reservations of a process that died (kill -9) are dropped: SQLite when a
+ * ledger is opened or a reservation made (at most once a second) and the
+ * pid is gone, PostgreSQL once none of the process's connections remain
+ * (see ledger_pg.c).
  *
  * Thread-safe.
  */

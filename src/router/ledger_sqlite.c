@@ -19,6 +19,7 @@
 typedef struct sq_ledger {
     sqlite3 *db;
     pthread_mutex_t mu; /* one statement sequence at a time on the connection */
+    double last_sweep;  /* unix seconds of the last dead-process sweep (under mu) */
 } sq_ledger;
 
 static const char *schema =
@@ -43,7 +44,9 @@ static em_status db_fail(sq_ledger *l, const char *what) {
 static bool exec(sq_ledger *l, const char *sql) { return sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK; }
 
 /* Drops the reservations of processes on this machine that no longer run
- * (a router killed with -9 cannot settle them). */
+ * (a router killed with -9 cannot settle them): when the ledger is opened,
+ * and at most once a second inside a reservation's transaction, so that a
+ * router sharing the file with one that died frees the budget it held. */
 static void drop_dead_reservations(sq_ledger *l) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(l->db, "SELECT DISTINCT pid FROM reservations", -1, &st, NULL) != SQLITE_OK) return;
@@ -153,6 +156,11 @@ static em_status sq_reserve(void *db, const char *key, double daily_usd, double 
     if (!exec(l, "BEGIN IMMEDIATE")) {
         st = db_fail(l, "begin");
         goto out;
+    }
+    double now = em_ledger_now();
+    if (now - l->last_sweep >= 1.0) {
+        l->last_sweep = now;
+        drop_dead_reservations(l);
     }
     double day = 0, month = 0;
     if ((daily_usd > 0 || monthly_usd > 0) && (st = spend_locked(l, key, &day, &month)) != EM_OK) goto rollback;

@@ -99,6 +99,7 @@ keys:
   - {key_env: ROUTER_TEAM_KEY, routes: [direct-strong], budget: {daily_usd: 0.003}}
   - {name: thrifty, key: thrifty-key, budget: {daily_usd: 0.0000001, on_exceed: "downgrade:cheap-only"}}
   - {name: duo, key: duo-key, routes: [direct-strong], budget: {daily_usd: 0.003}}
+  - {name: roomy, key: roomy-key, budget: {daily_usd: 100}}
 YAML
 "$EMBER_BIN" serve --config "$tmp/ember.yaml" --check >/dev/null && ok "--check accepts the configuration" || bad "--check"
 router "$tmp/ember.yaml"
@@ -309,7 +310,18 @@ c = sqlite3.connect(\"$tmp/ledger.db\")
 spent = c.execute(\"SELECT sum(cost_usd) FROM requests WHERE key = \x27duo\x27\").fetchone()[0]
 print(\"  spent\", spent)
 assert spent <= 0.003 + 1e-12 and c.execute(\"SELECT count(*) FROM reservations\").fetchone()[0] == 0"'
-kill "$rpid2"; wait "$rpid2" 2>/dev/null
+# The second dies with requests in flight; the first, still running, drops
+# the reservations it held.
+for _ in $(seq 1 10); do
+  curl -s -N -o /dev/null "http://127.0.0.1:${rport2:-1}/v1/chat/completions" -H "Authorization: Bearer roomy-key" \
+    -d '{"model": "direct-strong", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 30}' &
+done
+sleep 1
+held=$(sql "SELECT count(*) FROM reservations")
+kill -9 "$rpid2"; wait "$rpid2" 2>/dev/null
+sleep 1.1
+code=$(KEY=roomy-key req direct-strong "hi")
+check "kill -9 of one of two routers on the file: the other drops its $held reservations and serves" '[ "$held" -ge 1 ] && [ "$code" = 200 ] && [ "$(sql "SELECT count(*) FROM reservations")" = 0 ]'
 kill "$rpid"; wait "$rpid" 2>/dev/null
 
 # --------------------------------------------------------------- airgap

@@ -181,7 +181,7 @@ check "usage on PostgreSQL: a libpq keyword string, over the unix socket, reads 
 curls=()
 for _ in $(seq 1 20); do
   curl -s -N -o /dev/null "http://127.0.0.1:$port_a/v1/chat/completions" -H "Authorization: Bearer roomy-key" \
-    -d '{"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 6}' &
+    -d '{"model": "cheap", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 30}' &
   curls+=($!)
 done
 load --port "$port_a" --key open-key --model auto --n 3000 --c 16 >/dev/null &
