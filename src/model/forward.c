@@ -171,6 +171,8 @@ typedef struct row_bufs {
 typedef struct walker {
     const fwd_state *s;
     int ith;
+    int32_t n;     /* rows the steps still compute: s->n, then s->n_out  */
+    bool compacted;/* the last layer moved the output rows to the front  */
     bool solo;     /* a one-row batch (see below)                        */
     bool pending;  /* solo: the Q/K/V row step waits for attention       */
     row_bufs b;
@@ -276,7 +278,7 @@ static void rows(walker *w, row_fn fn, const em_layer *l, int il) {
     }
     em_threadpool *tp = w->s->c->pool;
     const int ith = w->ith;
-    FOR_ROWS(tp, r, w->s->n) fn(w, l, il, (int32_t)r);
+    FOR_ROWS(tp, r, w->n) fn(w, l, il, (int32_t)r);
     em_threadpool_barrier(tp);
 }
 
@@ -290,13 +292,13 @@ static void rows_heads(walker *w, const em_layer *l, int il) {
     em_context *c = w->s->c;
     em_threadpool *tp = c->pool;
     const int ith = w->ith;
-    FOR_ROWS(tp, r, w->s->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, c->model->hp.n_head_kv);
+    FOR_ROWS(tp, r, w->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, c->model->hp.n_head_kv);
     em_threadpool_barrier(tp);
 }
 
 /* A product step: up to EM_MATMUL_MAX_JOBS products over the batch rows. */
 static void products(walker *w, const em_matmul_job *jobs, int n_jobs) {
-    em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->s->n);
+    em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->n);
     em_threadpool_barrier(w->s->c->pool);
 }
 
@@ -323,7 +325,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         .layer = il,
         .seq = c->seq,
         .pos = c->pos,
-        .n_rows = w->s->n,
+        .n_rows = w->n,
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,
         .head_dim = hp->head_dim,
@@ -556,7 +558,7 @@ static void experts(walker *w, const em_layer *l, int il) {
     em_threadpool *tp = c->pool;
     const em_hparams *hp = &c->model->hp;
     const int ith = w->ith, k = hp->n_expert_used;
-    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
+    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->n;
     act_plan pf = ffn_plan(l);
 
     em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
@@ -626,6 +628,38 @@ static void experts(walker *w, const em_layer *l, int il) {
 
 /* ------------------------------------------------------- the recipe */
 
+/* The last layer: after attention (which has stored every row's key and
+ * value), only the rows that want logits go on through Wo and the FFN.
+ * A prompt chunk asks for one row at most, so this skips about a sixth of
+ * a 6-layer model's prompt work.  Thread 0 moves each output row's
+ * attention output and residual stream to the front, in order (a row
+ * never moves backwards past a row still to be read); the rest of the
+ * layer and output() then see rows 0..n_out-1.  A single output row
+ * keeps one other row beside it (row 1, whatever it holds): the kernels
+ * take another path for one activation row (the matrix-vector product),
+ * whose float sums may round differently, and the logits must stay what
+ * they were bit for bit.  Without an output row the layer stops here. */
+static void keep_output_rows(walker *w) {
+    const fwd_state *s = w->s;
+    em_context *c = s->c;
+    const em_hparams *hp = &c->model->hp;
+    /* Experts are skipped: the rows an expert gets would change with the
+     * batch, and with them the kernel path of its products. */
+    if (w->solo || s->n_out >= w->n || c->model->layers[hp->n_layer - 1].gate_inp.data) return;
+    if (w->ith == 0) {
+        const int64_t d = hp->n_embd, o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+        for (int32_t i = 0; i < s->n_out; i++) {
+            const int32_t r = c->out_rows[i];
+            if (r == i) continue;
+            memcpy(c->att + i * o_dim, c->att + (int64_t)r * o_dim, (size_t)o_dim * sizeof(float));
+            memcpy(w->b.x + i * d, w->b.x + (int64_t)r * d, (size_t)d * sizeof(float));
+        }
+    }
+    em_threadpool_barrier(c->pool);
+    w->n = s->n_out == 0 ? 0 : EM_MAX(s->n_out, 2);
+    w->compacted = true;
+}
+
 /* The steps of layer il; h holds the layer's normalised (and quantized)
  * input when it starts, x the residual stream when it ends. */
 static void layer(walker *w, int il) {
@@ -647,6 +681,8 @@ static void layer(walker *w, int il) {
     products(w, qkv, 3);
     rows_heads(w, l, il);
     attend(w, l, il);
+    if (il == hp->n_layer - 1) keep_output_rows(w);
+    if (w->n == 0) return; /* a prompt chunk without logits: its cache is written */
 
     /* Wo into xn (free now), its input quantized first where it needs. */
     act_plan po = one_plan(&l->wo);
@@ -704,7 +740,7 @@ static void output(walker *w) {
     if (w->solo) {
         final_row(w, 0, 0);
     } else {
-        FOR_ROWS(tp, i, s->n_out) final_row(w, c->out_rows[i], (int32_t)i);
+        FOR_ROWS(tp, i, s->n_out) final_row(w, w->compacted ? (int32_t)i : c->out_rows[i], (int32_t)i);
         em_threadpool_barrier(tp);
     }
     act_plan po = one_plan(&m->output);
@@ -732,7 +768,7 @@ static void forward_worker(void *arg, int ith, int nth) {
     em_context *c = s->c;
     const em_model *m = c->model;
     (void)nth;
-    walker w = {.s = s, .ith = ith, .solo = s->n == 1};
+    walker w = {.s = s, .ith = ith, .n = s->n, .solo = s->n == 1};
     if (w.solo) {
         w.b = solo_of(c, ith);
         w.b.sel = w.sel;
