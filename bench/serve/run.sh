@@ -16,7 +16,8 @@
 # (default 64), CTX (-c, default 1024), THREADS (-t, default: ember's),
 # CONCURRENCY (default 1,4,16,64), REQUESTS (per level; default 4 x N, at
 # least 8), PROMPT_TOKENS (default 128), MAX_TOKENS (default 128), PORT
-# (default: a free one).  Extra arguments after WORKDIR go to `ember serve`.
+# (default: a free one), STEPS (0 skips the step timings at the end).
+# Extra arguments after WORKDIR go to `ember serve`.
 #
 # To measure another OpenAI-compatible server the same way (llama-server
 # with the same --parallel, say), start it on the same model and run
@@ -91,4 +92,22 @@ echo
 echo "server peak RSS (VmHWM): $hwm"
 echo "model: $(basename "$model") ($(du -h "$model" | cut -f1)); --parallel $PARALLEL -c $CTX"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(date -u +%Y-%m-%d)"
+
+# What the model's steps cost without the server (STEPS=0 skips it): one
+# prompt step and decode steps of N rows (tests/tools/bench_steps), then
+# the compute peaks and the prompt speed `ember bench` measures, so that
+# the throughput above can be set against what the cores can do.
+if [ "${STEPS:-1}" != 0 ] && [ -x "$BUILD/bench_steps" ]; then
+  kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true
+  echo
+  echo "== model steps alone (bench_steps; prompt $PROMPT_TOKENS rows, decode at 200 positions)"
+  steps=(--rows "$CONCURRENCY" --prompt "$PROMPT_TOKENS" --ctx 200)
+  [ -n "${THREADS:-}" ] && steps+=(--threads "$THREADS")
+  "$BUILD/bench_steps" "$model" "${steps[@]}" || status=$?
+  echo
+  echo "== ember bench -p $PROMPT_TOKENS -n 0 (pp speed, FMA and int8 peaks)"
+  bench=(bench -m "$model" -p "$PROMPT_TOKENS" -n 0 -r 3)
+  [ -n "${THREADS:-}" ] && bench+=(-t "$THREADS")
+  "$EMBER" "${bench[@]}" || status=$?
+fi
 exit $status

@@ -607,8 +607,19 @@ static void reuse_prefix(em_engine *e, em_request *r) {
     }
 }
 
-/* Builds one batch: a row for every generating choice, then prompt chunks
- * in admission order up to the prefill budget.  Returns the rows. */
+/* Builds one batch: a row for every generating choice, then prompt rows
+ * up to the prefill budget (--prefill), shared by the prompts waiting:
+ *  - the oldest unfinished prompt always gets rows: all it has left, or a
+ *    chunk of the budget when more is left (chunked prefill: a long
+ *    prompt cannot stall the streams for more than one budget's step);
+ *  - later prompts, in admission order, join the step only when all they
+ *    have left fits in what remains of the budget.
+ * A partial chunk of a second prompt would only lengthen the step, and so
+ * delay the first tokens of the prompts that end in it and every stream's
+ * next token, without giving anyone a first token: when prompts arrive
+ * together each step ends as many of them as fit, and the first of them
+ * answers after one prompt's time instead of after the whole budget's.
+ * Returns the rows. */
 static int32_t build_batch(em_engine *e, em_request **act, int32_t n_act) {
     em_batch *b = &e->batch;
     em_batch_clear(b);
@@ -624,6 +635,7 @@ static int32_t build_batch(em_engine *e, em_request **act, int32_t n_act) {
         }
     }
     int32_t budget = e->p.n_prefill;
+    bool first = true;
     for (int32_t i = 0; i < n_act && budget > 0; i++) {
         em_request *r = act[i];
         if (r->n_done >= r->n_prompt) continue;
@@ -633,6 +645,8 @@ static int32_t build_batch(em_engine *e, em_request **act, int32_t n_act) {
          * in one step; the prefill budget is at least a context (set at
          * init), so it fits in the next step with a full budget. */
         if (!e->causal && take < r->n_prompt) continue;
+        if (!first && take < r->n_prompt - r->n_done) continue;
+        first = false;
         for (int32_t j = r->n_done; j < r->n_done + take; j++) {
             e->row_req[b->n_tokens] = r;
             e->row_choice[b->n_tokens] = -1;

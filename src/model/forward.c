@@ -173,6 +173,8 @@ typedef struct row_bufs {
 typedef struct walker {
     const fwd_state *s;
     int ith;
+    int32_t n;     /* rows the steps still compute: s->n, then s->n_out  */
+    bool compacted;/* the last layer moved the output rows to the front  */
     bool solo;     /* a one-row batch (see below)                        */
     bool pending;  /* solo: the Q/K/V row step waits for attention       */
     row_bufs b;
@@ -294,7 +296,7 @@ static void rows(walker *w, row_fn fn, const em_layer *l, int il) {
     }
     em_threadpool *tp = w->s->c->pool;
     const int ith = w->ith;
-    FOR_ROWS(tp, r, w->s->n) fn(w, l, il, (int32_t)r);
+    FOR_ROWS(tp, r, w->n) fn(w, l, il, (int32_t)r);
     em_threadpool_barrier(tp);
 }
 
@@ -308,13 +310,13 @@ static void rows_heads(walker *w, const em_layer *l, int il) {
     em_context *c = w->s->c;
     em_threadpool *tp = c->pool;
     const int ith = w->ith;
-    FOR_ROWS(tp, r, w->s->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, l->n_head_kv);
+    FOR_ROWS(tp, r, w->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, l->n_head_kv);
     em_threadpool_barrier(tp);
 }
 
 /* A product step: up to EM_MATMUL_MAX_JOBS products over the batch rows. */
 static void products(walker *w, const em_matmul_job *jobs, int n_jobs) {
-    em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->s->n);
+    em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->n);
     em_threadpool_barrier(w->s->c->pool);
 }
 
@@ -341,7 +343,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         .layer = il,
         .seq = c->seq,
         .pos = c->pos,
-        .n_rows = w->s->n,
+        .n_rows = w->n,
         .n_head = hp->n_head,
         .n_head_kv = l->n_head_kv,
         .head_dim = l->head_dim,
@@ -691,7 +693,7 @@ static void experts(walker *w, const em_layer *l, int il) {
     em_threadpool *tp = c->pool;
     const em_hparams *hp = &c->model->hp;
     const int ith = w->ith, k = hp->n_expert_used;
-    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
+    const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->n;
     act_plan pf = expert_plan(l);
 
     if (!l->gate_inp_s.data) { /* else row_moe_in routed the rows already */
@@ -763,6 +765,45 @@ static void experts(walker *w, const em_layer *l, int il) {
 
 /* ------------------------------------------------------- the recipe */
 
+/* The last layer: after attention (which has stored every row's key and
+ * value), only the rows that want logits go on through Wo and the FFN.
+ * A prompt chunk asks for one row at most, so this skips about a sixth of
+ * a 6-layer model's prompt work.  Thread 0 moves each output row's
+ * attention output, residual stream and, with per-layer embeddings, its
+ * slice of those to the front, in order (a row
+ * never moves backwards past a row still to be read); the rest of the
+ * layer and output() then see rows 0..n_out-1.  A single output row
+ * keeps one other row beside it (row 1, whatever it holds): the kernels
+ * take another path for one activation row (the matrix-vector product),
+ * whose float sums may round differently, and the logits must stay what
+ * they were bit for bit.  Without an output row the layer stops here. */
+static void keep_output_rows(walker *w) {
+    const fwd_state *s = w->s;
+    em_context *c = s->c;
+    const em_hparams *hp = &c->model->hp;
+    /* Experts are skipped: the rows an expert gets would change with the
+     * batch, and with them the kernel path of its products. */
+    if (w->solo || s->n_out >= w->n || c->model->layers[hp->n_layer - 1].gate_inp.data) return;
+    if (w->ith == 0) {
+        const em_layer *l = &c->model->layers[hp->n_layer - 1];
+        const int64_t d = hp->n_embd, o_dim = (int64_t)hp->n_head * l->head_dim_v;
+        const int64_t n_pl = hp->n_embd_pl, pl_row = n_pl * hp->n_layer, pl_last = n_pl * (hp->n_layer - 1);
+        for (int32_t i = 0; i < s->n_out; i++) {
+            const int32_t r = c->out_rows[i];
+            if (r == i) continue;
+            memcpy(c->att + i * o_dim, c->att + (int64_t)r * o_dim, (size_t)o_dim * sizeof(float));
+            memcpy(w->b.x + i * d, w->b.x + (int64_t)r * d, (size_t)d * sizeof(float));
+            /* The layer's own slice of the per-layer inputs (Gemma 4). */
+            if (l->pl_gate.data)
+                memcpy(c->ple + i * pl_row + pl_last, c->ple + (int64_t)r * pl_row + pl_last,
+                       (size_t)n_pl * sizeof(float));
+        }
+    }
+    em_threadpool_barrier(c->pool);
+    w->n = s->n_out == 0 ? 0 : EM_MAX(s->n_out, 2);
+    w->compacted = true;
+}
+
 /* The steps of layer il; h holds the layer's normalised (and quantized)
  * input when it starts, x the residual stream when it ends. */
 static void layer(walker *w, int il) {
@@ -784,6 +825,8 @@ static void layer(walker *w, int il) {
     products(w, qkv, n_qkv);
     rows_heads(w, l, il);
     attend(w, l, il);
+    if (il == hp->n_layer - 1) keep_output_rows(w);
+    if (w->n == 0) return; /* a prompt chunk without logits: its cache is written */
 
     /* Wo into xn (free now), its input quantized first where it needs. */
     act_plan po = one_plan(&l->wo);
@@ -857,7 +900,7 @@ static void output(walker *w) {
     if (w->solo) {
         final_row(w, 0, 0);
     } else {
-        FOR_ROWS(tp, i, s->n_out) final_row(w, c->out_rows[i], (int32_t)i);
+        FOR_ROWS(tp, i, s->n_out) final_row(w, w->compacted ? (int32_t)i : c->out_rows[i], (int32_t)i);
         em_threadpool_barrier(tp);
     }
     act_plan po = one_plan(&m->output);
@@ -885,7 +928,7 @@ static void forward_worker(void *arg, int ith, int nth) {
     em_context *c = s->c;
     const em_model *m = c->model;
     (void)nth;
-    walker w = {.s = s, .ith = ith, .solo = s->n == 1};
+    walker w = {.s = s, .ith = ith, .n = s->n, .solo = s->n == 1};
     if (w.solo) {
         w.b = solo_of(c, ith);
         w.b.sel = w.sel;

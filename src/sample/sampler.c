@@ -298,10 +298,29 @@ static int32_t build_candidates(em_sampler *s, const float *logits) {
     return m;
 }
 
+/* Greedy choice without bias or penalties, straight from the logits: the
+ * token build_candidates and the argmax below would pick (NaN and -inf
+ * dropped, +inf counted as FLT_MAX, lowest id on ties), without copying
+ * the vocabulary into the candidate list on every step. */
+static em_token plain_argmax(const float *logits, int32_t n) {
+    int32_t best = -1;
+    float best_l = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        float l = logits[i];
+        if (isnan(l) || l == -INFINITY) continue;
+        if (l == INFINITY) l = FLT_MAX;
+        if (best < 0 || l > best_l) best = i, best_l = l;
+    }
+    return best < 0 ? raw_argmax(logits, n) : best;
+}
+
 em_token em_sampler_sample(em_sampler *s, const float *logits) {
     if (!s || !logits) return 0;
     const em_sampler_params *p = &s->params;
     em_cand *c = s->cand;
+    const bool penalize = p->repeat_last_n != 0 &&
+                          (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+    if (!(p->temp > 0.0f) && p->n_logit_bias == 0 && !penalize) return plain_argmax(logits, s->n_vocab);
     int32_t n = build_candidates(s, logits);
     if (n == 0) return raw_argmax(logits, s->n_vocab);
 

@@ -256,6 +256,37 @@ static void test_decode(void) {
         em_model_free(mr);
     }
 
+    /* Rows without logits stop after the last layer's attention; the rows
+     * that ask get the same logits as when every row asks: bit for bit
+     * for a middle row with the last, and within rounding for the last
+     * row alone (the output product of a single row is a matrix-vector
+     * product, whose float sums may round differently). */
+    for (int variant = 0; variant < 2; variant++) {
+        em_kv_clear(c);
+        em_batch_clear(&b);
+        for (int i = 0; i < N; i++) em_batch_add(&b, toks[i], i, 0, i == N - 1 || (variant == 1 && i == 5));
+        CHECK_OK(em_decode(c, &b));
+        const float *last = em_get_logits(c, N - 1), *mid = em_get_logits(c, 5);
+        CHECK(last != NULL && (variant == 1) == (mid != NULL));
+        if (variant == 0) {
+            CHECK_MSG(last && max_rel_diff(last, whole[N - 1], nv) < 1e-5f, "the last row alone: its logits differ");
+        } else {
+            CHECK_MSG(last && memcmp(last, whole[N - 1], sizeof whole[N - 1]) == 0, "the last row's logits differ");
+            CHECK_MSG(mid && memcmp(mid, whole[5], sizeof whole[5]) == 0, "a middle row's logits differ");
+        }
+        CHECK(em_kv_seq_pos_max(c, 0) == N);
+    }
+    /* No row asks: the cache is still written, and the next row's logits
+     * are those of the whole batch. */
+    em_kv_clear(c);
+    em_batch_clear(&b);
+    for (int i = 0; i < N - 1; i++) em_batch_add(&b, toks[i], i, 0, false);
+    CHECK_OK(em_decode(c, &b));
+    em_batch_clear(&b);
+    em_batch_add(&b, toks[N - 1], N - 1, 0, true);
+    CHECK_OK(em_decode(c, &b));
+    CHECK(max_rel_diff(em_get_logits(c, 0), whole[N - 1], nv) < 1e-5f);
+
     /* Trimming the cache and decoding the tail again reproduces it. */
     em_kv_remove(c, 0, 6, -1);
     CHECK(em_kv_seq_pos_max(c, 0) == 6);

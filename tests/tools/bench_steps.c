@@ -1,0 +1,174 @@
+/*
+ * bench_steps.c - the time of the engine's two kinds of step, measured on
+ * em_decode alone (no server, no HTTP): a prompt step (P prompt rows of one
+ * sequence, logits for the last) and a decode step of N rows (one new
+ * token for each of N sequences that already hold C positions, logits for
+ * every row), for each N asked.  This is the per-step breakdown behind
+ * bench/serve's throughput: with it one can tell how much of the load
+ * benchmark's time is the model's and how far batching N rows can go.
+ *
+ *   bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135]
+ *               [--ctx 200] [--reps 9]
+ *
+ * Each step is timed --reps times; the table gives the median wall time
+ * and the median process CPU time (all threads, spinning at barriers
+ * included), so that a loaded machine can still be compared through CPU
+ * time.  rows/s = rows per step / median wall time.
+ *
+ * Only the public API of include/ember.h is used.  Benchmarks are not
+ * tests: nothing here asserts a time.
+ */
+#include "ember.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_LEVELS 8
+
+static double now_s(clockid_t clk) {
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int32_t *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* A made-up token of the vocabulary (a fixed LCG: runs compare). */
+static em_token token_at(uint32_t *state, int32_t n_vocab) {
+    *state = *state * 1664525u + 1013904223u;
+    return (em_token)((*state >> 8) % (uint32_t)n_vocab);
+}
+
+typedef struct timing {
+    double wall_ms, cpu_ms;
+} timing;
+
+/* Decodes b, timing it; false (with a message) when em_decode fails. */
+static bool timed_decode(em_context *c, const em_batch *b, double *wall, double *cpu) {
+    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    em_status st = em_decode(c, b);
+    *wall = 1e3 * (now_s(CLOCK_MONOTONIC) - w0);
+    *cpu = 1e3 * (now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    if (st != EM_OK) fprintf(stderr, "bench_steps: decode failed: %s\n", em_last_error());
+    return st == EM_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135] [--ctx 200] "
+                        "[--reps 9]\n");
+        return 2;
+    }
+    int32_t threads = 0, prompt = 135, ctx = 200, reps = 9, levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
+    for (int i = 2; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = v != NULL;
+        if (ok && !strcmp(a, "--threads")) ok = parse_int(v, 0, 256, &threads);
+        else if (ok && !strcmp(a, "--prompt")) ok = parse_int(v, 1, 8192, &prompt);
+        else if (ok && !strcmp(a, "--ctx")) ok = parse_int(v, 1, 8192, &ctx);
+        else if (ok && !strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps);
+        else if (ok && !strcmp(a, "--rows")) {
+            n_levels = 0;
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *tok = strtok(buf, ","); ok && tok; tok = strtok(NULL, ",")) {
+                ok = n_levels < MAX_LEVELS && parse_int(tok, 1, 1024, &levels[n_levels]);
+                n_levels++;
+            }
+        } else ok = false;
+        if (!ok) {
+            fprintf(stderr, "bench_steps: bad option %s %s\n", a, v ? v : "");
+            return 2;
+        }
+    }
+    int32_t max_rows = 1;
+    for (int i = 0; i < n_levels; i++) max_rows = levels[i] > max_rows ? levels[i] : max_rows;
+
+    em_model *m = NULL;
+    if (em_model_load(&m, argv[1], NULL) != EM_OK) {
+        fprintf(stderr, "bench_steps: %s\n", em_last_error());
+        return 1;
+    }
+    const int32_t n_vocab = em_model_n_vocab(m);
+    const int32_t per_seq = (ctx > prompt ? ctx : prompt) + reps + 1;
+    em_context_params cp = em_context_default_params();
+    cp.n_seq_max = max_rows;
+    cp.n_ctx = per_seq * max_rows;
+    cp.n_batch = prompt > max_rows ? prompt : max_rows;
+    cp.n_threads = threads;
+    em_context *c = NULL;
+    em_batch b = {0};
+    int rc = 1;
+    double *wall = malloc((size_t)reps * sizeof *wall), *cpu = malloc((size_t)reps * sizeof *cpu);
+    if (!wall || !cpu || em_context_init(&c, m, &cp) != EM_OK || em_batch_init(&b, cp.n_batch) != EM_OK) {
+        fprintf(stderr, "bench_steps: %s\n", em_last_error());
+        goto out;
+    }
+    uint32_t rng = 7;
+    printf("model %s, threads %d (0: physical cores), %d reps; medians per step\n", argv[1], threads, reps);
+    printf("%-22s %10s %10s %10s\n", "step", "wall ms", "cpu ms", "rows/s");
+
+    /* The prompt step: sequence 0 from empty, logits for its last row. */
+    for (int r = 0; r < reps; r++) {
+        em_kv_remove(c, 0, 0, -1);
+        em_batch_clear(&b);
+        for (int32_t j = 0; j < prompt; j++) em_batch_add(&b, token_at(&rng, n_vocab), j, 0, j == prompt - 1);
+        if (!timed_decode(c, &b, &wall[r], &cpu[r])) goto out;
+    }
+    double pw = median(wall, reps), pc = median(cpu, reps);
+    char label[64];
+    snprintf(label, sizeof label, "prompt %d rows", prompt);
+    printf("%-22s %10.2f %10.2f %10.0f\n", label, pw, pc, 1e3 * prompt / pw);
+
+    /* Decode steps: every sequence first holds ctx positions. */
+    for (int li = 0; li < n_levels; li++) {
+        const int32_t n = levels[li];
+        em_kv_clear(c);
+        for (int32_t s = 0; s < n; s++)
+            for (int32_t p0 = 0; p0 < ctx; p0 += cp.n_batch) {
+                em_batch_clear(&b);
+                for (int32_t j = p0; j < ctx && j < p0 + cp.n_batch; j++)
+                    em_batch_add(&b, token_at(&rng, n_vocab), j, s, false);
+                if (em_decode(c, &b) != EM_OK) {
+                    fprintf(stderr, "bench_steps: filling the cache: %s\n", em_last_error());
+                    goto out;
+                }
+            }
+        for (int r = 0; r < reps; r++) {
+            em_batch_clear(&b);
+            for (int32_t s = 0; s < n; s++) em_batch_add(&b, token_at(&rng, n_vocab), ctx + r, s, true);
+            if (!timed_decode(c, &b, &wall[r], &cpu[r])) goto out;
+        }
+        double dw = median(wall, reps), dc = median(cpu, reps);
+        snprintf(label, sizeof label, "decode %d rows", n);
+        printf("%-22s %10.2f %10.2f %10.0f\n", label, dw, dc, 1e3 * n / dw);
+    }
+    rc = 0;
+out:
+    em_batch_free(&b);
+    em_context_free(c);
+    em_model_free(m);
+    free(wall);
+    free(cpu);
+    return rc;
+}
