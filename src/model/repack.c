@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#define REPACK_SLAB 1024 /* rows packed between two releases (a multiple of 8) */
+
 /* The matrices that only em_matmul reads: every tensor here is a whole
  * 2-D weight (or a view of whole rows of one), never the token embedding
  * (read row by row) nor stacked experts (sliced per expert). */
@@ -69,8 +71,15 @@ em_status em_model_repack(em_model *m, bool lock) {
         if (!wants_pack(t)) continue;
         const size_t bytes = (size_t)t->ne[1] * t->row_bytes;
         uint8_t *dst = (uint8_t *)mem + at;
-        em_pack_matrix(t->type, t->ne[0], t->ne[1], t->data, dst);
-        release(t->data, bytes);
+        /* A slab of rows at a time, each followed by the release of the
+         * file's pages behind it, so that even the largest matrix is never
+         * held twice. */
+        for (int64_t r0 = 0; r0 < t->ne[1]; r0 += REPACK_SLAB) {
+            const int64_t nr = EM_MIN((int64_t)REPACK_SLAB, t->ne[1] - r0);
+            em_pack_matrix(t->type, t->ne[0], nr, (const uint8_t *)t->data + (size_t)r0 * t->row_bytes,
+                           dst + (size_t)r0 * t->row_bytes);
+            release(t->data, (size_t)(r0 + nr) * t->row_bytes);
+        }
         t->data = dst;
         t->pack = em_pack_rows(t->type);
         at += (bytes + 63) & ~(size_t)63;

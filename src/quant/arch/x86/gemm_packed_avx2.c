@@ -43,6 +43,7 @@
 #define EM_PACK_BIAS 16384
 
 #define FOR_J(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define FOR_J8(X) FOR_J(X) X(6) X(7)
 
 /* The weights' offsets, removed exactly and lane by lane: each int32 lane
  * of a product starts at -offset * (the sum of the activation quants that
@@ -105,7 +106,7 @@ static int64_t panel_rows(int64_t nb, size_t as, int64_t rn_max, int lanes) {
         for (int i = 0; i < 8; i++) out[j * ldo + i] = ((t[4 * i] + t[4 * i + 1]) + t[4 * i + 2]) + t[4 * i + 3]; \
     }
 
-/* One group (8 rows of nb blocks at grp) times RN <= 6 activation rows at
+/* One group (8 rows of nb blocks at grp) times RN <= 8 activation rows at
  * ar (stride as) with their lane biases (bias[(j * nb + b) * 4 ..]). */
 static inline AI T512 void tile_q4x8_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                          const int32_t *bias, float *out, int64_t ldo, uintptr_t pf,
@@ -114,7 +115,7 @@ static inline AI T512 void tile_q4x8_512(const int RN, int64_t nb, const uint8_t
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i di0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const __m512i di1 = _mm512_add_epi32(di0, _mm512_set1_epi32(4));
-    FOR_J(P4_DECL)
+    FOR_J8(P4_DECL)
     for (int64_t b = 0; b < nb; b++) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const __m512i x0 = _mm512_loadu_si512(qs + (size_t)b * 128), x1 = _mm512_loadu_si512(qs + (size_t)b * 128 + 64);
@@ -122,9 +123,9 @@ static inline AI T512 void tile_q4x8_512(const int RN, int64_t nb, const uint8_t
         const __m512i l1 = _mm512_and_si512(x1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(x1, 4), m4);
         const __m512 d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))));
         const __m512 dw0 = _mm512_permutexvar_ps(di0, d8), dw1 = _mm512_permutexvar_ps(di1, d8);
-        FOR_J(P4_ROW)
+        FOR_J8(P4_ROW)
     }
-    FOR_J(P4_STORE)
+    FOR_J8(P4_STORE)
 }
 
 /* ---------------------------------------------------------------- Q8_0 */
@@ -208,6 +209,8 @@ static inline AI T512 void tile_q8x8_512(const int RN, int64_t nb, const uint8_t
                     const uintptr_t pf = r0 == p0 ? pfa : 0;                                                    \
                     float *o = out + r0 * ldo + j0;                                                            \
                     if (rn == RNMAX) TILE(RNMAX, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);                        \
+                    else if (RNMAX > 7 && rn == 7) TILE(7, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);              \
+                    else if (RNMAX > 6 && rn == 6) TILE(6, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);              \
                     else if (RNMAX > 5 && rn == 5) TILE(5, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);              \
                     else if (RNMAX > 4 && rn == 4) TILE(4, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);              \
                     else if (RNMAX > 3 && rn == 3) TILE(3, nb, grp, ar, as, sm, o, ldo, pf, pfl, pfs);              \
@@ -218,7 +221,7 @@ static inline AI T512 void tile_q8x8_512(const int RN, int64_t nb, const uint8_t
         }                                                                                                      \
     }
 
-PACKED_DRIVER(em_gemm_q4_0x8_avx512, T512, tile_q4x8_512, 6, 4)
+PACKED_DRIVER(em_gemm_q4_0x8_avx512, T512, tile_q4x8_512, 8, 4)
 PACKED_DRIVER(em_gemm_q8_0x8_avx512, T512, tile_q8x8_512, 4, 8)
 
 /* ===================================================== 256-bit kernels */
