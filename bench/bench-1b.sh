@@ -4,14 +4,20 @@
 #
 # Writes each model in F16 with random weights (fixed seed; speed does not
 # depend on the values), quantizes it with `ember quantize`, and prints
-# `ember bench` tables (pp128, tg32; 2 threads and 1 thread) with the
-# roofline columns.  Models and logs stay in WORKDIR (default
+# `ember bench` tables (pp128, pp512, tg32; 2 threads and 1 thread) with
+# the roofline columns, once per kernel set in CPUSETS: the best set this
+# CPU runs (avx512 here) and EMBER_CPU=avx2, the path of machines without
+# AVX-512.  Models and logs stay in WORKDIR (default
 # ${TMPDIR:-/tmp}/ember-bench, never the repository) and are reused by the
-# next run; the tables are also saved there as bench-1b.md and bench-134m.md.
+# next run; the tables are also saved there as bench-SIZE-CPUSET.md
+# (bench-1b-avx512.md, bench-134m-avx2.md, ...).
 #
 # Environment: EMBER_BUILD (build dir holding ember and gen_bench_model;
 # default build), THREADS (default 2,1), REPS (default 5), SIZES (default
-# "1b 134m"), MMAP (default 0: the models are read into memory, see below).
+# "1b 134m"), MMAP (default 0: the models are read into memory, see below),
+# PROMPTS (default 128,512), CPUSETS (default "avx512 avx2"; "avxvnni"
+# too where the CPU has AVX-VNNI), BENCH_ARGS (more `ember bench`
+# options, say --no-repack to measure without the packed weights).
 #
 # The models are read into memory rather than mapped (ember bench --mmap 0)
 # because a kernel that reclaims cold page-cache pages proactively (as the
@@ -27,6 +33,9 @@ THREADS=${THREADS:-2,1}
 REPS=${REPS:-5}
 SIZES=${SIZES:-1b 134m}
 MMAP=${MMAP:-0}
+PROMPTS=${PROMPTS:-128,512}
+CPUSETS=${CPUSETS:-avx512 avx2}
+BENCH_ARGS=${BENCH_ARGS:-}
 
 for tool in "$EMBER" "$GEN"; do
   if [ ! -x "$tool" ]; then
@@ -38,7 +47,7 @@ case "$WORK" in "$ROOT"|"$ROOT"/*) echo "bench-1b.sh: keep the work dir out of t
 mkdir -p "$WORK"
 
 # The formats each size is measured in (the ones with reference figures).
-formats() { case $1 in 1b) echo "F16 Q8_0 Q6_K Q4_K_M Q4_0" ;; 134m) echo "F16 Q8_0 Q4_K_M Q4_0" ;; esac; }
+formats() { case $1 in 1b|134m) echo "F16 Q8_0 Q6_K Q4_K_M Q4_0" ;; esac; }
 
 for size in $SIZES; do
   f16="$WORK/llama-$size-F16.gguf"
@@ -58,8 +67,12 @@ for size in $SIZES; do
     fi
     models+=(-m "$out")
   done
-  echo "== ember bench, $size: -p 128 -n 32 -t $THREADS -r $REPS --mmap $MMAP"
-  "$EMBER" bench "${models[@]}" -p 128 -n 32 -t "$THREADS" -r "$REPS" --mmap "$MMAP" | tee "$WORK/bench-$size.md"
-  echo
+  for cpu in $CPUSETS; do
+    echo "== ember bench, $size, EMBER_CPU=$cpu: -p $PROMPTS -n 32 -t $THREADS -r $REPS --mmap $MMAP $BENCH_ARGS"
+    # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+    EMBER_CPU=$cpu "$EMBER" bench "${models[@]}" -p "$PROMPTS" -n 32 -t "$THREADS" -r "$REPS" --mmap "$MMAP" \
+      $BENCH_ARGS | tee "$WORK/bench-$size-$cpu.md"
+    echo
+  done
 done
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(date -u +%Y-%m-%d)"

@@ -94,6 +94,8 @@ typedef struct em_model_params {
     bool use_mmap;   /* map the file (true) or read it into memory   */
     bool use_mlock;  /* lock the weights in memory (needs ulimit -l) */
     bool vocab_only; /* load the tokenizer only, no tensors           */
+    bool repack;     /* row-interleave the weights for the GEMM kernels
+                      * at load time (default; see docs/PERFORMANCE.md) */
 } em_model_params;
 
 em_model_params em_model_default_params(void);

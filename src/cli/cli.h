@@ -74,13 +74,15 @@ const char *em_cli_kv_type_name(em_type t);
     {.name = "batch-size", .short_name = "b", .type = EM_OPT_INT, EM_OPT_DEST(batch), .min = 1,            \
      .max = 1 << 16, .help = "prompt tokens per forward pass"}
 
-/* How the weights are held (--mmap/--no-mmap, --mlock), over an
+/* How the weights are held (--mmap/--no-mmap, --mlock, --no-repack), over an
  * em_model_params: the same spelling in every command that loads a model. */
 #define EM_CLI_OPTS_WEIGHTS(mp)                                                                    \
     {.name = "mmap", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mmap),                              \
      .help = "map the model file (off: read it into memory)"},                                     \
     {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mlock),                            \
-     .help = "lock the model in memory (needs ulimit -l)"}
+     .help = "lock the model in memory (needs ulimit -l)"},                                        \
+    {.name = "repack", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).repack),                              \
+     .help = "row-interleave Q4_0/Q8_0 matrices for the GEMM kernels at load"}
 
 /* Creates the one context of a command that runs a model (run, chat):
  * n_ctx 0 means the model's training length capped at 4096. */

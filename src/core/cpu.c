@@ -42,6 +42,12 @@ static unsigned detect(void) {
     __cpuid_count(7, 0, a, b, c, d);
     if (!(b & (1u << 5))) return 0;
     unsigned bits = EM_CPU_AVX2;
+    /* AVX-VNNI: leaf 7, subleaf 1, EAX bit 4 (YMM state, checked above). */
+    if (a >= 1) {
+        unsigned a1, b1, c1, d1;
+        __cpuid_count(7, 1, a1, b1, c1, d1);
+        if (a1 & (1u << 4)) bits |= EM_CPU_AVX_VNNI;
+    }
     const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
     if (!(avx512f && avx512bw && avx512vl) || (xcr0 & EM_XCR0_ZMM) != EM_XCR0_ZMM) return bits;
     bits |= EM_CPU_AVX512;
@@ -65,7 +71,7 @@ static void cpu_init_once(void) {
     if (!want || !*want) return;
     em_status st = em_cpu_parse(want, hw_bits, &use_bits);
     if (st == EM_ERR_INVALID_ARG)
-        em_log(EM_LOG_WARN, "EMBER_CPU=%s is not one of generic, avx2, avx512, arm; using the best "
+        em_log(EM_LOG_WARN, "EMBER_CPU=%s is not one of generic, avx2, avxvnni, avx512, arm; using the best "
                             "kernels this CPU runs", want);
     else if (st != EM_OK)
         em_log(EM_LOG_WARN, "EMBER_CPU=%s: this CPU (or build) cannot run those kernels; falling back",
@@ -93,6 +99,9 @@ em_status em_cpu_parse(const char *name, unsigned hw, unsigned *out) {
     } else if (strcmp(name, "avx2") == 0) {
         need = EM_CPU_AVX2;
         keep = EM_CPU_AVX2;
+    } else if (strcmp(name, "avxvnni") == 0) {
+        need = EM_CPU_AVX2 | EM_CPU_AVX_VNNI;
+        keep = EM_CPU_AVX2 | EM_CPU_AVX_VNNI;
     } else if (strcmp(name, "avx512") == 0) {
         need = EM_CPU_AVX2 | EM_CPU_AVX512;
         keep = ~0u;
@@ -101,7 +110,7 @@ em_status em_cpu_parse(const char *name, unsigned hw, unsigned *out) {
         need = EM_CPU_NEON;
         keep = ~0u;
     } else {
-        return em_error(EM_ERR_INVALID_ARG, "unknown kernel set '%s' (generic, avx2, avx512, arm)", name);
+        return em_error(EM_ERR_INVALID_ARG, "unknown kernel set '%s' (generic, avx2, avxvnni, avx512, arm)", name);
     }
     if ((hw & need) != need)
         return em_error(EM_ERR_UNSUPPORTED, "this CPU (or build) cannot run the %s kernels", name);

@@ -13,6 +13,8 @@
  * across machines:
  *   generic             no SIMD kernels at all
  *   avx2                at most AVX2 (x86-64)
+ *   avxvnni             AVX2 and AVX-VNNI, as recent Intel client chips
+ *                       without AVX-512 have (x86-64)
  *   avx512              everything this x86-64 CPU has
  *   arm, neon*, sve*    the NEON kernels (aarch64)
  * An unknown name, or a set this CPU (or build) cannot run, is reported
@@ -29,6 +31,7 @@
 #define EM_CPU_AVX512 2u      /* AVX-512 F + BW + VL on top of AVX2, ZMM state  */
 #define EM_CPU_AVX512_VNNI 4u /* AVX512-VNNI (vpdpbusd/vpdpwssd), with AVX512  */
 #define EM_CPU_NEON 8u        /* aarch64 Advanced SIMD (every aarch64 build)    */
+#define EM_CPU_AVX_VNNI 16u   /* AVX-VNNI (VEX vpdpbusd on 256 bits), with AVX2 */
 
 /* Checks the CPU and reads EMBER_CPU, once per process (pthread_once);
  * every other function here calls it.  Call it at start-up, before any
@@ -43,7 +46,8 @@ unsigned em_cpu_hw_features(void);
 
 /*
  * The features a kernel-set name leaves of hw (a bit set as above):
- * "generic" -> 0, "avx2" -> hw's AVX2, "avx512" -> hw (x86), "arm",
+ * "generic" -> 0, "avx2" -> hw's AVX2, "avxvnni" -> hw's AVX2 and
+ * AVX-VNNI, "avx512" -> hw (x86), "arm",
  * "neon..." or "sve..." -> hw (aarch64).  EM_ERR_INVALID_ARG for an
  * unknown name, EM_ERR_UNSUPPORTED when hw cannot run the set (both with
  * a message, *out unchanged).  EMBER_CPU and the test hooks that choose a

@@ -11,9 +11,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 em_model_params em_model_default_params(void) {
-    em_model_params p = {.use_mmap = true, .use_mlock = false, .vocab_only = false};
+    em_model_params p = {.use_mmap = true, .use_mlock = false, .vocab_only = false, .repack = true};
     return p;
 }
 
@@ -439,6 +440,7 @@ em_status em_model_load(em_model **out, const char *path, const em_model_params 
         m->n_params += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
         m->n_bytes += t->size;
     }
+    if (params->repack && (st = em_model_repack(m, params->use_mlock)) != EM_OK) goto fail;
     *out = m;
     return EM_OK;
 fail:
@@ -450,6 +452,7 @@ void em_model_free(em_model *m) {
     if (!m) return;
     em_vocab_free(m->vocab);
     free(m->layers);
+    if (m->packed) munmap(m->packed, m->packed_bytes);
     em_gguf_close(m->gguf);
     free(m);
 }

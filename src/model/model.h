@@ -30,7 +30,8 @@ typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
 #define EM_MAX_EXPERTS 256
 #define EM_MAX_EXPERTS_USED 16
 
-/* A weight tensor: a view into the mapped file, never a copy. */
+/* A weight tensor: a view into the mapped file, or (pack > 0) into the
+ * model's packed copy of its matrices (em_model_repack). */
 typedef struct em_tensor {
     em_type type;
     int64_t ne[4];       /* elements per dim; ne[0] is the row length      */
@@ -39,6 +40,8 @@ typedef struct em_tensor {
     size_t expert_bytes; /* 3-D: bytes from one expert's matrix to the next,
                           * 0: ne[1] * row_bytes (a view into a fused
                           * gate-and-up tensor steps further)              */
+    int32_t pack;        /* rows per group of a packed layout (quant/pack.h),
+                          * 0: the file's layout                            */
 } em_tensor;
 
 typedef struct em_layer {
@@ -184,7 +187,18 @@ struct em_model {
     em_vocab *vocab;
     uint64_t n_params;      /* elements over all tensors                      */
     uint64_t n_bytes;       /* bytes of tensor data                           */
+    void *packed;           /* anonymous mapping of the packed matrices, or NULL */
+    size_t packed_bytes;    /* its size                                       */
 };
+
+/* Packs the matrices only the matmuls read (the layers' dense Q, K, V, O,
+ * gate, up and down, and an untied output) into the x8 layouts of
+ * quant/pack.h, where the selected kernel set has a packed kernel for
+ * their type, in new memory (the file may be mapped read-only); their
+ * em_tensors then point there.  The pages of the file's copy are handed
+ * back to the kernel (madvise), so the packed copy costs no memory beyond
+ * a page at each end of a matrix.  lock: mlock the packed copy too. */
+em_status em_model_repack(em_model *m, bool lock);
 
 /* A layer's matrices as a list (for byte and FLOP counts that must not
  * assume one family's set): fills up to `max` pointers to the present

@@ -15,6 +15,18 @@
  * once per block rather than once per key, the exponentials are taken
  * over the block as a vector, and then each value row is read once and
  * added into every head's sum.
+ *
+ * Prompts are attended a tile at a time (flash-style): up to
+ * EM_ATTN_QTILE consecutive rows of one sequence, with all the query heads
+ * of one KV head, walk the keys together, so each block of keys and values
+ * is converted and brought into L1 once per tile instead of once per row,
+ * and the work per key block is spread over tile * group queries.  Keys a
+ * row may not see (past its position, or outside its window) score -inf
+ * in that row; a row that sees no key of a block skips the block.  The
+ * blocks start where the first row's walk starts them, so without a
+ * sliding window a tile gives the per-row results (with one, the blocks
+ * of later rows are cut elsewhere: the same sums, rescaled at other
+ * places).
  */
 #include "ops/attention.h"
 #include "ops/ops.h"
@@ -23,6 +35,7 @@
 #include <math.h>
 
 #define EM_ATTN_BLOCK 32 /* visible keys scored and softmaxed together */
+#define EM_ATTN_QTILE 8  /* query rows of one sequence attended together */
 
 /* ------------------------------------------------------ scalar kernels */
 
@@ -100,11 +113,12 @@ const em_attn_kernels *em_attn_kernels_get(void) {
 /* -------------------------------------------------------------- tasks */
 
 size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v) {
-    int32_t group = n_head / n_head_kv;
-    /* acc[group][head_dim_v], m[group], l[group], one key and one value row
-     * as floats (caches of other types) and scores[group][block]. */
-    return (size_t)group * (size_t)(head_dim_v + 2) + (size_t)head_dim + (size_t)head_dim_v +
-           (size_t)group * EM_ATTN_BLOCK;
+    const size_t nq = (size_t)EM_ATTN_QTILE * (size_t)(n_head / n_head_kv);
+    /* For the nq queries of a tile: acc[nq][head_dim_v], m[nq], l[nq], one
+     * key and one value row as floats (caches of other types),
+     * scores[nq][block] and the queries gathered, qt[nq][head_dim]. */
+    return nq * (size_t)(head_dim_v + 2) + (size_t)head_dim + (size_t)head_dim_v + nq * EM_ATTN_BLOCK +
+           nq * (size_t)head_dim;
 }
 
 typedef struct attn_task_ctx {
@@ -117,15 +131,21 @@ typedef struct attn_task_ctx {
     float *ktmp;     /* [hd] a key converted from a quantized cache  */
     float *vtmp;     /* [hdv] a value, likewise                      */
     float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
+    float *qt;       /* [EM_ATTN_QTILE * group][hd] a tile's queries  */
     int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
+    em_pos kpos[EM_ATTN_BLOCK];   /* their positions (tiles only)     */
+    /* A tile's rows (NULL outside tiles): query i belongs to row i / group,
+     * which sees positions lo[i / group] .. hi[i / group]. */
+    const em_pos *lo, *hi;
 } attn_task_ctx;
 
-/* Folds a block of nb visible cache rows into the running state of KV head g. */
-static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int nb) {
+/* Folds a block of nb cache rows into the running state of the nq
+ * queries q (nq = group, or a tile's rows times group) of KV head g. */
+static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int32_t g, int nb) {
     const em_attn_args *a = t->a;
     const em_kv *kv = a->kv;
     const em_attn_kernels *kn = t->kn;
-    const int32_t group = t->group, hd = a->head_dim, hdv = a->head_dim_v;
+    const int32_t group = nq, hd = a->head_dim, hdv = a->head_dim_v;
     const char *kbase = kv->k[a->layer], *vbase = kv->v[a->layer];
     /* This head's slice of each key, then of each value, read in place. */
     const uint16_t *r16[EM_ATTN_BLOCK];
@@ -153,8 +173,18 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t g, int 
         float bm = -INFINITY;
         for (int jj = 0; jj < nb; jj++) s[jj] *= a->scale;
         if (a->softcap > 0) em_softcap(s, nb, a->softcap);
+        if (t->lo) {
+            const em_pos lo = t->lo[h / t->group], hi = t->hi[h / t->group];
+            for (int jj = 0; jj < nb; jj++)
+                if (t->kpos[jj] < lo || t->kpos[jj] > hi) s[jj] = -INFINITY;
+        }
         for (int jj = 0; jj < nb; jj++)
             if (s[jj] > bm) bm = s[jj];
+        if (bm == -INFINITY) {
+            /* This row sees none of the block: it adds nothing. */
+            for (int jj = 0; jj < nb; jj++) s[jj] = 0;
+            continue;
+        }
         /* A new maximum rescales what was summed so far. */
         const float m_new = bm > t->mx[h] ? bm : t->mx[h];
         const float c = expf(t->mx[h] - m_new);
@@ -207,12 +237,12 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
         for (; pj <= end; pj++) {
             t->slots[nb++] = base + pj % EM_KV_BLOCK;
             if (nb == EM_ATTN_BLOCK) {
-                attend_block(t, q, g, nb);
+                attend_block(t, q, group, g, nb);
                 nb = 0;
             }
         }
     }
-    if (nb > 0) attend_block(t, q, g, nb);
+    if (nb > 0) attend_block(t, q, group, g, nb);
 
     for (int32_t h = 0; h < group; h++) {
         float *o = a->out + ((int64_t)r * a->n_head + (int64_t)g * group + h) * hdv;
@@ -223,22 +253,98 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     }
 }
 
+/* Whether rows [r0, r1) can be one tile: one sequence, consecutive
+ * positions (a prompt's rows). */
+static bool tileable(const em_attn_args *a, int32_t r0, int32_t r1) {
+    for (int32_t r = r0 + 1; r < r1; r++)
+        if (a->seq[r] != a->seq[r0] || a->pos[r] != a->pos[r - 1] + 1) return false;
+    return true;
+}
+
+/* Rows [r0, r1) of one sequence, KV head g, attended together: the
+ * tile's queries are gathered, and the keys from the first row's first
+ * visible position to the last row's position are walked once. */
+static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
+    const em_attn_args *a = t->a;
+    const em_kv *kv = a->kv;
+    const int32_t group = t->group, hd = a->head_dim, hdv = a->head_dim_v, nr = r1 - r0, nq = nr * group;
+    const em_seq_id s = a->seq[r0];
+    em_pos lo[EM_ATTN_QTILE], hi[EM_ATTN_QTILE];
+    for (int32_t i = 0; i < nr; i++) {
+        const int32_t r = r0 + i;
+        hi[i] = a->non_causal ? kv->seqs[s].len - 1 : a->pos[r];
+        lo[i] = a->n_swa > 0 && hi[i] - a->n_swa + 1 > 0 ? hi[i] - a->n_swa + 1 : 0;
+        memcpy(t->qt + (int64_t)i * group * hd, a->q + ((int64_t)r * a->n_head + (int64_t)g * group) * hd,
+               (size_t)group * hd * sizeof(float));
+    }
+    for (int32_t h = 0; h < nq; h++) {
+        t->mx[h] = -INFINITY;
+        t->sum[h] = 0;
+    }
+    memset(t->acc, 0, (size_t)nq * hdv * sizeof(float));
+    t->lo = lo;
+    t->hi = hi;
+
+    /* Positions are increasing over the tile, so the walk runs from the
+     * first row's lo to the last row's hi (as attend_task's walk). */
+    const int32_t *blocks = kv->seqs[s].blocks;
+    int nb = 0;
+    for (em_pos pj = lo[0]; pj <= hi[nr - 1];) {
+        const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
+        const em_pos end = EM_MIN(hi[nr - 1], pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
+        for (; pj <= end; pj++) {
+            t->kpos[nb] = pj;
+            t->slots[nb++] = base + pj % EM_KV_BLOCK;
+            if (nb == EM_ATTN_BLOCK) {
+                attend_block(t, t->qt, nq, g, nb);
+                nb = 0;
+            }
+        }
+    }
+    if (nb > 0) attend_block(t, t->qt, nq, g, nb);
+    t->lo = t->hi = NULL;
+
+    for (int32_t h = 0; h < nq; h++) {
+        const int32_t r = r0 + h / group;
+        float *o = a->out + ((int64_t)r * a->n_head + (int64_t)g * group + h % group) * hdv;
+        const float inv = t->sum[h] > 0 ? 1.0f / t->sum[h] : 0.0f;
+        for (int32_t i = 0; i < hdv; i++) o[i] = t->acc[(int64_t)h * hdv + i] * inv;
+    }
+}
+
 void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
     const int32_t group = a->n_head / a->n_head_kv, hdv = a->head_dim_v;
     float *scratch = a->scratch + (size_t)ith * em_attention_scratch(a->n_head, a->n_head_kv, a->head_dim, hdv);
     attn_task_ctx t = {.a = a, .kn = em_attn_kernels_get(), .group = group};
+    const size_t nq = (size_t)EM_ATTN_QTILE * group; /* most queries of a task */
     t.acc = scratch;
-    t.mx = t.acc + (size_t)group * hdv;
-    t.sum = t.mx + group;
-    t.ktmp = t.sum + group;
+    t.mx = t.acc + nq * hdv;
+    t.sum = t.mx + nq;
+    t.ktmp = t.sum + nq;
     t.vtmp = t.ktmp + a->head_dim;
     t.sc = t.vtmp + hdv;
+    t.qt = t.sc + nq * EM_ATTN_BLOCK;
 
-    const int64_t n_tasks = (int64_t)a->n_rows * a->n_head_kv;
-    for (int64_t task; (task = em_threadpool_next(tp, ith, n_tasks)) >= 0;) {
-        const int32_t r = (int32_t)(task / a->n_head_kv), g = (int32_t)(task % a->n_head_kv);
-        if (a->prepare) a->prepare(a->prepare_ctx, r, g);
-        attend_task(&t, r, g);
+    if (a->prepare) {
+        /* One-row batches: each task first stores its own key and value. */
+        const int64_t n_tasks = (int64_t)a->n_rows * a->n_head_kv;
+        for (int64_t task; (task = em_threadpool_next(tp, ith, n_tasks)) >= 0;) {
+            const int32_t r = (int32_t)(task / a->n_head_kv), g = (int32_t)(task % a->n_head_kv);
+            a->prepare(a->prepare_ctx, r, g);
+            attend_task(&t, r, g);
+        }
+        return;
+    }
+    /* Tiles of EM_ATTN_QTILE rows; rows that cannot share a tile (mixed
+     * sequences) are attended one by one. */
+    const int64_t n_tiles = (a->n_rows + EM_ATTN_QTILE - 1) / EM_ATTN_QTILE;
+    for (int64_t task; (task = em_threadpool_next(tp, ith, n_tiles * a->n_head_kv)) >= 0;) {
+        const int32_t r0 = (int32_t)(task / a->n_head_kv) * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
+        const int32_t r1 = EM_MIN(a->n_rows, r0 + EM_ATTN_QTILE);
+        if (r1 - r0 > 1 && tileable(a, r0, r1))
+            attend_tile(&t, r0, r1, g);
+        else
+            for (int32_t r = r0; r < r1; r++) attend_task(&t, r, g);
     }
 }
 

@@ -16,6 +16,7 @@
  */
 #include "ops/ops.h"
 #include "quant/gemm.h"
+#include "quant/pack.h"
 #include "quant/quant.h"
 
 size_t em_activation_row_size(em_type t, int64_t k) {
@@ -45,6 +46,18 @@ void em_quantize_step(em_threadpool *tp, int ith, em_type t, const float *x, int
     for (int64_t r; (r = em_threadpool_next(tp, ith, n_rows)) >= 0;) quantize_rows(t, x, r, r + 1, k, qbuf);
 }
 
+/* Rows [j0, j0 + nw) of W times the activation rows: the packed kernel
+ * for a packed matrix (chunks start on a group, since every chunk is a
+ * multiple of 16 rows, and packed matrices have whole groups only). */
+static void weight_product(const em_tensor *W, int64_t j0, int64_t nw, const void *x, size_t x_stride,
+                           int64_t n_rows, float *out, int64_t out_stride) {
+    const char *w = (const char *)W->data + (size_t)j0 * W->row_bytes;
+    if (W->pack)
+        em_gemm_packed(W->type, W->ne[0], w, W->row_bytes, nw, x, x_stride, n_rows, out, out_stride);
+    else
+        em_gemm(W->type, W->ne[0], w, W->row_bytes, nw, x, x_stride, n_rows, out, out_stride);
+}
+
 /* Weight rows per chunk: about eight chunks per thread and product, so
  * that uneven progress evens out, in multiples of 16 rows (every kernel's
  * tile height divides 16). */
@@ -71,8 +84,7 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
         const em_tensor *W = jb->W;
         const int64_t j0 = (c - first[i]) * rows[i];
         const int64_t nw = EM_MIN(rows[i], W->ne[1] - j0);
-        em_gemm(W->type, W->ne[0], (const char *)W->data + (size_t)j0 * W->row_bytes, W->row_bytes, nw, jb->x,
-                jb->x_stride, n_rows, jb->out + j0, jb->out_stride);
+        weight_product(W, j0, nw, jb->x, jb->x_stride, n_rows, jb->out + j0, jb->out_stride);
     }
 }
 
@@ -96,8 +108,7 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
         const em_tensor *W = jb->W;
         const int64_t j0 = c * rows;
         const int64_t nw = EM_MIN(rows, W->ne[1] - j0);
-        em_gemm(W->type, W->ne[0], (const char *)W->data + (size_t)j0 * W->row_bytes, W->row_bytes, nw, jb->x,
-                jb->x_stride, n_rows[i], jb->out + j0, jb->out_stride);
+        weight_product(W, j0, nw, jb->x, jb->x_stride, n_rows[i], jb->out + j0, jb->out_stride);
     }
 }
 

@@ -8,7 +8,10 @@
  *            float dots, and with VNNI the integer dots and the GEMM
  *            kernels too; the avx2 set for everything else
  *   avx2     x86-64 with AVX2, FMA and F16C: arch/x86/dot_avx2.c,
- *            quant_avx2.c and gemm_avx2.c
+ *            quant_avx2.c and gemm_avx2.c, and the packed kernels of
+ *            gemm_packed_avx2.c
+ *   avxvnni  the avx2 set with the AVX-VNNI packed GEMM kernels (recent
+ *            Intel client chips, which lack AVX-512)
  *   (arm)    aarch64: whatever arch/arm/ installs (em_dot_select_arm),
  *            under the name it reports
  *   generic  the scalar kernels in dot_generic.c and quantize.c, and
@@ -24,6 +27,7 @@
 #include "quant/quant.h"
 #include "quant/dot.h"
 #include "quant/gemm.h"
+#include "quant/pack.h"
 #include "quant/arch/x86/dot_x86.h"
 
 #if defined(__aarch64__) && defined(__has_include)
@@ -40,6 +44,7 @@
 static em_dot_fn dot_table[EM_TYPE_COUNT];
 static em_quant_fn quant_table[EM_TYPE_COUNT];
 static em_gemm_fn gemm_table[EM_TYPE_COUNT];
+static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the x8 layouts (pack.h) */
 static const char *dot_isa = "generic";
 static const char *gemm_isa = "generic";
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -78,7 +83,7 @@ static void fill_avx2(em_dot_fn *dot, em_quant_fn *quant, em_gemm_fn *gemm) {
 
 /* Over the avx2 set: the float dots need AVX-512 F/BW/VL, the integer
  * dots and the GEMM kernels VNNI as well. */
-static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, bool vnni) {
+static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bool vnni) {
     dot[EM_TYPE_F32] = em_vec_dot_f32_avx512;
     dot[EM_TYPE_F16] = em_vec_dot_f16_avx512;
     dot[EM_TYPE_BF16] = em_vec_dot_bf16_avx512;
@@ -103,6 +108,8 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, bool vnni) {
     gemm[EM_TYPE_Q4_K] = em_gemm_q4_k_avx512;
     gemm[EM_TYPE_Q5_K] = em_gemm_q5_k_avx512;
     gemm[EM_TYPE_Q6_K] = em_gemm_q6_k_avx512;
+    packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx512;
+    packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx512;
 }
 #endif
 
@@ -112,14 +119,22 @@ static void install_set(unsigned features) {
     em_dot_fn dot[EM_TYPE_COUNT] = {0};
     em_quant_fn quant[EM_TYPE_COUNT] = {0};
     em_gemm_fn gemm[EM_TYPE_COUNT] = {0};
+    em_gemm_fn packed[EM_TYPE_COUNT] = {0};
     const char *dname = "generic", *gname = "generic";
 #if defined(EM_HAVE_X86_KERNELS)
     if (features & EM_CPU_AVX2) {
         fill_avx2(dot, quant, gemm);
+        packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx2;
+        packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
         dname = gname = "avx2";
+        if (features & EM_CPU_AVX_VNNI) {
+            packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avxvnni;
+            packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avxvnni;
+            gname = "avxvnni";
+        }
         if (features & EM_CPU_AVX512) {
             const bool vnni = (features & EM_CPU_AVX512_VNNI) != 0;
-            fill_avx512(dot, gemm, vnni);
+            fill_avx512(dot, gemm, packed, vnni);
             dname = "avx512";
             if (vnni) gname = "avx512";
         }
@@ -135,6 +150,7 @@ static void install_set(unsigned features) {
     memcpy(dot_table, dot, sizeof dot);
     memcpy(quant_table, quant, sizeof quant);
     memcpy(gemm_table, gemm, sizeof gemm);
+    memcpy(packed_table, packed, sizeof packed);
     dot_isa = dname;
     gemm_isa = gname;
 }
@@ -202,4 +218,18 @@ void em_gemm(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, c
         fn(k, w, w_stride, nw, a, a_stride, na, out, out_stride);
     else
         em_gemm_generic(t, k, w, w_stride, nw, a, a_stride, na, out, out_stride);
+}
+
+em_gemm_fn em_gemm_packed_kernel(em_type t) {
+    em_kernels_init();
+    return (unsigned)t < (unsigned)EM_TYPE_COUNT ? packed_table[t] : NULL;
+}
+
+void em_gemm_packed(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+                    size_t a_stride, int64_t na, float *out, int64_t out_stride) {
+    em_gemm_fn fn = em_gemm_packed_kernel(t);
+    if (fn)
+        fn(k, w, w_stride, nw, a, a_stride, na, out, out_stride);
+    else
+        em_gemm_packed_generic(t, k, w, w_stride, nw, a, a_stride, na, out, out_stride);
 }

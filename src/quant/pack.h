@@ -1,0 +1,89 @@
+/*
+ * pack.h - repacked weight layouts: matrices rearranged once, at load
+ * time, so that the GEMM kernels' register tiles read contiguous memory.
+ *
+ * In the file's layout a weight matrix is a list of rows, each a list of
+ * blocks (scale, then quants).  A kernel that works on 8 rows at once
+ * then reads 8 short pieces from 8 places for every block, and unpicks
+ * the scales from the quants.  The packed layout ("x8") stores the rows in
+ * groups of EM_PACK_ROWS; inside a group, first every scale (block b of
+ * the 8 rows side by side), then every quant (block b's quants of the 8
+ * rows side by side):
+ *
+ *   Q4_0 x8, one group of 8 rows of nb blocks (8 * nb * 18 bytes):
+ *     uint16 d[nb][8]       fp16 scale of block b of row i at d[b][i]
+ *     uint8  qs[nb][8][16]  row i's 16 bytes of nibbles of block b, as
+ *                           stored in the file (low nibble element j,
+ *                           high nibble element j + 16)
+ *   Q8_0 x8 (8 * nb * 34 bytes):
+ *     uint16 d[nb][8]
+ *     int8   qs[nb][8][32]
+ *
+ * A group takes exactly the bytes of its 8 rows in the file's layout, so
+ * the packed matrix has the same size and a group of rows starts where its
+ * first row started: callers still address row j (j a multiple of 8) as
+ * data + j * row_bytes.  The arithmetic is unchanged; only the places of
+ * the bytes move, and the packed kernels compute what the file-layout
+ * kernels compute (the tests compare them with the scalar twin,
+ * em_gemm_packed_generic, which rebuilds each block and calls the scalar
+ * reference).
+ *
+ * The model loader (model/load.c) packs the matrices the forward pass
+ * multiplies when the selected kernel set has a packed kernel for their
+ * type, into new memory (the file's mapping may be read-only), and then
+ * tells the kernel the file's pages are no longer needed.
+ */
+#ifndef EM_QUANT_PACK_H
+#define EM_QUANT_PACK_H
+
+#include "core/core.h"
+#include "quant/gemm.h"
+
+#define EM_PACK_ROWS 8        /* rows interleaved in one group            */
+#define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
+
+/* Rows per group of t's packed layout, or 0 when t has none. */
+int em_pack_rows(em_type t);
+
+/* Whether a matrix of nrows rows of k elements of type t can be packed:
+ * t has a packed layout, nrows is a multiple of its group and k at most
+ * EM_PACK_MAX_K. */
+bool em_pack_fits(em_type t, int64_t k, int64_t nrows);
+
+/* Packs nrows rows of k elements of type t (em_pack_fits must hold) from
+ * the file's layout at src into dst (em_row_size(t, k) * nrows bytes;
+ * src and dst must not overlap). */
+void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst);
+
+/* Rebuilds block b of row i (< EM_PACK_ROWS) of the packed group at grp
+ * (rows of k elements) in the file's block format at blk. */
+void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk);
+
+/* The product of em_gemm (gemm.h) for a packed matrix: w points at a
+ * group, w_stride is the file layout's row size, and nw is a multiple of
+ * EM_PACK_ROWS.  The selected set's packed kernel, or the scalar twin. */
+void em_gemm_packed(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+                    size_t a_stride, int64_t na, float *out, int64_t out_stride);
+
+/* The scalar twin: every block rebuilt and dotted by the scalar
+ * reference, so each output equals em_vec_dot_generic of the unpacked
+ * row bit for bit. */
+void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
+                            size_t a_stride, int64_t na, float *out, int64_t out_stride);
+
+/* The selected set's packed kernel for t, or NULL: the loader packs a
+ * matrix only when there is one. */
+em_gemm_fn em_gemm_packed_kernel(em_type t);
+
+#if defined(EM_HAVE_X86_GEMM)
+/* arch/x86/gemm_packed_avx2.c: AVX-512 VNNI, AVX-VNNI (256-bit) and AVX2
+ * kernels of the x8 layouts. */
+void em_gemm_q4_0x8_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+#endif
+
+#endif /* EM_QUANT_PACK_H */

@@ -1,0 +1,138 @@
+/*
+ * bench_gemm.c - throughput of the GEMM kernels on a weight matrix that
+ * stays in cache, file layout against the x8 packed layout (quant/pack.h),
+ * per kernel set: the compute ceiling of prompt processing (many
+ * activation rows) and of generation (one), one thread.
+ *
+ * Times are this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), so that on
+ * a loaded machine the time spent descheduled does not count; each
+ * figure is the median of several passes, in GOP/s (2 * k * rows *
+ * activation rows per second).  Nothing here asserts a time.
+ *
+ * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
+ *                   [--types Q4_0,Q8_0] [--sets avx2,avxvnni,avx512]
+ */
+#include "quant/gemm.h"
+#include "quant/pack.h"
+#include "quant/quant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double thread_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median seconds of one call of the product, over reps passes of enough
+ * calls to take about 20 ms. */
+static double time_product(bool packed, em_type t, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
+                           size_t as, int64_t na, float *out, int reps) {
+    double v[64];
+    int64_t calls = 1;
+    for (;;) {
+        const double t0 = thread_time_s();
+        for (int64_t c = 0; c < calls; c++)
+            (packed ? em_gemm_packed : em_gemm)(t, k, w, ws, nw, a, as, na, out, nw);
+        if (thread_time_s() - t0 > 0.02 || calls > (1 << 20)) break;
+        calls *= 2;
+    }
+    if (reps > 64) reps = 64;
+    for (int r = 0; r < reps; r++) {
+        const double t0 = thread_time_s();
+        for (int64_t c = 0; c < calls; c++)
+            (packed ? em_gemm_packed : em_gemm)(t, k, w, ws, nw, a, as, na, out, nw);
+        v[r] = (thread_time_s() - t0) / (double)calls;
+    }
+    qsort(v, (size_t)reps, sizeof *v, cmp_d);
+    return v[reps / 2];
+}
+
+int main(int argc, char **argv) {
+    int64_t k = 2048, nw = 128;
+    int reps = 5;
+    const char *types = "Q4_0,Q8_0", *sets = "avx2,avxvnni,avx512", *nas = "1,4,64";
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--k") == 0) k = atoll(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--rows") == 0) nw = atoll(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--na") == 0) nas = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) types = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--sets") == 0) sets = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (k <= 0 || k % 32 || k > EM_PACK_MAX_K || nw <= 0 || nw % EM_PACK_ROWS || reps < 1) {
+        fprintf(stderr, "bench_gemm: k must be a multiple of 32 up to %d, rows a multiple of %d\n", EM_PACK_MAX_K,
+                EM_PACK_ROWS);
+        return 2;
+    }
+    printf("k=%lld rows=%lld, one thread, GOP/s (median of %d); file layout -> packed\n", (long long)k,
+           (long long)nw, reps);
+    char tl[256], sl[256];
+    snprintf(tl, sizeof tl, "%s", types);
+    for (char *ts = strtok(tl, ","); ts; ts = strtok(NULL, ",")) {
+        em_type t = EM_TYPE_COUNT;
+        for (int i = 0; i < EM_TYPE_COUNT; i++)
+            if (em_type_name((em_type)i) && strcmp(em_type_name((em_type)i), ts) == 0) t = (em_type)i;
+        if (t == EM_TYPE_COUNT || !em_pack_rows(t)) {
+            fprintf(stderr, "bench_gemm: no packed layout for type %s\n", ts);
+            continue;
+        }
+        const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k);
+        int64_t na_max = 1;
+        char nl[256];
+        snprintf(nl, sizeof nl, "%s", nas);
+        for (char *p = nl; *p;) {
+            const int64_t n = strtoll(p, &p, 10);
+            if (n > na_max) na_max = n;
+            if (*p == ',') p++;
+            else break;
+        }
+        uint8_t *w = malloc(ws * (size_t)nw), *pk = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na_max);
+        float *tmp = malloc((size_t)k * sizeof(float)), *out = malloc((size_t)(na_max * nw) * sizeof(float));
+        for (int64_t j = 0; j < nw; j++) {
+            for (int64_t i = 0; i < k; i++) tmp[i] = (float)((j * 31 + i * 17) % 97) / 48.0f - 1.0f;
+            em_quantize_row(t, tmp, w + (size_t)j * ws, k, NULL);
+        }
+        for (int64_t r = 0; r < na_max; r++) {
+            for (int64_t i = 0; i < k; i++) tmp[i] = (float)((r * 13 + i * 7) % 89) / 44.0f - 1.0f;
+            em_quantize_row(EM_TYPE_Q8_0, tmp, a + (size_t)r * as, k, NULL);
+        }
+        em_pack_matrix(t, k, nw, w, pk);
+        snprintf(sl, sizeof sl, "%s", sets);
+        char *save = NULL;
+        for (char *s = strtok_r(sl, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
+            if (em_kernels_select(s) != 0) {
+                printf("%-5s %-8s not on this CPU\n", ts, s);
+                continue;
+            }
+            snprintf(nl, sizeof nl, "%s", nas);
+            for (char *p = nl; *p;) {
+                const int64_t na = strtoll(p, &p, 10);
+                const double ops = 2.0 * (double)k * (double)nw * (double)na * 1e-9;
+                const double t0 = time_product(false, t, k, w, ws, nw, a, as, na, out, reps);
+                const double t1 = time_product(true, t, k, pk, ws, nw, a, as, na, out, reps);
+                printf("%-5s %-8s na=%-4lld %8.1f -> %8.1f  (%.2fx)\n", ts, s, (long long)na, ops / t0, ops / t1, t0 / t1);
+                if (*p == ',') p++;
+                else break;
+            }
+        }
+        free(w);
+        free(pk);
+        free(a);
+        free(tmp);
+        free(out);
+    }
+    return 0;
+}
