@@ -5,8 +5,8 @@
 #   build (default)  what building and running ember need: the compiler,
 #                    CMake and the libraries ember links.
 #   test             build's packages plus everything the test suite uses:
-#                    clang and its sanitizer/libFuzzer runtime, the NumPy and
-#                    jinja2 references, node and npm (the end-to-end suite of
+#                    clang and its sanitizer/libFuzzer runtime, the NumPy,
+#                    jinja2 and tokenizer (python3-regex) references, node and npm (the end-to-end suite of
 #                    `ember serve` and bench/serve), chromium (the eval
 #                    report's browser check), the aarch64 cross compiler and
 #                    qemu-user (the NEON kernels under emulation).
@@ -14,7 +14,7 @@ set -euo pipefail
 mode=${1:-build}
 build_pkgs=(build-essential cmake pkg-config libpcre2-dev libjansson-dev libcurl4-openssl-dev
             libsodium-dev libmicrohttpd-dev libyaml-dev libsqlite3-dev)
-test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 nodejs npm chromium
+test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 python3-regex nodejs npm chromium
            gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 case "$mode" in
   build) pkgs=("${build_pkgs[@]}") ;;

@@ -84,6 +84,7 @@
 /* What a pre-tokenizer implies beyond its regexes. */
 #define PRE_IGNORE_MERGES 0x1 /* a word that is a token is not merged  */
 #define PRE_ADD_BOS 0x2       /* the model expects BOS by default       */
+#define PRE_NFC 0x4           /* the text is NFC-normalized first       */
 
 typedef struct pre_def {
     const char *names; /* tokenizer.ggml.pre values, separated by '|' */
@@ -93,9 +94,12 @@ typedef struct pre_def {
 
 static const pre_def pre_defs[] = {
     {"gpt-2|default|phi-2|jina-es|jina-de|gigachat|jina-v2-es|jina-v2-de|a.x-4.0|mellum"
-     "|modern-bert|mpt|olmo|gpt-neox|jais|trillion|granite-docling|exaone4"
+     "|modern-bert|olmo|jais|trillion|granite-docling|exaone4"
      "|jina-v1-en|jina-v2-code|roberta-bpe",
      0, {RE_GPT2}},
+    /* EleutherAI/gpt-neox-20b's tokenizer.json (which MPT uses too) puts an
+     * NFC normalizer before the ByteLevel pre-tokenizer. */
+    {"gpt-neox|mpt", PRE_NFC, {RE_GPT2}},
     {"llama3|llama-bpe|llama-v3|falcon3|falcon-h1|pixtral|midm-2.0|lfm2",
      PRE_IGNORE_MERGES | PRE_ADD_BOS, {RE_LLAMA3}},
     {"dbrx|smaug-bpe|chatglm-bpe|glm4", 0, {RE_LLAMA3}},
@@ -159,6 +163,7 @@ em_status em_pretok_init(em_vocab *v, const char *name, size_t name_len) {
     p->name_len = (int)strcspn(def->names, "|"); /* the first name is canonical */
     if (def->flags & PRE_IGNORE_MERGES) v->ignore_merges = true;
     if (def->flags & PRE_ADD_BOS) v->add_bos = true;
+    if (def->flags & PRE_NFC) v->nfc = true;
 
     for (int i = 0; i < EM_PRE_MAX_REGEX && def->regex[i]; i++) {
         int err;
