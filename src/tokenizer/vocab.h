@@ -53,6 +53,9 @@ typedef struct em_pretok {
     int name_len;
     int n_regex;
     pcre2_code *regex[EM_PRE_MAX_REGEX]; /* [n_regex] compiled, applied in order */
+    /* [n_regex] PCRE2's 256-bit table of the bytes a match can start with
+     * (owned by the regex), or NULL: a piece without any is left whole. */
+    const uint8_t *first[EM_PRE_MAX_REGEX];
     uint32_t max_groups;    /* most capture groups of any regex */
 } em_pretok;
 

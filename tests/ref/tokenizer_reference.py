@@ -236,6 +236,11 @@ PIPELINES = {
         regex_step(r"\s?[!-/:-~！-／：-～‘-‟　-。]+"), regex_step(r"\s+$"),
         regex_step("[一-龥ࠀ-一가-퟿]+"), digits(False), byte_level]),
     "llama3.2": dict(nfc=False, ignore_merges=True, steps=[regex_step(LLAMA3_RE), byte_level]),
+    # Not a model's tokenizer: what llama.cpp does with a GGUF that names
+    # no pre-tokenizer (GPT-NeoX's), for the figures of docs/TOKENIZERS.md.
+    "llama.cpp/gpt-neox": dict(nfc=False, steps=[
+        regex_step(r"[\p{P}\$\+<=>\^~\|]+"), regex_step(GPT2_RE), regex_step(r"\p{N}+"),
+        regex_step(r"[0-9][0-9][0-9]"), byte_level]),
 }
 
 
@@ -321,7 +326,7 @@ class WordPiece:
     """BertNormalizer(clean_text, handle_chinese_chars, strip_accents=None ->
     lowercase, lowercase) + BertPreTokenizer + WordPiece(max 100 chars)."""
 
-    def __init__(self, tokens, types, unk, lowercase=True, strip_accents=None):
+    def __init__(self, tokens, types, unk, lowercase=True, strip_accents=None, llamacpp=False):
         # llama.cpp's converter stored "##x" as "x" and "x" as "▁x".
         self.vocab = {}
         for i, t in enumerate(tokens):
@@ -335,6 +340,9 @@ class WordPiece:
         self.unk = unk
         self.lowercase = lowercase
         self.strip = lowercase if strip_accents is None else strip_accents
+        # llama.cpp's variant (docs' figures only): NFD without dropping the
+        # marks, and no limit on the length of a word.
+        self.llamacpp = llamacpp
 
     def normalize(self, s):
         out = []
@@ -346,6 +354,8 @@ class WordPiece:
                 continue
             out.append(" " if rust_is_whitespace(c) else c)
         s = "".join(" " + c + " " if bert_is_chinese(c) else c for c in out)
+        if self.llamacpp:
+            return "".join(c.lower() for c in unicodedata.normalize("NFD", s))
         if self.strip:
             s = "".join(c for c in unicodedata.normalize("NFD", s)
                         if unicodedata.category(c) != "Mn")
@@ -373,7 +383,7 @@ class WordPiece:
         return words
 
     def word(self, w):
-        if len(w) > 100:
+        if len(w) > 100 and not self.llamacpp:
             return [self.unk]
         out, start = [], 0
         while start < len(w):
@@ -461,13 +471,15 @@ def load(name, path):
             merges = [ln.rstrip("\n") for ln in f if ln.strip() and not ln.startswith("#version")]
         return ByteLevelBPE(tokens, [1] * len(tokens), merges, PIPELINES[name])
     kv = read_gguf(path)
+    llamacpp = name.startswith("llama.cpp/")
     tokens = kv["tokenizer.ggml.tokens"]
     types = kv.get("tokenizer.ggml.token_type", [1] * len(tokens))
     model = kv["tokenizer.ggml.model"]
     if model == "gpt2":
         return ByteLevelBPE(tokens, types, kv["tokenizer.ggml.merges"], PIPELINES[name])
     if model == "bert":
-        return WordPiece(tokens, types, kv.get("tokenizer.ggml.unknown_token_id", 100))
+        return WordPiece(tokens, types, kv.get("tokenizer.ggml.unknown_token_id", 100),
+                         llamacpp=llamacpp)
     if model == "llama":
         return SentencePieceBPE(tokens, types, kv["tokenizer.ggml.scores"],
                                 kv.get("tokenizer.ggml.add_space_prefix", True))
