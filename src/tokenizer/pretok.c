@@ -10,8 +10,10 @@
  * llama-vocab.cpp lists them; where llama.cpp rewrites a regex because its
  * engine lacks a feature (Unicode classes, case-insensitive groups) the
  * original is used here, since PCRE2 has the feature.  The (?i:...) groups
- * are spelled out as character classes because case-folding in UCP mode
- * would also match look-alikes such as U+017F for "s".
+ * are spelled out as character classes holding exactly what Oniguruma's
+ * case folding (the engine Hugging Face runs them with) matches: both
+ * cases, and for "s" also U+017F LATIN SMALL LETTER LONG S, which folds to
+ * "s" ("'\u017f" is a contraction to Hugging Face, not to llama.cpp).
  *
  * Every regex is compiled once, at vocab load, in UTF + UCP mode with
  * PCRE2_MATCH_INVALID_UTF, so arbitrary bytes are safe subjects: invalid
@@ -28,7 +30,8 @@
 
 /* ---- the regexes ---- */
 
-#define CONTRACTIONS "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+#define CONTRACTIONS \
+    "(?:'[sS\\x{17F}]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 
 /* GPT-2 and most models derived from its tokenizer. */
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
@@ -142,7 +145,7 @@ static const pre_def pre_defs[] = {
      {CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+"
                    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}},
     {"bailingmoe|bailingmoe2|llada-moe", 0,
-     {"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+     {"'(?:[sS\\x{17F}dDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
       "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"}},
 };
 
