@@ -13,7 +13,9 @@ GGUF files with a small reader of our own.
 
     tokenizer_reference.py VOCAB_NAME VOCAB_FILE CASES_HEX > ids.txt
 
-VOCAB_NAME picks the pipeline (see PIPELINES); VOCAB_FILE is the GGUF, or
+VOCAB_NAME picks the pipeline (see PIPELINES; the names starting with
+"llama.cpp/" emulate llama.cpp instead, for the figures of
+docs/TOKENIZERS.md, and are not used by the test); VOCAB_FILE is the GGUF, or
 for llama3.2-bpe the directory with encoder.json and vocab.bpe.  CASES_HEX
 holds one input per line, hex-encoded UTF-8.  Output: one line of ids per
 input, encoded without special tokens.
