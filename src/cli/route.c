@@ -10,6 +10,7 @@
  */
 #include "cli/cli.h"
 #include "router/config.h"
+#include "router/ledger.h"
 #include "router/router.h"
 
 #include <pthread.h>
@@ -69,8 +70,10 @@ int em_cli_serve_config(int argc, char **argv) {
     em_rt_config *cfg = em_cli_load_router_config(config);
     if (!cfg) return 1;
     if (check) {
+        char ledger[512];
+        em_ledger_url_redacted(cfg->ledger, ledger, sizeof ledger);
         printf("%s: valid: %d backends, %d routes, %d keys%s, ledger %s\n", config, cfg->n_backends, cfg->n_routes,
-               cfg->n_keys, cfg->airgap ? ", airgapped" : "", cfg->ledger);
+               cfg->n_keys, cfg->airgap ? ", airgapped" : "", ledger);
         em_rt_config_free(cfg);
         free(cfg);
         return 0;

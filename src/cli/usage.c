@@ -42,7 +42,7 @@ int em_cli_usage(int argc, char **argv) {
     int by = EM_USAGE_KEY, format = 0;
     const em_opt opts[] = {
         {.name = "ledger", .type = EM_OPT_STRING, EM_OPT_DEST(ledger), .arg = "URL",
-         .help = "the ledger: sqlite:///ABS/PATH or sqlite://REL/PATH (the config's `ledger`)"},
+         .help = "the ledger: sqlite:///ABS/PATH, sqlite://REL/PATH or postgres://USER@HOST/DB (the config's `ledger`)"},
         {.name = "since", .type = EM_OPT_STRING, EM_OPT_DEST(since), .arg = "DATE",
          .help = "only requests from DATE on (YYYY-MM-DD[THH:MM[:SS]], UTC)", .def = "all"},
         {.name = "by", .type = EM_OPT_ENUM, EM_OPT_DEST(by), .choices = by_names, .help = "group by"},

@@ -5,6 +5,7 @@
  * every name a route or key mentions defined, and airgap kept.
  */
 #include "router/config.h"
+#include "router/ledger.h"
 
 #include <errno.h>
 #include <math.h>
@@ -499,8 +500,13 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
         }
     }
     if (!c->ledger && !(c->ledger = strdup("sqlite://ember-ledger.db"))) return fail(p, root, "ledger", "out of memory");
-    if (strcmp(c->ledger, "none") && strncmp(c->ledger, "sqlite:", 7))
-        return fail(p, root, "ledger", "'%.100s': expected sqlite:///PATH, sqlite://RELATIVE-PATH or none", c->ledger);
+    if (strcmp(c->ledger, "none") && strncmp(c->ledger, "sqlite:", 7) && strncmp(c->ledger, "postgres:", 9) &&
+        strncmp(c->ledger, "postgresql:", 11)) {
+        char shown[128];
+        em_ledger_url_redacted(c->ledger, shown, sizeof shown);
+        return fail(p, root, "ledger", "'%.100s': expected sqlite:///PATH, sqlite://RELATIVE-PATH, postgres://... or none",
+                    shown);
+    }
     if (!c->health_interval_s) c->health_interval_s = 5;
     return true;
 }

@@ -1,19 +1,26 @@
 /*
- * ledger.h - what every routed request cost, in SQLite (WAL): one row per
- * request and one per attempt (a cascade's cheap try, a fallback's failed
- * backend), and the reservations that make budgets exact.
+ * ledger.h - what every routed request cost: one row per request and one
+ * per attempt (a cascade's cheap try, a fallback's failed backend), and the
+ * reservations that make budgets exact.  Two backends behind this one
+ * interface, picked by the URL: SQLite in WAL (ledger_sqlite.c, the
+ * default) and PostgreSQL through libpq (ledger_pg.c, for several routers
+ * sharing one ledger).
  *
  * Budgets: before a request runs, em_ledger_reserve adds the request's
- * maximum cost to the key's spend in one IMMEDIATE transaction (spend of
- * the day and month plus open reservations, checked against the budget,
- * then the reservation inserted), so concurrent requests cannot all pass
- * the same check: N requests against a nearly spent budget overspend it by
- * nothing as long as each stays within its maximum.  em_ledger_settle
- * replaces the reservation with the request's real cost.  Reservations of
- * a process that died (kill -9) are dropped when the ledger is next opened.
+ * maximum cost to the key's spend in one transaction that excludes every
+ * other reservation of the key (SQLite: BEGIN IMMEDIATE; PostgreSQL: a
+ * per-key row lock, SELECT ... FOR UPDATE): spend of the day and month
+ * plus open reservations, checked against the budget, then the reservation
+ * inserted.  So concurrent requests, of one process or several, cannot all
+ * pass the same check: N requests against a nearly spent budget overspend
+ * it by nothing as long as each stays within its maximum.
+ * em_ledger_settle replaces the reservation with the request's real cost.
+ * Reservations of a process that died (kill -9) are dropped: SQLite when a
+ * ledger is opened or a reservation made (at most once a second) and the
+ * pid is gone, PostgreSQL once none of the process's connections remain
+ * (see ledger_pg.c).
  *
- * Thread-safe: one connection, one mutex; BEGIN IMMEDIATE also serialises
- * several processes that share the file.
+ * Thread-safe.
  */
 #ifndef EM_ROUTER_LEDGER_H
 #define EM_ROUTER_LEDGER_H
@@ -21,13 +28,21 @@
 #include "ember.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct em_ledger em_ledger;
 
 /* url: "sqlite:///abs/path", "sqlite://rel/path" or "sqlite:path", with an
- * optional "?synchronous=full" (default normal, see docs/ROUTING.md). */
+ * optional "?synchronous=full" (default normal, see docs/ROUTING.md);
+ * "postgres://user:pass@host:port/db?..." or "postgresql://..." (libpq's
+ * URI), or "postgres:KEYWORDS" (a libpq keyword string).  PostgreSQL: the
+ * schema is created on first use. */
 em_status em_ledger_open(em_ledger **out, const char *url);
+
+/* The URL fit to print: a password (user:PASSWORD@ or password=...)
+ * becomes ***.  out: n bytes, always terminated. */
+void em_ledger_url_redacted(const char *url, char *out, size_t n);
 void em_ledger_close(em_ledger *l);
 
 /* Reserves max_usd for `key` unless that would take its spend of the UTC

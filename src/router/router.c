@@ -841,8 +841,11 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
         if (em_ledger_reserve(R->ledger, key->name, key->daily_usd, key->monthly_usd, route_max_cost(c, c->route),
                               &c->reservation, &over) != EM_OK) {
             fprintf(stderr, "ember serve: %s\n", em_last_error());
-            settle(c, 500, "ledger_error");
-            return send_error(conn, cs, 500, "ledger_error", NULL, "the ledger could not reserve the request's cost");
+            /* Fail closed: a budget that cannot be checked is not spent.
+             * Keys without a budget are still served (docs/ROUTING.md). */
+            settle(c, 503, "ledger_unavailable");
+            return send_error(conn, cs, 503, "ledger_unavailable", NULL,
+                              "the ledger is unavailable, so this key's budget cannot be checked; retry later");
         }
         if (over && key->downgrade_route < 0) {
             enum MHD_Result r = send_error(conn, cs, 429, "budget_exceeded", NULL,

@@ -98,6 +98,8 @@ keys:
   - {name: open, key: open-key}
   - {key_env: ROUTER_TEAM_KEY, routes: [direct-strong], budget: {daily_usd: 0.003}}
   - {name: thrifty, key: thrifty-key, budget: {daily_usd: 0.0000001, on_exceed: "downgrade:cheap-only"}}
+  - {name: duo, key: duo-key, routes: [direct-strong], budget: {daily_usd: 0.003}}
+  - {name: roomy, key: roomy-key, budget: {daily_usd: 100}}
 YAML
 "$EMBER_BIN" serve --config "$tmp/ember.yaml" --check >/dev/null && ok "--check accepts the configuration" || bad "--check"
 router "$tmp/ember.yaml"
@@ -284,6 +286,42 @@ check "kill -9: the requests settled before the kill are all there ($before then
 router "$tmp/ember.yaml"
 code=$(req direct-strong "hi")
 check "kill -9: the router restarts on the same ledger, the dead process's reservations dropped" '[ "$code" = 200 ] && [ "$(sql "SELECT count(*) FROM reservations")" = 0 ]'
+
+# Two router processes on the one SQLite file race on one budget.
+"$EMBER_BIN" serve --config "$tmp/ember.yaml" --port 0 2>"$tmp/router2.log" &
+rpid2=$!
+pids+=($rpid2)
+rport2=
+for _ in $(seq 1 400); do
+  rport2=$(sed -n 's|.*router listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/router2.log")
+  [ -n "$rport2" ] && break
+  sleep 0.05
+done
+python3 "$here/router_load.py" --port "$rport" --key duo-key --model direct-strong --n 100 --c 100 --fresh >"$tmp/duo1" &
+duopid=$!
+python3 "$here/router_load.py" --port "${rport2:-1}" --key duo-key --model direct-strong --n 100 --c 100 --fresh >"$tmp/duo2"
+wait "$duopid"
+echo "  two routers on one SQLite file, 100 + 100 concurrent requests against 0.003 USD: $(cat "$tmp/duo1") $(cat "$tmp/duo2")"
+check "budget: two router processes sharing the SQLite file stay within one budget" 'py "
+import json, sqlite3; a = json.load(open(\"$tmp/duo1\"))[\"status\"]; b = json.load(open(\"$tmp/duo2\"))[\"status\"]
+ok = a.get(\"200\", 0) + b.get(\"200\", 0)
+assert ok >= 1 and ok + a.get(\"429\", 0) + b.get(\"429\", 0) == 200, (a, b)
+c = sqlite3.connect(\"$tmp/ledger.db\")
+spent = c.execute(\"SELECT sum(cost_usd) FROM requests WHERE key = \x27duo\x27\").fetchone()[0]
+print(\"  spent\", spent)
+assert spent <= 0.003 + 1e-12 and c.execute(\"SELECT count(*) FROM reservations\").fetchone()[0] == 0"'
+# The second dies with requests in flight; the first, still running, drops
+# the reservations it held.
+for _ in $(seq 1 10); do
+  curl -s -N -o /dev/null "http://127.0.0.1:${rport2:-1}/v1/chat/completions" -H "Authorization: Bearer roomy-key" \
+    -d '{"model": "direct-strong", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 30}' &
+done
+sleep 1
+held=$(sql "SELECT count(*) FROM reservations")
+kill -9 "$rpid2"; wait "$rpid2" 2>/dev/null
+sleep 1.1
+code=$(KEY=roomy-key req direct-strong "hi")
+check "kill -9 of one of two routers on the file: the other drops its $held reservations and serves" '[ "$held" -ge 1 ] && [ "$code" = 200 ] && [ "$(sql "SELECT count(*) FROM reservations")" = 0 ]'
 kill "$rpid"; wait "$rpid" 2>/dev/null
 
 # --------------------------------------------------------------- airgap

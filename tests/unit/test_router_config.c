@@ -145,7 +145,7 @@ int main(void) {
             "budget.on_exceed", "deny or downgrade:ROUTE");
     refused("backends: [{name: a, model: m}]\nkeys:\n  - {name: k, key: x}\n  - {name: j, key: x}\n", "keys[1]",
             "same secret");
-    refused("ledger: postgres://x\nbackends: [{name: a, model: m}]\n", "ledger", "expected sqlite");
+    refused("ledger: mysql://x\nbackends: [{name: a, model: m}]\n", "ledger", "expected sqlite");
     refused("backends: [{name: a, model: m}]\nbackends: [{name: b, model: m}]\n", "t.yaml:2", "key 'backends' appears twice");
     TEST_END();
 }

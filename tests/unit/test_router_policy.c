@@ -180,7 +180,11 @@ static void test_ledger(void) {
     CHECK_OK(em_ledger_reserve(L, "other", 0, 10, 8.5, &id, &over));
     CHECK(over && id == 0);
     em_ledger_close(L);
-    CHECK(em_ledger_open(&L, "postgres://x") != EM_OK);
+    CHECK(em_ledger_open(&L, "mysql://x") != EM_OK);
+    /* No server on port 1: a clear error, no ledger (the PostgreSQL ledger
+     * itself is tested against a real server in tests/cli/test_router_pg.sh). */
+    CHECK(em_ledger_open(&L, "postgres://ember@127.0.0.1:1/ember?connect_timeout=2") != EM_OK && !L);
+    CHECK(strstr(em_last_error(), "postgres") != NULL);
     CHECK(em_ledger_open(&L, "sqlite:///tmp/x.db?synchronous=sometimes") != EM_OK);
     for (const char *suffix = ""; suffix; suffix = !suffix[0] ? "-wal" : !strcmp(suffix, "-wal") ? "-shm" : NULL) {
         char f[160];
@@ -189,11 +193,31 @@ static void test_ledger(void) {
     }
 }
 
+/* Ledger URLs are printed (serve --check) with their passwords hidden. */
+static void test_redacted(void) {
+    static const char *cases[][2] = {
+        {"postgres://ember:s3cret@db1:5432/ember?sslmode=require", "postgres://ember:***@db1:5432/ember?sslmode=require"},
+        {"postgresql://ember@db1/ember", "postgresql://ember@db1/ember"},
+        {"postgres:host=db1 password=s3cret dbname=ember", "postgres:host=db1 password=*** dbname=ember"},
+        {"postgresql:///ember?host=/run/pg&password=x&user=e", "postgresql:///ember?host=/run/pg&password=***&user=e"},
+        {"sqlite:///var/lib/a:b@c.db", "sqlite:///var/lib/a:b@c.db"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        em_ledger_url_redacted(cases[i][0], out, sizeof out);
+        CHECK(!strcmp(out, cases[i][1]));
+    }
+    char small[12];
+    em_ledger_url_redacted("postgres://u:secretsecret@h/d", small, sizeof small);
+    CHECK(strlen(small) == 11 && !strstr(small, "secret"));
+}
+
 int main(void) {
     test_rules();
     test_cascade();
     test_prices();
     test_classify();
     test_ledger();
+    test_redacted();
     TEST_END();
 }
