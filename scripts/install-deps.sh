@@ -5,9 +5,10 @@
 #   build (default)  what building and running ember need: the compiler,
 #                    CMake and the libraries ember links.
 #   test             build's packages plus everything the test suite uses:
-#                    clang and its sanitizer/libFuzzer runtime, the NumPy and
-#                    jinja2 references, node and npm (the end-to-end suite of
-#                    `ember serve` and bench/serve), chromium (the eval
+#                    clang and its sanitizer/libFuzzer runtime, the NumPy,
+#                    jinja2 and tokenizer (python3-regex) references, node
+#                    and npm (the end-to-end suite of `ember serve` and
+#                    bench/serve), chromium (the eval
 #                    report's browser check), the aarch64 cross compiler and
 #                    qemu-user (the NEON kernels under emulation), and
 #                    postgresql (the router's PostgreSQL ledger tests start
@@ -16,7 +17,7 @@ set -euo pipefail
 mode=${1:-build}
 build_pkgs=(build-essential cmake pkg-config libpcre2-dev libjansson-dev libcurl4-openssl-dev
             libsodium-dev libmicrohttpd-dev libyaml-dev libsqlite3-dev libpq-dev)
-test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 nodejs npm chromium
+test_pkgs=(clang libclang-rt-14-dev python3-numpy python3-jinja2 python3-regex nodejs npm chromium
            gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user postgresql)
 case "$mode" in
   build) pkgs=("${build_pkgs[@]}") ;;

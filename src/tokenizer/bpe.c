@@ -91,9 +91,10 @@ static em_status bpe_word(const em_vocab *v, em_tok_work *w, const unsigned char
 
     for (int32_t i = n ? 0 : -1; i >= 0; i = w->sym[i].next) {
         int32_t id = w->sym[i].id;
-        /* A byte the vocabulary has no token for becomes <unk>, or is
-         * dropped when there is none. */
-        if (id < 0) id = v->unk;
+        /* A byte the vocabulary has no token for is dropped, as Hugging
+         * Face's BPE does without an unk_token in the model (the byte-level
+         * models' case; tokenizer.ggml.unknown_token_id names the special
+         * token, not that) and as llama.cpp does. */
         if (id >= 0 && (st = em_tok_push(w, id)) != EM_OK) return st;
     }
     return EM_OK;

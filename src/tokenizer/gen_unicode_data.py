@@ -3,6 +3,10 @@
 
 The WordPiece normalizer needs three facts about each code point: its
 general category, its lowercase form and its canonical (NFD) decomposition.
+The NFC normalizer of some byte-level BPE models (GPT-NeoX) adds three more:
+the canonical combining class, the primary composites (pairs that compose,
+composition exclusions left out) and the code points that may change under
+NFC (the quick check's "No" and "Maybe", and every non-zero class).
 libc has no portable, locale-free way to get them, so ember carries compact
 tables.  They are generated, never edited by hand:
 
@@ -80,7 +84,74 @@ def main():
         d = d + [0] * (4 - len(d))
         w("    {" + ", ".join("0x%05X" % x for x in d) + "},\n")
     w("};\n")
-    w("const uint32_t em_uc_decomp_count = %d;\n" % len(decs))
+    w("const uint32_t em_uc_decomp_count = %d;\n\n" % len(decs))
+
+    # Canonical combining classes as runs: the run at ccc_start[i] has
+    # class ccc_value[i].
+    starts, vals = [], []
+    prev = None
+    for cp in range(0x110000):
+        c = ud.combining(chr(cp))
+        if c != prev:
+            starts.append(cp)
+            vals.append(c)
+            prev = c
+    w("const uint32_t em_uc_ccc_start[%d] = {\n" % len(starts))
+    for i in range(0, len(starts), 8):
+        w("    " + ", ".join("0x%05X" % s for s in starts[i:i + 8]) + ",\n")
+    w("};\n")
+    w("const uint8_t em_uc_ccc_value[%d] = {\n" % len(vals))
+    for i in range(0, len(vals), 16):
+        w("    " + ", ".join("%d" % v for v in vals[i:i + 16]) + ",\n")
+    w("};\n")
+    w("const uint32_t em_uc_ccc_count = %d;\n\n" % len(starts))
+
+    # Primary composites: a canonical decomposition into two code points
+    # that NFC puts back together (so composition exclusions, singletons
+    # and non-starter decompositions are left out).  Hangul composes
+    # algorithmically.  Sorted by (first << 21 | second).
+    comps = []
+    seconds = set()
+    for cp in range(0x110000):
+        d = ud.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            continue
+        parts = [int(x, 16) for x in d.split()]
+        if len(parts) != 2:
+            continue
+        if ud.normalize("NFC", chr(parts[0]) + chr(parts[1])) == chr(cp):
+            comps.append(((parts[0] << 21) | parts[1], cp))
+            seconds.add(parts[1])
+    comps.sort()
+    w("const uint64_t em_uc_comp_pair[%d] = {\n" % len(comps))
+    for i in range(0, len(comps), 6):
+        w("    " + ", ".join("0x%011XULL" % c[0] for c in comps[i:i + 6]) + ",\n")
+    w("};\n")
+    w("const uint32_t em_uc_comp_to[%d] = {\n" % len(comps))
+    for i in range(0, len(comps), 8):
+        w("    " + ", ".join("0x%05X" % c[1] for c in comps[i:i + 8]) + ",\n")
+    w("};\n")
+    w("const uint32_t em_uc_comp_count = %d;\n\n" % len(comps))
+
+    # Code points NFC may change or combine with what precedes them: a
+    # text without any is already NFC.  As sorted, disjoint ranges.
+    def unstable(cp):
+        c = chr(cp)
+        return (ud.combining(c) != 0 or cp in seconds or ud.normalize("NFC", c) != c
+                or 0x1161 <= cp <= 0x1175 or 0x11A8 <= cp <= 0x11C2)
+    ranges = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF or not unstable(cp):
+            continue
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    w("const uint32_t em_uc_nfc_qc[%d][2] = {\n" % len(ranges))
+    for i in range(0, len(ranges), 6):
+        w("    " + ", ".join("{0x%05X, 0x%05X}" % tuple(r) for r in ranges[i:i + 6]) + ",\n")
+    w("};\n")
+    w("const uint32_t em_uc_nfc_qc_count = %d;\n" % len(ranges))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,18 @@
  * llama-vocab.cpp lists them; where llama.cpp rewrites a regex because its
  * engine lacks a feature (Unicode classes, case-insensitive groups) the
  * original is used here, since PCRE2 has the feature.  The (?i:...) groups
- * are spelled out as character classes because case-folding in UCP mode
- * would also match look-alikes such as U+017F for "s".
+ * are spelled out as character classes holding exactly what Oniguruma's
+ * case folding (the engine Hugging Face runs them with) matches: both
+ * cases, and for "s" also U+017F LATIN SMALL LETTER LONG S, which folds to
+ * "s" ("'\u017f" is a contraction to Hugging Face, not to llama.cpp).
  *
  * Every regex is compiled once, at vocab load, in UTF + UCP mode with
  * PCRE2_MATCH_INVALID_UTF, so arbitrary bytes are safe subjects: invalid
- * sequences never match and end up in the pieces between matches.
+ * sequences never match and end up in the pieces between matches.  The
+ * exception are steps that Hugging Face runs after its ByteLevel step,
+ * where every byte is one character: those regexes match bytes.
+ *
+ * docs/TOKENIZERS.md lists where these choices differ from llama.cpp's.
  */
 #include "tokenizer/vocab.h"
 
@@ -24,7 +30,8 @@
 
 /* ---- the regexes ---- */
 
-#define CONTRACTIONS "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+#define CONTRACTIONS \
+    "(?:'[sS\\x{17F}]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 
 /* GPT-2 and most models derived from its tokenizer. */
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
@@ -84,6 +91,7 @@
 /* What a pre-tokenizer implies beyond its regexes. */
 #define PRE_IGNORE_MERGES 0x1 /* a word that is a token is not merged  */
 #define PRE_ADD_BOS 0x2       /* the model expects BOS by default       */
+#define PRE_NFC 0x4           /* the text is NFC-normalized first       */
 
 typedef struct pre_def {
     const char *names; /* tokenizer.ggml.pre values, separated by '|' */
@@ -91,11 +99,18 @@ typedef struct pre_def {
     const char *regex[EM_PRE_MAX_REGEX];
 } pre_def;
 
+/* Put before a regex that matches bytes rather than UTF-8: a Hugging Face
+ * step after ByteLevel sees every byte as one character. */
+#define BYTE_LEVEL "\x01"
+
 static const pre_def pre_defs[] = {
     {"gpt-2|default|phi-2|jina-es|jina-de|gigachat|jina-v2-es|jina-v2-de|a.x-4.0|mellum"
-     "|modern-bert|mpt|olmo|gpt-neox|jais|trillion|granite-docling|exaone4"
+     "|modern-bert|olmo|jais|trillion|granite-docling|exaone4"
      "|jina-v1-en|jina-v2-code|roberta-bpe",
      0, {RE_GPT2}},
+    /* EleutherAI/gpt-neox-20b's tokenizer.json (which MPT uses too) puts an
+     * NFC normalizer before the ByteLevel pre-tokenizer. */
+    {"gpt-neox|mpt", PRE_NFC, {RE_GPT2}},
     {"llama3|llama-bpe|llama-v3|falcon3|falcon-h1|pixtral|midm-2.0|lfm2",
      PRE_IGNORE_MERGES | PRE_ADD_BOS, {RE_LLAMA3}},
     {"dbrx|smaug-bpe|chatglm-bpe|glm4", 0, {RE_LLAMA3}},
@@ -111,7 +126,12 @@ static const pre_def pre_defs[] = {
      {"\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
       "| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}},
-    {"falcon", 0, {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}},
+    /* Falcon's Digits step comes after ByteLevel, so it sees the byte
+     * symbols: the bytes of ² ³ ¹ ¼ ½ ¾ (B2 B3 B9 BC BD BE) count as digits
+     * there, inside any multi-byte character ("м" is D0 BC). */
+    {"falcon", 0,
+     {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, BYTE_LEVEL "[0-9\\xB2\\xB3\\xB9\\xBC-\\xBE]+",
+      "[0-9][0-9][0-9]"}},
     {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b|mellum2", 0,
      {"\\p{N}", RE_GPT2}},
     {"poro-chat|bloom|gpt3-finnish", 0, {RE_PORO}},
@@ -125,7 +145,7 @@ static const pre_def pre_defs[] = {
      {CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+"
                    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}},
     {"bailingmoe|bailingmoe2|llada-moe", 0,
-     {"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
+     {"'(?:[sS\\x{17F}dDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
       "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"}},
 };
 
@@ -159,14 +179,17 @@ em_status em_pretok_init(em_vocab *v, const char *name, size_t name_len) {
     p->name_len = (int)strcspn(def->names, "|"); /* the first name is canonical */
     if (def->flags & PRE_IGNORE_MERGES) v->ignore_merges = true;
     if (def->flags & PRE_ADD_BOS) v->add_bos = true;
+    if (def->flags & PRE_NFC) v->nfc = true;
 
     for (int i = 0; i < EM_PRE_MAX_REGEX && def->regex[i]; i++) {
         int err;
         PCRE2_SIZE off;
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR)def->regex[i], PCRE2_ZERO_TERMINATED,
-                                       PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF |
-                                           PCRE2_DOLLAR_ENDONLY,
-                                       &err, &off, NULL);
+        const char *src = def->regex[i];
+        uint32_t opts = PCRE2_DOLLAR_ENDONLY;
+        if (src[0] == BYTE_LEVEL[0]) src++;
+        else opts |= PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF;
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED, opts, &err, &off, NULL);
         if (!re) {
             PCRE2_UCHAR msg[160];
             pcre2_get_error_message(err, msg, sizeof msg);
@@ -178,6 +201,9 @@ em_status em_pretok_init(em_vocab *v, const char *name, size_t name_len) {
         uint32_t groups = 0;
         pcre2_pattern_info(re, PCRE2_INFO_CAPTURECOUNT, &groups);
         if (groups > p->max_groups) p->max_groups = groups;
+        const uint8_t *first = NULL;
+        if (pcre2_pattern_info(re, PCRE2_INFO_FIRSTBITMAP, &first) != 0) first = NULL;
+        p->first[p->n_regex] = first;
         p->regex[p->n_regex++] = re;
     }
     return EM_OK;
@@ -198,13 +224,22 @@ static em_status push_span(em_span **a, size_t *cap, size_t *n, uint32_t s, uint
 }
 
 /* Runs one regex over text[span) and appends the matches and the gaps
- * between them to dst. */
-static em_status split_one(const pcre2_code *re, pcre2_match_data *md, const char *text,
-                           em_span span, em_span **dst, size_t *cap, size_t *n) {
+ * between them to dst.  first, when not NULL, is the bitmap of the bytes a
+ * match can start with: a span holding none of them cannot be cut, which
+ * saves calling the matcher on most pieces for the narrow later regexes
+ * (digits, digit triples). */
+static em_status split_one(const pcre2_code *re, const uint8_t *first, pcre2_match_data *md,
+                           const char *text, em_span span, em_span **dst, size_t *cap,
+                           size_t *n) {
     const PCRE2_SPTR subj = (PCRE2_SPTR)(text + span.start);
     const size_t len = span.end - span.start;
     size_t pos = 0, gap = 0;
     em_status st;
+    if (first) {
+        size_t i = 0;
+        while (i < len && !(first[subj[i] >> 3] & (1u << (subj[i] & 7)))) i++;
+        if (i == len) return push_span(dst, cap, n, span.start, span.end);
+    }
     while (pos < len) {
         int rc = pcre2_match(re, subj, len, pos, 0, md, NULL);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
@@ -254,8 +289,8 @@ em_status em_pretok_split(const em_pretok *p, em_tok_work *w, const char *text,
     for (int r = 0; r < p->n_regex; r++) {
         n_next = 0;
         for (size_t i = 0; i < n_cur; i++) {
-            if ((st = split_one(p->regex[r], w->md, text, (*cur)[i], next, cap_next,
-                                &n_next)) != EM_OK)
+            if ((st = split_one(p->regex[r], p->first[r], w->md, text, (*cur)[i], next,
+                                cap_next, &n_next)) != EM_OK)
                 return st;
         }
         em_span **ts = cur;

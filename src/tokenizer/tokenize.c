@@ -53,6 +53,8 @@ void em_tok_work_free(em_tok_work *w) {
     free(w->buf);
     free(w->span_a);
     free(w->span_b);
+    free(w->cps);
+    free(w->norm);
     if (w->md) pcre2_match_data_free(w->md);
     memset(w, 0, sizeof *w);
 }
@@ -135,6 +137,10 @@ static em_status raw_fragment(tok_state *s, const char *text, size_t len) {
         return em_spm_tokenize(v, w, w->buf, k);
     }
     case EM_VOCAB_BPE:
+        if (v->nfc) {
+            em_status st = em_nfc(w, text, len, &text, &len);
+            if (st != EM_OK) return st;
+        }
         return em_bpe_tokenize(v, w, text, len);
     case EM_VOCAB_WPM:
         return em_wpm_tokenize(v, w, text, len);

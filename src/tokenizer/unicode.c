@@ -103,6 +103,44 @@ size_t em_uc_decompose(uint32_t cp, uint32_t *out) {
     return 1;
 }
 
+unsigned em_uc_ccc(uint32_t cp) {
+    if (cp < 0x300 || cp > 0x10FFFF) return 0;
+    long i = last_le(em_uc_ccc_start, em_uc_ccc_count, cp);
+    return i < 0 ? 0 : em_uc_ccc_value[i];
+}
+
+uint32_t em_uc_compose(uint32_t first, uint32_t second) {
+    /* Hangul: leading + vowel jamo, then that syllable + trailing jamo. */
+    if (first >= 0x1100 && first <= 0x1112 && second >= 0x1161 && second <= 0x1175)
+        return 0xAC00 + ((first - 0x1100) * 21 + (second - 0x1161)) * 28;
+    if (first >= 0xAC00 && first <= 0xD7A3 && (first - 0xAC00) % 28 == 0 && second >= 0x11A8 &&
+        second <= 0x11C2)
+        return first + (second - 0x11A7);
+    if (first > 0x10FFFF || second > 0x10FFFF) return 0;
+    uint64_t key = (uint64_t)first << 21 | second;
+    long lo = 0, hi = (long)em_uc_comp_count - 1;
+    while (lo <= hi) {
+        long mid = (lo + hi) / 2;
+        if (em_uc_comp_pair[mid] == key) return em_uc_comp_to[mid];
+        if (em_uc_comp_pair[mid] < key) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return 0;
+}
+
+int em_uc_nfc_maybe(uint32_t cp) {
+    /* Nothing below U+0300 changes under NFC or composes with a neighbour. */
+    if (cp < 0x300) return 0;
+    long lo = 0, hi = (long)em_uc_nfc_qc_count - 1;
+    while (lo <= hi) {
+        long mid = (lo + hi) / 2;
+        if (cp < em_uc_nfc_qc[mid][0]) hi = mid - 1;
+        else if (cp > em_uc_nfc_qc[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
 int em_uc_is_space(uint32_t cp) {
     switch (cp) {
     case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20:

@@ -35,6 +35,14 @@ extern const uint32_t em_uc_lower_count;
 extern const uint32_t em_uc_decomp_from[];                  /* [em_uc_decomp_count] sorted */
 extern const uint32_t em_uc_decomp_to[][EM_UC_MAX_DECOMP];  /* [em_uc_decomp_count], 0-padded */
 extern const uint32_t em_uc_decomp_count;
+extern const uint32_t em_uc_ccc_start[];   /* [em_uc_ccc_count] first cp of each run   */
+extern const uint8_t em_uc_ccc_value[];    /* [em_uc_ccc_count] combining class of it  */
+extern const uint32_t em_uc_ccc_count;
+extern const uint64_t em_uc_comp_pair[];   /* [em_uc_comp_count] first << 21 | second, sorted */
+extern const uint32_t em_uc_comp_to[];     /* [em_uc_comp_count] the primary composite */
+extern const uint32_t em_uc_comp_count;
+extern const uint32_t em_uc_nfc_qc[][2]; /* [em_uc_nfc_qc_count] first, last cp */
+extern const uint32_t em_uc_nfc_qc_count;
 
 /* Length in bytes of the UTF-8 sequence a lead byte announces (1 for
  * stray continuation bytes and invalid leads, so that callers always make
@@ -63,6 +71,14 @@ uint32_t em_uc_tolower(uint32_t cp);
  * (Hangul syllables included) and returns its length; 1 with out[0] = cp
  * when cp does not decompose. */
 size_t em_uc_decompose(uint32_t cp, uint32_t *out);
+
+/* Canonical combining class (0 for starters). */
+unsigned em_uc_ccc(uint32_t cp);
+/* The primary composite of first + second (Hangul included), or 0. */
+uint32_t em_uc_compose(uint32_t first, uint32_t second);
+/* True when NFC may change cp or join it to what precedes it; a text with
+ * no such code point is already in NFC. */
+int em_uc_nfc_maybe(uint32_t cp);
 
 /* White_Space code points (the BERT normalizer's notion of a space). */
 int em_uc_is_space(uint32_t cp);

@@ -552,6 +552,12 @@ static em_status load(em_vocab *v, const em_gguf *g) {
         st = em_gguf_get_str(g, KEY("pre"), &pre);
         if (st != EM_OK && st != EM_ERR_NOT_FOUND)
             return em_error(st, "vocab: %s is not a string", KEY("pre"));
+        /* GPT-NeoX files converted before the key existed carry none; their
+         * tokenizer is not GPT-2's (it normalizes to NFC first). */
+        em_gguf_str arch;
+        if (pre.len == 0 && em_gguf_get_str(g, "general.architecture", &arch) == EM_OK &&
+            em_gguf_str_eq(arch, "gptneox"))
+            pre = (em_gguf_str){"gpt-neox", 8};
         if ((st = em_pretok_init(v, pre.ptr, pre.len)) != EM_OK) return st;
         if ((st = load_merges(v, g)) != EM_OK) return st;
     }

@@ -53,6 +53,9 @@ typedef struct em_pretok {
     int name_len;
     int n_regex;
     pcre2_code *regex[EM_PRE_MAX_REGEX]; /* [n_regex] compiled, applied in order */
+    /* [n_regex] PCRE2's 256-bit table of the bytes a match can start with
+     * (owned by the regex), or NULL: a piece without any is left whole. */
+    const uint8_t *first[EM_PRE_MAX_REGEX];
     uint32_t max_groups;    /* most capture groups of any regex */
 } em_pretok;
 
@@ -95,6 +98,7 @@ struct em_vocab {
     bool ignore_merges;    /* BPE: a word that is a token is kept whole   */
     bool lowercase;        /* WPM normalizer                              */
     bool strip_accents;    /* WPM normalizer                              */
+    bool nfc;              /* BPE: NFC-normalize before pre-tokenizing    */
 
     /* Tokens matched in the raw text before the model's own algorithm runs
      * (CONTROL, USER_DEFINED and UNKNOWN), as a byte trie: special_root[b]
@@ -156,6 +160,10 @@ typedef struct em_tok_work {
     size_t cap_buf;
     em_span *span_a, *span_b;
     size_t cap_span_a, cap_span_b;
+    uint32_t *cps;  /* NFC: code points being normalized, then scratch */
+    size_t cap_cps;
+    char *norm;     /* NFC: the normalized text */
+    size_t cap_norm;
     pcre2_match_data *md;
 } em_tok_work;
 
@@ -179,10 +187,17 @@ em_status em_bpe_tokenize(const em_vocab *v, em_tok_work *w, const char *text,
 em_status em_wpm_tokenize(const em_vocab *v, em_tok_work *w, const char *text,
                           size_t len);
 
+/* ---- normalization (nfc.c) ---- */
+
+/* Puts text[0..len) in Unicode NFC into out and out_len: text itself when it is
+ * already NFC, else w->norm.  Invalid UTF-8 bytes pass through. */
+em_status em_nfc(em_tok_work *w, const char *text, size_t len, const char **out,
+                 size_t *out_len);
+
 /* ---- pre-tokenizers (pretok.c) ---- */
 
-/* Compiles the regexes of the named pre-tokenizer; sets ignore_merges and
- * add_bos defaults on v the way the named tokenizer expects. */
+/* Compiles the regexes of the named pre-tokenizer; sets ignore_merges,
+ * nfc and add_bos defaults on v the way the named tokenizer expects. */
 em_status em_pretok_init(em_vocab *v, const char *name, size_t name_len);
 void em_pretok_free(em_pretok *p);
 /* Splits text into pieces: *out gets *n_out spans (in w->span_a or

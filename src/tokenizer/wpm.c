@@ -146,6 +146,9 @@ static em_status match_word(const em_vocab *v, em_tok_work *w, const char *word,
         while (i < n) {
             size_t j = EM_MIN(n, i + (size_t)v->max_token_len);
             int32_t id = -1;
+            /* Past the first piece only continuation tokens may match; a
+             * "▁" in the text there would find a word-start token. */
+            if (i > 0 && n - i >= 3 && memcmp(word + i, phantom_space, 3) == 0) j = i;
             for (; j > i; j--)
                 if ((id = em_vocab_find(v, word + i, j - i)) >= 0) break;
             if (id < 0) {

@@ -295,6 +295,68 @@ static void test_bpe_synthetic(void) {
     em_vocab_free(v);
 }
 
+/* Tokenizes a and b with v and reports whether the ids are the same. */
+static bool same_ids(const em_vocab *v, const char *a, const char *b) {
+    int32_t na, nb;
+    em_token *ta = tokenize(v, a, strlen(a), false, false, &na);
+    em_token *tb = tokenize(v, b, strlen(b), false, false, &nb);
+    bool same = na >= 0 && na == nb && (na == 0 || memcmp(ta, tb, sizeof *ta * (size_t)na) == 0);
+    free(ta);
+    free(tb);
+    return same;
+}
+
+/* Detokenize(tokenize(text)) is want. */
+static bool comes_back_as(const em_vocab *v, const char *text, size_t len, const char *want,
+                          size_t want_len) {
+    int32_t n, ln;
+    em_token *t = tokenize(v, text, len, false, false, &n);
+    char *s = detokenize(v, t, n, false, false, &ln);
+    bool ok = ln == (int32_t)want_len && s && memcmp(s, want, want_len) == 0;
+    free(t);
+    free(s);
+    return ok;
+}
+
+/* GPT-NeoX's tokenizer normalizes to NFC first (GPT-2's does not): a
+ * decomposed accent tokenizes as the composed one, singletons map to their
+ * canonical twins, marks are put in canonical order before composing, a
+ * mark of the same class blocks a later one, Hangul jamo compose, and bytes
+ * that are not UTF-8 pass through untouched even next to marks. */
+static void test_nfc(void) {
+    int n, base;
+    em_vocab *neox = synthetic_bpe("gpt-neox", &n, &base);
+    em_vocab *gpt2 = synthetic_bpe("gpt-2", &n, &base);
+    CHECK(neox && gpt2);
+    if (neox && gpt2) {
+        CHECK(same_ids(neox, "caf" "e\xcc\x81", "caf\xc3\xa9"));
+        CHECK(!same_ids(gpt2, "caf" "e\xcc\x81", "caf\xc3\xa9"));
+        CHECK(same_ids(neox, "\xe2\x84\xa6", "\xce\xa9"));       /* ohm sign -> omega    */
+        CHECK(same_ids(neox, "s\xcc\x87\xcc\xa3", "\xe1\xb9\xa9")); /* dot above + below */
+        CHECK(same_ids(neox, "\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"));
+        CHECK(same_ids(neox, "\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc")); /* exclusion */
+        CHECK(same_ids(neox, "plain ascii 123", "plain ascii 123"));
+        /* e + 20 x (acute 230, grave below 220): the 220s sort first, the
+         * first acute composes, the second is blocked by the first. */
+        char in[128], want[128];
+        size_t k = 0, m = 0;
+        in[k++] = 'e';
+        for (int i = 0; i < 20; i++) {
+            memcpy(in + k, "\xcc\x81\xcc\x96", 4);
+            k += 4;
+        }
+        memcpy(want, "\xc3\xa9", 2);
+        m = 2;
+        for (int i = 0; i < 20; i++, m += 2) memcpy(want + m, "\xcc\x96", 2);
+        for (int i = 0; i < 19; i++, m += 2) memcpy(want + m, "\xcc\x81", 2);
+        CHECK(comes_back_as(neox, in, k, want, m));
+        CHECK(comes_back_as(neox, "\xff\xcc\x81" "e\xcc\x81\xc3", 7, "\xff\xcc\x81\xc3\xa9\xc3", 6));
+        CHECK(comes_back_as(gpt2, "e\xcc\x81", 3, "e\xcc\x81", 3));
+    }
+    em_vocab_free(neox);
+    em_vocab_free(gpt2);
+}
+
 /* Every pre-tokenizer compiles, splits a text of many scripts and loses no
  * byte; an unknown one is refused. */
 static void test_pretokenizers(void) {
@@ -710,6 +772,7 @@ int main(void) {
     test_spm_synthetic();
     test_bpe_synthetic();
     test_pretokenizers();
+    test_nfc();
     test_bad_metadata();
     if (!getenv("EMBER_TEST_DATA")) {
         printf("SKIP: EMBER_TEST_DATA is not set (synthetic tests: %d checks, %d failed)\n",
