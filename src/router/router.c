@@ -456,10 +456,11 @@ static void settle(rt_call *c, int status, const char *outcome) {
         if (em_ledger_settle(R->ledger, c->reservation, &e) != EM_OK)
             fprintf(stderr, "ember serve: %s\n", em_last_error());
     }
-    fprintf(stderr, "ember serve: %s route %s backend %s %d %.1f ms prompt %lld completion %lld cost %.6f%s%s\n",
-            c->key_name, c->route ? c->route->name : "-", c->answered_by ? c->answered_by->cfg->name : "-", status,
-            (em_time_s() - c->t0) * 1e3, (long long)c->prompt_tokens, (long long)c->completion_tokens, c->cost,
-            c->escalation[0] ? " escalated: " : "", c->escalation);
+    if (!R->cfg->quiet)
+        fprintf(stderr, "ember serve: %s route %s backend %s %d %.1f ms prompt %lld completion %lld cost %.6f%s%s\n",
+                c->key_name, c->route ? c->route->name : "-", c->answered_by ? c->answered_by->cfg->name : "-", status,
+                (em_time_s() - c->t0) * 1e3, (long long)c->prompt_tokens, (long long)c->completion_tokens, c->cost,
+                c->escalation[0] ? " escalated: " : "", c->escalation);
     pthread_mutex_lock(&R->mu);
     R->in_flight--;
     pthread_cond_broadcast(&R->cv);

@@ -5,7 +5,10 @@
 #include "router/upstream.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 const char *em_up_outcome_name(em_up_outcome o) {
     static const char *names[] = {"ok",          "connect",       "timeout",      "http_5xx",
@@ -79,6 +82,13 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     em_xfer *x = ud;
     size_t len = size * n;
     if (len >= 4 && !memcmp(p, "HTTP", 4)) x->headers_done = false; /* a new block (after 1xx) */
+    size_t nl = x->capture ? strlen(x->capture) : 0;
+    if (nl && len > nl && p[nl] == ':' && !strncasecmp(p, x->capture, nl)) {
+        const char *v = p + nl + 1, *end = p + len;
+        while (v < end && (*v == ' ' || *v == '\t')) v++;
+        while (end > v && isspace((unsigned char)end[-1])) end--;
+        snprintf(x->captured, sizeof x->captured, "%.*s", (int)(end - v), v);
+    }
     if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
         long st = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
@@ -92,12 +102,66 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 
 bool em_upstream_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }
 
+/*
+ * The connection pool.  With curl's multi interface the open connections
+ * live in the multi handle, so a transfer's (multi, easy) pair goes back
+ * to this stack when it ends, and the next transfer takes a pair whose
+ * multi may hold a live keep-alive connection to its upstream: no new TCP
+ * connection, TLS handshake or DNS lookup per request.  Each pair serves
+ * one thread at a time, so no curl state is shared between threads (curl
+ * 7.88 does not support one connection cache used by concurrent threads).
+ * curl itself drops idle connections that the peer closed or that idled
+ * too long (CURLOPT_MAXAGE_CONN, 118 s).
+ */
+#define POOL_MAX 128 /* idle pairs kept; more are freed */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    CURLM *multi;
+    CURL *easy;
+} pool[POOL_MAX];
+static int pool_n;
+
+static bool pool_take(em_xfer *x) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n > 0) {
+        pool_n--;
+        x->multi = pool[pool_n].multi;
+        x->easy = pool[pool_n].easy;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (x->easy) {
+        curl_easy_reset(x->easy);
+        return true;
+    }
+    x->multi = curl_multi_init();
+    x->easy = curl_easy_init();
+    /* Two idle connections a pair: enough for a route's two upstreams,
+     * and 128 pairs stay well under the process's descriptor limit. */
+    if (x->multi) curl_multi_setopt(x->multi, CURLMOPT_MAXCONNECTS, 2L);
+    return x->multi && x->easy;
+}
+
+/* Returns a pair whose easy handle is out of its multi. */
+static void pool_give(CURLM *multi, CURL *easy) {
+    pthread_mutex_lock(&pool_mu);
+    bool kept = pool_n < POOL_MAX;
+    if (kept) {
+        pool[pool_n].multi = multi;
+        pool[pool_n].easy = easy;
+        pool_n++;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (!kept) {
+        curl_easy_cleanup(easy);
+        curl_multi_cleanup(multi);
+    }
+}
+
 bool em_xfer_start(em_xfer *x, const em_xfer_params *p) {
     memset(x, 0, sizeof *x);
     x->max_in = 32u << 20;
-    x->multi = curl_multi_init();
-    x->easy = curl_easy_init();
-    if (!x->multi || !x->easy) return false;
+    x->capture = p->capture_header;
+    if (!pool_take(x)) return false;
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, p->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -182,9 +246,15 @@ em_up_outcome em_xfer_outcome(const em_xfer *x) {
 }
 
 void em_xfer_free(em_xfer *x) {
-    if (x->multi && x->easy) curl_multi_remove_handle(x->multi, x->easy);
-    if (x->easy) curl_easy_cleanup(x->easy);
-    if (x->multi) curl_multi_cleanup(x->multi);
+    if (x->multi && x->easy) {
+        /* Removing an unfinished transfer closes its connection; a finished
+         * one leaves it open in the multi for the next user of the pair. */
+        curl_multi_remove_handle(x->multi, x->easy);
+        pool_give(x->multi, x->easy);
+    } else {
+        if (x->easy) curl_easy_cleanup(x->easy);
+        if (x->multi) curl_multi_cleanup(x->multi);
+    }
     curl_slist_free_all(x->headers);
     em_strbuf_free(&x->in);
     memset(x, 0, sizeof *x);

@@ -139,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         tokens = [(w if i == 0 else " " + w) for i, w in enumerate((words * 10)[:min(int(max_tokens), 8)])]
         usage = {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": len(tokens),
                  "total_tokens": max(1, len(text) // 4) + len(tokens)}
-        want_lp = body.get("logprobs") not in (None, False)
+        want_lp = body.get("logprobs") is not None and body.get("logprobs") is not False  # 0 asks too
         created = int(time.time())
         if body.get("stream") or mode in ("slow", "drop"):
             return self.stream(body, chat, tokens, usage, created, mode, lp if want_lp else None)
