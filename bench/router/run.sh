@@ -44,7 +44,7 @@ if [ "$STUB" = python ]; then
   python3 "$ROOT/tests/tools/stub_upstream.py" --name stub >"$WORK/stub.log" 2>&1 &
 else
   [ -x "$BUILD/bench_stub" ] || { echo "bench/router/run.sh: $BUILD/bench_stub is missing; build first" >&2; exit 1; }
-  "$BUILD/bench_stub" --name stub --threads 4 >"$WORK/stub.log" 2>&1 &
+  "$BUILD/bench_stub" --name stub >"$WORK/stub.log" 2>&1 &
 fi
 pids+=($!)
 for _ in $(seq 1 200); do grep -q listening "$WORK/stub.log" && break; sleep 0.05; done
@@ -75,12 +75,33 @@ lg() { # lg URL MODEL OUT.json
   node "$ROOT/bench/serve/loadgen.mjs" --url "$1" --model "$2" --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
     --prompt-tokens 32 --max-tokens "$MAX_TOKENS" --endpoint chat --json "$3" >/dev/null
 }
+# curl URL MODEL OUT: REQUESTS sequential streaming requests on one
+# keep-alive connection (a lighter client than node): per request the time
+# to the first byte and the total, in seconds.
+curlrun() {
+  local args=() i
+  for i in $(seq 1 "$REQUESTS"); do
+    args+=(--next "$1/v1/chat/completions" -H 'Content-Type: application/json' -o /dev/null -w '%{time_starttransfer} %{time_total}\n'
+           -d "{\"model\": \"$2\", \"stream\": true, \"max_tokens\": $MAX_TOKENS, \"messages\": [{\"role\": \"user\", \"content\": \"request $i\"}]}")
+  done
+  curl -s "${args[@]}" >"$3"
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$rpid/stat"; }
 echo "== $STUB stub on :$sport, router on :$rport (ledger $LEDGER); $RUNS runs of $REQUESTS requests per N, alternating"
+ticks=0
 for i in $(seq 1 "$RUNS"); do
   lg "http://127.0.0.1:$sport" stub "$WORK/direct-$i.json"
+  t0=$(cpu_ticks)
   lg "http://127.0.0.1:$rport" pass "$WORK/router-$i.json"
+  ticks=$((ticks + $(cpu_ticks) - t0))
+  curlrun "http://127.0.0.1:$sport" stub "$WORK/curl-direct-$i.txt"
+  curlrun "http://127.0.0.1:$rport" pass "$WORK/curl-router-$i.txt"
   echo "   run $i of $RUNS done"
 done
+# The router's CPU time (user + system, all threads) per routed request of
+# the load generator's runs: what it costs, whatever the scheduling noise.
+n_levels=$(echo "$CONCURRENCY" | tr ',' '\n' | wc -l)
+echo "router CPU per request: $(( ticks * 1000000 / $(getconf CLK_TCK) / (RUNS * REQUESTS * n_levels) )) us (user + system)"
 rss=$(awk '/^VmRSS/ {print $2, $3}' "/proc/$rpid/status")
 
 node - "$WORK" "$RUNS" <<'JS'
@@ -101,6 +122,19 @@ direct[0].levels.forEach((lv, k) => {
   }
 });
 console.log('\nmedians over the runs; overhead = router - direct (streaming chat, the stub answers at once)');
+// curl, one keep-alive connection, N = 1.
+const pct = (s, p) => s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+const curl = (kind, col, p) => median(Array.from({ length: runs }, (_, i) => {
+  const rows = fs.readFileSync(`${work}/curl-${kind}-${i + 1}.txt`, 'utf8').trim().split('\n').map((l) => Number(l.split(' ')[col]) * 1000);
+  return pct(rows.sort((a, b) => a - b), p);
+}));
+console.log('\ncurl, sequential requests on one keep-alive connection (N = 1):');
+console.log('| metric (ms) | direct p50 | router p50 | overhead p50 | direct p99 | router p99 | overhead p99 |');
+console.log('|:------------|-----------:|-----------:|-------------:|-----------:|-----------:|-------------:|');
+for (const [m, col] of [['first byte', 0], ['total', 1]]) {
+  const d50 = curl('direct', col, 50), r50 = curl('router', col, 50), d99 = curl('direct', col, 99), r99 = curl('router', col, 99);
+  console.log(`| ${m.padEnd(11)} |    ${f(d50)} |    ${f(r50)} |      ${f(r50 - d50)} |    ${f(d99)} |    ${f(r99)} |      ${f(r99 - d99)} |`);
+}
 JS
 echo "router RSS after the runs: $rss"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"

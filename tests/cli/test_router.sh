@@ -319,8 +319,24 @@ backends:
   - {name: tiny2, model: "$M", chat_template: chatml, parallel: 1, threads: 1, price: {hourly_usd: 36}}
 routes:
   - {name: both, policy: cascade, backends: [tiny, tiny2], accept: {mean_logprob: -0.5, min_logprob: -20}}
+  - name: bytok
+    policy: rules
+    rules:
+      - {prompt_tokens_max: 20, backend: tiny}
+      - {max_tokens_min: 1, backend: tiny2}
 YAML
   router "$tmp/local.yaml"
+  # A rules route to local models counts prompt tokens with the model's
+  # tokenizer: 38 odd characters are 11 tokens by bytes / 4 but about 40
+  # by stories260K's tokenizer (counted here by `ember tokenize`).
+  for text in 'Lily' 'zq#xj!vkWQ pz%rt^mb&lc*dn(gh)yf_ks+vw='; do
+    n=$("$EMBER_BIN" tokenize -m "$M" --ids --no-bos -p "$text" | py "import json,sys; print(len(json.load(sys.stdin)) + 4)")
+    want=tiny; [ "$n" -gt 20 ] && want=tiny2
+    code=$(curl -s -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' "http://127.0.0.1:$rport/v1/chat/completions" \
+      -d "{\"model\": \"bytok\", \"messages\": [{\"role\": \"user\", \"content\": \"$text\"}], \"max_tokens\": 2}")
+    check "rules on local models: '$text' is $n tokens by the tokenizer: $want" '[ "$code" = 200 ] && [ "$(hdr x-ember-backend)" = $want ]'
+  done
+  check "rules on local models: the odd text would pass for short by bytes / 4" '[ $(( (38 + 4 + 3) / 4 )) -le 20 ] && [ "$want" = tiny2 ]'
   code=$(curl -s -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' "http://127.0.0.1:$rport/v1/completions" \
     -d '{"model": "tiny", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}')
   check "local: a GGUF model served in-process answers, with a cost" '[ "$code" = 200 ] && [ "$(hdr x-ember-backend)" = tiny ] && grep -q "there was a little girl" "$tmp/b" && py "assert float(\"$(hdr x-ember-cost-usd)\") > 0"'

@@ -2,7 +2,7 @@
  * bench_stub.c - a fast OpenAI-compatible stub upstream for the router's
  * overhead benchmark (bench/router/run.sh).
  *
- *   bench_stub [--port 0] [--threads 4] [--name stub]
+ *   bench_stub [--port 0] [--name stub]
  *
  * prints "listening on PORT" and answers POST /v1/chat/completions and
  * /v1/completions at once (streamed or not, logprobs when asked, usage),
@@ -10,8 +10,10 @@
  * min(max_tokens, 8) tokens, as tests/tools/stub_upstream.py answers; that
  * Python stub stays the one with failure modes.  This one exists because
  * the Python stub's own latency (milliseconds, noisy) hides what the
- * router adds (well under a millisecond): libmicrohttpd with a thread pool
- * and keep-alive, each answer built in one buffer.
+ * router adds (well under a millisecond): libmicrohttpd with a thread per
+ * connection (as ember serve and the router; MHD's epoll thread pool
+ * answered node's fetch 10 ms slower here), keep-alive, each answer built
+ * in one buffer.
  */
 #include "engine/text.h"
 
@@ -167,24 +169,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 }
 
 int main(int argc, char **argv) {
-    unsigned port = 0, threads = 4;
+    unsigned port = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--port")) port = (unsigned)atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--name")) name = argv[i + 1];
         else {
-            fprintf(stderr, "usage: bench_stub [--port 0] [--threads 4] [--name stub]\n");
+            fprintf(stderr, "usage: bench_stub [--port 0] [--name stub]\n");
             return 2;
         }
     }
-    if (threads < 1 || threads > 256) threads = 4;
     signal(SIGPIPE, SIG_IGN);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* loopback only */
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO, (uint16_t)port,
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, (uint16_t)port,
                                             NULL, NULL, on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
                                             NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                            MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+                                            MHD_OPTION_CONNECTION_LIMIT,
                                             4096u, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "bench_stub: cannot listen on port %u\n", port);
