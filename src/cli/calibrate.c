@@ -298,6 +298,7 @@ static int calibrate(int argc, char **argv) {
         if (status) break;
         if (format == 0 && (i + 1) % 10 == 0) fprintf(stderr, "ember route calibrate: %zu/%zu items\r", i + 1, n);
     }
+    if (format == 0 && n >= 10) fprintf(stderr, "\n"); /* past the progress line */
     em_router_drain(r, 5);
     em_router_free(r);
     if (!cal || !rows) {

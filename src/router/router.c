@@ -710,14 +710,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         s->out.n = s->off = 0;
         if (s->finished) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (has_event(x)) {
-            const char *d = x->in.p + x->off;
-            const char *end = memmem(d, em_xfer_avail(x), "\n\n", 2);
-            size_t n = (size_t)(end - d) + 2;
-            stream_event(s, d, n);
-            em_xfer_consume(x, n);
-            continue;
-        }
         if (x->done) {
             em_up_outcome o = em_xfer_outcome(x);
             stream_fail(s, o == EM_UP_OK ? EM_UP_BROKEN_STREAM : o,
