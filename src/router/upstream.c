@@ -110,23 +110,45 @@ bool em_upstream_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT
  * connection, TLS handshake or DNS lookup per request.  Each pair serves
  * one thread at a time, so no curl state is shared between threads (curl
  * 7.88 does not support one connection cache used by concurrent threads).
- * curl itself drops idle connections that the peer closed or that idled
- * too long (CURLOPT_MAXAGE_CONN, 118 s).
+ * A transfer takes the pair that last served its origin (scheme, host and
+ * port) when there is one, and otherwise a new pair, so that calls to many
+ * upstreams (and the health checks between them) do not take each other's
+ * connections; so the pool holds about as many pairs per origin as it had
+ * calls to that origin at once.  curl itself drops idle connections that the
+ * peer closed or that idled too long (CURLOPT_MAXAGE_CONN, 118 s).
  */
 #define POOL_MAX 128 /* idle pairs kept; more are freed */
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     CURLM *multi;
     CURL *easy;
+    char origin[160]; /* of its last transfer */
 } pool[POOL_MAX];
 static int pool_n;
 
-static bool pool_take(em_xfer *x) {
+/* "https://host:port" of a URL: up to the first '/' after "://". */
+static void origin_of(const char *url, char *out, size_t n) {
+    const char *s = strstr(url, "://");
+    s = s ? s + 3 : url;
+    size_t len = strcspn(s, "/?#") + (size_t)(s - url);
+    snprintf(out, n, "%.*s", (int)len, url);
+}
+
+static bool pool_take(em_xfer *x, const char *url) {
+    origin_of(url, x->origin, sizeof x->origin);
     pthread_mutex_lock(&pool_mu);
-    if (pool_n > 0) {
-        pool_n--;
-        x->multi = pool[pool_n].multi;
-        x->easy = pool[pool_n].easy;
+    /* Another origin's pair only when the pool is full: taking it would
+     * cost that origin its connection. */
+    int pick = pool_n == POOL_MAX ? 0 : -1;
+    for (int i = pool_n - 1; i >= 0; i--)
+        if (!strcmp(pool[i].origin, x->origin)) {
+            pick = i;
+            break;
+        }
+    if (pick >= 0) {
+        x->multi = pool[pick].multi;
+        x->easy = pool[pick].easy;
+        pool[pick] = pool[--pool_n];
     }
     pthread_mutex_unlock(&pool_mu);
     if (x->easy) {
@@ -135,19 +157,21 @@ static bool pool_take(em_xfer *x) {
     }
     x->multi = curl_multi_init();
     x->easy = curl_easy_init();
-    /* Two idle connections a pair: enough for a route's two upstreams,
-     * and 128 pairs stay well under the process's descriptor limit. */
+    /* Two idle connections a pair (its origin's, and one more while the
+     * pair moves to another origin); 128 pairs stay well under the
+     * process's descriptor limit. */
     if (x->multi) curl_multi_setopt(x->multi, CURLMOPT_MAXCONNECTS, 2L);
     return x->multi && x->easy;
 }
 
 /* Returns a pair whose easy handle is out of its multi. */
-static void pool_give(CURLM *multi, CURL *easy) {
+static void pool_give(CURLM *multi, CURL *easy, const char *origin) {
     pthread_mutex_lock(&pool_mu);
     bool kept = pool_n < POOL_MAX;
     if (kept) {
         pool[pool_n].multi = multi;
         pool[pool_n].easy = easy;
+        snprintf(pool[pool_n].origin, sizeof pool[pool_n].origin, "%s", origin);
         pool_n++;
     }
     pthread_mutex_unlock(&pool_mu);
@@ -161,7 +185,7 @@ bool em_xfer_start(em_xfer *x, const em_xfer_params *p) {
     memset(x, 0, sizeof *x);
     x->max_in = 32u << 20;
     x->capture = p->capture_header;
-    if (!pool_take(x)) return false;
+    if (!pool_take(x, p->url)) return false;
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, p->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -250,7 +274,7 @@ void em_xfer_free(em_xfer *x) {
         /* Removing an unfinished transfer closes its connection; a finished
          * one leaves it open in the multi for the next user of the pair. */
         curl_multi_remove_handle(x->multi, x->easy);
-        pool_give(x->multi, x->easy);
+        pool_give(x->multi, x->easy, x->origin);
     } else {
         if (x->easy) curl_easy_cleanup(x->easy);
         if (x->multi) curl_multi_cleanup(x->multi);

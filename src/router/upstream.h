@@ -56,6 +56,7 @@ typedef struct em_xfer {
     const char *capture;   /* a response header to keep (its name), or NULL    */
     char captured[64];     /* its value, trimmed; "" when absent               */
     char errbuf[CURL_ERROR_SIZE];
+    char origin[160];      /* scheme://host:port of the URL, for the pool      */
 } em_xfer;
 
 typedef struct em_xfer_params {

@@ -119,6 +119,13 @@ check "a key may use only its routes: 404" '[ "$code" = 404 ]'
 code=$(curl -s -o "$tmp/b" -w '%{http_code}' "http://127.0.0.1:$rport/v1/models" -H "Authorization: Bearer $KEY")
 check "/v1/models lists routes and backends" '[ "$code" = 200 ] && grep -q "\"id\":\"auto\"" "$tmp/b" && grep -q "\"id\":\"pool\"" "$tmp/b"'
 
+# Keep-alive: sequential requests to one upstream reuse the router's
+# connections (a pool of curl handles) instead of opening one each.
+c0=$(stats $port_strong | py "import json,sys; print(json.load(sys.stdin)['connections'])")
+for i in $(seq 1 20); do req direct-strong "hi" >/dev/null; done
+c1=$(stats $port_strong | py "import json,sys; print(json.load(sys.stdin)['connections'])")
+check "keep-alive: 20 requests to strong opened $((c1 - c0 - 1)) connections (at most 4)" '[ $((c1 - c0 - 1)) -le 4 ]'
+
 # -------------------------------------------------------------- fallback
 code=$(req safe "hi")
 check "fallback: a refused connection moves on to cheap" '[ "$code" = 200 ] && [ "$(hdr x-ember-backend)" = cheap ]'

@@ -5,7 +5,7 @@
 
 prints "listening on PORT" and answers POST /v1/chat/completions and
 /v1/completions (streamed or not), GET /v1/models, and two test routes:
-GET /stats (requests seen, by mode) and POST /control {"healthy": bool,
+GET /stats (requests seen, by mode; TCP connections accepted) and POST /control {"healthy": bool,
 "mode": MODE} (a mode for every request from then on; "" clears it).
 
 A request picks its behaviour with a directive anywhere in its prompt:
@@ -39,7 +39,7 @@ WORDINGS = {
                                  "increasing it", "type": "exceed_context_size_error"}}),
 }
 
-state = {"healthy": True, "mode": "", "count": {}, "lock": threading.Lock()}
+state = {"healthy": True, "mode": "", "count": {}, "connections": 0, "lock": threading.Lock()}
 
 
 def prompt_text(body):
@@ -64,6 +64,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with state["lock"]:
+            state["connections"] += 1  # TCP connections accepted, for the keep-alive test
+
     def send_json(self, status, obj, extra=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
@@ -81,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"object": "list", "data": [{"id": ARGS.name, "object": "model"}]})
         if self.path == "/stats":
             with state["lock"]:
-                return self.send_json(200, {"count": dict(state["count"])})
+                return self.send_json(200, {"count": dict(state["count"]), "connections": state["connections"]})
         self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self):
