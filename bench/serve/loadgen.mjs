@@ -25,7 +25,8 @@
 // first content byte.  ITL = the gaps between consecutive content chunks of
 // a request, divided by the tokens in the later chunk where the server
 // streams several tokens per chunk (known only from usage; otherwise one
-// token per chunk is assumed).  Percentiles are nearest-rank.
+// token per chunk is assumed).  Total = from sending a request to the end of
+// its stream (in --json only).  Percentiles are nearest-rank.
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
@@ -103,7 +104,7 @@ async function calibrate(o) {
 
 // One streaming request: its timings, tokens and error, if any.
 async function one(o, id, nWords) {
-  const r = { ok: false, ttft: null, itl: [], tokens: 0, promptTokens: null, error: null };
+  const r = { ok: false, ttft: null, total: null, itl: [], tokens: 0, promptTokens: null, error: null };
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), o.timeoutS * 1000);
   const t0 = performance.now();
@@ -143,6 +144,7 @@ async function one(o, id, nWords) {
     // Several tokens per chunk: spread each gap over its tokens.
     const perChunk = chunks > 0 ? r.tokens / chunks : 1;
     r.itl = perChunk > 1 ? gaps.map((g) => g / perChunk) : gaps;
+    r.total = performance.now() - t0;
     r.ok = true;
   } catch (e) {
     r.error = ac.signal.aborted ? `timeout after ${o.timeoutS} s` : String(e.message ?? e);
@@ -172,6 +174,7 @@ async function level(o, n, nWords, firstId) {
   const ok = results.filter((r) => r.ok);
   const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
   const itl = ok.flatMap((r) => r.itl).sort((a, b) => a - b);
+  const latency = ok.map((r) => r.total).sort((a, b) => a - b);
   const tokens = ok.reduce((s, r) => s + r.tokens, 0);
   const prompts = ok.map((r) => r.promptTokens).filter((x) => x !== null);
   const errors = results.filter((r) => !r.ok);
@@ -180,6 +183,7 @@ async function level(o, n, nWords, firstId) {
     wall_s: wall, generated_tokens: tokens, gen_tok_s: tokens / wall, req_s: ok.length / wall,
     prompt_tokens_mean: prompts.length ? prompts.reduce((s, x) => s + x, 0) / prompts.length : null,
     ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
+    total_p50_ms: pct(latency, 50), total_p99_ms: pct(latency, 99),
   };
 }
 

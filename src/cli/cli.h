@@ -34,6 +34,10 @@ int em_cli_serve(int argc, char **argv);
 bool em_cli_is_router(int argc, char **argv);
 int em_cli_serve_config(int argc, char **argv);
 int em_cli_usage(int argc, char **argv);
+/* Reads and validates a router configuration; NULL with the error printed. */
+struct em_rt_config *em_cli_load_router_config(const char *path);
+/* `ember route calibrate` (calibrate.c). */
+int em_cli_route(int argc, char **argv);
 
 /* The KV cache types the commands accept for --kv-type (f16, f32, q8_0),
  * as an EM_OPT_ENUM's choices and values: one table entry for every

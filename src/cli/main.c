@@ -32,6 +32,7 @@ static void usage(FILE *out) {
             "  serve      an OpenAI-compatible HTTP server with continuous batching\n"
             "             (--config FILE: a router between local and remote models)\n"
             "  usage      spend, tokens and savings from the router's ledger\n"
+            "  route      route calibrate: a cascade's threshold from a labelled set\n"
             "\n"
             "  ember <command> --help    options of one command\n"
             "  ember --version           print the version\n",
@@ -67,6 +68,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bundle")) return em_cli_bundle(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return em_cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "usage")) return em_cli_usage(argc - 1, argv + 1);
+    if (!strcmp(cmd, "route")) return em_cli_route(argc - 1, argv + 1);
     fprintf(stderr, "ember: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -28,7 +28,7 @@ bool em_cli_is_router(int argc, char **argv) {
 }
 
 /* Reads and validates FILE; NULL with the error printed. */
-static em_rt_config *em_cli_load_router_config(const char *path) {
+em_rt_config *em_cli_load_router_config(const char *path) {
     size_t len;
     char *text = em_cli_read_file(path, &len);
     if (!text) return NULL;

@@ -87,6 +87,8 @@ typedef struct em_rt_config {
     bool airgap;
     char *ledger;                  /* "sqlite:///path", "sqlite:path" or "none" */
     double health_interval_s;
+    bool quiet;                    /* not from YAML: no log line per request
+                                    * (calibrate's in-process router)           */
     em_rt_backend_cfg backends[EM_RT_MAX_BACKENDS];
     int n_backends;
     em_rt_route routes[EM_RT_MAX_ROUTES];

@@ -4,6 +4,7 @@
 #include "router/policy.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,47 @@ void em_rt_facts_of(const json_t *body, const char *tag, em_rt_facts *f) {
     json_t *rf = json_object_get(body, "response_format");
     const char *type = json_string_value(json_object_get(rf, "type"));
     f->json_schema = type && !strcmp(type, "json_schema");
+}
+
+/* Tokens of one text (a string, or an array of parts' texts); -1 on error. */
+static long text_tokens(const json_t *c, const em_vocab *vocab) {
+    if (json_is_string(c)) {
+        int32_t n = 0;
+        size_t len = json_string_length(c);
+        if (len > INT32_MAX) return -1;
+        if (em_tokenize(vocab, json_string_value(c), (int32_t)len, NULL, 0, &n, false, false) != EM_OK) return -1;
+        return n;
+    }
+    long sum = 0;
+    size_t i;
+    json_t *part;
+    if (json_is_array(c))
+        json_array_foreach(c, i, part) {
+            long n = text_tokens(json_object_get(part, "text"), vocab);
+            if (n < 0) return -1;
+            sum += n;
+        }
+    return sum;
+}
+
+long em_rt_prompt_tokens(const json_t *body, const em_vocab *vocab) {
+    long sum = 0, n;
+    size_t i;
+    json_t *m, *msgs = json_object_get(body, "messages"), *prompt = json_object_get(body, "prompt");
+    if (json_is_array(msgs))
+        json_array_foreach(msgs, i, m) {
+            if ((n = text_tokens(json_object_get(m, "content"), vocab)) < 0) return -1;
+            sum += n + 4;
+        }
+    if (json_is_array(prompt))
+        json_array_foreach(prompt, i, m) {
+            if (!json_is_string(m)) sum += 1; /* a token id */
+            else if ((n = text_tokens(m, vocab)) < 0) return -1;
+            else sum += n;
+        }
+    else if ((n = text_tokens(prompt, vocab)) < 0) return -1;
+    else sum += n;
+    return sum;
 }
 
 static bool rule_matches(const em_rt_rule *r, const em_rt_facts *f) {

@@ -8,6 +8,7 @@
 #ifndef EM_ROUTER_POLICY_H
 #define EM_ROUTER_POLICY_H
 
+#include "ember.h"
 #include "router/config.h"
 
 #include <jansson.h>
@@ -16,7 +17,8 @@
 
 /* What the rules look at, taken from the request. */
 typedef struct em_rt_facts {
-    long prompt_tokens;   /* estimated: UTF-8 bytes of the prompt text / 4, rounded up */
+    long prompt_tokens;   /* UTF-8 bytes of the prompt text / 4, rounded up, or the
+                           * local model's count (em_rt_prompt_tokens)              */
     long max_tokens;      /* -1: absent                                              */
     bool tools;           /* a non-empty tools array                                 */
     bool json_schema;     /* response_format.type json_schema                        */
@@ -25,6 +27,11 @@ typedef struct em_rt_facts {
 
 /* Fills facts from a parsed request body (chat or completions). */
 void em_rt_facts_of(const json_t *body, const char *tag, em_rt_facts *out);
+
+/* The prompt's tokens by a model's own tokenizer: every message's text
+ * (plus 4 tokens a message for the chat template's framing) or the
+ * prompt's text.  -1 when the tokenizer fails. */
+long em_rt_prompt_tokens(const json_t *body, const em_vocab *vocab);
 
 /* The backend (index into the config) the first matching rule names, or
  * -1 when none matches. */

@@ -366,6 +366,23 @@ static void tidy_answer(rt_call *c, json_t *answer) {
     json_array_foreach(json_object_get(answer, "choices"), i, ch) json_object_set_new(ch, "logprobs", json_null());
 }
 
+/* A rules route that tests prompt tokens counts them with the tokenizer
+ * of the first local model among its rules' backends (bytes / 4 is only
+ * an estimate); a route of remote backends keeps the estimate. */
+static void count_prompt_tokens(rt_call *c) {
+    const em_rt_route *r = c->route;
+    bool counts = false;
+    for (int i = 0; r->policy == EM_RT_RULES && i < r->n_rules; i++)
+        counts |= r->rules[i].prompt_tokens_min >= 0 || r->rules[i].prompt_tokens_max >= 0;
+    for (int i = 0; counts && i < r->n_rules; i++) {
+        const rt_backend *b = &c->R->b[r->rules[i].backend];
+        if (!b->model) continue;
+        long n = em_rt_prompt_tokens(c->body, em_model_vocab(b->model));
+        if (n >= 0) c->facts.prompt_tokens = n;
+        return;
+    }
+}
+
 static void run_policy(rt_call *c, rt_result *res) {
     const em_rt_route *r = c->route;
     em_router *R = c->R;
@@ -456,10 +473,11 @@ static void settle(rt_call *c, int status, const char *outcome) {
         if (em_ledger_settle(R->ledger, c->reservation, &e) != EM_OK)
             fprintf(stderr, "ember serve: %s\n", em_last_error());
     }
-    fprintf(stderr, "ember serve: %s route %s backend %s %d %.1f ms prompt %lld completion %lld cost %.6f%s%s\n",
-            c->key_name, c->route ? c->route->name : "-", c->answered_by ? c->answered_by->cfg->name : "-", status,
-            (em_time_s() - c->t0) * 1e3, (long long)c->prompt_tokens, (long long)c->completion_tokens, c->cost,
-            c->escalation[0] ? " escalated: " : "", c->escalation);
+    if (!R->cfg->quiet)
+        fprintf(stderr, "ember serve: %s route %s backend %s %d %.1f ms prompt %lld completion %lld cost %.6f%s%s\n",
+                c->key_name, c->route ? c->route->name : "-", c->answered_by ? c->answered_by->cfg->name : "-", status,
+                (em_time_s() - c->t0) * 1e3, (long long)c->prompt_tokens, (long long)c->completion_tokens, c->cost,
+                c->escalation[0] ? " escalated: " : "", c->escalation);
     pthread_mutex_lock(&R->mu);
     R->in_flight--;
     pthread_cond_broadcast(&R->cv);
@@ -675,6 +693,14 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     rt_stream *s = cls;
     em_xfer *x = s->res.x;
     for (;;) {
+        /* The events already received go out together: one write to the
+         * client, not one per event. */
+        while (!s->finished && s->out.n - s->off < max && has_event(x)) {
+            const char *d = x->in.p + x->off;
+            size_t n = (size_t)((const char *)memmem(d, em_xfer_avail(x), "\n\n", 2) - d) + 2;
+            stream_event(s, d, n);
+            em_xfer_consume(x, n);
+        }
         if (s->off < s->out.n) {
             size_t n = s->out.n - s->off;
             if (n > max) n = max;
@@ -684,14 +710,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         s->out.n = s->off = 0;
         if (s->finished) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (has_event(x)) {
-            const char *d = x->in.p + x->off;
-            const char *end = memmem(d, em_xfer_avail(x), "\n\n", 2);
-            size_t n = (size_t)(end - d) + 2;
-            stream_event(s, d, n);
-            em_xfer_consume(x, n);
-            continue;
-        }
         if (x->done) {
             em_up_outcome o = em_xfer_outcome(x);
             stream_fail(s, o == EM_UP_OK ? EM_UP_BROKEN_STREAM : o,
@@ -863,6 +881,7 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     }
 
     rt_result res = {.outcome = EM_UP_UNAVAILABLE};
+    count_prompt_tokens(c);
     run_policy(c, &res);
     if (res.outcome == EM_UP_OK) c->answered_by = res.b;
     if (res.outcome == EM_UP_OK && res.live) {

@@ -5,7 +5,10 @@
 #include "router/upstream.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 const char *em_up_outcome_name(em_up_outcome o) {
     static const char *names[] = {"ok",          "connect",       "timeout",      "http_5xx",
@@ -79,6 +82,13 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     em_xfer *x = ud;
     size_t len = size * n;
     if (len >= 4 && !memcmp(p, "HTTP", 4)) x->headers_done = false; /* a new block (after 1xx) */
+    size_t nl = x->capture ? strlen(x->capture) : 0;
+    if (nl && len > nl && p[nl] == ':' && !strncasecmp(p, x->capture, nl)) {
+        const char *v = p + nl + 1, *end = p + len;
+        while (v < end && (*v == ' ' || *v == '\t')) v++;
+        while (end > v && isspace((unsigned char)end[-1])) end--;
+        snprintf(x->captured, sizeof x->captured, "%.*s", (int)(end - v), v);
+    }
     if ((len == 2 && p[0] == '\r') || (len == 1 && p[0] == '\n')) {
         long st = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
@@ -92,12 +102,90 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 
 bool em_upstream_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }
 
+/*
+ * The connection pool.  With curl's multi interface the open connections
+ * live in the multi handle, so a transfer's (multi, easy) pair goes back
+ * to this stack when it ends, and the next transfer takes a pair whose
+ * multi may hold a live keep-alive connection to its upstream: no new TCP
+ * connection, TLS handshake or DNS lookup per request.  Each pair serves
+ * one thread at a time, so no curl state is shared between threads (curl
+ * 7.88 does not support one connection cache used by concurrent threads).
+ * A transfer takes the pair that last served its origin (scheme, host and
+ * port) when there is one, and otherwise a new pair, so that calls to many
+ * upstreams (and the health checks between them) do not take each other's
+ * connections; so the pool holds about as many pairs per origin as it had
+ * calls to that origin at once.  curl itself drops idle connections that the
+ * peer closed or that idled too long (CURLOPT_MAXAGE_CONN, 118 s).
+ */
+#define POOL_MAX 128 /* idle pairs kept; more are freed */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    CURLM *multi;
+    CURL *easy;
+    char origin[160]; /* of its last transfer */
+} pool[POOL_MAX];
+static int pool_n;
+
+/* "https://host:port" of a URL: up to the first '/' after "://". */
+static void origin_of(const char *url, char *out, size_t n) {
+    const char *s = strstr(url, "://");
+    s = s ? s + 3 : url;
+    size_t len = strcspn(s, "/?#") + (size_t)(s - url);
+    snprintf(out, n, "%.*s", (int)len, url);
+}
+
+static bool pool_take(em_xfer *x, const char *url) {
+    origin_of(url, x->origin, sizeof x->origin);
+    pthread_mutex_lock(&pool_mu);
+    /* Another origin's pair only when the pool is full: taking it would
+     * cost that origin its connection. */
+    int pick = pool_n == POOL_MAX ? 0 : -1;
+    for (int i = pool_n - 1; i >= 0; i--)
+        if (!strcmp(pool[i].origin, x->origin)) {
+            pick = i;
+            break;
+        }
+    if (pick >= 0) {
+        x->multi = pool[pick].multi;
+        x->easy = pool[pick].easy;
+        pool[pick] = pool[--pool_n];
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (x->easy) {
+        curl_easy_reset(x->easy);
+        return true;
+    }
+    x->multi = curl_multi_init();
+    x->easy = curl_easy_init();
+    /* Two idle connections a pair (its origin's, and one more while the
+     * pair moves to another origin); 128 pairs stay well under the
+     * process's descriptor limit. */
+    if (x->multi) curl_multi_setopt(x->multi, CURLMOPT_MAXCONNECTS, 2L);
+    return x->multi && x->easy;
+}
+
+/* Returns a pair whose easy handle is out of its multi. */
+static void pool_give(CURLM *multi, CURL *easy, const char *origin) {
+    pthread_mutex_lock(&pool_mu);
+    bool kept = pool_n < POOL_MAX;
+    if (kept) {
+        pool[pool_n].multi = multi;
+        pool[pool_n].easy = easy;
+        snprintf(pool[pool_n].origin, sizeof pool[pool_n].origin, "%s", origin);
+        pool_n++;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (!kept) {
+        curl_easy_cleanup(easy);
+        curl_multi_cleanup(multi);
+    }
+}
+
 bool em_xfer_start(em_xfer *x, const em_xfer_params *p) {
     memset(x, 0, sizeof *x);
     x->max_in = 32u << 20;
-    x->multi = curl_multi_init();
-    x->easy = curl_easy_init();
-    if (!x->multi || !x->easy) return false;
+    x->capture = p->capture_header;
+    if (!pool_take(x, p->url)) return false;
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, p->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -182,9 +270,15 @@ em_up_outcome em_xfer_outcome(const em_xfer *x) {
 }
 
 void em_xfer_free(em_xfer *x) {
-    if (x->multi && x->easy) curl_multi_remove_handle(x->multi, x->easy);
-    if (x->easy) curl_easy_cleanup(x->easy);
-    if (x->multi) curl_multi_cleanup(x->multi);
+    if (x->multi && x->easy) {
+        /* Removing an unfinished transfer closes its connection; a finished
+         * one leaves it open in the multi for the next user of the pair. */
+        curl_multi_remove_handle(x->multi, x->easy);
+        pool_give(x->multi, x->easy, x->origin);
+    } else {
+        if (x->easy) curl_easy_cleanup(x->easy);
+        if (x->multi) curl_multi_cleanup(x->multi);
+    }
     curl_slist_free_all(x->headers);
     em_strbuf_free(&x->in);
     memset(x, 0, sizeof *x);

@@ -53,7 +53,10 @@ typedef struct em_xfer {
     bool done;
     CURLcode result;       /* when done                                        */
     long status;           /* HTTP status once headers_done                    */
+    const char *capture;   /* a response header to keep (its name), or NULL    */
+    char captured[64];     /* its value, trimmed; "" when absent               */
     char errbuf[CURL_ERROR_SIZE];
+    char origin[160];      /* scheme://host:port of the URL, for the pool      */
 } em_xfer;
 
 typedef struct em_xfer_params {
@@ -61,6 +64,7 @@ typedef struct em_xfer_params {
     const char *api_key;   /* Bearer token, or NULL                            */
     const char *body;      /* POST body (JSON), or NULL for GET                */
     double timeout_s, connect_timeout_s;
+    const char *capture_header; /* a response header to keep in x->captured */
 } em_xfer_params;
 
 /* Starts the call (nothing is sent until the first pump). */

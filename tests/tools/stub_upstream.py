@@ -5,7 +5,7 @@
 
 prints "listening on PORT" and answers POST /v1/chat/completions and
 /v1/completions (streamed or not), GET /v1/models, and two test routes:
-GET /stats (requests seen, by mode) and POST /control {"healthy": bool,
+GET /stats (requests seen, by mode; TCP connections accepted) and POST /control {"healthy": bool,
 "mode": MODE} (a mode for every request from then on; "" clears it).
 
 A request picks its behaviour with a directive anywhere in its prompt:
@@ -39,7 +39,7 @@ WORDINGS = {
                                  "increasing it", "type": "exceed_context_size_error"}}),
 }
 
-state = {"healthy": True, "mode": "", "count": {}, "lock": threading.Lock()}
+state = {"healthy": True, "mode": "", "count": {}, "connections": 0, "lock": threading.Lock()}
 
 
 def prompt_text(body):
@@ -64,6 +64,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with state["lock"]:
+            state["connections"] += 1  # TCP connections accepted, for the keep-alive test
+
     def send_json(self, status, obj, extra=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
@@ -81,7 +86,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, {"object": "list", "data": [{"id": ARGS.name, "object": "model"}]})
         if self.path == "/stats":
             with state["lock"]:
-                return self.send_json(200, {"count": dict(state["count"])})
+                return self.send_json(200, {"count": dict(state["count"]), "connections": state["connections"]})
         self.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
 
     def do_POST(self):
@@ -139,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         tokens = [(w if i == 0 else " " + w) for i, w in enumerate((words * 10)[:min(int(max_tokens), 8)])]
         usage = {"prompt_tokens": max(1, len(text) // 4), "completion_tokens": len(tokens),
                  "total_tokens": max(1, len(text) // 4) + len(tokens)}
-        want_lp = body.get("logprobs") not in (None, False)
+        want_lp = body.get("logprobs") is not None and body.get("logprobs") is not False  # 0 asks too
         created = int(time.time())
         if body.get("stream") or mode in ("slow", "drop"):
             return self.stream(body, chat, tokens, usage, created, mode, lp if want_lp else None)
