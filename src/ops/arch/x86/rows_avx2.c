@@ -13,7 +13,7 @@
 #error "rows_avx2.c must be compiled with -mavx2 -mfma -mf16c"
 #endif
 
-#include "ops/arch/x86/math_avx2.h"
+#include "core/arch/x86/math_avx2.h"
 
 #include <math.h>
 

@@ -34,7 +34,7 @@
 #endif
 
 #include "quant/arch/x86/kscales.h"
-#include "ops/arch/x86/math_avx2.h"
+#include "core/arch/x86/math_avx2.h"
 #include "quant/blocks.h"
 #include "core/core.h"
 

@@ -70,7 +70,7 @@
 #endif
 
 #include "quant/arch/x86/gemv_common.h"
-#include "ops/arch/x86/math_avx2.h"
+#include "core/arch/x86/math_avx2.h"
 #include "quant/blocks.h"
 
 #include <immintrin.h>

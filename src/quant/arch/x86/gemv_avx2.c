@@ -36,7 +36,7 @@
 
 #if defined(EM_HAVE_X86_GEMM)
 
-#include "ops/arch/x86/math_avx2.h"
+#include "core/arch/x86/math_avx2.h"
 #include "quant/arch/x86/gemv_common.h"
 #include "quant/arch/x86/kscales.h"
 #include "quant/blocks.h"

@@ -1,11 +1,12 @@
 /*
  * math_avx2.h - exp and horizontal sum of eight floats for the AVX2/FMA
  * kernels (attention's softmax, SwiGLU, and the dot and GEMM kernels of
- * src/quant/arch/x86).  Include only from files compiled with -mavx2
- * -mfma.
+ * src/quant/arch/x86).  It lives in core, below both src/ops and
+ * src/quant, so that neither kernel layer includes the other.  Include
+ * only from files compiled with -mavx2 -mfma.
  */
-#ifndef EM_OPS_MATH_AVX2_H
-#define EM_OPS_MATH_AVX2_H
+#ifndef EM_CORE_MATH_AVX2_H
+#define EM_CORE_MATH_AVX2_H
 
 #include <immintrin.h>
 
