@@ -16,6 +16,11 @@
  * The KV cache is F32 by default: an F16 cache rounds K and V to 11 bits
  * and would by itself exceed the reference check's 1e-4 tolerance.
  *
+ * EMBER_NO_REPACK=1 in the environment loads the weights in the file's
+ * layout (em_model_params.repack = false), for comparing packed weights
+ * with it; compare with the default F32 cache (see docs/ARCHITECTURE.md,
+ * "Packed weights").
+ *
  * Only the public API of include/ember.h is used, so this is exactly what
  * an application would see.
  */
@@ -125,6 +130,7 @@ int main(int argc, char **argv) {
     FILE *f;
     int rc = 1;
     em_model_params mp = em_model_default_params();
+    if (getenv("EMBER_NO_REPACK")) mp.repack = false; /* compare packed and file layouts */
     em_status st = em_model_load(&model, model_path, &mp);
     if (st != EM_OK) goto fail;
     int32_t n_vocab = em_model_n_vocab(model);
