@@ -253,12 +253,13 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     }
 }
 
-/* Whether rows [r0, r1) can be one tile: one sequence, consecutive
- * positions (a prompt's rows). */
-static bool tileable(const em_attn_args *a, int32_t r0, int32_t r1) {
-    for (int32_t r = r0 + 1; r < r1; r++)
-        if (a->seq[r] != a->seq[r0] || a->pos[r] != a->pos[r - 1] + 1) return false;
-    return true;
+/* Whether row r begins a tile: the first row of a run of one sequence's
+ * consecutive positions (a prompt's rows), or a position that is a
+ * multiple of EM_ATTN_QTILE.  Tiles are thus fixed by the positions, not
+ * by where the rows sit in the batch, so a prompt's rows get the same
+ * tiles, and the same results to the bit, whatever else shares the batch. */
+static bool tile_start(const em_attn_args *a, int32_t r) {
+    return r == 0 || a->seq[r] != a->seq[r - 1] || a->pos[r] != a->pos[r - 1] + 1 || a->pos[r] % EM_ATTN_QTILE == 0;
 }
 
 /* Rows [r0, r1) of one sequence, KV head g, attended together: the
@@ -335,16 +336,21 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
         }
         return;
     }
-    /* Tiles of EM_ATTN_QTILE rows; rows that cannot share a tile (mixed
-     * sequences) are attended one by one. */
-    const int64_t n_tiles = (a->n_rows + EM_ATTN_QTILE - 1) / EM_ATTN_QTILE;
-    for (int64_t task; (task = em_threadpool_next(tp, ith, n_tiles * a->n_head_kv)) >= 0;) {
-        const int32_t r0 = (int32_t)(task / a->n_head_kv) * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
-        const int32_t r1 = EM_MIN(a->n_rows, r0 + EM_ATTN_QTILE);
-        if (r1 - r0 > 1 && tileable(a, r0, r1))
-            attend_tile(&t, r0, r1, g);
-        else
-            for (int32_t r = r0; r < r1; r++) attend_task(&t, r, g);
+    /* A task is a window of EM_ATTN_QTILE rows of the batch and one KV
+     * head: it attends the tiles that begin in its window (a tile may run
+     * on into the next window); a lone row (a generating sequence's) is
+     * attended by itself. */
+    const int64_t n_windows = (a->n_rows + EM_ATTN_QTILE - 1) / EM_ATTN_QTILE;
+    for (int64_t task; (task = em_threadpool_next(tp, ith, n_windows * a->n_head_kv)) >= 0;) {
+        const int32_t w0 = (int32_t)(task / a->n_head_kv) * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
+        const int32_t w1 = EM_MIN(a->n_rows, w0 + EM_ATTN_QTILE);
+        for (int32_t r0 = w0; r0 < w1; r0++) {
+            if (!tile_start(a, r0)) continue;
+            int32_t r1 = r0 + 1;
+            while (r1 < a->n_rows && r1 - r0 < EM_ATTN_QTILE && !tile_start(a, r1)) r1++;
+            if (r1 - r0 > 1) attend_tile(&t, r0, r1, g);
+            else attend_task(&t, r0, g);
+        }
     }
 }
 
