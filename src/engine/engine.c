@@ -729,7 +729,11 @@ static void *engine_main(void *arg) {
         publish_kv_locked(e);
         if (e->stop && e->n_active == 0) break;
         if (e->n_active == 0) {
-            if (e->n_queued == 0) pthread_cond_broadcast(&e->idle);
+            /* publish_kv_locked lets go of the lock: a request submitted
+             * meanwhile is queued and its wake-up already sent, so it is
+             * admitted now rather than waited for. */
+            if (e->n_queued > 0 && !e->stop) continue;
+            pthread_cond_broadcast(&e->idle);
             pthread_cond_wait(&e->wake, &e->mu);
             continue;
         }

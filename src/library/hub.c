@@ -570,7 +570,8 @@ static em_status pull(hub *h, const char *spec, char *name_out, size_t size) {
         if (snprintf(m.name, sizeof m.name, "%s:%s", repo, m.quant) >= (int)sizeof m.name)
             st = em_error(EM_ERR_INVALID_ARG, "pull: the repository name %s is too long", repo);
         snprintf(m.repo, sizeof m.repo, "%s", repo);
-        snprintf(m.source, sizeof m.source, "%s/%s", h->endpoint, repo);
+        if (snprintf(m.source, sizeof m.source, "%s/%s", h->endpoint, repo) >= (int)sizeof m.source && !st)
+            st = em_error(EM_ERR_INVALID_ARG, "pull: the source URL %s/%s is too long", h->endpoint, repo);
         m.n_files = n_parts;
         m.files = calloc((size_t)n_parts, sizeof *m.files);
         if (!st && !m.files) st = em_error(EM_ERR_NOMEM, "pull: out of memory");
