@@ -125,6 +125,9 @@ typedef struct em_context_params {
     int32_t n_seq_max;  /* distinct sequence ids the cache accepts (<= 4096)*/
     bool embeddings;    /* also keep the final-norm hidden state of the rows
                          * that ask for logits (em_get_embeddings)           */
+    bool kv_full;       /* windowed and chunked layers keep every position
+                         * too (the layout before layer groups; for
+                         * comparisons)                                      */
 } em_context_params;
 
 em_context_params em_context_default_params(void);
@@ -228,6 +231,22 @@ em_pos em_kv_seq_pos_max(const em_context *ctx, em_seq_id seq);
  * blocks run out. */
 int32_t em_kv_seq_reuse_prefix(em_context *ctx, em_seq_id seq, const em_token *tokens, int32_t n);
 
+/* One group of layers that see the same span of the past: each has a
+ * pool of blocks of its own, and windowed or chunked groups give blocks
+ * back as their sequences move on. */
+typedef struct em_kv_group_stats {
+    int32_t n_layer;         /* layers in the group                       */
+    int32_t window;          /* their sliding window, 0 = none            */
+    int32_t chunk;           /* their attention chunk, 0 = none           */
+    int32_t n_blocks;        /* blocks in the group's pool                */
+    int32_t n_used;          /* blocks referenced by at least one sequence */
+    int32_t n_cached;        /* unreferenced blocks kept for prefix reuse */
+    int32_t n_free;          /* blocks holding nothing                    */
+} em_kv_group_stats;
+#define EM_KV_STATS_GROUPS 4
+
+/* n_blocks .. n_free describe group 0, the one that keeps the most (every
+ * position when some layer is global): its blocks bound the context. */
 typedef struct em_kv_stats {
     int32_t block_size;      /* positions per block                       */
     int32_t n_blocks;        /* blocks in the pool                        */
@@ -236,6 +255,10 @@ typedef struct em_kv_stats {
     int32_t n_free;          /* blocks holding nothing                    */
     uint64_t prefix_lookups; /* em_kv_seq_reuse_prefix calls              */
     uint64_t prefix_hits;    /* blocks reused by them                     */
+    int32_t n_groups;        /* entries of groups                         */
+    em_kv_group_stats groups[EM_KV_STATS_GROUPS];
+    uint64_t bytes;          /* keys and values allocated, every group    */
+    uint64_t bytes_used;     /* of them in blocks some sequence references */
 } em_kv_stats;
 void em_kv_get_stats(const em_context *ctx, em_kv_stats *out);
 

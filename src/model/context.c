@@ -27,6 +27,33 @@ static void *alloc_floats(size_t n, bool *ok) {
     return p;
 }
 
+/* The cache, with a layer group per window or chunk size (kv.h) unless
+ * the caller asks for every position in every layer.  Encoders see later
+ * rows too, so they keep everything. */
+static em_status kv_init(em_context *c, const em_context_params *p) {
+    const em_hparams *hp = &c->model->hp;
+    const int64_t kw = (int64_t)hp->n_head_kv * hp->head_dim, vw = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    if (p->kv_full || !hp->causal)
+        return em_kv_init(&c->kv, p->n_ctx, p->n_seq_max, hp->n_layer, kw, vw, p->kv_type, hp->head_dim,
+                          hp->head_dim_v);
+    int32_t *win = calloc((size_t)hp->n_layer, sizeof *win), *chunk = calloc((size_t)hp->n_layer, sizeof *chunk);
+    if (!win || !chunk) {
+        free(win);
+        free(chunk);
+        return em_error(EM_ERR_NOMEM, "context: out of memory");
+    }
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        win[l] = c->model->layers[l].n_swa;
+        chunk[l] = c->model->layers[l].n_chunk;
+    }
+    const em_kv_layout lo = {.window = win, .chunk = chunk, .n_batch = p->n_batch};
+    em_status st = em_kv_init_layout(&c->kv, p->n_ctx, p->n_seq_max, hp->n_layer, kw, vw, p->kv_type, hp->head_dim,
+                                     hp->head_dim_v, &lo);
+    free(win);
+    free(chunk);
+    return st;
+}
+
 em_status em_context_init(em_context **out, const em_model *model, const em_context_params *params) {
     if (!out || !model) return em_error(EM_ERR_INVALID_ARG, "context: no model");
     if (!model->layers) return em_error(EM_ERR_INVALID_ARG, "context: the model was loaded vocab-only");
@@ -57,8 +84,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->params = p;
     em_status st = em_threadpool_init(&c->pool, p.n_threads);
     if (st != EM_OK) goto fail;
-    st = em_kv_init(&c->kv, p.n_ctx, p.n_seq_max, hp->n_layer, (int64_t)hp->n_head_kv * hp->head_dim,
-                    (int64_t)hp->n_head_kv * hp->head_dim_v, p.kv_type, hp->head_dim, hp->head_dim_v);
+    st = kv_init(c, &p);
     if (st != EM_OK) goto fail;
 
     size_t nb = (size_t)p.n_batch;
@@ -312,7 +338,10 @@ em_status em_decode(em_context *c, const em_batch *b) {
     }
     c->n_logit_rows = n;
     if (m == 0) return EM_OK;
-    return em_forward(c, c->tok, m, n_out);
+    em_status fs = em_forward(c, c->tok, m, n_out);
+    /* Windowed layers give back what no later row can see. */
+    em_kv_settle(&c->kv, m, c->seq);
+    return fs;
 }
 
 const float *em_get_logits(em_context *c, int32_t i) {
@@ -348,11 +377,29 @@ int32_t em_kv_seq_reuse_prefix(em_context *c, em_seq_id seq, const em_token *tok
 
 void em_kv_get_stats(const em_context *c, em_kv_stats *out) {
     const em_kv *kv = &c->kv;
+    memset(out, 0, sizeof *out);
     out->block_size = EM_KV_BLOCK;
-    out->n_blocks = kv->n_blocks;
+    out->n_blocks = kv->pools[0].n_blocks;
     out->n_used = em_kv_n_used(kv);
-    out->n_cached = kv->n_cached;
-    out->n_free = kv->n_free;
+    out->n_cached = kv->pools[0].n_cached;
+    out->n_free = kv->pools[0].n_free;
     out->prefix_lookups = kv->prefix_lookups;
     out->prefix_hits = kv->prefix_hits;
+    out->n_groups = EM_MIN(kv->n_groups, EM_KV_STATS_GROUPS);
+    const uint64_t row = (uint64_t)(kv->k_row_bytes + kv->v_row_bytes) * EM_KV_BLOCK;
+    for (int32_t g = 0; g < kv->n_groups; g++) {
+        const em_kv_pool *pl = &kv->pools[g];
+        out->bytes += (uint64_t)pl->n_blocks * pl->n_layer * row;
+        out->bytes_used += (uint64_t)em_kv_pool_used(kv, g) * pl->n_layer * row;
+        if (g >= EM_KV_STATS_GROUPS) continue;
+        out->groups[g] = (em_kv_group_stats){
+            .n_layer = pl->n_layer,
+            .window = pl->span == EM_KV_WINDOW ? pl->size : 0,
+            .chunk = pl->span == EM_KV_CHUNK ? pl->size : 0,
+            .n_blocks = pl->n_blocks,
+            .n_used = em_kv_pool_used(kv, g),
+            .n_cached = pl->n_cached,
+            .n_free = pl->n_free,
+        };
+    }
 }

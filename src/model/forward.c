@@ -249,7 +249,7 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
         em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
         em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
     }
-    em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
+    em_kv_write(&c->kv, il, em_kv_layer_cell(&c->kv, il, c->seq[r], c->pos[r]), g0, g1, k, v, ro->to_f16);
 }
 
 /* ------------------------------------------------------ the walker
@@ -329,6 +329,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         .head_dim = hp->head_dim,
         .head_dim_v = hp->head_dim_v,
         .n_swa = l->n_swa,
+        .n_chunk = l->n_chunk,
         .scale = l->attn_scale,
         .softcap = hp->attn_softcap,
         .non_causal = !hp->causal,

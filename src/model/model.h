@@ -71,6 +71,8 @@ typedef struct em_layer {
 
     /* The layer's attention, set by the family's hyperparameter reader. */
     int32_t n_swa;       /* sliding window in positions, 0 = global         */
+    int32_t n_chunk;     /* attention chunk in positions (a row sees only its
+                          * own chunk), 0 = none                            */
     int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope), -1:
                           * no RoPE (encoders with learned positions)      */
     float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
