@@ -7,7 +7,10 @@
  */
 #include "ember.h"
 #include "kv/kv.h"
+#include "model/model.h"
 #include "test.h"
+
+#include <stdlib.h>
 
 /* --------------------------------------------------- the cache alone */
 
@@ -616,6 +619,139 @@ out:
     em_context_free(c);
 }
 
+/* ------------------------------------------- layer groups on models */
+
+/* The same calls on a context with layer groups and one that keeps every
+ * position in every layer (kv_full); every logits row must be the same
+ * bit for bit. */
+typedef struct pair {
+    em_context *full, *grp;
+    em_batch b;
+    int nv;
+    int compared, differ;
+    em_token tok[3][640]; /* the tokens of each sequence, by position */
+} pair;
+
+static void pair_decode(pair *pr) {
+    CHECK_OK(em_decode(pr->full, &pr->b));
+    CHECK_OK(em_decode(pr->grp, &pr->b));
+    for (int i = 0; i < pr->b.n_tokens; i++) {
+        if (!pr->b.logits[i]) continue;
+        const float *lf = em_get_logits(pr->full, i), *lg = em_get_logits(pr->grp, i);
+        pr->compared++;
+        if (!lf || !lg || memcmp(lf, lg, (size_t)pr->nv * sizeof *lf) != 0) pr->differ++;
+    }
+    em_batch_clear(&pr->b);
+}
+
+/* Rows [p0, p1) of sequence s in batches of `split`, logits on every row. */
+static void pair_rows(pair *pr, em_seq_id s, em_pos p0, em_pos p1, int split) {
+    for (em_pos p = p0; p < p1;) {
+        for (int i = 0; i < split && p < p1; i++, p++) em_batch_add(&pr->b, pr->tok[s][p], p, s, true);
+        pair_decode(pr);
+    }
+}
+
+/* A long prompt in batches of `split`, generation, a copy continued by
+ * two sequences at once, a trim back past the window, and prefix reuse:
+ * the logits of a cache with layer groups equal those of the full cache;
+ * and the windowed groups hold a few blocks per sequence. */
+static void check_hybrid(em_model *m, const char *label, int split, em_type kv_type) {
+    pair *pr = calloc(1, sizeof *pr);
+    if (!pr) return;
+    pr->nv = em_model_n_vocab(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 1024;
+    cp.n_batch = 320;
+    cp.n_threads = 1;
+    cp.kv_type = kv_type;
+    cp.n_seq_max = 3;
+    CHECK_OK(em_context_init(&pr->grp, m, &cp));
+    cp.kv_full = true;
+    CHECK_OK(em_context_init(&pr->full, m, &cp));
+    CHECK_OK(em_batch_init(&pr->b, 320));
+    if (!pr->grp || !pr->full) goto out;
+    for (int s = 0; s < 3; s++)
+        for (int p = 0; p < 640; p++) pr->tok[s][p] = tok_of(s == 2 ? 0 : s, p);
+    em_kv_stats sg, sf;
+    em_kv_get_stats(pr->grp, &sg);
+    em_kv_get_stats(pr->full, &sf);
+    CHECK(sf.n_groups == 1 && sg.n_groups == 2 && sg.groups[1].window + sg.groups[1].chunk > 0);
+    const int span = sg.groups[1].window + sg.groups[1].chunk;
+    /* The prompt, then generation one row at a time. */
+    pair_rows(pr, 0, 0, 300, split);
+    pair_rows(pr, 0, 300, 324, 1);
+    em_kv_get_stats(pr->grp, &sg);
+    em_kv_get_stats(pr->full, &sf);
+    const int per_seq = (span + EM_KV_BLOCK - 1) / EM_KV_BLOCK + 1;
+    CHECK_MSG(sg.groups[1].n_used <= per_seq && sg.n_used == sf.n_used && sg.bytes_used < sf.bytes_used,
+              "%s: windowed blocks used %d (at most %d), bytes %llu of the full cache's %llu", label,
+              sg.groups[1].n_used, per_seq, (unsigned long long)sg.bytes_used, (unsigned long long)sf.bytes_used);
+    /* seq_cp, then both sequences on in one batch (copy-on-write). */
+    CHECK_OK(em_kv_seq_cp(pr->grp, 0, 1, 0, -1));
+    CHECK_OK(em_kv_seq_cp(pr->full, 0, 1, 0, -1));
+    for (int p = 0; p < 324; p++) pr->tok[1][p] = pr->tok[0][p];
+    for (em_pos p = 324; p < 340; p++) {
+        em_batch_add(&pr->b, pr->tok[0][p], p, 0, true);
+        em_batch_add(&pr->b, pr->tok[1][p], p, 1, true);
+        pair_decode(pr);
+    }
+    /* Back to 250, past the window: the given-back blocks are found again
+     * in the cache (the sequence may only end shorter if they were
+     * evicted; then the full cache is cut back alike). */
+    CHECK_OK(em_kv_remove(pr->grp, 0, 250, -1));
+    const em_pos back = em_kv_seq_pos_max(pr->grp, 0);
+    CHECK_MSG(back == 250, "%s: trimmed to %d, not 250", label, back);
+    CHECK_OK(em_kv_remove(pr->full, 0, back, -1));
+    for (int p = back; p < 640; p++) pr->tok[0][p] = (em_token)(7 + (p * 13) % 480);
+    pair_rows(pr, 0, back, back + 20, 20);
+    /* Prefix reuse of seq 1's tokens by seq 2. */
+    for (int p = 0; p < 640; p++) pr->tok[2][p] = pr->tok[1][p];
+    const int32_t got = em_kv_seq_reuse_prefix(pr->grp, 2, pr->tok[2], 330);
+    const int32_t got_full = em_kv_seq_reuse_prefix(pr->full, 2, pr->tok[2], 330);
+    CHECK_MSG(got > 0 && got <= got_full, "%s: reused %d positions (full cache %d)", label, got, got_full);
+    CHECK_OK(em_kv_remove(pr->full, 2, got, -1));
+    pair_rows(pr, 2, got, 340, 64);
+    em_kv_get_stats(pr->grp, &sg);
+    CHECK(sg.groups[1].n_used <= 3 * per_seq);
+    CHECK_MSG(pr->differ == 0 && pr->compared > 350, "%s, batches of %d, %s cache: %d of %d logits rows differ",
+              label, split, em_type_name(kv_type), pr->differ, pr->compared);
+out:
+    em_batch_free(&pr->b);
+    em_context_free(pr->grp);
+    em_context_free(pr->full);
+    free(pr);
+}
+
+static void test_hybrid_models(void) {
+    static const char *names[2] = {"models/arch/tiny-gemma2.gguf", "models/arch/tiny-gemma3.gguf"};
+    char path[1024];
+    for (int i = 0; i < 2; i++) {
+        if (!test_data_path(path, sizeof path, names[i])) continue;
+        em_model *m = NULL;
+        CHECK_OK(em_model_load(&m, path, NULL));
+        if (!m) continue;
+        check_hybrid(m, names[i], 300, EM_TYPE_F16);
+        check_hybrid(m, names[i], 7, EM_TYPE_F32);
+        check_hybrid(m, names[i], 64, EM_TYPE_Q8_0);
+        if (i == 1) {
+            /* Chunked attention: gemma3's local layers attend within
+             * chunks of 48 positions instead of a window. */
+            int n_local = 0;
+            for (int l = 0; l < m->hp.n_layer; l++)
+                if (m->layers[l].n_swa > 0) {
+                    m->layers[l].n_swa = 0;
+                    m->layers[l].n_chunk = 48;
+                    n_local++;
+                }
+            CHECK(n_local > 0);
+            check_hybrid(m, "tiny-gemma3 chunked", 64, EM_TYPE_F16);
+            check_hybrid(m, "tiny-gemma3 chunked", 5, EM_TYPE_F32);
+        }
+        em_model_free(m);
+    }
+}
+
 int main(void) {
     test_blocks();
     test_bad_ids();
@@ -637,5 +773,6 @@ int main(void) {
         test_embeddings(m);
     }
     em_model_free(m);
+    test_hybrid_models();
     TEST_END();
 }
