@@ -203,19 +203,26 @@ em_status em_embed(em_context *ctx, const em_token *tokens, int32_t n, float *ou
  * The KV cache is paged: blocks of em_kv_stats.block_size positions from
  * one pool of n_ctx positions, a block table per sequence, blocks shared
  * read-only between sequences and copied when one of them writes.
+ * Layers that see only a sliding window or a chunk of the past keep their
+ * keys and values in pools of their own (a group per window or chunk size)
+ * and give back the blocks that leave it, unless kv_full is set.
  */
 
 /* Removes positions [p0, p1) of a sequence (p0 < 0: from 0; p1 < 0: to the
  * end); seq < 0: every sequence.  Only the end of a sequence can go:
  * EM_ERR_UNSUPPORTED for a range with positions after it, and
- * EM_ERR_INVALID_ARG for seq >= n_seq_max. */
+ * EM_ERR_INVALID_ARG for seq >= n_seq_max.  In a model with sliding-window
+ * or chunked layers the sequence can end shorter than p0, when blocks
+ * those layers gave back (they keep only what a next row can see) were
+ * evicted since: em_kv_seq_pos_max says where to continue. */
 em_status em_kv_remove(em_context *ctx, em_seq_id seq, em_pos p0, em_pos p1);
 void em_kv_clear(em_context *ctx);
 /* Makes sequence dst hold positions [0, p1) of sequence src (p1 < 0: all),
  * sharing the stored keys and values (no copy): a common prompt is
  * computed once and continued by several sequences.  What dst held before
  * is dropped.  p0 must be 0 (or negative); EM_ERR_INVALID_ARG for ids
- * outside [0, n_seq_max). */
+ * outside [0, n_seq_max).  With p1 short of src's length, dst can end
+ * shorter, as with em_kv_remove. */
 em_status em_kv_seq_cp(em_context *ctx, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1);
 /* One past the largest position stored for seq, 0 when empty. */
 em_pos em_kv_seq_pos_max(const em_context *ctx, em_seq_id seq);
