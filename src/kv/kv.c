@@ -108,11 +108,13 @@ static bool pool_init(em_kv_pool *pl, int32_t nb, int32_t n_layer, size_t k_row,
     return true;
 }
 
-/* The span of layer l. */
+/* The span of layer l.  A layer with both a window and chunks sees their
+ * intersection, which either alone keeps: the smaller one is kept. */
 static void layer_span(const em_kv_layout *lo, int32_t l, em_kv_span *span, int32_t *size) {
     const int32_t w = lo && lo->window ? lo->window[l] : 0, c = lo && lo->chunk ? lo->chunk[l] : 0;
-    *span = c > 0 ? EM_KV_CHUNK : w > 0 ? EM_KV_WINDOW : EM_KV_GLOBAL;
-    *size = c > 0 ? c : w > 0 ? w : 0;
+    const bool chunked = c > 0 && (w <= 0 || c <= w);
+    *span = chunked ? EM_KV_CHUNK : w > 0 ? EM_KV_WINDOW : EM_KV_GLOBAL;
+    *size = chunked ? c : w > 0 ? w : 0;
 }
 
 /* Sorts the layers into groups, one per distinct span.  Group 0 keeps the
@@ -184,9 +186,8 @@ em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32
         return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
     if (layout)
         for (int32_t l = 0; l < n_layer; l++)
-            if ((layout->window && layout->window[l] < 0) || (layout->chunk && layout->chunk[l] < 0) ||
-                (layout->window && layout->chunk && layout->window[l] > 0 && layout->chunk[l] > 0))
-                return em_error(EM_ERR_INVALID_ARG, "kv: layer %d: a window or a chunk (not both, not negative)", l);
+            if ((layout->window && layout->window[l] < 0) || (layout->chunk && layout->chunk[l] < 0))
+                return em_error(EM_ERR_INVALID_ARG, "kv: layer %d: a negative window or chunk", l);
     const em_type_traits *tr = em_get_type_traits(type);
     if (!tr || !tr->can_quantize || !tr->can_dequant || type == EM_TYPE_Q8_K || type == EM_TYPE_Q8_1)
         return em_error(EM_ERR_UNSUPPORTED, "kv: %s cannot be a cache type (use f16, f32 or q8_0)",

@@ -97,13 +97,15 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->v = alloc_floats(nb * (size_t)c->kv.v_width, &ok);
     c->att = alloc_floats(nb * o_dim, &ok);
     const size_t n_used = (size_t)(hp->n_expert > 0 ? hp->n_expert_used : 0);
-    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_used * hp->n_ff_exp);
+    /* FFN slots of a row: its routed experts, then its shared expert. */
+    const size_t n_slots = n_used ? n_used + (size_t)hp->n_expert_shared : 0;
+    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_slots * hp->n_ff_exp);
     c->ff_gate = alloc_floats(nb * (size_t)c->ff_width, &ok);
     c->ff_up = alloc_floats(nb * (size_t)c->ff_width, &ok);
     if (n_used) {
         c->router = alloc_floats(nb * (size_t)hp->n_expert, &ok);
         c->moe_w = alloc_floats(nb * n_used, &ok);
-        c->moe_y = alloc_floats(nb * n_used * (size_t)hp->n_embd, &ok);
+        c->moe_y = alloc_floats(nb * n_slots * (size_t)hp->n_embd, &ok);
         c->moe_sel = calloc(nb * n_used, sizeof *c->moe_sel);
         c->moe_slot = calloc(nb * n_used, sizeof *c->moe_slot);
         c->moe_row = calloc(nb * n_used, sizeof *c->moe_row);
@@ -132,8 +134,8 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
-    /* With experts a row's down input is n_expert_used rows of n_ff_exp. */
-    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_used * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
+    /* With experts a row's down input is one row of n_ff_exp per slot. */
+    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_slots * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
     c->qact_size = nb * (row_room + 64);
     for (int i = 0; i < 3; i++) {
         c->qact[i] = malloc(c->qact_size);

@@ -303,11 +303,14 @@ static void test_groups(void) {
     CHECK(em_kv_reuse(&kv, 1, c, 101) == 0);
     em_kv_free(&kv);
 
-    /* Bad layouts are refused. */
-    const int32_t both[1] = {32}, neg[1] = {-1};
-    em_kv_layout bad = {.window = both, .chunk = both, .n_batch = 16};
-    CHECK(em_kv_init_layout(&kv, 64, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &bad) == EM_ERR_INVALID_ARG);
-    bad = (em_kv_layout){.window = neg, .n_batch = 16};
+    /* A layer with a window and chunks keeps the smaller; bad layouts are
+     * refused. */
+    const int32_t w64[1] = {64}, c32[1] = {32}, neg[1] = {-1};
+    em_kv_layout wc = {.window = w64, .chunk = c32, .n_batch = 16};
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &wc));
+    CHECK(kv.n_groups == 1 && kv.pools[0].span == EM_KV_CHUNK && kv.pools[0].size == 32);
+    em_kv_free(&kv);
+    em_kv_layout bad = {.window = neg, .n_batch = 16};
     CHECK(em_kv_init_layout(&kv, 64, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &bad) == EM_ERR_INVALID_ARG);
     /* Every layer windowed: group 0 is the window, sized by it. */
     const int32_t all[2] = {32, 32};
@@ -724,13 +727,29 @@ out:
 }
 
 static void test_hybrid_models(void) {
-    static const char *names[2] = {"models/arch/tiny-gemma2.gguf", "models/arch/tiny-gemma3.gguf"};
+    static const char *names[3] = {"models/arch/tiny-gemma2.gguf", "models/arch/tiny-gemma3.gguf",
+                                   "models/arch/tiny-llama4.gguf"};
     char path[1024];
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (!test_data_path(path, sizeof path, names[i])) continue;
         em_model *m = NULL;
         CHECK_OK(em_model_load(&m, path, NULL));
         if (!m) continue;
+        if (i == 2) {
+            /* Llama 4: NoPE global layers and chunked ones, whose chunk of
+             * 8192 positions is made 48 to cross it often. */
+            int n_chunked = 0;
+            for (int l = 0; l < m->hp.n_layer; l++)
+                if (m->layers[l].n_chunk > 0) {
+                    m->layers[l].n_chunk = 48;
+                    n_chunked++;
+                }
+            CHECK(n_chunked > 0);
+            check_hybrid(m, "tiny-llama4, chunks of 48", 64, EM_TYPE_F16);
+            check_hybrid(m, "tiny-llama4, chunks of 48", 7, EM_TYPE_F32);
+            em_model_free(m);
+            continue;
+        }
         check_hybrid(m, names[i], 300, EM_TYPE_F16);
         check_hybrid(m, names[i], 7, EM_TYPE_F32);
         check_hybrid(m, names[i], 64, EM_TYPE_Q8_0);
