@@ -318,7 +318,7 @@ static void test_groups(void) {
     CHECK_OK(em_kv_init_layout(&kv, 1024, 1, 2, 4, 4, EM_TYPE_F32, 4, 4, &wl));
     CHECK(kv.n_groups == 1 && kv.pools[0].span == EM_KV_WINDOW && kv.pools[0].n_blocks == 3 + 1 + 1);
     ok = 1;
-    for (em_pos p = 0; p < 1024; p += 16) ok &= place_write(&kv, 0, p, p + 16, a) == EM_OK;
+    for (em_pos p = 0; p < 1024; p += 16) ok &= place_write(&kv, 0, p, p + 16, NULL) == EM_OK;
     CHECK(ok && em_kv_n_used(&kv) == 2 && kv.seqs[0].len == 1024);
     em_kv_free(&kv);
 }
