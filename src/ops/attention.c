@@ -198,8 +198,9 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
 
     /* The visible positions are lo .. p of sequence s: walk its block
      * table, a block at a time, gathering their rows in position order. */
-    const int32_t *blocks = kv->seqs[s].blocks;
-    const em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
+    const int32_t *blocks = kv->seqs[s].blocks[kv->group[a->layer]];
+    em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
+    if (a->n_chunk > 0 && p - p % a->n_chunk > lo) lo = p - p % a->n_chunk;
     int nb = 0;
     for (em_pos pj = lo; pj <= p;) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
