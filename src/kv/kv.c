@@ -108,6 +108,14 @@ static bool pool_init(em_kv_pool *pl, int32_t nb, int32_t n_layer, size_t k_row,
     return true;
 }
 
+/* A layer's shape is valid: whole heads fit the rows, and its rows come
+ * from a layer that owns them. */
+static bool layer_ok(const em_kv_layer *layers, int32_t i, int64_t k_width, int64_t v_width) {
+    const em_kv_layer *l = &layers[i];
+    return l->head_dim > 0 && l->head_dim_v > 0 && l->head_dim <= k_width && l->head_dim_v <= v_width &&
+           l->src >= 0 && l->src <= i && layers[l->src].src == l->src;
+}
+
 /* The span of layer l.  A layer with both a window and chunks sees their
  * intersection, which either alone keeps: the smaller one is kept. */
 static void layer_span(const em_kv_layout *lo, int32_t l, em_kv_span *span, int32_t *size) {
@@ -115,6 +123,31 @@ static void layer_span(const em_kv_layout *lo, int32_t l, em_kv_span *span, int3
     const bool chunked = c > 0 && (w <= 0 || c <= w);
     *span = chunked ? EM_KV_CHUNK : w > 0 ? EM_KV_WINDOW : EM_KV_GLOBAL;
     *size = chunked ? c : w > 0 ? w : 0;
+}
+
+/* The span that keeps what both a and b see: the same, the larger window,
+ * else everything. */
+static void span_merge(em_kv_span *sp, int32_t *sz, em_kv_span b, int32_t bz) {
+    if (*sp == b && *sz == bz) return;
+    if (*sp == EM_KV_WINDOW && b == EM_KV_WINDOW) {
+        *sz = EM_MAX(*sz, bz);
+        return;
+    }
+    *sp = EM_KV_GLOBAL;
+    *sz = 0;
+}
+
+/* The span of the rows layer l owns: its own merged with those of the
+ * layers that read them (-1 size for a layer that owns none). */
+static void owner_span(const em_kv *kv, const em_kv_layout *lo, int32_t l, em_kv_span *span, int32_t *size) {
+    layer_span(lo, l, span, size);
+    for (int32_t j = l + 1; j < kv->n_layer; j++)
+        if (kv->layer[j].src == l) {
+            em_kv_span s2;
+            int32_t z2;
+            layer_span(lo, j, &s2, &z2);
+            span_merge(span, size, s2, z2);
+        }
 }
 
 /* Sorts the layers into groups, one per distinct span.  Group 0 keeps the
@@ -128,7 +161,8 @@ static void assign_groups(em_kv *kv, const em_kv_layout *lo) {
     for (int32_t l = 0; l < kv->n_layer; l++) {
         em_kv_span sp;
         int32_t sz;
-        layer_span(lo, l, &sp, &sz);
+        if (kv->layer[l].src != l) continue;
+        owner_span(kv, lo, l, &sp, &sz);
         if (sp == EM_KV_GLOBAL) {
             global = true;
             continue;
@@ -169,54 +203,41 @@ static void assign_groups(em_kv *kv, const em_kv_layout *lo) {
     for (int32_t l = 0; l < kv->n_layer; l++) {
         em_kv_span sp;
         int32_t sz;
-        layer_span(lo, l, &sp, &sz);
+        if (kv->layer[l].src != l) {
+            kv->group[l] = kv->group[kv->layer[l].src]; /* an earlier layer */
+            continue;
+        }
+        owner_span(kv, lo, l, &sp, &sz);
         int32_t g = 0;
         while (g < n && !(span[g] == sp && size[g] == sz)) g++;
         kv->group[l] = (uint8_t)(g < n ? g : 0);
     }
 }
 
-/* A layer's shape is valid: whole heads fit the rows, and its rows come
- * from a layer that owns them and sees the same span. */
-static bool layer_ok(const em_kv_layout *lo, int32_t i, int64_t k_width, int64_t v_width) {
-    const em_kv_layer *l = &lo->layers[i];
-    if (!(l->head_dim > 0 && l->head_dim_v > 0 && l->head_dim <= k_width && l->head_dim_v <= v_width &&
-          l->src >= 0 && l->src <= i && lo->layers[l->src].src == l->src))
-        return false;
-    em_kv_span sp, ssp;
-    int32_t sz, ssz;
-    layer_span(lo, i, &sp, &sz);
-    layer_span(lo, l->src, &ssp, &ssz);
-    return sp == ssp && sz == ssz;
-}
-
 em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
                             int64_t v_width, em_type type, int32_t head_dim, int32_t head_dim_v,
                             const em_kv_layout *layout) {
     memset(kv, 0, sizeof *kv);
-    const em_kv_layer *given = layout ? layout->layers : NULL;
-    if (given) {
-        head_dim = n_layer > 0 ? given[0].head_dim : 0;
-        head_dim_v = n_layer > 0 ? given[0].head_dim_v : 0;
+    const em_kv_layer *layers = layout ? layout->layers : NULL;
+    if (layers) {
+        head_dim = layers[0].head_dim;
+        head_dim_v = layers[0].head_dim_v;
     }
-    if (n_positions <= 0 || n_positions > (1 << 28) || n_seq <= 0 || n_seq > EM_KV_MAX_SEQ || n_layer <= 0 ||
-        n_layer > (1 << 16) || k_width <= 0 || v_width <= 0 || head_dim <= 0 || head_dim_v <= 0 ||
-        k_width % head_dim || v_width % head_dim_v)
-        return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
+    bool shape_ok = n_positions > 0 && n_positions <= (1 << 28) && n_seq > 0 && n_seq <= EM_KV_MAX_SEQ &&
+                    n_layer > 0 && n_layer <= (1 << 16) && k_width > 0 && v_width > 0 && head_dim > 0 &&
+                    head_dim_v > 0 && k_width % head_dim == 0 && v_width % head_dim_v == 0;
+    for (int32_t i = 0; shape_ok && layers && i < n_layer; i++) shape_ok = layer_ok(layers, i, k_width, v_width);
+    if (!shape_ok) return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
     if (layout)
         for (int32_t l = 0; l < n_layer; l++)
             if ((layout->window && layout->window[l] < 0) || (layout->chunk && layout->chunk[l] < 0))
                 return em_error(EM_ERR_INVALID_ARG, "kv: layer %d: a negative window or chunk", l);
-    if (given)
-        for (int32_t l = 0; l < n_layer; l++)
-            if (!layer_ok(layout, l, k_width, v_width))
-                return em_error(EM_ERR_INVALID_ARG, "kv: layer %d: bad cache shape", l);
     const em_type_traits *tr = em_get_type_traits(type);
     if (!tr || !tr->can_quantize || !tr->can_dequant || type == EM_TYPE_Q8_K || type == EM_TYPE_Q8_1)
         return em_error(EM_ERR_UNSUPPORTED, "kv: %s cannot be a cache type (use f16, f32 or q8_0)",
                         em_type_name(type) ? em_type_name(type) : "this type");
-    for (int32_t l = 0; l < (given ? n_layer : 1); l++) {
-        const int32_t hd = given ? given[l].head_dim : head_dim, hdv = given ? given[l].head_dim_v : head_dim_v;
+    for (int32_t i = 0; i < n_layer; i++) {
+        const int32_t hd = layers ? layers[i].head_dim : head_dim, hdv = layers ? layers[i].head_dim_v : head_dim_v;
         if (hd % tr->block_size || hdv % tr->block_size)
             return em_error(EM_ERR_UNSUPPORTED,
                             "kv: a %s cache needs head sizes that are multiples of %lld (the model's are %d/%d)",
@@ -245,12 +266,10 @@ em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32
     if (!kv->layer || !kv->k || !kv->v || !kv->group || !kv->seqs || !kv->plan_len || !kv->plan_state ||
         !kv->plan_err)
         goto nomem;
-    for (int32_t l = 0; l < n_layer; l++)
-        kv->layer[l] = given ? given[l] : (em_kv_layer){head_dim, head_dim_v, l};
+    for (int32_t i = 0; i < n_layer; i++) kv->layer[i] = layers ? layers[i] : (em_kv_layer){head_dim, head_dim_v, i};
     assign_groups(kv, layout);
     const int64_t n_batch = layout && layout->n_batch > 0 ? layout->n_batch : n_positions;
     int32_t slot[EM_KV_MAX_GROUPS] = {0};
-    /* Only layers that own their rows take rows in their group's pool. */
     for (int32_t l = 0; l < n_layer; l++)
         if (kv->layer[l].src == l) kv->pools[kv->group[l]].n_layer++;
     for (int32_t g = 0; g < kv->n_groups; g++) {
@@ -271,13 +290,9 @@ em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32
     kv->n_blocks = kv->pools[0].n_blocks;
     kv->n_cells = kv->pools[0].n_cells;
     for (int32_t l = 0; l < n_layer; l++) {
-        const int32_t src = kv->layer[l].src;
-        if (src != l) {
-            /* A sharing layer reads its source's rows (an earlier layer,
-             * whose span is the same: checked above). */
-            kv->group[l] = kv->group[src];
-            kv->k[l] = kv->k[src];
-            kv->v[l] = kv->v[src];
+        if (kv->layer[l].src != l) {
+            kv->k[l] = kv->k[kv->layer[l].src];
+            kv->v[l] = kv->v[kv->layer[l].src];
             continue;
         }
         em_kv_pool *pl = &kv->pools[kv->group[l]];
@@ -295,6 +310,16 @@ nomem:
 em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
                      int64_t v_width, em_type type, int32_t head_dim, int32_t head_dim_v) {
     return em_kv_init_layout(kv, n_positions, n_seq, n_layer, k_width, v_width, type, head_dim, head_dim_v, NULL);
+}
+
+em_status em_kv_init_layers(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
+                            int64_t v_width, em_type type, const em_kv_layer *layers) {
+    if (!layers) {
+        memset(kv, 0, sizeof *kv);
+        return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
+    }
+    const em_kv_layout lo = {.layers = layers};
+    return em_kv_init_layout(kv, n_positions, n_seq, n_layer, k_width, v_width, type, 0, 0, &lo);
 }
 
 void em_kv_free(em_kv *kv) {

@@ -53,7 +53,8 @@ typedef struct em_kv_layer {
     int32_t head_dim_v;  /* elements of one head's value                     */
     int32_t src;         /* the layer whose rows it reads: itself, or an
                           * earlier layer that owns its rows (cross-layer KV
-                          * sharing; no rows are allocated for it)          */
+                          * sharing; no rows are allocated for it, and it
+                          * is in its source's group)                       */
 } em_kv_layer;
 
 /* How much of the past a group of layers keeps (see "Layer groups"). */
@@ -126,8 +127,7 @@ typedef struct em_kv {
     void **k;            /* [n_layer] -> the rows of the layer in its group's
                           * pool; a sharing layer points at its source's    */
     void **v;            /* [n_layer]                                        */
-    uint8_t *group;      /* [n_layer] group of each layer (a sharing layer's
-                          * is its source's)                                */
+    uint8_t *group;      /* [n_layer] group of each layer                    */
 
     /* Groups: 0 keeps the most (every position when any layer is global). */
     int32_t n_groups;
@@ -145,17 +145,14 @@ typedef struct em_kv {
 } em_kv;
 
 /* What each layer sees, for em_kv_init_layout.  Layers with the same span
- * share a group; a layer without window or chunk is global.  A layer that
- * reads another's rows (layers[l].src != l) must see the same span as its
- * source: it has no rows of its own and uses its source's group. */
+ * share a group; a layer without window or chunk is global. */
 typedef struct em_kv_layout {
     const int32_t *window; /* [n_layer] sliding window, 0 = none; or NULL   */
     const int32_t *chunk;  /* [n_layer] attention chunk, 0 = none; or NULL  */
-    const em_kv_layer *layers; /* [n_layer] shape and row owner of each
-                            * layer; NULL: every layer (head_dim,
-                            * head_dim_v, itself)                          */
     int32_t n_batch;       /* most rows one em_kv_place adds (sizes the
                             * pools of windowed and chunked groups)         */
+    const em_kv_layer *layers; /* [n_layer] per-layer shapes, or NULL: every
+                            * layer (head_dim, head_dim_v, itself)          */
 } em_kv_layout;
 
 /* head_dim and head_dim_v must be multiples of the storage type's block,
@@ -167,13 +164,17 @@ em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_la
  * min(every position, n_seq * (ceil(size / EM_KV_BLOCK) + 1) +
  * ceil(n_batch / EM_KV_BLOCK) + min(n_seq, n_batch)) blocks, enough for
  * every sequence's window plus the rows of one batch, and its blocks are
- * given back as the window slides (em_kv_settle).  With layout->layers,
- * head_dim and head_dim_v are ignored, each layer has its own, and k_width
- * and v_width are the widest layer's rows.  layout NULL: every layer
- * global, as em_kv_init. */
+ * given back as the window slides (em_kv_settle).  layout NULL: every
+ * layer global, as em_kv_init.  With layout->layers, head_dim and
+ * head_dim_v are ignored (layers[0]'s are kept in em_kv). */
 em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
                             int64_t v_width, em_type type, int32_t head_dim, int32_t head_dim_v,
                             const em_kv_layout *layout);
+/* The same with a shape per layer (layers[n_layer]), every layer global;
+ * k_width and v_width are the widest layer's rows.  em_kv_init is this
+ * with every layer (head_dim, head_dim_v, itself). */
+em_status em_kv_init_layers(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
+                            int64_t v_width, em_type type, const em_kv_layer *layers);
 void em_kv_free(em_kv *kv);
 
 /* Places n rows (seq[i], pos[i], token tok[i]) and writes the cache row

@@ -645,17 +645,21 @@ static void row_moe_in(const walker *w, const em_layer *l, int il, int32_t r) {
  * experts' outputs is taken in row_layer_out.
  */
 
+/* The experts and weights of a row with router logits [n_expert]. */
+static void route(const em_hparams *hp, const float *logits, int32_t *sel, float *selw) {
+    if (hp->moe_gating == EM_MOE_SIGMOID)
+        em_moe_route_sigmoid(logits, hp->n_expert, hp->n_expert_used, sel, selw);
+    else
+        em_moe_route(logits, hp->n_expert, hp->n_expert_used, sel, selw);
+}
+
 /* The row's experts and weights. */
 static void row_route(const walker *w, const em_layer *l, int il, int32_t r) {
     const em_hparams *hp = &w->s->c->model->hp;
     const int k = hp->n_expert_used;
-    const float *logits = w->s->c->router + (int64_t)r * hp->n_expert;
     (void)l;
     (void)il;
-    if (hp->moe_gating == EM_MOE_SIGMOID)
-        em_moe_route_sigmoid(logits, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
-    else
-        em_moe_route(logits, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
+    route(hp, w->s->c->router + (int64_t)r * hp->n_expert, w->b.sel + r * k, w->b.selw + r * k);
 }
 
 /* Thread 0: slots in expert order (moe_off, moe_row, moe_slot). */
@@ -755,8 +759,19 @@ static void experts(walker *w, const em_layer *l, int il) {
     const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
     act_plan pf = expert_plan(l);
 
-    if (!l->gate_inp_s.data) { /* else row_moe_in routed the rows already */
-        em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    if (l->gate_inp_s.data) {
+        /* row_moe_in routed the rows already (Gemma 4). */
+    } else if (w->solo) {
+        /* One row: every thread computes the router's few dot products
+         * itself (the same kernel call the product step would make) rather
+         * than one thread computing them while the others wait at a
+         * barrier, which on a busy machine waits for the slowest thread. */
+        float logits[EM_MAX_EXPERTS];
+        const em_tensor *R = &l->gate_inp;
+        em_gemm(R->type, d, R->data, R->row_bytes, hp->n_expert, router.x, router.x_stride, 1, logits, hp->n_expert);
+        route(hp, logits, w->sel, w->selw);
+    } else {
         products(w, &router, 1);
         rows(w, row_route, l, il);
     }

@@ -312,6 +312,19 @@ static void test_groups(void) {
     em_kv_free(&kv);
     em_kv_layout bad = {.window = neg, .n_batch = 16};
     CHECK(em_kv_init_layout(&kv, 64, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &bad) == EM_ERR_INVALID_ARG);
+    /* A layer reading another's rows (Gemma 4) is in its source's group,
+     * which keeps what both see. */
+    const em_kv_layer shl[3] = {{4, 4, 0}, {4, 4, 1}, {4, 4, 0}};
+    const int32_t w_same[3] = {32, 0, 32}, w_wider[3] = {32, 0, 0};
+    em_kv_layout sl = {.window = w_same, .n_batch = 16, .layers = shl};
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 3, 4, 4, EM_TYPE_F32, 0, 0, &sl));
+    CHECK(kv.n_groups == 2 && kv.group[2] == kv.group[0] && kv.group[0] != 0 && kv.k[2] == kv.k[0]);
+    CHECK(kv.pools[kv.group[0]].n_layer == 1 && kv.pools[0].n_layer == 1);
+    em_kv_free(&kv);
+    sl.window = w_wider;
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 3, 4, 4, EM_TYPE_F32, 0, 0, &sl));
+    CHECK(kv.n_groups == 1 && kv.group[0] == 0 && kv.group[2] == 0 && kv.pools[0].n_layer == 2);
+    em_kv_free(&kv);
     /* Every layer windowed: group 0 is the window, sized by it. */
     const int32_t all[2] = {32, 32};
     const em_kv_layout wl = {.window = all, .n_batch = 16};

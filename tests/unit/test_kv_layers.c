@@ -3,16 +3,16 @@
  * different sizes in rows of one width, and layers that read an earlier
  * layer's rows instead of holding their own (cross-layer KV sharing), also
  * through copy-on-write; bad layer shapes refused; sharing layers in
- * layer groups (windowed layers keep their own pool).  Then, on the shared
- * tiny gemma4 model, a context whose shared-KV layers own no cache rows,
- * with layer groups and with kv_full.
+ * layer groups (a windowed layer reading a windowed layer's rows).  Then,
+ * on the shared tiny gemma4 model, a context whose shared-KV layers own no
+ * cache rows, with layer groups and with kv_full.
  */
 #include "ember.h"
 #include "kv/kv.h"
 #include "model/context.h"
 #include "test.h"
 
-/* em_kv_init_layout with per-layer shapes and, optionally, windows. */
+/* em_kv_init_layout with per-layer shapes and windows. */
 static em_status init_layers(em_kv *kv, int32_t n_pos, int32_t n_seq, int32_t n_layer, int64_t kw, int64_t vw,
                              em_type type, const em_kv_layer *layers, const int32_t *window) {
     const em_kv_layout lo = {.window = window, .layers = layers, .n_batch = 16};
@@ -24,7 +24,7 @@ static void test_shapes(void) {
     /* Rows of 4 floats: layer 0 has 2 heads of 2, layer 1 one head of 4
      * keys and one of 4 values, layer 2 reads layer 0's rows. */
     const em_kv_layer ls[3] = {{2, 2, 0}, {4, 4, 1}, {2, 2, 0}};
-    CHECK_OK(init_layers(&kv, 32, 2, 3, 4, 4, EM_TYPE_F32, ls, NULL));
+    CHECK_OK(em_kv_init_layers(&kv, 32, 2, 3, 4, 4, EM_TYPE_F32, ls));
     CHECK(kv.n_groups == 1 && kv.pools[0].n_layer == 2); /* rows for the owners only */
     CHECK(kv.k[2] == kv.k[0] && kv.v[2] == kv.v[0] && kv.k[1] != kv.k[0]);
 
@@ -60,19 +60,17 @@ static void test_shapes(void) {
     em_kv_free(&kv);
 
     /* Refused: a layer reading a later layer, reading a layer that itself
-     * shares, a head wider than the rows, a q8_0 cache with heads that are
-     * not whole blocks, and a layer reading a layer with another window. */
+     * shares, a head wider than the rows, and a q8_0 cache with heads that
+     * are not whole blocks. */
     const em_kv_layer later[2] = {{2, 2, 1}, {2, 2, 1}};
     const em_kv_layer chain[3] = {{2, 2, 0}, {2, 2, 0}, {2, 2, 1}};
     const em_kv_layer wide[2] = {{2, 2, 0}, {8, 8, 1}};
     const em_kv_layer odd[2] = {{32, 32, 0}, {16, 16, 1}};
-    const em_kv_layer pair[2] = {{2, 2, 0}, {2, 2, 0}};
-    const int32_t w_mixed[2] = {0, 32};
-    CHECK(init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, later, NULL) == EM_ERR_INVALID_ARG);
-    CHECK(init_layers(&kv, 32, 1, 3, 4, 4, EM_TYPE_F32, chain, NULL) == EM_ERR_INVALID_ARG);
-    CHECK(init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, wide, NULL) == EM_ERR_INVALID_ARG);
-    CHECK(init_layers(&kv, 32, 1, 2, 64, 64, EM_TYPE_Q8_0, odd, NULL) == EM_ERR_UNSUPPORTED);
-    CHECK(init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, pair, w_mixed) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, later) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_init_layers(&kv, 32, 1, 3, 4, 4, EM_TYPE_F32, chain) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, wide) == EM_ERR_INVALID_ARG);
+    CHECK(em_kv_init_layers(&kv, 32, 1, 2, 64, 64, EM_TYPE_Q8_0, odd) == EM_ERR_UNSUPPORTED);
+    CHECK(em_kv_init_layers(&kv, 32, 1, 2, 4, 4, EM_TYPE_F32, NULL) == EM_ERR_INVALID_ARG);
 }
 
 /* Sharing layers with layer groups: a windowed layer that reads an
