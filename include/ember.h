@@ -114,6 +114,15 @@ uint64_t em_model_size(const em_model *model); /* bytes of tensor data */
 int32_t em_model_desc(const em_model *model, char *buf, size_t size);
 /* The architecture name from general.architecture ("llama", "qwen2"). */
 const char *em_model_arch(const em_model *model);
+/* False for encoders (bert, nomic-bert): every row sees the whole text,
+ * so they compute embeddings and cannot generate text. */
+bool em_model_is_causal(const em_model *model);
+
+/* How a model's rows pool into one embedding ({arch}.pooling_type, in
+ * llama.cpp's numbering): none given (causal LMs), the mean of the rows,
+ * or the first row (BERT's [CLS]). */
+typedef enum em_pooling { EM_POOL_NONE = 0, EM_POOL_MEAN = 1, EM_POOL_CLS = 2 } em_pooling;
+em_pooling em_model_pooling(const em_model *model);
 
 /* --------------------------------------------------------------- context */
 

@@ -141,10 +141,14 @@ double em_bench_token_bytes(const em_model *m, double n_kv, em_type kv_type) {
         int n_mats = em_layer_mats(&m->layers[il], mats, 16);
         for (int k = 0; k < n_mats; k++) bytes += tensor_bytes(mats[k]) * active_share(m, mats[k]);
     }
-    /* One stored K row and V row per cached position and layer. */
-    size_t k_row = em_row_size(kv_type, (int64_t)hp->n_head_kv * hp->head_dim);
-    size_t v_row = em_row_size(kv_type, (int64_t)hp->n_head_kv * hp->head_dim_v);
-    bytes += n_kv * (double)hp->n_layer * (double)(k_row + v_row);
+    /* One K row and V row of each layer's width per cached position and
+     * layer (a layer sharing another's cache reads that one's rows). */
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &m->layers[il];
+        size_t k_row = em_row_size(kv_type, (int64_t)l->n_head_kv * l->head_dim);
+        size_t v_row = em_row_size(kv_type, (int64_t)l->n_head_kv * l->head_dim_v);
+        bytes += n_kv * (double)(k_row + v_row);
+    }
     return bytes;
 }
 
@@ -159,7 +163,9 @@ double em_bench_token_flops(const em_model *m, double n_kv, bool logits) {
     }
     /* Per head and attended position: a dot product of head_dim for the
      * score and a multiply-add of head_dim_v for the weighted sum. */
-    double attn = 2.0 * (double)hp->n_layer * hp->n_head * (double)(hp->head_dim + hp->head_dim_v) * n_kv;
+    double attn = 0;
+    for (int il = 0; il < hp->n_layer; il++)
+        attn += 2.0 * hp->n_head * (double)(m->layers[il].head_dim + m->layers[il].head_dim_v) * n_kv;
     return 2.0 * params + attn;
 }
 

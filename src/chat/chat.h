@@ -96,6 +96,16 @@ typedef enum em_tool_family {
 em_tool_family em_chat_tool_family(const char *template_source_or_family);
 const char *em_chat_tool_family_name(em_tool_family f);
 
+/* Where a tool call may begin in an answer that is still growing: the
+ * offset of the first byte of text[0..n) that begins a call in the
+ * family's syntax, or that might once more text arrives (a partial
+ * marker at the end).  text[0..offset) is content that no later text turns
+ * into a call, so a stream may send it at once; n when nothing is held.
+ * Families whose calls cannot be told from text until the answer ends
+ * (a Llama 3 answer that opens with '{', Functionary v3.2's recipient
+ * lines) hold from the start. */
+size_t em_chat_tool_call_start(em_tool_family family, const char *text, size_t n);
+
 /* Parses the tool calls out of generated text.  *tool_calls gets a JSON
  * array in the OpenAI shape [{id, type:"function", function:{name,
  * arguments (a JSON string)}}], or NULL when the text holds none;

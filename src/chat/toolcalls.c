@@ -442,6 +442,49 @@ static bool parse_deepseek(parse *p, const char *s, const char *end) {
     return true;
 }
 
+/* ---- streaming: where a call may start ---- */
+
+/* The earliest offset in text[0..n) where one of markers[] occurs, or
+ * where a proper prefix of one ends the text. */
+static size_t marker_start(const char *text, size_t n, const char *const *markers, int n_markers) {
+    size_t best = n;
+    for (int i = 0; i < n_markers; i++) {
+        const size_t m = strlen(markers[i]);
+        const char *at = memmem(text, n, markers[i], m);
+        if (at && (size_t)(at - text) < best) best = (size_t)(at - text);
+        for (size_t k = m - 1; k > 0; k--) /* the text ends with the marker's first k bytes */
+            if (k <= n && n - k < best && !memcmp(text + n - k, markers[i], k)) {
+                best = n - k;
+                break;
+            }
+    }
+    return best;
+}
+
+size_t em_chat_tool_call_start(em_tool_family f, const char *text, size_t n) {
+    static const char *const hermes[] = {"<tool_call>"}, *const python[] = {"<|python_tag|>"},
+                             *const mistral[] = {"[TOOL_CALLS]"}, *const fn31[] = {"<function=", "<|python_tag|>"},
+                             *const fire[] = {"functools"}, *const cmdr[] = {"<|START_ACTION|>", "Action:"},
+                             *const ds[] = {DS_CALLS_BEGIN};
+    switch (f) {
+    case EM_TOOLS_NONE: return n;
+    case EM_TOOLS_HERMES: return marker_start(text, n, hermes, 1);
+    case EM_TOOLS_LLAMA3: {
+        /* A whole answer that is one JSON object is a call. */
+        const char *s = skip_ws(text, text + n);
+        if (s == text + n || *s == '{') return 0;
+        return marker_start(text, n, python, 1);
+    }
+    case EM_TOOLS_MISTRAL: return marker_start(text, n, mistral, 1);
+    case EM_TOOLS_FUNCTIONARY_31: return marker_start(text, n, fn31, 2);
+    case EM_TOOLS_FUNCTIONARY_32: return 0;
+    case EM_TOOLS_FIREFUNCTION: return marker_start(text, n, fire, 1);
+    case EM_TOOLS_COMMAND_R: return marker_start(text, n, cmdr, 2);
+    case EM_TOOLS_DEEPSEEK_R1: return marker_start(text, n, ds, 1);
+    }
+    return 0;
+}
+
 /* ---- entry ---- */
 
 static char *trimmed_copy(const char *s, size_t n) {

@@ -75,6 +75,7 @@ struct em_engine {
     em_context *ctx;
     em_engine_params p;
     int32_t n_vocab, n_embd;
+    bool causal; /* false: an encoder, whose prompt runs in one step */
 
     pthread_t thread;
     bool thread_started;
@@ -235,6 +236,11 @@ em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t 
     }
     if (gp->embed && !e->p.embeddings) {
         em_error(EM_ERR_UNSUPPORTED, "this engine was started without embeddings");
+        return EM_SUBMIT_INVALID;
+    }
+    if (!gp->embed && !em_model_is_causal(e->model)) {
+        em_error(EM_ERR_UNSUPPORTED, "this model (%s) is an encoder: it computes embeddings and cannot generate text",
+                 em_model_arch(e->model));
         return EM_SUBMIT_INVALID;
     }
     for (int32_t i = 0; i < n_prompt; i++)
@@ -554,15 +560,19 @@ static void choice_step(em_engine *e, em_request *r, int32_t c, const float *log
     else ch->next = t;
 }
 
-/* Adds a row's hidden state to an embedding request's sum; after the
- * last prompt row, posts the mean, scaled to unit length. */
-static void embed_row(em_engine *e, em_request *r, int32_t row, bool last) {
+/* Pools a prompt row's hidden state into an embedding request as the
+ * model says: the first row for [CLS] pooling, else the sum of the rows
+ * (mean pooling, the default for models that name none); after the last
+ * prompt row, posts the vector scaled to unit length, which for a sum is
+ * the mean's direction. */
+static void embed_row(em_engine *e, em_request *r, int32_t row, em_pos pos, bool last) {
     const float *h = eng_get_embeddings(e->ctx, row);
     if (!h) {
         request_fail(e, r, EM_ERR_INTERNAL, "no hidden state for row %d", row);
         return;
     }
-    for (int32_t j = 0; j < e->n_embd; j++) r->emb_sum[j] += h[j];
+    if (em_model_pooling(e->model) != EM_POOL_CLS || pos == 0)
+        for (int32_t j = 0; j < e->n_embd; j++) r->emb_sum[j] += h[j];
     if (!last) return;
     float *v = malloc((size_t)e->n_embd * sizeof *v);
     if (!v) {
@@ -619,6 +629,10 @@ static int32_t build_batch(em_engine *e, em_request **act, int32_t n_act) {
         if (r->n_done >= r->n_prompt) continue;
         if (r->n_done == 0) reuse_prefix(e, r);
         int32_t take = EM_MIN(r->n_prompt - r->n_done, budget);
+        /* An encoder's rows attend to the whole text, so its prompt runs
+         * in one step; the prefill budget is at least a context (set at
+         * init), so it fits in the next step with a full budget. */
+        if (!e->causal && take < r->n_prompt) continue;
         for (int32_t j = r->n_done; j < r->n_done + take; j++) {
             e->row_req[b->n_tokens] = r;
             e->row_choice[b->n_tokens] = -1;
@@ -674,7 +688,7 @@ static void engine_step(em_engine *e, em_request **act, int32_t n_act) {
         em_pos pos = b->pos[i];
         r->n_done = pos + 1;
         bool last = pos == r->n_prompt - 1;
-        if (r->params.embed) embed_row(e, r, i, last);
+        if (r->params.embed) embed_row(e, r, i, pos, last);
         else if (last) prompt_done(e, r, em_get_logits(e->ctx, i));
     }
 }
@@ -726,6 +740,7 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     if (p.n_parallel < 1 || p.n_parallel > 4096)
         return em_error(EM_ERR_INVALID_ARG, "engine: parallel %d out of range", p.n_parallel);
     if (p.n_prefill < 1) p.n_prefill = 256;
+    if (!em_model_is_causal(model) && p.n_prefill < p.n_ctx_seq) p.n_prefill = p.n_ctx_seq;
     if (p.queue_max < 0) p.queue_max = 0;
     if (p.embeddings && !eng_has_embeddings())
         return em_error(EM_ERR_UNSUPPORTED, "engine: this build has no embeddings");
@@ -740,6 +755,7 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     e->p = p;
     e->n_vocab = em_model_n_vocab(model);
     e->n_embd = em_model_n_embd(model);
+    e->causal = em_model_is_causal(model);
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     pthread_cond_init(&e->idle, NULL);

@@ -30,17 +30,41 @@
 em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
                      int64_t v_width, em_type type, int32_t head_dim, int32_t head_dim_v) {
     memset(kv, 0, sizeof *kv);
-    if (n_positions <= 0 || n_positions > (1 << 28) || n_seq <= 0 || n_seq > EM_KV_MAX_SEQ || n_layer <= 0 ||
-        k_width <= 0 || v_width <= 0 || head_dim <= 0 || head_dim_v <= 0 || k_width % head_dim ||
-        v_width % head_dim_v)
-        return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
+    if (n_layer <= 0 || n_layer > (1 << 16)) return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
+    em_kv_layer *layers = malloc((size_t)n_layer * sizeof *layers);
+    if (!layers) return em_error(EM_ERR_NOMEM, "kv: out of memory");
+    for (int32_t i = 0; i < n_layer; i++) layers[i] = (em_kv_layer){head_dim, head_dim_v, i};
+    em_status st = em_kv_init_layers(kv, n_positions, n_seq, n_layer, k_width, v_width, type, layers);
+    free(layers);
+    return st;
+}
+
+/* A layer's shape is valid: whole heads fit the rows, and its rows come
+ * from a layer that owns them. */
+static bool layer_ok(const em_kv_layer *layers, int32_t i, int64_t k_width, int64_t v_width) {
+    const em_kv_layer *l = &layers[i];
+    return l->head_dim > 0 && l->head_dim_v > 0 && l->head_dim <= k_width && l->head_dim_v <= v_width &&
+           l->src >= 0 && l->src <= i && layers[l->src].src == l->src;
+}
+
+em_status em_kv_init_layers(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
+                            int64_t v_width, em_type type, const em_kv_layer *layers) {
+    memset(kv, 0, sizeof *kv);
+    bool shape_ok = n_positions > 0 && n_positions <= (1 << 28) && n_seq > 0 && n_seq <= EM_KV_MAX_SEQ &&
+                    n_layer > 0 && n_layer <= (1 << 16) && k_width > 0 && v_width > 0 && layers;
+    for (int32_t i = 0; shape_ok && i < n_layer; i++) shape_ok = layer_ok(layers, i, k_width, v_width);
+    if (!shape_ok) return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
+    const int32_t head_dim = layers[0].head_dim, head_dim_v = layers[0].head_dim_v;
+    if (k_width % head_dim || v_width % head_dim_v) return em_error(EM_ERR_INVALID_ARG, "kv: bad cache shape");
     const em_type_traits *tr = em_get_type_traits(type);
     if (!tr || !tr->can_quantize || !tr->can_dequant || type == EM_TYPE_Q8_K || type == EM_TYPE_Q8_1)
         return em_error(EM_ERR_UNSUPPORTED, "kv: %s cannot be a cache type (use f16, f32 or q8_0)",
                         em_type_name(type) ? em_type_name(type) : "this type");
-    if (head_dim % tr->block_size || head_dim_v % tr->block_size)
-        return em_error(EM_ERR_UNSUPPORTED, "kv: a %s cache needs head sizes that are multiples of %lld (the model's are %d/%d)",
-                        tr->name, (long long)tr->block_size, head_dim, head_dim_v);
+    for (int32_t i = 0; i < n_layer; i++)
+        if (layers[i].head_dim % tr->block_size || layers[i].head_dim_v % tr->block_size)
+            return em_error(EM_ERR_UNSUPPORTED,
+                            "kv: a %s cache needs head sizes that are multiples of %lld (the model's are %d/%d)",
+                            tr->name, (long long)tr->block_size, layers[i].head_dim, layers[i].head_dim_v);
     const int32_t nb = (n_positions + EM_KV_BLOCK - 1) / EM_KV_BLOCK;
     kv->n_blocks = nb;
     kv->n_cells = nb * EM_KV_BLOCK;
@@ -57,6 +81,8 @@ em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_la
     while (kv->n_buckets < (uint32_t)nb) kv->n_buckets <<= 1;
 
     const size_t n = (size_t)nb;
+    kv->layer = malloc((size_t)n_layer * sizeof *kv->layer);
+    if (kv->layer) memcpy(kv->layer, layers, (size_t)n_layer * sizeof *kv->layer);
     kv->k = calloc((size_t)n_layer, sizeof *kv->k);
     kv->v = calloc((size_t)n_layer, sizeof *kv->v);
     kv->ref = calloc(n, sizeof *kv->ref);
@@ -73,11 +99,16 @@ em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_la
     kv->plan_len = calloc((size_t)n_seq, sizeof *kv->plan_len);
     kv->plan_state = calloc((size_t)n_seq, sizeof *kv->plan_state);
     kv->plan_err = calloc((size_t)n_seq, sizeof *kv->plan_err);
-    if (!kv->k || !kv->v || !kv->ref || !kv->hash || !kv->parent || !kv->flags || !kv->tokens ||
+    if (!kv->layer || !kv->k || !kv->v || !kv->ref || !kv->hash || !kv->parent || !kv->flags || !kv->tokens ||
         !kv->free_stack || !kv->lru_prev || !kv->lru_next || !kv->bucket || !kv->hnext || !kv->seqs ||
         !kv->plan_len || !kv->plan_state || !kv->plan_err)
         goto nomem;
     for (int32_t i = 0; i < n_layer; i++) {
+        if (layers[i].src != i) {
+            kv->k[i] = kv->k[layers[i].src];
+            kv->v[i] = kv->v[layers[i].src];
+            continue;
+        }
         kv->k[i] = calloc((size_t)kv->n_cells, kv->k_row_bytes);
         kv->v[i] = calloc((size_t)kv->n_cells, kv->v_row_bytes);
         if (!kv->k[i] || !kv->v[i]) goto nomem;
@@ -95,11 +126,17 @@ nomem:
     return em_error(EM_ERR_NOMEM, "kv: cannot allocate a cache of %d positions", n_positions);
 }
 
+/* Whether layer i holds rows of its own (not those of another layer). */
+static bool owns_rows(const em_kv *kv, int32_t i) { return !kv->layer || kv->layer[i].src == i; }
+
 void em_kv_free(em_kv *kv) {
     if (kv->k)
-        for (int32_t i = 0; i < kv->n_layer; i++) free(kv->k[i]);
+        for (int32_t i = 0; i < kv->n_layer; i++)
+            if (owns_rows(kv, i)) free(kv->k[i]);
     if (kv->v)
-        for (int32_t i = 0; i < kv->n_layer; i++) free(kv->v[i]);
+        for (int32_t i = 0; i < kv->n_layer; i++)
+            if (owns_rows(kv, i)) free(kv->v[i]);
+    free(kv->layer);
     if (kv->seqs)
         for (int32_t i = 0; i < kv->n_seq; i++) free(kv->seqs[i].blocks);
     free(kv->k);
@@ -229,6 +266,7 @@ static void block_unref(em_kv *kv, int32_t b) {
 static void block_copy(em_kv *kv, int32_t dst, int32_t src, int32_t n) {
     const size_t d = (size_t)dst * EM_KV_BLOCK, s = (size_t)src * EM_KV_BLOCK;
     for (int32_t l = 0; l < kv->n_layer; l++) {
+        if (!owns_rows(kv, l)) continue;
         memcpy((char *)kv->k[l] + d * kv->k_row_bytes, (const char *)kv->k[l] + s * kv->k_row_bytes,
                (size_t)n * kv->k_row_bytes);
         memcpy((char *)kv->v[l] + d * kv->v_row_bytes, (const char *)kv->v[l] + s * kv->v_row_bytes,
@@ -436,8 +474,9 @@ int32_t em_kv_n_used(const em_kv *kv) { return kv->n_blocks - kv->n_free - kv->n
 
 void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1, const float *k, const float *v,
                  em_kv_f16_fn to_f16) {
-    const int64_t k0 = (int64_t)h0 * kv->head_dim, nk = (int64_t)(h1 - h0) * kv->head_dim;
-    const int64_t v0 = (int64_t)h0 * kv->head_dim_v, nv = (int64_t)(h1 - h0) * kv->head_dim_v;
+    const int64_t hd = kv->layer[layer].head_dim, hdv = kv->layer[layer].head_dim_v;
+    const int64_t k0 = (int64_t)h0 * hd, nk = (int64_t)(h1 - h0) * hd;
+    const int64_t v0 = (int64_t)h0 * hdv, nv = (int64_t)(h1 - h0) * hdv;
     /* A head is whole blocks of the storage type, so a slice of heads
      * starts at a byte offset. */
     char *kd = (char *)kv->k[layer] + (size_t)cell * kv->k_row_bytes + em_row_size(kv->type, k0);

@@ -32,6 +32,17 @@
 /* Converts n floats to IEEE halves (a SIMD twin of em_fp32_to_fp16). */
 typedef void (*em_kv_f16_fn)(uint16_t *dst, const float *src, int64_t n);
 
+/* One layer's shape where a model's layers differ (Gemma 4): rows stay
+ * k_width / v_width wide (the widest layer's), and a layer's heads fill
+ * the start of them. */
+typedef struct em_kv_layer {
+    int32_t head_dim;    /* elements of one head's key                       */
+    int32_t head_dim_v;  /* elements of one head's value                     */
+    int32_t src;         /* the layer whose rows it reads: itself, or an
+                          * earlier layer that owns its rows (cross-layer KV
+                          * sharing; no rows are allocated for it)          */
+} em_kv_layer;
+
 /* One sequence's state. */
 typedef struct em_kv_seq {
     int32_t *blocks;     /* [cap] block of each run of EM_KV_BLOCK positions */
@@ -51,7 +62,9 @@ typedef struct em_kv {
     int64_t v_width;     /* elements of one value row: n_head_kv * head_dim_v */
     size_t k_row_bytes;  /* bytes of one stored key row                      */
     size_t v_row_bytes;  /* bytes of one stored value row                    */
-    void **k;            /* [n_layer] -> [n_cells] rows of k_row_bytes        */
+    em_kv_layer *layer;  /* [n_layer] shape and row owner of each layer      */
+    void **k;            /* [n_layer] -> [n_cells] rows of k_row_bytes; a
+                          * sharing layer points at its source's rows       */
     void **v;            /* [n_layer] -> [n_cells] rows of v_row_bytes        */
 
     /* Blocks. */
@@ -86,6 +99,11 @@ typedef struct em_kv {
  * n_positions rounded up to whole blocks. */
 em_status em_kv_init(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
                      int64_t v_width, em_type type, int32_t head_dim, int32_t head_dim_v);
+/* The same with a shape per layer (layers[n_layer]); k_width and v_width
+ * are the widest layer's rows.  em_kv_init is this with every layer
+ * (head_dim, head_dim_v, itself). */
+em_status em_kv_init_layers(em_kv *kv, int32_t n_positions, int32_t n_seq, int32_t n_layer, int64_t k_width,
+                            int64_t v_width, em_type type, const em_kv_layer *layers);
 void em_kv_free(em_kv *kv);
 
 /* Places n rows (seq[i], pos[i], token tok[i]) and writes the cache row
@@ -127,7 +145,8 @@ static inline int32_t em_kv_cell(const em_kv *kv, em_seq_id s, em_pos p) {
 }
 
 /* Writes KV heads [h0, h1) of a key row k and a value row v (whole rows,
- * n_head_kv heads each) into cache row `cell` of `layer`.  F16 caches go
+ * n_head_kv heads of the layer's sizes each) into cache row `cell` of
+ * `layer` (a layer that owns its rows).  F16 caches go
  * through to_f16 when it is given, other types through their quantizer.
  * The one function that stores keys and values. */
 void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1, const float *k, const float *v,

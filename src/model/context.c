@@ -35,16 +35,19 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     const em_hparams *hp = &model->hp;
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
     if (p.n_batch <= 0) p.n_batch = 512;
-    /* Learned positions end where the model's table does. */
-    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1]) {
+    if (p.n_seq_max <= 0) p.n_seq_max = 1;
+    /* Learned positions end where the model's table does: no sequence can
+     * go past it (em_decode refuses such rows), so a cache larger than one
+     * table per sequence would never fill. */
+    if (model->pos_embd.data && p.n_ctx > model->pos_embd.ne[1] * p.n_seq_max) {
         if (params && params->n_ctx > 0)
-            return em_error(EM_ERR_INVALID_ARG, "context: n_ctx %d exceeds the model's %lld learned positions",
-                            p.n_ctx, (long long)model->pos_embd.ne[1]);
-        p.n_ctx = (int32_t)model->pos_embd.ne[1];
+            return em_error(EM_ERR_INVALID_ARG,
+                            "context: n_ctx %d exceeds the model's %lld learned positions times %d sequences",
+                            p.n_ctx, (long long)model->pos_embd.ne[1], p.n_seq_max);
+        p.n_ctx = (int32_t)(model->pos_embd.ne[1] * p.n_seq_max);
     }
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = em_physical_cores();
-    if (p.n_seq_max <= 0) p.n_seq_max = 1;
     if (p.n_seq_max > EM_KV_MAX_SEQ)
         return em_error(EM_ERR_INVALID_ARG, "context: n_seq_max %d exceeds %d", p.n_seq_max, EM_KV_MAX_SEQ);
     if (p.n_ctx > (1 << 24) || p.n_batch > (1 << 16) || p.n_threads > 512)
@@ -57,8 +60,25 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->params = p;
     em_status st = em_threadpool_init(&c->pool, p.n_threads);
     if (st != EM_OK) goto fail;
-    st = em_kv_init(&c->kv, p.n_ctx, p.n_seq_max, hp->n_layer, (int64_t)hp->n_head_kv * hp->head_dim,
-                    (int64_t)hp->n_head_kv * hp->head_dim_v, p.kv_type, hp->head_dim, hp->head_dim_v);
+    /* The cache's rows are as wide as the widest layer's keys and values
+     * (the same for every layer but Gemma 4's), and attention's scratch
+     * as large as the largest layer needs. */
+    int64_t k_width = 0, v_width = 0;
+    size_t att_floats = 0;
+    em_kv_layer *kvl = malloc((size_t)hp->n_layer * sizeof *kvl);
+    if (!kvl) {
+        st = em_error(EM_ERR_NOMEM, "context: out of memory");
+        goto fail;
+    }
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &model->layers[il];
+        kvl[il] = (em_kv_layer){l->head_dim, l->head_dim_v, l->kv_src};
+        k_width = EM_MAX(k_width, (int64_t)l->n_head_kv * l->head_dim);
+        v_width = EM_MAX(v_width, (int64_t)l->n_head_kv * l->head_dim_v);
+        att_floats = EM_MAX(att_floats, em_attention_scratch(hp->n_head, l->n_head_kv, l->head_dim, l->head_dim_v));
+    }
+    st = em_kv_init_layers(&c->kv, p.n_ctx, p.n_seq_max, hp->n_layer, k_width, v_width, p.kv_type, kvl);
+    free(kvl);
     if (st != EM_OK) goto fail;
 
     size_t nb = (size_t)p.n_batch;
@@ -74,6 +94,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     /* FFN slots of a row: its routed experts, then its shared expert. */
     const size_t n_slots = n_used ? n_used + (size_t)hp->n_expert_shared : 0;
     c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_slots * hp->n_ff_exp);
+    c->ff_width = EM_MAX(c->ff_width, (int64_t)hp->n_embd_pl); /* per-layer embeddings' gate */
     c->ff_gate = alloc_floats(nb * (size_t)c->ff_width, &ok);
     c->ff_up = alloc_floats(nb * (size_t)c->ff_width, &ok);
     if (n_used) {
@@ -89,13 +110,16 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
         for (int i = 0; i < 2; i++) c->moe_x[i] = malloc(nb * n_used * c->moe_x_row);
         if (!c->moe_sel || !c->moe_slot || !c->moe_row || !c->moe_off || !c->moe_x[0] || !c->moe_x[1]) ok = false;
     }
+    if (model->layers[0].gate_inp_s.data) c->ffn_dense = alloc_floats(nb * hp->n_embd, &ok);
+    if (hp->n_embd_pl > 0) {
+        c->ple = alloc_floats(nb * (size_t)hp->n_embd_pl * hp->n_layer, &ok);
+        c->ple_g = alloc_floats(nb * (size_t)hp->n_embd_pl, &ok);
+    }
     const size_t half = (size_t)(hp->n_rot / 2), n_sets = (size_t)hp->n_rope_sets;
     c->rope_cos = alloc_floats(n_sets * nb * half, &ok);
     c->rope_sin = alloc_floats(n_sets * nb * half, &ok);
     c->inv_freq = alloc_floats(n_sets * half, &ok);
-    c->att_scratch = alloc_floats((size_t)p.n_threads *
-                                      em_attention_scratch(hp->n_head, hp->n_head_kv, hp->head_dim, hp->head_dim_v),
-                                  &ok);
+    c->att_scratch = alloc_floats((size_t)p.n_threads * att_floats, &ok);
     c->cells = calloc(nb, sizeof *c->cells);
     c->tok = calloc(nb, sizeof *c->tok);
     c->kv_cells = calloc(nb, sizeof *c->kv_cells);
@@ -108,6 +132,7 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * so only the 8-bit formats need room, Q8_K's 292 bytes per 256
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
+    widest = EM_MAX(widest, (size_t)hp->n_embd_pl);
     /* With experts a row's down input is one row of n_ff_exp per slot. */
     size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_slots * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
     c->qact_size = nb * (row_room + 64);
@@ -130,16 +155,17 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     const float *ff = model->rope_freqs.data;
     for (int t = 0; t < hp->n_rope_sets; t++) {
         const em_rope_set *rs = &hp->rope[t];
-        for (int i = 0; i < hp->n_rot / 2; i++) {
-            double f = pow((double)rs->base, -2.0 * i / hp->n_rot) * rs->freq_scale;
+        const int n_rot = rs->n_rot ? rs->n_rot : hp->n_rot;
+        for (int i = 0; i < n_rot / 2; i++) {
+            double f = pow((double)rs->base, -2.0 * i / n_rot) * rs->freq_scale;
             if (rs->ext_factor != 0) {
                 /* YaRN: theta is linear in the position, so the blend of
                  * the scaled and unscaled angle is one frequency. */
                 const double y = (i - rs->corr_lo) / EM_MAX(0.001, (double)rs->corr_hi - rs->corr_lo);
                 const double ramp = (1.0 - EM_MIN(1.0, EM_MAX(0.0, y))) * rs->ext_factor;
-                f = pow((double)rs->base, -2.0 * i / hp->n_rot) * (rs->freq_scale * (1.0 - ramp) + ramp);
+                f = pow((double)rs->base, -2.0 * i / n_rot) * (rs->freq_scale * (1.0 - ramp) + ramp);
             }
-            if (ff) f /= ff[i];
+            if (ff && !rs->no_factors) f /= ff[i];
             c->inv_freq[t * (hp->n_rot / 2) + i] = (float)f;
         }
     }
@@ -168,6 +194,9 @@ void em_context_free(em_context *c) {
     free(c->router);
     free(c->moe_w);
     free(c->moe_y);
+    free(c->ffn_dense);
+    free(c->ple);
+    free(c->ple_g);
     free(c->moe_sel);
     free(c->moe_slot);
     free(c->moe_row);
@@ -262,6 +291,10 @@ static em_status check_row(const em_context *c, const em_batch *b, int32_t i) {
                         n_vocab);
     if (b->pos[i] < 0 || b->pos[i] >= (1 << 30))
         return em_error(EM_ERR_INVALID_ARG, "decode: row %d: bad position %d", i, b->pos[i]);
+    const em_tensor *pe = &c->model->pos_embd;
+    if (pe->data && b->pos[i] >= pe->ne[1])
+        return em_error(EM_ERR_CONTEXT_FULL, "decode: row %d: position %d is beyond the model's %lld learned positions",
+                        i, b->pos[i], (long long)pe->ne[1]);
     if (b->seq_id[i] < 0 || b->seq_id[i] >= c->params.n_seq_max)
         return em_error(EM_ERR_INVALID_ARG, "decode: row %d: sequence %d outside [0, %d)", i, b->seq_id[i],
                         c->params.n_seq_max);

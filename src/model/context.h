@@ -43,6 +43,11 @@ struct em_context {
                         * the gate and up experts                            */
     size_t moe_x_row;  /* bytes of room per row of moe_x                     */
     float *moe_y;      /* [n_batch * n_expert_used][n_embd] expert outputs   */
+    float *ffn_dense;  /* [n_batch][n_embd] dense FFN output of a layer that
+                        * also has experts (Gemma 4), else NULL            */
+    float *ple;        /* [n_batch][n_layer * n_embd_pl] each row's per-layer
+                        * inputs (Gemma 4's per-layer embeddings), or NULL */
+    float *ple_g;      /* [n_batch][n_embd_pl] per-layer gate product        */
     void *qact[3];     /* quantized activations, one buffer per format a step
                         * reads: n_batch rows of the widest input, in the
                         * rows' 8-bit activation format (Q8_0/Q8_1/Q8_K)     */

@@ -21,6 +21,55 @@ static double elems(const em_tensor *t) {
     return t->data ? (double)t->ne[0] * (double)t->ne[1] * (double)t->ne[2] * (double)t->ne[3] : 0;
 }
 
+/* What differs between layers beyond the window: each layer's KV heads
+ * and head size where they vary, layers that read another layer's KV
+ * cache, keys used as values, per-layer embeddings, output scales. */
+static void explain_layers(const em_model *m, FILE *out) {
+    const em_hparams *hp = &m->hp;
+    const em_layer *l0 = &m->layers[0];
+    bool varies = false, shared = false, k_as_v = false, v_norm = false, scaled = false;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &m->layers[il];
+        varies |= l->n_head_kv != l0->n_head_kv || l->head_dim != l0->head_dim || l->head_dim_v != l0->head_dim_v;
+        shared |= l->kv_src != il;
+        k_as_v |= l->kv_src == il && l->wk.data && !l->wv.data;
+        v_norm |= l->v_norm;
+        scaled |= l->out_scale.data != NULL;
+    }
+    if (varies) {
+        /* KV heads x head size per layer, prefixed by the layer's kind. */
+        fprintf(out, "  %-12s", "heads/layer");
+        for (int il = 0; il < hp->n_layer && il < 64; il++) {
+            const em_layer *l = &m->layers[il];
+            fprintf(out, " %c%d:%dx%d", l->n_swa > 0 ? 'L' : 'G', il, l->n_head_kv, l->head_dim);
+        }
+        fprintf(out, "%s  (layer: KV heads x head size)\n", hp->n_layer > 64 ? " ..." : "");
+    }
+    if (shared) {
+        int n = 0;
+        fprintf(out, "  %-12s", "kv sharing");
+        for (int il = 0; il < hp->n_layer; il++)
+            if (m->layers[il].kv_src != il) {
+                if (n++ < 16) fprintf(out, " %d->%d", il, m->layers[il].kv_src);
+            }
+        fprintf(out, "%s  (%d layers read an earlier layer's keys and values: no K/V products, no cache rows)\n",
+                n > 16 ? " ..." : "", n);
+    }
+    if (v_norm || k_as_v) {
+        fprintf(out, "  %-12s %s", "values", v_norm ? "RMS-normalised (no weight)" : "");
+        if (k_as_v) {
+            fprintf(out, "%skeys as values on layers", v_norm ? "; " : "");
+            for (int il = 0; il < hp->n_layer; il++)
+                if (m->layers[il].kv_src == il && m->layers[il].wk.data && !m->layers[il].wv.data) fprintf(out, " %d", il);
+        }
+        fprintf(out, "\n");
+    }
+    if (m->pl_tok_embd.data)
+        fprintf(out, "  %-12s %d per layer and token (table plus projection of the embedding), gated into each layer's "
+                "output\n", "per-layer", hp->n_embd_pl);
+    if (scaled) fprintf(out, "  %-12s each layer's output scaled by its layer_output_scale\n", "out scale");
+}
+
 void em_model_explain(const em_model *m, FILE *out) {
     const em_hparams *hp = &m->hp;
     fprintf(out, "  %-12s %s\n", "family", m->family->name);
@@ -29,6 +78,8 @@ void em_model_explain(const em_model *m, FILE *out) {
      * global without RoPE; lower case where the FFN has experts. */
     fprintf(out, "  %-12s ", "layers");
     int n_local = 0, n_chunked = 0, n_nope = 0, n_moe = 0, chunk = 0;
+    bool all_moe = true; /* then no layer needs marking */
+    for (int il = 0; il < hp->n_layer; il++) all_moe &= m->layers[il].gate_inp.data != NULL;
     for (int il = 0; il < hp->n_layer; il++) {
         const em_layer *l = &m->layers[il];
         const bool local = l->n_swa > 0;
@@ -38,10 +89,10 @@ void em_model_explain(const em_model *m, FILE *out) {
         n_moe += l->gate_inp.data != NULL;
         if (l->n_chunk > 0) chunk = l->n_chunk;
         char ch = local ? 'L' : l->n_chunk > 0 ? 'C' : l->rope_set < 0 ? 'N' : 'G';
-        if (l->gate_inp.data && hp->n_expert > 0 && n_moe < hp->n_layer) ch = (char)(ch - 'A' + 'a');
+        if (l->gate_inp.data && !all_moe) ch = (char)(ch - 'A' + 'a');
         if (il < 64) fputc(ch, out);
     }
-    if (n_moe == hp->n_layer) n_moe = 0; /* all MoE: no need to mark them */
+    if (all_moe) n_moe = 0;
     if (hp->n_layer > 64) fprintf(out, "...");
     if (n_local == 0 && n_chunked == 0)
         fprintf(out, "  (%d layers, all global", hp->n_layer);
@@ -61,37 +112,64 @@ void em_model_explain(const em_model *m, FILE *out) {
                 hp->attn_temp_scale, hp->attn_temp_offset, hp->attn_temp_floor);
 
     if (m->pos_embd.data) fprintf(out, "  %-12s learned, %lld of them\n", "positions", (long long)m->pos_embd.ne[1]);
-    fprintf(out, "  %-12s %d query heads, %d KV heads, head size %d/%d, scale %.4g%s", "attention", hp->n_head,
-            hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale,
-            m->layers[0].q_norm.data ? ", Q/K norm" : m->layers[0].qk_l2norm ? ", Q/K L2 norm after RoPE" : "");
+    bool uniform = true;
+    for (int il = 1; il < hp->n_layer; il++)
+        uniform &= m->layers[il].n_head_kv == hp->n_head_kv && m->layers[il].head_dim == hp->head_dim &&
+                   m->layers[il].head_dim_v == hp->head_dim_v;
+    if (uniform && m->layers[0].n_head_kv == hp->n_head_kv && m->layers[0].head_dim == hp->head_dim)
+        fprintf(out, "  %-12s %d query heads, %d KV heads, head size %d/%d, scale %.4g%s", "attention", hp->n_head,
+                hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale,
+                m->layers[0].q_norm.data ? ", Q/K norm" : m->layers[0].qk_l2norm ? ", Q/K L2 norm after RoPE" : "");
+    else
+        fprintf(out, "  %-12s %d query heads, KV heads and head size per layer (up to %d and %d), scale %.4g%s",
+                "attention", hp->n_head, hp->n_head_kv, hp->head_dim, m->layers[0].attn_scale,
+                m->layers[0].q_norm.data ? ", Q/K norm" : m->layers[0].qk_l2norm ? ", Q/K L2 norm after RoPE" : "");
     if (m->layers[0].bq.data) fprintf(out, ", QKV bias");
     if (hp->attn_softcap > 0) fprintf(out, ", scores soft-capped at %g", hp->attn_softcap);
     fprintf(out, "\n");
+    explain_layers(m, out);
     for (int t = 0; t < hp->n_rope_sets && m->layers[0].rope_set >= 0; t++) {
         const em_rope_set *rs = &hp->rope[t];
+        /* The head size of the first layer that uses the table. */
+        int hd = hp->head_dim;
+        for (int il = hp->n_layer - 1; il >= 0; il--)
+            if (m->layers[il].rope_set == t) hd = m->layers[il].head_dim;
         fprintf(out, "  %-12s %s, %d of %d dims, base %g", t == 0 ? "rope" : "rope (local)",
-                hp->rope_type == EM_ROPE_NEOX ? "NeoX halves" : "adjacent pairs", hp->n_rot, hp->head_dim, rs->base);
+                hp->rope_type == EM_ROPE_NEOX ? "NeoX halves" : "adjacent pairs", rs->n_rot ? rs->n_rot : hp->n_rot,
+                hd, rs->base);
         if (rs->ext_factor != 0)
             fprintf(out, ", YaRN x%g (pairs %g..%g blended, magnitude %.4g)", 1.0 / rs->freq_scale, rs->corr_lo,
                     rs->corr_hi, rs->mscale);
         else if (rs->freq_scale != 1.0f)
             fprintf(out, ", linear scaling x%g", 1.0 / rs->freq_scale);
-        if (t == 0 && m->rope_freqs.data) fprintf(out, ", per-pair frequency factors");
+        if (m->rope_freqs.data && !rs->no_factors) fprintf(out, ", per-pair frequency factors");
         fprintf(out, "\n");
     }
 
     const char *act = !m->layers[0].w_gate.data && !m->layers[0].gate_exps.data ? "GELU (no gate)"
                       : hp->act == EM_ACT_GELU_TANH                          ? "GeGLU (GELU-tanh)"
                                                                              : "SwiGLU";
-    if (hp->n_expert > 0) {
+    if (hp->n_expert > 0 && m->layers[0].w_gate.data && m->layers[0].gate_inp.data)
+        fprintf(out, "  %-12s %s width %d, beside %d experts (%d used per token, softmax top-%d, width %d%s%s);"
+                " outputs normalised and summed\n", "ffn", act, hp->n_ff, hp->n_expert, hp->n_expert_used,
+                hp->n_expert_used, hp->n_ff_exp, m->layers[0].gate_inp_s.data ? ", router on its own scaled norm" : "",
+                m->layers[0].down_exps_s.data ? ", per-expert output scale" : "");
+    else if (hp->n_expert > 0) {
         fprintf(out, "  %-12s %s experts: %d, %d used per token (%s top-%d%s), width %d", "ffn", act, hp->n_expert,
                 hp->n_expert_used, hp->moe_gating == EM_MOE_SIGMOID ? "sigmoid" : "softmax", hp->n_expert_used,
                 hp->moe_weight_input ? ", weight on the expert's input" : "", hp->n_ff_exp);
         if (hp->n_expert_shared > 0) fprintf(out, ", plus %d shared expert", hp->n_expert_shared);
         if (n_moe > 0) fprintf(out, "; dense layers width %d", hp->n_ff);
         fprintf(out, "\n");
-    } else
-        fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
+    } else {
+        int64_t narrowest = hp->n_ff; /* Gemma 4's widths may differ per layer */
+        for (int il = 0; il < hp->n_layer; il++)
+            if (m->layers[il].w_up.data) narrowest = EM_MIN(narrowest, m->layers[il].w_up.ne[1]);
+        if (narrowest < hp->n_ff)
+            fprintf(out, "  %-12s %s, width %lld to %d by layer\n", "ffn", act, (long long)narrowest, hp->n_ff);
+        else
+            fprintf(out, "  %-12s %s, width %d\n", "ffn", act, hp->n_ff);
+    }
     fprintf(out, "  %-12s %s, %s%s%s\n", "norms", hp->norm == EM_NORM_LAYER ? "LayerNorm" : "RMSNorm",
             hp->norm_after ? "post-norm (x = norm(x + f(x)))"
                            : m->layers[0].post_attn_norm.data ? "pre-norm and post-norm" : "pre-norm",
@@ -109,8 +187,13 @@ void em_model_explain(const em_model *m, FILE *out) {
         const double ex = elems(&l->gate_exps) + elems(&l->up_exps) + elems(&l->down_exps);
         if (hp->n_expert > 0) idle += ex * (1.0 - (double)hp->n_expert_used / hp->n_expert);
     }
-    char tot[32], act_p[32];
+    char tot[32], act_p[32], pl[32];
     human((double)m->n_params, tot, sizeof tot);
     human((double)m->n_params - idle, act_p, sizeof act_p);
-    fprintf(out, "  %-12s %s total, %s active per token\n", "parameters", tot, act_p);
+    fprintf(out, "  %-12s %s total, %s active per token", "parameters", tot, act_p);
+    if (m->pl_tok_embd.data) {
+        human(elems(&m->pl_tok_embd), pl, sizeof pl);
+        fprintf(out, " (%s of them the per-layer embedding table, of which a token reads one row)", pl);
+    }
+    fprintf(out, "\n");
 }

@@ -31,7 +31,7 @@ const em_family *em_family_find(const char *name);
 /* The families (each defined in its own file). */
 extern const em_family em_family_llama, em_family_mistral, em_family_qwen2, em_family_qwen3;
 extern const em_family em_family_qwen3moe;
-extern const em_family em_family_gemma2, em_family_gemma3;
+extern const em_family em_family_gemma2, em_family_gemma3, em_family_gemma4;
 extern const em_family em_family_bert, em_family_nomic_bert;
 extern const em_family em_family_llama4;
 
@@ -41,6 +41,9 @@ extern const em_family em_family_llama4;
  * (an absent required key is an error). */
 em_status em_load_i32(const em_model *m, const char *suffix, int32_t *out, bool required, int32_t def);
 em_status em_load_f32(const em_model *m, const char *suffix, float *out, float def);
+/* The same for layer il of a key that may be a per-layer array (Gemma 4's
+ * head_count_kv): element il of the array, else the scalar. */
+em_status em_load_layer_i32(const em_model *m, const char *suffix, int il, int32_t *out, int32_t def);
 
 /* Binds tensor `name` into t and checks its shape [ne0] (ne1 = 0) or
  * [ne0, ne1] and type; an absent optional tensor leaves t->data NULL. */

@@ -79,14 +79,16 @@ static void rope_table_row(em_context *c, int32_t r) {
         const float *inv_freq = c->inv_freq + t * half;
         float *cs = c->rope_cos + t * set_stride + (int64_t)r * half;
         float *sn = c->rope_sin + t * set_stride + (int64_t)r * half;
-        for (int i = 0; i < half; i++) {
+        const int n_rot = c->model->hp.rope[t].n_rot;
+        const int half_t = n_rot ? n_rot / 2 : half; /* pairs this table rotates */
+        for (int i = 0; i < half_t; i++) {
             float theta = (float)c->pos[r] * inv_freq[i];
             cs[i] = cosf(theta);
             sn[i] = sinf(theta);
         }
         const float ms = c->model->hp.rope[t].mscale;
         if (ms != 1.0f)
-            for (int i = 0; i < half; i++) cs[i] *= ms, sn[i] *= ms;
+            for (int i = 0; i < half_t; i++) cs[i] *= ms, sn[i] *= ms;
     }
 }
 
@@ -200,24 +202,35 @@ static act_plan qkv_plan(const em_layer *l) {
     return plan_acts(ws, 3);
 }
 
-/* The products that read the FFN input: gate and up, or with experts the
- * router, the gate and up experts, and the shared expert's gate and up
- * where the layer has one. */
+/* The products that read the experts' input: the router, the gate and up
+ * experts, and the shared expert's gate and up where the layer has one
+ * (Llama 4). */
+static act_plan expert_plan(const em_layer *l) {
+    const em_tensor *ws[5] = {&l->gate_inp, &l->gate_exps, &l->up_exps, &l->gate_shexp, &l->up_shexp};
+    return plan_acts(ws, l->gate_shexp.data ? 5 : 3);
+}
+
+/* The products that read the FFN input: gate and up, or with experts
+ * alone (no dense FFN beside them) the experts' plan. */
 static act_plan ffn_plan(const em_layer *l) {
-    if (l->gate_inp.data) {
-        const em_tensor *ws[5] = {&l->gate_inp, &l->gate_exps, &l->up_exps, &l->gate_shexp, &l->up_shexp};
-        return plan_acts(ws, l->gate_shexp.data ? 5 : 3);
-    }
+    if (l->gate_inp.data && !l->w_gate.data) return expert_plan(l);
     if (!l->w_gate.data) return one_plan(&l->w_up);
     const em_tensor *ws[2] = {&l->w_gate, &l->w_up};
     return plan_acts(ws, 2);
+}
+
+/* The width of the layer's dense FFN: n_ff, or its own (Gemma 4's
+ * feed_forward_length may be per layer; the buffers hold the widest). */
+static int64_t ffn_width(const em_model *m, const em_layer *l) {
+    return l->w_up.data ? l->w_up.ne[1] : m->hp.n_ff;
 }
 
 /* Expert e of a stacked expert tensor, as a 2-D weight. */
 static em_tensor expert(const em_tensor *t, int32_t e) {
     em_tensor v = *t;
     v.ne[2] = 1;
-    v.data = (const char *)t->data + (size_t)e * (size_t)t->ne[1] * t->row_bytes;
+    const size_t stride = t->expert_bytes ? t->expert_bytes : (size_t)t->ne[1] * t->row_bytes;
+    v.data = (const char *)t->data + (size_t)e * stride;
     return v;
 }
 
@@ -227,8 +240,9 @@ static em_tensor expert(const em_tensor *t, int32_t e) {
  * table, and the new key and value into the cache. */
 static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, int il, int32_t r, int g0, int g1) {
     const em_hparams *hp = &c->model->hp;
-    const int hd = hp->head_dim, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
+    const int hd = l->head_dim, hdv = l->head_dim_v, group = hp->n_head / l->n_head_kv;
     const int64_t q_dim = (int64_t)hp->n_head * hd;
+    const bool own_kv = l->kv_src == il; /* else the layer only has queries */
     const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
     float *q = c->q + r * q_dim, *k = c->k + r * k_dim, *v = c->v + r * v_dim;
     const int64_t q0 = (int64_t)g0 * group * hd, q1 = (int64_t)g1 * group * hd;
@@ -238,23 +252,28 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
         for (int64_t i = (int64_t)g0 * hd; i < (int64_t)g1 * hd; i++) k[i] += ((const float *)l->bk.data)[i];
     if (l->bv.data)
         for (int64_t i = (int64_t)g0 * hdv; i < (int64_t)g1 * hdv; i++) v[i] += ((const float *)l->bv.data)[i];
+    if (own_kv && !l->wv.data) /* values are the keys before their norm and RoPE */
+        memcpy(v + (int64_t)g0 * hdv, k + (int64_t)g0 * hd, (size_t)(g1 - g0) * hd * sizeof(float));
+    if (own_kv && l->v_norm)
+        for (int h = g0; h < g1; h++) em_rmsnorm(v + (int64_t)h * hdv, v + (int64_t)h * hdv, NULL, hdv, hp->norm_eps);
     if (l->q_norm.data)
         for (int h = g0 * group; h < g1 * group; h++)
             em_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, l->q_norm.data, hd, hp->norm_eps);
-    if (l->k_norm.data)
+    if (own_kv && l->k_norm.data)
         for (int h = g0; h < g1; h++)
             em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, l->k_norm.data, hd, hp->norm_eps);
     if (l->rope_set >= 0) {
         const int half = hp->n_rot / 2;
         const int64_t table = (int64_t)l->rope_set * c->params.n_batch * half + (int64_t)r * half;
         const float *cs = c->rope_cos + table, *sn = c->rope_sin + table;
-        em_rope(q + q0, (g1 - g0) * group, hd, hp->n_rot, cs, sn, hp->rope_type);
-        em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, hp->n_rot, cs, sn, hp->rope_type);
+        em_rope(q + q0, (g1 - g0) * group, hd, l->n_rot, cs, sn, hp->rope_type);
+        if (own_kv) em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, l->n_rot, cs, sn, hp->rope_type);
     }
     if (l->qk_l2norm) {
         for (int h = g0 * group; h < g1 * group; h++)
             em_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, NULL, hd, hp->norm_eps);
-        for (int h = g0; h < g1; h++) em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, NULL, hd, hp->norm_eps);
+        if (own_kv)
+            for (int h = g0; h < g1; h++) em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, NULL, hd, hp->norm_eps);
     }
     if (l->attn_temp) {
         /* Llama 4's temperature tuning, computed as llama.cpp does (the
@@ -263,7 +282,7 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
         const float t = (float)(log((double)fl + 1.0) * hp->attn_temp_scale + 1.0);
         for (int64_t i = q0; i < q1; i++) q[i] *= t;
     }
-    em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
+    if (own_kv) em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
 }
 
 /* ------------------------------------------------------ the walker
@@ -304,7 +323,7 @@ static void rows_heads(walker *w, const em_layer *l, int il) {
     em_context *c = w->s->c;
     em_threadpool *tp = c->pool;
     const int ith = w->ith;
-    FOR_ROWS(tp, r, w->s->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, c->model->hp.n_head_kv);
+    FOR_ROWS(tp, r, w->s->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, l->n_head_kv);
     em_threadpool_barrier(tp);
 }
 
@@ -339,9 +358,9 @@ static void attend(walker *w, const em_layer *l, int il) {
         .pos = c->pos,
         .n_rows = w->s->n,
         .n_head = hp->n_head,
-        .n_head_kv = hp->n_head_kv,
-        .head_dim = hp->head_dim,
-        .head_dim_v = hp->head_dim_v,
+        .n_head_kv = l->n_head_kv,
+        .head_dim = l->head_dim,
+        .head_dim_v = l->head_dim_v,
         .n_swa = l->n_swa,
         .n_chunk = l->n_chunk,
         .scale = l->attn_scale,
@@ -417,7 +436,82 @@ static void row_embed(const walker *w, const em_layer *l, int il, int32_t r) {
         for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
     }
     if (m->embd_norm.data) em_layernorm(x, x, m->embd_norm.data, m->embd_norm_b.data, d, m->hp.norm_eps);
+    if (m->pl_model_proj.data) {
+        act_plan p = one_plan(&m->pl_model_proj); /* row_ple_in follows its product */
+        quantize_row_for(w->b.qa, &p, w->b.x, d, r);
+        return;
+    }
     attn_in(w, l, r);
+}
+
+/* ------------------------------------------------ per-layer embeddings
+ *
+ * Gemma 4 gives every layer an input of its own per token (see
+ * em_model.pl_tok_embd): computed once per pass after the embedding, into
+ * c->ple, and consumed after each layer's FFN residual by a gate product,
+ * a row step, a projection product and a final row step (em_layer.pl_gate).
+ * In a one-row batch thread 0 alone writes c->ple; the barriers of the
+ * products before the first layer reads it publish it.
+ */
+
+/* Row r's per-layer inputs from the projection product in c->ple, then
+ * the first layer's input. */
+static void row_ple_in(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    const em_model *m = c->model;
+    const em_hparams *hp = &m->hp;
+    const int64_t n = hp->n_embd_pl, per_row = n * hp->n_layer;
+    (void)il;
+    if (!w->solo || w->ith == 0) {
+        float *ple = c->ple + (int64_t)r * per_row;
+        const em_tensor *te = &m->pl_tok_embd;
+        const char *row = (const char *)te->data + (size_t)w->s->tokens[r] * te->row_bytes;
+        const float proj_scale = 1.0f / sqrtf((float)hp->n_embd), tok_scale = sqrtf((float)n);
+        const float mix = 1.0f / sqrtf(2.0f);
+        float tok[4096]; /* n_embd_pl <= 4096 (gemma4.c) */
+        for (int32_t j = 0; j < hp->n_layer; j++) {
+            float *s = ple + j * n;
+            for (int64_t i = 0; i < n; i++) s[i] *= proj_scale;
+            em_rmsnorm(s, s, m->pl_proj_norm.data, n, hp->norm_eps);
+            em_dequantize_row(te->type, row + em_row_size(te->type, j * n), tok, n);
+            for (int64_t i = 0; i < n; i++) s[i] = (s[i] + tok[i] * tok_scale) * mix;
+        }
+    }
+    attn_in(w, l, r);
+}
+
+/* gelu(gate product) times the layer's slice of the per-layer input,
+ * quantized for the projection. */
+static void row_ple_act(const walker *w, const em_layer *l, int il, int32_t r) {
+    em_context *c = w->s->c;
+    const em_hparams *hp = &c->model->hp;
+    const int64_t n = hp->n_embd_pl;
+    float *g = w->b.ff + r * n;
+    const float *in = c->ple + (int64_t)r * n * hp->n_layer + (int64_t)il * n;
+    em_gelu(g, c->ple_g + r * n, n);
+    for (int64_t i = 0; i < n; i++) g[i] *= in[i];
+    act_plan p = one_plan(&l->pl_proj);
+    quantize_row_for(w->b.qa, &p, w->b.ff, n, r);
+}
+
+/* x times the layer's output scale, where it has one, then the next
+ * layer's input. */
+static void layer_end(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_model *m = w->s->c->model;
+    const int64_t d = m->hp.n_embd;
+    if (l->out_scale.data) {
+        const float s = *(const float *)l->out_scale.data;
+        float *x = w->b.x + r * d;
+        for (int64_t i = 0; i < d; i++) x[i] *= s;
+    }
+    if (il + 1 < m->hp.n_layer) attn_in(w, &m->layers[il + 1], r);
+}
+
+/* x += rmsnorm(projection) * pl_norm, then the layer's end. */
+static void row_ple_out(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_tensor none = {0};
+    residual(w, &l->pl_norm, &none, &none, w->s->c->xn + r * w->s->c->model->hp.n_embd, r);
+    layer_end(w, l, il, r);
 }
 
 /* The attention output quantized for Wo. */
@@ -425,7 +519,7 @@ static void row_att_quant(const walker *w, const em_layer *l, int il, int32_t r)
     const em_hparams *hp = &w->s->c->model->hp;
     act_plan p = one_plan(&l->wo);
     (void)il;
-    quantize_row_for(w->b.qa, &p, w->s->c->att, (int64_t)hp->n_head * hp->head_dim_v, r);
+    quantize_row_for(w->b.qa, &p, w->s->c->att, (int64_t)hp->n_head * l->head_dim_v, r);
 }
 
 /* The attention residual; h = rmsnorm(x) * ffn_norm quantized for gate/up. */
@@ -447,7 +541,7 @@ static void row_ffn_in(const walker *w, const em_layer *l, int il, int32_t r) {
  * down. */
 static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
-    const int64_t f = c->model->hp.n_ff;
+    const int64_t f = ffn_width(c->model, l);
     (void)il;
     if (l->w_gate.data) {
         w->s->ro.glu(w->b.ff + r * f, c->ff_gate + r * f, c->ff_up + r * f, f);
@@ -475,25 +569,67 @@ static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r)
     const float *y = c->xn + r * d;
     if (l->gate_inp.data) {
         /* The weighted sum of the row's experts, in the order chosen, into
-         * h (free now). */
+         * h (free now), each expert's output scaled where the layer says. */
         const int k = m->hp.n_expert_used;
+        const float *es = l->down_exps_s.data;
         float *h = w->b.h + r * d;
         for (int64_t i = 0; i < d; i++) h[i] = 0;
         for (int j = 0; j < k; j++) {
             const int32_t slot = w->solo ? j : c->moe_slot[r * k + j];
-            /* An expert whose input was weighted is added as it is. */
-            const float wt = m->hp.moe_weight_input ? 1.0f : w->b.selw[r * k + j];
             const float *ye = c->moe_y + (int64_t)slot * d;
+            /* An expert whose input was weighted (Llama 4) is added as it is. */
+            const float wt = m->hp.moe_weight_input ? 1.0f
+                                                    : w->b.selw[r * k + j] * (es ? es[w->b.sel[r * k + j]] : 1.0f);
             for (int64_t i = 0; i < d; i++) h[i] += wt * ye[i];
         }
         if (l->gate_shexp.data) {
             const float *ys = c->moe_y + shared_slot(w, r) * d;
             for (int64_t i = 0; i < d; i++) h[i] += ys[i];
         }
+        if (l->post_ffn_norm_2.data) {
+            /* Beside a dense FFN (Gemma 4): each output normalised, then summed. */
+            em_rmsnorm(h, h, l->post_ffn_norm_2.data, d, m->hp.norm_eps);
+            const float *yd = c->ffn_dense + r * d, *wn = l->post_ffn_norm_1.data;
+            double ss = 0;
+            for (int64_t i = 0; i < d; i++) ss += (double)yd[i] * yd[i];
+            const float sc = (float)(1.0 / sqrt(ss / (double)d + (double)m->hp.norm_eps));
+            for (int64_t i = 0; i < d; i++) h[i] += yd[i] * sc * wn[i];
+        }
         y = h;
     }
     residual(w, &l->post_ffn_norm, &l->post_ffn_norm_b, &l->b_down, y, r);
-    if (il + 1 < m->hp.n_layer) attn_in(w, &m->layers[il + 1], r);
+    if (l->pl_gate.data) {
+        act_plan p = one_plan(&l->pl_gate); /* the per-layer embedding's steps follow */
+        quantize_row_for(w->b.qa, &p, w->b.x, d, r);
+        return;
+    }
+    layer_end(w, l, il, r);
+}
+
+/* Gemma 4's experts beside a dense FFN: their input pre_ffn_norm_2(x)
+ * into h, quantized for them, and the row's experts chosen from the
+ * router's logits over rmsnorm(x) / sqrt(n_embd) * gate_inp_s (an F32
+ * router, computed here, in the row step). */
+static void row_moe_in(const walker *w, const em_layer *l, int il, int32_t r) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    const int64_t d = hp->n_embd;
+    const int k = hp->n_expert_used;
+    const float *x = w->b.x + r * d, *gs = l->gate_inp_s.data, *W = l->gate_inp.data;
+    (void)il;
+    em_rmsnorm(w->b.h + r * d, x, l->pre_ffn_norm_2.data, d, hp->norm_eps);
+    act_plan p = expert_plan(l);
+    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+    double ss = 0;
+    for (int64_t i = 0; i < d; i++) ss += (double)x[i] * x[i];
+    const float sc = (float)(1.0 / sqrt(ss / (double)d + (double)hp->norm_eps)) / sqrtf((float)d);
+    float logits[EM_MAX_EXPERTS];
+    for (int e = 0; e < hp->n_expert; e++) {
+        const float *we = W + (int64_t)e * d;
+        float acc = 0;
+        for (int64_t i = 0; i < d; i++) acc += we[i] * (x[i] * sc * gs[i]);
+        logits[e] = acc;
+    }
+    em_moe_route(logits, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
 }
 
 /* ------------------------------------------------------------ experts
@@ -620,10 +756,12 @@ static void experts(walker *w, const em_layer *l, int il) {
     const em_hparams *hp = &c->model->hp;
     const int ith = w->ith, k = hp->n_expert_used;
     const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->s->n;
-    act_plan pf = ffn_plan(l);
+    act_plan pf = expert_plan(l);
 
     em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
-    if (w->solo) {
+    if (l->gate_inp_s.data) {
+        /* row_moe_in routed the rows already (Gemma 4). */
+    } else if (w->solo) {
         /* One row: every thread computes the router's few dot products
          * itself (the same kernel call the product step would make) rather
          * than one thread computing them while the others wait at a
@@ -721,19 +859,19 @@ static void layer(walker *w, int il) {
     em_context *c = w->s->c;
     const em_hparams *hp = &c->model->hp;
     const em_layer *l = &c->model->layers[il];
-    const int64_t d = hp->n_embd, f = hp->n_ff;
-    const int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t d = hp->n_embd, f = ffn_width(c->model, l);
+    const int64_t q_dim = (int64_t)hp->n_head * l->head_dim;
     const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
-    const int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+    const int64_t o_dim = (int64_t)hp->n_head * l->head_dim_v;
     void *const *qa = w->b.qa;
 
+    /* Q always; K and V where the layer has its own cache and weights. */
     act_plan pq = qkv_plan(l);
-    em_matmul_job qkv[3] = {
-        job_for(qa, &pq, 0, &l->wq, w->b.h, d, c->q, q_dim),
-        job_for(qa, &pq, 1, &l->wk, w->b.h, d, c->k, k_dim),
-        job_for(qa, &pq, 2, &l->wv, w->b.h, d, c->v, v_dim),
-    };
-    products(w, qkv, 3);
+    em_matmul_job qkv[3] = {job_for(qa, &pq, 0, &l->wq, w->b.h, d, c->q, q_dim)};
+    int n_qkv = 1;
+    if (l->kv_src == il) qkv[n_qkv++] = job_for(qa, &pq, 1, &l->wk, w->b.h, d, c->k, k_dim);
+    if (l->kv_src == il && l->wv.data) qkv[n_qkv++] = job_for(qa, &pq, 2, &l->wv, w->b.h, d, c->v, v_dim);
+    products(w, qkv, n_qkv);
     rows_heads(w, l, il);
     attend(w, l, il);
 
@@ -744,7 +882,7 @@ static void layer(walker *w, int il) {
     products(w, &wo, 1);
     rows(w, row_ffn_in, l, il);
 
-    if (l->gate_inp.data) {
+    if (l->gate_inp.data && !l->w_gate.data) {
         experts(w, l, il);
     } else {
         act_plan pf = ffn_plan(l);
@@ -760,11 +898,27 @@ static void layer(walker *w, int il) {
         }
         rows(w, row_act, l, il);
 
+        /* Beside experts the dense output waits in ffn_dense for theirs. */
         act_plan pd = one_plan(&l->w_down);
-        em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, c->xn, d);
+        em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, l->gate_inp.data ? c->ffn_dense : c->xn, d);
         products(w, &dn, 1);
+        if (l->gate_inp.data) {
+            rows(w, row_moe_in, l, il);
+            experts(w, l, il);
+        }
     }
     rows(w, row_layer_out, l, il);
+
+    if (l->pl_gate.data) {
+        const int64_t n_pl = hp->n_embd_pl;
+        act_plan pg = one_plan(&l->pl_gate), pp = one_plan(&l->pl_proj);
+        em_matmul_job gate = job_for(qa, &pg, 0, &l->pl_gate, w->b.x, d, c->ple_g, n_pl);
+        products(w, &gate, 1);
+        rows(w, row_ple_act, l, il);
+        em_matmul_job proj = job_for(qa, &pp, 0, &l->pl_proj, w->b.ff, n_pl, c->xn, d);
+        products(w, &proj, 1);
+        rows(w, row_ple_out, l, il);
+    }
 }
 
 /* Row dst of the output: the final norm of batch row src, quantized. */
@@ -831,6 +985,13 @@ static void forward_worker(void *arg, int ith, int nth) {
         for (int i = 0; i < 3; i++) w.b.qa[i] = c->qact[i];
     }
     rows(&w, row_embed, &m->layers[0], 0);
+    if (m->pl_model_proj.data) {
+        const int64_t n_pl = (int64_t)m->hp.n_embd_pl * m->hp.n_layer;
+        act_plan p = one_plan(&m->pl_model_proj);
+        em_matmul_job proj = job_for(w.b.qa, &p, 0, &m->pl_model_proj, w.b.x, m->hp.n_embd, c->ple, n_pl);
+        products(&w, &proj, 1);
+        rows(&w, row_ple_in, &m->layers[0], 0);
+    }
     for (int il = 0; il < m->hp.n_layer; il++) layer(&w, il);
     output(&w);
 }

@@ -36,6 +36,54 @@ em_status em_load_i32(const em_model *m, const char *suffix, int32_t *out, bool 
     return EM_OK;
 }
 
+/* Element il of an integer array (UINT32/INT32; bools read as 0/1). */
+static em_status arr_i32(const char *key, em_gguf_type t, uint64_t n, const void *data, uint64_t il, int32_t *out) {
+    if (il >= n) return em_error(EM_ERR_FORMAT, "model: %s has %llu entries, fewer than the layers", key,
+                                 (unsigned long long)n);
+    if (t == EM_GGUF_INT32 || t == EM_GGUF_UINT32) {
+        uint32_t u;
+        memcpy(&u, (const char *)data + il * 4, 4);
+        if (u > INT32_MAX) return em_error(EM_ERR_FORMAT, "model: %s[%llu] is out of range", key, (unsigned long long)il);
+        *out = (int32_t)u;
+        return EM_OK;
+    }
+    if (t == EM_GGUF_BOOL || t == EM_GGUF_UINT8 || t == EM_GGUF_INT8) {
+        *out = ((const uint8_t *)data)[il] != 0;
+        return EM_OK;
+    }
+    return em_error(EM_ERR_FORMAT, "model: %s is not an array of integers", key);
+}
+
+em_status em_load_layer_i32(const em_model *m, const char *suffix, int il, int32_t *out, int32_t def) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    em_gguf_type t;
+    uint64_t n;
+    const void *data;
+    if (em_gguf_get_arr(m->gguf, key, &t, &n, &data) == EM_OK) return arr_i32(key, t, n, data, (uint64_t)il, out);
+    return em_load_i32(m, suffix, out, false, def);
+}
+
+/* A key that may be per-layer: its largest value (which sizes buffers);
+ * the family reads each layer's with em_load_layer_i32. */
+static em_status load_max_i32(const em_model *m, const char *suffix, int32_t *out, bool required, int32_t def) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    em_gguf_type t;
+    uint64_t n;
+    const void *data;
+    if (em_gguf_get_arr(m->gguf, key, &t, &n, &data) != EM_OK) return em_load_i32(m, suffix, out, required, def);
+    if (n == 0 || n > 4096) return em_error(EM_ERR_FORMAT, "model: %s has %llu entries", key, (unsigned long long)n);
+    *out = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        int32_t v = 0;
+        em_status st = arr_i32(key, t, n, data, i, &v);
+        if (st != EM_OK) return st;
+        if (v > *out) *out = v;
+    }
+    return EM_OK;
+}
+
 em_status em_load_f32(const em_model *m, const char *suffix, float *out, float def) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
@@ -55,9 +103,9 @@ static em_status read_hparams(em_model *m) {
     TRY(em_load_i32(m, "context_length", &hp->n_ctx_train, false, 2048));
     TRY(em_load_i32(m, "embedding_length", &hp->n_embd, true, 0));
     TRY(em_load_i32(m, "block_count", &hp->n_layer, true, 0));
-    TRY(em_load_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
+    TRY(load_max_i32(m, "feed_forward_length", &hp->n_ff, true, 0));
     TRY(em_load_i32(m, "attention.head_count", &hp->n_head, true, 0));
-    TRY(em_load_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
+    TRY(load_max_i32(m, "attention.head_count_kv", &hp->n_head_kv, false, hp->n_head));
     if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_ff <= 0 ||
         hp->n_layer > 4096 || hp->n_head > 4096)
         return em_error(EM_ERR_FORMAT, "model: implausible sizes (n_embd %d, n_layer %d, n_head %d, n_head_kv %d, n_ff %d)",
@@ -145,11 +193,29 @@ static em_status read_hparams(em_model *m) {
         m->layers[il].n_swa = hp->n_swa;
         m->layers[il].rope_set = 0;
         m->layers[il].attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+        m->layers[il].n_head_kv = hp->n_head_kv;
+        m->layers[il].head_dim = hp->head_dim;
+        m->layers[il].head_dim_v = hp->head_dim_v;
+        m->layers[il].n_rot = hp->n_rot;
+        m->layers[il].kv_src = il;
     }
     TRY(m->family->read_hparams(m));
-    for (int il = 0; il < hp->n_layer; il++)
-        if (m->layers[il].rope_set < -1 || m->layers[il].rope_set >= hp->n_rope_sets)
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &m->layers[il];
+        if (l->rope_set < -1 || l->rope_set >= hp->n_rope_sets)
             return em_error(EM_ERR_FORMAT, "model: layer %d has no RoPE table", il);
+        /* A family's per-layer shape stays within the model-wide maxima,
+         * which size every buffer. */
+        if (l->n_head_kv <= 0 || l->n_head_kv > hp->n_head_kv || hp->n_head % l->n_head_kv || l->head_dim <= 0 ||
+            l->head_dim > hp->head_dim || l->head_dim % 2 || l->head_dim_v <= 0 || l->head_dim_v > hp->head_dim_v ||
+            l->n_rot <= 0 || l->n_rot > l->head_dim || l->n_rot > hp->n_rot || l->n_rot % 2)
+            return em_error(EM_ERR_FORMAT, "model: layer %d: bad attention shape (%d KV heads, head size %d/%d, %d rotated)",
+                            il, l->n_head_kv, l->head_dim, l->head_dim_v, l->n_rot);
+        const em_layer *src = l->kv_src >= 0 && l->kv_src <= il ? &m->layers[l->kv_src] : NULL;
+        if (!src || src->kv_src != l->kv_src || src->n_head_kv != l->n_head_kv || src->head_dim != l->head_dim ||
+            src->head_dim_v != l->head_dim_v || src->n_swa != l->n_swa)
+            return em_error(EM_ERR_FORMAT, "model: layer %d cannot share the KV cache of layer %d", il, l->kv_src);
+    }
 #undef TRY
     return EM_OK;
 }
@@ -199,10 +265,10 @@ em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int
 em_status em_bind_llama_attn(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
     const em_hparams *hp = &m->hp;
     em_status st;
-    int64_t q_dim = (int64_t)hp->n_head * hp->head_dim;
-    int64_t k_dim = (int64_t)hp->n_head_kv * hp->head_dim;
-    int64_t v_dim = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    int64_t o_dim = (int64_t)hp->n_head * hp->head_dim_v;
+    int64_t q_dim = (int64_t)hp->n_head * l->head_dim;
+    int64_t k_dim = (int64_t)l->n_head_kv * l->head_dim;
+    int64_t v_dim = (int64_t)l->n_head_kv * l->head_dim_v;
+    int64_t o_dim = (int64_t)hp->n_head * l->head_dim_v;
     char n[96];
 #define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
@@ -214,8 +280,8 @@ em_status em_bind_llama_attn(em_model *m, int il, em_layer *l, bool bias, bool q
     TRY(em_bind(m, &l->bq, NAME("attn_q.bias"), q_dim, 0, bias));
     TRY(em_bind(m, &l->bk, NAME("attn_k.bias"), k_dim, 0, bias));
     TRY(em_bind(m, &l->bv, NAME("attn_v.bias"), v_dim, 0, bias));
-    TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), hp->head_dim, 0, qk_norm));
-    TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), hp->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), l->head_dim, 0, qk_norm));
+    TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), l->head_dim, 0, qk_norm));
     TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
 #undef NAME
 #undef TRY
@@ -270,10 +336,20 @@ static em_status bind_weights(em_model *m) {
     TRY(em_bind(m, &m->tok_types, "token_types.weight", hp->n_embd, tt && tt->ne[1] > 0 ? tt->ne[1] : 1, false));
     TRY(em_bind(m, &m->embd_norm, "token_embd_norm.weight", hp->n_embd, 0, false));
     TRY(em_bind(m, &m->embd_norm_b, "token_embd_norm.bias", hp->n_embd, 0, false));
+    if (hp->n_embd_pl > 0) {
+        const int64_t pl = (int64_t)hp->n_embd_pl * hp->n_layer;
+        TRY(em_bind(m, &m->pl_tok_embd, "per_layer_token_embd.weight", pl, hp->n_vocab, true));
+        TRY(em_bind(m, &m->pl_model_proj, "per_layer_model_proj.weight", hp->n_embd, pl, true));
+        TRY(em_bind(m, &m->pl_proj_norm, "per_layer_proj_norm.weight", hp->n_embd_pl, 0, true));
+        /* Each layer's slice of a token's row is dequantized alone. */
+        if (hp->n_embd_pl % em_get_type_traits(m->pl_tok_embd.type)->block_size)
+            return em_error(EM_ERR_UNSUPPORTED, "model: per_layer_token_embd.weight of type %s cannot be cut into "
+                            "slices of %d", em_type_name(m->pl_tok_embd.type), hp->n_embd_pl);
+    }
     for (int il = 0; il < hp->n_layer; il++) TRY(m->family->bind_layer(m, il, &m->layers[il]));
 
     /* Vectors the forward pass reads as floats must be F32. */
-    const em_tensor *mv[] = {&m->output_norm, &m->embd_norm, &m->embd_norm_b};
+    const em_tensor *mv[] = {&m->output_norm, &m->embd_norm, &m->embd_norm_b, &m->pl_proj_norm};
     for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
         if (mv[i]->data && mv[i]->type != EM_TYPE_F32)
             return em_error(EM_ERR_UNSUPPORTED, "model: norm weights must be F32");
@@ -281,7 +357,9 @@ static em_status bind_weights(em_model *m) {
         em_layer *l = &m->layers[il];
         const em_tensor *lv[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm, &l->k_norm,
                                  &l->post_attn_norm, &l->post_ffn_norm, &l->post_attn_norm_b, &l->post_ffn_norm_b,
-                                 &l->bo, &l->b_up, &l->b_down};
+                                 &l->bo, &l->b_up, &l->b_down, &l->gate_inp_s, &l->down_exps_s,
+                                 &l->pre_ffn_norm_2, &l->post_ffn_norm_1, &l->post_ffn_norm_2, &l->pl_norm,
+                                 &l->out_scale};
         for (size_t i = 0; i < sizeof lv / sizeof *lv; i++)
             if (lv[i]->data && lv[i]->type != EM_TYPE_F32)
                 return em_error(EM_ERR_UNSUPPORTED, "model: layer %d: norm and bias vectors must be F32", il);
@@ -291,10 +369,10 @@ static em_status bind_weights(em_model *m) {
 }
 
 int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
-    /* The routed experts last (cli/bench.c names a file's type by them). */
-    const em_tensor *all[] = {&l->wq,         &l->wk,       &l->wv,         &l->wo,       &l->w_gate,
-                              &l->w_up,       &l->w_down,   &l->gate_shexp, &l->up_shexp, &l->down_shexp,
-                              &l->gate_inp,   &l->gate_exps, &l->up_exps,   &l->down_exps};
+    const em_tensor *all[] = {&l->wq,         &l->wk,        &l->wv,         &l->wo,        &l->w_gate,
+                              &l->w_up,       &l->w_down,    &l->gate_shexp, &l->up_shexp,  &l->down_shexp,
+                              &l->gate_inp,   &l->gate_exps, &l->up_exps,    &l->down_exps, &l->pl_gate,
+                              &l->pl_proj};
     int n = 0;
     for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
         if (all[i]->data) out[n++] = all[i];
@@ -305,7 +383,8 @@ int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
 
 static const em_family *const families[] = {
     &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3, &em_family_qwen3moe,
-    &em_family_gemma2, &em_family_gemma3, &em_family_bert, &em_family_nomic_bert, &em_family_llama4,
+    &em_family_gemma2, &em_family_gemma3, &em_family_gemma4, &em_family_bert, &em_family_nomic_bert,
+    &em_family_llama4,
 };
 
 const em_family *em_family_find(const char *name) {
@@ -401,6 +480,8 @@ int32_t em_model_n_ctx_train(const em_model *m) { return m->hp.n_ctx_train; }
 uint64_t em_model_n_params(const em_model *m) { return m->n_params; }
 uint64_t em_model_size(const em_model *m) { return m->n_bytes; }
 const char *em_model_arch(const em_model *m) { return m->arch_name; }
+bool em_model_is_causal(const em_model *m) { return m->hp.causal; }
+em_pooling em_model_pooling(const em_model *m) { return m->hp.pooling; }
 
 int32_t em_model_desc_typed(const em_model *m, const char *type_name, char *buf, size_t size) {
     double p = (double)m->n_params;

@@ -20,9 +20,7 @@ typedef enum em_act_kind { EM_ACT_SILU, EM_ACT_GELU_TANH } em_act_kind;
  * and bias). */
 typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
 
-/* How an encoder pools its rows into one vector per sequence
- * ({arch}.pooling_type, llama.cpp's numbering). */
-typedef enum em_pooling { EM_POOL_NONE = 0, EM_POOL_MEAN = 1, EM_POOL_CLS = 2 } em_pooling;
+/* em_pooling, how an encoder pools its rows, is public (ember.h). */
 
 /* How a mixture-of-experts router weighs the experts it picks: softmax
  * over all experts, the chosen k renormalised to sum to 1 (Mixtral, Qwen 3);
@@ -43,6 +41,9 @@ typedef struct em_tensor {
     int64_t ne[4];       /* elements per dim; ne[0] is the row length      */
     size_t row_bytes;    /* bytes of one row of ne[0] elements             */
     const void *data;    /* NULL when the model lacks this tensor          */
+    size_t expert_bytes; /* 3-D: bytes from one expert's matrix to the next,
+                          * 0: ne[1] * row_bytes (a view into a fused
+                          * gate-and-up tensor steps further)              */
 } em_tensor;
 
 typedef struct em_layer {
@@ -78,6 +79,23 @@ typedef struct em_layer {
     em_tensor b_up;      /* [n_ff] up bias, or absent                       */
     em_tensor b_down;    /* [n_embd] down bias, or absent                   */
 
+    /* Gemma 4 (absent elsewhere).  A layer may have both a dense FFN and
+     * experts: then the FFN output is post_ffn_norm_1(dense FFN of
+     * ffn_norm(x)) + post_ffn_norm_2(experts of pre_ffn_norm_2(x)), the
+     * router reading rmsnorm(x) / sqrt(n_embd) * gate_inp_s. */
+    em_tensor gate_inp_s;     /* [n_embd] router input scale                 */
+    em_tensor down_exps_s;    /* [n_expert] scale of each expert's output    */
+    em_tensor pre_ffn_norm_2; /* [n_embd] norm of the experts' input         */
+    em_tensor post_ffn_norm_1;/* [n_embd] norm of the dense FFN's output      */
+    em_tensor post_ffn_norm_2;/* [n_embd] norm of the experts' output         */
+    /* Per-layer embeddings: after the FFN residual,
+     * x += rmsnorm(pl_proj(gelu(pl_gate(x)) * ple_l)) * pl_norm, where ple_l
+     * is this layer's slice of the token's per-layer input. */
+    em_tensor pl_gate;        /* [n_embd, n_embd_pl]                         */
+    em_tensor pl_proj;        /* [n_embd_pl, n_embd]                         */
+    em_tensor pl_norm;        /* [n_embd]                                     */
+    em_tensor out_scale;      /* [1] multiplies the layer's output x, or absent */
+
     /* The layer's attention, set by the family's hyperparameter reader. */
     int32_t n_swa;       /* sliding window in positions, 0 = global         */
     int32_t n_chunk;     /* chunked attention (Llama 4): a query at position
@@ -89,6 +107,17 @@ typedef struct em_layer {
     int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope), -1:
                           * no RoPE (encoders with learned positions)      */
     float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
+    /* The layer's attention shape; the loader sets the model-wide values
+     * (em_hparams), which Gemma 4 changes per layer.  The model-wide ones
+     * are then the largest, which size the buffers. */
+    int32_t n_head_kv;   /* key/value heads                                 */
+    int32_t head_dim;    /* width of one query/key head                     */
+    int32_t head_dim_v;  /* width of one value head                         */
+    int32_t n_rot;       /* dims of each head RoPE rotates                  */
+    int32_t kv_src;      /* the layer whose cached keys and values it reads:
+                          * itself, or with cross-layer KV sharing an
+                          * earlier layer (it then computes no K/V)         */
+    bool v_norm;         /* values RMS-normalised (no weight) before caching */
 } em_layer;
 
 /* One RoPE table: theta_i = pos * freq_scale * base^(-2i/n_rot).
@@ -103,6 +132,9 @@ typedef struct em_rope_set {
     float corr_lo;       /* YaRN: first blended pair                        */
     float corr_hi;       /* YaRN: last blended pair                         */
     float mscale;        /* multiplies cos and sin (1 without YaRN)         */
+    int32_t n_rot;       /* dims rotated with this table, 0: hp.n_rot        */
+    bool no_factors;     /* the model's rope_freqs does not apply (Gemma 4's
+                          * windowed layers)                                */
 } em_rope_set;
 
 typedef struct em_hparams {
@@ -148,6 +180,8 @@ typedef struct em_hparams {
                              * attn_temp_floor) + 1)                        */
     float attn_temp_scale;
     float attn_temp_offset;
+    int32_t n_embd_pl;      /* per-layer embedding width (Gemma 4), 0: none  */
+    int32_t n_kv_shared;    /* last layers that reuse an earlier layer's KV   */
     em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */
 } em_hparams;
 
@@ -165,6 +199,13 @@ struct em_model {
     em_tensor tok_types;    /* [n_embd, n_types] token type rows; row 0 is added */
     em_tensor embd_norm;    /* [n_embd] LayerNorm of the embedding (BERT)    */
     em_tensor embd_norm_b;  /* [n_embd]                                      */
+    /* Per-layer embeddings (Gemma 4): each token's input to every layer is
+     * (rmsnorm(pl_model_proj(x0) / sqrt(n_embd)) * pl_proj_norm
+     *  + pl_tok_embd[token] * sqrt(n_embd_pl)) / sqrt(2), x0 the scaled
+     * token embedding, one n_embd_pl slice per layer. */
+    em_tensor pl_tok_embd;  /* [n_embd_pl * n_layer, n_vocab]                 */
+    em_tensor pl_model_proj;/* [n_embd, n_embd_pl * n_layer]                  */
+    em_tensor pl_proj_norm; /* [n_embd_pl]                                    */
     em_layer *layers;       /* [n_layer]                                      */
     em_vocab *vocab;
     uint64_t n_params;      /* elements over all tensors                      */

@@ -24,9 +24,11 @@
 typedef struct gen_choice {
     em_strbuf text;       /* the answer so far (streams: only while buffered) */
     json_t *lp;           /* chat: logprobs.content entries; completions: the logprobs object */
+    json_t *lp_held;      /* the same shape: entries of tokens whose text is still held back */
     size_t offset;        /* completions: bytes of text before the next token  */
     const char *finish;
     bool started;         /* chat streams: the role delta was sent             */
+    size_t sent;          /* tool streams: bytes of text already sent as content */
 } gen_choice;
 
 typedef struct gen_job {
@@ -44,6 +46,8 @@ typedef struct gen_job {
     long long created;
     int32_t prompt_tokens, completion_tokens;
     bool buffered;                /* tools: text is parsed when a choice ends  */
+    bool tool_stream;             /* a buffered stream that sends the text     */
+                                  /* before any possible tool call at once     */
     em_strbuf out;                /* stream bytes not yet handed to the client */
     size_t out_pos;
     bool done;                    /* the stream's last event is in out         */
@@ -63,6 +67,7 @@ static void job_free(gen_job *j) {
     for (int32_t i = 0; i < j->n_ch; i++) {
         em_strbuf_free(&j->ch[i].text);
         json_decref(j->ch[i].lp);
+        json_decref(j->ch[i].lp_held);
     }
     free(j->ch);
     em_strbuf_free(&j->out);
@@ -193,7 +198,8 @@ static void stream_completion_text(gen_job *j, int32_t gi, const char *text, siz
 static json_t *choice_tool_calls(gen_job *j, gen_choice *ch, json_t **content) {
     *content = NULL;
     json_t *calls = NULL;
-    if (!em_prompt_parse_tool_calls(&j->prompt, ch->text.p ? ch->text.p : "", &calls, content)) return NULL;
+    const char *text = ch->text.p ? ch->text.p + ch->sent : "";
+    if (!em_prompt_parse_tool_calls(&j->prompt, text, &calls, content)) return NULL;
     if (!calls || json_array_size(calls) == 0) {
         json_decref(calls);
         json_decref(*content);
@@ -203,25 +209,71 @@ static json_t *choice_tool_calls(gen_job *j, gen_choice *ch, json_t **content) {
     return calls;
 }
 
+/* Moves the held logprob entries of a choice to dst (same shape) and
+ * empties the hold. */
+static void lp_release(bool chat, json_t *held, json_t *dst) {
+    if (chat) {
+        json_array_extend(dst, held);
+        json_array_clear(held);
+        return;
+    }
+    const char *key;
+    json_t *arr;
+    json_object_foreach(held, key, arr) {
+        json_array_extend(json_object_get(dst, key), arr);
+        json_array_clear(arr);
+    }
+}
+
+/*
+ * A token's logprobs are held until text it produced reaches the client:
+ * a token whose bytes end up in a stop string that is cut, or that is the
+ * end-of-generation token, shows no text, so its entry is dropped when the
+ * choice finishes (like llama-server).  The logprobs then describe exactly
+ * the returned text, while usage still counts every token the model
+ * computed.  A token that completes a UTF-8 character or proves a partial
+ * stop string to be text releases the entries held before it.
+ */
+/*
+ * Tool streams (tool_choice auto): the text before anything that is, or
+ * may become, a tool call in the template family's syntax goes out as
+ * content deltas at once, with the logprobs gathered so far; the rest is
+ * held and parsed when the choice ends.
+ */
+static void tool_stream_content(gen_job *j, int32_t gi) {
+    gen_choice *ch = &j->ch[gi];
+    size_t start = em_chat_tool_call_start(em_chat_tool_family(j->prompt.tool_syntax), ch->text.p, ch->text.n);
+    if (start <= ch->sent) return;
+    json_t *lp = NULL;
+    if (ch->lp && json_array_size(ch->lp)) {
+        lp = json_pack("{s:o}", "content", ch->lp); /* the entries go out; the choice starts a new list */
+        ch->lp = json_array();
+    }
+    stream_chat_delta(j, gi, json_pack("{s:s%}", "content", ch->text.p + ch->sent, start - ch->sent), lp, NULL);
+    ch->sent = start;
+}
+
 static void on_token(gen_job *j, int32_t gi, const em_event *ev) {
     gen_choice *ch = &j->ch[gi];
     bool chat = j->req.kind == EM_API_CHAT;
     json_t *lp = NULL;
     if (j->req.logprobs) {
-        if (chat) {
-            json_t *entry = chat_lp_entry(j->s, ev);
-            if (j->req.stream && !j->buffered) lp = json_pack("{s:[o]}", "content", entry);
-            else json_array_append_new(ch->lp, entry);
-        } else {
-            json_t *target = ch->lp;
-            if (j->req.stream) target = lp = completion_lp_new();
-            completion_lp_add(j->s, target, ev, ch->offset, j->req.top_logprobs > 0);
+        if (chat) json_array_append_new(ch->lp_held, chat_lp_entry(j->s, ev));
+        else completion_lp_add(j->s, ch->lp_held, ev, ch->offset, j->req.top_logprobs > 0);
+        if (ev->text_len > 0) {
+            if (j->req.stream && !j->buffered) {
+                lp = chat ? json_pack("{s:[]}", "content") : completion_lp_new();
+                lp_release(chat, ch->lp_held, chat ? json_object_get(lp, "content") : lp);
+            } else {
+                lp_release(chat, ch->lp_held, ch->lp);
+            }
         }
     }
     ch->offset += (size_t)token_len(j->s, ev->token);
     if (!j->req.stream || j->buffered) {
         em_strbuf_append(&ch->text, ev->text ? ev->text : "", ev->text_len);
         json_decref(lp);
+        if (j->tool_stream && ev->text_len > 0) tool_stream_content(j, gi);
         return;
     }
     if (ev->text_len == 0 && !lp) return;
@@ -247,10 +299,12 @@ static void on_finish(gen_job *j, int32_t gi, const char *reason) {
             size_t i;
             json_t *call;
             json_array_foreach(calls, i, call) json_object_set_new(call, "index", json_integer((json_int_t)i));
+            if (json_string_length(content) > 0) /* text around the calls that was still held */
+                stream_chat_delta(j, gi, json_pack("{s:O}", "content", content), NULL, NULL);
             stream_chat_delta(j, gi, json_pack("{s:o}", "tool_calls", calls), NULL, NULL);
             ch->finish = "tool_calls";
-        } else if (ch->text.n) {
-            stream_chat_delta(j, gi, json_pack("{s:s%}", "content", ch->text.p, ch->text.n),
+        } else if (ch->text.n > ch->sent) {
+            stream_chat_delta(j, gi, json_pack("{s:s%}", "content", ch->text.p + ch->sent, ch->text.n - ch->sent),
                               ch->lp && json_array_size(ch->lp) ? json_pack("{s:O}", "content", ch->lp) : NULL,
                               NULL);
         }
@@ -454,6 +508,7 @@ static bool job_start(gen_job *j, em_api_error *err) {
     if (j->req.kind == EM_API_CHAT) {
         if (!em_prompt_render(j->s, &j->req, &j->prompt, err)) return false;
         j->buffered = j->req.tool_choice != EM_TOOL_CHOICE_NONE;
+        j->tool_stream = j->req.stream && j->req.tool_choice == EM_TOOL_CHOICE_AUTO && !j->prompt.forced_tool;
         em_token *tok = NULL;
         int32_t n = 0;
         if (em_tokenize_alloc(j->s->vocab, j->prompt.text, -1, j->prompt.add_bos, true, &tok, &n) != EM_OK)
@@ -623,6 +678,11 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         em_api_fail(&err, 400, NULL, "this server computes no embeddings");
         return em_http_error(s, c, cs, &err);
     }
+    if (kind != EM_API_EMBEDDINGS && !em_model_is_causal(s->model)) {
+        em_api_fail(&err, 400, NULL, "the model '%s' is an embedding model (%s): it cannot generate text; use /v1/embeddings",
+                    s->p.model_id, em_model_arch(s->model));
+        return em_http_error(s, c, cs, &err);
+    }
     gen_job *j = calloc(1, sizeof *j);
     if (!j) {
         em_api_fail(&err, 500, NULL, "out of memory");
@@ -654,8 +714,10 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         em_api_fail(&err, 500, NULL, "out of memory");
         return em_http_error(s, c, cs, &err);
     }
-    for (int32_t i = 0; i < j->n_ch && j->req.logprobs; i++)
+    for (int32_t i = 0; i < j->n_ch && j->req.logprobs; i++) {
         j->ch[i].lp = kind == EM_API_CHAT ? json_array() : completion_lp_new();
+        j->ch[i].lp_held = kind == EM_API_CHAT ? json_array() : completion_lp_new();
+    }
     if (!job_start(j, &err)) {
         job_free(j);
         return em_http_error(s, c, cs, &err);

@@ -31,7 +31,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # Architectures ember runs; the others must be refused cleanly.
-supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe llama4 "
+supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 gemma4 gemma4-moe llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe llama4 "
 failures=0
 for f in "$dir"/tiny-*.gguf; do
     name=$(basename "$f" .gguf)

@@ -190,6 +190,29 @@ test('stop (a string split across tokens) ends the answer before it; the stop te
   assert.equal(r.choices[0].finish_reason, 'stop');
 });
 
+test('logprobs cover the returned text only: tokens of a cut stop string are dropped, usage still counts them', async () => {
+  const stop = splitStop(4);
+  const visible = greedy.text.slice(0, greedy.text.indexOf(stop));
+  const check = (entries, usage, how) => {
+    const joined = entries.map((e) => e.token).join('');
+    assert.ok(joined.startsWith(visible), `${how}: the logprob tokens ${JSON.stringify(joined)} spell the answer`);
+    const butLast = entries.slice(0, -1).map((e) => e.token).join('');
+    assert.ok(butLast.length < visible.length, `${how}: every entry shows some of the returned text`);
+    assert.ok(usage.completion_tokens > entries.length, `${how}: usage counts the ${usage.completion_tokens} tokens computed`);
+  };
+  const r = await chat({ stop, logprobs: true });
+  assert.equal(r.choices[0].message.content, visible);
+  check(r.choices[0].logprobs.content, r.usage, 'plain');
+  const s = await collect(server, '/v1/chat/completions', {
+    model: server.model, messages: MESSAGES, temperature: 0, max_tokens: 48, stop, logprobs: true,
+    stream: true, stream_options: { include_usage: true },
+  });
+  assert.equal(s.status, 200, s.body);
+  const entries = s.chunks.flatMap((c) => c.choices).flatMap((c) => c.logprobs?.content ?? []);
+  check(entries, s.chunks.at(-1).usage, 'stream');
+  assert.deepEqual(entries.map((e) => e.token), r.choices[0].logprobs.content.map((e) => e.token));
+});
+
 test('stop as a list: the earliest match ends the answer', async () => {
   const late = splitStop(10), early = splitStop(3);
   const at = Math.min(greedy.text.indexOf(late), greedy.text.indexOf(early));

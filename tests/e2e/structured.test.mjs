@@ -179,6 +179,21 @@ test('tool_choice "required" calls one of the tools; "none" calls none', async (
   assert.notEqual(n.choices[0].finish_reason, 'tool_calls');
 });
 
+test('tool_choice auto streams a text answer token by token, the same text as without streaming', async () => {
+  const client = tools.client();
+  const body = { model: tools.model, messages: ASK, tools: [WEATHER, TIME], max_tokens: 24, temperature: 0, tool_choice: 'auto' };
+  const plain = await client.chat.completions.create(body);
+  assert.equal(plain.choices[0].finish_reason, 'length');
+  assert.ok(!plain.choices[0].message.tool_calls?.length);
+  const s = await collect(tools, '/v1/chat/completions', { ...body, stream: true, logprobs: true });
+  assert.equal(s.status, 200, s.body);
+  const deltas = s.chunks.flatMap((c) => c.choices).map((c) => c.delta?.content).filter((t) => t);
+  assert.ok(deltas.length >= 8, `the answer came in ${deltas.length} content deltas, not held to the end`);
+  assert.equal(deltas.join(''), plain.choices[0].message.content);
+  const entries = s.chunks.flatMap((c) => c.choices).flatMap((c) => c.logprobs?.content ?? []);
+  assert.equal(entries.length, 24, 'every token\'s logprobs arrive with the deltas');
+});
+
 test('a forced tool call resolves $refs inside its parameters', async () => {
   const BOOK = {
     type: 'function',

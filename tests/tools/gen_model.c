@@ -9,6 +9,7 @@
  * gemma2 (post-attention and post-FFN norms, soft-caps, tied output; needs
  * --swa) or gemma3 (gemma2's tensors plus qwen3's Q/K norms, no soft-caps,
  * rope.freq_base_swa; needs --swa, and 6 layers to have a global one).
+ * gemma4 (see write_gemma4 below) takes the gemma4 options at the end.
  * Options, one model variant per invocation:
  *
  *   --seed S            weights from this seed (default 1)
@@ -42,6 +43,16 @@
  *   --chunk N           llama4: attention.chunk_size (absent: llama.cpp's 8192)
  *   --tokenizer-from P  copy the tokenizer.* keys of GGUF file P instead of
  *                       writing the built-in tiny SentencePiece vocabulary
+ *   gemma4 only (--n-head-kv and --head-dim are the windowed layers'):
+ *   --pattern P         L (windowed) or G (global) per layer (default LLG...)
+ *   --head-dim-global N head size of the global layers (2 x head-dim)
+ *   --n-head-kv-global N  KV heads of the global layers (1)
+ *   --shared-kv N       the last N layers reuse earlier layers' KV (0)
+ *   --embd-pl N         per-layer embedding width (0: none)
+ *   --no-v-global       global layers without attn_v (keys as values)
+ *   --split-exps        separate ffn_gate_exps/ffn_up_exps (default fused)
+ *   --n-ff-shared N     FFN width of the shared-KV layers (a per-layer
+ *                       feed_forward_length array; default n-ff)
  *
  * Key and tensor names, types and shapes are those llama.cpp's loader
  * expects: counts are u32, floats f32, and a weight that maps n_in to n_out
@@ -78,6 +89,10 @@ typedef struct gen_opts {
     float rope_base_swa, attn_softcap, final_softcap;
     int n_expert, n_expert_used, n_ff_exp;
     int moe_step, chunk;
+    /* gemma4 */
+    const char *pattern;
+    int head_dim_global, n_head_kv_global, shared_kv, embd_pl, n_ff_shared;
+    bool no_v_global, split_exps;
 } gen_opts;
 
 static void usage(void) {
@@ -129,9 +144,9 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
     o->moe_step = 2;
     if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3") &&
         strcmp(o->arch, "qwen3moe") && strcmp(o->arch, "gemma2") && strcmp(o->arch, "gemma3") &&
-        strcmp(o->arch, "llama4")) {
+        strcmp(o->arch, "gemma4") && strcmp(o->arch, "llama4")) {
         fprintf(stderr,
-                "gen_model: unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, llama4)\n",
+                "gen_model: unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gemma4, llama4)\n",
                 o->arch);
         return -1;
     }
@@ -141,6 +156,8 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         int seed = 0;
         if (!strcmp(a, "--tied")) o->tied = true, takes = false;
         else if (!strcmp(a, "--rope-freqs")) o->rope_freqs = true, takes = false;
+        else if (!strcmp(a, "--no-v-global")) o->no_v_global = true, takes = false;
+        else if (!strcmp(a, "--split-exps")) o->split_exps = true, takes = false;
         else if (!v) ok = false;
         else if (!strcmp(a, "--seed")) ok = parse_int(v, 0, 0x7fffffff, &seed), o->seed = (uint64_t)seed;
         else if (!strcmp(a, "--n-embd")) ok = parse_int(v, 2, 1 << 14, &o->n_embd);
@@ -156,6 +173,12 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--rope-linear")) ok = parse_float(v, &o->rope_linear) && o->rope_linear > 0.0f;
         else if (!strcmp(a, "--rope-yarn")) ok = parse_float(v, &o->rope_yarn) && o->rope_yarn > 1.0f;
         else if (!strcmp(a, "--tokenizer-from")) o->tokenizer_from = v;
+        else if (!strcmp(a, "--pattern")) o->pattern = v;
+        else if (!strcmp(a, "--head-dim-global")) ok = parse_int(v, 2, 1024, &o->head_dim_global);
+        else if (!strcmp(a, "--n-head-kv-global")) ok = parse_int(v, 1, 256, &o->n_head_kv_global);
+        else if (!strcmp(a, "--shared-kv")) ok = parse_int(v, 0, 63, &o->shared_kv);
+        else if (!strcmp(a, "--embd-pl")) ok = parse_int(v, 0, 1024, &o->embd_pl);
+        else if (!strcmp(a, "--n-ff-shared")) ok = parse_int(v, 1, 1 << 16, &o->n_ff_shared);
         else if (!strcmp(a, "--experts")) ok = parse_int(v, 1, 256, &o->n_expert);
         else if (!strcmp(a, "--experts-used")) ok = parse_int(v, 1, 16, &o->n_expert_used);
         else if (!strcmp(a, "--n-ff-exp")) ok = parse_int(v, 1, 1 << 16, &o->n_ff_exp);
@@ -182,7 +205,13 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         return -1;
     }
     if (o->head_dim == 0) o->head_dim = o->n_embd / o->n_head;
-    if (o->n_head % o->n_head_kv || o->head_dim % 2) {
+    if (!o->head_dim_global) o->head_dim_global = 2 * o->head_dim;
+    if (!o->n_head_kv_global) o->n_head_kv_global = 1;
+    if (o->pattern && (int)strlen(o->pattern) != o->n_layer) {
+        fprintf(stderr, "gen_model: --pattern needs one letter per layer\n");
+        return -1;
+    }
+    if (o->n_head % o->n_head_kv || o->n_head % o->n_head_kv_global || o->head_dim % 2 || o->head_dim_global % 2) {
         fprintf(stderr, "gen_model: n_head must be a multiple of n_head_kv and head_dim even\n");
         return -1;
     }
@@ -531,6 +560,123 @@ static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
     return EM_OK;
 }
 
+/* ---------------------------------------------------------------- gemma4
+ *
+ * Gemma 4 as llama.cpp's loader expects it: per-layer head_count_kv and
+ * sliding_window_pattern arrays, windowed layers with head size --head-dim
+ * and global ones with --head-dim-global, each with its own RoPE dims and
+ * base, rope_freqs for the global layers (proportional RoPE: the first
+ * quarter of the pairs rotate, the others are divided by 1e30), Q/K norms,
+ * post-norms, layer_output_scale, per-layer embeddings, shared-KV layers
+ * (which still carry K/V weights, as converted files do) and, with
+ * --experts, a dense FFN beside the experts (fused gate/up).
+ */
+
+static bool g4_global(const gen_opts *o, int il) {
+    return o->pattern ? o->pattern[il] == 'G' : il % 3 == 2;
+}
+
+static em_status write_gemma4(em_gguf_writer *w, const gen_opts *o) {
+    const int L = o->n_layer;
+    const int64_t E = o->n_embd, V = o->n_vocab, PL = o->embd_pl;
+    int32_t kv[64], ff[64];
+    uint8_t swa[64];
+    for (int il = 0; il < L; il++) {
+        kv[il] = g4_global(o, il) ? o->n_head_kv_global : o->n_head_kv;
+        swa[il] = !g4_global(o, il);
+        ff[il] = o->n_ff_shared && il >= L - o->shared_kv ? o->n_ff_shared : o->n_ff;
+    }
+    TRY(em_gguf_set_str(w, "general.architecture", "gemma4"));
+    TRY(em_gguf_set_str(w, "general.name", "ember-test-gemma4"));
+    TRY(em_gguf_set_u32(w, "gemma4.context_length", (uint32_t)o->n_ctx));
+    TRY(em_gguf_set_u32(w, "gemma4.embedding_length", (uint32_t)E));
+    TRY(em_gguf_set_u32(w, "gemma4.block_count", (uint32_t)L));
+    if (o->n_ff_shared)
+        TRY(em_gguf_set_arr(w, "gemma4.feed_forward_length", EM_GGUF_INT32, ff, (uint64_t)L));
+    else
+        TRY(em_gguf_set_u32(w, "gemma4.feed_forward_length", (uint32_t)o->n_ff));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.head_count", (uint32_t)o->n_head));
+    TRY(em_gguf_set_arr(w, "gemma4.attention.head_count_kv", EM_GGUF_INT32, kv, (uint64_t)L));
+    TRY(em_gguf_set_f32(w, "gemma4.attention.layer_norm_rms_epsilon", 1e-6f));
+    TRY(em_gguf_set_f32(w, "gemma4.rope.freq_base", o->rope_base));
+    TRY(em_gguf_set_f32(w, "gemma4.rope.freq_base_swa", o->rope_base_swa));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.sliding_window", (uint32_t)(o->swa ? o->swa : 6)));
+    TRY(em_gguf_set_arr(w, "gemma4.attention.sliding_window_pattern", EM_GGUF_BOOL, swa, (uint64_t)L));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.key_length", (uint32_t)o->head_dim_global));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.value_length", (uint32_t)o->head_dim_global));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.key_length_swa", (uint32_t)o->head_dim));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.value_length_swa", (uint32_t)o->head_dim));
+    TRY(em_gguf_set_u32(w, "gemma4.rope.dimension_count", (uint32_t)o->head_dim_global));
+    TRY(em_gguf_set_u32(w, "gemma4.rope.dimension_count_swa", (uint32_t)o->head_dim));
+    TRY(em_gguf_set_u32(w, "gemma4.attention.shared_kv_layers", (uint32_t)o->shared_kv));
+    TRY(em_gguf_set_u32(w, "gemma4.embedding_length_per_layer_input", (uint32_t)PL));
+    TRY(em_gguf_set_f32(w, "gemma4.final_logit_softcapping", o->final_softcap));
+    if (o->n_expert) {
+        TRY(em_gguf_set_u32(w, "gemma4.expert_count", (uint32_t)o->n_expert));
+        TRY(em_gguf_set_u32(w, "gemma4.expert_used_count", (uint32_t)o->n_expert_used));
+        TRY(em_gguf_set_u32(w, "gemma4.expert_feed_forward_length", (uint32_t)o->n_ff_exp));
+    }
+    TRY(o->tokenizer_from ? copy_tokenizer(w, o->tokenizer_from, o->n_vocab) : add_tiny_vocab(w, o->n_vocab));
+
+    TRY(add(w, "token_embd.weight", E, V, 0.0, 1.0 / sqrt((double)E)));
+    TRY(add(w, "output_norm.weight", E, 0, 1.0, 0.1));
+    if (o->rope_freqs) {
+        const int half = o->head_dim_global / 2;
+        for (int i = 0; i < half; i++) scratch[i] = i < half / 4 ? 1.0f : 1e30f;
+        int64_t ne[1] = {half};
+        TRY(em_gguf_add_tensor(w, "rope_freqs.weight", EM_TYPE_F32, 1, ne, scratch));
+    }
+    if (PL) {
+        TRY(add(w, "per_layer_token_embd.weight", PL * L, V, 0.0, 1.0 / sqrt((double)PL)));
+        TRY(add_matrix(w, "per_layer_model_proj.weight", E, PL * L, 1.0));
+        TRY(add(w, "per_layer_proj_norm.weight", PL, 0, 1.0, 0.1));
+    }
+    for (int il = 0; il < L; il++) {
+        const int64_t hd = g4_global(o, il) ? o->head_dim_global : o->head_dim;
+        const int64_t QD = (int64_t)o->n_head * hd, KD = (int64_t)kv[il] * hd, F = ff[il];
+        char n[64];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+        TRY(add(w, NAME("attn_norm.weight"), E, 0, 1.0, 0.1));
+        TRY(add_matrix(w, NAME("attn_q.weight"), E, QD, 1.0));
+        TRY(add_matrix(w, NAME("attn_k.weight"), E, KD, 1.0));
+        if (!(o->no_v_global && g4_global(o, il))) TRY(add_matrix(w, NAME("attn_v.weight"), E, KD, 1.0));
+        TRY(add_matrix(w, NAME("attn_output.weight"), QD, E, 1.0));
+        /* Unscaled scores of unit-RMS heads are already sharp (std ~ sqrt(hd)). */
+        TRY(add(w, NAME("attn_q_norm.weight"), hd, 0, 1.0, 0.2));
+        TRY(add(w, NAME("attn_k_norm.weight"), hd, 0, 1.0, 0.2));
+        TRY(add(w, NAME("post_attention_norm.weight"), E, 0, 1.0, 0.3));
+        TRY(add(w, NAME("layer_output_scale.weight"), 1, 0, 0.7, 0.1));
+        TRY(add(w, NAME("ffn_norm.weight"), E, 0, 1.0, 0.1));
+        TRY(add_matrix(w, NAME("ffn_gate.weight"), E, F, 1.0));
+        TRY(add_matrix(w, NAME("ffn_up.weight"), E, F, 1.0));
+        TRY(add_matrix(w, NAME("ffn_down.weight"), F, E, 1.0));
+        TRY(add(w, NAME("post_ffw_norm.weight"), E, 0, 1.0, 0.3));
+        if (o->n_expert) {
+            const int64_t X = o->n_expert, FE = o->n_ff_exp;
+            TRY(add_matrix(w, NAME("ffn_gate_inp.weight"), E, X, 4.0 * sqrt((double)E)));
+            TRY(add(w, NAME("ffn_gate_inp.scale"), E, 0, 1.0, 0.3));
+            TRY(add(w, NAME("pre_ffw_norm_2.weight"), E, 0, 1.0, 0.1));
+            TRY(add(w, NAME("post_ffw_norm_1.weight"), E, 0, 1.0, 0.3));
+            TRY(add(w, NAME("post_ffw_norm_2.weight"), E, 0, 1.0, 0.3));
+            if (o->split_exps) {
+                TRY(add3(w, NAME("ffn_gate_exps.weight"), E, FE, X));
+                TRY(add3(w, NAME("ffn_up_exps.weight"), E, FE, X));
+            } else {
+                TRY(add3(w, NAME("ffn_gate_up_exps.weight"), E, 2 * FE, X));
+            }
+            TRY(add3(w, NAME("ffn_down_exps.weight"), FE, E, X));
+            TRY(add(w, NAME("ffn_down_exps.scale"), X, 0, 1.0, 0.5));
+        }
+        if (PL) {
+            TRY(add_matrix(w, NAME("inp_gate.weight"), E, PL, 1.0));
+            TRY(add_matrix(w, NAME("proj.weight"), PL, E, 1.0));
+            TRY(add(w, NAME("post_norm.weight"), E, 0, 1.0, 0.1));
+        }
+#undef NAME
+    }
+    return EM_OK;
+}
+
 int main(int argc, char **argv) {
     gen_opts o;
     if (parse_args(argc, argv, &o) != 0) {
@@ -546,11 +692,22 @@ int main(int argc, char **argv) {
     if ((size_t)o.n_embd * qd > biggest) biggest = (size_t)o.n_embd * qd;
     if ((size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert > biggest)
         biggest = (size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert;
+    if (!strcmp(o.arch, "gemma4")) { /* wider heads, fused experts, per-layer tables */
+        const size_t g = (size_t)o.n_head * (size_t)o.head_dim_global * (size_t)o.n_embd;
+        const size_t x = 2 * (size_t)o.n_embd * (size_t)o.n_ff_exp * (size_t)o.n_expert;
+        const size_t pl = (size_t)o.embd_pl * (size_t)o.n_layer * EM_MAX((size_t)o.n_vocab, (size_t)o.n_embd);
+        biggest = EM_MAX(biggest, (size_t)o.n_embd * (size_t)o.n_ff_shared);
+        biggest = EM_MAX(biggest, EM_MAX(g, EM_MAX(x, pl)));
+    }
     scratch = malloc(biggest * sizeof *scratch);
     em_gguf_writer *w = NULL;
     em_status st = scratch ? em_gguf_writer_init(&w) : em_error(EM_ERR_NOMEM, "out of memory");
-    if (st == EM_OK) st = write_metadata(w, &o);
-    if (st == EM_OK) st = write_tensors(w, &o);
+    if (st == EM_OK && !strcmp(o.arch, "gemma4")) {
+        st = write_gemma4(w, &o);
+    } else {
+        if (st == EM_OK) st = write_metadata(w, &o);
+        if (st == EM_OK) st = write_tensors(w, &o);
+    }
     if (st == EM_OK) st = em_gguf_write(w, o.out);
     em_gguf_writer_free(w);
     free(scratch);

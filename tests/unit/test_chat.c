@@ -387,6 +387,41 @@ static void test_tool_calls(void) {
     CHECK(em_chat_parse_tool_calls("hermes", NULL, &calls, &rest) == EM_ERR_INVALID_ARG);
 }
 
+/* Where a stream must start holding text back: at a call marker, at a
+ * partial marker ending the text, and nowhere in plain text. */
+static void test_tool_call_start(void) {
+    static const struct {
+        em_tool_family f;
+        const char *text;
+        size_t want; /* (size_t)-1: the text's length (nothing held) */
+    } cases[] = {
+        {EM_TOOLS_HERMES, "Sure, let me check.", (size_t)-1},
+        {EM_TOOLS_HERMES, "Sure. <tool_call>{\"name\"", 6},
+        {EM_TOOLS_HERMES, "Sure. <tool_", 6},
+        {EM_TOOLS_HERMES, "a < b", (size_t)-1},
+        {EM_TOOLS_HERMES, "a <", 2},
+        {EM_TOOLS_HERMES, "<tool_call>", 0},
+        {EM_TOOLS_LLAMA3, "  {\"name\": \"f\"", 0},
+        {EM_TOOLS_LLAMA3, "   ", 0},
+        {EM_TOOLS_LLAMA3, "It is sunny.", (size_t)-1},
+        {EM_TOOLS_LLAMA3, "Run: <|python_tag|>print(1)", 5},
+        {EM_TOOLS_MISTRAL, "ok [TOOL_CA", 3},
+        {EM_TOOLS_MISTRAL, "ok [x]", (size_t)-1},
+        {EM_TOOLS_FUNCTIONARY_31, "x <function=get>{}", 2},
+        {EM_TOOLS_FUNCTIONARY_32, "all\nHello", 0},
+        {EM_TOOLS_COMMAND_R, "Plan. Action: ```json", 6},
+        {EM_TOOLS_COMMAND_R, "Plan. Act", 6},
+        {EM_TOOLS_DEEPSEEK_R1, "Hi <\xef\xbd\x9ctool", 3},
+        {EM_TOOLS_NONE, "<tool_call>", (size_t)-1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = strlen(cases[i].text), want = cases[i].want == (size_t)-1 ? n : cases[i].want;
+        size_t got = em_chat_tool_call_start(cases[i].f, cases[i].text, n);
+        CHECK_MSG(got == want, "%s %s: held from %zu, expected %zu", em_chat_tool_family_name(cases[i].f),
+                  cases[i].text, got, want);
+    }
+}
+
 /* The template of a loaded model: the file's own, else a built-in guessed
  * from the vocabulary. */
 static void test_model_template(void) {
@@ -440,6 +475,7 @@ int main(void) {
     test_limits();
     test_builtins();
     test_tool_calls();
+    test_tool_call_start();
     test_model_template();
     TEST_END();
 }

@@ -51,15 +51,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const running = new Set();
 process.on('exit', () => { for (const p of running) p.kill('SIGKILL'); });
 
-// startServer({template, parallel, ctx, cors, extra, apiKey, keyFile}) -> server
-// handle (keyFile: pass --api-key-file FILE instead; apiKey must then be its key).
+// startServer({template, parallel, ctx, cors, extra, apiKey, keyFile, modelPath}) -> server
+// handle (modelPath: a GGUF other than stories260K; keyFile: pass --api-key-file FILE instead; apiKey must then be its key).
 // template: a built-in name or a file path (default chatml, since stories260K
 // has no chat template of its own).
 export async function startServer(opts = {}) {
   const bin = requireEnv();
   const port = await freePort();
   const apiKey = opts.apiKey ?? `sk-e2e-${randomBytes(12).toString('hex')}`;
-  const args = ['serve', '-m', MODEL_PATH, '--host', '127.0.0.1', '--port', String(port),
+  const args = ['serve', '-m', opts.modelPath ?? MODEL_PATH, '--host', '127.0.0.1', '--port', String(port),
     ...(opts.keyFile ? ['--api-key-file', opts.keyFile] : ['--api-key', apiKey]),
     '--chat-template', opts.template ?? 'chatml',
     '-t', process.env.EMBER_E2E_THREADS ?? '1'];

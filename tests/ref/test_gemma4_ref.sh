@@ -1,0 +1,94 @@
+#!/bin/bash
+# test_gemma4_ref.sh - ember's gemma4 forward pass (dense and with
+# experts) against the independent NumPy reference tests/ref/gemma4_ref.py.
+#
+# gen_model writes small random-weight gemma4 variants in llama.cpp's
+# layout (per-layer KV heads and head sizes, windowed/global pattern,
+# rope_freqs on global layers, shared-KV layers, per-layer embeddings,
+# keys as values, a dense FFN beside fused or separate experts);
+# gemma4_ref.py selftest proves that each feature the variant has moves
+# the logits far beyond the tolerance; dump_logits runs ember over 24
+# tokens (4 windows of 6) as one batch and as 5 tokens then one at a time,
+# and gemma4_ref.py compares both with its own logits (F32 cache).
+# Pass: max over positions of max|ember - ref| / max|ref| <= 1e-4.
+# With EMBER_TEST_DATA the tiny gemma4 models written by llama.cpp's
+# gguf-py are compared too, over 48 tokens (their window is 32).
+# Exit 1 on any failure, 77 (skip) when /usr/bin/python3 lacks NumPy.
+
+set -u
+
+PY=/usr/bin/python3
+if ! "$PY" -c 'import numpy' 2>/dev/null; then
+    echo "SKIP: $PY with numpy is needed (Debian: apt-get install python3-numpy)"
+    exit 77
+fi
+TOOLS=${EMBER_TOOLS_DIR:-}
+GEN=$TOOLS/gen_model
+DUMP=$TOOLS/dump_logits
+if [ -z "$TOOLS" ] || [ ! -x "$GEN" ] || [ ! -x "$DUMP" ]; then
+    echo "FAIL: gen_model and dump_logits not found; set EMBER_TOOLS_DIR to the build directory"
+    exit 1
+fi
+REF=$(cd "$(dirname "$0")" && pwd)/gemma4_ref.py
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
+failures=0
+
+# check LABEL MODEL TOKENS: both batch splits against the reference.
+check() {
+    local label=$1 model=$2 tokens=$3 err
+    if ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.whole.f32" 2>&1) ||
+        ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.split5.f32" --split 5 2>&1); then
+        echo "FAIL $label: dump_logits: $err"
+        return 1
+    fi
+    "$PY" "$REF" compare "$model" --tokens "$tokens" --label "$label" \
+        --engine "$TMP/$label.whole.f32" "$TMP/$label.split5.f32"
+}
+
+# variant NAME GEN_MODEL_ARGS...
+variant() {
+    local name=$1 out err model=$TMP/$1.gguf
+    shift
+    if ! err=$("$GEN" "$model" gemma4 "$@" --seed 7 2>&1); then
+        echo "FAIL $name: gen_model $*: $err"
+        failures=$((failures + 1))
+        return
+    fi
+    if ! out=$("$PY" "$REF" selftest "$model" --tokens "$TOKENS" 2>&1); then
+        echo "FAIL $name: the reference does not depend on this variant's features:"
+        echo "$out" | sed 's/^/    /'
+        failures=$((failures + 1))
+        return
+    fi
+    check "$name" "$model" "$TOKENS" || failures=$((failures + 1))
+}
+
+variant gemma4-dense  --n-layer 6 --pattern LLLGLG --head-dim 16 --n-head-kv 2 --rope-freqs \
+    --shared-kv 2 --embd-pl 16 --no-v-global --n-ff-shared 384
+variant gemma4-moe    --n-layer 4 --pattern LLLG --head-dim 16 --n-head-kv 4 --n-head-kv-global 2 \
+    --experts 4 --experts-used 2 --n-ff-exp 32 --rope-freqs
+variant gemma4-split  --n-layer 3 --pattern LGL --head-dim 16 --n-head-kv 2 --experts 6 --experts-used 3 \
+    --n-ff-exp 24 --split-exps --embd-pl 8
+
+# A file whose shared-KV layers would read a layer of the other kind is refused.
+if "$GEN" "$TMP/bad.gguf" gemma4 --n-layer 6 --pattern LLGLLG --shared-kv 2 --seed 7 >/dev/null 2>&1 &&
+    err=$("$DUMP" "$TMP/bad.gguf" 1,2,3 "$TMP/bad.f32" 2>&1); then
+    echo "FAIL gemma4-bad-sharing: a layer sharing another kind's KV cache was accepted"
+    failures=$((failures + 1))
+else
+    echo "ok gemma4-bad-sharing: refused: ${err:-gen_model failed}"
+fi
+
+if [ -n "${EMBER_TEST_DATA:-}" ]; then
+    long=$("$PY" -c "print(','.join(str((1 + 37 * i) % 512) for i in range(48)))")
+    for a in gemma4 gemma4-moe; do
+        f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
+        [ -f "$f" ] || continue
+        check "tiny-$a" "$f" "$long" || failures=$((failures + 1))
+    done
+fi
+[ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }
+exit 0
