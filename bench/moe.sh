@@ -78,13 +78,15 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(name, test, field):
     v = [r[field] for r in rows if r["name"] == name and (r["n_gen"] > 0) == (test == "tg") and r[field] is not None]
     return statistics.median(v) if v else float("nan")
-first = {r["name"]: r for r in rows}
+first = {}
+for r in rows:
+    first.setdefault((r["name"], "tg" if r["n_gen"] > 0 else "pp"), r)
 print("| model | params | test | t/s (median of %d rounds) | active MB/token | roofline share |" %
       max(r["round"] for r in rows))
 print("|---|---:|---|---:|---:|---:|")
 for name in ("moe", "dense"):
-    r = first[name]
     for test in ("pp", "tg"):
+        r = first[(name, test)]
         n = r["n_prompt"] if test == "pp" else r["n_gen"]
         bpt = med(name, "tg", "bytes_per_token") / 1e6 if test == "tg" else float("nan")
         share = med(name, test, "roofline_share") if test == "tg" else float("nan")

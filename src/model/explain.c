@@ -78,6 +78,8 @@ void em_model_explain(const em_model *m, FILE *out) {
      * global without RoPE; lower case where the FFN has experts. */
     fprintf(out, "  %-12s ", "layers");
     int n_local = 0, n_chunked = 0, n_nope = 0, n_moe = 0, chunk = 0;
+    bool all_moe = true; /* then no layer needs marking */
+    for (int il = 0; il < hp->n_layer; il++) all_moe &= m->layers[il].gate_inp.data != NULL;
     for (int il = 0; il < hp->n_layer; il++) {
         const em_layer *l = &m->layers[il];
         const bool local = l->n_swa > 0;
@@ -87,10 +89,10 @@ void em_model_explain(const em_model *m, FILE *out) {
         n_moe += l->gate_inp.data != NULL;
         if (l->n_chunk > 0) chunk = l->n_chunk;
         char ch = local ? 'L' : l->n_chunk > 0 ? 'C' : l->rope_set < 0 ? 'N' : 'G';
-        if (l->gate_inp.data && hp->n_expert > 0 && n_moe < hp->n_layer) ch = (char)(ch - 'A' + 'a');
+        if (l->gate_inp.data && !all_moe) ch = (char)(ch - 'A' + 'a');
         if (il < 64) fputc(ch, out);
     }
-    if (n_moe == hp->n_layer) n_moe = 0; /* all MoE: no need to mark them */
+    if (all_moe) n_moe = 0;
     if (hp->n_layer > 64) fprintf(out, "...");
     if (n_local == 0 && n_chunked == 0)
         fprintf(out, "  (%d layers, all global", hp->n_layer);

@@ -203,7 +203,8 @@ static act_plan qkv_plan(const em_layer *l) {
 }
 
 /* The products that read the experts' input: the router, the gate and up
- * experts, and the shared expert's gate and up where the layer has one. */
+ * experts, and the shared expert's gate and up where the layer has one
+ * (Llama 4). */
 static act_plan expert_plan(const em_layer *l) {
     const em_tensor *ws[5] = {&l->gate_inp, &l->gate_exps, &l->up_exps, &l->gate_shexp, &l->up_shexp};
     return plan_acts(ws, l->gate_shexp.data ? 5 : 3);

@@ -169,8 +169,6 @@ typedef struct em_hparams {
     int32_t n_expert;       /* experts per MoE layer, 0 = dense              */
     int32_t n_expert_used;  /* experts each token is routed to               */
     int32_t n_ff_exp;       /* hidden width of one expert                    */
-    int32_t n_embd_pl;      /* per-layer embedding width (Gemma 4), 0: none  */
-    int32_t n_kv_shared;    /* last layers that reuse an earlier layer's KV   */
     em_moe_gating moe_gating; /* how the router weighs the chosen experts     */
     bool moe_weight_input;  /* the router weight scales the expert's input
                              * (Llama 4) instead of its output              */
@@ -182,6 +180,8 @@ typedef struct em_hparams {
                              * attn_temp_floor) + 1)                        */
     float attn_temp_scale;
     float attn_temp_offset;
+    int32_t n_embd_pl;      /* per-layer embedding width (Gemma 4), 0: none  */
+    int32_t n_kv_shared;    /* last layers that reuse an earlier layer's KV   */
     em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */
 } em_hparams;
 
