@@ -136,6 +136,9 @@ typedef struct em_context_params {
     int32_t n_seq_max;  /* distinct sequence ids the cache accepts (<= 4096)*/
     bool embeddings;    /* also keep the final-norm hidden state of the rows
                          * that ask for logits (em_get_embeddings)           */
+    bool kv_full;       /* windowed and chunked layers keep every position
+                         * too (the layout before layer groups; for
+                         * comparisons)                                      */
 } em_context_params;
 
 em_context_params em_context_default_params(void);
@@ -211,19 +214,26 @@ em_status em_embed(em_context *ctx, const em_token *tokens, int32_t n, float *ou
  * The KV cache is paged: blocks of em_kv_stats.block_size positions from
  * one pool of n_ctx positions, a block table per sequence, blocks shared
  * read-only between sequences and copied when one of them writes.
+ * Layers that see only a sliding window or a chunk of the past keep their
+ * keys and values in pools of their own (a group per window or chunk size)
+ * and give back the blocks that leave it, unless kv_full is set.
  */
 
 /* Removes positions [p0, p1) of a sequence (p0 < 0: from 0; p1 < 0: to the
  * end); seq < 0: every sequence.  Only the end of a sequence can go:
  * EM_ERR_UNSUPPORTED for a range with positions after it, and
- * EM_ERR_INVALID_ARG for seq >= n_seq_max. */
+ * EM_ERR_INVALID_ARG for seq >= n_seq_max.  In a model with sliding-window
+ * or chunked layers the sequence can end shorter than p0, when blocks
+ * those layers gave back (they keep only what a next row can see) were
+ * evicted since: em_kv_seq_pos_max says where to continue. */
 em_status em_kv_remove(em_context *ctx, em_seq_id seq, em_pos p0, em_pos p1);
 void em_kv_clear(em_context *ctx);
 /* Makes sequence dst hold positions [0, p1) of sequence src (p1 < 0: all),
  * sharing the stored keys and values (no copy): a common prompt is
  * computed once and continued by several sequences.  What dst held before
  * is dropped.  p0 must be 0 (or negative); EM_ERR_INVALID_ARG for ids
- * outside [0, n_seq_max). */
+ * outside [0, n_seq_max).  With p1 short of src's length, dst can end
+ * shorter, as with em_kv_remove. */
 em_status em_kv_seq_cp(em_context *ctx, em_seq_id src, em_seq_id dst, em_pos p0, em_pos p1);
 /* One past the largest position stored for seq, 0 when empty. */
 em_pos em_kv_seq_pos_max(const em_context *ctx, em_seq_id seq);
@@ -239,6 +249,22 @@ em_pos em_kv_seq_pos_max(const em_context *ctx, em_seq_id seq);
  * blocks run out. */
 int32_t em_kv_seq_reuse_prefix(em_context *ctx, em_seq_id seq, const em_token *tokens, int32_t n);
 
+/* One group of layers that see the same span of the past: each has a
+ * pool of blocks of its own, and windowed or chunked groups give blocks
+ * back as their sequences move on. */
+typedef struct em_kv_group_stats {
+    int32_t n_layer;         /* layers in the group                       */
+    int32_t window;          /* their sliding window, 0 = none            */
+    int32_t chunk;           /* their attention chunk, 0 = none           */
+    int32_t n_blocks;        /* blocks in the group's pool                */
+    int32_t n_used;          /* blocks referenced by at least one sequence */
+    int32_t n_cached;        /* unreferenced blocks kept for prefix reuse */
+    int32_t n_free;          /* blocks holding nothing                    */
+} em_kv_group_stats;
+#define EM_KV_STATS_GROUPS 4
+
+/* n_blocks .. n_free describe group 0, the one that keeps the most (every
+ * position when some layer is global): its blocks bound the context. */
 typedef struct em_kv_stats {
     int32_t block_size;      /* positions per block                       */
     int32_t n_blocks;        /* blocks in the pool                        */
@@ -247,6 +273,10 @@ typedef struct em_kv_stats {
     int32_t n_free;          /* blocks holding nothing                    */
     uint64_t prefix_lookups; /* em_kv_seq_reuse_prefix calls              */
     uint64_t prefix_hits;    /* blocks reused by them                     */
+    int32_t n_groups;        /* entries of groups                         */
+    em_kv_group_stats groups[EM_KV_STATS_GROUPS];
+    uint64_t bytes;          /* keys and values allocated, every group    */
+    uint64_t bytes_used;     /* of them in blocks some sequence references */
 } em_kv_stats;
 void em_kv_get_stats(const em_context *ctx, em_kv_stats *out);
 

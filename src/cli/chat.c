@@ -136,7 +136,7 @@ static bool decode_tokens(chat_state *s, const em_token *tokens, int32_t from, i
             em_batch_add(&s->batch, tokens[j], j, 0, j == n - 1);
         if (em_decode(s->ctx, &s->batch) != EM_OK) {
             em_kv_remove(s->ctx, 0, from, -1);
-            s->n_cached = from;
+            s->n_cached = EM_MIN(from, em_kv_seq_pos_max(s->ctx, 0));
             return fail("%s", em_last_error());
         }
     }
@@ -175,6 +175,9 @@ static bool prepare_turn(const chat_opts *o, chat_state *s) {
     int32_t keep = 0;
     while (keep < s->n_cached && keep < n - 1 && s->cached[keep] == toks[keep]) keep++;
     if (keep < s->n_cached && em_kv_remove(s->ctx, 0, keep, -1) != EM_OK) ok = fail("%s", em_last_error());
+    /* Sliding-window layers may have given back blocks that position keep
+     * would see: the cache then keeps less, and more is decoded again. */
+    if (ok) keep = EM_MIN(keep, em_kv_seq_pos_max(s->ctx, 0));
     if (ok) {
         s->n_cached = keep;
         ok = decode_tokens(s, toks, keep, n);

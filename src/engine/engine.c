@@ -873,6 +873,8 @@ void em_engine_get_stats(em_engine *e, em_engine_stats *out) {
     out->kv_blocks_cached = kv.n_cached;
     out->kv_blocks_free = kv.n_free;
     out->prefix_hits = kv.prefix_hits;
+    out->kv_bytes = kv.bytes;
+    out->kv_bytes_used = kv.bytes_used;
 }
 
 const em_model *em_engine_model(const em_engine *e) { return e->model; }

@@ -153,6 +153,8 @@ typedef struct em_engine_stats {
     int32_t kv_blocks_cached;   /* unreferenced blocks kept for reuse      */
     int32_t kv_blocks_free;     /* blocks holding nothing                  */
     uint64_t prefix_hits;       /* blocks reused from the prefix cache     */
+    uint64_t kv_bytes;          /* KV memory allocated, every layer group  */
+    uint64_t kv_bytes_used;     /* of it in blocks a sequence holds        */
     em_histogram ttft;          /* submit to first token, seconds          */
     em_histogram itl;           /* between tokens of one choice, seconds   */
     em_histogram duration;      /* submit to done, seconds                 */

@@ -14,6 +14,8 @@ typedef struct em_engine_kv {
     int32_t n_cached;   /* unreferenced blocks kept for reuse  */
     int32_t n_free;     /* blocks holding nothing              */
     uint64_t prefix_hits;
+    uint64_t bytes;      /* keys and values allocated, every layer group */
+    uint64_t bytes_used; /* of them in blocks some sequence holds        */
 } em_engine_kv;
 
 static inline int32_t eng_kv_reuse_prefix(em_context *ctx, em_seq_id seq, const em_token *t, int32_t n) {
@@ -41,6 +43,8 @@ static inline void eng_kv_stats(const em_context *ctx, int32_t n_seq, em_engine_
     out->n_cached = st.n_cached;
     out->n_free = st.n_free;
     out->prefix_hits = st.prefix_hits;
+    out->bytes = st.bytes;
+    out->bytes_used = st.bytes_used;
 }
 
 #endif

@@ -27,6 +27,40 @@ static void *alloc_floats(size_t n, bool *ok) {
     return p;
 }
 
+/* The cache, with a layer group per window or chunk size (kv.h) unless
+ * the caller asks for every position in every layer.  Encoders see later
+ * rows too, so they keep everything.  The cache's rows are as wide as the
+ * widest layer's keys and values (the same for every layer but Gemma
+ * 4's), and each layer's head sizes and row owner go with the layout. */
+static em_status kv_init(em_context *c, const em_context_params *p) {
+    const em_hparams *hp = &c->model->hp;
+    const bool full = p->kv_full || !hp->causal;
+    int32_t *win = calloc((size_t)hp->n_layer, sizeof *win), *chunk = calloc((size_t)hp->n_layer, sizeof *chunk);
+    em_kv_layer *kvl = malloc((size_t)hp->n_layer * sizeof *kvl);
+    if (!win || !chunk || !kvl) {
+        free(win);
+        free(chunk);
+        free(kvl);
+        return em_error(EM_ERR_NOMEM, "context: out of memory");
+    }
+    int64_t kw = 0, vw = 0;
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const em_layer *l = &c->model->layers[il];
+        win[il] = full ? 0 : l->n_swa;
+        chunk[il] = full ? 0 : l->n_chunk;
+        kvl[il] = (em_kv_layer){l->head_dim, l->head_dim_v, l->kv_src};
+        kw = EM_MAX(kw, (int64_t)l->n_head_kv * l->head_dim);
+        vw = EM_MAX(vw, (int64_t)l->n_head_kv * l->head_dim_v);
+    }
+    const em_kv_layout lo = {.window = win, .chunk = chunk, .layers = kvl, .n_batch = p->n_batch};
+    em_status st = em_kv_init_layout(&c->kv, p->n_ctx, p->n_seq_max, hp->n_layer, kw, vw, p->kv_type, hp->head_dim,
+                                     hp->head_dim_v, &lo);
+    free(win);
+    free(chunk);
+    free(kvl);
+    return st;
+}
+
 em_status em_context_init(em_context **out, const em_model *model, const em_context_params *params) {
     if (!out || !model) return em_error(EM_ERR_INVALID_ARG, "context: no model");
     if (!model->layers) return em_error(EM_ERR_INVALID_ARG, "context: the model was loaded vocab-only");
@@ -60,25 +94,13 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->params = p;
     em_status st = em_threadpool_init(&c->pool, p.n_threads);
     if (st != EM_OK) goto fail;
-    /* The cache's rows are as wide as the widest layer's keys and values
-     * (the same for every layer but Gemma 4's), and attention's scratch
-     * as large as the largest layer needs. */
-    int64_t k_width = 0, v_width = 0;
+    /* Attention's scratch is as large as the largest layer needs. */
     size_t att_floats = 0;
-    em_kv_layer *kvl = malloc((size_t)hp->n_layer * sizeof *kvl);
-    if (!kvl) {
-        st = em_error(EM_ERR_NOMEM, "context: out of memory");
-        goto fail;
-    }
     for (int il = 0; il < hp->n_layer; il++) {
         const em_layer *l = &model->layers[il];
-        kvl[il] = (em_kv_layer){l->head_dim, l->head_dim_v, l->kv_src};
-        k_width = EM_MAX(k_width, (int64_t)l->n_head_kv * l->head_dim);
-        v_width = EM_MAX(v_width, (int64_t)l->n_head_kv * l->head_dim_v);
         att_floats = EM_MAX(att_floats, em_attention_scratch(hp->n_head, l->n_head_kv, l->head_dim, l->head_dim_v));
     }
-    st = em_kv_init_layers(&c->kv, p.n_ctx, p.n_seq_max, hp->n_layer, k_width, v_width, p.kv_type, kvl);
-    free(kvl);
+    st = kv_init(c, &p);
     if (st != EM_OK) goto fail;
 
     size_t nb = (size_t)p.n_batch;
@@ -91,14 +113,16 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
     c->v = alloc_floats(nb * (size_t)c->kv.v_width, &ok);
     c->att = alloc_floats(nb * o_dim, &ok);
     const size_t n_used = (size_t)(hp->n_expert > 0 ? hp->n_expert_used : 0);
-    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_used * hp->n_ff_exp);
+    /* FFN slots of a row: its routed experts, then its shared expert. */
+    const size_t n_slots = n_used ? n_used + (size_t)hp->n_expert_shared : 0;
+    c->ff_width = EM_MAX((int64_t)hp->n_ff, (int64_t)n_slots * hp->n_ff_exp);
     c->ff_width = EM_MAX(c->ff_width, (int64_t)hp->n_embd_pl); /* per-layer embeddings' gate */
     c->ff_gate = alloc_floats(nb * (size_t)c->ff_width, &ok);
     c->ff_up = alloc_floats(nb * (size_t)c->ff_width, &ok);
     if (n_used) {
         c->router = alloc_floats(nb * (size_t)hp->n_expert, &ok);
         c->moe_w = alloc_floats(nb * n_used, &ok);
-        c->moe_y = alloc_floats(nb * n_used * (size_t)hp->n_embd, &ok);
+        c->moe_y = alloc_floats(nb * n_slots * (size_t)hp->n_embd, &ok);
         c->moe_sel = calloc(nb * n_used, sizeof *c->moe_sel);
         c->moe_slot = calloc(nb * n_used, sizeof *c->moe_slot);
         c->moe_row = calloc(nb * n_used, sizeof *c->moe_row);
@@ -131,8 +155,8 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
      * elements being the largest of them. */
     size_t widest = (size_t)EM_MAX(EM_MAX(hp->n_embd, hp->n_ff), (int32_t)EM_MAX(q_dim, o_dim));
     widest = EM_MAX(widest, (size_t)hp->n_embd_pl);
-    /* With experts a row's down input is n_expert_used rows of n_ff_exp. */
-    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_used * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
+    /* With experts a row's down input is one row of n_ff_exp per slot. */
+    size_t row_room = EM_MAX((widest + 255) / 256 * 292, n_slots * (((size_t)hp->n_ff_exp + 255) / 256 * 292));
     c->qact_size = nb * (row_room + 64);
     for (int i = 0; i < 3; i++) {
         c->qact[i] = malloc(c->qact_size);
@@ -345,7 +369,10 @@ em_status em_decode(em_context *c, const em_batch *b) {
     }
     c->n_logit_rows = n;
     if (m == 0) return EM_OK;
-    return em_forward(c, c->tok, m, n_out);
+    em_status fs = em_forward(c, c->tok, m, n_out);
+    /* Windowed layers give back what no later row can see. */
+    em_kv_settle(&c->kv, m, c->seq);
+    return fs;
 }
 
 const float *em_get_logits(em_context *c, int32_t i) {
@@ -381,11 +408,29 @@ int32_t em_kv_seq_reuse_prefix(em_context *c, em_seq_id seq, const em_token *tok
 
 void em_kv_get_stats(const em_context *c, em_kv_stats *out) {
     const em_kv *kv = &c->kv;
+    memset(out, 0, sizeof *out);
     out->block_size = EM_KV_BLOCK;
-    out->n_blocks = kv->n_blocks;
+    out->n_blocks = kv->pools[0].n_blocks;
     out->n_used = em_kv_n_used(kv);
-    out->n_cached = kv->n_cached;
-    out->n_free = kv->n_free;
+    out->n_cached = kv->pools[0].n_cached;
+    out->n_free = kv->pools[0].n_free;
     out->prefix_lookups = kv->prefix_lookups;
     out->prefix_hits = kv->prefix_hits;
+    out->n_groups = EM_MIN(kv->n_groups, EM_KV_STATS_GROUPS);
+    const uint64_t row = (uint64_t)(kv->k_row_bytes + kv->v_row_bytes) * EM_KV_BLOCK;
+    for (int32_t g = 0; g < kv->n_groups; g++) {
+        const em_kv_pool *pl = &kv->pools[g];
+        out->bytes += (uint64_t)pl->n_blocks * pl->n_layer * row;
+        out->bytes_used += (uint64_t)em_kv_pool_used(kv, g) * pl->n_layer * row;
+        if (g >= EM_KV_STATS_GROUPS) continue;
+        out->groups[g] = (em_kv_group_stats){
+            .n_layer = pl->n_layer,
+            .window = pl->span == EM_KV_WINDOW ? pl->size : 0,
+            .chunk = pl->span == EM_KV_CHUNK ? pl->size : 0,
+            .n_blocks = pl->n_blocks,
+            .n_used = em_kv_pool_used(kv, g),
+            .n_cached = pl->n_cached,
+            .n_free = pl->n_free,
+        };
+    }
 }

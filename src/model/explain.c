@@ -74,35 +74,55 @@ void em_model_explain(const em_model *m, FILE *out) {
     const em_hparams *hp = &m->hp;
     fprintf(out, "  %-12s %s\n", "family", m->family->name);
 
-    /* One letter per layer: L windowed (local), G global, N global
-     * without RoPE. */
+    /* One letter per layer: L windowed (local), C chunked, G global, N
+     * global without RoPE; lower case where the FFN has experts. */
     fprintf(out, "  %-12s ", "layers");
-    int n_local = 0;
+    int n_local = 0, n_chunked = 0, n_nope = 0, n_moe = 0, chunk = 0;
+    bool all_moe = true; /* then no layer needs marking */
+    for (int il = 0; il < hp->n_layer; il++) all_moe &= m->layers[il].gate_inp.data != NULL;
     for (int il = 0; il < hp->n_layer; il++) {
-        const bool local = m->layers[il].n_swa > 0;
+        const em_layer *l = &m->layers[il];
+        const bool local = l->n_swa > 0;
         n_local += local;
-        if (il < 64) fputc(local ? 'L' : m->layers[il].rope_set < 0 ? 'N' : 'G', out);
+        n_chunked += l->n_chunk > 0;
+        n_nope += !local && !l->n_chunk && l->rope_set < 0;
+        n_moe += l->gate_inp.data != NULL;
+        if (l->n_chunk > 0) chunk = l->n_chunk;
+        char ch = local ? 'L' : l->n_chunk > 0 ? 'C' : l->rope_set < 0 ? 'N' : 'G';
+        if (l->gate_inp.data && !all_moe) ch = (char)(ch - 'A' + 'a');
+        if (il < 64) fputc(ch, out);
     }
+    if (all_moe) n_moe = 0;
     if (hp->n_layer > 64) fprintf(out, "...");
-    if (n_local == 0)
-        fprintf(out, "  (%d layers, all global)\n", hp->n_layer);
-    else
-        fprintf(out, "  (%d layers: %d local with a window of %d, %d global)\n", hp->n_layer, n_local, hp->n_swa,
+    if (n_local == 0 && n_chunked == 0)
+        fprintf(out, "  (%d layers, all global", hp->n_layer);
+    else if (n_chunked == 0)
+        fprintf(out, "  (%d layers: %d local with a window of %d, %d global", hp->n_layer, n_local, hp->n_swa,
                 hp->n_layer - n_local);
+    else
+        fprintf(out, "  (%d layers: %d chunked attention (chunks of %d positions), %d global", hp->n_layer,
+                n_chunked, chunk, hp->n_layer - n_chunked - n_local);
+    /* (Encoders with learned positions have no RoPE anywhere: not NoPE.) */
+    if (n_nope == hp->n_layer) n_nope = 0;
+    if (n_nope > 0) fprintf(out, ", %d of them without RoPE (NoPE)", n_nope);
+    if (n_moe > 0) fprintf(out, "; lower case: %d layers with experts", n_moe);
+    fprintf(out, ")\n");
+    if (n_nope > 0 && hp->attn_temp_floor > 0)
+        fprintf(out, "  %-12s NoPE layers scale Q by 1 + %g * log(floor((pos + %g) / %g) + 1)\n", "temperature",
+                hp->attn_temp_scale, hp->attn_temp_offset, hp->attn_temp_floor);
 
     if (m->pos_embd.data) fprintf(out, "  %-12s learned, %lld of them\n", "positions", (long long)m->pos_embd.ne[1]);
     bool uniform = true;
     for (int il = 1; il < hp->n_layer; il++)
         uniform &= m->layers[il].n_head_kv == hp->n_head_kv && m->layers[il].head_dim == hp->head_dim &&
                    m->layers[il].head_dim_v == hp->head_dim_v;
+    const char *qk = m->layers[0].q_norm.data ? ", Q/K norm" : m->layers[0].qk_l2norm ? ", Q/K L2 norm after RoPE" : "";
     if (uniform && m->layers[0].n_head_kv == hp->n_head_kv && m->layers[0].head_dim == hp->head_dim)
         fprintf(out, "  %-12s %d query heads, %d KV heads, head size %d/%d, scale %.4g%s", "attention", hp->n_head,
-                hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale,
-                m->layers[0].q_norm.data ? ", Q/K norm" : "");
+                hp->n_head_kv, hp->head_dim, hp->head_dim_v, m->layers[0].attn_scale, qk);
     else
         fprintf(out, "  %-12s %d query heads, KV heads and head size per layer (up to %d and %d), scale %.4g%s",
-                "attention", hp->n_head, hp->n_head_kv, hp->head_dim, m->layers[0].attn_scale,
-                m->layers[0].q_norm.data ? ", Q/K norm" : "");
+                "attention", hp->n_head, hp->n_head_kv, hp->head_dim, m->layers[0].attn_scale, qk);
     if (m->layers[0].bq.data) fprintf(out, ", QKV bias");
     if (hp->attn_softcap > 0) fprintf(out, ", scores soft-capped at %g", hp->attn_softcap);
     fprintf(out, "\n");
@@ -128,15 +148,25 @@ void em_model_explain(const em_model *m, FILE *out) {
     const char *act = !m->layers[0].w_gate.data && !m->layers[0].gate_exps.data ? "GELU (no gate)"
                       : hp->act == EM_ACT_GELU_TANH                          ? "GeGLU (GELU-tanh)"
                                                                              : "SwiGLU";
-    if (hp->n_expert > 0 && m->layers[0].w_gate.data)
-        fprintf(out, "  %-12s %s width %d, beside %d experts (%d used per token, softmax top-%d, width %d%s%s);"
+    /* Experts beside a dense FFN in the same layer (Gemma 4), experts in
+     * place of it (in every layer, or interleaved: Llama 4), or none. */
+    const em_layer *beside = NULL;
+    for (int il = 0; il < hp->n_layer && !beside; il++)
+        if (m->layers[il].gate_inp.data && m->layers[il].w_gate.data) beside = &m->layers[il];
+    const char *gating = hp->moe_gating == EM_MOE_SIGMOID ? "sigmoid" : "softmax";
+    if (hp->n_expert > 0 && beside)
+        fprintf(out, "  %-12s %s width %d, beside %d experts (%d used per token, %s top-%d, width %d%s%s);"
                 " outputs normalised and summed\n", "ffn", act, hp->n_ff, hp->n_expert, hp->n_expert_used,
-                hp->n_expert_used, hp->n_ff_exp, m->layers[0].gate_inp_s.data ? ", router on its own scaled norm" : "",
-                m->layers[0].down_exps_s.data ? ", per-expert output scale" : "");
-    else if (hp->n_expert > 0)
-        fprintf(out, "  %-12s %s experts: %d, %d used per token (softmax top-%d), width %d\n", "ffn", act,
-                hp->n_expert, hp->n_expert_used, hp->n_expert_used, hp->n_ff_exp);
-    else {
+                gating, hp->n_expert_used, hp->n_ff_exp, beside->gate_inp_s.data ? ", router on its own scaled norm" : "",
+                beside->down_exps_s.data ? ", per-expert output scale" : "");
+    else if (hp->n_expert > 0) {
+        fprintf(out, "  %-12s %s experts: %d, %d used per token (%s top-%d%s), width %d", "ffn", act, hp->n_expert,
+                hp->n_expert_used, gating, hp->n_expert_used,
+                hp->moe_weight_input ? ", weight on the expert's input" : "", hp->n_ff_exp);
+        if (hp->n_expert_shared > 0) fprintf(out, ", plus %d shared expert", hp->n_expert_shared);
+        if (n_moe > 0) fprintf(out, "; dense layers width %d", hp->n_ff);
+        fprintf(out, "\n");
+    } else {
         int64_t narrowest = hp->n_ff; /* Gemma 4's widths may differ per layer */
         for (int il = 0; il < hp->n_layer; il++)
             if (m->layers[il].w_up.data) narrowest = EM_MIN(narrowest, m->layers[il].w_up.ne[1]);

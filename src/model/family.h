@@ -33,6 +33,7 @@ extern const em_family em_family_llama, em_family_mistral, em_family_qwen2, em_f
 extern const em_family em_family_qwen3moe;
 extern const em_family em_family_gemma2, em_family_gemma3, em_family_gemma4;
 extern const em_family em_family_bert, em_family_nomic_bert;
+extern const em_family em_family_llama4;
 
 /* ---- helpers for the families' files (load.c) ---- */
 
@@ -56,5 +57,9 @@ em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int
  * `qk_norm`), ffn_norm and the gate/up/down FFN, or with experts
  * (hp.n_expert > 0) the router and the 3-D expert matrices. */
 em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm);
+/* Its two halves: the attention part with both norms, and the FFN, dense
+ * or (moe) the router and the 3-D expert matrices. */
+em_status em_bind_llama_attn(em_model *m, int il, em_layer *l, bool bias, bool qk_norm);
+em_status em_bind_llama_ffn(em_model *m, int il, em_layer *l, bool moe);
 
 #endif

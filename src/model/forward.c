@@ -95,12 +95,13 @@ static void rope_table_row(em_context *c, int32_t r) {
 /* ------------------------------------------------------- activations */
 
 /* Where the products of one step find their activations: the distinct
- * activation formats of up to three weights, and which buffer serves
- * which weight.  Float weights read the float rows themselves. */
+ * activation formats of up to five weights (at most three distinct ones,
+ * which the loader checks), and which buffer serves which weight.  Float
+ * weights read the float rows themselves. */
 typedef struct act_plan {
     int n_fmt;
     em_type fmt[3];   /* [n_fmt] distinct vec_dot_types            */
-    int of[3];        /* buffer index of each weight               */
+    int of[5];        /* buffer index of each weight               */
 } act_plan;
 
 static act_plan plan_acts(const em_tensor *const *ws, int n_w) {
@@ -203,11 +204,12 @@ static act_plan qkv_plan(const em_layer *l) {
     return plan_acts(ws, 3);
 }
 
-/* The products that read the experts' input: the router and the gate and
- * up experts. */
+/* The products that read the experts' input: the router, the gate and up
+ * experts, and the shared expert's gate and up where the layer has one
+ * (Llama 4). */
 static act_plan expert_plan(const em_layer *l) {
-    const em_tensor *ws[3] = {&l->gate_inp, &l->gate_exps, &l->up_exps};
-    return plan_acts(ws, 3);
+    const em_tensor *ws[5] = {&l->gate_inp, &l->gate_exps, &l->up_exps, &l->gate_shexp, &l->up_shexp};
+    return plan_acts(ws, l->gate_shexp.data ? 5 : 3);
 }
 
 /* The products that read the FFN input: gate and up, or with experts
@@ -269,7 +271,21 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
         em_rope(q + q0, (g1 - g0) * group, hd, l->n_rot, cs, sn, hp->rope_type);
         if (own_kv) em_rope(k + (int64_t)g0 * hd, g1 - g0, hd, l->n_rot, cs, sn, hp->rope_type);
     }
-    if (own_kv) em_kv_write(&c->kv, il, c->cells[r], g0, g1, k, v, ro->to_f16);
+    if (l->qk_l2norm) {
+        for (int h = g0 * group; h < g1 * group; h++)
+            em_rmsnorm(q + (int64_t)h * hd, q + (int64_t)h * hd, NULL, hd, hp->norm_eps);
+        if (own_kv)
+            for (int h = g0; h < g1; h++) em_rmsnorm(k + (int64_t)h * hd, k + (int64_t)h * hd, NULL, hd, hp->norm_eps);
+    }
+    if (l->attn_temp) {
+        /* Llama 4's temperature tuning, computed as llama.cpp does (the
+         * logarithm in double precision). */
+        const float fl = floorf(((float)c->pos[r] + hp->attn_temp_offset) / hp->attn_temp_floor);
+        const float t = (float)(log((double)fl + 1.0) * hp->attn_temp_scale + 1.0);
+        for (int64_t i = q0; i < q1; i++) q[i] *= t;
+    }
+    if (own_kv)
+        em_kv_write(&c->kv, il, em_kv_layer_cell(&c->kv, il, c->seq[r], c->pos[r]), g0, g1, k, v, ro->to_f16);
 }
 
 /* ------------------------------------------------------ the walker
@@ -349,6 +365,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         .head_dim = l->head_dim,
         .head_dim_v = l->head_dim_v,
         .n_swa = l->n_swa,
+        .n_chunk = l->n_chunk,
         .scale = l->attn_scale,
         .softcap = hp->attn_softcap,
         .non_causal = !hp->causal,
@@ -541,6 +558,12 @@ static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
     quantize_row_for(w->b.qa, &p, w->b.ff, f, r);
 }
 
+/* The slot of row r's shared expert: after the routed slots of every row. */
+static int64_t shared_slot(const walker *w, int32_t r) {
+    const int k = w->s->c->model->hp.n_expert_used;
+    return w->solo ? k : (int64_t)w->s->n * k + r;
+}
+
 /* The FFN residual, then the next layer's input. */
 static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
@@ -556,9 +579,16 @@ static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r)
         for (int64_t i = 0; i < d; i++) h[i] = 0;
         for (int j = 0; j < k; j++) {
             const int32_t slot = w->solo ? j : c->moe_slot[r * k + j];
+            /* An expert whose input was weighted (Llama 4) is added as it
+             * is, scaled only by its output scale where it has one. */
             const float *ye = c->moe_y + (int64_t)slot * d;
-            const float wt = w->b.selw[r * k + j] * (es ? es[w->b.sel[r * k + j]] : 1.0f);
+            const float wt = (m->hp.moe_weight_input ? 1.0f : w->b.selw[r * k + j]) *
+                             (es ? es[w->b.sel[r * k + j]] : 1.0f);
             for (int64_t i = 0; i < d; i++) h[i] += wt * ye[i];
+        }
+        if (l->gate_shexp.data) {
+            const float *ys = c->moe_y + shared_slot(w, r) * d;
+            for (int64_t i = 0; i < d; i++) h[i] += ys[i];
         }
         if (l->post_ffn_norm_2.data) {
             /* Beside a dense FFN (Gemma 4): each output normalised, then summed. */
@@ -618,13 +648,21 @@ static void row_moe_in(const walker *w, const em_layer *l, int il, int32_t r) {
  * experts' outputs is taken in row_layer_out.
  */
 
+/* The experts and weights of a row with router logits [n_expert]. */
+static void route(const em_hparams *hp, const float *logits, int32_t *sel, float *selw) {
+    if (hp->moe_gating == EM_MOE_SIGMOID)
+        em_moe_route_sigmoid(logits, hp->n_expert, hp->n_expert_used, sel, selw);
+    else
+        em_moe_route(logits, hp->n_expert, hp->n_expert_used, sel, selw);
+}
+
 /* The row's experts and weights. */
 static void row_route(const walker *w, const em_layer *l, int il, int32_t r) {
     const em_hparams *hp = &w->s->c->model->hp;
     const int k = hp->n_expert_used;
     (void)l;
     (void)il;
-    em_moe_route(w->s->c->router + (int64_t)r * hp->n_expert, hp->n_expert, k, w->b.sel + r * k, w->b.selw + r * k);
+    route(hp, w->s->c->router + (int64_t)r * hp->n_expert, w->b.sel + r * k, w->b.selw + r * k);
 }
 
 /* Thread 0: slots in expert order (moe_off, moe_row, moe_slot). */
@@ -663,12 +701,40 @@ static void gather_slot(const walker *w, const act_plan *p, int64_t i) {
     }
 }
 
-/* Slot i: act(gate) * up, quantized for the down experts. */
+/* The router weight of routed slot i. */
+static float slot_weight(const walker *w, int64_t i) {
+    em_context *c = w->s->c;
+    const int k = c->model->hp.n_expert_used;
+    if (w->solo) return w->b.selw[i];
+    const int32_t r = c->moe_row[i];
+    for (int j = 0; j < k; j++)
+        if (c->moe_slot[r * k + j] == i) return w->b.selw[r * k + j];
+    return 0.0f;
+}
+
+/* Slot i: act(gate) * up, quantized for the down experts (or the shared
+ * expert's down).  Where the router weight scales the expert's input
+ * (Llama 4), it scales gate and up here: the products are linear, so
+ * (w x) W = w (x W). */
 static void act_slot(const walker *w, const em_layer *l, int64_t i) {
     em_context *c = w->s->c;
-    const int64_t fe = c->model->hp.n_ff_exp;
-    w->s->ro.glu(w->b.ff + i * fe, c->ff_gate + i * fe, c->ff_up + i * fe, fe);
-    act_plan p = one_plan(&l->down_exps);
+    const em_hparams *hp = &c->model->hp;
+    const int64_t fe = hp->n_ff_exp;
+    const int64_t n_routed = (w->solo ? 1 : (int64_t)w->s->n) * hp->n_expert_used;
+    const float *g = c->ff_gate + i * fe, *u = c->ff_up + i * fe;
+    float *ff = w->b.ff + i * fe;
+    if (hp->moe_weight_input && i < n_routed) {
+        /* act(wt g) * (wt u), written as wt * (act(wt g) * u) so that the
+         * shared products stay untouched (a one-row batch's threads each
+         * read them). */
+        const float wt = slot_weight(w, i);
+        for (int64_t j = 0; j < fe; j++) ff[j] = wt * g[j];
+        w->s->ro.glu(ff, ff, u, fe);
+        for (int64_t j = 0; j < fe; j++) ff[j] *= wt;
+    } else {
+        w->s->ro.glu(ff, g, u, fe);
+    }
+    act_plan p = one_plan(i < n_routed ? &l->down_exps : &l->down_shexp);
     quantize_row_for(w->b.qa, &p, w->b.ff, fe, (int32_t)i);
 }
 
@@ -696,18 +762,29 @@ static void experts(walker *w, const em_layer *l, int il) {
     const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->n;
     act_plan pf = expert_plan(l);
 
-    if (!l->gate_inp_s.data) { /* else row_moe_in routed the rows already */
-        em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    if (l->gate_inp_s.data) {
+        /* row_moe_in routed the rows already (Gemma 4). */
+    } else if (w->solo) {
+        /* One row: every thread computes the router's few dot products
+         * itself (the same kernel call the product step would make) rather
+         * than one thread computing them while the others wait at a
+         * barrier, which on a busy machine waits for the slowest thread. */
+        float logits[EM_MAX_EXPERTS];
+        const em_tensor *R = &l->gate_inp;
+        em_gemm(R->type, d, R->data, R->row_bytes, hp->n_expert, router.x, router.x_stride, 1, logits, hp->n_expert);
+        route(hp, logits, w->sel, w->selw);
+    } else {
         products(w, &router, 1);
         rows(w, row_route, l, il);
     }
 
     /* The products of the experts in use: in a batch each expert over its
      * slots, in a one-row batch each chosen expert over the row. */
-    em_matmul_job jobs[2 * EM_MAX_EXPERTS];
-    int64_t n_rows[2 * EM_MAX_EXPERTS];
+    em_matmul_job jobs[2 * EM_MAX_EXPERTS + 2];
+    int64_t n_rows[2 * EM_MAX_EXPERTS + 2];
     int n_jobs = 0;
-    em_tensor views[3 * EM_MAX_EXPERTS];
+    em_tensor views[3 * EM_MAX_EXPERTS + 3];
     if (!w->solo) {
         if (ith == 0) group_slots(c, (int32_t)n);
         em_threadpool_barrier(tp);
@@ -736,19 +813,34 @@ static void experts(walker *w, const em_layer *l, int il) {
         }
         n_jobs = 2 * k;
     }
+    /* The shared expert: every row, from the FFN input itself, into the
+     * slots after the routed ones. */
+    const int n_shared = l->gate_shexp.data ? 1 : 0;
+    if (n_shared) {
+        const int64_t s0 = w->solo ? k : n * k;
+        em_tensor *v = &views[3 * (n_jobs / 2)];
+        v[0] = l->gate_shexp;
+        v[1] = l->up_shexp;
+        v[2] = l->down_shexp;
+        jobs[n_jobs] = job_for(w->b.qa, &pf, 3, &v[0], w->b.h, d, c->ff_gate + s0 * fe, fe);
+        jobs[n_jobs + 1] = job_for(w->b.qa, &pf, 4, &v[1], w->b.h, d, c->ff_up + s0 * fe, fe);
+        n_rows[n_jobs] = n_rows[n_jobs + 1] = w->solo ? 1 : n;
+        n_jobs += 2;
+    }
     em_matmul_group_step(tp, ith, jobs, n_rows, n_jobs);
     em_threadpool_barrier(tp);
 
     /* act(gate) * up per slot, quantized for down. */
     if (w->solo) {
-        for (int j = 0; j < k; j++) act_slot(w, l, j);
+        for (int j = 0; j < k + n_shared; j++) act_slot(w, l, j);
     } else {
-        FOR_ROWS(tp, i, n * k) act_slot(w, l, i);
+        FOR_ROWS(tp, i, n * (k + n_shared)) act_slot(w, l, i);
         em_threadpool_barrier(tp);
     }
 
     /* Down, into moe_y in slot order: the i-th expert run starts at the
-     * slot of its gate job's output row. */
+     * slot of its gate job's output row.  (The loader checks that the
+     * shared expert's down takes the routed ones' activation format.) */
     act_plan pd = one_plan(&l->down_exps);
     const int n_run = n_jobs / 2;
     for (int i = 0; i < n_run; i++) {

@@ -214,7 +214,7 @@ static em_status read_hparams(em_model *m) {
                             il, l->n_head_kv, l->head_dim, l->head_dim_v, l->n_rot);
         const em_layer *src = l->kv_src >= 0 && l->kv_src <= il ? &m->layers[l->kv_src] : NULL;
         if (!src || src->kv_src != l->kv_src || src->n_head_kv != l->n_head_kv || src->head_dim != l->head_dim ||
-            src->head_dim_v != l->head_dim_v || src->n_swa != l->n_swa)
+            src->head_dim_v != l->head_dim_v || src->n_swa != l->n_swa || src->n_chunk != l->n_chunk)
             return em_error(EM_ERR_FORMAT, "model: layer %d cannot share the KV cache of layer %d", il, l->kv_src);
     }
 #undef TRY
@@ -263,7 +263,7 @@ em_status em_bind3(em_model *m, em_tensor *t, const char *name, int64_t ne0, int
     return EM_OK;
 }
 
-em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
+em_status em_bind_llama_attn(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
     const em_hparams *hp = &m->hp;
     em_status st;
     int64_t q_dim = (int64_t)hp->n_head * l->head_dim;
@@ -284,7 +284,18 @@ em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool 
     TRY(em_bind(m, &l->q_norm, NAME("attn_q_norm.weight"), l->head_dim, 0, qk_norm));
     TRY(em_bind(m, &l->k_norm, NAME("attn_k_norm.weight"), l->head_dim, 0, qk_norm));
     TRY(em_bind(m, &l->ffn_norm, NAME("ffn_norm.weight"), hp->n_embd, 0, true));
-    if (hp->n_expert > 0) {
+#undef NAME
+#undef TRY
+    return EM_OK;
+}
+
+em_status em_bind_llama_ffn(em_model *m, int il, em_layer *l, bool moe) {
+    const em_hparams *hp = &m->hp;
+    em_status st;
+    char n[96];
+#define TRY(x) do { if ((st = (x)) != EM_OK) return st; } while (0)
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", il, s), n)
+    if (moe) {
         /* Mixture of experts: a router and each FFN matrix stacked over
          * the experts in a 3-D tensor.  (Older files with one tensor per
          * expert, blk.N.ffn_gate.E.weight, are not read.) */
@@ -301,6 +312,11 @@ em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool 
 #undef NAME
 #undef TRY
     return EM_OK;
+}
+
+em_status em_bind_llama_layer(em_model *m, int il, em_layer *l, bool bias, bool qk_norm) {
+    em_status st = em_bind_llama_attn(m, il, l, bias, qk_norm);
+    return st != EM_OK ? st : em_bind_llama_ffn(m, il, l, m->hp.n_expert > 0);
 }
 
 static em_status bind_weights(em_model *m) {
@@ -354,9 +370,12 @@ static em_status bind_weights(em_model *m) {
 }
 
 int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
-    const em_tensor *all[] = {&l->wq,     &l->wk,      &l->wv,      &l->wo,       &l->w_gate,
-                              &l->w_up,   &l->w_down,  &l->gate_inp, &l->gate_exps, &l->up_exps,
-                              &l->down_exps, &l->pl_gate, &l->pl_proj};
+    /* The FFN's, and the routed experts, last (cli/bench.c names a file's
+     * type by them). */
+    const em_tensor *all[] = {&l->wq,         &l->wk,         &l->wv,         &l->wo,         &l->pl_gate,
+                              &l->pl_proj,    &l->w_gate,     &l->w_up,       &l->w_down,     &l->gate_shexp,
+                              &l->up_shexp,   &l->down_shexp, &l->gate_inp,   &l->gate_exps,  &l->up_exps,
+                              &l->down_exps};
     int n = 0;
     for (size_t i = 0; i < sizeof all / sizeof *all && n < max; i++)
         if (all[i]->data) out[n++] = all[i];
@@ -368,6 +387,7 @@ int em_layer_mats(const em_layer *l, const em_tensor **out, int max) {
 static const em_family *const families[] = {
     &em_family_llama, &em_family_mistral, &em_family_qwen2, &em_family_qwen3, &em_family_qwen3moe,
     &em_family_gemma2, &em_family_gemma3, &em_family_gemma4, &em_family_bert, &em_family_nomic_bert,
+    &em_family_llama4,
 };
 
 const em_family *em_family_find(const char *name) {

@@ -22,6 +22,11 @@ typedef enum em_norm_kind { EM_NORM_RMS, EM_NORM_LAYER } em_norm_kind;
 
 /* em_pooling, how an encoder pools its rows, is public (ember.h). */
 
+/* How a mixture-of-experts router weighs the experts it picks: softmax
+ * over all experts, the chosen k renormalised to sum to 1 (Mixtral, Qwen 3);
+ * or each chosen expert's own sigmoid (Llama 4). */
+typedef enum em_moe_gating { EM_MOE_SOFTMAX, EM_MOE_SIGMOID } em_moe_gating;
+
 /* Most RoPE tables a model uses (Gemma 3: one for local layers, one for
  * global ones). */
 #define EM_MAX_ROPE_SETS 2
@@ -63,6 +68,10 @@ typedef struct em_layer {
     em_tensor gate_exps; /* [n_embd, n_ff_exp, n_expert] expert gates        */
     em_tensor up_exps;   /* [n_embd, n_ff_exp, n_expert]                     */
     em_tensor down_exps; /* [n_ff_exp, n_embd, n_expert]                     */
+    em_tensor gate_shexp; /* [n_embd, n_ff_exp] shared expert every token runs
+                          * (Llama 4), or absent                          */
+    em_tensor up_shexp;  /* [n_embd, n_ff_exp]                                */
+    em_tensor down_shexp; /* [n_ff_exp, n_embd]                               */
     em_tensor post_attn_norm; /* [n_embd] norm of the attention output before
                           * the residual add (Gemma), or with norm_after the
                           * norm of x + attention (BERT), or absent         */
@@ -92,6 +101,12 @@ typedef struct em_layer {
 
     /* The layer's attention, set by the family's hyperparameter reader. */
     int32_t n_swa;       /* sliding window in positions, 0 = global         */
+    int32_t n_chunk;     /* chunked attention (Llama 4): a query at position
+                          * p sees only keys from p - p % n_chunk on; 0 = none */
+    bool qk_l2norm;      /* Q and K heads RMS-normalised without a weight
+                          * after RoPE (Llama 4's L2 norm)                  */
+    bool attn_temp;      /* Q multiplied by the temperature of its position
+                          * (em_hparams.attn_temp_*; Llama 4's NoPE layers) */
     int32_t rope_set;    /* RoPE table of this layer (em_hparams.rope), -1:
                           * no RoPE (encoders with learned positions)      */
     float attn_scale;    /* multiplies q.k (usually 1/sqrt(head_dim))       */
@@ -157,6 +172,17 @@ typedef struct em_hparams {
     int32_t n_expert;       /* experts per MoE layer, 0 = dense              */
     int32_t n_expert_used;  /* experts each token is routed to               */
     int32_t n_ff_exp;       /* hidden width of one expert                    */
+    em_moe_gating moe_gating; /* how the router weighs the chosen experts     */
+    bool moe_weight_input;  /* the router weight scales the expert's input
+                             * (Llama 4) instead of its output              */
+    int32_t n_expert_shared; /* shared experts (width n_ff_exp) every token
+                             * runs besides the routed ones: 0 or 1         */
+    float attn_temp_floor;  /* attention temperature of layers with attn_temp:
+                             * Q *= 1 + attn_temp_scale *
+                             * log(floor((pos + attn_temp_offset) /
+                             * attn_temp_floor) + 1)                        */
+    float attn_temp_scale;
+    float attn_temp_offset;
     int32_t n_embd_pl;      /* per-layer embedding width (Gemma 4), 0: none  */
     int32_t n_kv_shared;    /* last layers that reuse an earlier layer's KV   */
     em_rope_set rope[EM_MAX_ROPE_SETS]; /* tables the layers pick from      */

@@ -228,8 +228,9 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
 
     /* The visible positions are lo .. p of sequence s: walk its block
      * table, a block at a time, gathering their rows in position order. */
-    const int32_t *blocks = kv->seqs[s].blocks;
-    const em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
+    const int32_t *blocks = kv->seqs[s].blocks[kv->group[a->layer]];
+    em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
+    if (a->n_chunk > 0 && p - p % a->n_chunk > lo) lo = p - p % a->n_chunk;
     int nb = 0;
     for (em_pos pj = lo; pj <= p;) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
@@ -275,6 +276,7 @@ static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
         const int32_t r = r0 + i;
         hi[i] = a->non_causal ? kv->seqs[s].len - 1 : a->pos[r];
         lo[i] = a->n_swa > 0 && hi[i] - a->n_swa + 1 > 0 ? hi[i] - a->n_swa + 1 : 0;
+        if (a->n_chunk > 0 && hi[i] - hi[i] % a->n_chunk > lo[i]) lo[i] = hi[i] - hi[i] % a->n_chunk;
         memcpy(t->qt + (int64_t)i * group * hd, a->q + ((int64_t)r * a->n_head + (int64_t)g * group) * hd,
                (size_t)group * hd * sizeof(float));
     }
@@ -288,7 +290,7 @@ static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
 
     /* Positions are increasing over the tile, so the walk runs from the
      * first row's lo to the last row's hi (as attend_task's walk). */
-    const int32_t *blocks = kv->seqs[s].blocks;
+    const int32_t *blocks = kv->seqs[s].blocks[kv->group[a->layer]];
     int nb = 0;
     for (em_pos pj = lo[0]; pj <= hi[nr - 1];) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;

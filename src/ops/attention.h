@@ -20,6 +20,8 @@ typedef struct em_attn_args {
     int32_t head_dim;
     int32_t head_dim_v;
     int32_t n_swa;           /* sliding window in positions, 0 = unlimited    */
+    int32_t n_chunk;         /* chunked attention: position p sees keys from
+                              * p - p % n_chunk on; 0 = no chunks            */
     float scale;             /* multiplies q.k, usually 1/sqrt(head_dim)      */
     float softcap;           /* scaled scores s become c*tanh(s/c); 0 = none  */
     bool non_causal;         /* rows see every stored position of their
@@ -39,7 +41,7 @@ size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim,
 
 /* Each query row attends to the cache rows of its own sequence at
  * positions <= its own (every stored one when non_causal; and > pos - n_swa
- * with a window), found through
+ * with a window; >= p - p % n_chunk with chunks), found through
  * the sequence's block table (kv.h), with an online
  * softmax so no score matrix is ever stored.  Query heads that share a KV
  * head are computed together so each key and value is read once.  One

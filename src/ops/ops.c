@@ -102,6 +102,19 @@ void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float 
     for (int j = 0; j < k; j++) w[j] /= sum;
 }
 
+void em_moe_route_sigmoid(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) taken |= sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        sel[j] = best;
+        w[j] = 1.0f / (1.0f + expf(-logits[best]));
+    }
+}
+
 void em_softmax(float *x, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++)

@@ -41,6 +41,11 @@ void em_softcap(float *x, int64_t n, float cap);
  * first among equals); w[j] = p[sel[j]] / sum of those k p. */
 void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float *w);
 
+/* The same with sigmoid gating (Llama 4): sel[0..k) = the experts of the
+ * k largest logits (largest first, lower index first among equals);
+ * w[j] = sigmoid(logits[sel[j]]), not renormalised. */
+void em_moe_route_sigmoid(const float *logits, int n_expert, int k, int32_t *sel, float *w);
+
 /* In-place softmax of x[n]. */
 void em_softmax(float *x, int64_t n);
 

@@ -69,6 +69,10 @@ enum MHD_Result em_metrics_handle(em_server *s, struct MHD_Connection *c, em_con
     em_strbuf_appendf(&b, "ember_kv_blocks_used %d\n", st.kv_blocks_used);
     family(&b, "ember_kv_blocks_free", "gauge", "KV cache blocks no live sequence holds (cached prefix blocks included).");
     em_strbuf_appendf(&b, "ember_kv_blocks_free %d\n", st.kv_blocks_free + st.kv_blocks_cached);
+    family(&b, "ember_kv_bytes", "gauge", "KV cache memory allocated, every layer group (sliding-window layers hold a pool of their own).");
+    em_strbuf_appendf(&b, "ember_kv_bytes %llu\n", (unsigned long long)st.kv_bytes);
+    family(&b, "ember_kv_bytes_used", "gauge", "KV cache memory in blocks held by live sequences, every layer group.");
+    em_strbuf_appendf(&b, "ember_kv_bytes_used %llu\n", (unsigned long long)st.kv_bytes_used);
     family(&b, "ember_prefix_cache_hits_total", "counter", "KV blocks reused from the prefix cache.");
     em_strbuf_appendf(&b, "ember_prefix_cache_hits_total %llu\n", (unsigned long long)st.prefix_hits);
     histogram(&b, "ember_time_to_first_token_seconds", "From a request's arrival to its first generated token.",

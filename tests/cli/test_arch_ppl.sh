@@ -31,7 +31,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # Architectures ember runs; the others must be refused cleanly.
-supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 gemma4 gemma4-moe llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe "
+supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 gemma4 gemma4-moe llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe llama4 "
 failures=0
 for f in "$dir"/tiny-*.gguf; do
     name=$(basename "$f" .gguf)
@@ -71,5 +71,33 @@ for f in "$dir"/tiny-*.gguf; do
         fi
     fi
 done
+# llama4 beyond its first attention chunk: llama.cpp's chunk (and the
+# temperature floor of the NoPE layers) is 8192 positions, beyond the tiny
+# file's context_length of 512, so a copy of the file with that key raised
+# to 16384 (patched in place: same size) scores one chunk of 8320 tokens.
+# Its second half crosses position 8192, where the chunked layers start
+# a new chunk and the NoPE layers' temperature first rises above 1.
+# (The slowest check here: about 5 s of CPU.)
+f="$dir/tiny-llama4.gguf"
+if [ -f "$f" ] && command -v python3 >/dev/null; then
+    python3 - "$f" "$tmp/llama4-long.gguf" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+key = b"llama4.context_length"
+i = b.find(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+assert struct.unpack_from("<I", b, i)[0] == 4, "context_length is not a u32"
+struct.pack_into("<I", b, i + 4, 16384)
+open(sys.argv[2], "wb").write(b)
+PY
+    "$EMBER_BIN" eval ppl -m "$tmp/llama4-long.gguf" -f "$text" -c 8320 --chunks 1 -t 2 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out" "$tmp/err" | head -1)
+    if [ "$rc" -eq 0 ] && [ -n "$ppl" ] && awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 1024) }'; then
+        echo "llama4 (ctx 8320, past the 8192-position chunk) $ppl"
+    else
+        echo "FAIL llama4 at ctx 8320: exit $rc, perplexity '$ppl': $(tail -1 "$tmp/err")"
+        failures=$((failures + 1))
+    fi
+fi
 [ "$failures" -eq 0 ] || { echo "$failures model(s) failed"; exit 1; }
 exit 0

@@ -87,7 +87,11 @@ if [ -f "$arch/tiny-gemma3.gguf" ] && [ -f "$arch/tiny-qwen3moe.gguf" ]; then
     expect_grep "$tmp/moe" '^  ffn +SwiGLU experts: 4, 2 used per token'
     expect_grep "$tmp/moe" '^  parameters +1\.31M total, 921\.22K active per token$'
     "$EMBER_BIN" inspect "$arch/tiny-llama4.gguf" > "$tmp/l4" 2>&1
-    expect_grep "$tmp/l4" "^  ember cannot run it: .*'llama4' is not supported"
+    expect_rc 0 $? "inspect llama4"
+    expect_grep "$tmp/l4" '^  layers +CcCn  \(4 layers: 3 chunked attention \(chunks of 8192 positions\), 1 global, 1 of them without RoPE \(NoPE\); lower case: 2 layers with experts\)$'
+    expect_grep "$tmp/l4" '^  temperature +NoPE layers scale Q by 1 \+ 0\.1 \* log'
+    expect_grep "$tmp/l4" '^  ffn +SwiGLU experts: 4, 1 used per token \(sigmoid top-1, weight on the expert.s input\), width 128, plus 1 shared expert; dense layers width 512$'
+    expect_grep "$tmp/l4" '^  parameters +1\.21M total, 919\.70K active per token$'
     "$EMBER_BIN" inspect "$arch/tiny-bert.gguf" > "$tmp/bert" 2>&1
     expect_grep "$tmp/bert" '^  layers +NN  \(2 layers, all global\)$'
     expect_grep "$tmp/bert" '^  output +encoder \(attention not causal\), mean pooling'

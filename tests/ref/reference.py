@@ -47,6 +47,19 @@ Architectures, with the conventions llama.cpp uses for them:
          layers to one global (windowed when il % 6 < 5); global layers
          rotate with rope.freq_base and the linear scaling, windowed ones
          with rope.freq_base_swa (default 10000) unscaled.
+  llama4 llama (adjacent-pair RoPE, rope_freqs) where layer il has experts
+         when (il + 1) % interleave_moe_layer_step == 0, else a dense FFN.
+         Expert layers: the top expert_used_count experts by router logit,
+         each weighted by sigmoid(logit) (no renormalisation), the weight
+         multiplying the expert's INPUT; plus a shared expert
+         (ffn_{gate,up,down}_shexp) on every token, added.  Unless
+         attention.sliding_window is present and 0: layers with
+         (il + 1) % 4 == 0 are global and have no RoPE (NoPE), and their Q
+         is multiplied by 1 + 0.1 log(floor((pos + 1) / 8192) + 1); the
+         other layers attend within their chunk only (keys at positions
+         >= pos - pos % chunk, chunk = attention.chunk_size, else 8192)
+         and, unless the model has 128 experts, RMS-normalise each Q and K
+         head without a weight after RoPE.
 
 RoPE angle for pair i of a head rotating n_rot dims at position pos:
   theta = pos * freq_scale * base^(-2i / n_rot) / rope_freqs[i]
@@ -181,7 +194,7 @@ class GGUF:
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
-    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "bert", "nomic-bert")
+    ARCHS = ("llama", "mistral", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "bert", "nomic-bert", "llama4")
 
     def __init__(self, path):
         g = GGUF(path)
@@ -236,6 +249,21 @@ class Model:
         self.n_expert = int(key("expert_count", 0))
         self.n_expert_used = int(key("expert_used_count", 0))
         self.gemma = arch in ("gemma2", "gemma3")
+        self.llama4 = arch == "llama4"
+        self.layer_moe = [bool(self.n_expert)] * self.n_layer
+        self.layer_chunk = [0] * self.n_layer
+        self.layer_nope = [False] * self.n_layer
+        self.l2norm = False
+        if self.llama4:
+            step = int(key("interleave_moe_layer_step", 1)) if self.n_expert else 0
+            self.layer_moe = [bool(self.n_expert) and step > 0 and (il + 1) % step == 0
+                              for il in range(self.n_layer)]
+            chunked = g.kv.get("llama4.attention.sliding_window") != 0
+            chunk = int(key("attention.chunk_size", 8192))
+            self.n_swa = 0
+            self.layer_nope = [chunked and (il + 1) % 4 == 0 for il in range(self.n_layer)]
+            self.layer_chunk = [0 if (nope or not chunked) else chunk for nope in self.layer_nope]
+            self.l2norm = self.n_expert != 128
         # Per layer: sliding window (0 = global) and RoPE (base, freq_scale).
         self.attn_softcap = self.final_softcap = 0.0
         if arch == "gemma2":
@@ -282,13 +310,17 @@ class Model:
                 "q_norm": t("attn_q_norm.weight", False),        # [head_dim]
                 "k_norm": t("attn_k_norm.weight", False),        # [head_dim]
                 "ffn_norm": t("ffn_norm.weight"),
-                "w_gate": t("ffn_gate.weight", not self.n_expert),  # [n_ff, n_embd]
-                "w_up": t("ffn_up.weight", not self.n_expert),      # [n_ff, n_embd]
-                "w_down": t("ffn_down.weight", not self.n_expert),  # [n_embd, n_ff]
-                "router": t("ffn_gate_inp.weight", bool(self.n_expert)),      # [n_expert, n_embd]
-                "gate_exps": t("ffn_gate_exps.weight", bool(self.n_expert)),  # [n_expert, n_ff_exp, n_embd]
-                "up_exps": t("ffn_up_exps.weight", bool(self.n_expert)),      # [n_expert, n_ff_exp, n_embd]
-                "down_exps": t("ffn_down_exps.weight", bool(self.n_expert)),  # [n_expert, n_embd, n_ff_exp]
+                "w_gate": t("ffn_gate.weight", not self.layer_moe[il]),  # [n_ff, n_embd]
+                "w_up": t("ffn_up.weight", not self.layer_moe[il]),      # [n_ff, n_embd]
+                "w_down": t("ffn_down.weight", not self.layer_moe[il]),  # [n_embd, n_ff]
+                "router": t("ffn_gate_inp.weight", self.layer_moe[il]),      # [n_expert, n_embd]
+                "gate_exps": t("ffn_gate_exps.weight", self.layer_moe[il]),  # [n_expert, n_ff_exp, n_embd]
+                "up_exps": t("ffn_up_exps.weight", self.layer_moe[il]),      # [n_expert, n_ff_exp, n_embd]
+                "down_exps": t("ffn_down_exps.weight", self.layer_moe[il]),  # [n_expert, n_embd, n_ff_exp]
+                # llama4's shared expert: [n_ff_exp, n_embd] x2, [n_embd, n_ff_exp]
+                "gate_shexp": t("ffn_gate_shexp.weight", self.llama4 and self.layer_moe[il]),
+                "up_shexp": t("ffn_up_shexp.weight", self.llama4 and self.layer_moe[il]),
+                "down_shexp": t("ffn_down_shexp.weight", self.llama4 and self.layer_moe[il]),
                 "post_attn_norm": t("post_attention_norm.weight", self.gemma),  # [n_embd]
                 "post_ffn_norm": t("post_ffw_norm.weight", self.gemma),         # [n_embd]
             })
@@ -434,13 +466,23 @@ class Model:
         if L["q_norm"] is not None and "qk_norm" not in self.ignore:
             q = self.rmsnorm(q, L["q_norm"])
             k = self.rmsnorm(k, L["k_norm"])
-        if "rope" not in self.ignore:
+        nope = self.layer_nope[il] and "nope" not in self.ignore
+        if "rope" not in self.ignore and not nope:
             base, scale = self.layer_rope[il]
             q = self.rope(q, pos, base, scale)
             k = self.rope(k, pos, base, scale)
+        if nope:
+            # llama4's attention temperature (1 below position 8191).
+            q = q * (np.log(np.floor((pos + 1.0) / 8192.0) + 1.0) * 0.1 + 1.0)[:, None, None]
+        elif self.l2norm and "l2norm" not in self.ignore:
+            q = self.rmsnorm(q, 1.0)
+            k = self.rmsnorm(k, 1.0)
 
         # mask[i, j]: may query i see key j?
         mask = pos[None, :] <= pos[:, None]
+        chunk = self.layer_chunk[il]
+        if chunk > 0 and "chunk" not in self.ignore:
+            mask &= pos[None, :] >= (pos - pos % chunk)[:, None]
         swa = self.n_swa if "swa_pattern" in self.ignore else self.layer_swa[il]
         if swa > 0 and "swa" not in self.ignore:
             mask &= pos[None, :] > pos[:, None] - swa
@@ -493,10 +535,14 @@ class Model:
         return (a * (h @ w_up.T)) @ w_down.T
 
     def experts(self, L, h):
-        """Top-k softmax routing; each row's chosen experts, weighted."""
+        """Top-k routing; each row's chosen experts, weighted: softmax
+        renormalised over the k (Mixtral), or llama4's sigmoid weights on
+        the experts' input plus its shared expert."""
         logits = h @ L["router"].T                         # [T, n_expert]
         p = np.exp(logits - logits.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
+        if self.llama4:
+            p = 1.0 / (1.0 + np.exp(-logits))
         k = self.n_expert_used
         out = np.zeros_like(h)
         for t in range(h.shape[0]):
@@ -504,10 +550,16 @@ class Model:
                 sel = np.arange(k)                        # the first k experts
             else:
                 sel = np.argsort(-p[t], kind="stable")[:k]
-            w = p[t, sel] / p[t, sel].sum()
+            w = p[t, sel] if self.llama4 else p[t, sel] / p[t, sel].sum()
             for e, we in zip(sel, w):
-                out[t] += we * self.ffn(h[t:t + 1], L["gate_exps"][e], L["up_exps"][e],
-                                        L["down_exps"][e])[0]
+                if self.llama4 and "weight_input" not in self.ignore:
+                    out[t] += self.ffn(we * h[t:t + 1], L["gate_exps"][e], L["up_exps"][e],
+                                       L["down_exps"][e])[0]
+                else:
+                    out[t] += we * self.ffn(h[t:t + 1], L["gate_exps"][e], L["up_exps"][e],
+                                            L["down_exps"][e])[0]
+        if L.get("gate_shexp") is not None and "shared_expert" not in self.ignore:
+            out += self.ffn(h, L["gate_shexp"], L["up_shexp"], L["down_shexp"])
         return out
 
     def post_norm(self, y, w):
@@ -622,6 +674,14 @@ def cmd_selftest(m, args):
             feats += ["embd_scale", "gelu", "post_norm"]
         if m.n_expert:
             feats.append("routing")
+        if m.llama4:
+            feats += ["weight_input", "shared_expert"]
+            if any(m.layer_chunk):
+                feats.append("chunk")
+            if any(m.layer_nope):
+                feats.append("nope")
+            if m.l2norm:
+                feats.append("l2norm")
         if m.n_swa > 0 and 0 in m.layer_swa:
             feats.append("swa_pattern")
         if len(set(m.layer_rope)) > 1:

@@ -89,6 +89,8 @@ variant llama-moe       llama --n-head-kv 2 --experts 4 --experts-used 2
 variant qwen3moe        qwen3moe --head-dim 32 --n-head-kv 2 --experts 6 --experts-used 3
 variant gemma2          gemma2 --head-dim 32 --n-head-kv 2 --swa 6
 variant gemma3          gemma3 --n-layer 6 --head-dim 32 --n-head-kv 1 --swa 6
+variant llama4          llama4 --n-layer 4 --n-head-kv 2 --experts 4 --experts-used 1 --chunk 8 --rope-freqs
+variant llama4-top2     llama4 --n-layer 4 --n-head-kv 2 --experts 6 --experts-used 2 --chunk 5 --moe-step 1
 
 # The reference against a real model and a real implementation's output.
 if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$EMBER_TEST_DATA/models/stories260K.gguf" ]; then
@@ -105,7 +107,7 @@ if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$EMBER_TEST_DATA/models/stories260K.gg
     check_engine stories260K "$S" "$real" || failures=$((failures + 1))
     # The tiny models of other architectures that llama.cpp's gguf-py wrote
     # (float ones: the reference reads no quantized types).
-    for a in qwen2 qwen3 qwen3-yarn gemma2 gemma3 llama-moe qwen3moe; do
+    for a in qwen2 qwen3 qwen3-yarn gemma2 gemma3 llama-moe qwen3moe llama4; do
         f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
         [ -f "$f" ] || continue
         check_engine "tiny-$a" "$f" "$TOKENS" || failures=$((failures + 1))

@@ -37,6 +37,10 @@
  *   --rope-base-swa B   gemma3: rope.freq_base_swa (1000)
  *   --attn-softcap C    gemma2: attn_logit_softcapping (5)
  *   --final-softcap C   gemma2: final_logit_softcapping (3)
+ *   --moe-step S        llama4: interleave_moe_layer_step (2): layers with
+ *                       (il + 1) % S == 0 have experts (and a shared expert
+ *                       ffn_{gate,up,down}_shexp), the others a dense FFN
+ *   --chunk N           llama4: attention.chunk_size (absent: llama.cpp's 8192)
  *   --tokenizer-from P  copy the tokenizer.* keys of GGUF file P instead of
  *                       writing the built-in tiny SentencePiece vocabulary
  *   gemma4 only (--n-head-kv and --head-dim are the windowed layers'):
@@ -84,6 +88,7 @@ typedef struct gen_opts {
     float rope_linear, rope_yarn;
     float rope_base_swa, attn_softcap, final_softcap;
     int n_expert, n_expert_used, n_ff_exp;
+    int moe_step, chunk;
     /* gemma4 */
     const char *pattern;
     int head_dim_global, n_head_kv_global, shared_kv, embd_pl, n_ff_shared;
@@ -92,12 +97,12 @@ typedef struct gen_opts {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: gen_model OUT.gguf llama|qwen2|qwen3|gemma2|gemma3 [--seed S] [--n-embd N]\n"
+            "usage: gen_model OUT.gguf llama|qwen2|qwen3|qwen3moe|gemma2|gemma3|gemma4|llama4 [--seed S] [--n-embd N]\n"
             "       [--n-layer N] [--n-head N] [--n-head-kv N] [--head-dim N] [--n-ff N] [--n-vocab N]\n"
             "       [--n-ctx N] [--rope-base B] [--tied] [--swa W] [--rope-freqs] [--rope-linear F]\n"
             "       [--rope-base-swa B] [--attn-softcap C] [--final-softcap C]\n"
             "       [--experts N] [--experts-used K] [--n-ff-exp N] [--rope-yarn F]\n"
-            "       [--tokenizer-from FILE.gguf]\n");
+            "       [--moe-step S] [--chunk N] [--tokenizer-from FILE.gguf]\n");
 }
 
 /* Parses a whole decimal integer in [lo, hi]. */
@@ -136,10 +141,12 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
     o->attn_softcap = 5.0f;
     o->final_softcap = 3.0f;
     o->n_expert_used = 2;
+    o->moe_step = 2;
     if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3") &&
         strcmp(o->arch, "qwen3moe") && strcmp(o->arch, "gemma2") && strcmp(o->arch, "gemma3") &&
-        strcmp(o->arch, "gemma4")) {
-        fprintf(stderr, "gen_model: unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gemma4)\n",
+        strcmp(o->arch, "gemma4") && strcmp(o->arch, "llama4")) {
+        fprintf(stderr,
+                "gen_model: unknown architecture '%s' (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, gemma4, llama4)\n",
                 o->arch);
         return -1;
     }
@@ -178,6 +185,8 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--rope-base-swa")) ok = parse_float(v, &o->rope_base_swa) && o->rope_base_swa > 1.0f;
         else if (!strcmp(a, "--attn-softcap")) ok = parse_float(v, &o->attn_softcap) && o->attn_softcap > 0.0f;
         else if (!strcmp(a, "--final-softcap")) ok = parse_float(v, &o->final_softcap) && o->final_softcap > 0.0f;
+        else if (!strcmp(a, "--moe-step")) ok = parse_int(v, 1, 64, &o->moe_step);
+        else if (!strcmp(a, "--chunk")) ok = parse_int(v, 1, 1 << 24, &o->chunk);
         else {
             fprintf(stderr, "gen_model: unknown option %s\n", a);
             return -1;
@@ -190,7 +199,7 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
     }
     if (o->n_head_kv == 0) o->n_head_kv = o->n_head;
     if (!strcmp(o->arch, "qwen3moe") && o->n_expert == 0) o->n_expert = 4;
-    if (o->n_ff_exp == 0) o->n_ff_exp = !strcmp(o->arch, "qwen3moe") ? o->n_ff / 2 : o->n_ff;
+    if (o->n_ff_exp == 0) o->n_ff_exp = !strcmp(o->arch, "qwen3moe") || !strcmp(o->arch, "llama4") ? o->n_ff / 2 : o->n_ff;
     if (o->n_expert && o->n_expert_used > o->n_expert) {
         fprintf(stderr, "gen_model: --experts-used exceeds --experts\n");
         return -1;
@@ -438,6 +447,7 @@ static const char *akey(const gen_opts *o, const char *suffix) {
 
 static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
     bool qwen = strcmp(o->arch, "llama") != 0;
+    bool llama4 = !strcmp(o->arch, "llama4");
     char name[64];
     snprintf(name, sizeof name, "ember-test-%s", o->arch);
     TRY(em_gguf_set_str(w, "general.architecture", o->arch));
@@ -477,9 +487,11 @@ static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
     if (o->n_expert) {
         TRY(em_gguf_set_u32(w, akey(o, "expert_count"), (uint32_t)o->n_expert));
         TRY(em_gguf_set_u32(w, akey(o, "expert_used_count"), (uint32_t)o->n_expert_used));
-        if (!strcmp(o->arch, "qwen3moe"))
+        if (!strcmp(o->arch, "qwen3moe") || llama4)
             TRY(em_gguf_set_u32(w, akey(o, "expert_feed_forward_length"), (uint32_t)o->n_ff_exp));
+        if (llama4) TRY(em_gguf_set_u32(w, akey(o, "interleave_moe_layer_step"), (uint32_t)o->moe_step));
     }
+    if (llama4 && o->chunk) TRY(em_gguf_set_u32(w, akey(o, "attention.chunk_size"), (uint32_t)o->chunk));
     if (o->rope_linear > 0.0f) {
         TRY(em_gguf_set_str(w, akey(o, "rope.scaling.type"), "linear"));
         TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_linear));
@@ -518,7 +530,16 @@ static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
             TRY(add(w, NAME("attn_k_norm.weight"), o->head_dim, 0, 2.0, 0.2));
         }
         TRY(add(w, NAME("ffn_norm.weight"), E, 0, 1.0, 0.1));
-        if (o->n_expert) {
+        /* llama4 alternates dense and MoE layers; its MoE layers add a
+         * shared expert. */
+        const bool llama4 = !strcmp(o->arch, "llama4");
+        const bool moe = o->n_expert && (!llama4 || (il + 1) % o->moe_step == 0);
+        if (moe && llama4) {
+            TRY(add_matrix(w, NAME("ffn_gate_shexp.weight"), E, o->n_ff_exp, 1.0));
+            TRY(add_matrix(w, NAME("ffn_up_shexp.weight"), E, o->n_ff_exp, 1.0));
+            TRY(add_matrix(w, NAME("ffn_down_shexp.weight"), o->n_ff_exp, E, 1.0));
+        }
+        if (moe) {
             /* A sharp router (gain 4) so that the choice of experts matters. */
             int64_t X = o->n_expert, FE = o->n_ff_exp;
             TRY(add_matrix(w, NAME("ffn_gate_inp.weight"), E, X, 4.0));

@@ -65,7 +65,7 @@ static void test_kv_slots(void) {
     CHECK_OK(em_kv_drop(&kv, 0, 1, -1));
     CHECK(kv.seqs[0].len == 1 && em_kv_n_used(&kv) == 2);
     CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
-    CHECK(em_kv_n_used(&kv) == 0 && kv.n_free == 3);
+    CHECK(em_kv_n_used(&kv) == 0 && kv.pools[0].n_free == 3);
     em_kv_free(&kv);
     CHECK(em_kv_init(&kv, 4, 1, 1, 2, 2, EM_TYPE_Q4_0, 2, 2) == EM_ERR_UNSUPPORTED);
 

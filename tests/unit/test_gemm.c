@@ -441,12 +441,55 @@ static void test_attention_sets(em_type kv_type) {
         CHECK_MSG(max_rel(o2, o1, NR * NH * HD) < 1e-5f, "attention %s swa %d: SIMD and scalar differ by %g",
                   em_type_name(kv_type), swa, max_rel(o2, o1, NR * NH * HD));
     }
+    /* Chunked attention (Llama 4) sees the keys from p - p % 16 on: the
+     * same keys, in the same order, as a window of 16 at the chunk's last
+     * position, and as no limit in the first chunk.  Prompt rows are
+     * attended in tiles whose key blocks start at the tile's first visible
+     * key, so a window and a chunk may cut the same keys into blocks at
+     * other places: equal up to float rounding (1e-5), while rows that see
+     * other keys differ by far more (1e-3). */
+    static float o3[NR * NH * HD];
+    em_attn_args a = {.q = q, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = NR, .n_head = NH,
+                      .n_head_kv = NKV, .head_dim = HD, .head_dim_v = HD, .scale = 1.0f / sqrtf((float)HD),
+                      .scratch = scratch};
+    a.out = o3;
+    em_attention(tp, &a);
+    a.n_swa = 16;
+    a.out = o2;
+    em_attention(tp, &a);
+    a.n_swa = 0;
+    a.n_chunk = 16;
+    a.out = o1;
+    em_attention(tp, &a);
+    int n_last = 0, n_first = 0, n_later = 0, want_last = 0, want_first = 0;
+    for (int i = 0; i < NR; i++) {
+        const size_t off = (size_t)i * NH * HD;
+        if (pos[i] % 16 == 15) n_last += max_rel(o1 + off, o2 + off, NH * HD) < 1e-5f, want_last++;
+        if (pos[i] < 16) n_first += max_rel(o1 + off, o3 + off, NH * HD) < 1e-5f, want_first++;
+        else n_later += max_rel(o1 + off, o3 + off, NH * HD) > 1e-3f;
+    }
+    CHECK_MSG(want_last == 4 && n_last == want_last && n_first == want_first && n_later == NR - want_first,
+              "chunked attention %s: %d/%d chunk ends as a window of 16, %d/%d first-chunk rows as unlimited, "
+              "%d/%d later rows differ from unlimited", em_type_name(kv_type), n_last, want_last, n_first,
+              want_first, n_later, NR - want_first);
     free(scratch);
     em_threadpool_free(tp);
     em_kv_free(&kv);
 }
 
 /* ------------------------------------------------------------- row ops */
+
+/* Llama 4's router: the top k by logit (lower index first among equals),
+ * each weighted by its own sigmoid, not renormalised. */
+static void test_moe_route_sigmoid(void) {
+    const float logits[5] = {0.5f, -1.0f, 2.0f, 2.0f, 0.1f};
+    int32_t sel[3];
+    float w[3];
+    em_moe_route_sigmoid(logits, 5, 3, sel, w);
+    CHECK(sel[0] == 2 && sel[1] == 3 && sel[2] == 0);
+    CHECK(fabsf(w[0] - 1.0f / (1.0f + expf(-2.0f))) < 1e-7f && w[0] == w[1]);
+    CHECK(fabsf(w[2] - 1.0f / (1.0f + expf(-0.5f))) < 1e-7f);
+}
 
 static void test_row_kernels(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -488,6 +531,7 @@ static void test_row_kernels(void) {
 
 int main(void) {
     test_row_kernels();
+    test_moe_route_sigmoid();
     test_attn_kernels();
     test_attention_sets(EM_TYPE_F16);
     test_attention_sets(EM_TYPE_F32);

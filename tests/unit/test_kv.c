@@ -7,7 +7,10 @@
  */
 #include "ember.h"
 #include "kv/kv.h"
+#include "model/model.h"
 #include "test.h"
+
+#include <stdlib.h>
 
 /* --------------------------------------------------- the cache alone */
 
@@ -30,12 +33,12 @@ static void test_blocks(void) {
     em_kv kv;
     /* 64 positions: four blocks. */
     CHECK_OK(em_kv_init(&kv, 64, 4, 2, 4, 4, EM_TYPE_F32, 4, 4));
-    CHECK(kv.n_blocks == 4 && kv.n_free == 4);
+    CHECK(kv.n_blocks == 4 && kv.pools[0].n_free == 4);
     int32_t cells[64];
     /* A sequence of 20 positions holds two blocks; its rows run on within
      * a block and jump at the block boundary. */
     CHECK_OK(place_run(&kv, 0, 0, 20, NULL, cells));
-    CHECK(em_kv_n_used(&kv) == 2 && kv.n_free == 2 && kv.seqs[0].len == 20);
+    CHECK(em_kv_n_used(&kv) == 2 && kv.pools[0].n_free == 2 && kv.seqs[0].len == 20);
     int contiguous = 1;
     for (int p = 1; p < 16; p++) contiguous &= cells[p] == cells[0] + p;
     CHECK(contiguous && cells[16] / EM_KV_BLOCK != cells[0] / EM_KV_BLOCK && cells[16] % EM_KV_BLOCK == 0);
@@ -48,15 +51,15 @@ static void test_blocks(void) {
     CHECK_OK(em_kv_drop(&kv, 0, 17, -1));
     CHECK(em_kv_n_used(&kv) == 2 && kv.seqs[0].len == 17);
     CHECK_OK(em_kv_drop(&kv, 0, 16, -1));
-    CHECK(em_kv_n_used(&kv) == 1 && kv.n_free == 3);
+    CHECK(em_kv_n_used(&kv) == 1 && kv.pools[0].n_free == 3);
     /* Filling the pool: 48 more positions fit in seq 1, the 49th does not
      * and changes nothing. */
     CHECK_OK(place_run(&kv, 1, 0, 48, NULL, cells));
-    CHECK(kv.n_free == 0);
+    CHECK(kv.pools[0].n_free == 0);
     CHECK(place_run(&kv, 1, 48, 49, NULL, cells) == EM_ERR_CONTEXT_FULL);
     CHECK(kv.seqs[1].len == 48);
     CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
-    CHECK(em_kv_n_used(&kv) == 0 && kv.n_free == 4 && kv.n_cached == 0);
+    CHECK(em_kv_n_used(&kv) == 0 && kv.pools[0].n_free == 4 && kv.pools[0].n_cached == 0);
     em_kv_free(&kv);
 }
 
@@ -144,15 +147,15 @@ static void test_reuse_and_eviction(void) {
     CHECK_OK(place_run(&kv, 0, 0, 32, a, cells)); /* two full blocks  */
     CHECK_OK(place_run(&kv, 1, 0, 16, b, cells)); /* one full block   */
     CHECK_OK(place_run(&kv, 2, 0, 16, cc, cells));
-    CHECK(kv.n_free == 0 && kv.n_cached == 0);
+    CHECK(kv.pools[0].n_free == 0 && kv.pools[0].n_cached == 0);
     /* Released in the order b, a, c: they stay cached, in that order. */
     CHECK_OK(em_kv_drop(&kv, 1, 0, -1));
     CHECK_OK(em_kv_drop(&kv, 0, 0, -1));
     CHECK_OK(em_kv_drop(&kv, 2, 0, -1));
-    CHECK(kv.n_cached == 4 && kv.n_free == 0 && em_kv_n_used(&kv) == 0);
+    CHECK(kv.pools[0].n_cached == 4 && kv.pools[0].n_free == 0 && em_kv_n_used(&kv) == 0);
     /* Reuse: a's two blocks match a[0..33); at most n - 1 positions. */
     CHECK(em_kv_reuse(&kv, 3, a, 33) == 32);
-    CHECK(kv.n_cached == 2 && em_kv_n_used(&kv) == 2 && kv.prefix_hits == 2 && kv.prefix_lookups == 1);
+    CHECK(kv.pools[0].n_cached == 2 && em_kv_n_used(&kv) == 2 && kv.prefix_hits == 2 && kv.prefix_lookups == 1);
     CHECK_OK(em_kv_drop(&kv, 3, 0, -1));
     CHECK(em_kv_reuse(&kv, 3, a, 32) == 16); /* n - 1 = 31 positions: one block */
     CHECK_OK(em_kv_drop(&kv, 3, 0, -1));
@@ -168,10 +171,168 @@ static void test_reuse_and_eviction(void) {
     /* The cached order is now b, c, then a's blocks (used last): a new
      * sequence of two blocks evicts b, then c. */
     CHECK_OK(place_run(&kv, 0, 0, 32, NULL, cells));
-    CHECK(kv.n_cached == 2);
+    CHECK(kv.pools[0].n_cached == 2);
     CHECK(em_kv_reuse(&kv, 1, b, 17) == 0 && em_kv_reuse(&kv, 2, cc, 17) == 0);
     CHECK(em_kv_reuse(&kv, 3, a, 33) == 32);
-    CHECK(kv.prefix_hits == 2 + 1 + 2 && kv.n_cached == 0 && kv.n_free == 0);
+    CHECK(kv.prefix_hits == 2 + 1 + 2 && kv.pools[0].n_cached == 0 && kv.pools[0].n_free == 0);
+    em_kv_free(&kv);
+}
+
+/* ------------------------------------------------ layer groups alone */
+
+/* The value stored for (layer, position): element e of its key row. */
+static float kv_val(int l, int p, int e) { return (float)(l * 100000 + p * 10 + e); }
+
+/* Places [p0, p1) of sequence s with tokens tok, writes every layer's
+ * rows with kv_val, and settles (as em_decode does). */
+static em_status place_write(em_kv *kv, em_seq_id s, em_pos p0, em_pos p1, const em_token *tok) {
+    int32_t cells[64];
+    em_status st = place_run(kv, s, p0, p1, tok, cells);
+    if (st != EM_OK) return st;
+    float k[4], v[4];
+    for (em_pos p = p0; p < p1; p++)
+        for (int l = 0; l < kv->n_layer; l++) {
+            for (int e = 0; e < 4; e++) k[e] = v[e] = kv_val(l, p, e);
+            em_kv_write(kv, l, em_kv_layer_cell(kv, l, s, p), 0, 1, k, v, NULL);
+        }
+    em_seq_id one = s;
+    em_kv_settle(kv, 1, &one);
+    return EM_OK;
+}
+
+/* Every position that the next row of s sees, in every layer, holds the
+ * values written for it; lo_of gives the first visible position. */
+static int visible_ok(const em_kv *kv, em_seq_id s, const int32_t *window, const int32_t *chunk) {
+    const em_pos len = kv->seqs[s].len;
+    int ok = 1;
+    for (int l = 0; l < kv->n_layer; l++) {
+        em_pos lo = 0;
+        if (window[l] > 0) lo = len - window[l] + 1 > 0 ? len - window[l] + 1 : 0;
+        if (chunk[l] > 0) lo = len - len % chunk[l];
+        for (em_pos p = lo; p < len; p++) {
+            const float *row = (const float *)kv->k[l] + (size_t)em_kv_layer_cell(kv, l, s, p) * 4;
+            ok &= row[0] == kv_val(l, p, 0) && row[3] == kv_val(l, p, 3);
+        }
+    }
+    return ok;
+}
+
+/* Blocks a group of sequence s holds. */
+static int held(const em_kv *kv, em_seq_id s, int g) {
+    int n = 0;
+    for (int i = 0; i < (kv->seqs[s].len + EM_KV_BLOCK - 1) / EM_KV_BLOCK; i++) n += kv->seqs[s].blocks[g][i] >= 0;
+    return n;
+}
+
+static void test_groups(void) {
+    /* Layer 0 windowed (32), 1 global, 2 chunked (48), 3 windowed. */
+    const int32_t window[4] = {32, 0, 0, 32}, chunk[4] = {0, 0, 48, 0};
+    const em_kv_layout lo = {.window = window, .chunk = chunk, .n_batch = 16};
+    em_kv kv;
+    CHECK_OK(em_kv_init_layout(&kv, 512, 2, 4, 4, 4, EM_TYPE_F32, 4, 4, &lo));
+    CHECK(kv.n_groups == 3 && kv.pools[0].span == EM_KV_GLOBAL && kv.pools[0].n_layer == 1);
+    CHECK(kv.group[0] == kv.group[3] && kv.group[0] != kv.group[2] && kv.group[1] == 0);
+    const int gw = kv.group[0], gc = kv.group[2];
+    CHECK(kv.pools[gw].span == EM_KV_WINDOW && kv.pools[gw].size == 32 && kv.pools[gw].n_layer == 2);
+    CHECK(kv.pools[gc].span == EM_KV_CHUNK && kv.pools[gc].size == 48);
+    /* Pool sizes: 32 blocks for the context; a window of 32 needs 3 blocks
+     * per sequence, plus a batch's 1, plus min(n_seq, n_batch) = 2. */
+    CHECK(kv.pools[0].n_blocks == 32 && kv.pools[gw].n_blocks == 2 * 3 + 1 + 2);
+    CHECK(kv.pools[gc].n_blocks == 2 * 4 + 1 + 2);
+
+    em_token a[512];
+    for (int i = 0; i < 512; i++) a[i] = 1000 + i;
+    /* 200 positions, 16 at a time: the global group holds all 13 blocks,
+     * the window (positions 169..199) 3, the chunk (192..199) 1. */
+    int ok = 1;
+    for (em_pos p = 0; p < 200; p += 16) ok &= place_write(&kv, 0, p, EM_MIN(p + 16, 200), a) == EM_OK;
+    CHECK(ok && kv.seqs[0].len == 200);
+        CHECK(held(&kv, 0, 0) == 13 && held(&kv, 0, gw) == 3 && held(&kv, 0, gc) == 1);
+    CHECK(em_kv_pool_used(&kv, gw) == 3 && em_kv_pool_used(&kv, gc) == 1);
+    CHECK(visible_ok(&kv, 0, window, chunk));
+    /* Blocks that left the window stay cached (they are hashed). */
+    CHECK(kv.pools[gw].n_cached > 0);
+
+    /* Copy: seq 1 shares what seq 0 holds; its own rows copy the partial
+     * block in every group and leave seq 0's rows alone. */
+    CHECK_OK(em_kv_share(&kv, 0, 1, 0, -1));
+    CHECK(kv.seqs[1].len == 200 && held(&kv, 1, gw) == 3 && em_kv_pool_used(&kv, gw) == 3);
+    em_token b[512];
+    memcpy(b, a, sizeof b);
+    for (int i = 200; i < 512; i++) b[i] = 5000 + i;
+    CHECK_OK(place_write(&kv, 1, 200, 210, b));
+    CHECK(visible_ok(&kv, 0, window, chunk) && visible_ok(&kv, 1, window, chunk));
+    CHECK(em_kv_layer_cell(&kv, 0, 0, 199) != em_kv_layer_cell(&kv, 0, 1, 199));
+    CHECK(em_kv_layer_cell(&kv, 0, 0, 180) == em_kv_layer_cell(&kv, 0, 1, 180));
+
+    /* Trimming back past the window finds the given-back blocks again by
+     * their hashes: the sequence is exactly 150 long and sees its rows. */
+    CHECK_OK(em_kv_drop(&kv, 0, 150, -1));
+    CHECK(kv.seqs[0].len == 150 && visible_ok(&kv, 0, window, chunk));
+    CHECK(held(&kv, 0, gw) == 3 && held(&kv, 0, gc) == 1); /* 119..149; 144..149 */
+
+    /* Prefix reuse.  The trim of seq 0 to 150 took the hash of its cut
+     * block 9 in the groups where it owned it alone (it will be written
+     * over), so a new sequence with a's first 180 tokens gets 144
+     * positions (9 blocks): the windowed group holds only the blocks its
+     * next row sees (113..143: blocks 7 and 8), the chunked group none
+     * (144 starts a chunk). */
+    CHECK_OK(em_kv_drop(&kv, 1, 0, -1));
+    CHECK(em_kv_reuse(&kv, 1, a, 181) == 144);
+    CHECK(held(&kv, 1, 0) == 9 && held(&kv, 1, gw) == 2 && held(&kv, 1, gc) == 0);
+    CHECK(visible_ok(&kv, 1, window, chunk));
+    CHECK_OK(place_write(&kv, 1, 144, 150, a));
+    CHECK(visible_ok(&kv, 1, window, chunk));
+
+    /* Once the window's blocks are evicted, reuse stops where every group
+     * can serve, and a trim cuts back further than asked. */
+    CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
+    CHECK(em_kv_pool_used(&kv, 0) == 0 && em_kv_pool_used(&kv, gw) == 0 && em_kv_pool_used(&kv, gc) == 0);
+    em_token c[512];
+    for (int i = 0; i < 512; i++) c[i] = 9000 + i;
+    ok = 1;
+    for (em_pos p = 0; p < 320; p += 16) ok &= place_write(&kv, 0, p, p + 16, c) == EM_OK;
+    CHECK(ok && held(&kv, 0, gw) == 2);
+    /* The window pool has 9 blocks: a's blocks and c's early ones are gone. */
+    CHECK(em_kv_reuse(&kv, 1, a, 181) == 0);
+    CHECK_OK(em_kv_drop(&kv, 0, 40, -1));
+    CHECK(kv.seqs[0].len < 40 && visible_ok(&kv, 0, window, chunk));
+    /* The global group still has c's blocks: a reuse of c's first 100
+     * tokens gets only what the window group can serve. */
+    CHECK_OK(em_kv_drop(&kv, -1, 0, -1));
+    CHECK(em_kv_reuse(&kv, 1, c, 101) == 0);
+    em_kv_free(&kv);
+
+    /* A layer with a window and chunks keeps the smaller; bad layouts are
+     * refused. */
+    const int32_t w64[1] = {64}, c32[1] = {32}, neg[1] = {-1};
+    em_kv_layout wc = {.window = w64, .chunk = c32, .n_batch = 16};
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &wc));
+    CHECK(kv.n_groups == 1 && kv.pools[0].span == EM_KV_CHUNK && kv.pools[0].size == 32);
+    em_kv_free(&kv);
+    em_kv_layout bad = {.window = neg, .n_batch = 16};
+    CHECK(em_kv_init_layout(&kv, 64, 1, 1, 4, 4, EM_TYPE_F32, 4, 4, &bad) == EM_ERR_INVALID_ARG);
+    /* A layer reading another's rows (Gemma 4) is in its source's group,
+     * which keeps what both see. */
+    const em_kv_layer shl[3] = {{4, 4, 0}, {4, 4, 1}, {4, 4, 0}};
+    const int32_t w_same[3] = {32, 0, 32}, w_wider[3] = {32, 0, 0};
+    em_kv_layout sl = {.window = w_same, .n_batch = 16, .layers = shl};
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 3, 4, 4, EM_TYPE_F32, 0, 0, &sl));
+    CHECK(kv.n_groups == 2 && kv.group[2] == kv.group[0] && kv.group[0] != 0 && kv.k[2] == kv.k[0]);
+    CHECK(kv.pools[kv.group[0]].n_layer == 1 && kv.pools[0].n_layer == 1);
+    em_kv_free(&kv);
+    sl.window = w_wider;
+    CHECK_OK(em_kv_init_layout(&kv, 256, 1, 3, 4, 4, EM_TYPE_F32, 0, 0, &sl));
+    CHECK(kv.n_groups == 1 && kv.group[0] == 0 && kv.group[2] == 0 && kv.pools[0].n_layer == 2);
+    em_kv_free(&kv);
+    /* Every layer windowed: group 0 is the window, sized by it. */
+    const int32_t all[2] = {32, 32};
+    const em_kv_layout wl = {.window = all, .n_batch = 16};
+    CHECK_OK(em_kv_init_layout(&kv, 1024, 1, 2, 4, 4, EM_TYPE_F32, 4, 4, &wl));
+    CHECK(kv.n_groups == 1 && kv.pools[0].span == EM_KV_WINDOW && kv.pools[0].n_blocks == 3 + 1 + 1);
+    ok = 1;
+    for (em_pos p = 0; p < 1024; p += 16) ok &= place_write(&kv, 0, p, p + 16, NULL) == EM_OK;
+    CHECK(ok && em_kv_n_used(&kv) == 2 && kv.seqs[0].len == 1024);
     em_kv_free(&kv);
 }
 
@@ -474,11 +635,161 @@ out:
     em_context_free(c);
 }
 
+/* ------------------------------------------- layer groups on models */
+
+/* The same calls on a context with layer groups and one that keeps every
+ * position in every layer (kv_full); every logits row must be the same
+ * bit for bit. */
+typedef struct pair {
+    em_context *full, *grp;
+    em_batch b;
+    int nv;
+    int compared, differ;
+    em_token tok[3][640]; /* the tokens of each sequence, by position */
+} pair;
+
+static void pair_decode(pair *pr) {
+    CHECK_OK(em_decode(pr->full, &pr->b));
+    CHECK_OK(em_decode(pr->grp, &pr->b));
+    for (int i = 0; i < pr->b.n_tokens; i++) {
+        if (!pr->b.logits[i]) continue;
+        const float *lf = em_get_logits(pr->full, i), *lg = em_get_logits(pr->grp, i);
+        pr->compared++;
+        if (!lf || !lg || memcmp(lf, lg, (size_t)pr->nv * sizeof *lf) != 0) pr->differ++;
+    }
+    em_batch_clear(&pr->b);
+}
+
+/* Rows [p0, p1) of sequence s in batches of `split`, logits on every row. */
+static void pair_rows(pair *pr, em_seq_id s, em_pos p0, em_pos p1, int split) {
+    for (em_pos p = p0; p < p1;) {
+        for (int i = 0; i < split && p < p1; i++, p++) em_batch_add(&pr->b, pr->tok[s][p], p, s, true);
+        pair_decode(pr);
+    }
+}
+
+/* A long prompt in batches of `split`, generation, a copy continued by
+ * two sequences at once, a trim back past the window, and prefix reuse:
+ * the logits of a cache with layer groups equal those of the full cache;
+ * and the windowed groups hold a few blocks per sequence. */
+static void check_hybrid(em_model *m, const char *label, int split, em_type kv_type) {
+    pair *pr = calloc(1, sizeof *pr);
+    if (!pr) return;
+    pr->nv = em_model_n_vocab(m);
+    em_context_params cp = em_context_default_params();
+    cp.n_ctx = 1024;
+    cp.n_batch = 320;
+    cp.n_threads = 1;
+    cp.kv_type = kv_type;
+    cp.n_seq_max = 3;
+    CHECK_OK(em_context_init(&pr->grp, m, &cp));
+    cp.kv_full = true;
+    CHECK_OK(em_context_init(&pr->full, m, &cp));
+    CHECK_OK(em_batch_init(&pr->b, 320));
+    if (!pr->grp || !pr->full) goto out;
+    for (int s = 0; s < 3; s++)
+        for (int p = 0; p < 640; p++) pr->tok[s][p] = tok_of(s == 2 ? 0 : s, p);
+    em_kv_stats sg, sf;
+    em_kv_get_stats(pr->grp, &sg);
+    em_kv_get_stats(pr->full, &sf);
+    CHECK(sf.n_groups == 1 && sg.n_groups == 2 && sg.groups[1].window + sg.groups[1].chunk > 0);
+    const int span = sg.groups[1].window + sg.groups[1].chunk;
+    /* The prompt, then generation one row at a time. */
+    pair_rows(pr, 0, 0, 300, split);
+    pair_rows(pr, 0, 300, 324, 1);
+    em_kv_get_stats(pr->grp, &sg);
+    em_kv_get_stats(pr->full, &sf);
+    const int per_seq = (span + EM_KV_BLOCK - 1) / EM_KV_BLOCK + 1;
+    CHECK_MSG(sg.groups[1].n_used <= per_seq && sg.n_used == sf.n_used && sg.bytes_used < sf.bytes_used,
+              "%s: windowed blocks used %d (at most %d), bytes %llu of the full cache's %llu", label,
+              sg.groups[1].n_used, per_seq, (unsigned long long)sg.bytes_used, (unsigned long long)sf.bytes_used);
+    /* seq_cp, then both sequences on in one batch (copy-on-write). */
+    CHECK_OK(em_kv_seq_cp(pr->grp, 0, 1, 0, -1));
+    CHECK_OK(em_kv_seq_cp(pr->full, 0, 1, 0, -1));
+    for (int p = 0; p < 324; p++) pr->tok[1][p] = pr->tok[0][p];
+    for (em_pos p = 324; p < 340; p++) {
+        em_batch_add(&pr->b, pr->tok[0][p], p, 0, true);
+        em_batch_add(&pr->b, pr->tok[1][p], p, 1, true);
+        pair_decode(pr);
+    }
+    /* Back to 250, past the window: the given-back blocks are found again
+     * in the cache (the sequence may only end shorter if they were
+     * evicted; then the full cache is cut back alike). */
+    CHECK_OK(em_kv_remove(pr->grp, 0, 250, -1));
+    const em_pos back = em_kv_seq_pos_max(pr->grp, 0);
+    CHECK_MSG(back == 250, "%s: trimmed to %d, not 250", label, back);
+    CHECK_OK(em_kv_remove(pr->full, 0, back, -1));
+    for (int p = back; p < 640; p++) pr->tok[0][p] = (em_token)(7 + (p * 13) % 480);
+    pair_rows(pr, 0, back, back + 20, 20);
+    /* Prefix reuse of seq 1's tokens by seq 2. */
+    for (int p = 0; p < 640; p++) pr->tok[2][p] = pr->tok[1][p];
+    const int32_t got = em_kv_seq_reuse_prefix(pr->grp, 2, pr->tok[2], 330);
+    const int32_t got_full = em_kv_seq_reuse_prefix(pr->full, 2, pr->tok[2], 330);
+    CHECK_MSG(got > 0 && got <= got_full, "%s: reused %d positions (full cache %d)", label, got, got_full);
+    CHECK_OK(em_kv_remove(pr->full, 2, got, -1));
+    pair_rows(pr, 2, got, 340, 64);
+    em_kv_get_stats(pr->grp, &sg);
+    CHECK(sg.groups[1].n_used <= 3 * per_seq);
+    CHECK_MSG(pr->differ == 0 && pr->compared > 350, "%s, batches of %d, %s cache: %d of %d logits rows differ",
+              label, split, em_type_name(kv_type), pr->differ, pr->compared);
+out:
+    em_batch_free(&pr->b);
+    em_context_free(pr->grp);
+    em_context_free(pr->full);
+    free(pr);
+}
+
+static void test_hybrid_models(void) {
+    static const char *names[3] = {"models/arch/tiny-gemma2.gguf", "models/arch/tiny-gemma3.gguf",
+                                   "models/arch/tiny-llama4.gguf"};
+    char path[1024];
+    for (int i = 0; i < 3; i++) {
+        if (!test_data_path(path, sizeof path, names[i])) continue;
+        em_model *m = NULL;
+        CHECK_OK(em_model_load(&m, path, NULL));
+        if (!m) continue;
+        if (i == 2) {
+            /* Llama 4: NoPE global layers and chunked ones, whose chunk of
+             * 8192 positions is made 48 to cross it often. */
+            int n_chunked = 0;
+            for (int l = 0; l < m->hp.n_layer; l++)
+                if (m->layers[l].n_chunk > 0) {
+                    m->layers[l].n_chunk = 48;
+                    n_chunked++;
+                }
+            CHECK(n_chunked > 0);
+            check_hybrid(m, "tiny-llama4, chunks of 48", 64, EM_TYPE_F16);
+            check_hybrid(m, "tiny-llama4, chunks of 48", 7, EM_TYPE_F32);
+            em_model_free(m);
+            continue;
+        }
+        check_hybrid(m, names[i], 300, EM_TYPE_F16);
+        check_hybrid(m, names[i], 7, EM_TYPE_F32);
+        check_hybrid(m, names[i], 64, EM_TYPE_Q8_0);
+        if (i == 1) {
+            /* Chunked attention: gemma3's local layers attend within
+             * chunks of 48 positions instead of a window. */
+            int n_local = 0;
+            for (int l = 0; l < m->hp.n_layer; l++)
+                if (m->layers[l].n_swa > 0) {
+                    m->layers[l].n_swa = 0;
+                    m->layers[l].n_chunk = 48;
+                    n_local++;
+                }
+            CHECK(n_local > 0);
+            check_hybrid(m, "tiny-gemma3 chunked", 64, EM_TYPE_F16);
+            check_hybrid(m, "tiny-gemma3 chunked", 5, EM_TYPE_F32);
+        }
+        em_model_free(m);
+    }
+}
+
 int main(void) {
     test_blocks();
     test_bad_ids();
     test_cow();
     test_reuse_and_eviction();
+    test_groups();
     char path[1024];
     if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) {
         printf("model tests skipped: EMBER_TEST_DATA is not set\n");
@@ -494,5 +805,6 @@ int main(void) {
         test_embeddings(m);
     }
     em_model_free(m);
+    test_hybrid_models();
     TEST_END();
 }
