@@ -81,6 +81,20 @@ void em_softcap(float *x, int64_t n, float cap) {
     for (int64_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] * inv);
 }
 
+/* sel[0..k) = the indices of the k largest logits, largest first, the
+ * lower index first among equals (k is small: a selection, not a sort). */
+static void top_k(const float *logits, int n, int k, int32_t *sel) {
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n; e++) {
+            bool taken = false;
+            for (int i = 0; i < j; i++) taken |= sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
+        }
+        sel[j] = best;
+    }
+}
+
 void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
     float mx = -INFINITY;
     for (int e = 0; e < n_expert; e++)
@@ -88,31 +102,17 @@ void em_moe_route(const float *logits, int n_expert, int k, int32_t *sel, float 
     /* The softmax's denominator cancels in the renormalised weights, so
      * exp(l - max) ranks and weighs the experts alike. */
     float sum = 0;
+    top_k(logits, n_expert, k, sel);
     for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int i = 0; i < j; i++) taken |= sel[i] == e;
-            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
-        }
-        sel[j] = best;
-        w[j] = expf(logits[best] - mx);
+        w[j] = expf(logits[sel[j]] - mx);
         sum += w[j];
     }
     for (int j = 0; j < k; j++) w[j] /= sum;
 }
 
 void em_moe_route_sigmoid(const float *logits, int n_expert, int k, int32_t *sel, float *w) {
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int i = 0; i < j; i++) taken |= sel[i] == e;
-            if (!taken && (best < 0 || logits[e] > logits[best])) best = e;
-        }
-        sel[j] = best;
-        w[j] = 1.0f / (1.0f + expf(-logits[best]));
-    }
+    top_k(logits, n_expert, k, sel);
+    for (int j = 0; j < k; j++) w[j] = 1.0f / (1.0f + expf(-logits[sel[j]]));
 }
 
 void em_softmax(float *x, int64_t n) {
