@@ -6,11 +6,8 @@
 #ifndef EM_MODEL_H
 #define EM_MODEL_H
 
+#include "core/tensor.h"
 #include "gguf/gguf.h"
-
-/* How RoPE pairs dimensions: adjacent (x[2i], x[2i+1]) or halves
- * (x[i], x[i + d/2]). */
-typedef enum em_rope_type { EM_ROPE_NORM, EM_ROPE_NEOX } em_rope_type;
 
 /* The FFN's gate activation: SiLU (SwiGLU) or GELU with the tanh
  * approximation (GeGLU, Gemma). */
@@ -34,20 +31,6 @@ typedef enum em_moe_gating { EM_MOE_SOFTMAX, EM_MOE_SIGMOID } em_moe_gating;
 /* Most experts a mixture-of-experts layer may have, and use per token. */
 #define EM_MAX_EXPERTS 256
 #define EM_MAX_EXPERTS_USED 16
-
-/* A weight tensor: a view into the mapped file, or (pack > 0) into the
- * model's packed copy of its matrices (em_model_repack). */
-typedef struct em_tensor {
-    em_type type;
-    int64_t ne[4];       /* elements per dim; ne[0] is the row length      */
-    size_t row_bytes;    /* bytes of one row of ne[0] elements             */
-    const void *data;    /* NULL when the model lacks this tensor          */
-    size_t expert_bytes; /* 3-D: bytes from one expert's matrix to the next,
-                          * 0: ne[1] * row_bytes (a view into a fused
-                          * gate-and-up tensor steps further)              */
-    int32_t pack;        /* rows per group of a packed layout (quant/pack.h),
-                          * 0: the file's layout                            */
-} em_tensor;
 
 typedef struct em_layer {
     em_tensor attn_norm; /* [n_embd]                                       */

@@ -7,7 +7,7 @@
 #define EM_OPS_H
 
 #include "core/threadpool.h"
-#include "model/model.h"
+#include "core/tensor.h"
 
 /* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i] for i < n; w may be NULL.
  * out may alias x. */
