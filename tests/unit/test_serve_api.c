@@ -173,9 +173,31 @@ static void test_error_shape(void) {
     json_decref(j);
 }
 
+/* A body whose bad part is not UTF-8 (jansson quotes it in its message)
+ * still gets a JSON error body, the stray bytes shown as '?'; a message
+ * cut inside a character by the buffer's end, too. */
+static void test_error_utf8(void) {
+    static const char body[] = "{\"model\":\"m\",\"prompt\":\"x\",\"\\\xdf\x80\xa0\x8b\":0}";
+    em_api_request r;
+    em_api_error err = {0};
+    CHECK(!em_api_parse(EM_API_COMPLETIONS, body, sizeof body - 1, &lim, &r, &err));
+    json_t *j = em_api_error_json(&err);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    CHECK_MSG(text != NULL, "no JSON error body for: %s", err.message);
+    free(text);
+    json_decref(j);
+    em_api_fail(&err, 400, "f\xe2\x82", "bad \xff byte and a cut character \xe2\x82");
+    j = em_api_error_json(&err);
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    CHECK(text && strstr(text, "bad ? byte and a cut character ??") && strstr(text, "\"param\":\"f??\""));
+    free(text);
+    json_decref(j);
+}
+
 int main(void) {
     test_defaults();
     test_refusals();
     test_error_shape();
+    test_error_utf8();
     TEST_END();
 }
