@@ -14,7 +14,9 @@
 #
 # serve: starts server.mjs (-m the model bench/serve/run.sh wrote to WORKDIR,
 # default ${TMPDIR:-/tmp}/ember-bench-serve, FORMAT Q8_0) with PARALLEL
-# sequences (default 64) of CTX positions (default 1024) and THREADS threads
+# sequences (default 64; the bundled llama.cpp failed to create a context
+# of 64 x 1024 positions here, so PARALLEL=16 is what was measured) of CTX
+# positions (default 1024) and THREADS threads
 # (default 2), then runs bench/serve/loadgen.mjs with CONCURRENCY (default
 # 1,4,16,64), PROMPT_TOKENS (128) and MAX_TOKENS (128): the same options as
 # bench/serve/run.sh, so both tables compare line by line.  Benchmarks are
