@@ -17,21 +17,8 @@
 
 set -u
 
-PY=/usr/bin/python3
-if ! "$PY" -c 'import numpy' 2>/dev/null; then
-    echo "SKIP: $PY with numpy is needed (Debian: apt-get install python3-numpy)"
-    exit 77
-fi
-TOOLS=${EMBER_TOOLS_DIR:-}
-GEN=$TOOLS/gen_model
-DUMP=$TOOLS/dump_logits
-if [ -z "$TOOLS" ] || [ ! -x "$GEN" ] || [ ! -x "$DUMP" ]; then
-    echo "FAIL: gen_model and dump_logits not found; set EMBER_TOOLS_DIR to the build directory"
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
 REF=$(cd "$(dirname "$0")" && pwd)/gemma4_ref.py
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 
 TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
 failures=0

@@ -20,21 +20,8 @@
 
 set -u
 
-PY=/usr/bin/python3
-if ! "$PY" -c 'import numpy' 2>/dev/null; then
-    echo "SKIP: $PY with numpy is needed (Debian: apt-get install python3-numpy)"
-    exit 77
-fi
-TOOLS=${EMBER_TOOLS_DIR:-}
-GEN=$TOOLS/gen_model
-DUMP=$TOOLS/dump_logits
-if [ -z "$TOOLS" ] || [ ! -x "$GEN" ] || [ ! -x "$DUMP" ]; then
-    echo "FAIL: gen_model and dump_logits not found; set EMBER_TOOLS_DIR to the build directory"
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
 REF=$(cd "$(dirname "$0")" && pwd)/reference.py
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 
 # 24 fixed token ids, spread over the 512-token vocabulary; long enough
 # for the 6-position sliding window to cut off most of the context.
