@@ -301,16 +301,44 @@ static int32_t build_candidates(em_sampler *s, const float *logits) {
 /* Greedy choice without bias or penalties, straight from the logits: the
  * token build_candidates and the argmax below would pick (NaN and -inf
  * dropped, +inf counted as FLT_MAX, lowest id on ties), without copying
- * the vocabulary into the candidate list on every step. */
-static em_token plain_argmax(const float *logits, int32_t n) {
-    int32_t best = -1;
-    float best_l = 0.0f;
-    for (int32_t i = 0; i < n; i++) {
-        float l = logits[i];
-        if (isnan(l) || l == -INFINITY) continue;
-        if (l == INFINITY) l = FLT_MAX;
-        if (best < 0 || l > best_l) best = i, best_l = l;
+ * the vocabulary into the candidate list on every step.
+ *
+ * It runs once per generated token over the whole vocabulary, so it is
+ * written for the vectorizer: first the largest value, kept in
+ * ARGMAX_LANES independent running maxima (a NaN never wins a >, so it is
+ * skipped as the scalar loop skips it), then the first position holding
+ * it, searched block by block with a branch-free test per block. */
+#define ARGMAX_LANES 16
+#define ARGMAX_BLOCK 256
+
+/* The first i with logits[i] equal to want (or, for a want of FLT_MAX,
+ * equal to FLT_MAX or +inf, which count the same); -1 if none. */
+static int32_t first_equal(const float *logits, int32_t n, float want) {
+    const bool top = want == FLT_MAX;
+    for (int32_t b = 0; b < n; b += ARGMAX_BLOCK) {
+        const int32_t e = n - b < ARGMAX_BLOCK ? n : b + ARGMAX_BLOCK;
+        int hit = 0;
+        for (int32_t i = b; i < e; i++) hit |= (logits[i] == want) | (top & (logits[i] == INFINITY));
+        if (!hit) continue;
+        for (int32_t i = b; i < e; i++)
+            if (logits[i] == want || (top && logits[i] == INFINITY)) return i;
     }
+    return -1;
+}
+
+static em_token plain_argmax(const float *logits, int32_t n) {
+    float lane[ARGMAX_LANES];
+    for (int l = 0; l < ARGMAX_LANES; l++) lane[l] = -INFINITY;
+    int32_t i = 0;
+    for (; i + ARGMAX_LANES <= n; i += ARGMAX_LANES)
+        for (int l = 0; l < ARGMAX_LANES; l++) lane[l] = logits[i + l] > lane[l] ? logits[i + l] : lane[l];
+    float mx = -INFINITY;
+    for (; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    for (int l = 0; l < ARGMAX_LANES; l++) mx = lane[l] > mx ? lane[l] : mx;
+    /* Nothing but NaN and -inf: the raw argmax's safe answer. */
+    if (mx == -INFINITY) return raw_argmax(logits, n);
+    if (mx == INFINITY) mx = FLT_MAX;
+    int32_t best = first_equal(logits, n, mx);
     return best < 0 ? raw_argmax(logits, n) : best;
 }
 

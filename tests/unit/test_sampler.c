@@ -447,6 +447,51 @@ static void test_hostile_logits(void) {
     em_sampler_free(s);
 }
 
+/* Greedy by the documented rule, one logit at a time: NaN and -inf
+ * dropped, +inf counted as FLT_MAX, lowest id on ties; with nothing left,
+ * the first non-NaN logit's id that is largest, else 0. */
+static em_token greedy_reference(const float *l, int32_t n) {
+    int32_t best = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (isnan(l[i]) || l[i] == -INFINITY) continue;
+        float v = l[i] == INFINITY ? FLT_MAX : l[i];
+        float b = best < 0 ? 0.0f : (l[best] == INFINITY ? FLT_MAX : l[best]);
+        if (best < 0 || v > b) best = i;
+    }
+    if (best >= 0) return best;
+    for (int32_t i = 0; i < n; i++)
+        if (!isnan(l[i])) return i;
+    return 0;
+}
+
+/* The greedy path scans the vocabulary in lanes and blocks: rows of every
+ * length around those sizes, with ties, NaN, infinities and FLT_MAX in
+ * random places, pick what the one-at-a-time rule picks. */
+static void test_greedy_rows(void) {
+    enum { MAXN = 1100 };
+    static float row[MAXN];
+    const float specials[] = {NAN, INFINITY, -INFINITY, FLT_MAX, -FLT_MAX, 7.0f};
+    em_sampler_params p = plain_params(0.0f, 1);
+    const int32_t lens[] = {1, 2, 15, 16, 17, 31, 255, 256, 257, 300, 513, 1100};
+    int bad = 0;
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+        int32_t n = lens[li];
+        em_sampler *s = make(&p, n);
+        for (int trial = 0; trial < 200; trial++) {
+            /* Few distinct values, so that ties are common. */
+            for (int32_t i = 0; i < n; i++) row[i] = (float)(int)(test_uniform() * 8.0f);
+            int n_special = (int)(test_uniform() * 4.0f);
+            for (int k = 0; k < n_special; k++)
+                row[(int32_t)(test_uniform() * (float)n) % n] = specials[(int)(test_uniform() * 6.0f) % 6];
+            if (trial % 10 == 0) /* now and then only NaN and -inf */
+                for (int32_t i = 0; i < n; i++) row[i] = test_uniform() < 0.5f ? NAN : -INFINITY;
+            bad += em_sampler_sample(s, row) != greedy_reference(row, n);
+        }
+        em_sampler_free(s);
+    }
+    CHECK_MSG(bad == 0, "%d greedy picks differ from the one-at-a-time rule", bad);
+}
+
 /* The default chain on a real-sized vocabulary only ever returns one of
  * the 40 best tokens, and does not take long about it. */
 static void test_large_vocab(void) {
@@ -505,6 +550,7 @@ static void test_large_vocab(void) {
 int main(void) {
     test_defaults_and_validation();
     test_greedy();
+    test_greedy_rows();
     test_top_k1_is_greedy();
     test_reproducible();
     test_distribution();
