@@ -298,6 +298,49 @@ static int32_t build_candidates(em_sampler *s, const float *logits) {
     return m;
 }
 
+/* build_candidates followed by keep_top_k, for a row without bias or
+ * penalties, reading the logits in place: the survivors (NaN and -inf
+ * dropped, +inf as FLT_MAX) fill c in id order up to k; the next one
+ * turns c[0..k) into keep_top_k's heap, and every later survivor goes
+ * through it in the same order, so c ends exactly as the two steps leave
+ * it.  Most of the vocabulary is not better than the heap's worst, which
+ * a branch-free test finds for a block of TOPK_BLOCK logits at a time.
+ * Returns min(k, survivors). */
+#define TOPK_BLOCK 64
+static int32_t top_k_from_logits(em_cand *c, const float *logits, int32_t n, int32_t k) {
+    int32_t m = 0, i = 0;
+    for (; i < n && m < k; i++) {
+        float l = logits[i];
+        if (isnan(l) || l == -INFINITY) continue;
+        c[m].logit = l == INFINITY ? FLT_MAX : l;
+        c[m].id = i;
+        m++;
+    }
+    /* keep_top_k runs only when more than k survive. */
+    while (i < n && (isnan(logits[i]) || logits[i] == -INFINITY)) i++;
+    if (i == n) return m;
+    heapify(c, k, false);
+    for (; i < n; i++) {
+        if (i % TOPK_BLOCK == 0 && i + TOPK_BLOCK <= n) {
+            const float thr = c[0].logit;
+            int any = 0;
+            for (int32_t j = i; j < i + TOPK_BLOCK; j++) any |= logits[j] > thr;
+            if (!any) {
+                i += TOPK_BLOCK - 1;
+                continue;
+            }
+        }
+        float l = logits[i];
+        if (!(l > c[0].logit)) continue; /* NaN, -inf and the not better */
+        em_cand t = {.logit = l == INFINITY ? FLT_MAX : l, .id = i};
+        if (cand_better(&t, &c[0])) {
+            c[0] = t;
+            sift_down(c, k, 0, false);
+        }
+    }
+    return k;
+}
+
 /* Greedy choice without bias or penalties, straight from the logits: the
  * token build_candidates and the argmax below would pick (NaN and -inf
  * dropped, +inf counted as FLT_MAX, lowest id on ties), without copying
@@ -348,8 +391,16 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
     em_cand *c = s->cand;
     const bool penalize = p->repeat_last_n != 0 &&
                           (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
-    if (!(p->temp > 0.0f) && p->n_logit_bias == 0 && !penalize) return plain_argmax(logits, s->n_vocab);
-    int32_t n = build_candidates(s, logits);
+    const bool plain = p->n_logit_bias == 0 && !penalize;
+    if (!(p->temp > 0.0f) && plain) return plain_argmax(logits, s->n_vocab);
+    int32_t n;
+    bool cut = false; /* top-k already applied */
+    if (plain && p->temp > 0.0f && p->top_k > 0 && p->top_k < s->n_vocab) {
+        n = top_k_from_logits(c, logits, s->n_vocab, p->top_k);
+        cut = true;
+    } else {
+        n = build_candidates(s, logits);
+    }
     if (n == 0) return raw_argmax(logits, s->n_vocab);
 
     if (!(p->temp > 0.0f)) {
@@ -360,7 +411,7 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
         return c[best].id;
     }
 
-    if (p->top_k > 0 && p->top_k < n) {
+    if (!cut && p->top_k > 0 && p->top_k < n) {
         keep_top_k(c, n, p->top_k);
         n = p->top_k;
     }
@@ -368,9 +419,11 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
     float max = c[0].logit;
     for (int32_t i = 1; i < n; i++) max = c[i].logit > max ? c[i].logit : max;
 
-    /* The untempered softmax of the top-k set, which top-p measures. */
+    /* The untempered softmax of the top-k set, which top-p measures (and
+     * only top-p: a pass of exp over the vocabulary saved otherwise). */
     double total = 0.0;
-    for (int32_t i = 0; i < n; i++) total += exp((double)c[i].logit - (double)max);
+    if (p->top_p < 1.0f)
+        for (int32_t i = 0; i < n; i++) total += exp((double)c[i].logit - (double)max);
 
     /* Min-p keeps exp(l - max) >= min_p, i.e. p >= min_p * p_max.  That set
      * is a best-first prefix, as is top-p's, so filtering min-p first and

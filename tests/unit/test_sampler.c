@@ -492,6 +492,41 @@ static void test_greedy_rows(void) {
     CHECK_MSG(bad == 0, "%d greedy picks differ from the one-at-a-time rule", bad);
 }
 
+/* Without bias or penalties top-k reads the logits in place; with a bias
+ * that changes nothing (+0 on one token) the chain copies them first.
+ * Both must draw the same tokens from the same seed, on rows with ties,
+ * NaN and infinities, for top-k below, at and above the survivors. */
+static void test_top_k_in_place(void) {
+    enum { N = 700 };
+    static float row[N];
+    const float specials[] = {NAN, INFINITY, -INFINITY, FLT_MAX};
+    const int32_t ks[] = {1, 5, 20, 40, 650, 699};
+    int bad = 0;
+    for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+        em_sampler_params p = em_sampler_default_params();
+        p.top_k = ks[ki];
+        p.top_p = ki % 2 ? 0.95f : 1.0f; /* without top-p the draw walks c in its order */
+        p.seed = 7 + ki;
+        em_logit_bias zero = {3, 0.0f};
+        em_sampler_params pb = p;
+        pb.logit_bias = &zero;
+        pb.n_logit_bias = 1;
+        em_sampler *fast = make(&p, N), *slow = make(&pb, N);
+        for (int trial = 0; trial < 100; trial++) {
+            for (int32_t i = 0; i < N; i++) row[i] = (float)(int)(test_uniform() * 30.0f) * 0.25f;
+            for (int k = 0; k < 6; k++) row[(int32_t)(test_uniform() * N) % N] = specials[trial % 4];
+            if (trial % 7 == 0) { /* exactly 20 survivors: fewer than, as many as, more than k */
+                for (int32_t i = 0; i < N - 20; i++) row[i] = trial % 2 ? NAN : -INFINITY;
+                for (int32_t i = N - 20; i < N; i++) row[i] = (float)(i % 3);
+            }
+            bad += em_sampler_sample(fast, row) != em_sampler_sample(slow, row);
+        }
+        em_sampler_free(fast);
+        em_sampler_free(slow);
+    }
+    CHECK_MSG(bad == 0, "%d draws differ between top-k in place and on the copied candidates", bad);
+}
+
 /* The default chain on a real-sized vocabulary only ever returns one of
  * the 40 best tokens, and does not take long about it. */
 static void test_large_vocab(void) {
@@ -552,6 +587,7 @@ int main(void) {
     test_greedy();
     test_greedy_rows();
     test_top_k1_is_greedy();
+    test_top_k_in_place();
     test_reproducible();
     test_distribution();
     test_top_p_min_p();
