@@ -9,7 +9,7 @@
 //   node bench/serve/loadgen.mjs --url http://127.0.0.1:8080 --model NAME
 //        [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]
 //        [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat]
-//        [--temperature 0] [--json FILE]
+//        [--temperature 0] [--server-pid PID] [--json FILE]
 //
 // --requests: requests per concurrency level (default: 4 x N, at least 8);
 // each of the N clients sends its next request as soon as its last one ends.
@@ -27,12 +27,18 @@
 // streams several tokens per chunk (known only from usage; otherwise one
 // token per chunk is assumed).  Total = from sending a request to the end of
 // its stream (in --json only).  Percentiles are nearest-rank.
-import { writeFileSync } from 'node:fs';
+//
+// CPU per generated token, per level: the generator's own (process.cpuUsage),
+// and with --server-pid (a server on this machine, Linux) the server
+// process's user + system time from /proc/PID/stat.  On a machine the
+// client and server share, and on one loaded by others, these say what the
+// wall-time figures cannot: how much CPU each token costs either side.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 function parseArgs(argv) {
   const o = { url: null, model: null, apiKey: process.env.OPENAI_API_KEY ?? '', concurrency: [1, 4, 16, 64], requests: null,
-    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600 };
+    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600, serverPid: null };
   const need = (i) => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[i + 1]; };
   const int = (s, name) => { const v = Number(s); if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: a positive integer, not ${s}`); return v; };
   for (let i = 0; i < argv.length; i += 2) {
@@ -48,10 +54,12 @@ function parseArgs(argv) {
       case '--endpoint': o.endpoint = need(i); if (!['completions', 'chat'].includes(o.endpoint)) throw new Error('--endpoint: completions or chat'); break;
       case '--temperature': o.temperature = Number(need(i)); break;
       case '--json': o.json = need(i); break;
+      case '--server-pid': o.serverPid = int(need(i), a); break;
       case '--timeout': o.timeoutS = int(need(i), a); break;
       case '-h': case '--help':
         console.log('usage: loadgen.mjs --url URL --model NAME [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]\n' +
-          '                   [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat] [--temperature 0] [--json FILE]');
+          '                   [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat] [--temperature 0]\n' +
+          '                   [--server-pid PID] [--json FILE]');
         process.exit(0);
       default: throw new Error(`unknown option ${a} (--help lists them)`);
     }
@@ -154,6 +162,19 @@ async function one(o, id, nWords) {
   return r;
 }
 
+// The server's user + system CPU seconds so far (fields 14 and 15 of
+// /proc/PID/stat, in the kernel's 100 Hz user ticks); null without a pid.
+function serverCpuS(o) {
+  if (!o.serverPid) return null;
+  try {
+    const stat = readFileSync(`/proc/${o.serverPid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from 3 on
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
 function pct(sorted, p) {
   if (!sorted.length) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
@@ -163,6 +184,7 @@ async function level(o, n, nWords, firstId) {
   const total = o.requests ?? Math.max(8, 4 * n);
   let next = 0;
   const results = [];
+  const cpu0 = process.cpuUsage(), srv0 = serverCpuS(o);
   const t0 = performance.now();
   await Promise.all(Array.from({ length: n }, async () => {
     while (next < total) {
@@ -171,6 +193,7 @@ async function level(o, n, nWords, firstId) {
     }
   }));
   const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0), srv1 = serverCpuS(o);
   const ok = results.filter((r) => r.ok);
   const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
   const itl = ok.flatMap((r) => r.itl).sort((a, b) => a - b);
@@ -184,6 +207,8 @@ async function level(o, n, nWords, firstId) {
     prompt_tokens_mean: prompts.length ? prompts.reduce((s, x) => s + x, 0) / prompts.length : null,
     ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
     total_p50_ms: pct(latency, 50), total_p99_ms: pct(latency, 99),
+    client_cpu_ms_per_token: tokens ? (cpu.user + cpu.system) / 1000 / tokens : null,
+    server_cpu_ms_per_token: tokens && srv0 !== null && srv1 !== null ? ((srv1 - srv0) * 1000) / tokens : null,
   };
 }
 
@@ -197,8 +222,8 @@ async function main() {
   console.log(`# ${o.url} model ${o.model}: /v1/${o.endpoint === 'chat' ? 'chat/completions' : 'completions'}, streaming, ` +
     `prompt ~${o.promptTokens} tokens, max_tokens ${o.maxTokens}, temperature ${o.temperature}`);
   console.log('');
-  console.log('|   N | requests | errors | prompt tok | gen tok/s |  req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |');
-  console.log('|----:|---------:|-------:|-----------:|----------:|-------:|------------:|------------:|-----------:|-----------:|');
+  console.log('|   N | requests | errors | prompt tok | gen tok/s |  req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | srv CPU ms/tok | client CPU ms/tok |');
+  console.log('|----:|---------:|-------:|-----------:|----------:|-------:|------------:|------------:|-----------:|-----------:|---------------:|------------------:|');
   const rows = [];
   let firstId = 1;
   for (const n of o.concurrency) {
@@ -207,7 +232,8 @@ async function main() {
     rows.push(r);
     console.log(`| ${String(n).padStart(3)} | ${String(r.requests).padStart(8)} | ${String(r.errors).padStart(6)} | ${f(r.prompt_tokens_mean, 0).padStart(10)} | ` +
       `${f(r.gen_tok_s).padStart(9)} | ${f(r.req_s, 2).padStart(6)} | ${f(r.ttft_p50_ms).padStart(11)} | ${f(r.ttft_p99_ms).padStart(11)} | ` +
-      `${f(r.itl_p50_ms).padStart(10)} | ${f(r.itl_p99_ms).padStart(10)} |`);
+      `${f(r.itl_p50_ms).padStart(10)} | ${f(r.itl_p99_ms).padStart(10)} | ${f(r.server_cpu_ms_per_token, 2).padStart(14)} | ` +
+      `${f(r.client_cpu_ms_per_token, 2).padStart(17)} |`);
     if (r.first_error) console.log(`#   N=${n}: first error: ${r.first_error}`);
   }
   if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, levels: rows }, null, 2) + '\n');
