@@ -99,6 +99,8 @@ struct em_engine {
     float *biased;           /* [n_vocab] logits plus logit_bias, for logprobs */
 
     uint64_t prompt_tokens, generated_tokens, cached_tokens;
+    uint64_t steps, step_rows; /* batches computed and their rows          */
+    double compute_s, host_s;  /* seconds in em_decode and around it       */
     em_engine_kv kv;         /* cache occupancy after the last step         */
     int32_t pub_seqs;        /* busy sequences when kv was taken            */
     em_histogram ttft, itl, duration;
@@ -670,11 +672,25 @@ static void prompt_done(em_engine *e, em_request *r, const float *logits) {
     for (int32_t c = 0; c < r->params.n && !r->ended; c++) choice_step(e, r, c, logits);
 }
 
-static void engine_step(em_engine *e, em_request **act, int32_t n_act) {
+/* One step's rows and where its time went, added to the statistics under
+ * the lock by the engine loop. */
+typedef struct step_time {
+    int32_t rows;      /* 0: nothing was computed          */
+    double compute_s;  /* in em_decode                     */
+    double host_s;     /* building the batch, then sampling, text and events */
+} step_time;
+
+static void engine_step(em_engine *e, em_request **act, int32_t n_act, step_time *tm) {
+    double t0 = em_time_s();
     int32_t n_rows = build_batch(e, act, n_act);
     if (n_rows == 0) return;
     em_batch *b = &e->batch;
+    double t1 = em_time_s();
     em_status st = em_decode(e->ctx, b);
+    double t2 = em_time_s();
+    tm->rows = n_rows;
+    tm->compute_s = t2 - t1;
+    tm->host_s = t1 - t0;
     if (st != EM_OK) {
         /* Nothing was computed: every request in the batch fails. */
         char msg[200];
@@ -705,6 +721,7 @@ static void engine_step(em_engine *e, em_request **act, int32_t n_act) {
         if (r->params.embed) embed_row(e, r, i, pos, last);
         else if (last) prompt_done(e, r, em_get_logits(e->ctx, i));
     }
+    tm->host_s += em_time_s() - t2;
 }
 
 /* Publishes the cache occupancy together with the count of busy
@@ -740,8 +757,15 @@ static void *engine_main(void *arg) {
         int32_t n_act = e->n_active;
         memcpy(act, e->active, (size_t)n_act * sizeof *act);
         pthread_mutex_unlock(&e->mu);
-        engine_step(e, act, n_act);
+        step_time tm = {0};
+        engine_step(e, act, n_act, &tm);
         pthread_mutex_lock(&e->mu);
+        if (tm.rows > 0) {
+            e->steps++;
+            e->step_rows += (uint64_t)tm.rows;
+            e->compute_s += tm.compute_s;
+            e->host_s += tm.host_s;
+        }
     }
     pthread_cond_broadcast(&e->idle);
     pthread_mutex_unlock(&e->mu);
@@ -864,6 +888,10 @@ void em_engine_get_stats(em_engine *e, em_engine_stats *out) {
     out->prompt_tokens = e->prompt_tokens;
     out->generated_tokens = e->generated_tokens;
     out->prefix_cached_tokens = e->cached_tokens;
+    out->steps = e->steps;
+    out->step_rows = e->step_rows;
+    out->compute_s = e->compute_s;
+    out->host_s = e->host_s;
     out->ttft = e->ttft;
     out->itl = e->itl;
     out->duration = e->duration;

@@ -155,6 +155,11 @@ typedef struct em_engine_stats {
     uint64_t prefix_hits;       /* blocks reused from the prefix cache     */
     uint64_t kv_bytes;          /* KV memory allocated, every layer group  */
     uint64_t kv_bytes_used;     /* of it in blocks a sequence holds        */
+    uint64_t steps;             /* batches computed                        */
+    uint64_t step_rows;         /* rows of those batches, prompt and decode */
+    double compute_s;           /* wall seconds inside em_decode           */
+    double host_s;              /* wall seconds of the steps outside it:   */
+                                /* batch, sampling, text, events           */
     em_histogram ttft;          /* submit to first token, seconds          */
     em_histogram itl;           /* between tokens of one choice, seconds   */
     em_histogram duration;      /* submit to done, seconds                 */

@@ -75,6 +75,15 @@ enum MHD_Result em_metrics_handle(em_server *s, struct MHD_Connection *c, em_con
     em_strbuf_appendf(&b, "ember_kv_bytes_used %llu\n", (unsigned long long)st.kv_bytes_used);
     family(&b, "ember_prefix_cache_hits_total", "counter", "KV blocks reused from the prefix cache.");
     em_strbuf_appendf(&b, "ember_prefix_cache_hits_total %llu\n", (unsigned long long)st.prefix_hits);
+    family(&b, "ember_engine_steps_total", "counter", "Batches the engine computed.");
+    em_strbuf_appendf(&b, "ember_engine_steps_total %llu\n", (unsigned long long)st.steps);
+    family(&b, "ember_engine_step_rows_total", "counter", "Rows of those batches (prompt tokens and generated ones).");
+    em_strbuf_appendf(&b, "ember_engine_step_rows_total %llu\n", (unsigned long long)st.step_rows);
+    family(&b, "ember_engine_compute_seconds_total", "counter", "Seconds the engine spent computing the model (em_decode).");
+    em_strbuf_appendf(&b, "ember_engine_compute_seconds_total %.6f\n", st.compute_s);
+    family(&b, "ember_engine_host_seconds_total", "counter",
+           "Seconds the engine's steps spent outside the model: building batches, sampling, text and events.");
+    em_strbuf_appendf(&b, "ember_engine_host_seconds_total %.6f\n", st.host_s);
     histogram(&b, "ember_time_to_first_token_seconds", "From a request's arrival to its first generated token.",
               &st.ttft);
     histogram(&b, "ember_inter_token_latency_seconds", "Between consecutive generated tokens of a sequence.", &st.itl);

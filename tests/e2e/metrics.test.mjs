@@ -27,6 +27,10 @@ const FAMILIES = {
   ember_kv_blocks_used: 'gauge',
   ember_kv_blocks_free: 'gauge',
   ember_prefix_cache_hits_total: 'counter',
+  ember_engine_steps_total: 'counter',
+  ember_engine_step_rows_total: 'counter',
+  ember_engine_compute_seconds_total: 'counter',
+  ember_engine_host_seconds_total: 'counter',
   ember_time_to_first_token_seconds: 'histogram',
   ember_inter_token_latency_seconds: 'histogram',
   ember_request_duration_seconds: 'histogram',
@@ -71,6 +75,13 @@ test('counters and histograms move with a request', async () => {
   assert.ok(d('ember_request_duration_seconds_count') >= 1);
   assert.ok(d('ember_request_duration_seconds_sum') > 0);
   assert.ok(d('ember_time_to_first_token_seconds_sum') > 0);
+  // Alone, a short prompt takes one step that also gives the first token,
+  // then one step per further token; the prefix cache may spare prompt rows.
+  assert.equal(d('ember_engine_steps_total'), r.usage.completion_tokens);
+  const rows = d('ember_engine_step_rows_total');
+  assert.ok(rows >= r.usage.completion_tokens && rows <= r.usage.prompt_tokens + r.usage.completion_tokens - 1, `${rows} rows`);
+  assert.ok(d('ember_engine_compute_seconds_total') > 0);
+  assert.ok(d('ember_engine_host_seconds_total') >= 0);
   for (const name of ['ember_time_to_first_token_seconds', 'ember_inter_token_latency_seconds', 'ember_request_duration_seconds']) prom.checkHistogram(m1, name);
 });
 

@@ -318,6 +318,56 @@ static void test_prefix_reuse(const em_model *m) {
     em_engine_free(e);
 }
 
+/* The step statistics: a lone request whose prompt fits the prefill
+ * budget takes one step for the prompt (which also samples the first
+ * token) and one per further token; two requests submitted together
+ * share their decode steps, so the steps are fewer than the rows. */
+static void test_step_counts(const em_model *m) {
+    em_engine_params p = em_engine_default_params();
+    p.n_parallel = 2;
+    p.n_ctx_seq = 256;
+    p.n_threads = 1;
+    em_engine *e = NULL;
+    CHECK_OK(em_engine_init(&e, m, &p));
+    if (!e) return;
+    int32_t n;
+    em_token *t = tokenize(m, prompts[1], &n);
+    CHECK(t && n > 1);
+    em_gen_params gp = greedy(12);
+    gp.ignore_eos = true;
+    static result a, b;
+    em_request *r = NULL;
+    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
+    if (r) collect(r, 0, &a);
+    em_request_release(r);
+    em_engine_stats st;
+    CHECK(wait_idle(e, &st));
+    CHECK(a.n_tokens == 12 && !a.error);
+    CHECK_MSG(st.steps == 12 && st.step_rows == (uint64_t)(n + 11), "%llu steps, %llu rows",
+              (unsigned long long)st.steps, (unsigned long long)st.step_rows);
+    CHECK(st.compute_s > 0 && st.host_s >= 0);
+
+    int32_t n2;
+    em_token *t2 = tokenize(m, prompts[5], &n2);
+    em_request *r1 = NULL, *r2 = NULL;
+    CHECK(em_engine_submit(e, t2, n2, &gp, &r1) == EM_SUBMIT_OK);
+    CHECK(em_engine_submit(e, t, n, &gp, &r2) == EM_SUBMIT_OK);
+    if (r1) collect(r1, 0, &a);
+    if (r2) collect(r2, 0, &b);
+    em_request_release(r1);
+    em_request_release(r2);
+    em_engine_stats st2;
+    CHECK(wait_idle(e, &st2));
+    uint64_t steps = st2.steps - st.steps, rows = st2.step_rows - st.step_rows;
+    /* Every prompt row not reused from the cache, and 11 decode rows each. */
+    uint64_t want = (uint64_t)(n2 - a.n_cached) + (uint64_t)(n - b.n_cached) + 22;
+    CHECK_MSG(rows == want, "%llu rows, want %llu", (unsigned long long)rows, (unsigned long long)want);
+    CHECK_MSG(steps < 24 && steps >= 12, "%llu steps for two requests of 12 tokens", (unsigned long long)steps);
+    free(t);
+    free(t2);
+    em_engine_free(e);
+}
+
 /* Embeddings: unit length, the same for the same input, different for
  * another. */
 static void test_embeddings(const em_model *m) {
@@ -382,6 +432,7 @@ int main(void) {
     test_stop_across_tokens(m);
     test_cancel_and_queue(m);
     test_prefix_reuse(m);
+    test_step_counts(m);
     test_embeddings(m);
     em_model_free(m);
     TEST_END();
