@@ -9,7 +9,7 @@
 //   node bench/serve/loadgen.mjs --url http://127.0.0.1:8080 --model NAME
 //        [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]
 //        [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat]
-//        [--temperature 0] [--server-pid PID] [--json FILE]
+//        [--temperature 0] [--server-pid PID] [--ember-metrics] [--json FILE]
 //
 // --requests: requests per concurrency level (default: 4 x N, at least 8);
 // each of the N clients sends its next request as soon as its last one ends.
@@ -33,12 +33,17 @@
 // process's user + system time from /proc/PID/stat.  On a machine the
 // client and server share, and on one loaded by others, these say what the
 // wall-time figures cannot: how much CPU each token costs either side.
+//
+// --ember-metrics (ember serve only): per level, the engine's counters from
+// GET /metrics (ember_engine_*): steps, mean rows per step, and the mean
+// milliseconds of a step in the model and outside it (batch, sampling,
+// text, events), printed as a second table.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 function parseArgs(argv) {
   const o = { url: null, model: null, apiKey: process.env.OPENAI_API_KEY ?? '', concurrency: [1, 4, 16, 64], requests: null,
-    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600, serverPid: null };
+    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600, serverPid: null, emberMetrics: false };
   const need = (i) => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[i + 1]; };
   const int = (s, name) => { const v = Number(s); if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: a positive integer, not ${s}`); return v; };
   for (let i = 0; i < argv.length; i += 2) {
@@ -55,11 +60,12 @@ function parseArgs(argv) {
       case '--temperature': o.temperature = Number(need(i)); break;
       case '--json': o.json = need(i); break;
       case '--server-pid': o.serverPid = int(need(i), a); break;
+      case '--ember-metrics': o.emberMetrics = true; i--; break; // a flag: no value to skip
       case '--timeout': o.timeoutS = int(need(i), a); break;
       case '-h': case '--help':
         console.log('usage: loadgen.mjs --url URL --model NAME [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]\n' +
           '                   [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat] [--temperature 0]\n' +
-          '                   [--server-pid PID] [--json FILE]');
+          '                   [--server-pid PID] [--ember-metrics] [--json FILE]');
         process.exit(0);
       default: throw new Error(`unknown option ${a} (--help lists them)`);
     }
@@ -175,6 +181,24 @@ function serverCpuS(o) {
   }
 }
 
+// ember's engine counters (ember_engine_*) from GET /metrics; null when
+// not asked for or not there.
+const ENGINE = ['steps', 'step_rows', 'compute_seconds', 'host_seconds'];
+async function engineCounters(o) {
+  if (!o.emberMetrics) return null;
+  const headers = o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {};
+  const res = await fetch(o.url + '/metrics', { headers }).catch(() => null);
+  if (!res || res.status !== 200) return null;
+  const text = await res.text();
+  const out = {};
+  for (const k of ENGINE) {
+    const m = text.match(new RegExp(`^ember_engine_${k}_total ([0-9.eE+-]+)$`, 'm'));
+    if (!m) return null;
+    out[k] = Number(m[1]);
+  }
+  return out;
+}
+
 function pct(sorted, p) {
   if (!sorted.length) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
@@ -184,6 +208,7 @@ async function level(o, n, nWords, firstId) {
   const total = o.requests ?? Math.max(8, 4 * n);
   let next = 0;
   const results = [];
+  const eng0 = await engineCounters(o);
   const cpu0 = process.cpuUsage(), srv0 = serverCpuS(o);
   const t0 = performance.now();
   await Promise.all(Array.from({ length: n }, async () => {
@@ -194,6 +219,13 @@ async function level(o, n, nWords, firstId) {
   }));
   const wall = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0), srv1 = serverCpuS(o);
+  const eng1 = await engineCounters(o);
+  let engine = null;
+  if (eng0 && eng1) {
+    const d = Object.fromEntries(ENGINE.map((k) => [k, eng1[k] - eng0[k]]));
+    engine = { steps: d.steps, rows_per_step: d.step_rows / d.steps, compute_ms_per_step: (1000 * d.compute_seconds) / d.steps,
+      host_ms_per_step: (1000 * d.host_seconds) / d.steps, host_share: d.host_seconds / (d.compute_seconds + d.host_seconds) };
+  }
   const ok = results.filter((r) => r.ok);
   const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
   const itl = ok.flatMap((r) => r.itl).sort((a, b) => a - b);
@@ -209,6 +241,7 @@ async function level(o, n, nWords, firstId) {
     total_p50_ms: pct(latency, 50), total_p99_ms: pct(latency, 99),
     client_cpu_ms_per_token: tokens ? (cpu.user + cpu.system) / 1000 / tokens : null,
     server_cpu_ms_per_token: tokens && srv0 !== null && srv1 !== null ? ((srv1 - srv0) * 1000) / tokens : null,
+    engine,
   };
 }
 
@@ -235,6 +268,16 @@ async function main() {
       `${f(r.itl_p50_ms).padStart(10)} | ${f(r.itl_p99_ms).padStart(10)} | ${f(r.server_cpu_ms_per_token, 2).padStart(14)} | ` +
       `${f(r.client_cpu_ms_per_token, 2).padStart(17)} |`);
     if (r.first_error) console.log(`#   N=${n}: first error: ${r.first_error}`);
+  }
+  if (rows.some((r) => r.engine)) {
+    console.log('');
+    console.log('|   N | engine steps | rows/step | model ms/step | outside ms/step | outside share |');
+    console.log('|----:|-------------:|----------:|--------------:|----------------:|--------------:|');
+    for (const r of rows.filter((x) => x.engine)) {
+      const e = r.engine;
+      console.log(`| ${String(r.concurrency).padStart(3)} | ${String(e.steps).padStart(12)} | ${f(e.rows_per_step).padStart(9)} | ` +
+        `${f(e.compute_ms_per_step, 2).padStart(13)} | ${f(e.host_ms_per_step, 3).padStart(15)} | ${(f(100 * e.host_share, 1) + ' %').padStart(13)} |`);
+    }
   }
   if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, levels: rows }, null, 2) + '\n');
   if (rows.some((r) => r.errors)) process.exitCode = 2;

@@ -82,7 +82,7 @@ done
 name=$(curl -fsS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/models" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).data[0].id))')
 
 lg=(--url "http://127.0.0.1:$PORT" --model "$name" --api-key "$KEY" --concurrency "$CONCURRENCY"
-    --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" --server-pid "$pid" --json "$WORK/serve-bench.json")
+    --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" --server-pid "$pid" --ember-metrics --json "$WORK/serve-bench.json")
 [ -n "${REQUESTS:-}" ] && lg+=(--requests "$REQUESTS")
 status=0
 node "$ROOT/bench/serve/loadgen.mjs" "${lg[@]}" | tee "$WORK/serve-bench.md" || status=$?
