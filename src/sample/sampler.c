@@ -369,7 +369,8 @@ static int32_t first_equal(const float *logits, int32_t n, float want) {
     return -1;
 }
 
-static em_token plain_argmax(const float *logits, int32_t n) {
+/* The largest logit, NaN skipped; -inf when nothing else is there. */
+static float lane_max(const float *logits, int32_t n) {
     float lane[ARGMAX_LANES];
     for (int l = 0; l < ARGMAX_LANES; l++) lane[l] = -INFINITY;
     int32_t i = 0;
@@ -378,11 +379,48 @@ static em_token plain_argmax(const float *logits, int32_t n) {
     float mx = -INFINITY;
     for (; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
     for (int l = 0; l < ARGMAX_LANES; l++) mx = lane[l] > mx ? lane[l] : mx;
+    return mx;
+}
+
+static em_token plain_argmax(const float *logits, int32_t n) {
+    float mx = lane_max(logits, n);
     /* Nothing but NaN and -inf: the raw argmax's safe answer. */
     if (mx == -INFINITY) return raw_argmax(logits, n);
     if (mx == INFINITY) mx = FLT_MAX;
     int32_t best = first_equal(logits, n, mx);
     return best < 0 ? raw_argmax(logits, n) : best;
+}
+
+/* The tempered softmax draw over the whole vocabulary, for a row without
+ * bias, penalties, top-k, min-p or top-p, reading the logits in place:
+ * the candidate list would hold the survivors in id order, so weighting
+ * every token (0 for NaN and -inf, which the walk skips, as it skips
+ * weights that round to 0) gives the same weights, the same sum (adding
+ * +0 changes no sum) and the same walk, without copying the vocabulary. */
+static em_token draw_in_place(em_sampler *s, const float *logits) {
+    const int32_t n = s->n_vocab;
+    em_cand *c = s->cand;
+    float mx = lane_max(logits, n);
+    if (mx == -INFINITY) return raw_argmax(logits, n);
+    if (mx == INFINITY) mx = FLT_MAX;
+    double inv_temp = 1.0 / (double)s->params.temp, sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        float l = logits[i], w = 0.0f;
+        if (!isnan(l) && l != -INFINITY)
+            w = (float)exp(((double)(l == INFINITY ? FLT_MAX : l) - (double)mx) * inv_temp);
+        c[i].p = w;
+        sum += w;
+    }
+    double u = rng_uniform(s) * sum, acc = 0.0;
+    int32_t last = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (c[i].p <= 0.0f) continue;
+        acc += c[i].p;
+        last = i;
+        if (u < acc) return i;
+    }
+    /* As below: rounding left u at the very top, or (unreachable) no weight. */
+    return last >= 0 ? last : plain_argmax(logits, n);
 }
 
 em_token em_sampler_sample(em_sampler *s, const float *logits) {
@@ -393,6 +431,8 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
                           (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
     const bool plain = p->n_logit_bias == 0 && !penalize;
     if (!(p->temp > 0.0f) && plain) return plain_argmax(logits, s->n_vocab);
+    if (plain && (p->top_k <= 0 || p->top_k >= s->n_vocab) && !(p->min_p > 0.0f) && !(p->top_p < 1.0f))
+        return draw_in_place(s, logits);
     int32_t n;
     bool cut = false; /* top-k already applied */
     if (plain && p->temp > 0.0f && p->top_k > 0 && p->top_k < s->n_vocab) {

@@ -492,20 +492,26 @@ static void test_greedy_rows(void) {
     CHECK_MSG(bad == 0, "%d greedy picks differ from the one-at-a-time rule", bad);
 }
 
-/* Without bias or penalties top-k reads the logits in place; with a bias
- * that changes nothing (+0 on one token) the chain copies them first.
- * Both must draw the same tokens from the same seed, on rows with ties,
- * NaN and infinities, for top-k below, at and above the survivors. */
-static void test_top_k_in_place(void) {
+/* Without bias or penalties top-k, and the plain softmax draw (no top-k,
+ * min-p or top-p), read the logits in place; with a bias that changes
+ * nothing (+0 on one token) the chain copies them first.  Both must draw
+ * the same tokens from the same seed, on rows with ties, NaN and
+ * infinities, for top-k below, at and above the survivors, and without
+ * top-k at several temperatures. */
+static void test_in_place(void) {
     enum { N = 700 };
     static float row[N];
     const float specials[] = {NAN, INFINITY, -INFINITY, FLT_MAX};
-    const int32_t ks[] = {1, 5, 20, 40, 650, 699};
+    const int32_t ks[] = {1, 5, 20, 40, 650, 699, 0, 0, 0, N};
+    const float temps[] = {0.8f, 0.8f, 0.8f, 0.8f, 0.8f, 0.8f, 1.0f, 0.3f, 1.7f, 1.0f};
     int bad = 0;
     for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
         em_sampler_params p = em_sampler_default_params();
         p.top_k = ks[ki];
-        p.top_p = ki % 2 ? 0.95f : 1.0f; /* without top-p the draw walks c in its order */
+        p.temp = temps[ki];
+        /* Without top-p the draw walks c in its order. */
+        p.top_p = ki % 2 && ks[ki] > 0 && ks[ki] < N ? 0.95f : 1.0f;
+        if (ks[ki] == 0 || ks[ki] == N) p.min_p = 0.0f; /* the plain draw */
         p.seed = 7 + ki;
         em_logit_bias zero = {3, 0.0f};
         em_sampler_params pb = p;
@@ -524,7 +530,7 @@ static void test_top_k_in_place(void) {
         em_sampler_free(fast);
         em_sampler_free(slow);
     }
-    CHECK_MSG(bad == 0, "%d draws differ between top-k in place and on the copied candidates", bad);
+    CHECK_MSG(bad == 0, "%d draws differ between the logits in place and the copied candidates", bad);
 }
 
 /* The default chain on a real-sized vocabulary only ever returns one of
@@ -587,7 +593,7 @@ int main(void) {
     test_greedy();
     test_greedy_rows();
     test_top_k1_is_greedy();
-    test_top_k_in_place();
+    test_in_place();
     test_reproducible();
     test_distribution();
     test_top_p_min_p();
