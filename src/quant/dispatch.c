@@ -44,7 +44,7 @@
 static em_dot_fn dot_table[EM_TYPE_COUNT];
 static em_quant_fn quant_table[EM_TYPE_COUNT];
 static em_gemm_fn gemm_table[EM_TYPE_COUNT];
-static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the x8 layouts (pack.h) */
+static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the packed layouts (pack.h) */
 static const char *dot_isa = "generic";
 static const char *gemm_isa = "generic";
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -110,6 +110,7 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     gemm[EM_TYPE_Q6_K] = em_gemm_q6_k_avx512;
     packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx512;
     packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx512;
+    packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx512;
 }
 #endif
 

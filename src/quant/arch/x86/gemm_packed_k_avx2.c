@@ -1,0 +1,230 @@
+/*
+ * gemm_packed_k_avx2.c - kernels of the Q4_K x16 packed layout (quant/pack.h)
+ * times Q8_K activation rows: AVX-512 with VNNI, AVX-VNNI (256-bit) and
+ * AVX2.  One kernel serves prompt processing (many activation rows) and
+ * generation (one row: the matrix-vector product, which streams the
+ * weights and prefetches them as gemv_common.h describes).
+ *
+ * The 16 rows of a group each own one int32 lane of a 512-bit register
+ * (8 rows per 256-bit register: a group is then two halves).  For each
+ * super-block:
+ *   - the group's packed 6-bit scales and mins are unpacked, all 16 rows
+ *     at once, into one int32 vector of scales per group g of 32 elements
+ *     (sc[g]) and one vector of pairs of int16 mins per two groups (mp[p]:
+ *     groups 2p and 2p + 1);
+ *   - a 64-byte load of qs[s][q] holds four bytes of each row; masked, the
+ *     low nibbles are four levels of group 2s, shifted, the high nibbles
+ *     four of group 2s + 1.  vpdpbusd with the activation's matching four
+ *     quants broadcast to every lane adds each row's four products to its
+ *     lane, and eight such steps make the row's group sum P (at most
+ *     32 * 15 * 128 in magnitude);
+ *   - T += P * sc[g] (int32: at most 8 * 63 * 61440 in magnitude, exact);
+ *   - the mins' integer term is M = sum_g mn_g * (bsums_2g + bsums_2g+1),
+ *     four vpdpwssd of mp[p] with the activation's two group sums of p,
+ *     which are found once per call (min_pairs);
+ *   - acc += T * (d * d_a) - M * (dmin * d_a) in float, as the scalar
+ *     reference does per block, so outputs equal it up to the order of
+ *     the float additions.
+ * Weight-side work (loading and unmasking the levels, unpacking scales)
+ * is shared by the RN activation rows of a tile.
+ *
+ * Without VNNI (plain AVX2) the byte products go through vpmaddubsw into
+ * int16 pairs (at most 2 * 15 * 128 each, and eight of them summed stay
+ * within int16), and vpmaddwd with the scale in both halves of each lane
+ * applies the group scale and finishes the sum in int32: exact as well.
+ */
+#include "quant/pack.h"
+
+#if defined(EM_HAVE_X86_GEMM)
+
+#include "quant/arch/x86/gemv_common.h"
+#include "quant/blocks.h"
+
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define TVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+#define K16_ROWS EM_PACK_ROWS_K
+#define K16_SC 64   /* offset of sc[12][16] in a super-block */
+#define K16_QS 256  /* offset of qs[4][8][16][4]             */
+#define Q8K_QS 4    /* offset of qs in a Q8_K block          */
+#define Q8K_BS 260  /* offset of bsums                       */
+_Static_assert(offsetof(em_block_q8_k, qs) == Q8K_QS && offsetof(em_block_q8_k, bsums) == Q8K_BS, "Q8_K");
+_Static_assert(EM_PACK_Q4K_SB == K16_QS + 4 * 8 * K16_ROWS * 4, "Q4_K x16 super-block");
+
+/* Int32 entries of the per-call table of the activations' group sums
+ * (min_pairs), which lives on the stack: 64 KiB. */
+#define K16_TABLE 16384
+
+/* For n activation rows (stride as) and each of their nb blocks, four
+ * int32 at tbl[(r * nb + b) * 4 + p]: int16 pair (B_2p, B_2p+1) with
+ * B_g = bsums[2g] + bsums[2g+1] (at most 32 * 128 in magnitude), the
+ * activation side of vpdpwssd with the weights' min pairs. */
+static void min_pairs(int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_t *tbl) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            int16_t bs[16];
+            memcpy(bs, a + (size_t)r * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_BS, sizeof bs);
+            for (int p = 0; p < 4; p++) {
+                const uint16_t lo = (uint16_t)(bs[4 * p] + bs[4 * p + 1]), hi = (uint16_t)(bs[4 * p + 2] + bs[4 * p + 3]);
+                tbl[(r * nb + b) * 4 + p] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+            }
+        }
+}
+
+/* Activation rows per panel: as many as fill about 256 KiB (they stay in
+ * L2 while the call's groups pass over them) and whose table entries fit
+ * K16_TABLE, in whole tiles of rn_max (EM_PACK_MAX_K keeps one tile's
+ * within the table). */
+static int64_t panel_rows(int64_t nb, size_t as, int64_t rn_max) {
+    int64_t fit = (int64_t)((256 * 1024) / as);
+    if (fit > K16_TABLE / (nb * 4)) fit = K16_TABLE / (nb * 4);
+    fit = fit / rn_max * rn_max;
+    return fit < rn_max ? rn_max : fit;
+}
+
+static inline int32_t ld32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The scales and mins of the packed bytes K[j] (byte j of each row's 12,
+ * one row per lane), as kscales.h unpacks one row:
+ *   sc g < 4: K[g] & 63;   mn g < 4: K[g + 4] & 63;
+ *   sc g >= 4: (K[g + 4] & 15) | (K[g - 4] >> 6) << 4;
+ *   mn g >= 4: (K[g + 4] >> 4) | (K[g] >> 6) << 4.
+ * (K >> 6) << 4 is (K >> 2) & 0x30 for a byte in an int32 lane, so each
+ * upper one is a shift and one bit-select (ternary logic 0xE4: bits 0-3
+ * from the first operand, the rest from the second; K >> 2 has nothing
+ * above bit 5).  VEC is the vector type, the ops its intrinsics. */
+#define K16_UNPACK(VEC, K, sc, mp, AND, SRLI, SLLI, OR, SEL, SET1)                                           \
+    do {                                                                                                    \
+        const VEC m63 = SET1(63), m15 = SET1(15);                                                           \
+        VEC mn[8];                                                                                          \
+        for (int g = 0; g < 4; g++) {                                                                       \
+            sc[g] = AND(K[g], m63);                                                                         \
+            mn[g] = AND(K[g + 4], m63);                                                                     \
+            sc[g + 4] = SEL(K[g + 8], SRLI(K[g], 2), m15);                                                  \
+            mn[g + 4] = SEL(SRLI(K[g + 8], 4), SRLI(K[g + 4], 2), m15);                                     \
+        }                                                                                                   \
+        for (int p = 0; p < 4; p++) mp[p] = OR(mn[2 * p], SLLI(mn[2 * p + 1], 16));                         \
+    } while (0)
+
+/* ============================================================ AVX-512 */
+
+#define SEL512(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xE4)
+
+/* Super-block sb's 16 rows: sc[8] scales and mp[4] min pairs. */
+static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *mp) {
+    __m512i K[12];
+    for (int j = 0; j < 12; j++) K[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(sb + K16_SC + 16 * j)));
+    K16_UNPACK(__m512i, K, sc, mp, _mm512_and_si512, _mm512_srli_epi32, _mm512_slli_epi32, _mm512_or_si512, SEL512,
+               _mm512_set1_epi32);
+}
+
+/* One group (16 rows of nb super-blocks at grp) times RN activation rows
+ * at ar (stride as) with their min pairs mpt[(j * nb + b) * 4 ..]:
+ * out[j * ldo + i] for row i.  pf/pfl/pfs: the region to prefetch, a part
+ * per super-block (pf 0: none). */
+static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
+                                    const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *sb = grp + (size_t)b * EM_PACK_Q4K_SB;
+        __m512i sc[8], mp[4], T[8];
+        unpack_512(sb, sc, mp);
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i W[8];
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++) {
+                    const __m512i x = _mm512_loadu_si512(sb + K16_QS + (s * 8 + q) * 64);
+                    W[q] = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) {
+                    const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h;
+                    __m512i P = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                    for (int q = 0; q < 8; q++) P = _mm512_dpbusd_epi32(P, W[q], _mm512_set1_epi32(ld32(y + 4 * q)));
+                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc[2 * s + h]));
+                }
+            }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)sb));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(sb + 32)));
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) {
+            const int32_t *bp = mpt + ((int64_t)j * nb + b) * 4;
+            __m512i M = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp[0], _mm512_set1_epi32(bp[0]));
+            M = _mm512_dpwssd_epi32(M, mp[1], _mm512_set1_epi32(bp[1]));
+            M = _mm512_dpwssd_epi32(M, mp[2], _mm512_set1_epi32(bp[2]));
+            M = _mm512_dpwssd_epi32(M, mp[3], _mm512_set1_epi32(bp[3]));
+            const __m512 da = _mm512_set1_ps(em_gemv_ldf32(ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(T[j]), _mm512_mul_ps(d, da), acc[j]);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(M), _mm512_mul_ps(dm, da), acc[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) _mm512_storeu_ps(out + j * ldo, acc[j]);
+}
+
+/* ============================================================ drivers */
+
+/* For each panel of activation rows (their min pairs found first), each
+ * group of the call, each RNMAX activation rows: one tile per group half
+ * (HALVES 2: the 256-bit tiles of 8 rows).  The first pass of a group
+ * over the activation rows prefetches the group after next
+ * (em_gemv_prefetch_plan's region): with one activation row, that is the
+ * matrix-vector product's stream. */
+#define K16_DRIVER(name, TGT, TILE, RNMAX, HALVES)                                                             \
+    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                   float *out, int64_t ldo) {                                                                  \
+        const int64_t nb = k / EM_QK_K;                                                                        \
+        int32_t tbl[K16_TABLE];                                                                                \
+        const int64_t panel = panel_rows(nb, as, RNMAX);                                                       \
+        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
+            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
+            min_pairs(nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, tbl);                             \
+            for (int64_t j0 = 0; j0 < nw; j0 += K16_ROWS) {                                                    \
+                const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;                                     \
+                uintptr_t pfa;                                                                                 \
+                size_t pfl;                                                                                    \
+                em_gemv_prefetch_plan(w, ws, j0, K16_ROWS, &pfa, &pfl);                                        \
+                const size_t pfs = pfa ? (pfl + (size_t)(nb * HALVES) - 1) / (size_t)(nb * HALVES) : 0;       \
+                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
+                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
+                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
+                    const int32_t *mt = tbl + (r0 - p0) * nb * 4;                                              \
+                    for (int hf = 0; hf < HALVES; hf++) {                                                      \
+                        const uintptr_t pf = r0 == p0 && pfa ? pfa + (size_t)hf * pfl / HALVES : 0;             \
+                        const size_t pl = pfl / HALVES;                                                        \
+                        float *o = out + r0 * ldo + j0 + hf * (K16_ROWS / HALVES);                             \
+                        if (rn == RNMAX) TILE(RNMAX, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);                 \
+                        else if (RNMAX > 7 && rn == 7) TILE(7, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else if (RNMAX > 6 && rn == 6) TILE(6, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else if (RNMAX > 5 && rn == 5) TILE(5, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else if (RNMAX > 4 && rn == 4) TILE(4, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else if (RNMAX > 3 && rn == 3) TILE(3, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else if (RNMAX > 2 && rn == 2) TILE(2, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);       \
+                        else TILE(1, hf, nb, grp, ar, as, mt, o, ldo, pf, pl, pfs);                                 \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+#define TILE512(RN, hf, ...) tile_512(RN, __VA_ARGS__)
+K16_DRIVER(em_gemm_q4_kx16_avx512, T512, TILE512, 8, 1)
+
+#endif /* EM_HAVE_X86_GEMM */
