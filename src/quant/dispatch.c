@@ -127,10 +127,12 @@ static void install_set(unsigned features) {
         fill_avx2(dot, quant, gemm);
         packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx2;
         packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
+        packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx2;
         dname = gname = "avx2";
         if (features & EM_CPU_AVX_VNNI) {
             packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avxvnni;
             packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avxvnni;
+            packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avxvnni;
             gname = "avxvnni";
         }
         if (features & EM_CPU_AVX512) {

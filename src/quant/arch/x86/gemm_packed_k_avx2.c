@@ -179,6 +179,73 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
     for (int j = 0; j < RN; j++) _mm512_storeu_ps(out + j * ldo, acc[j]);
 }
 
+/* ===================================================== 256-bit kernels */
+
+/* The same in 256-bit registers, for AVX2 machines: a tile is one half of
+ * a group (rows 8hf .. 8hf+7, the 32-byte halves of each 64-byte run).
+ * DP_P adds the byte products of four quants per row to P: vpdpbusd with
+ * AVX-VNNI (int32 P), vpmaddubsw into int16 pairs with plain AVX2;
+ * APPLY_P adds P times the group scale to T: vpmulld, or vpmaddwd with
+ * the scale in both int16 halves of each lane (SC16 makes that form).
+ * There is no ternary logic below AVX-512: the bit-select is and/andnot. */
+#define SEL256(a, b, m) _mm256_or_si256(_mm256_and_si256(a, m), _mm256_andnot_si256(m, b))
+#define VNNI_P(P, w, y) P = _mm256_dpbusd_avx_epi32(P, w, y)
+#define VNNI_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_mullo_epi32(P, sc))
+#define VNNI_SC16(sc) (sc)
+#define VNNI_MIN(M, mp, y) M = _mm256_dpwssd_avx_epi32(M, mp, y)
+#define AVX2_P(P, w, y) P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y))
+#define AVX2_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_madd_epi16(P, sc))
+#define AVX2_SC16(sc) _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))
+#define AVX2_MIN(M, mp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, y))
+
+#define K16_TILE256(fname, TGT, DPP, APPLY, SC16, DMIN)                                                        \
+    static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,   \
+                                    size_t as, const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf,      \
+                                    size_t pfl, size_t pfs) {                                                  \
+        const __m256i m4 = _mm256_set1_epi8(15);                                                               \
+        __m256 acc[4];                                                                                         \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                      \
+        for (int64_t b = 0; b < nb; b++) {                                                                     \
+            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
+            const uint8_t *sb = grp + (size_t)b * EM_PACK_Q4K_SB;                                              \
+            __m256i K[12], sc[8], mp[4], T[4];                                                                 \
+            _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) K[j] = _mm256_cvtepu8_epi32(                 \
+                _mm_loadl_epi64((const __m128i *)(const void *)(sb + K16_SC + 16 * j + 8 * hf)));              \
+            K16_UNPACK(__m256i, K, sc, mp, _mm256_and_si256, _mm256_srli_epi32, _mm256_slli_epi32,             \
+                       _mm256_or_si256, SEL256, _mm256_set1_epi32);                                            \
+            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) sc[g] = SC16(sc[g]);                           \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();                 \
+            _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
+                __m256i W[8];                                                                                  \
+                _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++) {                                          \
+                    const __m256i x = _mm256_loadu_si256(                                                      \
+                        (const __m256i *)(const void *)(sb + K16_QS + (s * 8 + q) * 64 + 32 * hf));           \
+                    W[q] = _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);                              \
+                }                                                                                              \
+                _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                         \
+                    const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h; \
+                    __m256i P = _mm256_setzero_si256();                                                        \
+                    _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++) DPP(P, W[q], _mm256_set1_epi32(ld32(y + 4 * q))); \
+                    APPLY(T[j], P, sc[2 * s + h]);                                                             \
+                }                                                                                              \
+            }                                                                                                  \
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)));  \
+            const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf))); \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                             \
+                const int32_t *bp = mpt + ((int64_t)j * nb + b) * 4;                                           \
+                __m256i M = _mm256_setzero_si256();                                                            \
+                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) DMIN(M, mp[p], _mm256_set1_epi32(bp[p]));   \
+                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k))); \
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(T[j]), _mm256_mul_ps(d, da), acc[j]);               \
+                acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dm, da), acc[j]);                \
+            }                                                                                                  \
+        }                                                                                                      \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);          \
+    }
+
+K16_TILE256(tile_vnni, TVNNI, VNNI_P, VNNI_APPLY, VNNI_SC16, VNNI_MIN)
+K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
+
 /* ============================================================ drivers */
 
 /* For each panel of activation rows (their min pairs found first), each
@@ -226,5 +293,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
 
 #define TILE512(RN, hf, ...) tile_512(RN, __VA_ARGS__)
 K16_DRIVER(em_gemm_q4_kx16_avx512, T512, TILE512, 8, 1)
+K16_DRIVER(em_gemm_q4_kx16_avxvnni, TVNNI, tile_vnni, 2, 2)
+K16_DRIVER(em_gemm_q4_kx16_avx2, , tile_avx2, 2, 2)
 
 #endif /* EM_HAVE_X86_GEMM */
