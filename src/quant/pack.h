@@ -44,7 +44,7 @@
  *
  * A group takes exactly the bytes of its rows in the file's layout, so
  * the packed matrix has the same size and a group of rows starts where its
- * first row started: callers still address row j (j a multiple of 8) as
+ * first row started: callers still address row j (j a multiple of the group) as
  * data + j * row_bytes.  The arithmetic is unchanged; only the places of
  * the bytes move, and the packed kernels compute what the file-layout
  * kernels compute (the tests compare them with the scalar twin,
