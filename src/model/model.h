@@ -201,7 +201,7 @@ struct em_model {
 };
 
 /* Packs the matrices only the matmuls read (the layers' dense Q, K, V, O,
- * gate, up and down, and an untied output) into the x8 layouts of
+ * gate, up and down, and an untied output) into the packed layouts of
  * quant/pack.h, where the selected kernel set has a packed kernel for
  * their type, in new memory (the file may be mapped read-only); their
  * em_tensors then point there.  The pages of the file's copy are handed

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define REPACK_SLAB 1024 /* rows packed between two releases (a multiple of 8) */
+#define REPACK_SLAB 1024 /* rows packed between two releases (a multiple of every group) */
 
 /* The matrices that only em_matmul reads: every tensor here is a whole
  * 2-D weight (or a view of whole rows of one), never the token embedding

@@ -9,7 +9,7 @@
  *            kernels too; the avx2 set for everything else
  *   avx2     x86-64 with AVX2, FMA and F16C: arch/x86/dot_avx2.c,
  *            quant_avx2.c and gemm_avx2.c, and the packed kernels of
- *            gemm_packed_avx2.c
+ *            gemm_packed_avx2.c and gemm_packed_k_avx2.c
  *   avxvnni  the avx2 set with the AVX-VNNI packed GEMM kernels (recent
  *            Intel client chips, which lack AVX-512)
  *   (arm)    aarch64: whatever arch/arm/ installs (em_dot_select_arm),
@@ -44,7 +44,7 @@
 static em_dot_fn dot_table[EM_TYPE_COUNT];
 static em_quant_fn quant_table[EM_TYPE_COUNT];
 static em_gemm_fn gemm_table[EM_TYPE_COUNT];
-static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the x8 layouts (pack.h) */
+static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the packed layouts (pack.h) */
 static const char *dot_isa = "generic";
 static const char *gemm_isa = "generic";
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -110,6 +110,7 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     gemm[EM_TYPE_Q6_K] = em_gemm_q6_k_avx512;
     packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx512;
     packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx512;
+    packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx512;
 }
 #endif
 
@@ -126,10 +127,12 @@ static void install_set(unsigned features) {
         fill_avx2(dot, quant, gemm);
         packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx2;
         packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
+        packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx2;
         dname = gname = "avx2";
         if (features & EM_CPU_AVX_VNNI) {
             packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avxvnni;
             packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avxvnni;
+            packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avxvnni;
             gname = "avxvnni";
         }
         if (features & EM_CPU_AVX512) {

@@ -1,27 +1,71 @@
 /*
- * pack.c - the x8 packed layouts of Q4_0 and Q8_0 (see pack.h): packing
- * a matrix, rebuilding one block, and the scalar twin of the packed GEMM
- * kernels.  The kernel table that em_gemm_packed dispatches through is
+ * pack.c - the packed layouts (see pack.h: x8 for Q4_0 and Q8_0, x16 for
+ * Q4_K): packing a matrix, rebuilding one block, and the scalar twin of
+ * the packed GEMM kernels.  The kernel table that em_gemm_packed dispatches through is
  * filled with the other tables in dispatch.c.
  */
 #include "quant/pack.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 
-/* Bytes of quants per block of one row in the packed layout (the block
- * less its fp16 scale). */
+/* Bytes of quants per block of one row in the x8 layouts (the block less
+ * its fp16 scale). */
 static size_t quant_bytes(em_type t) { return t == EM_TYPE_Q4_0 ? 16 : 32; }
 
-int em_pack_rows(em_type t) { return t == EM_TYPE_Q4_0 || t == EM_TYPE_Q8_0 ? EM_PACK_ROWS : 0; }
+int em_pack_rows(em_type t) {
+    switch (t) {
+    case EM_TYPE_Q4_0:
+    case EM_TYPE_Q8_0: return EM_PACK_ROWS;
+    case EM_TYPE_Q4_K: return EM_PACK_ROWS_K;
+    default: return 0;
+    }
+}
 
 bool em_pack_fits(em_type t, int64_t k, int64_t nrows) {
     const int g = em_pack_rows(t);
-    return g > 0 && k > 0 && k % 32 == 0 && k <= EM_PACK_MAX_K && nrows > 0 && nrows % g == 0;
+    if (g == 0) return false;
+    const int64_t bs = em_get_type_traits(t)->block_size;
+    return k > 0 && k % bs == 0 && k <= EM_PACK_MAX_K && nrows > 0 && nrows % g == 0;
+}
+
+/* ------------------------------------------------------------ Q4_K x16 */
+
+/* Row i (< EM_PACK_ROWS_K) of the super-block at sb of a Q4_K x16
+ * group: the file's block blk put in its places (see pack.h) ... */
+static void q4kx16_put(uint8_t *sb, int i, const em_block_q4_k *blk) {
+    memcpy(sb + 2 * i, &blk->d, 2);
+    memcpy(sb + 32 + 2 * i, &blk->dmin, 2);
+    for (int j = 0; j < 12; j++) sb[64 + 16 * j + i] = blk->scales[j];
+    for (int s = 0; s < 4; s++)
+        for (int q = 0; q < 8; q++) memcpy(sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, blk->qs + 32 * s + 4 * q, 4);
+}
+
+/* ... and taken back from them. */
+static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
+    memcpy(&blk->d, sb + 2 * i, 2);
+    memcpy(&blk->dmin, sb + 32 + 2 * i, 2);
+    for (int j = 0; j < 12; j++) blk->scales[j] = sb[64 + 16 * j + i];
+    for (int s = 0; s < 4; s++)
+        for (int q = 0; q < 8; q++) memcpy(blk->qs + 32 * s + 4 * q, sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, 4);
 }
 
 void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst) {
+    const size_t rs = em_row_size(t, k);
+    if (t == EM_TYPE_Q4_K) {
+        const int64_t nb = k / EM_QK_K;
+        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
+            for (int i = 0; i < EM_PACK_ROWS_K; i++) {
+                const em_block_q4_k *row = (const em_block_q4_k *)(const void *)((const uint8_t *)src + (size_t)(g0 + i) * rs);
+                for (int64_t b = 0; b < nb; b++) {
+                    em_block_q4_k blk;
+                    memcpy(&blk, row + b, sizeof blk);
+                    q4kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q4K_SB, i, &blk);
+                }
+            }
+        return;
+    }
     const int64_t nb = k / 32;
-    const size_t rs = em_row_size(t, k), qb = quant_bytes(t), bs = qb + 2;
+    const size_t qb = quant_bytes(t), bs = qb + 2;
     for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS) {
         const uint8_t *in = (const uint8_t *)src + (size_t)g0 * rs;
         uint8_t *d = (uint8_t *)dst + (size_t)g0 * rs, *q = d + (size_t)nb * 2 * EM_PACK_ROWS;
@@ -35,6 +79,12 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
 }
 
 void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk) {
+    if (t == EM_TYPE_Q4_K) {
+        em_block_q4_k out;
+        q4kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q4K_SB, i, &out);
+        memcpy(blk, &out, sizeof out);
+        return;
+    }
     const int64_t nb = k / 32;
     const size_t qb = quant_bytes(t);
     const uint8_t *d = grp, *q = d + (size_t)nb * 2 * EM_PACK_ROWS;
@@ -44,20 +94,23 @@ void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, 
 
 void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
                             size_t a_stride, int64_t na, float *out, int64_t out_stride) {
-    const int64_t nb = k / 32;
-    const size_t as = em_row_size(EM_TYPE_Q8_0, 32); /* one activation block */
-    uint8_t blk[sizeof(em_block_q8_0)];
-    for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
+    const em_type_traits *tr = em_get_type_traits(t);
+    const int64_t bsz = tr->block_size, nb = k / bsz;
+    const int rows = em_pack_rows(t);
+    const size_t as = em_row_size(tr->vec_dot_type, bsz); /* one activation block */
+    uint8_t blk[sizeof(em_block_q4_k)];
+    _Static_assert(sizeof(em_block_q4_k) >= sizeof(em_block_q8_0), "block buffer");
+    for (int64_t j0 = 0; j0 < nw; j0 += rows) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * w_stride;
         for (int64_t r = 0; r < na; r++) {
             const uint8_t *ar = (const uint8_t *)a + (size_t)r * a_stride;
-            for (int i = 0; i < EM_PACK_ROWS && j0 + i < nw; i++) {
+            for (int i = 0; i < rows && j0 + i < nw; i++) {
                 /* The reference's order: one float sum over the blocks, each
-                 * block's integer dot times its two scales. */
+                 * block's integer dot times its scales. */
                 float sum = 0;
                 for (int64_t b = 0; b < nb; b++) {
                     em_pack_get_block(t, k, grp, i, b, blk);
-                    sum += em_vec_dot_generic(t, 32, blk, ar + (size_t)b * as);
+                    sum += em_vec_dot_generic(t, bsz, blk, ar + (size_t)b * as);
                 }
                 out[r * out_stride + j0 + i] = sum;
             }

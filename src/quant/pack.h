@@ -19,9 +19,32 @@
  *     uint16 d[nb][8]
  *     int8   qs[nb][8][32]
  *
- * A group takes exactly the bytes of its 8 rows in the file's layout, so
+ * Q4_K has its own layout ("x16"), for the VNNI kernels' 16 int32 lanes
+ * (one per row): groups of EM_PACK_ROWS_K = 16 rows, super-block by
+ * super-block (b = 0 .. nb-1, EM_PACK_Q4K_SB = 16 * 144 bytes each):
+ *
+ *   Q4_K x16, super-block b of a group:
+ *     uint16 d[16]          fp16 super-block scale of row i at d[i]
+ *     uint16 dmin[16]       fp16 scale of its mins
+ *     uint8  sc[12][16]     byte j of row i's 12 bytes of packed 6-bit
+ *                           scales and mins at sc[j][i] (a transpose: the
+ *                           kernels unpack 16 rows at once, one int32
+ *                           lane each)
+ *     uint8  qs[4][8][16][4] row i's file bytes qs[32s + 4q .. +3] at
+ *                           qs[s][q][i]: their low nibbles are elements
+ *                           64s + 4q .. +3 (group 2s), the high nibbles
+ *                           elements 64s + 32 + 4q .. +3 (group 2s + 1)
+ *
+ * A 64-byte load of qs[s][q] is then four levels of each of the 16 rows,
+ * and vpdpbusd with four activation quants broadcast to every lane adds
+ * each row's partial dot to its own lane.  The scales stay packed (6 bits):
+ * decoding them to bytes would cost 4 bytes per 144 (2.8% more memory and
+ * memory traffic in generation), and unpacking 16 rows at once takes a
+ * few dozen vector instructions per super-block.
+ *
+ * A group takes exactly the bytes of its rows in the file's layout, so
  * the packed matrix has the same size and a group of rows starts where its
- * first row started: callers still address row j (j a multiple of 8) as
+ * first row started: callers still address row j (j a multiple of the group) as
  * data + j * row_bytes.  The arithmetic is unchanged; only the places of
  * the bytes move, and the packed kernels compute what the file-layout
  * kernels compute (the tests compare them with the scalar twin,
@@ -39,7 +62,9 @@
 #include "core/core.h"
 #include "quant/gemm.h"
 
-#define EM_PACK_ROWS 8        /* rows interleaved in one group            */
+#define EM_PACK_ROWS 8        /* rows interleaved in one group (x8)       */
+#define EM_PACK_ROWS_K 16     /* rows of a Q4_K group (x16)               */
+#define EM_PACK_Q4K_SB (EM_PACK_ROWS_K * 144) /* bytes of one x16 super-block */
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
 
 /* Rows per group of t's packed layout, or 0 when t has none. */
@@ -55,13 +80,13 @@ bool em_pack_fits(em_type t, int64_t k, int64_t nrows);
  * src and dst must not overlap). */
 void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst);
 
-/* Rebuilds block b of row i (< EM_PACK_ROWS) of the packed group at grp
+/* Rebuilds block b of row i (< em_pack_rows(t)) of the packed group at grp
  * (rows of k elements) in the file's block format at blk. */
 void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk);
 
 /* The product of em_gemm (gemm.h) for a packed matrix: w points at a
  * group, w_stride is the file layout's row size, and nw is a multiple of
- * EM_PACK_ROWS.  The selected set's packed kernel, or the scalar twin. */
+ * the group (em_pack_rows).  The selected set's packed kernel, or the scalar twin. */
 void em_gemm_packed(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
                     size_t a_stride, int64_t na, float *out, int64_t out_stride);
 
@@ -84,6 +109,11 @@ void em_gemm_q4_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *
 void em_gemm_q8_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemm_packed_k_avx2.c: the same for Q4_K x16 (one activation
+ * row included: the matrix-vector product of generation). */
+void em_gemm_q4_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 #endif
 
 #endif /* EM_QUANT_PACK_H */

@@ -10,7 +10,7 @@
  * activation rows per second).  Nothing here asserts a time.
  *
  * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
- *                   [--types Q4_0,Q8_0] [--sets avx2,avxvnni,avx512]
+ *                   [--types Q4_0,Q8_0,Q4_K] [--sets avx2,avxvnni,avx512]
  */
 #include "quant/gemm.h"
 #include "quant/pack.h"
@@ -72,9 +72,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (k <= 0 || k % 32 || k > EM_PACK_MAX_K || nw <= 0 || nw % EM_PACK_ROWS || reps < 1) {
-        fprintf(stderr, "bench_gemm: k must be a multiple of 32 up to %d, rows a multiple of %d\n", EM_PACK_MAX_K,
-                EM_PACK_ROWS);
+    if (k <= 0 || k % 256 || k > EM_PACK_MAX_K || nw <= 0 || nw % EM_PACK_ROWS_K || reps < 1) {
+        fprintf(stderr, "bench_gemm: k must be a multiple of 256 up to %d, rows a multiple of %d\n", EM_PACK_MAX_K,
+                EM_PACK_ROWS_K);
         return 2;
     }
     printf("k=%lld rows=%lld, one thread, GOP/s (median of %d); file layout -> packed\n", (long long)k,
@@ -89,7 +89,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_gemm: no packed layout for type %s\n", ts);
             continue;
         }
-        const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k);
+        const em_type at = em_get_type_traits(t)->vec_dot_type;
+        const size_t ws = em_row_size(t, k), as = em_row_size(at, k);
         int64_t na_max = 1;
         char nl[256];
         snprintf(nl, sizeof nl, "%s", nas);
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
         }
         for (int64_t r = 0; r < na_max; r++) {
             for (int64_t i = 0; i < k; i++) tmp[i] = (float)((r * 13 + i * 7) % 89) / 44.0f - 1.0f;
-            em_quantize_row(EM_TYPE_Q8_0, tmp, a + (size_t)r * as, k, NULL);
+            em_quantize_row(at, tmp, a + (size_t)r * as, k, NULL);
         }
         em_pack_matrix(t, k, nw, w, pk);
         snprintf(sl, sizeof sl, "%s", sets);

@@ -25,7 +25,8 @@ static uint32_t next_u32(void) {
 static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
 
 /* nw rows of type t: quantized random floats, or random bytes with finite
- * fp16 scales (every level pattern occurs, extremes included). */
+ * fp16 scales (every level pattern occurs, extremes included; Q4_K's
+ * dmin follows its d). */
 static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
     const size_t ws = em_row_size(t, k), bs = em_get_type_traits(t)->type_size;
     float *tmp = malloc((size_t)k * sizeof(float));
@@ -33,10 +34,12 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
         uint8_t *row = w + (size_t)j * ws;
         if (raw) {
             for (size_t i = 0; i < ws; i++) row[i] = (uint8_t)(next_u32() >> 24);
-            for (int64_t b = 0; b < k / 32; b++) {
-                const uint16_t d = em_fp32_to_fp16((0.001f + 0.02f * (frand() + 1.0f)) * (next_u32() & 1 ? 1 : -1));
-                memcpy(row + (size_t)b * bs, &d, 2);
-            }
+            const int scales = t == EM_TYPE_Q4_K ? 2 : 1;
+            for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
+                for (int f = 0; f < scales; f++) {
+                    const uint16_t d = em_fp32_to_fp16((0.001f + 0.02f * (frand() + 1.0f)) * (next_u32() & 1 ? 1 : -1));
+                    memcpy(row + (size_t)b * bs + 2 * f, &d, 2);
+                }
             continue;
         }
         for (int64_t i = 0; i < k; i++) tmp[i] = frand() * (1 + (i % 5 == 0) * 4);
@@ -47,18 +50,20 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
 
 /* Packing moves bytes and loses none. */
 static void test_roundtrip(em_type t) {
-    const int64_t k = 96, nw = 16;
+    const int64_t bk = em_get_type_traits(t)->block_size, k = 3 * bk, nw = 32, g = em_pack_rows(t);
     const size_t ws = em_row_size(t, k), bs = em_get_type_traits(t)->type_size;
-    uint8_t *w = malloc(ws * nw), *p = malloc(ws * nw), blk[64];
+    uint8_t *w = malloc(ws * nw), *p = malloc(ws * nw), blk[256];
     make_rows(t, k, nw, w, true);
     CHECK(em_pack_fits(t, k, nw));
     CHECK(!em_pack_fits(t, k, nw + 1));
-    CHECK(!em_pack_fits(t, EM_PACK_MAX_K + 32, nw));
+    CHECK(!em_pack_fits(t, k, nw - g / 2));
+    if (bk > 32) CHECK(!em_pack_fits(t, k + 32, nw));
+    CHECK(!em_pack_fits(t, EM_PACK_MAX_K + bk, nw));
     em_pack_matrix(t, k, nw, w, p);
     int bad = 0;
     for (int64_t j = 0; j < nw; j++)
-        for (int64_t b = 0; b < k / 32; b++) {
-            em_pack_get_block(t, k, p + (size_t)(j / 8 * 8) * ws, (int)(j % 8), b, blk);
+        for (int64_t b = 0; b < k / bk; b++) {
+            em_pack_get_block(t, k, p + (size_t)(j / g * g) * ws, (int)(j % g), b, blk);
             bad += memcmp(blk, w + (size_t)j * ws + (size_t)b * bs, bs) != 0;
         }
     CHECK_MSG(bad == 0, "%s: %d blocks changed by packing", em_type_name(t), bad);
@@ -68,7 +73,8 @@ static void test_roundtrip(em_type t) {
 
 /* One product of a packed matrix; returns the count of wrong outputs. */
 static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64_t na, bool raw) {
-    const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k);
+    const em_type at = em_get_type_traits(t)->vec_dot_type;
+    const size_t ws = em_row_size(t, k), as = em_row_size(at, k);
     const int64_t ldo = nw + 5;
     uint8_t *w = malloc(ws * (size_t)nw), *p = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na);
     float *af = malloc((size_t)k * sizeof(float)), *wf = malloc((size_t)k * sizeof(float));
@@ -77,7 +83,7 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
     em_pack_matrix(t, k, nw, w, p);
     for (int64_t r = 0; r < na; r++) {
         for (int64_t i = 0; i < k; i++) af[i] = frand() * (float)(r + 1);
-        CHECK_OK(em_quantize_row(EM_TYPE_Q8_0, af, a + (size_t)r * as, k, NULL));
+        CHECK_OK(em_quantize_row(at, af, a + (size_t)r * as, k, NULL));
     }
     const float sentinel = 777.25f;
     for (int64_t i = 0; i < na * ldo; i++) out[i] = twin[i] = sentinel;
@@ -97,7 +103,7 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
             bad += memcmp(&twin[r * ldo + j], &ref, sizeof ref) != 0;
             double mag = 0;
             CHECK_OK(em_dequantize_row(t, wr, wf, k));
-            CHECK_OK(em_dequantize_row(EM_TYPE_Q8_0, ar, af, k));
+            CHECK_OK(em_dequantize_row(at, ar, af, k));
             for (int64_t i = 0; i < k; i++) mag += fabs((double)wf[i] * af[i]);
             if (!(fabs((double)got - ref) <= 2e-6 * mag + 1e-6 * fabs(ref) + 1e-30)) {
                 if (bad < 3)
@@ -119,9 +125,11 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
 
 static void test_kernels(void) {
     static const char *isas[] = {"generic", "avx2", "avxvnni", "avx512"};
-    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0};
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K};
     static const int64_t ks[] = {32, 96, 256, 257 * 32, 4096};
+    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's: multiples of 256 */
     static const int64_t nws[] = {8, 16, 40};
+    static const int64_t kws[] = {16, 32, 48};
     static const int64_t nas[] = {1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 16, 22, 40};
     int n_kernels = 0;
     for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
@@ -129,16 +137,18 @@ static void test_kernels(void) {
             printf("kernel set %s: this CPU lacks it, skipped\n", isas[s]);
             continue;
         }
-        for (size_t ti = 0; ti < 2; ti++) {
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const em_type t = types[ti];
+            const bool kq = t == EM_TYPE_Q4_K;
             n_kernels += em_gemm_packed_kernel(t) != NULL;
             int bad = 0;
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
                 for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++)
                     for (size_t ai = 0; ai < sizeof nas / sizeof *nas; ai++) {
                         if (ki > 1 && (wi + ai + ki) % 3 != 0) continue; /* a diagonal of the long rows */
-                        bad += check_packed(isas[s], t, ks[ki], nws[wi], nas[ai], false);
-                        bad += check_packed(isas[s], t, ks[ki], nws[wi], nas[ai], true);
+                        const int64_t k = kq ? kks[ki] : ks[ki], nw = kq ? kws[wi] : nws[wi];
+                        bad += check_packed(isas[s], t, k, nw, nas[ai], false);
+                        bad += check_packed(isas[s], t, k, nw, nas[ai], true);
                     }
             printf("packed %s %s: %s kernel, %d wrong outputs\n", isas[s], em_type_name(t),
                    em_gemm_packed_kernel(t) ? "SIMD" : "scalar", bad);
@@ -146,7 +156,7 @@ static void test_kernels(void) {
         }
     }
 #if defined(EM_HAVE_X86_GEMM)
-    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 2);
+    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 3);
 #endif
     CHECK(em_kernels_select(NULL) == 0);
 }
@@ -226,8 +236,13 @@ static float *model_logits(const char *path, bool repack, bool use_mmap, const c
  * every later position that attends to it: the file layout's own SIMD and
  * scalar kernels differ that much on these tiny models, past 8-16 rows.
  * The F32 cache leaves only the activations' steps, which these prompts
- * do not cross. */
-static void test_model(const char *rel) {
+ * do not cross on the Q4_0 and Q8_0 models (tol_simd 1e-5).  The Q4_K_M
+ * model's Q8_K activations do cross them: there the file layout's own
+ * SIMD kernels differ from its scalar ones by up to 0.9% of the largest
+ * logit from the second row on, and the packed SIMD kernels by 1.5%, so
+ * its SIMD runs only catch gross errors (tol_simd 3e-2); its scalar runs
+ * and the kernel tests above are the exact checks. */
+static void test_model(const char *rel, float tol_simd) {
     char path[1024];
     if (!test_data_path(path, sizeof path, rel)) return;
     static const int whole[] = {0}, split[] = {13, 0};
@@ -235,12 +250,12 @@ static void test_model(const char *rel) {
         const char *isa;
         em_type kv;
         const int *parts;
-        float tol; /* largest difference, relative to the largest logit */
+        float tol; /* largest difference, relative to the largest logit (-1: tol_simd) */
     } runs[] = {
         {"generic", EM_TYPE_F16, whole, 0},
         {"generic", EM_TYPE_F16, split, 0},
-        {NULL, EM_TYPE_F32, whole, 1e-5f},
-        {NULL, EM_TYPE_F32, split, 1e-5f},
+        {NULL, EM_TYPE_F32, whole, -1},
+        {NULL, EM_TYPE_F32, split, -1},
     };
     for (size_t ri = 0; ri < sizeof runs / sizeof *runs; ri++) {
         float *logits[3] = {0};
@@ -255,7 +270,7 @@ static void test_model(const char *rel) {
             for (int v = 1; v < 3; v++)
                 for (size_t i = 0; i < n; i++) {
                     const float d = fabsf(logits[v][i] - logits[0][i]);
-                    if (d > runs[ri].tol * scale && (first_bad < 0 || (int)(i / (size_t)nv) < first_bad))
+                    if (d > (runs[ri].tol < 0 ? tol_simd : runs[ri].tol) * scale && (first_bad < 0 || (int)(i / (size_t)nv) < first_bad))
                         first_bad = (int)(i / (size_t)nv);
                     worst = fmaxf(worst, d);
                 }
@@ -274,10 +289,13 @@ static void test_model(const char *rel) {
 int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
-    CHECK(em_pack_rows(EM_TYPE_Q4_K) == 0 || em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS);
+    test_roundtrip(EM_TYPE_Q4_K);
+    CHECK(em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS_K);
+    CHECK(em_pack_rows(EM_TYPE_Q6_K) == 0);
     test_kernels();
-    test_model("models/tiny-256/tiny-256-Q4_0.gguf");
-    test_model("models/arch/tiny-qwen3-Q8_0.gguf");
-    test_model("models/tiny-256/tiny-256-Q8_0.gguf");
+    test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
+    test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
+    test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);
+    test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
     TEST_END();
 }
