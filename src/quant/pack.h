@@ -84,6 +84,12 @@ void em_gemm_q4_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *
 void em_gemm_q8_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemv_packed_avx2.c: the matrix-vector products (one activation
+ * row a, out[j] for j < nw) that em_gemm_packed uses when na == 1. */
+void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 #endif
 
 #endif /* EM_QUANT_PACK_H */
