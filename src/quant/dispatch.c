@@ -9,7 +9,8 @@
  *            kernels too; the avx2 set for everything else
  *   avx2     x86-64 with AVX2, FMA and F16C: arch/x86/dot_avx2.c,
  *            quant_avx2.c and gemm_avx2.c, and the packed kernels of
- *            gemm_packed_avx2.c
+ *            gemm_packed_avx2.c (gemv_packed_avx2.c for one activation
+ *            row; the AVX-512 set has its own)
  *   avxvnni  the avx2 set with the AVX-VNNI packed GEMM kernels (recent
  *            Intel client chips, which lack AVX-512)
  *   (arm)    aarch64: whatever arch/arm/ installs (em_dot_select_arm),

@@ -28,6 +28,11 @@
  * em_gemm_packed_generic, which rebuilds each block and calls the scalar
  * reference).
  *
+ * With one activation row (generation) em_gemm_packed calls the set's
+ * matrix-vector kernel of the layout (arch/x86/gemv_packed_avx2.c), which
+ * streams the groups with its own prefetch; the GEMM kernels serve
+ * several rows.
+ *
  * The model loader (model/load.c) packs the matrices the forward pass
  * multiplies when the selected kernel set has a packed kernel for their
  * type, into new memory (the file's mapping may be read-only), and then
