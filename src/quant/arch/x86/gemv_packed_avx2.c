@@ -58,6 +58,20 @@ static inline AI void gp_sum8x8_store(const __m256 v[8], float *out) {
     _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
 }
 
+/* Eight int32 vectors to their eight sums, in order (vphaddd twice, then
+ * the two halves added). */
+static inline AI __m256i gp_sum8x8_epi32(const __m256i v[8]) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* The sum of the 32 quants of Q8_0 block y, as 8 int32 partial sums. */
+static inline AI __m256i gp_quant_sums(const uint8_t *y) {
+    const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+}
+
 /* ------------------------------------------------------- AVX2, Q4_0 */
 
 /* Per 16-byte row piece (one row per 128-bit lane of a 32-byte load of
@@ -74,16 +88,27 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     const size_t gb = (size_t)EM_PACK_ROWS * ws, step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
     int32_t off[GP_MAX_BLOCKS]; /* 8 * sum of block b's activation quants */
     float ad[GP_MAX_BLOCKS];    /* block b's activation scale             */
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(y + 2));
-        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    /* Eight blocks at a time through one reduction: the per-call work
+     * counts, as generation calls this once per chunk of rows. */
+    int64_t pb = 0;
+    for (; pb + 8 <= nb; pb += 8) {
+        __m256i v[8];
+        for (int i = 0; i < 8; i++) {
+            const uint8_t *y = (const uint8_t *)a + (size_t)(pb + i) * sizeof(em_block_q8_0);
+            v[i] = gp_quant_sums(y);
+            ad[pb + i] = _cvtsh_ss(em_gemv_ld16(y));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)(off + pb), _mm256_slli_epi32(gp_sum8x8_epi32(v), 3));
+    }
+    for (; pb < nb; pb++) {
+        const uint8_t *y = (const uint8_t *)a + (size_t)pb * sizeof(em_block_q8_0);
+        const __m256i s = gp_quant_sums(y);
         __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
         t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-        off[b] = 8 * _mm_cvtsi128_si32(t);
-        ad[b] = _cvtsh_ss(em_gemv_ld16(y));
+        off[pb] = 8 * _mm_cvtsi128_si32(t);
+        ad[pb] = _cvtsh_ss(em_gemv_ld16(y));
     }
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m256i to_lanes = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7); /* scales to the sums' row order */
@@ -140,11 +165,7 @@ void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
                 const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * i));
                 v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q)), ones16);
             }
-            /* Lanes [r0..r3 low halves' sums | r0..r3 high halves'], then
-             * the same for rows 4-7: the two halves added. */
-            const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-            const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-            const __m256i s = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+            const __m256i s = gp_sum8x8_epi32(v);
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(ad[b])), acc);
         }
