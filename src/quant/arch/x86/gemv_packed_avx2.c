@@ -46,11 +46,27 @@
 
 #define GP_MAX_BLOCKS (EM_PACK_MAX_K / 32) /* blocks of the longest packed row */
 
-/* The prefetch of a group at grp (gb bytes, nb steps): at step b, the
- * step's bytes EM_GEMV_PF_BYTES ahead.  The region may run past the
- * matrix (see em_gemv_prefetch_plan): a prefetch does not fault. */
-static inline AI void gp_prefetch(const uint8_t *grp, size_t gb, int64_t b, size_t step) {
-    em_gemv_prefetch_part((uintptr_t)grp + EM_GEMV_PF_BYTES, gb, b, step);
+/* The prefetch stream of a call: the lines EM_GEMV_PF_BYTES ahead of
+ * the bytes consumed so far.  A call's groups are consumed in address
+ * order, nb steps of exactly 8 blocks each, so a running limit advanced
+ * by one step's bytes at each step keeps the stream at the pace of the
+ * work; a call first asks for its first EM_GEMV_PF_BYTES at once.  The
+ * stream may run past the matrix (see em_gemv_prefetch_plan): a prefetch
+ * does not fault, and the addresses are kept as integers. */
+typedef struct gp_pf {
+    uintptr_t at;  /* next line to ask for           */
+    uintptr_t lim; /* asked for up to here (exclusive) */
+} gp_pf;
+
+static inline AI gp_pf gp_pf_start(const void *w) {
+    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    const uintptr_t ahead = (uintptr_t)w + EM_GEMV_PF_BYTES;
+    return (gp_pf){ahead & ~(uintptr_t)63, ahead};
+}
+
+static inline AI void gp_pf_step(gp_pf *p, size_t step) {
+    p->lim += step;
+    for (; p->at < p->lim; p->at += 64) _mm_prefetch((const char *)p->at, EM_GEMV_PF_HINT);
 }
 
 /* Eight float vectors to their eight sums, in order: out[i] = sum of v[i]. */
@@ -87,7 +103,7 @@ static inline AI __m256i gp_quant_sums(const uint8_t *y) {
  * activation quants), the same for every row. */
 void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out) {
     const int64_t nb = k / 32;
-    const size_t gb = (size_t)EM_PACK_ROWS * ws, step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
+    const size_t step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
     int32_t off[GP_MAX_BLOCKS]; /* 8 * sum of block b's activation quants */
     float ad[GP_MAX_BLOCKS];    /* block b's activation scale             */
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -115,12 +131,12 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m256i to_lanes = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7); /* scales to the sums' row order */
     const __m256i to_rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  /* and back                       */
-    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            gp_prefetch(grp, gb, b, step);
+            gp_pf_step(&pf, step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
             const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 2)));
             const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 18)));
@@ -149,16 +165,16 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
  * vphaddd tree the 8 rows' sums in order. */
 void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out) {
     const int64_t nb = k / 32;
-    const size_t gb = (size_t)EM_PACK_ROWS * ws, step = (size_t)EM_PACK_ROWS * sizeof(em_block_q8_0);
+    const size_t step = (size_t)EM_PACK_ROWS * sizeof(em_block_q8_0);
     float ad[GP_MAX_BLOCKS];
     for (int64_t b = 0; b < nb; b++) ad[b] = _cvtsh_ss(em_gemv_ld16((const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0)));
     const __m256i ones16 = _mm256_set1_epi16(1);
-    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
-            gp_prefetch(grp, gb, b, step);
+            gp_pf_step(&pf, step);
             const __m256i av = _mm256_loadu_si256(
                 (const __m256i *)(const void *)((const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0) + 2));
             const uint8_t *x = qs + (size_t)b * 256;
@@ -190,7 +206,7 @@ static inline AI T512 __m256 gp_hi256(__m512 v) {
  * 2p + 1 (lanes 8-15). */
 T512 void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out) {
     const int64_t nb = k / 32;
-    const size_t gb = (size_t)EM_PACK_ROWS * ws, step = (size_t)EM_PACK_ROWS * sizeof(em_block_q8_0);
+    const size_t step = (size_t)EM_PACK_ROWS * sizeof(em_block_q8_0);
     _Alignas(32) int32_t st[GP_MAX_BLOCKS][8]; /* -128 * (quants 4l..4l+3) of block b */
     float ad[GP_MAX_BLOCKS];
     const __m256i ones8 = _mm256_set1_epi8(1);
@@ -206,12 +222,12 @@ T512 void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw,
     const __m512i di1 = _mm512_add_epi32(di0, _mm512_set1_epi32(2));
     const __m512i di2 = _mm512_add_epi32(di0, _mm512_set1_epi32(4));
     const __m512i di3 = _mm512_add_epi32(di0, _mm512_set1_epi32(6));
-    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
         for (int64_t b = 0; b < nb; b++) {
-            gp_prefetch(grp, gb, b, step);
+            gp_pf_step(&pf, step);
             const __m512i av = _mm512_broadcast_i64x4(
                 _mm256_loadu_si256((const __m256i *)(const void *)((const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0) + 2)));
             const __m512i s = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(const void *)st[b]));
@@ -243,7 +259,7 @@ T512 void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw,
  * 4-7. */
 T512 void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out) {
     const int64_t nb = k / 32;
-    const size_t gb = (size_t)EM_PACK_ROWS * ws, step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
+    const size_t step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
     _Alignas(16) int32_t st[GP_MAX_BLOCKS][4]; /* -8 * (quants 4l..4l+3 and 16+4l..16+4l+3) of block b */
     float ad[GP_MAX_BLOCKS];
     const __m256i ones8 = _mm256_set1_epi8(1);
@@ -261,12 +277,12 @@ T512 void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw,
     /* After the pair sums below: lane 4l + {0, 2} holds row l's and row
      * 4 + l's sums. */
     const __m512i pick = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 10, 6, 2, 12, 8, 4, 0);
-    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
         __m512 c0 = _mm512_setzero_ps(), c1 = c0;
         for (int64_t b = 0; b < nb; b++) {
-            gp_prefetch(grp, gb, b, step);
+            gp_pf_step(&pf, step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
             const __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(y + 2)));
             const __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(y + 18)));
