@@ -10,10 +10,9 @@
  *   - its prefetch runs one whole group ahead, 17 KiB for a row of 2048
  *     Q8_0 elements but 48 KiB for one of 5632, and a chunk's first group
  *     is not asked for at all.  Here the prefetch runs a fixed
- *     EM_GEMV_PF_BYTES ahead of the work, at the pace of the work (a
- *     group's bytes are nb steps of exactly 8 blocks, so the region at
- *     step b is the step's own bytes moved ahead), and a call starts by
- *     asking for its first EM_GEMV_PF_BYTES;
+ *     EM_GEMV_PF_BYTES ahead of the work, at its pace, each line asked
+ *     for once (gp_pf), and a call starts by asking for its first
+ *     EM_GEMV_PF_BYTES;
  *   - what depends on the activation row only (its scales as floats, the
  *     weights' offset corrections) is prepared once per call;
  *   - the AVX2 kernels reduce each block's integer products of the 8 rows
@@ -22,8 +21,8 @@
  *     and multiply-add per pair of rows (Q4_0) or per row (Q8_0): fewer
  *     instructions per byte, which the AVX2 set needs to keep up with the
  *     memory on two cores (in L2, on the loaded 2-core Zen 5 VM: Q4_0
- *     1.16x the tile's speed; Q8_0, whose vphaddd tree costs about what
- *     it saves there, the same).
+ *     1.25x the tile's speed; Q8_0, whose vphaddd tree costs about what
+ *     it saves there, 0.97x).
  *
  * Exactness: every row's block sum is the exact integer dot of the block
  * (as in the scalar reference), converted once and multiplied by the two
