@@ -7,9 +7,13 @@
  *   run_gen   bumped by em_threadpool_run to publish a new task;
  *   bar_count threads arrived at the current barrier, bar_gen bumped by
  *             the last one to arrive, which releases the others;
- *   share[i]  chunks of thread i's share of the current step claimed so
- *             far (by thread i itself, or by others once they are done
- *             with their own shares).
+ *   share[i]  the claims on thread i's share of the current step's chunks:
+ *             thread i takes them from the front, in address order, and
+ *             threads done with their own shares take them from the back,
+ *             so that the owner keeps streaming through memory where it
+ *             is (its prefetches stay useful) while a helper starts at the
+ *             far end.  Front and back counts share one 64-bit word, so
+ *             that one atomic add both claims and sees every other claim.
  * A run is: publish, everyone runs fn, everyone meets at a final barrier,
  * so the caller knows that all workers are done when it returns.
  *
@@ -19,6 +23,14 @@
  * the machine has more runnable threads than cores; and finally sleeps on
  * a condition variable, so an idle pool uses no CPU.  Wakers take the
  * mutex only when someone actually sleeps (the `sleepers` count).
+ *
+ * The spin is bounded by time (EM_SPIN_NS), not by a count of pause
+ * hints, whose length varies twentyfold between CPUs (about 10 cycles to
+ * over 100).  It has to outlast the usual wait at a barrier of generation,
+ * where threads part by up to one chunk of a product (tens of
+ * microseconds): a thread that yields there on a busy machine can lose its
+ * core for a whole time slice (milliseconds), and with five barriers per
+ * layer a few such losses per token cut the speed by half or more.
  */
 #include "core/threadpool.h"
 
@@ -26,14 +38,20 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
-#define EM_SPIN_ITERS 1024  /* pause-hint spins before yielding (~20 us)      */
+#define EM_SPIN_NS 100000   /* spinning with pause hints before yielding       */
+#define EM_SPIN_CHECK 32    /* pause hints between two looks at the clock      */
 #define EM_YIELD_ITERS 256  /* sched_yield calls before sleeping              */
 
-/* Thread i's claim counter, alone on its cache line. */
+/* Thread i's claims: the count taken from the front of its share in the
+ * low 32 bits, from the back in the high 32 bits; alone on its cache
+ * line. */
 typedef struct share {
-    _Alignas(64) atomic_llong claimed;
+    _Alignas(64) atomic_ullong claimed;
 } share;
+
+#define CLAIM_BACK ((uint64_t)1 << 32)
 
 typedef struct worker {
     em_threadpool *tp;
@@ -64,11 +82,25 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Returns once *word differs from old: spin, then yield, then sleep. */
 static void wait_change(em_threadpool *tp, atomic_uint *word, unsigned old) {
-    for (int i = 0; i < EM_SPIN_ITERS; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) != old) return;
-        cpu_relax();
+    uint64_t t0 = 0;
+    for (;;) {
+        for (int i = 0; i < EM_SPIN_CHECK; i++) {
+            if (atomic_load_explicit(word, memory_order_acquire) != old) return;
+            cpu_relax();
+        }
+        const uint64_t t = now_ns();
+        if (t0 == 0)
+            t0 = t;
+        else if (t - t0 > EM_SPIN_NS)
+            break;
     }
     for (int i = 0; i < EM_YIELD_ITERS; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != old) return;
@@ -118,16 +150,24 @@ void em_threadpool_barrier(em_threadpool *tp) {
     }
 }
 
+/* Chunks claimed from a share, front and back together. */
+static int64_t claims(uint64_t word) { return (int64_t)(word & 0xffffffffu) + (int64_t)(word >> 32); }
+
 int64_t em_threadpool_next(em_threadpool *tp, int ith, int64_t n_chunks) {
     const int nth = tp->n_threads;
-    /* Share o is chunks [o * n / nth, (o + 1) * n / nth).  Own share first;
-     * a counter past its share's end just means that share is done. */
+    /* Share o is chunks [o * n / nth, (o + 1) * n / nth).  Own share first,
+     * from the front; then the others' from their backs.  Each add sees
+     * every earlier claim on the share, so a claim is good while the
+     * claims before it leave a chunk between front and back; counts past
+     * that just mean the share is done (each thread overshoots a share at
+     * most once per step, so the 32-bit halves cannot carry). */
     for (int v = 0; v < nth; v++) {
         const int o = (ith + v) % nth;
         const int64_t lo = n_chunks * o / nth, hi = n_chunks * (o + 1) / nth;
-        if (atomic_load_explicit(&tp->shares[o].claimed, memory_order_relaxed) >= hi - lo) continue;
-        const int64_t c = lo + atomic_fetch_add_explicit(&tp->shares[o].claimed, 1, memory_order_relaxed);
-        if (c < hi) return c;
+        atomic_ullong *cl = &tp->shares[o].claimed;
+        if (claims(atomic_load_explicit(cl, memory_order_relaxed)) >= hi - lo) continue;
+        const uint64_t was = atomic_fetch_add_explicit(cl, v == 0 ? 1 : CLAIM_BACK, memory_order_relaxed);
+        if (claims(was) < hi - lo) return v == 0 ? lo + (int64_t)(was & 0xffffffffu) : hi - 1 - (int64_t)(was >> 32);
     }
     return -1;
 }

@@ -37,8 +37,11 @@ void em_threadpool_barrier(em_threadpool *tp);
 /* Inside fn, called by thread ith: claims the next chunk of the current
  * step (the work since em_threadpool_run started or since the last
  * barrier), a number in [0, n_chunks) handed to no other thread, or -1
- * once all are taken.  Every thread must pass the same n_chunks within a
- * step, and a step may share out only one such range. */
+ * once all are taken.  Every thread must pass the same n_chunks (below
+ * 2^31) within a step, and a step may share out only one such range.
+ * Thread ith gets the chunks of its own share (about n_chunks / nth of
+ * them, contiguous) in increasing order first, then helps with the others'
+ * shares from their ends. */
 int64_t em_threadpool_next(em_threadpool *tp, int ith, int64_t n_chunks);
 
 #endif

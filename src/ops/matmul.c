@@ -58,11 +58,28 @@ static void weight_product(const em_tensor *W, int64_t j0, int64_t nw, const voi
         em_gemm(W->type, W->ne[0], w, W->row_bytes, nw, x, x_stride, n_rows, out, out_stride);
 }
 
-/* Weight rows per chunk: about eight chunks per thread and product, so
- * that uneven progress evens out, in multiples of 16 rows (every kernel's
- * tile height divides 16). */
-static int64_t chunk_rows(int64_t n_out, int nth) {
-    int64_t per = (n_out + 8 * nth - 1) / (8 * nth);
+/* Weight rows per chunk, in multiples of 16 rows (every kernel's tile
+ * height divides 16).  With several activation rows: about eight chunks
+ * per thread and product, so that uneven progress evens out.  With one
+ * (generation), where a step is a stream of weights at the memory's pace,
+ * chunks of EM_CHUNK_MIN_BYTES to EM_CHUNK_MAX_BYTES, about sixteen per
+ * thread: the threads part at the barrier by up to one chunk, which for
+ * eight chunks per thread of a large matrix was 0.5-1.4 MB, tens of
+ * microseconds at each of five barriers per layer; and each chunk is a
+ * kernel call that prepares its activation side and starts its prefetch
+ * afresh, which a chunk of a small matrix (16 rows of a 256-row K or V
+ * are 18 KiB of Q4_0) does not repay. */
+#define EM_CHUNK_MIN_BYTES (64 * 1024)
+#define EM_CHUNK_MAX_BYTES (256 * 1024)
+static int64_t chunk_rows(int64_t n_out, size_t row_bytes, int nth, int64_t n_rows) {
+    int64_t per;
+    if (n_rows == 1 && row_bytes > 0) {
+        size_t target = (size_t)n_out * row_bytes / (16 * (size_t)nth);
+        target = EM_MIN(EM_MAX(target, (size_t)EM_CHUNK_MIN_BYTES), (size_t)EM_CHUNK_MAX_BYTES);
+        per = (int64_t)((target + row_bytes - 1) / row_bytes);
+    } else {
+        per = (n_out + 8 * nth - 1) / (8 * nth);
+    }
     per = (per + 15) / 16 * 16;
     return per < 16 ? 16 : per;
 }
@@ -74,7 +91,7 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     if (n_jobs > EM_MATMUL_MAX_JOBS) n_jobs = EM_MATMUL_MAX_JOBS;
     for (int i = 0; i < n_jobs; i++) {
         const int64_t n_out = jobs[i].W->ne[1];
-        rows[i] = chunk_rows(n_out, nth);
+        rows[i] = chunk_rows(n_out, jobs[i].W->row_bytes, nth, n_rows);
         first[i + 1] = first[i] + (n_out + rows[i] - 1) / rows[i];
     }
     for (int64_t c; (c = em_threadpool_next(tp, ith, first[n_jobs])) >= 0;) {
@@ -92,14 +109,17 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
     const int nth = em_threadpool_size(tp);
     int64_t total = 0;
     for (int i = 0; i < n_jobs; i++)
-        if (n_rows[i] > 0) total += (jobs[i].W->ne[1] + chunk_rows(jobs[i].W->ne[1], nth) - 1) / chunk_rows(jobs[i].W->ne[1], nth);
+        if (n_rows[i] > 0) {
+            const int64_t rows = chunk_rows(jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
+            total += (jobs[i].W->ne[1] + rows - 1) / rows;
+        }
     for (int64_t c; (c = em_threadpool_next(tp, ith, total)) >= 0;) {
         /* Find chunk c's product: a linear walk, cheap next to the chunk. */
         int i = 0;
         int64_t rows = 0;
         for (;; i++) {
             if (n_rows[i] <= 0) continue;
-            rows = chunk_rows(jobs[i].W->ne[1], nth);
+            rows = chunk_rows(jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
             const int64_t nc = (jobs[i].W->ne[1] + rows - 1) / rows;
             if (c < nc) break;
             c -= nc;

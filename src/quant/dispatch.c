@@ -9,7 +9,8 @@
  *            kernels too; the avx2 set for everything else
  *   avx2     x86-64 with AVX2, FMA and F16C: arch/x86/dot_avx2.c,
  *            quant_avx2.c and gemm_avx2.c, and the packed kernels of
- *            gemm_packed_avx2.c and gemm_packed_k_avx2.c
+ *            gemm_packed_avx2.c and gemm_packed_k_avx2.c (gemv_packed_avx2.c
+ *            for one activation row of Q4_0/Q8_0; the AVX-512 set has its own)
  *   avxvnni  the avx2 set with the AVX-VNNI packed GEMM kernels (recent
  *            Intel client chips, which lack AVX-512)
  *   (arm)    aarch64: whatever arch/arm/ installs (em_dot_select_arm),
@@ -45,6 +46,9 @@ static em_dot_fn dot_table[EM_TYPE_COUNT];
 static em_quant_fn quant_table[EM_TYPE_COUNT];
 static em_gemm_fn gemm_table[EM_TYPE_COUNT];
 static em_gemm_fn packed_table[EM_TYPE_COUNT]; /* kernels of the packed layouts (pack.h) */
+/* Their matrix-vector products (one activation row), where a set has one. */
+typedef void (*packed_gemv_fn)(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+static packed_gemv_fn packed_gemv_table[EM_TYPE_COUNT];
 static const char *dot_isa = "generic";
 static const char *gemm_isa = "generic";
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -121,6 +125,7 @@ static void install_set(unsigned features) {
     em_quant_fn quant[EM_TYPE_COUNT] = {0};
     em_gemm_fn gemm[EM_TYPE_COUNT] = {0};
     em_gemm_fn packed[EM_TYPE_COUNT] = {0};
+    packed_gemv_fn packed_gemv[EM_TYPE_COUNT] = {0};
     const char *dname = "generic", *gname = "generic";
 #if defined(EM_HAVE_X86_KERNELS)
     if (features & EM_CPU_AVX2) {
@@ -128,6 +133,8 @@ static void install_set(unsigned features) {
         packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx2;
         packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
         packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx2;
+        packed_gemv[EM_TYPE_Q4_0] = em_gemv_q4_0x8_avx2;
+        packed_gemv[EM_TYPE_Q8_0] = em_gemv_q8_0x8_avx2;
         dname = gname = "avx2";
         if (features & EM_CPU_AVX_VNNI) {
             packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avxvnni;
@@ -138,6 +145,10 @@ static void install_set(unsigned features) {
         if (features & EM_CPU_AVX512) {
             const bool vnni = (features & EM_CPU_AVX512_VNNI) != 0;
             fill_avx512(dot, gemm, packed, vnni);
+            if (vnni) {
+                packed_gemv[EM_TYPE_Q4_0] = em_gemv_q4_0x8_avx512;
+                packed_gemv[EM_TYPE_Q8_0] = em_gemv_q8_0x8_avx512;
+            }
             dname = "avx512";
             if (vnni) gname = "avx512";
         }
@@ -154,6 +165,7 @@ static void install_set(unsigned features) {
     memcpy(quant_table, quant, sizeof quant);
     memcpy(gemm_table, gemm, sizeof gemm);
     memcpy(packed_table, packed, sizeof packed);
+    memcpy(packed_gemv_table, packed_gemv, sizeof packed_gemv);
     dot_isa = dname;
     gemm_isa = gname;
 }
@@ -231,6 +243,13 @@ em_gemm_fn em_gemm_packed_kernel(em_type t) {
 void em_gemm_packed(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,
                     size_t a_stride, int64_t na, float *out, int64_t out_stride) {
     em_gemm_fn fn = em_gemm_packed_kernel(t);
+    /* One activation row: the set's matrix-vector kernel, which streams
+     * the groups (gemv_packed_avx2.c); rows past EM_PACK_MAX_K are never
+     * packed, but take the GEMM kernel all the same. */
+    if (fn && na == 1 && k <= EM_PACK_MAX_K && packed_gemv_table[t]) {
+        packed_gemv_table[t](k, w, w_stride, nw, a, out);
+        return;
+    }
     if (fn)
         fn(k, w, w_stride, nw, a, a_stride, na, out, out_stride);
     else

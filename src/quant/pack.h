@@ -51,6 +51,11 @@
  * em_gemm_packed_generic, which rebuilds each block and calls the scalar
  * reference).
  *
+ * With one activation row (generation) em_gemm_packed calls the set's
+ * matrix-vector kernel of the layout (arch/x86/gemv_packed_avx2.c), which
+ * streams the groups with its own prefetch; the GEMM kernels serve
+ * several rows.
+ *
  * The model loader (model/load.c) packs the matrices the forward pass
  * multiplies when the selected kernel set has a packed kernel for their
  * type, into new memory (the file's mapping may be read-only), and then
@@ -114,6 +119,12 @@ void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, s
 void em_gemm_q4_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemv_packed_avx2.c: the matrix-vector products (one activation
+ * row a, out[j] for j < nw) that em_gemm_packed uses when na == 1. */
+void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 #endif
 
 #endif /* EM_QUANT_PACK_H */

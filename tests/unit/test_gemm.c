@@ -332,6 +332,44 @@ static void test_matmul_driver(void) {
     free(qbuf);
 }
 
+/* Generation's chunking (one activation row: chunks of 64-256 KiB,
+ * claimed from both ends of the threads' shares) gives, row for row, what
+ * one kernel call over the whole matrix gives, for a matrix of many
+ * chunks and for a small one of a single chunk. */
+static void test_matmul_one_row(void) {
+    const em_type t = EM_TYPE_Q4_0;
+    const int64_t k = 2048;
+    const int64_t sizes[] = {2048, 200};
+    const size_t ws = em_row_size(t, k), as = em_activation_row_size(t, k);
+    for (int si = 0; si < 2; si++) {
+        const int64_t n_out = sizes[si];
+        uint8_t *w = malloc(ws * (size_t)n_out);
+        make_weights(t, k, n_out, w, ws, false);
+        em_tensor W = {.type = t, .ne = {k, n_out, 1, 1}, .row_bytes = ws, .data = w};
+        float *x = malloc(sizeof(float) * k), *out = malloc(sizeof(float) * n_out), *ref = malloc(sizeof(float) * n_out);
+        for (int64_t i = 0; i < k; i++) x[i] = frand();
+        void *qbuf = malloc(as);
+        em_quantize_activations(t, x, 1, k, qbuf);
+        em_gemm(t, k, w, ws, n_out, qbuf, as, 1, ref, n_out);
+        for (int n = 1; n <= 4; n++) {
+            em_threadpool *tp;
+            CHECK_OK(em_threadpool_init(&tp, n));
+            for (int rep = 0; rep < 20; rep++) {
+                memset(out, 0, sizeof(float) * n_out);
+                em_matmul(tp, out, n_out, &W, x, 1, qbuf, false);
+                CHECK_MSG(memcmp(out, ref, sizeof(float) * n_out) == 0, "one-row matmul of %lld rows with %d threads differs",
+                          (long long)n_out, n);
+            }
+            em_threadpool_free(tp);
+        }
+        free(w);
+        free(x);
+        free(out);
+        free(ref);
+        free(qbuf);
+    }
+}
+
 /* ------------------------------------------------------------ attention */
 
 static float max_rel(const float *a, const float *b, int n) {
@@ -540,6 +578,7 @@ int main(void) {
     test_cpu_features();
     test_pool_barriers();
     test_matmul_driver();
+    test_matmul_one_row();
     printf("kernel sets skipped (this CPU lacks them, or EMBER_CPU excludes them): %s\n",
            skipped[0] ? skipped : "none");
     TEST_END();

@@ -161,6 +161,60 @@ static void test_kernels(void) {
     CHECK(em_kernels_select(NULL) == 0);
 }
 
+/* The matrix-vector kernels (one activation row) at the bounds of their
+ * 16-bit steps: every weight level at an extreme (Q4_0 nibbles 15 and 0,
+ * Q8_0 quants 127 and -128) against activation quants of +-127, with unit
+ * scales, so that every output is an integer of up to 128 * 32512 that
+ * float holds exactly, whatever the order of the additions: the kernels
+ * must equal the scalar twin bit for bit. */
+static int check_extremes(em_type t, int64_t k, int wpat, int apat) {
+    enum { NW = 16 };
+    const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k), bs = em_get_type_traits(t)->type_size;
+    uint8_t *w = calloc(NW, ws), *p = calloc(NW, ws), *a = calloc(1, as);
+    float out[NW], twin[NW];
+    const uint16_t one = em_fp32_to_fp16(1.0f);
+    for (int64_t j = 0; j < NW; j++)
+        for (int64_t b = 0; b < k / 32; b++) {
+            uint8_t *blk = w + (size_t)j * ws + (size_t)b * bs;
+            memcpy(blk, &one, 2);
+            /* wpat 0: all high, 1: all low, 2: by row, 3: by byte. */
+            for (size_t i = 2; i < bs; i++) {
+                const bool hi = wpat == 0 || (wpat == 2 && j % 2 == 0) || (wpat == 3 && i % 2 == 0);
+                blk[i] = t == EM_TYPE_Q4_0 ? (hi ? 0xff : 0x00) : (hi ? 0x7f : 0x80);
+            }
+        }
+    for (int64_t b = 0; b < k / 32; b++) {
+        uint8_t *blk = a + (size_t)b * sizeof(em_block_q8_0);
+        memcpy(blk, &one, 2);
+        for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)(int8_t)(apat == 0 || (apat == 2 && i % 3 == 0) ? 127 : -127);
+    }
+    em_pack_matrix(t, k, NW, w, p);
+    em_gemm_packed(t, k, p, ws, NW, a, as, 1, out, NW);
+    em_gemm_packed_generic(t, k, p, ws, NW, a, as, 1, twin, NW);
+    const int bad = memcmp(out, twin, sizeof out) != 0;
+    if (bad) fprintf(stderr, "  %s k=%lld weights %d activations %d: %.9g, twin %.9g\n", em_type_name(t), (long long)k, wpat, apat, out[0], twin[0]);
+    free(w);
+    free(p);
+    free(a);
+    return bad;
+}
+
+static void test_gemv_extremes(void) {
+    static const char *isas[] = {"avx2", "avxvnni", "avx512"};
+    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
+        if (em_kernels_select(isas[s]) != 0) continue;
+        int bad = 0;
+        for (int ti = 0; ti < 2; ti++)
+            for (int wp = 0; wp < 4; wp++)
+                for (int ap = 0; ap < 3; ap++) {
+                    bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 32, wp, ap);
+                    bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 4096, wp, ap);
+                }
+        CHECK_MSG(bad == 0, "packed matrix-vector %s: %d products off at the extremes", isas[s], bad);
+    }
+    CHECK(em_kernels_select(NULL) == 0);
+}
+
 /* The token rows of the model tests: past 16 rows, so that every product
  * takes more than one tile, and every kernel more than one tile height. */
 enum { N_TOK = 22 };
@@ -293,6 +347,7 @@ int main(void) {
     CHECK(em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS_K);
     CHECK(em_pack_rows(EM_TYPE_Q6_K) == 0);
     test_kernels();
+    test_gemv_extremes();
     test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);

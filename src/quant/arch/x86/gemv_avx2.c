@@ -119,6 +119,20 @@ GV_INLINE __m256i gv_pick16(int lo, int hi) {
     return _mm256_set_m128i(h, l);
 }
 
+/* For vpshufb: int16 lanes a (four times) then b of each 128-bit half's
+ * source in the lower half, c then d in the upper half. */
+GV_INLINE __m256i gv_pick4(int a, int b, int c, int d) {
+    const __m128i l = _mm_setr_epi16((short)((2 * a + 1) << 8 | 2 * a), (short)((2 * a + 1) << 8 | 2 * a),
+                                     (short)((2 * a + 1) << 8 | 2 * a), (short)((2 * a + 1) << 8 | 2 * a),
+                                     (short)((2 * b + 1) << 8 | 2 * b), (short)((2 * b + 1) << 8 | 2 * b),
+                                     (short)((2 * b + 1) << 8 | 2 * b), (short)((2 * b + 1) << 8 | 2 * b));
+    const __m128i h = _mm_setr_epi16((short)((2 * c + 1) << 8 | 2 * c), (short)((2 * c + 1) << 8 | 2 * c),
+                                     (short)((2 * c + 1) << 8 | 2 * c), (short)((2 * c + 1) << 8 | 2 * c),
+                                     (short)((2 * d + 1) << 8 | 2 * d), (short)((2 * d + 1) << 8 | 2 * d),
+                                     (short)((2 * d + 1) << 8 | 2 * d), (short)((2 * d + 1) << 8 | 2 * d));
+    return _mm256_set_m128i(h, l);
+}
+
 /* One Q4_K super-block x with the Q8_K block y: adds the scaled
  * integer sum to acc and the mins' sum to accm, each times its scale. */
 GV_INLINE void gv_q4k_block(const uint8_t *x, const uint8_t *y, __m256 *acc, __m256 *accm) {
@@ -172,29 +186,36 @@ GV_INLINE void gv_q6k_block(const uint8_t *x, const uint8_t *y, __m256 *acc) {
     /* Group g = 4h + k of 32 elements: low bits nibble k >> 1 of
      * ql[64h + 32(k & 1) ..], high bits 2k..2k+1 of qh[32h ..]; its first
      * 16 elements take scale 2g, the next 16 scale 2g + 1. */
-#define GV_Q6K_GROUP(h, k, src, s)                                                                        \
-    {                                                                                                     \
-        const __m256i lo = _mm256_and_si256((k) >> 1 ? _mm256_srli_epi16(src, 4) : src, m4);             \
-        const __m256i hi = _mm256_and_si256((k) == 0   ? _mm256_slli_epi16(qh, 4)                         \
-                                            : (k) == 1 ? _mm256_slli_epi16(qh, 2)                         \
-                                            : (k) == 2 ? qh                                               \
-                                                       : _mm256_srli_epi16(qh, 2),                        \
-                                            m30);                                                         \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)(yq + 32 * (4 * (h) + (k)))); \
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_or_si256(lo, hi), av),       \
-                                                  _mm256_shuffle_epi8((h) ? scb : sca, gv_pick16(2 * (k), 2 * (k) + 1)))); \
-    }
+#define GV_Q6K_LEVELS(k, src)                                                                             \
+    _mm256_or_si256(_mm256_and_si256((k) >> 1 ? _mm256_srli_epi16(src, 4) : src, m4),                     \
+                    _mm256_and_si256((k) == 0   ? _mm256_slli_epi16(qh, 4)                                 \
+                                     : (k) == 1 ? _mm256_slli_epi16(qh, 2)                                 \
+                                     : (k) == 2 ? qh                                                       \
+                                                : _mm256_srli_epi16(qh, 2),                                \
+                                     m30))
+#define GV_Q6K_PROD(h, k, src)                                                                            \
+    _mm256_maddubs_epi16(GV_Q6K_LEVELS(k, src),                                                           \
+                         _mm256_loadu_si256((const __m256i *)(const void *)(yq + 32 * (4 * (h) + (k)))))
+    /* Groups k and k + 1 of a half share one scale step: vphaddw of their
+     * products leaves sums of 4 (|x| <= 4 * 63 * 128 = 32256, within
+     * int16), lanes [k's first 16 | k+1's first 16] in the low half and
+     * the second 16s in the high half, against scales [2k, 2k+2 | 2k+1,
+     * 2k+3] of the half's eight. */
 #define GV_Q6K_HALF(h)                                                                                    \
     {                                                                                                     \
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(qhp + 32 * (h)));          \
         const __m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(ql + 64 * (h)));           \
         const __m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(ql + 64 * (h) + 32));      \
-        GV_Q6K_GROUP(h, 0, q0, s0) GV_Q6K_GROUP(h, 1, q1, s1) GV_Q6K_GROUP(h, 2, q0, s0)                 \
-        GV_Q6K_GROUP(h, 3, q1, s1)                                                                        \
+        const __m256i sc = (h) ? scb : sca;                                                               \
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_hadd_epi16(GV_Q6K_PROD(h, 0, q0), GV_Q6K_PROD(h, 1, q1)), \
+                                                    _mm256_shuffle_epi8(sc, gv_pick4(0, 2, 1, 3))));        \
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_hadd_epi16(GV_Q6K_PROD(h, 2, q0), GV_Q6K_PROD(h, 3, q1)), \
+                                                    _mm256_shuffle_epi8(sc, gv_pick4(4, 6, 5, 7))));        \
     }
     GV_Q6K_HALF(0) GV_Q6K_HALF(1)
 #undef GV_Q6K_HALF
-#undef GV_Q6K_GROUP
+#undef GV_Q6K_PROD
+#undef GV_Q6K_LEVELS
     const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)(y + offsetof(em_block_q8_k, bsums)));
     const __m256i ms = _mm256_madd_epi16(_mm256_slli_epi16(s16, 5), bs);
     const float yd = em_gemv_ldf32(y + offsetof(em_block_q8_k, d));
