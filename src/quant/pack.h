@@ -84,6 +84,12 @@ void em_gemm_q4_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *
 void em_gemm_q8_0x8_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemm_lanes_avx2.c: the same products with a whole weight row
+ * per int32 lane, for two or more activation rows (one goes to the x8
+ * kernels above); these are what the kernel sets install. */
+void em_gemm_q4_0x8_lanes_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_lanes_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_lanes_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 #endif
 
 #endif /* EM_QUANT_PACK_H */
