@@ -125,11 +125,11 @@ static void install_set(unsigned features) {
     if (features & EM_CPU_AVX2) {
         fill_avx2(dot, quant, gemm);
         packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx2;
-        packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
+        packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx2;
         dname = gname = "avx2";
         if (features & EM_CPU_AVX_VNNI) {
             packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avxvnni;
-            packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avxvnni;
+            packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avxvnni;
             gname = "avxvnni";
         }
         if (features & EM_CPU_AVX512) {

@@ -62,9 +62,9 @@ static inline int32_t ld32(const uint8_t *p) {
 }
 
 /* For n activation rows at a (stride as), each of their nb blocks:
- * bias[r * nb + b] = -8 * (the sum of the block's quants), scale[...] =
- * its fp16 scale as a float. */
-static void act_table(int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_t *bias, float *scale) {
+ * bias[r * nb + b] = -offset * (the sum of the block's quants), scale[...]
+ * = its fp16 scale as a float. */
+static void act_table(int offset, int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_t *bias, float *scale) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int64_t r = 0; r < n; r++)
         for (int64_t b = 0; b < nb; b++) {
@@ -74,7 +74,7 @@ static void act_table(int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_
             __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
             s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
             s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-            bias[r * nb + b] = -8 * _mm_cvtsi128_si32(s);
+            bias[r * nb + b] = -offset * _mm_cvtsi128_si32(s);
             scale[r * nb + b] = _cvtsh_ss(em_gemv_ld16(y));
         }
 }
@@ -227,6 +227,69 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
 #define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 #define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 
+/* ----------------------------------------------------- Q8_0, 256-bit */
+
+/* Q8_0's rows are 32 bytes per block, 8 dwords: bringing dword t of 8
+ * rows together would take 24 shuffles and 16 registers (the quants and
+ * their absolute values) per block, more than AVX2 has.  Instead each
+ * row's products stay in their 8 lanes (m[r]: lane l sums elements
+ * 4l..4l+3 of row r) and the 8 rows' lanes are summed in integers, by
+ * three rounds of vphaddd and one exchange of 128-bit halves, into one
+ * register of the 8 rows' block sums: converted and scaled once, where
+ * the x8 kernel converts, scales and adds each of the 8 registers.
+ * AVX-VNNI makes the weights unsigned (+128, an xor) and takes 128 times
+ * the activation sum back out (act_table); AVX2 moves the weight's sign
+ * onto the activation (vpsignb) as in gemm_packed_avx2.c. */
+static inline AI __m256i sum8_rows(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4, __m256i m5,
+                                   __m256i m6, __m256i m7) {
+    const __m256i t01 = _mm256_add_epi32(_mm256_unpacklo_epi32(m0, m1), _mm256_unpackhi_epi32(m0, m1));
+    const __m256i t23 = _mm256_add_epi32(_mm256_unpacklo_epi32(m2, m3), _mm256_unpackhi_epi32(m2, m3));
+    const __m256i t45 = _mm256_add_epi32(_mm256_unpacklo_epi32(m4, m5), _mm256_unpackhi_epi32(m4, m5));
+    const __m256i t67 = _mm256_add_epi32(_mm256_unpacklo_epi32(m6, m7), _mm256_unpackhi_epi32(m6, m7));
+    const __m256i g0 = _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
+    const __m256i g1 = _mm256_add_epi32(_mm256_unpacklo_epi64(t45, t67), _mm256_unpackhi_epi64(t45, t67));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+#define Q8_W_VNNI(r) const __m256i w##r = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)), flip);
+#define Q8_W_AVX2(r) const __m256i w##r = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)));
+#define Q8_M_VNNI(r) const __m256i m##r = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w##r, av);
+#define Q8_M_AVX2(r)                                                                                        \
+    const __m256i m##r = _mm256_madd_epi16(                                                                 \
+        _mm256_maddubs_epi16(w##r, _mm256_sign_epi8(av, _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)))), \
+        _mm256_set1_epi16(1));
+#define FOR_W(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define Q8_256_TILE(fname, TGT, WDEF, MDEF)                                                                    \
+    static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
+                                    const int32_t *bias, const float *scale, float *out, int64_t ldo,          \
+                                    uintptr_t pf, size_t pfl, size_t pfs) {                                    \
+        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
+        const __m256i flip = _mm256_set1_epi8((char)0x80);                                                     \
+        (void)flip;                                                                                            \
+        __m256 c[8];                                                                                           \
+        for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
+        for (int64_t b = 0; b < nb; b++) {                                                                     \
+            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
+            const uint8_t *x = qs + (size_t)b * 256;                                                           \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))); \
+            FOR_W(WDEF)                                                                                        \
+            for (int j = 0; j < RN; j++) {                                                                     \
+                const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)y);                       \
+                FOR_W(MDEF)                                                                                    \
+                const __m256i s = _mm256_add_epi32(sum8_rows(m0, m1, m2, m3, m4, m5, m6, m7), _mm256_set1_epi32(bias[j * nb + b])); \
+                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]); \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, c[j]);                                    \
+    }
+
+Q8_256_TILE(tile_q8_vnni, TVNNI, Q8_W_VNNI, Q8_M_VNNI)
+Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
+#define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+#define Q8AVX2_CALL(RN) ((void)gb, tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+
 /* ------------------------------------------------------------- drivers */
 
 /* One activation row goes to the x8 kernel (fallback).  Otherwise for
@@ -234,7 +297,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
  * of weight rows, each RNMAX activation rows: one tile, whose rn is a
  * compile-time constant.  The first pass over a panel's rows prefetches
  * the weights ahead (em_gemv_prefetch_plan, as in gemm_packed_avx2.c). */
-#define LANES_DRIVER(name, TGT, CALL, RNMAX, GROUPS, fallback)                                                 \
+#define LANES_DRIVER(name, TGT, RNMAX, GROUPS, OFFSET, fallback)                                                 \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                   float *out, int64_t ldo) {                                                                   \
         if (na < 2) {                                                                                          \
@@ -247,7 +310,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
         const int64_t panel = lane_panel(nb, as, RNMAX);                                                       \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            act_table(nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);                     \
+            act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);                     \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
                 const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
@@ -287,8 +350,12 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8, 2, em_gemm_q4_0x8_avx512)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4, 1, em_gemm_q4_0x8_avxvnni)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4, 1, em_gemm_q4_0x8_avx2)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, 8, 2, 8, em_gemm_q4_0x8_avx512)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, 4, 1, 8, em_gemm_q4_0x8_avxvnni)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , 4, 1, 8, em_gemm_q4_0x8_avx2)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, 2, 1, 128, em_gemm_q8_0x8_avxvnni)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , 2, 1, 0, em_gemm_q8_0x8_avx2)
 
 #endif /* EM_HAVE_X86_GEMM */
