@@ -109,7 +109,7 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     gemm[EM_TYPE_Q5_K] = em_gemm_q5_k_avx512;
     gemm[EM_TYPE_Q6_K] = em_gemm_q6_k_avx512;
     packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx512;
-    packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx512;
+    packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx512;
 }
 #endif
 

@@ -147,6 +147,67 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
     FOR_R(L512_STORE)
 }
 
+/* Q8_0: a block of 16 rows is 8 registers of 2 rows each; three rounds
+ * of unpacks and 128-bit lane shuffles (24 instructions, shared by the
+ * tile's activation rows) turn them into w0..w7, dword t of every row, in
+ * the lane order 8g + 4h + q = row 8g + 2q + h.  The quants are made
+ * unsigned (+128, an xor) and 128 times the activation sums taken back
+ * out (act_table). */
+#define Q8_512_ROW(j)                                                                                       \
+    if (RN > j) {                                                                                           \
+        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
+        __m512i s = _mm512_set1_epi32(bias[j * nb + b]);                                                    \
+        s = _mm512_dpbusd_epi32(s, w0, BC512(y));                                                                             \
+        s = _mm512_dpbusd_epi32(s, w1, BC512(y + 4));                                                                         \
+        s = _mm512_dpbusd_epi32(s, w2, BC512(y + 8));                                                                         \
+        s = _mm512_dpbusd_epi32(s, w3, BC512(y + 12));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w4, BC512(y + 16));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w5, BC512(y + 20));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w6, BC512(y + 24));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w7, BC512(y + 28));                                                                        \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
+    }
+#define Q8_512_STORE(j)                                                                                     \
+    if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
+
+/* Rows 0-7 of group g as two 8-row halves: x{lo,hi}{01,23} after two
+ * unpack rounds hold dwords {0,4}, {1,5}, {2,6}, {3,7} (see above). */
+#define Q8_512_HALF(g, x)                                                                                   \
+    const __m512i g##0 = _mm512_xor_si512(_mm512_loadu_si512(x), flip);                                     \
+    const __m512i g##1 = _mm512_xor_si512(_mm512_loadu_si512(x + 64), flip);                                \
+    const __m512i g##2 = _mm512_xor_si512(_mm512_loadu_si512(x + 128), flip);                               \
+    const __m512i g##3 = _mm512_xor_si512(_mm512_loadu_si512(x + 192), flip);                               \
+    const __m512i g##ul = _mm512_unpacklo_epi32(g##0, g##1), g##vl = _mm512_unpacklo_epi32(g##2, g##3);     \
+    const __m512i g##uh = _mm512_unpackhi_epi32(g##0, g##1), g##vh = _mm512_unpackhi_epi32(g##2, g##3);     \
+    const __m512i g##d0 = _mm512_unpacklo_epi64(g##ul, g##vl), g##d1 = _mm512_unpackhi_epi64(g##ul, g##vl); \
+    const __m512i g##d2 = _mm512_unpacklo_epi64(g##uh, g##vh), g##d3 = _mm512_unpackhi_epi64(g##uh, g##vh);
+
+static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
+                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
+                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    FOR_R(L512_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        Q8_512_HALF(A, xa)
+        Q8_512_HALF(B, xb)
+        const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
+        const __m512i w1 = _mm512_shuffle_i32x4(Ad1, Bd1, 0x88), w5 = _mm512_shuffle_i32x4(Ad1, Bd1, 0xdd);
+        const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
+        const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
+        const __m256i d16 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+        const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
+        FOR_R(Q8_512_ROW)
+    }
+    FOR_R(Q8_512_STORE)
+}
+
 /* ------------------------------------------------------------ 256-bit */
 
 /* Lane 4h + q holds row h + 2q: the scales' permutation, and the sums'
@@ -224,6 +285,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
     int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *ar, size_t as, const int32_t *bias,      \
         const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs
 #define T512_CALL(RN) tile_q4_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define Q8_512_CALL(RN) tile_q8_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 #define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 
@@ -350,11 +412,13 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 8)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, 8, 2, 8, em_gemm_q4_0x8_avx512)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, 4, 1, 8, em_gemm_q4_0x8_avxvnni)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , 4, 1, 8, em_gemm_q4_0x8_avx2)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, 8, 2, 128, em_gemm_q8_0x8_avx512)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, 2, 1, 128, em_gemm_q8_0x8_avxvnni)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , 2, 1, 0, em_gemm_q8_0x8_avx2)
 
