@@ -28,6 +28,17 @@
  * em_gemm_packed_generic, which rebuilds each block and calls the scalar
  * reference).
  *
+ * Two sets of kernels read these groups.  With one activation row
+ * (generation) the x8 kernels of arch/x86/gemm_packed_avx2.c take a group
+ * as it lies.  With two or more (prompt processing) the kernels of
+ * arch/x86/gemm_lanes_avx2.c regroup each block in registers, dword t of
+ * 16 rows (two groups; AVX-512) or of 8 (256-bit Q4_0) side by side, so
+ * that one int32 lane sums a whole row's block; the regrouping costs a
+ * few unpacks per block shared by 8 activation rows, and no memory: a
+ * wider stored layout (x16) would save only those and would change the
+ * generation kernels' reads.  Their only extra memory is a per-call table
+ * of activation sums and scales on the stack (64 KiB).
+ *
  * The model loader (model/load.c) packs the matrices the forward pass
  * multiplies when the selected kernel set has a packed kernel for their
  * type, into new memory (the file's mapping may be read-only), and then
