@@ -1,8 +1,10 @@
 /*
  * gemm_lanes_avx2.c - prompt-processing GEMM kernels (two or more
- * activation rows) of the x8 packed Q4_0 layout (quant/pack.h), with one
- * whole weight row per int32 lane: AVX-512 VNNI, AVX-VNNI (256-bit) and
- * AVX2.  One activation row goes to the kernels of gemm_packed_avx2.c.
+ * activation rows) of the x8 packed Q4_0 and Q8_0 layouts (quant/pack.h),
+ * with one whole weight row per int32 lane: AVX-512 VNNI, AVX-VNNI
+ * (256-bit) and AVX2.  One activation row goes to the kernels of
+ * gemm_packed_avx2.c.  Q4_0 is described here; Q8_0 (AVX-512 below, and
+ * its 256-bit form, which sums lanes instead) follows the same plan.
  *
  * In the x8 kernels a lane of vpdpbusd sums 4 of a block's 32 products,
  * so every block of every (weight row, activation row) pair leaves 4
