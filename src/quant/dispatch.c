@@ -112,8 +112,8 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     gemm[EM_TYPE_Q4_K] = em_gemm_q4_k_avx512;
     gemm[EM_TYPE_Q5_K] = em_gemm_q5_k_avx512;
     gemm[EM_TYPE_Q6_K] = em_gemm_q6_k_avx512;
-    packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx512;
-    packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx512;
+    packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx512;
+    packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx512;
     packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx512;
 }
 #endif
@@ -130,15 +130,15 @@ static void install_set(unsigned features) {
 #if defined(EM_HAVE_X86_KERNELS)
     if (features & EM_CPU_AVX2) {
         fill_avx2(dot, quant, gemm);
-        packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avx2;
-        packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avx2;
+        packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx2;
+        packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx2;
         packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx2;
         packed_gemv[EM_TYPE_Q4_0] = em_gemv_q4_0x8_avx2;
         packed_gemv[EM_TYPE_Q8_0] = em_gemv_q8_0x8_avx2;
         dname = gname = "avx2";
         if (features & EM_CPU_AVX_VNNI) {
-            packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_avxvnni;
-            packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_avxvnni;
+            packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avxvnni;
+            packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avxvnni;
             packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avxvnni;
             gname = "avxvnni";
         }

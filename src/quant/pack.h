@@ -51,10 +51,17 @@
  * em_gemm_packed_generic, which rebuilds each block and calls the scalar
  * reference).
  *
- * With one activation row (generation) em_gemm_packed calls the set's
- * matrix-vector kernel of the layout (arch/x86/gemv_packed_avx2.c), which
- * streams the groups with its own prefetch; the GEMM kernels serve
- * several rows.
+ * Two sets of kernels read the x8 groups of Q4_0 and Q8_0.  With one row
+ * (generation) em_gemm_packed calls the set's matrix-vector kernel of the
+ * layout (arch/x86/gemv_packed_avx2.c), which streams the groups with its
+ * own prefetch.  With two or more (prompt processing) the kernels of
+ * arch/x86/gemm_lanes_avx2.c regroup each block in registers, dword t of
+ * 16 rows (two groups; AVX-512) or of 8 (256-bit Q4_0) side by side, so
+ * that one int32 lane sums a whole row's block; the regrouping costs a
+ * few unpacks per block shared by 8 activation rows, and no memory: a
+ * wider stored layout (x16) would save only those and would change the
+ * generation kernels' reads.  Their only extra memory is a per-call table
+ * of activation sums and scales on the stack (64 KiB).
  *
  * The model loader (model/load.c) packs the matrices the forward pass
  * multiplies when the selected kernel set has a packed kernel for their
@@ -125,6 +132,15 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
 void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
+/* arch/x86/gemm_lanes_avx2.c: the same products with a whole weight row
+ * per int32 lane, for two or more activation rows (one goes to the x8
+ * kernels above); these are what the kernel sets install. */
+void em_gemm_q4_0x8_lanes_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_lanes_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q4_0x8_lanes_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_lanes_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_lanes_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q8_0x8_lanes_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 #endif
 
 #endif /* EM_QUANT_PACK_H */

@@ -1,0 +1,448 @@
+/*
+ * gemm_lanes_avx2.c - prompt-processing GEMM kernels (two or more
+ * activation rows) of the x8 packed Q4_0 and Q8_0 layouts (quant/pack.h),
+ * with one whole weight row per int32 lane: AVX-512 VNNI, AVX-VNNI
+ * (256-bit) and AVX2.  One activation row goes to the kernels of
+ * gemm_packed_avx2.c.  Q4_0 is described here; Q8_0 (AVX-512 below, and
+ * its 256-bit form, which sums lanes instead) follows the same plan.
+ *
+ * In the x8 kernels a lane of vpdpbusd sums 4 of a block's 32 products,
+ * so every block of every (weight row, activation row) pair leaves 4
+ * partial sums, and each of them is converted to float, scaled and added:
+ * three float instructions per integer one.  Here a register holds dword
+ * t (bytes 4t..4t+3) of 16 weight rows (two groups; 8 rows, one group, in
+ * 256-bit registers), one row per lane, so the activation operand is the
+ * same 4 bytes in every lane: a broadcast straight from the activation
+ * row (AVX-512's embedded broadcast; vpbroadcastd on AVX2), no shuffle.
+ * Eight such products (dwords 0-3 of the low nibbles, which are elements
+ * 4t..4t+3, then of the high nibbles, elements 16+4t..) leave each lane
+ * holding its row's whole block sum, which is converted and scaled once:
+ * per activation row and block, 8 integer instructions and 3 float ones
+ * for 16 rows, against 4 and 6 for 8 rows before.
+ *
+ * The weight side of a block is regrouped into that form once per tile,
+ * for all its activation rows: the group's quants are loaded as they are
+ * stored (16 bytes of a row per 128-bit lane) and two rounds of dword and
+ * qword unpacks (vpunpck*dq) bring dword t of every row together, in the
+ * lane order 4i + {0, 1, 2, 3} = rows {i, 4 + i, 8 + i, 12 + i} (AVX-512)
+ * or 4h + q = row h + 2q (256-bit); the scales are permuted to the same
+ * order and the sums back to row order once at the end of the tile.
+ *
+ * The weights' offset of 8 is taken out exactly: each activation row's
+ * block sum starts at -8 times the sum of its quants, and the activation
+ * scales are converted to float, both once per call for every activation
+ * row and block (act_table).  With AVX2 (vpmaddubsw) the eight products of
+ * a block are added as int16 before one vpmaddwd: a pair of products is at
+ * most 2 * 15 * 128, and 8 pairs at most 30720, so nothing saturates.
+ * Each block's sum is exact, and is multiplied by the product of the two
+ * scales and added in block order, as the scalar reference does (a fused
+ * multiply-add instead of a multiply and an add).
+ */
+#include "quant/pack.h"
+
+#if defined(EM_HAVE_X86_GEMM)
+
+#include "quant/arch/x86/gemv_common.h"
+#include "quant/blocks.h"
+
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define TVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+/* Entries of each per-call activation table (bias and scale per row and
+ * block), on the stack: 2 x 32 KiB.  EM_PACK_MAX_K (512 blocks) leaves
+ * room for 16 rows, a whole tile of any kernel here. */
+#define LANE_TAB 8192
+
+/* The 4 bytes at p, as an int (activation quants are not aligned). */
+static inline int32_t ld32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The sums of m0..m7's eight lanes each, in lanes 0..7: two rounds of
+ * unpacks and adds within 128-bit halves, then the halves added. */
+static inline AI __m256i sum8_rows(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4, __m256i m5,
+                                   __m256i m6, __m256i m7) {
+    const __m256i t01 = _mm256_add_epi32(_mm256_unpacklo_epi32(m0, m1), _mm256_unpackhi_epi32(m0, m1));
+    const __m256i t23 = _mm256_add_epi32(_mm256_unpacklo_epi32(m2, m3), _mm256_unpackhi_epi32(m2, m3));
+    const __m256i t45 = _mm256_add_epi32(_mm256_unpacklo_epi32(m4, m5), _mm256_unpackhi_epi32(m4, m5));
+    const __m256i t67 = _mm256_add_epi32(_mm256_unpacklo_epi32(m6, m7), _mm256_unpackhi_epi32(m6, m7));
+    const __m256i g0 = _mm256_add_epi32(_mm256_unpacklo_epi64(t01, t23), _mm256_unpackhi_epi64(t01, t23));
+    const __m256i g1 = _mm256_add_epi32(_mm256_unpacklo_epi64(t45, t67), _mm256_unpackhi_epi64(t45, t67));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+/* For n activation rows at a (stride as), each of their nb blocks:
+ * bias[r * nb + b] = -offset * (the sum of the block's quants), scale[...]
+ * = its fp16 scale as a float.  Eight blocks at a time, their lane sums
+ * added by sum8_rows, as this runs once per call for every activation
+ * row (a few percent of a small call's time otherwise). */
+static void act_table(int offset, int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_t *bias, float *scale) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), neg = _mm256_set1_epi32(-offset);
+    const size_t bs = sizeof(em_block_q8_0);
+#define ACT_Q(i) _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(const void *)(y + (i) * bs + 2))), ones16)
+    for (int64_t r = 0; r < n; r++) {
+        const uint8_t *row = a + (size_t)r * as;
+        int64_t b = 0;
+        for (; b + 8 <= nb; b += 8) {
+            const uint8_t *y = row + (size_t)b * bs;
+            const __m256i sums = sum8_rows(ACT_Q(0), ACT_Q(1), ACT_Q(2), ACT_Q(3), ACT_Q(4), ACT_Q(5), ACT_Q(6), ACT_Q(7));
+            _mm256_storeu_si256((__m256i *)(void *)(bias + r * nb + b), _mm256_mullo_epi32(sums, neg));
+            const __m128i d = _mm_setr_epi16((short)em_gemv_ld16(y), (short)em_gemv_ld16(y + bs), (short)em_gemv_ld16(y + 2 * bs),
+                                             (short)em_gemv_ld16(y + 3 * bs), (short)em_gemv_ld16(y + 4 * bs),
+                                             (short)em_gemv_ld16(y + 5 * bs), (short)em_gemv_ld16(y + 6 * bs),
+                                             (short)em_gemv_ld16(y + 7 * bs));
+            _mm256_storeu_ps(scale + r * nb + b, _mm256_cvtph_ps(d));
+        }
+        for (; b < nb; b++) {
+            const uint8_t *y = row + (size_t)b * bs;
+            const __m256i s8 = ACT_Q(0);
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+            bias[r * nb + b] = -offset * _mm_cvtsi128_si32(s);
+            scale[r * nb + b] = _cvtsh_ss(em_gemv_ld16(y));
+        }
+    }
+#undef ACT_Q
+}
+
+/* Activation rows per panel: those of about 256 KiB (they stay in L2
+ * while the call's weight rows pass over them) whose table entries fit,
+ * in whole tiles of rn_max. */
+static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
+    int64_t fit = (int64_t)((256 * 1024) / as);
+    if (fit > LANE_TAB / nb) fit = LANE_TAB / nb;
+    fit = fit / rn_max * rn_max;
+    return fit < rn_max ? rn_max : fit;
+}
+
+/* ------------------------------------------------------------ AVX-512 */
+
+#define FOR_R(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define BC512(p) _mm512_set1_epi32(ld32(p))
+#define L512_DECL(j) __m512 c##j = _mm512_setzero_ps();
+#define L512_ROW(j)                                                                                         \
+    if (RN > j) {                                                                                           \
+        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
+        __m512i s = _mm512_set1_epi32(bias[j * nb + b]);                                                    \
+        s = _mm512_dpbusd_epi32(s, l0, BC512(y));                                                           \
+        s = _mm512_dpbusd_epi32(s, l1, BC512(y + 4));                                                       \
+        s = _mm512_dpbusd_epi32(s, l2, BC512(y + 8));                                                       \
+        s = _mm512_dpbusd_epi32(s, l3, BC512(y + 12));                                                      \
+        s = _mm512_dpbusd_epi32(s, h0, BC512(y + 16));                                                      \
+        s = _mm512_dpbusd_epi32(s, h1, BC512(y + 20));                                                      \
+        s = _mm512_dpbusd_epi32(s, h2, BC512(y + 24));                                                      \
+        s = _mm512_dpbusd_epi32(s, h3, BC512(y + 28));                                                      \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
+    }
+#define L512_STORE(j)                                                                                       \
+    if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(perm, c##j));
+
+/* Weight rows 0-7 (group ga) and 8-15 (group gb; the same group again
+ * when only 8 rows are left, keep then masks the stores to 8 lanes) of
+ * nb blocks, times RN activation rows at ar (stride as) with their table
+ * entries at bias and scale (row j's block b at j * nb + b). */
+static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
+                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
+                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
+    const __m512i m4 = _mm512_set1_epi8(15);
+    /* Lane 4i + q holds row 4q + i (see the top): the scales' and sums'
+     * permutation, its own inverse. */
+    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    FOR_R(L512_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *xa = qa + (size_t)b * 128, *xb = qb + (size_t)b * 128;
+        const __m512i a0 = _mm512_loadu_si512(xa), a1 = _mm512_loadu_si512(xa + 64);
+        const __m512i b0 = _mm512_loadu_si512(xb), b1 = _mm512_loadu_si512(xb + 64);
+        const __m512i ul = _mm512_unpacklo_epi32(a0, a1), vl = _mm512_unpacklo_epi32(b0, b1);
+        const __m512i uh = _mm512_unpackhi_epi32(a0, a1), vh = _mm512_unpackhi_epi32(b0, b1);
+        const __m512i w0 = _mm512_unpacklo_epi64(ul, vl), w1 = _mm512_unpackhi_epi64(ul, vl);
+        const __m512i w2 = _mm512_unpacklo_epi64(uh, vh), w3 = _mm512_unpackhi_epi64(uh, vh);
+        const __m512i l0 = _mm512_and_si512(w0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
+        const __m512i l1 = _mm512_and_si512(w1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
+        const __m512i l2 = _mm512_and_si512(w2, m4), h2 = _mm512_and_si512(_mm512_srli_epi16(w2, 4), m4);
+        const __m512i l3 = _mm512_and_si512(w3, m4), h3 = _mm512_and_si512(_mm512_srli_epi16(w3, 4), m4);
+        const __m256i d16 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+        const __m512 dw = _mm512_permutexvar_ps(perm, _mm512_cvtph_ps(d16));
+        FOR_R(L512_ROW)
+    }
+    FOR_R(L512_STORE)
+}
+
+/* Q8_0: a block of 16 rows is 8 registers of 2 rows each; three rounds
+ * of unpacks and 128-bit lane shuffles (24 instructions, shared by the
+ * tile's activation rows) turn them into w0..w7, dword t of every row, in
+ * the lane order 8g + 4h + q = row 8g + 2q + h.  The quants are made
+ * unsigned (+128, an xor) and 128 times the activation sums taken back
+ * out (act_table). */
+#define Q8_512_ROW(j)                                                                                       \
+    if (RN > j) {                                                                                           \
+        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
+        __m512i s = _mm512_set1_epi32(bias[j * nb + b]);                                                    \
+        s = _mm512_dpbusd_epi32(s, w0, BC512(y));                                                                             \
+        s = _mm512_dpbusd_epi32(s, w1, BC512(y + 4));                                                                         \
+        s = _mm512_dpbusd_epi32(s, w2, BC512(y + 8));                                                                         \
+        s = _mm512_dpbusd_epi32(s, w3, BC512(y + 12));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w4, BC512(y + 16));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w5, BC512(y + 20));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w6, BC512(y + 24));                                                                        \
+        s = _mm512_dpbusd_epi32(s, w7, BC512(y + 28));                                                                        \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
+    }
+#define Q8_512_STORE(j)                                                                                     \
+    if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
+
+/* Rows 0-7 of group g as two 8-row halves: x{lo,hi}{01,23} after two
+ * unpack rounds hold dwords {0,4}, {1,5}, {2,6}, {3,7} (see above). */
+#define Q8_512_HALF(g, x)                                                                                   \
+    const __m512i g##0 = _mm512_xor_si512(_mm512_loadu_si512(x), flip);                                     \
+    const __m512i g##1 = _mm512_xor_si512(_mm512_loadu_si512(x + 64), flip);                                \
+    const __m512i g##2 = _mm512_xor_si512(_mm512_loadu_si512(x + 128), flip);                               \
+    const __m512i g##3 = _mm512_xor_si512(_mm512_loadu_si512(x + 192), flip);                               \
+    const __m512i g##ul = _mm512_unpacklo_epi32(g##0, g##1), g##vl = _mm512_unpacklo_epi32(g##2, g##3);     \
+    const __m512i g##uh = _mm512_unpackhi_epi32(g##0, g##1), g##vh = _mm512_unpackhi_epi32(g##2, g##3);     \
+    const __m512i g##d0 = _mm512_unpacklo_epi64(g##ul, g##vl), g##d1 = _mm512_unpackhi_epi64(g##ul, g##vl); \
+    const __m512i g##d2 = _mm512_unpacklo_epi64(g##uh, g##vh), g##d3 = _mm512_unpackhi_epi64(g##uh, g##vh);
+
+static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
+                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
+                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    FOR_R(L512_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        Q8_512_HALF(A, xa)
+        Q8_512_HALF(B, xb)
+        const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
+        const __m512i w1 = _mm512_shuffle_i32x4(Ad1, Bd1, 0x88), w5 = _mm512_shuffle_i32x4(Ad1, Bd1, 0xdd);
+        const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
+        const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
+        const __m256i d16 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+        const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
+        FOR_R(Q8_512_ROW)
+    }
+    FOR_R(Q8_512_STORE)
+}
+
+/* ------------------------------------------------------------ 256-bit */
+
+/* Lane 4h + q holds row h + 2q: the scales' permutation, and the sums'
+ * way back to row order. */
+#define P256_IN _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7)
+#define P256_OUT _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
+#define BC256(p) _mm256_set1_epi32(ld32(p))
+
+/* One block's sum of activation row j (at y), AVX-VNNI. */
+#define SUM_VNNI(s, y)                                                                                      \
+    s = _mm256_dpbusd_avx_epi32(s, l0, BC256(y));                                                           \
+    s = _mm256_dpbusd_avx_epi32(s, l1, BC256(y + 4));                                                       \
+    s = _mm256_dpbusd_avx_epi32(s, l2, BC256(y + 8));                                                       \
+    s = _mm256_dpbusd_avx_epi32(s, l3, BC256(y + 12));                                                      \
+    s = _mm256_dpbusd_avx_epi32(s, h0, BC256(y + 16));                                                      \
+    s = _mm256_dpbusd_avx_epi32(s, h1, BC256(y + 20));                                                      \
+    s = _mm256_dpbusd_avx_epi32(s, h2, BC256(y + 24));                                                      \
+    s = _mm256_dpbusd_avx_epi32(s, h3, BC256(y + 28));
+/* The same with AVX2: int16 pair sums added (at most 30720, see the top),
+ * then widened once. */
+#define SUM_AVX2(s, y)                                                                                      \
+    {                                                                                                       \
+        __m256i p = _mm256_maddubs_epi16(l0, BC256(y));                                                     \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(l1, BC256(y + 4)));                                    \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(l2, BC256(y + 8)));                                    \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(l3, BC256(y + 12)));                                   \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(h0, BC256(y + 16)));                                   \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(h1, BC256(y + 20)));                                   \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(h2, BC256(y + 24)));                                   \
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(h3, BC256(y + 28)));                                   \
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));                                \
+    }
+
+#define L256_TILE(fname, TGT, SUM)                                                                             \
+    static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
+                                    const int32_t *bias, const float *scale, float *out, int64_t ldo,          \
+                                    uintptr_t pf, size_t pfl, size_t pfs) {                                    \
+        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
+        const __m256i m4 = _mm256_set1_epi8(15);                                                               \
+        __m256 c[8];                                                                                           \
+        for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
+        for (int64_t b = 0; b < nb; b++) {                                                                     \
+            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
+            const uint8_t *x = qs + (size_t)b * 128;                                                           \
+            const __m256i r01 = _mm256_loadu_si256((const __m256i *)(const void *)x);                          \
+            const __m256i r23 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32));                   \
+            const __m256i r45 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64));                   \
+            const __m256i r67 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 96));                   \
+            const __m256i ul = _mm256_unpacklo_epi32(r01, r23), vl = _mm256_unpacklo_epi32(r45, r67);         \
+            const __m256i uh = _mm256_unpackhi_epi32(r01, r23), vh = _mm256_unpackhi_epi32(r45, r67);         \
+            const __m256i w0 = _mm256_unpacklo_epi64(ul, vl), w1 = _mm256_unpackhi_epi64(ul, vl);             \
+            const __m256i w2 = _mm256_unpacklo_epi64(uh, vh), w3 = _mm256_unpackhi_epi64(uh, vh);             \
+            const __m256i l0 = _mm256_and_si256(w0, m4), h0 = _mm256_and_si256(_mm256_srli_epi16(w0, 4), m4); \
+            const __m256i l1 = _mm256_and_si256(w1, m4), h1 = _mm256_and_si256(_mm256_srli_epi16(w1, 4), m4); \
+            const __m256i l2 = _mm256_and_si256(w2, m4), h2 = _mm256_and_si256(_mm256_srli_epi16(w2, 4), m4); \
+            const __m256i l3 = _mm256_and_si256(w3, m4), h3 = _mm256_and_si256(_mm256_srli_epi16(w3, 4), m4); \
+            const __m256 dw = _mm256_permutevar8x32_ps(                                                        \
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))), P256_IN); \
+            for (int j = 0; j < RN; j++) {                                                                     \
+                const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
+                __m256i s = _mm256_set1_epi32(bias[j * nb + b]);                                               \
+                SUM(s, y)                                                                                      \
+                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]); \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, _mm256_permutevar8x32_ps(c[j], P256_OUT)); \
+    }
+
+L256_TILE(tile_q4_vnni, TVNNI, SUM_VNNI)
+L256_TILE(tile_q4_avx2, , SUM_AVX2)
+
+/* Adapters to one tile signature: rows 0-15 (or 0-7 when gb == ga) with
+ * AVX-512, rows 0-7 of ga in 256-bit registers. */
+#define TILE_ARGS                                                                                              \
+    int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *ar, size_t as, const int32_t *bias,      \
+        const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs
+#define T512_CALL(RN) tile_q4_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define Q8_512_CALL(RN) tile_q8_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+#define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+
+/* ----------------------------------------------------- Q8_0, 256-bit */
+
+/* Q8_0's rows are 32 bytes per block, 8 dwords: bringing dword t of 8
+ * rows together would take 24 shuffles and 16 registers (the quants and
+ * their absolute values) per block, more than AVX2 has.  Instead each
+ * row's products stay in their 8 lanes (m[r]: lane l sums elements
+ * 4l..4l+3 of row r) and the 8 rows' lanes are summed in integers
+ * (sum8_rows: 21 unpacks, adds and lane moves, which measured faster than
+ * vphaddd here) into one register of the 8 rows' block sums: converted and
+ * scaled once, where
+ * the x8 kernel converts, scales and adds each of the 8 registers.
+ * AVX-VNNI makes the weights unsigned (+128, an xor) and takes 128 times
+ * the activation sum back out (act_table); AVX2 moves the weight's sign
+ * onto the activation (vpsignb) as in gemm_packed_avx2.c. */
+
+#define Q8_W_VNNI(r) const __m256i w##r = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)), flip);
+#define Q8_W_AVX2(r) const __m256i w##r = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)));
+#define Q8_M_VNNI(r) const __m256i m##r = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w##r, av);
+#define Q8_M_AVX2(r)                                                                                        \
+    const __m256i m##r = _mm256_madd_epi16(                                                                 \
+        _mm256_maddubs_epi16(w##r, _mm256_sign_epi8(av, _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)))), \
+        _mm256_set1_epi16(1));
+#define FOR_W(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define Q8_256_TILE(fname, TGT, WDEF, MDEF)                                                                    \
+    static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
+                                    const int32_t *bias, const float *scale, float *out, int64_t ldo,          \
+                                    uintptr_t pf, size_t pfl, size_t pfs) {                                    \
+        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
+        const __m256i flip = _mm256_set1_epi8((char)0x80);                                                     \
+        (void)flip;                                                                                            \
+        __m256 c[8];                                                                                           \
+        for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
+        for (int64_t b = 0; b < nb; b++) {                                                                     \
+            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
+            const uint8_t *x = qs + (size_t)b * 256;                                                           \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))); \
+            FOR_W(WDEF)                                                                                        \
+            for (int j = 0; j < RN; j++) {                                                                     \
+                const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
+                const __m256i av = _mm256_loadu_si256((const __m256i *)(const void *)y);                       \
+                FOR_W(MDEF)                                                                                    \
+                const __m256i s = _mm256_add_epi32(sum8_rows(m0, m1, m2, m3, m4, m5, m6, m7), _mm256_set1_epi32(bias[j * nb + b])); \
+                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]); \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, c[j]);                                    \
+    }
+
+Q8_256_TILE(tile_q8_vnni, TVNNI, Q8_W_VNNI, Q8_M_VNNI)
+Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
+#define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+#define Q8AVX2_CALL(RN) ((void)gb, tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+
+/* ------------------------------------------------------------- drivers */
+
+/* One activation row goes to the x8 kernel (fallback).  Otherwise for
+ * each panel of activation rows (their table first), each GROUPS groups
+ * of weight rows, each RNMAX activation rows: one tile, whose rn is a
+ * compile-time constant.  The first pass over a panel's rows prefetches
+ * the weights ahead (em_gemv_prefetch_plan, as in gemm_packed_avx2.c). */
+#define LANES_DRIVER(name, TGT, RNMAX, GROUPS, OFFSET, fallback)                                                 \
+    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                  float *out, int64_t ldo) {                                                                   \
+        if (na < 2) {                                                                                          \
+            fallback(k, w, ws, nw, a, as, na, out, ldo);                                                       \
+            return;                                                                                            \
+        }                                                                                                      \
+        const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
+        int32_t bias[LANE_TAB];                                                                                \
+        float scale[LANE_TAB];                                                                                 \
+        const int64_t panel = lane_panel(nb, as, RNMAX);                                                       \
+        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
+            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
+            act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);                     \
+            for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
+                const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
+                const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
+                uintptr_t pfa;                                                                                 \
+                size_t pfl;                                                                                    \
+                em_gemv_prefetch_plan(w, ws, j0, step, &pfa, &pfl);                                            \
+                const size_t pfs0 = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;                            \
+                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
+                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
+                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
+                    const int32_t *tb = bias + (r0 - p0) * nb;                                                 \
+                    const float *ts = scale + (r0 - p0) * nb;                                                  \
+                    const uintptr_t pf = r0 == p0 ? pfa : 0;                                                   \
+                    const size_t pfs = pfs0;                                                                   \
+                    float *o = out + r0 * ldo + j0;                                                            \
+                    tile_call_##name(rn, nb, ga, gb, ar, as, tb, ts, o, ldo, pf, pfl, pfs);                    \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+/* The tile of rn (<= RNMAX) rows, rn a constant in each branch. */
+#define TILE_SWITCH(name, TGT, CALL, RNMAX)                                                                    \
+    static TGT void tile_call_##name(int rn, TILE_ARGS) {                                                     \
+        switch (rn) {                                                                                          \
+        case 8: if (RNMAX >= 8) { CALL(8); return; } /* fallthrough */                                         \
+        case 7: if (RNMAX >= 7) { CALL(7); return; } /* fallthrough */                                         \
+        case 6: if (RNMAX >= 6) { CALL(6); return; } /* fallthrough */                                         \
+        case 5: if (RNMAX >= 5) { CALL(5); return; } /* fallthrough */                                         \
+        case 4: if (RNMAX >= 4) { CALL(4); return; } /* fallthrough */                                         \
+        case 3: if (RNMAX >= 3) { CALL(3); return; } /* fallthrough */                                         \
+        case 2: if (RNMAX >= 2) { CALL(2); return; } /* fallthrough */                                         \
+        default: CALL(1); return;                                                                              \
+        }                                                                                                      \
+    }
+
+TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
+TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
+TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 8)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
+TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, 8, 2, 8, em_gemm_q4_0x8_avx512)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, 4, 1, 8, em_gemm_q4_0x8_avxvnni)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , 4, 1, 8, em_gemm_q4_0x8_avx2)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, 8, 2, 128, em_gemm_q8_0x8_avx512)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, 2, 1, 128, em_gemm_q8_0x8_avxvnni)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , 2, 1, 0, em_gemm_q8_0x8_avx2)
+
+#endif /* EM_HAVE_X86_GEMM */
