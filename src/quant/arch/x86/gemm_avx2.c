@@ -267,9 +267,22 @@ EM_GEMM_DRIVER(bf16_tiles_avx2, static, TILE_BF16_AVX2, 2, 6)
         else                                                                                                   \
             tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
     }
-GEMV_ENTRY_AVX2(em_gemm_f32_avx2, em_gemv_f32_avx2, f32_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_f16_avx2, em_gemv_f16_avx2, f16_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_bf16_avx2, em_gemv_bf16_avx2, bf16_tiles_avx2, INT64_MAX)
+/* Float weights with many activation rows (prompt processing) go to the
+ * converted-panel kernels of gemm_float_avx2.c, whose conversion of each
+ * weight once per call pays off from EM_GEMM_FLOAT_PANEL_MIN_NA rows on. */
+#define FLOAT_ENTRY_AVX2(name, gemv, panels, tiles)                                                            \
+    void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out, \
+              int64_t ldo) {                                                                                   \
+        if (na == 1)                                                                                           \
+            gemv(k, w, ws, nw, a, out);                                                                        \
+        else if (na >= EM_GEMM_FLOAT_PANEL_MIN_NA)                                                             \
+            panels(k, w, ws, nw, a, as, na, out, ldo);                                                         \
+        else                                                                                                   \
+            tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
+    }
+FLOAT_ENTRY_AVX2(em_gemm_f32_avx2, em_gemv_f32_avx2, em_gemm_f32_panels_avx2, f32_tiles_avx2)
+FLOAT_ENTRY_AVX2(em_gemm_f16_avx2, em_gemv_f16_avx2, em_gemm_f16_panels_avx2, f16_tiles_avx2)
+FLOAT_ENTRY_AVX2(em_gemm_bf16_avx2, em_gemv_bf16_avx2, em_gemm_bf16_panels_avx2, bf16_tiles_avx2)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
@@ -572,17 +585,21 @@ static inline AI T512 void float_gemv_512(const int kind, int64_t k, const uint8
     float_gemv_cols(kind, 0, k, w, ws, nw, a, out, false);
 }
 
-#define FLOAT_GEMV_ENTRY(name, kind, tiles)                                                                    \
+/* As in the AVX2 set, many activation rows go to the converted-panel
+ * kernels (gemm_float_avx512.c). */
+#define FLOAT_GEMV_ENTRY(name, kind, panels, tiles)                                                            \
     T512 void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                    float *out, int64_t ldo) {                                                                  \
         if (na == 1)                                                                                           \
             float_gemv_512(kind, k, w, ws, nw, a, out);                                                        \
+        else if (na >= EM_GEMM_FLOAT_PANEL_MIN_NA)                                                             \
+            panels(k, w, ws, nw, a, as, na, out, ldo);                                                         \
         else                                                                                                   \
             tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
     }
-FLOAT_GEMV_ENTRY(em_gemm_f32_avx512, WF32, f32_tiles_512)
-FLOAT_GEMV_ENTRY(em_gemm_f16_avx512, WF16, f16_tiles_512)
-FLOAT_GEMV_ENTRY(em_gemm_bf16_avx512, WBF16, bf16_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_f32_avx512, WF32, em_gemm_f32_panels_avx512, f32_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_f16_avx512, WF16, em_gemm_f16_panels_avx512, f16_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_bf16_avx512, WBF16, em_gemm_bf16_panels_avx512, bf16_tiles_512)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
