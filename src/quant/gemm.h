@@ -62,7 +62,7 @@ const char *em_gemm_isa(void);
 #define EM_FLOAT_F16 1
 #define EM_FLOAT_BF16 2
 #ifndef EM_GEMM_FLOAT_PANEL_MIN_NA
-#define EM_GEMM_FLOAT_PANEL_MIN_NA 8
+#define EM_GEMM_FLOAT_PANEL_MIN_NA 2
 #endif
 void em_gemm_f32_panels_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_f16_panels_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);

@@ -9,8 +9,8 @@
  * microkernel then keeps EM_FP2_MR = 6 activation rows x 2 vectors of 8
  * output columns in 12 registers, and per element loads two weight
  * vectors and broadcasts each row's a[r][e]: 12 multiply-adds for 8
- * loads.  Sums per slice in element order, added slice after slice, as
- * in the AVX-512 kernel.
+ * loads.  Sums per slice in element order, added slice after slice, and
+ * blocks of EM_FP2_NC columns slice by slice, as in the AVX-512 kernel.
  *
  * Compiled with -mavx2 -mfma -mf16c (the *avx2*.c rule of
  * CMakeLists.txt); called only after the CPU check of dispatch.c.
@@ -38,6 +38,10 @@
 /* Elements of k per slice: the converted slice is EM_FP2_KC * 64 bytes. */
 #ifndef EM_FP2_KC
 #define EM_FP2_KC 512
+#endif
+/* Output columns per block (a multiple of EM_FP2_NR). */
+#ifndef EM_FP2_NC
+#define EM_FP2_NC 64
 #endif
 
 /* wp2_buf[e * EM_FP2_NR + j] = weight row j0 + j at element e0 + e, as
@@ -98,12 +102,15 @@ static inline AI void pack_slice2(const int kind, const uint8_t *w, size_t ws, i
     }
 }
 
-/* The next slice's weights towards the cache (see gemm_float_avx512.c). */
-static inline AI void prefetch_slice2(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+/* Part `part` of `parts` of the weights a later pack_slice2 reads, asked
+ * for towards L2 (see prefetch_part in gemm_float_avx512.c). */
+static inline AI void prefetch_part2(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc,
+                                     int64_t part, int64_t parts) {
     const size_t es = kind == EM_FLOAT_F32 ? 4 : 2;
+    const size_t lines = ((size_t)kc * es + 63) / 64;
     for (int i = 0; i < nr; i++) {
-        const uint8_t *p = w + (size_t)i * ws + (size_t)e0 * es;
-        for (size_t o = 0; o < (size_t)kc * es; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T1);
+        const char *p = (const char *)w + (size_t)i * ws + (size_t)e0 * es;
+        for (size_t l = (size_t)part; l < lines; l += (size_t)parts) _mm_prefetch(p + 64 * l, _MM_HINT_T1);
     }
 }
 
@@ -158,32 +165,47 @@ static inline AI void micro2_rows(int rn, int64_t kc, const float *const *ar, fl
     }
 }
 
+/* The slice after (j0, e0): the panels of a block of EM_FP2_NC columns
+ * for each slice of k in turn, then the next block (as in
+ * gemm_float_avx512.c).  Returns false after the last. */
+static inline bool next_slice2(int64_t k, int64_t nw, int64_t *j0, int64_t *e0) {
+    const int64_t jb = *j0 / EM_FP2_NC * EM_FP2_NC, jb_end = jb + EM_FP2_NC < nw ? jb + EM_FP2_NC : nw;
+    if (*j0 + EM_FP2_NR < jb_end) {
+        *j0 += EM_FP2_NR;
+    } else if (*e0 + EM_FP2_KC < k) {
+        *j0 = jb;
+        *e0 += EM_FP2_KC;
+    } else {
+        *j0 = jb_end;
+        *e0 = 0;
+    }
+    return *j0 < nw;
+}
+
 static inline AI void gemm_panels2(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                    size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP2_MR - 1) / EM_FP2_MR;
-    for (int64_t j0 = 0; j0 < nw; j0 += EM_FP2_NR) {
+    int64_t j0 = 0, e0 = 0;
+    do {
         const int nr = (int)(nw - j0 < EM_FP2_NR ? nw - j0 : EM_FP2_NR);
-        const uint8_t *wj = (const uint8_t *)w + (size_t)j0 * ws;
-        for (int64_t e0 = 0; e0 < k; e0 += EM_FP2_KC) {
-            const int64_t kc = k - e0 < EM_FP2_KC ? k - e0 : EM_FP2_KC;
-            pack_slice2(kind, wj, ws, nr, e0, kc);
-            if (e0 + kc < k)
-                prefetch_slice2(kind, wj, ws, nr, e0 + kc, k - e0 - kc < EM_FP2_KC ? k - e0 - kc : EM_FP2_KC);
-            else if (j0 + EM_FP2_NR < nw)
-                prefetch_slice2(kind, wj + (size_t)EM_FP2_NR * ws, ws,
-                                (int)(nw - j0 - EM_FP2_NR < EM_FP2_NR ? nw - j0 - EM_FP2_NR : EM_FP2_NR), 0,
-                                k < EM_FP2_KC ? k : EM_FP2_KC);
-            int64_t r0 = 0;
-            for (int64_t t = 0; t < n_tiles; t++) {
-                const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
-                const float *ar[EM_FP2_MR];
-                for (int r = 0; r < EM_FP2_MR; r++)
-                    ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
-                micro2_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, nr);
-                r0 += rn;
-            }
+        const int64_t kc = k - e0 < EM_FP2_KC ? k - e0 : EM_FP2_KC;
+        pack_slice2(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
+        int64_t pj = j0, pe = e0;
+        const bool more = next_slice2(k, nw, &pj, &pe);
+        const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
+        const int pnr = (int)(nw - pj < EM_FP2_NR ? nw - pj : EM_FP2_NR);
+        const int64_t pkc = k - pe < EM_FP2_KC ? k - pe : EM_FP2_KC;
+        int64_t r0 = 0;
+        for (int64_t t = 0; t < n_tiles; t++) {
+            if (more) prefetch_part2(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
+            const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
+            const float *ar[EM_FP2_MR];
+            for (int r = 0; r < EM_FP2_MR; r++)
+                ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
+            micro2_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, nr);
+            r0 += rn;
         }
-    }
+    } while (next_slice2(k, nw, &j0, &e0));
 }
 
 void em_gemm_f32_panels_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,

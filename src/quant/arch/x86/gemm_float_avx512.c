@@ -58,6 +58,10 @@
 #ifndef EM_FP_KC
 #define EM_FP_KC 256
 #endif
+/* Output columns per block (a multiple of EM_FP_NR), see gemm_panels. */
+#ifndef EM_FP_NC
+#define EM_FP_NC 128
+#endif
 
 /* The converted slice of one panel, wp[e * EM_FP_NR + j] = weight row
  * j0 + j at element e0 + e, as F32 (zero for rows past the matrix). */
@@ -110,11 +114,16 @@ static inline AI TF void transpose16(__m512 *r) {
 }
 
 /* Converts elements [e0, e0 + kc) of weight rows w[0 .. nr) (stride ws,
- * nr <= EM_FP_NR) into wp_buf, 16 x 16 blocks at a time. */
+ * nr <= EM_FP_NR) into wp_buf, 16 x 16 blocks at a time.  The blocks go
+ * along 32 elements of a group of 16 rows before the next group, so that
+ * each 64-byte line of F16 weights is read twice in a row: rows a power
+ * of two apart fall into one set of the L1 cache, and the 16 lines of a
+ * block would evict each other before their second half was read. */
 static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
     const size_t es = kind == EM_FLOAT_F32 ? 4 : 2;
+    for (int64_t t1 = 0; t1 < kc; t1 += 32)
     for (int h = 0; h < EM_FP_NR / 16; h++) {
-        for (int64_t t0 = 0; t0 < kc; t0 += 16) {
+        for (int64_t t0 = t1; t0 < kc && t0 < t1 + 32; t0 += 16) {
             const int64_t n = kc - t0 < 16 ? kc - t0 : 16;
             const __mmask16 m = (__mmask16)((1u << n) - 1);
             __m512 r[16];
@@ -132,15 +141,19 @@ static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws,
     }
 }
 
-/* Asks for the weights of the next slice (rows w[0 .. nr), elements
- * [e0, e0 + kc)) to be brought towards the cache while this slice is
- * computed: 32 short row pieces are no stream the hardware prefetchers
- * recognise in time. */
-static inline AI TF void prefetch_slice(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+/* The weights a later pack_slice reads (rows w[0 .. nr), elements
+ * [e0, e0 + kc)), asked for towards L2 a part at a time: the lines of row
+ * piece i with (line number % parts) == part.  Short pieces of 32 rows
+ * are no stream the hardware prefetchers pick up in time, and asking for
+ * all of them at once would stall on the queue of outstanding misses, so
+ * each activation tile asks for its share of the next slice. */
+static inline AI TF void prefetch_part(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc,
+                                       int64_t part, int64_t parts) {
     const size_t es = kind == EM_FLOAT_F32 ? 4 : 2;
+    const size_t lines = ((size_t)kc * es + 63) / 64;
     for (int i = 0; i < nr; i++) {
-        const uint8_t *p = w + (size_t)i * ws + (size_t)e0 * es;
-        for (size_t o = 0; o < (size_t)kc * es; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T1);
+        const char *p = (const char *)w + (size_t)i * ws + (size_t)e0 * es;
+        for (size_t l = (size_t)part; l < lines; l += (size_t)parts) _mm_prefetch(p + 64 * l, _MM_HINT_T1);
     }
 }
 
@@ -189,36 +202,54 @@ static inline AI TF void micro_rows(int rn, int64_t kc, const float *const *ar, 
     }
 }
 
+/* The slice after (j0, e0) in the order gemm_panels visits them: the
+ * panels of a block of EM_FP_NC columns, for each slice of k in turn,
+ * then the next block.  Returns false after the last. */
+static inline bool next_slice(int64_t k, int64_t nw, int64_t *j0, int64_t *e0) {
+    const int64_t jb = *j0 / EM_FP_NC * EM_FP_NC, jb_end = jb + EM_FP_NC < nw ? jb + EM_FP_NC : nw;
+    if (*j0 + EM_FP_NR < jb_end) {
+        *j0 += EM_FP_NR;
+    } else if (*e0 + EM_FP_KC < k) {
+        *j0 = jb;
+        *e0 += EM_FP_KC;
+    } else {
+        *j0 = jb_end;
+        *e0 = 0;
+    }
+    return *j0 < nw;
+}
+
+/* Columns are taken EM_FP_NC (a few panels) at a time, and within such a
+ * block slice by slice, so that one slice of all activation rows
+ * (na x EM_FP_KC floats: 128 KiB for 128 rows) stays in L2 while every
+ * panel of the block passes over it, and the block's outputs
+ * (na x EM_FP_NC floats) too. */
 static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                      size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP_MR - 1) / EM_FP_MR;
-    for (int64_t j0 = 0; j0 < nw; j0 += EM_FP_NR) {
+    int64_t j0 = 0, e0 = 0;
+    do {
         const int nr = (int)(nw - j0 < EM_FP_NR ? nw - j0 : EM_FP_NR);
         const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
         const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffff : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
-        const uint8_t *wj = (const uint8_t *)w + (size_t)j0 * ws;
-        for (int64_t e0 = 0; e0 < k; e0 += EM_FP_KC) {
-            const int64_t kc = k - e0 < EM_FP_KC ? k - e0 : EM_FP_KC;
-            pack_slice(kind, wj, ws, nr, e0, kc);
-            /* The next slice: further along these rows, or the next panel's
-             * first. */
-            if (e0 + kc < k)
-                prefetch_slice(kind, wj, ws, nr, e0 + kc, k - e0 - kc < EM_FP_KC ? k - e0 - kc : EM_FP_KC);
-            else if (j0 + EM_FP_NR < nw)
-                prefetch_slice(kind, wj + (size_t)EM_FP_NR * ws, ws,
-                               (int)(nw - j0 - EM_FP_NR < EM_FP_NR ? nw - j0 - EM_FP_NR : EM_FP_NR), 0,
-                               k < EM_FP_KC ? k : EM_FP_KC);
-            int64_t r0 = 0;
-            for (int64_t t = 0; t < n_tiles; t++) {
-                const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
-                const float *ar[EM_FP_MR];
-                for (int r = 0; r < EM_FP_MR; r++)
-                    ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
-                micro_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
-                r0 += rn;
-            }
+        const int64_t kc = k - e0 < EM_FP_KC ? k - e0 : EM_FP_KC;
+        pack_slice(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
+        int64_t pj = j0, pe = e0;
+        const bool more = next_slice(k, nw, &pj, &pe);
+        const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
+        const int pnr = (int)(nw - pj < EM_FP_NR ? nw - pj : EM_FP_NR);
+        const int64_t pkc = k - pe < EM_FP_KC ? k - pe : EM_FP_KC;
+        int64_t r0 = 0;
+        for (int64_t t = 0; t < n_tiles; t++) {
+            if (more) prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
+            const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
+            const float *ar[EM_FP_MR];
+            for (int r = 0; r < EM_FP_MR; r++)
+                ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
+            micro_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
+            r0 += rn;
         }
-    }
+    } while (next_slice(k, nw, &j0, &e0));
 }
 
 TF void em_gemm_f32_panels_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
