@@ -67,6 +67,7 @@
  * j0 + j at element e0 + e, as F32 (zero for rows past the matrix). */
 static _Thread_local float wp_buf[EM_FP_KC * EM_FP_NR] __attribute__((aligned(64)));
 
+
 /* 16 weights of a row at p as floats (masked-off lanes read nothing and
  * give 0). */
 static inline AI TF __m512 load16(const int kind, const uint8_t *p, __mmask16 m) {
@@ -114,29 +115,36 @@ static inline AI TF void transpose16(__m512 *r) {
 }
 
 /* Converts elements [e0, e0 + kc) of weight rows w[0 .. nr) (stride ws,
- * nr <= EM_FP_NR) into wp_buf, 16 x 16 blocks at a time.  The blocks go
- * along 32 elements of a group of 16 rows before the next group, so that
- * each 64-byte line of F16 weights is read twice in a row: rows a power
- * of two apart fall into one set of the L1 cache, and the 16 lines of a
- * block would evict each other before their second half was read. */
+ * nr <= EM_FP_NR) into wp_buf, 16 x 16 blocks at a time.  Weight rows of
+ * a power-of-two length fall into one set of the L1 cache, so the 16
+ * lines under two neighbouring blocks would evict each other before the
+ * second block is read: they are copied first, whole, into 16 adjacent
+ * lines of a small stage, from which both blocks are converted. */
 static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
     const size_t es = kind == EM_FLOAT_F32 ? 4 : 2;
-    for (int64_t t1 = 0; t1 < kc; t1 += 32)
+    const int64_t step = 64 / (int64_t)es; /* elements per line */
+    uint8_t stage[16 * 64] __attribute__((aligned(64)));
     for (int h = 0; h < EM_FP_NR / 16; h++) {
-        for (int64_t t0 = t1; t0 < kc && t0 < t1 + 32; t0 += 16) {
-            const int64_t n = kc - t0 < 16 ? kc - t0 : 16;
-            const __mmask16 m = (__mmask16)((1u << n) - 1);
-            __m512 r[16];
+        for (int64_t t1 = 0; t1 < kc; t1 += step) {
+            const int64_t nl = kc - t1 < step ? kc - t1 : step;
+            const __mmask64 ml = (__mmask64)(~0ull >> (64 - (size_t)nl * es));
             for (int i = 0; i < 16; i++) {
                 const int row = 16 * h + i;
-                r[i] = row < nr ? load16(kind, w + (size_t)row * ws + (size_t)(e0 + t0) * es, m) : _mm512_setzero_ps();
+                const __m512i v = row < nr ? _mm512_maskz_loadu_epi8(ml, w + (size_t)row * ws + (size_t)(e0 + t1) * es)
+                                           : _mm512_setzero_si512();
+                _mm512_store_si512(stage + 64 * i, v);
             }
-            transpose16(r);
-            float *d = wp_buf + t0 * EM_FP_NR + 16 * h;
-            if (n == 16)
-                for (int c = 0; c < 16; c++) _mm512_store_ps(d + c * EM_FP_NR, r[c]);
-            else
-                for (int c = 0; c < n; c++) _mm512_store_ps(d + c * EM_FP_NR, r[c]);
+            for (int64_t t0 = t1; t0 < t1 + nl; t0 += 16) {
+                const int64_t n = t1 + nl - t0 < 16 ? t1 + nl - t0 : 16;
+                __m512 r[16];
+                for (int i = 0; i < 16; i++) r[i] = load16(kind, stage + 64 * i + (size_t)(t0 - t1) * es, 0xffff);
+                transpose16(r);
+                float *d = wp_buf + t0 * EM_FP_NR + 16 * h;
+                if (n == 16)
+                    for (int c = 0; c < 16; c++) _mm512_store_ps(d + c * EM_FP_NR, r[c]);
+                else
+                    for (int c = 0; c < n; c++) _mm512_store_ps(d + c * EM_FP_NR, r[c]);
+            }
         }
     }
 }
