@@ -53,6 +53,19 @@ const char *em_gemm_isa(void);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define EM_HAVE_X86_GEMM 1
+/* arch/x86/gemm_float_avx512.c and gemm_float_avx2.c: products of F32,
+ * F16 or BF16 weights with F32 activation rows over weight panels
+ * converted to F32 once per call; the float entries below hand them every
+ * call of two or more activation rows.  Same contract as em_gemm_fn. */
+#define EM_FLOAT_F32 0
+#define EM_FLOAT_F16 1
+#define EM_FLOAT_BF16 2
+void em_gemm_f32_panels_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_f16_panels_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_bf16_panels_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_f32_panels_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_f16_panels_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_bf16_panels_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 /* arch/x86/gemm_avx2.c: the AVX2 set (needs AVX2, FMA, F16C) ... */
 void em_gemm_f32_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_f16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);

@@ -200,6 +200,58 @@ static void test_gemm_kernels(void) {
     CHECK(em_kernels_select(NULL) == 0);
 }
 
+/* The converted-panel kernels of float weights (gemm_float_avx2.c,
+ * gemm_float_avx512.c), which take calls with many activation rows: shapes
+ * the short tests above do not reach (several activation tiles with a
+ * ragged last one, several k slices with a ragged last one, weight panels
+ * with a few rows left over) against the scalar reference, and each
+ * output independent, to the bit, of how many activation rows shared its
+ * call (a row's sum runs in the same order whichever tile it falls in). */
+static void test_float_panels(void) {
+#if defined(EM_HAVE_X86_GEMM)
+    static const em_type types[] = {EM_TYPE_F16, EM_TYPE_BF16, EM_TYPE_F32};
+    static const char *isas[] = {"avx2", "avx512"};
+    /* k, weight rows, activation rows. */
+    static const int64_t shapes[][3] = {{600, 70, 31}, {1030, 33, 15}, {17, 16, 8}, {513, 48, 29}, {257, 5, 40}};
+    int n_sets = 0;
+    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
+        const bool no_vnni = strcmp(isas[s], "avx512") == 0 && !(em_cpu_hw_features() & EM_CPU_AVX512_VNNI);
+        if (em_kernels_select(isas[s]) != 0 || no_vnni) continue;
+        n_sets++;
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            const em_type t = types[ti];
+            int bad = 0;
+            for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+                const int64_t k = shapes[si][0], nw = shapes[si][1], na = shapes[si][2];
+                bad += check_gemm(isas[s], t, k, nw, na, false);
+                /* The same rows in a call of all na rows and in one of two
+                 * rows, the fewest the panel kernel takes. */
+                const size_t ws = em_row_size(t, k), as = (size_t)k * sizeof(float);
+                const int64_t nb = 2;
+                uint8_t *w = malloc(ws * (size_t)nw);
+                float *a = malloc(as * (size_t)na), *o1 = malloc((size_t)(na * nw) * sizeof(float));
+                float *o2 = malloc((size_t)(nb * nw) * sizeof(float));
+                make_weights(t, k, nw, w, ws, false);
+                for (int64_t i = 0; i < na * k; i++) a[i] = frand();
+                em_gemm(t, k, w, ws, nw, a, as, na, o1, nw);
+                const int64_t r0 = na - nb;
+                em_gemm(t, k, w, ws, nw, a + r0 * k, as, nb, o2, nw);
+                CHECK_MSG(memcmp(o1 + r0 * nw, o2, (size_t)(nb * nw) * sizeof(float)) == 0,
+                          "%s %s k=%lld nw=%lld: rows differ between calls of %lld and %lld rows", isas[s],
+                          em_type_name(t), (long long)k, (long long)nw, (long long)na, (long long)nb);
+                free(w);
+                free(a);
+                free(o1);
+                free(o2);
+            }
+            CHECK_MSG(bad == 0, "float panels %s %s: %d wrong outputs", isas[s], em_type_name(t), bad);
+        }
+    }
+    if (n_sets == 0) printf("float panel kernels: no x86 SIMD set on this CPU, skipped\n");
+    CHECK(em_kernels_select(NULL) == 0);
+#endif
+}
+
 /* The CPU check and EMBER_CPU's one parser (core/cpu.c). */
 static void test_cpu_features(void) {
     const unsigned hw = em_cpu_hw_features();
@@ -575,6 +627,7 @@ int main(void) {
     test_attention_sets(EM_TYPE_F32);
     test_attention_sets(EM_TYPE_Q8_0);
     test_gemm_kernels();
+    test_float_panels();
     test_cpu_features();
     test_pool_barriers();
     test_matmul_driver();

@@ -3,7 +3,10 @@
  * (AVX2, FMA, F16C: the flags this file is compiled with) and an AVX-512
  * set (F, BW, VL and VNNI, enabled per function with target
  * attributes), each for F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K
- * weights.  gemm_generic.c calls them only after checking the CPU.
+ * weights.  gemm_generic.c calls them only after checking the CPU.  Float
+ * weights (F32, F16, BF16) with two or more activation rows are handed on
+ * to the converted-panel kernels of gemm_float_avx2.c and
+ * gemm_float_avx512.c; their matrix-vector products stay here.
  *
  * Every kernel has the same shape.  The weight rows are taken RM at a
  * time and the activation rows RN at a time; for each block of the row
@@ -196,66 +199,6 @@ static inline size_t prefetch_step(const uint8_t *pf, size_t len, int64_t n_step
 #define WF16 1
 #define WBF16 2
 
-/* Loads 8 weights of a float row as floats: F32, F16 or BF16. */
-static inline AI __m256 load_w8(const int kind, const uint8_t *p) {
-    if (kind == WF32) return _mm256_loadu_ps((const float *)(const void *)p);
-    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
-    if (kind == WF16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-static inline float w_scalar(const int kind, const uint8_t *row, int64_t i) {
-    if (kind == WF32) return ldf32(row + 4 * i);
-    if (kind == WF16) return _cvtsh_ss(ld16(row + 2 * i));
-    return em_bf16_to_fp32(ld16(row + 2 * i));
-}
-
-/* Sum of a float accumulator plus the scalar products of the k % 8 tail. */
-static inline float float_tail(const int kind, __m256 acc, const uint8_t *wrow, const uint8_t *arow, int64_t e,
-                               int64_t k) {
-    float s = em_hsum8_avx2(acc);
-    for (int64_t t = e; t < k; t++) s += w_scalar(kind, wrow, t) * ldf32(arow + 4 * t);
-    return s;
-}
-
-#define F2_DECL(j) __m256 c0##j = _mm256_setzero_ps(), c1##j = c0##j;
-#define F2_FMA(j)                                                                                 \
-    if (RN > j) {                                                                                 \
-        const __m256 av = _mm256_loadu_ps((const float *)(const void *)ar[j] + e);                \
-        c0##j = _mm256_fmadd_ps(w0, av, c0##j);                                                   \
-        c1##j = _mm256_fmadd_ps(w1, av, c1##j);                                                   \
-    }
-#define F2_STORE(j)                                                                               \
-    if (RN > j) {                                                                                 \
-        out[j * ldo] = float_tail(kind, c0##j, wr[0], ar[j], e, k);                               \
-        if (rm > 1) out[j * ldo + 1] = float_tail(kind, c1##j, wr[1], ar[j], e, k);               \
-    }
-
-/* RM = 2 weight rows x RN <= 6 activation rows of floats, 8 elements a
- * step (12 accumulators, two weight vectors and one activation vector:
- * the 16 AVX2 registers); the k % 8 tail is added in scalar code. */
-static inline AI void tile_float_avx2(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                      const uint8_t *const *ar, float *out, int64_t ldo, int rm,
-                                      const uint8_t *pf, size_t pfl) {
-    const size_t es = kind == WF32 ? 4 : 2;
-    FOR_J(F2_DECL)
-    const size_t pfs = prefetch_step(pf, pfl, k / 8);
-    int64_t e = 0;
-    for (; e + 8 <= k; e += 8) {
-        prefetch_part(pf, pfl, e / 8, pfs);
-        const __m256 w0 = load_w8(kind, wr[0] + e * es), w1 = load_w8(kind, wr[1] + e * es);
-        FOR_J(F2_FMA)
-    }
-    FOR_J(F2_STORE)
-}
-
-#define TILE_F32_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-#define TILE_F16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-#define TILE_BF16_AVX2(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_avx2(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(f32_tiles_avx2, static, TILE_F32_AVX2, 2, 6)
-EM_GEMM_DRIVER(f16_tiles_avx2, static, TILE_F16_AVX2, 2, 6)
-EM_GEMM_DRIVER(bf16_tiles_avx2, static, TILE_BF16_AVX2, 2, 6)
-
 /* With one activation row (generation) every AVX2 entry hands the product
  * to its dedicated matrix-vector kernel in gemv_avx2.c, which streams the
  * rows in address order; maxk bounds the rows its stack records serve. */
@@ -267,9 +210,20 @@ EM_GEMM_DRIVER(bf16_tiles_avx2, static, TILE_BF16_AVX2, 2, 6)
         else                                                                                                   \
             tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
     }
-GEMV_ENTRY_AVX2(em_gemm_f32_avx2, em_gemv_f32_avx2, f32_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_f16_avx2, em_gemv_f16_avx2, f16_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_bf16_avx2, em_gemv_bf16_avx2, bf16_tiles_avx2, INT64_MAX)
+/* Float weights with two or more activation rows go to the converted-
+ * panel kernels of gemm_float_avx2.c (each weight converted once per call,
+ * and a row's result the same whatever the batch). */
+#define FLOAT_ENTRY_AVX2(name, gemv, panels)                                                                   \
+    void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out, \
+              int64_t ldo) {                                                                                   \
+        if (na == 1)                                                                                           \
+            gemv(k, w, ws, nw, a, out);                                                                        \
+        else                                                                                                   \
+            panels(k, w, ws, nw, a, as, na, out, ldo);                                                         \
+    }
+FLOAT_ENTRY_AVX2(em_gemm_f32_avx2, em_gemv_f32_avx2, em_gemm_f32_panels_avx2)
+FLOAT_ENTRY_AVX2(em_gemm_f16_avx2, em_gemv_f16_avx2, em_gemm_f16_panels_avx2)
+FLOAT_ENTRY_AVX2(em_gemm_bf16_avx2, em_gemv_bf16_avx2, em_gemm_bf16_panels_avx2)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
@@ -488,54 +442,6 @@ static inline AI T512 __m512 load_w16(const int kind, const uint8_t *p, __mmask1
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-#define F5_DECL(j) __m512 c0##j = _mm512_setzero_ps(), c1##j = c0##j, c2##j = c0##j, c3##j = c0##j;
-#define F5_FMA(j)                                                                                 \
-    if (RN > j) {                                                                                 \
-        const __m512 av = _mm512_maskz_loadu_ps(m, (const float *)(const void *)ar[j] + e);       \
-        c0##j = _mm512_fmadd_ps(w0, av, c0##j);                                                   \
-        c1##j = _mm512_fmadd_ps(w1, av, c1##j);                                                   \
-        c2##j = _mm512_fmadd_ps(w2, av, c2##j);                                                   \
-        c3##j = _mm512_fmadd_ps(w3, av, c3##j);                                                   \
-    }
-#define F5_STORE(j)                                                                               \
-    if (RN > j) {                                                                                 \
-        out[j * ldo] = _mm512_reduce_add_ps(c0##j);                                               \
-        if (rm > 1) out[j * ldo + 1] = _mm512_reduce_add_ps(c1##j);                               \
-        if (rm > 2) out[j * ldo + 2] = _mm512_reduce_add_ps(c2##j);                               \
-        if (rm > 3) out[j * ldo + 3] = _mm512_reduce_add_ps(c3##j);                               \
-    }
-/* One step of 16 elements (fewer where the mask says). */
-#define F5_STEP(mask)                                                                             \
-    do {                                                                                          \
-        const __mmask16 m = (mask);                                                               \
-        const __m512 w0 = load_w16(kind, wr[0] + e * es, m), w1 = load_w16(kind, wr[1] + e * es, m); \
-        const __m512 w2 = load_w16(kind, wr[2] + e * es, m), w3 = load_w16(kind, wr[3] + e * es, m); \
-        FOR_J(F5_FMA)                                                                             \
-    } while (0)
-
-/* RM = 4 weight rows x RN <= 6 activation rows, 16 elements a step; the
- * tail of k % 16 elements uses masked loads (masked-off lanes read 0). */
-static inline AI T512 void tile_float_512(const int kind, const int RN, int64_t k, const uint8_t *const *wr,
-                                          const uint8_t *const *ar, float *out, int64_t ldo, int rm,
-                                          const uint8_t *pf, size_t pfl) {
-    const size_t es = kind == WF32 ? 4 : 2;
-    FOR_J(F5_DECL)
-    const size_t pfs = prefetch_step(pf, pfl, k / 16);
-    int64_t e = 0;
-    for (; e + 16 <= k; e += 16) {
-        prefetch_part(pf, pfl, e / 16, pfs);
-        F5_STEP((__mmask16)0xffff);
-    }
-    if (e < k) F5_STEP((__mmask16)((1u << (k - e)) - 1));
-    FOR_J(F5_STORE)
-}
-
-#define TILE_F32_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF32, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-#define TILE_F16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-#define TILE_BF16_512(RN, k, wr, ar, o, ldo, rm, pf, pfl) tile_float_512(WBF16, RN, k, wr, ar, o, ldo, rm, pf, pfl)
-EM_GEMM_DRIVER(f32_tiles_512, static T512, TILE_F32_512, 4, 6)
-EM_GEMM_DRIVER(f16_tiles_512, static T512, TILE_F16_512, 4, 6)
-EM_GEMM_DRIVER(bf16_tiles_512, static T512, TILE_BF16_512, 4, 6)
 
 /* Float matrix-vector product (one activation row): each weight row is
  * read on its own, in address order, 64 elements a step into four
@@ -572,17 +478,19 @@ static inline AI T512 void float_gemv_512(const int kind, int64_t k, const uint8
     float_gemv_cols(kind, 0, k, w, ws, nw, a, out, false);
 }
 
-#define FLOAT_GEMV_ENTRY(name, kind, tiles)                                                                    \
+/* As in the AVX2 set, two or more activation rows go to the converted-
+ * panel kernels (gemm_float_avx512.c). */
+#define FLOAT_GEMV_ENTRY(name, kind, panels)                                                                   \
     T512 void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                    float *out, int64_t ldo) {                                                                  \
         if (na == 1)                                                                                           \
             float_gemv_512(kind, k, w, ws, nw, a, out);                                                        \
         else                                                                                                   \
-            tiles(k, w, ws, nw, a, as, na, out, ldo);                                                          \
+            panels(k, w, ws, nw, a, as, na, out, ldo);                                                         \
     }
-FLOAT_GEMV_ENTRY(em_gemm_f32_avx512, WF32, f32_tiles_512)
-FLOAT_GEMV_ENTRY(em_gemm_f16_avx512, WF16, f16_tiles_512)
-FLOAT_GEMV_ENTRY(em_gemm_bf16_avx512, WBF16, bf16_tiles_512)
+FLOAT_GEMV_ENTRY(em_gemm_f32_avx512, WF32, em_gemm_f32_panels_avx512)
+FLOAT_GEMV_ENTRY(em_gemm_f16_avx512, WF16, em_gemm_f16_panels_avx512)
+FLOAT_GEMV_ENTRY(em_gemm_bf16_avx512, WBF16, em_gemm_bf16_panels_avx512)
 
 /* ------------------------------------------------- Q8_0 and Q4_0 (x Q8_0) */
 
