@@ -70,6 +70,10 @@ typedef struct em_attn_kernels {
     void (*pv_f16)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v, int nv);
     /* s[j] = exp(s[j] - m) for j < n (s[j] <= m); returns their sum. */
     float (*exp_sum)(float *s, int n, float m);
+    /* s[j] *= scale for j < n; then, where kpos is not NULL, s[j] = -inf
+     * for the keys a query may not see (kpos[j] < lo or > hi); returns the
+     * largest s[j] (-inf if none). */
+    float (*scale_max)(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
 } em_attn_kernels;
 
 /* The kernels em_attention uses: AVX2 where the CPU has it (and EMBER_CPU
@@ -83,6 +87,11 @@ void em_attn_kernels_force_scalar(int generic);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 extern const em_attn_kernels em_attn_kernels_avx2;
+/* AVX-512 F/VL forms of the products (arch/x86/attention_avx512.c), with
+ * the AVX2 set's exp. */
+extern const em_attn_kernels em_attn_kernels_avx512;
+float em_attn_exp_sum_avx2(float *s, int n, float m);
+float em_attn_scale_max_avx2(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
 #endif
 
 #endif
