@@ -99,6 +99,10 @@ static float scale_max_scalar(float *s, int n, float scale, const int32_t *kpos,
     return m;
 }
 
+static void exp_rows_scalar(float *s, int nq, int stride, int n, const float *m, float *sum) {
+    for (int h = 0; h < nq; h++) sum[h] = exp_sum_scalar(s + (int64_t)h * stride, n, m[h]);
+}
+
 static const em_attn_kernels kernels_scalar = {
     .qk_f32 = qk_f32_scalar,
     .qk_f16 = qk_f16_scalar,
@@ -106,6 +110,7 @@ static const em_attn_kernels kernels_scalar = {
     .pv_f16 = pv_f16_scalar,
     .exp_sum = exp_sum_scalar,
     .scale_max = scale_max_scalar,
+    .exp_rows = exp_rows_scalar,
 };
 
 static int force_scalar;
@@ -128,9 +133,10 @@ size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim,
     const size_t nq = (size_t)EM_ATTN_QTILE * (size_t)(n_head / n_head_kv);
     /* For the nq queries of a tile: acc[nq][head_dim_v], m[nq], l[nq], a
      * block of keys and of values as floats (caches other than F32),
-     * scores[nq][block] and the queries gathered, qt[nq][head_dim]. */
+     * scores[nq][block], the queries gathered, qt[nq][head_dim], and
+     * three floats per query for a block's update (mn, cf, es). */
     return nq * (size_t)(head_dim_v + 2) + (size_t)EM_ATTN_BLOCK * ((size_t)head_dim + (size_t)head_dim_v) +
-           nq * EM_ATTN_BLOCK + nq * (size_t)head_dim;
+           nq * EM_ATTN_BLOCK + nq * (size_t)head_dim + 3 * nq;
 }
 
 typedef struct attn_task_ctx {
@@ -144,6 +150,9 @@ typedef struct attn_task_ctx {
     float *vbuf;     /* [EM_ATTN_BLOCK][hdv] its values, likewise     */
     float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
     float *qt;       /* [EM_ATTN_QTILE * group][hd] a tile's queries  */
+    float *mn;       /* [nq] each query's maximum after the block     */
+    float *cf;       /* [nq] the factor on its sums so far; < 0: none */
+    float *es;       /* [nq] the sum of its block's exponentials      */
     int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
     em_pos kpos[EM_ATTN_BLOCK];   /* their positions (tiles only)     */
     /* A tile's rows (NULL outside tiles): query i belongs to row i / group,
@@ -180,6 +189,10 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
         kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
     }
 
+    /* Each query's maximum over the block, then the exponentials of all
+     * of them in one call, then the running sums.  cf[h] < 0 marks a
+     * query that sees none of the block: it adds nothing (its scores are
+     * all -inf, so their exponentials are zeros). */
     for (int32_t h = 0; h < group; h++) {
         float *s = t->sc + h * EM_ATTN_BLOCK;
         const em_pos *kpos = t->lo ? t->kpos : NULL;
@@ -194,16 +207,21 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
             bm = kn->scale_max(s, nb, a->scale, kpos, lo, hi);
         }
         if (bm == -INFINITY) {
-            /* This row sees none of the block: it adds nothing. */
-            for (int jj = 0; jj < nb; jj++) s[jj] = 0;
+            t->mn[h] = 0;
+            t->cf[h] = -1;
             continue;
         }
         /* A new maximum rescales what was summed so far (exp(0) = 1 needs
          * no call). */
-        const float m_new = bm > t->mx[h] ? bm : t->mx[h];
-        const float c = m_new == t->mx[h] ? 1.0f : expf(t->mx[h] - m_new);
-        t->mx[h] = m_new;
-        t->sum[h] = t->sum[h] * c + kn->exp_sum(s, nb, m_new);
+        t->mn[h] = bm > t->mx[h] ? bm : t->mx[h];
+        t->cf[h] = t->mn[h] == t->mx[h] ? 1.0f : expf(t->mx[h] - t->mn[h]);
+    }
+    kn->exp_rows(t->sc, group, EM_ATTN_BLOCK, nb, t->mn, t->es);
+    for (int32_t h = 0; h < group; h++) {
+        const float c = t->cf[h];
+        if (c < 0) continue;
+        t->mx[h] = t->mn[h];
+        t->sum[h] = t->sum[h] * c + t->es[h];
         if (c != 1.0f) {
             float *acc = t->acc + (int64_t)h * hdv;
             for (int32_t i = 0; i < hdv; i++) acc[i] *= c;
@@ -339,6 +357,9 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
     t.vbuf = t.kbuf + (size_t)EM_ATTN_BLOCK * a->head_dim;
     t.sc = t.vbuf + (size_t)EM_ATTN_BLOCK * hdv;
     t.qt = t.sc + nq * EM_ATTN_BLOCK;
+    t.mn = t.qt + nq * (size_t)a->head_dim;
+    t.cf = t.mn + nq;
+    t.es = t.cf + nq;
 
     if (a->prepare) {
         /* One-row batches: each task first stores its own key and value. */
@@ -356,7 +377,11 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
      * attended by itself. */
     const int64_t n_windows = (a->n_rows + EM_ATTN_QTILE - 1) / EM_ATTN_QTILE;
     for (int64_t task; (task = em_threadpool_next(tp, ith, n_windows * a->n_head_kv)) >= 0;) {
-        const int32_t w0 = (int32_t)(task / a->n_head_kv) * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
+        /* The last windows first: in a prompt their rows see the most keys,
+         * and the threads then end on the cheap windows together instead
+         * of one waiting while another finishes the longest. */
+        const int64_t win = n_windows - 1 - task / a->n_head_kv;
+        const int32_t w0 = (int32_t)win * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
         const int32_t w1 = EM_MIN(a->n_rows, w0 + EM_ATTN_QTILE);
         for (int32_t r0 = w0; r0 < w1; r0++) {
             if (!tile_start(a, r0)) continue;

@@ -74,6 +74,10 @@ typedef struct em_attn_kernels {
      * for the keys a query may not see (kpos[j] < lo or > hi); returns the
      * largest s[j] (-inf if none). */
     float (*scale_max)(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
+    /* exp_sum over rows: for h < nq, sum[h] = exp_sum(s + h * stride, n,
+     * m[h]).  One call for all the queries of a block, so that their
+     * exponentials overlap in the pipeline rather than wait on each other. */
+    void (*exp_rows)(float *s, int nq, int stride, int n, const float *m, float *sum);
 } em_attn_kernels;
 
 /* The kernels em_attention uses: AVX2 where the CPU has it (and EMBER_CPU
@@ -92,6 +96,7 @@ extern const em_attn_kernels em_attn_kernels_avx2;
 extern const em_attn_kernels em_attn_kernels_avx512;
 float em_attn_exp_sum_avx2(float *s, int n, float m);
 float em_attn_scale_max_avx2(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
+void em_attn_exp_rows_avx2(float *s, int nq, int stride, int n, const float *m, float *sum);
 #endif
 
 #endif

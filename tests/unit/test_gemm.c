@@ -422,6 +422,22 @@ static void test_attn_set(const em_attn_kernels *simd, const char *name) {
         for (int j = 0; j < n; j++) CHECK(b[j] >= 0 && (a[j] != 0 || b[j] == 0));
     }
 
+    /* exp over several rows at once: each row as exp_sum gives it. */
+    {
+        enum { R = 5, S = 40 };
+        float rows1[R * S], rows2[R * S], m[R], sums[R];
+        for (int n = 1; n <= 33; n += 4) {
+            for (int i = 0; i < R * S; i++) rows1[i] = rows2[i] = (i % 7 == 3) ? -INFINITY : -8 * frand() * frand();
+            for (int h = 0; h < R; h++) m[h] = h == 2 ? 0.0f : 0.25f * h;
+            simd->exp_rows(rows2, R, S, n, m, sums);
+            for (int h = 0; h < R; h++) {
+                const float one = simd->exp_sum(rows1 + h * S, n, m[h]);
+                CHECK_MSG(one == sums[h] && memcmp(rows1 + h * S, rows2 + h * S, (size_t)n * sizeof(float)) == 0,
+                          "exp_rows %s n=%d row %d", name, n, h);
+            }
+        }
+    }
+
     /* Scaling, masking and the maximum of a block: exact, so bit for bit. */
     for (int n = 1; n <= 33; n++)
         for (int masked = 0; masked < 2; masked++) {
@@ -469,6 +485,12 @@ static void test_attn_kernels(void) {
                 a->pv_f32(acc1, nq, n, p, K, k32, K), b->pv_f32(acc2, nq, n, p, K, k32, K);
                 diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
             }
+        for (int n = 1; n <= 40; n++) {
+            float e1[40], e2[40];
+            for (int j = 0; j < n; j++) e1[j] = e2[j] = (j % 9 == 8) ? -INFINITY : -20 * frand() * frand();
+            const float s1n = a->exp_sum(e1, n, 0.5f), s2n = b->exp_sum(e2, n, 0.5f);
+            diff += s1n != s2n || memcmp(e1, e2, (size_t)n * sizeof(float)) != 0;
+        }
         CHECK_MSG(diff == 0, "attention: the avx512 and avx2 kernels differ in %d cases", diff);
     }
 #endif

@@ -231,7 +231,7 @@ static void pv_f16_avx2(float *acc, int n_q, int64_t n, const float *p, int p_st
     PV_BODY(load8_f16, load1_f16)
 }
 
-float em_attn_exp_sum_avx2(float *s, int n, float m) {
+static inline __attribute__((always_inline)) float exp_sum_body(float *s, int n, float m) {
     const __m256 mv = _mm256_set1_ps(m);
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
@@ -250,6 +250,12 @@ float em_attn_exp_sum_avx2(float *s, int n, float m) {
         acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(mask)));
     }
     return em_hsum8_avx2(acc);
+}
+
+float em_attn_exp_sum_avx2(float *s, int n, float m) { return exp_sum_body(s, n, m); }
+
+void em_attn_exp_rows_avx2(float *s, int nq, int stride, int n, const float *m, float *sum) {
+    for (int h = 0; h < nq; h++) sum[h] = exp_sum_body(s + (int64_t)h * stride, n, m[h]);
 }
 
 float em_attn_scale_max_avx2(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi) {
@@ -286,6 +292,7 @@ const em_attn_kernels em_attn_kernels_avx2 = {
     .pv_f16 = pv_f16_avx2,
     .exp_sum = em_attn_exp_sum_avx2,
     .scale_max = em_attn_scale_max_avx2,
+    .exp_rows = em_attn_exp_rows_avx2,
 };
 
 #endif

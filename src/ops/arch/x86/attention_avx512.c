@@ -4,8 +4,8 @@
  * chosen over the AVX2 set where the CPU has AVX-512: sixteen floats per
  * register, and 32 registers that hold the sums of four query heads at
  * once.  Same contracts as the scalar twins in attention.c, against which
- * test_gemm checks them; exp over a block and the scaling and masking of
- * scores are the AVX2 set's.
+ * test_gemm checks them; the scaling and masking of scores are the AVX2
+ * set's.
  *
  * Each function carries its target ISA as an attribute, so this file is
  * built without global ISA flags and used only after the CPU check.
@@ -247,13 +247,78 @@ A512 static void pv_f16_avx512(float *acc, int n_q, int64_t n, const float *p, i
     PV_BODY(load16_f16, load8_f16, load1_f16)
 }
 
+/* em_exp8_avx2 (core/arch/x86/math_avx2.h) on sixteen lanes, operation
+ * for operation, so each lane's result is the same to the bit. */
+A512_INLINE __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3f);
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.8f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 y = _mm512_set1_ps(1.0f / 5040);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 720));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    const __m512i ni = _mm512_cvtps_epi32(n);
+    const __m512i h1 = _mm512_srai_epi32(ni, 1), h2 = _mm512_sub_epi32(ni, h1);
+    const __m512 p1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h1, _mm512_set1_epi32(127)), 23));
+    const __m512 p2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h2, _mm512_set1_epi32(127)), 23));
+    return _mm512_maskz_mov_ps(keep, _mm512_mul_ps(_mm512_mul_ps(y, p1), p2));
+}
+
+/* The AVX2 set's exp_sum, sixteen exponentials at a time: the sum still
+ * adds eight lanes at a time in the same order, and ends with the same
+ * tree. */
+A512_INLINE float exp_sum_body(float *s, int n, float m) {
+    const __m512 mv = _mm512_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, lo8(e));
+        acc = _mm256_add_ps(acc, hi8(e));
+    }
+    const int rem = n - j;
+    if (rem > 0) {
+        const __mmask16 k = (__mmask16)((1u << rem) - 1);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), mv));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        if (rem >= 8) {
+            acc = _mm256_add_ps(acc, lo8(e));
+            if (rem > 8) {
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 8), idx);
+                acc = _mm256_add_ps(acc, _mm256_and_ps(hi8(e), _mm256_castsi256_ps(mask)));
+            }
+        } else {
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), idx);
+            acc = _mm256_add_ps(acc, _mm256_and_ps(lo8(e), _mm256_castsi256_ps(mask)));
+        }
+    }
+    return hsum8(acc);
+}
+
+A512 static float exp_sum_avx512(float *s, int n, float m) { return exp_sum_body(s, n, m); }
+
+A512 static void exp_rows_avx512(float *s, int nq, int stride, int n, const float *m, float *sum) {
+    for (int h = 0; h < nq; h++) sum[h] = exp_sum_body(s + (int64_t)h * stride, n, m[h]);
+}
+
 const em_attn_kernels em_attn_kernels_avx512 = {
     .qk_f32 = qk_f32_avx512,
     .qk_f16 = qk_f16_avx512,
     .pv_f32 = pv_f32_avx512,
     .pv_f16 = pv_f16_avx512,
-    .exp_sum = em_attn_exp_sum_avx2,
+    .exp_sum = exp_sum_avx512,
     .scale_max = em_attn_scale_max_avx2,
+    .exp_rows = exp_rows_avx512,
 };
 
 #endif
