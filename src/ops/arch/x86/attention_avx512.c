@@ -70,6 +70,25 @@ A512_INLINE __m512 qdup(const float *p) {
 A512_INLINE __m256 lo8(__m512 a) { return _mm512_castps512_ps256(a); }
 A512_INLINE __m256 hi8(__m512 a) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)); }
 
+/* Pairwise sums of neighbouring lanes within each 128-bit lane: what
+ * vhaddps does on 256 bits, on all four 128-bit lanes. */
+A512_INLINE __m512 hadd512(__m512 a, __m512 b) {
+    return _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x88), _mm512_shuffle_ps(a, b, 0xDD));
+}
+
+/* The totals of eight keys' sums, z0 = keys 0 and 1 (one per half), z1 =
+ * keys 2 and 3, ...: each key's eight lanes summed by reduce8's tree,
+ * ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)), with three 512-bit
+ * pair additions instead of six 256-bit ones.  After them the 128-bit
+ * lanes hold [k0 k2 k4 k6] low sums, the same high sums, [k1 k3 k5 k7]
+ * low sums, high sums; low + high, then interleaved into key order. */
+A512_INLINE __m256 reduce_pairs(__m512 z0, __m512 z1, __m512 z2, __m512 z3) {
+    const __m512 g = hadd512(hadd512(z0, z1), hadd512(z2, z3));
+    const __m512 t = _mm512_add_ps(g, _mm512_shuffle_f32x4(g, g, _MM_SHUFFLE(3, 3, 1, 1)));
+    const __m128 even = _mm512_castps512_ps128(t), odd = _mm512_extractf32x4_ps(t, 2);
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(even, odd)), _mm_unpackhi_ps(even, odd), 1);
+}
+
 /* Heads h..h+3 (NH = 4) or h alone (NH = 1) against keys j..j+7, each
  * accumulator holding two keys; the eight sums of a head are reduced as
  * the AVX2 set reduces them, and the n % 8 tail is added after, as there. */
@@ -94,8 +113,7 @@ A512_INLINE __m256 hi8(__m512 a) { return _mm256_castpd_ps(_mm512_extractf64x4_p
         for (int hh = 0; hh < NH; hh++) {                                                        \
             const float *qh = q + (h + hh) * n;                                                  \
             float *sh = s + (h + hh) * s_stride;                                                 \
-            _mm256_storeu_ps(sh + j, reduce8(lo8(a[hh][0]), hi8(a[hh][0]), lo8(a[hh][1]), hi8(a[hh][1]), \
-                                             lo8(a[hh][2]), hi8(a[hh][2]), lo8(a[hh][3]), hi8(a[hh][3]))); \
+            _mm256_storeu_ps(sh + j, reduce_pairs(a[hh][0], a[hh][1], a[hh][2], a[hh][3]));      \
             for (int jj = j; jj < j + 8; jj++)                                                   \
                 for (int64_t i = n8; i < n; i++) sh[jj] += qh[i] * LOAD1(k[jj] + i);             \
         }                                                                                        \
