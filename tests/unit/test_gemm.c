@@ -612,6 +612,11 @@ static void test_row_kernels(void) {
         int bad = 0;
         for (int i = 0; i < n; i++) bad += !(fabsf(o2[i] - o1[i]) <= 1e-6f * fabsf(o1[i]) + 1e-30f);
         CHECK_MSG(bad == 0, "swiglu n=%d: %d values differ", n, bad);
+        if (em_cpu_hw_features() & EM_CPU_AVX512) {
+            static float o3[N];
+            em_swiglu_avx512(o3, g, u, n);
+            CHECK_MSG(memcmp(o3, o2, (size_t)n * sizeof(float)) == 0, "swiglu avx512 n=%d: not the avx2 results", n);
+        }
     }
     /* Halves: normal, subnormal, overflowing, ties, signed zero: the SIMD
      * conversion must round exactly as em_fp32_to_fp16. */
@@ -626,6 +631,15 @@ static void test_row_kernels(void) {
     int bad = 0;
     for (int i = 0; i < N; i++) bad += h[i] != em_fp32_to_fp16(g[i]);
     CHECK_MSG(bad == 0, "f32 to f16: %d of %d halves differ from em_fp32_to_fp16", bad, N);
+    if (em_cpu_hw_features() & EM_CPU_AVX512) {
+        for (int n = 1; n <= N; n += 37) {
+            memset(h, 0, sizeof h);
+            em_f32_to_f16_avx512(h, g, n);
+            bad = 0;
+            for (int i = 0; i < n; i++) bad += h[i] != em_fp32_to_fp16(g[i]);
+            CHECK_MSG(bad == 0, "f32 to f16 avx512 n=%d: %d halves differ from em_fp32_to_fp16", n, bad);
+        }
+    }
 #endif
 }
 

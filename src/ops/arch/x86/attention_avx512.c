@@ -22,9 +22,11 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
+#include "core/arch/x86/math_avx512.h"
+
 #include <immintrin.h>
 
-#define A512 __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
+#define A512 EM_A512
 #define A512_INLINE static inline __attribute__((always_inline)) A512
 
 A512_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
@@ -265,31 +267,6 @@ A512 static void pv_f16_avx512(float *acc, int n_q, int64_t n, const float *p, i
     PV_BODY(load16_f16, load8_f16, load1_f16)
 }
 
-/* em_exp8_avx2 (core/arch/x86/math_avx2.h) on sixteen lanes, operation
- * for operation, so each lane's result is the same to the bit. */
-A512_INLINE __m512 exp16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.3f);
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, lo), _mm512_set1_ps(88.8f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 y = _mm512_set1_ps(1.0f / 5040);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 720));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
-    const __m512i ni = _mm512_cvtps_epi32(n);
-    const __m512i h1 = _mm512_srai_epi32(ni, 1), h2 = _mm512_sub_epi32(ni, h1);
-    const __m512 p1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h1, _mm512_set1_epi32(127)), 23));
-    const __m512 p2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(h2, _mm512_set1_epi32(127)), 23));
-    return _mm512_maskz_mov_ps(keep, _mm512_mul_ps(_mm512_mul_ps(y, p1), p2));
-}
-
 /* The AVX2 set's exp_sum, sixteen exponentials at a time: the sum still
  * adds eight lanes at a time in the same order, and ends with the same
  * tree. */
@@ -298,7 +275,7 @@ A512_INLINE float exp_sum_body(float *s, int n, float m) {
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) {
-        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
+        const __m512 e = em_exp16_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), mv));
         _mm512_storeu_ps(s + j, e);
         acc = _mm256_add_ps(acc, lo8(e));
         acc = _mm256_add_ps(acc, hi8(e));
@@ -306,7 +283,7 @@ A512_INLINE float exp_sum_body(float *s, int n, float m) {
     const int rem = n - j;
     if (rem > 0) {
         const __mmask16 k = (__mmask16)((1u << rem) - 1);
-        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), mv));
+        const __m512 e = em_exp16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), mv));
         _mm512_mask_storeu_ps(s + j, k, e);
         const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         if (rem >= 8) {
