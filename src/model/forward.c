@@ -56,6 +56,10 @@ static row_ops pick_row_ops(const em_hparams *hp) {
         if (!gelu) r.glu = em_swiglu_avx2;
         r.to_f16 = em_f32_to_f16_avx2;
     }
+    if (em_cpu_features() & EM_CPU_AVX512) {
+        if (!gelu) r.glu = em_swiglu_avx512;
+        r.to_f16 = em_f32_to_f16_avx512;
+    }
 #endif
     return r;
 }

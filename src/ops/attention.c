@@ -89,12 +89,28 @@ static float exp_sum_scalar(float *s, int n, float m) {
     return sum;
 }
 
+static float scale_max_scalar(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi) {
+    float m = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        s[j] *= scale;
+        if (kpos && (kpos[j] < lo || kpos[j] > hi)) s[j] = -INFINITY;
+        if (s[j] > m) m = s[j];
+    }
+    return m;
+}
+
+static void exp_rows_scalar(float *s, int nq, int stride, int n, const float *m, float *sum) {
+    for (int h = 0; h < nq; h++) sum[h] = exp_sum_scalar(s + (int64_t)h * stride, n, m[h]);
+}
+
 static const em_attn_kernels kernels_scalar = {
     .qk_f32 = qk_f32_scalar,
     .qk_f16 = qk_f16_scalar,
     .pv_f32 = pv_f32_scalar,
     .pv_f16 = pv_f16_scalar,
     .exp_sum = exp_sum_scalar,
+    .scale_max = scale_max_scalar,
+    .exp_rows = exp_rows_scalar,
 };
 
 static int force_scalar;
@@ -105,6 +121,7 @@ void em_attn_kernels_force_scalar(int generic) { force_scalar = generic; }
 
 const em_attn_kernels *em_attn_kernels_get(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
+    if (!force_scalar && (em_cpu_features() & EM_CPU_AVX512)) return &em_attn_kernels_avx512;
     if (!force_scalar && (em_cpu_features() & EM_CPU_AVX2)) return &em_attn_kernels_avx2;
 #endif
     return &kernels_scalar;
@@ -114,11 +131,12 @@ const em_attn_kernels *em_attn_kernels_get(void) {
 
 size_t em_attention_scratch(int32_t n_head, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v) {
     const size_t nq = (size_t)EM_ATTN_QTILE * (size_t)(n_head / n_head_kv);
-    /* For the nq queries of a tile: acc[nq][head_dim_v], m[nq], l[nq], one
-     * key and one value row as floats (caches of other types),
-     * scores[nq][block] and the queries gathered, qt[nq][head_dim]. */
-    return nq * (size_t)(head_dim_v + 2) + (size_t)head_dim + (size_t)head_dim_v + nq * EM_ATTN_BLOCK +
-           nq * (size_t)head_dim;
+    /* For the nq queries of a tile: acc[nq][head_dim_v], m[nq], l[nq], a
+     * block of keys and of values as floats (caches other than F32),
+     * scores[nq][block], the queries gathered, qt[nq][head_dim], and
+     * three floats per query for a block's update (mn, cf, es). */
+    return nq * (size_t)(head_dim_v + 2) + (size_t)EM_ATTN_BLOCK * ((size_t)head_dim + (size_t)head_dim_v) +
+           nq * EM_ATTN_BLOCK + nq * (size_t)head_dim + 3 * nq;
 }
 
 typedef struct attn_task_ctx {
@@ -128,10 +146,13 @@ typedef struct attn_task_ctx {
     float *acc;      /* [group][hdv] weighted sums of values        */
     float *mx;       /* [group] running maxima                      */
     float *sum;      /* [group] running sums of exp                 */
-    float *ktmp;     /* [hd] a key converted from a quantized cache  */
-    float *vtmp;     /* [hdv] a value, likewise                      */
+    float *kbuf;     /* [EM_ATTN_BLOCK][hd] the block's keys as floats */
+    float *vbuf;     /* [EM_ATTN_BLOCK][hdv] its values, likewise     */
     float *sc;       /* [group][EM_ATTN_BLOCK] scores, then weights */
     float *qt;       /* [EM_ATTN_QTILE * group][hd] a tile's queries  */
+    float *mn;       /* [nq] each query's maximum after the block     */
+    float *cf;       /* [nq] the factor on its sums so far; < 0: none */
+    float *es;       /* [nq] the sum of its block's exponentials      */
     int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
     em_pos kpos[EM_ATTN_BLOCK];   /* their positions (tiles only)     */
     /* A tile's rows (NULL outside tiles): query i belongs to row i / group,
@@ -151,65 +172,74 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
     const uint16_t *r16[EM_ATTN_BLOCK];
     const float *r32[EM_ATTN_BLOCK];
 
-    /* Scores.  F16 and F32 caches are read in place; other types are
-     * converted one key at a time. */
+    /* Scores.  F16 and F32 caches are read in place (the kernels widen
+     * halves in registers, which costs less than widening a block once
+     * into memory and reading it back for every query); other types are
+     * converted into the block's float rows. */
     if (kv->type == EM_TYPE_F16) {
         for (int jj = 0; jj < nb; jj++)
             r16[jj] = (const uint16_t *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
         kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
-    } else if (kv->type == EM_TYPE_F32) {
-        for (int jj = 0; jj < nb; jj++)
-            r32[jj] = (const float *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
-        kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
     } else {
-        for (int jj = 0; jj < nb; jj++) {
-            const float *k = em_kv_read(kv, kbase, kv->k_row_bytes, t->slots[jj], (int64_t)g * hd, hd, t->ktmp);
-            kn->qk_f32(q, group, hd, &k, 1, t->sc + jj, EM_ATTN_BLOCK);
-        }
+        for (int jj = 0; jj < nb; jj++)
+            r32[jj] = kv->type == EM_TYPE_F32
+                          ? (const float *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd
+                          : em_kv_read(kv, kbase, kv->k_row_bytes, t->slots[jj], (int64_t)g * hd, hd,
+                                       t->kbuf + (int64_t)jj * hd);
+        kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
     }
 
+    /* Each query's maximum over the block, then the exponentials of all
+     * of them in one call, then the running sums.  cf[h] < 0 marks a
+     * query that sees none of the block: it adds nothing (its scores are
+     * all -inf, so their exponentials are zeros). */
     for (int32_t h = 0; h < group; h++) {
         float *s = t->sc + h * EM_ATTN_BLOCK;
-        float bm = -INFINITY;
-        for (int jj = 0; jj < nb; jj++) s[jj] *= a->scale;
-        if (a->softcap > 0) em_softcap(s, nb, a->softcap);
-        if (t->lo) {
-            const em_pos lo = t->lo[h / t->group], hi = t->hi[h / t->group];
-            for (int jj = 0; jj < nb; jj++)
-                if (t->kpos[jj] < lo || t->kpos[jj] > hi) s[jj] = -INFINITY;
+        const em_pos *kpos = t->lo ? t->kpos : NULL;
+        const em_pos lo = t->lo ? t->lo[h / t->group] : 0, hi = t->lo ? t->hi[h / t->group] : 0;
+        float bm;
+        if (a->softcap > 0) {
+            /* Scale, cap, then mask: as scale_max does without the cap. */
+            for (int jj = 0; jj < nb; jj++) s[jj] *= a->scale;
+            em_softcap(s, nb, a->softcap);
+            bm = kn->scale_max(s, nb, 1.0f, kpos, lo, hi);
+        } else {
+            bm = kn->scale_max(s, nb, a->scale, kpos, lo, hi);
         }
-        for (int jj = 0; jj < nb; jj++)
-            if (s[jj] > bm) bm = s[jj];
         if (bm == -INFINITY) {
-            /* This row sees none of the block: it adds nothing. */
-            for (int jj = 0; jj < nb; jj++) s[jj] = 0;
+            t->mn[h] = 0;
+            t->cf[h] = -1;
             continue;
         }
-        /* A new maximum rescales what was summed so far. */
-        const float m_new = bm > t->mx[h] ? bm : t->mx[h];
-        const float c = expf(t->mx[h] - m_new);
-        t->mx[h] = m_new;
-        t->sum[h] = t->sum[h] * c + kn->exp_sum(s, nb, m_new);
+        /* A new maximum rescales what was summed so far (exp(0) = 1 needs
+         * no call). */
+        t->mn[h] = bm > t->mx[h] ? bm : t->mx[h];
+        t->cf[h] = t->mn[h] == t->mx[h] ? 1.0f : expf(t->mx[h] - t->mn[h]);
+    }
+    kn->exp_rows(t->sc, group, EM_ATTN_BLOCK, nb, t->mn, t->es);
+    for (int32_t h = 0; h < group; h++) {
+        const float c = t->cf[h];
+        if (c < 0) continue;
+        t->mx[h] = t->mn[h];
+        t->sum[h] = t->sum[h] * c + t->es[h];
         if (c != 1.0f) {
             float *acc = t->acc + (int64_t)h * hdv;
             for (int32_t i = 0; i < hdv; i++) acc[i] *= c;
         }
     }
 
-    /* Weighted values. */
+    /* Weighted values, read as the keys were. */
     if (kv->type == EM_TYPE_F16) {
         for (int jj = 0; jj < nb; jj++)
             r16[jj] = (const uint16_t *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
         kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
-    } else if (kv->type == EM_TYPE_F32) {
-        for (int jj = 0; jj < nb; jj++)
-            r32[jj] = (const float *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
-        kn->pv_f32(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r32, nb);
     } else {
-        for (int jj = 0; jj < nb; jj++) {
-            const float *v = em_kv_read(kv, vbase, kv->v_row_bytes, t->slots[jj], (int64_t)g * hdv, hdv, t->vtmp);
-            kn->pv_f32(t->acc, group, hdv, t->sc + jj, EM_ATTN_BLOCK, &v, 1);
-        }
+        for (int jj = 0; jj < nb; jj++)
+            r32[jj] = kv->type == EM_TYPE_F32
+                          ? (const float *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv
+                          : em_kv_read(kv, vbase, kv->v_row_bytes, t->slots[jj], (int64_t)g * hdv, hdv,
+                                       t->vbuf + (int64_t)jj * hdv);
+        kn->pv_f32(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r32, nb);
     }
 }
 
@@ -323,10 +353,13 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
     t.acc = scratch;
     t.mx = t.acc + nq * hdv;
     t.sum = t.mx + nq;
-    t.ktmp = t.sum + nq;
-    t.vtmp = t.ktmp + a->head_dim;
-    t.sc = t.vtmp + hdv;
+    t.kbuf = t.sum + nq;
+    t.vbuf = t.kbuf + (size_t)EM_ATTN_BLOCK * a->head_dim;
+    t.sc = t.vbuf + (size_t)EM_ATTN_BLOCK * hdv;
     t.qt = t.sc + nq * EM_ATTN_BLOCK;
+    t.mn = t.qt + nq * (size_t)a->head_dim;
+    t.cf = t.mn + nq;
+    t.es = t.cf + nq;
 
     if (a->prepare) {
         /* One-row batches: each task first stores its own key and value. */
@@ -344,7 +377,11 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
      * attended by itself. */
     const int64_t n_windows = (a->n_rows + EM_ATTN_QTILE - 1) / EM_ATTN_QTILE;
     for (int64_t task; (task = em_threadpool_next(tp, ith, n_windows * a->n_head_kv)) >= 0;) {
-        const int32_t w0 = (int32_t)(task / a->n_head_kv) * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
+        /* The last windows first: in a prompt their rows see the most keys,
+         * and the threads then end on the cheap windows together instead
+         * of one waiting while another finishes the longest. */
+        const int64_t win = n_windows - 1 - task / a->n_head_kv;
+        const int32_t w0 = (int32_t)win * EM_ATTN_QTILE, g = (int32_t)(task % a->n_head_kv);
         const int32_t w1 = EM_MIN(a->n_rows, w0 + EM_ATTN_QTILE);
         for (int32_t r0 = w0; r0 < w1; r0++) {
             if (!tile_start(a, r0)) continue;

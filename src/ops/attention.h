@@ -70,6 +70,14 @@ typedef struct em_attn_kernels {
     void (*pv_f16)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v, int nv);
     /* s[j] = exp(s[j] - m) for j < n (s[j] <= m); returns their sum. */
     float (*exp_sum)(float *s, int n, float m);
+    /* s[j] *= scale for j < n; then, where kpos is not NULL, s[j] = -inf
+     * for the keys a query may not see (kpos[j] < lo or > hi); returns the
+     * largest s[j] (-inf if none). */
+    float (*scale_max)(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
+    /* exp_sum over rows: for h < nq, sum[h] = exp_sum(s + h * stride, n,
+     * m[h]).  One call for all the queries of a block, so that their
+     * exponentials overlap in the pipeline rather than wait on each other. */
+    void (*exp_rows)(float *s, int nq, int stride, int n, const float *m, float *sum);
 } em_attn_kernels;
 
 /* The kernels em_attention uses: AVX2 where the CPU has it (and EMBER_CPU
@@ -83,6 +91,12 @@ void em_attn_kernels_force_scalar(int generic);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 extern const em_attn_kernels em_attn_kernels_avx2;
+/* AVX-512 F/VL forms of the products (arch/x86/attention_avx512.c), with
+ * the AVX2 set's exp. */
+extern const em_attn_kernels em_attn_kernels_avx512;
+float em_attn_exp_sum_avx2(float *s, int n, float m);
+float em_attn_scale_max_avx2(float *s, int n, float scale, const int32_t *kpos, int32_t lo, int32_t hi);
+void em_attn_exp_rows_avx2(float *s, int nq, int stride, int n, const float *m, float *sum);
 #endif
 
 #endif

@@ -105,6 +105,10 @@ void em_quantize_step(em_threadpool *tp, int ith, em_type t, const float *x, int
 #if defined(__x86_64__) && defined(__GNUC__)
 void em_swiglu_avx2(float *out, const float *gate, const float *up, int64_t n);
 void em_f32_to_f16_avx2(uint16_t *dst, const float *src, int64_t n);
+/* The same on sixteen lanes (arch/x86/rows_avx512.c; need AVX-512 F and
+ * VL), with the AVX2 versions' results to the bit. */
+void em_swiglu_avx512(float *out, const float *gate, const float *up, int64_t n);
+void em_f32_to_f16_avx512(uint16_t *dst, const float *src, int64_t n);
 #endif
 
 #endif

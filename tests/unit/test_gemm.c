@@ -431,20 +431,32 @@ static float max_rel(const float *a, const float *b, int n) {
     return mx / scale;
 }
 
-/* Each kernel of the SIMD set against its scalar twin, over head sizes
- * with and without a tail, one to many query heads and partial blocks. */
-static void test_attn_kernels(void) {
-    const em_attn_kernels *ref = em_attn_kernels_scalar(), *simd = em_attn_kernels_get();
-    if (simd == ref) {
-        printf("attention: only the scalar kernels are in use (no AVX2, or EMBER_CPU=generic); skipped\n");
-        note_skipped("attention avx2");
-        return;
+/* Scores a against the reference b: relative to the row's largest score,
+ * or for a score that cancels to near zero, to the size of its terms
+ * (sum |q_i k_i| / 8), since float rounding in another summation order
+ * is relative to those. */
+static bool scores_close(const float *a, const float *b, const float *q, const float *const *k, int nk, int n) {
+    float scale = 1e-6f;
+    for (int j = 0; j < nk; j++) scale = fmaxf(scale, fabsf(b[j]));
+    for (int j = 0; j < nk; j++) {
+        float terms = 0;
+        for (int i = 0; i < n; i++) terms += fabsf(q[i] * k[j][i]);
+        if (fabsf(a[j] - b[j]) > 1e-5f * fmaxf(scale, terms / 8)) return false;
     }
+    return true;
+}
+
+/* Each kernel of a SIMD set against its scalar twin, over head sizes
+ * with and without a tail, one to many query heads and partial blocks.
+ * A head's scores and sums must also be the same to the bit whether it is
+ * computed alone or with other heads (a row attended alone or in a tile). */
+static void test_attn_set(const em_attn_kernels *simd, const char *name) {
+    const em_attn_kernels *ref = em_attn_kernels_scalar();
     enum { MAXN = 136, MAXQ = 7, MAXK = 33 };
     static float q[MAXQ * MAXN], kf[MAXK][MAXN], s1[MAXQ * MAXK], s2[MAXQ * MAXK];
     static float acc1[MAXQ * MAXN], acc2[MAXQ * MAXN], p[MAXQ * MAXK];
     static uint16_t kh[MAXK][MAXN];
-    const int ns[] = {8, 19, 32, 64, 80, 128, 136}, nqs[] = {1, 3, 4, 7}, nks[] = {1, 5, 8, 17, 33};
+    const int ns[] = {8, 19, 32, 64, 80, 128, 136}, nqs[] = {1, 2, 3, 4, 7}, nks[] = {1, 5, 8, 17, 33};
     int bad = 0;
     for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
         for (size_t b = 0; b < sizeof nqs / sizeof *nqs; b++)
@@ -463,9 +475,14 @@ static void test_attn_kernels(void) {
                 }
                 ref->qk_f32(q, nq, n, k32, nk, s1, MAXK);
                 simd->qk_f32(q, nq, n, k32, nk, s2, MAXK);
-                for (int h = 0; h < nq; h++) bad += max_rel(s2 + h * MAXK, s1 + h * MAXK, nk) > 1e-5f;
+                for (int h = 0; h < nq; h++) bad += !scores_close(s2 + h * MAXK, s1 + h * MAXK, q + h * n, k32, nk, n);
                 simd->qk_f16(q, nq, n, k16, nk, s2, MAXK);
-                for (int h = 0; h < nq; h++) bad += max_rel(s2 + h * MAXK, s1 + h * MAXK, nk) > 1e-5f;
+                for (int h = 0; h < nq; h++) bad += !scores_close(s2 + h * MAXK, s1 + h * MAXK, q + h * n, k32, nk, n);
+                for (int h = 0; h < nq; h++) {
+                    float alone[MAXK];
+                    simd->qk_f16(q + h * n, 1, n, k16, nk, alone, MAXK);
+                    bad += memcmp(alone, s2 + h * MAXK, (size_t)nk * sizeof(float)) != 0;
+                }
 
                 for (int i = 0; i < nq * MAXK; i++) p[i] = frand() + 1.0f;
                 for (int i = 0; i < nq * n; i++) acc1[i] = acc2[i] = frand();
@@ -474,10 +491,16 @@ static void test_attn_kernels(void) {
                 bad += max_rel(acc2, acc1, nq * n) > 1e-5f;
                 for (int i = 0; i < nq * n; i++) acc2[i] = acc1[i];
                 ref->pv_f16(acc1, nq, n, p, MAXK, k16, nk);
+                static float before[MAXQ * MAXN];
+                memcpy(before, acc2, (size_t)nq * n * sizeof(float));
                 simd->pv_f16(acc2, nq, n, p, MAXK, k16, nk);
                 bad += max_rel(acc2, acc1, nq * n) > 1e-5f;
+                for (int h = 0; h < nq; h++) {
+                    simd->pv_f16(before + h * n, 1, n, p + h * MAXK, MAXK, k16, nk);
+                    bad += memcmp(before + h * n, acc2 + h * n, (size_t)n * sizeof(float)) != 0;
+                }
             }
-    CHECK_MSG(bad == 0, "attention kernels: %d mismatches against the scalar twins", bad);
+    CHECK_MSG(bad == 0, "attention kernels %s: %d mismatches against the scalar twins or alone/together", name, bad);
 
     /* exp over a block: ordinary scores, the very negative, and -inf. */
     for (int n = 1; n <= 33; n++) {
@@ -487,6 +510,83 @@ static void test_attn_kernels(void) {
         CHECK_MSG(fabsf(sa - sb) <= 1e-6f * fabsf(sa) + 1e-30f && max_rel(b, a, n) <= 1e-6f, "exp_sum n=%d: %g vs %g", n,
                   sb, sa);
         for (int j = 0; j < n; j++) CHECK(b[j] >= 0 && (a[j] != 0 || b[j] == 0));
+    }
+
+    /* exp over several rows at once: each row as exp_sum gives it. */
+    {
+        enum { R = 5, S = 40 };
+        float rows1[R * S], rows2[R * S], m[R], sums[R];
+        for (int n = 1; n <= 33; n += 4) {
+            for (int i = 0; i < R * S; i++) rows1[i] = rows2[i] = (i % 7 == 3) ? -INFINITY : -8 * frand() * frand();
+            for (int h = 0; h < R; h++) m[h] = h == 2 ? 0.0f : 0.25f * h;
+            simd->exp_rows(rows2, R, S, n, m, sums);
+            for (int h = 0; h < R; h++) {
+                const float one = simd->exp_sum(rows1 + h * S, n, m[h]);
+                CHECK_MSG(one == sums[h] && memcmp(rows1 + h * S, rows2 + h * S, (size_t)n * sizeof(float)) == 0,
+                          "exp_rows %s n=%d row %d", name, n, h);
+            }
+        }
+    }
+
+    /* Scaling, masking and the maximum of a block: exact, so bit for bit. */
+    for (int n = 1; n <= 33; n++)
+        for (int masked = 0; masked < 2; masked++) {
+            float a[33], b[33];
+            int32_t kpos[33];
+            for (int j = 0; j < n; j++) a[j] = b[j] = 4 * frand(), kpos[j] = 100 + j;
+            const int32_t lo = 100 + n / 3, hi = 100 + n / 2;
+            const float ma = ref->scale_max(a, n, 0.125f, masked ? kpos : NULL, lo, hi);
+            const float mb = simd->scale_max(b, n, 0.125f, masked ? kpos : NULL, lo, hi);
+            CHECK_MSG(ma == mb && memcmp(a, b, (size_t)n * sizeof(float)) == 0, "scale_max %s n=%d masked=%d", name, n,
+                      masked);
+        }
+}
+
+/* Every SIMD set this CPU runs, whatever EMBER_CPU selects. */
+static void test_attn_kernels(void) {
+    int n_sets = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    const unsigned hw = em_cpu_hw_features();
+    if (hw & EM_CPU_AVX2) test_attn_set(&em_attn_kernels_avx2, "avx2"), n_sets++;
+    if (hw & EM_CPU_AVX512) test_attn_set(&em_attn_kernels_avx512, "avx512"), n_sets++;
+    if ((hw & EM_CPU_AVX2) && (hw & EM_CPU_AVX512)) {
+        /* The AVX-512 set sums in the AVX2 set's order: equal to the bit. */
+        const em_attn_kernels *a = &em_attn_kernels_avx2, *b = &em_attn_kernels_avx512;
+        enum { N = 72, Q = 9, K = 29 };
+        static float q[Q * N], kf[K][N], s1[Q * K], s2[Q * K], p[Q * K], acc1[Q * N], acc2[Q * N];
+        static uint16_t kh[K][N];
+        const float *k32[K];
+        const uint16_t *k16[K];
+        for (int i = 0; i < Q * N; i++) q[i] = frand(), acc1[i] = acc2[i] = frand();
+        for (int i = 0; i < Q * K; i++) p[i] = frand() + 1.0f;
+        for (int j = 0; j < K; j++) {
+            for (int i = 0; i < N; i++) kh[j][i] = em_fp32_to_fp16(frand()), kf[j][i] = frand();
+            k32[j] = kf[j], k16[j] = kh[j];
+        }
+        int diff = 0;
+        for (int n = 64; n <= N; n += 8)
+            for (int nq = 1; nq <= Q; nq += 4) {
+                a->qk_f16(q, nq, n, k16, K, s1, K), b->qk_f16(q, nq, n, k16, K, s2, K);
+                diff += memcmp(s1, s2, (size_t)nq * K * sizeof(float)) != 0;
+                a->qk_f32(q, nq, n, k32, K, s1, K), b->qk_f32(q, nq, n, k32, K, s2, K);
+                diff += memcmp(s1, s2, (size_t)nq * K * sizeof(float)) != 0;
+                a->pv_f16(acc1, nq, n, p, K, k16, K), b->pv_f16(acc2, nq, n, p, K, k16, K);
+                diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
+                a->pv_f32(acc1, nq, n, p, K, k32, K), b->pv_f32(acc2, nq, n, p, K, k32, K);
+                diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
+            }
+        for (int n = 1; n <= 40; n++) {
+            float e1[40], e2[40];
+            for (int j = 0; j < n; j++) e1[j] = e2[j] = (j % 9 == 8) ? -INFINITY : -20 * frand() * frand();
+            const float s1n = a->exp_sum(e1, n, 0.5f), s2n = b->exp_sum(e2, n, 0.5f);
+            diff += s1n != s2n || memcmp(e1, e2, (size_t)n * sizeof(float)) != 0;
+        }
+        CHECK_MSG(diff == 0, "attention: the avx512 and avx2 kernels differ in %d cases", diff);
+    }
+#endif
+    if (n_sets == 0) {
+        printf("attention: this CPU has no SIMD attention kernels; skipped\n");
+        note_skipped("attention simd");
     }
 }
 
@@ -602,6 +702,11 @@ static void test_row_kernels(void) {
         int bad = 0;
         for (int i = 0; i < n; i++) bad += !(fabsf(o2[i] - o1[i]) <= 1e-6f * fabsf(o1[i]) + 1e-30f);
         CHECK_MSG(bad == 0, "swiglu n=%d: %d values differ", n, bad);
+        if (em_cpu_hw_features() & EM_CPU_AVX512) {
+            static float o3[N];
+            em_swiglu_avx512(o3, g, u, n);
+            CHECK_MSG(memcmp(o3, o2, (size_t)n * sizeof(float)) == 0, "swiglu avx512 n=%d: not the avx2 results", n);
+        }
     }
     /* Halves: normal, subnormal, overflowing, ties, signed zero: the SIMD
      * conversion must round exactly as em_fp32_to_fp16. */
@@ -616,6 +721,15 @@ static void test_row_kernels(void) {
     int bad = 0;
     for (int i = 0; i < N; i++) bad += h[i] != em_fp32_to_fp16(g[i]);
     CHECK_MSG(bad == 0, "f32 to f16: %d of %d halves differ from em_fp32_to_fp16", bad, N);
+    if (em_cpu_hw_features() & EM_CPU_AVX512) {
+        for (int n = 1; n <= N; n += 37) {
+            memset(h, 0, sizeof h);
+            em_f32_to_f16_avx512(h, g, n);
+            bad = 0;
+            for (int i = 0; i < n; i++) bad += h[i] != em_fp32_to_fp16(g[i]);
+            CHECK_MSG(bad == 0, "f32 to f16 avx512 n=%d: %d halves differ from em_fp32_to_fp16", n, bad);
+        }
+    }
 #endif
 }
 

@@ -1,0 +1,121 @@
+/*
+ * bench_attn.c - the time of prompt attention alone: one sequence's P
+ * prompt rows attending to themselves (causal, F16 cache, head size 64),
+ * one layer, one thread, with the SIMD kernels the CPU (and EMBER_CPU)
+ * selects and with the scalar ones.  This is the part of prompt processing
+ * that grows with the prompt's length (pp512 against pp128).
+ *
+ *   bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar]
+ *
+ * --scalar also times the scalar kernels (slow: about 100x).
+ * EMBER_CPU=avx2 in the environment measures the AVX2 set on an AVX-512
+ * machine.
+ * Times are this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), the best of
+ * --reps passes, so that time descheduled on a loaded machine does not
+ * count; GFLOP/s counts 2 * heads * (64 + 64) multiply-adds per visible
+ * key.  The outputs' checksum is printed so that the sets can be seen to
+ * agree (avx2 and avx512 give the same bits).  Nothing here asserts a time.
+ */
+#include "core/cpu.h"
+#include "core/threadpool.h"
+#include "kv/kv.h"
+#include "ops/attention.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double thread_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+/* A fixed LCG in [-1, 1): runs compare. */
+static float next_val(uint32_t *st) {
+    *st = *st * 1664525u + 1013904223u;
+    return (float)(*st >> 8) / (float)(1u << 23) - 1.0f;
+}
+
+int main(int argc, char **argv) {
+    int rows = 512, heads = 12, kv_heads = 12, reps = 15, with_scalar = 0;
+    bool ok = true;
+    for (int i = 1; ok && i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--scalar")) with_scalar = 1;
+        else if (!strcmp(a, "--rows")) ok = parse_int(v, 1, 8192, &rows), i++;
+        else if (!strcmp(a, "--heads")) ok = parse_int(v, 1, 256, &heads), i++;
+        else if (!strcmp(a, "--kv-heads")) ok = parse_int(v, 1, 256, &kv_heads), i++;
+        else if (!strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps), i++;
+        else ok = false;
+    }
+    if (!ok || heads % kv_heads) {
+        fprintf(stderr, "usage: bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar]\n"
+                        "       (heads a multiple of kv-heads)\n");
+        return 2;
+    }
+    enum { HD = 64 };
+    const size_t nq = (size_t)rows * heads * HD, nkv = (size_t)kv_heads * HD;
+    float *q = malloc(nq * sizeof *q), *out = malloc(nq * sizeof *out), *kr = malloc(nkv * sizeof *kr),
+          *vr = malloc(nkv * sizeof *vr);
+    em_seq_id *seq = calloc((size_t)rows, sizeof *seq);
+    em_pos *pos = malloc((size_t)rows * sizeof *pos);
+    int32_t *cells = malloc((size_t)rows * sizeof *cells);
+    float *scratch = malloc(em_attention_scratch(heads, kv_heads, HD, HD) * sizeof(float));
+    em_kv kv;
+    em_threadpool *tp = NULL;
+    int rc = 1;
+    if (!q || !out || !kr || !vr || !seq || !pos || !cells || !scratch) goto done;
+    if (em_kv_init(&kv, rows + EM_KV_BLOCK, 1, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
+    for (int i = 0; i < rows; i++) pos[i] = i;
+    uint32_t st = 1;
+    if (em_kv_place(&kv, rows, seq, pos, NULL, cells, NULL) != EM_OK) goto kv_done;
+    for (int i = 0; i < rows; i++) {
+        for (size_t j = 0; j < nkv; j++) kr[j] = next_val(&st), vr[j] = 0.5f * next_val(&st) + 0.5f;
+        em_kv_write(&kv, 0, cells[i], 0, kv_heads, kr, vr, NULL);
+    }
+    for (size_t i = 0; i < nq; i++) q[i] = next_val(&st);
+    if (em_threadpool_init(&tp, 1) != EM_OK) goto kv_done;
+    double flops = 0;
+    for (int i = 0; i < rows; i++) flops += 2.0 * heads * (HD + HD) * (i + 1);
+    printf("prompt attention: %d rows, %d heads, %d KV heads, head size %d, F16 cache, 1 thread, best of %d\n", rows,
+           heads, kv_heads, HD, reps);
+    const unsigned f = em_cpu_features();
+    const char *simd = (f & EM_CPU_AVX512) ? "avx512" : (f & EM_CPU_AVX2) ? "avx2" : "generic";
+    for (int scalar = 0; scalar <= with_scalar; scalar++) {
+        em_attn_kernels_force_scalar(scalar);
+        const char *set = scalar ? "scalar" : simd;
+        em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = rows,
+                          .n_head = heads, .n_head_kv = kv_heads, .head_dim = HD, .head_dim_v = HD,
+                          .scale = 0.125f, .scratch = scratch};
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            const double t0 = thread_time_s();
+            em_attention(tp, &a);
+            const double t = thread_time_s() - t0;
+            if (t < best) best = t;
+        }
+        double sum = 0;
+        for (size_t i = 0; i < nq; i++) sum += out[i];
+        printf("%-8s %9.3f ms  %7.1f GFLOP/s  checksum %.9g\n", set, best * 1e3, flops / best / 1e9, sum);
+    }
+    em_attn_kernels_force_scalar(0);
+    rc = 0;
+    em_threadpool_free(tp);
+kv_done:
+    em_kv_free(&kv);
+done:
+    free(q), free(out), free(kr), free(vr), free(seq), free(pos), free(cells), free(scratch);
+    return rc;
+}
