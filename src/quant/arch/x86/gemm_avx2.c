@@ -427,7 +427,101 @@ EM_GEMM_DRIVER(q4_k_tiles_avx2, static, TILE_Q4_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(em_gemm_q5_k_avx2, , TILE_Q5_K_AVX2, 2, 3)
 EM_GEMM_DRIVER(q6_k_tiles_avx2, static, TILE_Q6_K_AVX2, 2, 3)
 GEMV_ENTRY_AVX2(em_gemm_q4_k_avx2, em_gemv_q4_k_avx2, q4_k_tiles_avx2, INT64_MAX)
-GEMV_ENTRY_AVX2(em_gemm_q6_k_avx2, em_gemv_q6_k_avx2, q6_k_tiles_avx2, INT64_MAX)
+
+/* Q6_K with more activation rows than one tile takes.  Its levels cost
+ * the most unpacking of the K-quants (two loads, three shifts and three
+ * masks per 32 elements), and tile_kq_avx2 repeats that for every group
+ * of RN activation rows.  Here the two weight rows of a tile are instead
+ * unpacked once per panel into q6k_buf (levels, scale vectors, bias terms
+ * and d of all their super-blocks, about 1 KiB per super-block), and the
+ * tiles of all the panel's activation rows read them from the L1 cache:
+ * the same integer products in the same order as tile_kq_avx2, so the
+ * outputs are the same to the bit.  Rows longer than Q6B_MAX super-blocks
+ * go to tile_kq_avx2. */
+#define Q6B_MAX 24 /* super-blocks per row the buffer holds: k <= 6144 */
+#define Q6B_RN 4   /* activation rows per tile */
+typedef struct q6k_buf {
+    __m256i lv[Q6B_MAX][2][8]; /* [block][row][g] unsigned levels of elements 32g .. 32g+31 */
+    __m256i sc[Q6B_MAX][2][8]; /* [block][row][g] int16 group scales, as kq_row.sc        */
+    __m256i mins16[Q6B_MAX][2]; /* [block][row] 16 int16: 32 * scale, paired with bsums   */
+    float d[Q6B_MAX][2];        /* [block][row] super-block scale                          */
+} q6k_buf;
+
+static inline void q6k_unpack_avx2(int64_t nb, const uint8_t *const *wr, q6k_buf *u, const uint8_t *pf, size_t pfl) {
+    const size_t pfs = prefetch_step(pf, pfl, nb);
+    for (int64_t b = 0; b < nb; b++) {
+        prefetch_part(pf, pfl, b, pfs);
+        for (int i = 0; i < 2; i++) {
+            const uint8_t *x = wr[i] + (size_t)b * sizeof(em_block_q6_k);
+            kq_row r;
+            kq_row_avx2(WQ6_K, x, &r);
+            for (int g = 0; g < 8; g++) {
+                u->lv[b][i][g] = kq_levels_avx2(WQ6_K, x, g);
+                u->sc[b][i][g] = r.sc[g];
+            }
+            u->mins16[b][i] = r.mins16;
+            u->d[b][i] = r.d;
+        }
+    }
+}
+
+/* RN activation rows times the two unpacked weight rows of u. */
+static inline AI void tile_q6b_avx2(const int RN, int64_t nb, const q6k_buf *u, const uint8_t *const *ar, float *out,
+                                    int64_t ldo, int rm) {
+    const int kind = WQ6_K;
+    FOR_J4(KA_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        const struct {
+            __m256i mins16;
+            float d, dmin;
+        } r0 = {u->mins16[b][0], u->d[b][0], 0}, r1 = {u->mins16[b][1], u->d[b][1], 0};
+        FOR_J4(KA_IDECL)
+        for (int g = 0; g < 8; g++) {
+            const __m256i l0 = u->lv[b][0][g], l1 = u->lv[b][1][g];
+            const __m256i sc0 = u->sc[b][0][g], sc1 = u->sc[b][1][g];
+            FOR_J4(KA_DOT)
+        }
+        FOR_J4(KA_FOLD)
+    }
+    FOR_J4(KA_STORE)
+}
+
+void em_gemm_q6_k_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                       float *out, int64_t ldo) {
+    const int64_t nb = k / EM_QK_K;
+    if (na == 1) {
+        em_gemv_q6_k_avx2(k, w, ws, nw, a, out);
+        return;
+    }
+    if (na <= Q6B_RN || nb > Q6B_MAX) {
+        q6_k_tiles_avx2(k, w, ws, nw, a, as, na, out, ldo);
+        return;
+    }
+    q6k_buf u;
+    const int64_t fit = (int64_t)(EM_GEMM_PANEL_BYTES / as);
+    const int64_t panel = EM_MAX((int64_t)Q6B_RN, fit / Q6B_RN * Q6B_RN);
+    for (int64_t p0 = 0; p0 < na; p0 += panel) {
+        const int64_t p1 = EM_MIN(na, p0 + panel);
+        for (int64_t j0 = 0; j0 < nw; j0 += 2) {
+            const int rm = (int)EM_MIN((int64_t)2, nw - j0);
+            const uint8_t *wr[2], *pf = NULL;
+            size_t pfl = 0;
+            tile_rows(wr, 2, w, ws, j0, rm);
+            prefetch_plan(w, ws, j0, 2, &pf, &pfl);
+            q6k_unpack_avx2(nb, wr, &u, pf, pfl);
+            for (int64_t r0 = p0; r0 < p1; r0 += Q6B_RN) {
+                const int rn = (int)EM_MIN((int64_t)Q6B_RN, p1 - r0);
+                const uint8_t *ar[Q6B_RN];
+                tile_rows(ar, Q6B_RN, a, as, r0, rn);
+                float *o = out + r0 * ldo + j0;
+                if (rn == Q6B_RN) tile_q6b_avx2(Q6B_RN, nb, &u, ar, o, ldo, rm);
+                else if (rn == 3) tile_q6b_avx2(3, nb, &u, ar, o, ldo, rm);
+                else if (rn == 2) tile_q6b_avx2(2, nb, &u, ar, o, ldo, rm);
+                else tile_q6b_avx2(1, nb, &u, ar, o, ldo, rm);
+            }
+        }
+    }
+}
 
 /* ==================================================================== */
 /*                              AVX-512 set                             */
