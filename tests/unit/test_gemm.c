@@ -200,6 +200,49 @@ static void test_gemm_kernels(void) {
     CHECK(em_kernels_select(NULL) == 0);
 }
 
+/* The AVX2 Q6_K kernel with more than four activation rows unpacks the
+ * weights once into a buffer of at most 24 super-blocks a row (longer rows
+ * take the plain tiles): lengths on both sides of that bound, a last odd
+ * weight row, activation panels with a ragged last one, against the
+ * scalar reference; and each output equal, to the bit, to that of a call
+ * of two rows (the plain tiles), whose integer sums and float steps are
+ * the same. */
+static void test_q6k_buffered(void) {
+    if (em_kernels_select("avx2") != 0) {
+        printf("q6_k buffered kernel: no avx2, skipped\n");
+        return;
+    }
+    static const int64_t shapes[][3] = {{256, 3, 5}, {2048, 5, 9}, {24 * 256, 3, 43}, {25 * 256, 3, 7}};
+    int bad = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int64_t k = shapes[si][0], nw = shapes[si][1], na = shapes[si][2];
+        bad += check_gemm("avx2", EM_TYPE_Q6_K, k, nw, na, false);
+        bad += check_gemm("avx2", EM_TYPE_Q6_K, k, nw, na, true);
+        const size_t ws = em_row_size(EM_TYPE_Q6_K, k), as = em_row_size(EM_TYPE_Q8_K, k);
+        uint8_t *w = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na);
+        float *af = malloc((size_t)k * sizeof(float)), *o1 = malloc((size_t)(na * nw) * sizeof(float));
+        float o2[2 * 5];
+        make_weights(EM_TYPE_Q6_K, k, nw, w, ws, true);
+        for (int64_t r = 0; r < na; r++) {
+            for (int64_t i = 0; i < k; i++) af[i] = frand();
+            CHECK_OK(em_quantize_row(EM_TYPE_Q8_K, af, a + (size_t)r * as, k, NULL));
+        }
+        em_gemm(EM_TYPE_Q6_K, k, w, ws, nw, a, as, na, o1, nw);
+        for (int64_t r0 = 0; r0 + 2 <= na; r0 += 2) {
+            em_gemm(EM_TYPE_Q6_K, k, w, ws, nw, a + (size_t)r0 * as, as, 2, o2, nw);
+            CHECK_MSG(memcmp(o1 + r0 * nw, o2, (size_t)(2 * nw) * sizeof(float)) == 0,
+                      "q6_k k=%lld na=%lld: rows %lld-%lld differ from a call of two rows", (long long)k,
+                      (long long)na, (long long)r0, (long long)r0 + 1);
+        }
+        free(w);
+        free(a);
+        free(af);
+        free(o1);
+    }
+    CHECK_MSG(bad == 0, "q6_k buffered: %d wrong outputs", bad);
+    CHECK(em_kernels_select(NULL) == 0);
+}
+
 /* The converted-panel kernels of float weights (gemm_float_avx2.c,
  * gemm_float_avx512.c), which take calls with many activation rows: shapes
  * the short tests above do not reach (several activation tiles with a
@@ -742,6 +785,7 @@ int main(void) {
     test_attention_sets(EM_TYPE_Q8_0);
     test_gemm_kernels();
     test_float_panels();
+    test_q6k_buffered();
     test_cpu_features();
     test_pool_barriers();
     test_matmul_driver();
