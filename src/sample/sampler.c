@@ -391,6 +391,23 @@ static em_token plain_argmax(const float *logits, int32_t n) {
     return best < 0 ? raw_argmax(logits, n) : best;
 }
 
+/* The draw both softmax paths end with: the first of c[0..n) whose
+ * running sum of weights c[i].p exceeds u (u uniform in [0, sum of the
+ * weights)), skipping weights that round to 0.  Rounding can leave u at
+ * the very top, past the running sum: then the last candidate with weight
+ * is taken.  Returns its index in c, or -1 when no weight is positive. */
+static int32_t weighted_pick(const em_cand *c, int32_t n, double u) {
+    double acc = 0.0;
+    int32_t last = -1;
+    for (int32_t i = 0; i < n; i++) {
+        if (c[i].p <= 0.0f) continue;
+        acc += c[i].p;
+        last = i;
+        if (u < acc) return i;
+    }
+    return last;
+}
+
 /* The tempered softmax draw over the whole vocabulary, for a row without
  * bias, penalties, top-k, min-p or top-p, reading the logits in place:
  * the candidate list would hold the survivors in id order, so weighting
@@ -411,16 +428,9 @@ static em_token draw_in_place(em_sampler *s, const float *logits) {
         c[i].p = w;
         sum += w;
     }
-    double u = rng_uniform(s) * sum, acc = 0.0;
-    int32_t last = -1;
-    for (int32_t i = 0; i < n; i++) {
-        if (c[i].p <= 0.0f) continue;
-        acc += c[i].p;
-        last = i;
-        if (u < acc) return i;
-    }
-    /* As below: rounding left u at the very top, or (unreachable) no weight. */
-    return last >= 0 ? last : plain_argmax(logits, n);
+    const int32_t pick = weighted_pick(c, n, rng_uniform(s) * sum);
+    /* (Unreachable) no weight at all: the greedy answer. */
+    return pick >= 0 ? pick : plain_argmax(logits, n);
 }
 
 em_token em_sampler_sample(em_sampler *s, const float *logits) {
@@ -503,16 +513,8 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
         c[i].p = (float)exp(((double)c[i].logit - (double)max) * inv_temp);
         sum += c[i].p;
     }
-    double u = rng_uniform(s) * sum, acc = 0.0;
-    int32_t last = -1;
-    for (int32_t i = 0; i < n; i++) {
-        if (c[i].p <= 0.0f) continue;
-        acc += c[i].p;
-        last = i;
-        if (u < acc) return c[i].id;
-    }
-    /* Rounding left u at the very top: take the last token with weight. */
-    if (last >= 0) return c[last].id;
+    const int32_t pick = weighted_pick(c, n, rng_uniform(s) * sum);
+    if (pick >= 0) return c[pick].id;
     /* Unreachable in exact arithmetic (the max has weight 1); be safe. */
     int32_t best = 0;
     for (int32_t i = 1; i < n; i++)

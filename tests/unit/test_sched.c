@@ -130,26 +130,45 @@ static bool wait_idle(em_engine *e, em_engine_stats *st) {
     return false;
 }
 
+/* The engine parameters every test starts from: n_parallel sequences of
+ * n_ctx_seq positions, one thread. */
+static em_engine_params engine_params(int32_t n_parallel, int32_t n_ctx_seq) {
+    em_engine_params p = em_engine_default_params();
+    p.n_parallel = n_parallel;
+    p.n_ctx_seq = n_ctx_seq;
+    p.n_threads = 1;
+    return p;
+}
+
+/* An engine on m, or NULL (a failed check) when it cannot start. */
+static em_engine *start_engine(const em_model *m, const em_engine_params *p) {
+    em_engine *e = NULL;
+    CHECK_OK(em_engine_init(&e, m, p));
+    return e;
+}
+
+/* Submits one request, reads choice `which` to the end and releases it. */
+static void run_request(em_engine *e, const em_token *t, int32_t n, const em_gen_params *gp, int32_t which,
+                        result *res) {
+    em_request *r = NULL;
+    CHECK(t && em_engine_submit(e, t, n, gp, &r) == EM_SUBMIT_OK);
+    if (r) collect(r, which, res);
+    em_request_release(r);
+}
+
 /* --------------------------------------------------------------- tests */
 
 static void test_batching_invariance(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 16;
-    p.n_ctx_seq = 256;
+    em_engine_params p = engine_params(16, 256);
     p.n_prefill = 16; /* small budget: prompts are chunked across steps */
-    p.n_threads = 1;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     static result one[16], many[16];
     em_gen_params gp = greedy(48);
     for (int i = 0; i < 16; i++) {
         int32_t n;
         em_token *t = tokenize(m, prompts[i], &n);
-        em_request *r = NULL;
-        CHECK(t && em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-        if (r) collect(r, 0, &one[i]);
-        em_request_release(r);
+        run_request(e, t, n, &gp, 0, &one[i]);
         free(t);
     }
     em_request *rs[16] = {0};
@@ -173,11 +192,8 @@ static void test_batching_invariance(const em_model *m) {
     gp.n = 2;
     int32_t n;
     em_token *t = tokenize(m, prompts[0], &n);
-    em_request *r = NULL;
-    CHECK(t && em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
     static result c0;
-    if (r) collect(r, 1, &c0);
-    em_request_release(r);
+    run_request(e, t, n, &gp, 1, &c0);
     free(t);
     CHECK_MSG(!strcmp(c0.text, one[0].text), "choice 1 of n=2: %s", c0.text);
 
@@ -188,22 +204,15 @@ static void test_batching_invariance(const em_model *m) {
 }
 
 static void test_stop_across_tokens(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 2;
-    p.n_ctx_seq = 256;
-    p.n_threads = 1;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine_params p = engine_params(2, 256);
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     const em_vocab *v = em_model_vocab(m);
     int32_t n;
     em_token *t = tokenize(m, prompts[0], &n);
     em_gen_params gp = greedy(64);
-    em_request *r = NULL;
     static result full, cut;
-    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-    if (r) collect(r, 0, &full);
-    em_request_release(r);
+    run_request(e, t, n, &gp, 0, &full);
 
     /* A stop string made of the end of one token's text and the start of
      * the next one's: it can only be seen across the boundary. */
@@ -224,10 +233,7 @@ static void test_stop_across_tokens(const em_model *m) {
     const char *stops[1] = {stop};
     gp.stop = stops;
     gp.n_stop = 1;
-    r = NULL;
-    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-    if (r) collect(r, 0, &cut);
-    em_request_release(r);
+    run_request(e, t, n, &gp, 0, &cut);
     free(t);
     /* The text stops right before the first occurrence of the stop
      * string, which may come earlier than the boundary we picked. */
@@ -242,13 +248,9 @@ static void test_stop_across_tokens(const em_model *m) {
 }
 
 static void test_cancel_and_queue(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 1;
-    p.n_ctx_seq = 4096;
+    em_engine_params p = engine_params(1, 4096);
     p.queue_max = 1;
-    p.n_threads = 1;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     int32_t n;
     em_token *t = tokenize(m, prompts[1], &n);
@@ -285,12 +287,8 @@ static void test_cancel_and_queue(const em_model *m) {
 /* A prompt computed once is found again in the prefix cache: the second
  * request reuses whole blocks of it and still gives the same answer. */
 static void test_prefix_reuse(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 2;
-    p.n_ctx_seq = 256;
-    p.n_threads = 1;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine_params p = engine_params(2, 256);
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     const char *text = "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
                        "park with her friends and her dog, who was big and brown.";
@@ -299,14 +297,8 @@ static void test_prefix_reuse(const em_model *m) {
     CHECK(t && n > 40);
     em_gen_params gp = greedy(24);
     static result a, b;
-    em_request *r = NULL;
-    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-    if (r) collect(r, 0, &a);
-    em_request_release(r);
-    r = NULL;
-    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-    if (r) collect(r, 0, &b);
-    em_request_release(r);
+    run_request(e, t, n, &gp, 0, &a);
+    run_request(e, t, n, &gp, 0, &b);
     CHECK(a.n_cached == 0);
     CHECK_MSG(b.n_cached >= 32 && b.n_cached < n, "reused %d of %d prompt positions", b.n_cached, n);
     CHECK(!strcmp(a.text, b.text));
@@ -323,12 +315,8 @@ static void test_prefix_reuse(const em_model *m) {
  * token) and one per further token; two requests submitted together
  * share their decode steps, so the steps are fewer than the rows. */
 static void test_step_counts(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 2;
-    p.n_ctx_seq = 256;
-    p.n_threads = 1;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine_params p = engine_params(2, 256);
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     int32_t n;
     em_token *t = tokenize(m, prompts[1], &n);
@@ -336,10 +324,7 @@ static void test_step_counts(const em_model *m) {
     em_gen_params gp = greedy(12);
     gp.ignore_eos = true;
     static result a, b;
-    em_request *r = NULL;
-    CHECK(em_engine_submit(e, t, n, &gp, &r) == EM_SUBMIT_OK);
-    if (r) collect(r, 0, &a);
-    em_request_release(r);
+    run_request(e, t, n, &gp, 0, &a);
     em_engine_stats st;
     CHECK(wait_idle(e, &st));
     CHECK(a.n_tokens == 12 && !a.error);
@@ -371,14 +356,10 @@ static void test_step_counts(const em_model *m) {
 /* Embeddings: unit length, the same for the same input, different for
  * another. */
 static void test_embeddings(const em_model *m) {
-    em_engine_params p = em_engine_default_params();
-    p.n_parallel = 2;
-    p.n_ctx_seq = 128;
+    em_engine_params p = engine_params(2, 128);
     p.n_prefill = 4; /* the input spans several steps */
-    p.n_threads = 1;
     p.embeddings = true;
-    em_engine *e = NULL;
-    CHECK_OK(em_engine_init(&e, m, &p));
+    em_engine *e = start_engine(m, &p);
     if (!e) return;
     int32_t n_embd = em_model_n_embd(m);
     float *v[3] = {0};

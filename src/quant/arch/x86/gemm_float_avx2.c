@@ -16,6 +16,7 @@
  * CMakeLists.txt); called only after the CPU check of dispatch.c.
  */
 #include "quant/gemm.h"
+#include "quant/arch/x86/gemm_float_walk.h"
 
 #if defined(EM_HAVE_X86_GEMM)
 
@@ -165,23 +166,6 @@ static inline AI void micro2_rows(int rn, int64_t kc, const float *const *ar, fl
     }
 }
 
-/* The slice after (j0, e0): the panels of a block of EM_FP2_NC columns
- * for each slice of k in turn, then the next block (as in
- * gemm_float_avx512.c).  Returns false after the last. */
-static inline bool next_slice2(int64_t k, int64_t nw, int64_t *j0, int64_t *e0) {
-    const int64_t jb = *j0 / EM_FP2_NC * EM_FP2_NC, jb_end = jb + EM_FP2_NC < nw ? jb + EM_FP2_NC : nw;
-    if (*j0 + EM_FP2_NR < jb_end) {
-        *j0 += EM_FP2_NR;
-    } else if (*e0 + EM_FP2_KC < k) {
-        *j0 = jb;
-        *e0 += EM_FP2_KC;
-    } else {
-        *j0 = jb_end;
-        *e0 = 0;
-    }
-    return *j0 < nw;
-}
-
 static inline AI void gemm_panels2(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                    size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP2_MR - 1) / EM_FP2_MR;
@@ -191,7 +175,7 @@ static inline AI void gemm_panels2(const int kind, int64_t k, const void *w, siz
         const int64_t kc = k - e0 < EM_FP2_KC ? k - e0 : EM_FP2_KC;
         pack_slice2(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         int64_t pj = j0, pe = e0;
-        const bool more = next_slice2(k, nw, &pj, &pe);
+        const bool more = em_fp_next_slice(EM_FP2_NC, EM_FP2_NR, EM_FP2_KC, k, nw, &pj, &pe);
         const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
         const int pnr = (int)(nw - pj < EM_FP2_NR ? nw - pj : EM_FP2_NR);
         const int64_t pkc = k - pe < EM_FP2_KC ? k - pe : EM_FP2_KC;
@@ -205,7 +189,7 @@ static inline AI void gemm_panels2(const int kind, int64_t k, const void *w, siz
             micro2_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, nr);
             r0 += rn;
         }
-    } while (next_slice2(k, nw, &j0, &e0));
+    } while (em_fp_next_slice(EM_FP2_NC, EM_FP2_NR, EM_FP2_KC, k, nw, &j0, &e0));
 }
 
 void em_gemm_f32_panels_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,

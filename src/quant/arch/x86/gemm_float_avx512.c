@@ -38,6 +38,7 @@
  * the CPU check of dispatch.c.
  */
 #include "quant/gemm.h"
+#include "quant/arch/x86/gemm_float_walk.h"
 
 #if defined(EM_HAVE_X86_GEMM)
 
@@ -210,23 +211,6 @@ static inline AI TF void micro_rows(int rn, int64_t kc, const float *const *ar, 
     }
 }
 
-/* The slice after (j0, e0) in the order gemm_panels visits them: the
- * panels of a block of EM_FP_NC columns, for each slice of k in turn,
- * then the next block.  Returns false after the last. */
-static inline bool next_slice(int64_t k, int64_t nw, int64_t *j0, int64_t *e0) {
-    const int64_t jb = *j0 / EM_FP_NC * EM_FP_NC, jb_end = jb + EM_FP_NC < nw ? jb + EM_FP_NC : nw;
-    if (*j0 + EM_FP_NR < jb_end) {
-        *j0 += EM_FP_NR;
-    } else if (*e0 + EM_FP_KC < k) {
-        *j0 = jb;
-        *e0 += EM_FP_KC;
-    } else {
-        *j0 = jb_end;
-        *e0 = 0;
-    }
-    return *j0 < nw;
-}
-
 /* Columns are taken EM_FP_NC (a few panels) at a time, and within such a
  * block slice by slice, so that one slice of all activation rows
  * (na x EM_FP_KC floats: 128 KiB for 128 rows) stays in L2 while every
@@ -243,7 +227,7 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
         const int64_t kc = k - e0 < EM_FP_KC ? k - e0 : EM_FP_KC;
         pack_slice(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         int64_t pj = j0, pe = e0;
-        const bool more = next_slice(k, nw, &pj, &pe);
+        const bool more = em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &pj, &pe);
         const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
         const int pnr = (int)(nw - pj < EM_FP_NR ? nw - pj : EM_FP_NR);
         const int64_t pkc = k - pe < EM_FP_KC ? k - pe : EM_FP_KC;
@@ -257,7 +241,7 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
             micro_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
             r0 += rn;
         }
-    } while (next_slice(k, nw, &j0, &e0));
+    } while (em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &j0, &e0));
 }
 
 TF void em_gemm_f32_panels_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
