@@ -28,6 +28,8 @@
  * All buffers are sized for n_vocab at init; sampling allocates nothing.
  */
 #include "core/core.h"
+#include "core/cpu.h"
+#include "sample/weights.h"
 
 #include <float.h>
 #include <math.h>
@@ -35,8 +37,7 @@
 
 /* One candidate token while the chain narrows the set. */
 typedef struct em_cand {
-    float logit;    /* after bias and penalties; never NaN          */
-    float p;        /* unnormalized weight exp((logit - max) / temp) */
+    float logit; /* after bias and penalties; never NaN */
     em_token id;
 } em_cand;
 
@@ -45,6 +46,10 @@ struct em_sampler {
     int32_t n_vocab;
     em_logit_bias *bias;       /* [n_logit_bias] validated copy             */
     em_cand *cand;             /* [n_vocab] scratch candidate list          */
+    float *w;                  /* [n_vocab] weights of the draw (unnormalized
+                                  exp((logit - max) / temp)); for the whole-row
+                                  draw also the biased row before that       */
+    float *bsum;               /* [em_draw_n_blocks(n_vocab)] block sums of w */
     int32_t *count;            /* [n_vocab] occurrences in the window       */
     em_token *window;          /* [window_cap] ring of recent tokens        */
     int32_t window_cap;        /* repeat_last_n, or 0 for none / unbounded  */
@@ -150,10 +155,12 @@ em_status em_sampler_init(em_sampler **out, const em_sampler_params *params, int
     s->n_vocab = n_vocab;
     s->window_cap = p.repeat_last_n > 0 ? p.repeat_last_n : 0;
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    s->w = malloc((size_t)n_vocab * sizeof *s->w);
+    s->bsum = malloc((size_t)em_draw_n_blocks(n_vocab) * sizeof *s->bsum);
     s->count = calloc((size_t)n_vocab, sizeof *s->count);
     if (s->window_cap > 0) s->window = malloc((size_t)s->window_cap * sizeof *s->window);
     if (p.n_logit_bias > 0) s->bias = malloc((size_t)p.n_logit_bias * sizeof *s->bias);
-    if (!s->cand || !s->count || (s->window_cap > 0 && !s->window) ||
+    if (!s->cand || !s->w || !s->bsum || !s->count || (s->window_cap > 0 && !s->window) ||
         (p.n_logit_bias > 0 && !s->bias)) {
         em_sampler_free(s);
         return em_error(EM_ERR_NOMEM, "sampler: out of memory for a vocabulary of %d", n_vocab);
@@ -169,6 +176,8 @@ em_status em_sampler_init(em_sampler **out, const em_sampler_params *params, int
 void em_sampler_free(em_sampler *s) {
     if (!s) return;
     free(s->cand);
+    free(s->w);
+    free(s->bsum);
     free(s->count);
     free(s->window);
     free(s->bias);
@@ -261,6 +270,28 @@ static em_token raw_argmax(const float *logits, int32_t n) {
     return best < 0 ? 0 : best;
 }
 
+/* A logit l of a token seen k > 0 times in the window, penalized. */
+static inline float penalized(const em_sampler_params *p, float l, int32_t k) {
+    l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+    return l - ((float)k * p->freq_penalty + p->presence_penalty);
+}
+
+static inline bool wants_penalty(const em_sampler_params *p) {
+    return p->repeat_last_n != 0 &&
+           (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+}
+
+/* The logits with bias and penalties applied, into row[0 .. n_vocab), NaN
+ * and infinities left as they are (build_candidates' values). */
+static void adjusted_row(const em_sampler *s, const float *logits, float *row) {
+    const em_sampler_params *p = &s->params;
+    memcpy(row, logits, (size_t)s->n_vocab * sizeof *row);
+    for (int32_t i = 0; i < p->n_logit_bias; i++) row[s->bias[i].token] += s->bias[i].bias;
+    if (wants_penalty(p))
+        for (int32_t i = 0; i < s->n_vocab; i++)
+            if (s->count[i] > 0) row[i] = penalized(p, row[i], s->count[i]);
+}
+
 /* Copies the logits with bias and penalties applied into the candidate
  * list, dropping NaN and -inf; returns how many survive. */
 static int32_t build_candidates(em_sampler *s, const float *logits) {
@@ -273,18 +304,9 @@ static int32_t build_candidates(em_sampler *s, const float *logits) {
     }
     for (int32_t i = 0; i < p->n_logit_bias; i++) c[s->bias[i].token].logit += s->bias[i].bias;
 
-    bool penalize = p->repeat_last_n != 0 &&
-                    (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
-    if (penalize) {
-        for (int32_t i = 0; i < n; i++) {
-            int32_t k = s->count[i];
-            if (k <= 0) continue;
-            float l = c[i].logit;
-            l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
-            l -= (float)k * p->freq_penalty + p->presence_penalty;
-            c[i].logit = l;
-        }
-    }
+    if (wants_penalty(p))
+        for (int32_t i = 0; i < n; i++)
+            if (s->count[i] > 0) c[i].logit = penalized(p, c[i].logit, s->count[i]);
 
     int32_t m = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -391,58 +413,73 @@ static em_token plain_argmax(const float *logits, int32_t n) {
     return best < 0 ? raw_argmax(logits, n) : best;
 }
 
-/* The draw both softmax paths end with: the first of c[0..n) whose
- * running sum of weights c[i].p exceeds u (u uniform in [0, sum of the
- * weights)), skipping weights that round to 0.  Rounding can leave u at
- * the very top, past the running sum: then the last candidate with weight
- * is taken.  Returns its index in c, or -1 when no weight is positive. */
-static int32_t weighted_pick(const em_cand *c, int32_t n, double u) {
+/* The draw every softmax path ends with: the first of w[0..n) whose
+ * running sum of weights exceeds u (u uniform in [0, sum of the weights)),
+ * skipping weights that round to 0.  Rounding can leave u at the very
+ * top, past the running sum: then the last one with weight is taken.
+ * Returns its index (the caller maps it to a token id), or -1 when no
+ * weight is positive. */
+static int32_t weighted_pick(const float *w, int32_t n, double u) {
     double acc = 0.0;
     int32_t last = -1;
     for (int32_t i = 0; i < n; i++) {
-        if (c[i].p <= 0.0f) continue;
-        acc += c[i].p;
+        if (w[i] <= 0.0f) continue;
+        acc += w[i];
         last = i;
         if (u < acc) return i;
     }
     return last;
 }
 
-/* The tempered softmax draw over the whole vocabulary, for a row without
- * bias, penalties, top-k, min-p or top-p, reading the logits in place:
- * the candidate list would hold the survivors in id order, so weighting
- * every token (0 for NaN and -inf, which the walk skips, as it skips
- * weights that round to 0) gives the same weights, the same sum (adding
- * +0 changes no sum) and the same walk, without copying the vocabulary. */
-static em_token draw_in_place(em_sampler *s, const float *logits) {
-    const int32_t n = s->n_vocab;
-    em_cand *c = s->cand;
-    float mx = lane_max(logits, n);
-    if (mx == -INFINITY) return raw_argmax(logits, n);
+/* The tempered softmax draw over a whole row (temperature > 0, no top-k,
+ * min-p or top-p), the OpenAI defaults' path: one pass of float weights
+ * (sample/weights.h) with a sum per block of EM_DRAW_BLOCK tokens, then a
+ * uniform draw against the running sum of the blocks, and inside the block
+ * it falls in against the running sum of its weights.  Every token gets
+ * its weight in the token order (NaN and -inf weigh 0), so the row's
+ * layout and nothing else decides the blocks, and a seed draws the same
+ * tokens whatever else runs.  row may be s->w (a biased row): the weights
+ * replace it.  Returns -1 when no weight is positive (nothing but NaN and
+ * -inf). */
+static em_token draw_row(em_sampler *s, const float *row) {
+    const int32_t n = s->n_vocab, nb = em_draw_n_blocks(n);
+    float mx = lane_max(row, n);
+    if (mx == -INFINITY) return -1;
     if (mx == INFINITY) mx = FLT_MAX;
-    double inv_temp = 1.0 / (double)s->params.temp, sum = 0.0;
-    for (int32_t i = 0; i < n; i++) {
-        float l = logits[i], w = 0.0f;
-        if (!isnan(l) && l != -INFINITY)
-            w = (float)exp(((double)(l == INFINITY ? FLT_MAX : l) - (double)mx) * inv_temp);
-        c[i].p = w;
-        sum += w;
+    float scale = 1.0f / s->params.temp;
+    if (!(scale <= FLT_MAX)) scale = FLT_MAX; /* a subnormal temperature */
+    em_draw_weights(row, n, mx, scale, s->w, s->bsum, em_cpu_features());
+    double sum = 0.0;
+    for (int32_t b = 0; b < nb; b++) sum += s->bsum[b];
+    double u = rng_uniform(s) * sum, acc = 0.0;
+    int32_t at = -1; /* the block u falls in, or the last one with weight */
+    for (int32_t b = 0; b < nb; b++) {
+        if (s->bsum[b] <= 0.0f) continue;
+        at = b;
+        if (u < acc + s->bsum[b]) break;
+        acc += s->bsum[b];
     }
-    const int32_t pick = weighted_pick(c, n, rng_uniform(s) * sum);
-    /* (Unreachable) no weight at all: the greedy answer. */
-    return pick >= 0 ? pick : plain_argmax(logits, n);
+    if (at < 0) return -1;
+    const int32_t i0 = at * EM_DRAW_BLOCK, len = n - i0 < EM_DRAW_BLOCK ? n - i0 : EM_DRAW_BLOCK;
+    /* u past the block's own running sum (it was added in another order)
+     * takes the block's last weighted token, as weighted_pick does. */
+    const int32_t pick = weighted_pick(s->w + i0, len, u > acc ? u - acc : 0.0);
+    return pick < 0 ? -1 : i0 + pick;
 }
 
 em_token em_sampler_sample(em_sampler *s, const float *logits) {
     if (!s || !logits) return 0;
     const em_sampler_params *p = &s->params;
     em_cand *c = s->cand;
-    const bool penalize = p->repeat_last_n != 0 &&
-                          (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
-    const bool plain = p->n_logit_bias == 0 && !penalize;
+    const bool plain = p->n_logit_bias == 0 && !wants_penalty(p);
     if (!(p->temp > 0.0f) && plain) return plain_argmax(logits, s->n_vocab);
-    if (plain && (p->top_k <= 0 || p->top_k >= s->n_vocab) && !(p->min_p > 0.0f) && !(p->top_p < 1.0f))
-        return draw_in_place(s, logits);
+    if (p->temp > 0.0f && (p->top_k <= 0 || p->top_k >= s->n_vocab) && !(p->min_p > 0.0f) && !(p->top_p < 1.0f)) {
+        /* The whole row: in place, or biased and penalized first. */
+        if (!plain) adjusted_row(s, logits, s->w);
+        em_token t = draw_row(s, plain ? logits : s->w);
+        /* Nothing survived: the raw logits' argmax, as below. */
+        return t >= 0 ? t : raw_argmax(logits, s->n_vocab);
+    }
     int32_t n;
     bool cut = false; /* top-k already applied */
     if (plain && p->temp > 0.0f && p->top_k > 0 && p->top_k < s->n_vocab) {
@@ -510,10 +547,10 @@ em_token em_sampler_sample(em_sampler *s, const float *logits) {
     /* Temperature, then a draw from the renormalized weights. */
     double inv_temp = 1.0 / (double)p->temp, sum = 0.0;
     for (int32_t i = 0; i < n; i++) {
-        c[i].p = (float)exp(((double)c[i].logit - (double)max) * inv_temp);
-        sum += c[i].p;
+        s->w[i] = (float)exp(((double)c[i].logit - (double)max) * inv_temp);
+        sum += s->w[i];
     }
-    const int32_t pick = weighted_pick(c, n, rng_uniform(s) * sum);
+    const int32_t pick = weighted_pick(s->w, n, rng_uniform(s) * sum);
     if (pick >= 0) return c[pick].id;
     /* Unreachable in exact arithmetic (the max has weight 1); be safe. */
     int32_t best = 0;
