@@ -5,6 +5,8 @@
  * (observed through greedy flips), logit bias bans and hostile logits.
  */
 #include "core/core.h"
+#include "core/cpu.h"
+#include "sample/weights.h"
 #include "test.h"
 
 #include <float.h>
@@ -533,6 +535,142 @@ static void test_in_place(void) {
     CHECK_MSG(bad == 0, "%d draws differ between the logits in place and the copied candidates", bad);
 }
 
+/* The whole-row weight kernels (sample/weights.h): every kernel set this
+ * CPU runs gives the scalar twin's weights and block sums to the bit, on
+ * rows of every length around the block size, with NaN, infinities,
+ * +-FLT_MAX and arguments below exp's range; and the weights are e^x of
+ * their float argument to a few ulp, and within float precision of the
+ * double-precision softmax weight. */
+static void test_draw_weights(void) {
+    enum { MAXN = 4200 };
+    static float x[MAXN], w0[MAXN], w1[MAXN], b0[MAXN / 64 + 1], b1[MAXN / 64 + 1];
+    const int32_t sizes[] = {1, 7, 63, 64, 65, 128, 200, 1000, 4097};
+    const float temps[] = {1.0f, 0.3f, 1.7f, 0.01f, 50.0f};
+    const float specials[] = {NAN, INFINITY, -INFINITY, FLT_MAX, -FLT_MAX};
+    const unsigned hw = em_cpu_hw_features();
+    const unsigned sets[] = {EM_CPU_AVX2, EM_CPU_AVX512};
+    int diff = 0, far = 0, inexact = 0, badsum = 0;
+    double worst = 0.0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++) {
+            const int32_t n = sizes[si];
+            for (int32_t i = 0; i < n; i++) x[i] = (test_uniform() - 0.5f) * 40.0f;
+            if (ti == 1 && n > 8)
+                for (int k = 0; k < 8; k++) x[(int32_t)(test_uniform() * n) % n] = specials[k % 5];
+            float mx = -INFINITY;
+            for (int32_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+            if (mx == INFINITY) mx = FLT_MAX;
+            const float scale = 1.0f / temps[ti];
+            em_draw_weights(x, n, mx, scale, w0, b0, 0);
+            for (size_t k = 0; k < sizeof sets / sizeof *sets; k++) {
+                if (!(hw & sets[k])) continue;
+                em_draw_weights(x, n, mx, scale, w1, b1, sets[k]);
+                diff += memcmp(w0, w1, (size_t)n * sizeof *w0) != 0;
+                diff += memcmp(b0, b1, (size_t)em_draw_n_blocks(n) * sizeof *b0) != 0;
+            }
+            for (int32_t i = 0; i < n; i++) {
+                const float l = x[i] > FLT_MAX ? FLT_MAX : x[i];
+                if (isnan(l) || l == -INFINITY || (mx == FLT_MAX && l < 0)) {
+                    far += w0[i] != 0.0f && !(mx == FLT_MAX && l == -FLT_MAX);
+                    continue;
+                }
+                const float arg = (l - mx) * scale; /* the kernel's float argument */
+                const double e = exp((double)arg), ref = exp(((double)l - (double)mx) / (double)temps[ti]);
+                if (arg < -87.3f) {
+                    far += w0[i] != 0.0f;
+                    continue;
+                }
+                inexact += fabs((double)w0[i] - e) > 4e-7 * e;
+                /* The argument's own rounding: about |arg| float ulps. */
+                const double rel = fabs((double)w0[i] - ref) / ref;
+                far += rel > 1e-6 + 1.2e-7 * fabs((double)arg);
+                worst = rel > worst && fabs((double)arg) < 10 ? rel : worst;
+            }
+            for (int32_t b = 0; b < em_draw_n_blocks(n); b++) {
+                double z = 0.0;
+                for (int32_t i = b * 64; i < n && i < b * 64 + 64; i++) z += w0[i];
+                badsum += fabs((double)b0[b] - z) > 1e-6 * z;
+            }
+        }
+    }
+    CHECK_MSG(diff == 0, "%d rows where a kernel set differs from the scalar twin", diff);
+    CHECK_MSG(inexact == 0, "%d weights more than 4e-7 from e^x", inexact);
+    CHECK_MSG(far == 0, "%d weights off the double-precision softmax weight", far);
+    CHECK_MSG(badsum == 0, "%d block sums off the sum of their weights", badsum);
+    CHECK_MSG(worst < 2e-6, "worst relative error %g for |x| < 10", worst);
+}
+
+/* The whole-row draw against the exact softmax by a chi-square test, on a
+ * vocabulary of several blocks with a partial last one, banned tokens
+ * (whole blocks of them too) and NaN, plain and through a logit bias;
+ * under a fixed seed, so the test passes or fails the same every time. */
+static void chi_square_row(const float *l, int32_t n, const em_sampler_params *p, const double *prob, int draws) {
+    em_sampler *s = make(p, n);
+    static int hist[400];
+    histogram(s, l, n, draws, hist);
+    /* Bins of expected count below 5 are pooled into one. */
+    double chi2 = 0.0, pool_e = 0.0;
+    int df = -1, pool_o = 0, impossible = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const double e = prob[i] * draws;
+        if (prob[i] == 0.0) {
+            impossible += hist[i];
+        } else if (e < 5.0) {
+            pool_e += e;
+            pool_o += hist[i];
+        } else {
+            chi2 += (hist[i] - e) * (hist[i] - e) / e;
+            df++;
+        }
+    }
+    if (pool_e > 0.0) {
+        chi2 += (pool_o - pool_e) * (pool_o - pool_e) / pool_e;
+        df++;
+    }
+    CHECK_MSG(impossible == 0, "%d draws of banned tokens", impossible);
+    /* Mean df, standard deviation sqrt(2 df): six deviations is a real
+     * error, not chance. */
+    CHECK_MSG(chi2 < df + 6.0 * sqrt(2.0 * df), "chi-square %.1f with %d degrees of freedom (temp %g)", chi2, df,
+              (double)p->temp);
+    em_sampler_free(s);
+}
+
+static void test_row_chi_square(void) {
+    enum { N = 300 };
+    static float l[N];
+    static double prob[N];
+    const float temps[] = {1.0f, 0.6f, 2.5f};
+    for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++) {
+        for (int32_t i = 0; i < N; i++) l[i] = test_uniform() * 6.0f;
+        for (int32_t i = 64; i < 192; i++) l[i] = -INFINITY; /* two whole blocks banned */
+        l[5] = NAN;
+        l[299] = 7.0f; /* the best, alone in the partial last block's end */
+        double mx = 7.0, z = 0.0;
+        for (int32_t i = 0; i < N; i++) {
+            prob[i] = isfinite(l[i]) ? exp(((double)l[i] - mx) / temps[ti]) : 0.0;
+            z += prob[i];
+        }
+        for (int32_t i = 0; i < N; i++) prob[i] /= z;
+        em_sampler_params p = plain_params(temps[ti], 1000 + ti);
+        chi_square_row(l, N, &p, prob, 100000);
+
+        /* Through the biased row: a bias that lifts token 70 out of the
+         * banned blocks is a -inf + 3 = -inf, so it stays banned; one on
+         * token 10 moves its share. */
+        em_logit_bias bias[2] = {{70, 3.0f}, {10, 2.0f}};
+        p.logit_bias = bias;
+        p.n_logit_bias = 2;
+        z = 0.0;
+        for (int32_t i = 0; i < N; i++) {
+            const double li = (double)l[i] + (i == 10 ? 2.0 : 0.0);
+            prob[i] = isfinite(l[i]) ? exp((li - mx) / temps[ti]) : 0.0;
+            z += prob[i];
+        }
+        for (int32_t i = 0; i < N; i++) prob[i] /= z;
+        chi_square_row(l, N, &p, prob, 100000);
+    }
+}
+
 /* The default chain on a real-sized vocabulary only ever returns one of
  * the 40 best tokens, and does not take long about it. */
 static void test_large_vocab(void) {
@@ -596,6 +734,8 @@ int main(void) {
     test_in_place();
     test_reproducible();
     test_distribution();
+    test_draw_weights();
+    test_row_chi_square();
     test_top_p_min_p();
     test_penalties();
     test_logit_bias();
