@@ -369,11 +369,10 @@ static int32_t top_k_from_logits(em_cand *c, const float *logits, int32_t n, int
  * the vocabulary into the candidate list on every step.
  *
  * It runs once per generated token over the whole vocabulary, so it is
- * written for the vectorizer: first the largest value, kept in
- * ARGMAX_LANES independent running maxima (a NaN never wins a >, so it is
- * skipped as the scalar loop skips it), then the first position holding
- * it, searched block by block with a branch-free test per block. */
-#define ARGMAX_LANES 16
+ * written for speed: first the largest value (em_row_max, in SIMD lanes:
+ * a NaN never wins a >, so it is skipped as the scalar loop skips it),
+ * then the first position holding it, searched block by block with a
+ * branch-free test per block. */
 #define ARGMAX_BLOCK 256
 
 /* The first i with logits[i] equal to want (or, for a want of FLT_MAX,
@@ -391,21 +390,8 @@ static int32_t first_equal(const float *logits, int32_t n, float want) {
     return -1;
 }
 
-/* The largest logit, NaN skipped; -inf when nothing else is there. */
-static float lane_max(const float *logits, int32_t n) {
-    float lane[ARGMAX_LANES];
-    for (int l = 0; l < ARGMAX_LANES; l++) lane[l] = -INFINITY;
-    int32_t i = 0;
-    for (; i + ARGMAX_LANES <= n; i += ARGMAX_LANES)
-        for (int l = 0; l < ARGMAX_LANES; l++) lane[l] = logits[i + l] > lane[l] ? logits[i + l] : lane[l];
-    float mx = -INFINITY;
-    for (; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
-    for (int l = 0; l < ARGMAX_LANES; l++) mx = lane[l] > mx ? lane[l] : mx;
-    return mx;
-}
-
 static em_token plain_argmax(const float *logits, int32_t n) {
-    float mx = lane_max(logits, n);
+    float mx = em_row_max(logits, n, em_cpu_features());
     /* Nothing but NaN and -inf: the raw argmax's safe answer. */
     if (mx == -INFINITY) return raw_argmax(logits, n);
     if (mx == INFINITY) mx = FLT_MAX;
@@ -443,7 +429,7 @@ static int32_t weighted_pick(const float *w, int32_t n, double u) {
  * -inf). */
 static em_token draw_row(em_sampler *s, const float *row) {
     const int32_t n = s->n_vocab, nb = em_draw_n_blocks(n);
-    float mx = lane_max(row, n);
+    float mx = em_row_max(row, n, em_cpu_features());
     if (mx == -INFINITY) return -1;
     if (mx == INFINITY) mx = FLT_MAX;
     float scale = 1.0f / s->params.temp;

@@ -18,7 +18,7 @@
 #include <string.h>
 
 /* e^x as em_exp8_avx2 computes one lane of it. */
-static float exp_lane(float x) {
+static inline __attribute__((always_inline)) float exp_lane(float x) {
     if (!(x >= -87.3f)) return 0.0f; /* also NaN */
     if (x > 88.8f) x = 88.8f;
     const float n = nearbyintf(x * 1.44269504088896341f);
@@ -43,7 +43,7 @@ static float exp_lane(float x) {
 
 /* One block of len <= EM_DRAW_BLOCK weights and its sum, the missing ones
  * counted as +0 (which changes no sum). */
-static float block_scalar(const float *x, int32_t len, float mx, float scale, float *w) {
+static inline __attribute__((always_inline)) float block_body(const float *x, int32_t len, float mx, float scale, float *w) {
     float lane[16];
     for (int j = 0; j < 16; j++) lane[j] = 0.0f;
     for (int32_t i = 0; i < len; i++) {
@@ -58,6 +58,20 @@ static float block_scalar(const float *x, int32_t len, float mx, float scale, fl
     for (int j = 0; j < 2; j++) lane[j] += lane[j + 2];
     return lane[0] + lane[1];
 }
+
+static float block_scalar(const float *x, int32_t len, float mx, float scale, float *w) {
+    return block_body(x, len, mx, scale, w);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same where the CPU has FMA (x86-64's baseline has not): fmaf is then
+ * one instruction instead of a call, with the same result by definition.
+ * This is what EMBER_CPU=generic runs on an AVX2 machine. */
+__attribute__((target("fma"))) static float block_scalar_fma(const float *x, int32_t len, float mx, float scale,
+                                                             float *w) {
+    return block_body(x, len, mx, scale, w);
+}
+#endif
 
 void em_draw_weights(const float *x, int32_t n, float mx, float scale, float *w, float *bsum, unsigned features) {
     int64_t done = 0; /* whole blocks the kernels took */
@@ -76,6 +90,37 @@ void em_draw_weights(const float *x, int32_t n, float mx, float scale, float *w,
     for (int64_t b = done; b * EM_DRAW_BLOCK < n; b++) {
         const int64_t i = b * EM_DRAW_BLOCK;
         const int32_t len = (int32_t)(n - i < EM_DRAW_BLOCK ? n - i : EM_DRAW_BLOCK);
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (em_cpu_hw_features() & EM_CPU_AVX2) {
+            bsum[b] = block_scalar_fma(x + i, len, mx, scale, w + i);
+            continue;
+        }
+#endif
         bsum[b] = block_scalar(x + i, len, mx, scale, w + i);
     }
+}
+
+float em_row_max(const float *x, int32_t n, unsigned features) {
+    float mx = -INFINITY;
+    int32_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (features & EM_CPU_AVX512) {
+        mx = em_row_max_avx512(x, n / 16, mx);
+        i = n / 16 * 16;
+    } else if (features & EM_CPU_AVX2) {
+        mx = em_row_max_avx2(x, n / 16, mx);
+        i = n / 16 * 16;
+    }
+#else
+    (void)features;
+#endif
+    /* Without SIMD kernels, sixteen independent running maxima, so that
+     * the loop is not one chain of dependent compares. */
+    float lane[16];
+    for (int l = 0; l < 16; l++) lane[l] = mx;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int l = 0; l < 16; l++) mx = lane[l] > mx ? lane[l] : mx;
+    return mx;
 }

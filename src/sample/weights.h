@@ -42,8 +42,18 @@ static inline int32_t em_draw_n_blocks(int32_t n) {
  */
 void em_draw_weights(const float *x, int32_t n, float mx, float scale, float *w, float *bsum, unsigned features);
 
+/* The largest of x[0 .. n), NaN skipped; -inf when nothing else is there
+ * (the greedy pick and the draw both start from it).  The kernel sets and
+ * the scalar loop give the same value (a zero's sign aside, which no use
+ * of it can see). */
+float em_row_max(const float *x, int32_t n, unsigned features);
+
 /* The kernels, for whole blocks only: nblk blocks of EM_DRAW_BLOCK. */
 void em_draw_weights_avx2(const float *x, int64_t nblk, float mx, float scale, float *w, float *bsum);
 void em_draw_weights_avx512(const float *x, int64_t nblk, float mx, float scale, float *w, float *bsum);
+/* The running maximum m of x[0 .. 16 * nv) (m = max(x, m) per lane, which
+ * skips a NaN x), from m. */
+float em_row_max_avx2(const float *x, int64_t nv, float m);
+float em_row_max_avx512(const float *x, int64_t nv, float m);
 
 #endif

@@ -33,4 +33,11 @@ EM_A512 void em_draw_weights_avx512(const float *x, int64_t nblk, float mx, floa
     }
 }
 
+EM_A512 float em_row_max_avx512(const float *x, int64_t nv, float m) {
+    __m512 a = _mm512_set1_ps(m);
+    /* max(x, m) returns m, the second operand, for a NaN x. */
+    for (int64_t v = 0; v < nv; v++) a = _mm512_max_ps(_mm512_loadu_ps(x + 16 * v), a);
+    return _mm512_reduce_max_ps(a);
+}
+
 #endif
