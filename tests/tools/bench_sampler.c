@@ -53,7 +53,7 @@ static float uniform01(void) {
 
 int main(int argc, char **argv) {
     int vocab = 32000, rows = 400, reps = 7;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = false;
         if (!strcmp(argv[i], "--vocab")) ok = parse_int(v, 1, 1 << 22, &vocab);
@@ -63,7 +63,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_sampler [--vocab N] [--rows N] [--reps N]\n");
             return 2;
         }
-        i++;
     }
     float *logits = malloc((size_t)vocab * rows * sizeof *logits);
     if (!logits) {
