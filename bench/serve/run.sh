@@ -16,7 +16,8 @@
 # (default 64), CTX (-c, default 1024), THREADS (-t, default: ember's),
 # CONCURRENCY (default 1,4,16,64), REQUESTS (per level; default 4 x N, at
 # least 8), PROMPT_TOKENS (default 128), MAX_TOKENS (default 128), PORT
-# (default: a free one), STEPS (0 skips the step timings at the end).
+# (default: a free one), STEPS (0 skips the step timings at the end),
+# TEMPERATURE (the requests' temperature; default the load generator's 0).
 # Extra arguments after WORKDIR go to `ember serve`.
 #
 # To measure another OpenAI-compatible server the same way (llama-server
@@ -84,6 +85,7 @@ name=$(curl -fsS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v1/mode
 lg=(--url "http://127.0.0.1:$PORT" --model "$name" --api-key "$KEY" --concurrency "$CONCURRENCY"
     --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" --server-pid "$pid" --ember-metrics --json "$WORK/serve-bench.json")
 [ -n "${REQUESTS:-}" ] && lg+=(--requests "$REQUESTS")
+[ -n "${TEMPERATURE:-}" ] && lg+=(--temperature "$TEMPERATURE")
 status=0
 node "$ROOT/bench/serve/loadgen.mjs" "${lg[@]}" | tee "$WORK/serve-bench.md" || status=$?
 
