@@ -31,6 +31,7 @@
 #include "quant/blocks.h"
 #include "quant/dot.h"
 #include "quant/quant.h"
+#include "tool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -103,13 +104,6 @@ static void fill_weights(em_type t, uint8_t *w, size_t bytes) {
         memcpy(w + off + o1, &h, 2);
         if (o2 >= 0) memcpy(w + off + o2, &h, 2);
     }
-}
-
-/* Seconds of CPU time this thread has used. */
-static double thread_time_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b) {

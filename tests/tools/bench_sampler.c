@@ -20,27 +20,13 @@
  * here asserts a time.
  */
 #include "ember.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double thread_time_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
 
 /* A small xorshift, so the rows are the same on every run. */
 static uint64_t rng_state = 88172645463325252ULL;

@@ -25,6 +25,7 @@
  * an application would see.
  */
 #include "ember.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -34,15 +35,6 @@
 static void usage(void) {
     fprintf(stderr, "usage: dump_logits MODEL.gguf TOKENS OUT.f32 [--split N] [--threads T] [--kv f32|f16]\n"
                     "       TOKENS: comma-separated ids, e.g. 1,403,407\n");
-}
-
-static bool parse_int(const char *s, long lo, long hi, int32_t *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int32_t)v;
-    return true;
 }
 
 /* Parses "1,2,3" into a new array; returns the count or -1. */

@@ -28,6 +28,7 @@
  * preset in F16); this tool itself keeps only one tensor's scratch.
  */
 #include "gguf/gguf.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -47,15 +48,6 @@ static void usage(void) {
     fprintf(stderr, "usage: gen_bench_model OUT.gguf [--preset 1b|134m] [--n-embd N] [--n-layer N] [--n-head N]\n"
                     "       [--n-head-kv N] [--n-ff N] [--n-vocab N] [--n-ctx N] [--type f16|f32] [--seed S]\n"
                     "       [--experts N] [--experts-used K] [--n-ff-exp N]\n");
-}
-
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
 }
 
 static void preset(bench_opts *o, bool small) {

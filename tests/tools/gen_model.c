@@ -66,6 +66,7 @@
  * noise and biases are large enough to matter, for the same reason.
  */
 #include "gguf/gguf.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <math.h>
@@ -103,16 +104,6 @@ static void usage(void) {
             "       [--rope-base-swa B] [--attn-softcap C] [--final-softcap C]\n"
             "       [--experts N] [--experts-used K] [--n-ff-exp N] [--rope-yarn F]\n"
             "       [--moe-step S] [--chunk N] [--tokenizer-from FILE.gguf]\n");
-}
-
-/* Parses a whole decimal integer in [lo, hi]. */
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
 }
 
 static bool parse_float(const char *s, float *out) {

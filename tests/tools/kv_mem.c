@@ -13,6 +13,7 @@
  * N_TOKENS 0 only creates the context (the bytes allocated for C).
  */
 #include "ember.h"
+#include "tool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,15 +21,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
-
-static bool parse_int(const char *s, long lo, long hi, int32_t *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = (int32_t)v;
-    return true;
-}
 
 /* VmHWM of this process in kB, or -1. */
 static long peak_rss_kb(void) {

@@ -269,6 +269,17 @@ static void accept_n(em_sampler *s, em_token t, int k) {
     for (int i = 0; i < k; i++) em_sampler_accept(s, t);
 }
 
+/* The pick of a fresh sampler with params p over logits[0 .. n_vocab)
+ * after it accepted token t k times. */
+static em_token pick_after(const em_sampler_params *p, const float *logits, int32_t n_vocab, em_token t, int k) {
+    em_sampler *s = make(p, n_vocab);
+    if (!s) return -1;
+    accept_n(s, t, k);
+    em_token r = em_sampler_sample(s, logits);
+    em_sampler_free(s);
+    return r;
+}
+
 static void test_penalties(void) {
     em_sampler_params p = plain_params(0.0f, 1);
     em_sampler *s;
@@ -287,38 +298,23 @@ static void test_penalties(void) {
     /* ... and multiplies a negative one: -1.0 * 1.1 = -1.1 < -1.05 (a
      * division would have raised it to -0.91 and kept token 0). */
     float b[3] = {-1.0f, -1.05f, -5.0f};
-    s = make(&p, 3);
-    em_sampler_accept(s, 0);
-    CHECK(em_sampler_sample(s, b) == 1);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, b, 3, 0, 1) == 1);
 
     /* Frequency penalty scales with the count: 2.0 - 3 * 0.2 = 1.4 < 1.5,
      * while 2.0 - 3 * 0.1 = 1.7 > 1.5. */
     float c[2] = {2.0f, 1.5f};
     p = plain_params(0.0f, 1);
     p.freq_penalty = 0.2f;
-    s = make(&p, 2);
-    accept_n(s, 0, 3);
-    CHECK(em_sampler_sample(s, c) == 1);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, c, 2, 0, 3) == 1);
     p.freq_penalty = 0.1f;
-    s = make(&p, 2);
-    accept_n(s, 0, 3);
-    CHECK(em_sampler_sample(s, c) == 0);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, c, 2, 0, 3) == 0);
 
     /* Presence penalty is paid once whatever the count: 2.0 - 0.4 = 1.6. */
     p = plain_params(0.0f, 1);
     p.presence_penalty = 0.4f;
-    s = make(&p, 2);
-    accept_n(s, 0, 10);
-    CHECK(em_sampler_sample(s, c) == 0);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, c, 2, 0, 10) == 0);
     p.presence_penalty = 0.6f;
-    s = make(&p, 2);
-    accept_n(s, 0, 1);
-    CHECK(em_sampler_sample(s, c) == 1);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, c, 2, 0, 1) == 1);
 
     /* Both together: 2.0 - 2 * 0.1 - 0.15 = 1.65 > 1.5, then a third
      * occurrence gives 1.55, a fourth 1.45 < 1.5. */
@@ -357,10 +353,7 @@ static void test_penalties(void) {
     CHECK(em_sampler_sample(s, d) == 1);
     em_sampler_free(s);
     p.repeat_last_n = 0;
-    s = make(&p, 8);
-    accept_n(s, 0, 5);
-    CHECK(em_sampler_sample(s, d) == 0);
-    em_sampler_free(s);
+    CHECK(pick_after(&p, d, 8, 0, 5) == 0);
 
     /* A penalty also shapes sampling at temp > 0: with a huge presence
      * penalty the accepted token is (practically) never drawn. */
