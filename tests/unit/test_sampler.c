@@ -531,7 +531,8 @@ static void test_in_place(void) {
 /* The whole-row weight kernels (sample/weights.h): every kernel set this
  * CPU runs gives the scalar twin's weights and block sums to the bit, on
  * rows of every length around the block size, with NaN, infinities,
- * +-FLT_MAX and arguments below exp's range; and the weights are e^x of
+ * +-FLT_MAX and arguments below exp's range (and the row maximum is the
+ * one-at-a-time loop's); and the weights are e^x of
  * their float argument to a few ulp, and within float precision of the
  * double-precision softmax weight. */
 static void test_draw_weights(void) {
@@ -552,6 +553,9 @@ static void test_draw_weights(void) {
                 for (int k = 0; k < 8; k++) x[(int32_t)(test_uniform() * n) % n] = specials[k % 5];
             float mx = -INFINITY;
             for (int32_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+            for (size_t k = 0; k < sizeof sets / sizeof *sets; k++) /* and the row maximum */
+                diff += (hw & sets[k]) && em_row_max(x, n, sets[k]) != mx;
+            diff += em_row_max(x, n, 0) != mx;
             if (mx == INFINITY) mx = FLT_MAX;
             const float scale = 1.0f / temps[ti];
             em_draw_weights(x, n, mx, scale, w0, b0, 0);

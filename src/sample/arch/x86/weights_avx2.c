@@ -10,19 +10,6 @@
 
 #if !defined(__AVX2__) || !defined(__FMA__)
 #error "weights_avx2.c must be compiled with -mavx2 -mfma"
-float em_row_max_avx2(const float *x, int64_t nv, float m) {
-    __m256 a = _mm256_set1_ps(m), b = a;
-    for (int64_t v = 0; v < nv; v++, x += 16) {
-        /* max(x, m) returns m, the second operand, for a NaN x. */
-        a = _mm256_max_ps(_mm256_loadu_ps(x), a);
-        b = _mm256_max_ps(_mm256_loadu_ps(x + 8), b);
-    }
-    float lane[8];
-    _mm256_storeu_ps(lane, _mm256_max_ps(a, b));
-    for (int l = 0; l < 8; l++) m = lane[l] > m ? lane[l] : m;
-    return m;
-}
-
 #endif
 
 #include "core/arch/x86/math_avx2.h"

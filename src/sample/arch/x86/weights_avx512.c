@@ -34,10 +34,15 @@ EM_A512 void em_draw_weights_avx512(const float *x, int64_t nblk, float mx, floa
 }
 
 EM_A512 float em_row_max_avx512(const float *x, int64_t nv, float m) {
-    __m512 a = _mm512_set1_ps(m);
-    /* max(x, m) returns m, the second operand, for a NaN x. */
-    for (int64_t v = 0; v < nv; v++) a = _mm512_max_ps(_mm512_loadu_ps(x + 16 * v), a);
-    return _mm512_reduce_max_ps(a);
+    /* Four running maxima, so that the loop is not one dependency chain;
+     * max(x, m) returns m, the second operand, for a NaN x. */
+    __m512 a[4];
+    for (int k = 0; k < 4; k++) a[k] = _mm512_set1_ps(m);
+    int64_t v = 0;
+    for (; v + 4 <= nv; v += 4)
+        for (int k = 0; k < 4; k++) a[k] = _mm512_max_ps(_mm512_loadu_ps(x + 16 * (v + k)), a[k]);
+    for (; v < nv; v++) a[0] = _mm512_max_ps(_mm512_loadu_ps(x + 16 * v), a[0]);
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a[0], a[1]), _mm512_max_ps(a[2], a[3])));
 }
 
 #endif
