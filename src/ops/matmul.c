@@ -59,7 +59,12 @@ static void weight_product(const em_tensor *W, int64_t j0, int64_t nw, const voi
 }
 
 /* Weight rows per chunk, in multiples of 16 rows (every kernel's tile
- * height divides 16).  With several activation rows: about eight chunks
+ * height divides 16); for float weights (F16, BF16, F32) with several
+ * activation rows, in multiples of 32, the AVX-512 panel width
+ * (gemm_float_avx512.c): a chunk of 16 or 48 rows leaves a half panel,
+ * whose multiply-adds run on 16 zero-filled weight columns, so 768-row
+ * matrices cut into 48-row chunks ran a third of their work at half speed
+ * (and 256-row K and V cut into 16-row chunks all of it).  With several activation rows: about eight chunks
  * per thread and product, so that uneven progress evens out.  With one
  * (generation), where a step is a stream of weights at the memory's pace,
  * chunks of EM_CHUNK_MIN_BYTES to EM_CHUNK_MAX_BYTES, about sixteen per
@@ -71,7 +76,7 @@ static void weight_product(const em_tensor *W, int64_t j0, int64_t nw, const voi
  * are 18 KiB of Q4_0) does not repay. */
 #define EM_CHUNK_MIN_BYTES (64 * 1024)
 #define EM_CHUNK_MAX_BYTES (256 * 1024)
-static int64_t chunk_rows(int64_t n_out, size_t row_bytes, int nth, int64_t n_rows) {
+static int64_t chunk_rows(em_type t, int64_t n_out, size_t row_bytes, int nth, int64_t n_rows) {
     int64_t per;
     if (n_rows == 1 && row_bytes > 0) {
         size_t target = (size_t)n_out * row_bytes / (16 * (size_t)nth);
@@ -80,8 +85,10 @@ static int64_t chunk_rows(int64_t n_out, size_t row_bytes, int nth, int64_t n_ro
     } else {
         per = (n_out + 8 * nth - 1) / (8 * nth);
     }
-    per = (per + 15) / 16 * 16;
-    return per < 16 ? 16 : per;
+    const bool is_float = t == EM_TYPE_F16 || t == EM_TYPE_BF16 || t == EM_TYPE_F32;
+    const int64_t align = n_rows > 1 && is_float ? 32 : 16;
+    per = (per + align - 1) / align * align;
+    return per < align ? align : per;
 }
 
 void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows) {
@@ -91,7 +98,7 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     if (n_jobs > EM_MATMUL_MAX_JOBS) n_jobs = EM_MATMUL_MAX_JOBS;
     for (int i = 0; i < n_jobs; i++) {
         const int64_t n_out = jobs[i].W->ne[1];
-        rows[i] = chunk_rows(n_out, jobs[i].W->row_bytes, nth, n_rows);
+        rows[i] = chunk_rows(jobs[i].W->type, n_out, jobs[i].W->row_bytes, nth, n_rows);
         first[i + 1] = first[i] + (n_out + rows[i] - 1) / rows[i];
     }
     for (int64_t c; (c = em_threadpool_next(tp, ith, first[n_jobs])) >= 0;) {
@@ -110,7 +117,7 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
     int64_t total = 0;
     for (int i = 0; i < n_jobs; i++)
         if (n_rows[i] > 0) {
-            const int64_t rows = chunk_rows(jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
+            const int64_t rows = chunk_rows(jobs[i].W->type, jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
             total += (jobs[i].W->ne[1] + rows - 1) / rows;
         }
     for (int64_t c; (c = em_threadpool_next(tp, ith, total)) >= 0;) {
@@ -119,7 +126,7 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
         int64_t rows = 0;
         for (;; i++) {
             if (n_rows[i] <= 0) continue;
-            rows = chunk_rows(jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
+            rows = chunk_rows(jobs[i].W->type, jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
             const int64_t nc = (jobs[i].W->ne[1] + rows - 1) / rows;
             if (c < nc) break;
             c -= nc;
