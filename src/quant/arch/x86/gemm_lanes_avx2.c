@@ -115,6 +115,45 @@ static void act_table(int offset, int64_t nb, const uint8_t *a, size_t as, int64
 #undef ACT_Q
 }
 
+/* The tables of one activation matrix, kept through a product step
+ * (em_gemm_step_begin, pack.h) for the calls of its other chunks: a
+ * step's chunks all read the same rows, and at 768 columns rebuilding
+ * the table for every 48-row chunk was 5% of the kernel's time.  Up to
+ * LANE_KEEP entries (2 x 64 KiB per thread: 128 rows of 3072 columns);
+ * larger matrices rebuild per call as before.  The entries are the ones
+ * act_table writes, so the products are the same bits either way. */
+#define LANE_KEEP 16384
+typedef struct lane_keep {
+    uint64_t step;     /* em_gemm_step_serial() when filled, 0: empty */
+    const void *a;     /* the activation rows it was built from       */
+    size_t as;
+    int64_t na, nb;
+    int offset;
+    int32_t bias[LANE_KEEP]; /* [na][nb] as act_table                 */
+    float scale[LANE_KEEP];  /* [na][nb]                              */
+} lane_keep;
+static _Thread_local lane_keep kept;
+
+/* The whole table of the na rows at a (row r's block b at r * nb + b),
+ * from this step's earlier call or built now; NULL outside a step or when
+ * it does not fit. */
+static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t as, int64_t na, const float **scale) {
+    const uint64_t step = em_gemm_step_serial();
+    if (step == 0 || na * nb > LANE_KEEP) return NULL;
+    lane_keep *k = &kept;
+    if (k->step != step || k->a != a || k->as != as || k->na != na || k->nb != nb || k->offset != offset) {
+        act_table(offset, nb, (const uint8_t *)a, as, na, k->bias, k->scale);
+        k->step = step;
+        k->a = a;
+        k->as = as;
+        k->na = na;
+        k->nb = nb;
+        k->offset = offset;
+    }
+    *scale = k->scale;
+    return k->bias;
+}
+
 /* Activation rows per panel: those of about 256 KiB (they stay in L2
  * while the call's weight rows pass over them) whose table entries fit,
  * in whole tiles of rn_max. */
@@ -399,9 +438,18 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
         const int64_t panel = lane_panel(nb, as, RNMAX);                                                       \
+        const float *kscale = NULL;                                                                            \
+        const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);                     \
+            const int32_t *pbias = bias;                                                                       \
+            const float *pscale = scale;                                                                       \
+            if (kbias) {                                                                                       \
+                pbias = kbias + p0 * nb;                                                                       \
+                pscale = kscale + p0 * nb;                                                                     \
+            } else {                                                                                           \
+                act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);         \
+            }                                                                                                  \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
                 const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
@@ -412,8 +460,8 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
                 for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
                     const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
                     const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
-                    const int32_t *tb = bias + (r0 - p0) * nb;                                                 \
-                    const float *ts = scale + (r0 - p0) * nb;                                                  \
+                    const int32_t *tb = pbias + (r0 - p0) * nb;                                                \
+                    const float *ts = pscale + (r0 - p0) * nb;                                                 \
                     const uintptr_t pf = r0 == p0 ? pfa : 0;                                                   \
                     const size_t pfs = pfs0;                                                                   \
                     float *o = out + r0 * ldo + j0;                                                            \
