@@ -50,6 +50,8 @@
 #include "quant/blocks.h"
 
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 #define AI __attribute__((always_inline))
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -118,30 +120,69 @@ static void act_table(int offset, int64_t nb, const uint8_t *a, size_t as, int64
 /* The tables of one activation matrix, kept through a product step
  * (em_gemm_step_begin, pack.h) for the calls of its other chunks: a
  * step's chunks all read the same rows, and at 768 columns rebuilding
- * the table for every 48-row chunk was 5% of the kernel's time.  Up to
- * LANE_KEEP entries (2 x 64 KiB per thread: 128 rows of 3072 columns);
- * larger matrices rebuild per call as before.  The entries are the ones
- * act_table writes, so the products are the same bits either way. */
-#define LANE_KEEP 16384
+ * the table for every 48-row chunk was 5% of the kernel's time.  The
+ * buffer is the thread's own, grown on demand up to LANE_KEEP entries
+ * (8 bytes each: 4 MiB covers 512 rows of 8192 columns) and freed when
+ * the thread exits; larger matrices, or a failed allocation, rebuild the
+ * table per call as before.  The entries are the ones act_table writes,
+ * so the products are the same bits either way. */
+#define LANE_KEEP ((int64_t)1 << 19)
 typedef struct lane_keep {
     uint64_t step;     /* em_gemm_step_serial() when filled, 0: empty */
     const void *a;     /* the activation rows it was built from       */
     size_t as;
     int64_t na, nb;
     int offset;
-    int32_t bias[LANE_KEEP]; /* [na][nb] as act_table                 */
-    float scale[LANE_KEEP];  /* [na][nb]                              */
+    int64_t cap;       /* entries allocated                           */
+    int32_t *bias;     /* [na][nb] as act_table                       */
+    float *scale;      /* [na][nb]                                    */
 } lane_keep;
 static _Thread_local lane_keep kept;
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+static bool kept_key_ok;
+
+/* At thread exit: the thread's buffers (its lane_keep is the key's value). */
+static void kept_release(void *p) {
+    lane_keep *k = p;
+    free(k->bias);
+    free(k->scale);
+    *k = (lane_keep){0};
+}
+
+static void kept_key_init(void) { kept_key_ok = pthread_key_create(&kept_key, kept_release) == 0; }
+
+/* Room for n entries in the thread's buffers; false when there is none. */
+static bool kept_reserve(lane_keep *k, int64_t n) {
+    if (n <= k->cap) return true;
+    pthread_once(&kept_once, kept_key_init);
+    if (!kept_key_ok) return false;
+    if (k->cap == 0 && pthread_setspecific(kept_key, k) != 0) return false;
+    int32_t *b = malloc((size_t)n * sizeof *b);
+    float *sc = malloc((size_t)n * sizeof *sc);
+    if (!b || !sc) {
+        free(b);
+        free(sc);
+        return false;
+    }
+    free(k->bias);
+    free(k->scale);
+    k->bias = b;
+    k->scale = sc;
+    k->cap = n;
+    k->step = 0;
+    return true;
+}
 
 /* The whole table of the na rows at a (row r's block b at r * nb + b),
- * from this step's earlier call or built now; NULL outside a step or when
- * it does not fit. */
+ * from this step's earlier call or built now; NULL outside a step, or
+ * when it does not fit. */
 static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t as, int64_t na, const float **scale) {
     const uint64_t step = em_gemm_step_serial();
     if (step == 0 || na * nb > LANE_KEEP) return NULL;
     lane_keep *k = &kept;
     if (k->step != step || k->a != a || k->as != as || k->na != na || k->nb != nb || k->offset != offset) {
+        if (!kept_reserve(k, na * nb)) return NULL;
         act_table(offset, nb, (const uint8_t *)a, as, na, k->bias, k->scale);
         k->step = step;
         k->a = a;
