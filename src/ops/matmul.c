@@ -101,6 +101,7 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
         rows[i] = chunk_rows(jobs[i].W->type, n_out, jobs[i].W->row_bytes, nth, n_rows);
         first[i + 1] = first[i] + (n_out + rows[i] - 1) / rows[i];
     }
+    em_gemm_step_begin();
     for (int64_t c; (c = em_threadpool_next(tp, ith, first[n_jobs])) >= 0;) {
         int i = 0;
         while (c >= first[i + 1]) i++;
@@ -110,6 +111,7 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
         const int64_t nw = EM_MIN(rows[i], W->ne[1] - j0);
         weight_product(W, j0, nw, jb->x, jb->x_stride, n_rows, jb->out + j0, jb->out_stride);
     }
+    em_gemm_step_end();
 }
 
 void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, const int64_t *n_rows, int n_jobs) {
@@ -120,6 +122,7 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
             const int64_t rows = chunk_rows(jobs[i].W->type, jobs[i].W->ne[1], jobs[i].W->row_bytes, nth, n_rows[i]);
             total += (jobs[i].W->ne[1] + rows - 1) / rows;
         }
+    em_gemm_step_begin();
     for (int64_t c; (c = em_threadpool_next(tp, ith, total)) >= 0;) {
         /* Find chunk c's product: a linear walk, cheap next to the chunk. */
         int i = 0;
@@ -137,6 +140,7 @@ void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs,
         const int64_t nw = EM_MIN(rows, W->ne[1] - j0);
         weight_product(W, j0, nw, jb->x, jb->x_stride, n_rows[i], jb->out + j0, jb->out_stride);
     }
+    em_gemm_step_end();
 }
 
 typedef struct matmul_region {

@@ -117,3 +117,14 @@ void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride
         }
     }
 }
+
+/* The calling thread's open product step (pack.h): a number that grows
+ * with every step, so that what a kernel kept from one step never passes
+ * for the next, and 0 between steps. */
+static _Thread_local uint64_t step_count, step_open;
+
+void em_gemm_step_begin(void) { step_open = ++step_count; }
+
+void em_gemm_step_end(void) { step_open = 0; }
+
+uint64_t em_gemm_step_serial(void) { return step_open; }

@@ -112,6 +112,16 @@ void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride
  * matrix only when there is one. */
 em_gemm_fn em_gemm_packed_kernel(em_type t);
 
+/* A product step on the calling thread (ops/matmul.c brackets each one):
+ * between begin and end, activation rows do not change, so the lane
+ * kernels below may keep the per-row tables they derive from them
+ * (act_table: block sums and scales) from one chunk's call to the next
+ * instead of rebuilding them for every chunk.  Outside a step (serial 0)
+ * nothing is kept.  Thread-local; steps do not nest. */
+void em_gemm_step_begin(void);
+void em_gemm_step_end(void);
+uint64_t em_gemm_step_serial(void); /* the open step's number, or 0 */
+
 #if defined(EM_HAVE_X86_GEMM)
 /* arch/x86/gemm_packed_avx2.c: AVX-512 VNNI, AVX-VNNI (256-bit) and AVX2
  * kernels of the x8 layouts. */

@@ -163,7 +163,7 @@ static void test_attention(em_type kv_type, int swa) {
     }
     em_threadpool *tp;
     CHECK_OK(em_threadpool_init(&tp, 3));
-    static float scratch[3 * 4096]; /* attention tiles need several rows of queries */
+    static float scratch[3 * 8192]; /* attention tiles need several rows of queries */
     CHECK(em_attention_scratch(NH, NKV, HD, HD) * 3 <= sizeof scratch / sizeof *scratch);
     em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = NK,
                       .n_head = NH, .n_head_kv = NKV, .head_dim = HD, .head_dim_v = HD, .n_swa = swa,

@@ -340,6 +340,44 @@ static void test_model(const char *rel, float tol_simd) {
     }
 }
 
+/* The lane kernels keep their activation tables through a product step
+ * (em_gemm_step_begin): chunk by chunk inside a step must give the bits
+ * of one call outside any step, and a new step over new activations in
+ * the same buffer must not see the last step's tables. */
+static void test_step_tables(void) {
+    enum { K = 768, NW = 48, NA = 20, CHUNK = 16 };
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const em_type t = types[ti];
+        if (!em_gemm_packed_kernel(t)) continue;
+        const size_t ws = em_row_size(t, K), as = em_row_size(EM_TYPE_Q8_0, K);
+        uint8_t *w = malloc(NW * ws), *p = malloc(NW * ws), *a = malloc(NA * as);
+        float *x = malloc((size_t)K * sizeof(float));
+        static float out[NA * NW], whole[NA * NW];
+        make_rows(t, K, NW, w, false);
+        em_pack_matrix(t, K, NW, w, p);
+        int bad = 0;
+        for (int pass = 0; pass < 3; pass++) {
+            for (int r = 0; r < NA; r++) {
+                for (int i = 0; i < K; i++) x[i] = frand() * (1 + pass);
+                CHECK_OK(em_quantize_row(EM_TYPE_Q8_0, x, a + (size_t)r * as, K, NULL));
+            }
+            em_gemm_packed(t, K, p, ws, NW, a, as, NA, whole, NW);
+            em_gemm_step_begin();
+            for (int j0 = 0; j0 < NW; j0 += CHUNK)
+                em_gemm_packed(t, K, p + (size_t)j0 * ws, ws, CHUNK, a, as, NA, out + j0, NW);
+            em_gemm_step_end();
+            bad += memcmp(out, whole, sizeof out) != 0;
+        }
+        CHECK_MSG(bad == 0, "%s: %d passes differ in a step", em_type_name(t), bad);
+        free(w);
+        free(p);
+        free(a);
+        free(x);
+    }
+    CHECK(em_gemm_step_serial() == 0);
+}
+
 int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
@@ -348,6 +386,7 @@ int main(void) {
     CHECK(em_pack_rows(EM_TYPE_Q6_K) == 0);
     test_kernels();
     test_gemv_extremes();
+    test_step_tables();
     test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);
