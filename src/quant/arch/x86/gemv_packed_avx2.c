@@ -11,7 +11,8 @@
  *     Q8_0 elements but 48 KiB for one of 5632, and a chunk's first group
  *     is not asked for at all.  Here the prefetch runs a fixed
  *     EM_GEMV_PF_BYTES ahead of the work, at its pace, each line asked
- *     for once (gp_pf), and a call starts by asking for its first
+ *     for once (gp_pf; the AVX2 Q4_0 kernel asks for a few twice, with
+ *     no loop: gp_pf_q4_0), and a call starts by asking for its first
  *     EM_GEMV_PF_BYTES;
  *   - what depends on the activation row only (its scales as floats, the
  *     weights' offset corrections) is prepared once per call;
