@@ -58,6 +58,16 @@ _Static_assert(EM_PACK_Q4K_SB == K16_QS + 4 * 8 * K16_ROWS * 4, "Q4_K x16 super-
  * (min_pairs), which lives on the stack: 64 KiB. */
 #define K16_TABLE 16384
 
+/* Bytes of activation rows per panel (panel_rows).  Each panel streams
+ * the call's weights and unpacks them again, so a prompt of 128 rows of
+ * k = 2048 (2336 bytes each) takes two panels (112 + 16) at 256 KiB and
+ * one at 320 KiB or more; a build may set it to measure that
+ * (-DK16_PANEL_BYTES=...).  256 KiB is the whole L2 of the smallest
+ * AVX2 cores (Skylake client); most have 512 KiB to 2 MiB. */
+#ifndef K16_PANEL_BYTES
+#define K16_PANEL_BYTES (256 * 1024)
+#endif
+
 /* For n activation rows (stride as) and each of their nb blocks, four
  * int32 at tbl[(r * nb + b) * 4 + p]: int16 pair (B_2p, B_2p+1) with
  * B_g = bsums[2g] + bsums[2g+1] (at most 32 * 128 in magnitude), the
@@ -74,12 +84,12 @@ static void min_pairs(int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_
         }
 }
 
-/* Activation rows per panel: as many as fill about 256 KiB (they stay in
+/* Activation rows per panel: as many as fill K16_PANEL_BYTES (they stay in
  * L2 while the call's groups pass over them) and whose table entries fit
  * K16_TABLE, in whole tiles of rn_max (EM_PACK_MAX_K keeps one tile's
  * within the table). */
 static int64_t panel_rows(int64_t nb, size_t as, int64_t rn_max) {
-    int64_t fit = (int64_t)((256 * 1024) / as);
+    int64_t fit = (int64_t)(K16_PANEL_BYTES / as);
     if (fit > K16_TABLE / (nb * 4)) fit = K16_TABLE / (nb * 4);
     fit = fit / rn_max * rn_max;
     return fit < rn_max ? rn_max : fit;

@@ -11,7 +11,8 @@
  *     Q8_0 elements but 48 KiB for one of 5632, and a chunk's first group
  *     is not asked for at all.  Here the prefetch runs a fixed
  *     EM_GEMV_PF_BYTES ahead of the work, at its pace, each line asked
- *     for once (gp_pf), and a call starts by asking for its first
+ *     for once (gp_pf; the AVX2 Q4_0 kernel asks for a few twice, with
+ *     no loop: gp_pf_q4_0), and a call starts by asking for its first
  *     EM_GEMV_PF_BYTES;
  *   - what depends on the activation row only (its scales as floats, the
  *     weights' offset corrections) is prepared once per call;
@@ -67,6 +68,20 @@ static inline AI gp_pf gp_pf_start(const void *w) {
 static inline AI void gp_pf_step(gp_pf *p, size_t step) {
     p->lim += step;
     for (; p->at < p->lim; p->at += 64) _mm_prefetch((const char *)p->at, EM_GEMV_PF_HINT);
+}
+
+/* The Q4_0 kernel's stream without the loop of gp_pf_step: its step of
+ * two blocks of a group is 288 bytes (4.5 lines), so five prefetches 64
+ * bytes apart from a point advanced by exactly one step reach every line
+ * (a few twice), EM_GEMV_PF_BYTES ahead as gp_pf does.  The loop asked
+ * for 4 or 5 lines in turn, at a dozen scalar instructions and a branch
+ * per step; these are six, in a kernel whose issue slots are what bounds
+ * it (1.03-1.04x in L2 on the loaded Zen 5 VM). */
+#define GP_Q4_STEP2 (2 * EM_PACK_ROWS * sizeof(em_block_q4_0))
+_Static_assert(GP_Q4_STEP2 == 288, "two Q4_0 x8 blocks");
+static inline AI void gp_pf_q4_0(uintptr_t *at, int lines, size_t step) {
+    for (int l = 0; l < lines; l++) _mm_prefetch((const char *)(*at + 64 * (uintptr_t)l), EM_GEMV_PF_HINT);
+    *at += step;
 }
 
 /* Eight float vectors to their eight sums, in order: out[i] = sum of v[i]. */
@@ -140,6 +155,7 @@ static inline AI __m256i gp_q4_0_block(const uint8_t *x, __m256i alo, __m256i ah
 void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out) {
     const int64_t nb = k / 32;
     const size_t step = (size_t)EM_PACK_ROWS * sizeof(em_block_q4_0);
+    _Static_assert(2 * EM_PACK_ROWS * sizeof(em_block_q4_0) == GP_Q4_STEP2, "the prefetch's step");
     int32_t off[GP_MAX_BLOCKS]; /* 8 * sum of block b's activation quants */
     float ad[GP_MAX_BLOCKS];    /* block b's activation scale             */
     int64_t pb = 0;
@@ -167,13 +183,14 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     const __m256i to_lanes16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                                 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     const __m256i to_rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* the sums' order back to rows */
-    gp_pf pf = gp_pf_start(w);
+    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
+    uintptr_t pf = (uintptr_t)w + EM_GEMV_PF_BYTES;
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         int64_t b = 0;
         for (; b + 2 <= nb; b += 2) {
-            gp_pf_step(&pf, 2 * step);
+            gp_pf_q4_0(&pf, 5, 2 * step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
             const __m256i s0 = gp_q4_0_block(qs + (size_t)b * 128,
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 2))),
@@ -193,7 +210,7 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
             acc1 = _mm256_fmadd_ps(f1, d1, acc1);
         }
         if (b < nb) {
-            gp_pf_step(&pf, step);
+            gp_pf_q4_0(&pf, 3, step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
             const __m256i s0 = gp_q4_0_block(qs + (size_t)b * 128,
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 2))),
