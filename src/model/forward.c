@@ -160,6 +160,7 @@ typedef struct fwd_state {
     const em_token *tokens;
     int32_t n;      /* batch rows                  */
     int32_t n_out;  /* rows that want logits       */
+    bool distinct;  /* every row is of a different sequence (decode steps) */
 } fwd_state;
 
 /* The rows a thread's row steps read and write: in a batch, the context's
@@ -181,7 +182,7 @@ typedef struct walker {
     int32_t n;     /* rows the steps still compute: s->n, then s->n_out  */
     bool compacted;/* the last layer moved the output rows to the front  */
     bool solo;     /* a one-row batch (see below)                        */
-    bool pending;  /* solo: the Q/K/V row step waits for attention       */
+    bool pending;  /* the Q/K/V row step waits for attention (rows_heads) */
     row_bufs b;
     int32_t sel[EM_MAX_EXPERTS_USED]; /* solo: the row's experts         */
     float selw[EM_MAX_EXPERTS_USED];  /* solo: their weights             */
@@ -321,9 +322,12 @@ static void rows(walker *w, row_fn fn, const em_layer *l, int il) {
 }
 
 /* The Q/K/V row step (qkv_epilogue) of every row and head; deferred into
- * the attention tasks in a one-row batch. */
+ * the attention tasks in a one-row batch, and in a batch whose rows are
+ * all of different sequences (a serving engine's decode step: one new
+ * token per sequence), where no row attends another row's new key either,
+ * so the step and its barrier go (one of about ten per layer). */
 static void rows_heads(walker *w, const em_layer *l, int il) {
-    if (w->solo) {
+    if (w->solo || w->s->distinct) {
         w->pending = true;
         return;
     }
@@ -1045,8 +1049,19 @@ static void forward_worker(void *arg, int ith, int nth) {
     output(&w);
 }
 
+/* Whether rows [0, n) are all of different sequences; only asked of the
+ * batches of a decode step's size (the quadratic scan stays small). */
+static bool distinct_seqs(const em_seq_id *seq, int32_t n) {
+    if (n < 2 || n > 64) return false;
+    for (int32_t i = 1; i < n; i++)
+        for (int32_t j = 0; j < i; j++)
+            if (seq[i] == seq[j]) return false;
+    return true;
+}
+
 em_status em_forward(em_context *c, const em_token *tokens, int32_t n, int32_t n_out) {
-    fwd_state s = {.c = c, .ro = pick_row_ops(&c->model->hp), .tokens = tokens, .n = n, .n_out = n_out};
+    fwd_state s = {.c = c, .ro = pick_row_ops(&c->model->hp), .tokens = tokens, .n = n, .n_out = n_out,
+                   .distinct = distinct_seqs(c->seq, n)};
     em_threadpool_run(c->pool, forward_worker, &s);
     return EM_OK;
 }

@@ -64,21 +64,29 @@ static void weight_product(const em_tensor *W, int64_t j0, int64_t nw, const voi
  * (gemm_float_avx512.c): a chunk of 16 or 48 rows leaves a half panel,
  * whose multiply-adds run on 16 zero-filled weight columns, so 768-row
  * matrices cut into 48-row chunks ran a third of their work at half speed
- * (and 256-row K and V cut into 16-row chunks all of it).  With several activation rows: about eight chunks
- * per thread and product, so that uneven progress evens out.  With one
- * (generation), where a step is a stream of weights at the memory's pace,
+ * (and 256-row K and V cut into 16-row chunks all of it).  With many
+ * activation rows (prompts): about eight chunks per thread and product,
+ * so that uneven progress evens out.  With one (generation) or a few (up
+ * to EM_CHUNK_BYTES_ROWS: a serving engine's decode steps, one row per
+ * sequence), where a step is mostly a stream of weights at the memory's
+ * pace,
  * chunks of EM_CHUNK_MIN_BYTES to EM_CHUNK_MAX_BYTES, about sixteen per
  * thread: the threads part at the barrier by up to one chunk, which for
  * eight chunks per thread of a large matrix was 0.5-1.4 MB, tens of
  * microseconds at each of five barriers per layer; and each chunk is a
  * kernel call that prepares its activation side and starts its prefetch
  * afresh, which a chunk of a small matrix (16 rows of a 256-row K or V
- * are 18 KiB of Q4_0) does not repay. */
+ * are 18 KiB of Q4_0) does not repay.  For a 16-row decode step the
+ * eight-per-thread rule gave the output matrix (32000 rows) chunks of
+ * 2000 rows, about 120 us of work each, by which the threads then parted
+ * at the step's end, and a short prefetch stream of 3 groups per chunk of
+ * Q or Wo; chunks by bytes fix both. */
 #define EM_CHUNK_MIN_BYTES (64 * 1024)
 #define EM_CHUNK_MAX_BYTES (256 * 1024)
+#define EM_CHUNK_BYTES_ROWS 32 /* activation rows up to which chunks go by bytes */
 static int64_t chunk_rows(em_type t, int64_t n_out, size_t row_bytes, int nth, int64_t n_rows) {
     int64_t per;
-    if (n_rows == 1 && row_bytes > 0) {
+    if (n_rows <= EM_CHUNK_BYTES_ROWS && row_bytes > 0) {
         size_t target = (size_t)n_out * row_bytes / (16 * (size_t)nth);
         target = EM_MIN(EM_MAX(target, (size_t)EM_CHUNK_MIN_BYTES), (size_t)EM_CHUNK_MAX_BYTES);
         per = (int64_t)((target + row_bytes - 1) / row_bytes);

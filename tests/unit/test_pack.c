@@ -130,7 +130,10 @@ static void test_kernels(void) {
     static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's: multiples of 256 */
     static const int64_t nws[] = {8, 16, 40};
     static const int64_t kws[] = {16, 32, 48};
-    static const int64_t nas[] = {1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 16, 22, 40};
+    /* Activation rows: every tile height of the kernels and their
+     * remainders (the AVX-512 Q8_0 kernel's 16-row tiles: 16, 22 = 16 + 6,
+     * 33 = 16 + 16 + 1, 40 = 16 + 16 + 8). */
+    static const int64_t nas[] = {1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 16, 22, 33, 40};
     int n_kernels = 0;
     for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
         if (em_kernels_select(isas[s]) != 0) {
