@@ -212,21 +212,27 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
 
 #define BC512(p) _mm512_set1_epi32(ld32(p))
 #define L512_DECL(j) __m512 c##j = _mm512_setzero_ps();
-#define L512_ROW(j)                                                                                         \
+/* One activation row j of a tile: block b's eight vpdpbusd against the
+ * regrouped weight registers v0..v7 as two chains of four (dwords 0-3 and
+ * 4-7, added at the end: integer sums, so the result is the same as one
+ * chain), which halves the latency a tile of few rows waits on; then one
+ * conversion and one scaling by the weights' (dw) and the row's scales. */
+#define LANE_ROW8(j, v0, v1, v2, v3, v4, v5, v6, v7)                                                        \
     if (RN > j) {                                                                                           \
         const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
-        __m512i s = _mm512_set1_epi32(bias[j * nb + b]);                                                    \
-        __m512i s2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), h0, BC512(y + 16));                        \
-        s = _mm512_dpbusd_epi32(s, l0, BC512(y));                                                           \
-        s2 = _mm512_dpbusd_epi32(s2, h1, BC512(y + 20));                                                    \
-        s = _mm512_dpbusd_epi32(s, l1, BC512(y + 4));                                                       \
-        s2 = _mm512_dpbusd_epi32(s2, h2, BC512(y + 24));                                                    \
-        s = _mm512_dpbusd_epi32(s, l2, BC512(y + 8));                                                       \
-        s2 = _mm512_dpbusd_epi32(s2, h3, BC512(y + 28));                                                    \
-        s = _mm512_dpbusd_epi32(s, l3, BC512(y + 12));                                                      \
-        s = _mm512_add_epi32(s, s2);                                                                        \
+        __m512i s = _mm512_set1_epi32(bias[j * nb + b]), t = _mm512_setzero_si512();                        \
+        s = _mm512_dpbusd_epi32(s, v0, BC512(y));                                                           \
+        t = _mm512_dpbusd_epi32(t, v4, BC512(y + 16));                                                      \
+        s = _mm512_dpbusd_epi32(s, v1, BC512(y + 4));                                                       \
+        t = _mm512_dpbusd_epi32(t, v5, BC512(y + 20));                                                      \
+        s = _mm512_dpbusd_epi32(s, v2, BC512(y + 8));                                                       \
+        t = _mm512_dpbusd_epi32(t, v6, BC512(y + 24));                                                      \
+        s = _mm512_dpbusd_epi32(s, v3, BC512(y + 12));                                                      \
+        t = _mm512_dpbusd_epi32(t, v7, BC512(y + 28));                                                      \
+        s = _mm512_add_epi32(s, t);                                                                         \
         c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
     }
+#define L512_ROW(j) LANE_ROW8(j, l0, l1, l2, l3, h0, h1, h2, h3)
 #define L512_STORE(j)                                                                                       \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(perm, c##j));
 
@@ -273,25 +279,9 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
  * out (act_table).  A tile takes up to 16 activation rows (16
  * accumulators, the 8 regrouped weight registers and a few temporaries
  * fit AVX-512's 32 registers), so that a 16-row decode step regroups each
- * weight block once instead of twice; and each row's eight vpdpbusd run
- * as two chains of four (w0-w3 and w4-w7, added at the end: integer sums,
- * so the result is the same), which halves the latency a tile of few rows
- * waits on. */
-#define Q8_512_ROW(j)                                                                                       \
-    if (RN > j) {                                                                                           \
-        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
-        __m512i s = _mm512_set1_epi32(bias[j * nb + b]), t = _mm512_setzero_si512();                        \
-        s = _mm512_dpbusd_epi32(s, w0, BC512(y));                                                           \
-        t = _mm512_dpbusd_epi32(t, w4, BC512(y + 16));                                                      \
-        s = _mm512_dpbusd_epi32(s, w1, BC512(y + 4));                                                       \
-        t = _mm512_dpbusd_epi32(t, w5, BC512(y + 20));                                                      \
-        s = _mm512_dpbusd_epi32(s, w2, BC512(y + 8));                                                       \
-        t = _mm512_dpbusd_epi32(t, w6, BC512(y + 24));                                                      \
-        s = _mm512_dpbusd_epi32(s, w3, BC512(y + 12));                                                      \
-        t = _mm512_dpbusd_epi32(t, w7, BC512(y + 28));                                                      \
-        s = _mm512_add_epi32(s, t);                                                                         \
-        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
-    }
+ * weight block once instead of twice; each row's eight vpdpbusd run as
+ * two chains of four (LANE_ROW8). */
+#define Q8_512_ROW(j) LANE_ROW8(j, w0, w1, w2, w3, w4, w5, w6, w7)
 #define Q8_512_STORE(j)                                                                                     \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
 
