@@ -332,8 +332,14 @@ for _ in $(seq 1 10); do
   curl -s -N -o /dev/null "http://127.0.0.1:${rport2:-1}/v1/chat/completions" -H "Authorization: Bearer roomy-key" \
     -d '{"model": "direct-strong", "stream": true, "messages": [{"role": "user", "content": "#stub:slow"}], "max_tokens": 30}' &
 done
-sleep 1
-held=$(sql "SELECT count(*) FROM reservations")
+# Wait until the router holds some of them: under load the clients can
+# take more than a second to reach it.
+held=0
+for _ in $(seq 1 100); do
+  held=$(sql "SELECT count(*) FROM reservations")
+  [ "$held" -ge 1 ] && break
+  sleep 0.1
+done
 kill -9 "$rpid2"; wait "$rpid2" 2>/dev/null
 sleep 1.1
 code=$(KEY=roomy-key req direct-strong "hi")
