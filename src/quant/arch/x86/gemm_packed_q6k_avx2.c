@@ -66,31 +66,28 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
     return fit < rn_max ? rn_max : fit;
 }
 
-/* Where the levels of group g (0..15) of a super-block come from: run c
- * (0..3) of the group is ql[ql_run(g, c)] (its low nibbles for
- * qh_shift(g) < 4... see below), with high bits in qh[qh_run(g, c)] at
- * bit qh_shift(g).  g = 8n + 4h + t4: half n of the block, low (h 0) or
- * high (h 1) nibbles, runs t = 4 t4 + c of that half. */
+/* Where the levels of group g (0..15) of a super-block come from, with
+ * g = 8n + 4h + t4: half n of the block, the low (h 0) or high (h 1)
+ * nibbles of its ql runs t = 4 t4 + c (c = 0..3: the group's run c is
+ * ql[QL_RUN(g, c)]), and their high bits from qh[8n + t % 8], at bit
+ * 2 (t4 / 2) + 4h (pack.h). */
 #define QL_RUN(g, c) (16 * ((g) / 8) + 4 * ((g) % 4) + (c))
-#define QH_RUN(g, c) (8 * ((g) / 8) + (4 * ((g) % 4) + (c)) % 8)
-#define QH_SHIFT(g) (2 * (((g) % 4) / 2) + 4 * (((g) / 4) % 2))
 #define HI_NIB(g) (((g) / 4) % 2)
+/* The groups go by quads qd (0..3) of four that share four qh runs (the
+ * qh runs QD_QH_RUN(qd, c), c = 0..3): group QD_GROUP(qd, k) takes the
+ * field at bit 2 (k / 2) (low nibbles, k even) or 2 (k / 2) + 4 (high
+ * nibbles, k odd) of run c for its run c.  Masking a qh run with 0x33,
+ * directly (fields 0 and 2) or after a shift by two (fields 1 and 3),
+ * serves two groups: the high-nibble group as it is, the low-nibble one
+ * after a shift by four. */
+#define QD_GROUP(qd, k) (8 * ((qd) / 2) + (qd) % 2 + 4 * ((k) % 2) + 2 * ((k) / 2))
+#define QD_QH_RUN(qd, c) (8 * ((qd) / 2) + 4 * ((qd) % 2) + (c))
 /* Offset in a Q8_K block's qs of the activation quants of group g, run c. */
 #define Y_OFF(g, c) (16 * (g) + 4 * (c))
 
 /* ============================================================ AVX-512 */
 
 #define SEL512(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xE4)
-
-/* The high bits at bit s of each byte of x, moved to bits 4-5. */
-static inline AI T512 __m512i hbits_512(__m512i x, int s, __m512i m30) {
-    switch (s) {
-    case 0: return _mm512_and_si512(_mm512_slli_epi16(x, 4), m30);
-    case 2: return _mm512_and_si512(_mm512_slli_epi16(x, 2), m30);
-    case 4: return _mm512_and_si512(x, m30);
-    default: return _mm512_and_si512(_mm512_srli_epi16(x, 2), m30);
-    }
-}
 
 /* One group (16 rows of nb super-blocks at grp) times RN activation rows
  * at ar (stride as): out[j * ldo + i] for row i.  pf/pfl/pfs: the region
@@ -99,7 +96,7 @@ static inline AI T512 __m512i hbits_512(__m512i x, int s, __m512i m30) {
  * product 20% slower in cache (bench_gemm --na 1). */
 static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i m4 = _mm512_set1_epi8(15), m33 = _mm512_set1_epi8(0x33);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
@@ -109,25 +106,38 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         __m512i T[8];
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
-#pragma GCC unroll 16
-        for (int g = 0; g < 16; g++) {
-            if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
-            __m512i W[4];
+#pragma GCC unroll 4
+        for (int qd = 0; qd < 4; qd++) {
+            /* Quad qd's four qh runs, with their fields 0 and 2 (F[0]) and
+             * 1 and 3 (F[1]) at bits 0-1 and 4-5 of each byte. */
+            __m512i F[2][4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64);
-                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH + QH_RUN(g, c) * 64);
-                W[c] = SEL512(HI_NIB(g) ? _mm512_srli_epi16(l, 4) : l, hbits_512(h, QH_SHIFT(g), m30), m4);
+                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH + QD_QH_RUN(qd, c) * 64);
+                F[0][c] = _mm512_and_si512(h, m33);
+                F[1][c] = _mm512_and_si512(_mm512_srli_epi16(h, 2), m33);
             }
-            const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
-            const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
-#pragma GCC unroll 8
-            for (int j = 0; j < RN; j++) {
-                const uint8_t *y = yb + (size_t)j * as + Q8K_QS;
-                __m512i P = _mm512_setzero_si512();
 #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) P = _mm512_dpbusd_epi32(P, W[c], _mm512_set1_epi32(ld32(y + Y_OFF(g, c))));
-                T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc));
+            for (int k = 0; k < 4; k++) {
+                const int g = QD_GROUP(qd, k);
+                if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
+                __m512i W[4];
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64);
+                    W[c] = HI_NIB(g) ? SEL512(_mm512_srli_epi16(l, 4), F[k / 2][c], m4)
+                                     : SEL512(l, _mm512_slli_epi16(F[k / 2][c], 4), m4);
+                }
+                const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
+                const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) {
+                    const uint8_t *y = yb + (size_t)j * as + Q8K_QS;
+                    __m512i P = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                    for (int c = 0; c < 4; c++) P = _mm512_dpbusd_epi32(P, W[c], _mm512_set1_epi32(ld32(y + Y_OFF(g, c))));
+                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc));
+                }
             }
         }
         __m512i sp[8];
@@ -181,59 +191,60 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
     } while (0)
 #define AVX2_MIN(M, sp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(sp, y))
 
-#define Q6_TILE256(fname, hname, TGT, GROUP, MIN)                                                              \
-    static inline AI TGT __m256i hname(__m256i x, int s, __m256i m30) {                                        \
-        switch (s) {                                                                                           \
-        case 0: return _mm256_and_si256(_mm256_slli_epi16(x, 4), m30);                                         \
-        case 2: return _mm256_and_si256(_mm256_slli_epi16(x, 2), m30);                                         \
-        case 4: return _mm256_and_si256(x, m30);                                                               \
-        default: return _mm256_and_si256(_mm256_srli_epi16(x, 2), m30);                                        \
-        }                                                                                                      \
-    }                                                                                                          \
-    static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,   \
-                                    size_t as, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) { \
-        const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);                                 \
-        __m256 acc[4];                                                                                         \
-        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                      \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
-            const uint8_t *sb = grp + (size_t)b * EM_PACK_Q6K_SB;                                              \
-            const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_k);                                        \
-            __m256i T[4];                                                                                      \
-            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();                 \
-            _Pragma("GCC unroll 16") for (int g = 0; g < 16; g++) {                                            \
-                if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);                                       \
-                __m256i W[4];                                                                                  \
-                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                          \
-                    const __m256i l = _mm256_loadu_si256(                                                      \
-                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64 + 32 * hf));    \
-                    const __m256i h = _mm256_loadu_si256(                                                      \
-                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH + QH_RUN(g, c) * 64 + 32 * hf));    \
-                    W[c] = SEL256(HI_NIB(g) ? _mm256_srli_epi16(l, 4) : l, hname(h, QH_SHIFT(g), m30), m4);    \
-                }                                                                                              \
-                const __m256i sp = _mm256_cvtepi8_epi16(                                                       \
-                    _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32 + 16 * hf))); \
-                _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                         \
-                    const uint8_t *y = yb + (size_t)j * as + Q8K_QS + Y_OFF(g, 0);                             \
-                    GROUP(T[j], W, y, sp, g % 2);                                                              \
-                }                                                                                              \
-            }                                                                                                  \
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_D + 16 * hf))); \
-            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                             \
-                const uint8_t *y = yb + (size_t)j * as;                                                        \
-                __m256i M = _mm256_setzero_si256();                                                            \
-                _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) MIN(M,                                     \
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + p * 32 + 16 * hf))), \
-                    _mm256_set1_epi32(ld32(y + Q8K_BS + 4 * p)));                                              \
-                const __m256i isum = _mm256_sub_epi32(T[j], _mm256_slli_epi32(M, 5));                          \
-                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));                                            \
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[j]);              \
-            }                                                                                                  \
-        }                                                                                                      \
-        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);          \
+#define Q6_TILE256(fname, TGT, GROUP, MIN)                                                                    \
+    static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,  \
+                                    size_t as, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {\
+        const __m256i m4 = _mm256_set1_epi8(15), m33 = _mm256_set1_epi8(0x33);                                \
+        __m256 acc[4];                                                                                        \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                    \
+        for (int64_t b = 0; b < nb; b++) {                                                                    \
+            const uint8_t *sb = grp + (size_t)b * EM_PACK_Q6K_SB;                                             \
+            const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_k);                                       \
+            __m256i T[4];                                                                                     \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();               \
+            _Pragma("GCC unroll 4") for (int qd = 0; qd < 4; qd++) {                                          \
+                __m256i F[2][4];                                                                              \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                         \
+                    const __m256i h = _mm256_loadu_si256(                                                     \
+                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH + QD_QH_RUN(qd, c) * 64 + 32 * hf));\
+                    F[0][c] = _mm256_and_si256(h, m33);                                                       \
+                    F[1][c] = _mm256_and_si256(_mm256_srli_epi16(h, 2), m33);                                 \
+                }                                                                                             \
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                                         \
+                    const int g = QD_GROUP(qd, k);                                                            \
+                    if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);                                  \
+                    __m256i W[4];                                                                             \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                     \
+                        const __m256i l = _mm256_loadu_si256(                                                 \
+                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64 + 32 * hf));\
+                        W[c] = HI_NIB(g) ? SEL256(_mm256_srli_epi16(l, 4), F[k / 2][c], m4)                   \
+                                         : SEL256(l, _mm256_slli_epi16(F[k / 2][c], 4), m4);                  \
+                    }                                                                                         \
+                    const __m256i sp = _mm256_cvtepi8_epi16(                                                  \
+                        _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32 + 16 * hf)));\
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                    \
+                        const uint8_t *y = yb + (size_t)j * as + Q8K_QS + Y_OFF(g, 0);                        \
+                        GROUP(T[j], W, y, sp, g % 2);                                                         \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_D + 16 * hf)));\
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                            \
+                const uint8_t *y = yb + (size_t)j * as;                                                       \
+                __m256i M = _mm256_setzero_si256();                                                           \
+                _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) MIN(M,                                    \
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + p * 32 + 16 * hf))),\
+                    _mm256_set1_epi32(ld32(y + Q8K_BS + 4 * p)));                                             \
+                const __m256i isum = _mm256_sub_epi32(T[j], _mm256_slli_epi32(M, 5));                         \
+                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));                                           \
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[j]);             \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);         \
     }
 
-Q6_TILE256(tile_vnni, hbits_vnni, TVNNI, VNNI_GROUP, VNNI_MIN)
-Q6_TILE256(tile_avx2, hbits_avx2, , AVX2_GROUP, AVX2_MIN)
+Q6_TILE256(tile_vnni, TVNNI, VNNI_GROUP, VNNI_MIN)
+Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
 
 /* ============================================================ drivers */
 
