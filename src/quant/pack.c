@@ -55,16 +55,16 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
 /* Row i of the super-block at sb of a Q6_K x16 group: the file's block
  * blk put in its places (see pack.h) ... */
 static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
-    for (int u = 0; u < 32; u++) memcpy(sb + EM_Q6KX16_QL + (u * EM_PACK_ROWS_K + i) * 4, blk->ql + 4 * u, 4);
-    for (int v = 0; v < 16; v++) memcpy(sb + EM_Q6KX16_QH + (v * EM_PACK_ROWS_K + i) * 4, blk->qh + 4 * v, 4);
+    for (int u = 0; u < 32; u++) memcpy(sb + EM_Q6KX16_QL_RUN(u) + i * 4, blk->ql + 4 * u, 4);
+    for (int v = 0; v < 16; v++) memcpy(sb + EM_Q6KX16_QH_RUN(v) + i * 4, blk->qh + 4 * v, 4);
     for (int p = 0; p < 8; p++) memcpy(sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, blk->scales + 2 * p, 2);
     memcpy(sb + EM_Q6KX16_D + 2 * i, &blk->d, 2);
 }
 
 /* ... and taken back from them. */
 static void q6kx16_get(const uint8_t *sb, int i, em_block_q6_k *blk) {
-    for (int u = 0; u < 32; u++) memcpy(blk->ql + 4 * u, sb + EM_Q6KX16_QL + (u * EM_PACK_ROWS_K + i) * 4, 4);
-    for (int v = 0; v < 16; v++) memcpy(blk->qh + 4 * v, sb + EM_Q6KX16_QH + (v * EM_PACK_ROWS_K + i) * 4, 4);
+    for (int u = 0; u < 32; u++) memcpy(blk->ql + 4 * u, sb + EM_Q6KX16_QL_RUN(u) + i * 4, 4);
+    for (int v = 0; v < 16; v++) memcpy(blk->qh + 4 * v, sb + EM_Q6KX16_QH_RUN(v) + i * 4, 4);
     for (int p = 0; p < 8; p++) memcpy(blk->scales + 2 * p, sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, 2);
     memcpy(&blk->d, sb + EM_Q6KX16_D + 2 * i, 2);
 }

@@ -49,7 +49,7 @@
 #define Q8K_QS 4   /* offset of qs in a Q8_K block     */
 #define Q8K_BS 260 /* offset of bsums                  */
 _Static_assert(offsetof(em_block_q8_k, qs) == Q8K_QS && offsetof(em_block_q8_k, bsums) == Q8K_BS, "Q8_K");
-_Static_assert(EM_Q6KX16_QH == EM_Q6KX16_QL + 32 * Q6_ROWS * 4 && EM_Q6KX16_SC == EM_Q6KX16_QH + 16 * Q6_ROWS * 4 &&
+_Static_assert(EM_Q6KX16_SC == 4 * EM_Q6KX16_QUAD && EM_Q6KX16_QUAD == 12 * Q6_ROWS * 4 &&
                    EM_Q6KX16_D == EM_Q6KX16_SC + 8 * Q6_ROWS * 2 && EM_PACK_Q6K_SB == EM_Q6KX16_D + 2 * Q6_ROWS,
                "Q6_K x16 super-block");
 
@@ -113,7 +113,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
             __m512i F[2][4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH + QD_QH_RUN(qd, c) * 64);
+                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)));
                 F[0][c] = _mm512_and_si512(h, m33);
                 F[1][c] = _mm512_and_si512(_mm512_srli_epi16(h, 2), m33);
             }
@@ -124,7 +124,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
                 __m512i W[4];
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
-                    const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64);
+                    const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)));
                     W[c] = HI_NIB(g) ? SEL512(_mm512_srli_epi16(l, 4), F[k / 2][c], m4)
                                      : SEL512(l, _mm512_slli_epi16(F[k / 2][c], 4), m4);
                 }
@@ -206,7 +206,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
                 __m256i F[2][4];                                                                              \
                 _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                         \
                     const __m256i h = _mm256_loadu_si256(                                                     \
-                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH + QD_QH_RUN(qd, c) * 64 + 32 * hf));\
+                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)) + 32 * hf));\
                     F[0][c] = _mm256_and_si256(h, m33);                                                       \
                     F[1][c] = _mm256_and_si256(_mm256_srli_epi16(h, 2), m33);                                 \
                 }                                                                                             \
@@ -216,7 +216,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
                     __m256i W[4];                                                                             \
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                     \
                         const __m256i l = _mm256_loadu_si256(                                                 \
-                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QL + QL_RUN(g, c) * 64 + 32 * hf));\
+                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)) + 32 * hf));\
                         W[c] = HI_NIB(g) ? SEL256(_mm256_srli_epi16(l, 4), F[k / 2][c], m4)                   \
                                          : SEL256(l, _mm256_slli_epi16(F[k / 2][c], 4), m4);                  \
                     }                                                                                         \
