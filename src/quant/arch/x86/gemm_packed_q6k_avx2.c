@@ -69,8 +69,9 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
 /* Where the levels of group g (0..15) of a super-block come from, with
  * g = 8n + 4h + t4: half n of the block, the low (h 0) or high (h 1)
  * nibbles of its ql runs t = 4 t4 + c (c = 0..3: the group's run c is
- * ql[QL_RUN(g, c)]), and their high bits from qh[8n + t % 8], at bit
- * 2 (t4 / 2) + 4h (pack.h). */
+ * ql run QL_RUN(g, c)), and their high bits from qh run 8n + t % 8, at
+ * bit 2 (t4 / 2) + 4h (pack.h; EM_Q6KX16_QL_RUN and EM_Q6KX16_QH_RUN
+ * place the runs). */
 #define QL_RUN(g, c) (16 * ((g) / 8) + 4 * ((g) % 4) + (c))
 #define HI_NIB(g) (((g) / 4) % 2)
 /* The groups go by quads qd (0..3) of four that share four qh runs (the
