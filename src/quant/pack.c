@@ -1,6 +1,6 @@
 /*
  * pack.c - the packed layouts (see pack.h: x8 for Q4_0 and Q8_0, x16 for
- * Q4_K): packing a matrix, rebuilding one block, and the scalar twin of
+ * Q4_K and Q6_K): packing a matrix, rebuilding one block, and the scalar twin of
  * the packed GEMM kernels.  The kernel table that em_gemm_packed dispatches through is
  * filled with the other tables in dispatch.c.
  */
@@ -16,7 +16,8 @@ int em_pack_rows(em_type t) {
     switch (t) {
     case EM_TYPE_Q4_0:
     case EM_TYPE_Q8_0: return EM_PACK_ROWS;
-    case EM_TYPE_Q4_K: return EM_PACK_ROWS_K;
+    case EM_TYPE_Q4_K:
+    case EM_TYPE_Q6_K: return EM_PACK_ROWS_K;
     default: return 0;
     }
 }
@@ -49,8 +50,40 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
         for (int q = 0; q < 8; q++) memcpy(blk->qs + 32 * s + 4 * q, sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, 4);
 }
 
+/* ------------------------------------------------------------ Q6_K x16 */
+
+/* Row i of the super-block at sb of a Q6_K x16 group: the file's block
+ * blk put in its places (see pack.h) ... */
+static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
+    for (int u = 0; u < 32; u++) memcpy(sb + EM_Q6KX16_QL_RUN(u) + i * 4, blk->ql + 4 * u, 4);
+    for (int v = 0; v < 16; v++) memcpy(sb + EM_Q6KX16_QH_RUN(v) + i * 4, blk->qh + 4 * v, 4);
+    for (int p = 0; p < 8; p++) memcpy(sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, blk->scales + 2 * p, 2);
+    memcpy(sb + EM_Q6KX16_D + 2 * i, &blk->d, 2);
+}
+
+/* ... and taken back from them. */
+static void q6kx16_get(const uint8_t *sb, int i, em_block_q6_k *blk) {
+    for (int u = 0; u < 32; u++) memcpy(blk->ql + 4 * u, sb + EM_Q6KX16_QL_RUN(u) + i * 4, 4);
+    for (int v = 0; v < 16; v++) memcpy(blk->qh + 4 * v, sb + EM_Q6KX16_QH_RUN(v) + i * 4, 4);
+    for (int p = 0; p < 8; p++) memcpy(blk->scales + 2 * p, sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, 2);
+    memcpy(&blk->d, sb + EM_Q6KX16_D + 2 * i, 2);
+}
+
 void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst) {
     const size_t rs = em_row_size(t, k);
+    if (t == EM_TYPE_Q6_K) {
+        const int64_t nb = k / EM_QK_K;
+        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
+            for (int i = 0; i < EM_PACK_ROWS_K; i++) {
+                const uint8_t *row = (const uint8_t *)src + (size_t)(g0 + i) * rs;
+                for (int64_t b = 0; b < nb; b++) {
+                    em_block_q6_k blk;
+                    memcpy(&blk, row + (size_t)b * sizeof blk, sizeof blk);
+                    q6kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q6K_SB, i, &blk);
+                }
+            }
+        return;
+    }
     if (t == EM_TYPE_Q4_K) {
         const int64_t nb = k / EM_QK_K;
         for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
@@ -79,6 +112,12 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
 }
 
 void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk) {
+    if (t == EM_TYPE_Q6_K) {
+        em_block_q6_k out;
+        q6kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q6K_SB, i, &out);
+        memcpy(blk, &out, sizeof out);
+        return;
+    }
     if (t == EM_TYPE_Q4_K) {
         em_block_q4_k out;
         q4kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q4K_SB, i, &out);
@@ -98,8 +137,9 @@ void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride
     const int64_t bsz = tr->block_size, nb = k / bsz;
     const int rows = em_pack_rows(t);
     const size_t as = em_row_size(tr->vec_dot_type, bsz); /* one activation block */
-    uint8_t blk[sizeof(em_block_q4_k)];
-    _Static_assert(sizeof(em_block_q4_k) >= sizeof(em_block_q8_0), "block buffer");
+    _Alignas(16) uint8_t blk[sizeof(em_block_q6_k)]; /* the largest packed block */
+    _Static_assert(sizeof(em_block_q6_k) >= sizeof(em_block_q4_k) && sizeof(em_block_q6_k) >= sizeof(em_block_q8_0),
+                   "block buffer");
     for (int64_t j0 = 0; j0 < nw; j0 += rows) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * w_stride;
         for (int64_t r = 0; r < na; r++) {

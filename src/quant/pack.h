@@ -42,6 +42,32 @@
  * memory traffic in generation), and unpacking 16 rows at once takes a
  * few dozen vector instructions per super-block.
  *
+ * Q6_K has an x16 layout too (EM_PACK_Q6K_SB = 16 * 210 bytes per
+ * super-block), the quants first so that their 64-byte runs keep the
+ * group's alignment:
+ *
+ *   Q6_K x16, super-block b of a group:
+ *     uint8  q[4][12][16][4] 64-byte runs of 4 bytes of each row, in the
+ *                           order the kernels read them: quad qd (half
+ *                           n = qd / 2, r = qd % 2) holds row i's file
+ *                           bytes qh[32n + 16r + 4c ..] at q[qd][c][i]
+ *                           (c < 4), then ql[64n + 16r + 4c ..] at
+ *                           q[qd][4 + c][i] and ql[64n + 32 + 16r + 4c ..]
+ *                           at q[qd][8 + c][i]
+ *     int8   sc[8][16][2]   row i's scales 2p and 2p + 1 at sc[p][i]
+ *                           (sign-extended to int16, 32 bytes become
+ *                           one int16 pair per row in each int32 lane)
+ *     uint16 d[16]          fp16 super-block scale of row i at d[i]
+ *
+ * The low nibbles of ql[64n + 4t + j] (t < 16) are elements 128n + 4t + j,
+ * the high nibbles those 64 further on; their two high bits are in
+ * qh[32n + 4 (t % 8) + j], at bits 2 (t / 8) (low nibbles) and
+ * 2 (t / 8) + 4 (high).  So a quad's four qh runs hold the high bits of
+ * its eight ql runs, low and high nibbles: the kernels rebuild the
+ * unsigned levels 0..63 of four groups of 16 elements from them, reading
+ * the super-block front to back, and take the -32 offset off once per
+ * super-block through the activation's bsums (gemm_packed_q6k_avx2.c).
+ *
  * A group takes exactly the bytes of its rows in the file's layout, so
  * the packed matrix has the same size and a group of rows starts where its
  * first row started: callers still address row j (j a multiple of the group) as
@@ -77,6 +103,15 @@
 #define EM_PACK_ROWS 8        /* rows interleaved in one group (x8)       */
 #define EM_PACK_ROWS_K 16     /* rows of a Q4_K group (x16)               */
 #define EM_PACK_Q4K_SB (EM_PACK_ROWS_K * 144) /* bytes of one x16 super-block */
+#define EM_PACK_Q6K_SB (EM_PACK_ROWS_K * 210) /* bytes of one Q6_K x16 super-block */
+#define EM_Q6KX16_QUAD 768    /* bytes of a quad of a Q6_K x16 super-block */
+#define EM_Q6KX16_SC 3072     /* offsets in a Q6_K x16 super-block: sc    */
+#define EM_Q6KX16_D 3328      /*   d                                      */
+/* Offsets of the run of qh bytes 4v .. 4v+3 and of ql bytes 4u .. 4u+3
+ * (of row 0; row i's are 4i further) in a Q6_K x16 super-block. */
+#define EM_Q6KX16_QH_RUN(v) ((2 * ((v) / 8) + (v) % 8 / 4) * EM_Q6KX16_QUAD + (v) % 4 * 64)
+#define EM_Q6KX16_QL_RUN(u)                                                                                   \
+    ((2 * ((u) / 16) + (u) % 16 / 4 % 2) * EM_Q6KX16_QUAD + (4 + (u) % 16 / 8 * 4 + (u) % 4) * 64)
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
 
 /* Rows per group of t's packed layout, or 0 when t has none. */
@@ -136,6 +171,10 @@ void em_gemm_q8_0x8_avx2(int64_t, const void *, size_t, int64_t, const void *, s
 void em_gemm_q4_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+/* arch/x86/gemm_packed_q6k_avx2.c: the same for Q6_K x16. */
+void em_gemm_q6_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q6_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q6_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 /* arch/x86/gemv_packed_avx2.c: the matrix-vector products (one activation
  * row a, out[j] for j < nw) that em_gemm_packed uses when na == 1. */
 void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);

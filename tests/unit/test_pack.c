@@ -35,10 +35,12 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
         if (raw) {
             for (size_t i = 0; i < ws; i++) row[i] = (uint8_t)(next_u32() >> 24);
             const int scales = t == EM_TYPE_Q4_K ? 2 : 1;
+            /* Q6_K's d is its last field. */
+            const size_t at = t == EM_TYPE_Q6_K ? offsetof(em_block_q6_k, d) : 0;
             for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
                 for (int f = 0; f < scales; f++) {
                     const uint16_t d = em_fp32_to_fp16((0.001f + 0.02f * (frand() + 1.0f)) * (next_u32() & 1 ? 1 : -1));
-                    memcpy(row + (size_t)b * bs + 2 * f, &d, 2);
+                    memcpy(row + (size_t)b * bs + at + 2 * f, &d, 2);
                 }
             continue;
         }
@@ -125,9 +127,9 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
 
 static void test_kernels(void) {
     static const char *isas[] = {"generic", "avx2", "avxvnni", "avx512"};
-    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K};
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q6_K};
     static const int64_t ks[] = {32, 96, 256, 257 * 32, 4096};
-    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's: multiples of 256 */
+    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's and Q6_K's: multiples of 256 */
     static const int64_t nws[] = {8, 16, 40};
     static const int64_t kws[] = {16, 32, 48};
     /* Activation rows: every tile height of the kernels and their
@@ -142,7 +144,7 @@ static void test_kernels(void) {
         }
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const em_type t = types[ti];
-            const bool kq = t == EM_TYPE_Q4_K;
+            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q6_K;
             n_kernels += em_gemm_packed_kernel(t) != NULL;
             int bad = 0;
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
@@ -159,7 +161,7 @@ static void test_kernels(void) {
         }
     }
 #if defined(EM_HAVE_X86_GEMM)
-    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 3);
+    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 4);
 #endif
     CHECK(em_kernels_select(NULL) == 0);
 }
@@ -385,8 +387,10 @@ int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
     test_roundtrip(EM_TYPE_Q4_K);
+    test_roundtrip(EM_TYPE_Q6_K);
     CHECK(em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS_K);
-    CHECK(em_pack_rows(EM_TYPE_Q6_K) == 0);
+    CHECK(em_pack_rows(EM_TYPE_Q6_K) == EM_PACK_ROWS_K);
+    CHECK(em_pack_rows(EM_TYPE_Q5_K) == 0);
     test_kernels();
     test_gemv_extremes();
     test_step_tables();
@@ -394,5 +398,6 @@ int main(void) {
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
+    test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
     TEST_END();
 }

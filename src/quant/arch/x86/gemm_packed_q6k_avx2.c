@@ -1,0 +1,318 @@
+/*
+ * gemm_packed_q6k_avx2.c - kernels of the Q6_K x16 packed layout
+ * (quant/pack.h) times Q8_K activation rows: AVX-512 with VNNI, AVX-VNNI
+ * (256-bit) and AVX2.  As for Q4_K x16 (gemm_packed_k_avx2.c), one kernel
+ * serves prompt processing (many activation rows) and generation (one
+ * row: the matrix-vector product, which streams the weights and
+ * prefetches them as gemv_common.h describes).
+ *
+ * The 16 rows of a group each own one int32 lane of a 512-bit register
+ * (8 rows per 256-bit register: a group is then two halves).  For each
+ * group g of 16 elements of a super-block:
+ *   - four 64-byte runs ql[u] (four low or four high nibbles of each row)
+ *     and the matching qh[v], shifted and masked, make four unsigned
+ *     levels 0..63 of each row per run;
+ *   - vpdpbusd with the activation's four matching quants broadcast to
+ *     every lane adds each row's four products to its lane: four runs
+ *     make the row's group sum P of level times quant (at most
+ *     16 * 63 * 128 in magnitude);
+ *   - T += P * sc[g] (int32: at most 16 * 129024 * 128, exact);
+ * and once per super-block the -32 offset of the levels comes off through
+ * the activation's group sums: M = sum_g sc[g] * bsums[g], eight vpdpwssd
+ * of the stored scale pairs with the bsums pairs (read from the Q8_K
+ * block as they lie), and isum = T - 32 M is the reference's integer sum
+ * exactly; acc += isum * (d * d_a) in float, as the scalar reference does
+ * per block, so outputs equal it up to the order of the float additions.
+ * Weight-side work (loading and rebuilding the levels, widening scales)
+ * is shared by the RN activation rows of a tile.
+ *
+ * Without VNNI (plain AVX2) the byte products go through vpmaddubsw into
+ * int16 pairs (at most 2 * 63 * 128 = 16128; two runs summed stay within
+ * int16, four would not), and vpmaddwd with the group scale in both
+ * halves of each lane applies it and finishes the sum in int32, once per
+ * two runs: exact as well.
+ */
+#include "quant/pack.h"
+
+#if defined(EM_HAVE_X86_GEMM)
+
+#include "quant/arch/x86/gemv_common.h"
+#include "quant/blocks.h"
+
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define TVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+#define Q6_ROWS EM_PACK_ROWS_K
+#define Q8K_QS 4   /* offset of qs in a Q8_K block     */
+#define Q8K_BS 260 /* offset of bsums                  */
+_Static_assert(offsetof(em_block_q8_k, qs) == Q8K_QS && offsetof(em_block_q8_k, bsums) == Q8K_BS, "Q8_K");
+_Static_assert(EM_Q6KX16_SC == 4 * EM_Q6KX16_QUAD && EM_Q6KX16_QUAD == 12 * Q6_ROWS * 4 &&
+                   EM_Q6KX16_D == EM_Q6KX16_SC + 8 * Q6_ROWS * 2 && EM_PACK_Q6K_SB == EM_Q6KX16_D + 2 * Q6_ROWS,
+               "Q6_K x16 super-block");
+
+static inline int32_t ld32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Activation rows per panel: as many as fill about 256 KiB (they stay in
+ * L2 while the call's groups pass over them), in whole tiles of rn_max. */
+static int64_t panel_rows(size_t as, int64_t rn_max) {
+    int64_t fit = (int64_t)((256 * 1024) / as) / rn_max * rn_max;
+    return fit < rn_max ? rn_max : fit;
+}
+
+/* Where the levels of group g (0..15) of a super-block come from, with
+ * g = 8n + 4h + t4: half n of the block, the low (h 0) or high (h 1)
+ * nibbles of its ql runs t = 4 t4 + c (c = 0..3: the group's run c is
+ * ql run QL_RUN(g, c)), and their high bits from qh run 8n + t % 8, at
+ * bit 2 (t4 / 2) + 4h (pack.h; EM_Q6KX16_QL_RUN and EM_Q6KX16_QH_RUN
+ * place the runs). */
+#define QL_RUN(g, c) (16 * ((g) / 8) + 4 * ((g) % 4) + (c))
+#define HI_NIB(g) (((g) / 4) % 2)
+/* The groups go by quads qd (0..3) of four that share four qh runs (the
+ * qh runs QD_QH_RUN(qd, c), c = 0..3): group QD_GROUP(qd, k) takes the
+ * field at bit 2 (k / 2) (low nibbles, k even) or 2 (k / 2) + 4 (high
+ * nibbles, k odd) of run c for its run c.  Masking a qh run with 0x33,
+ * directly (fields 0 and 2) or after a shift by two (fields 1 and 3),
+ * serves two groups: the high-nibble group as it is, the low-nibble one
+ * after a shift by four. */
+#define QD_GROUP(qd, k) (8 * ((qd) / 2) + (qd) % 2 + 4 * ((k) % 2) + 2 * ((k) / 2))
+#define QD_QH_RUN(qd, c) (8 * ((qd) / 2) + 4 * ((qd) % 2) + (c))
+/* Offset in a Q8_K block's qs of the activation quants of group g, run c. */
+#define Y_OFF(g, c) (16 * (g) + 4 * (c))
+
+/* ============================================================ AVX-512 */
+
+#define SEL512(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xE4)
+
+/* One group (16 rows of nb super-blocks at grp) times RN activation rows
+ * at ar (stride as): out[j * ldo + i] for row i.  pf/pfl/pfs: the region
+ * to prefetch, a part per group of 16 elements (pf 0: none): a whole
+ * super-block's part at once (about 52 lines) left the matrix-vector
+ * product 20% slower in cache (bench_gemm --na 1). */
+static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
+                                    float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const __m512i m4 = _mm512_set1_epi8(15), m33 = _mm512_set1_epi8(0x33);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *sb = grp + (size_t)b * EM_PACK_Q6K_SB;
+        const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_k);
+        __m512i T[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int qd = 0; qd < 4; qd++) {
+            /* Quad qd's four qh runs, with their fields 0 and 2 (F[0]) and
+             * 1 and 3 (F[1]) at bits 0-1 and 4-5 of each byte. */
+            __m512i F[2][4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)));
+                F[0][c] = _mm512_and_si512(h, m33);
+                F[1][c] = _mm512_and_si512(_mm512_srli_epi16(h, 2), m33);
+            }
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const int g = QD_GROUP(qd, k);
+                if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
+                __m512i W[4];
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)));
+                    W[c] = HI_NIB(g) ? SEL512(_mm512_srli_epi16(l, 4), F[k / 2][c], m4)
+                                     : SEL512(l, _mm512_slli_epi16(F[k / 2][c], 4), m4);
+                }
+                const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
+                const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) {
+                    const uint8_t *y = yb + (size_t)j * as + Q8K_QS;
+                    __m512i P = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                    for (int c = 0; c < 4; c++) P = _mm512_dpbusd_epi32(P, W[c], _mm512_set1_epi32(ld32(y + Y_OFF(g, c))));
+                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc));
+                }
+            }
+        }
+        __m512i sp[8];
+#pragma GCC unroll 8
+        for (int p = 0; p < 8; p++)
+            sp[p] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + p * 32)));
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_D)));
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) {
+            const uint8_t *y = yb + (size_t)j * as;
+            __m512i M = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int p = 0; p < 8; p++) M = _mm512_dpwssd_epi32(M, sp[p], _mm512_set1_epi32(ld32(y + Q8K_BS + 4 * p)));
+            const __m512i isum = _mm512_sub_epi32(T[j], _mm512_slli_epi32(M, 5));
+            const __m512 da = _mm512_set1_ps(em_gemv_ldf32(y));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, da), acc[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) _mm512_storeu_ps(out + j * ldo, acc[j]);
+}
+
+/* ===================================================== 256-bit kernels */
+
+/* The same in 256-bit registers, for AVX2 machines: a tile is one half of
+ * a group (rows 8hf .. 8hf+7, the 32-byte halves of each 64-byte run).
+ * GROUP adds group g's sum of the four runs W times the activation quants
+ * at y, times the scale pair vector sp's scale of g, to T: vpdpbusd and
+ * vpmulld with AVX-VNNI; two vpmaddubsw per vpmaddwd with plain AVX2
+ * (the scale in both int16 halves of each lane).  MIN adds the scale pair
+ * times a bsums pair (vpdpwssd or vpmaddwd: the same sum). */
+#define SEL256(a, b, m) _mm256_or_si256(_mm256_and_si256(a, m), _mm256_andnot_si256(m, b))
+#define BC(y, c) _mm256_set1_epi32(ld32((y) + 4 * (c)))
+#define VNNI_GROUP(T, W, y, sp, odd)                                                                            \
+    do {                                                                                                       \
+        __m256i P_ = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), W[0], BC(y, 0));                          \
+        P_ = _mm256_dpbusd_avx_epi32(P_, W[1], BC(y, 1));                                                      \
+        P_ = _mm256_dpbusd_avx_epi32(P_, W[2], BC(y, 2));                                                      \
+        P_ = _mm256_dpbusd_avx_epi32(P_, W[3], BC(y, 3));                                                      \
+        const __m256i s_ = odd ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16); \
+        T = _mm256_add_epi32(T, _mm256_mullo_epi32(P_, s_));                                                   \
+    } while (0)
+#define VNNI_MIN(M, sp, y) M = _mm256_dpwssd_avx_epi32(M, sp, y)
+#define AVX2_GROUP(T, W, y, sp, odd)                                                                            \
+    do {                                                                                                       \
+        const __m256i s_ = odd ? _mm256_blend_epi16(_mm256_srli_epi32(sp, 16), sp, 0xAA)                      \
+                               : _mm256_blend_epi16(sp, _mm256_slli_epi32(sp, 16), 0xAA);                      \
+        const __m256i p0_ = _mm256_add_epi16(_mm256_maddubs_epi16(W[0], BC(y, 0)), _mm256_maddubs_epi16(W[1], BC(y, 1))); \
+        const __m256i p1_ = _mm256_add_epi16(_mm256_maddubs_epi16(W[2], BC(y, 2)), _mm256_maddubs_epi16(W[3], BC(y, 3))); \
+        T = _mm256_add_epi32(T, _mm256_add_epi32(_mm256_madd_epi16(p0_, s_), _mm256_madd_epi16(p1_, s_)));    \
+    } while (0)
+#define AVX2_MIN(M, sp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(sp, y))
+
+#define Q6_TILE256(fname, TGT, GROUP, MIN)                                                                    \
+    static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,  \
+                                    size_t as, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {\
+        const __m256i m4 = _mm256_set1_epi8(15), m33 = _mm256_set1_epi8(0x33);                                \
+        __m256 acc[4];                                                                                        \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                    \
+        for (int64_t b = 0; b < nb; b++) {                                                                    \
+            const uint8_t *sb = grp + (size_t)b * EM_PACK_Q6K_SB;                                             \
+            const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_k);                                       \
+            __m256i T[4];                                                                                     \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();               \
+            _Pragma("GCC unroll 4") for (int qd = 0; qd < 4; qd++) {                                          \
+                __m256i F[2][4];                                                                              \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                         \
+                    const __m256i h = _mm256_loadu_si256(                                                     \
+                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)) + 32 * hf));\
+                    F[0][c] = _mm256_and_si256(h, m33);                                                       \
+                    F[1][c] = _mm256_and_si256(_mm256_srli_epi16(h, 2), m33);                                 \
+                }                                                                                             \
+                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                                         \
+                    const int g = QD_GROUP(qd, k);                                                            \
+                    if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);                                  \
+                    __m256i W[4];                                                                             \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                     \
+                        const __m256i l = _mm256_loadu_si256(                                                 \
+                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)) + 32 * hf));\
+                        W[c] = HI_NIB(g) ? SEL256(_mm256_srli_epi16(l, 4), F[k / 2][c], m4)                   \
+                                         : SEL256(l, _mm256_slli_epi16(F[k / 2][c], 4), m4);                  \
+                    }                                                                                         \
+                    const __m256i sp = _mm256_cvtepi8_epi16(                                                  \
+                        _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32 + 16 * hf)));\
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                    \
+                        const uint8_t *y = yb + (size_t)j * as + Q8K_QS + Y_OFF(g, 0);                        \
+                        GROUP(T[j], W, y, sp, g % 2);                                                         \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_D + 16 * hf)));\
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                            \
+                const uint8_t *y = yb + (size_t)j * as;                                                       \
+                __m256i M = _mm256_setzero_si256();                                                           \
+                _Pragma("GCC unroll 8") for (int p = 0; p < 8; p++) MIN(M,                                    \
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + p * 32 + 16 * hf))),\
+                    _mm256_set1_epi32(ld32(y + Q8K_BS + 4 * p)));                                             \
+                const __m256i isum = _mm256_sub_epi32(T[j], _mm256_slli_epi32(M, 5));                         \
+                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));                                           \
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[j]);             \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);         \
+    }
+
+Q6_TILE256(tile_vnni, TVNNI, VNNI_GROUP, VNNI_MIN)
+Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
+
+/* ============================================================ drivers */
+
+/* TILE(rn, ...) with rn a constant from 1 to RNMAX (at most 8). */
+#define Q6_RN_SWITCH(TILE, RNMAX, rn, ...)                                                                     \
+    do {                                                                                                       \
+        if (rn == RNMAX) TILE(RNMAX, __VA_ARGS__);                                                             \
+        else if (RNMAX > 7 && rn == 7) TILE(7, __VA_ARGS__);                                                   \
+        else if (RNMAX > 6 && rn == 6) TILE(6, __VA_ARGS__);                                                   \
+        else if (RNMAX > 5 && rn == 5) TILE(5, __VA_ARGS__);                                                   \
+        else if (RNMAX > 4 && rn == 4) TILE(4, __VA_ARGS__);                                                   \
+        else if (RNMAX > 3 && rn == 3) TILE(3, __VA_ARGS__);                                                   \
+        else if (RNMAX > 2 && rn == 2) TILE(2, __VA_ARGS__);                                                   \
+        else TILE(1, __VA_ARGS__);                                                                             \
+    } while (0)
+
+/* For each panel of activation rows and each group of the call, tiles of
+ * at most RNMAX activation rows, one per group half (HALVES 2: the
+ * 256-bit tiles of 8 rows), over all super-blocks.  The first tile of a
+ * group prefetches meanwhile, which with one activation row is the
+ * matrix-vector product's stream: the 512-bit tile EM_GEMV_PF_BYTES ahead
+ * of its reads (groups follow each other in memory), 1/16 of a
+ * super-block per group of 16 elements; the two 256-bit halves, which
+ * read the group twice, each half of the next group
+ * (em_gemv_prefetch_plan's region), as the Q4_K kernels do.  Measured
+ * with the weights streamed from memory (bench_gemm --rows 16384 --na 1,
+ * three alternating runs each, loaded machine): the constant distance
+ * 0.91-1.12x the file layout's kernel with AVX-512 and 0.85-0.95x with
+ * AVX2; the next group 0.84-1.04x and 0.94-1.17x; two groups ahead
+ * 0.65-0.71x and 0.80-0.85x. */
+#define Q6_DRIVER(name, TGT, TILE, RNMAX, HALVES)                                                              \
+    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                  float *out, int64_t ldo) {                                                                   \
+        const int64_t nb = k / EM_QK_K;                                                                        \
+        const int64_t panel = panel_rows(as, RNMAX);                                                           \
+        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
+            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
+            for (int64_t j0 = 0; j0 < nw; j0 += Q6_ROWS) {                                                     \
+                const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;                                     \
+                uintptr_t pfa;                                                                                 \
+                size_t pfl, pfs;                                                                               \
+                if (HALVES == 1) {                                                                             \
+                    if (j0 == 0) em_gemv_prefetch_first(grp, EM_GEMV_PF_BYTES);                                \
+                    pfa = (uintptr_t)grp + EM_GEMV_PF_BYTES;                                                   \
+                    pfl = (size_t)nb * EM_PACK_Q6K_SB;                                                         \
+                    pfs = EM_PACK_Q6K_SB / 16;                                                                 \
+                } else {                                                                                       \
+                    em_gemv_prefetch_plan(w, ws, j0, Q6_ROWS, &pfa, &pfl);                                     \
+                    pfl /= HALVES;                                                                             \
+                    pfs = pfa ? (pfl + (size_t)(nb * 16) - 1) / (size_t)(nb * 16) : 0;                         \
+                }                                                                                              \
+                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
+                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
+                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
+                    for (int hf = 0; hf < HALVES; hf++) {                                                      \
+                        const uintptr_t pf = r0 != p0 || !pfa ? 0 : HALVES == 1 ? pfa : pfa + (size_t)hf * pfl; \
+                        float *o = out + r0 * ldo + j0 + hf * (Q6_ROWS / HALVES);                              \
+                        Q6_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, o, ldo, pf, pfl, pfs);              \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+#define TILE512(RN, hf, ...) tile_512(RN, __VA_ARGS__)
+Q6_DRIVER(em_gemm_q6_kx16_avx512, T512, TILE512, 8, 1)
+Q6_DRIVER(em_gemm_q6_kx16_avxvnni, TVNNI, tile_vnni, 4, 2)
+Q6_DRIVER(em_gemm_q6_kx16_avx2, , tile_avx2, 4, 2)
+
+#endif /* EM_HAVE_X86_GEMM */
