@@ -352,25 +352,12 @@ K16_BUF256(unpack_buf_avx2, tileb_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MI
                 const uint8_t *ar = a + (size_t)r0 * as + (size_t)b * sizeof(em_block_q8_k);                   \
                 const int32_t *bp = tbl + ((r0 - p0) * nb + b) * 4;                                            \
                 for (int hf = 0; hf < HALVES; hf++)                                                            \
-                    K16_RN_SWITCH(TILEB, RNMAX, rn, hf, &u, ar, as, bp, nb * 4, out + r0 * ldo + hf * (K16_ROWS / HALVES), \
+                    EM_RN_SWITCH(TILEB, RNMAX, rn, hf, &u, ar, as, bp, nb * 4, out + r0 * ldo + hf * (K16_ROWS / HALVES), \
                                   ldo, b == 0);                                                                \
             }                                                                                                  \
         }                                                                                                      \
         return true;                                                                                           \
     }
-
-/* TILE(rn, ...) with rn a constant from 1 to RNMAX. */
-#define K16_RN_SWITCH(TILE, RNMAX, rn, ...)                                                                    \
-    do {                                                                                                       \
-        if (rn == RNMAX) TILE(RNMAX, __VA_ARGS__);                                                             \
-        else if (RNMAX > 7 && rn == 7) TILE(7, __VA_ARGS__);                                                   \
-        else if (RNMAX > 6 && rn == 6) TILE(6, __VA_ARGS__);                                                   \
-        else if (RNMAX > 5 && rn == 5) TILE(5, __VA_ARGS__);                                                   \
-        else if (RNMAX > 4 && rn == 4) TILE(4, __VA_ARGS__);                                                   \
-        else if (RNMAX > 3 && rn == 3) TILE(3, __VA_ARGS__);                                                   \
-        else if (RNMAX > 2 && rn == 2) TILE(2, __VA_ARGS__);                                                   \
-        else TILE(1, __VA_ARGS__);                                                                             \
-    } while (0)
 
 K16_BUF_STEP(buf_step_vnni, TVNNI, unpack_buf_vnni, tileb_vnni, 2, 2)
 K16_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 2)
@@ -414,7 +401,7 @@ K16_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 2)
                     for (int hf = 0; hf < HALVES; hf++) {                                                      \
                         const uintptr_t pf = pfa && r0 == p0 ? pfa + (size_t)hf * pfl / HALVES : 0;            \
                         float *o = out + r0 * ldo + j0 + hf * (K16_ROWS / HALVES);                             \
-                        K16_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, mt, o, ldo, pf, pfl / HALVES, pfs); \
+                        EM_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, mt, o, ldo, pf, pfl / HALVES, pfs); \
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \

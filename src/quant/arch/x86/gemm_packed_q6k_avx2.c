@@ -249,19 +249,6 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
 
 /* ============================================================ drivers */
 
-/* TILE(rn, ...) with rn a constant from 1 to RNMAX (at most 8). */
-#define Q6_RN_SWITCH(TILE, RNMAX, rn, ...)                                                                     \
-    do {                                                                                                       \
-        if (rn == RNMAX) TILE(RNMAX, __VA_ARGS__);                                                             \
-        else if (RNMAX > 7 && rn == 7) TILE(7, __VA_ARGS__);                                                   \
-        else if (RNMAX > 6 && rn == 6) TILE(6, __VA_ARGS__);                                                   \
-        else if (RNMAX > 5 && rn == 5) TILE(5, __VA_ARGS__);                                                   \
-        else if (RNMAX > 4 && rn == 4) TILE(4, __VA_ARGS__);                                                   \
-        else if (RNMAX > 3 && rn == 3) TILE(3, __VA_ARGS__);                                                   \
-        else if (RNMAX > 2 && rn == 2) TILE(2, __VA_ARGS__);                                                   \
-        else TILE(1, __VA_ARGS__);                                                                             \
-    } while (0)
-
 /* For each panel of activation rows and each group of the call, tiles of
  * at most RNMAX activation rows, one per group half (HALVES 2: the
  * 256-bit tiles of 8 rows), over all super-blocks.  The first tile of a
@@ -303,7 +290,7 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
                     for (int hf = 0; hf < HALVES; hf++) {                                                      \
                         const uintptr_t pf = r0 != p0 || !pfa ? 0 : HALVES == 1 ? pfa : pfa + (size_t)hf * pfl; \
                         float *o = out + r0 * ldo + j0 + hf * (Q6_ROWS / HALVES);                              \
-                        Q6_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, o, ldo, pf, pfl, pfs);              \
+                        EM_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, o, ldo, pf, pfl, pfs);              \
                     }                                                                                          \
                 }                                                                                              \
             }                                                                                                  \

@@ -93,4 +93,18 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const v
 
 #endif /* __x86_64__ && __GNUC__ */
 
+/* TILE(rn, ...) with rn a compile-time constant from 1 to RNMAX (at most
+ * 8): the packed K-quant kernels' tiles of few activation rows. */
+#define EM_RN_SWITCH(TILE, RNMAX, rn, ...)                                                                     \
+    do {                                                                                                       \
+        if (rn == RNMAX) TILE(RNMAX, __VA_ARGS__);                                                             \
+        else if (RNMAX > 7 && rn == 7) TILE(7, __VA_ARGS__);                                                   \
+        else if (RNMAX > 6 && rn == 6) TILE(6, __VA_ARGS__);                                                   \
+        else if (RNMAX > 5 && rn == 5) TILE(5, __VA_ARGS__);                                                   \
+        else if (RNMAX > 4 && rn == 4) TILE(4, __VA_ARGS__);                                                   \
+        else if (RNMAX > 3 && rn == 3) TILE(3, __VA_ARGS__);                                                   \
+        else if (RNMAX > 2 && rn == 2) TILE(2, __VA_ARGS__);                                                   \
+        else TILE(1, __VA_ARGS__);                                                                             \
+    } while (0)
+
 #endif /* EM_QUANT_GEMV_COMMON_H */
