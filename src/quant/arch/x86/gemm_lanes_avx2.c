@@ -195,6 +195,21 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     return k->bias;
 }
 
+/* The table of activation rows p0..p1: the step's kept table from row
+ * p0 when there is one (kbias, kscale), else built now into bias and
+ * scale. Returns the bias entries and sets *pscale. */
+static inline const int32_t *panel_table(int offset, int64_t nb, const void *a, size_t as, int64_t p0, int64_t p1,
+                                         const int32_t *kbias, const float *kscale, int32_t *bias, float *scale,
+                                         const float **pscale) {
+    if (kbias) {
+        *pscale = kscale + p0 * nb;
+        return kbias + p0 * nb;
+    }
+    act_table(offset, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);
+    *pscale = scale;
+    return bias;
+}
+
 /* Activation rows per panel: those of about 256 KiB (they stay in L2
  * while the call's weight rows pass over them) whose table entries fit,
  * in whole tiles of rn_max. */
@@ -480,14 +495,8 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const int32_t *pbias = bias;                                                                       \
-            const float *pscale = scale;                                                                       \
-            if (kbias) {                                                                                       \
-                pbias = kbias + p0 * nb;                                                                       \
-                pscale = kscale + p0 * nb;                                                                     \
-            } else {                                                                                           \
-                act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);         \
-            }                                                                                                  \
+            const float *pscale;                                                                               \
+            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
                 const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
@@ -549,14 +558,8 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const int32_t *pbias = bias;                                                                       \
-            const float *pscale = scale;                                                                       \
-            if (kbias) {                                                                                       \
-                pbias = kbias + p0 * nb;                                                                       \
-                pscale = kscale + p0 * nb;                                                                     \
-            } else {                                                                                           \
-                act_table(OFFSET, nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, bias, scale);         \
-            }                                                                                                  \
+            const float *pscale;                                                                               \
+            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
             const int64_t ntile = lane_tiles16(p1 - p0);                                                       \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
