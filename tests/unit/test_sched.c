@@ -347,7 +347,10 @@ static void test_step_counts(const em_model *m) {
     /* Every prompt row not reused from the cache, and 11 decode rows each. */
     uint64_t want = (uint64_t)(n2 - a.n_cached) + (uint64_t)(n - b.n_cached) + 22;
     CHECK_MSG(rows == want, "%llu rows, want %llu", (unsigned long long)rows, (unsigned long long)want);
-    CHECK_MSG(steps < 24 && steps >= 12, "%llu steps for two requests of 12 tokens", (unsigned long long)steps);
+    /* The two join one batch when the second arrives before the first's
+     * first step; when the engine thread starts on the first alone (a
+     * loaded machine), they can run one after the other: 24 steps. */
+    CHECK_MSG(steps <= 24 && steps >= 12, "%llu steps for two requests of 12 tokens", (unsigned long long)steps);
     free(t);
     free(t2);
     em_engine_free(e);
