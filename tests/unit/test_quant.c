@@ -187,209 +187,173 @@ static void rand_bytes(void *p, size_t n) {
 /* Bit b of a little-endian byte array. */
 static int bit_at(const uint8_t *p, int b) { return (p[b / 8] >> (b % 8)) & 1; }
 
+/* Sets the fp16 scale fields of one weight block (offsets per layout):
+ * h1 is d, h2 the second scale (m or dmin) where the layout has one. */
+static void set_block_scales(em_type t, uint8_t *blk, uint16_t h1, uint16_t h2) {
+    switch (t) {
+    case EM_TYPE_Q2_K: memcpy(blk + 80, &h1, 2); memcpy(blk + 82, &h2, 2); break;
+    case EM_TYPE_Q3_K: memcpy(blk + 108, &h1, 2); break;
+    case EM_TYPE_Q6_K: memcpy(blk + 208, &h1, 2); break;
+    case EM_TYPE_Q4_1: case EM_TYPE_Q5_1: case EM_TYPE_Q4_K: case EM_TYPE_Q5_K:
+        memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
+    default: memcpy(blk, &h1, 2); break;
+    }
+}
+
+/*
+ * Element e of one block, recomputed here straight from the definition in
+ * blocks.h (one function per format), using the same float operations as
+ * the library, so that the two must agree bit for bit.
+ */
+
+/* The 4-bit quant e of a 32-element block: low nibbles hold elements
+ * 0-15, high nibbles 16-31. */
+static int nibble32(const uint8_t *qs, int e) { return e < 16 ? qs[e] & 15 : qs[e - 16] >> 4; }
+
+static float elem_q4_0(const void *p, int e) {
+    const em_block_q4_0 *b = p;
+    return (float)(nibble32(b->qs, e) - 8) * em_fp16_to_fp32(b->d);
+}
+
+static float elem_q4_1(const void *p, int e) {
+    const em_block_q4_1 *b = p;
+    return (float)nibble32(b->qs, e) * em_fp16_to_fp32(b->d) + em_fp16_to_fp32(b->m);
+}
+
+static float elem_q5_0(const void *p, int e) {
+    const em_block_q5_0 *b = p;
+    const int q = nibble32(b->qs, e) + 16 * bit_at(b->qh, e);
+    return (float)(q - 16) * em_fp16_to_fp32(b->d);
+}
+
+static float elem_q5_1(const void *p, int e) {
+    const em_block_q5_1 *b = p;
+    const int q = nibble32(b->qs, e) + 16 * bit_at(b->qh, e);
+    return (float)q * em_fp16_to_fp32(b->d) + em_fp16_to_fp32(b->m);
+}
+
+static float elem_q8_0(const void *p, int e) {
+    const em_block_q8_0 *b = p;
+    return (float)b->qs[e] * em_fp16_to_fp32(b->d);
+}
+
+static float elem_iq4_nl(const void *p, int e) {
+    const em_block_iq4_nl *b = p;
+    return em_fp16_to_fp32(b->d) * (float)em_iq4nl_values[nibble32(b->qs, e)];
+}
+
+static float elem_q2_k(const void *p, int e) {
+    const em_block_q2_k *b = p;
+    const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
+    const int q = (b->qs[32 * h + l] >> (2 * k)) & 3;
+    const float dl = em_fp16_to_fp32(b->d) * (float)(b->scales[g] & 15);
+    const float ml = em_fp16_to_fp32(b->dmin) * (float)(b->scales[g] >> 4);
+    return dl * (float)q - ml;
+}
+
+static float elem_q3_k(const void *p, int e) {
+    const em_block_q3_k *b = p;
+    const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
+    const int q = ((b->qs[32 * h + l] >> (2 * k)) & 3) + 4 * ((b->hmask[l] >> (e / 32)) & 1);
+    /* The 6-bit scale as the sixteen 6-bit fields of a 96-bit word would
+     * be laid out: low nibbles in bytes 0..7, high pairs in bytes 8..11. */
+    const int lo4 = g < 8 ? b->scales[g] & 15 : b->scales[g - 8] >> 4;
+    const int hi2 = (b->scales[8 + g % 4] >> (2 * (g / 4))) & 3;
+    const float dl = em_fp16_to_fp32(b->d) * (float)((lo4 | hi2 << 4) - 32);
+    return dl * (float)(q - 4);
+}
+
+/* Q4_K and Q5_K share their scales, mins and low nibbles; qh holds Q5_K's
+ * fifth bits (NULL for Q4_K). */
+static float elem_k4(const uint8_t *sc, const uint8_t *qs, const uint8_t *qh, uint16_t dh,
+                     uint16_t mh, int e) {
+    const int g = e / 32, k = e / 64, l = e % 32;
+    int q = (e % 64) < 32 ? qs[32 * k + l] & 15 : qs[32 * k + l] >> 4;
+    if (qh) q += 16 * ((qh[l] >> g) & 1);
+    /* Scales 0-3 / mins 0-3 are the low 6 bits of bytes 0-3 / 4-7;
+     * scales and mins 4-7 take nibbles of bytes 8-11 and the top 2 bits
+     * of bytes 0-3 / 4-7. */
+    int s, m;
+    if (g < 4) {
+        s = sc[g] & 63;
+        m = sc[g + 4] & 63;
+    } else {
+        s = (sc[g + 4] & 15) | (sc[g - 4] >> 6) << 4;
+        m = (sc[g + 4] >> 4) | (sc[g] >> 6) << 4;
+    }
+    const float dl = em_fp16_to_fp32(dh) * (float)s;
+    const float ml = em_fp16_to_fp32(mh) * (float)m;
+    return dl * (float)q - ml;
+}
+
+static float elem_q4_k(const void *p, int e) {
+    const em_block_q4_k *b = p;
+    return elem_k4(b->scales, b->qs, NULL, b->d, b->dmin, e);
+}
+
+static float elem_q5_k(const void *p, int e) {
+    const em_block_q5_k *b = p;
+    return elem_k4(b->scales, b->qs, b->qh, b->d, b->dmin, e);
+}
+
+static float elem_q6_k(const void *p, int e) {
+    const em_block_q6_k *b = p;
+    const int h = e / 128, k = (e / 32) % 4, l = e % 32;
+    const uint8_t byte = b->ql[64 * h + 32 * (k % 2) + l];
+    const int lo = k < 2 ? byte & 15 : byte >> 4;
+    const int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
+    return em_fp16_to_fp32(b->d) * (float)b->scales[e / 16] * (float)((lo | hi << 4) - 32);
+}
+
+static float elem_iq4_xs(const void *p, int e) {
+    const em_block_iq4_xs *b = p;
+    const int g = e / 32, j = e % 32;
+    const uint8_t byte = b->qs[16 * g + j % 16];
+    const int q = j < 16 ? byte & 15 : byte >> 4;
+    const int ls = ((b->scales_l[g / 2] >> (4 * (g % 2))) & 15) | ((b->scales_h >> (2 * g)) & 3) << 4;
+    return em_fp16_to_fp32(b->d) * (float)(ls - 32) * (float)em_iq4nl_values[q];
+}
+
+static const struct {
+    em_type type;
+    float (*elem)(const void *block, int e);
+} layout_cases[] = {
+    {EM_TYPE_Q4_0, elem_q4_0}, {EM_TYPE_Q4_1, elem_q4_1}, {EM_TYPE_Q5_0, elem_q5_0},
+    {EM_TYPE_Q5_1, elem_q5_1}, {EM_TYPE_Q8_0, elem_q8_0}, {EM_TYPE_IQ4_NL, elem_iq4_nl},
+    {EM_TYPE_Q2_K, elem_q2_k}, {EM_TYPE_Q3_K, elem_q3_k}, {EM_TYPE_Q4_K, elem_q4_k},
+    {EM_TYPE_Q5_K, elem_q5_k}, {EM_TYPE_Q6_K, elem_q6_k}, {EM_TYPE_IQ4_XS, elem_iq4_xs},
+};
+
 /*
  * For each format: fill blocks with random bytes (scales made finite),
- * dequantize with the library, and recompute every element here straight
- * from the definition in blocks.h, using the same float operations, so
- * the two must agree bit for bit.
+ * dequantize with the library, and compare every element with the one
+ * recomputed from the definition.
  */
 static void test_layouts(void) {
     enum { NB = 4 };
     float y[NB * 256];
     int bad;
 
-    { /* Q4_0 */
-        em_block_q4_0 b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q4_0, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++) {
-                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
-                if (!same_bits(y[32 * i + e], (float)(q - 8) * em_fp16_to_fp32(b[i].d))) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q4_0 layout: %d wrong", bad);
-    }
-    { /* Q4_1 */
-        em_block_q4_1 b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].m = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q4_1, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++) {
-                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
-                const float want = (float)q * em_fp16_to_fp32(b[i].d) + em_fp16_to_fp32(b[i].m);
-                if (!same_bits(y[32 * i + e], want)) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q4_1 layout: %d wrong", bad);
-    }
-    { /* Q5_0 */
-        em_block_q5_0 b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q5_0, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++) {
-                const int lo = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
-                const int q = lo + 16 * bit_at(b[i].qh, e);
-                if (!same_bits(y[32 * i + e], (float)(q - 16) * em_fp16_to_fp32(b[i].d))) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q5_0 layout: %d wrong", bad);
-    }
-    { /* Q5_1 */
-        em_block_q5_1 b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].m = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q5_1, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++) {
-                const int lo = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
-                const int q = lo + 16 * bit_at(b[i].qh, e);
-                const float want = (float)q * em_fp16_to_fp32(b[i].d) + em_fp16_to_fp32(b[i].m);
-                if (!same_bits(y[32 * i + e], want)) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q5_1 layout: %d wrong", bad);
-    }
-    { /* Q8_0 */
-        em_block_q8_0 b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q8_0, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++)
-                if (!same_bits(y[32 * i + e], (float)b[i].qs[e] * em_fp16_to_fp32(b[i].d))) bad++;
-        CHECK_MSG(bad == 0, "Q8_0 layout: %d wrong", bad);
-    }
-    { /* IQ4_NL */
-        em_block_iq4_nl b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_IQ4_NL, b, y, NB * 32));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 32; e++) {
-                const int q = e < 16 ? b[i].qs[e] & 15 : b[i].qs[e - 16] >> 4;
-                const float want = em_fp16_to_fp32(b[i].d) * (float)em_iq4nl_values[q];
-                if (!same_bits(y[32 * i + e], want)) bad++;
-            }
-        CHECK_MSG(bad == 0, "IQ4_NL layout: %d wrong", bad);
-    }
-    { /* Q2_K */
-        em_block_q2_k b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half(), b[i].dmin = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q2_K, b, y, NB * 256));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 256; e++) {
-                const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
-                const int q = (b[i].qs[32 * h + l] >> (2 * k)) & 3;
-                const float dl = em_fp16_to_fp32(b[i].d) * (float)(b[i].scales[g] & 15);
-                const float ml = em_fp16_to_fp32(b[i].dmin) * (float)(b[i].scales[g] >> 4);
-                if (!same_bits(y[256 * i + e], dl * (float)q - ml)) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q2_K layout: %d wrong", bad);
-    }
-    { /* Q3_K */
-        em_block_q3_k b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q3_K, b, y, NB * 256));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 256; e++) {
-                const int h = e / 128, k = (e / 32) % 4, l = e % 32, g = e / 16;
-                const int q = ((b[i].qs[32 * h + l] >> (2 * k)) & 3) +
-                              4 * ((b[i].hmask[l] >> (e / 32)) & 1);
-                /* The 6-bit scale as the sixteen 6-bit fields of a 96-bit
-                 * word would be laid out: low nibbles in bytes 0..7, high
-                 * pairs in bytes 8..11. */
-                const int lo4 = g < 8 ? b[i].scales[g] & 15 : b[i].scales[g - 8] >> 4;
-                const int hi2 = (b[i].scales[8 + g % 4] >> (2 * (g / 4))) & 3;
-                const float dl = em_fp16_to_fp32(b[i].d) * (float)((lo4 | hi2 << 4) - 32);
-                if (!same_bits(y[256 * i + e], dl * (float)(q - 4))) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q3_K layout: %d wrong", bad);
-    }
-    for (int five = 0; five < 2; five++) { /* Q4_K and Q5_K */
-        em_block_q4_k b4[NB];
-        em_block_q5_k b5[NB];
-        rand_bytes(b4, sizeof b4);
-        rand_bytes(b5, sizeof b5);
+    for (size_t c = 0; c < sizeof layout_cases / sizeof layout_cases[0]; c++) {
+        const em_type t = layout_cases[c].type;
+        const em_type_traits *tr = em_get_type_traits(t);
+        const int bs = (int)tr->block_size;
+        _Alignas(16) uint8_t blocks[NB * 256];
+        CHECK(NB * tr->type_size <= sizeof blocks);
+        if (NB * tr->type_size > sizeof blocks) continue;
+        rand_bytes(blocks, NB * tr->type_size);
         for (int i = 0; i < NB; i++) {
-            b4[i].d = rand_half(), b4[i].dmin = rand_half();
-            b5[i].d = rand_half(), b5[i].dmin = rand_half();
+            const uint16_t h1 = rand_half(), h2 = rand_half();
+            set_block_scales(t, blocks + i * tr->type_size, h1, h2);
         }
-        CHECK_OK(em_dequantize_row(five ? EM_TYPE_Q5_K : EM_TYPE_Q4_K,
-                                   five ? (const void *)b5 : (const void *)b4, y, NB * 256));
+        CHECK_OK(em_dequantize_row(t, blocks, y, NB * bs));
         bad = 0;
         for (int i = 0; i < NB; i++) {
-            const uint8_t *sc = five ? b5[i].scales : b4[i].scales;
-            const uint8_t *qs = five ? b5[i].qs : b4[i].qs;
-            const uint16_t dh = five ? b5[i].d : b4[i].d, mh = five ? b5[i].dmin : b4[i].dmin;
-            for (int e = 0; e < 256; e++) {
-                const int g = e / 32, k = e / 64, l = e % 32;
-                int q = (e % 64) < 32 ? qs[32 * k + l] & 15 : qs[32 * k + l] >> 4;
-                if (five) q += 16 * ((b5[i].qh[l] >> g) & 1);
-                /* Scales 0-3 / mins 0-3 are the low 6 bits of bytes 0-3 /
-                 * 4-7; scales and mins 4-7 take nibbles of bytes 8-11 and
-                 * the top 2 bits of bytes 0-3 / 4-7. */
-                int s, m;
-                if (g < 4) {
-                    s = sc[g] & 63;
-                    m = sc[g + 4] & 63;
-                } else {
-                    s = (sc[g + 4] & 15) | (sc[g - 4] >> 6) << 4;
-                    m = (sc[g + 4] >> 4) | (sc[g] >> 6) << 4;
-                }
-                const float dl = em_fp16_to_fp32(dh) * (float)s;
-                const float ml = em_fp16_to_fp32(mh) * (float)m;
-                if (!same_bits(y[256 * i + e], dl * (float)q - ml)) bad++;
-            }
+            const uint8_t *blk = blocks + i * tr->type_size;
+            for (int e = 0; e < bs; e++)
+                if (!same_bits(y[bs * i + e], layout_cases[c].elem(blk, e))) bad++;
         }
-        CHECK_MSG(bad == 0, "%s layout: %d wrong", five ? "Q5_K" : "Q4_K", bad);
-    }
-    { /* Q6_K */
-        em_block_q6_k b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_Q6_K, b, y, NB * 256));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 256; e++) {
-                const int h = e / 128, k = (e / 32) % 4, l = e % 32;
-                const uint8_t byte = b[i].ql[64 * h + 32 * (k % 2) + l];
-                const int lo = k < 2 ? byte & 15 : byte >> 4;
-                const int hi = (b[i].qh[32 * h + l] >> (2 * k)) & 3;
-                const float want = em_fp16_to_fp32(b[i].d) * (float)b[i].scales[e / 16] *
-                                   (float)((lo | hi << 4) - 32);
-                if (!same_bits(y[256 * i + e], want)) bad++;
-            }
-        CHECK_MSG(bad == 0, "Q6_K layout: %d wrong", bad);
-    }
-    { /* IQ4_XS */
-        em_block_iq4_xs b[NB];
-        rand_bytes(b, sizeof b);
-        for (int i = 0; i < NB; i++) b[i].d = rand_half();
-        CHECK_OK(em_dequantize_row(EM_TYPE_IQ4_XS, b, y, NB * 256));
-        bad = 0;
-        for (int i = 0; i < NB; i++)
-            for (int e = 0; e < 256; e++) {
-                const int g = e / 32, j = e % 32;
-                const uint8_t byte = b[i].qs[16 * g + j % 16];
-                const int q = j < 16 ? byte & 15 : byte >> 4;
-                const int ls = ((b[i].scales_l[g / 2] >> (4 * (g % 2))) & 15) |
-                               ((b[i].scales_h >> (2 * g)) & 3) << 4;
-                const float want = em_fp16_to_fp32(b[i].d) * (float)(ls - 32) *
-                                   (float)em_iq4nl_values[q];
-                if (!same_bits(y[256 * i + e], want)) bad++;
-            }
-        CHECK_MSG(bad == 0, "IQ4_XS layout: %d wrong", bad);
+        CHECK_MSG(bad == 0, "%s layout: %d wrong", em_type_name(t), bad);
     }
     { /* Q8_K and its bsums, via the activation quantizer */
         float x[512];
@@ -585,16 +549,8 @@ static void test_dots(const char *want) {
         rand_bytes(wq, rs);
         for (size_t off = 0; off < rs; off += tr->type_size) {
             uint8_t *blk = (uint8_t *)wq + off;
-            uint16_t h1 = rand_half(), h2 = rand_half();
-            /* Overwrite the fp16 fields at their offsets in each layout. */
-            switch (t) {
-            case EM_TYPE_Q2_K: memcpy(blk + 80, &h1, 2); memcpy(blk + 82, &h2, 2); break;
-            case EM_TYPE_Q3_K: memcpy(blk + 108, &h1, 2); break;
-            case EM_TYPE_Q6_K: memcpy(blk + 208, &h1, 2); break;
-            case EM_TYPE_Q4_1: case EM_TYPE_Q5_1: case EM_TYPE_Q4_K: case EM_TYPE_Q5_K:
-                memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
-            default: memcpy(blk, &h1, 2); break;
-            }
+            const uint16_t h1 = rand_half(), h2 = rand_half();
+            set_block_scales(t, blk, h1, h2);
         }
         fill_gauss(a, N, 1.0f);
         check_dot_row(t, wq, a, N, "random-bytes");
@@ -679,18 +635,6 @@ static uint16_t wide_half(void) {
 static float pow2_scale(void) {
     const uint64_t r = rng_next();
     return ldexpf((r & 8) ? -1.0f : 1.0f, (int)(r % 5) - 2);
-}
-
-/* Sets the fp16 scale fields of one weight block (offsets per layout). */
-static void set_block_scales(em_type t, uint8_t *blk, uint16_t h1, uint16_t h2) {
-    switch (t) {
-    case EM_TYPE_Q2_K: memcpy(blk + 80, &h1, 2); memcpy(blk + 82, &h2, 2); break;
-    case EM_TYPE_Q3_K: memcpy(blk + 108, &h1, 2); break;
-    case EM_TYPE_Q6_K: memcpy(blk + 208, &h1, 2); break;
-    case EM_TYPE_Q4_1: case EM_TYPE_Q5_1: case EM_TYPE_Q4_K: case EM_TYPE_Q5_K:
-        memcpy(blk, &h1, 2); memcpy(blk + 2, &h2, 2); break;
-    default: memcpy(blk, &h1, 2); break;
-    }
 }
 
 /* Scale kinds of the test rows: small, anywhere in range, exact (powers
