@@ -541,6 +541,33 @@ static void fit_k_scales(const float *gscale, const float *wsc, int ng, int slo,
     *dh = scale_to_fp16(d);
 }
 
+/*
+ * The symmetric K-quants (Q3_K, Q6_K): fits each of the 16 groups of 16
+ * elements to s*l with l in [lo, hi], the group scales to [slo, shi]
+ * integers times an fp16 d, then re-rounds every element against
+ * d * scale.  Outputs the integer scales, d and the levels q[256], stored
+ * biased by -lo (0 .. hi - lo).
+ */
+static void fit_k_symmetric(const float *x, const float *w, int lo, int hi, int slo, int shi,
+                            int8_t *isc, uint16_t *dh, uint8_t *q) {
+    float sc[16], wsc[16];
+    int8_t L[EM_QK_K];
+    for (int g = 0; g < 16; g++) {
+        sc[g] = fit_symmetric(16, lo, hi, x + 16 * g, w + 16 * g, L + 16 * g);
+        wsc[g] = scale_weight_i8(w + 16 * g, L + 16 * g, 16);
+    }
+    fit_k_scales(sc, wsc, 16, slo, shi, isc, dh);
+    const float d = em_fp16_to_fp32(*dh);
+    for (int g = 0; g < 16; g++) {
+        const float ds = d * (float)isc[g];
+        for (int i = 0; i < 16; i++) {
+            const int e = 16 * g + i;
+            const int l = ds != 0 ? clamp_int(round_int(x[e] / ds), lo, hi) : 0;
+            q[e] = (uint8_t)(l - lo);
+        }
+    }
+}
+
 static void quant_q2_k(const float *x, em_block_q2_k *y, int64_t nb, const float *imat) {
     float w[EM_QK_K];
     uint8_t q[EM_QK_K], isc[16], imn[16];
@@ -553,17 +580,12 @@ static void quant_q2_k(const float *x, em_block_q2_k *y, int64_t nb, const float
 }
 
 static void quant_q3_k(const float *x, em_block_q3_k *y, int64_t nb, const float *imat) {
-    float w[EM_QK_K], sc[16], wsc[16];
-    int8_t L[EM_QK_K], isc[16];
+    float w[EM_QK_K];
+    int8_t isc[16];
     uint8_t q[EM_QK_K];
     for (int64_t b = 0; b < nb; b++, x += EM_QK_K, y++) {
         block_weights(imat ? imat + EM_QK_K * b : NULL, EM_QK_K, w);
-        for (int g = 0; g < 16; g++) {
-            sc[g] = fit_symmetric(16, -4, 3, x + 16 * g, w + 16 * g, L + 16 * g);
-            wsc[g] = scale_weight_i8(w + 16 * g, L + 16 * g, 16);
-        }
-        fit_k_scales(sc, wsc, 16, -32, 31, isc, &y->d);
-        const float d = em_fp16_to_fp32(y->d);
+        fit_k_symmetric(x, w, -4, 3, -32, 31, isc, &y->d, q);
         memset(y->scales, 0, sizeof y->scales);
         memset(y->hmask, 0, sizeof y->hmask);
         for (int g = 0; g < 16; g++) {
@@ -571,12 +593,6 @@ static void quant_q3_k(const float *x, em_block_q3_k *y, int64_t nb, const float
             if (g < 8) y->scales[g] |= (uint8_t)(s6 & 15);
             else y->scales[g - 8] |= (uint8_t)((s6 & 15) << 4);
             y->scales[8 + (g & 3)] |= (uint8_t)((s6 >> 4) << (2 * (g >> 2)));
-            const float ds = d * (float)isc[g];
-            for (int i = 0; i < 16; i++) {
-                const int e = 16 * g + i;
-                const int l = ds != 0 ? clamp_int(round_int(x[e] / ds), -4, 3) : 0;
-                q[e] = (uint8_t)(l + 4);
-            }
         }
         for (int e = 0; e < EM_QK_K; e++)
             if (q[e] & 4) y->hmask[e % 32] |= (uint8_t)(1u << (e / 32));
@@ -630,26 +646,13 @@ static void quant_q5_k(const float *x, em_block_q5_k *y, int64_t nb, const float
 }
 
 static void quant_q6_k(const float *x, em_block_q6_k *y, int64_t nb, const float *imat) {
-    float w[EM_QK_K], sc[16], wsc[16];
-    int8_t L[EM_QK_K], isc[16];
+    float w[EM_QK_K];
+    int8_t isc[16];
     uint8_t q[EM_QK_K];
     for (int64_t b = 0; b < nb; b++, x += EM_QK_K, y++) {
         block_weights(imat ? imat + EM_QK_K * b : NULL, EM_QK_K, w);
-        for (int g = 0; g < 16; g++) {
-            sc[g] = fit_symmetric(16, -32, 31, x + 16 * g, w + 16 * g, L + 16 * g);
-            wsc[g] = scale_weight_i8(w + 16 * g, L + 16 * g, 16);
-        }
-        fit_k_scales(sc, wsc, 16, -128, 127, isc, &y->d);
-        const float d = em_fp16_to_fp32(y->d);
-        for (int g = 0; g < 16; g++) {
-            y->scales[g] = isc[g];
-            const float ds = d * (float)isc[g];
-            for (int i = 0; i < 16; i++) {
-                const int e = 16 * g + i;
-                const int l = ds != 0 ? clamp_int(round_int(x[e] / ds), -32, 31) : 0;
-                q[e] = (uint8_t)(l + 32);
-            }
-        }
+        fit_k_symmetric(x, w, -32, 31, -128, 127, isc, &y->d, q);
+        memcpy(y->scales, isc, sizeof y->scales);
         memset(y->qh, 0, sizeof y->qh);
         for (int h = 0; h < 2; h++) {
             for (int l = 0; l < 32; l++) {
