@@ -128,6 +128,28 @@ static int32_t ws(sc *c) {
     return c->ws = r;
 }
 
+/* Appends ',' WS to q: what comes between two members or elements. */
+static void comma_ws(sc *c, em_gseq *q) {
+    em_gs_lit(c->b, q, ",", 1);
+    em_gs_ref(c->b, q, ws(c));
+}
+
+/* The rule open WS inner WS close, with q holding what comes before open
+ * (usually nothing); without inner (-1), open WS close.  Frees q. */
+static int32_t enclosed(sc *c, em_gseq *q, const char *open, int32_t inner, const char *close) {
+    em_gbuild *b = c->b;
+    em_gs_lit(b, q, open, strlen(open));
+    em_gs_ref(b, q, ws(c));
+    if (inner >= 0) {
+        em_gs_ref(b, q, inner);
+        em_gs_ref(b, q, ws(c));
+    }
+    em_gs_lit(b, q, close, strlen(close));
+    int32_t r = em_gb_seq_rule(b, q);
+    em_gseq_free(q);
+    return r;
+}
+
 /* One character inside a JSON string, as it is written: a printable ASCII
  * byte other than '"' and '\', a well-formed UTF-8 sequence (no
  * surrogates, nothing above U+10FFFF), or an escape. */
@@ -242,21 +264,13 @@ static int32_t number_rule(sc *c, bool nonneg) {
 static int32_t list_of(sc *c, const char *open, int32_t item, const char *close) {
     em_gbuild *b = c->b;
     em_gseq s = {0};
-    em_gs_lit(b, &s, ",", 1);
-    em_gs_ref(b, &s, ws(c));
+    comma_ws(c, &s);
     em_gs_ref(b, &s, item);
     int32_t more = em_gb_repeat(b, em_gb_seq_rule(b, &s), 0, -1);
     em_gs_ref(b, &s, item);
     em_gs_ref(b, &s, more);
     int32_t items = em_gb_opt(b, em_gb_seq_rule(b, &s));
-    em_gs_lit(b, &s, open, strlen(open));
-    em_gs_ref(b, &s, ws(c));
-    em_gs_ref(b, &s, items);
-    em_gs_ref(b, &s, ws(c));
-    em_gs_lit(b, &s, close, strlen(close));
-    int32_t r = em_gb_seq_rule(b, &s);
-    em_gseq_free(&s);
-    return r;
+    return enclosed(c, &s, open, items, close);
 }
 
 /* key ':' WS value, the key rule given. */
@@ -580,8 +594,7 @@ static int32_t object_schema(sc *c, const json_t *s) {
     int32_t tail, head;
     if (extra >= 0) {
         int32_t extra_kv = member(c, string_any(c), extra);
-        em_gs_lit(b, &q, ",", 1);
-        em_gs_ref(b, &q, ws(c));
+        comma_ws(c, &q);
         em_gs_ref(b, &q, extra_kv);
         tail = em_gb_repeat(b, em_gb_seq_rule(b, &q), 0, -1);
         em_gs_ref(b, &q, extra_kv);
@@ -593,8 +606,7 @@ static int32_t object_schema(sc *c, const json_t *s) {
     }
     for (size_t k = n; k-- > 0;) {
         int32_t t = em_gb_rule(b), h = em_gb_rule(b);
-        em_gs_lit(b, &q, ",", 1);
-        em_gs_ref(b, &q, ws(c));
+        comma_ws(c, &q);
         em_gs_ref(b, &q, kv[k]);
         em_gs_ref(b, &q, tail);
         em_gb_alt(b, t, &q);
@@ -612,14 +624,7 @@ static int32_t object_schema(sc *c, const json_t *s) {
     }
     free(kv);
     free(must);
-    em_gs_lit(b, &q, "{", 1);
-    em_gs_ref(b, &q, ws(c));
-    em_gs_ref(b, &q, head);
-    em_gs_ref(b, &q, ws(c));
-    em_gs_lit(b, &q, "}", 1);
-    int32_t r = em_gb_seq_rule(b, &q);
-    em_gseq_free(&q);
-    return r;
+    return enclosed(c, &q, "{", head, "}");
 }
 
 /* The rule of one array element: the `items` schema, any value when
@@ -656,8 +661,7 @@ static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, in
     } else {
         int32_t item = array_item(c, items);
         if (item < 0) return -1;
-        em_gs_lit(b, &q, ",", 1);
-        em_gs_ref(b, &q, ws(c));
+        comma_ws(c, &q);
         em_gs_ref(b, &q, item);
         rest = em_gb_repeat(b, em_gb_seq_rule(b, &q), r_lo, r_hi);
     }
@@ -674,10 +678,7 @@ static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, in
                 em_gseq_free(&q);
                 return -1;
             }
-            if (i > 0) {
-                em_gs_lit(b, &q, ",", 1);
-                em_gs_ref(b, &q, ws(c));
-            }
+            if (i > 0) comma_ws(c, &q);
             em_gs_ref(b, &q, el);
             em_gs_ref(b, &q, tail);
             em_gb_alt(b, r, &q);
@@ -686,14 +687,7 @@ static int32_t tuple_schema(sc *c, const json_t *prefix, const json_t *items, in
         tail = r;
     }
     path_pop(c, old);
-    em_gs_lit(b, &q, "[", 1);
-    em_gs_ref(b, &q, ws(c));
-    em_gs_ref(b, &q, tail);
-    em_gs_ref(b, &q, ws(c));
-    em_gs_lit(b, &q, "]", 1);
-    int32_t r = em_gb_seq_rule(b, &q);
-    em_gseq_free(&q);
-    return r;
+    return enclosed(c, &q, "[", tail, "]");
 }
 
 static int32_t array_schema(sc *c, const json_t *s) {
@@ -716,8 +710,7 @@ static int32_t array_schema(sc *c, const json_t *s) {
     if (hi != 0) {
         int32_t item = array_item(c, items);
         if (item < 0) return -1;
-        em_gs_lit(b, &q, ",", 1);
-        em_gs_ref(b, &q, ws(c));
+        comma_ws(c, &q);
         em_gs_ref(b, &q, item);
         int32_t next = em_gb_seq_rule(b, &q);
         em_gs_ref(b, &q, item);
@@ -725,16 +718,7 @@ static int32_t array_schema(sc *c, const json_t *s) {
         body = em_gb_seq_rule(b, &q);
         if (lo == 0) body = em_gb_opt(b, body);
     }
-    em_gs_lit(b, &q, "[", 1);
-    em_gs_ref(b, &q, ws(c));
-    if (body >= 0) {
-        em_gs_ref(b, &q, body);
-        em_gs_ref(b, &q, ws(c));
-    }
-    em_gs_lit(b, &q, "]", 1);
-    int32_t r = em_gb_seq_rule(b, &q);
-    em_gseq_free(&q);
-    return r;
+    return enclosed(c, &q, "[", body, "]");
 }
 
 /* Text of a format, quotes included. */
@@ -1441,8 +1425,7 @@ static int32_t tool_call_rule(sc *c, const char *name, const char *args_key, int
     em_gs_lit(b, &q, "{", 1);
     em_gs_ref(b, &q, ws(c));
     em_gs_ref(b, &q, member(c, lit(c, "\"name\""), name_lit));
-    em_gs_lit(b, &q, ",", 1);
-    em_gs_ref(b, &q, ws(c));
+    comma_ws(c, &q);
     em_gs_ref(b, &q, member(c, key_lit, args));
     em_gs_ref(b, &q, ws(c));
     em_gs_lit(b, &q, "}", 1);
