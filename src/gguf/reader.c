@@ -933,18 +933,28 @@ static em_gguf_arr decode_arr(const uint8_t *p) {
     return a;
 }
 
-em_status em_gguf_arr_str(const em_gguf *g, const char *key, uint64_t i, em_gguf_str *out) {
+/* Element i of the array under key, whose elements have the variable-size
+ * type want (str or arr). */
+static em_status key_elem(const em_gguf *g, const char *key, uint64_t i, em_gguf_type want,
+                          const uint8_t **out) {
     const gguf_kv *kv = NULL;
     em_status st = lookup(g, key, 1u << EM_GGUF_ARRAY, "arr", &kv);
     if (st) return st;
-    if (kv->elem_type != EM_GGUF_STRING)
-        return em_error(EM_ERR_FORMAT, "gguf: key '%s' is an array of %s, expected str", key,
-                        em_gguf_type_name(kv->elem_type));
+    if (kv->elem_type != want)
+        return em_error(EM_ERR_FORMAT, "gguf: key '%s' is an array of %s, expected %s", key,
+                        em_gguf_type_name(kv->elem_type), em_gguf_type_name(want));
     if (i >= kv->n)
         return em_error(EM_ERR_INVALID_ARG, "gguf: key '%s': index %llu out of range (%llu elements)",
                         key, (unsigned long long)i, (unsigned long long)kv->n);
-    *out = decode_str(kv->items[i]);
+    *out = kv->items[i];
     return EM_OK;
+}
+
+em_status em_gguf_arr_str(const em_gguf *g, const char *key, uint64_t i, em_gguf_str *out) {
+    const uint8_t *p = NULL;
+    em_status st = key_elem(g, key, i, EM_GGUF_STRING, &p);
+    if (!st) *out = decode_str(p);
+    return st;
 }
 
 em_status em_gguf_kv_arr(const em_gguf *g, int64_t i, em_gguf_type *elem_type, uint64_t *n) {
@@ -970,17 +980,10 @@ em_status em_gguf_kv_arr_view(const em_gguf *g, int64_t i, em_gguf_arr *out) {
 }
 
 em_status em_gguf_arr_nested(const em_gguf *g, const char *key, uint64_t i, em_gguf_arr *out) {
-    const gguf_kv *kv = NULL;
-    em_status st = lookup(g, key, 1u << EM_GGUF_ARRAY, "arr", &kv);
-    if (st) return st;
-    if (kv->elem_type != EM_GGUF_ARRAY)
-        return em_error(EM_ERR_FORMAT, "gguf: key '%s' is an array of %s, expected arr", key,
-                        em_gguf_type_name(kv->elem_type));
-    if (i >= kv->n)
-        return em_error(EM_ERR_INVALID_ARG, "gguf: key '%s': index %llu out of range (%llu elements)",
-                        key, (unsigned long long)i, (unsigned long long)kv->n);
-    *out = decode_arr(kv->items[i]);
-    return EM_OK;
+    const uint8_t *p = NULL;
+    em_status st = key_elem(g, key, i, EM_GGUF_ARRAY, &p);
+    if (!st) *out = decode_arr(p);
+    return st;
 }
 
 /* Element i of a view whose elements have the variable-size type want. */
