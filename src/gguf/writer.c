@@ -194,36 +194,24 @@ void em_gguf_writer_set_alignment(em_gguf_writer *w, uint32_t alignment) {
         em_log(EM_LOG_WARN, "%s", em_last_error());
 }
 
-em_status em_gguf_set_u8(em_gguf_writer *w, const char *key, uint8_t v) {
-    return set_scalar(w, key, EM_GGUF_UINT8, &v);
-}
-em_status em_gguf_set_i8(em_gguf_writer *w, const char *key, int8_t v) {
-    return set_scalar(w, key, EM_GGUF_INT8, &v);
-}
-em_status em_gguf_set_u16(em_gguf_writer *w, const char *key, uint16_t v) {
-    return set_scalar(w, key, EM_GGUF_UINT16, &v);
-}
-em_status em_gguf_set_i16(em_gguf_writer *w, const char *key, int16_t v) {
-    return set_scalar(w, key, EM_GGUF_INT16, &v);
-}
-em_status em_gguf_set_i32(em_gguf_writer *w, const char *key, int32_t v) {
-    return set_scalar(w, key, EM_GGUF_INT32, &v);
-}
-em_status em_gguf_set_u32(em_gguf_writer *w, const char *key, uint32_t v) {
-    return set_scalar(w, key, EM_GGUF_UINT32, &v);
-}
-em_status em_gguf_set_u64(em_gguf_writer *w, const char *key, uint64_t v) {
-    return set_scalar(w, key, EM_GGUF_UINT64, &v);
-}
-em_status em_gguf_set_i64(em_gguf_writer *w, const char *key, int64_t v) {
-    return set_scalar(w, key, EM_GGUF_INT64, &v);
-}
-em_status em_gguf_set_f32(em_gguf_writer *w, const char *key, float v) {
-    return set_scalar(w, key, EM_GGUF_FLOAT32, &v);
-}
-em_status em_gguf_set_f64(em_gguf_writer *w, const char *key, double v) {
-    return set_scalar(w, key, EM_GGUF_FLOAT64, &v);
-}
+/* em_gguf_set_u8, _i8, _u16, _i16, _i32, _u32, _u64, _i64, _f32 and _f64:
+ * each stores v as one scalar of its GGUF type. */
+#define GGUF_SETTER(name, ctype, gtype)                                                            \
+    em_status em_gguf_set_##name(em_gguf_writer *w, const char *key, ctype v) {                   \
+        return set_scalar(w, key, gtype, &v);                                                      \
+    }
+GGUF_SETTER(u8, uint8_t, EM_GGUF_UINT8)
+GGUF_SETTER(i8, int8_t, EM_GGUF_INT8)
+GGUF_SETTER(u16, uint16_t, EM_GGUF_UINT16)
+GGUF_SETTER(i16, int16_t, EM_GGUF_INT16)
+GGUF_SETTER(i32, int32_t, EM_GGUF_INT32)
+GGUF_SETTER(u32, uint32_t, EM_GGUF_UINT32)
+GGUF_SETTER(u64, uint64_t, EM_GGUF_UINT64)
+GGUF_SETTER(i64, int64_t, EM_GGUF_INT64)
+GGUF_SETTER(f32, float, EM_GGUF_FLOAT32)
+GGUF_SETTER(f64, double, EM_GGUF_FLOAT64)
+#undef GGUF_SETTER
+
 em_status em_gguf_set_bool(em_gguf_writer *w, const char *key, bool v) {
     uint8_t b = v ? 1 : 0; /* GGUF stores a bool as one byte, 0 or 1 */
     return set_scalar(w, key, EM_GGUF_BOOL, &b);
