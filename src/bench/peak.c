@@ -76,79 +76,64 @@ static double dot_generic(int64_t iters, float *sink) {
 #define T_AVX2 __attribute__((target("avx2,fma")))
 #define T_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 
-/* X(i) for the twelve chains. */
-#define PEAK_FOR12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+/* X(i, ...) for the twelve chains. */
+#define PEAK_FOR12(X, ...)                                                                      \
+    X(0, __VA_ARGS__) X(1, __VA_ARGS__) X(2, __VA_ARGS__) X(3, __VA_ARGS__) X(4, __VA_ARGS__)    \
+    X(5, __VA_ARGS__) X(6, __VA_ARGS__) X(7, __VA_ARGS__) X(8, __VA_ARGS__) X(9, __VA_ARGS__)    \
+    X(10, __VA_ARGS__) X(11, __VA_ARGS__)
+
+#define PEAK_DECL(i, V, SET1, SEED, STEP, P, Q, ADD) V a##i = SET1(SEED + (i));
+#define PEAK_STEP(i, V, SET1, SEED, STEP, P, Q, ADD) a##i = STEP(a##i, P, Q);
+#define PEAK_SUM(i, V, SET1, SEED, STEP, P, Q, ADD) t = ADD(t, a##i);
+
+/*
+ * The body of every x86 kernel: twelve chains of vector type V, kept in
+ * registers, chain i starting at SET1(SEED + i) and stepped iters times as
+ * a = STEP(a, P, Q) (P, Q: vectors the loop does not change); then the
+ * chains are summed with ADD, from ZERO, into a new variable t.
+ */
+#define PEAK_CHAINS(V, SET1, SEED, STEP, P, Q, ZERO, ADD)                                       \
+    PEAK_FOR12(PEAK_DECL, V, SET1, SEED, STEP, P, Q, ADD)                                      \
+    for (int64_t i = 0; i < iters; i++) {                                                      \
+        PEAK_FOR12(PEAK_STEP, V, SET1, SEED, STEP, P, Q, ADD)                                  \
+    }                                                                                          \
+    V t = ZERO;                                                                                \
+    PEAK_FOR12(PEAK_SUM, V, SET1, SEED, STEP, P, Q, ADD)
 
 T_AVX2 static double fma_avx2(int64_t iters, float *sink) {
     const __m256 m = _mm256_set1_ps(peak_seed_f * 0.999f), c = _mm256_set1_ps(peak_seed_f * 1e-3f);
-#define D(i) __m256 a##i = _mm256_set1_ps(peak_seed_f + (float)(i));
-#define S(i) a##i = _mm256_fmadd_ps(a##i, m, c);
-#define R(i) t = _mm256_add_ps(t, a##i);
-    PEAK_FOR12(D)
-    for (int64_t i = 0; i < iters; i++) {
-        PEAK_FOR12(S)
-    }
-    __m256 t = _mm256_setzero_ps();
-    PEAK_FOR12(R)
-#undef D
-#undef S
-#undef R
+    PEAK_CHAINS(__m256, _mm256_set1_ps, peak_seed_f, _mm256_fmadd_ps, m, c, _mm256_setzero_ps(),
+                _mm256_add_ps)
     *sink = _mm256_cvtss_f32(t);
     return 2.0 * 8 * 12 * (double)iters;
 }
+
+/* vpmaddubsw + vpmaddwd + vpaddd: a += the 32 byte products of a and y,
+ * summed in pairs and then in pairs again (times ones). */
+#define PEAK_DOT_AVX2(a, y, ones) _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(a, y), ones))
 
 T_AVX2 static double dot_avx2(int64_t iters, float *sink) {
     const __m256i y = _mm256_set1_epi8((char)(peak_seed_i * 3)), ones = _mm256_set1_epi16(1);
     /* Each chain's accumulator is also its next unsigned operand, so that
      * nothing in the loop is invariant. */
-#define D(i) __m256i a##i = _mm256_set1_epi32(peak_seed_i + (i));
-#define S(i) a##i = _mm256_add_epi32(a##i, _mm256_madd_epi16(_mm256_maddubs_epi16(a##i, y), ones));
-#define R(i) t = _mm256_add_epi32(t, a##i);
-    PEAK_FOR12(D)
-    for (int64_t i = 0; i < iters; i++) {
-        PEAK_FOR12(S)
-    }
-    __m256i t = _mm256_setzero_si256();
-    PEAK_FOR12(R)
-#undef D
-#undef S
-#undef R
+    PEAK_CHAINS(__m256i, _mm256_set1_epi32, peak_seed_i, PEAK_DOT_AVX2, y, ones, _mm256_setzero_si256(),
+                _mm256_add_epi32)
     *sink = (float)_mm256_cvtsi256_si32(t);
     return 2.0 * 32 * 12 * (double)iters;
 }
 
 T_512 static double fma_avx512(int64_t iters, float *sink) {
     const __m512 m = _mm512_set1_ps(peak_seed_f * 0.999f), c = _mm512_set1_ps(peak_seed_f * 1e-3f);
-#define D(i) __m512 a##i = _mm512_set1_ps(peak_seed_f + (float)(i));
-#define S(i) a##i = _mm512_fmadd_ps(a##i, m, c);
-#define R(i) t = _mm512_add_ps(t, a##i);
-    PEAK_FOR12(D)
-    for (int64_t i = 0; i < iters; i++) {
-        PEAK_FOR12(S)
-    }
-    __m512 t = _mm512_setzero_ps();
-    PEAK_FOR12(R)
-#undef D
-#undef S
-#undef R
+    PEAK_CHAINS(__m512, _mm512_set1_ps, peak_seed_f, _mm512_fmadd_ps, m, c, _mm512_setzero_ps(),
+                _mm512_add_ps)
     *sink = _mm512_reduce_add_ps(t);
     return 2.0 * 16 * 12 * (double)iters;
 }
 
 T_512 static double dot_avx512(int64_t iters, float *sink) {
     const __m512i x = _mm512_set1_epi8((char)(peak_seed_i * 5)), y = _mm512_set1_epi8((char)(peak_seed_i * 3));
-#define D(i) __m512i a##i = _mm512_set1_epi32(peak_seed_i + (i));
-#define S(i) a##i = _mm512_dpbusd_epi32(a##i, x, y);
-#define R(i) t = _mm512_add_epi32(t, a##i);
-    PEAK_FOR12(D)
-    for (int64_t i = 0; i < iters; i++) {
-        PEAK_FOR12(S)
-    }
-    __m512i t = _mm512_setzero_si512();
-    PEAK_FOR12(R)
-#undef D
-#undef S
-#undef R
+    PEAK_CHAINS(__m512i, _mm512_set1_epi32, peak_seed_i, _mm512_dpbusd_epi32, x, y, _mm512_setzero_si512(),
+                _mm512_add_epi32)
     *sink = (float)_mm512_reduce_add_epi32(t);
     return 2.0 * 64 * 12 * (double)iters;
 }
