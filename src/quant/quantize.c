@@ -337,42 +337,16 @@ static float fit_iq4(int n, const float *x, const float *w, uint8_t *idx) {
 
 /* ------------------------------------------------ 32-element formats */
 
-static void quant_q4_0(const float *x, em_block_q4_0 *y, int64_t nb, const float *imat) {
-    float w[32];
+/* Shared by Q4_0 and Q5_0: fits d for levels in [-half, half - 1], then
+ * rounds against the stored fp16 d.  q receives the 32 levels, biased by
+ * half (0 .. 2 half - 1). */
+static void fit_q_0(const float *x, const float *w, int half, uint16_t *dh, int q[32]) {
     int8_t L[32];
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        block_weights(imat ? imat + 32 * b : NULL, 32, w);
-        const float s = fit_symmetric(32, -8, 7, x, w, L);
-        y->d = scale_to_fp16(s);
-        const float d = em_fp16_to_fp32(y->d);
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        for (int j = 0; j < 16; j++) {
-            const int q0 = clamp_int(round_int(x[j] * id), -8, 7) + 8;
-            const int q1 = clamp_int(round_int(x[j + 16] * id), -8, 7) + 8;
-            y->qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
-    }
-}
-
-static void quant_q5_0(const float *x, em_block_q5_0 *y, int64_t nb, const float *imat) {
-    float w[32];
-    int8_t L[32];
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        block_weights(imat ? imat + 32 * b : NULL, 32, w);
-        const float s = fit_symmetric(32, -16, 15, x, w, L);
-        y->d = scale_to_fp16(s);
-        const float d = em_fp16_to_fp32(y->d);
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) {
-            const int q0 = clamp_int(round_int(x[j] * id), -16, 15) + 16;
-            const int q1 = clamp_int(round_int(x[j + 16] * id), -16, 15) + 16;
-            y->qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
-            qh |= (uint32_t)(q0 >> 4) << j;
-            qh |= (uint32_t)(q1 >> 4) << (j + 16);
-        }
-        for (int k = 0; k < 4; k++) y->qh[k] = (uint8_t)(qh >> (8 * k));
-    }
+    const float s = fit_symmetric(32, -half, half - 1, x, w, L);
+    *dh = scale_to_fp16(s);
+    const float d = em_fp16_to_fp32(*dh);
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 32; j++) q[j] = clamp_int(round_int(x[j] * id), -half, half - 1) + half;
 }
 
 /* Shared by Q4_1 and Q5_1: fits d and m, then rounds against the stored
@@ -389,29 +363,45 @@ static void fit_q_1(const float *x, const float *w, int nmax, uint16_t *dh, uint
     for (int j = 0; j < 32; j++) q[j] = clamp_int(round_int((x[j] - m) * id), 0, nmax);
 }
 
-static void quant_q4_1(const float *x, em_block_q4_1 *y, int64_t nb, const float *imat) {
-    float w[32];
-    int q[32];
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        block_weights(imat ? imat + 32 * b : NULL, 32, w);
-        fit_q_1(x, w, 15, &y->d, &y->m, q);
-        for (int j = 0; j < 16; j++) y->qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+/* Packs 32 levels (0..31) of a 32-element block: the low 4 bits into
+ * qs[16], elements j and j + 16 sharing a byte, and the fifth bits into
+ * the 32-bit mask qh[4] (NULL for the 4-bit formats, whose levels have
+ * none). */
+static void pack_q32(const int q[32], uint8_t *qs, uint8_t *qh) {
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+        h |= (uint32_t)(q[j] >> 4) << j;
+        h |= (uint32_t)(q[j + 16] >> 4) << (j + 16);
     }
+    if (qh)
+        for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(h >> (8 * k));
 }
 
-static void quant_q5_1(const float *x, em_block_q5_1 *y, int64_t nb, const float *imat) {
+/* Q4_0, Q5_0, Q4_1 and Q5_1 (type t): the levels of each block fitted by
+ * fit_q_0 (symmetric) or fit_q_1 (with an offset m), then packed. */
+static void quant_q32(em_type t, const float *x, void *dst, int64_t nb, const float *imat) {
     float w[32];
     int q[32];
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
+    for (int64_t b = 0; b < nb; b++, x += 32) {
         block_weights(imat ? imat + 32 * b : NULL, 32, w);
-        fit_q_1(x, w, 31, &y->d, &y->m, q);
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) {
-            y->qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
-            qh |= (uint32_t)(q[j] >> 4) << j;
-            qh |= (uint32_t)(q[j + 16] >> 4) << (j + 16);
+        if (t == EM_TYPE_Q4_0) {
+            em_block_q4_0 *y = (em_block_q4_0 *)dst + b;
+            fit_q_0(x, w, 8, &y->d, q);
+            pack_q32(q, y->qs, NULL);
+        } else if (t == EM_TYPE_Q5_0) {
+            em_block_q5_0 *y = (em_block_q5_0 *)dst + b;
+            fit_q_0(x, w, 16, &y->d, q);
+            pack_q32(q, y->qs, y->qh);
+        } else if (t == EM_TYPE_Q4_1) {
+            em_block_q4_1 *y = (em_block_q4_1 *)dst + b;
+            fit_q_1(x, w, 15, &y->d, &y->m, q);
+            pack_q32(q, y->qs, NULL);
+        } else {
+            em_block_q5_1 *y = (em_block_q5_1 *)dst + b;
+            fit_q_1(x, w, 31, &y->d, &y->m, q);
+            pack_q32(q, y->qs, y->qh);
         }
-        for (int k = 0; k < 4; k++) y->qh[k] = (uint8_t)(qh >> (8 * k));
     }
 }
 
@@ -755,10 +745,10 @@ em_status em_quantize_row(em_type t, const float *src, void *dst, int64_t n,
         for (int64_t i = 0; i < n; i++) y[i] = em_fp32_to_bf16(src[i]);
         break;
     }
-    case EM_TYPE_Q4_0: quant_q4_0(src, dst, nb, imatrix); break;
-    case EM_TYPE_Q4_1: quant_q4_1(src, dst, nb, imatrix); break;
-    case EM_TYPE_Q5_0: quant_q5_0(src, dst, nb, imatrix); break;
-    case EM_TYPE_Q5_1: quant_q5_1(src, dst, nb, imatrix); break;
+    case EM_TYPE_Q4_0:
+    case EM_TYPE_Q4_1:
+    case EM_TYPE_Q5_0:
+    case EM_TYPE_Q5_1: quant_q32(t, src, dst, nb, imatrix); break;
     case EM_TYPE_Q8_0: quant_q8_0(src, dst, nb); break;
     case EM_TYPE_Q8_1: quant_q8_1(src, dst, nb); break;
     case EM_TYPE_Q2_K: quant_q2_k(src, dst, nb, imatrix); break;
