@@ -27,6 +27,7 @@
  * tensor in memory until it writes the file (about 2.2 GB for the 1b
  * preset in F16); this tool itself keeps only one tensor's scratch.
  */
+#include "gen_common.h"
 #include "gguf/gguf.h"
 #include "tool.h"
 
@@ -112,16 +113,6 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
 
 /* ------------------------------------------------------------ weights */
 
-/* splitmix64: fast, and the file depends only on the seed. */
-static uint64_t rng_state;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Scratch for one tensor in its stored type; the writer copies it. */
 static void *scratch;
 
@@ -168,55 +159,15 @@ static void piece_letters(int k, char *buf) {
     buf[n] = '\0';
 }
 
-static em_status add_vocab(em_gguf_writer *w, int n_vocab) {
-    char **tok = calloc((size_t)n_vocab, sizeof *tok);
-    float *score = malloc((size_t)n_vocab * sizeof *score);
-    int32_t *type = malloc((size_t)n_vocab * sizeof *type);
-    em_status st = em_error(EM_ERR_NOMEM, "gen_bench_model: out of memory");
-    if (!tok || !score || !type) goto done;
-    for (int i = 0; i < n_vocab; i++) {
-        char buf[32], letters[16];
-        if (i == 0) snprintf(buf, sizeof buf, "<unk>");
-        else if (i == 1) snprintf(buf, sizeof buf, "<s>");
-        else if (i == 2) snprintf(buf, sizeof buf, "</s>");
-        else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
-        else {
-            /* Even pieces start a word ("\xe2\x96\x81" is U+2581,
-             * SentencePiece's space), odd ones continue it. */
-            int k = i - 259;
-            piece_letters(k / 2, letters);
-            snprintf(buf, sizeof buf, "%s%s", k % 2 ? "" : "\xe2\x96\x81", letters);
-        }
-        if (!(tok[i] = strdup(buf))) goto done;
-        score[i] = i < 259 ? 0.0f : -(float)(i - 259);
-        type[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
-    }
-    if ((st = em_gguf_set_str(w, "tokenizer.ggml.model", "llama")) != EM_OK) goto done;
-    if ((st = em_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.scores", EM_GGUF_FLOAT32, score, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.token_type", EM_GGUF_INT32, type, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0)) != EM_OK) goto done;
-    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) != EM_OK) goto done;
-    st = em_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
-done:
-    if (tok)
-        for (int i = 0; i < n_vocab; i++) free(tok[i]);
-    free(tok);
-    free(score);
-    free(type);
-    return st;
+/* Even pieces start a word ("\xe2\x96\x81" is U+2581, SentencePiece's
+ * space), odd ones continue it. */
+static void bench_piece(int k, char *buf, size_t size) {
+    char letters[16];
+    piece_letters(k / 2, letters);
+    snprintf(buf, size, "%s%s", k % 2 ? "" : "\xe2\x96\x81", letters);
 }
 
 /* ---------------------------------------------------------------- model */
-
-#define TRY(x)                                                                 \
-    do {                                                                       \
-        em_status st_ = (x);                                                   \
-        if (st_ != EM_OK) return st_;                                          \
-    } while (0)
 
 static em_status write_model(em_gguf_writer *w, const bench_opts *o) {
     int64_t E = o->n_embd, F = o->n_ff, V = o->n_vocab;
@@ -244,7 +195,7 @@ static em_status write_model(em_gguf_writer *w, const bench_opts *o) {
         TRY(em_gguf_set_u32(w, "llama.expert_used_count", (uint32_t)o->n_expert_used));
         TRY(em_gguf_set_u32(w, "llama.expert_feed_forward_length", (uint32_t)FE));
     }
-    TRY(add_vocab(w, o->n_vocab));
+    TRY(gen_add_spm_vocab(w, o->n_vocab, bench_piece));
 
     const bool f = o->f32;
     TRY(add(w, "token_embd.weight", E, V, 0.0, 1.0, f));

@@ -65,6 +65,7 @@
  * logits and the comparison could not catch it.  Norm weights are 1 plus
  * noise and biases are large enough to matter, for the same reason.
  */
+#include "gen_common.h"
 #include "gguf/gguf.h"
 #include "tool.h"
 
@@ -211,17 +212,6 @@ static int parse_args(int argc, char **argv, gen_opts *o) {
 
 /* ----------------------------------------------------------- randomness */
 
-/* splitmix64: tiny and good enough for test weights; the model depends only
- * on the seed, so every run of the test sees the same file. */
-static uint64_t rng_state;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* A standard normal deviate by Box-Muller. */
 static double rng_normal(void) {
     double u1 = ((double)(rng_next() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
@@ -281,50 +271,13 @@ static em_status add_rope_freqs(em_gguf_writer *w, const gen_opts *o) {
     return em_gguf_add_tensor(w, "rope_freqs.weight", EM_TYPE_F32, 1, ne, scratch);
 }
 
-/* A tiny SentencePiece vocabulary shaped like stories260K's: <unk>, <s>,
- * </s>, the 256 byte tokens, then made-up pieces up to n_vocab. */
-static em_status add_tiny_vocab(em_gguf_writer *w, int n_vocab) {
-    char **tok = calloc((size_t)n_vocab, sizeof *tok);
-    float *score = malloc((size_t)n_vocab * sizeof *score);
-    int32_t *type = malloc((size_t)n_vocab * sizeof *type);
-    em_status st = EM_ERR_NOMEM;
-    if (!tok || !score || !type) goto done;
-    for (int i = 0; i < n_vocab; i++) {
-        char buf[32];
-        if (i == 0) snprintf(buf, sizeof buf, "<unk>");
-        else if (i == 1) snprintf(buf, sizeof buf, "<s>");
-        else if (i == 2) snprintf(buf, sizeof buf, "</s>");
-        else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
-        else {
-            /* Pieces: "\xe2\x96\x81" is U+2581, SentencePiece's space. */
-            int k = i - 259;
-            if (k < 26) snprintf(buf, sizeof buf, "%c", 'a' + k);
-            else if (k < 52) snprintf(buf, sizeof buf, "\xe2\x96\x81%c", 'a' + k - 26);
-            else snprintf(buf, sizeof buf, "\xe2\x96\x81%c%c%c", 'a' + (k / 676) % 26, 'a' + (k / 26) % 26,
-                          'a' + k % 26);
-        }
-        tok[i] = strdup(buf);
-        if (!tok[i]) goto done;
-        score[i] = i < 259 ? 0.0f : -(float)(i - 259);
-        type[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
-    }
-    if ((st = em_gguf_set_str(w, "tokenizer.ggml.model", "llama")) != EM_OK) goto done;
-    if ((st = em_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.scores", EM_GGUF_FLOAT32, score, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_arr(w, "tokenizer.ggml.token_type", EM_GGUF_INT32, type, (uint64_t)n_vocab)) != EM_OK)
-        goto done;
-    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0)) != EM_OK) goto done;
-    if ((st = em_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) != EM_OK) goto done;
-    st = em_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
-done:
-    if (tok)
-        for (int i = 0; i < n_vocab; i++) free(tok[i]);
-    free(tok);
-    free(score);
-    free(type);
-    return st;
+/* The pieces of a tiny SentencePiece vocabulary shaped like stories260K's
+ * ("\xe2\x96\x81" is U+2581, SentencePiece's space): a-z, then a-z
+ * starting a word, then three letters starting a word. */
+static void tiny_piece(int k, char *buf, size_t size) {
+    if (k < 26) snprintf(buf, size, "%c", 'a' + k);
+    else if (k < 52) snprintf(buf, size, "\xe2\x96\x81%c", 'a' + k - 26);
+    else snprintf(buf, size, "\xe2\x96\x81%c%c%c", 'a' + (k / 676) % 26, 'a' + (k / 26) % 26, 'a' + k % 26);
 }
 
 /* Copies one tokenizer.* key of src (index i) into the writer. */
@@ -430,12 +383,6 @@ static const char *akey(const gen_opts *o, const char *suffix) {
     return buf;
 }
 
-#define TRY(x)                                                                 \
-    do {                                                                       \
-        em_status st_ = (x);                                                   \
-        if (st_ != EM_OK) return st_;                                          \
-    } while (0)
-
 static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
     bool qwen = strcmp(o->arch, "llama") != 0;
     bool llama4 = !strcmp(o->arch, "llama4");
@@ -488,7 +435,7 @@ static em_status write_metadata(em_gguf_writer *w, const gen_opts *o) {
         TRY(em_gguf_set_f32(w, akey(o, "rope.scaling.factor"), o->rope_linear));
     }
     if (o->tokenizer_from) return copy_tokenizer(w, o->tokenizer_from, o->n_vocab);
-    return add_tiny_vocab(w, o->n_vocab);
+    return gen_add_spm_vocab(w, o->n_vocab, tiny_piece);
 }
 
 static em_status write_tensors(em_gguf_writer *w, const gen_opts *o) {
@@ -607,7 +554,7 @@ static em_status write_gemma4(em_gguf_writer *w, const gen_opts *o) {
         TRY(em_gguf_set_u32(w, "gemma4.expert_used_count", (uint32_t)o->n_expert_used));
         TRY(em_gguf_set_u32(w, "gemma4.expert_feed_forward_length", (uint32_t)o->n_ff_exp));
     }
-    TRY(o->tokenizer_from ? copy_tokenizer(w, o->tokenizer_from, o->n_vocab) : add_tiny_vocab(w, o->n_vocab));
+    TRY(o->tokenizer_from ? copy_tokenizer(w, o->tokenizer_from, o->n_vocab) : gen_add_spm_vocab(w, o->n_vocab, tiny_piece));
 
     TRY(add(w, "token_embd.weight", E, V, 0.0, 1.0 / sqrt((double)E)));
     TRY(add(w, "output_norm.weight", E, 0, 1.0, 0.1));
