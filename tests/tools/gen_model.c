@@ -280,41 +280,26 @@ static void tiny_piece(int k, char *buf, size_t size) {
     else snprintf(buf, size, "\xe2\x96\x81%c%c%c", 'a' + (k / 676) % 26, 'a' + (k / 26) % 26, 'a' + k % 26);
 }
 
+/* In copy_key: a fixed-size value copied out of the file (where it may be
+ * unaligned) and stored with the setter of its type. */
+#define COPY_SCALAR(ctype, setter)                                                                 \
+    {                                                                                              \
+        ctype v;                                                                                   \
+        memcpy(&v, raw, sizeof v);                                                                 \
+        return setter(w, key, v);                                                                  \
+    }
+
 /* Copies one tokenizer.* key of src (index i) into the writer. */
 static em_status copy_key(em_gguf_writer *w, const em_gguf *src, int64_t i, const char *key) {
     em_gguf_type t = em_gguf_kv_type(src, i);
     const void *raw = em_gguf_kv_raw(src, i);
     switch (t) {
-    case EM_GGUF_UINT8: {
-        uint8_t v;
-        memcpy(&v, raw, 1);
-        return em_gguf_set_u8(w, key, v);
-    }
-    case EM_GGUF_INT32: {
-        int32_t v;
-        memcpy(&v, raw, 4);
-        return em_gguf_set_i32(w, key, v);
-    }
-    case EM_GGUF_UINT32: {
-        uint32_t v;
-        memcpy(&v, raw, 4);
-        return em_gguf_set_u32(w, key, v);
-    }
-    case EM_GGUF_UINT64: {
-        uint64_t v;
-        memcpy(&v, raw, 8);
-        return em_gguf_set_u64(w, key, v);
-    }
-    case EM_GGUF_FLOAT32: {
-        float v;
-        memcpy(&v, raw, 4);
-        return em_gguf_set_f32(w, key, v);
-    }
-    case EM_GGUF_BOOL: {
-        uint8_t v;
-        memcpy(&v, raw, 1);
-        return em_gguf_set_bool(w, key, v != 0);
-    }
+    case EM_GGUF_UINT8: COPY_SCALAR(uint8_t, em_gguf_set_u8)
+    case EM_GGUF_INT32: COPY_SCALAR(int32_t, em_gguf_set_i32)
+    case EM_GGUF_UINT32: COPY_SCALAR(uint32_t, em_gguf_set_u32)
+    case EM_GGUF_UINT64: COPY_SCALAR(uint64_t, em_gguf_set_u64)
+    case EM_GGUF_FLOAT32: COPY_SCALAR(float, em_gguf_set_f32)
+    case EM_GGUF_BOOL: COPY_SCALAR(uint8_t, em_gguf_set_bool) /* any nonzero byte is true */
     case EM_GGUF_STRING: {
         em_gguf_str s;
         em_status st = em_gguf_get_str(src, key, &s);
@@ -349,6 +334,7 @@ static em_status copy_key(em_gguf_writer *w, const em_gguf *src, int64_t i, cons
         return em_error(EM_ERR_UNSUPPORTED, "cannot copy key %s of type %d", key, (int)t);
     }
 }
+#undef COPY_SCALAR
 
 /* Copies only the tokenizer.* keys, so that no hyperparameter of the
  * source model leaks into the generated one. */
