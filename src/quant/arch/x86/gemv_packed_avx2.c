@@ -82,11 +82,11 @@ _Static_assert(GP_Q4_STEP2 == 288, "two Q4_0 x8 blocks");
 
 /* This stream asks for its lines non-temporally (to L1, kept out of the
  * L2 on their way out) rather than to L2 as the others do: streaming
- * from memory on the Zen 5 VM, with the compute the kernel has per byte,
- * the T1 hint left it at 81-85% of the read test's bandwidth on one
- * thread and 71-85% on two, NTA at 94-98% and 83-94% (alternating passes
- * of tests/tools/bench_stream, the same 8 KiB distance; 12 and 16 KiB
- * were no better). */
+ * from memory on the Zen 5 VM, the T1 hint left the kernel at 72-85% of
+ * the read test's bandwidth on one thread and 71-85% on two, NTA at
+ * 86-98% and 83-94% (alternating passes of tests/tools/bench_stream,
+ * four runs, the same 8 KiB distance; 6 to 24 KiB were no better).  The
+ * other kernels here showed no such difference. */
 #define GP_Q4_PF_HINT _MM_HINT_NTA
 static inline AI void gp_pf_q4_0(uintptr_t *at, int lines, size_t step) {
     for (int l = 0; l < lines; l++) _mm_prefetch((const char *)(*at + 64 * (uintptr_t)l), GP_Q4_PF_HINT);
