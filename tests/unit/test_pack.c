@@ -26,7 +26,7 @@ static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 838860
 
 /* nw rows of type t: quantized random floats, or random bytes with finite
  * fp16 scales (every level pattern occurs, extremes included; Q4_K's
- * dmin follows its d). */
+ * and Q5_K's dmin follows its d). */
 static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
     const size_t ws = em_row_size(t, k), bs = em_get_type_traits(t)->type_size;
     float *tmp = malloc((size_t)k * sizeof(float));
@@ -34,7 +34,7 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
         uint8_t *row = w + (size_t)j * ws;
         if (raw) {
             for (size_t i = 0; i < ws; i++) row[i] = (uint8_t)(next_u32() >> 24);
-            const int scales = t == EM_TYPE_Q4_K ? 2 : 1;
+            const int scales = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K ? 2 : 1;
             /* Q6_K's d is its last field. */
             const size_t at = t == EM_TYPE_Q6_K ? offsetof(em_block_q6_k, d) : 0;
             for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
@@ -127,9 +127,9 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
 
 static void test_kernels(void) {
     static const char *isas[] = {"generic", "avx2", "avxvnni", "avx512"};
-    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q6_K};
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q5_K, EM_TYPE_Q6_K};
     static const int64_t ks[] = {32, 96, 256, 257 * 32, 4096};
-    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's and Q6_K's: multiples of 256 */
+    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* the K types': multiples of 256 */
     static const int64_t nws[] = {8, 16, 40};
     static const int64_t kws[] = {16, 32, 48};
     /* Activation rows: every tile height of the kernels and their
@@ -144,7 +144,7 @@ static void test_kernels(void) {
         }
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const em_type t = types[ti];
-            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q6_K;
+            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K || t == EM_TYPE_Q6_K;
             n_kernels += em_gemm_packed_kernel(t) != NULL;
             int bad = 0;
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
@@ -161,7 +161,7 @@ static void test_kernels(void) {
         }
     }
 #if defined(EM_HAVE_X86_GEMM)
-    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 4);
+    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 5);
 #endif
     CHECK(em_kernels_select(NULL) == 0);
 }
@@ -387,10 +387,12 @@ int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
     test_roundtrip(EM_TYPE_Q4_K);
+    test_roundtrip(EM_TYPE_Q5_K);
     test_roundtrip(EM_TYPE_Q6_K);
     CHECK(em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS_K);
+    CHECK(em_pack_rows(EM_TYPE_Q5_K) == EM_PACK_ROWS_K);
     CHECK(em_pack_rows(EM_TYPE_Q6_K) == EM_PACK_ROWS_K);
-    CHECK(em_pack_rows(EM_TYPE_Q5_K) == 0);
+    CHECK(em_pack_rows(EM_TYPE_Q3_K) == 0);
     test_kernels();
     test_gemv_extremes();
     test_step_tables();
@@ -398,6 +400,7 @@ int main(void) {
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
+    test_model("models/tiny-256/tiny-256-Q5_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
     TEST_END();
 }
