@@ -220,6 +220,58 @@ static void test_gemv_extremes(void) {
     CHECK(em_kernels_select(NULL) == 0);
 }
 
+/* The K-quant kernels at the bounds of their integer steps: every Q5_K
+ * level 31 (or 0, by pattern), every scale and min 63, against activation
+ * quants of +-127 (all one sign, or mixed), so that the AVX2 kernel's
+ * int16 sums of byte products are at their largest (four runs of
+ * vpmaddubsw pairs fit int16, eight would not).  The outputs are compared
+ * with the scalar reference as in check_packed. */
+static int check_k_extremes(em_type t, int wpat, int apat) {
+    enum { NW = 16, K = 512 };
+    const size_t ws = em_row_size(t, K), as = em_row_size(EM_TYPE_Q8_K, K), bs = em_get_type_traits(t)->type_size;
+    uint8_t *w = malloc(NW * ws), *p = malloc(NW * ws), *a = malloc(as);
+    float x[K], out[NW];
+    const uint16_t one = em_fp32_to_fp16(1.0f);
+    for (int64_t j = 0; j < NW; j++)
+        for (int64_t b = 0; b < K / EM_QK_K; b++) {
+            uint8_t *blk = w + (size_t)j * ws + (size_t)b * bs;
+            /* wpat 0: all high, 1: by row, 2: by byte. */
+            for (size_t i = 0; i < bs; i++) blk[i] = wpat == 0 || (wpat == 1 && j % 2 == 0) || (wpat == 2 && i % 3 != 0) ? 0xff : 0;
+            memcpy(blk, &one, 2);
+            memcpy(blk + 2, &one, 2);
+            memset(blk + 4, 0xff, 12); /* scales and mins 63 */
+        }
+    for (int i = 0; i < K; i++) x[i] = apat == 0 || (apat == 2 && i % 5 == 0) ? 1.0f : -1.0f;
+    CHECK_OK(em_quantize_row(EM_TYPE_Q8_K, x, a, K, NULL));
+    em_pack_matrix(t, K, NW, w, p);
+    em_gemm_packed(t, K, p, ws, NW, a, as, 1, out, NW);
+    int bad = 0;
+    for (int j = 0; j < NW; j++) {
+        const float ref = em_vec_dot_generic(t, K, w + (size_t)j * ws, a);
+        if (!(fabsf(out[j] - ref) <= 1e-5f * (fabsf(ref) + 1e4f))) {
+            if (bad++ == 0)
+                fprintf(stderr, "  %s weights %d activations %d: row %d %.9g, reference %.9g\n", em_type_name(t), wpat, apat, j,
+                        out[j], ref);
+        }
+    }
+    free(w);
+    free(p);
+    free(a);
+    return bad;
+}
+
+static void test_k_extremes(void) {
+    static const char *isas[] = {"avx2", "avxvnni", "avx512"};
+    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
+        if (em_kernels_select(isas[s]) != 0) continue;
+        int bad = 0;
+        for (int wp = 0; wp < 3; wp++)
+            for (int ap = 0; ap < 3; ap++) bad += check_k_extremes(EM_TYPE_Q5_K, wp, ap);
+        CHECK_MSG(bad == 0, "packed Q5_K %s: %d products off at the extremes", isas[s], bad);
+    }
+    CHECK(em_kernels_select(NULL) == 0);
+}
+
 /* The token rows of the model tests: past 16 rows, so that every product
  * takes more than one tile, and every kernel more than one tile height. */
 enum { N_TOK = 22 };
@@ -395,6 +447,7 @@ int main(void) {
     CHECK(em_pack_rows(EM_TYPE_Q3_K) == 0);
     test_kernels();
     test_gemv_extremes();
+    test_k_extremes();
     test_step_tables();
     test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
