@@ -207,16 +207,28 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
 #define AVX2_MIN(M, mp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, y))
 
 /* The group sums of RN activation rows (their quants of group 2s + h at
- * y0 + j * as) with the levels W[8], times the scale sc, added to T[j]. */
-#define K5_GROUP256(RN, W, y0, as, sc, T, DPP, APPLY, PRUN)                                                    \
-    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                     \
-        const uint8_t *y = (y0) + (size_t)j * (as);                                                            \
-        _Pragma("GCC unroll 2") for (int q0 = 0; q0 < 8; q0 += PRUN) {                                         \
-            __m256i P = _mm256_setzero_si256();                                                                \
-            _Pragma("GCC unroll 8") for (int q = q0; q < q0 + PRUN; q++) DPP(P, W[q], _mm256_set1_epi32(ld32(y + 4 * q))); \
-            APPLY(T[j], P, sc);                                                                                \
+ * y0 + j * as) with the levels WQ(q) of the runs q = 0..7, times the scale
+ * sc, added to T[j].  Each run's levels are made (or loaded) right before
+ * their products, so that only one is live: eight of them, the sums and
+ * the scales would not fit the 16 ymm registers. */
+#define K5_GROUP256(RN, WQ, y0, as, sc, T, DPP, APPLY, PRUN)                                                   \
+    _Pragma("GCC unroll 2") for (int q0 = 0; q0 < 8; q0 += PRUN) {                                             \
+        __m256i P[4];                                                                                          \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) P[j] = _mm256_setzero_si256();                     \
+        _Pragma("GCC unroll 8") for (int q = q0; q < q0 + PRUN; q++) {                                         \
+            const __m256i w = WQ(q);                                                                           \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++)                                               \
+                DPP(P[j], w, _mm256_set1_epi32(ld32((y0) + (size_t)j * (as) + 4 * q)));                        \
         }                                                                                                      \
+        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) APPLY(T[j], P[j], sc);                             \
     }
+
+/* The levels of run q of group 2s + h for one half hf: rebuilt from the
+ * super-block sb (tiles), or loaded from the buffer u (buffered tiles). */
+#define TILE_WQ(q)                                                                                             \
+    levels_256(_mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QS + (s * 8 + (q)) * 64 + 32 * hf)), \
+               _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + (q) * 64 + 32 * hf)), s, h, m4, b4)
+#define BUF_WQ(q) _mm256_loadu_si256((const __m256i *)(const void *)(u->w[s][h][q] + 32 * hf))
 
 #define K5_TILE256(fname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                                   \
     static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,   \
@@ -236,14 +248,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
             _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) sc[g] = SC16(sc[g]);                           \
             _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();                 \
             _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
-                __m256i W[8];                                                                                  \
-                _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++) {                                          \
-                    const __m256i x = _mm256_loadu_si256(                                                      \
-                        (const __m256i *)(const void *)(sb + K5_QS + (s * 8 + q) * 64 + 32 * hf));             \
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + q * 64 + 32 * hf)); \
-                    W[q] = levels_256(x, qh, s, h, m4, b4);                                                    \
-                }                                                                                              \
-                K5_GROUP256(RN, W, ar + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h, as,      \
+                K5_GROUP256(RN, TILE_WQ, ar + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h, as,      \
                             sc[2 * s + h], T, DPP, APPLY, PRUN)                                                \
             }                                                                                                  \
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)));  \
@@ -314,11 +319,8 @@ typedef struct k5_buf {
             T[j] = _mm256_setzero_si256();                                                                     \
         }                                                                                                      \
         _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
-            __m256i W[8];                                                                                      \
-            _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++)                                                \
-                W[q] = _mm256_loadu_si256((const __m256i *)(const void *)(u->w[s][h][q] + 32 * hf));           \
             const __m256i sc = _mm256_loadu_si256((const __m256i *)(const void *)(u->sc[2 * s + h] + 8 * hf)); \
-            K5_GROUP256(RN, W, ar + Q8K_QS + 64 * s + 32 * h, as, sc, T, DPP, APPLY, PRUN)                     \
+            K5_GROUP256(RN, BUF_WQ, ar + Q8K_QS + 64 * s + 32 * h, as, sc, T, DPP, APPLY, PRUN)                     \
         }                                                                                                      \
         const __m256 d = _mm256_loadu_ps(u->d + 8 * hf), dm = _mm256_loadu_ps(u->dm + 8 * hf);                 \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                 \
