@@ -17,7 +17,9 @@
 # "1b 134m"), MMAP (default 0: the models are read into memory, see below),
 # PROMPTS (default 128,512), CPUSETS (default "avx512 avx2"; "avxvnni"
 # too where the CPU has AVX-VNNI), BENCH_ARGS (more `ember bench`
-# options, say --no-repack to measure without the packed weights).
+# options, say --no-repack to measure without the packed weights),
+# FORMATS (default "F16 Q8_0 Q6_K Q4_K_M Q4_0"; add Q5_K_M for the
+# Q5_K_M models, which llama.cpp's reference figures lack).
 #
 # The models are read into memory rather than mapped (ember bench --mmap 0)
 # because a kernel that reclaims cold page-cache pages proactively (as the
@@ -46,8 +48,8 @@ done
 case "$WORK" in "$ROOT"|"$ROOT"/*) echo "bench-1b.sh: keep the work dir out of the repository" >&2; exit 1 ;; esac
 mkdir -p "$WORK"
 
-# The formats each size is measured in (the ones with reference figures).
-formats() { case $1 in 1b|134m) echo "F16 Q8_0 Q6_K Q4_K_M Q4_0" ;; esac; }
+# The formats each size is measured in (by default the ones with reference figures).
+formats() { case $1 in 1b|134m) echo "${FORMATS:-F16 Q8_0 Q6_K Q4_K_M Q4_0}" ;; esac; }
 
 for size in $SIZES; do
   f16="$WORK/llama-$size-F16.gguf"

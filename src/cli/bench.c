@@ -221,7 +221,7 @@ static em_opts_result parse_args(int argc, char **argv, bench_opts *o) {
         {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.use_mlock),
          .help = "lock the model in memory (needs ulimit -l)"},
         {.name = "repack", .type = EM_OPT_FLAG, EM_OPT_DEST(o->mp.repack),
-         .help = "row-interleave Q4_0/Q8_0 matrices for the GEMM kernels at load"},
+         .help = "row-interleave Q4_0/Q8_0/Q4_K/Q5_K/Q6_K matrices for the GEMM kernels at load"},
         {0}};
     const em_cmd cmd = {.name = "bench",
                         .synopsis = "-m MODEL.gguf [-m MODEL2.gguf ...] [options]",

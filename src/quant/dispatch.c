@@ -115,6 +115,7 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx512;
     packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx512;
     packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx512;
+    packed[EM_TYPE_Q5_K] = em_gemm_q5_kx16_avx512;
     packed[EM_TYPE_Q6_K] = em_gemm_q6_kx16_avx512;
 }
 #endif
@@ -134,6 +135,7 @@ static void install_set(unsigned features) {
         packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avx2;
         packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avx2;
         packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx2;
+        packed[EM_TYPE_Q5_K] = em_gemm_q5_kx16_avx2;
         packed[EM_TYPE_Q6_K] = em_gemm_q6_kx16_avx2;
         packed_gemv[EM_TYPE_Q4_0] = em_gemv_q4_0x8_avx2;
         packed_gemv[EM_TYPE_Q8_0] = em_gemv_q8_0x8_avx2;
@@ -142,6 +144,7 @@ static void install_set(unsigned features) {
             packed[EM_TYPE_Q4_0] = em_gemm_q4_0x8_lanes_avxvnni;
             packed[EM_TYPE_Q8_0] = em_gemm_q8_0x8_lanes_avxvnni;
             packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avxvnni;
+            packed[EM_TYPE_Q5_K] = em_gemm_q5_kx16_avxvnni;
             packed[EM_TYPE_Q6_K] = em_gemm_q6_kx16_avxvnni;
             gname = "avxvnni";
         }

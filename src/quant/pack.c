@@ -1,6 +1,6 @@
 /*
  * pack.c - the packed layouts (see pack.h: x8 for Q4_0 and Q8_0, x16 for
- * Q4_K and Q6_K): packing a matrix, rebuilding one block, and the scalar twin of
+ * Q4_K, Q5_K and Q6_K): packing a matrix, rebuilding one block, and the scalar twin of
  * the packed GEMM kernels.  The kernel table that em_gemm_packed dispatches through is
  * filled with the other tables in dispatch.c.
  */
@@ -17,6 +17,7 @@ int em_pack_rows(em_type t) {
     case EM_TYPE_Q4_0:
     case EM_TYPE_Q8_0: return EM_PACK_ROWS;
     case EM_TYPE_Q4_K:
+    case EM_TYPE_Q5_K:
     case EM_TYPE_Q6_K: return EM_PACK_ROWS_K;
     default: return 0;
     }
@@ -50,6 +51,32 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
         for (int q = 0; q < 8; q++) memcpy(blk->qs + 32 * s + 4 * q, sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, 4);
 }
 
+/* ------------------------------------------------------------ Q5_K x16 */
+
+/* Row i of the super-block at sb of a Q5_K x16 group: its first
+ * EM_PACK_Q4K_SB bytes are a Q4_K x16 super-block (d, dmin, scales and
+ * the low nibbles in the same places), then the qh runs (see pack.h) ... */
+static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
+    em_block_q4_k lo;
+    memcpy(&lo.d, &blk->d, 2);
+    memcpy(&lo.dmin, &blk->dmin, 2);
+    memcpy(lo.scales, blk->scales, sizeof lo.scales);
+    memcpy(lo.qs, blk->qs, sizeof lo.qs);
+    q4kx16_put(sb, i, &lo);
+    for (int q = 0; q < 8; q++) memcpy(sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, blk->qh + 4 * q, 4);
+}
+
+/* ... and taken back from them. */
+static void q5kx16_get(const uint8_t *sb, int i, em_block_q5_k *blk) {
+    em_block_q4_k lo;
+    q4kx16_get(sb, i, &lo);
+    memcpy(&blk->d, &lo.d, 2);
+    memcpy(&blk->dmin, &lo.dmin, 2);
+    memcpy(blk->scales, lo.scales, sizeof lo.scales);
+    memcpy(blk->qs, lo.qs, sizeof lo.qs);
+    for (int q = 0; q < 8; q++) memcpy(blk->qh + 4 * q, sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, 4);
+}
+
 /* ------------------------------------------------------------ Q6_K x16 */
 
 /* Row i of the super-block at sb of a Q6_K x16 group: the file's block
@@ -80,6 +107,19 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
                     em_block_q6_k blk;
                     memcpy(&blk, row + (size_t)b * sizeof blk, sizeof blk);
                     q6kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q6K_SB, i, &blk);
+                }
+            }
+        return;
+    }
+    if (t == EM_TYPE_Q5_K) {
+        const int64_t nb = k / EM_QK_K;
+        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
+            for (int i = 0; i < EM_PACK_ROWS_K; i++) {
+                const uint8_t *row = (const uint8_t *)src + (size_t)(g0 + i) * rs;
+                for (int64_t b = 0; b < nb; b++) {
+                    em_block_q5_k blk;
+                    memcpy(&blk, row + (size_t)b * sizeof blk, sizeof blk);
+                    q5kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q5K_SB, i, &blk);
                 }
             }
         return;
@@ -118,6 +158,12 @@ void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, 
         memcpy(blk, &out, sizeof out);
         return;
     }
+    if (t == EM_TYPE_Q5_K) {
+        em_block_q5_k out;
+        q5kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q5K_SB, i, &out);
+        memcpy(blk, &out, sizeof out);
+        return;
+    }
     if (t == EM_TYPE_Q4_K) {
         em_block_q4_k out;
         q4kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q4K_SB, i, &out);
@@ -138,7 +184,8 @@ void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride
     const int rows = em_pack_rows(t);
     const size_t as = em_row_size(tr->vec_dot_type, bsz); /* one activation block */
     _Alignas(16) uint8_t blk[sizeof(em_block_q6_k)]; /* the largest packed block */
-    _Static_assert(sizeof(em_block_q6_k) >= sizeof(em_block_q4_k) && sizeof(em_block_q6_k) >= sizeof(em_block_q8_0),
+    _Static_assert(sizeof(em_block_q6_k) >= sizeof(em_block_q4_k) &&
+                       sizeof(em_block_q6_k) >= sizeof(em_block_q5_k) && sizeof(em_block_q6_k) >= sizeof(em_block_q8_0),
                    "block buffer");
     for (int64_t j0 = 0; j0 < nw; j0 += rows) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * w_stride;

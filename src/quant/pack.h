@@ -42,6 +42,21 @@
  * memory traffic in generation), and unpacking 16 rows at once takes a
  * few dozen vector instructions per super-block.
  *
+ * Q5_K x16 (EM_PACK_Q5K_SB = 16 * 176 bytes per super-block) is a Q4_K
+ * x16 super-block (d, dmin, sc and the low nibbles qs, at the same
+ * offsets) followed by the fifth bits:
+ *
+ *   Q5_K x16, super-block b of a group:
+ *     (2304 bytes)          as Q4_K x16 above
+ *     uint8  qh[8][16][4]   row i's file bytes qh[4q .. 4q + 3] at qh[q][i]
+ *
+ * Bit g of qh byte l is bit 4 of element 32g + l, and the nibbles of
+ * qs[s][q] are elements 4q .. 4q + 3 of groups 2s and 2s + 1: so the
+ * 64-byte run qh[q] holds the fifth bits of every level that the runs
+ * qs[0..3][q] hold, bit g for group g.  The kernels add it to the
+ * nibbles as they unmask them (gemm_packed_q5k_avx2.c); the mins come
+ * off through the activation's bsums as for Q4_K.
+ *
  * Q6_K has an x16 layout too (EM_PACK_Q6K_SB = 16 * 210 bytes per
  * super-block), the quants first so that their 64-byte runs keep the
  * group's alignment:
@@ -101,8 +116,10 @@
 #include "quant/gemm.h"
 
 #define EM_PACK_ROWS 8        /* rows interleaved in one group (x8)       */
-#define EM_PACK_ROWS_K 16     /* rows of a Q4_K group (x16)               */
+#define EM_PACK_ROWS_K 16     /* rows of a Q4_K, Q5_K or Q6_K group (x16) */
 #define EM_PACK_Q4K_SB (EM_PACK_ROWS_K * 144) /* bytes of one x16 super-block */
+#define EM_PACK_Q5K_SB (EM_PACK_ROWS_K * 176) /* bytes of one Q5_K x16 super-block */
+#define EM_Q5KX16_QH EM_PACK_Q4K_SB /* offset of qh[8][16][4] in a Q5_K x16 super-block */
 #define EM_PACK_Q6K_SB (EM_PACK_ROWS_K * 210) /* bytes of one Q6_K x16 super-block */
 #define EM_Q6KX16_QUAD 768    /* bytes of a quad of a Q6_K x16 super-block */
 #define EM_Q6KX16_SC 3072     /* offsets in a Q6_K x16 super-block: sc    */
@@ -172,6 +189,10 @@ void em_gemm_q4_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *
 void em_gemm_q4_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q4_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 /* arch/x86/gemm_packed_q6k_avx2.c: the same for Q6_K x16. */
+/* arch/x86/gemm_packed_q5k_avx2.c: the same for Q5_K x16. */
+void em_gemm_q5_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q5_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
+void em_gemm_q5_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);

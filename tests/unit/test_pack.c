@@ -26,7 +26,7 @@ static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 838860
 
 /* nw rows of type t: quantized random floats, or random bytes with finite
  * fp16 scales (every level pattern occurs, extremes included; Q4_K's
- * dmin follows its d). */
+ * and Q5_K's dmin follows its d). */
 static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
     const size_t ws = em_row_size(t, k), bs = em_get_type_traits(t)->type_size;
     float *tmp = malloc((size_t)k * sizeof(float));
@@ -34,7 +34,7 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
         uint8_t *row = w + (size_t)j * ws;
         if (raw) {
             for (size_t i = 0; i < ws; i++) row[i] = (uint8_t)(next_u32() >> 24);
-            const int scales = t == EM_TYPE_Q4_K ? 2 : 1;
+            const int scales = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K ? 2 : 1;
             /* Q6_K's d is its last field. */
             const size_t at = t == EM_TYPE_Q6_K ? offsetof(em_block_q6_k, d) : 0;
             for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
@@ -127,9 +127,9 @@ static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64
 
 static void test_kernels(void) {
     static const char *isas[] = {"generic", "avx2", "avxvnni", "avx512"};
-    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q6_K};
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q5_K, EM_TYPE_Q6_K};
     static const int64_t ks[] = {32, 96, 256, 257 * 32, 4096};
-    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* Q4_K's and Q6_K's: multiples of 256 */
+    static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* the K types': multiples of 256 */
     static const int64_t nws[] = {8, 16, 40};
     static const int64_t kws[] = {16, 32, 48};
     /* Activation rows: every tile height of the kernels and their
@@ -144,7 +144,7 @@ static void test_kernels(void) {
         }
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const em_type t = types[ti];
-            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q6_K;
+            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K || t == EM_TYPE_Q6_K;
             n_kernels += em_gemm_packed_kernel(t) != NULL;
             int bad = 0;
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
@@ -161,7 +161,7 @@ static void test_kernels(void) {
         }
     }
 #if defined(EM_HAVE_X86_GEMM)
-    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 4);
+    if (em_cpu_hw_features() & EM_CPU_AVX512_VNNI) CHECK(n_kernels >= 5);
 #endif
     CHECK(em_kernels_select(NULL) == 0);
 }
@@ -216,6 +216,58 @@ static void test_gemv_extremes(void) {
                     bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 4096, wp, ap);
                 }
         CHECK_MSG(bad == 0, "packed matrix-vector %s: %d products off at the extremes", isas[s], bad);
+    }
+    CHECK(em_kernels_select(NULL) == 0);
+}
+
+/* The K-quant kernels at the bounds of their integer steps: every Q5_K
+ * level 31 (or 0, by pattern), every scale and min 63, against activation
+ * quants of +-127 (all one sign, or mixed), so that the AVX2 kernel's
+ * int16 sums of byte products are at their largest (four runs of
+ * vpmaddubsw pairs fit int16, eight would not).  The outputs are compared
+ * with the scalar reference as in check_packed. */
+static int check_k_extremes(em_type t, int wpat, int apat) {
+    enum { NW = 16, K = 512 };
+    const size_t ws = em_row_size(t, K), as = em_row_size(EM_TYPE_Q8_K, K), bs = em_get_type_traits(t)->type_size;
+    uint8_t *w = malloc(NW * ws), *p = malloc(NW * ws), *a = malloc(as);
+    float x[K], out[NW];
+    const uint16_t one = em_fp32_to_fp16(1.0f);
+    for (int64_t j = 0; j < NW; j++)
+        for (int64_t b = 0; b < K / EM_QK_K; b++) {
+            uint8_t *blk = w + (size_t)j * ws + (size_t)b * bs;
+            /* wpat 0: all high, 1: by row, 2: by byte. */
+            for (size_t i = 0; i < bs; i++) blk[i] = wpat == 0 || (wpat == 1 && j % 2 == 0) || (wpat == 2 && i % 3 != 0) ? 0xff : 0;
+            memcpy(blk, &one, 2);
+            memcpy(blk + 2, &one, 2);
+            memset(blk + 4, 0xff, 12); /* scales and mins 63 */
+        }
+    for (int i = 0; i < K; i++) x[i] = apat == 0 || (apat == 2 && i % 5 == 0) ? 1.0f : -1.0f;
+    CHECK_OK(em_quantize_row(EM_TYPE_Q8_K, x, a, K, NULL));
+    em_pack_matrix(t, K, NW, w, p);
+    em_gemm_packed(t, K, p, ws, NW, a, as, 1, out, NW);
+    int bad = 0;
+    for (int j = 0; j < NW; j++) {
+        const float ref = em_vec_dot_generic(t, K, w + (size_t)j * ws, a);
+        if (!(fabsf(out[j] - ref) <= 1e-5f * (fabsf(ref) + 1e4f))) {
+            if (bad++ == 0)
+                fprintf(stderr, "  %s weights %d activations %d: row %d %.9g, reference %.9g\n", em_type_name(t), wpat, apat, j,
+                        out[j], ref);
+        }
+    }
+    free(w);
+    free(p);
+    free(a);
+    return bad;
+}
+
+static void test_k_extremes(void) {
+    static const char *isas[] = {"avx2", "avxvnni", "avx512"};
+    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
+        if (em_kernels_select(isas[s]) != 0) continue;
+        int bad = 0;
+        for (int wp = 0; wp < 3; wp++)
+            for (int ap = 0; ap < 3; ap++) bad += check_k_extremes(EM_TYPE_Q5_K, wp, ap);
+        CHECK_MSG(bad == 0, "packed Q5_K %s: %d products off at the extremes", isas[s], bad);
     }
     CHECK(em_kernels_select(NULL) == 0);
 }
@@ -387,17 +439,21 @@ int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
     test_roundtrip(EM_TYPE_Q4_K);
+    test_roundtrip(EM_TYPE_Q5_K);
     test_roundtrip(EM_TYPE_Q6_K);
     CHECK(em_pack_rows(EM_TYPE_Q4_K) == EM_PACK_ROWS_K);
+    CHECK(em_pack_rows(EM_TYPE_Q5_K) == EM_PACK_ROWS_K);
     CHECK(em_pack_rows(EM_TYPE_Q6_K) == EM_PACK_ROWS_K);
-    CHECK(em_pack_rows(EM_TYPE_Q5_K) == 0);
+    CHECK(em_pack_rows(EM_TYPE_Q3_K) == 0);
     test_kernels();
     test_gemv_extremes();
+    test_k_extremes();
     test_step_tables();
     test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
+    test_model("models/tiny-256/tiny-256-Q5_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
     TEST_END();
 }
