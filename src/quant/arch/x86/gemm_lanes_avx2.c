@@ -136,6 +136,9 @@ typedef struct lane_keep {
     int64_t cap;       /* entries allocated                           */
     int32_t *bias;     /* [na][nb] as act_table                       */
     float *scale;      /* [na][nb]                                    */
+    uint64_t ilv_step; /* the step whose rows ilv holds, 0: none      */
+    size_t ilv_cap;    /* bytes allocated                             */
+    uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (lane_interleave) */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -147,6 +150,7 @@ static void kept_release(void *p) {
     lane_keep *k = p;
     free(k->bias);
     free(k->scale);
+    free(k->ilv);
     *k = (lane_keep){0};
 }
 
@@ -171,6 +175,7 @@ static bool kept_reserve(lane_keep *k, int64_t n) {
     k->scale = sc;
     k->cap = n;
     k->step = 0;
+    k->ilv_step = 0;
     return true;
 }
 
@@ -183,6 +188,7 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     lane_keep *k = &kept;
     if (k->step != step || k->a != a || k->as != as || k->na != na || k->nb != nb || k->offset != offset) {
         if (!kept_reserve(k, na * nb)) return NULL;
+        k->ilv_step = 0;
         act_table(offset, nb, (const uint8_t *)a, as, na, k->bias, k->scale);
         k->step = step;
         k->a = a;
@@ -193,6 +199,52 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     }
     *scale = k->scale;
     return k->bias;
+}
+
+/* Rows per tile from row r0 of n (LANES_DRIVER16): 16 while that many
+ * are left, then up to 8. */
+static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
+
+/* The step's activation rows interleaved tile by tile for the 16-row
+ * Q8_0 tile (tile_q8_512i): a tile of rn rows from row r0 starts at byte
+ * r0 * nb * LANE_ILV, and holds for each block b, in rn * LANE_ILV
+ * contiguous bytes, the rn rows' 32 quants, then their table biases, then
+ * their scales.  A decode step's tile then reads one sequential run per
+ * block instead of 16 rows' quants and 32 table entries, each on a line
+ * of its own, whose working set (16 rows of a 3072-wide input are 52 KiB)
+ * outgrew L1 while the weights streamed through it, and whose 16 row
+ * pointers did not fit the registers.  Built once per product step and
+ * thread from the kept table, in the thread's buffer; NULL when there is
+ * no kept table or no memory, and the caller reads the rows in place. */
+#define LANE_ILV 40 /* bytes per row and block: 32 quants, bias, scale */
+static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na) {
+    const float *scale = NULL;
+    const int32_t *bias = kept_table(offset, nb, a, as, na, &scale);
+    if (!bias) return NULL;
+    lane_keep *k = &kept;
+    if (k->ilv_step == k->step) return k->ilv;
+    const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
+    if (need > k->ilv_cap) {
+        uint8_t *p = malloc(need);
+        if (!p) return NULL;
+        free(k->ilv);
+        k->ilv = p;
+        k->ilv_cap = need;
+    }
+    const uint8_t *rows = a;
+    for (int64_t r0 = 0, rn; r0 < na; r0 += rn) {
+        rn = lane_rn16(r0, na);
+        uint8_t *t = k->ilv + (size_t)r0 * (size_t)nb * LANE_ILV;
+        for (int64_t b = 0; b < nb; b++, t += (size_t)rn * LANE_ILV)
+            for (int64_t j = 0; j < rn; j++) {
+                const int64_t e = (r0 + j) * nb + b;
+                memcpy(t + 32 * j, rows + (size_t)(r0 + j) * as + (size_t)b * sizeof(em_block_q8_0) + 2, 32);
+                memcpy(t + 32 * rn + 4 * j, &bias[e], 4);
+                memcpy(t + 36 * rn + 4 * j, &scale[e], 4);
+            }
+    }
+    k->ilv_step = k->step;
+    return k->ilv;
 }
 
 /* The table of activation rows p0..p1: the step's kept table from row
@@ -334,6 +386,54 @@ static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *
             _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
         const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
         FOR_R16(Q8_512_ROW)
+    }
+    FOR_R16(Q8_512_STORE)
+}
+
+/* tile_q8_512 on interleaved rows (kept_interleaved): row j's quants,
+ * bias and scale of block b at fixed offsets from one pointer. */
+#define LANE_ROW8I(j, v0, v1, v2, v3, v4, v5, v6, v7)                                                       \
+    if (RN > j) {                                                                                           \
+        const uint8_t *y = yb + 32 * j;                                                                     \
+        __m512i s = _mm512_set1_epi32(ld32(yb + 32 * RN + 4 * j)), t = _mm512_setzero_si512();              \
+        s = _mm512_dpbusd_epi32(s, v0, BC512(y));                                                           \
+        t = _mm512_dpbusd_epi32(t, v4, BC512(y + 16));                                                      \
+        s = _mm512_dpbusd_epi32(s, v1, BC512(y + 4));                                                       \
+        t = _mm512_dpbusd_epi32(t, v5, BC512(y + 20));                                                      \
+        s = _mm512_dpbusd_epi32(s, v2, BC512(y + 8));                                                       \
+        t = _mm512_dpbusd_epi32(t, v6, BC512(y + 24));                                                      \
+        s = _mm512_dpbusd_epi32(s, v3, BC512(y + 12));                                                      \
+        t = _mm512_dpbusd_epi32(t, v7, BC512(y + 28));                                                      \
+        s = _mm512_add_epi32(s, t);                                                                         \
+        float sc;                                                                                           \
+        memcpy(&sc, yb + 36 * RN + 4 * j, 4);                                                               \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(sc)), c##j);         \
+    }
+#define Q8_512_ROWI(j) LANE_ROW8I(j, w0, w1, w2, w3, w4, w5, w6, w7)
+
+static inline AI T512 void tile_q8_512i(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                        __mmask16 keep, const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
+                                        size_t pfl, size_t pfs) {
+    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    FOR_R16(L512_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        const uint8_t *yb = x + (size_t)b * (size_t)RN * LANE_ILV;
+        Q8_512_HALF(A, xa)
+        Q8_512_HALF(B, xb)
+        const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
+        const __m512i w1 = _mm512_shuffle_i32x4(Ad1, Bd1, 0x88), w5 = _mm512_shuffle_i32x4(Ad1, Bd1, 0xdd);
+        const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
+        const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
+        const __m256i d16 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+        const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
+        FOR_R16(Q8_512_ROWI)
     }
     FOR_R16(Q8_512_STORE)
 }
@@ -554,12 +654,14 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
         const int64_t panel = lane_panel(nb, as, 16);                                                          \
+        const uint8_t *ilv = kept_interleaved(OFFSET, nb, a, as, na);                                         \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const float *pscale;                                                                               \
-            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
+            const float *pscale = NULL;                                                                        \
+            const int32_t *pbias =                                                                             \
+                ilv ? NULL : panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);      \
             const int64_t ntile = lane_tiles16(p1 - p0);                                                       \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
@@ -570,9 +672,15 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
                 const size_t piece = (pfl / (size_t)ntile + 63) & ~(size_t)63; /* each tile's share */         \
                 int64_t tile = 0;                                                                              \
                 for (int64_t r0 = p0, rn; r0 < p1; r0 += rn, tile++) {                                         \
-                    rn = p1 - r0 >= 16 ? 16 : EM_MIN(8, p1 - r0);                                              \
+                    rn = lane_rn16(r0, p1);                                                                    \
                     const size_t off = (size_t)tile * piece;                                                   \
                     const size_t len = off < pfl ? EM_MIN(piece, pfl - off) : 0;                               \
+                    if (ilv) {                                                                                 \
+                        tile_ilv_##name((int)rn, nb, ga, gb, ilv + (size_t)r0 * (size_t)nb * LANE_ILV,         \
+                                        out + r0 * ldo + j0, ldo, len ? pfa + off : 0, len,                    \
+                                        (len + (size_t)nb - 1) / (size_t)nb);                                  \
+                        continue;                                                                              \
+                    }                                                                                          \
                     tile_call_##name((int)rn, nb, ga, gb, (const uint8_t *)a + (size_t)r0 * as, as,            \
                                      pbias + (r0 - p0) * nb, pscale + (r0 - p0) * nb, out + r0 * ldo + j0, ldo, \
                                      len ? pfa + off : 0, len, (len + (size_t)nb - 1) / (size_t)nb);           \
@@ -596,6 +704,24 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
         default: CALL(1); return;                                                                              \
         }                                                                                                      \
     }
+
+/* The interleaved 16-row Q8_0 tile of rn rows (16, or 1 to 8). */
+#define Q8_512I_CALL(RN) tile_q8_512i(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, out, ldo, pf, pfl, pfs)
+static T512 void tile_ilv_em_gemm_q8_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                                      const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
+                                                      size_t pfl, size_t pfs) {
+    switch (rn) {
+    case 16: Q8_512I_CALL(16); return;
+    case 8: Q8_512I_CALL(8); return;
+    case 7: Q8_512I_CALL(7); return;
+    case 6: Q8_512I_CALL(6); return;
+    case 5: Q8_512I_CALL(5); return;
+    case 4: Q8_512I_CALL(4); return;
+    case 3: Q8_512I_CALL(3); return;
+    case 2: Q8_512I_CALL(2); return;
+    default: Q8_512I_CALL(1); return;
+    }
+}
 
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
