@@ -201,7 +201,7 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     return k->bias;
 }
 
-/* Rows per tile from row r0 of n (LANES_DRIVER16): 16 while that many
+/* Rows per tile from row r0 of n (LANE_PLAN16): 16 while that many
  * are left, then up to 8. */
 static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
 
@@ -575,86 +575,79 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
 
 /* ------------------------------------------------------------- drivers */
 
-/* One activation row goes to the x8 kernel (fallback).  Otherwise for
- * each panel of activation rows (their table first), each GROUPS groups
- * of weight rows, each RNMAX activation rows: one tile, whose rn is a
- * compile-time constant.  The first pass over a panel's rows prefetches
- * the weights ahead (em_gemv_prefetch_plan, as in gemm_packed_avx2.c). */
-#define LANES_DRIVER(name, TGT, RNMAX, GROUPS, OFFSET, fallback)                                                 \
-    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
-                  float *out, int64_t ldo) {                                                                   \
-        if (na < 2) {                                                                                          \
-            fallback(k, w, ws, nw, a, as, na, out, ldo);                                                       \
-            return;                                                                                            \
-        }                                                                                                      \
-        const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
-        int32_t bias[LANE_TAB];                                                                                \
-        float scale[LANE_TAB];                                                                                 \
-        const int64_t panel = lane_panel(nb, as, RNMAX);                                                       \
-        const float *kscale = NULL;                                                                            \
-        const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
-        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
-            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const float *pscale;                                                                               \
-            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
-            for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
-                const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
-                const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
-                uintptr_t pfa;                                                                                 \
-                size_t pfl;                                                                                    \
-                em_gemv_prefetch_plan(w, ws, j0, step, &pfa, &pfl);                                            \
-                const size_t pfs0 = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;                            \
-                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
-                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
-                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
-                    const int32_t *tb = pbias + (r0 - p0) * nb;                                                \
-                    const float *ts = pscale + (r0 - p0) * nb;                                                 \
-                    const uintptr_t pf = r0 == p0 ? pfa : 0;                                                   \
-                    const size_t pfs = pfs0;                                                                   \
-                    float *o = out + r0 * ldo + j0;                                                            \
-                    tile_call_##name(rn, nb, ga, gb, ar, as, tb, ts, o, ldo, pf, pfl, pfs);                    \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
-    }
+/* How a driver walks its tiles: their height (rn_max rows; with tiles16,
+ * 16 rows while that many are left, then up to 8), how far ahead of the
+ * weight group it computes it prefetches (pf_bytes), whether the
+ * prefetches are spread over every tile of the group or all made by the
+ * first (spread), and whether it reads the step's interleaved rows
+ * (kept_interleaved) when there are some.  A compile-time constant in
+ * each driver, so the choices fold away. */
+typedef struct lane_plan {
+    int rn_max;
+    bool tiles16, spread, interleave;
+    size_t pf_bytes;
+} lane_plan;
 
-/* Tiles over n activation rows: of 16 rows while that many are left,
- * then of up to 8. */
-static inline int64_t lane_tiles16(int64_t n) { return n / 16 + (n % 16 + 7) / 8; }
-
-/* The weights LANES_DRIVER16 prefetches ahead of the group it computes. */
+/* The weights the 16-row drivers prefetch ahead of the group they compute. */
 #define EM_LANES_PF_BYTES (32 * 1024)
 
-/* em_gemv_prefetch_plan's region at EM_LANES_PF_BYTES ahead. */
-static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, uintptr_t *pf, size_t *pfl) {
-    const size_t group = (size_t)rm * ws;
-    const int64_t ahead = (int64_t)((EM_LANES_PF_BYTES + group - 1) / group);
+/* Tiles of at most rn rows with the weights' prefetch as
+ * gemm_packed_avx2.c does it, bunched into the first tile. */
+#define LANE_PLAN(rn) ((lane_plan){.rn_max = rn, .pf_bytes = EM_GEMV_PF_BYTES})
+/* Tiles of 16 rows, for the batches of a serving engine's decode steps
+ * (one row per sequence, often 8-32 of them).  Such a step computes
+ * little per weight byte, so streaming the weights in from memory is most
+ * of its time unless it overlaps the arithmetic: the prefetches reach
+ * further ahead (EM_LANES_PF_BYTES, a few groups) and are spread over
+ * every tile of the group instead of bunched into the first, whose
+ * prefetch instructions otherwise stalled on a full miss queue (a quarter
+ * of the kernel's samples in a 16-row decode step); and inside a product
+ * step the tiles read the interleaved rows. */
+#define LANE_PLAN16 ((lane_plan){.rn_max = 16, .tiles16 = true, .spread = true, .interleave = true, .pf_bytes = EM_LANES_PF_BYTES})
+
+/* The rows of the tile from row r0 of a panel ending at p1. */
+static inline int64_t lane_rn(lane_plan pl, int64_t r0, int64_t p1) {
+    return pl.tiles16 ? lane_rn16(r0, p1) : EM_MIN((int64_t)pl.rn_max, p1 - r0);
+}
+
+/* The tiles over n rows that share a group's prefetches. */
+static inline int64_t lane_pf_tiles(lane_plan pl, int64_t n) {
+    if (!pl.spread) return 1;
+    return pl.tiles16 ? n / 16 + (n % 16 + 7) / 8 : (n + pl.rn_max - 1) / pl.rn_max;
+}
+
+/* em_gemv_prefetch_plan's region (the group bytes or more ahead of the
+ * rm rows from r0; at r0 = 0 all groups up to it) for any distance. */
+static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, size_t bytes, uintptr_t *pf,
+                                      size_t *pfl) {
+    const size_t group = (size_t)rm * ws > 0 ? (size_t)rm * ws : 1;
+    const int64_t ahead = (int64_t)((bytes + group - 1) / group);
     const int64_t first = r0 == 0 ? rm : r0 + ahead * rm, end = r0 + (ahead + 1) * rm;
     *pf = first < end ? (uintptr_t)w + (size_t)first * ws : 0;
     *pfl = first < end ? (size_t)(end - first) * ws : 0;
 }
 
-/* LANES_DRIVER with tiles of 16 activation rows (the AVX-512 Q8_0
- * kernel), for the batches of a serving engine's decode steps (one row
- * per sequence, often 8-32 of them).  Such a step computes little per
- * weight byte, so streaming the weights in from memory is most of its
- * time unless it overlaps the arithmetic: the prefetches reach further
- * ahead (EM_LANES_PF_BYTES, a few groups) and are spread over every tile
- * of the group instead of bunched into the first, whose prefetch
- * instructions otherwise stalled on a full miss queue (a quarter of the
- * kernel's samples in a 16-row decode step). */
-#define LANES_DRIVER16(name, TGT, GROUPS, OFFSET, fallback)                                                    \
+/* No interleaved tile (drivers whose plan does not interleave). */
+#define LANE_NO_ILV(...) ((void)0)
+
+/* One activation row goes to the x8 kernel (fallback).  Otherwise for
+ * each panel of activation rows (their table first, unless the step's
+ * interleaved rows are read), each GROUPS groups of weight rows, each
+ * tile of activation rows (PLAN), whose rn is a compile-time constant in
+ * the tile called; the weights ahead are prefetched as PLAN says. */
+#define LANES_DRIVER(name, TGT, PLAN, GROUPS, OFFSET, fallback, ILV_TILE)                                      \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                   float *out, int64_t ldo) {                                                                   \
         if (na < 2) {                                                                                          \
             fallback(k, w, ws, nw, a, as, na, out, ldo);                                                       \
             return;                                                                                            \
         }                                                                                                      \
+        const lane_plan pl = PLAN;                                                                             \
         const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
-        const int64_t panel = lane_panel(nb, as, 16);                                                          \
-        const uint8_t *ilv = kept_interleaved(OFFSET, nb, a, as, na);                                         \
+        const int64_t panel = lane_panel(nb, as, pl.rn_max);                                                   \
+        const uint8_t *ilv = pl.interleave ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                  \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
@@ -662,28 +655,29 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
             const float *pscale = NULL;                                                                        \
             const int32_t *pbias =                                                                             \
                 ilv ? NULL : panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);      \
-            const int64_t ntile = lane_tiles16(p1 - p0);                                                       \
+            const int64_t ntile = lane_pf_tiles(pl, p1 - p0);                                                  \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
                 const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
                 uintptr_t pfa;                                                                                 \
                 size_t pfl;                                                                                    \
-                lanes_prefetch_plan(w, ws, j0, step, &pfa, &pfl);                                              \
+                lane_prefetch_plan(w, ws, j0, step, pl.pf_bytes, &pfa, &pfl);                                  \
                 const size_t piece = (pfl / (size_t)ntile + 63) & ~(size_t)63; /* each tile's share */         \
                 int64_t tile = 0;                                                                              \
                 for (int64_t r0 = p0, rn; r0 < p1; r0 += rn, tile++) {                                         \
-                    rn = lane_rn16(r0, p1);                                                                    \
+                    rn = lane_rn(pl, r0, p1);                                                                  \
                     const size_t off = (size_t)tile * piece;                                                   \
                     const size_t len = off < pfl ? EM_MIN(piece, pfl - off) : 0;                               \
+                    const uintptr_t pf = len ? pfa + off : 0;                                                  \
+                    const size_t pfs = (len + (size_t)nb - 1) / (size_t)nb;                                    \
+                    float *o = out + r0 * ldo + j0;                                                            \
                     if (ilv) {                                                                                 \
-                        tile_ilv_##name((int)rn, nb, ga, gb, ilv + (size_t)r0 * (size_t)nb * LANE_ILV,         \
-                                        out + r0 * ldo + j0, ldo, len ? pfa + off : 0, len,                    \
-                                        (len + (size_t)nb - 1) / (size_t)nb);                                  \
+                        ILV_TILE((int)rn, nb, ga, gb, ilv + (size_t)r0 * (size_t)nb * LANE_ILV, o, ldo, pf,   \
+                                 len, pfs);                                                                    \
                         continue;                                                                              \
                     }                                                                                          \
                     tile_call_##name((int)rn, nb, ga, gb, (const uint8_t *)a + (size_t)r0 * as, as,            \
-                                     pbias + (r0 - p0) * nb, pscale + (r0 - p0) * nb, out + r0 * ldo + j0, ldo, \
-                                     len ? pfa + off : 0, len, (len + (size_t)nb - 1) / (size_t)nb);           \
+                                     pbias + (r0 - p0) * nb, pscale + (r0 - p0) * nb, o, ldo, pf, len, pfs);   \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
@@ -729,11 +723,12 @@ TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 16)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, 8, 2, 8, em_gemm_q4_0x8_avx512)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, 4, 1, 8, em_gemm_q4_0x8_avxvnni)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , 4, 1, 8, em_gemm_q4_0x8_avx2)
-LANES_DRIVER16(em_gemm_q8_0x8_lanes_avx512, T512, 2, 128, em_gemm_q8_0x8_avx512)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, 2, 1, 128, em_gemm_q8_0x8_avxvnni)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , 2, 1, 0, em_gemm_q8_0x8_avx2)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN(8), 2, 8, em_gemm_q4_0x8_avx512, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
+             tile_ilv_em_gemm_q8_0x8_lanes_avx512)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , LANE_PLAN(2), 1, 0, em_gemm_q8_0x8_avx2, LANE_NO_ILV)
 
 #endif /* EM_HAVE_X86_GEMM */
