@@ -215,15 +215,18 @@ static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 1
  * outgrew L1 while the weights streamed through it, and whose 16 row
  * pointers did not fit the registers.  Built once per product step and
  * thread from the kept table, in the thread's buffer; NULL when there is
- * no kept table or no memory, and the caller reads the rows in place. */
-#define LANE_ILV 40 /* bytes per row and block: 32 quants, bias, scale */
+ * no kept table, no memory, or more than LANE_ILV_MAX bytes to copy, and
+ * the caller reads the rows in place. */
+#define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
+#define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
 static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na) {
+    const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
+    if (need > LANE_ILV_MAX) return NULL;
     const float *scale = NULL;
     const int32_t *bias = kept_table(offset, nb, a, as, na, &scale);
     if (!bias) return NULL;
     lane_keep *k = &kept;
     if (k->ilv_step == k->step) return k->ilv;
-    const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
     if (need > k->ilv_cap) {
         uint8_t *p = malloc(need);
         if (!p) return NULL;
