@@ -69,6 +69,13 @@ static inline int32_t ld32(const uint8_t *p) {
     return v;
 }
 
+/* The float at p (interleaved rows are not aligned). */
+static inline float ldf32(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 /* The sums of m0..m7's eight lanes each, in lanes 0..7: two rounds of
  * unpacks and adds within 128-bit halves, then the halves added. */
 static inline AI __m256i sum8_rows(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4, __m256i m5,
@@ -138,7 +145,7 @@ typedef struct lane_keep {
     float *scale;      /* [na][nb]                                    */
     uint64_t ilv_step; /* the step whose rows ilv holds, 0: none      */
     size_t ilv_cap;    /* bytes allocated                             */
-    uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (lane_interleave) */
+    uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (kept_interleaved) */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -206,7 +213,7 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
 static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
 
 /* The step's activation rows interleaved tile by tile for the 16-row
- * Q8_0 tile (tile_q8_512i): a tile of rn rows from row r0 starts at byte
+ * Q8_0 tile (tile_q8_512 with ILV): a tile of rn rows from row r0 starts at byte
  * r0 * nb * LANE_ILV, and holds for each block b, in rn * LANE_ILV
  * contiguous bytes, the rn rows' 32 quants, then their table biases, then
  * their scales.  A decode step's tile then reads one sequential run per
@@ -282,15 +289,17 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
 
 #define BC512(p) _mm512_set1_epi32(ld32(p))
 #define L512_DECL(j) __m512 c##j = _mm512_setzero_ps();
-/* One activation row j of a tile: block b's eight vpdpbusd against the
- * regrouped weight registers v0..v7 as two chains of four (dwords 0-3 and
- * 4-7, added at the end: integer sums, so the result is the same as one
- * chain), which halves the latency a tile of few rows waits on; then one
- * conversion and one scaling by the weights' (dw) and the row's scales. */
-#define LANE_ROW8(j, v0, v1, v2, v3, v4, v5, v6, v7)                                                        \
+/* One activation row j of a tile: block b's eight vpdpbusd of its quants
+ * at Y against the regrouped weight registers v0..v7 as two chains of
+ * four (dwords 0-3 and 4-7, added at the end: integer sums, so the result
+ * is the same as one chain), which halves the latency a tile of few rows
+ * waits on; the sum starts at the row's table bias BIAS; then one
+ * conversion and one scaling by the weights' (dw) and the row's scale
+ * SCALE. */
+#define LANE_ROW8(j, Y, BIAS, SCALE, v0, v1, v2, v3, v4, v5, v6, v7)                                        \
     if (RN > j) {                                                                                           \
-        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
-        __m512i s = _mm512_set1_epi32(bias[j * nb + b]), t = _mm512_setzero_si512();                        \
+        const uint8_t *y = (Y);                                                                             \
+        __m512i s = _mm512_set1_epi32(BIAS), t = _mm512_setzero_si512();                                    \
         s = _mm512_dpbusd_epi32(s, v0, BC512(y));                                                           \
         t = _mm512_dpbusd_epi32(t, v4, BC512(y + 16));                                                      \
         s = _mm512_dpbusd_epi32(s, v1, BC512(y + 4));                                                       \
@@ -300,9 +309,11 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
         s = _mm512_dpbusd_epi32(s, v3, BC512(y + 12));                                                      \
         t = _mm512_dpbusd_epi32(t, v7, BC512(y + 28));                                                      \
         s = _mm512_add_epi32(s, t);                                                                         \
-        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(SCALE)), c##j);      \
     }
-#define L512_ROW(j) LANE_ROW8(j, l0, l1, l2, l3, h0, h1, h2, h3)
+/* Row j's quants of block b, read in place. */
+#define ROW_Y(j) (ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2)
+#define L512_ROW(j) LANE_ROW8(j, ROW_Y(j), bias[j * nb + b], scale[j * nb + b], l0, l1, l2, l3, h0, h1, h2, h3)
 #define L512_STORE(j)                                                                                       \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(perm, c##j));
 
@@ -351,7 +362,9 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
  * fit AVX-512's 32 registers), so that a 16-row decode step regroups each
  * weight block once instead of twice; each row's eight vpdpbusd run as
  * two chains of four (LANE_ROW8). */
-#define Q8_512_ROW(j) LANE_ROW8(j, w0, w1, w2, w3, w4, w5, w6, w7)
+#define Q8_512_ROW(j)                                                                                       \
+    LANE_ROW8(j, ILV ? yb + 32 * j : ROW_Y(j), ILV ? ld32(yb + 32 * RN + 4 * j) : bias[j * nb + b],             \
+              ILV ? ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b], w0, w1, w2, w3, w4, w5, w6, w7)
 #define Q8_512_STORE(j)                                                                                     \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
 
@@ -367,9 +380,13 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
     const __m512i g##d0 = _mm512_unpacklo_epi64(g##ul, g##vl), g##d1 = _mm512_unpackhi_epi64(g##ul, g##vl); \
     const __m512i g##d2 = _mm512_unpacklo_epi64(g##uh, g##vh), g##d3 = _mm512_unpackhi_epi64(g##uh, g##vh);
 
-static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
-                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
-                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+/* With ILV (a constant), ar is the tile's interleaved rows
+ * (kept_interleaved): row j's quants, bias and scale of block b sit at
+ * fixed offsets from one pointer, and as, bias and scale are unused. */
+static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                       __mmask16 keep, const uint8_t *ar, size_t as, const int32_t *bias,
+                                       const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                       size_t pfs) {
     const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
@@ -378,6 +395,7 @@ static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *
     for (int64_t b = 0; b < nb; b++) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : NULL;
         Q8_512_HALF(A, xa)
         Q8_512_HALF(B, xb)
         const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
@@ -389,54 +407,6 @@ static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *
             _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
         const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
         FOR_R16(Q8_512_ROW)
-    }
-    FOR_R16(Q8_512_STORE)
-}
-
-/* tile_q8_512 on interleaved rows (kept_interleaved): row j's quants,
- * bias and scale of block b at fixed offsets from one pointer. */
-#define LANE_ROW8I(j, v0, v1, v2, v3, v4, v5, v6, v7)                                                       \
-    if (RN > j) {                                                                                           \
-        const uint8_t *y = yb + 32 * j;                                                                     \
-        __m512i s = _mm512_set1_epi32(ld32(yb + 32 * RN + 4 * j)), t = _mm512_setzero_si512();              \
-        s = _mm512_dpbusd_epi32(s, v0, BC512(y));                                                           \
-        t = _mm512_dpbusd_epi32(t, v4, BC512(y + 16));                                                      \
-        s = _mm512_dpbusd_epi32(s, v1, BC512(y + 4));                                                       \
-        t = _mm512_dpbusd_epi32(t, v5, BC512(y + 20));                                                      \
-        s = _mm512_dpbusd_epi32(s, v2, BC512(y + 8));                                                       \
-        t = _mm512_dpbusd_epi32(t, v6, BC512(y + 24));                                                      \
-        s = _mm512_dpbusd_epi32(s, v3, BC512(y + 12));                                                      \
-        t = _mm512_dpbusd_epi32(t, v7, BC512(y + 28));                                                      \
-        s = _mm512_add_epi32(s, t);                                                                         \
-        float sc;                                                                                           \
-        memcpy(&sc, yb + 36 * RN + 4 * j, 4);                                                               \
-        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(sc)), c##j);         \
-    }
-#define Q8_512_ROWI(j) LANE_ROW8I(j, w0, w1, w2, w3, w4, w5, w6, w7)
-
-static inline AI T512 void tile_q8_512i(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb,
-                                        __mmask16 keep, const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
-                                        size_t pfl, size_t pfs) {
-    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
-    const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
-    FOR_R16(L512_DECL)
-    for (int64_t b = 0; b < nb; b++) {
-        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
-        const uint8_t *yb = x + (size_t)b * (size_t)RN * LANE_ILV;
-        Q8_512_HALF(A, xa)
-        Q8_512_HALF(B, xb)
-        const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
-        const __m512i w1 = _mm512_shuffle_i32x4(Ad1, Bd1, 0x88), w5 = _mm512_shuffle_i32x4(Ad1, Bd1, 0xdd);
-        const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
-        const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
-        const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
-            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
-        const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
-        FOR_R16(Q8_512_ROWI)
     }
     FOR_R16(Q8_512_STORE)
 }
@@ -518,7 +488,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
     int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *ar, size_t as, const int32_t *bias,      \
         const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs
 #define T512_CALL(RN) tile_q4_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
-#define Q8_512_CALL(RN) tile_q8_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define Q8_512_CALL(RN) tile_q8_512(RN, false, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 #define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 
@@ -703,7 +673,7 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
     }
 
 /* The interleaved 16-row Q8_0 tile of rn rows (16, or 1 to 8). */
-#define Q8_512I_CALL(RN) tile_q8_512i(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, out, ldo, pf, pfl, pfs)
+#define Q8_512I_CALL(RN) tile_q8_512(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
 static T512 void tile_ilv_em_gemm_q8_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
                                                       const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
                                                       size_t pfl, size_t pfs) {
