@@ -169,7 +169,12 @@ em_gemm_fn em_gemm_packed_kernel(em_type t);
  * kernels below may keep the per-row tables they derive from them
  * (act_table: block sums and scales) from one chunk's call to the next
  * instead of rebuilding them for every chunk.  Outside a step (serial 0)
- * nothing is kept.  Thread-local; steps do not nest. */
+ * nothing is kept.  Thread-local; steps do not nest.  The AVX-512 Q8_0
+ * lane kernel also keeps a copy of the rows interleaved per 16-row tile
+ * (per block: the tile rows' 32 quants, then their biases and scales, 40
+ * bytes a row; gemm_lanes_avx2.c, kept_interleaved): 1.25 bytes per
+ * activation element, per thread, at most 4 MiB (a 16-row decode step of
+ * a 3072-wide input: 60 KiB); larger matrices read the rows in place. */
 void em_gemm_step_begin(void);
 void em_gemm_step_end(void);
 uint64_t em_gemm_step_serial(void); /* the open step's number, or 0 */

@@ -69,6 +69,13 @@ static inline int32_t ld32(const uint8_t *p) {
     return v;
 }
 
+/* The float at p (interleaved rows are not aligned). */
+static inline float ldf32(const uint8_t *p) {
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 /* The sums of m0..m7's eight lanes each, in lanes 0..7: two rounds of
  * unpacks and adds within 128-bit halves, then the halves added. */
 static inline AI __m256i sum8_rows(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4, __m256i m5,
@@ -136,6 +143,9 @@ typedef struct lane_keep {
     int64_t cap;       /* entries allocated                           */
     int32_t *bias;     /* [na][nb] as act_table                       */
     float *scale;      /* [na][nb]                                    */
+    uint64_t ilv_step; /* the step whose rows ilv holds, 0: none      */
+    size_t ilv_cap;    /* bytes allocated                             */
+    uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (kept_interleaved) */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -147,6 +157,7 @@ static void kept_release(void *p) {
     lane_keep *k = p;
     free(k->bias);
     free(k->scale);
+    free(k->ilv);
     *k = (lane_keep){0};
 }
 
@@ -171,6 +182,7 @@ static bool kept_reserve(lane_keep *k, int64_t n) {
     k->scale = sc;
     k->cap = n;
     k->step = 0;
+    k->ilv_step = 0;
     return true;
 }
 
@@ -183,6 +195,7 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     lane_keep *k = &kept;
     if (k->step != step || k->a != a || k->as != as || k->na != na || k->nb != nb || k->offset != offset) {
         if (!kept_reserve(k, na * nb)) return NULL;
+        k->ilv_step = 0;
         act_table(offset, nb, (const uint8_t *)a, as, na, k->bias, k->scale);
         k->step = step;
         k->a = a;
@@ -193,6 +206,55 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
     }
     *scale = k->scale;
     return k->bias;
+}
+
+/* Rows per tile from row r0 of n (LANE_PLAN16): 16 while that many
+ * are left, then up to 8. */
+static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
+
+/* The step's activation rows interleaved tile by tile for the 16-row
+ * Q8_0 tile (tile_q8_512 with ILV): a tile of rn rows from row r0 starts at byte
+ * r0 * nb * LANE_ILV, and holds for each block b, in rn * LANE_ILV
+ * contiguous bytes, the rn rows' 32 quants, then their table biases, then
+ * their scales.  A decode step's tile then reads one sequential run per
+ * block instead of 16 rows' quants and 32 table entries, each on a line
+ * of its own, whose working set (16 rows of a 3072-wide input are 52 KiB)
+ * outgrew L1 while the weights streamed through it, and whose 16 row
+ * pointers did not fit the registers.  Built once per product step and
+ * thread from the kept table, in the thread's buffer; NULL when there is
+ * no kept table, no memory, or more than LANE_ILV_MAX bytes to copy, and
+ * the caller reads the rows in place. */
+#define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
+#define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
+static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na) {
+    const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
+    if (need > LANE_ILV_MAX) return NULL;
+    const float *scale = NULL;
+    const int32_t *bias = kept_table(offset, nb, a, as, na, &scale);
+    if (!bias) return NULL;
+    lane_keep *k = &kept;
+    if (k->ilv_step == k->step) return k->ilv;
+    if (need > k->ilv_cap) {
+        uint8_t *p = malloc(need);
+        if (!p) return NULL;
+        free(k->ilv);
+        k->ilv = p;
+        k->ilv_cap = need;
+    }
+    const uint8_t *rows = a;
+    for (int64_t r0 = 0, rn; r0 < na; r0 += rn) {
+        rn = lane_rn16(r0, na);
+        uint8_t *t = k->ilv + (size_t)r0 * (size_t)nb * LANE_ILV;
+        for (int64_t b = 0; b < nb; b++, t += (size_t)rn * LANE_ILV)
+            for (int64_t j = 0; j < rn; j++) {
+                const int64_t e = (r0 + j) * nb + b;
+                memcpy(t + 32 * j, rows + (size_t)(r0 + j) * as + (size_t)b * sizeof(em_block_q8_0) + 2, 32);
+                memcpy(t + 32 * rn + 4 * j, &bias[e], 4);
+                memcpy(t + 36 * rn + 4 * j, &scale[e], 4);
+            }
+    }
+    k->ilv_step = k->step;
+    return k->ilv;
 }
 
 /* The table of activation rows p0..p1: the step's kept table from row
@@ -227,15 +289,17 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
 
 #define BC512(p) _mm512_set1_epi32(ld32(p))
 #define L512_DECL(j) __m512 c##j = _mm512_setzero_ps();
-/* One activation row j of a tile: block b's eight vpdpbusd against the
- * regrouped weight registers v0..v7 as two chains of four (dwords 0-3 and
- * 4-7, added at the end: integer sums, so the result is the same as one
- * chain), which halves the latency a tile of few rows waits on; then one
- * conversion and one scaling by the weights' (dw) and the row's scales. */
-#define LANE_ROW8(j, v0, v1, v2, v3, v4, v5, v6, v7)                                                        \
+/* One activation row j of a tile: block b's eight vpdpbusd of its quants
+ * at Y against the regrouped weight registers v0..v7 as two chains of
+ * four (dwords 0-3 and 4-7, added at the end: integer sums, so the result
+ * is the same as one chain), which halves the latency a tile of few rows
+ * waits on; the sum starts at the row's table bias BIAS; then one
+ * conversion and one scaling by the weights' (dw) and the row's scale
+ * SCALE. */
+#define LANE_ROW8(j, Y, BIAS, SCALE, v0, v1, v2, v3, v4, v5, v6, v7)                                        \
     if (RN > j) {                                                                                           \
-        const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                     \
-        __m512i s = _mm512_set1_epi32(bias[j * nb + b]), t = _mm512_setzero_si512();                        \
+        const uint8_t *y = (Y);                                                                             \
+        __m512i s = _mm512_set1_epi32(BIAS), t = _mm512_setzero_si512();                                    \
         s = _mm512_dpbusd_epi32(s, v0, BC512(y));                                                           \
         t = _mm512_dpbusd_epi32(t, v4, BC512(y + 16));                                                      \
         s = _mm512_dpbusd_epi32(s, v1, BC512(y + 4));                                                       \
@@ -245,9 +309,11 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
         s = _mm512_dpbusd_epi32(s, v3, BC512(y + 12));                                                      \
         t = _mm512_dpbusd_epi32(t, v7, BC512(y + 28));                                                      \
         s = _mm512_add_epi32(s, t);                                                                         \
-        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(scale[j * nb + b])), c##j); \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(SCALE)), c##j);      \
     }
-#define L512_ROW(j) LANE_ROW8(j, l0, l1, l2, l3, h0, h1, h2, h3)
+/* Row j's quants of block b, read in place. */
+#define ROW_Y(j) (ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2)
+#define L512_ROW(j) LANE_ROW8(j, ROW_Y(j), bias[j * nb + b], scale[j * nb + b], l0, l1, l2, l3, h0, h1, h2, h3)
 #define L512_STORE(j)                                                                                       \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(perm, c##j));
 
@@ -296,7 +362,9 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
  * fit AVX-512's 32 registers), so that a 16-row decode step regroups each
  * weight block once instead of twice; each row's eight vpdpbusd run as
  * two chains of four (LANE_ROW8). */
-#define Q8_512_ROW(j) LANE_ROW8(j, w0, w1, w2, w3, w4, w5, w6, w7)
+#define Q8_512_ROW(j)                                                                                       \
+    LANE_ROW8(j, ILV ? yb + 32 * j : ROW_Y(j), ILV ? ld32(yb + 32 * RN + 4 * j) : bias[j * nb + b],             \
+              ILV ? ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b], w0, w1, w2, w3, w4, w5, w6, w7)
 #define Q8_512_STORE(j)                                                                                     \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
 
@@ -312,9 +380,13 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
     const __m512i g##d0 = _mm512_unpacklo_epi64(g##ul, g##vl), g##d1 = _mm512_unpackhi_epi64(g##ul, g##vl); \
     const __m512i g##d2 = _mm512_unpacklo_epi64(g##uh, g##vh), g##d3 = _mm512_unpackhi_epi64(g##uh, g##vh);
 
-static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
-                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
-                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+/* With ILV (a constant), ar is the tile's interleaved rows
+ * (kept_interleaved): row j's quants, bias and scale of block b sit at
+ * fixed offsets from one pointer, and as, bias and scale are unused. */
+static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                       __mmask16 keep, const uint8_t *ar, size_t as, const int32_t *bias,
+                                       const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                       size_t pfs) {
     const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
@@ -323,6 +395,7 @@ static inline AI T512 void tile_q8_512(const int RN, int64_t nb, const uint8_t *
     for (int64_t b = 0; b < nb; b++) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : NULL;
         Q8_512_HALF(A, xa)
         Q8_512_HALF(B, xb)
         const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
@@ -415,7 +488,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
     int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *ar, size_t as, const int32_t *bias,      \
         const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs
 #define T512_CALL(RN) tile_q4_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
-#define Q8_512_CALL(RN) tile_q8_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define Q8_512_CALL(RN) tile_q8_512(RN, false, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 #define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 
@@ -475,107 +548,109 @@ Q8_256_TILE(tile_q8_avx2, , Q8_W_AVX2, Q8_M_AVX2)
 
 /* ------------------------------------------------------------- drivers */
 
-/* One activation row goes to the x8 kernel (fallback).  Otherwise for
- * each panel of activation rows (their table first), each GROUPS groups
- * of weight rows, each RNMAX activation rows: one tile, whose rn is a
- * compile-time constant.  The first pass over a panel's rows prefetches
- * the weights ahead (em_gemv_prefetch_plan, as in gemm_packed_avx2.c). */
-#define LANES_DRIVER(name, TGT, RNMAX, GROUPS, OFFSET, fallback)                                                 \
-    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
-                  float *out, int64_t ldo) {                                                                   \
-        if (na < 2) {                                                                                          \
-            fallback(k, w, ws, nw, a, as, na, out, ldo);                                                       \
-            return;                                                                                            \
-        }                                                                                                      \
-        const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
-        int32_t bias[LANE_TAB];                                                                                \
-        float scale[LANE_TAB];                                                                                 \
-        const int64_t panel = lane_panel(nb, as, RNMAX);                                                       \
-        const float *kscale = NULL;                                                                            \
-        const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
-        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
-            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const float *pscale;                                                                               \
-            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
-            for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
-                const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
-                const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
-                uintptr_t pfa;                                                                                 \
-                size_t pfl;                                                                                    \
-                em_gemv_prefetch_plan(w, ws, j0, step, &pfa, &pfl);                                            \
-                const size_t pfs0 = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;                            \
-                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
-                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
-                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
-                    const int32_t *tb = pbias + (r0 - p0) * nb;                                                \
-                    const float *ts = pscale + (r0 - p0) * nb;                                                 \
-                    const uintptr_t pf = r0 == p0 ? pfa : 0;                                                   \
-                    const size_t pfs = pfs0;                                                                   \
-                    float *o = out + r0 * ldo + j0;                                                            \
-                    tile_call_##name(rn, nb, ga, gb, ar, as, tb, ts, o, ldo, pf, pfl, pfs);                    \
-                }                                                                                              \
-            }                                                                                                  \
-        }                                                                                                      \
-    }
+/* How a driver walks its tiles: their height (rn_max rows; with tiles16,
+ * 16 rows while that many are left, then up to 8), how far ahead of the
+ * weight group it computes it prefetches (pf_bytes), whether the
+ * prefetches are spread over every tile of the group or all made by the
+ * first (spread), and whether it reads the step's interleaved rows
+ * (kept_interleaved) when there are some.  A compile-time constant in
+ * each driver, so the choices fold away. */
+typedef struct lane_plan {
+    int rn_max;
+    bool tiles16, spread, interleave;
+    size_t pf_bytes;
+} lane_plan;
 
-/* Tiles over n activation rows: of 16 rows while that many are left,
- * then of up to 8. */
-static inline int64_t lane_tiles16(int64_t n) { return n / 16 + (n % 16 + 7) / 8; }
-
-/* The weights LANES_DRIVER16 prefetches ahead of the group it computes. */
+/* The weights the 16-row drivers prefetch ahead of the group they compute. */
 #define EM_LANES_PF_BYTES (32 * 1024)
 
-/* em_gemv_prefetch_plan's region at EM_LANES_PF_BYTES ahead. */
-static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, uintptr_t *pf, size_t *pfl) {
-    const size_t group = (size_t)rm * ws;
-    const int64_t ahead = (int64_t)((EM_LANES_PF_BYTES + group - 1) / group);
+/* Tiles of at most rn rows with the weights' prefetch as
+ * gemm_packed_avx2.c does it, bunched into the first tile. */
+#define LANE_PLAN(rn) ((lane_plan){.rn_max = rn, .pf_bytes = EM_GEMV_PF_BYTES})
+/* Tiles of 16 rows, for the batches of a serving engine's decode steps
+ * (one row per sequence, often 8-32 of them).  Such a step computes
+ * little per weight byte, so streaming the weights in from memory is most
+ * of its time unless it overlaps the arithmetic: the prefetches reach
+ * further ahead (EM_LANES_PF_BYTES, a few groups) and are spread over
+ * every tile of the group instead of bunched into the first, whose
+ * prefetch instructions otherwise stalled on a full miss queue (a quarter
+ * of the kernel's samples in a 16-row decode step); and inside a product
+ * step the tiles read the interleaved rows. */
+#define LANE_PLAN16 ((lane_plan){.rn_max = 16, .tiles16 = true, .spread = true, .interleave = true, .pf_bytes = EM_LANES_PF_BYTES})
+
+/* The rows of the tile from row r0 of a panel ending at p1. */
+static inline int64_t lane_rn(lane_plan pl, int64_t r0, int64_t p1) {
+    return pl.tiles16 ? lane_rn16(r0, p1) : EM_MIN((int64_t)pl.rn_max, p1 - r0);
+}
+
+/* The tiles over n rows that share a group's prefetches. */
+static inline int64_t lane_pf_tiles(lane_plan pl, int64_t n) {
+    if (!pl.spread) return 1;
+    return pl.tiles16 ? n / 16 + (n % 16 + 7) / 8 : (n + pl.rn_max - 1) / pl.rn_max;
+}
+
+/* em_gemv_prefetch_plan's region (the group bytes or more ahead of the
+ * rm rows from r0; at r0 = 0 all groups up to it) for any distance. */
+static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int64_t rm, size_t bytes, uintptr_t *pf,
+                                      size_t *pfl) {
+    const size_t group = (size_t)rm * ws > 0 ? (size_t)rm * ws : 1;
+    const int64_t ahead = (int64_t)((bytes + group - 1) / group);
     const int64_t first = r0 == 0 ? rm : r0 + ahead * rm, end = r0 + (ahead + 1) * rm;
     *pf = first < end ? (uintptr_t)w + (size_t)first * ws : 0;
     *pfl = first < end ? (size_t)(end - first) * ws : 0;
 }
 
-/* LANES_DRIVER with tiles of 16 activation rows (the AVX-512 Q8_0
- * kernel), for the batches of a serving engine's decode steps (one row
- * per sequence, often 8-32 of them).  Such a step computes little per
- * weight byte, so streaming the weights in from memory is most of its
- * time unless it overlaps the arithmetic: the prefetches reach further
- * ahead (EM_LANES_PF_BYTES, a few groups) and are spread over every tile
- * of the group instead of bunched into the first, whose prefetch
- * instructions otherwise stalled on a full miss queue (a quarter of the
- * kernel's samples in a 16-row decode step). */
-#define LANES_DRIVER16(name, TGT, GROUPS, OFFSET, fallback)                                                    \
+/* No interleaved tile (drivers whose plan does not interleave). */
+#define LANE_NO_ILV(...) ((void)0)
+
+/* One activation row goes to the x8 kernel (fallback).  Otherwise for
+ * each panel of activation rows (their table first, unless the step's
+ * interleaved rows are read), each GROUPS groups of weight rows, each
+ * tile of activation rows (PLAN), whose rn is a compile-time constant in
+ * the tile called; the weights ahead are prefetched as PLAN says. */
+#define LANES_DRIVER(name, TGT, PLAN, GROUPS, OFFSET, fallback, ILV_TILE)                                      \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                   float *out, int64_t ldo) {                                                                   \
         if (na < 2) {                                                                                          \
             fallback(k, w, ws, nw, a, as, na, out, ldo);                                                       \
             return;                                                                                            \
         }                                                                                                      \
+        const lane_plan pl = PLAN;                                                                             \
         const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
-        const int64_t panel = lane_panel(nb, as, 16);                                                          \
+        const int64_t panel = lane_panel(nb, as, pl.rn_max);                                                   \
+        const uint8_t *ilv = pl.interleave ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                  \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
-            const float *pscale;                                                                               \
-            const int32_t *pbias = panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);  \
-            const int64_t ntile = lane_tiles16(p1 - p0);                                                       \
+            const float *pscale = NULL;                                                                        \
+            const int32_t *pbias =                                                                             \
+                ilv ? NULL : panel_table(OFFSET, nb, a, as, p0, p1, kbias, kscale, bias, scale, &pscale);      \
+            const int64_t ntile = lane_pf_tiles(pl, p1 - p0);                                                  \
             for (int64_t j0 = 0; j0 < nw; j0 += step) {                                                        \
                 const uint8_t *ga = (const uint8_t *)w + (size_t)j0 * ws;                                      \
                 const uint8_t *gb = j0 + EM_PACK_ROWS < nw ? ga + (size_t)EM_PACK_ROWS * ws : ga;              \
                 uintptr_t pfa;                                                                                 \
                 size_t pfl;                                                                                    \
-                lanes_prefetch_plan(w, ws, j0, step, &pfa, &pfl);                                              \
+                lane_prefetch_plan(w, ws, j0, step, pl.pf_bytes, &pfa, &pfl);                                  \
                 const size_t piece = (pfl / (size_t)ntile + 63) & ~(size_t)63; /* each tile's share */         \
                 int64_t tile = 0;                                                                              \
                 for (int64_t r0 = p0, rn; r0 < p1; r0 += rn, tile++) {                                         \
-                    rn = p1 - r0 >= 16 ? 16 : EM_MIN(8, p1 - r0);                                              \
+                    rn = lane_rn(pl, r0, p1);                                                                  \
                     const size_t off = (size_t)tile * piece;                                                   \
                     const size_t len = off < pfl ? EM_MIN(piece, pfl - off) : 0;                               \
+                    const uintptr_t pf = len ? pfa + off : 0;                                                  \
+                    const size_t pfs = (len + (size_t)nb - 1) / (size_t)nb;                                    \
+                    float *o = out + r0 * ldo + j0;                                                            \
+                    if (ilv) {                                                                                 \
+                        ILV_TILE((int)rn, nb, ga, gb, ilv + (size_t)r0 * (size_t)nb * LANE_ILV, o, ldo, pf,   \
+                                 len, pfs);                                                                    \
+                        continue;                                                                              \
+                    }                                                                                          \
                     tile_call_##name((int)rn, nb, ga, gb, (const uint8_t *)a + (size_t)r0 * as, as,            \
-                                     pbias + (r0 - p0) * nb, pscale + (r0 - p0) * nb, out + r0 * ldo + j0, ldo, \
-                                     len ? pfa + off : 0, len, (len + (size_t)nb - 1) / (size_t)nb);           \
+                                     pbias + (r0 - p0) * nb, pscale + (r0 - p0) * nb, o, ldo, pf, len, pfs);   \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
@@ -597,17 +672,36 @@ static inline void lanes_prefetch_plan(const void *w, size_t ws, int64_t r0, int
         }                                                                                                      \
     }
 
+/* The interleaved 16-row Q8_0 tile of rn rows (16, or 1 to 8). */
+#define Q8_512I_CALL(RN) tile_q8_512(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
+static T512 void tile_ilv_em_gemm_q8_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                                      const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
+                                                      size_t pfl, size_t pfs) {
+    switch (rn) {
+    case 16: Q8_512I_CALL(16); return;
+    case 8: Q8_512I_CALL(8); return;
+    case 7: Q8_512I_CALL(7); return;
+    case 6: Q8_512I_CALL(6); return;
+    case 5: Q8_512I_CALL(5); return;
+    case 4: Q8_512I_CALL(4); return;
+    case 3: Q8_512I_CALL(3); return;
+    case 2: Q8_512I_CALL(2); return;
+    default: Q8_512I_CALL(1); return;
+    }
+}
+
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 16)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, 8, 2, 8, em_gemm_q4_0x8_avx512)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, 4, 1, 8, em_gemm_q4_0x8_avxvnni)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , 4, 1, 8, em_gemm_q4_0x8_avx2)
-LANES_DRIVER16(em_gemm_q8_0x8_lanes_avx512, T512, 2, 128, em_gemm_q8_0x8_avx512)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, 2, 1, 128, em_gemm_q8_0x8_avxvnni)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , 2, 1, 0, em_gemm_q8_0x8_avx2)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN(8), 2, 8, em_gemm_q4_0x8_avx512, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
+             tile_ilv_em_gemm_q8_0x8_lanes_avx512)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , LANE_PLAN(2), 1, 0, em_gemm_q8_0x8_avx2, LANE_NO_ILV)
 
 #endif /* EM_HAVE_X86_GEMM */
