@@ -170,7 +170,18 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
  * vpmulld with AVX-VNNI; two vpmaddubsw per vpmaddwd with plain AVX2
  * (the scale in both int16 halves of each lane).  MIN adds the scale pair
  * times a bsums pair (vpdpwssd or vpmaddwd: the same sum). */
-#define SEL256(a, b, m) _mm256_or_si256(_mm256_and_si256(a, m), _mm256_andnot_si256(m, b))
+
+/* The qh field of group k of a quad moved to bits 4-5 of each byte (masked
+ * with 0x30 after): bits 0-1 (k 0), 4-5 (k 1), 2-3 (k 2), 6-7 (k 3).  A
+ * level is then (nibble & 15) | field: with the fields at bits 0-1 and 4-5
+ * (as the 512-bit tile keeps them) the bit-select would take a shift and
+ * three operations without ternary logic. */
+#define Q6_FIELD(qh, k)                                                                                           \
+    ((k) == 0 ? _mm256_slli_epi16(qh, 4) : (k) == 1 ? (qh) : (k) == 2 ? _mm256_slli_epi16(qh, 2) : _mm256_srli_epi16(qh, 2))
+/* vpshufb control copying the low (0x01000100) or high (0x03020302) int16
+ * of each int32 lane into both its halves: one instruction for the two
+ * shifts and the blend of each group's scale. */
+#define Q6_DUP(x) _mm256_setr_epi32(x, x + 0x04040404, x + 0x08080808, x + 0x0C0C0C0C, x, x + 0x04040404, x + 0x08080808, x + 0x0C0C0C0C)
 #define BC(y, c) _mm256_set1_epi32(ld32((y) + 4 * (c)))
 #define VNNI_GROUP(T, W, y, sp, odd)                                                                            \
     do {                                                                                                       \
@@ -184,8 +195,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
 #define VNNI_MIN(M, sp, y) M = _mm256_dpwssd_avx_epi32(M, sp, y)
 #define AVX2_GROUP(T, W, y, sp, odd)                                                                            \
     do {                                                                                                       \
-        const __m256i s_ = odd ? _mm256_blend_epi16(_mm256_srli_epi32(sp, 16), sp, 0xAA)                      \
-                               : _mm256_blend_epi16(sp, _mm256_slli_epi32(sp, 16), 0xAA);                      \
+        const __m256i s_ = _mm256_shuffle_epi8(sp, odd ? Q6_DUP(0x03020302) : Q6_DUP(0x01000100));          \
         const __m256i p0_ = _mm256_add_epi16(_mm256_maddubs_epi16(W[0], BC(y, 0)), _mm256_maddubs_epi16(W[1], BC(y, 1))); \
         const __m256i p1_ = _mm256_add_epi16(_mm256_maddubs_epi16(W[2], BC(y, 2)), _mm256_maddubs_epi16(W[3], BC(y, 3))); \
         T = _mm256_add_epi32(T, _mm256_add_epi32(_mm256_madd_epi16(p0_, s_), _mm256_madd_epi16(p1_, s_)));    \
@@ -195,7 +205,7 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
 #define Q6_TILE256(fname, TGT, GROUP, MIN)                                                                    \
     static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,  \
                                     size_t as, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {\
-        const __m256i m4 = _mm256_set1_epi8(15), m33 = _mm256_set1_epi8(0x33);                                \
+        const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);                                \
         __m256 acc[4];                                                                                        \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                    \
         for (int64_t b = 0; b < nb; b++) {                                                                    \
@@ -204,13 +214,6 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
             __m256i T[4];                                                                                     \
             _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();               \
             _Pragma("GCC unroll 4") for (int qd = 0; qd < 4; qd++) {                                          \
-                __m256i F[2][4];                                                                              \
-                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                         \
-                    const __m256i h = _mm256_loadu_si256(                                                     \
-                        (const __m256i *)(const void *)(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)) + 32 * hf));\
-                    F[0][c] = _mm256_and_si256(h, m33);                                                       \
-                    F[1][c] = _mm256_and_si256(_mm256_srli_epi16(h, 2), m33);                                 \
-                }                                                                                             \
                 _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                                         \
                     const int g = QD_GROUP(qd, k);                                                            \
                     if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);                                  \
@@ -218,8 +221,10 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                     \
                         const __m256i l = _mm256_loadu_si256(                                                 \
                             (const __m256i *)(const void *)(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)) + 32 * hf));\
-                        W[c] = HI_NIB(g) ? SEL256(_mm256_srli_epi16(l, 4), F[k / 2][c], m4)                   \
-                                         : SEL256(l, _mm256_slli_epi16(F[k / 2][c], 4), m4);                  \
+                        const __m256i qh = _mm256_loadu_si256(                                                \
+                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)) + 32 * hf));\
+                        W[c] = _mm256_or_si256(_mm256_and_si256(HI_NIB(g) ? _mm256_srli_epi16(l, 4) : l, m4),  \
+                                               _mm256_and_si256(Q6_FIELD(qh, k), m30));                       \
                     }                                                                                         \
                     const __m256i sp = _mm256_cvtepi8_epi16(                                                  \
                         _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32 + 16 * hf)));\
