@@ -1,0 +1,283 @@
+/*
+ * gemm_packed_k_common.h - what the kernels of the packed Q4_K and Q5_K
+ * x16 layouts (quant/pack.h) share: both layouts start with the same
+ * super-block head (d, dmin, the 6-bit scales and mins of 16 rows side by
+ * side, the low four bits of the levels in 64-byte runs), so the
+ * unpacking of scales and mins, the activation side of the min
+ * correction, the buffer of one unpacked super-block and the drivers that
+ * walk panels of activation rows and groups of weight rows are one code.
+ * Each kernel file adds its own tiles (how a level is made: four bits, or
+ * four plus the fifth from qh) and instantiates the drivers.
+ *
+ * The whole scheme is described in gemm_packed_k_avx2.c.  Included only
+ * by x86 kernel files built with EM_HAVE_X86_GEMM.
+ */
+#ifndef EMBER_GEMM_PACKED_K_COMMON_H
+#define EMBER_GEMM_PACKED_K_COMMON_H
+
+#include "quant/arch/x86/gemv_common.h"
+#include "quant/blocks.h"
+#include "quant/pack.h"
+
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define TVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+#define KP_ROWS EM_PACK_ROWS_K
+#define KP_SC 64    /* offset of sc[12][16] in a super-block */
+#define KP_QS 256   /* offset of qs[4][8][16][4]             */
+#define Q8K_QS 4    /* offset of qs in a Q8_K block          */
+#define Q8K_BS 260  /* offset of bsums                       */
+_Static_assert(offsetof(em_block_q8_k, qs) == Q8K_QS && offsetof(em_block_q8_k, bsums) == Q8K_BS, "Q8_K");
+
+/* Int32 entries of the per-call table of the activations' group sums
+ * (min_pairs), which lives on the stack: 64 KiB. */
+#define KP_TABLE 16384
+
+/* Bytes of activation rows per panel (panel_rows).  Each panel streams
+ * the call's weights and unpacks them again, so a prompt of 128 rows of
+ * k = 2048 (2336 bytes each) takes two panels (112 + 16) at 256 KiB and
+ * one at 320 KiB or more; a build may set it to measure that
+ * (-DKP_PANEL_BYTES=...).  256 KiB is the whole L2 of the smallest
+ * AVX2 cores (Skylake client); most have 512 KiB to 2 MiB. */
+#ifndef KP_PANEL_BYTES
+#define KP_PANEL_BYTES (256 * 1024)
+#endif
+
+/* For n activation rows (stride as) and each of their nb blocks, four
+ * int32 at tbl[(r * nb + b) * 4 + p]: int16 pair (B_2p, B_2p+1) with
+ * B_g = bsums[2g] + bsums[2g+1] (at most 32 * 128 in magnitude), the
+ * activation side of vpdpwssd with the weights' min pairs. */
+static void min_pairs(int64_t nb, const uint8_t *a, size_t as, int64_t n, int32_t *tbl) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            int16_t bs[16];
+            memcpy(bs, a + (size_t)r * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_BS, sizeof bs);
+            for (int p = 0; p < 4; p++) {
+                const uint16_t lo = (uint16_t)(bs[4 * p] + bs[4 * p + 1]), hi = (uint16_t)(bs[4 * p + 2] + bs[4 * p + 3]);
+                tbl[(r * nb + b) * 4 + p] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+            }
+        }
+}
+
+/* Activation rows per panel: as many as fill KP_PANEL_BYTES (they stay in
+ * L2 while the call's groups pass over them) and whose table entries fit
+ * KP_TABLE, in whole tiles of rn_max (EM_PACK_MAX_K keeps one tile's
+ * within the table). */
+static int64_t panel_rows(int64_t nb, size_t as, int64_t rn_max) {
+    int64_t fit = (int64_t)(KP_PANEL_BYTES / as);
+    if (fit > KP_TABLE / (nb * 4)) fit = KP_TABLE / (nb * 4);
+    fit = fit / rn_max * rn_max;
+    return fit < rn_max ? rn_max : fit;
+}
+
+static inline int32_t ld32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The scales and mins of the packed bytes K[j] (byte j of each row's 12,
+ * one row per lane), as kscales.h unpacks one row:
+ *   sc g < 4: K[g] & 63;   mn g < 4: K[g + 4] & 63;
+ *   sc g >= 4: (K[g + 4] & 15) | (K[g - 4] >> 6) << 4;
+ *   mn g >= 4: (K[g + 4] >> 4) | (K[g] >> 6) << 4.
+ * (K >> 6) << 4 is (K >> 2) & 0x30 for a byte in an int32 lane, so each
+ * upper one is a shift and one bit-select (ternary logic 0xE4: bits 0-3
+ * from the first operand, the rest from the second; K >> 2 has nothing
+ * above bit 5).  VEC is the vector type, the ops its intrinsics. */
+#define KP_UNPACK(VEC, K, sc, mp, AND, SRLI, SLLI, OR, SEL, SET1)                                            \
+    do {                                                                                                    \
+        const VEC m63 = SET1(63), m15 = SET1(15);                                                           \
+        VEC mn[8];                                                                                          \
+        for (int g = 0; g < 4; g++) {                                                                       \
+            sc[g] = AND(K[g], m63);                                                                         \
+            mn[g] = AND(K[g + 4], m63);                                                                     \
+            sc[g + 4] = SEL(K[g + 8], SRLI(K[g], 2), m15);                                                  \
+            mn[g + 4] = SEL(SRLI(K[g + 8], 4), SRLI(K[g + 4], 2), m15);                                     \
+        }                                                                                                   \
+        for (int p = 0; p < 4; p++) mp[p] = OR(mn[2 * p], SLLI(mn[2 * p + 1], 16));                         \
+    } while (0)
+
+#define SEL512(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xE4)
+
+/* Super-block sb's 16 rows: sc[8] scales and mp[4] min pairs. */
+static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *mp) {
+    __m512i K[12];
+    for (int j = 0; j < 12; j++) K[j] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(sb + KP_SC + 16 * j)));
+    KP_UNPACK(__m512i, K, sc, mp, _mm512_and_si512, _mm512_srli_epi32, _mm512_slli_epi32, _mm512_or_si512, SEL512,
+              _mm512_set1_epi32);
+}
+
+/* The 256-bit sets' operations.  DP_P adds the byte products of four
+ * quants per row to P: vpdpbusd with AVX-VNNI (int32 P), vpmaddubsw into
+ * int16 pairs with plain AVX2; APPLY_P adds P times the group scale to T:
+ * vpmulld, or vpmaddwd with the scale in both int16 halves of each lane
+ * (SC16 makes that form); MIN adds a pair of mins times the activation's
+ * pair of group sums.  There is no ternary logic below AVX-512: the
+ * bit-select is and/andnot. */
+#define SEL256(a, b, m) _mm256_or_si256(_mm256_and_si256(a, m), _mm256_andnot_si256(m, b))
+#define VNNI_P(P, w, y) P = _mm256_dpbusd_avx_epi32(P, w, y)
+#define VNNI_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_mullo_epi32(P, sc))
+#define VNNI_SC16(sc) (sc)
+#define VNNI_MIN(M, mp, y) M = _mm256_dpwssd_avx_epi32(M, mp, y)
+#define AVX2_P(P, w, y) P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y))
+#define AVX2_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_madd_epi16(P, sc))
+#define AVX2_SC16(sc) _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))
+#define AVX2_MIN(M, mp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, y))
+
+/* With more activation rows than one tile takes, every tile of a group
+ * would unpack the same levels and scales again.  Instead each
+ * super-block of the group is unpacked once into this buffer (in L1), and
+ * the tiles of all the panel's activation rows work from it, keeping
+ * their float sums in the output rows between super-blocks (the same
+ * operations in the same order: outputs do not change).  The levels are
+ * whole (Q5_K: the fifth bit already in). */
+typedef struct kp_buf {
+    uint8_t w[4][2][8][64]; /* levels of qs[s][q]: [s][h][q][row * 4 + i], h 0: low nibbles, 1: high */
+    int32_t sc[8][16];      /* group scale of each row (AVX2: in both int16 halves) */
+    int32_t mp[4][16];      /* int16 pairs of mins (groups 2p, 2p + 1) of each row */
+    float d[16], dm[16];    /* d and dmin of each row */
+} kp_buf;
+
+/* The buffered product of one group (see KP_DRIVER) for the panel's
+ * activation rows p0 .. p1-1, if more than one tile: returns whether it
+ * was done.  UNPACK fills a kp_buf from one super-block of SB bytes. */
+#define KP_BUF_STEP(fname, TGT, UNPACK, TILEB, RNMAX, HALVES, SB)                                              \
+    static inline AI TGT bool fname(int64_t nb, const uint8_t *grp, uintptr_t pfa, size_t pfl, const uint8_t *a, \
+                                    size_t as, int64_t p0, int64_t p1, const int32_t *tbl, float *out,        \
+                                    int64_t ldo) {                                                             \
+        if (p1 - p0 <= RNMAX) return false;                                                                    \
+        kp_buf u;                                                                                              \
+        const size_t pfs = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;                                     \
+        for (int64_t b = 0; b < nb; b++) {                                                                     \
+            if (pfa) em_gemv_prefetch_part(pfa, pfl, b, pfs);                                                  \
+            UNPACK(grp + (size_t)b * (SB), &u);                                                                \
+            for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                      \
+                const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                           \
+                const uint8_t *ar = a + (size_t)r0 * as + (size_t)b * sizeof(em_block_q8_k);                   \
+                const int32_t *bp = tbl + ((r0 - p0) * nb + b) * 4;                                            \
+                for (int hf = 0; hf < HALVES; hf++)                                                            \
+                    EM_RN_SWITCH(TILEB, RNMAX, rn, hf, &u, ar, as, bp, nb * 4, out + r0 * ldo + hf * (KP_ROWS / HALVES), \
+                                 ldo, b == 0);                                                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        return true;                                                                                           \
+    }
+#define NO_BUF_STEP(...) false
+
+/* For each panel of activation rows (their min pairs found first) and
+ * each group of the call:
+ *   - at most RNMAX activation rows: one tile per group half (HALVES 2:
+ *     the 256-bit tiles of 8 rows) over all super-blocks, unpacking them
+ *     as it goes.  The group after next is prefetched meanwhile
+ *     (em_gemv_prefetch_plan's region): with one activation row, that is
+ *     the matrix-vector product's stream;
+ *   - more: with a BUF_STEP, each super-block unpacked once (kp_buf),
+ *     then the tiles of all the panel's rows (and halves) over it;
+ *     without (NO_BUF_STEP), tiles of RNMAX rows as above.
+ * Measured (bench_gemm, 64 rows, Q4_K): the buffer makes the 256-bit
+ * kernels 1.2x faster, whose tiles of two rows share little, and the
+ * 512-bit one 1.3x slower, whose tiles of eight rows share the unpacking
+ * already. */
+#define KP_DRIVER(name, TGT, TILE, BUF_STEP, RNMAX, HALVES)                                              \
+    TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
+                  float *out, int64_t ldo) {                                                                   \
+        const int64_t nb = k / EM_QK_K;                                                                        \
+        int32_t tbl[KP_TABLE];                                                                                 \
+        const int64_t panel = panel_rows(nb, as, RNMAX);                                                       \
+        for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
+            const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
+            min_pairs(nb, (const uint8_t *)a + (size_t)p0 * as, as, p1 - p0, tbl);                             \
+            for (int64_t j0 = 0; j0 < nw; j0 += KP_ROWS) {                                                     \
+                const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;                                     \
+                uintptr_t pfa;                                                                                 \
+                size_t pfl;                                                                                    \
+                em_gemv_prefetch_plan(w, ws, j0, KP_ROWS, &pfa, &pfl);                                         \
+                if (BUF_STEP(nb, grp, pfa, pfl, (const uint8_t *)a, as, p0, p1, tbl, out + j0, ldo)) continue; \
+                const size_t pfs = pfa ? (pfl + (size_t)(nb * HALVES) - 1) / (size_t)(nb * HALVES) : 0;       \
+                for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
+                    const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
+                    const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
+                    const int32_t *mt = tbl + (r0 - p0) * nb * 4;                                              \
+                    for (int hf = 0; hf < HALVES; hf++) {                                                      \
+                        const uintptr_t pf = pfa && r0 == p0 ? pfa + (size_t)hf * pfl / HALVES : 0;            \
+                        float *o = out + r0 * ldo + j0 + hf * (KP_ROWS / HALVES);                              \
+                        EM_RN_SWITCH(TILE, RNMAX, rn, hf, nb, grp, ar, as, mt, o, ldo, pf, pfl / HALVES, pfs); \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+/* The AVX-512 tile for KP_DRIVER: a group is one tile (hf unused). */
+/* One group (16 rows of nb super-blocks at grp) times RN activation rows
+ * at ar (stride as) with their min pairs mpt[(j * nb + b) * 4 ..]:
+ * out[j * ldo + i] for row i.  pf/pfl/pfs: the region to prefetch, a part
+ * per super-block (pf 0: none).  q5 (a constant once inlined): Q5_K
+ * super-blocks, whose fifth bits (bit g of each qh byte, for group g) are
+ * tested into a mask register and add 16 under it; else Q4_K. */
+static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
+                                    const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *sb = grp + (size_t)b * (q5 ? EM_PACK_Q5K_SB : EM_PACK_Q4K_SB);
+        __m512i sc[8], mp[4], T[8];
+        unpack_512(sb, sc, mp);
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m512i bit = _mm512_set1_epi8((char)(1 << (2 * s + h))); /* Q5_K: this group's fifth bits */
+                __m512i W[8];
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++) {
+                    const __m512i x = _mm512_loadu_si512(sb + KP_QS + (s * 8 + q) * 64);
+                    const __m512i lo = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
+                    if (q5) {
+                        const __mmask64 hi = _mm512_test_epi8_mask(_mm512_loadu_si512(sb + EM_Q5KX16_QH + q * 64), bit);
+                        W[q] = _mm512_mask_add_epi8(lo, hi, lo, b4);
+                    } else {
+                        W[q] = lo;
+                    }
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) {
+                    const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h;
+                    __m512i P = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                    for (int q = 0; q < 8; q++) P = _mm512_dpbusd_epi32(P, W[q], _mm512_set1_epi32(ld32(y + 4 * q)));
+                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc[2 * s + h]));
+                }
+            }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)sb));
+        const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(sb + 32)));
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) {
+            const int32_t *bp = mpt + ((int64_t)j * nb + b) * 4;
+            __m512i M = _mm512_dpwssd_epi32(_mm512_setzero_si512(), mp[0], _mm512_set1_epi32(bp[0]));
+            M = _mm512_dpwssd_epi32(M, mp[1], _mm512_set1_epi32(bp[1]));
+            M = _mm512_dpwssd_epi32(M, mp[2], _mm512_set1_epi32(bp[2]));
+            M = _mm512_dpwssd_epi32(M, mp[3], _mm512_set1_epi32(bp[3]));
+            const __m512 da = _mm512_set1_ps(em_gemv_ldf32(ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(T[j]), _mm512_mul_ps(d, da), acc[j]);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(M), _mm512_mul_ps(dm, da), acc[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) _mm512_storeu_ps(out + j * ldo, acc[j]);
+}
+
+#define TILE512_Q4K(RN, hf, ...) tile_512(RN, false, __VA_ARGS__)
+#define TILE512_Q5K(RN, hf, ...) tile_512(RN, true, __VA_ARGS__)
+
+
+#endif /* EMBER_GEMM_PACKED_K_COMMON_H */
