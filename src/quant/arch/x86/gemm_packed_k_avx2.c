@@ -114,18 +114,7 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
                 _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][1][sq % 8] + 32 * hf),                    \
                                     _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));                            \
             }                                                                                                  \
-        for (int hf = 0; hf < 2; hf++) {                                                                       \
-            __m256i K[12], sc[8], mp[4];                                                                       \
-            for (int j = 0; j < 12; j++)                                                                       \
-                K[j] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(sb + KP_SC + 16 * j + 8 * hf))); \
-            KP_UNPACK(__m256i, K, sc, mp, _mm256_and_si256, _mm256_srli_epi32, _mm256_slli_epi32,             \
-                       _mm256_or_si256, SEL256, _mm256_set1_epi32);                                            \
-            for (int g = 0; g < 8; g++) _mm256_storeu_si256((__m256i *)(void *)(u->sc[g] + 8 * hf), SC16(sc[g])); \
-            for (int p = 0; p < 4; p++) _mm256_storeu_si256((__m256i *)(void *)(u->mp[p] + 8 * hf), mp[p]);    \
-            _mm256_storeu_ps(u->d + 8 * hf, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)))); \
-            _mm256_storeu_ps(u->dm + 8 * hf,                                                                   \
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf)))); \
-        }                                                                                                      \
+        KP_BUF_SCALES256(sb, u, SC16);                                                                         \
     }                                                                                                          \
     static inline AI TGT void tname(const int RN, int hf, const kp_buf *u, const uint8_t *ar, size_t as,      \
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
@@ -147,17 +136,7 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
                 APPLY(T[j], P, sc);                                                                            \
             }                                                                                                  \
         }                                                                                                      \
-        const __m256 d = _mm256_loadu_ps(u->d + 8 * hf), dm = _mm256_loadu_ps(u->dm + 8 * hf);                 \
-        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                 \
-            const int32_t *bj = bp + j * bps;                                                                  \
-            __m256i M = _mm256_setzero_si256();                                                                \
-            _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++)                                                \
-                DMIN(M, _mm256_loadu_si256((const __m256i *)(const void *)(u->mp[p] + 8 * hf)), _mm256_set1_epi32(bj[p])); \
-            const __m256 da = _mm256_set1_ps(em_gemv_ldf32(ar + (size_t)j * as));                              \
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(T[j]), _mm256_mul_ps(d, da), acc[j]);                   \
-            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dm, da), acc[j]);                    \
-            _mm256_storeu_ps(out + j * ldo, acc[j]);                                                           \
-        }                                                                                                      \
+        KP_BUF_FINISH256(RN, hf, u, ar, as, bp, bps, acc, T, out, ldo, DMIN);                                  \
     }
 
 K16_BUF256(unpack_buf_vnni, tileb_vnni, TVNNI, VNNI_P, VNNI_APPLY, VNNI_SC16, VNNI_MIN)
