@@ -142,17 +142,25 @@ typedef struct kp_buf {
     float d[16], dm[16];    /* d and dmin of each row */
 } kp_buf;
 
+/* The scales sc[8] and min pairs mp[4] of the 8 rows of half hf of
+ * super-block sb, one row per int32 lane (the 256-bit form of unpack_512). */
+#define KP_UNPACK_HALF256(sb, hf, sc, mp)                                                                      \
+    do {                                                                                                       \
+        __m256i K[12];                                                                                         \
+        _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) K[j] = _mm256_cvtepu8_epi32(                     \
+            _mm_loadl_epi64((const __m128i *)(const void *)((sb) + KP_SC + 16 * j + 8 * (hf))));               \
+        KP_UNPACK(__m256i, K, sc, mp, _mm256_and_si256, _mm256_srli_epi32, _mm256_slli_epi32, _mm256_or_si256, \
+                  SEL256, _mm256_set1_epi32);                                                                  \
+    } while (0)
+
 /* Filling the scale part of a kp_buf with the 256-bit sets: both 8-row
  * halves of super-block sb unpacked (SC16 gives the scales' form), with
  * d and dmin widened to float. */
 #define KP_BUF_SCALES256(sb, u, SC16)                                                                                         \
     do {                                                                                                                      \
         for (int hf = 0; hf < 2; hf++) {                                                                                      \
-            __m256i K[12], sc[8], mp[4];                                                                                      \
-            for (int j = 0; j < 12; j++)                                                                                      \
-                K[j] = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(sb + KP_SC + 16 * j + 8 * hf)));  \
-            KP_UNPACK(__m256i, K, sc, mp, _mm256_and_si256, _mm256_srli_epi32, _mm256_slli_epi32,                             \
-                       _mm256_or_si256, SEL256, _mm256_set1_epi32);                                                           \
+            __m256i sc[8], mp[4];                                                                                             \
+            KP_UNPACK_HALF256(sb, hf, sc, mp);                                                                                \
             for (int g = 0; g < 8; g++) _mm256_storeu_si256((__m256i *)(void *)(u->sc[g] + 8 * hf), SC16(sc[g]));             \
             for (int p = 0; p < 4; p++) _mm256_storeu_si256((__m256i *)(void *)(u->mp[p] + 8 * hf), mp[p]);                   \
             _mm256_storeu_ps(u->d + 8 * hf, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)))); \

@@ -95,11 +95,8 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
         for (int64_t b = 0; b < nb; b++) {                                                                     \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
             const uint8_t *sb = grp + (size_t)b * EM_PACK_Q5K_SB;                                              \
-            __m256i K[12], sc[8], mp[4], T[4];                                                                 \
-            _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) K[j] = _mm256_cvtepu8_epi32(                 \
-                _mm_loadl_epi64((const __m128i *)(const void *)(sb + KP_SC + 16 * j + 8 * hf)));               \
-            KP_UNPACK(__m256i, K, sc, mp, _mm256_and_si256, _mm256_srli_epi32, _mm256_slli_epi32,              \
-                      _mm256_or_si256, SEL256, _mm256_set1_epi32);                                             \
+            __m256i sc[8], mp[4], T[4];                                                                        \
+            KP_UNPACK_HALF256(sb, hf, sc, mp);                                                                 \
             _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) sc[g] = SC16(sc[g]);                           \
             _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();                 \
             _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
