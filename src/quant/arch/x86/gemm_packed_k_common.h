@@ -153,6 +153,24 @@ typedef struct kp_buf {
                   SEL256, _mm256_set1_epi32);                                                                  \
     } while (0)
 
+/* The end of super-block b in an unbuffered 256-bit tile of half hf: for
+ * each of the RN activation rows, the mins' integer term M (DMIN of the
+ * half's min pairs mp with the row's pairs in mpt), then
+ * acc += T * (d * d_a) - M * (dmin * d_a) in float. */
+#define KP_TILE_SB_END256(RN, sb, hf, b, nb, mpt, mp, ar, as, T, acc, DMIN)                                               \
+    do {                                                                                                                  \
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)));             \
+            const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf)));       \
+            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                        \
+                const int32_t *bp = mpt + ((int64_t)j * nb + b) * 4;                                                      \
+                __m256i M = _mm256_setzero_si256();                                                                       \
+                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) DMIN(M, mp[p], _mm256_set1_epi32(bp[p]));             \
+                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k))); \
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(T[j]), _mm256_mul_ps(d, da), acc[j]);                         \
+                acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dm, da), acc[j]);                          \
+            }                                                                                                             \
+    } while (0)
+
 /* Filling the scale part of a kp_buf with the 256-bit sets: both 8-row
  * halves of super-block sb unpacked (SC16 gives the scales' form), with
  * d and dmin widened to float. */

@@ -103,16 +103,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
                 K5_GROUP256(RN, TILE_WQ, ar + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h, as,      \
                             sc[2 * s + h], T, DPP, APPLY, PRUN)                                                \
             }                                                                                                  \
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)));  \
-            const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf))); \
-            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                             \
-                const int32_t *bp = mpt + ((int64_t)j * nb + b) * 4;                                           \
-                __m256i M = _mm256_setzero_si256();                                                            \
-                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) DMIN(M, mp[p], _mm256_set1_epi32(bp[p]));   \
-                const __m256 da = _mm256_set1_ps(em_gemv_ldf32(ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k))); \
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(T[j]), _mm256_mul_ps(d, da), acc[j]);               \
-                acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dm, da), acc[j]);                \
-            }                                                                                                  \
+            KP_TILE_SB_END256(RN, sb, hf, b, nb, mpt, mp, ar, as, T, acc, DMIN);                               \
         }                                                                                                      \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, acc[j]);          \
     }
