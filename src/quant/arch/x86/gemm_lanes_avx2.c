@@ -69,13 +69,6 @@ static inline int32_t ld32(const uint8_t *p) {
     return v;
 }
 
-/* The float at p (interleaved rows are not aligned). */
-static inline float ldf32(const uint8_t *p) {
-    float v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* The sums of m0..m7's eight lanes each, in lanes 0..7: two rounds of
  * unpacks and adds within 128-bit halves, then the halves added. */
 static inline AI __m256i sum8_rows(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4, __m256i m5,
@@ -364,7 +357,7 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
  * two chains of four (LANE_ROW8). */
 #define Q8_512_ROW(j)                                                                                       \
     LANE_ROW8(j, ILV ? yb + 32 * j : ROW_Y(j), ILV ? ld32(yb + 32 * RN + 4 * j) : bias[j * nb + b],             \
-              ILV ? ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b], w0, w1, w2, w3, w4, w5, w6, w7)
+              ILV ? em_gemv_ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b], w0, w1, w2, w3, w4, w5, w6, w7)
 #define Q8_512_STORE(j)                                                                                     \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(pout, c##j));
 
