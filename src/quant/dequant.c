@@ -155,47 +155,39 @@ static void dequant_q3_k(const em_block_q3_k *x, float *y, int64_t nb) {
     }
 }
 
-static void dequant_q4_k(const em_block_q4_k *x, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++) {
-        const float d = em_fp16_to_fp32(x[i].d);
-        const float dmin = em_fp16_to_fp32(x[i].dmin);
-        for (int k = 0; k < 4; k++) {
-            uint8_t sc0, mn0, sc1, mn1;
-            em_q4k_scale_min(x[i].scales, 2 * k, &sc0, &mn0);
-            em_q4k_scale_min(x[i].scales, 2 * k + 1, &sc1, &mn1);
-            const float d0 = d * (float)sc0, m0 = dmin * (float)mn0;
-            const float d1 = d * (float)sc1, m1 = dmin * (float)mn1;
-            const uint8_t *q = x[i].qs + 32 * k;
-            for (int l = 0; l < 32; l++) y[l] = d0 * (float)(q[l] & 15) - m0;
-            for (int l = 0; l < 32; l++) y[l + 32] = d1 * (float)(q[l] >> 4) - m1;
-            y += 64;
+/* One Q4_K or Q5_K super-block: 8 groups of 32 weights, each level times
+ * its group's 6-bit scale minus its 6-bit min. Q5_K adds a fifth bit per
+ * weight from qh (bit 2k for the low nibbles of run k, 2k + 1 for the high
+ * ones); Q4_K passes qh = NULL. y: [256] floats. */
+static void dequant_k4_block(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                             const uint8_t *qh, float *y) {
+    const float d = em_fp16_to_fp32(d16);
+    const float dmin = em_fp16_to_fp32(dmin16);
+    for (int k = 0; k < 4; k++, y += 64) {
+        uint8_t sc0, mn0, sc1, mn1;
+        em_q4k_scale_min(scales, 2 * k, &sc0, &mn0);
+        em_q4k_scale_min(scales, 2 * k + 1, &sc1, &mn1);
+        const float d0 = d * (float)sc0, m0 = dmin * (float)mn0;
+        const float d1 = d * (float)sc1, m1 = dmin * (float)mn1;
+        const uint8_t *q = qs + 32 * k;
+        const uint8_t b0 = (uint8_t)(1u << (2 * k)), b1 = (uint8_t)(1u << (2 * k + 1));
+        for (int l = 0; l < 32; l++) {
+            const int v = (q[l] & 15) + ((qh && (qh[l] & b0)) ? 16 : 0);
+            y[l] = d0 * (float)v - m0;
+        }
+        for (int l = 0; l < 32; l++) {
+            const int v = (q[l] >> 4) + ((qh && (qh[l] & b1)) ? 16 : 0);
+            y[l + 32] = d1 * (float)v - m1;
         }
     }
 }
 
+static void dequant_q4_k(const em_block_q4_k *x, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, y += 256) dequant_k4_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, NULL, y);
+}
+
 static void dequant_q5_k(const em_block_q5_k *x, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++) {
-        const float d = em_fp16_to_fp32(x[i].d);
-        const float dmin = em_fp16_to_fp32(x[i].dmin);
-        for (int k = 0; k < 4; k++) {
-            uint8_t sc0, mn0, sc1, mn1;
-            em_q4k_scale_min(x[i].scales, 2 * k, &sc0, &mn0);
-            em_q4k_scale_min(x[i].scales, 2 * k + 1, &sc1, &mn1);
-            const float d0 = d * (float)sc0, m0 = dmin * (float)mn0;
-            const float d1 = d * (float)sc1, m1 = dmin * (float)mn1;
-            const uint8_t *q = x[i].qs + 32 * k;
-            const uint8_t b0 = (uint8_t)(1u << (2 * k)), b1 = (uint8_t)(1u << (2 * k + 1));
-            for (int l = 0; l < 32; l++) {
-                const int v = (q[l] & 15) + ((x[i].qh[l] & b0) ? 16 : 0);
-                y[l] = d0 * (float)v - m0;
-            }
-            for (int l = 0; l < 32; l++) {
-                const int v = (q[l] >> 4) + ((x[i].qh[l] & b1) ? 16 : 0);
-                y[l + 32] = d1 * (float)v - m1;
-            }
-            y += 64;
-        }
-    }
+    for (int64_t i = 0; i < nb; i++, y += 256) dequant_k4_block(x[i].d, x[i].dmin, x[i].scales, x[i].qs, x[i].qh, y);
 }
 
 static void dequant_q6_k(const em_block_q6_k *x, float *y, int64_t nb) {
