@@ -3,14 +3,10 @@
 # must equal what `ember run` generates from the same rendered
 # conversation, so the template, the BOS rule and the reuse of the cached
 # prefix between turns are all checked against the plain engine.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+. "$(dirname "$0")/lib.sh"
+need_data
 M="$EMBER_TEST_DATA/models/stories260K.gguf"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
 
 # chatml as the built-in writes it (no command substitution here: it
 # would drop the newlines at the ends).
@@ -70,5 +66,4 @@ rc=$?
 "$EMBER_BIN" chat --help >"$tmp/h.txt" 2>&1; rc=$?
 [ $rc -eq 0 ] && grep -q -- "--chat-template" "$tmp/h.txt" && ok "--help" || bad "--help rc $rc"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -10,9 +10,8 @@
 # Everything is kept small (few chunks, few items) for a 2-core machine.
 # Exit 77 (skip) without EMBER_TEST_DATA, or when every other check passed
 # but Chromium (Debian package chromium) is absent.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+. "$(dirname "$0")/lib.sh"
+need_data
 D=$EMBER_TEST_DATA
 M="$D/models/stories260K.gguf"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -21,9 +20,6 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 TXT="$tmp/tinystories.txt"
 head -c 60000 "$D/text/tinystories_val.txt" >"$TXT"
 head -c 8000 "$TXT" >"$tmp/small.txt"
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
 E() { "$EMBER_BIN" eval "$@"; }
 # Floating-point comparisons through awk: cmp_lt A B is true when A < B.
 cmp_lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 == a && a < b) }'; }
@@ -155,7 +151,5 @@ elif [ -s "$tmp/report.html" ]; then
     && ok "Chromium renders the report: $marks chart marks for 3 models" || bad "Chromium DOM: $marks marks"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ] || exit 1
-[ $have_chromium -eq 1 ] || { echo "SKIP: chromium absent; every other check passed"; exit 77; }
-exit 0
+[ $have_chromium -eq 1 ] || skipped="chromium absent; every other check passed"
+finish

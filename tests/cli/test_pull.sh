@@ -6,10 +6,9 @@
 # models (made by the gguf_split tool) that run as one, the mirror
 # endpoint, HF_TOKEN, EMBER_OFFLINE, bundles (round trip, tampered and
 # truncated refused, ed25519 signatures).
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
-command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+need_data
+need_cmd python3
 TOOLS=${EMBER_TOOLS_DIR:-$(dirname "$EMBER_BIN")}
 [ -x "$TOOLS/gguf_split" ] || { echo "SKIP: $TOOLS/gguf_split is not built"; exit 77; }
 HUB_PY="$(cd "$(dirname "$0")/../tools" && pwd)/fake_hub.py"
@@ -18,10 +17,6 @@ tmp=$(mktemp -d)
 hub_pid=
 stop_hub() { if [ -n "$hub_pid" ]; then kill "$hub_pid" 2>/dev/null; wait "$hub_pid" 2>/dev/null; hub_pid=; fi; }
 trap 'stop_hub; rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 # Loopback only: no proxy may get in the way, and no token leaks in.
 unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY HF_TOKEN EMBER_OFFLINE
@@ -215,5 +210,4 @@ PY
 "$E" bundle import "$tmp/s2.tar" >/dev/null 2>"$tmp/err"
 check "a manifest changed after signing is refused" '[ $? -eq 1 ] && grep -q "does not verify" "$tmp/err" && ! "$E" list | grep -q -i test/'
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

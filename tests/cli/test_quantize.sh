@@ -6,16 +6,12 @@
 # matrix; every result must run; stories260K in Q8_0 must generate the same
 # greedy text as in F32; metadata must be copied; threads must not change
 # the bytes; and bad requests must fail with one clear line.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+. "$(dirname "$0")/lib.sh"
+need_data
 T256="$EMBER_TEST_DATA/models/tiny-256"
 M="$T256/tiny-256-f32.gguf"
 S="$EMBER_TEST_DATA/models/stories260K.gguf"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
 
 # "name type" of every tensor, sorted, from ember inspect's tensor table.
 types() {
@@ -140,12 +136,6 @@ Q40="$T256/tiny-256-Q4_0.gguf"
   && ok "same types: copied without requantizing" || bad "Q4_0 to Q4_0"
 
 # 8. Bad requests: one line, exit 1 (bad input) or 2 (bad usage).
-one_line() { # expected-rc description command...
-  local want=$1 what=$2; shift 2
-  "$@" >/dev/null 2>"$tmp/e.txt"; local rc=$?
-  if [ $rc -eq "$want" ] && [ "$(wc -l <"$tmp/e.txt")" -eq 1 ]; then ok "$what: $(cat "$tmp/e.txt")"
-  else bad "$what (rc $rc, $(wc -l <"$tmp/e.txt") lines)"; fi
-}
 head -c 3000 "$M" >"$tmp/trunc.gguf"
 printf 'not a model at all' >"$tmp/junk.gguf"
 one_line 1 "truncated input" "$EMBER_BIN" quantize "$tmp/trunc.gguf" "$tmp/o.gguf" Q4_0
@@ -160,5 +150,4 @@ one_line 2 "unknown option" "$EMBER_BIN" quantize "$M" "$tmp/o.gguf" Q4_0 --bogu
 [ ! -e "$tmp/o.gguf" ] && ok "no output file after failures" || bad "a failed run left $tmp/o.gguf"
 "$EMBER_BIN" quantize --help | grep -q "Q4_K_M" && ok "--help lists the mixes" || bad "--help"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -6,17 +6,13 @@
 # stubs' known answers, each call's cost from the stub's token counts and
 # the configured prices.  Also: the table's pasteable accept line, the
 # --by min grid, and the errors for a bad data line and a non-cascade route.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-command -v python3 >/dev/null || { echo "SKIP: python3 is missing"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+need_cmd python3
 here=$(cd "$(dirname "$0")/../tools" && pwd)
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
 
 stub() {
   local name=$1; shift
@@ -170,5 +166,4 @@ rc=$?
 if [ $rc = 1 ] && grep -q "'plain' is not a cascade route" "$tmp/err"; then ok "a direct route refused"
 else bad "non-cascade route (rc $rc)"; cat "$tmp/err"; fi
 
-echo "calibrate: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish calibrate

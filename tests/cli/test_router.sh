@@ -6,19 +6,13 @@
 # usage report, and the router's memory over many routed requests
 # (EMBER_ROUTER_MEM_REQUESTS, default 10000; the figure is printed).
 # Local backends are covered too when EMBER_TEST_DATA has stories260K.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-command -v curl >/dev/null || { echo "SKIP: curl is missing"; exit 77; }
-command -v python3 >/dev/null || { echo "SKIP: python3 is missing"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+need_cmd curl python3
 here=$(cd "$(dirname "$0")/../tools" && pwd)
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; [ "$fail" = 0 ] || tail -40 "$tmp/router.log"; rm -rf "$tmp"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 py() { python3 -c "$1"; }
 
 # stub NAME [args]: starts a stub, sets port_NAME.
@@ -402,5 +396,4 @@ else
   echo "skip: local backends (EMBER_TEST_DATA has no stories260K)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

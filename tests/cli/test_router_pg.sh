@@ -9,21 +9,18 @@
 # other router runs on), and the database going down and coming back.
 # Stub upstreams: tests/tools/stub_upstream.py.  Skips (77) without the
 # PostgreSQL server binaries.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
+. "$(dirname "$0")/lib.sh"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ] || [ ! -x "$pgbin/pg_ctl" ]; then
   echo "SKIP: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (Debian package postgresql; make test-deps)"
   exit 77
 fi
 command -v psql >/dev/null || { echo "SKIP: psql is missing (Debian package postgresql-client)"; exit 77; }
-command -v curl >/dev/null || { echo "SKIP: curl is missing"; exit 77; }
-command -v python3 >/dev/null || { echo "SKIP: python3 is missing"; exit 77; }
+need_cmd curl python3
 here=$(cd "$(dirname "$0")/../tools" && pwd)
 tmp=$(mktemp -d)
 chmod 711 "$tmp"
 pids=()
-pass=0; fail=0
 
 # PostgreSQL refuses to run as root: as root, its files and processes
 # belong to the postgres user (or nobody).
@@ -49,9 +46,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 py() { python3 -c "$1"; }
 
 "${as_pg[@]}" "$pgbin/initdb" -D "$tmp/pg/data" -A trust -U ember -E UTF8 --locale=C --no-sync >"$tmp/pg/initdb.log" 2>&1 ||
@@ -218,5 +212,5 @@ code=$(req "$port_b" roomy-key direct-strong "back")
 check "PostgreSQL back: router b reconnects and records again" '[ "$code" = 200 ] && [ "$(q "SELECT outcome FROM requests ORDER BY id DESC LIMIT 1")" = ok ]'
 kill "$pid_b"; wait "$pid_b" 2>/dev/null
 
-echo "$pass passed, $fail failed ($SECONDS s)"
-[ "$fail" = 0 ]
+echo "took $SECONDS s"
+finish

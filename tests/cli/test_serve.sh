@@ -3,18 +3,14 @@
 # /health, one completion and one bad request (a 400 naming the field),
 # refuses a wrong key, and on SIGTERM finishes a request in flight and
 # exits 0.  The node suite (tests/e2e) covers the whole API.
-set -u
-: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
-command -v curl >/dev/null || { echo "SKIP: curl is missing"; exit 77; }
+. "$(dirname "$0")/lib.sh"
+need_data
+need_cmd curl
 M="$EMBER_TEST_DATA/models/stories260K.gguf"
 tmp=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok: $1"; }
-bad() { fail=$((fail+1)); echo "FAIL: $1"; }
 json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 
 "$EMBER_BIN" serve -m "$M" --port 0 -t 1 --parallel 2 --api-key sekrit >"$tmp/out" 2>"$tmp/log" &
@@ -65,5 +61,4 @@ tail -1 "$tmp/s" | grep -q '^data: \[DONE\]' || tail -2 "$tmp/s" | grep -q 'data
 grep -q "stopped" "$tmp/log" && ok "logged its stop" || bad "no stop line"
 grep -q "POST /v1/completions 200" "$tmp/log" && ok "one log line per request" || bad "no request log line"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

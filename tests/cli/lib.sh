@@ -1,0 +1,53 @@
+# tests/cli/lib.sh - what the CLI script tests share; sourced, not run.
+#
+# Sourcing it needs $EMBER_BIN (the ember program) and starts the counts.
+# ok/bad/check record one result each; need_data and need_cmd turn a test
+# that cannot run here into a skip (exit 77); one_line checks a command's
+# exit code and that it explains itself in one line; finish prints the
+# counts and exits: 1 on any failure, 77 when $skipped names something that
+# could not be checked, else 0.  Scripts make their own temporary folder
+# and traps, since what they must clean up differs.
+
+set -u
+: "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
+pass=0
+fail=0
+skipped=""
+
+ok() { pass=$((pass + 1)); echo "ok: $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL: $1"; }
+# check LABEL SHELL-CONDITION: the condition, evaluated, decides the result.
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+
+need_data() {
+    if [ -z "${EMBER_TEST_DATA:-}" ]; then echo "SKIP: EMBER_TEST_DATA is not set"; exit 77; fi
+}
+# need_cmd CMD...: every command is installed.
+need_cmd() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null || { echo "SKIP: $c is missing"; exit 77; }
+    done
+}
+
+# one_line WANT-RC LABEL COMMAND...: the command exits with WANT-RC and
+# writes exactly one line to stderr.  Needs $tmp.
+one_line() {
+    local want=$1 what=$2
+    shift 2
+    "$@" >/dev/null 2>"$tmp/one_line.err"
+    local rc=$?
+    if [ $rc -eq "$want" ] && [ "$(wc -l <"$tmp/one_line.err")" -eq 1 ]; then
+        ok "$what: $(cat "$tmp/one_line.err")"
+    else
+        bad "$what (rc $rc, $(wc -l <"$tmp/one_line.err") lines)"
+    fi
+}
+
+# finish [PREFIX]: the summary line and the exit code.
+finish() {
+    echo "${1:+$1: }$pass passed, $fail failed"
+    [ "$fail" -eq 0 ] || exit 1
+    if [ -n "$skipped" ]; then echo "SKIP: $skipped"; exit 77; fi
+    exit 0
+}
