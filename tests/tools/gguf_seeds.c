@@ -11,6 +11,7 @@
  */
 #include "gguf/gguf.h"
 #include "quant/quant.h"
+#include "gguf_bytes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,42 +100,16 @@ static void tensors(const char *dir, uint32_t alignment, const char *name) {
 
 /* ----------------------------------------------------------- broken */
 
-typedef struct buf {
-    uint8_t p[512];
-    size_t len;
-} buf;
-
-static void put(buf *b, const void *s, size_t n) {
-    if (b->len + n > sizeof b->p) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-static void put_u32(buf *b, uint32_t v) {
-    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    put(b, x, 4);
-}
-static void put_u64(buf *b, uint64_t v) {
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-static void put_str(buf *b, const char *s) {
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
+/* Starts b over with a header. */
 static void header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
     b->len = 0;
-    put(b, "GGUF", 4);
-    put_u32(b, version);
-    put_u64(b, n_tensors);
-    put_u64(b, n_kv);
+    put_header(b, version, n_tensors, n_kv);
 }
+/* A tensor of ne0 x 1 x ... (n_dims sizes, at most 8). */
 static void tinfo(buf *b, const char *name, uint32_t n_dims, uint64_t ne0, uint32_t type,
                   uint64_t offset) {
-    put_str(b, name);
-    put_u32(b, n_dims);
-    for (uint32_t d = 0; d < n_dims; d++) put_u64(b, d ? 1 : ne0);
-    put_u32(b, type);
-    put_u64(b, offset);
+    uint64_t ne[8] = {ne0, 1, 1, 1, 1, 1, 1, 1};
+    put_tinfo(b, name, n_dims, ne, type, offset);
 }
 static void data(buf *b, size_t n) {
     while (b->len % 32) put(b, "", 1);
@@ -142,7 +117,7 @@ static void data(buf *b, size_t n) {
 }
 
 static void broken(const char *dir) {
-    buf b;
+    buf b = {0};
     header(&b, 1, 0, 0);
     save(dir, "v1.gguf", b.p, b.len);
     header(&b, 0x03000000u, 0, 0);
@@ -218,6 +193,7 @@ static void broken(const char *dir) {
     tinfo(&b, "t", 2, 1ull << 62, EM_TYPE_F32, 0);
     data(&b, 32);
     save(dir, "huge-shape.gguf", b.p, b.len);
+    free(b.p);
 }
 
 int main(int argc, char **argv) {

@@ -14,6 +14,7 @@
 #include "gguf/gguf.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "../tools/gguf_bytes.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -22,54 +23,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-/* A growable byte buffer to build files by hand. */
-typedef struct buf {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
-
-static void put(buf *b, const void *src, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n) cap *= 2;
-        b->p = realloc(b->p, cap);
-        if (!b->p) abort();
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
-static void put_u32(buf *b, uint32_t v) {
-    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    put(b, x, 4);
-}
-static void put_u64(buf *b, uint64_t v) {
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-static void put_str(buf *b, const char *s) {
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
-static void put_header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
-    put(b, "GGUF", 4);
-    put_u32(b, version);
-    put_u64(b, n_tensors);
-    put_u64(b, n_kv);
-}
-static void put_kv_u32(buf *b, const char *key, uint32_t v) {
-    put_str(b, key);
-    put_u32(b, EM_GGUF_UINT32);
-    put_u32(b, v);
-}
-static void put_tinfo(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne,
-                      uint32_t type, uint64_t offset) {
-    put_str(b, name);
-    put_u32(b, n_dims);
-    for (uint32_t d = 0; d < n_dims; d++) put_u64(b, ne[d]);
-    put_u32(b, type);
-    put_u64(b, offset);
-}
 /* Pads to the alignment and appends n bytes of data. */
 static void put_data(buf *b, size_t align, size_t n) {
     static const uint8_t zero[1];
