@@ -23,41 +23,11 @@ REF=$(cd "$(dirname "$0")" && pwd)/gemma4_ref.py
 TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
 failures=0
 
-# check LABEL MODEL TOKENS: both batch splits against the reference.
-check() {
-    local label=$1 model=$2 tokens=$3 err
-    if ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.whole.f32" 2>&1) ||
-        ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.split5.f32" --split 5 2>&1); then
-        echo "FAIL $label: dump_logits: $err"
-        return 1
-    fi
-    "$PY" "$REF" compare "$model" --tokens "$tokens" --label "$label" \
-        --engine "$TMP/$label.whole.f32" "$TMP/$label.split5.f32"
-}
-
-# variant NAME GEN_MODEL_ARGS...
-variant() {
-    local name=$1 out err model=$TMP/$1.gguf
-    shift
-    if ! err=$("$GEN" "$model" gemma4 "$@" --seed 7 2>&1); then
-        echo "FAIL $name: gen_model $*: $err"
-        failures=$((failures + 1))
-        return
-    fi
-    if ! out=$("$PY" "$REF" selftest "$model" --tokens "$TOKENS" 2>&1); then
-        echo "FAIL $name: the reference does not depend on this variant's features:"
-        echo "$out" | sed 's/^/    /'
-        failures=$((failures + 1))
-        return
-    fi
-    check "$name" "$model" "$TOKENS" || failures=$((failures + 1))
-}
-
-variant gemma4-dense  --n-layer 6 --pattern LLLGLG --head-dim 16 --n-head-kv 2 --rope-freqs \
+variant gemma4-dense  gemma4 --n-layer 6 --pattern LLLGLG --head-dim 16 --n-head-kv 2 --rope-freqs \
     --shared-kv 2 --embd-pl 16 --no-v-global --n-ff-shared 384
-variant gemma4-moe    --n-layer 4 --pattern LLLG --head-dim 16 --n-head-kv 4 --n-head-kv-global 2 \
+variant gemma4-moe    gemma4 --n-layer 4 --pattern LLLG --head-dim 16 --n-head-kv 4 --n-head-kv-global 2 \
     --experts 4 --experts-used 2 --n-ff-exp 32 --rope-freqs
-variant gemma4-split  --n-layer 3 --pattern LGL --head-dim 16 --n-head-kv 2 --experts 6 --experts-used 3 \
+variant gemma4-split  gemma4 --n-layer 3 --pattern LGL --head-dim 16 --n-head-kv 2 --experts 6 --experts-used 3 \
     --n-ff-exp 24 --split-exps --embd-pl 8
 
 # A file whose shared-KV layers would read a layer of the other kind is refused.
@@ -74,7 +44,7 @@ if [ -n "${EMBER_TEST_DATA:-}" ]; then
     for a in gemma4 gemma4-moe; do
         f=$EMBER_TEST_DATA/models/arch/tiny-$a.gguf
         [ -f "$f" ] || continue
-        check "tiny-$a" "$f" "$long" || failures=$((failures + 1))
+        check_engine "tiny-$a" "$f" "$long" || failures=$((failures + 1))
     done
 fi
 [ "$failures" -eq 0 ] || { echo "$failures check(s) failed"; exit 1; }

@@ -26,43 +26,7 @@ REF=$(cd "$(dirname "$0")" && pwd)/reference.py
 # 24 fixed token ids, spread over the 512-token vocabulary; long enough
 # for the 6-position sliding window to cut off most of the context.
 TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
-SPLIT=5
 failures=0
-
-# Runs ember on MODEL both ways and compares with the reference.
-# Prints one line; returns nonzero on failure.
-check_engine() {
-    local label=$1 model=$2 tokens=$3 err
-    if ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.whole.f32" 2>&1); then
-        echo "FAIL $label: dump_logits (one batch): $err"
-        return 1
-    fi
-    if ! err=$("$DUMP" "$model" "$tokens" "$TMP/$label.split$SPLIT.f32" --split "$SPLIT" 2>&1); then
-        echo "FAIL $label: dump_logits (split $SPLIT): $err"
-        return 1
-    fi
-    "$PY" "$REF" compare "$model" --tokens "$tokens" --label "$label" \
-        --engine "$TMP/$label.whole.f32" "$TMP/$label.split$SPLIT.f32"
-}
-
-# variant NAME GEN_MODEL_ARGS...
-variant() {
-    local name=$1 out err
-    shift
-    local model=$TMP/$name.gguf
-    if ! err=$("$GEN" "$model" "$@" --seed 7 2>&1); then
-        echo "FAIL $name: gen_model $*: $err"
-        failures=$((failures + 1))
-        return
-    fi
-    if ! out=$("$PY" "$REF" selftest "$model" --tokens "$TOKENS" 2>&1); then
-        echo "FAIL $name: the reference does not depend on this variant's features:"
-        echo "$out" | sed 's/^/    /'
-        failures=$((failures + 1))
-        return
-    fi
-    check_engine "$name" "$model" "$TOKENS" || failures=$((failures + 1))
-}
 
 variant llama           llama
 variant llama-gqa-tied  llama --n-embd 128 --n-head 8 --n-head-kv 2 --tied
