@@ -14,6 +14,7 @@
 #include "gguf/gguf.h"
 #include "sample/grammar.h"
 #include "tokenizer/tokenizer.h"
+#include "fuzz_vocab.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,18 +27,7 @@ static bool loaded;
 
 static void load_once(void) {
     loaded = true;
-    char path[4096];
-    const char *p = getenv("EMBER_FUZZ_VOCAB");
-    if (!p || !*p) {
-        const char *root = getenv("EMBER_TEST_DATA");
-        if (!root || !*root) return;
-        snprintf(path, sizeof path, "%s/models/stories260K.gguf", root);
-        p = path;
-    }
-    em_gguf *g = NULL;
-    if (em_gguf_open(&g, p) != EM_OK) return;
-    if (em_vocab_load(&vocab, g) != EM_OK) vocab = NULL;
-    em_gguf_close(g);
+    vocab = fuzz_vocab_load("fuzz_json_schema", "models/stories260K.gguf");
     if (vocab && em_token_trie_init(&trie, vocab) != EM_OK) trie = NULL;
 }
 

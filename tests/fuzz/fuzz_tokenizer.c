@@ -13,6 +13,7 @@
 #include "ember.h"
 #include "gguf/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "fuzz_vocab.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,21 +37,7 @@ static bool byte_round_trips(unsigned char b) {
 
 static void load_once(void) {
     loaded = true;
-    char path[4096];
-    const char *p = getenv("EMBER_FUZZ_VOCAB");
-    if (!p || !*p) {
-        const char *root = getenv("EMBER_TEST_DATA");
-        if (!root || !*root) return;
-        snprintf(path, sizeof path, "%s/tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf", root);
-        p = path;
-    }
-    em_gguf *g = NULL;
-    if (em_gguf_open(&g, p) != EM_OK) {
-        fprintf(stderr, "fuzz_tokenizer: %s\n", em_last_error());
-        return;
-    }
-    if (em_vocab_load(&vocab, g) != EM_OK) fprintf(stderr, "fuzz_tokenizer: %s\n", em_last_error());
-    em_gguf_close(g);
+    vocab = fuzz_vocab_load("fuzz_tokenizer", "tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf");
     if (!vocab) return;
     lossless = em_vocab_kind(vocab) == EM_VOCAB_BPE;
     for (int b = 0; b < 256 && lossless; b++) lossless = byte_round_trips((unsigned char)b);
@@ -64,7 +51,7 @@ static void load_once(void) {
                    em_detokenize(vocab, t, n, s, sizeof s, false, false) == 3 &&
                    memcmp(s, "e\xcc\x81", 3) == 0;
     }
-    fprintf(stderr, "fuzz_tokenizer: %s; exact round trips %schecked\n", p, lossless ? "" : "not ");
+    fprintf(stderr, "fuzz_tokenizer: vocabulary loaded; exact round trips %schecked\n", lossless ? "" : "not ");
 }
 
 static void round_trip(const char *text, int32_t len, bool parse_special) {
