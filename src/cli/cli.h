@@ -6,6 +6,7 @@
 #ifndef EM_CLI_H
 #define EM_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -30,6 +31,10 @@ int em_cli_bundle(int argc, char **argv);
  * (em_library_resolve); when neither, prints why and returns arg. */
 const char *em_cli_model_path(const char *arg);
 int em_cli_serve(int argc, char **argv);
+/* For the servers (serve.c, route.c): blocks SIGTERM and SIGINT in the
+ * calling thread, before any other starts (threads inherit the mask), so
+ * that only the main thread's sigwait(sigs) takes them; ignores SIGPIPE. */
+void em_cli_block_stop_signals(sigset_t *sigs);
 /* `ember serve --config FILE` (route.c): true when argv asks for the router. */
 bool em_cli_is_router(int argc, char **argv);
 int em_cli_serve_config(int argc, char **argv);

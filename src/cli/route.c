@@ -79,11 +79,7 @@ int em_cli_serve_config(int argc, char **argv) {
         return 0;
     }
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    em_cli_block_stop_signals(&sigs);
     em_router *r = NULL;
     if (em_router_start(&r, cfg, host, port) != EM_OK) {
         fprintf(stderr, "ember serve: %s\n", em_last_error());

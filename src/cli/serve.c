@@ -104,6 +104,15 @@ static char *model_id(const char *path) {
     return id;
 }
 
+void em_cli_block_stop_signals(sigset_t *sigs) {
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+    /* A client that hangs up must not kill the server through a write. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int em_cli_serve(int argc, char **argv) {
     if (em_cli_is_router(argc, argv)) return em_cli_serve_config(argc, argv);
     serve_opts o;
@@ -117,11 +126,7 @@ int em_cli_serve(int argc, char **argv) {
     /* Signals are taken by sigwait below, never by a worker thread: block
      * them before any thread starts (threads inherit the mask). */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    em_cli_block_stop_signals(&sigs);
 
     int rc = 1;
     char *key = NULL, *id = NULL;
