@@ -135,18 +135,18 @@ typedef struct row_bufs {
 
 /* Float weights (F16, BF16, F32) multiply the float rows themselves, and
  * in a batch their GEMM kernels broadcast from 12-14 rows at once.  Rows
- * of a multiple of 4 KiB (2048 floats: the 1.1B model's Q, O, gate and
- * up inputs; 5632 is not, but 4096-wide models' are) lie a multiple of
- * 4 KiB apart, so those lines all fall into one set of the L1 cache,
- * which holds 12 (on the machines measured), and evict each other and the
- * converted weight panel: the kernel alone ran 1.3-1.5x slower in the
- * machine's slow moments (docs/PERFORMANCE.md, F16 rounds 5 and 6).  Such
- * rows are therefore copied, in the row step that writes them, into fpad
- * with EM_FPAD floats more per row, so that a tile's lines fall into
- * neighbouring sets; the kernels take any stride, so the sums are the
- * same to the bit.  Returns the padded stride in bytes, or 0 where the
- * product reads the rows in place (one-row batches: a matrix-vector
- * product reads one row; other widths). */
+ * of 2048 floats (the 1.1B model's Q, O, gate and up inputs) lie 8 KiB
+ * apart, so those lines all fall into one set of the L1 cache, which
+ * holds 12 lines (on the machines measured), two thirds of them taken by
+ * the weight panel: they evict each other, and the kernel alone ran
+ * 1.3-1.5x slower in the machine's slow moments (docs/PERFORMANCE.md, F16
+ * rounds 5 and 6).  Any multiple of 256 floats (1 KiB) puts them into at
+ * most four sets.  Such rows are therefore copied, in the row step that
+ * writes them, into fpad with EM_FPAD floats more per row, so that a
+ * tile's lines fall into neighbouring sets; the kernels take any stride,
+ * so the sums are the same to the bit.  Returns the padded stride in
+ * bytes, or 0 where the product reads the rows in place (one-row batches,
+ * whose matrix-vector product reads one row; other widths). */
 #define EM_FPAD 16
 static size_t fpad_stride(const row_bufs *b, int64_t k) {
     return b->fpad && (k * (int64_t)sizeof(float)) % 1024 == 0 ? (size_t)(k + EM_FPAD) * sizeof(float) : 0;
