@@ -27,6 +27,23 @@ static void *alloc_floats(size_t n, bool *ok) {
     return p;
 }
 
+/* Whether a product of the forward pass multiplies float rows (F16, BF16
+ * or F32 weights, whose activation format is F32), leaving out the small
+ * router products, which read the rows in place when no other does. */
+static bool has_float_matrix(const em_model *m) {
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const em_tensor *mats[32];
+        const int n = em_layer_mats(&m->layers[il], mats, 32);
+        for (int i = 0; i < n; i++)
+            if (mats[i] != &m->layers[il].gate_inp && em_get_type_traits(mats[i]->type)->vec_dot_type == EM_TYPE_F32)
+                return true;
+    }
+    const em_tensor *top[] = {&m->output, &m->pl_model_proj};
+    for (int i = 0; i < 2; i++)
+        if (top[i]->data && em_get_type_traits(top[i]->type)->vec_dot_type == EM_TYPE_F32) return true;
+    return false;
+}
+
 /* The cache, with a layer group per window or chunk size (kv.h) unless
  * the caller asks for every position in every layer.  Encoders see later
  * rows too, so they keep everything.  The cache's rows are as wide as the
@@ -162,6 +179,15 @@ em_status em_context_init(em_context **out, const em_model *model, const em_cont
         c->qact[i] = malloc(c->qact_size);
         if (!c->qact[i]) ok = false;
     }
+    /* Float matrices (F16, BF16, F32) read float activation rows, which
+     * in a batch are copied with padded strides (forward.c, fpad_stride):
+     * room for a row of the widest input and, with experts, a row of
+     * n_ff_exp per slot, each 16 floats longer. */
+    if (has_float_matrix(model)) {
+        const size_t wide = EM_MAX(widest, (size_t)c->ff_width);
+        c->fpad_row = wide + 16 * EM_MAX((size_t)1, n_slots);
+        c->fpad = alloc_floats(nb * c->fpad_row, &ok);
+    }
     /* Each piece rounded to 16 floats keeps every buffer 64-byte aligned
      * relative to the first. */
 #define EM_R16(n) (((size_t)(n) + 15) / 16 * 16)
@@ -225,6 +251,7 @@ void em_context_free(em_context *c) {
     free(c->moe_off);
     for (int i = 0; i < 2; i++) free(c->moe_x[i]);
     for (int i = 0; i < 3; i++) free(c->qact[i]);
+    free(c->fpad);
     free(c->solo);
     free(c->rope_cos);
     free(c->rope_sin);

@@ -52,6 +52,11 @@ struct em_context {
                         * reads: n_batch rows of the widest input, in the
                         * rows' 8-bit activation format (Q8_0/Q8_1/Q8_K)     */
     size_t qact_size;  /* bytes of each qact buffer                          */
+    float *fpad;       /* [n_batch][fpad_row] float activation rows copied
+                        * with padded strides for the float products of a
+                        * batch (forward.c, fpad_stride), or NULL where the
+                        * model has no float matrix                         */
+    size_t fpad_row;   /* floats of room per batch row of fpad               */
     float *solo;       /* [n_threads][solo_stride] private buffers for one-row
                         * batches: x[n_embd], xn[n_embd], ff[ff_width] and three
                         * quantized rows of qact_size / n_batch bytes       */

@@ -120,35 +120,74 @@ static act_plan plan_acts(const em_tensor *const *ws, int n_w) {
     return p;
 }
 
-/* Quantizes row r of src[.][k] into every buffer of the plan (bufs[b]
- * holds the rows of format b). */
-static void quantize_row_for(void *const *bufs, const act_plan *p, const float *src, int64_t k, int32_t r) {
-    for (int b = 0; b < p->n_fmt; b++) {
-        if (p->fmt[b] == EM_TYPE_F32) continue;
-        char *dst = (char *)bufs[b] + (size_t)r * em_row_size(p->fmt[b], k);
-        em_quantize_row(p->fmt[b], src + (int64_t)r * k, dst, k, NULL);
+/* The rows a thread's row steps read and write: in a batch, the context's
+ * shared buffers (row r of each); in a one-row batch, the thread's
+ * private copy (row 0).  Products write shared buffers in both cases. */
+typedef struct row_bufs {
+    float *x;      /* [rows][n_embd] residual stream                     */
+    float *h;      /* [rows][n_embd] normalised x, the products' input   */
+    float *ff;     /* [rows][ff_width] FFN activation, the down product's input */
+    void *qa[3];   /* quantized activations, one buffer per format       */
+    float *fpad;   /* float rows with padded strides (batches), or NULL  */
+    int32_t *sel;  /* [rows][n_expert_used] experts routed to (MoE)      */
+    float *selw;   /* [rows][n_expert_used] their weights                */
+} row_bufs;
+
+/* Float weights (F16, BF16, F32) multiply the float rows themselves, and
+ * in a batch their GEMM kernels broadcast from 12-14 rows at once.  Rows
+ * of 2048 floats (the 1.1B model's Q, O, gate and up inputs) lie 8 KiB
+ * apart, so those lines all fall into one set of the L1 cache, which
+ * holds 12 lines (on the machines measured), two thirds of them taken by
+ * the weight panel: they evict each other, and the kernel alone ran
+ * 1.3-1.5x slower in the machine's slow moments (docs/PERFORMANCE.md, F16
+ * rounds 5 and 6).  Any multiple of 256 floats (1 KiB) puts them into at
+ * most four sets.  Such rows are therefore copied, in the row step that
+ * writes them, into fpad with EM_FPAD floats more per row, so that a
+ * tile's lines fall into neighbouring sets; the kernels take any stride,
+ * so the sums are the same to the bit.  Returns the padded stride in
+ * bytes, or 0 where the product reads the rows in place (one-row batches,
+ * whose matrix-vector product reads one row; other widths). */
+#define EM_FPAD 16
+static size_t fpad_stride(const row_bufs *b, int64_t k) {
+    return b->fpad && (k * (int64_t)sizeof(float)) % 1024 == 0 ? (size_t)(k + EM_FPAD) * sizeof(float) : 0;
+}
+
+/* Quantizes row r of src[.][k] into every buffer of the plan (b->qa[i]
+ * holds the rows of format i), or for the float format copies it into
+ * b->fpad where fpad_stride says. */
+static void quantize_row_for(const row_bufs *b, const act_plan *p, const float *src, int64_t k, int32_t r) {
+    for (int i = 0; i < p->n_fmt; i++) {
+        if (p->fmt[i] == EM_TYPE_F32) {
+            const size_t ps = fpad_stride(b, k);
+            if (ps) memcpy((char *)b->fpad + (size_t)r * ps, src + (int64_t)r * k, (size_t)k * sizeof(float));
+            continue;
+        }
+        char *dst = (char *)b->qa[i] + (size_t)r * em_row_size(p->fmt[i], k);
+        em_quantize_row(p->fmt[i], src + (int64_t)r * k, dst, k, NULL);
     }
 }
 
 /* The product job of weight i of the plan over activations src[.][k],
- * quantized (where W needs it) in bufs. */
-static em_matmul_job job_for(void *const *bufs, const act_plan *p, int i, const em_tensor *W, const float *src,
+ * quantized (where W needs it) in b->qa, or padded in b->fpad. */
+static em_matmul_job job_for(const row_bufs *b, const act_plan *p, int i, const em_tensor *W, const float *src,
                              int64_t k, float *out, int64_t out_stride) {
     em_type f = p->fmt[p->of[i]];
     em_matmul_job j = {.W = W, .out = out, .out_stride = out_stride};
     if (f == EM_TYPE_F32) {
-        j.x = src;
-        j.x_stride = (size_t)k * sizeof(float);
+        const size_t ps = fpad_stride(b, k);
+        j.x = ps ? (const void *)b->fpad : (const void *)src;
+        j.x_stride = ps ? ps : (size_t)k * sizeof(float);
     } else {
-        j.x = bufs[p->of[i]];
+        j.x = b->qa[p->of[i]];
         j.x_stride = em_row_size(f, k);
     }
     return j;
 }
 
-static bool needs_quant(const act_plan *p) {
-    for (int b = 0; b < p->n_fmt; b++)
-        if (p->fmt[b] != EM_TYPE_F32) return true;
+/* Whether the plan's products over rows of k need a row step first. */
+static bool needs_quant(const row_bufs *b, const act_plan *p, int64_t k) {
+    for (int i = 0; i < p->n_fmt; i++)
+        if (p->fmt[i] != EM_TYPE_F32 || fpad_stride(b, k)) return true;
     return false;
 }
 
@@ -162,18 +201,6 @@ typedef struct fwd_state {
     int32_t n_out;  /* rows that want logits       */
     bool distinct;  /* every row is of a different sequence (decode steps) */
 } fwd_state;
-
-/* The rows a thread's row steps read and write: in a batch, the context's
- * shared buffers (row r of each); in a one-row batch, the thread's
- * private copy (row 0).  Products write shared buffers in both cases. */
-typedef struct row_bufs {
-    float *x;      /* [rows][n_embd] residual stream                     */
-    float *h;      /* [rows][n_embd] normalised x, the products' input   */
-    float *ff;     /* [rows][ff_width] FFN activation, the down product's input */
-    void *qa[3];   /* quantized activations, one buffer per format       */
-    int32_t *sel;  /* [rows][n_expert_used] experts routed to (MoE)      */
-    float *selw;   /* [rows][n_expert_used] their weights                */
-} row_bufs;
 
 /* Thread ith walking the steps of a pass. */
 typedef struct walker {
@@ -401,7 +428,7 @@ static void attn_in(const walker *w, const em_layer *l, int32_t r) {
     else
         memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
     act_plan p = qkv_plan(l);
-    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+    quantize_row_for(&w->b, &p, w->b.h, d, r);
 }
 
 /* x += y, y first normalised by `post` where the layer has it; in a
@@ -449,7 +476,7 @@ static void row_embed(const walker *w, const em_layer *l, int il, int32_t r) {
     if (m->embd_norm.data) em_layernorm(x, x, m->embd_norm.data, m->embd_norm_b.data, d, m->hp.norm_eps);
     if (m->pl_model_proj.data) {
         act_plan p = one_plan(&m->pl_model_proj); /* row_ple_in follows its product */
-        quantize_row_for(w->b.qa, &p, w->b.x, d, r);
+        quantize_row_for(&w->b, &p, w->b.x, d, r);
         return;
     }
     attn_in(w, l, r);
@@ -502,7 +529,7 @@ static void row_ple_act(const walker *w, const em_layer *l, int il, int32_t r) {
     em_gelu(g, c->ple_g + r * n, n);
     for (int64_t i = 0; i < n; i++) g[i] *= in[i];
     act_plan p = one_plan(&l->pl_proj);
-    quantize_row_for(w->b.qa, &p, w->b.ff, n, r);
+    quantize_row_for(&w->b, &p, w->b.ff, n, r);
 }
 
 /* x times the layer's output scale, where it has one, then the next
@@ -530,7 +557,7 @@ static void row_att_quant(const walker *w, const em_layer *l, int il, int32_t r)
     const em_hparams *hp = &w->s->c->model->hp;
     act_plan p = one_plan(&l->wo);
     (void)il;
-    quantize_row_for(w->b.qa, &p, w->s->c->att, (int64_t)hp->n_head * l->head_dim_v, r);
+    quantize_row_for(&w->b, &p, w->s->c->att, (int64_t)hp->n_head * l->head_dim_v, r);
 }
 
 /* The attention residual; h = rmsnorm(x) * ffn_norm quantized for gate/up. */
@@ -545,7 +572,7 @@ static void row_ffn_in(const walker *w, const em_layer *l, int il, int32_t r) {
     else
         memcpy(w->b.h + r * d, w->b.x + r * d, (size_t)d * sizeof(float));
     act_plan p = ffn_plan(l);
-    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+    quantize_row_for(&w->b, &p, w->b.h, d, r);
 }
 
 /* ff = act(gate) * up, or act(up + bias) without a gate; quantized for
@@ -563,7 +590,7 @@ static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
         em_gelu(ff, ff, f);
     }
     act_plan p = one_plan(&l->w_down);
-    quantize_row_for(w->b.qa, &p, w->b.ff, f, r);
+    quantize_row_for(&w->b, &p, w->b.ff, f, r);
 }
 
 /* The slot of row r's shared expert: after the routed slots of every row. */
@@ -612,7 +639,7 @@ static void row_layer_out(const walker *w, const em_layer *l, int il, int32_t r)
     residual(w, &l->post_ffn_norm, &l->post_ffn_norm_b, &l->b_down, y, r);
     if (l->pl_gate.data) {
         act_plan p = one_plan(&l->pl_gate); /* the per-layer embedding's steps follow */
-        quantize_row_for(w->b.qa, &p, w->b.x, d, r);
+        quantize_row_for(&w->b, &p, w->b.x, d, r);
         return;
     }
     layer_end(w, l, il, r);
@@ -630,7 +657,7 @@ static void row_moe_in(const walker *w, const em_layer *l, int il, int32_t r) {
     (void)il;
     em_rmsnorm(w->b.h + r * d, x, l->pre_ffn_norm_2.data, d, hp->norm_eps);
     act_plan p = expert_plan(l);
-    quantize_row_for(w->b.qa, &p, w->b.h, d, r);
+    quantize_row_for(&w->b, &p, w->b.h, d, r);
     double ss = 0;
     for (int64_t i = 0; i < d; i++) ss += (double)x[i] * x[i];
     const float sc = (float)(1.0 / sqrt(ss / (double)d + (double)hp->norm_eps)) / sqrtf((float)d);
@@ -743,7 +770,7 @@ static void act_slot(const walker *w, const em_layer *l, int64_t i) {
         w->s->ro.glu(ff, g, u, fe);
     }
     act_plan p = one_plan(i < n_routed ? &l->down_exps : &l->down_shexp);
-    quantize_row_for(w->b.qa, &p, w->b.ff, fe, (int32_t)i);
+    quantize_row_for(&w->b, &p, w->b.ff, fe, (int32_t)i);
 }
 
 /* The job of weight W (of plan p, entry idx) over rows [s0, s0 + n) of
@@ -752,7 +779,7 @@ static em_matmul_job slot_job(const walker *w, const act_plan *p, int idx, const
                               float *out, int64_t out_stride) {
     em_context *c = w->s->c;
     const int64_t d = c->model->hp.n_embd;
-    em_matmul_job j = job_for(w->b.qa, p, idx, W, w->b.h, d, out + s0 * out_stride, out_stride);
+    em_matmul_job j = job_for(&w->b, p, idx, W, w->b.h, d, out + s0 * out_stride, out_stride);
     if (!w->solo) {
         /* gate (idx 1) reads moe_x[0]; up reads moe_x[1] unless it shares gate's format. */
         const int buf = idx == 2 && p->of[2] != p->of[1] ? 1 : 0;
@@ -770,7 +797,7 @@ static void experts(walker *w, const em_layer *l, int il) {
     const int64_t d = hp->n_embd, fe = hp->n_ff_exp, n = w->n;
     act_plan pf = expert_plan(l);
 
-    em_matmul_job router = job_for(w->b.qa, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
+    em_matmul_job router = job_for(&w->b, &pf, 0, &l->gate_inp, w->b.h, d, c->router, hp->n_expert);
     if (l->gate_inp_s.data) {
         /* row_moe_in routed the rows already (Gemma 4). */
     } else if (w->solo) {
@@ -830,8 +857,8 @@ static void experts(walker *w, const em_layer *l, int il) {
         v[0] = l->gate_shexp;
         v[1] = l->up_shexp;
         v[2] = l->down_shexp;
-        jobs[n_jobs] = job_for(w->b.qa, &pf, 3, &v[0], w->b.h, d, c->ff_gate + s0 * fe, fe);
-        jobs[n_jobs + 1] = job_for(w->b.qa, &pf, 4, &v[1], w->b.h, d, c->ff_up + s0 * fe, fe);
+        jobs[n_jobs] = job_for(&w->b, &pf, 3, &v[0], w->b.h, d, c->ff_gate + s0 * fe, fe);
+        jobs[n_jobs + 1] = job_for(&w->b, &pf, 4, &v[1], w->b.h, d, c->ff_up + s0 * fe, fe);
         n_rows[n_jobs] = n_rows[n_jobs + 1] = w->solo ? 1 : n;
         n_jobs += 2;
     }
@@ -853,7 +880,7 @@ static void experts(walker *w, const em_layer *l, int il) {
     const int n_run = n_jobs / 2;
     for (int i = 0; i < n_run; i++) {
         const int64_t s0 = (jobs[2 * i].out - c->ff_gate) / fe;
-        em_matmul_job j = job_for(w->b.qa, &pd, 0, &views[3 * i + 2], w->b.ff, fe, c->moe_y, d);
+        em_matmul_job j = job_for(&w->b, &pd, 0, &views[3 * i + 2], w->b.ff, fe, c->moe_y, d);
         j.x = (const char *)j.x + (size_t)s0 * j.x_stride;
         j.out += s0 * d;
         jobs[i] = j;
@@ -914,7 +941,7 @@ static void layer(walker *w, int il) {
     const int64_t q_dim = (int64_t)hp->n_head * l->head_dim;
     const int64_t k_dim = c->kv.k_width, v_dim = c->kv.v_width;
     const int64_t o_dim = (int64_t)hp->n_head * l->head_dim_v;
-    void *const *qa = w->b.qa;
+    const row_bufs *qa = &w->b;
 
     /* Q always; K and V where the layer has its own cache and weights. */
     act_plan pq = qkv_plan(l);
@@ -930,7 +957,7 @@ static void layer(walker *w, int il) {
 
     /* Wo into xn (free now), its input quantized first where it needs. */
     act_plan po = one_plan(&l->wo);
-    if (needs_quant(&po)) rows(w, row_att_quant, l, il);
+    if (needs_quant(&w->b, &po, o_dim)) rows(w, row_att_quant, l, il);
     em_matmul_job wo = job_for(qa, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
     products(w, &wo, 1);
     rows(w, row_ffn_in, l, il);
@@ -986,7 +1013,7 @@ static void final_row(const walker *w, int32_t src, int32_t dst) {
         memcpy(h, w->b.x + (int64_t)src * d, (size_t)d * sizeof(float));
     if (c->embd && (!w->solo || w->ith == 0)) memcpy(c->embd + (int64_t)dst * d, h, (size_t)d * sizeof(float));
     act_plan p = one_plan(&m->output);
-    quantize_row_for(w->b.qa, &p, w->b.h, d, dst);
+    quantize_row_for(&w->b, &p, w->b.h, d, dst);
 }
 
 /* Logits of the rows that ask for them. */
@@ -1004,7 +1031,7 @@ static void output(walker *w) {
         em_threadpool_barrier(tp);
     }
     act_plan po = one_plan(&m->output);
-    em_matmul_job out = job_for(w->b.qa, &po, 0, &m->output, w->b.h, m->hp.n_embd, c->logits, m->hp.n_vocab);
+    em_matmul_job out = job_for(&w->b, &po, 0, &m->output, w->b.h, m->hp.n_embd, c->logits, m->hp.n_vocab);
     em_matmul_step(tp, ith, &out, 1, s->n_out);
     if (m->hp.final_softcap > 0) {
         em_threadpool_barrier(tp);
@@ -1036,12 +1063,13 @@ static void forward_worker(void *arg, int ith, int nth) {
     } else {
         w.b = (row_bufs){.x = c->x, .h = c->xn, .ff = c->ff_gate, .sel = c->moe_sel, .selw = c->moe_w};
         for (int i = 0; i < 3; i++) w.b.qa[i] = c->qact[i];
+        w.b.fpad = c->fpad;
     }
     rows(&w, row_embed, &m->layers[0], 0);
     if (m->pl_model_proj.data) {
         const int64_t n_pl = (int64_t)m->hp.n_embd_pl * m->hp.n_layer;
         act_plan p = one_plan(&m->pl_model_proj);
-        em_matmul_job proj = job_for(w.b.qa, &p, 0, &m->pl_model_proj, w.b.x, m->hp.n_embd, c->ple, n_pl);
+        em_matmul_job proj = job_for(&w.b, &p, 0, &m->pl_model_proj, w.b.x, m->hp.n_embd, c->ple, n_pl);
         products(&w, &proj, 1);
         rows(&w, row_ple_in, &m->layers[0], 0);
     }

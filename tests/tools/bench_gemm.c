@@ -11,6 +11,12 @@
  *
  * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
  *                   [--types Q4_0,Q8_0,Q4_K] [--sets avx2,avxvnni,avx512]
+ *                   [--apad BYTES] [--wpad BYTES]
+ *
+ * --apad and --wpad add bytes to the stride of the activation rows and of
+ * the file-layout weight rows: rows whose stride is a multiple of 4 KiB
+ * fall into one L1 set (docs/PERFORMANCE.md, F16 rounds 5 and 6), and
+ * these options show what a padded stride changes.
  */
 #include "quant/gemm.h"
 #include "quant/pack.h"
@@ -59,6 +65,7 @@ static double time_product(bool packed, em_type t, int64_t k, const void *w, siz
 int main(int argc, char **argv) {
     int64_t k = 2048, nw = 128;
     int reps = 5;
+    size_t apad = 0, wpad = 0;
     const char *types = "Q4_0,Q8_0", *sets = "avx2,avxvnni,avx512", *nas = "1,4,64";
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--k") == 0) k = atoll(argv[++i]);
@@ -67,8 +74,10 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--types") == 0) types = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--sets") == 0) sets = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--apad") == 0) apad = (size_t)atoll(argv[++i]);
+        else if (i + 1 < argc && strcmp(argv[i], "--wpad") == 0) wpad = (size_t)atoll(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B] [--apad B] [--wpad B]\n", argv[0]);
             return 2;
         }
     }
@@ -93,7 +102,7 @@ int main(int argc, char **argv) {
          * layout only. */
         const bool has_pack = em_pack_rows(t) != 0;
         const em_type at = em_get_type_traits(t)->vec_dot_type;
-        const size_t ws = em_row_size(t, k), as = em_row_size(at, k);
+        const size_t wr = em_row_size(t, k), ws = wr + wpad, as = em_row_size(at, k) + apad;
         int64_t na_max = 1;
         char nl[256];
         snprintf(nl, sizeof nl, "%s", nas);
@@ -103,12 +112,13 @@ int main(int argc, char **argv) {
             if (*p == ',') p++;
             else break;
         }
-        uint8_t *w = malloc(ws * (size_t)nw), *pk = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na_max);
+        uint8_t *w = malloc(ws * (size_t)nw), *wc = malloc(wr * (size_t)nw), *pk = malloc(wr * (size_t)nw), *a = malloc(as * (size_t)na_max);
         float *tmp = malloc((size_t)k * sizeof(float)), *out = malloc((size_t)(na_max * nw) * sizeof(float));
         for (int64_t j = 0; j < nw; j++) {
             for (int64_t i = 0; i < k; i++) tmp[i] = (float)((j * 31 + i * 17) % 97) / 48.0f - 1.0f;
-            em_quantize_row(t, tmp, w + (size_t)j * ws, k, NULL);
+            em_quantize_row(t, tmp, wc + (size_t)j * wr, k, NULL);
         }
+        for (int64_t j = 0; j < nw; j++) memcpy(w + (size_t)j * ws, wc + (size_t)j * wr, wr);
         for (int64_t r = 0; r < na_max; r++) {
             for (int64_t i = 0; i < k; i++) tmp[i] = (float)((r * 13 + i * 7) % 89) / 44.0f - 1.0f;
             if (at == EM_TYPE_F32)
@@ -116,7 +126,7 @@ int main(int argc, char **argv) {
             else
                 em_quantize_row(at, tmp, a + (size_t)r * as, k, NULL);
         }
-        if (has_pack) em_pack_matrix(t, k, nw, w, pk);
+        if (has_pack) em_pack_matrix(t, k, nw, wc, pk);
         snprintf(sl, sizeof sl, "%s", sets);
         char *save = NULL;
         for (char *s = strtok_r(sl, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
@@ -130,7 +140,7 @@ int main(int argc, char **argv) {
                 const double ops = 2.0 * (double)k * (double)nw * (double)na * 1e-9;
                 const double t0 = time_product(false, t, k, w, ws, nw, a, as, na, out, reps);
                 if (has_pack) {
-                    const double t1 = time_product(true, t, k, pk, ws, nw, a, as, na, out, reps);
+                    const double t1 = time_product(true, t, k, pk, wr, nw, a, as, na, out, reps);
                     printf("%-5s %-8s na=%-4lld %8.1f -> %8.1f  (%.2fx)\n", ts, s, (long long)na, ops / t0, ops / t1,
                            t0 / t1);
                 } else {
@@ -141,6 +151,7 @@ int main(int argc, char **argv) {
             }
         }
         free(w);
+        free(wc);
         free(pk);
         free(a);
         free(tmp);

@@ -17,9 +17,10 @@
  * values, before widening: pack_slice16) into a thread-local buffer,
  * wp[e][j] (32 KiB, which stays in the 48 KiB L1 data cache of the
  * machines measured), so that one 64-byte load gives 16 consecutive output
- * columns at element e.  Then for every tile of up to EM_FP_MR = 14
- * activation rows the microkernel keeps 14 x 2 accumulators of 16 output
- * columns in registers, and per element e loads two weight vectors and
+ * columns at element e.  (F16 and BF16 panels stay 16-bit, 16 KiB, and
+ * the microkernel widens them as it loads them.)  Then for every tile of up to
+ * EM_FP_MR = 14 activation rows the microkernel keeps 14 x 2 accumulators
+ * of 16 output columns in registers, and per element e loads two weight vectors and
  * broadcasts each row's a[r][e] against both: 28 multiply-adds for 16
  * loads, all from L1 except the activation lines (one new line per row
  * every 16 elements).  The slice's sums are stored (first slice) or added
@@ -68,6 +69,15 @@
 /* The converted slice of one panel, wp[e * EM_FP_NR + j] = weight row
  * j0 + j at element e0 + e, as F32 (zero for rows past the matrix). */
 static _Thread_local float wp_buf[EM_FP_KC * EM_FP_NR] __attribute__((aligned(64)));
+/* The same for F16 and BF16 weights, transposed but still 16-bit
+ * (16 KiB): the microkernel widens each vector as it loads it. */
+static _Thread_local uint16_t wp16_buf[EM_FP_KC * EM_FP_NR] __attribute__((aligned(64)));
+/* Elements per row of the staging copy below: a slice and one line more,
+ * so that its rows (576 bytes apart) fall into different L1 sets. */
+#define EM_FP_SS (EM_FP_KC + 32)
+/* A slice of a 16-bit panel copied as it is, row j at stage16[j * EM_FP_SS]
+ * (18 KiB). */
+static _Thread_local uint16_t stage16[EM_FP_NR * EM_FP_SS] __attribute__((aligned(64)));
 
 
 /* 16 weights of a row at p as floats (masked-off lanes read nothing and
@@ -157,21 +167,38 @@ static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws,
  * three rounds of interleaves within 128-bit lanes leave, for each offset
  * q, a vector whose lane L holds the group's 8 values at element 8L + q;
  * two rounds of 128-bit lane shuffles then gather the four groups' lane L
- * into element 8L + q of all 32 rows, whose halves widen to the panel's
- * two vectors.  That is 160 shuffles per 1024 elements against 256 for
- * the float transpose above (and no staging copy), which measured 6-10%
- * of the kernel's time at 128 activation rows. */
-static inline AI TF void pack_slice16(const int kind, const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+ * into element 8L + q of all 32 rows, which the microkernel widens to
+ * its two vectors.  That is 160 shuffles per 1024 elements against 256
+ * for the float transpose above.
+ *
+ * The rows are first copied as they are into stage16, a row at a time,
+ * and the blocks are stored unwidened into wp16_buf.  Weight rows of 2048
+ * F16 elements are 4 KiB apart, so the 32 lines of a block all fall into
+ * one set of the 12-way L1 cache; read straight from the matrix the
+ * block's loads missed in turn (in a test build the conversion alone took
+ * 8-9% of the kernel's time at 128 activation rows, 2-3% from the stage).
+ * The smaller panel leaves L1 room for the activation lines, and with one
+ * conversion shared by few activation rows (batched decoding) it is
+ * 1.1-1.7x faster than widening the panel here (docs/PERFORMANCE.md, F16
+ * round 6). */
+static inline AI TF void pack_slice16(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+    /* Lines past kc are zero-filled, so the blocks below read whole lines. */
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *src = w + (size_t)i * ws + (size_t)e0 * 2;
+        uint16_t *d = stage16 + (size_t)i * EM_FP_SS;
+        for (int64_t t = 0; t < kc; t += 32) {
+            const __mmask32 ml = kc - t >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (kc - t)) - 1);
+            _mm512_store_si512(d + t, _mm512_maskz_loadu_epi16(ml, src + (size_t)t * 2));
+        }
+    }
     for (int64_t t0 = 0; t0 < kc; t0 += 32) {
         const int64_t n = kc - t0 < 32 ? kc - t0 : 32;
-        const __mmask32 ml = n == 32 ? ~(__mmask32)0 : (__mmask32)((1u << n) - 1);
         __m512i tr[32]; /* tr[8g + q]: rows 8g .. 8g+7 at element 8L + q in lane L */
         for (int g = 0; g < 4; g++) {
             __m512i r[8], p[8], q[8];
             for (int i = 0; i < 8; i++) {
                 const int row = 8 * g + i;
-                r[i] = row < nr ? _mm512_maskz_loadu_epi16(ml, w + (size_t)row * ws + (size_t)(e0 + t0) * 2)
-                                : _mm512_setzero_si512();
+                r[i] = row < nr ? _mm512_load_si512(stage16 + (size_t)row * EM_FP_SS + t0) : _mm512_setzero_si512();
             }
             /* p[2i], p[2i+1]: rows 2i, 2i+1 at elements 0-3 and 4-7 of each lane. */
             for (int i = 0; i < 4; i++) {
@@ -202,16 +229,7 @@ static inline AI TF void pack_slice16(const int kind, const uint8_t *w, size_t w
             o[3] = _mm512_shuffle_i64x2(x1, x3, 0xdd);
             for (int l = 0; l < 4; l++) {
                 const int64_t c = 8 * l + q;
-                if (c >= n) continue;
-                const __m256i lo = _mm512_castsi512_si256(o[l]), hi = _mm512_extracti64x4_epi64(o[l], 1);
-                float *d = wp_buf + (t0 + c) * EM_FP_NR;
-                if (kind == EM_FLOAT_F16) {
-                    _mm512_store_ps(d, _mm512_cvtph_ps(lo));
-                    _mm512_store_ps(d + 16, _mm512_cvtph_ps(hi));
-                } else {
-                    _mm512_store_si512(d, _mm512_slli_epi32(_mm512_cvtepu16_epi32(lo), 16));
-                    _mm512_store_si512(d + 16, _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-                }
+                if (c < n) _mm512_store_si512(wp16_buf + (t0 + c) * EM_FP_NR, o[l]);
             }
         }
     }
@@ -252,26 +270,45 @@ static inline AI TF void prefetch_part(const int kind, const uint8_t *w, size_t 
     }
 #define FOR_R(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 
+/* The 16 weights at h (16-bit, from wp16_buf) as floats. */
+static inline AI TF __m512 widen16(const int kind, const uint16_t *h) {
+    const __m256i v = _mm256_load_si256((const __m256i *)(const void *)h);
+    if (kind == EM_FLOAT_F16) return _mm512_cvtph_ps(v);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+
 /* RN activation rows (ar[r] points at element e0 of row r) times the
- * converted slice: outputs out[r * ldo + j] for the columns in masks m0
- * (j < 16) and m1 (16 <= j < 32), stored when first, else added. */
-static inline AI TF void micro(const int RN, int64_t kc, const float *const *ar, float *out, int64_t ldo, bool first,
-                               __mmask16 m0, __mmask16 m1) {
+ * converted slice (wp_buf for F32 weights, wp16_buf for the others):
+ * outputs out[r * ldo + j] for the columns in masks m0 (j < 16) and m1
+ * (16 <= j < 32), stored when first, else added.  Widening F16 weights
+ * here, once per tile, measured faster than storing them widened (see
+ * pack_slice16): vcvtph2ps does not take the FMA pipes' place on the
+ * machines measured. */
+static inline AI TF void micro(const int kind, const int RN, int64_t kc, const float *const *ar, float *out,
+                               int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
     FOR_R(MR_DECL)
-    const float *wq = wp_buf;
-    for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
-        const __m512 w0 = _mm512_load_ps(wq), w1 = _mm512_load_ps(wq + 16);
-        FOR_R(MR_FMA)
+    if (kind == EM_FLOAT_F32) {
+        const float *wq = wp_buf;
+        for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
+            const __m512 w0 = _mm512_load_ps(wq), w1 = _mm512_load_ps(wq + 16);
+            FOR_R(MR_FMA)
+        }
+    } else {
+        const uint16_t *wq = wp16_buf;
+        for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
+            const __m512 w0 = widen16(kind, wq), w1 = widen16(kind, wq + 16);
+            FOR_R(MR_FMA)
+        }
     }
     FOR_R(MR_STORE)
 }
 
 /* One tile of rn <= EM_FP_MR rows: the instance for that height. */
-static inline AI TF void micro_rows(int rn, int64_t kc, const float *const *ar, float *out, int64_t ldo, bool first,
-                                    __mmask16 m0, __mmask16 m1) {
+static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const float *const *ar, float *out,
+                                    int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
     switch (rn) {
 #define MR_CASE(n)                                                                                 \
-    case n + 1: micro(n + 1, kc, ar, out, ldo, first, m0, m1); break;
+    case n + 1: micro(kind, n + 1, kc, ar, out, ldo, first, m0, m1); break;
         FOR_R(MR_CASE)
 #undef MR_CASE
     default: break;
@@ -282,7 +319,9 @@ static inline AI TF void micro_rows(int rn, int64_t kc, const float *const *ar, 
  * block slice by slice, so that one slice of all activation rows
  * (na x EM_FP_KC floats: 128 KiB for 128 rows) stays in L2 while every
  * panel of the block passes over it, and the block's outputs
- * (na x EM_FP_NC floats) too. */
+ * (na x EM_FP_NC floats) too.  Activation rows a multiple of 4 KiB apart
+ * put a tile's lines into one L1 set: the forward pass hands batches over
+ * with padded strides (model/forward.c, fpad_stride). */
 static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                      size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP_MR - 1) / EM_FP_MR;
@@ -295,7 +334,7 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
         if (kind == EM_FLOAT_F32)
             pack_slice(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         else
-            pack_slice16(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
+            pack_slice16((const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         int64_t pj = j0, pe = e0;
         const bool more = em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &pj, &pe);
         const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
@@ -308,7 +347,7 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
             const float *ar[EM_FP_MR];
             for (int r = 0; r < EM_FP_MR; r++)
                 ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
-            micro_rows(rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
+            micro_rows(kind, rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
             r0 += rn;
         }
     } while (em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &j0, &e0));
