@@ -8,6 +8,13 @@
  * the per-choice state (sampler, text filter, positions) is touched only
  * by the engine thread.  Client threads sleep on their request's
  * condition variable, the engine on e->wake.
+ *
+ * The engine thread does not wake the clients itself: it lists the
+ * requests that got events, and a notifier thread signals them.  A
+ * wake-up is a system call, and the woken client often takes the core
+ * of the thread that woke it; done by the engine thread, the 16 wake-ups
+ * of a step of 16 streams held up the next step by about as long as the
+ * sampling, the text and the events of the 16 rows together.
  */
 #include "engine/engine.h"
 
@@ -48,6 +55,7 @@ struct em_request {
     bool cancelled;         /* the client asked to stop (or went away)        */
     bool ended;             /* DONE or ERROR posted, sequences released       */
     bool admitted;
+    bool wake_due;          /* listed for the notifier, not yet signalled     */
     pthread_cond_t cv;      /* signalled when an event arrives                */
     ev_node *head, *tail;   /* events the client has not read                 */
     struct em_request *next_queued;
@@ -97,6 +105,17 @@ struct em_engine {
     int32_t *row_choice;     /* [batch capacity] choice, -1 for a prompt row */
     float *scratch;          /* [n_vocab] masked logits                     */
     float *biased;           /* [n_vocab] logits plus logit_bias, for logprobs */
+
+    /* The notifier (see the top of the file).  Each listed request holds a
+     * reference until it has been signalled. */
+    pthread_t notifier;
+    bool notifier_started;
+    bool notifier_idle;      /* waiting on e->notify for requests to wake   */
+    bool notifier_stop;
+    pthread_cond_t notify;
+    em_request **to_wake;    /* [wake_cap] requests with unsignalled events */
+    em_request **waking;     /* [wake_cap] the notifier's batch             */
+    int32_t n_to_wake, wake_cap;
 
     uint64_t prompt_tokens, generated_tokens, cached_tokens;
     uint64_t steps, step_rows; /* batches computed and their rows          */
@@ -182,7 +201,45 @@ static void post_locked(em_request *r, const em_event *ev) {
     else r->head = n;
     r->tail = n;
     if (ev->kind == EM_EVENT_DONE || ev->kind == EM_EVENT_ERROR) r->ended = true;
-    pthread_cond_broadcast(&r->cv);
+    em_engine *e = r->engine;
+    if (r->wake_due) return;
+    if (!e->notifier_started || e->n_to_wake == e->wake_cap) {
+        pthread_cond_broadcast(&r->cv);
+        return;
+    }
+    r->wake_due = true;
+    r->refs++;
+    e->to_wake[e->n_to_wake++] = r;
+    if (e->notifier_idle) {
+        e->notifier_idle = false;
+        pthread_cond_signal(&e->notify);
+    }
+}
+
+/* The notifier: signals the listed requests outside the lock (their
+ * events were appended under it, so a client either finds them or is
+ * already waiting when the signal comes), then drops their references. */
+static void *notifier_main(void *arg) {
+    em_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        if (e->n_to_wake == 0) {
+            if (e->notifier_stop) break;
+            e->notifier_idle = true;
+            pthread_cond_wait(&e->notify, &e->mu);
+            continue;
+        }
+        int32_t n = e->n_to_wake;
+        memcpy(e->waking, e->to_wake, (size_t)n * sizeof *e->waking);
+        e->n_to_wake = 0;
+        for (int32_t i = 0; i < n; i++) e->waking[i]->wake_due = false;
+        pthread_mutex_unlock(&e->mu);
+        for (int32_t i = 0; i < n; i++) pthread_cond_broadcast(&e->waking[i]->cv);
+        pthread_mutex_lock(&e->mu);
+        for (int32_t i = 0; i < n; i++) request_unref(e->waking[i]);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
 }
 
 static void post(em_engine *e, em_request *r, const em_event *ev) {
@@ -801,6 +858,7 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     pthread_cond_init(&e->idle, NULL);
+    pthread_cond_init(&e->notify, NULL);
 
     em_context_params cp = em_context_default_params();
     cp.n_ctx = p.n_ctx_seq * p.n_parallel;
@@ -819,14 +877,20 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     e->seq_busy = calloc((size_t)p.n_parallel, sizeof *e->seq_busy);
     e->row_req = calloc((size_t)cap, sizeof *e->row_req);
     e->row_choice = calloc((size_t)cap, sizeof *e->row_choice);
+    /* Requests with events: the admitted ones, and queued ones cancelled. */
+    e->wake_cap = p.n_parallel + p.queue_max + 1;
+    e->to_wake = malloc((size_t)e->wake_cap * sizeof *e->to_wake);
+    e->waking = malloc((size_t)e->wake_cap * sizeof *e->waking);
     e->scratch = malloc((size_t)e->n_vocab * sizeof *e->scratch);
     e->biased = malloc((size_t)e->n_vocab * sizeof *e->biased);
-    if (!e->biased || !e->active || !e->seq_busy || !e->row_req || !e->row_choice || !e->scratch ||
+    if (!e->biased || !e->to_wake || !e->waking || !e->active || !e->seq_busy || !e->row_req || !e->row_choice || !e->scratch ||
         em_batch_init(&e->batch, cap) != EM_OK) {
         em_engine_free(e);
         return em_error(EM_ERR_NOMEM, "engine: out of memory");
     }
     eng_kv_stats(e->ctx, p.n_parallel, &e->kv);
+    /* Without the notifier, events wake their clients directly. */
+    e->notifier_started = pthread_create(&e->notifier, NULL, notifier_main, e) == 0;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         em_engine_free(e);
         return em_error(EM_ERR_INTERNAL, "engine: cannot start its thread");
@@ -863,7 +927,16 @@ void em_engine_free(em_engine *e) {
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
     }
+    if (e->notifier_started) {
+        pthread_mutex_lock(&e->mu);
+        e->notifier_stop = true;
+        pthread_cond_signal(&e->notify);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->notifier, NULL);
+    }
     em_batch_free(&e->batch);
+    free(e->to_wake);
+    free(e->waking);
     free(e->active);
     free(e->seq_busy);
     free(e->row_req);
@@ -873,6 +946,7 @@ void em_engine_free(em_engine *e) {
     em_context_free(e->ctx);
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->idle);
+    pthread_cond_destroy(&e->notify);
     pthread_mutex_destroy(&e->mu);
     free(e);
 }

@@ -75,6 +75,8 @@ typedef struct em_kv_pool {
     int32_t n_cells;     /* rows in the pool: n_blocks * EM_KV_BLOCK          */
     void **k;            /* [n_layer] -> [n_cells] rows of k_row_bytes        */
     void **v;            /* [n_layer] -> [n_cells] rows of v_row_bytes        */
+    void *rows;          /* one mapping holding every k[i] and v[i]          */
+    size_t rows_bytes;   /* its length in bytes                              */
     int32_t *ref;        /* [n_blocks] sequences whose table holds the block */
     uint64_t *hash;      /* [n_blocks] chained hash of a full block          */
     uint64_t *parent;    /* [n_blocks] hash of the block before it           */
