@@ -130,6 +130,23 @@
 #define EM_Q6KX16_QL_RUN(u)                                                                                   \
     ((2 * ((u) / 16) + (u) % 16 / 4 % 2) * EM_Q6KX16_QUAD + (4 + (u) % 16 / 8 * 4 + (u) % 4) * 64)
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
+#define EM_PACK_RUN 4         /* blocks per run of an x8 group            */
+
+/* Byte offsets, in an x8 group of nb blocks with qb quant bytes a row and
+ * block (16 Q4_0, 32 Q8_0), of block b's eight fp16 scales (em_x8_d) and
+ * of its eight rows' quants (em_x8_q): the group is a list of runs of
+ * EM_PACK_RUN blocks (the last one may be shorter), each run its blocks'
+ * scales, then their quants. */
+static inline size_t em_x8_run(int64_t b, size_t qb) {
+    return (size_t)((uint64_t)b / EM_PACK_RUN) * EM_PACK_RUN * EM_PACK_ROWS * (qb + 2);
+}
+static inline size_t em_x8_d(int64_t b, size_t qb) {
+    return em_x8_run(b, qb) + (size_t)((uint64_t)b % EM_PACK_RUN) * 2 * EM_PACK_ROWS;
+}
+static inline size_t em_x8_q(int64_t nb, int64_t b, size_t qb) {
+    const int64_t r0 = (int64_t)((uint64_t)b / EM_PACK_RUN * EM_PACK_RUN), n = EM_MIN(nb - r0, EM_PACK_RUN);
+    return em_x8_run(b, qb) + (size_t)n * 2 * EM_PACK_ROWS + (size_t)(b - r0) * qb * EM_PACK_ROWS;
+}
 
 /* Rows per group of t's packed layout, or 0 when t has none. */
 int em_pack_rows(em_type t);
