@@ -148,6 +148,27 @@ static inline size_t em_x8_q(int64_t nb, int64_t b, size_t qb) {
     return em_x8_run(b, qb) + (size_t)n * 2 * EM_PACK_ROWS + (size_t)(b - r0) * qb * EM_PACK_ROWS;
 }
 
+/* The same places for kernels that walk a group's blocks in order,
+ * without the divisions: at = em_x8_first(base, nb) for block 0 (base 0
+ * for offsets, or the group's address), then em_x8_next(&at, nb, b, qb)
+ * on reaching block b (when b begins a run, it starts where b - 1's
+ * quants end). */
+typedef struct em_x8_at {
+    uintptr_t d; /* the block's fp16 scales d[8]  */
+    uintptr_t q; /* its quants qs[8][qb]          */
+} em_x8_at;
+static inline em_x8_at em_x8_first(uintptr_t base, int64_t nb) {
+    return (em_x8_at){base, base + (uintptr_t)EM_MIN(nb, EM_PACK_RUN) * 2 * EM_PACK_ROWS};
+}
+static inline __attribute__((always_inline)) void em_x8_next(em_x8_at *at, int64_t nb, int64_t b, size_t qb) {
+    at->d += 2 * EM_PACK_ROWS;
+    at->q += qb * EM_PACK_ROWS;
+    if ((uint64_t)b % EM_PACK_RUN == 0) {
+        at->d = at->q;
+        at->q += (uintptr_t)EM_MIN(nb - b, EM_PACK_RUN) * 2 * EM_PACK_ROWS;
+    }
+}
+
 /* Rows per group of t's packed layout, or 0 when t has none. */
 int em_pack_rows(em_type t);
 

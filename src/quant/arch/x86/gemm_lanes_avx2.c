@@ -322,9 +322,10 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
      * permutation, its own inverse. */
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     FOR_R(L512_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first(0, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *xa = ga + em_x8_q(nb, b, 16), *xb = gb + em_x8_q(nb, b, 16);
+        const uint8_t *xa = ga + at.q, *xb = gb + at.q;
         const __m512i a0 = _mm512_loadu_si512(xa), a1 = _mm512_loadu_si512(xa + 64);
         const __m512i b0 = _mm512_loadu_si512(xb), b1 = _mm512_loadu_si512(xb + 64);
         const __m512i ul = _mm512_unpacklo_epi32(a0, a1), vl = _mm512_unpacklo_epi32(b0, b1);
@@ -336,8 +337,8 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
         const __m512i l2 = _mm512_and_si512(w2, m4), h2 = _mm512_and_si512(_mm512_srli_epi16(w2, 4), m4);
         const __m512i l3 = _mm512_and_si512(w3, m4), h3 = _mm512_and_si512(_mm512_srli_epi16(w3, 4), m4);
         const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + em_x8_d(b, 16)))),
-            _mm_loadu_si128((const __m128i *)(const void *)(gb + em_x8_d(b, 16))), 1);
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(perm, _mm512_cvtph_ps(d16));
         FOR_R(L512_ROW)
     }
@@ -383,9 +384,10 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
     const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     FOR_R16(L512_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first(0, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *xa = ga + em_x8_q(nb, b, 32), *xb = gb + em_x8_q(nb, b, 32);
+        const uint8_t *xa = ga + at.q, *xb = gb + at.q;
         const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : NULL;
         Q8_512_HALF(A, xa)
         Q8_512_HALF(B, xb)
@@ -394,8 +396,8 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
         const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
         const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
         const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + em_x8_d(b, 32)))),
-            _mm_loadu_si128((const __m128i *)(const void *)(gb + em_x8_d(b, 32))), 1);
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
         FOR_R16(Q8_512_ROW)
     }
@@ -442,9 +444,10 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
         const __m256i m4 = _mm256_set1_epi8(15);                                                               \
         __m256 c[8];                                                                                           \
         for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const uint8_t *x = grp + em_x8_q(nb, b, 16);                                                           \
+            const uint8_t *x = (const uint8_t *)at.q;                                                          \
             const __m256i r01 = _mm256_loadu_si256((const __m256i *)(const void *)x);                          \
             const __m256i r23 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32));                   \
             const __m256i r45 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64));                   \
@@ -458,7 +461,7 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
             const __m256i l2 = _mm256_and_si256(w2, m4), h2 = _mm256_and_si256(_mm256_srli_epi16(w2, 4), m4); \
             const __m256i l3 = _mm256_and_si256(w3, m4), h3 = _mm256_and_si256(_mm256_srli_epi16(w3, 4), m4); \
             const __m256 dw = _mm256_permutevar8x32_ps(                                                        \
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + em_x8_d(b, 16)))), P256_IN); \
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)), P256_IN);                   \
             for (int j = 0; j < RN; j++) {                                                                     \
                 const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
                 __m256i s = _mm256_set1_epi32(bias[j * nb + b]);                                               \
@@ -514,10 +517,11 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
         (void)flip;                                                                                            \
         __m256 c[8];                                                                                           \
         for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const uint8_t *x = grp + em_x8_q(nb, b, 32);                                                           \
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + em_x8_d(b, 32)))); \
+            const uint8_t *x = (const uint8_t *)at.q;                                                          \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));                   \
             FOR_W(WDEF)                                                                                        \
             for (int j = 0; j < RN; j++) {                                                                     \
                 const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
