@@ -6,18 +6,30 @@
  * blocks (scale, then quants).  A kernel that works on 8 rows at once
  * then reads 8 short pieces from 8 places for every block, and unpicks
  * the scales from the quants.  The packed layout ("x8") stores the rows in
- * groups of EM_PACK_ROWS; inside a group, first every scale (block b of
- * the 8 rows side by side), then every quant (block b's quants of the 8
- * rows side by side):
+ * groups of EM_PACK_ROWS; inside a group, runs of EM_PACK_RUN = 4 blocks
+ * (the last run of a group may be shorter), each run first its blocks'
+ * scales (block b of the 8 rows side by side), then their quants (block
+ * b's quants of the 8 rows side by side):
  *
- *   Q4_0 x8, one group of 8 rows of nb blocks (8 * nb * 18 bytes):
- *     uint16 d[nb][8]       fp16 scale of block b of row i at d[b][i]
- *     uint8  qs[nb][8][16]  row i's 16 bytes of nibbles of block b, as
+ *   Q4_0 x8, one group of 8 rows of nb blocks (8 * nb * 18 bytes), run
+ *   by run (n = 4 blocks, 576 bytes, except the last):
+ *     uint16 d[n][8]        fp16 scale of block b of row i at d[b][i]
+ *     uint8  qs[n][8][16]   row i's 16 bytes of nibbles of block b, as
  *                           stored in the file (low nibble element j,
  *                           high nibble element j + 16)
- *   Q8_0 x8 (8 * nb * 34 bytes):
- *     uint16 d[nb][8]
- *     int8   qs[nb][8][32]
+ *   Q8_0 x8 (8 * nb * 34 bytes; a full run is 1088 bytes, 17 lines):
+ *     uint16 d[n][8]
+ *     int8   qs[n][8][32]
+ *
+ * Runs rather than all the group's scales ahead of all its quants: a
+ * kernel then reads a group front to back as one stream.  With the scales
+ * apart, generation read two streams per group (the scales' at 1/17 or
+ * 1/9 of the pace of the quants'), and the matrix-vector kernels streamed
+ * at 76-92% of the read test's bandwidth instead of 89-105% (2 threads,
+ * tests/tools/bench_stream --cpu, docs/PERFORMANCE.md, session 6).  A
+ * full run is a whole number of cache lines, so the quants of a group
+ * that starts on a line stay on 64-byte boundaries.  em_x8_d/em_x8_q give
+ * a block's offsets, em_x8_first/em_x8_next the same for a walk.
  *
  * Q4_K has its own layout ("x16"), for the VNNI kernels' 16 int32 lanes
  * (one per row): groups of EM_PACK_ROWS_K = 16 rows, super-block by
