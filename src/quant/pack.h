@@ -25,7 +25,7 @@
  * kernel then reads a group front to back as one stream.  With the scales
  * apart, generation read two streams per group (the scales' at 1/17 or
  * 1/9 of the pace of the quants'), and the matrix-vector kernels streamed
- * at 76-92% of the read test's bandwidth instead of 89-105% (2 threads,
+ * at 76-92% of the read test's bandwidth instead of 85-105% (2 threads,
  * tests/tools/bench_stream --cpu, docs/PERFORMANCE.md, session 6).  A
  * full run is a whole number of cache lines, so the quants of a group
  * that starts on a line stay on 64-byte boundaries.  em_x8_d/em_x8_q give
