@@ -141,12 +141,12 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
     const size_t qb = quant_bytes(t), bs = qb + 2;
     for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS) {
         const uint8_t *in = (const uint8_t *)src + (size_t)g0 * rs;
-        uint8_t *d = (uint8_t *)dst + (size_t)g0 * rs, *q = d + (size_t)nb * 2 * EM_PACK_ROWS;
+        uint8_t *grp = (uint8_t *)dst + (size_t)g0 * rs;
         for (int64_t b = 0; b < nb; b++)
             for (int i = 0; i < EM_PACK_ROWS; i++) {
                 const uint8_t *blk = in + (size_t)i * rs + (size_t)b * bs;
-                memcpy(d + ((size_t)b * EM_PACK_ROWS + (size_t)i) * 2, blk, 2);
-                memcpy(q + ((size_t)b * EM_PACK_ROWS + (size_t)i) * qb, blk + 2, qb);
+                memcpy(grp + em_x8_d(b, qb) + (size_t)i * 2, blk, 2);
+                memcpy(grp + em_x8_q(nb, b, qb) + (size_t)i * qb, blk + 2, qb);
             }
     }
 }
@@ -172,9 +172,8 @@ void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, 
     }
     const int64_t nb = k / 32;
     const size_t qb = quant_bytes(t);
-    const uint8_t *d = grp, *q = d + (size_t)nb * 2 * EM_PACK_ROWS;
-    memcpy(blk, d + ((size_t)b * EM_PACK_ROWS + (size_t)i) * 2, 2);
-    memcpy((uint8_t *)blk + 2, q + ((size_t)b * EM_PACK_ROWS + (size_t)i) * qb, qb);
+    memcpy(blk, (const uint8_t *)grp + em_x8_d(b, qb) + (size_t)i * 2, 2);
+    memcpy((uint8_t *)blk + 2, (const uint8_t *)grp + em_x8_q(nb, b, qb) + (size_t)i * qb, qb);
 }
 
 void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride, int64_t nw, const void *a,

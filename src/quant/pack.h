@@ -6,18 +6,30 @@
  * blocks (scale, then quants).  A kernel that works on 8 rows at once
  * then reads 8 short pieces from 8 places for every block, and unpicks
  * the scales from the quants.  The packed layout ("x8") stores the rows in
- * groups of EM_PACK_ROWS; inside a group, first every scale (block b of
- * the 8 rows side by side), then every quant (block b's quants of the 8
- * rows side by side):
+ * groups of EM_PACK_ROWS; inside a group, runs of EM_PACK_RUN = 4 blocks
+ * (the last run of a group may be shorter), each run first its blocks'
+ * scales (block b of the 8 rows side by side), then their quants (block
+ * b's quants of the 8 rows side by side):
  *
- *   Q4_0 x8, one group of 8 rows of nb blocks (8 * nb * 18 bytes):
- *     uint16 d[nb][8]       fp16 scale of block b of row i at d[b][i]
- *     uint8  qs[nb][8][16]  row i's 16 bytes of nibbles of block b, as
+ *   Q4_0 x8, one group of 8 rows of nb blocks (8 * nb * 18 bytes), run
+ *   by run (n = 4 blocks, 576 bytes, except the last):
+ *     uint16 d[n][8]        fp16 scale of block b of row i at d[b][i]
+ *     uint8  qs[n][8][16]   row i's 16 bytes of nibbles of block b, as
  *                           stored in the file (low nibble element j,
  *                           high nibble element j + 16)
- *   Q8_0 x8 (8 * nb * 34 bytes):
- *     uint16 d[nb][8]
- *     int8   qs[nb][8][32]
+ *   Q8_0 x8 (8 * nb * 34 bytes; a full run is 1088 bytes, 17 lines):
+ *     uint16 d[n][8]
+ *     int8   qs[n][8][32]
+ *
+ * Runs rather than all the group's scales ahead of all its quants: a
+ * kernel then reads a group front to back as one stream.  With the scales
+ * apart, generation read two streams per group (the scales' at 1/17 or
+ * 1/9 of the pace of the quants'), and the matrix-vector kernels streamed
+ * at 76-92% of the read test's bandwidth instead of 85-105% (2 threads,
+ * tests/tools/bench_stream --cpu, docs/PERFORMANCE.md, session 6).  A
+ * full run is a whole number of cache lines, so the quants of a group
+ * that starts on a line stay on 64-byte boundaries.  em_x8_d/em_x8_q give
+ * a block's offsets, em_x8_first/em_x8_next the same for a walk.
  *
  * Q4_K has its own layout ("x16"), for the VNNI kernels' 16 int32 lanes
  * (one per row): groups of EM_PACK_ROWS_K = 16 rows, super-block by
@@ -130,6 +142,44 @@
 #define EM_Q6KX16_QL_RUN(u)                                                                                   \
     ((2 * ((u) / 16) + (u) % 16 / 4 % 2) * EM_Q6KX16_QUAD + (4 + (u) % 16 / 8 * 4 + (u) % 4) * 64)
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
+#define EM_PACK_RUN 4         /* blocks per run of an x8 group            */
+
+/* Byte offsets, in an x8 group of nb blocks with qb quant bytes a row and
+ * block (16 Q4_0, 32 Q8_0), of block b's eight fp16 scales (em_x8_d) and
+ * of its eight rows' quants (em_x8_q): the group is a list of runs of
+ * EM_PACK_RUN blocks (the last one may be shorter), each run its blocks'
+ * scales, then their quants. */
+static inline size_t em_x8_run(int64_t b, size_t qb) {
+    return (size_t)((uint64_t)b / EM_PACK_RUN) * EM_PACK_RUN * EM_PACK_ROWS * (qb + 2);
+}
+static inline size_t em_x8_d(int64_t b, size_t qb) {
+    return em_x8_run(b, qb) + (size_t)((uint64_t)b % EM_PACK_RUN) * 2 * EM_PACK_ROWS;
+}
+static inline size_t em_x8_q(int64_t nb, int64_t b, size_t qb) {
+    const int64_t r0 = (int64_t)((uint64_t)b / EM_PACK_RUN * EM_PACK_RUN), n = EM_MIN(nb - r0, EM_PACK_RUN);
+    return em_x8_run(b, qb) + (size_t)n * 2 * EM_PACK_ROWS + (size_t)(b - r0) * qb * EM_PACK_ROWS;
+}
+
+/* The same places for kernels that walk a group's blocks in order,
+ * without the divisions: at = em_x8_first(base, nb) for block 0 (base 0
+ * for offsets, or the group's address), then em_x8_next(&at, nb, b, qb)
+ * on reaching block b (when b begins a run, it starts where b - 1's
+ * quants end). */
+typedef struct em_x8_at {
+    uintptr_t d; /* the block's fp16 scales d[8]  */
+    uintptr_t q; /* its quants qs[8][qb]          */
+} em_x8_at;
+static inline em_x8_at em_x8_first(uintptr_t base, int64_t nb) {
+    return (em_x8_at){base, base + (uintptr_t)EM_MIN(nb, EM_PACK_RUN) * 2 * EM_PACK_ROWS};
+}
+static inline __attribute__((always_inline)) void em_x8_next(em_x8_at *at, int64_t nb, int64_t b, size_t qb) {
+    at->d += 2 * EM_PACK_ROWS;
+    at->q += qb * EM_PACK_ROWS;
+    if ((uint64_t)b % EM_PACK_RUN == 0) {
+        at->d = at->q;
+        at->q += (uintptr_t)EM_MIN(nb - b, EM_PACK_RUN) * 2 * EM_PACK_ROWS;
+    }
+}
 
 /* Rows per group of t's packed layout, or 0 when t has none. */
 int em_pack_rows(em_type t);

@@ -317,15 +317,15 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
 static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
                                        const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
                                        float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i m4 = _mm512_set1_epi8(15);
     /* Lane 4i + q holds row 4q + i (see the top): the scales' and sums'
      * permutation, its own inverse. */
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     FOR_R(L512_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first(0, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *xa = qa + (size_t)b * 128, *xb = qb + (size_t)b * 128;
+        const uint8_t *xa = ga + at.q, *xb = gb + at.q;
         const __m512i a0 = _mm512_loadu_si512(xa), a1 = _mm512_loadu_si512(xa + 64);
         const __m512i b0 = _mm512_loadu_si512(xb), b1 = _mm512_loadu_si512(xb + 64);
         const __m512i ul = _mm512_unpacklo_epi32(a0, a1), vl = _mm512_unpacklo_epi32(b0, b1);
@@ -337,8 +337,8 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
         const __m512i l2 = _mm512_and_si512(w2, m4), h2 = _mm512_and_si512(_mm512_srli_epi16(w2, 4), m4);
         const __m512i l3 = _mm512_and_si512(w3, m4), h3 = _mm512_and_si512(_mm512_srli_epi16(w3, 4), m4);
         const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
-            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(perm, _mm512_cvtph_ps(d16));
         FOR_R(L512_ROW)
     }
@@ -380,14 +380,14 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
                                        __mmask16 keep, const uint8_t *ar, size_t as, const int32_t *bias,
                                        const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
                                        size_t pfs) {
-    const uint8_t *qa = ga + (size_t)nb * 2 * EM_PACK_ROWS, *qb = gb + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     FOR_R16(L512_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first(0, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *xa = qa + (size_t)b * 256, *xb = qb + (size_t)b * 256;
+        const uint8_t *xa = ga + at.q, *xb = gb + at.q;
         const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : NULL;
         Q8_512_HALF(A, xa)
         Q8_512_HALF(B, xb)
@@ -396,8 +396,8 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
         const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
         const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
         const __m256i d16 = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + (size_t)b * 16))),
-            _mm_loadu_si128((const __m128i *)(const void *)(gb + (size_t)b * 16)), 1);
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
         FOR_R16(Q8_512_ROW)
     }
@@ -441,13 +441,13 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
     static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
                                     const int32_t *bias, const float *scale, float *out, int64_t ldo,          \
                                     uintptr_t pf, size_t pfl, size_t pfs) {                                    \
-        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
         const __m256i m4 = _mm256_set1_epi8(15);                                                               \
         __m256 c[8];                                                                                           \
         for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const uint8_t *x = qs + (size_t)b * 128;                                                           \
+            const uint8_t *x = (const uint8_t *)at.q;                                                          \
             const __m256i r01 = _mm256_loadu_si256((const __m256i *)(const void *)x);                          \
             const __m256i r23 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32));                   \
             const __m256i r45 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64));                   \
@@ -461,7 +461,7 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
             const __m256i l2 = _mm256_and_si256(w2, m4), h2 = _mm256_and_si256(_mm256_srli_epi16(w2, 4), m4); \
             const __m256i l3 = _mm256_and_si256(w3, m4), h3 = _mm256_and_si256(_mm256_srli_epi16(w3, 4), m4); \
             const __m256 dw = _mm256_permutevar8x32_ps(                                                        \
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))), P256_IN); \
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)), P256_IN);                   \
             for (int j = 0; j < RN; j++) {                                                                     \
                 const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \
                 __m256i s = _mm256_set1_epi32(bias[j * nb + b]);                                               \
@@ -513,15 +513,15 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
     static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
                                     const int32_t *bias, const float *scale, float *out, int64_t ldo,          \
                                     uintptr_t pf, size_t pfl, size_t pfs) {                                    \
-        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
         const __m256i flip = _mm256_set1_epi8((char)0x80);                                                     \
         (void)flip;                                                                                            \
         __m256 c[8];                                                                                           \
         for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();                                               \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const uint8_t *x = qs + (size_t)b * 256;                                                           \
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))); \
+            const uint8_t *x = (const uint8_t *)at.q;                                                          \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));                   \
             FOR_W(WDEF)                                                                                        \
             for (int j = 0; j < RN; j++) {                                                                     \
                 const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;                 \

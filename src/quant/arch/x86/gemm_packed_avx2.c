@@ -111,17 +111,17 @@ static int64_t panel_rows(int64_t nb, size_t as, int64_t rn_max, int lanes) {
 static inline AI T512 void tile_q4x8_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                          const int32_t *bias, float *out, int64_t ldo, uintptr_t pf,
                                          size_t pfl, size_t pfs) {
-    const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i m4 = _mm512_set1_epi8(15);
     const __m512i di0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const __m512i di1 = _mm512_add_epi32(di0, _mm512_set1_epi32(4));
     FOR_J8(P4_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const __m512i x0 = _mm512_loadu_si512(qs + (size_t)b * 128), x1 = _mm512_loadu_si512(qs + (size_t)b * 128 + 64);
+        const __m512i x0 = _mm512_loadu_si512((const uint8_t *)at.q), x1 = _mm512_loadu_si512((const uint8_t *)at.q + 64);
         const __m512i l0 = _mm512_and_si512(x0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(x0, 4), m4);
         const __m512i l1 = _mm512_and_si512(x1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(x1, 4), m4);
-        const __m512 d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))));
+        const __m512 d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)));
         const __m512 dw0 = _mm512_permutexvar_ps(di0, d8), dw1 = _mm512_permutexvar_ps(di1, d8);
         FOR_J8(P4_ROW)
     }
@@ -158,19 +158,19 @@ static inline AI T512 void tile_q4x8_512(const int RN, int64_t nb, const uint8_t
 static inline AI T512 void tile_q8x8_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                          const int32_t *bias, float *out, int64_t ldo, uintptr_t pf,
                                          size_t pfl, size_t pfs) {
-    const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     const __m512i di = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i two = _mm512_set1_epi32(2);
     FOR_J(P8_DECL)
-    for (int64_t b = 0; b < nb; b++) {
+    em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const uint8_t *x = qs + (size_t)b * 256;
+        const uint8_t *x = (const uint8_t *)at.q;
         const __m512i q0 = _mm512_xor_si512(_mm512_loadu_si512(x), flip);
         const __m512i q1 = _mm512_xor_si512(_mm512_loadu_si512(x + 64), flip);
         const __m512i q2 = _mm512_xor_si512(_mm512_loadu_si512(x + 128), flip);
         const __m512i q3 = _mm512_xor_si512(_mm512_loadu_si512(x + 192), flip);
-        const __m512 d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))));
+        const __m512 d8 = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)));
         const __m512 dw0 = _mm512_permutexvar_ps(di, d8);
         const __m512 dw1 = _mm512_permutexvar_ps(_mm512_add_epi32(di, two), d8);
         const __m512 dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(di, _mm512_add_epi32(two, two)), d8);
@@ -247,16 +247,16 @@ PACKED_DRIVER(em_gemm_q8_0x8_avx512, T512, tile_q8x8_512, 4, 8)
     static inline AI TGT void fname(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as, \
                                     const int32_t *bias, float *out, int64_t ldo, uintptr_t pf, size_t pfl,     \
                                     size_t pfs) {                                                              \
-        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
         const __m256i m4 = _mm256_set1_epi8(15);                                                               \
         __m256 c[2][4];                                                                                        \
         for (int j = 0; j < RN; j++)                                                                           \
             for (int p = 0; p < 4; p++) c[j][p] = _mm256_setzero_ps();                                         \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))); \
+            const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));                   \
             for (int p = 0; p < 4; p++) {                                                                      \
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(qs + (size_t)b * 128 + 32 * p)); \
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)((const uint8_t *)at.q + 32 * p));    \
                 const __m256i l = _mm256_and_si256(x, m4), h = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);   \
                 const __m256 dw = _mm256_permutevar8x32_ps(d8, SCALE_IDX(2 * p, 2 * p + 1, 4));                 \
                 for (int j = 0; j < RN; j++) {                                                                 \
@@ -285,15 +285,15 @@ PACKED_DRIVER(em_gemm_q8_0x8_avx512, T512, tile_q8x8_512, 4, 8)
                                     const int32_t *bias, float *out, int64_t ldo, uintptr_t pf, size_t pfl,     \
                                     size_t pfs) {                                                              \
         (void)bias;                                                                                            \
-        const uint8_t *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;                                               \
         __m256 c[2][8];                                                                                        \
         for (int j = 0; j < RN; j++)                                                                           \
             for (int i = 0; i < 8; i++) c[j][i] = _mm256_setzero_ps();                                         \
-        for (int64_t b = 0; b < nb; b++) {                                                                     \
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);                                                         \
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {                                         \
             if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))); \
+            const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));                   \
             for (int i = 0; i < 8; i++) {                                                                      \
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(qs + (size_t)b * 256 + 32 * i)); \
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)((const uint8_t *)at.q + 32 * i));    \
                 const __m256i u = _mm256_sign_epi8(q, q);                                                      \
                 const __m256 dw = _mm256_permutevar8x32_ps(d8, _mm256_set1_epi32(i));                          \
                 for (int j = 0; j < RN; j++) {                                                                 \

@@ -195,20 +195,21 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     for (size_t o = 0; o < EM_GEMV_PF_BYTES; o += 64) _mm_prefetch((const char *)w + o, GP_Q4_PF_HINT);
     uintptr_t pf = (uintptr_t)w + EM_GEMV_PF_BYTES;
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
-        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
+        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         int64_t b = 0;
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);
         for (; b + 2 <= nb; b += 2) {
             gp_pf_q4_0(&pf, 5, 2 * step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
-            const __m256i s0 = gp_q4_0_block(qs + (size_t)b * 128,
+            const __m256i s0 = gp_q4_0_block((const uint8_t *)at.q,
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 2))),
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 18))), m4);
-            const __m256i s1 = gp_q4_0_block(qs + (size_t)b * 128 + 128,
+            const __m256i s1 = gp_q4_0_block((const uint8_t *)at.q + 128,
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 36))),
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 52))), m4);
             const __m256i d16 = _mm256_shuffle_epi8(
-                _mm256_loadu_si256((const __m256i *)(const void *)(grp + (size_t)b * 16)), to_lanes16);
+                _mm256_loadu_si256((const __m256i *)(const void *)at.d), to_lanes16);
             const __m256 d0 = _mm256_cvtph_ps(_mm256_castsi256_si128(d16));
             const __m256 d1 = _mm256_cvtph_ps(_mm256_extracti128_si256(d16, 1));
             const __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s0, _mm256_set1_epi32(off[b]))),
@@ -217,15 +218,17 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
                                             _mm256_set1_ps(ad[b + 1]));
             acc0 = _mm256_fmadd_ps(f0, d0, acc0);
             acc1 = _mm256_fmadd_ps(f1, d1, acc1);
+            em_x8_next(&at, nb, b + 1, 16);
+            em_x8_next(&at, nb, b + 2, 16);
         }
         if (b < nb) {
             gp_pf_q4_0(&pf, 3, step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
-            const __m256i s0 = gp_q4_0_block(qs + (size_t)b * 128,
+            const __m256i s0 = gp_q4_0_block((const uint8_t *)at.q,
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 2))),
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(y + 18))), m4);
             const __m256 d0 = _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_shuffle_epi8(
-                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))), to_lanes16)));
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)at.d)), to_lanes16)));
             const __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s0, _mm256_set1_epi32(off[b]))),
                                             _mm256_set1_ps(ad[b]));
             acc0 = _mm256_fmadd_ps(f0, d0, acc0);
@@ -249,20 +252,21 @@ void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     const __m256i ones16 = _mm256_set1_epi16(1);
     gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
-        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
+        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;
         __m256 acc = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
             gp_pf_step(&pf, step);
             const __m256i av = _mm256_loadu_si256(
                 (const __m256i *)(const void *)((const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0) + 2));
-            const uint8_t *x = qs + (size_t)b * 256;
+            const uint8_t *x = (const uint8_t *)at.q;
             __m256i v[8];
             for (int i = 0; i < 8; i++) {
                 const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * i));
                 v[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(av, q)), ones16);
             }
             const __m256i s = gp_sum8x8_epi32_unpack(v);
-            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16)));
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(ad[b])), acc);
         }
         _mm256_storeu_ps(out + j0, acc);
@@ -302,16 +306,17 @@ T512 void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw,
     const __m512i di3 = _mm512_add_epi32(di0, _mm512_set1_epi32(6));
     gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
-        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
+        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;
         __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-        for (int64_t b = 0; b < nb; b++) {
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
             gp_pf_step(&pf, step);
             const __m512i av = _mm512_broadcast_i64x4(
                 _mm256_loadu_si256((const __m256i *)(const void *)((const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0) + 2)));
             const __m512i s = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i *)(const void *)st[b]));
             const __m512 d = _mm512_castps256_ps512(_mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))), _mm256_set1_ps(ad[b])));
-            const uint8_t *x = qs + (size_t)b * 256;
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)), _mm256_set1_ps(ad[b])));
+            const uint8_t *x = (const uint8_t *)at.q;
             const __m512i q0 = _mm512_xor_si512(_mm512_loadu_si512(x), flip);
             const __m512i q1 = _mm512_xor_si512(_mm512_loadu_si512(x + 64), flip);
             const __m512i q2 = _mm512_xor_si512(_mm512_loadu_si512(x + 128), flip);
@@ -357,17 +362,18 @@ T512 void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw,
     const __m512i pick = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 10, 6, 2, 12, 8, 4, 0);
     gp_pf pf = gp_pf_start(w);
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
-        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws, *qs = grp + (size_t)nb * 2 * EM_PACK_ROWS;
+        const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;
         __m512 c0 = _mm512_setzero_ps(), c1 = c0;
-        for (int64_t b = 0; b < nb; b++) {
+        em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+        for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {
             gp_pf_step(&pf, step);
             const uint8_t *y = (const uint8_t *)a + (size_t)b * sizeof(em_block_q8_0);
             const __m512i alo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(y + 2)));
             const __m512i ahi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)(y + 18)));
             const __m512i s = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(const void *)st[b]));
             const __m512 d = _mm512_castps256_ps512(_mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(grp + (size_t)b * 16))), _mm256_set1_ps(ad[b])));
-            const __m512i x0 = _mm512_loadu_si512(qs + (size_t)b * 128), x1 = _mm512_loadu_si512(qs + (size_t)b * 128 + 64);
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d)), _mm256_set1_ps(ad[b])));
+            const __m512i x0 = _mm512_loadu_si512((const uint8_t *)at.q), x1 = _mm512_loadu_si512((const uint8_t *)at.q + 64);
             const __m512i s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s, _mm512_and_si512(x0, m4), alo),
                                                    _mm512_and_si512(_mm512_srli_epi16(x0, 4), m4), ahi);
             const __m512i s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s, _mm512_and_si512(x1, m4), alo),
