@@ -361,7 +361,7 @@ static void prefetch_next(walker *w, const em_tensor *const *ws, int n) {
     em_matmul_job jobs[EM_MATMUL_MAX_JOBS] = {{0}};
     for (int i = 0; i < n && i < EM_MATMUL_MAX_JOBS; i++) jobs[i].W = ws[i];
     em_matmul_first_chunk(jobs, EM_MIN(n, EM_MATMUL_MAX_JOBS), 1, w->ith, em_threadpool_size(w->s->c->pool),
-                          &w->pf, &w->pf_len);
+                          EM_MATMUL_PREFETCH_BYTES, &w->pf, &w->pf_len);
 }
 
 /* prefetch_next for the step after layer il's last product: the next

@@ -122,8 +122,8 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     em_gemm_step_end();
 }
 
-void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, const void **p,
-                           size_t *bytes) {
+void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, size_t max_bytes,
+                           const void **p, size_t *bytes) {
     *p = NULL;
     *bytes = 0;
     int64_t first[EM_MATMUL_MAX_JOBS + 1] = {0};
@@ -142,7 +142,7 @@ void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows
     const em_tensor *W = jobs[i].W;
     const int64_t j0 = (c - first[i]) * rows[i];
     *p = (const char *)W->data + (size_t)j0 * W->row_bytes;
-    *bytes = (size_t)EM_MIN(rows[i], W->ne[1] - j0) * W->row_bytes;
+    *bytes = EM_MIN((size_t)EM_MIN(rows[i], W->ne[1] - j0) * W->row_bytes, max_bytes);
 }
 
 void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, const int64_t *n_rows, int n_jobs) {

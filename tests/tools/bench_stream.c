@@ -135,7 +135,7 @@ static void one_pass(stream *s, int ith, int nth) {
             em_matmul_step(s->tp, ith, steps[st], n_jobs[st], 1);
             const void *p = NULL;
             size_t len = 0;
-            if (s->mode == 4 && next) em_matmul_first_chunk(next, n_next, 1, ith, nth, &p, &len);
+            if (s->mode == 4 && next) em_matmul_first_chunk(next, n_next, 1, ith, nth, EM_MATMUL_PREFETCH_BYTES, &p, &len);
             em_threadpool_barrier_prefetch(s->tp, p, len);
         }
     }
