@@ -88,13 +88,24 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Returns once *word differs from old: spin, then yield, then sleep. */
-static void wait_change(em_threadpool *tp, atomic_uint *word, unsigned old) {
+/* Returns once *word differs from old: spin, then yield, then sleep.
+ * While spinning, the bytes [pf, pf + pf_len) are prefetched into the
+ * cache, a line per look at the word instead of a pause hint, so that a
+ * thread done early with a step streams the first weights of the next
+ * one while it waits (a prefetch never faults, and one that waits for a
+ * free miss buffer delays the next look by a few nanoseconds only). */
+static void wait_change(em_threadpool *tp, atomic_uint *word, unsigned old, const char *pf, size_t pf_len) {
     uint64_t t0 = 0;
     for (;;) {
         for (int i = 0; i < EM_SPIN_CHECK; i++) {
             if (atomic_load_explicit(word, memory_order_acquire) != old) return;
-            cpu_relax();
+            if (pf_len >= 64) {
+                __builtin_prefetch(pf, 0, 2);
+                pf += 64;
+                pf_len -= 64;
+            } else {
+                cpu_relax();
+            }
         }
         const uint64_t t = now_ns();
         if (t0 == 0)
@@ -131,7 +142,9 @@ static void reset_shares(em_threadpool *tp) {
     for (int i = 0; i < tp->n_threads; i++) atomic_store_explicit(&tp->shares[i].claimed, 0, memory_order_relaxed);
 }
 
-void em_threadpool_barrier(em_threadpool *tp) {
+void em_threadpool_barrier(em_threadpool *tp) { em_threadpool_barrier_prefetch(tp, NULL, 0); }
+
+void em_threadpool_barrier_prefetch(em_threadpool *tp, const void *pf, size_t pf_len) {
     if (tp->n_threads == 1) {
         reset_shares(tp);
         return;
@@ -146,7 +159,7 @@ void em_threadpool_barrier(em_threadpool *tp) {
         reset_shares(tp);
         publish(tp, &tp->bar_gen, gen + 1);
     } else {
-        wait_change(tp, &tp->bar_gen, gen);
+        wait_change(tp, &tp->bar_gen, gen, pf, pf ? pf_len : 0);
     }
 }
 
@@ -177,7 +190,7 @@ static void *worker_main(void *p) {
     em_threadpool *tp = w->tp;
     unsigned seen = 0;
     for (;;) {
-        wait_change(tp, &tp->run_gen, seen);
+        wait_change(tp, &tp->run_gen, seen, NULL, 0);
         seen = atomic_load_explicit(&tp->run_gen, memory_order_acquire);
         if (atomic_load(&tp->stop)) return NULL;
         tp->fn(tp->arg, w->ith, tp->n_threads);

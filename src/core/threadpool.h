@@ -34,6 +34,13 @@ void em_threadpool_run(em_threadpool *tp, em_task_fn fn, void *arg);
  * starts a new step for em_threadpool_next. */
 void em_threadpool_barrier(em_threadpool *tp);
 
+/* em_threadpool_barrier, and a thread that waits there reads the pf_len
+ * bytes at pf into the cache meanwhile, as far as its wait lasts (a hint
+ * that changes no result; pf may be NULL): the first weights this thread
+ * will read after the barrier, which turns the wait of a thread done
+ * early with a memory-bound step into streaming for the next one. */
+void em_threadpool_barrier_prefetch(em_threadpool *tp, const void *pf, size_t pf_len);
+
 /* Inside fn, called by thread ith: claims the next chunk of the current
  * step (the work since em_threadpool_run started or since the last
  * barrier), a number in [0, n_chunks) handed to no other thread, or -1

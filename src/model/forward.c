@@ -210,6 +210,8 @@ typedef struct walker {
     bool compacted;/* the last layer moved the output rows to the front  */
     bool solo;     /* a one-row batch (see below)                        */
     bool pending;  /* the Q/K/V row step waits for attention (rows_heads) */
+    const void *pf;/* one-row batch: this thread's first weights of the next */
+    size_t pf_len; /* product, read while it waits at the barrier before (bytes) */
     row_bufs b;
     int32_t sel[EM_MAX_EXPERTS_USED]; /* solo: the row's experts         */
     float selw[EM_MAX_EXPERTS_USED];  /* solo: their weights             */
@@ -365,10 +367,53 @@ static void rows_heads(walker *w, const em_layer *l, int il) {
     em_threadpool_barrier(tp);
 }
 
+/* The barrier that ends a product or attention step; in a one-row batch
+ * a thread that waits there prefetches its first weights of the next
+ * product where the recipe has named them (prefetch_next). */
+static void step_barrier(walker *w) {
+    em_threadpool_barrier_prefetch(w->s->c->pool, w->pf, w->pf_len);
+    w->pf = NULL;
+    w->pf_len = 0;
+}
+
+/* Names the product that follows the next barrier: weights ws[0..n) over
+ * the batch's rows, of which this thread reads its first chunk first.
+ * Only in a one-row batch, where a step is a stream of weights and the
+ * threads part at its barrier by up to a chunk; the prefetch changes no
+ * result, only which bytes are already in the cache. */
+static void prefetch_next(walker *w, const em_tensor *const *ws, int n) {
+    w->pf = NULL;
+    w->pf_len = 0;
+    if (!w->solo) return;
+    em_matmul_job jobs[EM_MATMUL_MAX_JOBS] = {{0}};
+    for (int i = 0; i < n && i < EM_MATMUL_MAX_JOBS; i++) jobs[i].W = ws[i];
+    em_matmul_first_chunk(jobs, EM_MIN(n, EM_MATMUL_MAX_JOBS), 1, w->ith, em_threadpool_size(w->s->c->pool),
+                          EM_MATMUL_PREFETCH_BYTES, &w->pf, &w->pf_len);
+}
+
+/* prefetch_next for the step after layer il's last product: the next
+ * layer's Q/K/V products (the same weights layer() gives them), or the
+ * output head. */
+static void prefetch_after_layer(walker *w, int il) {
+    const fwd_state *s = w->s;
+    const em_model *m = s->c->model;
+    const em_tensor *ws[3];
+    int n = 0;
+    if (il + 1 < m->hp.n_layer) {
+        const em_layer *l = &m->layers[il + 1];
+        ws[n++] = &l->wq;
+        if (l->kv_src == il + 1) ws[n++] = &l->wk;
+        if (l->kv_src == il + 1 && l->wv.data) ws[n++] = &l->wv;
+    } else if (s->n_out > 0) {
+        ws[n++] = &m->output;
+    }
+    prefetch_next(w, ws, n);
+}
+
 /* A product step: up to EM_MATMUL_MAX_JOBS products over the batch rows. */
 static void products(walker *w, const em_matmul_job *jobs, int n_jobs) {
     em_matmul_step(w->s->c->pool, w->ith, jobs, n_jobs, w->n);
-    em_threadpool_barrier(w->s->c->pool);
+    step_barrier(w);
 }
 
 typedef struct solo_prep {
@@ -413,7 +458,7 @@ static void attend(walker *w, const em_layer *l, int il) {
         w->pending = false;
     }
     em_attention_step(c->pool, &a, w->ith);
-    em_threadpool_barrier(c->pool);
+    step_barrier(w);
 }
 
 /* --------------------------------------------------------- row steps */
@@ -949,8 +994,11 @@ static void layer(walker *w, int il) {
     int n_qkv = 1;
     if (l->kv_src == il) qkv[n_qkv++] = job_for(qa, &pq, 1, &l->wk, w->b.h, d, c->k, k_dim);
     if (l->kv_src == il && l->wv.data) qkv[n_qkv++] = job_for(qa, &pq, 2, &l->wv, w->b.h, d, c->v, v_dim);
+    const em_tensor *next[2] = {&l->wo};
+    prefetch_next(w, next, 1);
     products(w, qkv, n_qkv);
     rows_heads(w, l, il);
+    prefetch_next(w, next, 1);
     attend(w, l, il);
     if (il == hp->n_layer - 1) keep_output_rows(w);
     if (w->n == 0) return; /* a prompt chunk without logits: its cache is written */
@@ -959,6 +1007,14 @@ static void layer(walker *w, int il) {
     act_plan po = one_plan(&l->wo);
     if (needs_quant(&w->b, &po, o_dim)) rows(w, row_att_quant, l, il);
     em_matmul_job wo = job_for(qa, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
+    if (l->w_gate.data) {
+        next[0] = &l->w_gate;
+        next[1] = &l->w_up;
+        prefetch_next(w, next, 2);
+    } else if (!l->gate_inp.data) {
+        next[0] = &l->w_up;
+        prefetch_next(w, next, 1);
+    }
     products(w, &wo, 1);
     rows(w, row_ffn_in, l, il);
 
@@ -971,9 +1027,13 @@ static void layer(walker *w, int il) {
                 job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
                 job_for(qa, &pf, 1, &l->w_up, w->b.h, d, c->ff_up, f),
             };
+            next[0] = &l->w_down;
+            prefetch_next(w, next, 1);
             products(w, gu, 2);
         } else {
             em_matmul_job up = job_for(qa, &pf, 0, &l->w_up, w->b.h, d, c->ff_up, f);
+            next[0] = &l->w_down;
+            prefetch_next(w, next, 1);
             products(w, &up, 1);
         }
         rows(w, row_act, l, il);
@@ -981,6 +1041,7 @@ static void layer(walker *w, int il) {
         /* Beside experts the dense output waits in ffn_dense for theirs. */
         act_plan pd = one_plan(&l->w_down);
         em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, l->gate_inp.data ? c->ffn_dense : c->xn, d);
+        if (!l->gate_inp.data && !l->pl_gate.data) prefetch_after_layer(w, il);
         products(w, &dn, 1);
         if (l->gate_inp.data) {
             rows(w, row_moe_in, l, il);

@@ -122,6 +122,29 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     em_gemm_step_end();
 }
 
+void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, size_t max_bytes,
+                           const void **p, size_t *bytes) {
+    *p = NULL;
+    *bytes = 0;
+    int64_t first[EM_MATMUL_MAX_JOBS + 1] = {0};
+    int64_t rows[EM_MATMUL_MAX_JOBS] = {0};
+    if (n_jobs > EM_MATMUL_MAX_JOBS) n_jobs = EM_MATMUL_MAX_JOBS;
+    for (int i = 0; i < n_jobs; i++) {
+        const int64_t n_out = jobs[i].W->ne[1];
+        rows[i] = chunk_rows(jobs[i].W->type, n_out, jobs[i].W->row_bytes, nth, n_rows);
+        first[i + 1] = first[i] + (n_out + rows[i] - 1) / rows[i];
+    }
+    /* The front of the thread's share (em_threadpool_next), if it has one. */
+    const int64_t n = first[n_jobs], c = n * ith / nth;
+    if (n_jobs == 0 || c >= n * (ith + 1) / nth) return;
+    int i = 0;
+    while (c >= first[i + 1]) i++;
+    const em_tensor *W = jobs[i].W;
+    const int64_t j0 = (c - first[i]) * rows[i];
+    *p = (const char *)W->data + (size_t)j0 * W->row_bytes;
+    *bytes = EM_MIN((size_t)EM_MIN(rows[i], W->ne[1] - j0) * W->row_bytes, max_bytes);
+}
+
 void em_matmul_group_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, const int64_t *n_rows, int n_jobs) {
     const int nth = em_threadpool_size(tp);
     int64_t total = 0;

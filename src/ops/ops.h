@@ -89,6 +89,19 @@ typedef struct em_matmul_job {
  * activation rows, their weight rows shared out in chunks. */
 void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows);
 
+/* The weight bytes thread ith of nth reads first in em_matmul_step with
+ * the same jobs and n_rows: its first chunk, at most max_bytes of it (*p
+ * NULL, *bytes 0 if it gets none of its own).  For
+ * em_threadpool_barrier_prefetch before the step. */
+void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, size_t max_bytes,
+                           const void **p, size_t *bytes);
+
+/* What a thread prefetches of its first chunk while it waits at a barrier:
+ * half of the largest chunk (ops/matmul.c).  On the 2-core Zen 5 VM a half
+ * chunk did as well as one to three chunks (bench_stream layers+pf), and
+ * it leaves room in a 256 KiB L2. */
+#define EM_MATMUL_PREFETCH_BYTES (128 * 1024)
+
 /* Like em_matmul_step for any number of products, each over its own
  * number of activation rows n_rows[i] (the experts of a mixture-of-experts
  * layer, each over the tokens routed to it); products with no rows cost

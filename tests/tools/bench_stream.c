@@ -16,7 +16,10 @@
  *           the pool as in generation);
  *   layers  the same bytes as the matrices of 1.1B Llama layers (q, k, v
  *           in one step, then o, gate with up, down: a barrier after each,
- *           as in the forward pass) one after the other.
+ *           as in the forward pass) one after the other;
+ *   layers+pf the same, each thread prefetching its first chunk of the
+ *           next step while it waits at a barrier, as the forward pass of
+ *           a one-row batch does.
  * Each mode reports its best, 90th-percentile and median GB/s over the
  * rounds, its best as a share of read's best, and the median of its
  * share of read round by round.
@@ -52,7 +55,7 @@
 
 typedef struct stream {
     em_threadpool *tp;
-    int mode;                   /* 0 read, 1 chunks, 2 matrix, 3 layers     */
+    int mode;                   /* 0 read, 1 chunks, 2 matrix, 3 layers, 4 layers+pf */
     int reps;                   /* passes per timed pass (--hot-kib: 200)   */
     const uint64_t *words;      /* the buffer as words, for read            */
     size_t n_words;
@@ -66,6 +69,21 @@ typedef struct stream {
     size_t done[64];            /* per thread: bytes of the last pass       */
 } stream;
 
+/* The four product steps of layer il: q k v, o, gate up, down. */
+static void steps_of(const stream *s, int il, em_matmul_job steps[4][3]) {
+    const size_t xk = em_activation_row_size(s->big.type, K_MODEL), xf = em_activation_row_size(s->big.type, F_MODEL);
+    em_tensor *L = s->layers[il];
+    float *o = s->out;
+    const int64_t os = 1 << 20;
+    steps[0][0] = (em_matmul_job){.W = &L[0], .x = s->xk, .x_stride = xk, .out = o, .out_stride = os};
+    steps[0][1] = (em_matmul_job){.W = &L[1], .x = s->xk, .x_stride = xk, .out = o + 2048, .out_stride = os};
+    steps[0][2] = (em_matmul_job){.W = &L[2], .x = s->xk, .x_stride = xk, .out = o + 2304, .out_stride = os};
+    steps[1][0] = (em_matmul_job){.W = &L[3], .x = s->xk, .x_stride = xk, .out = o, .out_stride = os};
+    steps[2][0] = (em_matmul_job){.W = &L[4], .x = s->xk, .x_stride = xk, .out = o, .out_stride = os};
+    steps[2][1] = (em_matmul_job){.W = &L[5], .x = s->xk, .x_stride = xk, .out = o + F_MODEL, .out_stride = os};
+    steps[3][0] = (em_matmul_job){.W = &L[6], .x = s->xf, .x_stride = xf, .out = o, .out_stride = os};
+}
+
 /* One pass of the current mode on thread ith of nth. */
 static void one_pass(stream *s, int ith, int nth) {
     if (s->mode == 0) {
@@ -78,7 +96,7 @@ static void one_pass(stream *s, int ith, int nth) {
         s->done[ith] = per * 8;
         return;
     }
-    const size_t xk = em_activation_row_size(s->big.type, K_MODEL), xf = em_activation_row_size(s->big.type, F_MODEL);
+    const size_t xk = em_activation_row_size(s->big.type, K_MODEL);
     if (s->mode == 1) { /* own contiguous share, 256 KiB chunks, kernel directly */
         const int64_t rows = s->big.ne[1], per = rows / nth / 16 * 16, r0 = per * ith;
         const int64_t cr = (256 * 1024) / (int64_t)s->big.row_bytes / 16 * 16;
@@ -96,28 +114,30 @@ static void one_pass(stream *s, int ith, int nth) {
         em_matmul_step(s->tp, ith, &j, 1, 1);
         return;
     }
+    /* layers (mode 3), and with mode 4 each barrier prefetching the next
+     * step's first chunk of this thread (em_threadpool_barrier_prefetch,
+     * as the forward pass does for one-row batches). */
+    em_matmul_job steps[4][3];
+    const int n_jobs[4] = {3, 1, 2, 1};
     for (int il = 0; il < s->n_layers; il++) {
-        em_tensor *L = s->layers[il];
-        float *o = s->out;
-        em_matmul_job qkv[3] = {
-            {.W = &L[0], .x = s->xk, .x_stride = xk, .out = o, .out_stride = 1 << 20},
-            {.W = &L[1], .x = s->xk, .x_stride = xk, .out = o + 2048, .out_stride = 1 << 20},
-            {.W = &L[2], .x = s->xk, .x_stride = xk, .out = o + 2304, .out_stride = 1 << 20},
-        };
-        em_matmul_step(s->tp, ith, qkv, 3, 1);
-        em_threadpool_barrier(s->tp);
-        em_matmul_job wo = {.W = &L[3], .x = s->xk, .x_stride = xk, .out = o, .out_stride = 1 << 20};
-        em_matmul_step(s->tp, ith, &wo, 1, 1);
-        em_threadpool_barrier(s->tp);
-        em_matmul_job gu[2] = {
-            {.W = &L[4], .x = s->xk, .x_stride = xk, .out = o, .out_stride = 1 << 20},
-            {.W = &L[5], .x = s->xk, .x_stride = xk, .out = o + F_MODEL, .out_stride = 1 << 20},
-        };
-        em_matmul_step(s->tp, ith, gu, 2, 1);
-        em_threadpool_barrier(s->tp);
-        em_matmul_job dn = {.W = &L[6], .x = s->xf, .x_stride = xf, .out = o, .out_stride = 1 << 20};
-        em_matmul_step(s->tp, ith, &dn, 1, 1);
-        em_threadpool_barrier(s->tp);
+        for (int st = 0; st < 4; st++) {
+            steps_of(s, il, steps);
+            const em_matmul_job *next = st < 3 ? steps[st + 1] : NULL;
+            int n_next = st < 3 ? n_jobs[st + 1] : 0;
+            em_matmul_job next_qkv[3];
+            if (st == 3 && il + 1 < s->n_layers) {
+                em_matmul_job later[4][3];
+                steps_of(s, il + 1, later);
+                memcpy(next_qkv, later[0], sizeof next_qkv);
+                next = next_qkv;
+                n_next = 3;
+            }
+            em_matmul_step(s->tp, ith, steps[st], n_jobs[st], 1);
+            const void *p = NULL;
+            size_t len = 0;
+            if (s->mode == 4 && next) em_matmul_first_chunk(next, n_next, 1, ith, nth, EM_MATMUL_PREFETCH_BYTES, &p, &len);
+            em_threadpool_barrier_prefetch(s->tp, p, len);
+        }
     }
 }
 
@@ -259,11 +279,12 @@ int main(int argc, char **argv) {
     printf("bench_stream: %s (%s kernels, %s), %d threads, %.0f MiB as %d layers of 1.1B Llama%s%s\n", type, isa,
            s.layers[0][0].pack ? "packed" : "file layout", threads, (double)bytes / 1048576.0, n_layers,
            cpu ? ", per-thread CPU time" : ", wall time", hot_kib ? ", from cache" : "");
-    static const char *names[4] = {"read", "chunks", "matrix", "layers"};
-    const int n_modes = hot_kib ? 2 : 4;
+    static const char *names[5] = {"read", "chunks", "matrix", "layers", "layers+pf"};
+    const int n_modes = hot_kib ? 2 : 5;
     const size_t per_read = s.n_words / (size_t)threads / 8 * 8 * (size_t)threads * 8;
-    const size_t mode_bytes[4] = {per_read, big_bytes / (size_t)threads / 16 * 16 * (size_t)threads, big_bytes, bytes};
-    double *gbs[4], *share[4];
+    const size_t mode_bytes[5] = {per_read, big_bytes / (size_t)threads / 16 * 16 * (size_t)threads, big_bytes, bytes,
+                                  bytes};
+    double *gbs[5], *share[5];
     for (int m = 0; m < n_modes; m++) {
         gbs[m] = calloc((size_t)rounds, sizeof(double));
         share[m] = calloc((size_t)rounds, sizeof(double));
@@ -289,7 +310,7 @@ int main(int argc, char **argv) {
         qsort(gbs[m], (size_t)rounds, sizeof(double), cmp_d);
         qsort(share[m], (size_t)rounds, sizeof(double), cmp_d);
         if (m == 0) best0 = gbs[0][rounds - 1];
-        printf("  %-7s best %6.1f GB/s  p90 %6.1f  median %6.1f   best/read best %5.1f%%  median share of read %5.1f%%\n",
+        printf("  %-9s best %6.1f GB/s  p90 %6.1f  median %6.1f   best/read best %5.1f%%  median share of read %5.1f%%\n",
                names[m], gbs[m][rounds - 1], gbs[m][rounds * 9 / 10], gbs[m][rounds / 2],
                100.0 * gbs[m][rounds - 1] / best0, 100.0 * share[m][rounds / 2]);
     }
