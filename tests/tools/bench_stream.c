@@ -33,7 +33,7 @@
  * the kernel's speed from cache, against which the bandwidth of memory
  * can be set.  Nothing here asserts a time.
  *
- * usage: bench_stream [--type Q4_0|Q4_K|Q6_K|Q8_0|F16] [--isa avx2|avx512]
+ * usage: bench_stream [--type Q4_0|Q4_K|Q5_K|Q6_K|Q8_0|F16] [--isa avx2|avx512]
  *                     [--mib N] [--threads N] [--rounds N] [--cpu]
  *                     [--hot-kib N]
  */
@@ -182,7 +182,7 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_stream [--type Q4_0|Q4_K|Q6_K|Q8_0|F16] [--isa avx2|avx512] [--mib N] "
+    fprintf(stderr, "usage: bench_stream [--type Q4_0|Q4_K|Q5_K|Q6_K|Q8_0|F16] [--isa avx2|avx512] [--mib N] "
                     "[--threads N] [--rounds N] [--cpu] [--hot-kib N]\n");
 }
 
@@ -213,6 +213,7 @@ int main(int argc, char **argv) {
     em_type t;
     if (!strcmp(type, "Q4_0")) t = EM_TYPE_Q4_0;
     else if (!strcmp(type, "Q4_K")) t = EM_TYPE_Q4_K;
+    else if (!strcmp(type, "Q5_K")) t = EM_TYPE_Q5_K;
     else if (!strcmp(type, "Q6_K")) t = EM_TYPE_Q6_K;
     else if (!strcmp(type, "Q8_0")) t = EM_TYPE_Q8_0;
     else if (!strcmp(type, "F16")) t = EM_TYPE_F16;

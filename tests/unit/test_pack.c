@@ -224,13 +224,15 @@ static void test_gemv_extremes(void) {
  * level 31 (or 0, by pattern), every scale and min 63, against activation
  * quants of +-127 (all one sign, or mixed), so that the AVX2 kernel's
  * int16 sums of byte products are at their largest (four runs of
- * vpmaddubsw pairs fit int16, eight would not).  The outputs are compared
+ * vpmaddubsw pairs fit int16, eight would not).  k is 512 or the 1.1B
+ * model's 5632 (one activation row: the plain AVX2 matrix-vector kernels
+ * over as many super-blocks as generation takes).  The outputs are compared
  * with the scalar reference as in check_packed. */
-static int check_k_extremes(em_type t, int wpat, int apat) {
-    enum { NW = 16, K = 512 };
+static int check_k_extremes(em_type t, int64_t K, int wpat, int apat) {
+    enum { NW = 16 };
     const size_t ws = em_row_size(t, K), as = em_row_size(EM_TYPE_Q8_K, K), bs = em_get_type_traits(t)->type_size;
     uint8_t *w = malloc(NW * ws), *p = malloc(NW * ws), *a = malloc(as);
-    float x[K], out[NW];
+    float *x = malloc((size_t)K * sizeof *x), out[NW];
     const uint16_t one = em_fp32_to_fp16(1.0f);
     for (int64_t j = 0; j < NW; j++)
         for (int64_t b = 0; b < K / EM_QK_K; b++) {
@@ -250,10 +252,11 @@ static int check_k_extremes(em_type t, int wpat, int apat) {
         const float ref = em_vec_dot_generic(t, K, w + (size_t)j * ws, a);
         if (!(fabsf(out[j] - ref) <= 1e-5f * (fabsf(ref) + 1e4f))) {
             if (bad++ == 0)
-                fprintf(stderr, "  %s weights %d activations %d: row %d %.9g, reference %.9g\n", em_type_name(t), wpat, apat, j,
-                        out[j], ref);
+                fprintf(stderr, "  %s k=%lld weights %d activations %d: row %d %.9g, reference %.9g\n", em_type_name(t),
+                        (long long)K, wpat, apat, j, out[j], ref);
         }
     }
+    free(x);
     free(w);
     free(p);
     free(a);
@@ -266,8 +269,12 @@ static void test_k_extremes(void) {
         if (em_kernels_select(isas[s]) != 0) continue;
         int bad = 0;
         for (int wp = 0; wp < 3; wp++)
-            for (int ap = 0; ap < 3; ap++) bad += check_k_extremes(EM_TYPE_Q5_K, wp, ap);
-        CHECK_MSG(bad == 0, "packed Q5_K %s: %d products off at the extremes", isas[s], bad);
+            for (int ap = 0; ap < 3; ap++)
+                for (int64_t k = 512; k <= 5632; k += 5120) {
+                    bad += check_k_extremes(EM_TYPE_Q5_K, k, wp, ap);
+                    bad += check_k_extremes(EM_TYPE_Q4_K, k, wp, ap);
+                }
+        CHECK_MSG(bad == 0, "packed Q4_K/Q5_K %s: %d products off at the extremes", isas[s], bad);
     }
     CHECK(em_kernels_select(NULL) == 0);
 }

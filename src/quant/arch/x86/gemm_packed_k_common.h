@@ -342,5 +342,141 @@ static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, con
 #define TILE512_Q4K(RN, hf, ...) tile_512(RN, false, __VA_ARGS__)
 #define TILE512_Q5K(RN, hf, ...) tile_512(RN, true, __VA_ARGS__)
 
+/* ===================================== one activation row, plain AVX2 */
+
+/* The fifth bits of group g (bit g of each byte of qh) moved to bit 4 and
+ * masked: a shift by a count in a register, which is a constant once the
+ * loops are unrolled (and still compiles when they are not). */
+static inline AI __m256i fifth_256(__m256i qh, int g, __m256i b4) {
+    const __m256i t = g <= 4 ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - g)) : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(g - 4));
+    return _mm256_and_si256(t, b4);
+}
+
+/* The levels of one 32-byte half of the runs qs[s][q] (x) and qh[q] (qh)
+ * of a Q5_K x16 super-block, for group 2s + h. */
+static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i m4, __m256i b4) {
+    return _mm256_or_si256(_mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4), fifth_256(qh, 2 * s + h, b4));
+}
+
+/* The matrix-vector product (one activation row) with plain AVX2.  The
+ * tiles unpack each 8-row half's scales on its own, widening every packed
+ * byte to an int32 lane first: about as many vector instructions per
+ * super-block as the products of its levels take.  Here both halves go
+ * together: byte j of the 16 rows' packed scales is one 128-bit lane, so
+ * six loads hold a super-block's 12 bytes of all 16 rows and two dozen
+ * byte operations unpack its scales and mins (KP_UNPACK's formulas, with
+ * (K >> 6) << 4 as (K >> 2) & 0x30 per byte); they go to a small buffer,
+ * from which each vector the products need (a scale in both int16 halves
+ * of each row's lane, a pair of mins) is one broadcast load and one
+ * vpshufb.  Each activation quad is broadcast once for both halves.
+ *
+ * KP_GEMV256 makes it for Q4_K (Q5 false: levels are nibbles) and Q5_K
+ * (Q5 true: the fifth bit ORed in, levels_256), PRUN runs of vpmaddubsw
+ * pairs summed in int16 between two applications of the group scale (8
+ * for Q4_K, 4 for Q5_K: see gemm_packed_q5k_avx2.c) and the loop over
+ * the four pairs of groups unrolled SUNROLL times.  The integer sums are
+ * the tiles' (exact) and the float steps the same, in the same order, so
+ * outputs do not change. */
+#define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \
+    static inline AI void fname(int64_t nb, const uint8_t *grp, const uint8_t *ar, const int32_t *mpt, float *out, \
+                                uintptr_t pf, size_t pfl, size_t pfs) {                                            \
+        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16), m63 = _mm256_set1_epi8(63);            \
+        const __m256i m30 = _mm256_set1_epi8(0x30);                                                                \
+        /* Scales: bytes 0-3 (lane 0) and 4-7 (lane 1) into both int16 halves                                      \
+         * of the int32 lanes.  Mins: bytes r and 8 + r into the two halves. */                                    \
+        const __m256i xsc = _mm256_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1, 4, -1, 4, -1, \
+                                             5, -1, 5, -1, 6, -1, 6, -1, 7, -1, 7, -1);                            \
+        const __m256i xmn = _mm256_setr_epi8(0, -1, 8, -1, 1, -1, 9, -1, 2, -1, 10, -1, 3, -1, 11, -1, 4, -1, 12, \
+                                             -1, 5, -1, 13, -1, 6, -1, 14, -1, 7, -1, 15, -1);                     \
+        _Alignas(32) uint8_t S[8][16];     /* scale of group g of row i at S[g][i] */                              \
+        _Alignas(32) uint8_t MN[4][2][16]; /* [p][hf]: mins of groups 2p, 2p + 1 of rows 8hf .. 8hf + 7 */         \
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                                                \
+        for (int64_t b = 0; b < nb; b++) {                                                                         \
+            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                        \
+            const uint8_t *sb = grp + (size_t)b * (SB);                                                            \
+            const uint8_t *y = ar + (size_t)b * sizeof(em_block_q8_k);                                             \
+            __m256i K[6]; /* K[j]: packed bytes 2j (lane 0) and 2j + 1 (lane 1) of the 16 rows */                  \
+            for (int j = 0; j < 6; j++) K[j] = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_SC + 32 * j)); \
+            const __m256i hi01 = _mm256_and_si256(_mm256_srli_epi16(K[0], 2), m30);                                \
+            const __m256i hi23 = _mm256_and_si256(_mm256_srli_epi16(K[1], 2), m30);                                \
+            const __m256i hi45 = _mm256_and_si256(_mm256_srli_epi16(K[2], 2), m30);                                \
+            const __m256i hi67 = _mm256_and_si256(_mm256_srli_epi16(K[3], 2), m30);                                \
+            _mm256_store_si256((__m256i *)(void *)S[0], _mm256_and_si256(K[0], m63));                              \
+            _mm256_store_si256((__m256i *)(void *)S[2], _mm256_and_si256(K[1], m63));                              \
+            _mm256_store_si256((__m256i *)(void *)S[4], _mm256_or_si256(_mm256_and_si256(K[4], m4), hi01));        \
+            _mm256_store_si256((__m256i *)(void *)S[6], _mm256_or_si256(_mm256_and_si256(K[5], m4), hi23));        \
+            const __m256i mn[4] = {                                                                                \
+                _mm256_and_si256(K[2], m63),                                                                       \
+                _mm256_and_si256(K[3], m63),                                                                       \
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(K[4], 4), m4), hi45),                           \
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(K[5], 4), m4), hi67),                           \
+            };                                                                                                     \
+            /* Lane 0 of mn[p] holds group 2p's mins of the 16 rows, lane 1                                        \
+             * group 2p + 1's: quadwords 0, 2, 1, 3 put each half's together. */                                   \
+            for (int p = 0; p < 4; p++)                                                                            \
+                _mm256_store_si256((__m256i *)(void *)MN[p], _mm256_permute4x64_epi64(mn[p], 0xD8));               \
+            __m256i T[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};                                       \
+            _Pragma(SUNROLL) for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {     \
+                _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                           \
+                    const __m256i sc = _mm256_shuffle_epi8(                                                        \
+                        _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)(S[2 * s + h] + 8 * hf))), \
+                        xsc);                                                                                      \
+                    _Pragma("GCC unroll 2") for (int q0 = 0; q0 < 8; q0 += (PRUN)) {                               \
+                        __m256i P = _mm256_setzero_si256();                                                        \
+                        _Pragma("GCC unroll 8") for (int q = q0; q < q0 + (PRUN); q++) {                           \
+                            const __m256i x = _mm256_loadu_si256(                                                  \
+                                (const __m256i *)(const void *)(sb + KP_QS + (s * 8 + q) * 64 + 32 * hf));         \
+                            const __m256i w =                                                                      \
+                                (Q5) ? levels_256(x,                                                               \
+                                                  _mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q5KX16_QH + \
+                                                                                                     q * 64 + 32 * hf)), \
+                                                  s, h, m4, b4)                                                    \
+                                     : _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);                      \
+                            P = _mm256_add_epi16(P, _mm256_maddubs_epi16(                                          \
+                                                        w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)))); \
+                        }                                                                                          \
+                        T[hf] = _mm256_add_epi32(T[hf], _mm256_madd_epi16(P, sc));                                 \
+                    }                                                                                              \
+                }                                                                                                  \
+            }                                                                                                      \
+            const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));                                                    \
+            const int32_t *bp = mpt + b * 4;                                                                       \
+            _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                               \
+                __m256i M = _mm256_setzero_si256();                                                                \
+                _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {                                              \
+                    const __m256i mp = _mm256_shuffle_epi8(                                                        \
+                        _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(const void *)MN[p][hf])), xmn); \
+                    M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, _mm256_set1_epi32(bp[p])));                      \
+                }                                                                                                  \
+                const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 16 * hf)));  \
+                const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf))); \
+                acc[hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(T[hf]), _mm256_mul_ps(d, da), acc[hf]);               \
+                acc[hf] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(M), _mm256_mul_ps(dm, da), acc[hf]);                 \
+            }                                                                                                      \
+        }                                                                                                          \
+        _mm256_storeu_ps(out, acc[0]);                                                                             \
+        _mm256_storeu_ps(out + 8, acc[1]);                                                                         \
+    }
+
+/* The plain AVX2 entry point of a packed K type: one activation row goes
+ * to GEMV (a KP_GEMV256), more to ROWS (a KP_DRIVER). */
+#define KP_GEMV_DRIVER(name, ROWS, GEMV, SB)                                                                       \
+    void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out,   \
+              int64_t ldo) {                                                                                       \
+        if (na != 1) {                                                                                             \
+            ROWS(k, w, ws, nw, a, as, na, out, ldo);                                                               \
+            return;                                                                                                \
+        }                                                                                                          \
+        const int64_t nb = k / EM_QK_K;                                                                            \
+        int32_t mpt[4 * (EM_PACK_MAX_K / EM_QK_K)];                                                                \
+        min_pairs(nb, (const uint8_t *)a, as, 1, mpt);                                                             \
+        for (int64_t j0 = 0; j0 < nw; j0 += KP_ROWS) {                                                             \
+            uintptr_t pfa;                                                                                         \
+            size_t pfl;                                                                                            \
+            em_gemv_prefetch_plan(w, ws, j0, KP_ROWS, &pfa, &pfl);                                                 \
+            const size_t pfs = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;                                     \
+            GEMV(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, mpt, out + j0, pfa, pfl, pfs);      \
+        }                                                                                                          \
+    }
 
 #endif /* EMBER_GEMM_PACKED_K_COMMON_H */

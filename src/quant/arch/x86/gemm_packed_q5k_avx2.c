@@ -38,19 +38,8 @@ _Static_assert(EM_PACK_Q5K_SB == K5_QH + 8 * KP_ROWS * 4, "Q5_K x16 super-block"
 
 /* ===================================================== 256-bit kernels */
 
-/* The fifth bits of group g (bit g of each byte of qh) moved to bit 4 and
- * masked: a shift by a count in a register, which is a constant once the
- * loops are unrolled (and still compiles when they are not). */
-static inline AI __m256i fifth_256(__m256i qh, int g, __m256i b4) {
-    const __m256i t = g <= 4 ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - g)) : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(g - 4));
-    return _mm256_and_si256(t, b4);
-}
-
-/* The levels of one 32-byte half of the runs qs[s][q] (x) and qh[q] (qh)
- * for group 2s + h. */
-static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i m4, __m256i b4) {
-    return _mm256_or_si256(_mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4), fifth_256(qh, 2 * s + h, b4));
-}
+/* fifth_256 and levels_256 (the fifth bit of a level ORed in) are in
+ * gemm_packed_k_common.h, shared with the one-row kernel. */
 
 /* A tile is one half of a group (rows 8hf .. 8hf+7, the 32-byte halves of
  * each 64-byte run).  DP_P adds the byte products of four quants per row
@@ -162,6 +151,17 @@ KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 2, EM_PACK_Q5K_SB)
 /* KP_DRIVER (gemm_packed_k_common.h) per kernel set. */
 KP_DRIVER(em_gemm_q5_kx16_avx512, T512, TILE512_Q5K, NO_BUF_STEP, 8, 1)
 KP_DRIVER(em_gemm_q5_kx16_avxvnni, TVNNI, tile_vnni, buf_step_vnni, 2, 2)
-KP_DRIVER(em_gemm_q5_kx16_avx2, , tile_avx2, buf_step_avx2, 2, 2)
+KP_DRIVER(gemm_rows_avx2, static, tile_avx2, buf_step_avx2, 2, 2)
+
+/* ================================================ one row, plain AVX2 */
+
+/* KP_GEMV256 (gemm_packed_k_common.h), as for Q4_K, with the fifth bit
+ * ORed in (levels_256) and four runs of products per group scale (int16
+ * pairs: see the top); the pairs of groups unrolled, so that each run's
+ * fifth bits take one shift by a constant. */
+KP_GEMV256(gemv_avx2, EM_PACK_Q5K_SB, true, 4, "GCC unroll 4")
+
+/* Plain AVX2: one activation row goes to gemv_avx2, more to the tiles. */
+KP_GEMV_DRIVER(em_gemm_q5_kx16_avx2, gemm_rows_avx2, gemv_avx2, EM_PACK_Q5K_SB)
 
 #endif /* EM_HAVE_X86_GEMM */
