@@ -2,8 +2,8 @@
 # tokenize.sh OLD_EMBER NEW_EMBER [RUNS] - whole-process tokenizer timings on
 # War and Peace, alternating old and new, median of RUNS per vocabulary.
 old=$1 new=$2 runs=${3:-5}
-V=${EMBER_TEST_DATA:-/work/shared}/tokenizers/llama.cpp-vocab
-W=${EMBER_TEST_DATA:-/work/shared}/text/war-and-peace.txt
+V=${EMBER_TEST_DATA:-$(dirname "$0")/../../shared}/tokenizers/llama.cpp-vocab
+W=${EMBER_TEST_DATA:-$(dirname "$0")/../../shared}/text/war-and-peace.txt
 for voc in gpt-2 falcon starcoder gpt-neox bert-bge llama-spm; do
   for i in $(seq $runs); do
     for b in old new; do
