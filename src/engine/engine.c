@@ -841,6 +841,7 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     if (p.n_prefill < 1) p.n_prefill = 256;
     if (!em_model_is_causal(model) && p.n_prefill < p.n_ctx_seq) p.n_prefill = p.n_ctx_seq;
     if (p.queue_max < 0) p.queue_max = 0;
+    if (p.queue_max > (1 << 20)) p.queue_max = 1 << 20; /* as the CLI caps it; keeps sums below in range */
     if (p.embeddings && !eng_has_embeddings())
         return em_error(EM_ERR_UNSUPPORTED, "engine: this build has no embeddings");
     if ((int64_t)p.n_ctx_seq * p.n_parallel > (1 << 24))

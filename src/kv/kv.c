@@ -123,8 +123,11 @@ static bool pool_init(em_kv_pool *pl, int32_t nb, int32_t n_layer, size_t k_row,
         return false;
     /* Each layer's keys, then its values, every array starting on a
      * 64-byte line. */
+    const size_t cells = (size_t)pl->n_cells, room = SIZE_MAX / 4 - 2 * EM_KV_HUGE;
+    if ((k_row && cells > room / k_row) || (v_row && cells > room / v_row)) return false;
     const size_t kb = ((size_t)pl->n_cells * k_row + 63) & ~(size_t)63;
     const size_t vb = ((size_t)pl->n_cells * v_row + 63) & ~(size_t)63;
+    if (n_layer > 0 && kb + vb > room / (size_t)n_layer) return false;
     if (!(pl->rows = rows_map((size_t)n_layer * (kb + vb), &pl->rows_bytes))) return false;
     for (int32_t i = 0; i < n_layer; i++) {
         pl->k[i] = (uint8_t *)pl->rows + (size_t)i * (kb + vb);

@@ -256,7 +256,6 @@ void em_gemm_q6_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, 
 void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 void em_gemv_q8_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 void em_gemv_q4_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
-void em_gemv_q8_0x8_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);
 /* arch/x86/gemm_lanes_avx2.c: the same products with a whole weight row
  * per int32 lane, for two or more activation rows (one goes to the x8
  * kernels above); these are what the kernel sets install. */

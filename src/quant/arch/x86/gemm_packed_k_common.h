@@ -463,7 +463,8 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
 #define KP_GEMV_DRIVER(name, ROWS, GEMV, SB)                                                                       \
     void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out,   \
               int64_t ldo) {                                                                                       \
-        if (na != 1) {                                                                                             \
+        /* mpt below holds EM_PACK_MAX_K columns; wider rows take ROWS. */                                       \
+        if (na != 1 || k > EM_PACK_MAX_K) {                                                                        \
             ROWS(k, w, ws, nw, a, as, na, out, ldo);                                                               \
             return;                                                                                                \
         }                                                                                                          \
