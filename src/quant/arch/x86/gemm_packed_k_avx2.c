@@ -108,10 +108,7 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
         __m256 acc[4];                                                                                         \
         __m256i T[4];                                                                                          \
-        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                 \
-            acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + j * ldo);                             \
-            T[j] = _mm256_setzero_si256();                                                                     \
-        }                                                                                                      \
+        KP_BUF_START256(RN, acc, T, out, ldo, first);                                                          \
         _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
             __m256i W[8];                                                                                      \
             _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++)                                                \

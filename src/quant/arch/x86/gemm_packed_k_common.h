@@ -187,6 +187,15 @@ typedef struct kp_buf {
         }                                                                                                                     \
     } while (0)
 
+/* The start of a buffered 256-bit tile: for each of its RN activation
+ * rows, the float sum acc[j] begins at zero on a call's first super-block,
+ * else at what out holds, and the integer sum T[j] at zero. */
+#define KP_BUF_START256(RN, acc, T, out, ldo, first)                                                                   \
+    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                            \
+        acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + j * ldo);                                        \
+        T[j] = _mm256_setzero_si256();                                                                                \
+    }
+
 /* The end of a buffered 256-bit tile: for each of its RN activation rows,
  * the mins' integer term M (DMIN of the row's min pairs bp + j * bps),
  * then acc += T * (d * d_a) - M * (dmin * d_a) in float, stored to out. */

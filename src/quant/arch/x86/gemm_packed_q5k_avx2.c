@@ -129,10 +129,7 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
         __m256 acc[4];                                                                                         \
         __m256i T[4];                                                                                          \
-        _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                                 \
-            acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + j * ldo);                             \
-            T[j] = _mm256_setzero_si256();                                                                     \
-        }                                                                                                      \
+        KP_BUF_START256(RN, acc, T, out, ldo, first);                                                          \
         _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
             const __m256i sc = _mm256_loadu_si256((const __m256i *)(const void *)(u->sc[2 * s + h] + 8 * hf)); \
             K5_GROUP256(RN, BUF_WQ, ar + Q8K_QS + 64 * s + 32 * h, as, sc, T, DPP, APPLY, PRUN)                     \
