@@ -58,12 +58,7 @@ _Static_assert(EM_PACK_Q4K_SB == KP_QS + 4 * 8 * KP_ROWS * 4, "Q4_K x16 super-bl
         __m256 acc[4];                                                                                         \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                      \
         for (int64_t b = 0; b < nb; b++) {                                                                     \
-            if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                    \
-            const uint8_t *sb = grp + (size_t)b * EM_PACK_Q4K_SB;                                              \
-            __m256i sc[8], mp[4], T[4];                                                                        \
-            KP_UNPACK_HALF256(sb, hf, sc, mp);                                                                 \
-            _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) sc[g] = SC16(sc[g]);                           \
-            _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();                 \
+            KP_TILE_SB_START256(RN, EM_PACK_Q4K_SB, SC16)                                                          \
             _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) { \
                 __m256i W[8];                                                                                  \
                 _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++) {                                          \

@@ -187,6 +187,19 @@ typedef struct kp_buf {
         }                                                                                                                     \
     } while (0)
 
+/* The start of super-block b in an unbuffered 256-bit tile (SB bytes per
+ * super-block of grp): declares sb, the scales sc[8] of half hf as SC16
+ * makes them, its min pairs mp[4], and the integer sums T[RN] at zero,
+ * after prefetching the call's share for step b (the tile's own pf, pfl,
+ * pfs, grp, b and hf are used by name). */
+#define KP_TILE_SB_START256(RN, SB, SC16)                                                                             \
+    if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);                                                                   \
+    const uint8_t *sb = grp + (size_t)b * (SB);                                                                       \
+    __m256i sc[8], mp[4], T[4];                                                                                       \
+    KP_UNPACK_HALF256(sb, hf, sc, mp);                                                                                \
+    _Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) sc[g] = SC16(sc[g]);                                          \
+    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();
+
 /* The start of a buffered 256-bit tile: for each of its RN activation
  * rows, the float sum acc[j] begins at zero on a call's first super-block,
  * else at what out holds, and the integer sum T[j] at zero. */
