@@ -1,7 +1,8 @@
 # tests/cli/lib.sh - what the CLI script tests share; sourced, not run.
 #
 # Sourcing it needs $EMBER_BIN (the ember program) and starts the counts.
-# ok/bad/check record one result each; need_data and need_cmd turn a test
+# ok/bad/check record one result each (exits, prints and has are the
+# common checks built on them); need_data and need_cmd turn a test
 # that cannot run here into a skip (exit 77); one_line checks a command's
 # exit code and that it explains itself in one line; finish prints the
 # counts and exits: 1 on any failure, 77 when $skipped names something that
@@ -43,6 +44,35 @@ one_line() {
         bad "$what (rc $rc, $(wc -l <"$tmp/one_line.err") lines)"
     fi
 }
+
+# exits WANT-RC LABEL COMMAND...: the command exits with WANT-RC; its
+# stdout is left in $tmp/out and its stderr in $tmp/err for later checks.
+exits() {
+    local want=$1 what=$2
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$?
+    if [ $rc -eq "$want" ]; then ok "$what"; else bad "$what: exit $rc, want $want: $(head -c 300 "$tmp/err")"; fi
+}
+
+# prints WANT COMMAND...: the command exits 0 and prints exactly WANT.
+prints() {
+    local want=$1
+    shift
+    local got rc
+    got=$("$@" 2>"$tmp/err")
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        bad "$* exited $rc: $(head -c 300 "$tmp/err")"
+    elif [ "$got" != "$want" ]; then
+        bad "$*: got '$got', want '$want'"
+    else
+        ok "$*"
+    fi
+}
+
+# has FILE REGEX: the file has a line that matches the extended regex.
+has() { if grep -Eq -- "$2" "$1"; then ok "/$2/"; else bad "$1 lacks /$2/"; fi; }
 
 # finish [PREFIX]: the summary line and the exit code.
 finish() {

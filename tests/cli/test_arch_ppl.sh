@@ -11,16 +11,8 @@
 # The encoders (bert, nomic-bert) have no perplexity: `ember embed` must
 # give the same unit vector twice.
 # The first 4 chunks of 128 tokens keep it quick.
-set -u
-
-if [ -z "${EMBER_TEST_DATA:-}" ]; then
-    echo "SKIP: EMBER_TEST_DATA is not set"
-    exit 77
-fi
-if [ -z "${EMBER_BIN:-}" ] || [ ! -x "$EMBER_BIN" ]; then
-    echo "FAIL: EMBER_BIN is not set to the ember program" >&2
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+need_data
 dir="$EMBER_TEST_DATA/models/arch"
 text="$EMBER_TEST_DATA/text/tinystories_val.txt"
 if [ ! -d "$dir" ] || [ ! -f "$text" ]; then
@@ -32,7 +24,6 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Architectures ember runs; the others must be refused cleanly.
 supported=" qwen2 qwen3 qwen3-Q8_0 qwen3-Q4_K_M qwen3-yarn gemma2 gemma3 gemma4 gemma4-moe llama-moe llama-moe-Q8_0 llama-moe-Q4_K_M qwen3moe llama4 "
-failures=0
 for f in "$dir"/tiny-*.gguf; do
     name=$(basename "$f" .gguf)
     name=${name#tiny-}
@@ -44,30 +35,26 @@ for f in "$dir"/tiny-*.gguf; do
         rc=$?
         norm=$(tr -d '[],' <"$tmp/e1" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i * $i; printf "%.4f %d", sqrt(s), NF }')
         if [ "$rc" -eq 0 ] && cmp -s "$tmp/e1" "$tmp/e2" && [ "${norm% *}" = "1.0000" ]; then
-            echo "$name embedding: $norm (norm, dims), deterministic"
+            ok "$name embedding: $norm (norm, dims), deterministic"
         else
-            echo "FAIL $name: ember embed exit $rc, norm/dims $norm: $(head -2 "$tmp/err")"
-            failures=$((failures + 1))
+            bad "$name: ember embed exit $rc, norm/dims $norm: $(head -2 "$tmp/err")"
         fi
         continue
     fi
     if [[ "$supported" == *" $name "* ]]; then
         ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out" "$tmp/err" | head -1)
         if [ "$rc" -ne 0 ] || [ -z "$ppl" ]; then
-            echo "FAIL $name: exit $rc: $(tail -1 "$tmp/err")"
-            failures=$((failures + 1))
+            bad "$name: exit $rc: $(tail -1 "$tmp/err")"
         elif awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 1024) }'; then
-            echo "$name $ppl"
+            ok "$name $ppl"
         else
-            echo "FAIL $name: perplexity $ppl is not sensible for a 512-token vocabulary"
-            failures=$((failures + 1))
+            bad "$name: perplexity $ppl is not sensible for a 512-token vocabulary"
         fi
     else
         if [ "$rc" -ne 0 ] && grep -q "not supported" "$tmp/err" && [ "$(grep -c . "$tmp/err")" -eq 1 ]; then
-            echo "$name refused: $(cat "$tmp/err")"
+            ok "$name refused: $(cat "$tmp/err")"
         else
-            echo "FAIL $name: expected a one-line 'not supported' refusal, got exit $rc: $(head -3 "$tmp/err")"
-            failures=$((failures + 1))
+            bad "$name: expected a one-line 'not supported' refusal, got exit $rc: $(head -3 "$tmp/err")"
         fi
     fi
 done
@@ -93,11 +80,9 @@ PY
     rc=$?
     ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out" "$tmp/err" | head -1)
     if [ "$rc" -eq 0 ] && [ -n "$ppl" ] && awk -v p="$ppl" 'BEGIN { exit !(p > 1 && p < 1024) }'; then
-        echo "llama4 (ctx 8320, past the 8192-position chunk) $ppl"
+        ok "llama4 (ctx 8320, past the 8192-position chunk) $ppl"
     else
-        echo "FAIL llama4 at ctx 8320: exit $rc, perplexity '$ppl': $(tail -1 "$tmp/err")"
-        failures=$((failures + 1))
+        bad "llama4 at ctx 8320: exit $rc, perplexity '$ppl': $(tail -1 "$tmp/err")"
     fi
 fi
-[ "$failures" -eq 0 ] || { echo "$failures model(s) failed"; exit 1; }
-exit 0
+finish

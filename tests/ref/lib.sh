@@ -1,22 +1,44 @@
-# tests/ref/lib.sh - the set-up the NumPy reference scripts share; sourced,
-# not run.  Sets PY (Debian's python3, which must have NumPy: else exit
-# 77, skip), GEN and DUMP (gen_model and dump_logits from
-# $EMBER_TOOLS_DIR: else exit 1) and TMP (a directory removed at exit).
-# The forward-pass scripts also share check_engine and variant below; they
-# set REF (the reference script), TOKENS and failures first.
+# tests/ref/lib.sh - what the reference scripts share; sourced, not run.
+# Sets PY (Debian's python3) and TMP (a directory removed at exit), and
+# gives need_python, need_data and need_tools for their preconditions.
+# The NumPy forward-pass scripts also share check_engine and variant
+# below; they call `need_python numpy python3-numpy` and
+# `need_tools gen_model dump_logits`, and set REF (the reference script),
+# TOKENS and failures first.
 
 PY=/usr/bin/python3
-if ! "$PY" -c 'import numpy' 2>/dev/null; then
-    echo "SKIP: $PY with numpy is needed (Debian: apt-get install python3-numpy)"
-    exit 77
-fi
-TOOLS=${EMBER_TOOLS_DIR:-}
-GEN=$TOOLS/gen_model
-DUMP=$TOOLS/dump_logits
-if [ -z "$TOOLS" ] || [ ! -x "$GEN" ] || [ ! -x "$DUMP" ]; then
-    echo "FAIL: gen_model and dump_logits not found; set EMBER_TOOLS_DIR to the build directory"
-    exit 1
-fi
+GEN=${EMBER_TOOLS_DIR:-}/gen_model
+DUMP=${EMBER_TOOLS_DIR:-}/dump_logits
+
+# need_python MODULE PACKAGE: $PY imports MODULE, else the test is a skip
+# (exit 77) that names the Debian package to install.
+need_python() {
+    if ! "$PY" -c "import $1" 2>/dev/null; then
+        echo "SKIP: $PY with $1 is needed (Debian: apt-get install $2)"
+        exit 77
+    fi
+}
+
+# need_data PATH: $EMBER_TEST_DATA/PATH exists, else the test is a skip.
+need_data() {
+    if [ -z "${EMBER_TEST_DATA:-}" ] || [ ! -e "$EMBER_TEST_DATA/$1" ]; then
+        echo "SKIP: EMBER_TEST_DATA/$1 is not available"
+        exit 77
+    fi
+}
+
+# need_tools NAME...: each test tool is built in $EMBER_TOOLS_DIR, else the
+# test fails (exit 1): a missing tool is a build problem, not a skip.
+need_tools() {
+    local t
+    for t in "$@"; do
+        if [ -z "${EMBER_TOOLS_DIR:-}" ] || [ ! -x "$EMBER_TOOLS_DIR/$t" ]; then
+            echo "FAIL: $t not found; set EMBER_TOOLS_DIR to the build directory"
+            exit 1
+        fi
+    done
+}
+
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

@@ -18,6 +18,8 @@
 set -u
 
 . "$(dirname "$0")/lib.sh"
+need_python numpy python3-numpy
+need_tools gen_model dump_logits
 REF=$(cd "$(dirname "$0")" && pwd)/gemma4_ref.py
 
 TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344

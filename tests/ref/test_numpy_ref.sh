@@ -21,6 +21,8 @@
 set -u
 
 . "$(dirname "$0")/lib.sh"
+need_python numpy python3-numpy
+need_tools gen_model dump_logits
 REF=$(cd "$(dirname "$0")" && pwd)/reference.py
 
 # 24 fixed token ids, spread over the 512-token vocabulary; long enough

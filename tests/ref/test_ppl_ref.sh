@@ -16,20 +16,11 @@
 
 set -u
 
-PY=/usr/bin/python3
-if ! "$PY" -c 'import numpy' 2>/dev/null; then
-    echo "SKIP: $PY with numpy is needed (Debian: apt-get install python3-numpy)"
-    exit 77
-fi
 : "${EMBER_BIN:?EMBER_BIN must point at the ember binary}"
-GEN=${EMBER_TOOLS_DIR:-}/gen_model
-if [ ! -x "$GEN" ]; then
-    echo "FAIL: gen_model not found; set EMBER_TOOLS_DIR to the build directory"
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+need_python numpy python3-numpy
+need_tools gen_model
 REF=$(cd "$(dirname "$0")" && pwd)/ppl_ref.py
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 

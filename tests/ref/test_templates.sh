@@ -13,26 +13,15 @@
 
 set -u
 
-PY=/usr/bin/python3
-if ! "$PY" -c 'import jinja2' 2>/dev/null; then
-    echo "SKIP: $PY with jinja2 is needed (Debian: apt-get install python3-jinja2)"
-    exit 77
-fi
-DATA=${EMBER_TEST_DATA:-}
-if [ -z "$DATA" ] || [ ! -d "$DATA/templates" ]; then
-    echo "SKIP: EMBER_TEST_DATA/templates is not available"
-    exit 77
-fi
-RENDER=${EMBER_TOOLS_DIR:-}/render_template
-if [ ! -x "$RENDER" ]; then
-    echo "FAIL: $RENDER is missing (build the render_template tool)"
-    exit 1
-fi
+. "$(dirname "$0")/lib.sh"
+need_python jinja2 python3-jinja2
+need_data templates
+need_tools render_template
+DATA=$EMBER_TEST_DATA
+RENDER=$EMBER_TOOLS_DIR/render_template
 here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 
-"$PY" "$here/chat_reference.py" "$DATA/templates" "$here/chat_conversations.json" "$tmp" \
+"$PY" "$here/chat_reference.py" "$DATA/templates" "$here/chat_conversations.json" "$TMP" \
     "$here/chat_snippets.json" || {
     echo "FAIL: chat_reference.py failed"
     exit 1
@@ -41,10 +30,10 @@ trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0 raised=0 spass=0
 for tpl in "$DATA"/templates/*.jinja; do
     base=$(basename "$tpl" .jinja)
-    for conv in "$tmp"/conv/*.json; do
+    for conv in "$TMP"/conv/*.json; do
         cname=$(basename "$conv" .json)
-        exp="$tmp/expected/${base}__${cname}"
-        "$RENDER" "$tpl" "$conv" >"$tmp/got.out" 2>"$tmp/got.err"
+        exp="$TMP/expected/${base}__${cname}"
+        "$RENDER" "$tpl" "$conv" >"$TMP/got.out" 2>"$TMP/got.err"
         rc=$?
         if [ -f "$exp.err" ]; then
             if [ $rc -eq 1 ]; then
@@ -55,42 +44,42 @@ for tpl in "$DATA"/templates/*.jinja; do
             fi
         elif [ $rc -ne 0 ]; then
             fail=$((fail + 1))
-            echo "MISMATCH $base / $cname: ember failed: $(head -c 300 "$tmp/got.err" | tr '\n' ' ')"
-        elif cmp -s "$exp.out" "$tmp/got.out"; then
+            echo "MISMATCH $base / $cname: ember failed: $(head -c 300 "$TMP/got.err" | tr '\n' ' ')"
+        elif cmp -s "$exp.out" "$TMP/got.out"; then
             pass=$((pass + 1))
         else
             fail=$((fail + 1))
             echo "MISMATCH $base / $cname: output differs:"
-            diff <(cat "$exp.out"; echo) <(cat "$tmp/got.out"; echo) | head -20
+            diff <(cat "$exp.out"; echo) <(cat "$TMP/got.out"; echo) | head -20
         fi
     done
 done
 # The snippets: one feature each, rendered for one conversation.
-conv="$tmp/conv/system_multi.json"
-for tpl in "$tmp"/snippets/*.jinja; do
+conv="$TMP/conv/system_multi.json"
+for tpl in "$TMP"/snippets/*.jinja; do
     base=$(basename "$tpl" .jinja)
-    exp="$tmp/expected/${base}__system_multi"
-    "$RENDER" "$tpl" "$conv" >"$tmp/got.out" 2>"$tmp/got.err"
+    exp="$TMP/expected/${base}__system_multi"
+    "$RENDER" "$tpl" "$conv" >"$TMP/got.out" 2>"$TMP/got.err"
     rc=$?
     if [ -f "$exp.err" ]; then
         if [ $rc -eq 1 ]; then
             spass=$((spass + 1))
         else
             fail=$((fail + 1))
-            echo "MISMATCH snippet $base: jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc: $(head -c 300 "$tmp/got.out")"
+            echo "MISMATCH snippet $base: jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc: $(head -c 300 "$TMP/got.out")"
             echo "  template: $(head -c 300 "$tpl")"
         fi
     elif [ $rc -ne 0 ]; then
         fail=$((fail + 1))
-        echo "MISMATCH snippet $base: ember failed: $(head -c 300 "$tmp/got.err" | tr '\n' ' ')"
+        echo "MISMATCH snippet $base: ember failed: $(head -c 300 "$TMP/got.err" | tr '\n' ' ')"
         echo "  template: $(head -c 300 "$tpl")"
-    elif cmp -s "$exp.out" "$tmp/got.out"; then
+    elif cmp -s "$exp.out" "$TMP/got.out"; then
         spass=$((spass + 1))
     else
         fail=$((fail + 1))
         echo "MISMATCH snippet $base: template: $(head -c 300 "$tpl")"
         echo "  jinja2: $(head -c 400 "$exp.out")"
-        echo "  ember:  $(head -c 400 "$tmp/got.out")"
+        echo "  ember:  $(head -c 400 "$TMP/got.out")"
     fi
 done
 echo "templates: $pass pairs match ($raised of them raise in both); snippets: $spass match; $fail differ"

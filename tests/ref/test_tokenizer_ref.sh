@@ -11,27 +11,16 @@
 
 set -u
 
-PY=/usr/bin/python3
-if ! "$PY" -c 'import regex' 2>/dev/null; then
-    echo "SKIP: $PY with the regex module is needed (Debian: apt-get install python3-regex)"
-    exit 77
-fi
-DATA=${EMBER_TEST_DATA:-}
+. "$(dirname "$0")/lib.sh"
+need_python regex python3-regex
+need_data tokenizers/llama.cpp-vocab
+need_tools tokenize_cases
+DATA=$EMBER_TEST_DATA
 VOC=$DATA/tokenizers/llama.cpp-vocab
-if [ -z "$DATA" ] || [ ! -d "$VOC" ]; then
-    echo "SKIP: EMBER_TEST_DATA/tokenizers is not available"
-    exit 77
-fi
-TOOL=${EMBER_TOOLS_DIR:-}/tokenize_cases
-if [ ! -x "$TOOL" ]; then
-    echo "FAIL: $TOOL is missing (build the tokenize_cases tool)"
-    exit 1
-fi
+TOOL=$EMBER_TOOLS_DIR/tokenize_cases
 here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 
-"$PY" - "$here/tokenizer_cases.json" "$tmp/cases.hex" <<'PYEOF' || { echo "FAIL: bad cases file"; exit 1; }
+"$PY" - "$here/tokenizer_cases.json" "$TMP/cases.hex" <<'PYEOF' || { echo "FAIL: bad cases file"; exit 1; }
 import json, sys
 cases = json.load(open(sys.argv[1], encoding="utf-8"))["cases"]
 with open(sys.argv[2], "w") as f:
@@ -48,19 +37,19 @@ for name in llama-spm phi-3 baichuan gpt-2 deepseek-coder deepseek-llm falcon mp
         fail=$((fail + 1))
         continue
     fi
-    "$PY" "$here/tokenizer_reference.py" "$name" "$vocab" "$tmp/cases.hex" >"$tmp/want" || {
+    "$PY" "$here/tokenizer_reference.py" "$name" "$vocab" "$TMP/cases.hex" >"$TMP/want" || {
         echo "FAIL: reference failed on $name"; fail=$((fail + 1)); continue; }
-    "$TOOL" "$vocab" "$tmp/cases.hex" >"$tmp/got" || {
+    "$TOOL" "$vocab" "$TMP/cases.hex" >"$TMP/got" || {
         echo "FAIL: ember failed on $name"; fail=$((fail + 1)); continue; }
-    total=$(wc -l <"$tmp/want")
+    total=$(wc -l <"$TMP/want")
     bad=0
     while IFS=$'\t' read -r no hex want got; do
         bad=$((bad + 1))
         echo "MISMATCH $name case $no: $("$PY" -c 'import sys; print(ascii(bytes.fromhex(sys.argv[1]).decode()))' "$hex" | head -c 200)"
         echo "  reference: $want"
         echo "  ember:     $got"
-    done < <(paste "$tmp/cases.hex" "$tmp/want" "$tmp/got" | awk -F'\t' '$2 != $3 { print NR "\t" $0 }')
-    [ "$(wc -l <"$tmp/got")" -eq "$total" ] || { echo "FAIL: $name: ember gave $(wc -l <"$tmp/got") lines for $total inputs"; bad=$((bad + 1)); }
+    done < <(paste "$TMP/cases.hex" "$TMP/want" "$TMP/got" | awk -F'\t' '$2 != $3 { print NR "\t" $0 }')
+    [ "$(wc -l <"$TMP/got")" -eq "$total" ] || { echo "FAIL: $name: ember gave $(wc -l <"$TMP/got") lines for $total inputs"; bad=$((bad + 1)); }
     echo "tokenizer $name: $((total - bad))/$total inputs match the reference"
     fail=$((fail + bad))
 done
