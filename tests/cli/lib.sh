@@ -4,7 +4,8 @@
 # ok/bad/check record one result each (exits, prints and has are the
 # common checks built on them); need_data and need_cmd turn a test
 # that cannot run here into a skip (exit 77); one_line checks a command's
-# exit code and that it explains itself in one line; finish prints the
+# exit code and that it explains itself in one line; listen_port and stub
+# start the servers of the serve and router tests; finish prints the
 # counts and exits: 1 on any failure, 77 when $skipped names something that
 # could not be checked, else 0.  Scripts make their own temporary folder
 # and traps, since what they must clean up differs.
@@ -73,6 +74,32 @@ prints() {
 
 # has FILE REGEX: the file has a line that matches the extended regex.
 has() { if grep -Eq -- "$2" "$1"; then ok "/$2/"; else bad "$1 lacks /$2/"; fi; }
+
+# listen_port LOG PID: waits (up to 20 s) until the ember server started
+# as PID writes "listening on http://127.0.0.1:PORT" to LOG, and prints
+# PORT; prints nothing when the server exits or stays silent instead.
+listen_port() {
+    local port= _
+    for _ in $(seq 1 400); do
+        port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$1")
+        [ -n "$port" ] && break
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "$port"
+}
+
+# stub NAME [ARGS...]: starts tests/tools/stub_upstream.py (a scripted
+# OpenAI-compatible upstream for the router tests) with --name NAME, adds
+# its pid to the array $pids and sets port_NAME.  Needs $tmp.
+stub() {
+    local name=$1 _
+    shift
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../tools/stub_upstream.py" --name "$name" "$@" >"$tmp/stub_$name" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 200); do grep -q listening "$tmp/stub_$name" && break; sleep 0.05; done
+    eval "port_$name=$(sed -n 's/listening on //p' "$tmp/stub_$name")"
+}
 
 # finish [PREFIX]: the summary line and the exit code.
 finish() {

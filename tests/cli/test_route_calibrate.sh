@@ -14,13 +14,6 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-stub() {
-  local name=$1; shift
-  python3 "$here/stub_upstream.py" --name "$name" "$@" >"$tmp/stub_$name" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 200); do grep -q listening "$tmp/stub_$name" && break; sleep 0.05; done
-  eval "port_$name=$(sed -n 's/listening on //p' "$tmp/stub_$name")"
-}
 stub cheap
 stub strong
 

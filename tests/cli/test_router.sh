@@ -15,14 +15,6 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/n
 trap cleanup EXIT
 py() { python3 -c "$1"; }
 
-# stub NAME [args]: starts a stub, sets port_NAME.
-stub() {
-  local name=$1; shift
-  python3 "$here/stub_upstream.py" --name "$name" "$@" >"$tmp/stub_$name" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 200); do grep -q listening "$tmp/stub_$name" && break; sleep 0.05; done
-  eval "port_$name=$(sed -n 's/listening on //p' "$tmp/stub_$name")"
-}
 control() { curl -s -o /dev/null "http://127.0.0.1:$1/control" -d "$2"; }
 stats() { curl -s "http://127.0.0.1:$1/stats"; }
 
@@ -31,13 +23,7 @@ router() {
   "$EMBER_BIN" serve --config "$1" --port 0 2>"$tmp/router.log" &
   rpid=$!
   pids+=($rpid)
-  rport=
-  for _ in $(seq 1 400); do
-    rport=$(sed -n 's|.*router listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/router.log")
-    [ -n "$rport" ] && break
-    kill -0 "$rpid" 2>/dev/null || break
-    sleep 0.05
-  done
+  rport=$(listen_port "$tmp/router.log" "$rpid")
   [ -n "$rport" ] || { echo "FAIL: the router did not start"; cat "$tmp/router.log"; exit 1; }
 }
 
@@ -301,12 +287,7 @@ check "kill -9: the router restarts on the same ledger, the dead process's reser
 "$EMBER_BIN" serve --config "$tmp/ember.yaml" --port 0 2>"$tmp/router2.log" &
 rpid2=$!
 pids+=($rpid2)
-rport2=
-for _ in $(seq 1 400); do
-  rport2=$(sed -n 's|.*router listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/router2.log")
-  [ -n "$rport2" ] && break
-  sleep 0.05
-done
+rport2=$(listen_port "$tmp/router2.log" "$rpid2")
 python3 "$here/router_load.py" --port "$rport" --key duo-key --model direct-strong --n 100 --c 100 --fresh >"$tmp/duo1" &
 duopid=$!
 python3 "$here/router_load.py" --port "${rport2:-1}" --key duo-key --model direct-strong --n 100 --c 100 --fresh >"$tmp/duo2"

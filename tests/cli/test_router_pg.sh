@@ -56,13 +56,6 @@ psql -X -q -h 127.0.0.1 -p "$pgport" -U ember -d postgres -c "CREATE DATABASE em
 PGURL="postgres://ember@127.0.0.1:$pgport/ember"
 ok "PostgreSQL running on 127.0.0.1:$pgport"
 
-stub() {
-  local name=$1; shift
-  python3 "$here/stub_upstream.py" --name "$name" "$@" >"$tmp/stub_$name" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 200); do grep -q listening "$tmp/stub_$name" && break; sleep 0.05; done
-  eval "port_$name=$(sed -n 's/listening on //p' "$tmp/stub_$name")"
-}
 # router_start NAME CONFIG, then router_wait NAME: sets port_NAME, pid_NAME.
 router_start() {
   "$EMBER_BIN" serve --config "$2" --port 0 2>"$tmp/router_$1.log" &
@@ -70,13 +63,8 @@ router_start() {
   pids+=($!)
 }
 router_wait() {
-  local port= pid; eval "pid=\$pid_$1"
-  for _ in $(seq 1 400); do
-    port=$(sed -n 's|.*router listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/router_$1.log")
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
+  local port pid; eval "pid=\$pid_$1"
+  port=$(listen_port "$tmp/router_$1.log" "$pid")
   eval "port_$1=$port"
   [ -n "$port" ]
 }

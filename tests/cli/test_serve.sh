@@ -15,13 +15,7 @@ json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 
 "$EMBER_BIN" serve -m "$M" --port 0 -t 1 --parallel 2 --api-key sekrit >"$tmp/out" 2>"$tmp/log" &
 pid=$!
-port=
-for _ in $(seq 1 200); do
-  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$tmp/log")
-  [ -n "$port" ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.05
-done
+port=$(listen_port "$tmp/log" "$pid")
 if [ -z "$port" ]; then echo "FAIL: the server did not start"; cat "$tmp/log"; exit 1; fi
 ok "listening on port $port"
 U="http://127.0.0.1:$port"

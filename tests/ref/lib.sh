@@ -3,8 +3,8 @@
 # gives need_python, need_data and need_tools for their preconditions.
 # The NumPy forward-pass scripts also share check_engine and variant
 # below; they call `need_python numpy python3-numpy` and
-# `need_tools gen_model dump_logits`, and set REF (the reference script),
-# TOKENS and failures first.
+# `need_tools gen_model dump_logits`, and set REF (the reference script)
+# first.  failures counts the failed checks of any script.
 
 PY=/usr/bin/python3
 GEN=${EMBER_TOOLS_DIR:-}/gen_model
@@ -41,6 +41,12 @@ need_tools() {
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+failures=0
+
+# The forward-pass scripts' tokens: 24 fixed ids spread over the 512-token
+# vocabulary of the generated models; long enough for a 6-position sliding
+# window to cut off most of the context.
+TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
 
 # check_engine LABEL MODEL TOKENS: runs ember on MODEL both ways (the whole
 # sequence in one batch, and $SPLIT tokens then one token per batch) and

@@ -22,9 +22,6 @@ need_python numpy python3-numpy
 need_tools gen_model dump_logits
 REF=$(cd "$(dirname "$0")" && pwd)/gemma4_ref.py
 
-TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
-failures=0
-
 variant gemma4-dense  gemma4 --n-layer 6 --pattern LLLGLG --head-dim 16 --n-head-kv 2 --rope-freqs \
     --shared-kv 2 --embd-pl 16 --no-v-global --n-ff-shared 384
 variant gemma4-moe    gemma4 --n-layer 4 --pattern LLLG --head-dim 16 --n-head-kv 4 --n-head-kv-global 2 \

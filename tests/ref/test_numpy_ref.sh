@@ -25,11 +25,6 @@ need_python numpy python3-numpy
 need_tools gen_model dump_logits
 REF=$(cd "$(dirname "$0")" && pwd)/reference.py
 
-# 24 fixed token ids, spread over the 512-token vocabulary; long enough
-# for the 6-position sliding window to cut off most of the context.
-TOKENS=1,42,79,116,153,190,227,264,301,338,375,412,449,486,11,48,85,122,159,196,233,270,307,344
-failures=0
-
 variant llama           llama
 variant llama-gqa-tied  llama --n-embd 128 --n-head 8 --n-head-kv 2 --tied
 variant llama3-rope     llama --n-embd 128 --n-head 4 --n-head-kv 2 --rope-freqs

@@ -21,7 +21,6 @@ set -u
 need_python numpy python3-numpy
 need_tools gen_model
 REF=$(cd "$(dirname "$0")" && pwd)/ppl_ref.py
-failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 
 # A fixed text of about 1500 characters (the built-in vocabulary of

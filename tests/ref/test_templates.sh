@@ -27,60 +27,53 @@ here=$(cd "$(dirname "$0")" && pwd)
     exit 1
 }
 
-pass=0 fail=0 raised=0 spass=0
+# render LABEL TEMPLATE CONVERSATION EXPECTED: renders with ember and
+# compares with jinja2's EXPECTED.out (or EXPECTED.err: jinja2 raised, so
+# ember must fail with exit 1).  Returns 0 on a match (sets raised=1 when
+# both raised), else prints the mismatch, with the template's text when
+# SHOW_TEMPLATE is set, and returns 1.
+render() {
+    local label=$1 tpl=$2 conv=$3 exp=$4 rc why
+    "$RENDER" "$tpl" "$conv" >"$TMP/got.out" 2>"$TMP/got.err"
+    rc=$?
+    raised=0
+    if [ -f "$exp.err" ]; then
+        [ $rc -eq 1 ] && { raised=1; return 0; }
+        why="jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc: $(head -c 300 "$TMP/got.out")"
+    elif [ $rc -ne 0 ]; then
+        why="ember failed: $(head -c 300 "$TMP/got.err" | tr '\n' ' ')"
+    elif cmp -s "$exp.out" "$TMP/got.out"; then
+        return 0
+    else
+        why="output differs:"
+    fi
+    echo "MISMATCH $label: $why"
+    if [ -n "${SHOW_TEMPLATE:-}" ]; then echo "  template: $(head -c 300 "$tpl")"; fi
+    [ "$why" = "output differs:" ] && diff <(cat "$exp.out"; echo) <(cat "$TMP/got.out"; echo) | head -20
+    return 1
+}
+
+pass=0 fail=0 both_raised=0 spass=0
 for tpl in "$DATA"/templates/*.jinja; do
     base=$(basename "$tpl" .jinja)
     for conv in "$TMP"/conv/*.json; do
         cname=$(basename "$conv" .json)
-        exp="$TMP/expected/${base}__${cname}"
-        "$RENDER" "$tpl" "$conv" >"$TMP/got.out" 2>"$TMP/got.err"
-        rc=$?
-        if [ -f "$exp.err" ]; then
-            if [ $rc -eq 1 ]; then
-                pass=$((pass + 1)); raised=$((raised + 1))
-            else
-                fail=$((fail + 1))
-                echo "MISMATCH $base / $cname: jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc"
-            fi
-        elif [ $rc -ne 0 ]; then
-            fail=$((fail + 1))
-            echo "MISMATCH $base / $cname: ember failed: $(head -c 300 "$TMP/got.err" | tr '\n' ' ')"
-        elif cmp -s "$exp.out" "$TMP/got.out"; then
-            pass=$((pass + 1))
+        if render "$base / $cname" "$tpl" "$conv" "$TMP/expected/${base}__${cname}"; then
+            pass=$((pass + 1)); both_raised=$((both_raised + raised))
         else
             fail=$((fail + 1))
-            echo "MISMATCH $base / $cname: output differs:"
-            diff <(cat "$exp.out"; echo) <(cat "$TMP/got.out"; echo) | head -20
         fi
     done
 done
 # The snippets: one feature each, rendered for one conversation.
-conv="$TMP/conv/system_multi.json"
+SHOW_TEMPLATE=1
 for tpl in "$TMP"/snippets/*.jinja; do
     base=$(basename "$tpl" .jinja)
-    exp="$TMP/expected/${base}__system_multi"
-    "$RENDER" "$tpl" "$conv" >"$TMP/got.out" 2>"$TMP/got.err"
-    rc=$?
-    if [ -f "$exp.err" ]; then
-        if [ $rc -eq 1 ]; then
-            spass=$((spass + 1))
-        else
-            fail=$((fail + 1))
-            echo "MISMATCH snippet $base: jinja2 raised ($(head -c 200 "$exp.err" | tr '\n' ' ')) but ember gave rc=$rc: $(head -c 300 "$TMP/got.out")"
-            echo "  template: $(head -c 300 "$tpl")"
-        fi
-    elif [ $rc -ne 0 ]; then
-        fail=$((fail + 1))
-        echo "MISMATCH snippet $base: ember failed: $(head -c 300 "$TMP/got.err" | tr '\n' ' ')"
-        echo "  template: $(head -c 300 "$tpl")"
-    elif cmp -s "$exp.out" "$TMP/got.out"; then
+    if render "snippet $base" "$tpl" "$TMP/conv/system_multi.json" "$TMP/expected/${base}__system_multi"; then
         spass=$((spass + 1))
     else
         fail=$((fail + 1))
-        echo "MISMATCH snippet $base: template: $(head -c 300 "$tpl")"
-        echo "  jinja2: $(head -c 400 "$exp.out")"
-        echo "  ember:  $(head -c 400 "$TMP/got.out")"
     fi
 done
-echo "templates: $pass pairs match ($raised of them raise in both); snippets: $spass match; $fail differ"
+echo "templates: $pass pairs match ($both_raised of them raise in both); snippets: $spass match; $fail differ"
 [ $fail -eq 0 ]
