@@ -53,17 +53,29 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
 
 /* ------------------------------------------------------------ Q5_K x16 */
 
-/* Row i of the super-block at sb of a Q5_K x16 group: its first
- * EM_PACK_Q4K_SB bytes are a Q4_K x16 super-block (d, dmin, scales and
- * the low nibbles in the same places), then the qh runs (see pack.h) ... */
+/* Row i of the super-block at sb of a Q5_K x16 group: d, dmin and the
+ * scales in the places of a Q4_K x16 super-block, then the 5-bit levels
+ * as the runs a[s][q] (group 2s whole, three bits of group 2s + 1) and
+ * e[q] (the other two bits of group 2s + 1, for every s; see pack.h) ... */
 static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
     em_block_q4_k lo;
     memcpy(&lo.d, &blk->d, 2);
     memcpy(&lo.dmin, &blk->dmin, 2);
     memcpy(lo.scales, blk->scales, sizeof lo.scales);
-    memcpy(lo.qs, blk->qs, sizeof lo.qs);
+    memset(lo.qs, 0, sizeof lo.qs);
     q4kx16_put(sb, i, &lo);
-    for (int q = 0; q < 8; q++) memcpy(sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, blk->qh + 4 * q, 4);
+    for (int q = 0; q < 8; q++)
+        for (int l = 0; l < 4; l++) {
+            const int f = 4 * q + l, h = blk->qh[f];
+            uint8_t e = 0;
+            for (int s = 0; s < 4; s++) {
+                const int x = blk->qs[32 * s + f];
+                const int l0 = (x & 15) | (h >> (2 * s) & 1) << 4, l1 = (x >> 4) | (h >> (2 * s + 1) & 1) << 4;
+                sb[EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4 + l] = (uint8_t)(l0 | (l1 & 7) << 5);
+                e |= (uint8_t)((l1 >> 3) << (2 * s));
+            }
+            sb[EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l] = e;
+        }
 }
 
 /* ... and taken back from them. */
@@ -73,8 +85,18 @@ static void q5kx16_get(const uint8_t *sb, int i, em_block_q5_k *blk) {
     memcpy(&blk->d, &lo.d, 2);
     memcpy(&blk->dmin, &lo.dmin, 2);
     memcpy(blk->scales, lo.scales, sizeof lo.scales);
-    memcpy(blk->qs, lo.qs, sizeof lo.qs);
-    for (int q = 0; q < 8; q++) memcpy(blk->qh + 4 * q, sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, 4);
+    for (int q = 0; q < 8; q++)
+        for (int l = 0; l < 4; l++) {
+            const int f = 4 * q + l, e = sb[EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l];
+            int h = 0;
+            for (int s = 0; s < 4; s++) {
+                const int a = sb[EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4 + l];
+                const int l0 = a & 31, l1 = a >> 5 | (e >> (2 * s) & 3) << 3;
+                blk->qs[32 * s + f] = (uint8_t)((l0 & 15) | (l1 & 15) << 4);
+                h |= (l0 >> 4) << (2 * s) | (l1 >> 4) << (2 * s + 1);
+            }
+            blk->qh[f] = (uint8_t)h;
+        }
 }
 
 /* ------------------------------------------------------------ Q6_K x16 */

@@ -31,8 +31,9 @@
 
 #include "quant/arch/x86/gemm_packed_k_common.h"
 
-#define K5_QH EM_Q5KX16_QH /* offset of qh[8][16][4] */
-_Static_assert(EM_PACK_Q5K_SB == K5_QH + 8 * KP_ROWS * 4, "Q5_K x16 super-block");
+#define K5_A EM_Q5KX16_A /* offset of a[4][8][16][4] */
+#define K5_E EM_Q5KX16_E /* offset of e[8][16][4]    */
+_Static_assert(K5_A == KP_QS && EM_PACK_Q5K_SB == K5_E + 8 * KP_ROWS * 4, "Q5_K x16 super-block");
 
 /* The AVX-512 tile is tile_512 in gemm_packed_k_common.h. */
 
@@ -70,15 +71,14 @@ _Static_assert(EM_PACK_Q5K_SB == K5_QH + 8 * KP_ROWS * 4, "Q5_K x16 super-block"
 /* The levels of run q of group 2s + h for one half hf: rebuilt from the
  * super-block sb (tiles), or loaded from the buffer u (buffered tiles). */
 #define TILE_WQ(q)                                                                                             \
-    levels_256(_mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + (s * 8 + (q)) * 64 + 32 * hf)), \
-               _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + (q) * 64 + 32 * hf)), s, h, m4, b4)
+    levels_256(_mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_A + (s * 8 + (q)) * 64 + 32 * hf)),  \
+               _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_E + (q) * 64 + 32 * hf)), s, h)
 #define BUF_WQ(q) _mm256_loadu_si256((const __m256i *)(const void *)(u->w[s][h][q] + 32 * hf))
 
 #define K5_TILE256(fname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                                   \
     static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,   \
                                     size_t as, const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf,      \
                                     size_t pfl, size_t pfs) {                                                  \
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);                                    \
         __m256 acc[4];                                                                                         \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                      \
         for (int64_t b = 0; b < nb; b++) {                                                                     \
@@ -109,14 +109,13 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
  * adding to the float sums at out (zero first when first). */
 #define K5_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                             \
     static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) {                                            \
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);                                    \
         for (int sq = 0; sq < 32; sq++)                                                                        \
             for (int hf = 0; hf < 2; hf++) {                                                                   \
                 const int s = sq / 8, q = sq % 8;                                                              \
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + sq * 64 + 32 * hf)); \
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + q * 64 + 32 * hf)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][0][q] + 32 * hf), levels_256(x, qh, s, 0, m4, b4)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][1][q] + 32 * hf), levels_256(x, qh, s, 1, m4, b4)); \
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_A + sq * 64 + 32 * hf)); \
+                const __m256i e = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_E + q * 64 + 32 * hf)); \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][0][q] + 32 * hf), levels_256(x, e, s, 0));    \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][1][q] + 32 * hf), levels_256(x, e, s, 1));    \
             }                                                                                                  \
         KP_BUF_SCALES256(sb, u, SC16);                                                                         \
     }                                                                                                          \
