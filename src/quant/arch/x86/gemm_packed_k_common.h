@@ -303,12 +303,11 @@ typedef struct kp_buf {
  * out[j * ldo + i] for row i.  pf/pfl/pfs: the region to prefetch, a part
  * per super-block (pf 0: none).  q5 (a constant once inlined): Q5_K
  * super-blocks, whose levels of group 2s are the run a[s][q] and 31 and
- * those of group 2s + 1 a bit-select of a >> 5 and the shifted e[q]
- * (pack.h); else Q4_K. */
+ * those of group 2s + 1 ((a >> 5) ^ e[q] shifted) and 31 (pack.h); else
+ * Q4_K. */
 static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31), m7 = _mm512_set1_epi8(7),
-                  m18 = _mm512_set1_epi8(0x18);
+    const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
@@ -330,11 +329,11 @@ static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, con
                     if (q5 && !h) {
                         W[q] = _mm512_and_si512(x, m31);
                     } else if (q5) {
-                        /* Bits 0-2 from a >> 5, bits 3-4 from e (pack.h). */
+                        /* ((a >> 5) ^ e shifted) & 31 (pack.h): ternary logic 0x28. */
                         const __m512i e = _mm512_loadu_si512(sb + EM_Q5KX16_E + q * 64);
                         const __m512i t = s < 2 ? _mm512_sll_epi16(e, _mm_cvtsi32_si128(3 - 2 * s))
                                                 : _mm512_srl_epi16(e, _mm_cvtsi32_si128(2 * s - 3));
-                        W[q] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(x, 5), _mm512_and_si512(t, m18), m7, 0xE4);
+                        W[q] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(x, 5), t, m31, 0x28);
                     } else {
                         W[q] = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
                     }
@@ -373,15 +372,15 @@ static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, con
 
 /* The levels of one 32-byte half of the runs a[s][q] (x) and e[q] (e) of
  * a Q5_K x16 super-block (pack.h), for group 2s + h: for h 0 the low five
- * bits of x; for h 1 bits 0-2 from x >> 5 and bits 3-4 from e shifted by
- * 3 - 2s, by a count in a register, which is a constant once the loops
+ * bits of x; for h 1 the low five of (x >> 5) ^ (e shifted left by
+ * 3 - 2s), by a count in a register, which is a constant once the loops
  * are unrolled (and still compiles when they are not).  Unused for h 0,
  * e's load goes away once inlined. */
 static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
-    if (!h) return _mm256_and_si256(x, _mm256_set1_epi8(31));
+    const __m256i m31 = _mm256_set1_epi8(31);
+    if (!h) return _mm256_and_si256(x, m31);
     const __m256i t = s < 2 ? _mm256_sll_epi16(e, _mm_cvtsi32_si128(3 - 2 * s)) : _mm256_srl_epi16(e, _mm_cvtsi32_si128(2 * s - 3));
-    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(x, 5), _mm256_set1_epi8(7)),
-                           _mm256_and_si256(t, _mm256_set1_epi8(0x18)));
+    return _mm256_and_si256(_mm256_xor_si256(_mm256_srli_epi16(x, 5), t), m31);
 }
 
 /* The matrix-vector product (one activation row) with plain AVX2.  The
