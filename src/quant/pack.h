@@ -57,27 +57,35 @@
  * Q5_K x16 (EM_PACK_Q5K_SB = 16 * 176 bytes per super-block) has the
  * head of a Q4_K x16 super-block (d, dmin, sc at the same offsets), then
  * its 5-bit levels in the places of qs and of the file's qh, laid out so
- * that the kernels take them with the fewest operations:
+ * that the kernels take them with the fewest operations.  Call L0 the
+ * level of row i's element 64s + 4q + l (group 2s) and L1 that of element
+ * 64s + 32 + 4q + l (group 2s + 1), l < 4:
  *
  *   Q5_K x16, super-block b of a group:
  *     (256 bytes)           d, dmin, sc as Q4_K x16 above
- *     uint8  a[4][8][16][4] byte l of a[s][q][i]: bits 0-4 the level of
- *                           row i's element 64s + 4q + l (group 2s), bits
- *                           5-7 bits 0-2 of the level of element
- *                           64s + 32 + 4q + l (group 2s + 1)
+ *     uint8  a[4][8][16][4] byte l of a[s][q][i]: bits 0-4 L0, bits 5-7
+ *                           bits 0-2 of L1 (xor the correction below)
  *     uint8  e[8][16][4]    bits 2s, 2s + 1 of byte l of e[q][i]: bits
- *                           3-4 of that level of group 2s + 1, for s < 4
+ *                           3-4 of L1 of s (xor the correction), s < 4
  *
- * So the levels of group 2s of the 64-byte run a[s][q] are one and with
- * 31, and those of group 2s + 1 are (a >> 5 & 7) | (e[q] shifted by
- * 3 - 2s & 0x18): 1 + 5 operations per 64 levels with AVX2 where the
- * file's split (a nibble, and a fifth bit in qh to shift, mask and or in,
- * for each group) takes 4 + 5.  The run e[q] serves the four runs
- * a[0..3][q] and stays in L1 between them.  A super-block holds the same
- * 5 bits a level as the file's (the same 176 bytes a row): the layout
- * costs no memory and no memory traffic, only the packing at load time.
- * The kernels take the mins off through the activation's bsums as for
- * Q4_K (gemm_packed_q5k_avx2.c).
+ * The kernels take the levels of group 2s of the 64-byte run a[s][q] as
+ * a & 31, and those of group 2s + 1 as the low five bits of each byte of
+ * (a >> 5) ^ (e[q] << (3 - 2s)) (a right shift by 2s - 3 for s >= 2),
+ * both shifts of 16-bit words (vpsrlw, vpsllw).  A shift of a word carries
+ * bits over from its other byte: a >> 5 brings bits 0-1 of the odd byte
+ * (an L0) to bits 3-4 of the even one, and the shifted e brings its other
+ * pairs' bits to bits 0-2.  The packing xors each such carried bit into
+ * the stored bit that it meets (e's pair first, which depends only on a's
+ * bits 0-4, then a's bits 5-7), so that the xor gives L1 exactly
+ * (pack.c: q5kx16_hi is the kernels' formula, q5kx16_put solves it).
+ * With AVX2 that is 1 + 4 operations per 64 levels, where the file's
+ * split (a nibble per group, and a fifth bit in qh to shift, mask and or
+ * in) takes 4 + 5; with AVX-512 the xor and the mask are one ternary
+ * logic op.  The run e[q] serves the four runs a[0..3][q] and stays in L1
+ * between them.  A super-block holds the same 5 bits a level as the
+ * file's (the same 176 bytes a row): the layout costs no memory and no
+ * memory traffic, only the packing at load time.  The mins come off
+ * through the activation's bsums as for Q4_K (gemm_packed_q5k_avx2.c).
  *
  * Q6_K has an x16 layout too (EM_PACK_Q6K_SB = 16 * 210 bytes per
  * super-block), the quants first so that their 64-byte runs keep the

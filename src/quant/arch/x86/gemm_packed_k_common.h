@@ -2,12 +2,12 @@
  * gemm_packed_k_common.h - what the kernels of the packed Q4_K and Q5_K
  * x16 layouts (quant/pack.h) share: both layouts start with the same
  * super-block head (d, dmin, the 6-bit scales and mins of 16 rows side by
- * side, the low four bits of the levels in 64-byte runs), so the
+ * side), then the levels in 64-byte runs at the same offset, so the
  * unpacking of scales and mins, the activation side of the min
  * correction, the buffer of one unpacked super-block and the drivers that
  * walk panels of activation rows and groups of weight rows are one code.
  * Each kernel file adds its own tiles (how a level is made: four bits, or
- * four plus the fifth from qh) and instantiates the drivers.
+ * five from the runs a and e) and instantiates the drivers.
  *
  * The whole scheme is described in gemm_packed_k_avx2.c.  Included only
  * by x86 kernel files built with EM_HAVE_X86_GEMM.
@@ -134,7 +134,7 @@ static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *m
  * the tiles of all the panel's activation rows work from it, keeping
  * their float sums in the output rows between super-blocks (the same
  * operations in the same order: outputs do not change).  The levels are
- * whole (Q5_K: the fifth bit already in). */
+ * whole (Q5_K: all five bits). */
 typedef struct kp_buf {
     uint8_t w[4][2][8][64]; /* levels of qs[s][q]: [s][h][q][row * 4 + i], h 0: low nibbles, 1: high */
     int32_t sc[8][16];      /* group scale of each row (AVX2: in both int16 halves) */

@@ -3,19 +3,20 @@
  * (quant/pack.h) times Q8_K activation rows: AVX-512 with VNNI, AVX-VNNI
  * (256-bit) and AVX2.  They are the Q4_K x16 kernels
  * (gemm_packed_k_avx2.c, whose comment gives the whole scheme) with the
- * fifth bit: one kernel serves prompt processing and generation (one
+ * five-bit levels: one kernel serves prompt processing and generation (one
  * activation row, streamed with the prefetch of gemv_common.h); the 16
  * rows of a group each own an int32 lane (8 per 256-bit register); the
  * scales and mins are unpacked 16 rows at once; the mins come off through
  * the activation's group sums (vpdpwssd of min pairs with bsums pairs).
  *
- * The levels: a 64-byte load of qs[s][q] holds four bytes of each row,
- * whose low nibbles are four levels of group 2s and high nibbles four of
- * group 2s + 1; the 64-byte run qh[q] holds the matching fifth bits, bit
- * g for group g.  AVX-512 tests bit g of each byte into a mask register
- * and adds 16 under it; the 256-bit kernels shift bit g to bit 4 and or it
- * in.  The group sum P of level times quant is at most 32 * 31 * 128 in
- * magnitude, T = sum_g P_g * sc_g at most 8 * 63 * 126976 (int32, exact),
+ * The levels: a 64-byte load of a[s][q] holds four bytes of each row,
+ * whose low five bits are four levels of group 2s, and with the run e[q]
+ * four of group 2s + 1: ((a >> 5) ^ (e shifted by 3 - 2s)) & 31 (pack.h
+ * gives the bits).  AVX-512 takes the xor and the mask as one ternary
+ * logic op; the 256-bit kernels take them as they come (levels_256,
+ * gemm_packed_k_common.h), 5 operations per 64 levels against 9 for a
+ * nibble and a fifth bit.  The group sum P of level times quant is at
+ * most 32 * 31 * 128 in magnitude, T = sum_g P_g * sc_g at most 8 * 63 * 126976 (int32, exact),
  * and acc += T * (d * d_a) - M * (dmin * d_a) in float once per
  * super-block, as the scalar reference does per block.
  *
@@ -39,7 +40,7 @@ _Static_assert(K5_A == KP_QS && EM_PACK_Q5K_SB == K5_E + 8 * KP_ROWS * 4, "Q5_K 
 
 /* ===================================================== 256-bit kernels */
 
-/* fifth_256 and levels_256 (the fifth bit of a level ORed in) are in
+/* levels_256 (the levels of a run a[s][q] with e[q]) is in
  * gemm_packed_k_common.h, shared with the one-row kernel. */
 
 /* A tile is one half of a group (rows 8hf .. 8hf+7, the 32-byte halves of
@@ -99,8 +100,8 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
 
 /* As for Q4_K: with more activation rows than one tile takes, each
  * super-block of the group is rebuilt once into a kp_buf
- * (gemm_packed_k_common.h), fifth bits included, and the tiles of all the panel's
- * activation rows work from it, keeping their float sums in the output
+ * (gemm_packed_k_common.h), as whole levels, and the tiles of all the
+ * panel's activation rows work from it, keeping their float sums in the output
  * rows between super-blocks (the same operations in the same order). */
 
 /* Both halves unpacked (SC16 gives the scales' form), and a tile of one
@@ -146,10 +147,10 @@ KP_DRIVER(gemm_rows_avx2, static, tile_avx2, buf_step_avx2, 2, 2)
 
 /* ================================================ one row, plain AVX2 */
 
-/* KP_GEMV256 (gemm_packed_k_common.h), as for Q4_K, with the fifth bit
- * ORed in (levels_256) and four runs of products per group scale (int16
- * pairs: see the top); the pairs of groups unrolled, so that each run's
- * fifth bits take one shift by a constant. */
+/* KP_GEMV256 (gemm_packed_k_common.h), as for Q4_K, with the levels of
+ * levels_256 and four runs of products per group scale (int16 pairs: see
+ * the top); the pairs of groups unrolled, so that each run's e takes one
+ * shift by a constant. */
 KP_GEMV256(gemv_avx2, EM_PACK_Q5K_SB, true, 4, "GCC unroll 4")
 
 /* Plain AVX2: one activation row goes to gemv_avx2, more to the tiles. */
