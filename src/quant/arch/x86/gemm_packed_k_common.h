@@ -187,6 +187,22 @@ typedef struct kp_buf {
         }                                                                                                                     \
     } while (0)
 
+/* Filling a whole kp_buf with the 256-bit sets from super-block sb: the
+ * levels of each 32-byte half x of each run (sq = 8s + q) of both halves
+ * hf, LEVELS(x, sb, sq, hf, h) for group 2s + h (Q4_K: the nibbles; Q5_K:
+ * levels_256 with the run e[q] it loads), then the scales as
+ * KP_BUF_SCALES256 makes them. */
+#define KP_BUF_FILL256(sb, u, SC16, LEVELS)                                                                             \
+    do {                                                                                                                \
+        for (int sq = 0; sq < 32; sq++)                                                                                 \
+            for (int hf = 0; hf < 2; hf++) {                                                                            \
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + sq * 64 + 32 * hf)); \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][0][sq % 8] + 32 * hf), LEVELS(x, sb, sq, hf, 0)); \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][1][sq % 8] + 32 * hf), LEVELS(x, sb, sq, hf, 1)); \
+            }                                                                                                           \
+        KP_BUF_SCALES256(sb, u, SC16);                                                                                  \
+    } while (0)
+
 /* The start of super-block b in an unbuffered 256-bit tile (SB bytes per
  * super-block of grp): declares sb, the scales sc[8] of half hf as SC16
  * makes them, its min pairs mp[4], and the integer sums T[RN] at zero,

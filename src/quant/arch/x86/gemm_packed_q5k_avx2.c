@@ -108,18 +108,14 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
  * half hf: RN activation rows (ar: their block b, stride as; bp: their
  * min pairs of block b, stride bps) times the unpacked super-block u,
  * adding to the float sums at out (zero first when first). */
+/* The levels of group 2s + h (sq = 8s + q) in the 32-byte half x of a
+ * run a[s][q], with the matching half of e[q]. */
+#define K5_LEVELS(x, sb, sq, hf, h)                                                                            \
+    levels_256(x, _mm256_loadu_si256((const __m256i *)(const void *)((sb) + K5_E + (sq) % 8 * 64 + 32 * (hf))), \
+               (sq) / 8, h)
+
 #define K5_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                             \
-    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) {                                            \
-        for (int sq = 0; sq < 32; sq++)                                                                        \
-            for (int hf = 0; hf < 2; hf++) {                                                                   \
-                const int s = sq / 8, q = sq % 8;                                                              \
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_A + sq * 64 + 32 * hf)); \
-                const __m256i e = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_E + q * 64 + 32 * hf)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][0][q] + 32 * hf), levels_256(x, e, s, 0));    \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][1][q] + 32 * hf), levels_256(x, e, s, 1));    \
-            }                                                                                                  \
-        KP_BUF_SCALES256(sb, u, SC16);                                                                         \
-    }                                                                                                          \
+    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, SC16, K5_LEVELS); }  \
     static inline AI TGT void tname(const int RN, int hf, const kp_buf *u, const uint8_t *ar, size_t as,       \
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
         __m256 acc[4];                                                                                         \
