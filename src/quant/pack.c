@@ -53,17 +53,51 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
 
 /* ------------------------------------------------------------ Q5_K x16 */
 
-/* Row i of the super-block at sb of a Q5_K x16 group: its first
- * EM_PACK_Q4K_SB bytes are a Q4_K x16 super-block (d, dmin, scales and
- * the low nibbles in the same places), then the qh runs (see pack.h) ... */
+/* The levels of group 2s + 1 that the kernels take from one 16-bit word
+ * of a run a[s][q] and the word of e[q] at the same place: bytes of
+ * ((a >> 5) ^ (e shifted left by 3 - 2s)) & 31, shifts of the whole word
+ * as vpsrlw/vpsllw do them (pack.h). */
+static unsigned q5kx16_hi(unsigned a, unsigned e, int s) {
+    const unsigned t = s < 2 ? e << (3 - 2 * s) : e >> (2 * s - 3);
+    return (a >> 5 ^ t) & 0x1F1Fu;
+}
+
+/* Row i of the super-block at sb of a Q5_K x16 group: d, dmin and the
+ * scales in the places of a Q4_K x16 super-block, then the 5-bit levels
+ * as the runs a[s][q] and e[q] (see pack.h), a 16-bit word (two levels of
+ * each of groups 2s and 2s + 1, for each s) at a time ... */
 static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
     em_block_q4_k lo;
     memcpy(&lo.d, &blk->d, 2);
     memcpy(&lo.dmin, &blk->dmin, 2);
     memcpy(lo.scales, blk->scales, sizeof lo.scales);
-    memcpy(lo.qs, blk->qs, sizeof lo.qs);
+    memset(lo.qs, 0, sizeof lo.qs);
     q4kx16_put(sb, i, &lo);
-    for (int q = 0; q < 8; q++) memcpy(sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, blk->qh + 4 * q, 4);
+    for (int f = 0; f < 32; f += 2) { /* file bytes qs[32s + f], qh[f] and the next */
+        unsigned l0[4], l1[4], a[4], e = 0;
+        for (int s = 0; s < 4; s++) {
+            l0[s] = l1[s] = 0;
+            for (int c = 0; c < 2; c++) {
+                const unsigned x = blk->qs[32 * s + f + c], h = blk->qh[f + c];
+                l0[s] |= ((x & 15) | (h >> (2 * s) & 1) << 4) << 8 * c;
+                l1[s] |= ((x >> 4) | (h >> (2 * s + 1) & 1) << 4) << 8 * c;
+            }
+        }
+        /* Bits 3-4 of group 2s + 1's levels come from e's bits 2s, 2s + 1
+         * alone (and from a's levels of group 2s), bits 0-2 from a's bits
+         * 5-7 alone (and from e): e first, then the bits 5-7. */
+        for (int s = 0; s < 4; s++) e |= ((q5kx16_hi(l0[s], 0, s) ^ l1[s]) >> 3 & 0x0303u) << 2 * s;
+        for (int s = 0; s < 4; s++) a[s] = l0[s] | ((q5kx16_hi(l0[s], e, s) ^ l1[s]) & 0x0707u) << 5;
+        const int q = f / 4, l = f % 4;
+        for (int s = 0; s < 4; s++) {
+            uint8_t *at = sb + EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4 + l;
+            at[0] = (uint8_t)a[s];
+            at[1] = (uint8_t)(a[s] >> 8);
+        }
+        uint8_t *et = sb + EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l;
+        et[0] = (uint8_t)e;
+        et[1] = (uint8_t)(e >> 8);
+    }
 }
 
 /* ... and taken back from them. */
@@ -73,8 +107,23 @@ static void q5kx16_get(const uint8_t *sb, int i, em_block_q5_k *blk) {
     memcpy(&blk->d, &lo.d, 2);
     memcpy(&blk->dmin, &lo.dmin, 2);
     memcpy(blk->scales, lo.scales, sizeof lo.scales);
-    memcpy(blk->qs, lo.qs, sizeof lo.qs);
-    for (int q = 0; q < 8; q++) memcpy(blk->qh + 4 * q, sb + EM_Q5KX16_QH + (q * EM_PACK_ROWS_K + i) * 4, 4);
+    for (int f = 0; f < 32; f += 2) {
+        const int q = f / 4, l = f % 4;
+        const uint8_t *et = sb + EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l;
+        const unsigned e = et[0] | (unsigned)et[1] << 8;
+        unsigned h = 0;
+        for (int s = 0; s < 4; s++) {
+            const uint8_t *at = sb + EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4 + l;
+            const unsigned a = at[0] | (unsigned)at[1] << 8, l0 = a & 0x1F1Fu, l1 = q5kx16_hi(a, e, s);
+            for (int c = 0; c < 2; c++) {
+                const unsigned v0 = l0 >> 8 * c & 31, v1 = l1 >> 8 * c & 31;
+                blk->qs[32 * s + f + c] = (uint8_t)((v0 & 15) | (v1 & 15) << 4);
+                h |= ((v0 >> 4) << (2 * s) | (v1 >> 4) << (2 * s + 1)) << 8 * c;
+            }
+        }
+        blk->qh[f] = (uint8_t)h;
+        blk->qh[f + 1] = (uint8_t)(h >> 8);
+    }
 }
 
 /* ------------------------------------------------------------ Q6_K x16 */

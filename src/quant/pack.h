@@ -54,20 +54,38 @@
  * memory traffic in generation), and unpacking 16 rows at once takes a
  * few dozen vector instructions per super-block.
  *
- * Q5_K x16 (EM_PACK_Q5K_SB = 16 * 176 bytes per super-block) is a Q4_K
- * x16 super-block (d, dmin, sc and the low nibbles qs, at the same
- * offsets) followed by the fifth bits:
+ * Q5_K x16 (EM_PACK_Q5K_SB = 16 * 176 bytes per super-block) has the
+ * head of a Q4_K x16 super-block (d, dmin, sc at the same offsets), then
+ * its 5-bit levels in the places of qs and of the file's qh, laid out so
+ * that the kernels take them with the fewest operations.  Call L0 the
+ * level of row i's element 64s + 4q + l (group 2s) and L1 that of element
+ * 64s + 32 + 4q + l (group 2s + 1), l < 4:
  *
  *   Q5_K x16, super-block b of a group:
- *     (2304 bytes)          as Q4_K x16 above
- *     uint8  qh[8][16][4]   row i's file bytes qh[4q .. 4q + 3] at qh[q][i]
+ *     (256 bytes)           d, dmin, sc as Q4_K x16 above
+ *     uint8  a[4][8][16][4] byte l of a[s][q][i]: bits 0-4 L0, bits 5-7
+ *                           bits 0-2 of L1 (xor the correction below)
+ *     uint8  e[8][16][4]    bits 2s, 2s + 1 of byte l of e[q][i]: bits
+ *                           3-4 of L1 of s (xor the correction), s < 4
  *
- * Bit g of qh byte l is bit 4 of element 32g + l, and the nibbles of
- * qs[s][q] are elements 4q .. 4q + 3 of groups 2s and 2s + 1: so the
- * 64-byte run qh[q] holds the fifth bits of every level that the runs
- * qs[0..3][q] hold, bit g for group g.  The kernels add it to the
- * nibbles as they unmask them (gemm_packed_q5k_avx2.c); the mins come
- * off through the activation's bsums as for Q4_K.
+ * The kernels take the levels of group 2s of the 64-byte run a[s][q] as
+ * a & 31, and those of group 2s + 1 as the low five bits of each byte of
+ * (a >> 5) ^ (e[q] << (3 - 2s)) (a right shift by 2s - 3 for s >= 2),
+ * both shifts of 16-bit words (vpsrlw, vpsllw).  A shift of a word carries
+ * bits over from its other byte: a >> 5 brings bits 0-1 of the odd byte
+ * (an L0) to bits 3-4 of the even one, and the shifted e brings its other
+ * pairs' bits to bits 0-2.  The packing xors each such carried bit into
+ * the stored bit that it meets (e's pair first, which depends only on a's
+ * bits 0-4, then a's bits 5-7), so that the xor gives L1 exactly
+ * (pack.c: q5kx16_hi is the kernels' formula, q5kx16_put solves it).
+ * With AVX2 that is 1 + 4 operations per 64 levels, where the file's
+ * split (a nibble per group, and a fifth bit in qh to shift, mask and or
+ * in) takes 4 + 5; with AVX-512 the xor and the mask are one ternary
+ * logic op.  The run e[q] serves the four runs a[0..3][q] and stays in L1
+ * between them.  A super-block holds the same 5 bits a level as the
+ * file's (the same 176 bytes a row): the layout costs no memory and no
+ * memory traffic, only the packing at load time.  The mins come off
+ * through the activation's bsums as for Q4_K (gemm_packed_q5k_avx2.c).
  *
  * Q6_K has an x16 layout too (EM_PACK_Q6K_SB = 16 * 210 bytes per
  * super-block), the quants first so that their 64-byte runs keep the
@@ -131,7 +149,8 @@
 #define EM_PACK_ROWS_K 16     /* rows of a Q4_K, Q5_K or Q6_K group (x16) */
 #define EM_PACK_Q4K_SB (EM_PACK_ROWS_K * 144) /* bytes of one x16 super-block */
 #define EM_PACK_Q5K_SB (EM_PACK_ROWS_K * 176) /* bytes of one Q5_K x16 super-block */
-#define EM_Q5KX16_QH EM_PACK_Q4K_SB /* offset of qh[8][16][4] in a Q5_K x16 super-block */
+#define EM_Q5KX16_A 256      /* offsets in a Q5_K x16 super-block: a[4][8][16][4] */
+#define EM_Q5KX16_E EM_PACK_Q4K_SB /* and e[8][16][4] */
 #define EM_PACK_Q6K_SB (EM_PACK_ROWS_K * 210) /* bytes of one Q6_K x16 super-block */
 #define EM_Q6KX16_QUAD 768    /* bytes of a quad of a Q6_K x16 super-block */
 #define EM_Q6KX16_SC 3072     /* offsets in a Q6_K x16 super-block: sc    */

@@ -87,18 +87,11 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
  * half hf: RN activation rows (ar: their block b, stride as; bp: their
  * min pairs of block b, stride bps) times the unpacked super-block u,
  * adding to the float sums at out (zero first when first). */
+/* The levels of group 2s + h in the 32-byte half x of a run: its nibbles. */
+#define K16_LEVELS(x, sb, sq, hf, h) _mm256_and_si256((h) ? _mm256_srli_epi16(x, 4) : (x), _mm256_set1_epi8(15))
+
 #define K16_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN)                                                  \
-    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) {                                           \
-        const __m256i m4 = _mm256_set1_epi8(15);                                                               \
-        for (int sq = 0; sq < 32; sq++)                                                                        \
-            for (int hf = 0; hf < 2; hf++) {                                                                   \
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + sq * 64 + 32 * hf)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][0][sq % 8] + 32 * hf), _mm256_and_si256(x, m4)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][1][sq % 8] + 32 * hf),                    \
-                                    _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));                            \
-            }                                                                                                  \
-        KP_BUF_SCALES256(sb, u, SC16);                                                                         \
-    }                                                                                                          \
+    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, SC16, K16_LEVELS); } \
     static inline AI TGT void tname(const int RN, int hf, const kp_buf *u, const uint8_t *ar, size_t as,      \
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
         __m256 acc[4];                                                                                         \

@@ -2,12 +2,12 @@
  * gemm_packed_k_common.h - what the kernels of the packed Q4_K and Q5_K
  * x16 layouts (quant/pack.h) share: both layouts start with the same
  * super-block head (d, dmin, the 6-bit scales and mins of 16 rows side by
- * side, the low four bits of the levels in 64-byte runs), so the
+ * side), then the levels in 64-byte runs at the same offset, so the
  * unpacking of scales and mins, the activation side of the min
  * correction, the buffer of one unpacked super-block and the drivers that
  * walk panels of activation rows and groups of weight rows are one code.
  * Each kernel file adds its own tiles (how a level is made: four bits, or
- * four plus the fifth from qh) and instantiates the drivers.
+ * five from the runs a and e) and instantiates the drivers.
  *
  * The whole scheme is described in gemm_packed_k_avx2.c.  Included only
  * by x86 kernel files built with EM_HAVE_X86_GEMM.
@@ -134,7 +134,7 @@ static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *m
  * the tiles of all the panel's activation rows work from it, keeping
  * their float sums in the output rows between super-blocks (the same
  * operations in the same order: outputs do not change).  The levels are
- * whole (Q5_K: the fifth bit already in). */
+ * whole (Q5_K: all five bits). */
 typedef struct kp_buf {
     uint8_t w[4][2][8][64]; /* levels of qs[s][q]: [s][h][q][row * 4 + i], h 0: low nibbles, 1: high */
     int32_t sc[8][16];      /* group scale of each row (AVX2: in both int16 halves) */
@@ -185,6 +185,22 @@ typedef struct kp_buf {
             _mm256_storeu_ps(u->dm + 8 * hf,                                                                                  \
                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + 32 + 16 * hf))));           \
         }                                                                                                                     \
+    } while (0)
+
+/* Filling a whole kp_buf with the 256-bit sets from super-block sb: the
+ * levels of each 32-byte half x of each run (sq = 8s + q) of both halves
+ * hf, LEVELS(x, sb, sq, hf, h) for group 2s + h (Q4_K: the nibbles; Q5_K:
+ * levels_256 with the run e[q] it loads), then the scales as
+ * KP_BUF_SCALES256 makes them. */
+#define KP_BUF_FILL256(sb, u, SC16, LEVELS)                                                                             \
+    do {                                                                                                                \
+        for (int sq = 0; sq < 32; sq++)                                                                                 \
+            for (int hf = 0; hf < 2; hf++) {                                                                            \
+                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + sq * 64 + 32 * hf)); \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][0][sq % 8] + 32 * hf), LEVELS(x, sb, sq, hf, 0)); \
+                _mm256_storeu_si256((__m256i *)(void *)(u->w[sq / 8][1][sq % 8] + 32 * hf), LEVELS(x, sb, sq, hf, 1)); \
+            }                                                                                                           \
+        KP_BUF_SCALES256(sb, u, SC16);                                                                                  \
     } while (0)
 
 /* The start of super-block b in an unbuffered 256-bit tile (SB bytes per
@@ -302,11 +318,12 @@ typedef struct kp_buf {
  * at ar (stride as) with their min pairs mpt[(j * nb + b) * 4 ..]:
  * out[j * ldo + i] for row i.  pf/pfl/pfs: the region to prefetch, a part
  * per super-block (pf 0: none).  q5 (a constant once inlined): Q5_K
- * super-blocks, whose fifth bits (bit g of each qh byte, for group g) are
- * tested into a mask register and add 16 under it; else Q4_K. */
+ * super-blocks, whose levels of group 2s are the run a[s][q] and 31 and
+ * those of group 2s + 1 ((a >> 5) ^ e[q] shifted) and 31 (pack.h); else
+ * Q4_K. */
 static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const __m512i m4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
@@ -321,17 +338,20 @@ static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, con
         for (int s = 0; s < 4; s++)
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-                const __m512i bit = _mm512_set1_epi8((char)(1 << (2 * s + h))); /* Q5_K: this group's fifth bits */
                 __m512i W[8];
 #pragma GCC unroll 8
                 for (int q = 0; q < 8; q++) {
                     const __m512i x = _mm512_loadu_si512(sb + KP_QS + (s * 8 + q) * 64);
-                    const __m512i lo = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
-                    if (q5) {
-                        const __mmask64 hi = _mm512_test_epi8_mask(_mm512_loadu_si512(sb + EM_Q5KX16_QH + q * 64), bit);
-                        W[q] = _mm512_mask_add_epi8(lo, hi, lo, b4);
+                    if (q5 && !h) {
+                        W[q] = _mm512_and_si512(x, m31);
+                    } else if (q5) {
+                        /* ((a >> 5) ^ e shifted) & 31 (pack.h): ternary logic 0x28. */
+                        const __m512i e = _mm512_loadu_si512(sb + EM_Q5KX16_E + q * 64);
+                        const __m512i t = s < 2 ? _mm512_sll_epi16(e, _mm_cvtsi32_si128(3 - 2 * s))
+                                                : _mm512_srl_epi16(e, _mm_cvtsi32_si128(2 * s - 3));
+                        W[q] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(x, 5), t, m31, 0x28);
                     } else {
-                        W[q] = lo;
+                        W[q] = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
                     }
                 }
 #pragma GCC unroll 8
@@ -366,18 +386,17 @@ static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, con
 
 /* ===================================== one activation row, plain AVX2 */
 
-/* The fifth bits of group g (bit g of each byte of qh) moved to bit 4 and
- * masked: a shift by a count in a register, which is a constant once the
- * loops are unrolled (and still compiles when they are not). */
-static inline AI __m256i fifth_256(__m256i qh, int g, __m256i b4) {
-    const __m256i t = g <= 4 ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - g)) : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(g - 4));
-    return _mm256_and_si256(t, b4);
-}
-
-/* The levels of one 32-byte half of the runs qs[s][q] (x) and qh[q] (qh)
- * of a Q5_K x16 super-block, for group 2s + h. */
-static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i m4, __m256i b4) {
-    return _mm256_or_si256(_mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4), fifth_256(qh, 2 * s + h, b4));
+/* The levels of one 32-byte half of the runs a[s][q] (x) and e[q] (e) of
+ * a Q5_K x16 super-block (pack.h), for group 2s + h: for h 0 the low five
+ * bits of x; for h 1 the low five of (x >> 5) ^ (e shifted left by
+ * 3 - 2s), by a count in a register, which is a constant once the loops
+ * are unrolled (and still compiles when they are not).  Unused for h 0,
+ * e's load goes away once inlined. */
+static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
+    const __m256i m31 = _mm256_set1_epi8(31);
+    if (!h) return _mm256_and_si256(x, m31);
+    const __m256i t = s < 2 ? _mm256_sll_epi16(e, _mm_cvtsi32_si128(3 - 2 * s)) : _mm256_srl_epi16(e, _mm_cvtsi32_si128(2 * s - 3));
+    return _mm256_and_si256(_mm256_xor_si256(_mm256_srli_epi16(x, 5), t), m31);
 }
 
 /* The matrix-vector product (one activation row) with plain AVX2.  The
@@ -393,7 +412,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
  * vpshufb.  Each activation quad is broadcast once for both halves.
  *
  * KP_GEMV256 makes it for Q4_K (Q5 false: levels are nibbles) and Q5_K
- * (Q5 true: the fifth bit ORed in, levels_256), PRUN runs of vpmaddubsw
+ * (Q5 true: levels_256 from the runs a and e), PRUN runs of vpmaddubsw
  * pairs summed in int16 between two applications of the group scale (8
  * for Q4_K, 4 for Q5_K: see gemm_packed_q5k_avx2.c) and the loop over
  * the four pairs of groups unrolled SUNROLL times.  The integer sums are
@@ -402,7 +421,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
 #define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \
     static inline AI void fname(int64_t nb, const uint8_t *grp, const uint8_t *ar, const int32_t *mpt, float *out, \
                                 uintptr_t pf, size_t pfl, size_t pfs) {                                            \
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16), m63 = _mm256_set1_epi8(63);            \
+        const __m256i m4 = _mm256_set1_epi8(15), m63 = _mm256_set1_epi8(63);                                       \
         const __m256i m30 = _mm256_set1_epi8(0x30);                                                                \
         /* Scales: bytes 0-3 (lane 0) and 4-7 (lane 1) into both int16 halves                                      \
          * of the int32 lanes.  Mins: bytes r and 8 + r into the two halves. */                                    \
@@ -450,9 +469,9 @@ static inline AI __m256i levels_256(__m256i x, __m256i qh, int s, int h, __m256i
                                 (const __m256i *)(const void *)(sb + KP_QS + (s * 8 + q) * 64 + 32 * hf));         \
                             const __m256i w =                                                                      \
                                 (Q5) ? levels_256(x,                                                               \
-                                                  _mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q5KX16_QH + \
+                                                  _mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q5KX16_E + \
                                                                                                      q * 64 + 32 * hf)), \
-                                                  s, h, m4, b4)                                                    \
+                                                  s, h)                                                            \
                                      : _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);                      \
                             P = _mm256_add_epi16(P, _mm256_maddubs_epi16(                                          \
                                                         w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)))); \

@@ -3,19 +3,20 @@
  * (quant/pack.h) times Q8_K activation rows: AVX-512 with VNNI, AVX-VNNI
  * (256-bit) and AVX2.  They are the Q4_K x16 kernels
  * (gemm_packed_k_avx2.c, whose comment gives the whole scheme) with the
- * fifth bit: one kernel serves prompt processing and generation (one
+ * five-bit levels: one kernel serves prompt processing and generation (one
  * activation row, streamed with the prefetch of gemv_common.h); the 16
  * rows of a group each own an int32 lane (8 per 256-bit register); the
  * scales and mins are unpacked 16 rows at once; the mins come off through
  * the activation's group sums (vpdpwssd of min pairs with bsums pairs).
  *
- * The levels: a 64-byte load of qs[s][q] holds four bytes of each row,
- * whose low nibbles are four levels of group 2s and high nibbles four of
- * group 2s + 1; the 64-byte run qh[q] holds the matching fifth bits, bit
- * g for group g.  AVX-512 tests bit g of each byte into a mask register
- * and adds 16 under it; the 256-bit kernels shift bit g to bit 4 and or it
- * in.  The group sum P of level times quant is at most 32 * 31 * 128 in
- * magnitude, T = sum_g P_g * sc_g at most 8 * 63 * 126976 (int32, exact),
+ * The levels: a 64-byte load of a[s][q] holds four bytes of each row,
+ * whose low five bits are four levels of group 2s, and with the run e[q]
+ * four of group 2s + 1: ((a >> 5) ^ (e shifted by 3 - 2s)) & 31 (pack.h
+ * gives the bits).  AVX-512 takes the xor and the mask as one ternary
+ * logic op; the 256-bit kernels take them as they come (levels_256,
+ * gemm_packed_k_common.h), 5 operations per 64 levels against 9 for a
+ * nibble and a fifth bit.  The group sum P of level times quant is at
+ * most 32 * 31 * 128 in magnitude, T = sum_g P_g * sc_g at most 8 * 63 * 126976 (int32, exact),
  * and acc += T * (d * d_a) - M * (dmin * d_a) in float once per
  * super-block, as the scalar reference does per block.
  *
@@ -31,14 +32,15 @@
 
 #include "quant/arch/x86/gemm_packed_k_common.h"
 
-#define K5_QH EM_Q5KX16_QH /* offset of qh[8][16][4] */
-_Static_assert(EM_PACK_Q5K_SB == K5_QH + 8 * KP_ROWS * 4, "Q5_K x16 super-block");
+#define K5_A EM_Q5KX16_A /* offset of a[4][8][16][4] */
+#define K5_E EM_Q5KX16_E /* offset of e[8][16][4]    */
+_Static_assert(K5_A == KP_QS && EM_PACK_Q5K_SB == K5_E + 8 * KP_ROWS * 4, "Q5_K x16 super-block");
 
 /* The AVX-512 tile is tile_512 in gemm_packed_k_common.h. */
 
 /* ===================================================== 256-bit kernels */
 
-/* fifth_256 and levels_256 (the fifth bit of a level ORed in) are in
+/* levels_256 (the levels of a run a[s][q] with e[q]) is in
  * gemm_packed_k_common.h, shared with the one-row kernel. */
 
 /* A tile is one half of a group (rows 8hf .. 8hf+7, the 32-byte halves of
@@ -70,15 +72,14 @@ _Static_assert(EM_PACK_Q5K_SB == K5_QH + 8 * KP_ROWS * 4, "Q5_K x16 super-block"
 /* The levels of run q of group 2s + h for one half hf: rebuilt from the
  * super-block sb (tiles), or loaded from the buffer u (buffered tiles). */
 #define TILE_WQ(q)                                                                                             \
-    levels_256(_mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + (s * 8 + (q)) * 64 + 32 * hf)), \
-               _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + (q) * 64 + 32 * hf)), s, h, m4, b4)
+    levels_256(_mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_A + (s * 8 + (q)) * 64 + 32 * hf)),  \
+               _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_E + (q) * 64 + 32 * hf)), s, h)
 #define BUF_WQ(q) _mm256_loadu_si256((const __m256i *)(const void *)(u->w[s][h][q] + 32 * hf))
 
 #define K5_TILE256(fname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                                   \
     static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,   \
                                     size_t as, const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf,      \
                                     size_t pfl, size_t pfs) {                                                  \
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);                                    \
         __m256 acc[4];                                                                                         \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                      \
         for (int64_t b = 0; b < nb; b++) {                                                                     \
@@ -99,27 +100,22 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
 
 /* As for Q4_K: with more activation rows than one tile takes, each
  * super-block of the group is rebuilt once into a kp_buf
- * (gemm_packed_k_common.h), fifth bits included, and the tiles of all the panel's
- * activation rows work from it, keeping their float sums in the output
+ * (gemm_packed_k_common.h), as whole levels, and the tiles of all the
+ * panel's activation rows work from it, keeping their float sums in the output
  * rows between super-blocks (the same operations in the same order). */
 
 /* Both halves unpacked (SC16 gives the scales' form), and a tile of one
  * half hf: RN activation rows (ar: their block b, stride as; bp: their
  * min pairs of block b, stride bps) times the unpacked super-block u,
  * adding to the float sums at out (zero first when first). */
+/* The levels of group 2s + h (sq = 8s + q) in the 32-byte half x of a
+ * run a[s][q], with the matching half of e[q]. */
+#define K5_LEVELS(x, sb, sq, hf, h)                                                                            \
+    levels_256(x, _mm256_loadu_si256((const __m256i *)(const void *)((sb) + K5_E + (sq) % 8 * 64 + 32 * (hf))), \
+               (sq) / 8, h)
+
 #define K5_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                             \
-    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) {                                            \
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);                                    \
-        for (int sq = 0; sq < 32; sq++)                                                                        \
-            for (int hf = 0; hf < 2; hf++) {                                                                   \
-                const int s = sq / 8, q = sq % 8;                                                              \
-                const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(sb + KP_QS + sq * 64 + 32 * hf)); \
-                const __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(sb + K5_QH + q * 64 + 32 * hf)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][0][q] + 32 * hf), levels_256(x, qh, s, 0, m4, b4)); \
-                _mm256_storeu_si256((__m256i *)(void *)(u->w[s][1][q] + 32 * hf), levels_256(x, qh, s, 1, m4, b4)); \
-            }                                                                                                  \
-        KP_BUF_SCALES256(sb, u, SC16);                                                                         \
-    }                                                                                                          \
+    static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, SC16, K5_LEVELS); }  \
     static inline AI TGT void tname(const int RN, int hf, const kp_buf *u, const uint8_t *ar, size_t as,       \
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
         __m256 acc[4];                                                                                         \
@@ -147,10 +143,10 @@ KP_DRIVER(gemm_rows_avx2, static, tile_avx2, buf_step_avx2, 2, 2)
 
 /* ================================================ one row, plain AVX2 */
 
-/* KP_GEMV256 (gemm_packed_k_common.h), as for Q4_K, with the fifth bit
- * ORed in (levels_256) and four runs of products per group scale (int16
- * pairs: see the top); the pairs of groups unrolled, so that each run's
- * fifth bits take one shift by a constant. */
+/* KP_GEMV256 (gemm_packed_k_common.h), as for Q4_K, with the levels of
+ * levels_256 and four runs of products per group scale (int16 pairs: see
+ * the top); the pairs of groups unrolled, so that each run's e takes one
+ * shift by a constant. */
 KP_GEMV256(gemv_avx2, EM_PACK_Q5K_SB, true, 4, "GCC unroll 4")
 
 /* Plain AVX2: one activation row goes to gemv_avx2, more to the tiles. */
