@@ -88,30 +88,35 @@
  * through the activation's bsums as for Q4_K (gemm_packed_q5k_avx2.c).
  *
  * Q6_K has an x16 layout too (EM_PACK_Q6K_SB = 16 * 210 bytes per
- * super-block), the quants first so that their 64-byte runs keep the
- * group's alignment:
+ * super-block), the levels first so that their 64-byte runs keep the
+ * group's alignment.  The file keeps a level's low four bits in ql and
+ * its two high bits in qh; here the 6-bit levels are whole, three to a
+ * byte's bits 0-5, with a fourth level split over the three bytes' bits
+ * 6-7 (four levels in three bytes, as in the file):
  *
  *   Q6_K x16, super-block b of a group:
- *     uint8  q[4][12][16][4] 64-byte runs of 4 bytes of each row, in the
- *                           order the kernels read them: quad qd (half
- *                           n = qd / 2, r = qd % 2) holds row i's file
- *                           bytes qh[32n + 16r + 4c ..] at q[qd][c][i]
- *                           (c < 4), then ql[64n + 16r + 4c ..] at
- *                           q[qd][4 + c][i] and ql[64n + 32 + 16r + 4c ..]
- *                           at q[qd][8 + c][i]
+ *     uint8  q[4][3][4][16][4] quad qd (groups 4qd .. 4qd + 3 of 16
+ *                           elements), slot r, run c: byte j of row i at
+ *                           q[qd][r][c][i][j] holds in bits 0-5 the
+ *                           level (0..63, the file's value + 32) of
+ *                           element 16 (4qd + r) + 4c + j, and in bits
+ *                           6-7 bits 4 - 2r and 5 - 2r of the level of
+ *                           element 16 (4qd + 3) + 4c + j
  *     int8   sc[8][16][2]   row i's scales 2p and 2p + 1 at sc[p][i]
  *                           (sign-extended to int16, 32 bytes become
  *                           one int16 pair per row in each int32 lane)
  *     uint16 d[16]          fp16 super-block scale of row i at d[i]
  *
- * The low nibbles of ql[64n + 4t + j] (t < 16) are elements 128n + 4t + j,
- * the high nibbles those 64 further on; their two high bits are in
- * qh[32n + 4 (t % 8) + j], at bits 2 (t / 8) (low nibbles) and
- * 2 (t / 8) + 4 (high).  So a quad's four qh runs hold the high bits of
- * its eight ql runs, low and high nibbles: the kernels rebuild the
- * unsigned levels 0..63 of four groups of 16 elements from them, reading
- * the super-block front to back, and take the -32 offset off once per
- * super-block through the activation's bsums (gemm_packed_q6k_avx2.c).
+ * A 64-byte run is four levels of each of the 16 rows: one mask makes
+ * the levels of groups 4qd .. 4qd + 2, and the fourth group's are the
+ * three slots' bits 6-7 gathered by three masks, three 16-bit shifts
+ * and two ors (ternary logic with AVX-512).  Per 32 levels that is 2.75
+ * vector operations where the file's split (a nibble from ql, its field
+ * from qh, shifted into place and ORed) took 4.25 without ternary logic;
+ * the plain AVX2 one-row kernel is bound by its operations, not by
+ * memory (docs/PERFORMANCE.md, session 7).  The kernels take the -32
+ * offset off once per super-block through the activation's bsums
+ * (gemm_packed_q6k_avx2.c).  EM_Q6KX16_RUN gives a run's offset.
  *
  * A group takes exactly the bytes of its rows in the file's layout, so
  * the packed matrix has the same size and a group of rows starts where its
@@ -155,11 +160,9 @@
 #define EM_Q6KX16_QUAD 768    /* bytes of a quad of a Q6_K x16 super-block */
 #define EM_Q6KX16_SC 3072     /* offsets in a Q6_K x16 super-block: sc    */
 #define EM_Q6KX16_D 3328      /*   d                                      */
-/* Offsets of the run of qh bytes 4v .. 4v+3 and of ql bytes 4u .. 4u+3
- * (of row 0; row i's are 4i further) in a Q6_K x16 super-block. */
-#define EM_Q6KX16_QH_RUN(v) ((2 * ((v) / 8) + (v) % 8 / 4) * EM_Q6KX16_QUAD + (v) % 4 * 64)
-#define EM_Q6KX16_QL_RUN(u)                                                                                   \
-    ((2 * ((u) / 16) + (u) % 16 / 4 % 2) * EM_Q6KX16_QUAD + (4 + (u) % 16 / 8 * 4 + (u) % 4) * 64)
+/* Offset of run c of slot r of quad qd (64 bytes: four bytes of each of
+ * the 16 rows) in a Q6_K x16 super-block. */
+#define EM_Q6KX16_RUN(qd, r, c) ((qd) * EM_Q6KX16_QUAD + (4 * (r) + (c)) * 64)
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
 #define EM_PACK_RUN 4         /* blocks per run of an x8 group            */
 

@@ -8,10 +8,10 @@
  *
  * The 16 rows of a group each own one int32 lane of a 512-bit register
  * (8 rows per 256-bit register: a group is then two halves).  For each
- * group g of 16 elements of a super-block:
- *   - four 64-byte runs ql[u] (four low or four high nibbles of each row)
- *     and the matching qh[v], shifted and masked, make four unsigned
- *     levels 0..63 of each row per run;
+ * group g = 4qd + r of 16 elements of a super-block (quad qd):
+ *   - four 64-byte runs c of slot r (r < 3: bits 0-5 of each byte, one
+ *     mask) or of all three slots (r = 3: their bits 6-7 gathered, Q6_L3)
+ *     make four unsigned levels 0..63 of each row per run;
  *   - vpdpbusd with the activation's four matching quants broadcast to
  *     every lane adds each row's four products to its lane: four runs
  *     make the row's group sum P of level times quant (at most
@@ -66,29 +66,19 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
     return fit < rn_max ? rn_max : fit;
 }
 
-/* Where the levels of group g (0..15) of a super-block come from, with
- * g = 8n + 4h + t4: half n of the block, the low (h 0) or high (h 1)
- * nibbles of its ql runs t = 4 t4 + c (c = 0..3: the group's run c is
- * ql run QL_RUN(g, c)), and their high bits from qh run 8n + t % 8, at
- * bit 2 (t4 / 2) + 4h (pack.h; EM_Q6KX16_QL_RUN and EM_Q6KX16_QH_RUN
- * place the runs). */
-#define QL_RUN(g, c) (16 * ((g) / 8) + 4 * ((g) % 4) + (c))
-#define HI_NIB(g) (((g) / 4) % 2)
-/* The groups go by quads qd (0..3) of four that share four qh runs (the
- * qh runs QD_QH_RUN(qd, c), c = 0..3): group QD_GROUP(qd, k) takes the
- * field at bit 2 (k / 2) (low nibbles, k even) or 2 (k / 2) + 4 (high
- * nibbles, k odd) of run c for its run c.  Masking a qh run with 0x33,
- * directly (fields 0 and 2) or after a shift by two (fields 1 and 3),
- * serves two groups: the high-nibble group as it is, the low-nibble one
- * after a shift by four. */
-#define QD_GROUP(qd, k) (8 * ((qd) / 2) + (qd) % 2 + 4 * ((k) % 2) + 2 * ((k) / 2))
-#define QD_QH_RUN(qd, c) (8 * ((qd) / 2) + 4 * ((qd) % 2) + (c))
+/* The levels of group 4qd + 3 from the three slots' runs x0, x1, x2 of
+ * quad qd (bits 6-7 of each byte: the level's bits 4-5, 2-3, 0-1):
+ * masked to bits 6-7 and gathered by 16-bit shifts of two, which move
+ * no set bit across a byte (each shift's operand has bits 0-1 of every
+ * byte clear).  OR(a, b, m) is a | (b & m): ternary logic with AVX-512. */
+#define Q6_L3(x0, x1, x2, AND, OR, SRLI, mc0)                                                      \
+    SRLI(OR(SRLI(OR(SRLI(AND(x2, mc0), 2), x1, mc0), 2), x0, mc0), 2)
 /* Offset in a Q8_K block's qs of the activation quants of group g, run c. */
 #define Y_OFF(g, c) (16 * (g) + 4 * (c))
 
 /* ============================================================ AVX-512 */
 
-#define SEL512(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xE4)
+#define OR512(a, b, m) _mm512_ternarylogic_epi32(a, b, m, 0xF8)
 
 /* One group (16 rows of nb super-blocks at grp) times RN activation rows
  * at ar (stride as): out[j * ldo + i] for row i.  pf/pfl/pfs: the region
@@ -97,7 +87,7 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
  * product 20% slower in cache (bench_gemm --na 1). */
 static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const __m512i m4 = _mm512_set1_epi8(15), m33 = _mm512_set1_epi8(0x33);
+    const __m512i m63 = _mm512_set1_epi8(63), mc0 = _mm512_set1_epi8((char)0xC0);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
@@ -109,25 +99,17 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int qd = 0; qd < 4; qd++) {
-            /* Quad qd's four qh runs, with their fields 0 and 2 (F[0]) and
-             * 1 and 3 (F[1]) at bits 0-1 and 4-5 of each byte. */
-            __m512i F[2][4];
 #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) {
-                const __m512i h = _mm512_loadu_si512(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)));
-                F[0][c] = _mm512_and_si512(h, m33);
-                F[1][c] = _mm512_and_si512(_mm512_srli_epi16(h, 2), m33);
-            }
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const int g = QD_GROUP(qd, k);
+            for (int r = 0; r < 4; r++) {
+                const int g = 4 * qd + r;
                 if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
                 __m512i W[4];
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
-                    const __m512i l = _mm512_loadu_si512(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)));
-                    W[c] = HI_NIB(g) ? SEL512(_mm512_srli_epi16(l, 4), F[k / 2][c], m4)
-                                     : SEL512(l, _mm512_slli_epi16(F[k / 2][c], 4), m4);
+#define LD512(r_) _mm512_loadu_si512(sb + EM_Q6KX16_RUN(qd, r_, c))
+                    W[c] = r < 3 ? _mm512_and_si512(LD512(r), m63)
+                                 : Q6_L3(LD512(0), LD512(1), LD512(2), _mm512_and_si512, OR512, _mm512_srli_epi16, mc0);
+#undef LD512
                 }
                 const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
                 const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
@@ -171,13 +153,6 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
  * (the scale in both int16 halves of each lane).  MIN adds the scale pair
  * times a bsums pair (vpdpwssd or vpmaddwd: the same sum). */
 
-/* The qh field of group k of a quad moved to bits 4-5 of each byte (masked
- * with 0x30 after): bits 0-1 (k 0), 4-5 (k 1), 2-3 (k 2), 6-7 (k 3).  A
- * level is then (nibble & 15) | field: with the fields at bits 0-1 and 4-5
- * (as the 512-bit tile keeps them) the bit-select would take a shift and
- * three operations without ternary logic. */
-#define Q6_FIELD(qh, k)                                                                                           \
-    ((k) == 0 ? _mm256_slli_epi16(qh, 4) : (k) == 1 ? (qh) : (k) == 2 ? _mm256_slli_epi16(qh, 2) : _mm256_srli_epi16(qh, 2))
 /* vpshufb control copying the low (0x01000100) or high (0x03020302) int16
  * of each int32 lane into both its halves: one instruction for the two
  * shifts and the blend of each group's scale. */
@@ -202,10 +177,18 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
     } while (0)
 #define AVX2_MIN(M, sp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(sp, y))
 
+/* Run c of group 4qd + r of super-block sb, half hf: 32 bytes of levels. */
+#define Q6_LD256(sb, qd, r, c, hf) _mm256_loadu_si256((const __m256i *)(const void *)((sb) + EM_Q6KX16_RUN(qd, r, c) + 32 * (hf)))
+#define Q6_OR256(a, b, m) _mm256_or_si256(a, _mm256_and_si256(b, m))
+#define Q6_W256(sb, qd, r, c, hf)                                                                              \
+    ((r) < 3 ? _mm256_and_si256(Q6_LD256(sb, qd, r, c, hf), m63)                                              \
+             : Q6_L3(Q6_LD256(sb, qd, 0, c, hf), Q6_LD256(sb, qd, 1, c, hf), Q6_LD256(sb, qd, 2, c, hf),        \
+                     _mm256_and_si256, Q6_OR256, _mm256_srli_epi16, mc0))
+
 #define Q6_TILE256(fname, TGT, GROUP, MIN)                                                                    \
     static inline AI TGT void fname(const int RN, int hf, int64_t nb, const uint8_t *grp, const uint8_t *ar,  \
                                     size_t as, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {\
-        const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);                                \
+        const __m256i m63 = _mm256_set1_epi8(63), mc0 = _mm256_set1_epi8((char)0xC0);                          \
         __m256 acc[4];                                                                                        \
         _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) acc[j] = _mm256_setzero_ps();                    \
         for (int64_t b = 0; b < nb; b++) {                                                                    \
@@ -214,18 +197,11 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
             __m256i T[4];                                                                                     \
             _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) T[j] = _mm256_setzero_si256();               \
             _Pragma("GCC unroll 4") for (int qd = 0; qd < 4; qd++) {                                          \
-                _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                                         \
-                    const int g = QD_GROUP(qd, k);                                                            \
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                         \
+                    const int g = 4 * qd + r;                                                                 \
                     if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);                                  \
                     __m256i W[4];                                                                             \
-                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                     \
-                        const __m256i l = _mm256_loadu_si256(                                                 \
-                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QL_RUN(QL_RUN(g, c)) + 32 * hf));\
-                        const __m256i qh = _mm256_loadu_si256(                                                \
-                            (const __m256i *)(const void *)(sb + EM_Q6KX16_QH_RUN(QD_QH_RUN(qd, c)) + 32 * hf));\
-                        W[c] = _mm256_or_si256(_mm256_and_si256(HI_NIB(g) ? _mm256_srli_epi16(l, 4) : l, m4),  \
-                                               _mm256_and_si256(Q6_FIELD(qh, k), m30));                       \
-                    }                                                                                         \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) W[c] = Q6_W256(sb, qd, r, c, hf);     \
                     const __m256i sp = _mm256_cvtepi8_epi16(                                                  \
                         _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32 + 16 * hf)));\
                     _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                    \
@@ -305,6 +281,96 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
 #define TILE512(RN, hf, ...) tile_512(RN, __VA_ARGS__)
 Q6_DRIVER(em_gemm_q6_kx16_avx512, T512, TILE512, 8, 1)
 Q6_DRIVER(em_gemm_q6_kx16_avxvnni, TVNNI, tile_vnni, 4, 2)
-Q6_DRIVER(em_gemm_q6_kx16_avx2, , tile_avx2, 4, 2)
+Q6_DRIVER(q6_rows_avx2, static, tile_avx2, 4, 2)
+
+/* ===================================== one activation row, plain AVX2 */
+
+/* The matrix-vector product (one activation row) with plain AVX2.  The
+ * tiles go group by group, and the fourth group of a quad rebuilds its
+ * levels from the runs the other three read before: with one activation
+ * row the compiler kept those 24 runs on the stack instead of loading
+ * them again.  Here a quad goes run by run instead (both runs of a pair
+ * c, c + 1 for its four groups, summed in int16 as the tiles do: at most
+ * 2 * 2 * 63 * 128), so the three runs at c make all four groups' levels
+ * in registers, and the scale pair vector that a pair of groups widens
+ * for its products also makes the pair's offset term (one vpmaddwd with
+ * the bsums pair).  The integer sums are the tiles' (exact; only the
+ * order of the int32 additions differs) and the float steps are the
+ * same, in the same order, so outputs do not change. */
+static __attribute__((noinline)) void gemv_avx2(int64_t nb, const uint8_t *grp, const uint8_t *y0, float *out, uintptr_t pf, size_t pfl,
+                                size_t pfs) {
+    const __m256i m63 = _mm256_set1_epi8(63), mc0 = _mm256_set1_epi8((char)0xC0);
+    const __m256i dup0 = Q6_DUP(0x01000100), dup1 = Q6_DUP(0x03020302);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *sb = grp + (size_t)b * EM_PACK_Q6K_SB;
+        const uint8_t *y = y0 + (size_t)b * sizeof(em_block_q8_k);
+        const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));
+#pragma GCC unroll 2
+        for (int hf = 0; hf < 2; hf++) {
+            /* The halves broadcast the same activation quads: hidden from
+             * the compiler, which otherwise keeps them on the stack. */
+            const uint8_t *yq = y;
+            __asm__("" : "+r"(yq));
+            __m256i T = _mm256_setzero_si256(), M = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int qd = 0; qd < 4; qd++) {
+                __m256i sp[2]; /* scale pairs of groups 4qd, 4qd + 1 and 4qd + 2, 4qd + 3 */
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    sp[h] = _mm256_cvtepi8_epi16(
+                        _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + (2 * qd + h) * 32 + 16 * hf)));
+                    M = _mm256_add_epi32(M, _mm256_madd_epi16(sp[h], _mm256_set1_epi32(ld32(y + Q8K_BS + 4 * (2 * qd + h)))));
+                }
+#pragma GCC unroll 2
+                for (int c0 = 0; c0 < 4; c0 += 2) {
+                    if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + qd * 4 + hf * 2 + c0 / 2, pfs);
+                    __m256i P[4];
+#pragma GCC unroll 2
+                    for (int c = c0; c < c0 + 2; c++) {
+                        const __m256i x0 = Q6_LD256(sb, qd, 0, c, hf), x1 = Q6_LD256(sb, qd, 1, c, hf);
+                        const __m256i x2 = Q6_LD256(sb, qd, 2, c, hf);
+                        const __m256i W[4] = {_mm256_and_si256(x0, m63), _mm256_and_si256(x1, m63),
+                                              _mm256_and_si256(x2, m63),
+                                              Q6_L3(x0, x1, x2, _mm256_and_si256, Q6_OR256, _mm256_srli_epi16, mc0)};
+#pragma GCC unroll 4
+                        for (int r = 0; r < 4; r++) {
+                            const __m256i q = _mm256_maddubs_epi16(W[r], BC(yq + Q8K_QS + Y_OFF(4 * qd + r, c), 0));
+                            P[r] = c == c0 ? q : _mm256_add_epi16(P[r], q);
+                        }
+                    }
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++)
+                        T = _mm256_add_epi32(T, _mm256_madd_epi16(P[r], _mm256_shuffle_epi8(sp[r / 2], r % 2 ? dup1 : dup0)));
+                }
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_D + 16 * hf)));
+            const __m256i isum = _mm256_sub_epi32(T, _mm256_slli_epi32(M, 5));
+            acc[hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[hf]);
+        }
+    }
+    _mm256_storeu_ps(out, acc[0]);
+    _mm256_storeu_ps(out + 8, acc[1]);
+}
+
+/* The plain AVX2 entry point: one activation row goes to gemv_avx2 group
+ * by group, each prefetching the plan's region for its group
+ * (em_gemv_prefetch_plan), a part per group of 16 elements; more rows go
+ * to the tiles. */
+void em_gemm_q6_kx16_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                          float *out, int64_t ldo) {
+    if (na != 1) {
+        q6_rows_avx2(k, w, ws, nw, a, as, na, out, ldo);
+        return;
+    }
+    const int64_t nb = k / EM_QK_K;
+    for (int64_t j0 = 0; j0 < nw; j0 += Q6_ROWS) {
+        uintptr_t pfa;
+        size_t pfl;
+        em_gemv_prefetch_plan(w, ws, j0, Q6_ROWS, &pfa, &pfl);
+        const size_t pfs = pfa ? (pfl + (size_t)(nb * 16) - 1) / (size_t)(nb * 16) : 0;
+        gemv_avx2(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, out + j0, pfa, pfl, pfs);
+    }
+}
 
 #endif /* EM_HAVE_X86_GEMM */
