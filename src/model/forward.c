@@ -334,7 +334,8 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
  * attention).  The Q/K/V row step moves into attention, where the task of
  * each KV head finishes its own heads and stores its own key and value
  * before attending, which is safe because no other row of the batch needs
- * them.
+ * them; where the shapes allow, the Q/K/V products themselves move there
+ * too (qkv_attend), and the barrier between them and attention goes.
  */
 
 /* A row step: fn on every row, the rows shared out; in a one-row batch,
