@@ -139,10 +139,7 @@ A512_INLINE __m256 reduce_pairs(__m512 z0, __m512 z1, __m512 z2, __m512 z3) {
             for (int64_t i = n8; i < n; i++) sh[jj] += qh[i] * LOAD1(k[jj] + i);                 \
     } while (0)
 
-/* Heads in fours, then the two or three left together (a decode row of
- * a model with three or two query heads per KV head, 12 and 4 for the
- * serve benchmark's: each key pair converted once for all of them instead
- * of once per head), then one by one, over the keys in eights; the keys
+/* Heads in fours (then one by one) over the keys in eights; the keys
  * after nk & ~7 one at a time, eight elements a step, as the AVX2 set
  * does, so every score is the AVX2 set's to the bit. */
 #define QK_BODY(T, PAIR, LOAD8, LOAD1)                                                           \
@@ -151,13 +148,6 @@ A512_INLINE __m256 reduce_pairs(__m512 z0, __m512 z1, __m512 z2, __m512 z3) {
     int h = 0;                                                                                   \
     for (; h + 4 <= n_q; h += 4)                                                                 \
         for (int j = 0; j < nk8; j += 8) QK_NX8(4, T, PAIR, LOAD1);                              \
-    if (n_q - h == 3) {                                                                          \
-        for (int j = 0; j < nk8; j += 8) QK_NX8(3, T, PAIR, LOAD1);                              \
-        h += 3;                                                                                  \
-    } else if (n_q - h == 2) {                                                                   \
-        for (int j = 0; j < nk8; j += 8) QK_NX8(2, T, PAIR, LOAD1);                              \
-        h += 2;                                                                                  \
-    }                                                                                            \
     for (; h < n_q; h++)                                                                         \
         for (int j = 0; j < nk8; j += 8) QK_1X8(T, LOAD8, LOAD1);                                \
     for (h = 0; h < n_q; h++)                                                                    \
@@ -220,7 +210,10 @@ A512 static void qk_f16_avx512(const float *q, int n_q, int64_t n, const uint16_
 
 /* NH heads h..h+NH-1 (two or three: the heads a group of four leaves),
  * elements i..i+63: each value vector converted once for all of them, as
- * PV_4X64 does, and added to every head's sums in key order. */
+ * PV_4X64 does, and added to every head's sums in key order.  A decode
+ * row of a model with three query heads per KV head (the serve
+ * benchmark's 12 and 4) converted each value three times before
+ * (bench_attn --decode: the step's attention 6% faster). */
 #define PV_NX64(NH, LOAD16)                                                                      \
     do {                                                                                         \
         __m512 a[NH][4];                                                                         \
