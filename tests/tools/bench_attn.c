@@ -6,6 +6,14 @@
  * that grows with the prompt's length (pp512 against pp128).
  *
  *   bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar]
+ *              [--decode N]
+ *
+ * --decode N times a serving engine's decode step instead: N sequences
+ * of --rows positions each, placed a position of every sequence at a time
+ * (so their cache blocks interleave in the pool, as a server's do), and
+ * one query row per sequence, at its last position.  Before each pass the
+ * caches are flushed by reading 64 MiB, as a decode step's weights do
+ * between two layers' attention, so the keys and values come from memory.
  *
  * --scalar also times the scalar kernels (slow: about 100x).
  * EMBER_CPU=avx2 in the environment measures the AVX2 set on an AVX-512
@@ -34,8 +42,79 @@ static float next_val(uint32_t *st) {
     return (float)(*st >> 8) / (float)(1u << 23) - 1.0f;
 }
 
+/* Reads 64 MiB once (a fresh buffer each call would fault instead), so
+ * that what attention reads next comes from memory. */
+static void flush_caches(void) {
+    static volatile unsigned char *big;
+    enum { BIG = 64 << 20 };
+    if (!big && !(big = calloc(BIG, 1))) return;
+    unsigned sum = 0;
+    for (size_t i = 0; i < BIG; i += 64) sum += big[i];
+    big[0] = (unsigned char)sum;
+}
+
+/* --decode n: n sequences of rows positions, one query row each (see the
+ * top). */
+static int run_decode(int n, int rows, int heads, int kv_heads, int reps, int with_scalar) {
+    enum { HD = 64 };
+    const size_t nq = (size_t)n * heads * HD, nkv = (size_t)kv_heads * HD;
+    float *q = malloc(nq * sizeof *q), *out = malloc(nq * sizeof *out), *kr = malloc(nkv * sizeof *kr),
+          *vr = malloc(nkv * sizeof *vr);
+    em_seq_id *seq = malloc((size_t)n * sizeof *seq);
+    em_pos *pos = malloc((size_t)n * sizeof *pos);
+    int32_t *cells = malloc((size_t)n * sizeof *cells);
+    float *scratch = malloc(em_attention_scratch(heads, kv_heads, HD, HD) * sizeof(float));
+    em_kv kv;
+    em_threadpool *tp = NULL;
+    int rc = 1;
+    if (!q || !out || !kr || !vr || !seq || !pos || !cells || !scratch) goto done;
+    if (em_kv_init(&kv, n * (rows + EM_KV_BLOCK), n, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
+    uint32_t st = 1;
+    for (int p = 0; p < rows; p++) {
+        for (int s = 0; s < n; s++) seq[s] = s, pos[s] = p;
+        if (em_kv_place(&kv, n, seq, pos, NULL, cells, NULL) != EM_OK) goto kv_done;
+        for (int s = 0; s < n; s++) {
+            for (size_t j = 0; j < nkv; j++) kr[j] = next_val(&st), vr[j] = 0.5f * next_val(&st) + 0.5f;
+            em_kv_write(&kv, 0, cells[s], 0, kv_heads, kr, vr, NULL);
+        }
+    }
+    for (size_t i = 0; i < nq; i++) q[i] = next_val(&st);
+    if (em_threadpool_init(&tp, 1) != EM_OK) goto kv_done;
+    const double flops = 2.0 * n * heads * (HD + HD) * rows;
+    printf("decode attention: %d sequences of %d positions, %d heads, %d KV heads, head size %d, F16 cache, "
+           "1 thread, caches flushed, best of %d\n", n, rows, heads, kv_heads, HD, reps);
+    const unsigned f = em_cpu_features();
+    const char *simd = (f & EM_CPU_AVX512) ? "avx512" : (f & EM_CPU_AVX2) ? "avx2" : "generic";
+    for (int scalar = 0; scalar <= with_scalar; scalar++) {
+        em_attn_kernels_force_scalar(scalar);
+        em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = n,
+                          .n_head = heads, .n_head_kv = kv_heads, .head_dim = HD, .head_dim_v = HD,
+                          .scale = 0.125f, .scratch = scratch};
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            flush_caches();
+            const double t0 = thread_time_s();
+            em_attention(tp, &a);
+            const double t = thread_time_s() - t0;
+            if (t < best) best = t;
+        }
+        double sum = 0;
+        for (size_t i = 0; i < nq; i++) sum += out[i];
+        printf("%-8s %9.3f ms  %7.1f GFLOP/s  checksum %.9g\n", scalar ? "scalar" : simd, best * 1e3,
+               flops / best / 1e9, sum);
+    }
+    em_attn_kernels_force_scalar(0);
+    rc = 0;
+    em_threadpool_free(tp);
+kv_done:
+    em_kv_free(&kv);
+done:
+    free(q), free(out), free(kr), free(vr), free(seq), free(pos), free(cells), free(scratch);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    int rows = 512, heads = 12, kv_heads = 12, reps = 15, with_scalar = 0;
+    int rows = 512, heads = 12, kv_heads = 12, reps = 15, with_scalar = 0, decode = 0;
     bool ok = true;
     for (int i = 1; ok && i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -44,13 +123,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--heads")) ok = parse_int(v, 1, 256, &heads), i++;
         else if (!strcmp(a, "--kv-heads")) ok = parse_int(v, 1, 256, &kv_heads), i++;
         else if (!strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps), i++;
+        else if (!strcmp(a, "--decode")) ok = parse_int(v, 1, 64, &decode), i++;
         else ok = false;
     }
     if (!ok || heads % kv_heads) {
-        fprintf(stderr, "usage: bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar]\n"
+        fprintf(stderr, "usage: bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar] [--decode N]\n"
                         "       (heads a multiple of kv-heads)\n");
         return 2;
     }
+    if (decode > 0) return run_decode(decode, rows, heads, kv_heads, reps, with_scalar);
     enum { HD = 64 };
     const size_t nq = (size_t)rows * heads * HD, nkv = (size_t)kv_heads * HD;
     float *q = malloc(nq * sizeof *q), *out = malloc(nq * sizeof *out), *kr = malloc(nkv * sizeof *kr),
