@@ -72,9 +72,12 @@ static _Thread_local float wp_buf[EM_FP_KC * EM_FP_NR] __attribute__((aligned(64
 /* The same for F16 and BF16 weights, transposed but still 16-bit
  * (16 KiB): the microkernel widens each vector as it loads it. */
 static _Thread_local uint16_t wp16_buf[EM_FP_KC * EM_FP_NR] __attribute__((aligned(64)));
-/* One 32 x 32 block of a 16-bit panel copied as it is: the line of weight
- * row j at stage16[j * 32] (2 KiB, 32 adjacent lines). */
-static _Thread_local uint16_t stage16[EM_FP_NR * 32] __attribute__((aligned(64)));
+/* Elements per row of the staging copy below: a slice and one line more,
+ * so that its rows (576 bytes apart) fall into different L1 sets. */
+#define EM_FP_SS (EM_FP_KC + 32)
+/* A slice of a 16-bit panel copied as it is, row j at stage16[j * EM_FP_SS]
+ * (18 KiB). */
+static _Thread_local uint16_t stage16[EM_FP_NR * EM_FP_SS] __attribute__((aligned(64)));
 
 
 /* 16 weights of a row at p as floats (masked-off lanes read nothing and
@@ -168,34 +171,34 @@ static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws,
  * its two vectors.  That is 160 shuffles per 1024 elements against 256
  * for the float transpose above.
  *
- * For each block the 32 lines (one of each row) are first copied as they
- * are into stage16, 32 adjacent lines, and the block is stored unwidened
- * into wp16_buf.  Weight rows of 2048 F16 elements are 4 KiB apart, so the
- * 32 lines of a block all fall into one set of the 12-way L1 cache; read
- * straight from the matrix the block's loads missed in turn (in a test
- * build the conversion alone took 8-9% of the kernel's time at 128
- * activation rows, 2-3% from a stage).  The stage used to hold the whole
- * slice (18 KiB, beside the 16 KiB panel); one block's lines (2 KiB) are
- * enough, and leave the L1 cache to the panel and the activation lines:
- * 1.01-1.03x for the whole kernel (docs/PERFORMANCE.md, F16 round 7).
+ * The rows are first copied as they are into stage16, a row at a time,
+ * and the blocks are stored unwidened into wp16_buf.  Weight rows of 2048
+ * F16 elements are 4 KiB apart, so the 32 lines of a block all fall into
+ * one set of the 12-way L1 cache; read straight from the matrix the
+ * block's loads missed in turn (in a test build the conversion alone took
+ * 8-9% of the kernel's time at 128 activation rows, 2-3% from the stage).
  * The smaller panel leaves L1 room for the activation lines, and with one
  * conversion shared by few activation rows (batched decoding) it is
  * 1.1-1.7x faster than widening the panel here (docs/PERFORMANCE.md, F16
  * round 6). */
 static inline AI TF void pack_slice16(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+    /* Lines past kc are zero-filled, so the blocks below read whole lines. */
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *src = w + (size_t)i * ws + (size_t)e0 * 2;
+        uint16_t *d = stage16 + (size_t)i * EM_FP_SS;
+        for (int64_t t = 0; t < kc; t += 32) {
+            const __mmask32 ml = kc - t >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (kc - t)) - 1);
+            _mm512_store_si512(d + t, _mm512_maskz_loadu_epi16(ml, src + (size_t)t * 2));
+        }
+    }
     for (int64_t t0 = 0; t0 < kc; t0 += 32) {
         const int64_t n = kc - t0 < 32 ? kc - t0 : 32;
-        /* Elements past kc are zero-filled, so the block reads whole lines. */
-        const __mmask32 ml = n == 32 ? ~(__mmask32)0 : (__mmask32)((1u << n) - 1);
-        for (int i = 0; i < nr; i++)
-            _mm512_store_si512(stage16 + (size_t)i * 32,
-                               _mm512_maskz_loadu_epi16(ml, w + (size_t)i * ws + (size_t)(e0 + t0) * 2));
         __m512i tr[32]; /* tr[8g + q]: rows 8g .. 8g+7 at element 8L + q in lane L */
         for (int g = 0; g < 4; g++) {
             __m512i r[8], p[8], q[8];
             for (int i = 0; i < 8; i++) {
                 const int row = 8 * g + i;
-                r[i] = row < nr ? _mm512_load_si512(stage16 + (size_t)row * 32) : _mm512_setzero_si512();
+                r[i] = row < nr ? _mm512_load_si512(stage16 + (size_t)row * EM_FP_SS + t0) : _mm512_setzero_si512();
             }
             /* p[2i], p[2i+1]: rows 2i, 2i+1 at elements 0-3 and 4-7 of each lane. */
             for (int i = 0; i < 4; i++) {
