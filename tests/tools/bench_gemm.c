@@ -18,25 +18,28 @@
  * fall into one L1 set (docs/PERFORMANCE.md, F16 rounds 5 and 6), and
  * these options show what a padded stride changes.
  *
- * --state prints, before each type, the machine's state as this thread
- * sees it: the core clock (a chain of dependent integer additions, one a
- * cycle), the one-thread FP32 FMA peak of ember bench (src/bench/peak.c)
- * and the latency of dependent loads over 40 KiB (inside a 48 KiB L1) and
- * 512 KiB (L2), in cycles; each kernel figure then also gives its share
- * of that peak.  On a VM without performance counters this is what tells
- * the kernel's fast and slow minutes apart (F16 round 7: in the slow ones
- * the 40 KiB loads take 8-12 cycles instead of 4, i.e. another hardware
- * thread of the host shares the core's L1).
+ * --state prints, before each type and set, the machine's state as this
+ * thread sees it: the core clock (a chain of dependent integer additions,
+ * one a cycle), the one-thread FP32 FMA peak (as ember bench's,
+ * src/bench/peak.c, but by thread CPU time) and the latency of dependent
+ * loads over 40 KiB (inside a 48 KiB L1) and 512 KiB (L2), in cycles;
+ * float kernels' figures then also give their share of that peak.  On a
+ * VM without performance counters this is what tells the kernel's fast
+ * and slow minutes apart (F16 round 7: in the slow ones the 40 KiB loads
+ * take 8-12 cycles instead of 4, i.e. another hardware thread of the host
+ * shares the core's L1).
  */
 #include "quant/gemm.h"
 #include "quant/pack.h"
 #include "quant/quant.h"
-#include "bench/bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 static double thread_time_s(void) {
     struct timespec ts;
@@ -91,6 +94,49 @@ static double load_latency_s(size_t bytes) {
     free(buf);
     free(perm);
     return best;
+}
+
+/* The one-thread FP32 FMA peak in GFLOP/s, by thread CPU time (ember
+ * bench's peak, src/bench/peak.c, takes wall time, which a loaded machine
+ * spoils): 12 independent chains of vfmadd on 16 floats (avx512) or 8
+ * (the other x86 sets), best of 5 passes; 0 elsewhere. */
+#if defined(__x86_64__)
+#define PEAK_LOOP(V, SET1, FMA, ADD, LANES)                                                        \
+    volatile float seed = 1.0f;                                                                    \
+    const V m = SET1(seed * 0.999f), c = SET1(seed * 1e-3f);                                       \
+    V x[12];                                                                                       \
+    for (int i = 0; i < 12; i++) x[i] = SET1(seed + (float)i);                                     \
+    double best = 0;                                                                               \
+    for (int p = 0; p < 5; p++) {                                                                  \
+        const long it = 2000000;                                                                   \
+        const double t0 = thread_time_s();                                                         \
+        for (long i = 0; i < it; i++) {                                                            \
+            _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) x[j] = FMA(x[j], m, c);          \
+        }                                                                                          \
+        const double g = 2.0 * LANES * 12 * (double)it / (thread_time_s() - t0) * 1e-9;            \
+        if (g > best) best = g;                                                                    \
+    }                                                                                              \
+    V t = x[0];                                                                                    \
+    for (int i = 1; i < 12; i++) t = ADD(t, x[i]);                                                 \
+    volatile float sink = t[0];                                                                    \
+    (void)sink;                                                                                    \
+    return best;
+__attribute__((target("avx512f"))) static double fma_peak_512(void) {
+    PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16)
+}
+__attribute__((target("avx2,fma"))) static double fma_peak_256(void) {
+    PEAK_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8)
+}
+#undef PEAK_LOOP
+#endif
+
+static double fma_peak(const char *set) {
+#if defined(__x86_64__)
+    if (strcmp(set, "avx512") == 0) return fma_peak_512();
+    if (strcmp(set, "avx2") == 0 || strcmp(set, "avxvnni") == 0) return fma_peak_256();
+#endif
+    (void)set;
+    return 0;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -198,9 +244,8 @@ int main(int argc, char **argv) {
             }
             double peak = 0; /* one-thread FMA peak of this set, GFLOP/s */
             if (state) {
-                em_bench_peaks bp;
                 const double hz = core_hz();
-                if (em_bench_compute_peaks(1, &bp) == EM_OK) peak = bp.fma_gflops;
+                peak = fma_peak(s);
                 printf("state (%s): core %.2f GHz, FMA peak %.1f GFLOP/s, loads over 40 KiB %.1f cycles, 512 KiB %.1f "
                        "cycles\n", s, hz * 1e-9, peak, load_latency_s(40 << 10) * hz, load_latency_s(512 << 10) * hz);
             }
