@@ -11,7 +11,7 @@
  *
  * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
  *                   [--types Q4_0,Q8_0,Q4_K] [--sets avx2,avxvnni,avx512]
- *                   [--apad BYTES] [--wpad BYTES]
+ *                   [--apad BYTES] [--wpad BYTES] [--state]
  *
  * --apad and --wpad add bytes to the stride of the activation rows and of
  * the file-layout weight rows: rows whose stride is a multiple of 4 KiB
