@@ -11,12 +11,23 @@
  *
  * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
  *                   [--types Q4_0,Q8_0,Q4_K] [--sets avx2,avxvnni,avx512]
- *                   [--apad BYTES] [--wpad BYTES]
+ *                   [--apad BYTES] [--wpad BYTES] [--state]
  *
  * --apad and --wpad add bytes to the stride of the activation rows and of
  * the file-layout weight rows: rows whose stride is a multiple of 4 KiB
  * fall into one L1 set (docs/PERFORMANCE.md, F16 rounds 5 and 6), and
  * these options show what a padded stride changes.
+ *
+ * --state prints, before each type and set, the machine's state as this
+ * thread sees it: the core clock (a chain of dependent integer additions,
+ * one a cycle), the one-thread FP32 FMA peak (as ember bench's,
+ * src/bench/peak.c, but by thread CPU time) and the latency of dependent
+ * loads over 40 KiB (inside a 48 KiB L1) and 512 KiB (L2), in cycles;
+ * float kernels' figures then also give their share of that peak.  On a
+ * VM without performance counters this is what tells the kernel's fast
+ * and slow minutes apart (F16 round 7: in the slow ones the 40 KiB loads
+ * take 8-12 cycles instead of 4, i.e. another hardware thread of the host
+ * shares the core's L1).
  */
 #include "quant/gemm.h"
 #include "quant/pack.h"
@@ -26,11 +37,106 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 static double thread_time_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Core cycles per second: the best of 5 passes of a chain of dependent
+ * additions (one cycle each). */
+static double core_hz(void) {
+    double best = 0;
+    for (int p = 0; p < 5; p++) {
+        const long n = 8000000;
+        long x = 0;
+        const double t0 = thread_time_s();
+        for (long i = 0; i < n; i += 4) __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+        const double hz = (double)n / (thread_time_s() - t0);
+        if (hz > best) best = hz;
+    }
+    return best;
+}
+
+/* Seconds per load of a chain of dependent loads over a random cycle of
+ * the lines of a bytes-sized buffer (best of 5 passes), or 0 without
+ * memory. */
+static double load_latency_s(size_t bytes) {
+    const size_t n = bytes / 64;
+    void **buf = aligned_alloc(64, n * 64);
+    size_t *perm = malloc(n * sizeof *perm);
+    double best = 0;
+    if (buf && perm) {
+        for (size_t i = 0; i < n; i++) perm[i] = i;
+        uint64_t r = 88172645463325252ull; /* xorshift: a fixed shuffle */
+        for (size_t i = n - 1; i > 0; i--) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            const size_t j = (size_t)(r % (i + 1)), t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        for (size_t i = 0; i < n; i++) buf[perm[i] * 8] = &buf[perm[(i + 1) % n] * 8];
+        void **q = &buf[perm[0] * 8];
+        for (int p = 0; p < 5; p++) {
+            const long it = 1000000;
+            const double t0 = thread_time_s();
+            for (long i = 0; i < it; i++) {
+                q = (void **)*q;
+                __asm__ volatile("" : "+r"(q));
+            }
+            const double s = (thread_time_s() - t0) / (double)it;
+            if (best == 0 || s < best) best = s;
+        }
+    }
+    free(buf);
+    free(perm);
+    return best;
+}
+
+/* The one-thread FP32 FMA peak in GFLOP/s, by thread CPU time (ember
+ * bench's peak, src/bench/peak.c, takes wall time, which a loaded machine
+ * spoils): 12 independent chains of vfmadd on 16 floats (avx512) or 8
+ * (the other x86 sets), best of 5 passes; 0 elsewhere. */
+#if defined(__x86_64__)
+#define PEAK_LOOP(V, SET1, FMA, ADD, LANES)                                                        \
+    volatile float seed = 1.0f;                                                                    \
+    const V m = SET1(seed * 0.999f), c = SET1(seed * 1e-3f);                                       \
+    V x[12];                                                                                       \
+    for (int i = 0; i < 12; i++) x[i] = SET1(seed + (float)i);                                     \
+    double best = 0;                                                                               \
+    for (int p = 0; p < 5; p++) {                                                                  \
+        const long it = 2000000;                                                                   \
+        const double t0 = thread_time_s();                                                         \
+        for (long i = 0; i < it; i++) {                                                            \
+            _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) x[j] = FMA(x[j], m, c);          \
+        }                                                                                          \
+        const double g = 2.0 * LANES * 12 * (double)it / (thread_time_s() - t0) * 1e-9;            \
+        if (g > best) best = g;                                                                    \
+    }                                                                                              \
+    V t = x[0];                                                                                    \
+    for (int i = 1; i < 12; i++) t = ADD(t, x[i]);                                                 \
+    volatile float sink = t[0];                                                                    \
+    (void)sink;                                                                                    \
+    return best;
+__attribute__((target("avx512f"))) static double fma_peak_512(void) {
+    PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16)
+}
+__attribute__((target("avx2,fma"))) static double fma_peak_256(void) {
+    PEAK_LOOP(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8)
+}
+#undef PEAK_LOOP
+#endif
+
+static double fma_peak(const char *set) {
+#if defined(__x86_64__)
+    if (strcmp(set, "avx512") == 0) return fma_peak_512();
+    if (strcmp(set, "avx2") == 0 || strcmp(set, "avxvnni") == 0) return fma_peak_256();
+#endif
+    (void)set;
+    return 0;
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -66,6 +172,7 @@ int main(int argc, char **argv) {
     int64_t k = 2048, nw = 128;
     int reps = 5;
     size_t apad = 0, wpad = 0;
+    bool state = false;
     const char *types = "Q4_0,Q8_0", *sets = "avx2,avxvnni,avx512", *nas = "1,4,64";
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--k") == 0) k = atoll(argv[++i]);
@@ -76,8 +183,9 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--sets") == 0) sets = argv[++i];
         else if (i + 1 < argc && strcmp(argv[i], "--apad") == 0) apad = (size_t)atoll(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--wpad") == 0) wpad = (size_t)atoll(argv[++i]);
+        else if (strcmp(argv[i], "--state") == 0) state = true;
         else {
-            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B] [--apad B] [--wpad B]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B] [--apad B] [--wpad B] [--state]\n", argv[0]);
             return 2;
         }
     }
@@ -134,6 +242,13 @@ int main(int argc, char **argv) {
                 printf("%-5s %-8s not on this CPU\n", ts, s);
                 continue;
             }
+            double peak = 0; /* one-thread FMA peak of this set, GFLOP/s */
+            if (state) {
+                const double hz = core_hz();
+                peak = fma_peak(s);
+                printf("state (%s): core %.2f GHz, FMA peak %.1f GFLOP/s, loads over 40 KiB %.1f cycles, 512 KiB %.1f "
+                       "cycles\n", s, hz * 1e-9, peak, load_latency_s(40 << 10) * hz, load_latency_s(512 << 10) * hz);
+            }
             snprintf(nl, sizeof nl, "%s", nas);
             for (char *p = nl; *p;) {
                 const int64_t na = strtoll(p, &p, 10);
@@ -144,7 +259,11 @@ int main(int argc, char **argv) {
                     printf("%-5s %-8s na=%-4lld %8.1f -> %8.1f  (%.2fx)\n", ts, s, (long long)na, ops / t0, ops / t1,
                            t0 / t1);
                 } else {
-                    printf("%-5s %-8s na=%-4lld %8.1f\n", ts, s, (long long)na, ops / t0);
+                    if (peak > 0 && at == EM_TYPE_F32)
+                        printf("%-5s %-8s na=%-4lld %8.1f  (%.1f%% of the FMA peak)\n", ts, s, (long long)na, ops / t0,
+                               100 * ops / t0 / peak);
+                    else
+                        printf("%-5s %-8s na=%-4lld %8.1f\n", ts, s, (long long)na, ops / t0);
                 }
                 if (*p == ',') p++;
                 else break;
