@@ -402,12 +402,19 @@ bool em_request_next(em_request *r, em_event *ev, int timeout_ms) {
     return true;
 }
 
+/* Sets *flag under the lock and signals cv: how the engine thread is told
+ * that a request was cancelled or that it must stop, and the notifier
+ * that it must stop (each reads its flag under the lock before it waits). */
+static void raise_flag(em_engine *e, bool *flag, pthread_cond_t *cv) {
+    pthread_mutex_lock(&e->mu);
+    *flag = true;
+    pthread_cond_signal(cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
 void em_request_cancel(em_request *r) {
     em_engine *e = engine_of(r);
-    pthread_mutex_lock(&e->mu);
-    r->cancelled = true;
-    pthread_cond_signal(&e->wake);
-    pthread_mutex_unlock(&e->mu);
+    raise_flag(e, &r->cancelled, &e->wake);
 }
 
 void em_request_release(em_request *r) {
@@ -922,17 +929,11 @@ void em_engine_drain(em_engine *e, double timeout_s) {
 void em_engine_free(em_engine *e) {
     if (!e) return;
     if (e->thread_started) {
-        pthread_mutex_lock(&e->mu);
-        e->stop = true;
-        pthread_cond_signal(&e->wake);
-        pthread_mutex_unlock(&e->mu);
+        raise_flag(e, &e->stop, &e->wake);
         pthread_join(e->thread, NULL);
     }
     if (e->notifier_started) {
-        pthread_mutex_lock(&e->mu);
-        e->notifier_stop = true;
-        pthread_cond_signal(&e->notify);
-        pthread_mutex_unlock(&e->mu);
+        raise_flag(e, &e->notifier_stop, &e->notify);
         pthread_join(e->notifier, NULL);
     }
     em_batch_free(&e->batch);
