@@ -334,8 +334,7 @@ static void qkv_epilogue(em_context *c, const row_ops *ro, const em_layer *l, in
  * attention).  The Q/K/V row step moves into attention, where the task of
  * each KV head finishes its own heads and stores its own key and value
  * before attending, which is safe because no other row of the batch needs
- * them; where the shapes allow, the Q/K/V products themselves move there
- * too (qkv_attend), and the barrier between them and attention goes.
+ * them.
  */
 
 /* A row step: fn on every row, the rows shared out; in a one-row batch,
@@ -366,34 +365,6 @@ static void rows_heads(walker *w, const em_layer *l, int il) {
     const int ith = w->ith;
     FOR_ROWS(tp, r, w->n) qkv_epilogue(c, &w->s->ro, l, il, (int32_t)r, 0, l->n_head_kv);
     em_threadpool_barrier(tp);
-}
-
-/* One-row batches fuse the Q/K/V products with attention, saving the
- * barrier between them (one of five per layer): KV head g needs only the
- * rows of Wq of its own query heads, its own rows of Wk and Wv, its
- * Q/K/V row step (qkv_epilogue) and its own part of the cache.  So the
- * KV heads are shared out instead of weight chunks, and the thread that
- * claims one computes its rows of the products, finishes and stores them
- * and attends, while the other threads go on streaming their heads'
- * weights.  Each output row comes from the same kernel as in a chunked
- * product, so the results are the same to the bit.  Only where every
- * thread gets as many heads (the shares stay even: a head is a large
- * part of the step, and a thread left with one head more would make the
- * others wait for all of it) and each head's rows start on a 16-row
- * boundary, where the packed layouts' groups start. */
-static bool fused_qkv(const walker *w, const em_layer *l) {
-    if (!w->solo) return false;
-    const int nth = em_threadpool_size(w->s->c->pool);
-    const int64_t group = w->s->c->model->hp.n_head / l->n_head_kv;
-    return l->n_head_kv % nth == 0 && group * l->head_dim % 16 == 0 && l->head_dim % 16 == 0 &&
-           l->head_dim_v % 16 == 0;
-}
-
-/* Rows of Wq, Wk and Wv per KV head (the jobs' order in layer()). */
-static void qkv_head_rows(const walker *w, const em_layer *l, int64_t rows[3]) {
-    rows[0] = (int64_t)(w->s->c->model->hp.n_head / l->n_head_kv) * l->head_dim;
-    rows[1] = l->head_dim;
-    rows[2] = l->head_dim_v;
 }
 
 /* The barrier that ends a product or attention step; in a one-row batch
@@ -428,17 +399,6 @@ static void prefetch_after_layer(walker *w, int il) {
     const em_model *m = s->c->model;
     const em_tensor *ws[3];
     int n = 0;
-    if (il + 1 < m->hp.n_layer && fused_qkv(w, &m->layers[il + 1])) {
-        /* qkv_attend: the Wq rows of the thread's first KV head. */
-        const em_layer *l = &m->layers[il + 1];
-        const int nth = em_threadpool_size(s->c->pool);
-        int64_t rows[3];
-        qkv_head_rows(w, l, rows);
-        const int64_t g0 = (int64_t)l->n_head_kv * w->ith / nth;
-        w->pf = (const char *)l->wq.data + (size_t)(g0 * rows[0]) * l->wq.row_bytes;
-        w->pf_len = EM_MIN((size_t)rows[0] * l->wq.row_bytes, (size_t)EM_MATMUL_PREFETCH_BYTES);
-        return;
-    }
     if (il + 1 < m->hp.n_layer) {
         const em_layer *l = &m->layers[il + 1];
         ws[n++] = &l->wq;
@@ -468,12 +428,11 @@ static void solo_prepare(void *ctx, int32_t row, int32_t g) {
     qkv_epilogue(c, &p->s->ro, &c->model->layers[p->il], p->il, row, g, g + 1);
 }
 
-/* The attention of layer il over the walker's rows, with the layer's
- * scale and window. */
-static em_attn_args attn_args(const walker *w, const em_layer *l, int il) {
+/* The attention step of layer il, with the layer's scale and window. */
+static void attend(walker *w, const em_layer *l, int il) {
     em_context *c = w->s->c;
     const em_hparams *hp = &c->model->hp;
-    return (em_attn_args){
+    em_attn_args a = {
         .q = c->q,
         .out = c->att,
         .kv = &c->kv,
@@ -492,12 +451,6 @@ static em_attn_args attn_args(const walker *w, const em_layer *l, int il) {
         .non_causal = !hp->causal,
         .scratch = c->att_scratch,
     };
-}
-
-/* The attention step of layer il. */
-static void attend(walker *w, const em_layer *l, int il) {
-    em_context *c = w->s->c;
-    em_attn_args a = attn_args(w, l, il);
     solo_prep prep = {.s = w->s, .il = il};
     if (w->pending) {
         a.prepare = solo_prepare;
@@ -505,24 +458,6 @@ static void attend(walker *w, const em_layer *l, int il) {
         w->pending = false;
     }
     em_attention_step(c->pool, &a, w->ith);
-    step_barrier(w);
-}
-
-/* The fused step: the products qkv[0..n_qkv) and attention of layer il,
- * KV head by KV head. */
-static void qkv_attend(walker *w, const em_layer *l, int il, const em_matmul_job *qkv, int n_qkv) {
-    em_context *c = w->s->c;
-    em_threadpool *tp = c->pool;
-    const int ith = w->ith;
-    const em_attn_args a = attn_args(w, l, il);
-    int64_t rows[3];
-    qkv_head_rows(w, l, rows);
-    FOR_ROWS(tp, g, l->n_head_kv) {
-        for (int i = 0; i < n_qkv; i++) em_matmul_rows(&qkv[i], g * rows[i], rows[i], 1);
-        qkv_epilogue(c, &w->s->ro, l, il, 0, (int)g, (int)g + 1);
-        em_attention_head(&a, ith, 0, (int32_t)g);
-    }
-    w->pending = false;
     step_barrier(w);
 }
 
@@ -566,10 +501,9 @@ static void residual(const walker *w, const em_tensor *post, const em_tensor *po
 static void row_embed(const walker *w, const em_layer *l, int il, int32_t r) {
     em_context *c = w->s->c;
     (void)il;
-    /* The RoPE tables are shared; a one-row batch's is written before
-     * the pass (em_forward), since its first layer may attend before
-     * any barrier (qkv_attend). */
-    if (!w->solo) rope_table_row(c, r);
+    /* The RoPE tables are shared; in a one-row batch thread 0 writes
+     * them and the first product's barrier publishes them. */
+    if (!w->solo || w->ith == 0) rope_table_row(c, r);
     const em_model *m = c->model;
     const int64_t d = m->hp.n_embd;
     float *x = w->b.x + r * d, *tmp = w->b.h + r * d; /* h is free until attn_in */
@@ -1062,14 +996,10 @@ static void layer(walker *w, int il) {
     if (l->kv_src == il && l->wv.data) qkv[n_qkv++] = job_for(qa, &pq, 2, &l->wv, w->b.h, d, c->v, v_dim);
     const em_tensor *next[2] = {&l->wo};
     prefetch_next(w, next, 1);
-    if (fused_qkv(w, l)) {
-        qkv_attend(w, l, il, qkv, n_qkv);
-    } else {
-        products(w, qkv, n_qkv);
-        rows_heads(w, l, il);
-        prefetch_next(w, next, 1);
-        attend(w, l, il);
-    }
+    products(w, qkv, n_qkv);
+    rows_heads(w, l, il);
+    prefetch_next(w, next, 1);
+    attend(w, l, il);
     if (il == hp->n_layer - 1) keep_output_rows(w);
     if (w->n == 0) return; /* a prompt chunk without logits: its cache is written */
 
@@ -1221,7 +1151,6 @@ static bool distinct_seqs(const em_seq_id *seq, int32_t n) {
 em_status em_forward(em_context *c, const em_token *tokens, int32_t n, int32_t n_out) {
     fwd_state s = {.c = c, .ro = pick_row_ops(&c->model->hp), .tokens = tokens, .n = n, .n_out = n_out,
                    .distinct = distinct_seqs(c->seq, n)};
-    if (n == 1) rope_table_row(c, 0);
     em_threadpool_run(c->pool, forward_worker, &s);
     return EM_OK;
 }

@@ -392,9 +392,7 @@ static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
     }
 }
 
-/* Thread ith's task state over its part of a->scratch; *qtile: the rows
- * of a tile. */
-static attn_task_ctx task_ctx(const em_attn_args *a, int ith, int32_t *qtile_out) {
+void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
     const int32_t group = a->n_head / a->n_head_kv, hdv = a->head_dim_v;
     float *scratch = a->scratch + (size_t)ith * em_attention_scratch(a->n_head, a->n_head_kv, a->head_dim, hdv);
     attn_task_ctx t = {.a = a, .kn = em_attn_kernels_get(), .group = group};
@@ -413,19 +411,7 @@ static attn_task_ctx task_ctx(const em_attn_args *a, int ith, int32_t *qtile_out
     t.mn = t.qt + nq * (size_t)a->head_dim;
     t.cf = t.mn + nq;
     t.es = t.cf + nq;
-    *qtile_out = qtile;
-    return t;
-}
 
-void em_attention_head(const em_attn_args *a, int ith, int32_t row, int32_t g) {
-    int32_t qtile;
-    attn_task_ctx t = task_ctx(a, ith, &qtile);
-    attend_task(&t, row, g);
-}
-
-void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {
-    int32_t qtile;
-    attn_task_ctx t = task_ctx(a, ith, &qtile);
     if (a->prepare) {
         /* One-row batches: each task first stores its own key and value. */
         const int64_t n_tasks = (int64_t)a->n_rows * a->n_head_kv;

@@ -53,13 +53,6 @@ void em_attention(em_threadpool *tp, const em_attn_args *a);
  * shared out with em_threadpool_next. */
 void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith);
 
-/* Row `row`, KV head g alone, on thread ith (its part of a->scratch),
- * with no sharing out: for a caller that has shared out the KV heads
- * itself (a one-row batch that fuses each head's Q/K/V products with its
- * attention, model/forward.c).  The head's queries, key and value must
- * be ready; a->prepare is not called. */
-void em_attention_head(const em_attn_args *a, int ith, int32_t row, int32_t g);
-
 /* ---- kernels ------------------------------------------------------------
  * The inner loops over a block of keys, as a scalar set (attention.c) and
  * an AVX2/F16C set (arch/x86/attention_avx2.c) with the same contracts;

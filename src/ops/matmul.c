@@ -122,12 +122,6 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     em_gemm_step_end();
 }
 
-void em_matmul_rows(const em_matmul_job *jb, int64_t j0, int64_t nw, int64_t n_rows) {
-    em_gemm_step_begin();
-    weight_product(jb->W, j0, nw, jb->x, jb->x_stride, n_rows, jb->out + j0, jb->out_stride);
-    em_gemm_step_end();
-}
-
 void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, size_t max_bytes,
                            const void **p, size_t *bytes) {
     *p = NULL;

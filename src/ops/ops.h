@@ -89,13 +89,6 @@ typedef struct em_matmul_job {
  * activation rows, their weight rows shared out in chunks. */
 void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n_jobs, int64_t n_rows);
 
-/* Weight rows [j0, j0 + nw) of one product over n_rows activation rows,
- * all on the calling thread, shared out by the caller: j0 a multiple of
- * 16 (where every packed group starts), nw too unless the rows reach the
- * matrix's end.  Each output row is computed as em_matmul_step computes
- * it, to the bit. */
-void em_matmul_rows(const em_matmul_job *jb, int64_t j0, int64_t nw, int64_t n_rows);
-
 /* The weight bytes thread ith of nth reads first in em_matmul_step with
  * the same jobs and n_rows: its first chunk, at most max_bytes of it (*p
  * NULL, *bytes 0 if it gets none of its own).  For
