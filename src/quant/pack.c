@@ -56,47 +56,51 @@ static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
 /* The levels of group 2s + 1 that the kernels take from one 16-bit word
  * of a run a[s][q] and the word of e[q] at the same place: bytes of
  * ((a >> 5) ^ (e shifted left by 3 - 2s)) & 31, shifts of the whole word
- * as vpsrlw/vpsllw do them (pack.h). */
+ * as vpsrlw/vpsllw do them (pack.h).  Unpacking takes the levels so. */
 static unsigned q5kx16_hi(unsigned a, unsigned e, int s) {
     const unsigned t = s < 2 ? e << (3 - 2 * s) : e >> (2 * s - 3);
     return (a >> 5 ^ t) & 0x1F1Fu;
 }
 
+/* Four bytes (two 16-bit words) at once, as 32-bit integers: the words'
+ * shifts of q5kx16_hi with the bits that would cross from one word into
+ * the other masked off. */
+static uint32_t q5kx16_hi4(uint32_t a, uint32_t e, int s) {
+    const uint32_t t = s < 2 ? (e << (3 - 2 * s)) & 0x10001u * (0xFFFFu << (3 - 2 * s) & 0xFFFFu)
+                             : (e >> (2 * s - 3)) & 0x10001u * (0xFFFFu >> (2 * s - 3));
+    return ((a >> 5 & 0x07FF07FFu) ^ t) & 0x1F1F1F1Fu;
+}
+
+static uint32_t ld4(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+
+static void st4(uint8_t *p, uint32_t v) {
+    for (int c = 0; c < 4; c++) p[c] = (uint8_t)(v >> 8 * c);
+}
+
 /* Row i of the super-block at sb of a Q5_K x16 group: d, dmin and the
- * scales in the places of a Q4_K x16 super-block, then the 5-bit levels
- * as the runs a[s][q] and e[q] (see pack.h), a 16-bit word (two levels of
- * each of groups 2s and 2s + 1, for each s) at a time ... */
+ * scales in the places of a Q4_K x16 super-block (q4kx16_put), then the
+ * 5-bit levels as the runs a[s][q] and e[q] (see pack.h), the four bytes
+ * of each run of the row at once ... */
 static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
-    em_block_q4_k lo;
-    memcpy(&lo.d, &blk->d, 2);
-    memcpy(&lo.dmin, &blk->dmin, 2);
-    memcpy(lo.scales, blk->scales, sizeof lo.scales);
-    memset(lo.qs, 0, sizeof lo.qs);
-    q4kx16_put(sb, i, &lo);
-    for (int f = 0; f < 32; f += 2) { /* file bytes qs[32s + f], qh[f] and the next */
-        unsigned l0[4], l1[4], a[4], e = 0;
+    memcpy(sb + 2 * i, &blk->d, 2);
+    memcpy(sb + 32 + 2 * i, &blk->dmin, 2);
+    for (int j = 0; j < 12; j++) sb[64 + 16 * j + i] = blk->scales[j];
+    for (int q = 0; q < 8; q++) {
+        const uint32_t h = ld4(blk->qh + 4 * q), m1 = 0x01010101u, m4 = 0x0F0F0F0Fu;
+        uint32_t l0[4], l1[4], e = 0;
         for (int s = 0; s < 4; s++) {
-            l0[s] = l1[s] = 0;
-            for (int c = 0; c < 2; c++) {
-                const unsigned x = blk->qs[32 * s + f + c], h = blk->qh[f + c];
-                l0[s] |= ((x & 15) | (h >> (2 * s) & 1) << 4) << 8 * c;
-                l1[s] |= ((x >> 4) | (h >> (2 * s + 1) & 1) << 4) << 8 * c;
-            }
+            const uint32_t x = ld4(blk->qs + 32 * s + 4 * q);
+            l0[s] = (x & m4) | (h >> (2 * s) & m1) << 4;
+            l1[s] = (x >> 4 & m4) | (h >> (2 * s + 1) & m1) << 4;
         }
         /* Bits 3-4 of group 2s + 1's levels come from e's bits 2s, 2s + 1
          * alone (and from a's levels of group 2s), bits 0-2 from a's bits
          * 5-7 alone (and from e): e first, then the bits 5-7. */
-        for (int s = 0; s < 4; s++) e |= ((q5kx16_hi(l0[s], 0, s) ^ l1[s]) >> 3 & 0x0303u) << 2 * s;
-        for (int s = 0; s < 4; s++) a[s] = l0[s] | ((q5kx16_hi(l0[s], e, s) ^ l1[s]) & 0x0707u) << 5;
-        const int q = f / 4, l = f % 4;
-        for (int s = 0; s < 4; s++) {
-            uint8_t *at = sb + EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4 + l;
-            at[0] = (uint8_t)a[s];
-            at[1] = (uint8_t)(a[s] >> 8);
-        }
-        uint8_t *et = sb + EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l;
-        et[0] = (uint8_t)e;
-        et[1] = (uint8_t)(e >> 8);
+        for (int s = 0; s < 4; s++) e |= ((q5kx16_hi4(l0[s], 0, s) ^ l1[s]) >> 3 & 0x03030303u) << 2 * s;
+        for (int s = 0; s < 4; s++)
+            st4(sb + EM_Q5KX16_A + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4,
+                l0[s] | ((q5kx16_hi4(l0[s], e, s) ^ l1[s]) & 0x07070707u) << 5);
+        st4(sb + EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4, e);
     }
 }
 
