@@ -132,42 +132,49 @@ static void q5kx16_get(const uint8_t *sb, int i, em_block_q5_k *blk) {
 
 /* ------------------------------------------------------------ Q6_K x16 */
 
-/* Where the file keeps the level (0..63) of element e (< 256) of a Q6_K
- * block: its low four bits in ql[*lo] (the high nibble when *lsh is 4),
- * its two high bits in qh[*hi] at bit *hsh.  Elements 128n + 32m + l
- * (m < 4, l < 32) take ql[64n + 32 (m % 2) + l], nibble m / 2, and
- * qh[32n + l] at bit 2m. */
-static void q6k_where(int e, int *lo, int *lsh, int *hi, int *hsh) {
-    const int n = e / 128, m = e % 128 / 32, l = e % 32;
-    *lo = 64 * n + 32 * (m % 2) + l;
-    *lsh = 4 * (m / 2);
-    *hi = 32 * n + l;
-    *hsh = 2 * m;
+/* The levels (0..63) of a Q6_K block's 256 elements, as the file splits
+ * them: elements 128n + l + 32m (l < 32, m < 4) have their low four bits
+ * in ql[64n + 32 (m % 2) + l] (the high nibble for m >= 2) and their two
+ * high bits in qh[32n + l] at bit 2m. */
+static void q6k_levels(const em_block_q6_k *blk, uint8_t *lv) {
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const int q0 = blk->ql[64 * n + l], q1 = blk->ql[64 * n + 32 + l], h = blk->qh[32 * n + l];
+            uint8_t *v = lv + 128 * n + l;
+            v[0] = (uint8_t)((q0 & 15) | (h & 3) << 4);
+            v[32] = (uint8_t)((q1 & 15) | (h >> 2 & 3) << 4);
+            v[64] = (uint8_t)((q0 >> 4) | (h >> 4 & 3) << 4);
+            v[96] = (uint8_t)((q1 >> 4) | (h >> 6) << 4);
+        }
 }
 
-/* Byte j of row i in run c of slot r of quad qd (pack.h): bits 0-5 the
- * level of element 16 (4qd + r) + 4c + j, bits 6-7 bits 4 - 2r, 5 - 2r of
- * that of element 16 (4qd + 3) + 4c + j. */
-static size_t q6kx16_at(int qd, int r, int c, int i, int j) {
-    return (size_t)EM_Q6KX16_RUN(qd, r, c) + (size_t)i * 4 + (size_t)j;
+/* ... and the file's ql and qh from them. */
+static void q6k_split(const uint8_t *lv, em_block_q6_k *blk) {
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = lv + 128 * n + l;
+            blk->ql[64 * n + l] = (uint8_t)((v[0] & 15) | (v[64] & 15) << 4);
+            blk->ql[64 * n + 32 + l] = (uint8_t)((v[32] & 15) | (v[96] & 15) << 4);
+            blk->qh[32 * n + l] = (uint8_t)(v[0] >> 4 | (v[32] >> 4) << 2 | (v[64] >> 4) << 4 | (v[96] >> 4) << 6);
+        }
 }
 
 /* Row i of the super-block at sb of a Q6_K x16 group: the file's block
- * blk put in its places (see pack.h) ... */
+ * blk put in its places (see pack.h: byte j of run c of slot r of quad
+ * qd holds in bits 0-5 the level of element 16 (4qd + r) + 4c + j, and in
+ * bits 6-7 bits 4 - 2r, 5 - 2r of that of element 16 (4qd + 3) + 4c + j) ... */
 static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
-    uint8_t lv[EM_QK_K]; /* the levels 0..63 of the block's elements */
-    for (int e = 0; e < EM_QK_K; e++) {
-        int lo, lsh, hi, hsh;
-        q6k_where(e, &lo, &lsh, &hi, &hsh);
-        lv[e] = (uint8_t)((blk->ql[lo] >> lsh & 15) | (blk->qh[hi] >> hsh & 3) << 4);
-    }
+    uint8_t lv[EM_QK_K];
+    q6k_levels(blk, lv);
     for (int qd = 0; qd < 4; qd++)
-        for (int r = 0; r < 3; r++)
-            for (int c = 0; c < 4; c++)
-                for (int j = 0; j < 4; j++) {
-                    const int top = lv[16 * (4 * qd + 3) + 4 * c + j] >> (4 - 2 * r) & 3;
-                    sb[q6kx16_at(qd, r, c, i, j)] = (uint8_t)(lv[16 * (4 * qd + r) + 4 * c + j] | top << 6);
-                }
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *v = lv + 64 * qd + 4 * c; /* element 16 (4qd) + 4c */
+            for (int r = 0; r < 3; r++) {
+                uint8_t x[4];
+                for (int j = 0; j < 4; j++) x[j] = (uint8_t)(v[16 * r + j] | (v[48 + j] >> (4 - 2 * r) & 3) << 6);
+                memcpy(sb + EM_Q6KX16_RUN(qd, r, c) + i * 4, x, 4);
+            }
+        }
     for (int p = 0; p < 8; p++) memcpy(sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, blk->scales + 2 * p, 2);
     memcpy(sb + EM_Q6KX16_D + 2 * i, &blk->d, 2);
 }
@@ -176,24 +183,19 @@ static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
 static void q6kx16_get(const uint8_t *sb, int i, em_block_q6_k *blk) {
     uint8_t lv[EM_QK_K];
     for (int qd = 0; qd < 4; qd++)
-        for (int c = 0; c < 4; c++)
-            for (int j = 0; j < 4; j++) {
-                int l3 = 0;
-                for (int r = 0; r < 3; r++) {
-                    const uint8_t x = sb[q6kx16_at(qd, r, c, i, j)];
-                    lv[16 * (4 * qd + r) + 4 * c + j] = x & 63;
-                    l3 |= (x >> 6) << (4 - 2 * r);
+        for (int c = 0; c < 4; c++) {
+            uint8_t *v = lv + 64 * qd + 4 * c;
+            memset(v + 48, 0, 4);
+            for (int r = 0; r < 3; r++) {
+                uint8_t x[4];
+                memcpy(x, sb + EM_Q6KX16_RUN(qd, r, c) + i * 4, 4);
+                for (int j = 0; j < 4; j++) {
+                    v[16 * r + j] = x[j] & 63;
+                    v[48 + j] = (uint8_t)(v[48 + j] | (x[j] >> 6) << (4 - 2 * r));
                 }
-                lv[16 * (4 * qd + 3) + 4 * c + j] = (uint8_t)l3;
             }
-    memset(blk->ql, 0, sizeof blk->ql);
-    memset(blk->qh, 0, sizeof blk->qh);
-    for (int e = 0; e < EM_QK_K; e++) {
-        int lo, lsh, hi, hsh;
-        q6k_where(e, &lo, &lsh, &hi, &hsh);
-        blk->ql[lo] |= (uint8_t)((lv[e] & 15) << lsh);
-        blk->qh[hi] |= (uint8_t)((lv[e] >> 4) << hsh);
-    }
+        }
+    q6k_split(lv, blk);
     for (int p = 0; p < 8; p++) memcpy(blk->scales + 2 * p, sb + EM_Q6KX16_SC + (p * EM_PACK_ROWS_K + i) * 2, 2);
     memcpy(&blk->d, sb + EM_Q6KX16_D + 2 * i, 2);
 }

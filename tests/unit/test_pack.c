@@ -224,7 +224,8 @@ static void test_gemv_extremes(void) {
  * level 31 (or 0, by pattern), every scale and min 63, against activation
  * quants of +-127 (all one sign, or mixed), so that the AVX2 kernel's
  * int16 sums of byte products are at their largest (four runs of
- * vpmaddubsw pairs fit int16, eight would not).  k is 512 or the 1.1B
+ * vpmaddubsw pairs fit int16, eight would not); Q6_K the same with every
+ * level 63 (or 0) and scales 127 (two runs fit, four would not).  k is 512 or the 1.1B
  * model's 5632 (one activation row: the plain AVX2 matrix-vector kernels
  * over as many super-blocks as generation takes).  The outputs are compared
  * with the scalar reference as in check_packed. */
@@ -239,6 +240,11 @@ static int check_k_extremes(em_type t, int64_t K, int wpat, int apat) {
             uint8_t *blk = w + (size_t)j * ws + (size_t)b * bs;
             /* wpat 0: all high, 1: by row, 2: by byte. */
             for (size_t i = 0; i < bs; i++) blk[i] = wpat == 0 || (wpat == 1 && j % 2 == 0) || (wpat == 2 && i % 3 != 0) ? 0xff : 0;
+            if (t == EM_TYPE_Q6_K) { /* every level 63 or 0, scales 127 */
+                memset(blk + offsetof(em_block_q6_k, scales), 127, 16);
+                memcpy(blk + offsetof(em_block_q6_k, d), &one, 2);
+                continue;
+            }
             memcpy(blk, &one, 2);
             memcpy(blk + 2, &one, 2);
             memset(blk + 4, 0xff, 12); /* scales and mins 63 */
@@ -273,8 +279,9 @@ static void test_k_extremes(void) {
                 for (int64_t k = 512; k <= 5632; k += 5120) {
                     bad += check_k_extremes(EM_TYPE_Q5_K, k, wp, ap);
                     bad += check_k_extremes(EM_TYPE_Q4_K, k, wp, ap);
+                    bad += check_k_extremes(EM_TYPE_Q6_K, k, wp, ap);
                 }
-        CHECK_MSG(bad == 0, "packed Q4_K/Q5_K %s: %d products off at the extremes", isas[s], bad);
+        CHECK_MSG(bad == 0, "packed Q4_K/Q5_K/Q6_K %s: %d products off at the extremes", isas[s], bad);
     }
     CHECK(em_kernels_select(NULL) == 0);
 }
