@@ -260,9 +260,11 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
 
 /* Asks for the key and value slices of KV head g at position q of a
  * sequence (its block table `blocks`) to be brought into the cache; for
- * head 0 also the whole rows into L2, since the tasks of the row's other
- * heads come next on the same thread (em_attention_step numbers them
- * together).  A decode row's keys sit in blocks scattered over the pool,
+ * head 0 of a step with several rows also the whole rows into L2, since
+ * the tasks of the row's other heads are numbered next to it and mostly
+ * run next on the same thread (em_attention_step).  A one-row step
+ * (generation) shares one row's heads out among the threads, so there a
+ * thread asks only for its own head's slices.  A decode row's keys sit in blocks scattered over the pool,
  * for the serve benchmark's model a slice of 128 bytes in every row of
  * 512, and a decode step's weights evict them between two layers, so the
  * kernels' loads missed one after another; prefetched a block of
@@ -274,7 +276,7 @@ static inline void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_
     const size_t slot = (size_t)blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + (size_t)(q % EM_KV_BLOCK);
     const char *k = (const char *)kv->k[a->layer] + slot * kv->k_row_bytes;
     const char *v = (const char *)kv->v[a->layer] + slot * kv->v_row_bytes;
-    if (g == 0) {
+    if (g == 0 && a->n_rows > 1) {
         for (size_t o = 0; o < kv->k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 2);
         for (size_t o = 0; o < kv->v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 2);
     }

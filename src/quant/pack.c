@@ -32,12 +32,19 @@ bool em_pack_fits(em_type t, int64_t k, int64_t nrows) {
 
 /* ------------------------------------------------------------ Q4_K x16 */
 
-/* Row i (< EM_PACK_ROWS_K) of the super-block at sb of a Q4_K x16
- * group: the file's block blk put in its places (see pack.h) ... */
+/* Row i (< EM_PACK_ROWS_K) of the super-block at sb of a Q4_K or Q5_K
+ * x16 group: the block's d and dmin (2 bytes each) and its 12 scale
+ * bytes in their places, which the two layouts share (see pack.h). */
+static void kx16_put_head(uint8_t *sb, int i, const void *d, const void *dmin, const uint8_t *scales) {
+    memcpy(sb + 2 * i, d, 2);
+    memcpy(sb + 32 + 2 * i, dmin, 2);
+    for (int j = 0; j < 12; j++) sb[64 + 16 * j + i] = scales[j];
+}
+
+/* Row i of the super-block at sb of a Q4_K x16 group: the file's block
+ * blk put in its places (see pack.h) ... */
 static void q4kx16_put(uint8_t *sb, int i, const em_block_q4_k *blk) {
-    memcpy(sb + 2 * i, &blk->d, 2);
-    memcpy(sb + 32 + 2 * i, &blk->dmin, 2);
-    for (int j = 0; j < 12; j++) sb[64 + 16 * j + i] = blk->scales[j];
+    kx16_put_head(sb, i, &blk->d, &blk->dmin, blk->scales);
     for (int s = 0; s < 4; s++)
         for (int q = 0; q < 8; q++) memcpy(sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, blk->qs + 32 * s + 4 * q, 4);
 }
@@ -78,13 +85,11 @@ static void st4(uint8_t *p, uint32_t v) {
 }
 
 /* Row i of the super-block at sb of a Q5_K x16 group: d, dmin and the
- * scales in the places of a Q4_K x16 super-block (q4kx16_put), then the
+ * scales in the places of a Q4_K x16 super-block (kx16_put_head), then the
  * 5-bit levels as the runs a[s][q] and e[q] (see pack.h), the four bytes
  * of each run of the row at once ... */
 static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
-    memcpy(sb + 2 * i, &blk->d, 2);
-    memcpy(sb + 32 + 2 * i, &blk->dmin, 2);
-    for (int j = 0; j < 12; j++) sb[64 + 16 * j + i] = blk->scales[j];
+    kx16_put_head(sb, i, &blk->d, &blk->dmin, blk->scales);
     for (int q = 0; q < 8; q++) {
         const uint32_t h = ld4(blk->qh + 4 * q), m1 = 0x01010101u, m4 = 0x0F0F0F0Fu;
         uint32_t l0[4], l1[4], e = 0;

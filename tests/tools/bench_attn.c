@@ -53,46 +53,57 @@ static void flush_caches(void) {
     big[0] = (unsigned char)sum;
 }
 
-/* --decode n: n sequences of rows positions, one query row each (see the
- * top). */
-static int run_decode(int n, int rows, int heads, int kv_heads, int reps, int with_scalar) {
+/* Prompt attention (decode 0: one sequence's rows rows attending to
+ * themselves) or, with decode = n, a decode step of n sequences of rows
+ * positions (see the top); 0 on success. */
+static int run(int decode, int rows, int heads, int kv_heads, int reps, int with_scalar) {
     enum { HD = 64 };
-    const size_t nq = (size_t)n * heads * HD, nkv = (size_t)kv_heads * HD;
+    const int n_seq = decode ? decode : 1, n_q = decode ? decode : rows; /* sequences, query rows */
+    const size_t nq = (size_t)n_q * heads * HD, nkv = (size_t)kv_heads * HD;
     float *q = malloc(nq * sizeof *q), *out = malloc(nq * sizeof *out), *kr = malloc(nkv * sizeof *kr),
           *vr = malloc(nkv * sizeof *vr);
-    em_seq_id *seq = malloc((size_t)n * sizeof *seq);
-    em_pos *pos = malloc((size_t)n * sizeof *pos);
-    int32_t *cells = malloc((size_t)n * sizeof *cells);
+    em_seq_id *seq = malloc((size_t)n_q * sizeof *seq);
+    em_pos *pos = malloc((size_t)n_q * sizeof *pos);
+    int32_t *cells = malloc((size_t)n_q * sizeof *cells);
     float *scratch = malloc(em_attention_scratch(heads, kv_heads, HD, HD) * sizeof(float));
     em_kv kv;
     em_threadpool *tp = NULL;
     int rc = 1;
     if (!q || !out || !kr || !vr || !seq || !pos || !cells || !scratch) goto done;
-    if (em_kv_init(&kv, n * (rows + EM_KV_BLOCK), n, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
+    if (em_kv_init(&kv, n_seq * (rows + EM_KV_BLOCK), n_seq, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
+    /* The cache: a position of every sequence at a time, so that the
+     * sequences' blocks interleave in the pool as a server's do. */
     uint32_t st = 1;
     for (int p = 0; p < rows; p++) {
-        for (int s = 0; s < n; s++) seq[s] = s, pos[s] = p;
-        if (em_kv_place(&kv, n, seq, pos, NULL, cells, NULL) != EM_OK) goto kv_done;
-        for (int s = 0; s < n; s++) {
+        for (int s = 0; s < n_seq; s++) seq[s] = s, pos[s] = p;
+        if (em_kv_place(&kv, n_seq, seq, pos, NULL, cells, NULL) != EM_OK) goto kv_done;
+        for (int s = 0; s < n_seq; s++) {
             for (size_t j = 0; j < nkv; j++) kr[j] = next_val(&st), vr[j] = 0.5f * next_val(&st) + 0.5f;
             em_kv_write(&kv, 0, cells[s], 0, kv_heads, kr, vr, NULL);
         }
     }
+    /* The queries: each sequence's last position, or every prompt row. */
+    for (int i = 0; i < n_q; i++) seq[i] = decode ? i : 0, pos[i] = decode ? rows - 1 : i;
     for (size_t i = 0; i < nq; i++) q[i] = next_val(&st);
     if (em_threadpool_init(&tp, 1) != EM_OK) goto kv_done;
-    const double flops = 2.0 * n * heads * (HD + HD) * rows;
-    printf("decode attention: %d sequences of %d positions, %d heads, %d KV heads, head size %d, F16 cache, "
-           "1 thread, caches flushed, best of %d\n", n, rows, heads, kv_heads, HD, reps);
+    double flops = 0;
+    for (int i = 0; i < n_q; i++) flops += 2.0 * heads * (HD + HD) * (pos[i] + 1);
+    if (decode)
+        printf("decode attention: %d sequences of %d positions, %d heads, %d KV heads, head size %d, F16 cache, "
+               "1 thread, caches flushed, best of %d\n", decode, rows, heads, kv_heads, HD, reps);
+    else
+        printf("prompt attention: %d rows, %d heads, %d KV heads, head size %d, F16 cache, 1 thread, best of %d\n",
+               rows, heads, kv_heads, HD, reps);
     const unsigned f = em_cpu_features();
     const char *simd = (f & EM_CPU_AVX512) ? "avx512" : (f & EM_CPU_AVX2) ? "avx2" : "generic";
     for (int scalar = 0; scalar <= with_scalar; scalar++) {
         em_attn_kernels_force_scalar(scalar);
-        em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = n,
+        em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = n_q,
                           .n_head = heads, .n_head_kv = kv_heads, .head_dim = HD, .head_dim_v = HD,
                           .scale = 0.125f, .scratch = scratch};
         double best = 1e30;
         for (int r = 0; r < reps; r++) {
-            flush_caches();
+            if (decode) flush_caches();
             const double t0 = thread_time_s();
             em_attention(tp, &a);
             const double t = thread_time_s() - t0;
@@ -131,58 +142,5 @@ int main(int argc, char **argv) {
                         "       (heads a multiple of kv-heads)\n");
         return 2;
     }
-    if (decode > 0) return run_decode(decode, rows, heads, kv_heads, reps, with_scalar);
-    enum { HD = 64 };
-    const size_t nq = (size_t)rows * heads * HD, nkv = (size_t)kv_heads * HD;
-    float *q = malloc(nq * sizeof *q), *out = malloc(nq * sizeof *out), *kr = malloc(nkv * sizeof *kr),
-          *vr = malloc(nkv * sizeof *vr);
-    em_seq_id *seq = calloc((size_t)rows, sizeof *seq);
-    em_pos *pos = malloc((size_t)rows * sizeof *pos);
-    int32_t *cells = malloc((size_t)rows * sizeof *cells);
-    float *scratch = malloc(em_attention_scratch(heads, kv_heads, HD, HD) * sizeof(float));
-    em_kv kv;
-    em_threadpool *tp = NULL;
-    int rc = 1;
-    if (!q || !out || !kr || !vr || !seq || !pos || !cells || !scratch) goto done;
-    if (em_kv_init(&kv, rows + EM_KV_BLOCK, 1, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
-    for (int i = 0; i < rows; i++) pos[i] = i;
-    uint32_t st = 1;
-    if (em_kv_place(&kv, rows, seq, pos, NULL, cells, NULL) != EM_OK) goto kv_done;
-    for (int i = 0; i < rows; i++) {
-        for (size_t j = 0; j < nkv; j++) kr[j] = next_val(&st), vr[j] = 0.5f * next_val(&st) + 0.5f;
-        em_kv_write(&kv, 0, cells[i], 0, kv_heads, kr, vr, NULL);
-    }
-    for (size_t i = 0; i < nq; i++) q[i] = next_val(&st);
-    if (em_threadpool_init(&tp, 1) != EM_OK) goto kv_done;
-    double flops = 0;
-    for (int i = 0; i < rows; i++) flops += 2.0 * heads * (HD + HD) * (i + 1);
-    printf("prompt attention: %d rows, %d heads, %d KV heads, head size %d, F16 cache, 1 thread, best of %d\n", rows,
-           heads, kv_heads, HD, reps);
-    const unsigned f = em_cpu_features();
-    const char *simd = (f & EM_CPU_AVX512) ? "avx512" : (f & EM_CPU_AVX2) ? "avx2" : "generic";
-    for (int scalar = 0; scalar <= with_scalar; scalar++) {
-        em_attn_kernels_force_scalar(scalar);
-        const char *set = scalar ? "scalar" : simd;
-        em_attn_args a = {.q = q, .out = out, .kv = &kv, .layer = 0, .seq = seq, .pos = pos, .n_rows = rows,
-                          .n_head = heads, .n_head_kv = kv_heads, .head_dim = HD, .head_dim_v = HD,
-                          .scale = 0.125f, .scratch = scratch};
-        double best = 1e30;
-        for (int r = 0; r < reps; r++) {
-            const double t0 = thread_time_s();
-            em_attention(tp, &a);
-            const double t = thread_time_s() - t0;
-            if (t < best) best = t;
-        }
-        double sum = 0;
-        for (size_t i = 0; i < nq; i++) sum += out[i];
-        printf("%-8s %9.3f ms  %7.1f GFLOP/s  checksum %.9g\n", set, best * 1e3, flops / best / 1e9, sum);
-    }
-    em_attn_kernels_force_scalar(0);
-    rc = 0;
-    em_threadpool_free(tp);
-kv_done:
-    em_kv_free(&kv);
-done:
-    free(q), free(out), free(kr), free(vr), free(seq), free(pos), free(cells), free(scratch);
-    return rc;
+    return run(decode, rows, heads, kv_heads, reps, with_scalar);
 }

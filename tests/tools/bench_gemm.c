@@ -55,7 +55,18 @@ static double core_hz(void) {
         const long n = 8000000;
         long x = 0;
         const double t0 = thread_time_s();
-        for (long i = 0; i < n; i += 4) __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+        /* The empty asm keeps x in a register and each add after the
+         * one before it, on any architecture. */
+        for (long i = 0; i < n; i += 4) {
+            x++;
+            __asm__ volatile("" : "+r"(x));
+            x++;
+            __asm__ volatile("" : "+r"(x));
+            x++;
+            __asm__ volatile("" : "+r"(x));
+            x++;
+            __asm__ volatile("" : "+r"(x));
+        }
         const double hz = (double)n / (thread_time_s() - t0);
         if (hz > best) best = hz;
     }

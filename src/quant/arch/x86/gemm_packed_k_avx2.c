@@ -83,12 +83,14 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
 
 /* ============================================== unpacked super-blocks */
 
-/* Filling a kp_buf (gemm_packed_k_common.h) from a super-block: both halves unpacked (SC16 gives the scales' form), and a tile of one
+/* The levels of group 2s + h in the 32-byte half x of a run: its nibbles. */
+#define K16_LEVELS(x, sb, sq, hf, h) _mm256_and_si256((h) ? _mm256_srli_epi16(x, 4) : (x), _mm256_set1_epi8(15))
+
+/* Filling a kp_buf (gemm_packed_k_common.h) from a super-block: both
+ * halves unpacked (SC16 gives the scales' form), and a tile of one
  * half hf: RN activation rows (ar: their block b, stride as; bp: their
  * min pairs of block b, stride bps) times the unpacked super-block u,
  * adding to the float sums at out (zero first when first). */
-/* The levels of group 2s + h in the 32-byte half x of a run: its nibbles. */
-#define K16_LEVELS(x, sb, sq, hf, h) _mm256_and_si256((h) ? _mm256_srli_epi16(x, 4) : (x), _mm256_set1_epi8(15))
 
 #define K16_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN)                                                  \
     static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, SC16, K16_LEVELS); } \

@@ -104,15 +104,16 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
  * panel's activation rows work from it, keeping their float sums in the output
  * rows between super-blocks (the same operations in the same order). */
 
-/* Both halves unpacked (SC16 gives the scales' form), and a tile of one
- * half hf: RN activation rows (ar: their block b, stride as; bp: their
- * min pairs of block b, stride bps) times the unpacked super-block u,
- * adding to the float sums at out (zero first when first). */
 /* The levels of group 2s + h (sq = 8s + q) in the 32-byte half x of a
  * run a[s][q], with the matching half of e[q]. */
 #define K5_LEVELS(x, sb, sq, hf, h)                                                                            \
     levels_256(x, _mm256_loadu_si256((const __m256i *)(const void *)((sb) + K5_E + (sq) % 8 * 64 + 32 * (hf))), \
                (sq) / 8, h)
+
+/* Both halves unpacked (SC16 gives the scales' form), and a tile of one
+ * half hf: RN activation rows (ar: their block b, stride as; bp: their
+ * min pairs of block b, stride bps) times the unpacked super-block u,
+ * adding to the float sums at out (zero first when first). */
 
 #define K5_BUF256(uname, tname, TGT, DPP, APPLY, SC16, DMIN, PRUN)                                             \
     static inline AI TGT void uname(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, SC16, K5_LEVELS); }  \
