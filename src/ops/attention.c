@@ -264,13 +264,14 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
  * the tasks of the row's other heads are numbered next to it and mostly
  * run next on the same thread (em_attention_step).  A one-row step
  * (generation) shares one row's heads out among the threads, so there a
- * thread asks only for its own head's slices.  A decode row's keys sit in blocks scattered over the pool,
- * for the serve benchmark's model a slice of 128 bytes in every row of
- * 512, and a decode step's weights evict them between two layers, so the
- * kernels' loads missed one after another; prefetched a block of
- * EM_ATTN_BLOCK keys ahead they arrive while the block before is scored
- * and summed (bench_attn --decode 16: 10-15% less time).  F16 caches
- * only (the other types are converted row by row, em_kv_read). */
+ * thread asks only for its own head's slices.  A decode row's keys sit
+ * in blocks scattered over the pool, for the serve benchmark's model a
+ * slice of 128 bytes in every row of 512, and a decode step's weights
+ * evict them between two layers, so the kernels' loads missed one after
+ * another; prefetched a block of EM_ATTN_BLOCK keys ahead they arrive
+ * while the block before is scored and summed (bench_attn --decode 16:
+ * 10-15% less time).  F16 caches only (the other types are converted row
+ * by row, em_kv_read). */
 static inline void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q, int32_t g) {
     const em_kv *kv = a->kv;
     const size_t slot = (size_t)blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + (size_t)(q % EM_KV_BLOCK);

@@ -208,7 +208,7 @@ A512 static void qk_f16_avx512(const float *q, int n_q, int64_t n, const uint16_
         _mm512_storeu_ps(c3 + 48, a33);                                                          \
     } while (0)
 
-/* NH heads h..h+NH-1 (two or three: the heads a group of four leaves),
+/* NH heads h..h+NH-1 (one to three: the heads a group of four leaves),
  * elements i..i+63: each value vector converted once for all of them, as
  * PV_4X64 does, and added to every head's sums in key order.  A decode
  * row of a model with three query heads per KV head (the serve
@@ -241,38 +241,17 @@ A512 static void qk_f16_avx512(const float *q, int n_q, int64_t n, const uint16_
         _mm512_storeu_ps(c0, a0);                                                                \
     } while (0)
 
-/* One head h, elements i..i+63. */
-#define PV_1X64(LOAD16)                                                                          \
-    do {                                                                                         \
-        float *c0 = acc + h * n + i;                                                             \
-        const float *p0 = p + h * p_stride;                                                      \
-        __m512 a0 = _mm512_loadu_ps(c0), a1 = _mm512_loadu_ps(c0 + 16), a2 = _mm512_loadu_ps(c0 + 32), \
-               a3 = _mm512_loadu_ps(c0 + 48);                                                    \
-        for (int j = 0; j < nv; j++) {                                                           \
-            const __m512 w0 = _mm512_set1_ps(p0[j]);                                             \
-            a0 = _mm512_fmadd_ps(w0, LOAD16(v[j] + i), a0);                                      \
-            a1 = _mm512_fmadd_ps(w0, LOAD16(v[j] + i + 16), a1);                                 \
-            a2 = _mm512_fmadd_ps(w0, LOAD16(v[j] + i + 32), a2);                                 \
-            a3 = _mm512_fmadd_ps(w0, LOAD16(v[j] + i + 48), a3);                                 \
-        }                                                                                        \
-        _mm512_storeu_ps(c0, a0), _mm512_storeu_ps(c0 + 16, a1);                                 \
-        _mm512_storeu_ps(c0 + 32, a2), _mm512_storeu_ps(c0 + 48, a3);                            \
-    } while (0)
-
 #define PV_BODY(LOAD16, LOAD8, LOAD1)                                                            \
     const int64_t n8 = n & ~(int64_t)7, n16 = n & ~(int64_t)15, n64 = n & ~(int64_t)63;          \
     int h = 0;                                                                                   \
     for (; h + 4 <= n_q; h += 4)                                                                 \
         for (int64_t i = 0; i < n64; i += 64) PV_4X64(LOAD16);                                   \
-    if (n_q - h == 3) {                                                                          \
-        for (int64_t i = 0; i < n64; i += 64) PV_NX64(3, LOAD16);                                \
-        h += 3;                                                                                  \
-    } else if (n_q - h == 2) {                                                                   \
-        for (int64_t i = 0; i < n64; i += 64) PV_NX64(2, LOAD16);                                \
-        h += 2;                                                                                  \
+    switch (n_q - h) {                                                                           \
+    case 3: for (int64_t i = 0; i < n64; i += 64) PV_NX64(3, LOAD16); break;                     \
+    case 2: for (int64_t i = 0; i < n64; i += 64) PV_NX64(2, LOAD16); break;                     \
+    case 1: for (int64_t i = 0; i < n64; i += 64) PV_NX64(1, LOAD16); break;                     \
+    default: break;                                                                              \
     }                                                                                            \
-    for (; h < n_q; h++)                                                                         \
-        for (int64_t i = 0; i < n64; i += 64) PV_1X64(LOAD16);                                   \
     for (h = 0; h < n_q; h++) {                                                                  \
         for (int64_t i = n64; i < n16; i += 16) PV_1X16(LOAD16);                                 \
         for (int64_t i = n16; i < n8; i += 8) {                                                  \
