@@ -32,6 +32,14 @@ bool em_pack_fits(em_type t, int64_t k, int64_t nrows) {
 
 /* ------------------------------------------------------------ Q4_K x16 */
 
+/* One file block of a K-quant with an x16 layout, for the functions that
+ * put a block in its places in a super-block and take it back. */
+typedef union {
+    em_block_q4_k q4;
+    em_block_q5_k q5;
+    em_block_q6_k q6;
+} kx16_block;
+
 /* Row i (< EM_PACK_ROWS_K) of the super-block at sb of a Q4_K or Q5_K
  * x16 group: the block's d and dmin (2 bytes each) and its 12 scale
  * bytes in their places, which the two layouts share (see pack.h). */
@@ -43,14 +51,16 @@ static void kx16_put_head(uint8_t *sb, int i, const void *d, const void *dmin, c
 
 /* Row i of the super-block at sb of a Q4_K x16 group: the file's block
  * blk put in its places (see pack.h) ... */
-static void q4kx16_put(uint8_t *sb, int i, const em_block_q4_k *blk) {
+static void q4kx16_put(uint8_t *sb, int i, const kx16_block *u) {
+    const em_block_q4_k *blk = &u->q4;
     kx16_put_head(sb, i, &blk->d, &blk->dmin, blk->scales);
     for (int s = 0; s < 4; s++)
         for (int q = 0; q < 8; q++) memcpy(sb + 256 + ((s * 8 + q) * EM_PACK_ROWS_K + i) * 4, blk->qs + 32 * s + 4 * q, 4);
 }
 
 /* ... and taken back from them. */
-static void q4kx16_get(const uint8_t *sb, int i, em_block_q4_k *blk) {
+static void q4kx16_get(const uint8_t *sb, int i, kx16_block *u) {
+    em_block_q4_k *blk = &u->q4;
     memcpy(&blk->d, sb + 2 * i, 2);
     memcpy(&blk->dmin, sb + 32 + 2 * i, 2);
     for (int j = 0; j < 12; j++) blk->scales[j] = sb[64 + 16 * j + i];
@@ -88,7 +98,8 @@ static void st4(uint8_t *p, uint32_t v) {
  * scales in the places of a Q4_K x16 super-block (kx16_put_head), then the
  * 5-bit levels as the runs a[s][q] and e[q] (see pack.h), the four bytes
  * of each run of the row at once ... */
-static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
+static void q5kx16_put(uint8_t *sb, int i, const kx16_block *u) {
+    const em_block_q5_k *blk = &u->q5;
     kx16_put_head(sb, i, &blk->d, &blk->dmin, blk->scales);
     for (int q = 0; q < 8; q++) {
         const uint32_t h = ld4(blk->qh + 4 * q), m1 = 0x01010101u, m4 = 0x0F0F0F0Fu;
@@ -110,12 +121,13 @@ static void q5kx16_put(uint8_t *sb, int i, const em_block_q5_k *blk) {
 }
 
 /* ... and taken back from them. */
-static void q5kx16_get(const uint8_t *sb, int i, em_block_q5_k *blk) {
-    em_block_q4_k lo;
+static void q5kx16_get(const uint8_t *sb, int i, kx16_block *u) {
+    em_block_q5_k *blk = &u->q5;
+    kx16_block lo;
     q4kx16_get(sb, i, &lo);
-    memcpy(&blk->d, &lo.d, 2);
-    memcpy(&blk->dmin, &lo.dmin, 2);
-    memcpy(blk->scales, lo.scales, sizeof lo.scales);
+    memcpy(&blk->d, &lo.q4.d, 2);
+    memcpy(&blk->dmin, &lo.q4.dmin, 2);
+    memcpy(blk->scales, lo.q4.scales, sizeof lo.q4.scales);
     for (int f = 0; f < 32; f += 2) {
         const int q = f / 4, l = f % 4;
         const uint8_t *et = sb + EM_Q5KX16_E + (q * EM_PACK_ROWS_K + i) * 4 + l;
@@ -168,7 +180,8 @@ static void q6k_split(const uint8_t *lv, em_block_q6_k *blk) {
  * blk put in its places (see pack.h: byte j of run c of slot r of quad
  * qd holds in bits 0-5 the level of element 16 (4qd + r) + 4c + j, and in
  * bits 6-7 bits 4 - 2r, 5 - 2r of that of element 16 (4qd + 3) + 4c + j) ... */
-static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
+static void q6kx16_put(uint8_t *sb, int i, const kx16_block *u) {
+    const em_block_q6_k *blk = &u->q6;
     uint8_t lv[EM_QK_K];
     q6k_levels(blk, lv);
     for (int qd = 0; qd < 4; qd++)
@@ -185,7 +198,8 @@ static void q6kx16_put(uint8_t *sb, int i, const em_block_q6_k *blk) {
 }
 
 /* ... and taken back from them. */
-static void q6kx16_get(const uint8_t *sb, int i, em_block_q6_k *blk) {
+static void q6kx16_get(const uint8_t *sb, int i, kx16_block *u) {
+    em_block_q6_k *blk = &u->q6;
     uint8_t lv[EM_QK_K];
     for (int qd = 0; qd < 4; qd++)
         for (int c = 0; c < 4; c++) {
@@ -205,43 +219,32 @@ static void q6kx16_get(const uint8_t *sb, int i, em_block_q6_k *blk) {
     memcpy(&blk->d, sb + EM_Q6KX16_D + 2 * i, 2);
 }
 
+/* The x16 layouts' two functions for type t, or NULL for a type without
+ * one. */
+typedef struct {
+    void (*put)(uint8_t *sb, int i, const kx16_block *blk);
+    void (*get)(const uint8_t *sb, int i, kx16_block *blk);
+} kx16_ops;
+
+static const kx16_ops *kx16_of(em_type t) {
+    static const kx16_ops q4 = {q4kx16_put, q4kx16_get}, q5 = {q5kx16_put, q5kx16_get}, q6 = {q6kx16_put, q6kx16_get};
+    return t == EM_TYPE_Q4_K ? &q4 : t == EM_TYPE_Q5_K ? &q5 : t == EM_TYPE_Q6_K ? &q6 : NULL;
+}
+
 void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst) {
     const size_t rs = em_row_size(t, k);
-    if (t == EM_TYPE_Q6_K) {
+    const kx16_ops *ops = kx16_of(t);
+    if (ops) {
+        /* A super-block holds block b of each of the group's 16 rows. */
+        const size_t bs = em_get_type_traits(t)->type_size, sbs = EM_PACK_ROWS_K * bs;
         const int64_t nb = k / EM_QK_K;
         for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
             for (int i = 0; i < EM_PACK_ROWS_K; i++) {
                 const uint8_t *row = (const uint8_t *)src + (size_t)(g0 + i) * rs;
                 for (int64_t b = 0; b < nb; b++) {
-                    em_block_q6_k blk;
-                    memcpy(&blk, row + (size_t)b * sizeof blk, sizeof blk);
-                    q6kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q6K_SB, i, &blk);
-                }
-            }
-        return;
-    }
-    if (t == EM_TYPE_Q5_K) {
-        const int64_t nb = k / EM_QK_K;
-        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
-            for (int i = 0; i < EM_PACK_ROWS_K; i++) {
-                const uint8_t *row = (const uint8_t *)src + (size_t)(g0 + i) * rs;
-                for (int64_t b = 0; b < nb; b++) {
-                    em_block_q5_k blk;
-                    memcpy(&blk, row + (size_t)b * sizeof blk, sizeof blk);
-                    q5kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q5K_SB, i, &blk);
-                }
-            }
-        return;
-    }
-    if (t == EM_TYPE_Q4_K) {
-        const int64_t nb = k / EM_QK_K;
-        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_K)
-            for (int i = 0; i < EM_PACK_ROWS_K; i++) {
-                const em_block_q4_k *row = (const em_block_q4_k *)(const void *)((const uint8_t *)src + (size_t)(g0 + i) * rs);
-                for (int64_t b = 0; b < nb; b++) {
-                    em_block_q4_k blk;
-                    memcpy(&blk, row + b, sizeof blk);
-                    q4kx16_put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * EM_PACK_Q4K_SB, i, &blk);
+                    kx16_block blk;
+                    memcpy(&blk, row + (size_t)b * bs, bs);
+                    ops->put((uint8_t *)dst + (size_t)g0 * rs + (size_t)b * sbs, i, &blk);
                 }
             }
         return;
@@ -261,22 +264,12 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
 }
 
 void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk) {
-    if (t == EM_TYPE_Q6_K) {
-        em_block_q6_k out;
-        q6kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q6K_SB, i, &out);
-        memcpy(blk, &out, sizeof out);
-        return;
-    }
-    if (t == EM_TYPE_Q5_K) {
-        em_block_q5_k out;
-        q5kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q5K_SB, i, &out);
-        memcpy(blk, &out, sizeof out);
-        return;
-    }
-    if (t == EM_TYPE_Q4_K) {
-        em_block_q4_k out;
-        q4kx16_get((const uint8_t *)grp + (size_t)b * EM_PACK_Q4K_SB, i, &out);
-        memcpy(blk, &out, sizeof out);
+    const kx16_ops *ops = kx16_of(t);
+    if (ops) {
+        const size_t bs = em_get_type_traits(t)->type_size;
+        kx16_block out;
+        ops->get((const uint8_t *)grp + (size_t)b * EM_PACK_ROWS_K * bs, i, &out);
+        memcpy(blk, &out, bs);
         return;
     }
     const int64_t nb = k / 32;
