@@ -11,12 +11,18 @@
  *
  * usage: bench_gemm [--k N] [--rows N] [--na N,N,...] [--reps N]
  *                   [--types Q4_0,Q8_0,Q4_K] [--sets avx2,avxvnni,avx512]
- *                   [--apad BYTES] [--wpad BYTES] [--state]
+ *                   [--apad BYTES] [--wpad BYTES] [--state] [--step]
  *
  * --apad and --wpad add bytes to the stride of the activation rows and of
  * the file-layout weight rows: rows whose stride is a multiple of 4 KiB
  * fall into one L1 set (docs/PERFORMANCE.md, F16 rounds 5 and 6), and
  * these options show what a padded stride changes.
+ *
+ * --step makes each call a product step of its own (em_gemm_step_begin
+ * and _end around it, pack.h), as the engine's matmuls are: the kernels
+ * that keep per-step copies of the activation rows (the AVX-512 Q8_0
+ * lane kernel's interleaved rows) then build and read them, copy
+ * included, as they do in a decode or prompt step.
  *
  * --state prints, before each type and set, the machine's state as this
  * thread sees it: the core clock (a chain of dependent integer additions,
@@ -157,6 +163,16 @@ static int cmp_d(const void *a, const void *b) {
 
 /* Median seconds of one call of the product, over reps passes of enough
  * calls to take about 20 ms. */
+/* Whether each call is a product step of its own (--step). */
+static bool in_step;
+
+static void product(bool packed, em_type t, int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
+                    int64_t na, float *out) {
+    if (in_step) em_gemm_step_begin();
+    (packed ? em_gemm_packed : em_gemm)(t, k, w, ws, nw, a, as, na, out, nw);
+    if (in_step) em_gemm_step_end();
+}
+
 static double time_product(bool packed, em_type t, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                            size_t as, int64_t na, float *out, int reps) {
     double v[64];
@@ -164,7 +180,7 @@ static double time_product(bool packed, em_type t, int64_t k, const void *w, siz
     for (;;) {
         const double t0 = thread_time_s();
         for (int64_t c = 0; c < calls; c++)
-            (packed ? em_gemm_packed : em_gemm)(t, k, w, ws, nw, a, as, na, out, nw);
+            product(packed, t, k, w, ws, nw, a, as, na, out);
         if (thread_time_s() - t0 > 0.02 || calls > (1 << 20)) break;
         calls *= 2;
     }
@@ -172,7 +188,7 @@ static double time_product(bool packed, em_type t, int64_t k, const void *w, siz
     for (int r = 0; r < reps; r++) {
         const double t0 = thread_time_s();
         for (int64_t c = 0; c < calls; c++)
-            (packed ? em_gemm_packed : em_gemm)(t, k, w, ws, nw, a, as, na, out, nw);
+            product(packed, t, k, w, ws, nw, a, as, na, out);
         v[r] = (thread_time_s() - t0) / (double)calls;
     }
     qsort(v, (size_t)reps, sizeof *v, cmp_d);
@@ -195,8 +211,9 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(argv[i], "--apad") == 0) apad = (size_t)atoll(argv[++i]);
         else if (i + 1 < argc && strcmp(argv[i], "--wpad") == 0) wpad = (size_t)atoll(argv[++i]);
         else if (strcmp(argv[i], "--state") == 0) state = true;
+        else if (strcmp(argv[i], "--step") == 0) in_step = true;
         else {
-            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B] [--apad B] [--wpad B] [--state]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--k N] [--rows N] [--na N,N] [--reps N] [--types A,B] [--sets A,B] [--apad B] [--wpad B] [--state] [--step]\n", argv[0]);
             return 2;
         }
     }
