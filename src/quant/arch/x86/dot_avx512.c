@@ -266,6 +266,14 @@ EM_AVX512_VNNI float em_vec_dot_q8_0_avx512(int64_t n, const void *wv, const voi
     return sum;
 }
 
+/* The levels of blocks i and i + 1 (L2) or of block i (L1) of x: the bare
+ * nibbles (Q4_0, Q4_1) or nibble + 16 * fifth bit (Q5_0, Q5_1, with
+ * q5_levels2/1 below). */
+#define EM_NIB_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
+#define EM_NIB_L1(i) nibbles_16(x[i].qs)
+#define EM_Q5_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
+#define EM_Q5_L1(i) q5_levels1(x[i].qs, x[i].qh)
+
 /* Q4_0: levels q - 8, with the -8 taken out as 8 * sum(a) by a second
  * vpdpbusd (dot_biased2, below) rather than by making the levels signed. */
 #define EM_DOT_B8_2(u, y) dot_biased2((u), (y), 8)
@@ -275,11 +283,7 @@ EM_AVX512_VNNI float em_vec_dot_q4_0_avx512(int64_t n, const void *wv, const voi
     const em_block_q4_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK4_0;
-#define EM_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
-#define EM_L1(i) nibbles_16(x[i].qs)
-    EM_BLOCK32_LOOP(EM_L2, EM_DOT_B8_2, EM_L1, EM_DOT_B8_1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_NIB_L2, EM_DOT_B8_2, EM_NIB_L1, EM_DOT_B8_1);
     return sum;
 }
 
@@ -337,11 +341,7 @@ EM_AVX512_VNNI float em_vec_dot_q4_1_avx512(int64_t n, const void *wv, const voi
     const em_block_q4_1 *x = wv;
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK4_1;
-#define EM_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
-#define EM_L1(i) nibbles_16(x[i].qs)
-    EM_BLOCK32_LOOP(EM_L2, dot_u2, EM_L1, dot_u1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_NIB_L2, dot_u2, EM_NIB_L1, dot_u1);
     EM_OFFSETS_Q8_1();
     return sum;
 }
@@ -350,11 +350,7 @@ EM_AVX512_VNNI float em_vec_dot_q5_0_avx512(int64_t n, const void *wv, const voi
     const em_block_q5_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK5_0;
-#define EM_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
-#define EM_L1(i) q5_levels1(x[i].qs, x[i].qh)
-    EM_BLOCK32_LOOP(EM_L2, EM_DOT_B16_2, EM_L1, EM_DOT_B16_1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_Q5_L2, EM_DOT_B16_2, EM_Q5_L1, EM_DOT_B16_1);
     return sum;
 }
 
@@ -362,11 +358,7 @@ EM_AVX512_VNNI float em_vec_dot_q5_1_avx512(int64_t n, const void *wv, const voi
     const em_block_q5_1 *x = wv;
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK5_1;
-#define EM_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
-#define EM_L1(i) q5_levels1(x[i].qs, x[i].qh)
-    EM_BLOCK32_LOOP(EM_L2, dot_u2, EM_L1, dot_u1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_Q5_L2, dot_u2, EM_Q5_L1, dot_u1);
     EM_OFFSETS_Q8_1();
     return sum;
 }
