@@ -108,66 +108,52 @@ static inline __m128i q3k_scales_vec(const uint8_t *scales) {
 
 /* ------------------------------------------------------------ floats */
 
+/* Four accumulators over 32 elements, one over 8, then a scalar tail.
+ * LOADW(p) widens eight weights at p to float; WSCALAR(e) is weight e as a
+ * float for the tail. */
+#define EM_FLOAT_DOT(LOADW, WSCALAR)                                                      \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                        \
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();                        \
+    int64_t i = 0;                                                                        \
+    for (; i + 32 <= n; i += 32) {                                                        \
+        acc0 = _mm256_fmadd_ps(LOADW(w + i), _mm256_loadu_ps(a + i), acc0);               \
+        acc1 = _mm256_fmadd_ps(LOADW(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);       \
+        acc2 = _mm256_fmadd_ps(LOADW(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);     \
+        acc3 = _mm256_fmadd_ps(LOADW(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);     \
+    }                                                                                     \
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LOADW(w + i), _mm256_loadu_ps(a + i), acc0); \
+    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))); \
+    for (; i < n; i++) sum += WSCALAR(w[i]) * a[i];                                       \
+    return sum
+
+#define EM_F32_SCALAR(v) (v)
+#define EM_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+/* bf16 is the top half of a float: widening is a zero-extend and a shift. */
+#define EM_LOADB(p)                                                                         \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                  \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+
 float em_vec_dot_f32_avx2(int64_t n, const void *wv, const void *av) {
     const float *w = wv, *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += w[i] * a[i];
-    return sum;
+    EM_FLOAT_DOT(_mm256_loadu_ps, EM_F32_SCALAR);
 }
 
 float em_vec_dot_f16_avx2(int64_t n, const void *wv, const void *av) {
     const uint16_t *w = wv;
     const float *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-#define EM_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(EM_LOADH(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(EM_LOADH(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(EM_LOADH(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(EM_LOADH(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADH(w + i), _mm256_loadu_ps(a + i), acc0);
-#undef EM_LOADH
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += fp16(w[i]) * a[i];
-    return sum;
+    EM_FLOAT_DOT(EM_LOADH, fp16);
 }
 
-/* bf16 is the top half of a float: widening is a zero-extend and a shift. */
 float em_vec_dot_bf16_avx2(int64_t n, const void *wv, const void *av) {
     const uint16_t *w = wv;
     const float *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-#define EM_LOADB(p)                                                                         \
-    _mm256_castsi256_ps(_mm256_slli_epi32(                                                  \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(EM_LOADB(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(EM_LOADB(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(EM_LOADB(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
-#undef EM_LOADB
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += em_bf16_to_fp32(w[i]) * a[i];
-    return sum;
+    EM_FLOAT_DOT(EM_LOADB, em_bf16_to_fp32);
 }
+
+#undef EM_FLOAT_DOT
+#undef EM_F32_SCALAR
+#undef EM_LOADH
+#undef EM_LOADB
 
 /* ------------------------------------------------ 32-element formats */
 
