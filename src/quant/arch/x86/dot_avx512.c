@@ -383,6 +383,30 @@ EM_AVX512_VNNI static inline __m512i lane_groups(int base) {
                             _mm512_set1_epi16((short)base));
 }
 
+/* sumi plus half h of a super-block: levels qa for elements 128h .. 128h +
+ * 63 and qb for the next 64, against the activation quants at yq (128h of
+ * the block), each 128-bit lane of 16 products times its group's scale
+ * taken from the int16 scales in the low 256 bits of s512 (Q2_K, Q3_K,
+ * Q6_K). */
+EM_AVX512_VNNI static inline __m512i add_half(__m512i sumi, __m512i qa, __m512i qb,
+                                             const int8_t *yq, __m512i s512, int h) {
+    const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
+    const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
+    sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(yq)), sa);
+    return _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(yq + 64)), sb);
+}
+
+/* The start of a super-block's sum for levels with a constant bias of
+ * -2^shift (Q3_K's -4, Q6_K's -32): -2^shift * sum_g scale_g * bsum_g,
+ * exact in int32, in the low 256 bits. */
+EM_AVX512_VNNI static inline __m512i bias_bsums_512(__m256i s16, const int16_t *bsums,
+                                                   int shift) {
+    const __m256i bias = _mm256_slli_epi32(
+        _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)bsums)), shift);
+    return _mm512_inserti64x4(_mm512_setzero_si512(),
+                              _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
+}
+
 /* Q4_K/Q5_K super-block: chunk k of qs gives groups 2k and 2k + 1, i.e.
  * the 64 activation quants at 64k, as [low nibbles | high nibbles].  For
  * Q5_K, qh2 holds qh in its low half and qh >> 1 in its high half, so bit
@@ -472,10 +496,7 @@ EM_AVX512_VNNI float em_vec_dot_q6_k_avx512(int64_t n, const void *wv, const voi
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-        const __m256i bias = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
-        __m512i sumi = _mm512_inserti64x4(_mm512_setzero_si512(),
-                                          _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
+        __m512i sumi = bias_bsums_512(s16, y[i].bsums, 5);
         const __m512i s512 = _mm512_castsi256_si512(s16);
         for (int h = 0; h < 2; h++) {
             const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
@@ -486,12 +507,7 @@ EM_AVX512_VNNI float em_vec_dot_q6_k_avx512(int64_t n, const void *wv, const voi
                                                _mm512_and_si512(_mm512_slli_epi16(qh2, 4), hi2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
                                                _mm512_and_si512(qh2, hi2));
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            const __m512i ya = _mm512_loadu_si512(y[i].qs + 128 * h);
-            const __m512i yb = _mm512_loadu_si512(y[i].qs + 128 * h + 64);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qa, ya), sa);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qb, yb), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi),
                               acc);
@@ -526,12 +542,7 @@ EM_AVX512_VNNI float em_vec_dot_q2_k_avx512(int64_t n, const void *wv, const voi
                 _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 2), 1);
             const __m512i qa = _mm512_and_si512(q2, m3);
             const __m512i qb = _mm512_and_si512(_mm512_srli_epi16(q2, 4), m3);
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(y[i].qs + 128 * h)), sa);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(y[i].qs + 128 * h + 64)), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
         accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
@@ -563,10 +574,7 @@ EM_AVX512_VNNI float em_vec_dot_q3_k_avx512(int64_t n, const void *wv, const voi
     for (int64_t i = 0; i < nb; i++) {
         const __m256i s16 = _mm256_cvtepi8_epi16(
             _mm_sub_epi8(q3k_scales_vec(x[i].scales), _mm_set1_epi8(32)));
-        const __m256i bias = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 2);
-        __m512i sumi = _mm512_inserti64x4(_mm512_setzero_si512(),
-                                          _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
+        __m512i sumi = bias_bsums_512(s16, y[i].bsums, 2);
         const __m512i s512 = _mm512_castsi256_si512(s16);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         const __m512i hm2 =
@@ -582,12 +590,7 @@ EM_AVX512_VNNI float em_vec_dot_q3_k_avx512(int64_t n, const void *wv, const voi
             const __m512i qa = _mm512_or_si512(_mm512_and_si512(q2, m3), _mm512_and_si512(ha, b2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q2, 4), m3),
                                                _mm512_and_si512(hb, b2));
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(y[i].qs + 128 * h)), sa);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(y[i].qs + 128 * h + 64)), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
     }
