@@ -448,37 +448,34 @@ EM_AVX512_VNNI static inline __m512i q45k_block_512(const uint8_t *scales, const
     return acc;
 }
 
+/* The loop over the super-blocks of Q4_K and Q5_K: QH is the block's qh
+ * for Q5_K, NULL for Q4_K. */
+#define EM_Q45K_LOOP_512(QH)                                                              \
+    const int64_t nb = n / EM_QK_K;                                                       \
+    __m512 acc = _mm512_setzero_ps();                                                     \
+    __m256 accm = _mm256_setzero_ps();                                                    \
+    for (int64_t i = 0; i < nb; i++) {                                                    \
+        __m256i msum;                                                                     \
+        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, (QH), &y[i], &msum);      \
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc); \
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)),                   \
+                               _mm256_cvtepi32_ps(msum), accm);                           \
+    }                                                                                     \
+    return _mm512_reduce_add_ps(acc) - hsum_256(accm)
+
 EM_AVX512_VNNI float em_vec_dot_q4_k_avx512(int64_t n, const void *wv, const void *av) {
     const em_block_q4_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i msum;
-        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, NULL, &y[i], &msum);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return _mm512_reduce_add_ps(acc) - hsum_256(accm);
+    EM_Q45K_LOOP_512(NULL);
 }
 
 EM_AVX512_VNNI float em_vec_dot_q5_k_avx512(int64_t n, const void *wv, const void *av) {
     const em_block_q5_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i msum;
-        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, x[i].qh, &y[i], &msum);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return _mm512_reduce_add_ps(acc) - hsum_256(accm);
+    EM_Q45K_LOOP_512(x[i].qh);
 }
+
+#undef EM_Q45K_LOOP_512
 
 /*
  * Q6_K: the 64 elements 128h .. 128h + 63 are the low nibbles of ql[64h ..
