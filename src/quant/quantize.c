@@ -405,33 +405,36 @@ static void quant_q32(em_type t, const float *x, void *dst, int64_t nb, const fl
     }
 }
 
-/* Q8_0: d = max|x| / 127, q = round(x / d) - already within half a step of
- * optimal at 8 bits, and cheap enough for activations. */
-static void quant_q8_0(const float *x, em_block_q8_0 *y, int64_t nb) {
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        y->d = scale_to_fp16(d);
-        for (int j = 0; j < 32; j++) y->qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
+/* One 32-element activation block: d = max|x| / 127, q = round(x / d) -
+ * already within half a step of optimal at 8 bits, and cheap enough for
+ * activations.  Stores d as fp16 and the quants; returns d and the sum of
+ * the quants in *qsum. */
+static inline float quant_q8_32(const float *x, uint16_t *dh, int8_t *qs, int *qsum) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    *dh = scale_to_fp16(d);
+    int sum = 0;
+    for (int j = 0; j < 32; j++) {
+        qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
+        sum += qs[j];
     }
+    *qsum = sum;
+    return d;
+}
+
+static void quant_q8_0(const float *x, em_block_q8_0 *y, int64_t nb) {
+    int sum;
+    for (int64_t b = 0; b < nb; b++, x += 32, y++) quant_q8_32(x, &y->d, y->qs, &sum);
 }
 
 /* Q8_1 also stores s = d * sum(q) so that a dot with a *_1 weight block can
  * add the weight's offset times the activation sum in one multiply. */
 static void quant_q8_1(const float *x, em_block_q8_1 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        y->d = scale_to_fp16(d);
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            y->qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
-            sum += y->qs[j];
-        }
+        int sum;
+        const float d = quant_q8_32(x, &y->d, y->qs, &sum);
         y->s = scale_to_fp16((float)sum * d);
     }
 }
