@@ -210,55 +210,35 @@ static inline int32x4_t iq4_nl_block_dot(const em_block_iq4_nl *b, const int8_t 
     return dot32(q0, q1, y);
 }
 
-/* The minimum term of Q4_1/Q5_1 block i. */
-#define EM_ADD_MIN(i) (mins += fp16(x[i].m) * fp16(y[i].s))
+/* The kernels: NAME dots blocks of type W with activation blocks of type
+ * A, by BLOCK_DOT; the _MIN ones (Q4_1, Q5_1) add each block's minimum
+ * term m * s. */
+#define EM_DOT32_KERNEL(NAME, W, A, QK, BLOCK_DOT)                                         \
+    static float NAME(int64_t n, const void *wv, const void *av) {                        \
+        const W *x = wv;                                                                  \
+        const A *y = av;                                                                  \
+        EM_BLOCK32_LOOP(QK, BLOCK_DOT, (void)0);                                          \
+        return vaddvq_f32(acc);                                                           \
+    }
+#define EM_DOT32_KERNEL_MIN(NAME, W, A, QK, BLOCK_DOT)                                     \
+    static float NAME(int64_t n, const void *wv, const void *av) {                        \
+        const W *x = wv;                                                                  \
+        const A *y = av;                                                                  \
+        float mins = 0;                                                                   \
+        EM_BLOCK32_LOOP(QK, BLOCK_DOT, mins += fp16(x[i].m) * fp16(y[i].s));              \
+        return vaddvq_f32(acc) + mins;                                                    \
+    }
 
-static float dot_q4_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q4_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    EM_BLOCK32_LOOP(EM_QK4_0, q4_0_block_dot, (void)0);
-    return vaddvq_f32(acc);
-}
-
-static float dot_q4_1_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q4_1 *x = wv;
-    const em_block_q8_1 *y = av;
-    float mins = 0;
-    EM_BLOCK32_LOOP(EM_QK4_1, q4_1_block_dot, EM_ADD_MIN(i));
-    return vaddvq_f32(acc) + mins;
-}
-
-static float dot_q5_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q5_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    EM_BLOCK32_LOOP(EM_QK5_0, q5_0_block_dot, (void)0);
-    return vaddvq_f32(acc);
-}
-
-static float dot_q5_1_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q5_1 *x = wv;
-    const em_block_q8_1 *y = av;
-    float mins = 0;
-    EM_BLOCK32_LOOP(EM_QK5_1, q5_1_block_dot, EM_ADD_MIN(i));
-    return vaddvq_f32(acc) + mins;
-}
-
-static float dot_q8_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q8_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    EM_BLOCK32_LOOP(EM_QK8_0, q8_0_block_dot, (void)0);
-    return vaddvq_f32(acc);
-}
-
-static float dot_iq4_nl_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_iq4_nl *x = wv;
-    const em_block_q8_0 *y = av;
-    EM_BLOCK32_LOOP(EM_QK4_NL, iq4_nl_block_dot, (void)0);
-    return vaddvq_f32(acc);
-}
+EM_DOT32_KERNEL(dot_q4_0_neon, em_block_q4_0, em_block_q8_0, EM_QK4_0, q4_0_block_dot)
+EM_DOT32_KERNEL_MIN(dot_q4_1_neon, em_block_q4_1, em_block_q8_1, EM_QK4_1, q4_1_block_dot)
+EM_DOT32_KERNEL(dot_q5_0_neon, em_block_q5_0, em_block_q8_0, EM_QK5_0, q5_0_block_dot)
+EM_DOT32_KERNEL_MIN(dot_q5_1_neon, em_block_q5_1, em_block_q8_1, EM_QK5_1, q5_1_block_dot)
+EM_DOT32_KERNEL(dot_q8_0_neon, em_block_q8_0, em_block_q8_0, EM_QK8_0, q8_0_block_dot)
+EM_DOT32_KERNEL(dot_iq4_nl_neon, em_block_iq4_nl, em_block_q8_0, EM_QK4_NL, iq4_nl_block_dot)
 
 #undef EM_BLOCK32_LOOP
-#undef EM_ADD_MIN
+#undef EM_DOT32_KERNEL
+#undef EM_DOT32_KERNEL_MIN
 
 /* ------------------------------------------- 256-element super-blocks */
 
