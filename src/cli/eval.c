@@ -280,6 +280,22 @@ static void print_mc(const em_mc_result *r) {
     fflush(stdout);
 }
 
+/* A fresh record describing the model at path, no results yet. */
+static void record_init(em_eval_record *rec, const em_model *m, const char *path) {
+    memset(rec, 0, sizeof *rec);
+    em_eval_record_describe(rec, m, path);
+}
+
+/* Stores a perplexity result, measured on the text file at text. */
+static void record_ppl(em_eval_record *rec, const em_ppl_result *r, const char *text) {
+    rec->has_ppl = true;
+    rec->ppl = r->ppl;
+    rec->ppl_se = r->ppl_se;
+    rec->ppl_ctx = r->n_ctx;
+    rec->ppl_chunks = r->n_chunks;
+    snprintf(rec->ppl_text, sizeof rec->ppl_text, "%s", text);
+}
+
 static int save_record(const char *cmd, const em_eval_record *r, const char *path) {
     if (!path) return 0;
     if (em_eval_record_save(r, path) != EM_OK) {
@@ -322,14 +338,8 @@ static int cmd_ppl(int argc, char **argv) {
                     r.n_tokens, r.n_chunks, r.n_ctx, (long long)r.n_scored, r.seconds,
                     r.seconds > 0 ? (double)r.n_chunks * r.n_ctx / r.seconds : 0.0);
             em_eval_record rec;
-            memset(&rec, 0, sizeof rec);
-            em_eval_record_describe(&rec, m, o.model);
-            rec.has_ppl = true;
-            rec.ppl = r.ppl;
-            rec.ppl_se = r.ppl_se;
-            rec.ppl_ctx = r.n_ctx;
-            rec.ppl_chunks = r.n_chunks;
-            snprintf(rec.ppl_text, sizeof rec.ppl_text, "%s", o.text);
+            record_init(&rec, m, o.model);
+            record_ppl(&rec, &r, o.text);
             rc = save_record("ppl", &rec, o.json);
         }
     }
@@ -375,8 +385,7 @@ static int cmd_mc(int argc, char **argv) {
         print_mc(&r);
         fprintf(stderr, "ember eval mc: %d items in %.2f s\n", r.n, r.seconds);
         em_eval_record rec;
-        memset(&rec, 0, sizeof rec);
-        em_eval_record_describe(&rec, m, o.model);
+        record_init(&rec, m, o.model);
         rec.has_task[task] = true;
         rec.task[task] = r;
         rc = save_record("mc", &rec, o.json);
@@ -427,8 +436,7 @@ static int cmd_kld(int argc, char **argv) {
             printf("Delta PPL  : %+.4f\n", r.dppl);
             fflush(stdout);
             em_eval_record rec;
-            memset(&rec, 0, sizeof rec);
-            em_eval_record_describe(&rec, m, o.model);
+            record_init(&rec, m, o.model);
             rec.has_kld = true;
             snprintf(rec.kld_base, sizeof rec.kld_base, "%s", o.base);
             rec.kld = r;
@@ -462,8 +470,7 @@ static int report_model(eval_opts *o, em_eval_record *rec, bool run_evals) {
     em_model *m = load_model("report", path);
     if (!m) return 1;
     em_eval_record mine;
-    memset(&mine, 0, sizeof mine);
-    em_eval_record_describe(&mine, m, path);
+    record_init(&mine, m, path);
     int rc = 0;
     if (run_evals && o->text) {
         em_token *toks = NULL;
@@ -476,12 +483,7 @@ static int report_model(eval_opts *o, em_eval_record *rec, bool run_evals) {
                 fprintf(stderr, "ember eval report: %s: %s\n", path, em_last_error());
                 rc = 1;
             } else {
-                mine.has_ppl = true;
-                mine.ppl = r.ppl;
-                mine.ppl_se = r.ppl_se;
-                mine.ppl_ctx = r.n_ctx;
-                mine.ppl_chunks = r.n_chunks;
-                snprintf(mine.ppl_text, sizeof mine.ppl_text, "%s", o->text);
+                record_ppl(&mine, &r, o->text);
                 fprintf(stderr, "ember eval report: %s: PPL %.4f +/- %.4f\n", path, r.ppl, r.ppl_se);
             }
         }

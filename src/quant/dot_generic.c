@@ -63,13 +63,32 @@ static inline void add_q5_high(const uint8_t qh[4], int bias, int8_t *q) {
     for (int j = 0; j < 32; j++) q[j] = (int8_t)(q[j] + (int)((h >> j) & 1) * 16 - bias);
 }
 
+/* The 16 bytes of IQ4_NL-packed nibbles at qs as 32 table levels (low
+ * nibbles first): IQ4_NL blocks and IQ4_XS groups. */
+static inline void unpack_iq4(const uint8_t *qs, int8_t *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = em_iq4nl_values[qs[j] & 15];
+        q[j + 16] = em_iq4nl_values[qs[j] >> 4];
+    }
+}
+
+/* A block's float term: its exact integer dot s times the product of the
+ * weight's and the activation's fp16 scales. */
+static inline float block_term(int32_t s, uint16_t dx, uint16_t dy) {
+    return (float)s * (em_fp16_to_fp32(dx) * em_fp16_to_fp32(dy));
+}
+
+/* The minimum term of a Q4_1/Q5_1 block: m * s, s = d_a * sum(a quants). */
+static inline float min_term(uint16_t m, uint16_t s) {
+    return em_fp16_to_fp32(m) * em_fp16_to_fp32(s);
+}
+
 static float dot_q4_0(int64_t nb, const em_block_q4_0 *x, const em_block_q8_0 *y) {
     float sum = 0;
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 8, q);
-        const int32_t s = idot32(q, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d));
+        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -79,9 +98,7 @@ static float dot_q4_1(int64_t nb, const em_block_q4_1 *x, const em_block_q8_1 *y
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
-        const int32_t s = idot32(q, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d)) +
-               em_fp16_to_fp32(x[i].m) * em_fp16_to_fp32(y[i].s);
+        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d) + min_term(x[i].m, y[i].s);
     }
     return sum;
 }
@@ -92,8 +109,7 @@ static float dot_q5_0(int64_t nb, const em_block_q5_0 *x, const em_block_q8_0 *y
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
         add_q5_high(x[i].qh, 16, q);
-        const int32_t s = idot32(q, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d));
+        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -104,9 +120,7 @@ static float dot_q5_1(int64_t nb, const em_block_q5_1 *x, const em_block_q8_1 *y
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
         add_q5_high(x[i].qh, 0, q);
-        const int32_t s = idot32(q, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d)) +
-               em_fp16_to_fp32(x[i].m) * em_fp16_to_fp32(y[i].s);
+        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d) + min_term(x[i].m, y[i].s);
     }
     return sum;
 }
@@ -114,8 +128,7 @@ static float dot_q5_1(int64_t nb, const em_block_q5_1 *x, const em_block_q8_1 *y
 static float dot_q8_0(int64_t nb, const em_block_q8_0 *x, const em_block_q8_0 *y) {
     float sum = 0;
     for (int64_t i = 0; i < nb; i++) {
-        const int32_t s = idot32(x[i].qs, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d));
+        sum += block_term(idot32(x[i].qs, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -124,12 +137,8 @@ static float dot_iq4_nl(int64_t nb, const em_block_iq4_nl *x, const em_block_q8_
     float sum = 0;
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
-        for (int j = 0; j < 16; j++) {
-            q[j] = em_iq4nl_values[x[i].qs[j] & 15];
-            q[j + 16] = em_iq4nl_values[x[i].qs[j] >> 4];
-        }
-        const int32_t s = idot32(q, y[i].qs);
-        sum += (float)s * (em_fp16_to_fp32(x[i].d) * em_fp16_to_fp32(y[i].d));
+        unpack_iq4(x[i].qs, q);
+        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -248,11 +257,7 @@ static float dot_iq4_xs(int64_t nb, const em_block_iq4_xs *x, const em_block_q8_
     for (int64_t i = 0; i < nb; i++) {
         int32_t isum = 0;
         for (int g = 0; g < 8; g++) {
-            const uint8_t *qs = x[i].qs + 16 * g;
-            for (int j = 0; j < 16; j++) {
-                q[j] = em_iq4nl_values[qs[j] & 15];
-                q[j + 16] = em_iq4nl_values[qs[j] >> 4];
-            }
+            unpack_iq4(x[i].qs + 16 * g, q);
             isum += em_iq4xs_scale(&x[i], g) * idot32(q, y[i].qs + 32 * g);
         }
         sum += em_fp16_to_fp32(x[i].d) * y[i].d * (float)isum;

@@ -99,6 +99,22 @@ static float max_magnitude(const float *x, int64_t n) {
     return vmax;
 }
 
+/* The best candidate so far of a scale search: its sums sum(w x L) and
+ * sum(w L^2), and its score sum(w x L)^2 / sum(w L^2), the part of
+ * sum(w x^2) that the least-squares scale for those levels explains. */
+typedef struct {
+    double xl, l2, score;
+} fit_best;
+
+/* Takes the candidate with sums xl, l2 and score if it scores higher than
+ * the best so far; returns whether it did, so that the caller keeps the
+ * candidate's levels. */
+static bool fit_take(fit_best *best, double xl, double l2, double score) {
+    if (!(score > best->score)) return false;
+    *best = (fit_best){.xl = xl, .l2 = l2, .score = score};
+    return true;
+}
+
 /*
  * Fits x[i] ~= s * L[i] with integer L[i] in [lo, hi] (lo <= 0 < hi),
  * minimizing sum w (x - s L)^2; returns s (0 when x is all zero).  For a
@@ -116,7 +132,7 @@ static float fit_symmetric(int n, int lo, int hi, const float *x, const float *w
         return 0.0f;
     }
     int8_t cand[FIT_MAX];
-    double best_lx = 0, best_l2 = 1, best_score = -1;
+    fit_best best = {.xl = 0, .l2 = 1, .score = -1};
     for (int side = 0; side < 2; side++) {
         const int end = side == 0 ? lo : hi;
         if (end == 0) continue;
@@ -133,16 +149,10 @@ static float fit_symmetric(int n, int lo, int hi, const float *x, const float *w
                 sl2 += (double)w[i] * l * l;
             }
             if (sl2 <= 0) continue;
-            const double score = slx * slx / sl2;
-            if (score > best_score) {
-                best_score = score;
-                best_lx = slx;
-                best_l2 = sl2;
-                memcpy(L, cand, (size_t)n);
-            }
+            if (fit_take(&best, slx, sl2, slx * slx / sl2)) memcpy(L, cand, (size_t)n);
         }
     }
-    if (best_score < 0) {
+    if (best.score < 0) {
         memset(L, 0, (size_t)n);
         return 0.0f;
     }
@@ -151,22 +161,22 @@ static float fit_symmetric(int n, int lo, int hi, const float *x, const float *w
     for (int pass = 0; pass < 4; pass++) {
         int changed = 0;
         for (int i = 0; i < n; i++) {
-            const double s = best_lx / best_l2;
+            const double s = best.xl / best.l2;
             if (s == 0) break;
             const int l = clamp_int(round_int((float)(x[i] / s)), lo, hi);
             if (l == L[i]) continue;
-            const double slx = best_lx + (double)w[i] * x[i] * (l - L[i]);
-            const double sl2 = best_l2 + (double)w[i] * (l * l - L[i] * L[i]);
-            if (sl2 > 0 && slx * slx * best_l2 > best_lx * best_lx * sl2) {
+            const double slx = best.xl + (double)w[i] * x[i] * (l - L[i]);
+            const double sl2 = best.l2 + (double)w[i] * (l * l - L[i] * L[i]);
+            if (sl2 > 0 && slx * slx * best.l2 > best.xl * best.xl * sl2) {
                 L[i] = (int8_t)l;
-                best_lx = slx;
-                best_l2 = sl2;
+                best.xl = slx;
+                best.l2 = sl2;
                 changed++;
             }
         }
         if (!changed) break;
     }
-    return (float)(best_lx / best_l2);
+    return (float)(best.xl / best.l2);
 }
 
 /* Weighted error of x ~= s * L + o. */
@@ -293,7 +303,7 @@ static float fit_iq4(int n, const float *x, const float *w, uint8_t *idx) {
         return 0.0f;
     }
     uint8_t cand[FIT_MAX];
-    double best_xv = 0, best_v2 = 1, best_score = -1;
+    fit_best best = {.xl = 0, .l2 = 1, .score = -1};
     const float ends[2] = {(float)em_iq4nl_values[0], (float)em_iq4nl_values[15]};
     for (int side = 0; side < 2; side++) {
         for (int k = -FIT_STEPS; k <= FIT_STEPS; k++) {
@@ -306,17 +316,11 @@ static float fit_iq4(int n, const float *x, const float *w, uint8_t *idx) {
                 sxv += w[i] * x[i] * v;
                 sv2 += w[i] * v * v;
             }
-            const double score = sxv * sxv / sv2;
-            if (score > best_score) {
-                best_score = score;
-                best_xv = sxv;
-                best_v2 = sv2;
-                memcpy(idx, cand, (size_t)n);
-            }
+            if (fit_take(&best, sxv, sv2, sxv * sxv / sv2)) memcpy(idx, cand, (size_t)n);
         }
     }
     for (int iter = 0; iter < 3; iter++) {
-        const double d = best_xv / best_v2;
+        const double d = best.xl / best.l2;
         if (d == 0) break;
         double sxv = 0, sv2 = 0;
         for (int i = 0; i < n; i++) {
@@ -325,14 +329,10 @@ static float fit_iq4(int n, const float *x, const float *w, uint8_t *idx) {
             sxv += w[i] * x[i] * v;
             sv2 += w[i] * v * v;
         }
-        const double score = sxv * sxv / sv2;
-        if (!(score > best_score)) break;
-        best_score = score;
-        best_xv = sxv;
-        best_v2 = sv2;
+        if (!fit_take(&best, sxv, sv2, sxv * sxv / sv2)) break;
         memcpy(idx, cand, (size_t)n);
     }
-    return (float)(best_xv / best_v2);
+    return (float)(best.xl / best.l2);
 }
 
 /* ------------------------------------------------ 32-element formats */
@@ -405,33 +405,36 @@ static void quant_q32(em_type t, const float *x, void *dst, int64_t nb, const fl
     }
 }
 
-/* Q8_0: d = max|x| / 127, q = round(x / d) - already within half a step of
- * optimal at 8 bits, and cheap enough for activations. */
-static void quant_q8_0(const float *x, em_block_q8_0 *y, int64_t nb) {
-    for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        y->d = scale_to_fp16(d);
-        for (int j = 0; j < 32; j++) y->qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
+/* One 32-element activation block: d = max|x| / 127, q = round(x / d) -
+ * already within half a step of optimal at 8 bits, and cheap enough for
+ * activations.  Stores d as fp16 and the quants; returns d and the sum of
+ * the quants in *qsum. */
+static inline float quant_q8_32(const float *x, uint16_t *dh, int8_t *qs, int *qsum) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    *dh = scale_to_fp16(d);
+    int sum = 0;
+    for (int j = 0; j < 32; j++) {
+        qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
+        sum += qs[j];
     }
+    *qsum = sum;
+    return d;
+}
+
+static void quant_q8_0(const float *x, em_block_q8_0 *y, int64_t nb) {
+    int sum;
+    for (int64_t b = 0; b < nb; b++, x += 32, y++) quant_q8_32(x, &y->d, y->qs, &sum);
 }
 
 /* Q8_1 also stores s = d * sum(q) so that a dot with a *_1 weight block can
  * add the weight's offset times the activation sum in one multiply. */
 static void quant_q8_1(const float *x, em_block_q8_1 *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++, x += 32, y++) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        y->d = scale_to_fp16(d);
-        int sum = 0;
-        for (int j = 0; j < 32; j++) {
-            y->qs[j] = (int8_t)clamp_int(round_away(x[j] * id), -127, 127);
-            sum += y->qs[j];
-        }
+        int sum;
+        const float d = quant_q8_32(x, &y->d, y->qs, &sum);
         y->s = scale_to_fp16((float)sum * d);
     }
 }

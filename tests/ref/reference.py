@@ -85,6 +85,7 @@ Needs only Python 3 and NumPy (Debian: python3-numpy).
 """
 
 import argparse
+import functools
 import struct
 import sys
 
@@ -191,6 +192,14 @@ class GGUF:
 
 # ------------------------------------------------------------ the model ---
 
+def layer_tensor(g, il, name, required=True):
+    """Tensor blk.<il>.<name> of g; a GGUFError when it is missing and required."""
+    w = g.tensor("blk.%d.%s" % (il, name))
+    if w is None and required:
+        raise GGUFError("missing tensor blk.%d.%s" % (il, name))
+    return w
+
+
 class Model:
     """Hyperparameters and weights of one GGUF model, read as llama.cpp does."""
 
@@ -293,11 +302,7 @@ class Model:
             self.ignore = set()
             return
         for il in range(self.n_layer):
-            def t(name, required=True):
-                w = g.tensor("blk.%d.%s" % (il, name))
-                if w is None and required:
-                    raise GGUFError("missing tensor blk.%d.%s" % (il, name))
-                return w
+            t = functools.partial(layer_tensor, g, il)
             self.layers.append({
                 "attn_norm": t("attn_norm.weight"),              # [n_embd]
                 "wq": t("attn_q.weight"),      # [n_head*head_dim, n_embd]
@@ -341,11 +346,7 @@ class Model:
         q = self.n_head * self.head_dim
         k = self.n_head_kv * self.head_dim
         for il in range(self.n_layer):
-            def t(name, required=True):
-                w = g.tensor("blk.%d.%s" % (il, name))
-                if w is None and required:
-                    raise GGUFError("missing tensor blk.%d.%s" % (il, name))
-                return w
+            t = functools.partial(layer_tensor, g, il)
             L = {"attn_out_norm": (t("attn_output_norm.weight"), t("attn_output_norm.bias")),
                  "out_norm": (t("layer_output_norm.weight"), t("layer_output_norm.bias")),
                  "wo": t("attn_output.weight"), "bo": t("attn_output.bias", False),
@@ -577,6 +578,14 @@ def max_rel_error(engine, ref):
     return float((np.abs(engine - ref).max(axis=1) / scale).max())
 
 
+def ablation_verdict(feature, err, tol):
+    """Prints whether running without feature moved the logits by more than
+    100 tol (so the feature matters, as the selftests require); returns it."""
+    ok = err > 100 * tol
+    print("%s without %s: logits move by %.3g" % ("ok" if ok else "FAIL", feature, err))
+    return ok
+
+
 def parse_tokens(s):
     try:
         return [int(t) for t in s.replace(" ", ",").split(",") if t != ""]
@@ -695,9 +704,7 @@ def cmd_selftest(m, args):
         m.ignore = {f}
         err = max_rel_error(m.forward(tokens), base)
         m.ignore = set()
-        ok = err > 100 * args.tol
-        bad += not ok
-        print("%s without %s: logits move by %.3g" % ("ok" if ok else "FAIL", f, err))
+        bad += not ablation_verdict(f, err, args.tol)
     return 1 if bad else 0
 
 

@@ -116,6 +116,23 @@ static void data(buf *b, size_t n) {
     for (size_t i = 0; i < n; i++) put(b, "\x11", 1);
 }
 
+/* A key-value entry of type uint32. */
+static void kv_u32(buf *b, const char *key, uint32_t v) {
+    put_str(b, key);
+    put_u32(b, EM_GGUF_UINT32);
+    put_u32(b, v);
+}
+
+/* Saves as file a header with one tensor entry (as tinfo) and n bytes of
+ * data. */
+static void one_tensor(const char *dir, const char *file, buf *b, uint32_t n_dims, uint64_t ne0,
+                       uint32_t type, uint64_t offset, size_t n) {
+    header(b, 3, 1, 0);
+    tinfo(b, "t", n_dims, ne0, type, offset);
+    data(b, n);
+    save(dir, file, b->p, b->len);
+}
+
 static void broken(const char *dir) {
     buf b = {0};
     header(&b, 1, 0, 0);
@@ -137,18 +154,12 @@ static void broken(const char *dir) {
     save(dir, "depth-bomb.gguf", b.p, b.len);
 
     header(&b, 3, 0, 2);
-    put_str(&b, "k");
-    put_u32(&b, EM_GGUF_UINT32);
-    put_u32(&b, 1);
-    put_str(&b, "k");
-    put_u32(&b, EM_GGUF_UINT32);
-    put_u32(&b, 2);
+    kv_u32(&b, "k", 1);
+    kv_u32(&b, "k", 2);
     save(dir, "dup-key.gguf", b.p, b.len);
 
     header(&b, 3, 0, 1);
-    put_str(&b, "general.alignment");
-    put_u32(&b, EM_GGUF_UINT32);
-    put_u32(&b, 48);
+    kv_u32(&b, "general.alignment", 48);
     save(dir, "bad-alignment.gguf", b.p, b.len);
 
     header(&b, 3, 0, 1);
@@ -157,25 +168,10 @@ static void broken(const char *dir) {
     put_u64(&b, 1ull << 62);
     save(dir, "long-string.gguf", b.p, b.len);
 
-    header(&b, 3, 1, 0);
-    tinfo(&b, "t", 5, 8, EM_TYPE_F32, 0);
-    data(&b, 32);
-    save(dir, "five-dims.gguf", b.p, b.len);
-
-    header(&b, 3, 1, 0);
-    tinfo(&b, "t", 1, 8, 99, 0);
-    data(&b, 32);
-    save(dir, "bad-type.gguf", b.p, b.len);
-
-    header(&b, 3, 1, 0);
-    tinfo(&b, "t", 1, 33, EM_TYPE_Q8_0, 0);
-    data(&b, 64);
-    save(dir, "bad-block.gguf", b.p, b.len);
-
-    header(&b, 3, 1, 0);
-    tinfo(&b, "t", 1, 8, EM_TYPE_F32, 4);
-    data(&b, 64);
-    save(dir, "unaligned.gguf", b.p, b.len);
+    one_tensor(dir, "five-dims.gguf", &b, 5, 8, EM_TYPE_F32, 0, 32);
+    one_tensor(dir, "bad-type.gguf", &b, 1, 8, 99, 0, 32);
+    one_tensor(dir, "bad-block.gguf", &b, 1, 33, EM_TYPE_Q8_0, 0, 64);
+    one_tensor(dir, "unaligned.gguf", &b, 1, 8, EM_TYPE_F32, 4, 64);
 
     header(&b, 3, 2, 0);
     tinfo(&b, "a", 1, 16, EM_TYPE_F32, 0);
@@ -189,10 +185,7 @@ static void broken(const char *dir) {
     data(&b, 64);
     save(dir, "dup-tensor.gguf", b.p, b.len);
 
-    header(&b, 3, 1, 0);
-    tinfo(&b, "t", 2, 1ull << 62, EM_TYPE_F32, 0);
-    data(&b, 32);
-    save(dir, "huge-shape.gguf", b.p, b.len);
+    one_tensor(dir, "huge-shape.gguf", &b, 2, 1ull << 62, EM_TYPE_F32, 0, 32);
     free(b.p);
 }
 

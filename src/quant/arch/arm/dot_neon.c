@@ -146,112 +146,99 @@ static float dot_bf16_neon(int64_t n, const void *wv, const void *av) {
 
 /* In these, a block's 32 int32 products are exact in float (far below
  * 2^24), so the partial sums are converted lane-wise and scaled by the
- * block's d_w * d_a in one fused multiply-add per block. */
-
-static float dot_q4_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q4_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    const int64_t nb = n / EM_QK4_0;
-    const uint8x16_t low4 = vdupq_n_u8(15);
-    const int8x16_t eight = vdupq_n_s8(8);
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8x16_t q = vld1q_u8(x[i].qs);
-        const int8x16_t q0 = vsubq_s8(s8(vandq_u8(q, low4)), eight);
-        const int8x16_t q1 = vsubq_s8(s8(vshrq_n_u8(q, 4)), eight);
-        const int32x4_t s = dot32(q0, q1, y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
+ * block's d_w * d_a in one fused multiply-add per block.  Each format
+ * gives the int32 dot of one block with its 32 activation quants
+ * (BLOCK_DOT, the *_block_dot helpers below); PER_BLOCK is a statement
+ * run for block i after it (Q4_1/Q5_1's minimum term).  Leaves the
+ * scaled sums in acc. */
+#define EM_BLOCK32_LOOP(QK, BLOCK_DOT, PER_BLOCK)                                          \
+    const int64_t nb = n / (QK);                                                          \
+    float32x4_t acc = vdupq_n_f32(0);                                                     \
+    for (int64_t i = 0; i < nb; i++) {                                                    \
+        const int32x4_t s = BLOCK_DOT(&x[i], y[i].qs);                                    \
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));            \
+        PER_BLOCK;                                                                        \
     }
-    return vaddvq_f32(acc);
+
+/* Q4_0: levels nibble - 8. */
+static inline int32x4_t q4_0_block_dot(const em_block_q4_0 *b, const int8_t *y) {
+    const uint8x16_t q = vld1q_u8(b->qs), low4 = vdupq_n_u8(15);
+    const int8x16_t eight = vdupq_n_s8(8);
+    const int8x16_t q0 = vsubq_s8(s8(vandq_u8(q, low4)), eight);
+    const int8x16_t q1 = vsubq_s8(s8(vshrq_n_u8(q, 4)), eight);
+    return dot32(q0, q1, y);
 }
 
 /* Q4_1/Q5_1 levels are 0..31, so they fit signed bytes unchanged; the
  * block minimum enters as m * s, s being d_a * sum(a quants) from Q8_1. */
-static float dot_q4_1_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q4_1 *x = wv;
-    const em_block_q8_1 *y = av;
-    const int64_t nb = n / EM_QK4_1;
-    const uint8x16_t low4 = vdupq_n_u8(15);
-    float32x4_t acc = vdupq_n_f32(0);
-    float mins = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8x16_t q = vld1q_u8(x[i].qs);
-        const int32x4_t s = dot32(s8(vandq_u8(q, low4)), s8(vshrq_n_u8(q, 4)), y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
-        mins += fp16(x[i].m) * fp16(y[i].s);
-    }
-    return vaddvq_f32(acc) + mins;
+static inline int32x4_t q4_1_block_dot(const em_block_q4_1 *b, const int8_t *y) {
+    const uint8x16_t q = vld1q_u8(b->qs);
+    return dot32(s8(vandq_u8(q, vdupq_n_u8(15))), s8(vshrq_n_u8(q, 4)), y);
 }
 
-static float dot_q5_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q5_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    const int64_t nb = n / EM_QK5_0;
-    const uint8x16_t low4 = vdupq_n_u8(15);
+/* Q5_0: levels nibble + 16 * fifth bit - 16. */
+static inline int32x4_t q5_0_block_dot(const em_block_q5_0 *b, const int8_t *y) {
+    uint8x16_t h0, h1;
+    q5_high_bits(b->qh, &h0, &h1);
+    const uint8x16_t q = vld1q_u8(b->qs), low4 = vdupq_n_u8(15);
     const int8x16_t sixteen = vdupq_n_s8(16);
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int64_t i = 0; i < nb; i++) {
-        uint8x16_t h0, h1;
-        q5_high_bits(x[i].qh, &h0, &h1);
-        const uint8x16_t q = vld1q_u8(x[i].qs);
-        const int8x16_t q0 = vsubq_s8(s8(vorrq_u8(vandq_u8(q, low4), h0)), sixteen);
-        const int8x16_t q1 = vsubq_s8(s8(vorrq_u8(vshrq_n_u8(q, 4), h1)), sixteen);
-        const int32x4_t s = dot32(q0, q1, y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
-    }
-    return vaddvq_f32(acc);
+    const int8x16_t q0 = vsubq_s8(s8(vorrq_u8(vandq_u8(q, low4), h0)), sixteen);
+    const int8x16_t q1 = vsubq_s8(s8(vorrq_u8(vshrq_n_u8(q, 4), h1)), sixteen);
+    return dot32(q0, q1, y);
 }
 
-static float dot_q5_1_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q5_1 *x = wv;
-    const em_block_q8_1 *y = av;
-    const int64_t nb = n / EM_QK5_1;
-    const uint8x16_t low4 = vdupq_n_u8(15);
-    float32x4_t acc = vdupq_n_f32(0);
-    float mins = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        uint8x16_t h0, h1;
-        q5_high_bits(x[i].qh, &h0, &h1);
-        const uint8x16_t q = vld1q_u8(x[i].qs);
-        const int8x16_t q0 = s8(vorrq_u8(vandq_u8(q, low4), h0));
-        const int8x16_t q1 = s8(vorrq_u8(vshrq_n_u8(q, 4), h1));
-        const int32x4_t s = dot32(q0, q1, y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
-        mins += fp16(x[i].m) * fp16(y[i].s);
-    }
-    return vaddvq_f32(acc) + mins;
+static inline int32x4_t q5_1_block_dot(const em_block_q5_1 *b, const int8_t *y) {
+    uint8x16_t h0, h1;
+    q5_high_bits(b->qh, &h0, &h1);
+    const uint8x16_t q = vld1q_u8(b->qs);
+    const int8x16_t q0 = s8(vorrq_u8(vandq_u8(q, vdupq_n_u8(15)), h0));
+    const int8x16_t q1 = s8(vorrq_u8(vshrq_n_u8(q, 4), h1));
+    return dot32(q0, q1, y);
 }
 
-static float dot_q8_0_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_q8_0 *x = wv;
-    const em_block_q8_0 *y = av;
-    const int64_t nb = n / EM_QK8_0;
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int64_t i = 0; i < nb; i++) {
-        const int32x4_t s = dot32(vld1q_s8(x[i].qs), vld1q_s8(x[i].qs + 16), y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
-    }
-    return vaddvq_f32(acc);
+static inline int32x4_t q8_0_block_dot(const em_block_q8_0 *b, const int8_t *y) {
+    return dot32(vld1q_s8(b->qs), vld1q_s8(b->qs + 16), y);
 }
 
-/* The 16 non-linear levels fit one table register: TBL maps each index
- * nibble to its level in one instruction. */
-static float dot_iq4_nl_neon(int64_t n, const void *wv, const void *av) {
-    const em_block_iq4_nl *x = wv;
-    const em_block_q8_0 *y = av;
-    const int64_t nb = n / EM_QK4_NL;
+/* IQ4_NL: the 16 non-linear levels fit one table register: TBL maps each
+ * index nibble to its level in one instruction. */
+static inline int32x4_t iq4_nl_block_dot(const em_block_iq4_nl *b, const int8_t *y) {
     const int8x16_t levels = vld1q_s8(em_iq4nl_values);
-    const uint8x16_t low4 = vdupq_n_u8(15);
-    float32x4_t acc = vdupq_n_f32(0);
-    for (int64_t i = 0; i < nb; i++) {
-        const uint8x16_t q = vld1q_u8(x[i].qs);
-        const int8x16_t q0 = vqtbl1q_s8(levels, vandq_u8(q, low4));
-        const int8x16_t q1 = vqtbl1q_s8(levels, vshrq_n_u8(q, 4));
-        const int32x4_t s = dot32(q0, q1, y[i].qs);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), fp16(x[i].d) * fp16(y[i].d));
-    }
-    return vaddvq_f32(acc);
+    const uint8x16_t q = vld1q_u8(b->qs);
+    const int8x16_t q0 = vqtbl1q_s8(levels, vandq_u8(q, vdupq_n_u8(15)));
+    const int8x16_t q1 = vqtbl1q_s8(levels, vshrq_n_u8(q, 4));
+    return dot32(q0, q1, y);
 }
+
+/* The kernels: NAME dots blocks of type W with activation blocks of type
+ * A, by BLOCK_DOT; the _MIN ones (Q4_1, Q5_1) add each block's minimum
+ * term m * s. */
+#define EM_DOT32_KERNEL(NAME, W, A, QK, BLOCK_DOT)                                         \
+    static float NAME(int64_t n, const void *wv, const void *av) {                        \
+        const W *x = wv;                                                                  \
+        const A *y = av;                                                                  \
+        EM_BLOCK32_LOOP(QK, BLOCK_DOT, (void)0);                                          \
+        return vaddvq_f32(acc);                                                           \
+    }
+#define EM_DOT32_KERNEL_MIN(NAME, W, A, QK, BLOCK_DOT)                                     \
+    static float NAME(int64_t n, const void *wv, const void *av) {                        \
+        const W *x = wv;                                                                  \
+        const A *y = av;                                                                  \
+        float mins = 0;                                                                   \
+        EM_BLOCK32_LOOP(QK, BLOCK_DOT, mins += fp16(x[i].m) * fp16(y[i].s));              \
+        return vaddvq_f32(acc) + mins;                                                    \
+    }
+
+EM_DOT32_KERNEL(dot_q4_0_neon, em_block_q4_0, em_block_q8_0, EM_QK4_0, q4_0_block_dot)
+EM_DOT32_KERNEL_MIN(dot_q4_1_neon, em_block_q4_1, em_block_q8_1, EM_QK4_1, q4_1_block_dot)
+EM_DOT32_KERNEL(dot_q5_0_neon, em_block_q5_0, em_block_q8_0, EM_QK5_0, q5_0_block_dot)
+EM_DOT32_KERNEL_MIN(dot_q5_1_neon, em_block_q5_1, em_block_q8_1, EM_QK5_1, q5_1_block_dot)
+EM_DOT32_KERNEL(dot_q8_0_neon, em_block_q8_0, em_block_q8_0, EM_QK8_0, q8_0_block_dot)
+EM_DOT32_KERNEL(dot_iq4_nl_neon, em_block_iq4_nl, em_block_q8_0, EM_QK4_NL, iq4_nl_block_dot)
+
+#undef EM_BLOCK32_LOOP
+#undef EM_DOT32_KERNEL
+#undef EM_DOT32_KERNEL_MIN
 
 /* ------------------------------------------- 256-element super-blocks */
 

@@ -106,68 +106,77 @@ static inline __m128i q3k_scales_vec(const uint8_t *scales) {
     return _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
 }
 
+/* sumi plus the dot of 32 unsigned levels qk with the activation quants at
+ * yq, the first 16 products scaled by group scale 2k of s16h and the rest
+ * by 2k + 1 (pair_i16): one quarter of a half super-block. */
+static inline __m256i add_quarter(__m256i sumi, __m256i qk, const int8_t *yq, __m256i s16h,
+                                  int k) {
+    const __m256i yk = _mm256_loadu_si256((const __m256i *)yq);
+    return _mm256_add_epi32(sumi,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+}
+
+/* -2^shift * sum_g scale_g * bsum_g, exact in int32: a constant bias of
+ * -2^shift on the levels (Q3_K's -4, Q6_K's -32), taken out through the
+ * activation's group sums. */
+static inline __m256i bias_bsums(__m256i s16, const int16_t *bsums, int shift) {
+    const __m256i sb = _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)bsums));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sb, shift));
+}
+
+/* acc plus a block's eight int32 partial sums times its scale d.  A macro:
+ * as an inline function it moved gcc's scheduling of the K-quant loops. */
+#define EM_FMA_SUMS(acc, d, sumi) \
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), (acc))
+
 /* ------------------------------------------------------------ floats */
+
+/* Four accumulators over 32 elements, one over 8, then a scalar tail.
+ * LOADW(p) widens eight weights at p to float; WSCALAR(e) is weight e as a
+ * float for the tail. */
+#define EM_FLOAT_DOT(LOADW, WSCALAR)                                                      \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                        \
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();                        \
+    int64_t i = 0;                                                                        \
+    for (; i + 32 <= n; i += 32) {                                                        \
+        acc0 = _mm256_fmadd_ps(LOADW(w + i), _mm256_loadu_ps(a + i), acc0);               \
+        acc1 = _mm256_fmadd_ps(LOADW(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);       \
+        acc2 = _mm256_fmadd_ps(LOADW(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);     \
+        acc3 = _mm256_fmadd_ps(LOADW(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);     \
+    }                                                                                     \
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(LOADW(w + i), _mm256_loadu_ps(a + i), acc0); \
+    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3))); \
+    for (; i < n; i++) sum += WSCALAR(w[i]) * a[i];                                       \
+    return sum
+
+#define EM_F32_SCALAR(v) (v)
+#define EM_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+/* bf16 is the top half of a float: widening is a zero-extend and a shift. */
+#define EM_LOADB(p)                                                                         \
+    _mm256_castsi256_ps(_mm256_slli_epi32(                                                  \
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
 
 float em_vec_dot_f32_avx2(int64_t n, const void *wv, const void *av) {
     const float *w = wv, *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc0);
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += w[i] * a[i];
-    return sum;
+    EM_FLOAT_DOT(_mm256_loadu_ps, EM_F32_SCALAR);
 }
 
 float em_vec_dot_f16_avx2(int64_t n, const void *wv, const void *av) {
     const uint16_t *w = wv;
     const float *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-#define EM_LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(EM_LOADH(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(EM_LOADH(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(EM_LOADH(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(EM_LOADH(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADH(w + i), _mm256_loadu_ps(a + i), acc0);
-#undef EM_LOADH
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += fp16(w[i]) * a[i];
-    return sum;
+    EM_FLOAT_DOT(EM_LOADH, fp16);
 }
 
-/* bf16 is the top half of a float: widening is a zero-extend and a shift. */
 float em_vec_dot_bf16_avx2(int64_t n, const void *wv, const void *av) {
     const uint16_t *w = wv;
     const float *a = av;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-    int64_t i = 0;
-#define EM_LOADB(p)                                                                         \
-    _mm256_castsi256_ps(_mm256_slli_epi32(                                                  \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(EM_LOADB(w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(EM_LOADB(w + i + 16), _mm256_loadu_ps(a + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(EM_LOADB(w + i + 24), _mm256_loadu_ps(a + i + 24), acc3);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(EM_LOADB(w + i), _mm256_loadu_ps(a + i), acc0);
-#undef EM_LOADB
-    float sum = em_hsum8_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) sum += em_bf16_to_fp32(w[i]) * a[i];
-    return sum;
+    EM_FLOAT_DOT(EM_LOADB, em_bf16_to_fp32);
 }
+
+#undef EM_FLOAT_DOT
+#undef EM_F32_SCALAR
+#undef EM_LOADH
+#undef EM_LOADB
 
 /* ------------------------------------------------ 32-element formats */
 
@@ -353,16 +362,12 @@ float em_vec_dot_q2_k_avx2(int64_t n, const void *wv, const void *av) {
             const __m256i s16h = lane_bcast(s16, h);
             for (int k = 0; k < 4; k++) {
                 const __m256i qk = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-                const __m256i yk =
-                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(
-                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+                sumi = add_quarter(sumi, qk, y[i].qs + 128 * h + 32 * k, s16h, k);
             }
         }
         const float yd = y[i].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(yd * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
+        acc = EM_FMA_SUMS(acc, yd * fp16(x[i].d), sumi);
+        accm = EM_FMA_SUMS(accm, yd * fp16(x[i].dmin), msum);
     }
     return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
 }
@@ -381,10 +386,7 @@ float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
     for (int64_t i = 0; i < nb; i++) {
         const __m128i sc8 = _mm_sub_epi8(q3k_scales_vec(x[i].scales), _mm_set1_epi8(32));
         const __m256i s16 = _mm256_cvtepi8_epi16(sc8);
-        /* -4 * sum_g scale_g * bsum_g, exact in int32. */
-        __m256i sumi = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 2);
-        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+        __m256i sumi = bias_bsums(s16, y[i].bsums, 2);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         for (int h = 0; h < 2; h++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
@@ -397,14 +399,10 @@ float em_vec_dot_q3_k_avx2(int64_t n, const void *wv, const void *av) {
                                           : _mm256_slli_epi16(hm, 2 - j);
                 const __m256i qk = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3),
                                                    _mm256_and_si256(hb, b2));
-                const __m256i yk =
-                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(
-                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+                sumi = add_quarter(sumi, qk, y[i].qs + 128 * h + 32 * k, s16h, k);
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
-                              acc);
+        acc = EM_FMA_SUMS(acc, y[i].d * fp16(x[i].d), sumi);
     }
     return em_hsum8_avx2(acc);
 }
@@ -454,35 +452,32 @@ static inline void q45k_block(const uint8_t *scales, const uint8_t *qs, const ui
     *sumi_out = sumi;
 }
 
+/* The loop over the super-blocks of Q4_K and Q5_K: QH is the block's qh
+ * for Q5_K, NULL for Q4_K. */
+#define EM_Q45K_LOOP(QH)                                                                  \
+    const int64_t nb = n / EM_QK_K;                                                       \
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                         \
+    for (int64_t i = 0; i < nb; i++) {                                                    \
+        __m256i sumi, msum;                                                               \
+        q45k_block(x[i].scales, x[i].qs, (QH), &y[i], &sumi, &msum);                      \
+        acc = EM_FMA_SUMS(acc, y[i].d * fp16(x[i].d), sumi);                              \
+        accm = EM_FMA_SUMS(accm, y[i].d * fp16(x[i].dmin), msum);                         \
+    }                                                                                     \
+    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm)
+
 float em_vec_dot_q4_k_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q4_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i sumi, msum;
-        q45k_block(x[i].scales, x[i].qs, NULL, &y[i], &sumi, &msum);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
+    EM_Q45K_LOOP(NULL);
 }
 
 float em_vec_dot_q5_k_avx2(int64_t n, const void *wv, const void *av) {
     const em_block_q5_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i sumi, msum;
-        q45k_block(x[i].scales, x[i].qs, x[i].qh, &y[i], &sumi, &msum);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return em_hsum8_avx2(acc) - em_hsum8_avx2(accm);
+    EM_Q45K_LOOP(x[i].qh);
 }
+
+#undef EM_Q45K_LOOP
 
 /*
  * Q6_K: level = q - 32 with q = 4 low bits from ql, 2 high bits from qh
@@ -498,9 +493,7 @@ float em_vec_dot_q6_k_avx2(int64_t n, const void *wv, const void *av) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-        __m256i sumi = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
-        sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+        __m256i sumi = bias_bsums(s16, y[i].bsums, 5);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h;
             const __m256i lo0 = _mm256_loadu_si256((const __m256i *)ql);
@@ -518,14 +511,10 @@ float em_vec_dot_q6_k_avx2(int64_t n, const void *wv, const void *av) {
                                    _mm256_srli_epi16(hi, 2)};
             for (int k = 0; k < 4; k++) {
                 const __m256i qk = _mm256_or_si256(q[k], _mm256_and_si256(hk[k], hi2));
-                const __m256i yk =
-                    _mm256_loadu_si256((const __m256i *)(y[i].qs + 128 * h + 32 * k));
-                sumi = _mm256_add_epi32(
-                    sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), pair_i16(s16h, k)));
+                sumi = add_quarter(sumi, qk, y[i].qs + 128 * h + 32 * k, s16h, k);
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
-                              acc);
+        acc = EM_FMA_SUMS(acc, y[i].d * fp16(x[i].d), sumi);
     }
     return em_hsum8_avx2(acc);
 }
@@ -551,8 +540,7 @@ float em_vec_dot_iq4_xs_avx2(int64_t n, const void *wv, const void *av) {
                 _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(yg, q));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, bcast_i16(s16, g)));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].d)), _mm256_cvtepi32_ps(sumi),
-                              acc);
+        acc = EM_FMA_SUMS(acc, y[i].d * fp16(x[i].d), sumi);
     }
     return em_hsum8_avx2(acc);
 }

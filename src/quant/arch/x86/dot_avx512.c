@@ -266,6 +266,14 @@ EM_AVX512_VNNI float em_vec_dot_q8_0_avx512(int64_t n, const void *wv, const voi
     return sum;
 }
 
+/* The levels of blocks i and i + 1 (L2) or of block i (L1) of x: the bare
+ * nibbles (Q4_0, Q4_1) or nibble + 16 * fifth bit (Q5_0, Q5_1, with
+ * q5_levels2/1 below). */
+#define EM_NIB_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
+#define EM_NIB_L1(i) nibbles_16(x[i].qs)
+#define EM_Q5_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
+#define EM_Q5_L1(i) q5_levels1(x[i].qs, x[i].qh)
+
 /* Q4_0: levels q - 8, with the -8 taken out as 8 * sum(a) by a second
  * vpdpbusd (dot_biased2, below) rather than by making the levels signed. */
 #define EM_DOT_B8_2(u, y) dot_biased2((u), (y), 8)
@@ -275,11 +283,7 @@ EM_AVX512_VNNI float em_vec_dot_q4_0_avx512(int64_t n, const void *wv, const voi
     const em_block_q4_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK4_0;
-#define EM_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
-#define EM_L1(i) nibbles_16(x[i].qs)
-    EM_BLOCK32_LOOP(EM_L2, EM_DOT_B8_2, EM_L1, EM_DOT_B8_1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_NIB_L2, EM_DOT_B8_2, EM_NIB_L1, EM_DOT_B8_1);
     return sum;
 }
 
@@ -337,11 +341,7 @@ EM_AVX512_VNNI float em_vec_dot_q4_1_avx512(int64_t n, const void *wv, const voi
     const em_block_q4_1 *x = wv;
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK4_1;
-#define EM_L2(i) nibbles_2x16(x[i].qs, x[(i) + 1].qs)
-#define EM_L1(i) nibbles_16(x[i].qs)
-    EM_BLOCK32_LOOP(EM_L2, dot_u2, EM_L1, dot_u1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_NIB_L2, dot_u2, EM_NIB_L1, dot_u1);
     EM_OFFSETS_Q8_1();
     return sum;
 }
@@ -350,11 +350,7 @@ EM_AVX512_VNNI float em_vec_dot_q5_0_avx512(int64_t n, const void *wv, const voi
     const em_block_q5_0 *x = wv;
     const em_block_q8_0 *y = av;
     const int64_t nb = n / EM_QK5_0;
-#define EM_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
-#define EM_L1(i) q5_levels1(x[i].qs, x[i].qh)
-    EM_BLOCK32_LOOP(EM_L2, EM_DOT_B16_2, EM_L1, EM_DOT_B16_1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_Q5_L2, EM_DOT_B16_2, EM_Q5_L1, EM_DOT_B16_1);
     return sum;
 }
 
@@ -362,11 +358,7 @@ EM_AVX512_VNNI float em_vec_dot_q5_1_avx512(int64_t n, const void *wv, const voi
     const em_block_q5_1 *x = wv;
     const em_block_q8_1 *y = av;
     const int64_t nb = n / EM_QK5_1;
-#define EM_L2(i) q5_levels2(x[i].qs, x[i].qh, x[(i) + 1].qs, x[(i) + 1].qh)
-#define EM_L1(i) q5_levels1(x[i].qs, x[i].qh)
-    EM_BLOCK32_LOOP(EM_L2, dot_u2, EM_L1, dot_u1);
-#undef EM_L2
-#undef EM_L1
+    EM_BLOCK32_LOOP(EM_Q5_L2, dot_u2, EM_Q5_L1, dot_u1);
     EM_OFFSETS_Q8_1();
     return sum;
 }
@@ -389,6 +381,30 @@ EM_AVX512_VNNI static inline __m512i lane_groups(int base) {
                                              0x0002000200020002, 0x0002000200020002,
                                              0x0001000100010001, 0x0001000100010001, 0, 0),
                             _mm512_set1_epi16((short)base));
+}
+
+/* sumi plus half h of a super-block: levels qa for elements 128h .. 128h +
+ * 63 and qb for the next 64, against the activation quants at yq (128h of
+ * the block), each 128-bit lane of 16 products times its group's scale
+ * taken from the int16 scales in the low 256 bits of s512 (Q2_K, Q3_K,
+ * Q6_K). */
+EM_AVX512_VNNI static inline __m512i add_half(__m512i sumi, __m512i qa, __m512i qb,
+                                             const int8_t *yq, __m512i s512, int h) {
+    const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
+    const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
+    sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(yq)), sa);
+    return _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(yq + 64)), sb);
+}
+
+/* The start of a super-block's sum for levels with a constant bias of
+ * -2^shift (Q3_K's -4, Q6_K's -32): -2^shift * sum_g scale_g * bsum_g,
+ * exact in int32, in the low 256 bits. */
+EM_AVX512_VNNI static inline __m512i bias_bsums_512(__m256i s16, const int16_t *bsums,
+                                                   int shift) {
+    const __m256i bias = _mm256_slli_epi32(
+        _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)bsums)), shift);
+    return _mm512_inserti64x4(_mm512_setzero_si512(),
+                              _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
 }
 
 /* Q4_K/Q5_K super-block: chunk k of qs gives groups 2k and 2k + 1, i.e.
@@ -432,37 +448,34 @@ EM_AVX512_VNNI static inline __m512i q45k_block_512(const uint8_t *scales, const
     return acc;
 }
 
+/* The loop over the super-blocks of Q4_K and Q5_K: QH is the block's qh
+ * for Q5_K, NULL for Q4_K. */
+#define EM_Q45K_LOOP_512(QH)                                                              \
+    const int64_t nb = n / EM_QK_K;                                                       \
+    __m512 acc = _mm512_setzero_ps();                                                     \
+    __m256 accm = _mm256_setzero_ps();                                                    \
+    for (int64_t i = 0; i < nb; i++) {                                                    \
+        __m256i msum;                                                                     \
+        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, (QH), &y[i], &msum);      \
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc); \
+        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)),                   \
+                               _mm256_cvtepi32_ps(msum), accm);                           \
+    }                                                                                     \
+    return _mm512_reduce_add_ps(acc) - hsum_256(accm)
+
 EM_AVX512_VNNI float em_vec_dot_q4_k_avx512(int64_t n, const void *wv, const void *av) {
     const em_block_q4_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i msum;
-        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, NULL, &y[i], &msum);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return _mm512_reduce_add_ps(acc) - hsum_256(accm);
+    EM_Q45K_LOOP_512(NULL);
 }
 
 EM_AVX512_VNNI float em_vec_dot_q5_k_avx512(int64_t n, const void *wv, const void *av) {
     const em_block_q5_k *x = wv;
     const em_block_q8_k *y = av;
-    const int64_t nb = n / EM_QK_K;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i msum;
-        const __m512i s = q45k_block_512(x[i].scales, x[i].qs, x[i].qh, &y[i], &msum);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(s), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
-                               accm);
-    }
-    return _mm512_reduce_add_ps(acc) - hsum_256(accm);
+    EM_Q45K_LOOP_512(x[i].qh);
 }
+
+#undef EM_Q45K_LOOP_512
 
 /*
  * Q6_K: the 64 elements 128h .. 128h + 63 are the low nibbles of ql[64h ..
@@ -480,10 +493,7 @@ EM_AVX512_VNNI float em_vec_dot_q6_k_avx512(int64_t n, const void *wv, const voi
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-        const __m256i bias = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
-        __m512i sumi = _mm512_inserti64x4(_mm512_setzero_si512(),
-                                          _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
+        __m512i sumi = bias_bsums_512(s16, y[i].bsums, 5);
         const __m512i s512 = _mm512_castsi256_si512(s16);
         for (int h = 0; h < 2; h++) {
             const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
@@ -494,12 +504,7 @@ EM_AVX512_VNNI float em_vec_dot_q6_k_avx512(int64_t n, const void *wv, const voi
                                                _mm512_and_si512(_mm512_slli_epi16(qh2, 4), hi2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
                                                _mm512_and_si512(qh2, hi2));
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            const __m512i ya = _mm512_loadu_si512(y[i].qs + 128 * h);
-            const __m512i yb = _mm512_loadu_si512(y[i].qs + 128 * h + 64);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qa, ya), sa);
-            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(qb, yb), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi),
                               acc);
@@ -534,12 +539,7 @@ EM_AVX512_VNNI float em_vec_dot_q2_k_avx512(int64_t n, const void *wv, const voi
                 _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 2), 1);
             const __m512i qa = _mm512_and_si512(q2, m3);
             const __m512i qb = _mm512_and_si512(_mm512_srli_epi16(q2, 4), m3);
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(y[i].qs + 128 * h)), sa);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(y[i].qs + 128 * h + 64)), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
         accm = _mm256_fmadd_ps(_mm256_set1_ps(y[i].d * fp16(x[i].dmin)), _mm256_cvtepi32_ps(msum),
@@ -571,10 +571,7 @@ EM_AVX512_VNNI float em_vec_dot_q3_k_avx512(int64_t n, const void *wv, const voi
     for (int64_t i = 0; i < nb; i++) {
         const __m256i s16 = _mm256_cvtepi8_epi16(
             _mm_sub_epi8(q3k_scales_vec(x[i].scales), _mm_set1_epi8(32)));
-        const __m256i bias = _mm256_slli_epi32(
-            _mm256_madd_epi16(s16, _mm256_loadu_si256((const __m256i *)y[i].bsums)), 2);
-        __m512i sumi = _mm512_inserti64x4(_mm512_setzero_si512(),
-                                          _mm256_sub_epi32(_mm256_setzero_si256(), bias), 0);
+        __m512i sumi = bias_bsums_512(s16, y[i].bsums, 2);
         const __m512i s512 = _mm512_castsi256_si512(s16);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         const __m512i hm2 =
@@ -590,12 +587,7 @@ EM_AVX512_VNNI float em_vec_dot_q3_k_avx512(int64_t n, const void *wv, const voi
             const __m512i qa = _mm512_or_si512(_mm512_and_si512(q2, m3), _mm512_and_si512(ha, b2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q2, 4), m3),
                                                _mm512_and_si512(hb, b2));
-            const __m512i sa = _mm512_permutexvar_epi16(lane_groups(8 * h), s512);
-            const __m512i sb = _mm512_permutexvar_epi16(lane_groups(8 * h + 4), s512);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qa, _mm512_loadu_si512(y[i].qs + 128 * h)), sa);
-            sumi = _mm512_dpwssd_epi32(
-                sumi, _mm512_maddubs_epi16(qb, _mm512_loadu_si512(y[i].qs + 128 * h + 64)), sb);
+            sumi = add_half(sumi, qa, qb, y[i].qs + 128 * h, s512, h);
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * fp16(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
     }
