@@ -73,22 +73,22 @@ static inline void unpack_iq4(const uint8_t *qs, int8_t *q) {
 }
 
 /* A block's float term: its exact integer dot s times the product of the
- * weight's and the activation's fp16 scales. */
-static inline float block_term(int32_t s, uint16_t dx, uint16_t dy) {
-    return (float)s * (em_fp16_to_fp32(dx) * em_fp16_to_fp32(dy));
-}
+ * weight's and the activation's fp16 scales.  These two are macros, not
+ * functions, so that each kernel's whole sum stays one C expression: with
+ * clang's default -ffp-contract=on a multiply is fused into an add only
+ * within one expression, and the reference's last bits must not depend on
+ * whether a helper was inlined. */
+#define BLOCK_TERM(s, dx, dy) ((float)(s) * (em_fp16_to_fp32(dx) * em_fp16_to_fp32(dy)))
 
 /* The minimum term of a Q4_1/Q5_1 block: m * s, s = d_a * sum(a quants). */
-static inline float min_term(uint16_t m, uint16_t s) {
-    return em_fp16_to_fp32(m) * em_fp16_to_fp32(s);
-}
+#define MIN_TERM(m, s) (em_fp16_to_fp32(m) * em_fp16_to_fp32(s))
 
 static float dot_q4_0(int64_t nb, const em_block_q4_0 *x, const em_block_q8_0 *y) {
     float sum = 0;
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 8, q);
-        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
+        sum += BLOCK_TERM(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -98,7 +98,7 @@ static float dot_q4_1(int64_t nb, const em_block_q4_1 *x, const em_block_q8_1 *y
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
-        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d) + min_term(x[i].m, y[i].s);
+        sum += BLOCK_TERM(idot32(q, y[i].qs), x[i].d, y[i].d) + MIN_TERM(x[i].m, y[i].s);
     }
     return sum;
 }
@@ -109,7 +109,7 @@ static float dot_q5_0(int64_t nb, const em_block_q5_0 *x, const em_block_q8_0 *y
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
         add_q5_high(x[i].qh, 16, q);
-        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
+        sum += BLOCK_TERM(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -120,7 +120,7 @@ static float dot_q5_1(int64_t nb, const em_block_q5_1 *x, const em_block_q8_1 *y
     for (int64_t i = 0; i < nb; i++) {
         unpack_nibbles(x[i].qs, 0, q);
         add_q5_high(x[i].qh, 0, q);
-        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d) + min_term(x[i].m, y[i].s);
+        sum += BLOCK_TERM(idot32(q, y[i].qs), x[i].d, y[i].d) + MIN_TERM(x[i].m, y[i].s);
     }
     return sum;
 }
@@ -128,7 +128,7 @@ static float dot_q5_1(int64_t nb, const em_block_q5_1 *x, const em_block_q8_1 *y
 static float dot_q8_0(int64_t nb, const em_block_q8_0 *x, const em_block_q8_0 *y) {
     float sum = 0;
     for (int64_t i = 0; i < nb; i++) {
-        sum += block_term(idot32(x[i].qs, y[i].qs), x[i].d, y[i].d);
+        sum += BLOCK_TERM(idot32(x[i].qs, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }
@@ -138,7 +138,7 @@ static float dot_iq4_nl(int64_t nb, const em_block_iq4_nl *x, const em_block_q8_
     int8_t q[32];
     for (int64_t i = 0; i < nb; i++) {
         unpack_iq4(x[i].qs, q);
-        sum += block_term(idot32(q, y[i].qs), x[i].d, y[i].d);
+        sum += BLOCK_TERM(idot32(q, y[i].qs), x[i].d, y[i].d);
     }
     return sum;
 }

@@ -161,9 +161,9 @@ static int cmp_d(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Median seconds of one call of the product, over reps passes of enough
- * calls to take about 20 ms. */
-/* Whether each call is a product step of its own (--step). */
+/* Whether each call is a product step of its own (--step), as the engine's
+ * matmuls are: the Q8_0 lane kernel then times its interleaved rows, copy
+ * included. */
 static bool in_step;
 
 static void product(bool packed, em_type t, int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
@@ -173,6 +173,8 @@ static void product(bool packed, em_type t, int64_t k, const void *w, size_t ws,
     if (in_step) em_gemm_step_end();
 }
 
+/* Median seconds of one call of the product, over reps passes of enough
+ * calls to take about 20 ms. */
 static double time_product(bool packed, em_type t, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                            size_t as, int64_t na, float *out, int reps) {
     double v[64];

@@ -4,6 +4,7 @@
  * two stay the same operation for operation and so give every lane the
  * same result to the bit.  Only the clamp, the rounding and the final
  * masking differ between the two instruction sets; they stay with each.
+ * EM_EXP_REDUCED reads x and n more than once: pass plain variables.
  */
 #ifndef EM_CORE_MATH_EXP_H
 #define EM_CORE_MATH_EXP_H

@@ -198,7 +198,7 @@ EM_AVX512_VNNI static inline __m256i nibbles_16(const uint8_t *p) {
 }
 
 /*
- * The three 32-element kernels share a loop: LEVELS2(i) gives blocks i and
+ * The 32-element kernels share a loop: LEVELS2(i) gives blocks i and
  * i + 1's levels as one 512-bit vector, LEVELS1(i) block i's as 256 bits,
  * and DOT2/DOT1 their int32 dot with the activation quants.  Eight blocks per iteration in two
  * accumulators, then pairs, then a last odd block, the last two with
