@@ -409,31 +409,44 @@ TF void em_gemm_bf16_panels_avx512(int64_t k, const void *w, size_t ws, int64_t 
  * row's four 16-lane sums over elements e mod 64 are the file-layout
  * kernel's (gemm_avx2.c, float_gemv_cols), carried from slice to slice in
  * sums[] (4 KiB, L1), and reduced in its order, so the outputs equal its
- * to the bit.  Four rows at a time share the activation loads. */
+ * to the bit.  Rows are taken one after the other, so a group is read
+ * front to back as one stream: taking four rows at a time (four short
+ * streams 512 bytes apart, sharing the activation loads) ran well from
+ * cache but streamed from memory at two thirds of the pace.  Even so it
+ * streams at 85-94% of the read test where the file-layout kernel gets
+ * 89-100% (bench_stream --cpu, 2 threads; docs/PERFORMANCE.md, F16
+ * round 8), with or without the table's round trip. */
+/* Elements 64 s .. 64 s + 63 of a whole slice's row piece at p. */
+#define GEMV_QUARTER(s, q, c)                                                                                  \
+    c = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 128 * (s) + 32 * (q)))), \
+                        _mm512_loadu_ps(a + e0 + 64 * (s) + 16 * (q)), c);
+#define GEMV_STEP(s) GEMV_QUARTER(s, 0, c0) GEMV_QUARTER(s, 1, c1) GEMV_QUARTER(s, 2, c2) GEMV_QUARTER(s, 3, c3)
 static inline AI TF void gemv_f16s(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const float *a, float *out) {
     __m512 sums[EM_PACK_ROWS_F16][4]; /* row i's sums c0 .. c3 between slices */
     for (int64_t g0 = 0; g0 < nw; g0 += EM_PACK_ROWS_F16) {
-        const uint8_t *grp = w + (size_t)g0 * ws;
+        const uint8_t *p = w + (size_t)g0 * ws; /* the group, read in address order */
         for (int64_t e0 = 0; e0 < k; e0 += EM_PACK_F16_SLICE) {
             const int64_t n = k - e0 < EM_PACK_F16_SLICE ? k - e0 : EM_PACK_F16_SLICE;
-            const uint8_t *blk = grp + (size_t)e0 * 2 * EM_PACK_ROWS_F16;
-            for (int i = 0; i < EM_PACK_ROWS_F16; i += 4) {
-                __m512 c[4][4];
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++) c[r][q] = e0 == 0 ? _mm512_setzero_ps() : sums[i + r][q];
-                const uint8_t *p = blk + (size_t)i * (size_t)n * 2;
-                for (int64_t e = 0; e < n; e += 64) {
-                    __m512 x[4];
-                    for (int q = 0; q < 4; q++) x[q] = _mm512_loadu_ps(a + e0 + e + 16 * q);
-                    for (int r = 0; r < 4; r++)
-                        for (int q = 0; q < 4; q++) {
-                            const __m256i h = _mm256_loadu_si256(
-                                (const __m256i *)(const void *)(p + (size_t)r * (size_t)n * 2 + (size_t)(e + 16 * q) * 2));
-                            c[r][q] = _mm512_fmadd_ps(_mm512_cvtph_ps(h), x[q], c[r][q]);
-                        }
+            for (int i = 0; i < EM_PACK_ROWS_F16; i++) {
+                __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+                if (e0 > 0) c0 = sums[i][0], c1 = sums[i][1], c2 = sums[i][2], c3 = sums[i][3];
+                if (n == EM_PACK_F16_SLICE) { /* a whole slice, unrolled */
+                    GEMV_STEP(0) GEMV_STEP(1) GEMV_STEP(2) GEMV_STEP(3)
+                    p += 2 * EM_PACK_F16_SLICE;
+                } else {
+                    for (int64_t e = 0; e < n; e += 64, p += 128) {
+                        const float *x = a + e0 + e;
+                        c0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p)),
+                                             _mm512_loadu_ps(x), c0);
+                        c1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 32))),
+                                             _mm512_loadu_ps(x + 16), c1);
+                        c2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 64))),
+                                             _mm512_loadu_ps(x + 32), c2);
+                        c3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 96))),
+                                             _mm512_loadu_ps(x + 48), c3);
+                    }
                 }
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++) sums[i + r][q] = c[r][q];
+                sums[i][0] = c0, sums[i][1] = c1, sums[i][2] = c2, sums[i][3] = c3;
             }
         }
         for (int i = 0; i < EM_PACK_ROWS_F16; i++)
