@@ -119,7 +119,6 @@ static void fill_avx512(em_dot_fn *dot, em_gemm_fn *gemm, em_gemm_fn *packed, bo
     packed[EM_TYPE_Q4_K] = em_gemm_q4_kx16_avx512;
     packed[EM_TYPE_Q5_K] = em_gemm_q5_kx16_avx512;
     packed[EM_TYPE_Q6_K] = em_gemm_q6_kx16_avx512;
-    packed[EM_TYPE_F16] = em_gemm_f16s_avx512; /* the AVX2 set keeps F16 in the file's layout */
 }
 #endif
 

@@ -19,7 +19,6 @@ int em_pack_rows(em_type t) {
     case EM_TYPE_Q4_K:
     case EM_TYPE_Q5_K:
     case EM_TYPE_Q6_K: return EM_PACK_ROWS_K;
-    case EM_TYPE_F16: return EM_PACK_ROWS_F16;
     default: return 0;
     }
 }
@@ -27,8 +26,7 @@ int em_pack_rows(em_type t) {
 bool em_pack_fits(em_type t, int64_t k, int64_t nrows) {
     const int g = em_pack_rows(t);
     if (g == 0) return false;
-    /* F16 s16: whole 64-element steps of the matrix-vector kernel. */
-    const int64_t bs = t == EM_TYPE_F16 ? 64 : em_get_type_traits(t)->block_size;
+    const int64_t bs = em_get_type_traits(t)->block_size;
     return k > 0 && k % bs == 0 && k <= EM_PACK_MAX_K && nrows > 0 && nrows % g == 0;
 }
 
@@ -235,18 +233,6 @@ static const kx16_ops *kx16_of(em_type t) {
 
 void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *dst) {
     const size_t rs = em_row_size(t, k);
-    if (t == EM_TYPE_F16) {
-        /* Each row's slice pieces move whole (2 n bytes). */
-        for (int64_t g0 = 0; g0 < nrows; g0 += EM_PACK_ROWS_F16)
-            for (int i = 0; i < EM_PACK_ROWS_F16; i++) {
-                const uint8_t *row = (const uint8_t *)src + (size_t)(g0 + i) * rs;
-                for (int64_t e0 = 0; e0 < k; e0 += EM_PACK_F16_SLICE) {
-                    const int64_t n = EM_MIN((int64_t)EM_PACK_F16_SLICE, k - e0);
-                    memcpy((uint8_t *)dst + (size_t)g0 * rs + em_f16s_at(k, i, e0), row + 2 * e0, (size_t)n * 2);
-                }
-            }
-        return;
-    }
     const kx16_ops *ops = kx16_of(t);
     if (ops) {
         /* A super-block holds block b of each of the group's 16 rows. */
@@ -278,10 +264,6 @@ void em_pack_matrix(em_type t, int64_t k, int64_t nrows, const void *src, void *
 }
 
 void em_pack_get_block(em_type t, int64_t k, const void *grp, int i, int64_t b, void *blk) {
-    if (t == EM_TYPE_F16) { /* a block is one element */
-        memcpy(blk, (const uint8_t *)grp + em_f16s_at(k, i, b), 2);
-        return;
-    }
     const kx16_ops *ops = kx16_of(t);
     if (ops) {
         const size_t bs = em_get_type_traits(t)->type_size;
@@ -306,17 +288,6 @@ void em_gemm_packed_generic(em_type t, int64_t k, const void *w, size_t w_stride
     _Static_assert(sizeof(em_block_q6_k) >= sizeof(em_block_q4_k) &&
                        sizeof(em_block_q6_k) >= sizeof(em_block_q5_k) && sizeof(em_block_q6_k) >= sizeof(em_block_q8_0),
                    "block buffer");
-    if (t == EM_TYPE_F16) {
-        /* Each row rebuilt whole, then the reference's own dot. */
-        uint16_t row[EM_PACK_MAX_K];
-        for (int64_t j = 0; j < nw; j++) {
-            const uint8_t *grp = (const uint8_t *)w + (size_t)(j / rows * rows) * w_stride;
-            for (int64_t e = 0; e < k; e++) em_pack_get_block(t, k, grp, (int)(j % rows), e, &row[e]);
-            for (int64_t r = 0; r < na; r++)
-                out[r * out_stride + j] = em_vec_dot_generic(t, k, row, (const uint8_t *)a + (size_t)r * a_stride);
-        }
-        return;
-    }
     for (int64_t j0 = 0; j0 < nw; j0 += rows) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * w_stride;
         for (int64_t r = 0; r < na; r++) {

@@ -118,32 +118,6 @@
  * offset off once per super-block through the activation's bsums
  * (gemm_packed_q6k_avx2.c).  EM_Q6KX16_RUN gives a run's offset.
  *
- * F16 has a slice layout ("s16"), for the AVX-512 set only: groups of
- * EM_PACK_ROWS_F16 = 16 rows, and inside a group the rows' elements cut
- * into slices of EM_PACK_F16_SLICE = 256 (the prompt kernel's EM_FP_KC;
- * the last slice holds k mod 256 when that is not 0), slice after slice,
- * each slice the 16 rows' pieces one after the other:
- *
- *   F16 s16, one group of 16 rows of k elements (k a multiple of 64):
- *     slice s (elements e0 = 256 s .. e0 + n - 1, n = min(256, k - e0)),
- *     at byte 32 e0 of the group:
- *       uint16 w[16][n]     row i's elements e0 .. e0 + n - 1 at w[i]
- *
- * Why.  The prompt kernel (gemm_float_avx512.c) converts a slice of 32
- * rows (two groups) per panel.  In the file's layout those are 32 pieces
- * of 512 bytes, 4 KiB apart for 2048-wide rows, which fall into one set
- * of the L1 and arrive as 32 short streams: the kernel copied them into
- * a stage first, and that copy, waiting on the weights, was the largest
- * loss left (docs/PERFORMANCE.md, F16 round 7).  Here the panel's slice
- * is two contiguous 8 KiB runs whose pieces are 512 bytes apart (eight
- * L1 sets, two pieces each), transposed straight from where they lie.
- * The matrix-vector kernel of generation reads the same groups front to
- * back, a whole slice of 16 rows at a time, and keeps each row's four
- * 16-lane sums in a small table between slices, so each row's sums are
- * added in the file-layout kernel's order (results equal to the bit).
- * Same bytes as the file's rows: no extra memory.  em_f16s_at gives an
- * element's offset in a group.
- *
  * A group takes exactly the bytes of its rows in the file's layout, so
  * the packed matrix has the same size and a group of rows starts where its
  * first row started: callers still address row j (j a multiple of the group) as
@@ -189,15 +163,6 @@
 /* Offset of run c of slot r of quad qd (64 bytes: four bytes of each of
  * the 16 rows) in a Q6_K x16 super-block. */
 #define EM_Q6KX16_RUN(qd, r, c) ((qd) * EM_Q6KX16_QUAD + (4 * (r) + (c)) * 64)
-#define EM_PACK_ROWS_F16 16   /* rows of an F16 s16 group               */
-#define EM_PACK_F16_SLICE 256 /* elements per slice of an F16 s16 group   */
-/* Byte offset of element e of row i in an F16 s16 group of rows of k
- * elements. */
-static inline size_t em_f16s_at(int64_t k, int i, int64_t e) {
-    const int64_t e0 = e / EM_PACK_F16_SLICE * EM_PACK_F16_SLICE;
-    const int64_t n = EM_MIN((int64_t)EM_PACK_F16_SLICE, k - e0);
-    return (size_t)(2 * EM_PACK_ROWS_F16 * e0 + 2 * ((int64_t)i * n + (e - e0)));
-}
 #define EM_PACK_MAX_K 16384   /* longest row the packed kernels take      */
 #define EM_PACK_RUN 4         /* blocks per run of an x8 group            */
 
@@ -308,8 +273,6 @@ void em_gemm_q5_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, 
 void em_gemm_q6_kx16_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_kx16_avxvnni(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 void em_gemm_q6_kx16_avx2(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
-/* arch/x86/gemm_float_avx512.c: F16 s16, one activation row or more. */
-void em_gemm_f16s_avx512(int64_t, const void *, size_t, int64_t, const void *, size_t, int64_t, float *, int64_t);
 /* arch/x86/gemv_packed_avx2.c: the matrix-vector products (one activation
  * row a, out[j] for j < nw) that em_gemm_packed uses when na == 1. */
 void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, float *out);

@@ -453,66 +453,6 @@ static void test_step_tables(void) {
     CHECK(em_gemm_step_serial() == 0);
 }
 
-/* F16 s16 (pack.h): packing moves elements and loses none, and the
- * packed kernel (one activation row: the matrix-vector kernel; more: the
- * panels reading slices in place) gives the file-layout kernel's outputs
- * to the bit, for slices cut short (k mod 256 = 64) and a half panel
- * (48 rows); the scalar twin equals the scalar reference to the bit. */
-static void test_f16s(void) {
-    static const int64_t ks[] = {64, 320, 2048};
-    static const int64_t nws[] = {16, 48, 96};
-    static const int64_t nas[] = {1, 2, 13, 33};
-    const em_type t = EM_TYPE_F16;
-    CHECK(em_pack_rows(t) == EM_PACK_ROWS_F16);
-    CHECK(!em_pack_fits(t, 96, 32));
-    CHECK(!em_pack_fits(t, 64, 24));
-    for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
-        for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++) {
-            const int64_t k = ks[ki], nw = nws[wi], ldo = nw + 3;
-            const size_t ws = em_row_size(t, k);
-            CHECK(em_pack_fits(t, k, nw));
-            uint16_t *w = malloc(ws * (size_t)nw), *p = malloc(ws * (size_t)nw);
-            for (int64_t i = 0; i < k * nw; i++) w[i] = em_fp32_to_fp16(frand());
-            em_pack_matrix(t, k, nw, w, p);
-            int moved = 0;
-            for (int64_t j = 0; j < nw; j++)
-                for (int64_t e = 0; e < k; e++) {
-                    uint16_t v;
-                    em_pack_get_block(t, k, (const uint8_t *)p + (size_t)(j / 16 * 16) * ws, (int)(j % 16), e, &v);
-                    moved += v != w[j * k + e];
-                }
-            CHECK_MSG(moved == 0, "F16 s16 k=%lld: %d elements changed by packing", (long long)k, moved);
-            for (size_t ai = 0; ai < sizeof nas / sizeof *nas; ai++) {
-                const int64_t na = nas[ai];
-                float *a = malloc((size_t)(na * k) * sizeof(float));
-                float *o_file = malloc((size_t)(na * ldo) * sizeof(float)), *o_pack = malloc((size_t)(na * ldo) * sizeof(float));
-                for (int64_t i = 0; i < na * k; i++) a[i] = frand();
-                int bad = 0;
-                for (int s = 0; s < 2; s++) {
-                    CHECK(em_kernels_select(s == 0 ? "generic" : NULL) == 0);
-                    for (int64_t i = 0; i < na * ldo; i++) o_file[i] = o_pack[i] = 777.25f;
-                    em_gemm(t, k, w, ws, nw, a, (size_t)k * sizeof(float), na, o_file, ldo);
-                    em_gemm_packed(t, k, p, ws, nw, a, (size_t)k * sizeof(float), na, o_pack, ldo);
-                    bad += memcmp(o_file, o_pack, (size_t)(na * ldo) * sizeof(float)) != 0;
-                    if (s == 0)
-                        for (int64_t r = 0; r < na; r++)
-                            for (int64_t j = 0; j < nw; j++) {
-                                const float ref = em_vec_dot_generic(t, k, w + j * k, a + r * k);
-                                bad += memcmp(&ref, &o_pack[r * ldo + j], sizeof ref) != 0;
-                            }
-                }
-                CHECK_MSG(bad == 0, "F16 s16 k=%lld nw=%lld na=%lld: outputs differ from the file layout's",
-                          (long long)k, (long long)nw, (long long)na);
-                free(a);
-                free(o_file);
-                free(o_pack);
-            }
-            free(w);
-            free(p);
-        }
-    CHECK(em_kernels_select(NULL) == 0);
-}
-
 int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
@@ -524,7 +464,6 @@ int main(void) {
     CHECK(em_pack_rows(EM_TYPE_Q6_K) == EM_PACK_ROWS_K);
     CHECK(em_pack_rows(EM_TYPE_Q3_K) == 0);
     test_kernels();
-    test_f16s();
     test_gemv_extremes();
     test_k_extremes();
     test_step_tables();
@@ -534,6 +473,5 @@ int main(void) {
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q5_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
-    test_model("models/tiny-256/tiny-256-F16.gguf", 0); /* F16 s16: the file layout's results exactly */
     TEST_END();
 }

@@ -41,7 +41,6 @@
  */
 #include "quant/gemm.h"
 #include "quant/arch/x86/gemm_float_walk.h"
-#include "quant/pack.h"
 
 #if defined(EM_HAVE_X86_GEMM)
 
@@ -66,8 +65,6 @@
 #ifndef EM_FP_NC
 #define EM_FP_NC 128
 #endif
-_Static_assert(EM_FP_KC == EM_PACK_F16_SLICE && EM_FP_NR == 2 * EM_PACK_ROWS_F16,
-               "an F16 s16 slice is a kernel slice, two groups a panel");
 
 /* The converted slice of one panel, wp[e * EM_FP_NR + j] = weight row
  * j0 + j at element e0 + e, as F32 (zero for rows past the matrix). */
@@ -184,7 +181,16 @@ static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws,
  * conversion shared by few activation rows (batched decoding) it is
  * 1.1-1.7x faster than widening the panel here (docs/PERFORMANCE.md, F16
  * round 6). */
-static inline AI TF void transpose_slice16(const uint8_t *const *src, int nr, int64_t kc) {
+static inline AI TF void pack_slice16(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
+    /* Lines past kc are zero-filled, so the blocks below read whole lines. */
+    for (int i = 0; i < nr; i++) {
+        const uint8_t *src = w + (size_t)i * ws + (size_t)e0 * 2;
+        uint16_t *d = stage16 + (size_t)i * EM_FP_SS;
+        for (int64_t t = 0; t < kc; t += 32) {
+            const __mmask32 ml = kc - t >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (kc - t)) - 1);
+            _mm512_store_si512(d + t, _mm512_maskz_loadu_epi16(ml, src + (size_t)t * 2));
+        }
+    }
     for (int64_t t0 = 0; t0 < kc; t0 += 32) {
         const int64_t n = kc - t0 < 32 ? kc - t0 : 32;
         __m512i tr[32]; /* tr[8g + q]: rows 8g .. 8g+7 at element 8L + q in lane L */
@@ -192,7 +198,7 @@ static inline AI TF void transpose_slice16(const uint8_t *const *src, int nr, in
             __m512i r[8], p[8], q[8];
             for (int i = 0; i < 8; i++) {
                 const int row = 8 * g + i;
-                r[i] = row < nr ? _mm512_loadu_si512(src[row] + t0 * 2) : _mm512_setzero_si512();
+                r[i] = row < nr ? _mm512_load_si512(stage16 + (size_t)row * EM_FP_SS + t0) : _mm512_setzero_si512();
             }
             /* p[2i], p[2i+1]: rows 2i, 2i+1 at elements 0-3 and 4-7 of each lane. */
             for (int i = 0; i < 4; i++) {
@@ -229,35 +235,6 @@ static inline AI TF void transpose_slice16(const uint8_t *const *src, int nr, in
     }
 }
 
-/* A slice of file-layout rows: staged, then transposed from the stage. */
-static inline AI TF void pack_slice16(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
-    /* Lines past kc are zero-filled, so the blocks below read whole lines. */
-    const uint8_t *src[EM_FP_NR];
-    for (int i = 0; i < nr; i++) {
-        const uint8_t *row = w + (size_t)i * ws + (size_t)e0 * 2;
-        uint16_t *d = stage16 + (size_t)i * EM_FP_SS;
-        for (int64_t t = 0; t < kc; t += 32) {
-            const __mmask32 ml = kc - t >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (kc - t)) - 1);
-            _mm512_store_si512(d + t, _mm512_maskz_loadu_epi16(ml, row + (size_t)t * 2));
-        }
-        src[i] = (const uint8_t *)d;
-    }
-    transpose_slice16(src, nr, kc);
-}
-
-/* The same from a panel of the F16 s16 layout (quant/pack.h; w at its
- * first group, k a multiple of 64, so kc is too): the rows' pieces of the
- * slice lie 2 kc bytes apart in two runs (one per group of 16 rows),
- * spread over the L1's sets, and are transposed where they lie, with no
- * stage. */
-static inline AI TF void pack_slice16s(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
-    const uint8_t *src[EM_FP_NR];
-    for (int i = 0; i < nr; i++)
-        src[i] = w + (size_t)(i / EM_PACK_ROWS_F16) * EM_PACK_ROWS_F16 * ws + (size_t)e0 * 2 * EM_PACK_ROWS_F16 +
-                 (size_t)(i % EM_PACK_ROWS_F16) * (size_t)kc * 2;
-    transpose_slice16(src, nr, kc);
-}
-
 /* The weights a later pack_slice reads (rows w[0 .. nr), elements
  * [e0, e0 + kc)), asked for towards L2 a part at a time: the lines of row
  * piece i with (line number % parts) == part.  Short pieces of 32 rows
@@ -270,17 +247,6 @@ static inline AI TF void prefetch_part(const int kind, const uint8_t *w, size_t 
     const size_t lines = ((size_t)kc * es + 63) / 64;
     for (int i = 0; i < nr; i++) {
         const char *p = (const char *)w + (size_t)i * ws + (size_t)e0 * es;
-        for (size_t l = (size_t)part; l < lines; l += (size_t)parts) _mm_prefetch(p + 64 * l, _MM_HINT_T1);
-    }
-}
-
-/* The same for the next slice of an F16 s16 panel (w at its first group):
- * one run of 32 kc bytes per group of 16 rows. */
-static inline AI TF void prefetch_part16s(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc, int64_t part,
-                                          int64_t parts) {
-    const size_t lines = ((size_t)kc * 2 * EM_PACK_ROWS_F16) / 64;
-    for (int h = 0; h * EM_PACK_ROWS_F16 < nr; h++) {
-        const char *p = (const char *)w + (size_t)h * EM_PACK_ROWS_F16 * ws + (size_t)e0 * 2 * EM_PACK_ROWS_F16;
         for (size_t l = (size_t)part; l < lines; l += (size_t)parts) _mm_prefetch(p + 64 * l, _MM_HINT_T1);
     }
 }
@@ -356,7 +322,7 @@ static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const fl
  * (na x EM_FP_NC floats) too.  Activation rows a multiple of 4 KiB apart
  * put a tile's lines into one L1 set: the forward pass hands batches over
  * with padded strides (model/forward.c, fpad_stride). */
-static inline AI TF void gemm_panels(const int kind, const bool s16, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
+static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                      size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP_MR - 1) / EM_FP_MR;
     int64_t j0 = 0, e0 = 0;
@@ -367,8 +333,6 @@ static inline AI TF void gemm_panels(const int kind, const bool s16, int64_t k, 
         const int64_t kc = k - e0 < EM_FP_KC ? k - e0 : EM_FP_KC;
         if (kind == EM_FLOAT_F32)
             pack_slice(kind, (const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
-        else if (s16)
-            pack_slice16s((const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         else
             pack_slice16((const uint8_t *)w + (size_t)j0 * ws, ws, nr, e0, kc);
         int64_t pj = j0, pe = e0;
@@ -378,8 +342,7 @@ static inline AI TF void gemm_panels(const int kind, const bool s16, int64_t k, 
         const int64_t pkc = k - pe < EM_FP_KC ? k - pe : EM_FP_KC;
         int64_t r0 = 0;
         for (int64_t t = 0; t < n_tiles; t++) {
-            if (more && s16) prefetch_part16s(pw, ws, pnr, pe, pkc, t, n_tiles);
-            else if (more) prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
+            if (more) prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
             const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
             const float *ar[EM_FP_MR];
             for (int r = 0; r < EM_FP_MR; r++)
@@ -392,77 +355,17 @@ static inline AI TF void gemm_panels(const int kind, const bool s16, int64_t k, 
 
 TF void em_gemm_f32_panels_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
                                   int64_t na, float *out, int64_t ldo) {
-    gemm_panels(EM_FLOAT_F32, false, k, w, ws, nw, a, as, na, out, ldo);
+    gemm_panels(EM_FLOAT_F32, k, w, ws, nw, a, as, na, out, ldo);
 }
 
 TF void em_gemm_f16_panels_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
                                   int64_t na, float *out, int64_t ldo) {
-    gemm_panels(EM_FLOAT_F16, false, k, w, ws, nw, a, as, na, out, ldo);
+    gemm_panels(EM_FLOAT_F16, k, w, ws, nw, a, as, na, out, ldo);
 }
 
 TF void em_gemm_bf16_panels_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
                                    int64_t na, float *out, int64_t ldo) {
-    gemm_panels(EM_FLOAT_BF16, false, k, w, ws, nw, a, as, na, out, ldo);
-}
-
-/* One activation row times an F16 s16 matrix (nw a multiple of 16): each
- * row's four 16-lane sums over elements e mod 64 are the file-layout
- * kernel's (gemm_avx2.c, float_gemv_cols), carried from slice to slice in
- * sums[] (4 KiB, L1), and reduced in its order, so the outputs equal its
- * to the bit.  Rows are taken one after the other, so a group is read
- * front to back as one stream: taking four rows at a time (four short
- * streams 512 bytes apart, sharing the activation loads) ran well from
- * cache but streamed from memory at two thirds of the pace.  Even so it
- * streams at 85-94% of the read test where the file-layout kernel gets
- * 89-100% (bench_stream --cpu, 2 threads; docs/PERFORMANCE.md, F16
- * round 8), with or without the table's round trip. */
-/* Elements 64 s .. 64 s + 63 of a whole slice's row piece at p. */
-#define GEMV_QUARTER(s, q, c)                                                                                  \
-    c = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 128 * (s) + 32 * (q)))), \
-                        _mm512_loadu_ps(a + e0 + 64 * (s) + 16 * (q)), c);
-#define GEMV_STEP(s) GEMV_QUARTER(s, 0, c0) GEMV_QUARTER(s, 1, c1) GEMV_QUARTER(s, 2, c2) GEMV_QUARTER(s, 3, c3)
-static inline AI TF void gemv_f16s(int64_t k, const uint8_t *w, size_t ws, int64_t nw, const float *a, float *out) {
-    __m512 sums[EM_PACK_ROWS_F16][4]; /* row i's sums c0 .. c3 between slices */
-    for (int64_t g0 = 0; g0 < nw; g0 += EM_PACK_ROWS_F16) {
-        const uint8_t *p = w + (size_t)g0 * ws; /* the group, read in address order */
-        for (int64_t e0 = 0; e0 < k; e0 += EM_PACK_F16_SLICE) {
-            const int64_t n = k - e0 < EM_PACK_F16_SLICE ? k - e0 : EM_PACK_F16_SLICE;
-            for (int i = 0; i < EM_PACK_ROWS_F16; i++) {
-                __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-                if (e0 > 0) c0 = sums[i][0], c1 = sums[i][1], c2 = sums[i][2], c3 = sums[i][3];
-                if (n == EM_PACK_F16_SLICE) { /* a whole slice, unrolled */
-                    GEMV_STEP(0) GEMV_STEP(1) GEMV_STEP(2) GEMV_STEP(3)
-                    p += 2 * EM_PACK_F16_SLICE;
-                } else {
-                    for (int64_t e = 0; e < n; e += 64, p += 128) {
-                        const float *x = a + e0 + e;
-                        c0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p)),
-                                             _mm512_loadu_ps(x), c0);
-                        c1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 32))),
-                                             _mm512_loadu_ps(x + 16), c1);
-                        c2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 64))),
-                                             _mm512_loadu_ps(x + 32), c2);
-                        c3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 96))),
-                                             _mm512_loadu_ps(x + 48), c3);
-                    }
-                }
-                sums[i][0] = c0, sums[i][1] = c1, sums[i][2] = c2, sums[i][3] = c3;
-            }
-        }
-        for (int i = 0; i < EM_PACK_ROWS_F16; i++)
-            out[g0 + i] = _mm512_reduce_add_ps(
-                _mm512_add_ps(_mm512_add_ps(sums[i][0], sums[i][1]), _mm512_add_ps(sums[i][2], sums[i][3])));
-    }
-}
-
-/* The packed kernel of F16 s16 (pack.h): one activation row goes to
- * gemv_f16s, more to the panels, which then read each slice in place. */
-TF void em_gemm_f16s_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
-                            float *out, int64_t ldo) {
-    if (na == 1)
-        gemv_f16s(k, (const uint8_t *)w, ws, nw, (const float *)a, out);
-    else
-        gemm_panels(EM_FLOAT_F16, true, k, w, ws, nw, a, as, na, out, ldo);
+    gemm_panels(EM_FLOAT_BF16, k, w, ws, nw, a, as, na, out, ldo);
 }
 
 #endif /* EM_HAVE_X86_GEMM */
