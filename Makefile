@@ -4,8 +4,9 @@
 #   make test       build, then run every test (unit, NumPy reference, CLI)
 #   make check      everything CI runs: test, asan, tsan and 30 s of fuzzing a target
 #   make asan       AddressSanitizer + UBSan build in build-asan, unit tests
-#   make tsan       ThreadSanitizer build in build-tsan, unit tests
-#   make fuzz       libFuzzer targets (clang) in build-fuzz; FUZZ_SECONDS=30
+#   make tsan       ThreadSanitizer build in build-tsan (unit tests only), unit tests
+#   make fuzz       libFuzzer targets (clang) in build-fuzz (targets only);
+#                   FUZZ_SECONDS=30 each, FUZZ_JOBS=2 targets at a time
 #   make deps       install the Debian packages building and running need (apt-get, root)
 #   make test-deps  deps + the packages the test suite needs (clang, node, numpy, ...)
 #   make clean      remove every build directory
@@ -14,6 +15,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 EMBER_TEST_DATA ?= $(abspath ../shared)
 FUZZ_SECONDS ?= 30
+FUZZ_JOBS ?= 2
 CMAKE_FLAGS ?=
 
 .PHONY: all build test check asan tsan fuzz deps test-deps clean help
@@ -39,14 +41,14 @@ asan:
 tsan:
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	  -DEMBER_SANITIZE=thread >/dev/null
-	cmake --build build-tsan -j $(JOBS)
+	cmake --build build-tsan -j $(JOBS) --target unit_tests
 	cd build-tsan && EMBER_TEST_DATA=$(EMBER_TEST_DATA) ctest --output-on-failure -j $(JOBS) -L unit
 
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
 	  -DEMBER_FUZZ=ON -DEMBER_WERROR=ON >/dev/null
-	cmake --build build-fuzz -j $(JOBS)
-	EMBER_TEST_DATA=$(EMBER_TEST_DATA) FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh build-fuzz
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_targets
+	EMBER_TEST_DATA=$(EMBER_TEST_DATA) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash tests/fuzz/run.sh build-fuzz
 
 deps:
 	bash scripts/install-deps.sh build
@@ -58,4 +60,4 @@ clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,15p' Makefile

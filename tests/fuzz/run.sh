@@ -15,8 +15,12 @@
 # exits 1 when any target crashed (or failed to run), 2 on a usage error.
 #
 # Environment: FUZZ_SECONDS (per target), FUZZ_MAX_LEN (overrides the
-# per-target input size limit).  Targets run one at a time, one process
-# each, so that the shared cores stay usable.
+# per-target input size limit), FUZZ_JOBS (targets fuzzed at once, one
+# process each; default 2, or 1 on a one-core machine).  Every target
+# still gets its full FUZZ_SECONDS: two at a time on two cores halves the
+# wall time of the whole run, not the fuzzing each target gets.  Each
+# target's output goes to BUILD_DIR/logs/fuzz_X.log and is printed, in
+# target order, once every target has finished.
 set -u
 
 if [ $# -ne 1 ] || [ ! -d "$1" ]; then
@@ -75,7 +79,14 @@ seed_other() {
     fi
 }
 
-failed=()
+jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+[ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
+[ "$jobs" -le 2 ] || jobs=2
+logs="$build/logs"
+mkdir -p "$logs"
+
+# Seeds every corpus first (quick), then fuzzes up to $jobs targets at once.
+running=0
 for t in "${targets[@]}"; do
     name=$(basename "$t")
     corpus="$build/corpus/$name"
@@ -97,12 +108,29 @@ for t in "${targets[@]}"; do
         max_len=${FUZZ_MAX_LEN:-65536}
         ;;
     esac
-    echo "== $name: ${seconds}s, corpus $(find "$corpus" -type f | wc -l) files, max_len $max_len"
-    "$t" -max_total_time="$seconds" -max_len="$max_len" -timeout=20 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$crashes/" "$corpus"
-    rc=$?
-    if [ $rc -ne 0 ]; then
-        echo "== $name: FAILED (exit $rc); inputs in $crashes/" >&2
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n
+        running=$((running - 1))
+    fi
+    echo "== $name: ${seconds}s, corpus $(find "$corpus" -type f | wc -l) files, max_len $max_len (started)"
+    rm -f "$logs/$name.rc"
+    (
+        "$t" -max_total_time="$seconds" -max_len="$max_len" -timeout=20 -rss_limit_mb=2048 \
+            -print_final_stats=1 -artifact_prefix="$crashes/" "$corpus" >"$logs/$name.log" 2>&1
+        echo $? >"$logs/$name.rc"
+    ) &
+    running=$((running + 1))
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
+    name=$(basename "$t")
+    echo "== $name: output"
+    cat "$logs/$name.log"
+    rc=$(cat "$logs/$name.rc" 2>/dev/null || echo missing)
+    if [ "$rc" != 0 ]; then
+        echo "== $name: FAILED (exit $rc); inputs in $build/crashes/$name/" >&2
         failed+=("$name")
     else
         echo "== $name: ok"

@@ -24,12 +24,32 @@ static uint32_t next_u32(void) {
 
 static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
 
-/* nw rows of type t: quantized random floats, or random bytes with finite
- * fp16 scales (every level pattern occurs, extremes included; Q4_K's
- * and Q5_K's dmin follows its d). */
+/* Blocks of each type that the quantizer wrote, made once per type: the
+ * quantizer's search for the K types' scales costs more than the products
+ * under test (40% of this test's time under the sanitizers), so quantized
+ * rows are drawn block by block from POOL_BLOCKS of them.  Every block is
+ * quantized on its own, so each is what a quantized row would hold. */
+enum { POOL_BLOCKS = 512 };
+static uint8_t *block_pools[EM_TYPE_COUNT];
+
+static const uint8_t *block_pool(em_type t) {
+    if (!block_pools[t]) {
+        const int64_t n = POOL_BLOCKS * em_get_type_traits(t)->block_size;
+        float *tmp = malloc((size_t)n * sizeof(float));
+        block_pools[t] = malloc(em_row_size(t, n));
+        for (int64_t i = 0; i < n; i++) tmp[i] = frand() * (1 + (i % 5 == 0) * 4);
+        CHECK_OK(em_quantize_row(t, tmp, block_pools[t], n, NULL));
+        free(tmp);
+    }
+    return block_pools[t];
+}
+
+/* nw rows of type t: quantized random floats (blocks of the pool, in
+ * random order), or random bytes with finite fp16 scales (every level
+ * pattern occurs, extremes included; Q4_K's and Q5_K's dmin follows its
+ * d). */
 static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
     const size_t ws = em_row_size(t, k), bs = em_get_type_traits(t)->type_size;
-    float *tmp = malloc((size_t)k * sizeof(float));
     for (int64_t j = 0; j < nw; j++) {
         uint8_t *row = w + (size_t)j * ws;
         if (raw) {
@@ -44,10 +64,10 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
                 }
             continue;
         }
-        for (int64_t i = 0; i < k; i++) tmp[i] = frand() * (1 + (i % 5 == 0) * 4);
-        CHECK_OK(em_quantize_row(t, tmp, row, k, NULL));
+        const uint8_t *pool = block_pool(t);
+        for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
+            memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % POOL_BLOCKS) * bs, bs);
     }
-    free(tmp);
 }
 
 /* Packing moves bytes and loses none. */
@@ -73,60 +93,88 @@ static void test_roundtrip(em_type t) {
     free(p);
 }
 
-/* One product of a packed matrix; returns the count of wrong outputs. */
-static int check_packed(const char *isa, em_type t, int64_t k, int64_t nw, int64_t na, bool raw) {
+/* One product of a packed matrix, computed with each of the n_sets kernel
+ * sets in sets[] (bad[s] counts set s's wrong outputs) and once with the
+ * scalar twin (*bad_twin counts its outputs that differ from the reference
+ * by one bit).  The scalar twin and reference do not depend on the kernel
+ * set, and cost nearly all of this test's time (above all under the
+ * sanitizers), so they run once per product, not once per set. */
+static void check_packed(const char *const *sets, int n_sets, em_type t, int64_t k, int64_t nw, int64_t na, bool raw,
+                         int *bad, int *bad_twin) {
     const em_type at = em_get_type_traits(t)->vec_dot_type;
     const size_t ws = em_row_size(t, k), as = em_row_size(at, k);
     const int64_t ldo = nw + 5;
     uint8_t *w = malloc(ws * (size_t)nw), *p = malloc(ws * (size_t)nw), *a = malloc(as * (size_t)na);
-    float *af = malloc((size_t)k * sizeof(float)), *wf = malloc((size_t)k * sizeof(float));
+    float *af = malloc((size_t)k * sizeof(float));
+    /* Every row dequantized once (not once per output) for the tolerance. */
+    float *wf = malloc((size_t)(nw * k) * sizeof(float)), *adq = malloc((size_t)(na * k) * sizeof(float));
     float *out = malloc((size_t)(na * ldo) * sizeof(float)), *twin = malloc((size_t)(na * ldo) * sizeof(float));
+    float *ref = malloc((size_t)(na * nw) * sizeof(float));
+    double *tol = malloc((size_t)(na * nw) * sizeof(double));
     make_rows(t, k, nw, w, raw);
     em_pack_matrix(t, k, nw, w, p);
     for (int64_t r = 0; r < na; r++) {
         for (int64_t i = 0; i < k; i++) af[i] = frand() * (float)(r + 1);
         CHECK_OK(em_quantize_row(at, af, a + (size_t)r * as, k, NULL));
+        CHECK_OK(em_dequantize_row(at, a + (size_t)r * as, adq + (size_t)(r * k), k));
     }
+    for (int64_t j = 0; j < nw; j++) CHECK_OK(em_dequantize_row(t, w + (size_t)j * ws, wf + (size_t)(j * k), k));
     const float sentinel = 777.25f;
-    for (int64_t i = 0; i < na * ldo; i++) out[i] = twin[i] = sentinel;
-    em_gemm_packed(t, k, p, ws, nw, a, as, na, out, ldo);
+    for (int64_t i = 0; i < na * ldo; i++) twin[i] = sentinel;
     em_gemm_packed_generic(t, k, p, ws, nw, a, as, na, twin, ldo);
-    int bad = 0;
     for (int64_t r = 0; r < na; r++)
         for (int64_t j = 0; j < ldo; j++) {
-            const float got = out[r * ldo + j];
             if (j >= nw) {
-                bad += got != sentinel || twin[r * ldo + j] != sentinel;
+                *bad_twin += twin[r * ldo + j] != sentinel;
                 continue;
             }
-            const uint8_t *wr = w + (size_t)j * ws, *ar = a + (size_t)r * as;
-            const float ref = em_vec_dot_generic(t, k, wr, ar);
+            const float rf = ref[r * nw + j] = em_vec_dot_generic(t, k, w + (size_t)j * ws, a + (size_t)r * as);
             /* The twin keeps the reference's order: equal bit for bit. */
-            bad += memcmp(&twin[r * ldo + j], &ref, sizeof ref) != 0;
+            *bad_twin += memcmp(&twin[r * ldo + j], &rf, sizeof rf) != 0;
             double mag = 0;
-            CHECK_OK(em_dequantize_row(t, wr, wf, k));
-            CHECK_OK(em_dequantize_row(at, ar, af, k));
-            for (int64_t i = 0; i < k; i++) mag += fabs((double)wf[i] * af[i]);
-            if (!(fabs((double)got - ref) <= 2e-6 * mag + 1e-6 * fabs(ref) + 1e-30)) {
-                if (bad < 3)
-                    fprintf(stderr, "  %s %s k=%lld nw=%lld na=%lld raw=%d: out[%lld][%lld] = %.9g, reference %.9g\n",
-                            isa, em_type_name(t), (long long)k, (long long)nw, (long long)na, raw, (long long)r,
-                            (long long)j, got, ref);
-                bad++;
-            }
+            const float *wd = wf + (size_t)(j * k), *ad = adq + (size_t)(r * k);
+            for (int64_t i = 0; i < k; i++) mag += fabs((double)wd[i] * ad[i]);
+            tol[r * nw + j] = 2e-6 * mag + 1e-6 * fabs(rf) + 1e-30;
         }
+    for (int s = 0; s < n_sets; s++) {
+        CHECK(em_kernels_select(sets[s]) == 0);
+        for (int64_t i = 0; i < na * ldo; i++) out[i] = sentinel;
+        em_gemm_packed(t, k, p, ws, nw, a, as, na, out, ldo);
+        for (int64_t r = 0; r < na; r++)
+            for (int64_t j = 0; j < ldo; j++) {
+                const float got = out[r * ldo + j];
+                if (j >= nw) {
+                    bad[s] += got != sentinel;
+                    continue;
+                }
+                const float rf = ref[r * nw + j];
+                if (!(fabs((double)got - rf) <= tol[r * nw + j])) {
+                    if (bad[s] < 3)
+                        fprintf(stderr, "  %s %s k=%lld nw=%lld na=%lld raw=%d: out[%lld][%lld] = %.9g, reference %.9g\n",
+                                sets[s], em_type_name(t), (long long)k, (long long)nw, (long long)na, raw,
+                                (long long)r, (long long)j, got, rf);
+                    bad[s]++;
+                }
+            }
+    }
     free(w);
     free(p);
     free(a);
     free(af);
     free(wf);
+    free(adq);
     free(out);
     free(twin);
-    return bad;
+    free(ref);
+    free(tol);
 }
 
+/* Every kernel set this CPU runs, on the same products.  The generic
+ * set's packed products are the scalar twin itself, checked against the
+ * reference on every product anyway: it runs as a set only where no SIMD
+ * set does. */
 static void test_kernels(void) {
-    static const char *isas[] = {"generic", "avx2", "avxvnni", "avx512"};
+    static const char *simd[] = {"avx2", "avxvnni", "avx512"};
     static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0, EM_TYPE_Q4_K, EM_TYPE_Q5_K, EM_TYPE_Q6_K};
     static const int64_t ks[] = {32, 96, 256, 257 * 32, 4096};
     static const int64_t kks[] = {256, 768, 2048, 5632, 4096}; /* the K types': multiples of 256 */
@@ -136,28 +184,36 @@ static void test_kernels(void) {
      * remainders (the AVX-512 Q8_0 kernel's 16-row tiles: 16, 22 = 16 + 6,
      * 33 = 16 + 16 + 1, 40 = 16 + 16 + 8). */
     static const int64_t nas[] = {1, 2, 3, 4, 5, 6, 7, 10, 13, 14, 16, 22, 33, 40};
-    int n_kernels = 0;
-    for (size_t s = 0; s < sizeof isas / sizeof *isas; s++) {
-        if (em_kernels_select(isas[s]) != 0) {
-            printf("kernel set %s: this CPU lacks it, skipped\n", isas[s]);
-            continue;
-        }
-        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
-            const em_type t = types[ti];
-            const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K || t == EM_TYPE_Q6_K;
+    const char *sets[4];
+    int n_sets = 0, n_kernels = 0;
+    for (size_t s = 0; s < sizeof simd / sizeof *simd; s++) {
+        if (em_kernels_select(simd[s]) == 0)
+            sets[n_sets++] = simd[s];
+        else
+            printf("kernel set %s: this CPU lacks it, skipped\n", simd[s]);
+    }
+    if (n_sets == 0) sets[n_sets++] = "generic";
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const em_type t = types[ti];
+        const bool kq = t == EM_TYPE_Q4_K || t == EM_TYPE_Q5_K || t == EM_TYPE_Q6_K;
+        int bad[4] = {0}, bad_twin = 0;
+        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
+            for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++)
+                for (size_t ai = 0; ai < sizeof nas / sizeof *nas; ai++) {
+                    if (ki > 1 && (wi + ai + ki) % 3 != 0) continue; /* a diagonal of the long rows */
+                    const int64_t k = kq ? kks[ki] : ks[ki], nw = kq ? kws[wi] : nws[wi];
+                    check_packed(sets, n_sets, t, k, nw, nas[ai], false, bad, &bad_twin);
+                    check_packed(sets, n_sets, t, k, nw, nas[ai], true, bad, &bad_twin);
+                }
+        printf("packed %s: scalar twin, %d outputs off the reference\n", em_type_name(t), bad_twin);
+        CHECK_MSG(bad_twin == 0, "packed %s: the scalar twin differs from the reference in %d outputs", em_type_name(t),
+                  bad_twin);
+        for (int s = 0; s < n_sets; s++) {
+            CHECK(em_kernels_select(sets[s]) == 0);
             n_kernels += em_gemm_packed_kernel(t) != NULL;
-            int bad = 0;
-            for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++)
-                for (size_t wi = 0; wi < sizeof nws / sizeof *nws; wi++)
-                    for (size_t ai = 0; ai < sizeof nas / sizeof *nas; ai++) {
-                        if (ki > 1 && (wi + ai + ki) % 3 != 0) continue; /* a diagonal of the long rows */
-                        const int64_t k = kq ? kks[ki] : ks[ki], nw = kq ? kws[wi] : nws[wi];
-                        bad += check_packed(isas[s], t, k, nw, nas[ai], false);
-                        bad += check_packed(isas[s], t, k, nw, nas[ai], true);
-                    }
-            printf("packed %s %s: %s kernel, %d wrong outputs\n", isas[s], em_type_name(t),
-                   em_gemm_packed_kernel(t) ? "SIMD" : "scalar", bad);
-            CHECK_MSG(bad == 0, "packed %s %s: %d wrong outputs", isas[s], em_type_name(t), bad);
+            printf("packed %s %s: %s kernel, %d wrong outputs\n", sets[s], em_type_name(t),
+                   em_gemm_packed_kernel(t) ? "SIMD" : "scalar", bad[s]);
+            CHECK_MSG(bad[s] == 0, "packed %s %s: %d wrong outputs", sets[s], em_type_name(t), bad[s]);
         }
     }
 #if defined(EM_HAVE_X86_GEMM)
@@ -473,5 +529,6 @@ int main(void) {
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q5_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
+    for (int t = 0; t < EM_TYPE_COUNT; t++) free(block_pools[t]);
     TEST_END();
 }
