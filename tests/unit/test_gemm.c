@@ -21,6 +21,7 @@
 #include "quant/gemm.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "block_pool.h"
 
 #include <stdatomic.h>
 
@@ -65,26 +66,6 @@ static void fix_scales(em_type t, uint8_t *row, int64_t nb) {
     }
 }
 
-/* Blocks of each quantized type that the quantizer wrote, made once per
- * type: its search for scales costs more than the products under test
- * (a third of this test's time under the sanitizers), so quantized rows
- * are drawn block by block from POOL_BLOCKS of them.  Every block is
- * quantized on its own, so each is what a quantized row would hold. */
-enum { POOL_BLOCKS = 512 };
-static uint8_t *block_pools[EM_TYPE_COUNT];
-
-static const uint8_t *block_pool(em_type t) {
-    if (!block_pools[t]) {
-        const int64_t n = POOL_BLOCKS * em_get_type_traits(t)->block_size;
-        float *tmp = malloc((size_t)n * sizeof(float));
-        block_pools[t] = malloc(em_row_size(t, n));
-        for (int64_t i = 0; i < n; i++) tmp[i] = frand() * (1 + (i % 7 == 0) * 3);
-        CHECK_OK(em_quantize_row(t, tmp, block_pools[t], n, NULL));
-        free(tmp);
-    }
-    return block_pools[t];
-}
-
 /* Fills nw weight rows of type t: quantized random floats (float types
  * element by element, quantized ones block by block from the pool), or
  * (for the formats with SIMD kernels, when raw is set) random bytes. */
@@ -100,9 +81,9 @@ static void make_weights(em_type t, int64_t k, int64_t nw, uint8_t *w, size_t ws
         }
         if (quantized) {
             const size_t bs = em_get_type_traits(t)->type_size;
-            const uint8_t *pool = block_pool(t);
+            const uint8_t *pool = test_block_pool(t, frand);
             for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
-                memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % POOL_BLOCKS) * bs, bs);
+                memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % TEST_POOL_BLOCKS) * bs, bs);
             continue;
         }
         for (int64_t i = 0; i < k; i++) tmp[i] = frand() * (1 + (i % 7 == 0) * 3);
@@ -823,6 +804,6 @@ int main(void) {
     test_matmul_one_row();
     printf("kernel sets skipped (this CPU lacks them, or EMBER_CPU excludes them): %s\n",
            skipped[0] ? skipped : "none");
-    for (int t = 0; t < EM_TYPE_COUNT; t++) free(block_pools[t]);
+    test_block_pools_free();
     TEST_END();
 }

@@ -14,6 +14,7 @@
 #include "quant/pack.h"
 #include "quant/quant.h"
 #include "test.h"
+#include "block_pool.h"
 
 static unsigned rng = 4242;
 
@@ -23,26 +24,6 @@ static uint32_t next_u32(void) {
 }
 
 static float frand(void) { return (float)((next_u32() >> 8) & 0xffffff) / 8388608.0f - 1.0f; }
-
-/* Blocks of each type that the quantizer wrote, made once per type: the
- * quantizer's search for the K types' scales costs more than the products
- * under test (40% of this test's time under the sanitizers), so quantized
- * rows are drawn block by block from POOL_BLOCKS of them.  Every block is
- * quantized on its own, so each is what a quantized row would hold. */
-enum { POOL_BLOCKS = 512 };
-static uint8_t *block_pools[EM_TYPE_COUNT];
-
-static const uint8_t *block_pool(em_type t) {
-    if (!block_pools[t]) {
-        const int64_t n = POOL_BLOCKS * em_get_type_traits(t)->block_size;
-        float *tmp = malloc((size_t)n * sizeof(float));
-        block_pools[t] = malloc(em_row_size(t, n));
-        for (int64_t i = 0; i < n; i++) tmp[i] = frand() * (1 + (i % 5 == 0) * 4);
-        CHECK_OK(em_quantize_row(t, tmp, block_pools[t], n, NULL));
-        free(tmp);
-    }
-    return block_pools[t];
-}
 
 /* nw rows of type t: quantized random floats (blocks of the pool, in
  * random order), or random bytes with finite fp16 scales (every level
@@ -64,9 +45,9 @@ static void make_rows(em_type t, int64_t k, int64_t nw, uint8_t *w, bool raw) {
                 }
             continue;
         }
-        const uint8_t *pool = block_pool(t);
+        const uint8_t *pool = test_block_pool(t, frand);
         for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
-            memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % POOL_BLOCKS) * bs, bs);
+            memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % TEST_POOL_BLOCKS) * bs, bs);
     }
 }
 
@@ -529,6 +510,6 @@ int main(void) {
     test_model("models/tiny-256/tiny-256-Q4_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q5_K_M.gguf", 3e-2f);
     test_model("models/tiny-256/tiny-256-Q6_K.gguf", 3e-2f);
-    for (int t = 0; t < EM_TYPE_COUNT; t++) free(block_pools[t]);
+    test_block_pools_free();
     TEST_END();
 }
