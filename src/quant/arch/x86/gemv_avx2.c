@@ -14,8 +14,9 @@
  *   - the rows about EM_GEMV_PF_BYTES ahead are prefetched in software,
  *     a part at each step (gemv_common.h), since rows of a few kilobytes
  *     are too short a stream for the hardware prefetchers alone; the float
- *     kernels, whose rows are one run of addresses, prefetch the line
- *     EM_GEMV_PF_BYTES ahead at each step (gv_float);
+ *     F16 and BF16 kernels, whose rows are one run of addresses, prefetch
+ *     the line EM_GEMV_PF_BYTES ahead at each step (gv_float), F32 does
+ *     without;
  *   - what depends on the activation row only is prepared once per call:
  *     for Q4_0 each block's 16-bit -8 * (pair sums) and its scale as a
  *     float, for Q8_0 the scales as floats.  The K-quant kernels read the
@@ -325,27 +326,29 @@ GV_INLINE float gv_w1(const int kind, const uint8_t *p) {
  * multiply-add's latency covers four of them), then 8 at a time, then the
  * k % 8 tail in scalar code.
  *
- * The rows are one run of addresses, and each 32-element step prefetches
- * the line (F32: the two lines) EM_GEMV_PF_BYTES further on, the distance
- * the quantized kernels look ahead; the first EM_GEMV_PF_BYTES are asked
- * for at once.  Left to the hardware prefetchers, the AVX2 F16 product
- * streamed at 83-90% of the read test in bench_stream (1.1B shapes, two
- * threads), with the prefetch at 96-103%.  A prefetch past the last row
- * is harmless (gemv_common.h) and usually the start of the thread's next
- * chunk; the address stays an integer. */
+ * The rows are one run of addresses.  For the 2-byte types (F16, BF16)
+ * each 32-element step prefetches the line EM_GEMV_PF_BYTES further on,
+ * the distance the quantized kernels look ahead, and the first
+ * EM_GEMV_PF_BYTES are asked for at once.  Left to the hardware
+ * prefetchers, the AVX2 F16 product streamed at 83-90% of the read test
+ * in bench_stream (1.1B shapes, two threads), with the prefetch at
+ * 96-103%; BF16 from memory gained 1.1-1.25x (bench_gemm, one row).  F32
+ * rows, twice as many lines a step, are left to the hardware: two
+ * prefetches a step made them 0.92x (7 alternating pairs).  A prefetch
+ * past the last row is harmless (gemv_common.h) and usually the start of
+ * the thread's next chunk; the address stays an integer. */
 GV_INLINE void gv_float(const int kind, int64_t k, const uint8_t *w, size_t ws, int64_t nw, const float *a,
                         float *out) {
     const size_t es = kind == GV_F32 ? 4 : 2;
     if (nw <= 0) return;
-    em_gemv_prefetch_first(w, EM_MIN((size_t)EM_GEMV_PF_BYTES, (size_t)nw * ws));
+    if (es == 2) em_gemv_prefetch_first(w, EM_MIN((size_t)EM_GEMV_PF_BYTES, (size_t)nw * ws));
     for (int64_t r = 0; r < nw; r++) {
         const uint8_t *row = w + (size_t)r * ws;
         const uintptr_t pf = (uintptr_t)row + EM_GEMV_PF_BYTES;
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
         int64_t e = 0;
         for (; e + 32 <= k; e += 32) {
-            _mm_prefetch((const char *)(pf + (size_t)e * es), EM_GEMV_PF_HINT);
-            if (es == 4) _mm_prefetch((const char *)(pf + (size_t)e * es + 64), EM_GEMV_PF_HINT);
+            if (es == 2) _mm_prefetch((const char *)(pf + (size_t)e * es), EM_GEMV_PF_HINT);
             c0 = _mm256_fmadd_ps(gv_w8(kind, row + e * es), _mm256_loadu_ps(a + e), c0);
             c1 = _mm256_fmadd_ps(gv_w8(kind, row + (e + 8) * es), _mm256_loadu_ps(a + e + 8), c1);
             c2 = _mm256_fmadd_ps(gv_w8(kind, row + (e + 16) * es), _mm256_loadu_ps(a + e + 16), c2);
