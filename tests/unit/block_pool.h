@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { TEST_POOL_BLOCKS = 512 };
 
@@ -31,6 +32,16 @@ static const uint8_t *test_block_pool(em_type t, float (*rand)(void)) {
         free(tmp);
     }
     return test_block_pools[t];
+}
+
+/* Fills one row of k elements of type t with blocks of its pool, each
+ * picked by next (the test's own generator), so rows differ from each
+ * other as quantized weights do. */
+static void test_pool_row(em_type t, int64_t k, uint8_t *row, float (*rand)(void), uint32_t (*next)(void)) {
+    const size_t bs = em_get_type_traits(t)->type_size;
+    const uint8_t *pool = test_block_pool(t, rand);
+    for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
+        memcpy(row + (size_t)b * bs, pool + (size_t)(next() % TEST_POOL_BLOCKS) * bs, bs);
 }
 
 static void test_block_pools_free(void) {

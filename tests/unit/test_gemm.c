@@ -80,10 +80,7 @@ static void make_weights(em_type t, int64_t k, int64_t nw, uint8_t *w, size_t ws
             continue;
         }
         if (quantized) {
-            const size_t bs = em_get_type_traits(t)->type_size;
-            const uint8_t *pool = test_block_pool(t, frand);
-            for (int64_t b = 0; b < k / em_get_type_traits(t)->block_size; b++)
-                memcpy(row + (size_t)b * bs, pool + (size_t)(next_u32() % TEST_POOL_BLOCKS) * bs, bs);
+            test_pool_row(t, k, row, frand, next_u32);
             continue;
         }
         for (int64_t i = 0; i < k; i++) tmp[i] = frand() * (1 + (i % 7 == 0) * 3);
