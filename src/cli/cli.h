@@ -91,7 +91,7 @@ const char *em_cli_kv_type_name(em_type t);
     {.name = "mlock", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).use_mlock),                            \
      .help = "lock the model in memory (needs ulimit -l)"},                                        \
     {.name = "repack", .type = EM_OPT_FLAG, EM_OPT_DEST((mp).repack),                              \
-     .help = "row-interleave Q4_0/Q8_0 matrices for the GEMM kernels at load"}
+     .help = "row-interleave Q4_0/Q8_0/Q4_K/Q5_K/Q6_K matrices for the GEMM kernels at load"}
 
 /* Creates the one context of a command that runs a model (run, chat):
  * n_ctx 0 means the model's training length capped at 4096. */

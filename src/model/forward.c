@@ -139,7 +139,7 @@ typedef struct row_bufs {
  * apart, so those lines all fall into one set of the L1 cache, which
  * holds 12 lines (on the machines measured), two thirds of them taken by
  * the weight panel: they evict each other, and the kernel alone ran
- * 1.3-1.5x slower in the machine's slow moments (docs/PERFORMANCE.md, F16
+ * 1.3-1.5x slower in the machine's slow moments (docs/PERFORMANCE-HISTORY.md, F16
  * rounds 5 and 6).  Any multiple of 256 floats (1 KiB) puts them into at
  * most four sets.  Such rows are therefore copied, in the row step that
  * writes them, into fpad with EM_FPAD floats more per row, so that a

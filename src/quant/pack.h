@@ -26,7 +26,7 @@
  * apart, generation read two streams per group (the scales' at 1/17 or
  * 1/9 of the pace of the quants'), and the matrix-vector kernels streamed
  * at 76-92% of the read test's bandwidth instead of 85-105% (2 threads,
- * tests/tools/bench_stream --cpu, docs/PERFORMANCE.md, session 6).  A
+ * tests/tools/bench_stream --cpu, docs/PERFORMANCE-HISTORY.md, session 6).  A
  * full run is a whole number of cache lines, so the quants of a group
  * that starts on a line stay on 64-byte boundaries.  em_x8_d/em_x8_q give
  * a block's offsets, em_x8_first/em_x8_next the same for a walk.
@@ -114,7 +114,7 @@
  * vector operations where the file's split (a nibble from ql, its field
  * from qh, shifted into place and ORed) took 4.25 without ternary logic;
  * the plain AVX2 one-row kernel is bound by its operations, not by
- * memory (docs/PERFORMANCE.md, session 7).  The kernels take the -32
+ * memory (docs/PERFORMANCE-HISTORY.md, session 7).  The kernels take the -32
  * offset off once per super-block through the activation's bsums
  * (gemm_packed_q6k_avx2.c).  EM_Q6KX16_RUN gives a run's offset.
  *

@@ -15,7 +15,7 @@
  *
  * --apad and --wpad add bytes to the stride of the activation rows and of
  * the file-layout weight rows: rows whose stride is a multiple of 4 KiB
- * fall into one L1 set (docs/PERFORMANCE.md, F16 rounds 5 and 6), and
+ * fall into one L1 set (docs/PERFORMANCE-HISTORY.md, F16 rounds 5 and 6), and
  * these options show what a padded stride changes.
  *
  * --step makes each call a product step of its own (em_gemm_step_begin

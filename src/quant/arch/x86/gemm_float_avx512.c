@@ -179,7 +179,7 @@ static inline AI TF void pack_slice(const int kind, const uint8_t *w, size_t ws,
  * 8-9% of the kernel's time at 128 activation rows, 2-3% from the stage).
  * The smaller panel leaves L1 room for the activation lines, and with one
  * conversion shared by few activation rows (batched decoding) it is
- * 1.1-1.7x faster than widening the panel here (docs/PERFORMANCE.md, F16
+ * 1.1-1.7x faster than widening the panel here (docs/PERFORMANCE-HISTORY.md, F16
  * round 6). */
 static inline AI TF void pack_slice16(const uint8_t *w, size_t ws, int nr, int64_t e0, int64_t kc) {
     /* Lines past kc are zero-filled, so the blocks below read whole lines. */
