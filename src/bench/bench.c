@@ -169,6 +169,23 @@ double em_bench_token_flops(const em_model *m, double n_kv, bool logits) {
     return 2.0 * params + attn;
 }
 
+/* The work a prompt row that wants no logits skips: the forward pass
+ * (model/forward.c, keep_output_rows) takes only the output rows, and one
+ * more, through the last layer's Wo and FFN, unless that layer routes
+ * experts.  Attention and the K/V projections still run for every row,
+ * since the cache needs its keys and values. */
+static double skipped_row_flops(const em_model *m) {
+    const int32_t n_layer = m->hp.n_layer;
+    if (!m->layers || n_layer < 1) return 0;
+    const em_layer *l = &m->layers[n_layer - 1];
+    if (l->gate_inp.data) return 0;
+    const em_tensor *after[] = {&l->wo, &l->pl_gate, &l->pl_proj, &l->w_gate, &l->w_up, &l->w_down};
+    double params = 0;
+    for (size_t i = 0; i < sizeof after / sizeof *after; i++)
+        if (after[i]->data) params += tensor_params(after[i]);
+    return 2.0 * params;
+}
+
 /* ------------------------------------------------------------- the runs */
 
 /* splitmix64: token ids only need to be reproducible, not good. */
@@ -279,11 +296,17 @@ em_status em_bench_model(const em_model *model, const em_bench_params *p, em_ben
             if ((st = run_pp(&b, p->n_prompt, &r->pp_samples_s[i])) != EM_OK) goto done;
         rate_stats(r->pp_samples_s, p->reps, p->n_prompt, &r->pp_avg_ts, &r->pp_sd_ts);
         /* Rows at positions 0..n-1 attend 1..n positions; one logits row
-         * per batch. */
+         * per batch.  The share of the compute peak is of the work done,
+         * so the rows of each batch beyond the first two skip the last
+         * layer's Wo and FFN here as they do in the forward pass. */
         double flops = 0;
         for (int32_t i = 0; i < p->n_prompt; i++) flops += em_bench_token_flops(model, i + 1, false);
         double n_out = (double)((p->n_prompt + b.n_batch - 1) / b.n_batch);
         flops += n_out * (em_bench_token_flops(model, 0, true) - em_bench_token_flops(model, 0, false));
+        for (int32_t i = 0; i < p->n_prompt; i += b.n_batch) {
+            const int32_t rows = EM_MIN(p->n_prompt - i, b.n_batch);
+            if (rows > 2) flops -= (rows - 2) * skipped_row_flops(model);
+        }
         r->pp_gflops = flops * r->pp_avg_ts / p->n_prompt / 1e9;
         /* The compute roofline, measured right after the runs as the
          * bandwidth is after tg's.  Float weights are multiplied with
