@@ -26,7 +26,7 @@ typedef struct em_bench_params {
     int32_t n_batch;    /* most rows per em_decode in the pp test; 0: 512   */
     uint64_t seed;      /* seed of the random token ids                     */
     double read_bw_gbs; /* bandwidth measured before, GB/s; 0: measure it
-                         * (only when the tg test runs)                      */
+                         * after each tg repetition (only when tg runs)      */
 } em_bench_params;
 
 typedef struct em_bench_result {

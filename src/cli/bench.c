@@ -239,8 +239,9 @@ static em_opts_result parse_args(int argc, char **argv, bench_opts *o) {
  * table's footer sums up. */
 typedef struct bench_log {
     char cpu[256], when[64];
-    /* The bandwidth is measured right after each tg test (by
-     * em_bench_model), not once per thread count: on a machine shared
+    /* The bandwidth is measured right after each tg repetition (by
+     * em_bench_model; a test's figure is their mean), not once per thread
+     * count: on a machine shared
      * with other work it changes from minute to minute, and the roofline
      * share should compare figures taken under the same conditions.  Per
      * thread count the footer gives the range. */
@@ -331,7 +332,7 @@ static void print_footer(const bench_opts *o, const bench_log *b) {
     bool any = false;
     for (int ti = 0; ti < o->n_th; ti++) {
         if (b->bw_n[ti] == 0) continue;
-        printf("%s%d thread%s ", any ? ", " : "read bandwidth (best of 8 passes over 1 GiB, after each tg test): ",
+        printf("%s%d thread%s ", any ? ", " : "read bandwidth (best of 8 passes over 1 GiB, after each tg run): ",
                o->threads[ti], o->threads[ti] == 1 ? "" : "s");
         if (b->bw_n[ti] == 1) printf("%.2f GB/s", b->bw_lo[ti]);
         else printf("%.2f-%.2f GB/s", b->bw_lo[ti], b->bw_hi[ti]);

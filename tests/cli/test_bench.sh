@@ -21,7 +21,7 @@ if "$EMBER_BIN" bench -m "$M" -m "$M32" -p 32 -n 8 -r 2 -t 1,2 >"$tmp/t.txt" 2>"
   grep "^| llama 3M Q4_K_M" "$tmp/t.txt" | grep -q "|  *1 |  *pp32 |" && ok "pp32 row" || bad "no pp32 row"
   grep "^| llama 3M Q4_K_M" "$tmp/t.txt" | grep "tg8 |" | grep -q "[0-9.]* ± [0-9.]* .*%" \
     && ok "tg row has mean ± sd and a roofline share" || bad "tg row"
-  grep -q "^read bandwidth (best of 8 passes.*after each tg test): 1 thread [0-9.-]* GB/s, 2 threads [0-9.-]* GB/s" "$tmp/t.txt" \
+  grep -q "^read bandwidth (best of 8 passes.*after each tg run): 1 thread [0-9.-]* GB/s, 2 threads [0-9.-]* GB/s" "$tmp/t.txt" \
     && ok "bandwidth line" || bad "bandwidth line"
   grep -q "^bytes per generated token: llama 3M Q4_K_M" "$tmp/t.txt" && ok "bytes per token line" || bad "bytes line"
   grep -q "^compute peak (.* kernels, best of 5 passes, after each pp test), 2 threads: FP32 FMA [0-9.-]* GFLOP/s, int8 dot [0-9.-]* GOP/s$" "$tmp/t.txt" \
