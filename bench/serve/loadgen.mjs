@@ -3,8 +3,9 @@
 // server (ember serve, llama-server, vLLM, Ollama's /v1): N concurrent
 // streaming clients for each N given, and per N the aggregate generated
 // tokens per second, time to first token and inter-token latency (p50 and
-// p99), and the errors.  Plain fetch and server-sent events, no client
-// library, so that every server is measured by the same code.
+// p99), and the errors.  Plain HTTP (node:http, keep-alive) and server-sent
+// events, no client library, so that every server is measured by the same
+// code.
 //
 //   node bench/serve/loadgen.mjs --url http://127.0.0.1:8080 --model NAME
 //        [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]
@@ -40,6 +41,8 @@
 // text, events), printed as a second table.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import http from 'node:http';
+import https from 'node:https';
 
 function parseArgs(argv) {
   const o = { url: null, model: null, apiKey: process.env.OPENAI_API_KEY ?? '', concurrency: [1, 4, 16, 64], requests: null,
@@ -94,11 +97,43 @@ function body(o, prompt, maxTokens, stream) {
   return o.endpoint === 'chat' ? { ...common, messages: [{ role: 'user', content: prompt }] } : { ...common, prompt };
 }
 
+// The requests go through node:http rather than fetch: the generator shares
+// the cores with the server it measures, so its CPU per streamed event is
+// taken from the server.  One keep-alive agent per protocol, so that every
+// client keeps its connection from request to request, as fetch's pool did.
+const AGENTS = { 'http:': new http.Agent({ keepAlive: true, maxSockets: Infinity }),
+  'https:': new https.Agent({ keepAlive: true, maxSockets: Infinity }) };
+
+// Sends a request (data: a JSON text, or null); resolves with the status
+// and the response stream, not yet read, once the headers are in.
+function request(o, method, route, data, signal) {
+  const url = new URL(o.url + route);
+  const lib = url.protocol === 'https:' ? https : http;
+  const headers = {};
+  if (data !== null) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = Buffer.byteLength(data);
+  }
+  if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(url, { method, headers, agent: AGENTS[url.protocol], signal }, (res) =>
+      resolve({ status: res.statusCode, res }));
+    req.on('error', reject);
+    req.end(data ?? undefined);
+  });
+}
+
 function post(o, payload, signal) {
   const route = o.endpoint === 'chat' ? '/v1/chat/completions' : '/v1/completions';
-  const headers = { 'content-type': 'application/json' };
-  if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
-  return fetch(o.url + route, { method: 'POST', headers, body: JSON.stringify(payload), signal });
+  return request(o, 'POST', route, JSON.stringify(payload), signal);
+}
+
+// The whole body of a response as text.
+async function text(res) {
+  res.setEncoding('utf8');
+  let s = '';
+  for await (const part of res) s += part;
+  return s;
 }
 
 // The number of words that makes a prompt of about o.promptTokens tokens
@@ -106,9 +141,10 @@ function post(o, payload, signal) {
 async function calibrate(o) {
   let n = o.promptTokens;
   for (let round = 0; round < 3; round++) {
-    const res = await post(o, body(o, promptText(0, n), 1, false));
-    const j = await res.json().catch(() => null);
-    if (res.status !== 200 || !j?.usage?.prompt_tokens) throw new Error(`calibration request failed: ${res.status} ${JSON.stringify(j).slice(0, 300)}`);
+    const { status, res } = await post(o, body(o, promptText(0, n), 1, false));
+    let j = null;
+    try { j = JSON.parse(await text(res)); } catch { /* reported below */ }
+    if (status !== 200 || !j?.usage?.prompt_tokens) throw new Error(`calibration request failed: ${status} ${JSON.stringify(j).slice(0, 300)}`);
     const got = j.usage.prompt_tokens;
     if (Math.abs(got - o.promptTokens) <= Math.max(2, o.promptTokens * 0.02)) break;
     n = Math.max(1, Math.round(n * o.promptTokens / got));
@@ -123,17 +159,17 @@ async function one(o, id, nWords) {
   const timer = setTimeout(() => ac.abort(), o.timeoutS * 1000);
   const t0 = performance.now();
   try {
-    const res = await post(o, body(o, promptText(id, nWords), o.maxTokens, true), ac.signal);
-    if (res.status !== 200) {
-      r.error = `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`;
+    const { status, res } = await post(o, body(o, promptText(id, nWords), o.maxTokens, true), ac.signal);
+    if (status !== 200) {
+      r.error = `HTTP ${status}: ${(await text(res)).slice(0, 200)}`;
       return r;
     }
-    const decoder = new TextDecoder();
+    res.setEncoding('utf8'); // decodes characters split across reads
     let buf = '', last = null, chunks = 0, done = false, usage = null;
     const gaps = [];
-    for await (const bytes of res.body) {
+    for await (const part of res) {
       const now = performance.now();
-      buf += decoder.decode(bytes, { stream: true });
+      buf += part;
       let at;
       while ((at = buf.search(/\r?\n\r?\n/)) >= 0) {
         const event = buf.slice(0, at);
@@ -186,13 +222,13 @@ function serverCpuS(o) {
 const ENGINE = ['steps', 'step_rows', 'compute_seconds', 'host_seconds'];
 async function engineCounters(o) {
   if (!o.emberMetrics) return null;
-  const headers = o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {};
-  const res = await fetch(o.url + '/metrics', { headers }).catch(() => null);
-  if (!res || res.status !== 200) return null;
-  const text = await res.text();
+  const got = await request(o, 'GET', '/metrics', null).catch(() => null);
+  if (!got) return null;
+  const body = await text(got.res).catch(() => null);
+  if (got.status !== 200 || body === null) return null;
   const out = {};
   for (const k of ENGINE) {
-    const m = text.match(new RegExp(`^ember_engine_${k}_total ([0-9.eE+-]+)$`, 'm'));
+    const m = body.match(new RegExp(`^ember_engine_${k}_total ([0-9.eE+-]+)$`, 'm'));
     if (!m) return null;
     out[k] = Number(m[1]);
   }
