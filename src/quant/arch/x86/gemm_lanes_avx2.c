@@ -306,26 +306,38 @@ static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
     }
 /* Row j's quants of block b, read in place. */
 #define ROW_Y(j) (ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2)
-#define L512_ROW(j) LANE_ROW8(j, ROW_Y(j), bias[j * nb + b], scale[j * nb + b], l0, l1, l2, l3, h0, h1, h2, h3)
+#define L512_ROW(j)                                                                                         \
+    LANE_ROW8(j, ILV ? yb + 32 * j : ROW_Y(j), ILV ? ld32(yb + 32 * RN + 4 * j) : bias[j * nb + b],             \
+              ILV ? em_gemv_ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b], l0, l1, l2, l3, h0, h1, h2, h3)
 #define L512_STORE(j)                                                                                       \
     if (RN > j) _mm512_mask_storeu_ps(out + j * ldo, keep, _mm512_permutexvar_ps(perm, c##j));
 
 /* Weight rows 0-7 (group ga) and 8-15 (group gb; the same group again
  * when only 8 rows are left, keep then masks the stores to 8 lanes) of
- * nb blocks, times RN activation rows at ar (stride as) with their table
- * entries at bias and scale (row j's block b at j * nb + b). */
-static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *ga, const uint8_t *gb, __mmask16 keep,
-                                       const uint8_t *ar, size_t as, const int32_t *bias, const float *scale,
-                                       float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+ * nb blocks, times RN (up to 16) activation rows at ar (stride as) with
+ * their table entries at bias and scale (row j's block b at j * nb + b);
+ * with ILV (a constant), ar is the tile's interleaved rows
+ * (kept_interleaved) as for tile_q8_512, and as, bias and scale are
+ * unused.  The 16 accumulators, the 8 regrouped weight registers, the
+ * scales and two broadcasts fit AVX-512's 32 registers; with tiles of 8
+ * rows each block's regrouping (26 instructions) was shared by half as
+ * many rows, and the 8 row pointers of an in-place tile were spilled, so
+ * the 134M model's Q4_0 products ran about 15% slower than its Q8_0 ones
+ * (bench_gemm --step at k = 768: 366-390 against 434-450 GOP/s). */
+static inline AI T512 void tile_q4_512(const int RN, const bool ILV, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                       __mmask16 keep, const uint8_t *ar, size_t as, const int32_t *bias,
+                                       const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                       size_t pfs) {
     const __m512i m4 = _mm512_set1_epi8(15);
     /* Lane 4i + q holds row 4q + i (see the top): the scales' and sums'
      * permutation, its own inverse. */
     const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    FOR_R(L512_DECL)
+    FOR_R16(L512_DECL)
     em_x8_at at = em_x8_first(0, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 16)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const uint8_t *xa = ga + at.q, *xb = gb + at.q;
+        const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : NULL;
         const __m512i a0 = _mm512_loadu_si512(xa), a1 = _mm512_loadu_si512(xa + 64);
         const __m512i b0 = _mm512_loadu_si512(xb), b1 = _mm512_loadu_si512(xb + 64);
         const __m512i ul = _mm512_unpacklo_epi32(a0, a1), vl = _mm512_unpacklo_epi32(b0, b1);
@@ -340,9 +352,9 @@ static inline AI T512 void tile_q4_512(const int RN, int64_t nb, const uint8_t *
             _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
             _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(perm, _mm512_cvtph_ps(d16));
-        FOR_R(L512_ROW)
+        FOR_R16(L512_ROW)
     }
-    FOR_R(L512_STORE)
+    FOR_R16(L512_STORE)
 }
 
 /* Q8_0: a block of 16 rows is 8 registers of 2 rows each; three rounds
@@ -480,7 +492,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
 #define TILE_ARGS                                                                                              \
     int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *ar, size_t as, const int32_t *bias,      \
         const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs
-#define T512_CALL(RN) tile_q4_512(RN, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
+#define T512_CALL(RN) tile_q4_512(RN, false, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define Q8_512_CALL(RN) tile_q8_512(RN, false, nb, ga, gb, gb == ga ? 0xff : 0xffff, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define TVNNI_CALL(RN) ((void)gb, tile_q4_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 #define TAVX2_CALL(RN) ((void)gb, tile_q4_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
@@ -568,7 +580,8 @@ typedef struct lane_plan {
  * every tile of the group instead of bunched into the first, whose
  * prefetch instructions otherwise stalled on a full miss queue (a quarter
  * of the kernel's samples in a 16-row decode step); and inside a product
- * step the tiles read the interleaved rows. */
+ * step the tiles read the interleaved rows.  The AVX-512 drivers take it
+ * for prompts too, where 16-row tiles halve the weights' regrouping. */
 #define LANE_PLAN16 ((lane_plan){.rn_max = 16, .tiles16 = true, .spread = true, .interleave = true, .pf_bytes = EM_LANES_PF_BYTES})
 
 /* The rows of the tile from row r0 of a panel ending at p1. */
@@ -683,13 +696,32 @@ static T512 void tile_ilv_em_gemm_q8_0x8_lanes_avx512(int rn, int64_t nb, const 
     }
 }
 
-TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 8)
+/* The interleaved 16-row Q4_0 tile of rn rows (16, or 1 to 8). */
+#define Q4_512I_CALL(RN) tile_q4_512(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
+static T512 void tile_ilv_em_gemm_q4_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
+                                                      const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
+                                                      size_t pfl, size_t pfs) {
+    switch (rn) {
+    case 16: Q4_512I_CALL(16); return;
+    case 8: Q4_512I_CALL(8); return;
+    case 7: Q4_512I_CALL(7); return;
+    case 6: Q4_512I_CALL(6); return;
+    case 5: Q4_512I_CALL(5); return;
+    case 4: Q4_512I_CALL(4); return;
+    case 3: Q4_512I_CALL(3); return;
+    case 2: Q4_512I_CALL(2); return;
+    default: Q4_512I_CALL(1); return;
+    }
+}
+
+TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 16)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 16)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, 2)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN(8), 2, 8, em_gemm_q4_0x8_avx512, LANE_NO_ILV)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 8, em_gemm_q4_0x8_avx512,
+             tile_ilv_em_gemm_q4_0x8_lanes_avx512)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
