@@ -50,6 +50,10 @@ typedef struct rt_replica {
     double cooldown_until;  /* em_time_s(); a failed request rests it till then */
 } rt_replica;
 
+/* A backend as the router runs it.  cfg points into the router's
+ * configuration; the strings, the replicas' URLs and a local backend's
+ * model, engine and server are the backend's own, made by start_local or
+ * start_remote and freed by em_router_free. */
 typedef struct rt_backend {
     const em_rt_backend_cfg *cfg;
     char *api_key;          /* Bearer token sent upstream, or NULL              */
@@ -166,7 +170,10 @@ static void *health_main(void *arg) {
 
 /* ---------------------------------------------------------------- call */
 
-/* One routed request. */
+/* One routed request, on the heap: handle_generation makes it, settle() frees
+ * it, on every path (for a live stream, when stream_free settles).  It
+ * owns body; route, key_name and the attempts' names point into the
+ * router's configuration, which outlives every call. */
 typedef struct rt_call {
     em_router *R;
     const char *key_name;          /* "-" when the router has no keys             */
@@ -192,7 +199,10 @@ typedef struct rt_call {
 } rt_call;
 
 /* One attempt's result: an error, a whole JSON answer, or a live stream
- * whose status was 200 and whose first event has arrived. */
+ * whose status was 200 and whose first event has arrived.  It owns answer,
+ * x and error_body (result_clear frees them); b and rep point into the
+ * router, and while rep is set that replica counts the request in flight
+ * until replica_release. */
 typedef struct rt_result {
     em_up_outcome outcome;
     long status;                   /* upstream HTTP status                        */
@@ -317,7 +327,7 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool 
         else res->outcome = em_xfer_outcome(res->x);
         double dt = em_time_s() - res->t0;
         if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
-        if (res->outcome == EM_UP_OK && (!stream || res->x->done) && !stream) {
+        if (res->outcome == EM_UP_OK && !stream) {
             json_error_t je;
             res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
             if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
@@ -488,6 +498,9 @@ static void settle(rt_call *c, int status, const char *outcome) {
 
 /* ---------------------------------------------------------- responses */
 
+/* What the router keeps per connection in MHD's *con_cls: the request
+ * body as it arrives (owned) and whether an answer was queued.  Made on
+ * the first on_request call, freed by on_completed. */
 typedef struct rt_conn {
     em_strbuf body;
     bool too_large, answered;
@@ -598,7 +611,9 @@ static char *as_events(rt_call *c, json_t *answer) {
     return out.p;
 }
 
-/* A live stream, pulled from the upstream as the client reads. */
+/* A live stream, pulled from the upstream as the client reads.  It owns
+ * res (the transfer and the replica it holds) and out; MHD calls
+ * stream_free when the response ends, which settles the call. */
 typedef struct rt_stream {
     rt_call *c;
     rt_result res;
