@@ -831,7 +831,7 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     rt_call *c = calloc(1, sizeof *c);
     if (!c) {
         json_decref(body);
-        return MHD_NO;
+        return send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
     }
     c->R = R;
     c->body = body;
@@ -902,9 +902,13 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     if (res.outcome == EM_UP_OK && res.live) {
         rt_stream *s = calloc(1, sizeof *s);
         if (!s) {
+            /* Nothing went to the client yet: drop the transfer, free the
+             * replica without resting it (it did nothing wrong), say why. */
+            replica_release(R, res.b, res.rep, EM_UP_CLIENT_GONE);
             result_clear(&res);
+            enum MHD_Result mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
             settle(c, 500, "nomem");
-            return MHD_NO;
+            return mr;
         }
         s->c = c;
         s->res = res;
