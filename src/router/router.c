@@ -170,7 +170,7 @@ static void *health_main(void *arg) {
 
 /* ---------------------------------------------------------------- call */
 
-/* One routed request, on the heap: handle_generation makes it, settle() frees
+/* One routed request, on the heap: call_new makes it and settle() frees
  * it, on every path (for a live stream, when stream_free settles).  It
  * owns body; route, key_name and the attempts' names point into the
  * router's configuration, which outlives every call. */
@@ -815,23 +815,34 @@ static bool key_may_use(const em_rt_key *k, int route, int backend) {
     return false;
 }
 
-static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *conn, rt_conn *cs,
-                                         const em_rt_key *key, const char *endpoint) {
+/* A call for the request whose body cs holds, or NULL after answering the
+ * client (*mr) with what is wrong: a body that is not a JSON object, no
+ * `model`, or one that is no route or backend this key may use.  The call
+ * takes the parsed body and counts in R->in_flight; from here on every
+ * path ends in settle(), which frees both and counts the call out. */
+static rt_call *call_new(em_router *R, struct MHD_Connection *conn, rt_conn *cs, const em_rt_key *key,
+                         const char *endpoint, enum MHD_Result *mr) {
     json_error_t je;
     json_t *body = json_loadb(cs->body.p ? cs->body.p : "", cs->body.n, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(body)) {
         json_decref(body);
-        return send_error(conn, cs, 400, NULL, NULL, "the body is not a JSON object: %.200s", je.text);
+        *mr = send_error(conn, cs, 400, NULL, NULL, "the body is not a JSON object: %.200s", je.text);
+        return NULL;
     }
     const char *model = json_string_value(json_object_get(body, "model"));
-    if (!model) {
-        json_decref(body);
-        return send_error(conn, cs, 400, NULL, "model", "'model' is required: a route or backend name");
-    }
-    rt_call *c = calloc(1, sizeof *c);
+    int ri = model ? em_rt_config_route(R->cfg, model) : -1;
+    int bi = model && ri < 0 ? em_rt_config_backend(R->cfg, model) : -1;
+    rt_call *c = NULL;
+    if (!model)
+        *mr = send_error(conn, cs, 400, NULL, "model", "'model' is required: a route or backend name");
+    else if ((ri < 0 && bi < 0) || !key_may_use(key, ri, bi))
+        *mr = send_error(conn, cs, 404, "model_not_found", "model",
+                         "The model '%.100s' is not a route or backend this key may use", model);
+    else if (!(c = calloc(1, sizeof *c)))
+        *mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
     if (!c) {
-        json_decref(body);
-        return send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
+        json_decref(body); /* after the messages: model points into it */
+        return NULL;
     }
     c->R = R;
     c->body = body;
@@ -849,15 +860,6 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     em_rt_facts_of(body, tag ? c->tag : NULL, &c->facts);
     c->max_tokens = c->facts.max_tokens;
     c->prompt_bound = (int64_t)(cs->body.n + 16);
-
-    int ri = em_rt_config_route(R->cfg, model), bi = ri < 0 ? em_rt_config_backend(R->cfg, model) : -1;
-    if ((ri < 0 && bi < 0) || !key_may_use(key, ri, bi)) {
-        enum MHD_Result mr = send_error(conn, cs, 404, "model_not_found", "model",
-                                        "The model '%.100s' is not a route or backend this key may use", model);
-        free(c);
-        json_decref(body); /* model points into it */
-        return mr;
-    }
     if (ri >= 0) c->route = &R->cfg->routes[ri];
     else {
         c->implicit = (em_rt_route){.policy = EM_RT_DIRECT, .n_backends = 1, .backends = {bi}};
@@ -867,78 +869,97 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     pthread_mutex_lock(&R->mu);
     R->in_flight++;
     pthread_mutex_unlock(&R->mu);
+    return c;
+}
 
-    /* The budget: reserve the route's maximum cost, or downgrade. */
-    if (key && (key->daily_usd > 0 || key->monthly_usd > 0) && R->ledger) {
-        bool over;
-        if (em_ledger_reserve(R->ledger, key->name, key->daily_usd, key->monthly_usd, route_max_cost(c, c->route),
-                              &c->reservation, &over) != EM_OK) {
-            fprintf(stderr, "ember serve: %s\n", em_last_error());
-            /* Fail closed: a budget that cannot be checked is not spent.
-             * Keys without a budget are still served (docs/ROUTING.md). */
-            settle(c, 503, "ledger_unavailable");
-            return send_error(conn, cs, 503, "ledger_unavailable", NULL,
-                              "the ledger is unavailable, so this key's budget cannot be checked; retry later");
-        }
-        if (over && key->downgrade_route < 0) {
-            enum MHD_Result r = send_error(conn, cs, 429, "budget_exceeded", NULL,
-                                           "key %s is over its budget (daily %g USD, monthly %g USD)", key->name,
-                                           key->daily_usd, key->monthly_usd);
-            settle(c, 429, "budget_exceeded");
-            return r;
-        }
-        if (over) {
-            /* Past the budget the key keeps working on its downgrade route;
-             * those requests are charged and recorded but not refused. */
-            c->route = &R->cfg->routes[key->downgrade_route];
-            snprintf(c->escalation, sizeof c->escalation, "over budget: downgraded");
-        }
+/* The budget: reserves the route's maximum cost against the key's, or
+ * moves the call to the key's downgrade route when that is spent.  False
+ * after refusing the request (*mr) and settling the call. */
+static bool reserve_budget(rt_call *c, const em_rt_key *key, struct MHD_Connection *conn, rt_conn *cs,
+                           enum MHD_Result *mr) {
+    em_router *R = c->R;
+    if (!key || !(key->daily_usd > 0 || key->monthly_usd > 0) || !R->ledger) return true;
+    bool over;
+    if (em_ledger_reserve(R->ledger, key->name, key->daily_usd, key->monthly_usd, route_max_cost(c, c->route),
+                          &c->reservation, &over) != EM_OK) {
+        fprintf(stderr, "ember serve: %s\n", em_last_error());
+        /* Fail closed: a budget that cannot be checked is not spent.
+         * Keys without a budget are still served (docs/ROUTING.md). */
+        settle(c, 503, "ledger_unavailable");
+        *mr = send_error(conn, cs, 503, "ledger_unavailable", NULL,
+                         "the ledger is unavailable, so this key's budget cannot be checked; retry later");
+        return false;
     }
+    if (over && key->downgrade_route < 0) {
+        *mr = send_error(conn, cs, 429, "budget_exceeded", NULL, "key %s is over its budget (daily %g USD, monthly %g USD)",
+                         key->name, key->daily_usd, key->monthly_usd);
+        settle(c, 429, "budget_exceeded");
+        return false;
+    }
+    if (over) {
+        /* Past the budget the key keeps working on its downgrade route;
+         * those requests are charged and recorded but not refused. */
+        c->route = &R->cfg->routes[key->downgrade_route];
+        snprintf(c->escalation, sizeof c->escalation, "over budget: downgraded");
+    }
+    return true;
+}
 
+/* Answers with a live upstream stream: the response pulls it through
+ * stream_read at the client's pace, and stream_free releases the replica
+ * and settles the call when the response is done. */
+static enum MHD_Result send_live(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
+    rt_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        /* Nothing went to the client yet: drop the transfer, free the
+         * replica without resting it (it did nothing wrong) and say why. */
+        replica_release(c->R, res->b, res->rep, EM_UP_CLIENT_GONE);
+        result_clear(res);
+        enum MHD_Result mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
+        settle(c, 500, "nomem");
+        return mr;
+    }
+    s->c = c;
+    s->res = *res;
+    s->end = EM_UP_BROKEN_STREAM;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s, stream_free);
+    if (!r) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    routing_headers(r, c, false);
+    return queue(conn, cs, 200, r);
+}
+
+/* Answers with a whole JSON answer, as one body or, for a streaming client
+ * whose answer a cascade accepted, as events; then settles the call. */
+static enum MHD_Result send_answer(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
+    usage_of(res->answer, &c->prompt_tokens, &c->completion_tokens);
+    struct MHD_Response *r;
+    if (c->stream) r = text_response(as_events(c, res->answer), "text/event-stream");
+    else r = text_response(json_dumps(res->answer, JSON_COMPACT), "application/json");
+    routing_headers(r, c, true);
+    result_clear(res);
+    enum MHD_Result mr = queue(conn, cs, 200, r);
+    settle(c, 200, "ok");
+    return mr;
+}
+
+static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *conn, rt_conn *cs,
+                                         const em_rt_key *key, const char *endpoint) {
+    enum MHD_Result mr = MHD_NO;
+    rt_call *c = call_new(R, conn, cs, key, endpoint, &mr);
+    if (!c || !reserve_budget(c, key, conn, cs, &mr)) return mr;
     rt_result res = {.outcome = EM_UP_UNAVAILABLE};
     count_prompt_tokens(c);
     run_policy(c, &res);
-    if (res.outcome == EM_UP_OK) c->answered_by = res.b;
-    if (res.outcome == EM_UP_OK && res.live) {
-        rt_stream *s = calloc(1, sizeof *s);
-        if (!s) {
-            /* Nothing went to the client yet: drop the transfer, free the
-             * replica without resting it (it did nothing wrong), say why. */
-            replica_release(R, res.b, res.rep, EM_UP_CLIENT_GONE);
-            result_clear(&res);
-            enum MHD_Result mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
-            settle(c, 500, "nomem");
-            return mr;
-        }
-        s->c = c;
-        s->res = res;
-        s->end = EM_UP_BROKEN_STREAM;
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s, stream_free);
-        if (!r) {
-            stream_free(s);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        routing_headers(r, c, false);
-        return queue(conn, cs, 200, r);
-    }
     if (res.outcome == EM_UP_OK) {
-        usage_of(res.answer, &c->prompt_tokens, &c->completion_tokens);
-        struct MHD_Response *r;
-        if (c->stream) {
-            r = text_response(as_events(c, res.answer), "text/event-stream");
-        } else {
-            char *text = json_dumps(res.answer, JSON_COMPACT);
-            r = text_response(text, "application/json");
-        }
-        routing_headers(r, c, true);
-        result_clear(&res);
-        enum MHD_Result mr = queue(conn, cs, 200, r);
-        settle(c, 200, "ok");
-        return mr;
+        c->answered_by = res.b;
+        return res.live ? send_live(conn, cs, c, &res) : send_answer(conn, cs, c, &res);
     }
-    enum MHD_Result mr = send_upstream_error(conn, cs, c, &res);
+    mr = send_upstream_error(conn, cs, c, &res);
     const char *outcome = em_up_outcome_name(res.outcome);
     result_clear(&res);
     settle(c, cs->status ? cs->status : 500, outcome);
