@@ -281,6 +281,51 @@ static bool has_event(const em_xfer *x) {
     return x->in.p && n >= 2 && memmem(x->in.p + x->off, n, "\n\n", 2) != NULL;
 }
 
+/* What one try's transfer gave, into res: a live stream (a streaming try
+ * that got its first event), a whole JSON answer (charged to the call), or
+ * a failure with its reason in the attempt's record and, for the request's
+ * own faults, the upstream's body to pass on.  started: the transfer
+ * began; gone: the client left while it ran.  a may be NULL when the call
+ * has used all its attempt records. */
+static void attempt_read(rt_call *c, rt_backend *b, em_ledger_attempt *a, bool stream, bool started, bool gone,
+                         rt_result *res) {
+    res->status = res->x ? res->x->status : 0;
+    if (!started) res->outcome = EM_UP_CONNECT;
+    else if (gone) res->outcome = EM_UP_CLIENT_GONE;
+    else if (!res->x->done) res->outcome = EM_UP_OK; /* a live stream */
+    else res->outcome = em_xfer_outcome(res->x);
+    double dt = em_time_s() - res->t0;
+    if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
+    if (res->outcome == EM_UP_OK && !stream) {
+        json_error_t je;
+        res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
+        if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
+            !json_array_size(json_object_get(res->answer, "choices"))) {
+            json_decref(res->answer);
+            res->answer = NULL;
+            res->outcome = EM_UP_BAD_RESPONSE;
+            if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
+        } else if (a) {
+            int64_t pt, ct;
+            usage_of(res->answer, &pt, &ct);
+            charge(c, a, b, pt, ct, dt);
+        }
+    } else if (res->outcome == EM_UP_OK && stream) {
+        res->live = true; /* charged when the stream ends */
+        return;
+    } else if (res->outcome == EM_UP_CLIENT_ERROR || res->outcome == EM_UP_CONTEXT) {
+        size_t n = em_xfer_avail(res->x);
+        res->error_body = malloc(n + 1);
+        if (res->error_body) memcpy(res->error_body, em_xfer_data(res->x), n), res->error_body[n] = '\0';
+    }
+    if (a) {
+        a->outcome = em_up_outcome_name(res->outcome);
+        if (res->outcome != EM_UP_OK && !c->att_reason[res->att][0])
+            snprintf(c->att_reason[res->att], 160, "%s%s%.120s", em_up_outcome_name(res->outcome),
+                     res->x && res->x->errbuf[0] ? ": " : "", res->x ? res->x->errbuf : "");
+    }
+}
+
 /* One backend: up to 1 + retries tries (each on the least loaded healthy
  * replica), with jittered back-off between them; all before any byte went
  * to the client.  A route's last resort (and a retry) may use a replica
@@ -320,41 +365,8 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool 
             em_xfer_pump(res->x, 50);
         }
         free(body);
-        res->status = res->x ? res->x->status : 0;
-        if (!started) res->outcome = EM_UP_CONNECT;
-        else if (gone) res->outcome = EM_UP_CLIENT_GONE;
-        else if (!res->x->done) res->outcome = EM_UP_OK; /* a live stream */
-        else res->outcome = em_xfer_outcome(res->x);
-        double dt = em_time_s() - res->t0;
-        if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
-        if (res->outcome == EM_UP_OK && !stream) {
-            json_error_t je;
-            res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
-            if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
-                !json_array_size(json_object_get(res->answer, "choices"))) {
-                json_decref(res->answer);
-                res->answer = NULL;
-                res->outcome = EM_UP_BAD_RESPONSE;
-                if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
-            } else if (a) {
-                int64_t pt, ct;
-                usage_of(res->answer, &pt, &ct);
-                charge(c, a, b, pt, ct, dt);
-            }
-        } else if (res->outcome == EM_UP_OK && stream) {
-            res->live = true; /* charged when the stream ends */
-            return;
-        } else if (res->outcome == EM_UP_CLIENT_ERROR || res->outcome == EM_UP_CONTEXT) {
-            size_t n = em_xfer_avail(res->x);
-            res->error_body = malloc(n + 1);
-            if (res->error_body) memcpy(res->error_body, em_xfer_data(res->x), n), res->error_body[n] = '\0';
-        }
-        if (a) {
-            a->outcome = em_up_outcome_name(res->outcome);
-            if (res->outcome != EM_UP_OK && !c->att_reason[res->att][0])
-                snprintf(c->att_reason[res->att], 160, "%s%s%.120s", em_up_outcome_name(res->outcome),
-                         res->x && res->x->errbuf[0] ? ": " : "", res->x ? res->x->errbuf : "");
-        }
+        attempt_read(c, b, a, stream, started, gone, res);
+        if (res->live) return; /* the replica stays busy until the stream ends */
         if (res->x) em_xfer_free(res->x);
         free(res->x);
         res->x = NULL;
