@@ -31,7 +31,6 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,15 +224,6 @@ static void result_clear(rt_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-static bool client_gone(int fd) {
-    if (fd < 0) return false;
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) return true;
-    char ch;
-    return (p.revents & POLLIN) && recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-}
-
 static em_ledger_attempt *add_attempt(rt_call *c, const rt_backend *b, const rt_replica *rep) {
     if (c->n_att >= RT_MAX_ATTEMPTS) return NULL;
     em_ledger_attempt *a = &c->att[c->n_att];
@@ -361,7 +351,7 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool 
         bool gone = false;
         while (started && !res->x->done) {
             if (stream && res->x->headers_done && res->x->status == 200 && has_event(res->x)) break;
-            if ((gone = client_gone(c->fd))) break;
+            if ((gone = em_http_client_gone(c->fd))) break;
             em_xfer_pump(res->x, 50);
         }
         free(body);
@@ -744,7 +734,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                                            : "the backend's stream ended before the answer did");
             continue;
         }
-        if (client_gone(s->c->fd)) {
+        if (em_http_client_gone(s->c->fd)) {
             s->client_left = true;
             s->end = EM_UP_CLIENT_GONE;
             return MHD_CONTENT_READER_END_WITH_ERROR;

@@ -44,5 +44,10 @@ void em_server_quiesce(em_server *s);
 bool em_server_wait_idle(em_server *s, double timeout_s);
 /* Closes every connection and frees the server (the engine is not freed). */
 void em_server_free(em_server *s);
+/* True when the client on socket fd (-1: none, never gone) has closed its
+ * end or the connection failed; it only peeks, so bytes the client sent
+ * stay for libmicrohttpd.  The server's handlers and the router's calls
+ * poll it while they wait, to cancel the work of a client that left. */
+bool em_http_client_gone(int fd);
 
 #endif
