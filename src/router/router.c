@@ -536,6 +536,34 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, rt_conn *cs, int s
     return queue(conn, cs, status, text_response(text, "application/json"));
 }
 
+/* The x-ember-* headers that tell the client how its request was routed:
+ * the route, the backend that answered, the cost (not on a live stream,
+ * whose cost is known only at its end and goes in a closing comment) and
+ * why it escalated. */
+static void routing_headers(struct MHD_Response *r, rt_call *c, bool with_cost) {
+    if (!r) return;
+    MHD_add_response_header(r, "x-ember-route", c->route->name);
+    if (c->answered_by) MHD_add_response_header(r, "x-ember-backend", c->answered_by->cfg->name);
+    if (with_cost) {
+        char cost[32];
+        snprintf(cost, sizeof cost, "%.8f", c->cost);
+        MHD_add_response_header(r, "x-ember-cost-usd", cost);
+    }
+    if (c->escalation[0]) MHD_add_response_header(r, "x-ember-escalated", c->escalation);
+}
+
+/* Queues the error body j (taken; NULL when it could not be made) with
+ * status http, with c's routing headers when there is a call (NULL: none
+ * yet), and asks the client to retry after a second on 429 and 503. */
+static enum MHD_Result queue_error(struct MHD_Connection *conn, rt_conn *cs, int http, json_t *j, rt_call *c) {
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    struct MHD_Response *r = text_response(text, "application/json");
+    if (c) routing_headers(r, c, true);
+    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
+    return queue(conn, cs, http, r);
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int http, const char *code,
                                   const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int http, const char *code,
@@ -547,25 +575,7 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int 
     va_start(ap, fmt);
     vsnprintf(err.message, sizeof err.message, fmt, ap);
     va_end(ap);
-    char *text = NULL;
-    json_t *j = em_api_error_json(&err);
-    if (j) text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    struct MHD_Response *r = text_response(text, "application/json");
-    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
-    return queue(conn, cs, http, r);
-}
-
-static void routing_headers(struct MHD_Response *r, rt_call *c, bool with_cost) {
-    if (!r) return;
-    MHD_add_response_header(r, "x-ember-route", c->route->name);
-    if (c->answered_by) MHD_add_response_header(r, "x-ember-backend", c->answered_by->cfg->name);
-    if (with_cost) {
-        char cost[32];
-        snprintf(cost, sizeof cost, "%.8f", c->cost);
-        MHD_add_response_header(r, "x-ember-cost-usd", cost);
-    }
-    if (c->escalation[0]) MHD_add_response_header(r, "x-ember-escalated", c->escalation);
+    return queue_error(conn, cs, http, em_api_error_json(&err), NULL);
 }
 
 /* A whole answer as server-sent events, for a streaming client whose
@@ -784,12 +794,7 @@ static enum MHD_Result send_upstream_error(struct MHD_Connection *conn, rt_conn 
             snprintf(err.message, sizeof err.message, "route %s: the prompt is too long for every backend", c->route->name);
         j = em_api_error_json(&err);
     }
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    struct MHD_Response *r = text_response(text, "application/json");
-    routing_headers(r, c, true);
-    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
-    return queue(conn, cs, http, r);
+    return queue_error(conn, cs, http, j, c);
 }
 
 /* ------------------------------------------------------------ handling */
