@@ -27,10 +27,8 @@
 #include "server/errors.h"
 #include "server/server.h"
 
-#include <arpa/inet.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1170,22 +1168,13 @@ em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, 
     R->health_started = true;
 
     struct sockaddr_storage addr;
-    memset(&addr, 0, sizeof addr);
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        flags |= MHD_USE_IPv6;
-    } else {
+    bool ipv6;
+    if (!em_http_listen_addr(host, port, &addr, &ipv6)) {
         st = em_error(EM_ERR_INVALID_ARG, "router: '%s' is not an IPv4 or IPv6 address", host);
         goto fail;
     }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
+                     MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
     R->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, R, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, R,
                                  MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 600u,
