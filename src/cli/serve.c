@@ -135,7 +135,10 @@ int em_cli_serve(int argc, char **argv) {
     em_server *server = NULL;
     if (o.api_key_file && !(key = read_key(o.api_key_file))) goto done;
     id = o.alias ? strdup(o.alias) : model_id(o.model);
-    if (!id) goto done;
+    if (!id) {
+        fprintf(stderr, "ember serve: out of memory\n");
+        goto done;
+    }
 
     if (em_model_load(&model, em_cli_model_path(o.model), &o.mp) != EM_OK) {
         fprintf(stderr, "ember serve: %s\n", em_last_error());

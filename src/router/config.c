@@ -427,6 +427,76 @@ done:
 
 /* ---------------------------------------------------------------- top */
 
+/* The backends list: each parsed, the names unique, none remote when
+ * the configuration is airgapped.  Before the routes, which name them. */
+static bool parse_backends(cfg_parser *p, yaml_node_t *backends) {
+    em_rt_config *c = p->c;
+    if (!want(p, backends, "backends", YAML_SEQUENCE_NODE)) return false;
+    FOR_ITEMS(p, backends, i, item) {
+        char path[64];
+        snprintf(path, sizeof path, "backends[%d]", i);
+        if (c->n_backends >= EM_RT_MAX_BACKENDS) return fail(p, item, path, "at most %d backends", EM_RT_MAX_BACKENDS);
+        em_rt_backend_cfg *b = &c->backends[c->n_backends++];
+        if (!parse_backend(p, item, path, b)) return false;
+        for (int j = 0; j < c->n_backends - 1; j++)
+            if (!strcmp(c->backends[j].name, b->name))
+                return fail(p, item, path, "backend name '%s' is already used on line %d", b->name, c->backends[j].line);
+        if (c->airgap && b->kind == EM_RT_REMOTE)
+            return fail(p, item, path, "airgap is true but backend '%s' is remote (%s)", b->name, b->urls[0]);
+    }
+    if (!c->n_backends) return fail(p, backends, "backends", "the list is empty");
+    return true;
+}
+
+/* The routes list: each parsed, the names unique and none a backend's
+ * name unless the route is that backend's own direct route. */
+static bool parse_routes(cfg_parser *p, yaml_node_t *routes) {
+    em_rt_config *c = p->c;
+    if (!want(p, routes, "routes", YAML_SEQUENCE_NODE)) return false;
+    FOR_ITEMS(p, routes, i, item) {
+        char path[64];
+        snprintf(path, sizeof path, "routes[%d]", i);
+        if (c->n_routes >= EM_RT_MAX_ROUTES) return fail(p, item, path, "at most %d routes", EM_RT_MAX_ROUTES);
+        em_rt_route *r = &c->routes[c->n_routes++];
+        if (!parse_route(p, item, path, r)) return false;
+        for (int j = 0; j < c->n_routes - 1; j++)
+            if (!strcmp(c->routes[j].name, r->name))
+                return fail(p, item, path, "route name '%s' is already used on line %d", r->name, c->routes[j].line);
+        int bj = em_rt_config_backend(c, r->name);
+        if (bj >= 0 && !(r->policy == EM_RT_DIRECT && r->backends[0] == bj))
+            return fail(p, item, path, "route name '%s' is also a backend's name (line %d)", r->name,
+                        c->backends[bj].line);
+    }
+    return true;
+}
+
+/* The keys list: each parsed, its downgrade route resolved (routes come
+ * first), names and secrets unique. */
+static bool parse_keys(cfg_parser *p, yaml_node_t *keys) {
+    em_rt_config *c = p->c;
+    if (!want(p, keys, "keys", YAML_SEQUENCE_NODE)) return false;
+    FOR_ITEMS(p, keys, i, item) {
+        char path[64], downgrade[EM_RT_NAME] = "";
+        yaml_node_t *dn = NULL;
+        snprintf(path, sizeof path, "keys[%d]", i);
+        if (c->n_keys >= EM_RT_MAX_KEYS) return fail(p, item, path, "at most %d keys", EM_RT_MAX_KEYS);
+        em_rt_key *key = &c->keys[c->n_keys++];
+        if (!parse_key(p, item, path, key, downgrade, &dn)) return false;
+        if (downgrade[0]) {
+            key->downgrade_route = em_rt_config_route(c, downgrade);
+            if (key->downgrade_route < 0)
+                return fail(p, dn, path, "on_exceed: no route is named '%s'", downgrade);
+        }
+        for (int j = 0; j < c->n_keys - 1; j++) {
+            if (!strcmp(c->keys[j].name, key->name))
+                return fail(p, item, path, "key name '%s' is already used on line %d", key->name, c->keys[j].line);
+            if (!strcmp(c->keys[j].secret, key->secret))
+                return fail(p, item, path, "the same secret as the key on line %d", c->keys[j].line);
+        }
+    }
+    return true;
+}
+
 static bool parse_top(cfg_parser *p, yaml_node_t *root) {
     em_rt_config *c = p->c;
     if (!root) return fail(p, NULL, "", "the file is empty");
@@ -446,59 +516,8 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
         if (!ok) return false;
     }
     if (!backends) return fail(p, root, "backends", "the configuration needs at least one backend");
-    if (!want(p, backends, "backends", YAML_SEQUENCE_NODE)) return false;
-    FOR_ITEMS(p, backends, i, item) {
-        char path[64];
-        snprintf(path, sizeof path, "backends[%d]", i);
-        if (c->n_backends >= EM_RT_MAX_BACKENDS) return fail(p, item, path, "at most %d backends", EM_RT_MAX_BACKENDS);
-        em_rt_backend_cfg *b = &c->backends[c->n_backends++];
-        if (!parse_backend(p, item, path, b)) return false;
-        for (int j = 0; j < c->n_backends - 1; j++)
-            if (!strcmp(c->backends[j].name, b->name))
-                return fail(p, item, path, "backend name '%s' is already used on line %d", b->name, c->backends[j].line);
-        if (c->airgap && b->kind == EM_RT_REMOTE)
-            return fail(p, item, path, "airgap is true but backend '%s' is remote (%s)", b->name, b->urls[0]);
-    }
-    if (!c->n_backends) return fail(p, backends, "backends", "the list is empty");
-    if (routes) {
-        if (!want(p, routes, "routes", YAML_SEQUENCE_NODE)) return false;
-        FOR_ITEMS(p, routes, i, item) {
-            char path[64];
-            snprintf(path, sizeof path, "routes[%d]", i);
-            if (c->n_routes >= EM_RT_MAX_ROUTES) return fail(p, item, path, "at most %d routes", EM_RT_MAX_ROUTES);
-            em_rt_route *r = &c->routes[c->n_routes++];
-            if (!parse_route(p, item, path, r)) return false;
-            for (int j = 0; j < c->n_routes - 1; j++)
-                if (!strcmp(c->routes[j].name, r->name))
-                    return fail(p, item, path, "route name '%s' is already used on line %d", r->name, c->routes[j].line);
-            int bj = em_rt_config_backend(c, r->name);
-            if (bj >= 0 && !(r->policy == EM_RT_DIRECT && r->backends[0] == bj))
-                return fail(p, item, path, "route name '%s' is also a backend's name (line %d)", r->name,
-                            c->backends[bj].line);
-        }
-    }
-    if (keys) {
-        if (!want(p, keys, "keys", YAML_SEQUENCE_NODE)) return false;
-        FOR_ITEMS(p, keys, i, item) {
-            char path[64], downgrade[EM_RT_NAME] = "";
-            yaml_node_t *dn = NULL;
-            snprintf(path, sizeof path, "keys[%d]", i);
-            if (c->n_keys >= EM_RT_MAX_KEYS) return fail(p, item, path, "at most %d keys", EM_RT_MAX_KEYS);
-            em_rt_key *key = &c->keys[c->n_keys++];
-            if (!parse_key(p, item, path, key, downgrade, &dn)) return false;
-            if (downgrade[0]) {
-                key->downgrade_route = em_rt_config_route(c, downgrade);
-                if (key->downgrade_route < 0)
-                    return fail(p, dn, path, "on_exceed: no route is named '%s'", downgrade);
-            }
-            for (int j = 0; j < c->n_keys - 1; j++) {
-                if (!strcmp(c->keys[j].name, key->name))
-                    return fail(p, item, path, "key name '%s' is already used on line %d", key->name, c->keys[j].line);
-                if (!strcmp(c->keys[j].secret, key->secret))
-                    return fail(p, item, path, "the same secret as the key on line %d", c->keys[j].line);
-            }
-        }
-    }
+    if (!parse_backends(p, backends) || (routes && !parse_routes(p, routes)) || (keys && !parse_keys(p, keys)))
+        return false;
     if (!c->ledger && !(c->ledger = strdup("sqlite://ember-ledger.db"))) return fail(p, root, "ledger", "out of memory");
     if (strcmp(c->ledger, "none") && strncmp(c->ledger, "sqlite:", 7) && strncmp(c->ledger, "postgres:", 9) &&
         strncmp(c->ledger, "postgresql:", 11)) {

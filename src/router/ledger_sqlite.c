@@ -146,59 +146,71 @@ static em_status sq_spend(void *db, const char *key, double *day_usd, double *mo
     return st;
 }
 
-static em_status sq_reserve(void *db, const char *key, double daily_usd, double monthly_usd, double max_usd,
-                            int64_t *id, bool *over) {
-    sq_ledger *l = db;
-    *id = 0;
-    *over = false;
-    pthread_mutex_lock(&l->mu);
-    em_status st = EM_OK;
-    if (!exec(l, "BEGIN IMMEDIATE")) {
-        st = db_fail(l, "begin");
-        goto out;
+/* Ends the transaction that BEGIN IMMEDIATE opened: commits when st is
+ * EM_OK and keep is set, and rolls back otherwise.  A failed COMMIT
+ * becomes the error (read before the ROLLBACK replaces SQLite's message)
+ * and rolls back too, so that the connection is never left inside a
+ * transaction that would hold the file's write lock. */
+static em_status end_transaction(sq_ledger *l, em_status st, bool keep) {
+    if (st == EM_OK && keep) {
+        if (exec(l, "COMMIT")) return EM_OK;
+        st = db_fail(l, "commit");
     }
+    exec(l, "ROLLBACK");
+    return st;
+}
+
+/* The body of sq_reserve, inside its transaction: *over when the budget
+ * would be exceeded (nothing is inserted then), else the reservation's
+ * row id in *id. */
+static em_status reserve_locked(sq_ledger *l, const char *key, double daily_usd, double monthly_usd, double max_usd,
+                                int64_t *id, bool *over) {
     double now = em_ledger_now();
     if (now - l->last_sweep >= 1.0) {
         l->last_sweep = now;
         drop_dead_reservations(l);
     }
     double day = 0, month = 0;
-    if ((daily_usd > 0 || monthly_usd > 0) && (st = spend_locked(l, key, &day, &month)) != EM_OK) goto rollback;
+    em_status st;
+    if ((daily_usd > 0 || monthly_usd > 0) && (st = spend_locked(l, key, &day, &month)) != EM_OK) return st;
     if ((daily_usd > 0 && day + max_usd > daily_usd) || (monthly_usd > 0 && month + max_usd > monthly_usd)) {
         *over = true;
-        goto rollback;
+        return EM_OK;
     }
     sqlite3_stmt *ins;
     if (sqlite3_prepare_v2(l->db, "INSERT INTO reservations(ts, pid, key, amount_usd) VALUES (?, ?, ?, ?)", -1, &ins,
-                           NULL) != SQLITE_OK) {
-        st = db_fail(l, "reserve");
-        goto rollback;
-    }
+                           NULL) != SQLITE_OK)
+        return db_fail(l, "reserve");
     sqlite3_bind_double(ins, 1, em_ledger_now());
     sqlite3_bind_int64(ins, 2, (int64_t)getpid());
     sqlite3_bind_text(ins, 3, key, -1, SQLITE_STATIC);
     sqlite3_bind_double(ins, 4, max_usd);
     int rc = sqlite3_step(ins);
     sqlite3_finalize(ins);
-    if (rc != SQLITE_DONE) {
-        st = db_fail(l, "reserve");
-        goto rollback;
-    }
+    if (rc != SQLITE_DONE) return db_fail(l, "reserve");
     *id = sqlite3_last_insert_rowid(l->db);
-    if (!exec(l, "COMMIT")) {
-        st = db_fail(l, "commit");
-        *id = 0;
-        goto rollback;
+    return EM_OK;
+}
+
+static em_status sq_reserve(void *db, const char *key, double daily_usd, double monthly_usd, double max_usd,
+                            int64_t *id, bool *over) {
+    sq_ledger *l = db;
+    *id = 0;
+    *over = false;
+    pthread_mutex_lock(&l->mu);
+    em_status st;
+    if (!exec(l, "BEGIN IMMEDIATE")) {
+        st = db_fail(l, "begin");
+    } else {
+        st = reserve_locked(l, key, daily_usd, monthly_usd, max_usd, id, over);
+        st = end_transaction(l, st, !*over);
+        if (st != EM_OK) *id = 0; /* a reservation that was rolled back does not exist */
     }
-    goto out;
-rollback:
-    exec(l, "ROLLBACK");
-out:
     pthread_mutex_unlock(&l->mu);
     return st;
 }
 
-static bool insert_attempt(sq_ledger *l, sqlite3_stmt *st, int64_t request_id, int seq, const em_ledger_attempt *a) {
+static bool insert_attempt(sqlite3_stmt *st, int64_t request_id, int seq, const em_ledger_attempt *a) {
     sqlite3_reset(st);
     sqlite3_bind_int64(st, 1, request_id);
     sqlite3_bind_int(st, 2, seq);
@@ -211,19 +223,15 @@ static bool insert_attempt(sq_ledger *l, sqlite3_stmt *st, int64_t request_id, i
     sqlite3_bind_int(st, 9, a->status);
     sqlite3_bind_text(st, 10, a->outcome ? a->outcome : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 11, a->reason ? a->reason : "", -1, SQLITE_STATIC);
-    (void)l;
     return sqlite3_step(st) == SQLITE_DONE;
 }
 
-static em_status sq_settle(void *db, int64_t id, const em_ledger_entry *e) {
-    sq_ledger *l = db;
-    pthread_mutex_lock(&l->mu);
+/* The statements of one settlement, run in its transaction: the request's
+ * row, one row per attempt, and the deletion of reservation id (0: none).
+ * It finalizes what it prepared before the caller commits or rolls back. */
+static em_status settle_locked(sq_ledger *l, int64_t id, const em_ledger_entry *e) {
     em_status st = EM_OK;
     sqlite3_stmt *req = NULL, *att = NULL, *del = NULL;
-    if (!exec(l, "BEGIN IMMEDIATE")) {
-        st = db_fail(l, "begin");
-        goto out;
-    }
     if (sqlite3_prepare_v2(l->db,
                            "INSERT INTO requests(ts, key, route, backend, prompt_tokens, completion_tokens, cost_usd,"
                            " baseline_usd, latency_ms, status, outcome, escalation)"
@@ -235,7 +243,7 @@ static em_status sq_settle(void *db, int64_t id, const em_ledger_entry *e) {
                            -1, &att, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(l->db, "DELETE FROM reservations WHERE id = ?", -1, &del, NULL) != SQLITE_OK) {
         st = db_fail(l, "settle");
-        goto rollback;
+        goto out;
     }
     sqlite3_bind_double(req, 1, em_ledger_now());
     sqlite3_bind_text(req, 2, e->key ? e->key : "", -1, SQLITE_STATIC);
@@ -251,30 +259,26 @@ static em_status sq_settle(void *db, int64_t id, const em_ledger_entry *e) {
     sqlite3_bind_text(req, 12, e->escalation ? e->escalation : "", -1, SQLITE_STATIC);
     if (sqlite3_step(req) != SQLITE_DONE) {
         st = db_fail(l, "settle");
-        goto rollback;
+        goto out;
     }
     int64_t rid = sqlite3_last_insert_rowid(l->db);
-    for (int i = 0; i < e->n_attempts; i++)
-        if (!insert_attempt(l, att, rid, i, &e->attempts[i])) {
-            st = db_fail(l, "settle");
-            goto rollback;
-        }
+    for (int i = 0; i < e->n_attempts && st == EM_OK; i++)
+        if (!insert_attempt(att, rid, i, &e->attempts[i])) st = db_fail(l, "settle");
     sqlite3_bind_int64(del, 1, id);
-    if (id && sqlite3_step(del) != SQLITE_DONE) {
-        st = db_fail(l, "settle");
-        goto rollback;
-    }
-    if (!exec(l, "COMMIT")) {
-        st = db_fail(l, "commit");
-        goto rollback;
-    }
-    goto out;
-rollback:
-    exec(l, "ROLLBACK");
+    if (st == EM_OK && id && sqlite3_step(del) != SQLITE_DONE) st = db_fail(l, "settle");
 out:
     sqlite3_finalize(req);
     sqlite3_finalize(att);
     sqlite3_finalize(del);
+    return st;
+}
+
+static em_status sq_settle(void *db, int64_t id, const em_ledger_entry *e) {
+    sq_ledger *l = db;
+    pthread_mutex_lock(&l->mu);
+    em_status st;
+    if (!exec(l, "BEGIN IMMEDIATE")) st = db_fail(l, "begin");
+    else st = end_transaction(l, settle_locked(l, id, e), true);
     pthread_mutex_unlock(&l->mu);
     return st;
 }

@@ -27,11 +27,8 @@
 #include "server/errors.h"
 #include "server/server.h"
 
-#include <arpa/inet.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +47,10 @@ typedef struct rt_replica {
     double cooldown_until;  /* em_time_s(); a failed request rests it till then */
 } rt_replica;
 
+/* A backend as the router runs it.  cfg points into the router's
+ * configuration; the strings, the replicas' URLs and a local backend's
+ * model, engine and server are the backend's own, made by start_local or
+ * start_remote and freed by em_router_free. */
 typedef struct rt_backend {
     const em_rt_backend_cfg *cfg;
     char *api_key;          /* Bearer token sent upstream, or NULL              */
@@ -166,7 +167,10 @@ static void *health_main(void *arg) {
 
 /* ---------------------------------------------------------------- call */
 
-/* One routed request. */
+/* One routed request, on the heap: call_new makes it and settle() frees
+ * it, on every path (for a live stream, when stream_free settles).  It
+ * owns body; route, key_name and the attempts' names point into the
+ * router's configuration, which outlives every call. */
 typedef struct rt_call {
     em_router *R;
     const char *key_name;          /* "-" when the router has no keys             */
@@ -192,7 +196,10 @@ typedef struct rt_call {
 } rt_call;
 
 /* One attempt's result: an error, a whole JSON answer, or a live stream
- * whose status was 200 and whose first event has arrived. */
+ * whose status was 200 and whose first event has arrived.  It owns answer,
+ * x and error_body (result_clear frees them); b and rep point into the
+ * router, and while rep is set that replica counts the request in flight
+ * until replica_release. */
 typedef struct rt_result {
     em_up_outcome outcome;
     long status;                   /* upstream HTTP status                        */
@@ -213,15 +220,6 @@ static void result_clear(rt_result *r) {
     free(r->x);
     free(r->error_body);
     memset(r, 0, sizeof *r);
-}
-
-static bool client_gone(int fd) {
-    if (fd < 0) return false;
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) return true;
-    char ch;
-    return (p.revents & POLLIN) && recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 static em_ledger_attempt *add_attempt(rt_call *c, const rt_backend *b, const rt_replica *rep) {
@@ -271,6 +269,51 @@ static bool has_event(const em_xfer *x) {
     return x->in.p && n >= 2 && memmem(x->in.p + x->off, n, "\n\n", 2) != NULL;
 }
 
+/* What one try's transfer gave, into res: a live stream (a streaming try
+ * that got its first event), a whole JSON answer (charged to the call), or
+ * a failure with its reason in the attempt's record and, for the request's
+ * own faults, the upstream's body to pass on.  started: the transfer
+ * began; gone: the client left while it ran.  a may be NULL when the call
+ * has used all its attempt records. */
+static void attempt_read(rt_call *c, rt_backend *b, em_ledger_attempt *a, bool stream, bool started, bool gone,
+                         rt_result *res) {
+    res->status = res->x ? res->x->status : 0;
+    if (!started) res->outcome = EM_UP_CONNECT;
+    else if (gone) res->outcome = EM_UP_CLIENT_GONE;
+    else if (!res->x->done) res->outcome = EM_UP_OK; /* a live stream */
+    else res->outcome = em_xfer_outcome(res->x);
+    double dt = em_time_s() - res->t0;
+    if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
+    if (res->outcome == EM_UP_OK && !stream) {
+        json_error_t je;
+        res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
+        if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
+            !json_array_size(json_object_get(res->answer, "choices"))) {
+            json_decref(res->answer);
+            res->answer = NULL;
+            res->outcome = EM_UP_BAD_RESPONSE;
+            if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
+        } else if (a) {
+            int64_t pt, ct;
+            usage_of(res->answer, &pt, &ct);
+            charge(c, a, b, pt, ct, dt);
+        }
+    } else if (res->outcome == EM_UP_OK && stream) {
+        res->live = true; /* charged when the stream ends */
+        return;
+    } else if (res->outcome == EM_UP_CLIENT_ERROR || res->outcome == EM_UP_CONTEXT) {
+        size_t n = em_xfer_avail(res->x);
+        res->error_body = malloc(n + 1);
+        if (res->error_body) memcpy(res->error_body, em_xfer_data(res->x), n), res->error_body[n] = '\0';
+    }
+    if (a) {
+        a->outcome = em_up_outcome_name(res->outcome);
+        if (res->outcome != EM_UP_OK && !c->att_reason[res->att][0])
+            snprintf(c->att_reason[res->att], 160, "%s%s%.120s", em_up_outcome_name(res->outcome),
+                     res->x && res->x->errbuf[0] ? ": " : "", res->x ? res->x->errbuf : "");
+    }
+}
+
 /* One backend: up to 1 + retries tries (each on the least loaded healthy
  * replica), with jittered back-off between them; all before any byte went
  * to the client.  A route's last resort (and a retry) may use a replica
@@ -306,45 +349,12 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool 
         bool gone = false;
         while (started && !res->x->done) {
             if (stream && res->x->headers_done && res->x->status == 200 && has_event(res->x)) break;
-            if ((gone = client_gone(c->fd))) break;
+            if ((gone = em_http_client_gone(c->fd))) break;
             em_xfer_pump(res->x, 50);
         }
         free(body);
-        res->status = res->x ? res->x->status : 0;
-        if (!started) res->outcome = EM_UP_CONNECT;
-        else if (gone) res->outcome = EM_UP_CLIENT_GONE;
-        else if (!res->x->done) res->outcome = EM_UP_OK; /* a live stream */
-        else res->outcome = em_xfer_outcome(res->x);
-        double dt = em_time_s() - res->t0;
-        if (a) a->latency_ms = dt * 1e3, a->status = (int)res->status;
-        if (res->outcome == EM_UP_OK && (!stream || res->x->done) && !stream) {
-            json_error_t je;
-            res->answer = json_loadb(em_xfer_data(res->x), em_xfer_avail(res->x), 0, &je);
-            if (!json_is_object(res->answer) || !json_is_array(json_object_get(res->answer, "choices")) ||
-                !json_array_size(json_object_get(res->answer, "choices"))) {
-                json_decref(res->answer);
-                res->answer = NULL;
-                res->outcome = EM_UP_BAD_RESPONSE;
-                if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
-            } else if (a) {
-                int64_t pt, ct;
-                usage_of(res->answer, &pt, &ct);
-                charge(c, a, b, pt, ct, dt);
-            }
-        } else if (res->outcome == EM_UP_OK && stream) {
-            res->live = true; /* charged when the stream ends */
-            return;
-        } else if (res->outcome == EM_UP_CLIENT_ERROR || res->outcome == EM_UP_CONTEXT) {
-            size_t n = em_xfer_avail(res->x);
-            res->error_body = malloc(n + 1);
-            if (res->error_body) memcpy(res->error_body, em_xfer_data(res->x), n), res->error_body[n] = '\0';
-        }
-        if (a) {
-            a->outcome = em_up_outcome_name(res->outcome);
-            if (res->outcome != EM_UP_OK && !c->att_reason[res->att][0])
-                snprintf(c->att_reason[res->att], 160, "%s%s%.120s", em_up_outcome_name(res->outcome),
-                         res->x && res->x->errbuf[0] ? ": " : "", res->x ? res->x->errbuf : "");
-        }
+        attempt_read(c, b, a, stream, started, gone, res);
+        if (res->live) return; /* the replica stays busy until the stream ends */
         if (res->x) em_xfer_free(res->x);
         free(res->x);
         res->x = NULL;
@@ -488,6 +498,9 @@ static void settle(rt_call *c, int status, const char *outcome) {
 
 /* ---------------------------------------------------------- responses */
 
+/* What the router keeps per connection in MHD's *con_cls: the request
+ * body as it arrives (owned) and whether an answer was queued.  Made on
+ * the first on_request call, freed by on_completed. */
 typedef struct rt_conn {
     em_strbuf body;
     bool too_large, answered;
@@ -521,6 +534,34 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, rt_conn *cs, int s
     return queue(conn, cs, status, text_response(text, "application/json"));
 }
 
+/* The x-ember-* headers that tell the client how its request was routed:
+ * the route, the backend that answered, the cost (not on a live stream,
+ * whose cost is known only at its end and goes in a closing comment) and
+ * why it escalated. */
+static void routing_headers(struct MHD_Response *r, rt_call *c, bool with_cost) {
+    if (!r) return;
+    MHD_add_response_header(r, "x-ember-route", c->route->name);
+    if (c->answered_by) MHD_add_response_header(r, "x-ember-backend", c->answered_by->cfg->name);
+    if (with_cost) {
+        char cost[32];
+        snprintf(cost, sizeof cost, "%.8f", c->cost);
+        MHD_add_response_header(r, "x-ember-cost-usd", cost);
+    }
+    if (c->escalation[0]) MHD_add_response_header(r, "x-ember-escalated", c->escalation);
+}
+
+/* Queues the error body j (taken; NULL when it could not be made) with
+ * status http, with c's routing headers when there is a call (NULL: none
+ * yet), and asks the client to retry after a second on 429 and 503. */
+static enum MHD_Result queue_error(struct MHD_Connection *conn, rt_conn *cs, int http, json_t *j, rt_call *c) {
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    struct MHD_Response *r = text_response(text, "application/json");
+    if (c) routing_headers(r, c, true);
+    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
+    return queue(conn, cs, http, r);
+}
+
 static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int http, const char *code,
                                   const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int http, const char *code,
@@ -532,25 +573,7 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, rt_conn *cs, int 
     va_start(ap, fmt);
     vsnprintf(err.message, sizeof err.message, fmt, ap);
     va_end(ap);
-    char *text = NULL;
-    json_t *j = em_api_error_json(&err);
-    if (j) text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    struct MHD_Response *r = text_response(text, "application/json");
-    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
-    return queue(conn, cs, http, r);
-}
-
-static void routing_headers(struct MHD_Response *r, rt_call *c, bool with_cost) {
-    if (!r) return;
-    MHD_add_response_header(r, "x-ember-route", c->route->name);
-    if (c->answered_by) MHD_add_response_header(r, "x-ember-backend", c->answered_by->cfg->name);
-    if (with_cost) {
-        char cost[32];
-        snprintf(cost, sizeof cost, "%.8f", c->cost);
-        MHD_add_response_header(r, "x-ember-cost-usd", cost);
-    }
-    if (c->escalation[0]) MHD_add_response_header(r, "x-ember-escalated", c->escalation);
+    return queue_error(conn, cs, http, em_api_error_json(&err), NULL);
 }
 
 /* A whole answer as server-sent events, for a streaming client whose
@@ -598,7 +621,9 @@ static char *as_events(rt_call *c, json_t *answer) {
     return out.p;
 }
 
-/* A live stream, pulled from the upstream as the client reads. */
+/* A live stream, pulled from the upstream as the client reads.  It owns
+ * res (the transfer and the replica it holds) and out; MHD calls
+ * stream_free when the response ends, which settles the call. */
 typedef struct rt_stream {
     rt_call *c;
     rt_result res;
@@ -717,7 +742,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
                                            : "the backend's stream ended before the answer did");
             continue;
         }
-        if (client_gone(s->c->fd)) {
+        if (em_http_client_gone(s->c->fd)) {
             s->client_left = true;
             s->end = EM_UP_CLIENT_GONE;
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -767,12 +792,7 @@ static enum MHD_Result send_upstream_error(struct MHD_Connection *conn, rt_conn 
             snprintf(err.message, sizeof err.message, "route %s: the prompt is too long for every backend", c->route->name);
         j = em_api_error_json(&err);
     }
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    struct MHD_Response *r = text_response(text, "application/json");
-    routing_headers(r, c, true);
-    if (r && (http == 429 || http == 503)) MHD_add_response_header(r, "Retry-After", "1");
-    return queue(conn, cs, http, r);
+    return queue_error(conn, cs, http, j, c);
 }
 
 /* ------------------------------------------------------------ handling */
@@ -800,23 +820,34 @@ static bool key_may_use(const em_rt_key *k, int route, int backend) {
     return false;
 }
 
-static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *conn, rt_conn *cs,
-                                         const em_rt_key *key, const char *endpoint) {
+/* A call for the request whose body cs holds, or NULL after answering the
+ * client (*mr) with what is wrong: a body that is not a JSON object, no
+ * `model`, or one that is no route or backend this key may use.  The call
+ * takes the parsed body and counts in R->in_flight; from here on every
+ * path ends in settle(), which frees both and counts the call out. */
+static rt_call *call_new(em_router *R, struct MHD_Connection *conn, rt_conn *cs, const em_rt_key *key,
+                         const char *endpoint, enum MHD_Result *mr) {
     json_error_t je;
     json_t *body = json_loadb(cs->body.p ? cs->body.p : "", cs->body.n, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(body)) {
         json_decref(body);
-        return send_error(conn, cs, 400, NULL, NULL, "the body is not a JSON object: %.200s", je.text);
+        *mr = send_error(conn, cs, 400, NULL, NULL, "the body is not a JSON object: %.200s", je.text);
+        return NULL;
     }
     const char *model = json_string_value(json_object_get(body, "model"));
-    if (!model) {
-        json_decref(body);
-        return send_error(conn, cs, 400, NULL, "model", "'model' is required: a route or backend name");
-    }
-    rt_call *c = calloc(1, sizeof *c);
+    int ri = model ? em_rt_config_route(R->cfg, model) : -1;
+    int bi = model && ri < 0 ? em_rt_config_backend(R->cfg, model) : -1;
+    rt_call *c = NULL;
+    if (!model)
+        *mr = send_error(conn, cs, 400, NULL, "model", "'model' is required: a route or backend name");
+    else if ((ri < 0 && bi < 0) || !key_may_use(key, ri, bi))
+        *mr = send_error(conn, cs, 404, "model_not_found", "model",
+                         "The model '%.100s' is not a route or backend this key may use", model);
+    else if (!(c = calloc(1, sizeof *c)))
+        *mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
     if (!c) {
-        json_decref(body);
-        return MHD_NO;
+        json_decref(body); /* after the messages: model points into it */
+        return NULL;
     }
     c->R = R;
     c->body = body;
@@ -834,15 +865,6 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     em_rt_facts_of(body, tag ? c->tag : NULL, &c->facts);
     c->max_tokens = c->facts.max_tokens;
     c->prompt_bound = (int64_t)(cs->body.n + 16);
-
-    int ri = em_rt_config_route(R->cfg, model), bi = ri < 0 ? em_rt_config_backend(R->cfg, model) : -1;
-    if ((ri < 0 && bi < 0) || !key_may_use(key, ri, bi)) {
-        enum MHD_Result mr = send_error(conn, cs, 404, "model_not_found", "model",
-                                        "The model '%.100s' is not a route or backend this key may use", model);
-        free(c);
-        json_decref(body); /* model points into it */
-        return mr;
-    }
     if (ri >= 0) c->route = &R->cfg->routes[ri];
     else {
         c->implicit = (em_rt_route){.policy = EM_RT_DIRECT, .n_backends = 1, .backends = {bi}};
@@ -852,74 +874,97 @@ static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *co
     pthread_mutex_lock(&R->mu);
     R->in_flight++;
     pthread_mutex_unlock(&R->mu);
+    return c;
+}
 
-    /* The budget: reserve the route's maximum cost, or downgrade. */
-    if (key && (key->daily_usd > 0 || key->monthly_usd > 0) && R->ledger) {
-        bool over;
-        if (em_ledger_reserve(R->ledger, key->name, key->daily_usd, key->monthly_usd, route_max_cost(c, c->route),
-                              &c->reservation, &over) != EM_OK) {
-            fprintf(stderr, "ember serve: %s\n", em_last_error());
-            /* Fail closed: a budget that cannot be checked is not spent.
-             * Keys without a budget are still served (docs/ROUTING.md). */
-            settle(c, 503, "ledger_unavailable");
-            return send_error(conn, cs, 503, "ledger_unavailable", NULL,
-                              "the ledger is unavailable, so this key's budget cannot be checked; retry later");
-        }
-        if (over && key->downgrade_route < 0) {
-            enum MHD_Result r = send_error(conn, cs, 429, "budget_exceeded", NULL,
-                                           "key %s is over its budget (daily %g USD, monthly %g USD)", key->name,
-                                           key->daily_usd, key->monthly_usd);
-            settle(c, 429, "budget_exceeded");
-            return r;
-        }
-        if (over) {
-            /* Past the budget the key keeps working on its downgrade route;
-             * those requests are charged and recorded but not refused. */
-            c->route = &R->cfg->routes[key->downgrade_route];
-            snprintf(c->escalation, sizeof c->escalation, "over budget: downgraded");
-        }
+/* The budget: reserves the route's maximum cost against the key's, or
+ * moves the call to the key's downgrade route when that is spent.  False
+ * after refusing the request (*mr) and settling the call. */
+static bool reserve_budget(rt_call *c, const em_rt_key *key, struct MHD_Connection *conn, rt_conn *cs,
+                           enum MHD_Result *mr) {
+    em_router *R = c->R;
+    if (!key || !(key->daily_usd > 0 || key->monthly_usd > 0) || !R->ledger) return true;
+    bool over;
+    if (em_ledger_reserve(R->ledger, key->name, key->daily_usd, key->monthly_usd, route_max_cost(c, c->route),
+                          &c->reservation, &over) != EM_OK) {
+        fprintf(stderr, "ember serve: %s\n", em_last_error());
+        /* Fail closed: a budget that cannot be checked is not spent.
+         * Keys without a budget are still served (docs/ROUTING.md). */
+        settle(c, 503, "ledger_unavailable");
+        *mr = send_error(conn, cs, 503, "ledger_unavailable", NULL,
+                         "the ledger is unavailable, so this key's budget cannot be checked; retry later");
+        return false;
     }
+    if (over && key->downgrade_route < 0) {
+        *mr = send_error(conn, cs, 429, "budget_exceeded", NULL, "key %s is over its budget (daily %g USD, monthly %g USD)",
+                         key->name, key->daily_usd, key->monthly_usd);
+        settle(c, 429, "budget_exceeded");
+        return false;
+    }
+    if (over) {
+        /* Past the budget the key keeps working on its downgrade route;
+         * those requests are charged and recorded but not refused. */
+        c->route = &R->cfg->routes[key->downgrade_route];
+        snprintf(c->escalation, sizeof c->escalation, "over budget: downgraded");
+    }
+    return true;
+}
 
+/* Answers with a live upstream stream: the response pulls it through
+ * stream_read at the client's pace, and stream_free releases the replica
+ * and settles the call when the response is done. */
+static enum MHD_Result send_live(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
+    rt_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        /* Nothing went to the client yet: drop the transfer, free the
+         * replica without resting it (it did nothing wrong) and say why. */
+        replica_release(c->R, res->b, res->rep, EM_UP_CLIENT_GONE);
+        result_clear(res);
+        enum MHD_Result mr = send_error(conn, cs, 500, NULL, NULL, "the router is out of memory");
+        settle(c, 500, "nomem");
+        return mr;
+    }
+    s->c = c;
+    s->res = *res;
+    s->end = EM_UP_BROKEN_STREAM;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s, stream_free);
+    if (!r) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    routing_headers(r, c, false);
+    return queue(conn, cs, 200, r);
+}
+
+/* Answers with a whole JSON answer, as one body or, for a streaming client
+ * whose answer a cascade accepted, as events; then settles the call. */
+static enum MHD_Result send_answer(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
+    usage_of(res->answer, &c->prompt_tokens, &c->completion_tokens);
+    struct MHD_Response *r;
+    if (c->stream) r = text_response(as_events(c, res->answer), "text/event-stream");
+    else r = text_response(json_dumps(res->answer, JSON_COMPACT), "application/json");
+    routing_headers(r, c, true);
+    result_clear(res);
+    enum MHD_Result mr = queue(conn, cs, 200, r);
+    settle(c, 200, "ok");
+    return mr;
+}
+
+static enum MHD_Result handle_generation(em_router *R, struct MHD_Connection *conn, rt_conn *cs,
+                                         const em_rt_key *key, const char *endpoint) {
+    enum MHD_Result mr = MHD_NO;
+    rt_call *c = call_new(R, conn, cs, key, endpoint, &mr);
+    if (!c || !reserve_budget(c, key, conn, cs, &mr)) return mr;
     rt_result res = {.outcome = EM_UP_UNAVAILABLE};
     count_prompt_tokens(c);
     run_policy(c, &res);
-    if (res.outcome == EM_UP_OK) c->answered_by = res.b;
-    if (res.outcome == EM_UP_OK && res.live) {
-        rt_stream *s = calloc(1, sizeof *s);
-        if (!s) {
-            result_clear(&res);
-            settle(c, 500, "nomem");
-            return MHD_NO;
-        }
-        s->c = c;
-        s->res = res;
-        s->end = EM_UP_BROKEN_STREAM;
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, s, stream_free);
-        if (!r) {
-            stream_free(s);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        routing_headers(r, c, false);
-        return queue(conn, cs, 200, r);
-    }
     if (res.outcome == EM_UP_OK) {
-        usage_of(res.answer, &c->prompt_tokens, &c->completion_tokens);
-        struct MHD_Response *r;
-        if (c->stream) {
-            r = text_response(as_events(c, res.answer), "text/event-stream");
-        } else {
-            char *text = json_dumps(res.answer, JSON_COMPACT);
-            r = text_response(text, "application/json");
-        }
-        routing_headers(r, c, true);
-        result_clear(&res);
-        enum MHD_Result mr = queue(conn, cs, 200, r);
-        settle(c, 200, "ok");
-        return mr;
+        c->answered_by = res.b;
+        return res.live ? send_live(conn, cs, c, &res) : send_answer(conn, cs, c, &res);
     }
-    enum MHD_Result mr = send_upstream_error(conn, cs, c, &res);
+    mr = send_upstream_error(conn, cs, c, &res);
     const char *outcome = em_up_outcome_name(res.outcome);
     result_clear(&res);
     settle(c, cs->status ? cs->status : 500, outcome);
@@ -1123,22 +1168,13 @@ em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, 
     R->health_started = true;
 
     struct sockaddr_storage addr;
-    memset(&addr, 0, sizeof addr);
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-        flags |= MHD_USE_IPv6;
-    } else {
+    bool ipv6;
+    if (!em_http_listen_addr(host, port, &addr, &ipv6)) {
         st = em_error(EM_ERR_INVALID_ARG, "router: '%s' is not an IPv4 or IPv6 address", host);
         goto fail;
     }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
+                     MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
     R->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, R, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, R,
                                  MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 600u,

@@ -31,6 +31,11 @@ typedef struct gen_choice {
     size_t sent;          /* tool streams: bytes of text already sent as content */
 } gen_choice;
 
+/* One generation request, on the heap.  It owns its parsed request, the
+ * prompt, the engine requests, the choices and the stream buffer; s and cs
+ * are the server's and the connection's, borrowed.  job_free frees it:
+ * em_gen_handle does for a whole JSON answer, and for a stream the
+ * response's stream_free does once libmicrohttpd is done with it. */
 typedef struct gen_job {
     em_server *s;
     em_conn *cs;
@@ -664,6 +669,51 @@ static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_con
 
 /* -------------------------------------------------------------- entry */
 
+/* Answers a started job with server-sent events: the response takes the
+ * job, and stream_reader turns its events into the stream as the client
+ * reads. */
+static enum MHD_Result answer_stream(gen_job *j, struct MHD_Connection *c, em_api_kind kind) {
+    /* Completions echo: the prompt text opens each choice's stream. */
+    for (int32_t gi = 0; gi < j->n_ch && kind == EM_API_COMPLETIONS; gi++) {
+        const char *echo = j->echo[gi / j->req.n];
+        if (echo) stream_completion_text(j, gi, echo, strlen(echo), NULL, NULL);
+    }
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, j,
+                                                               stream_free);
+    if (!r) {
+        job_free(j);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    return em_http_queue(j->s, c, j->cs, 200, r);
+}
+
+/* Answers a started job with one JSON body once every choice has
+ * finished, and frees the job. */
+static enum MHD_Result answer_whole(gen_job *j, struct MHD_Connection *c) {
+    em_server *s = j->s;
+    em_conn *cs = j->cs;
+    em_event ev;
+    bool more = true;
+    while (more) {
+        wait_result w = job_wait(j, &ev, EM_SERVER_KEEPALIVE_S);
+        if (w == WAIT_TIMEOUT) continue;
+        if (w == WAIT_GONE) {
+            /* The client left: nobody reads the answer; free everything. */
+            job_free(j);
+            cs->status = 499;
+            return MHD_NO;
+        }
+        more = job_event(j, &ev);
+    }
+    enum MHD_Result res;
+    if (j->failed) res = em_http_error(s, c, cs, &j->err);
+    else res = em_http_json(s, c, cs, 200, final_answer(j));
+    job_free(j);
+    return res;
+}
+
 enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *cs, em_api_kind kind) {
     em_api_error err = {0};
     em_api_limits lim = {.model_id = s->p.model_id,
@@ -723,39 +773,5 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         return em_http_error(s, c, cs, &err);
     }
 
-    if (j->req.stream) {
-        /* Completions echo: the prompt text opens each choice's stream. */
-        for (int32_t gi = 0; gi < j->n_ch && kind == EM_API_COMPLETIONS; gi++) {
-            const char *echo = j->echo[gi / j->req.n];
-            if (echo) stream_completion_text(j, gi, echo, strlen(echo), NULL, NULL);
-        }
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, j,
-                                                                   stream_free);
-        if (!r) {
-            job_free(j);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        return em_http_queue(s, c, cs, 200, r);
-    }
-
-    em_event ev;
-    bool more = true;
-    while (more) {
-        wait_result w = job_wait(j, &ev, EM_SERVER_KEEPALIVE_S);
-        if (w == WAIT_TIMEOUT) continue;
-        if (w == WAIT_GONE) {
-            /* The client left: nobody reads the answer; free everything. */
-            job_free(j);
-            cs->status = 499;
-            return MHD_NO;
-        }
-        more = job_event(j, &ev);
-    }
-    enum MHD_Result res;
-    if (j->failed) res = em_http_error(s, c, cs, &j->err);
-    else res = em_http_json(s, c, cs, 200, final_answer(j));
-    job_free(j);
-    return res;
+    return j->req.stream ? answer_stream(j, c, kind) : answer_whole(j, c);
 }

@@ -71,8 +71,6 @@ enum MHD_Result em_http_queue(em_server *s, struct MHD_Connection *c, em_conn *c
                               struct MHD_Response *r);
 /* Adds the CORS headers a response needs for this request's origin. */
 void em_http_cors(em_server *s, struct MHD_Connection *c, struct MHD_Response *r);
-/* True when the client has closed its end of the connection. */
-bool em_http_client_gone(int fd);
 
 /* POST /v1/completions, /v1/chat/completions, /v1/embeddings. */
 enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *cs, em_api_kind kind);

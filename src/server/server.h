@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #define EM_SERVER_MAX_CORS 16
 
@@ -44,5 +45,15 @@ void em_server_quiesce(em_server *s);
 bool em_server_wait_idle(em_server *s, double timeout_s);
 /* Closes every connection and frees the server (the engine is not freed). */
 void em_server_free(em_server *s);
+/* The socket address of host (a numeric IPv4 or IPv6 address: names are
+ * not resolved) and port, for MHD_OPTION_SOCK_ADDR; *ipv6 says whether the
+ * daemon needs MHD_USE_IPv6.  False when host is not such an address.
+ * The server and the router listen through it. */
+bool em_http_listen_addr(const char *host, int port, struct sockaddr_storage *addr, bool *ipv6);
+/* True when the client on socket fd (-1: none, never gone) has closed its
+ * end or the connection failed; it only peeks, so bytes the client sent
+ * stay for libmicrohttpd.  The server's handlers and the router's calls
+ * poll it while they wait, to cancel the work of a client that left. */
+bool em_http_client_gone(int fd);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * test.h - the few macros ember's unit tests share.  A failed CHECK prints
  * the file, line and expression and marks the test failed; the test keeps
- * going so that one run shows every failure.
+ * going so that one run shows every failure.  Also the one comparison of
+ * float outputs that several tests share.
  */
 #ifndef EM_TEST_H
 #define EM_TEST_H
@@ -41,6 +42,16 @@ static int test_checks;
         em_status st_ = (expr);                                              \
         CHECK_MSG(st_ == EM_OK, "%s: %s", em_status_str(st_), em_last_error()); \
     } while (0)
+
+/* The largest difference between a and the reference b over n floats,
+ * relative to b's largest magnitude (1 when b is all zeros): how two runs
+ * of a model that may sum in different orders are compared. */
+static inline float max_rel_diff(const float *a, const float *b, int n) {
+    float mx = 0, scale = 0;
+    for (int i = 0; i < n; i++) scale = fmaxf(scale, fabsf(b[i]));
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
+    return mx / (scale > 0 ? scale : 1);
+}
 
 /* Path under $EMBER_TEST_DATA, or NULL (and a message) when it is unset. */
 static inline const char *test_data_path(char *buf, size_t size, const char *rel) {

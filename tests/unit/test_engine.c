@@ -179,13 +179,6 @@ static void test_attention(em_type kv_type, int swa) {
 
 /* ---------------------------------------------------------------- decode */
 
-static float max_rel_diff(const float *a, const float *b, int n) {
-    float mx = 0, scale = 0;
-    for (int i = 0; i < n; i++) scale = fmaxf(scale, fabsf(b[i]));
-    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
-    return mx / (scale > 0 ? scale : 1);
-}
-
 static void test_decode(void) {
     char path[1024];
     if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) return;

@@ -338,13 +338,6 @@ static void test_groups(void) {
 
 /* ------------------------------------------------------ on a model */
 
-static float max_rel_diff(const float *a, const float *b, int n) {
-    float mx = 0, scale = 0;
-    for (int i = 0; i < n; i++) scale = fmaxf(scale, fabsf(b[i]));
-    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(a[i] - b[i]));
-    return mx / (scale > 0 ? scale : 1);
-}
-
 /* The token at position p of test sequence s. */
 static em_token tok_of(int s, int p) { return p == 0 ? 1 : (em_token)(3 + (s * 131 + p * 29 + (s % 7) * p) % 500); }
 
