@@ -329,10 +329,13 @@ static void attempt(rt_call *c, rt_backend *b, bool stream, bool logprobs, bool 
             usleep((useconds_t)(wait * 1e6));
         }
         rt_replica *rep = replica_take(c->R, b, t > 0 || last_resort);
+        /* A retry that finds no replica is not made: the last try's
+         * outcome and its ledger record stand, and no record of a try
+         * that never ran joins them. */
+        if (!rep && t > 0) return;
         em_ledger_attempt *a = add_attempt(c, b, rep);
         res->att = c->n_att - 1;
         if (!rep) {
-            if (t > 0) return; /* keep the last try's outcome */
             res->outcome = EM_UP_UNAVAILABLE;
             if (a) a->outcome = em_up_outcome_name(res->outcome), snprintf(c->att_reason[res->att], 160, "no healthy replica");
             return;
