@@ -254,7 +254,7 @@ static inline AI TF void prefetch_part(const int kind, const uint8_t *w, size_t 
 #define MR_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
 #define MR_FMA(r)                                                                                  \
     if (RN > r) {                                                                                  \
-        const __m512 b = _mm512_set1_ps(ar[r][e]);                                                 \
+        const __m512 b = _mm512_set1_ps(AROW(r));                                                  \
         c##r##0 = _mm512_fmadd_ps(w0, b, c##r##0);                                                 \
         c##r##1 = _mm512_fmadd_ps(w1, b, c##r##1);                                                 \
     }
@@ -277,38 +277,49 @@ static inline AI TF __m512 widen16(const int kind, const uint16_t *h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 
-/* RN activation rows (ar[r] points at element e0 of row r) times the
- * converted slice (wp_buf for F32 weights, wp16_buf for the others):
+/* Activation row r of a tile at the current element: rows are reached
+ * from five base pointers, one per three rows, plus 0, 1 or 2 row strides,
+ * so that a tile needs six general registers for its rows instead of 14.
+ * With one pointer per row, the 13- and 14-row loops ran out of registers
+ * and reloaded two row pointers from the stack at every element. */
+#define AROW(r) (*(const float *)(const void *)(qb[(r) / 3] + (size_t)((r) % 3) * as))
+
+/* RN activation rows (row r at a + r * as bytes, from element e0) times
+ * the converted slice (wp_buf for F32 weights, wp16_buf for the others):
  * outputs out[r * ldo + j] for the columns in masks m0 (j < 16) and m1
  * (16 <= j < 32), stored when first, else added.  Widening F16 weights
  * here, once per tile, measured faster than storing them widened (see
  * pack_slice16): vcvtph2ps does not take the FMA pipes' place on the
  * machines measured. */
-static inline AI TF void micro(const int kind, const int RN, int64_t kc, const float *const *ar, float *out,
+static inline AI TF void micro(const int kind, const int RN, int64_t kc, const float *a, size_t as, float *out,
                                int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
+    const uint8_t *qb[5];
+    for (int i = 0; i < 5; i++) qb[i] = (const uint8_t *)(const void *)a + (size_t)(3 * i < RN ? 3 * i : 0) * as;
     FOR_R(MR_DECL)
     if (kind == EM_FLOAT_F32) {
         const float *wq = wp_buf;
         for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
             const __m512 w0 = _mm512_load_ps(wq), w1 = _mm512_load_ps(wq + 16);
             FOR_R(MR_FMA)
+            for (int i = 0; i < 5; i++) qb[i] += sizeof(float);
         }
     } else {
         const uint16_t *wq = wp16_buf;
         for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
             const __m512 w0 = widen16(kind, wq), w1 = widen16(kind, wq + 16);
             FOR_R(MR_FMA)
+            for (int i = 0; i < 5; i++) qb[i] += sizeof(float);
         }
     }
     FOR_R(MR_STORE)
 }
 
 /* One tile of rn <= EM_FP_MR rows: the instance for that height. */
-static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const float *const *ar, float *out,
+static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const float *a, size_t as, float *out,
                                     int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
     switch (rn) {
 #define MR_CASE(n)                                                                                 \
-    case n + 1: micro(kind, n + 1, kc, ar, out, ldo, first, m0, m1); break;
+    case n + 1: micro(kind, n + 1, kc, a, as, out, ldo, first, m0, m1); break;
         FOR_R(MR_CASE)
 #undef MR_CASE
     default: break;
@@ -344,10 +355,8 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
         for (int64_t t = 0; t < n_tiles; t++) {
             if (more) prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
             const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
-            const float *ar[EM_FP_MR];
-            for (int r = 0; r < EM_FP_MR; r++)
-                ar[r] = (const float *)(const void *)((const uint8_t *)a + (size_t)(r0 + (r < rn ? r : rn - 1)) * as) + e0;
-            micro_rows(kind, rn, kc, ar, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
+            const float *ar = (const float *)(const void *)((const uint8_t *)a + (size_t)r0 * as) + e0;
+            micro_rows(kind, rn, kc, ar, as, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
             r0 += rn;
         }
     } while (em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &j0, &e0));
