@@ -678,41 +678,27 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
         }                                                                                                      \
     }
 
-/* The interleaved 16-row Q8_0 tile of rn rows (16, or 1 to 8). */
-#define Q8_512I_CALL(RN) tile_q8_512(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
-static T512 void tile_ilv_em_gemm_q8_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
-                                                      const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
-                                                      size_t pfl, size_t pfs) {
-    switch (rn) {
-    case 16: Q8_512I_CALL(16); return;
-    case 8: Q8_512I_CALL(8); return;
-    case 7: Q8_512I_CALL(7); return;
-    case 6: Q8_512I_CALL(6); return;
-    case 5: Q8_512I_CALL(5); return;
-    case 4: Q8_512I_CALL(4); return;
-    case 3: Q8_512I_CALL(3); return;
-    case 2: Q8_512I_CALL(2); return;
-    default: Q8_512I_CALL(1); return;
+/* The interleaved 16-row tiles of rn rows (16, or 1 to 8): TILE is
+ * tile_q8_512 or tile_q4_512, which read a step's interleaved rows. */
+#define ILV_512_CALL(TILE, RN)                                                                                 \
+    TILE(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
+#define ILV_512_SWITCH(NAME, TILE)                                                                             \
+    static T512 void tile_ilv_##NAME(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *x, \
+                                     float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {          \
+        switch (rn) {                                                                                          \
+        case 16: ILV_512_CALL(TILE, 16); return;                                                               \
+        case 8: ILV_512_CALL(TILE, 8); return;                                                                 \
+        case 7: ILV_512_CALL(TILE, 7); return;                                                                 \
+        case 6: ILV_512_CALL(TILE, 6); return;                                                                 \
+        case 5: ILV_512_CALL(TILE, 5); return;                                                                 \
+        case 4: ILV_512_CALL(TILE, 4); return;                                                                 \
+        case 3: ILV_512_CALL(TILE, 3); return;                                                                 \
+        case 2: ILV_512_CALL(TILE, 2); return;                                                                 \
+        default: ILV_512_CALL(TILE, 1); return;                                                                \
+        }                                                                                                      \
     }
-}
-
-/* The interleaved 16-row Q4_0 tile of rn rows (16, or 1 to 8). */
-#define Q4_512I_CALL(RN) tile_q4_512(RN, true, nb, ga, gb, gb == ga ? 0xff : 0xffff, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs)
-static T512 void tile_ilv_em_gemm_q4_0x8_lanes_avx512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb,
-                                                      const uint8_t *x, float *out, int64_t ldo, uintptr_t pf,
-                                                      size_t pfl, size_t pfs) {
-    switch (rn) {
-    case 16: Q4_512I_CALL(16); return;
-    case 8: Q4_512I_CALL(8); return;
-    case 7: Q4_512I_CALL(7); return;
-    case 6: Q4_512I_CALL(6); return;
-    case 5: Q4_512I_CALL(5); return;
-    case 4: Q4_512I_CALL(4); return;
-    case 3: Q4_512I_CALL(3); return;
-    case 2: Q4_512I_CALL(2); return;
-    default: Q4_512I_CALL(1); return;
-    }
-}
+ILV_512_SWITCH(em_gemm_q8_0x8_lanes_avx512, tile_q8_512)
+ILV_512_SWITCH(em_gemm_q4_0x8_lanes_avx512, tile_q4_512)
 
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 16)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
