@@ -266,26 +266,30 @@ typedef struct kp_buf {
  * Measured on Zen 5 (one thread, the tile alone over a buffer in L1, 112
  * activation rows): 6.5 cycles per eight vpmaddubsw against 13.0 for two
  * half tiles; rolled but one half at a time 9.3, both halves without
- * AVX2_PB's barrier 10.3.  The integer sums are the half tiles' (exact),
+ * AVX2_PB's barrier 10.3.  Up to three activation rows (RNMAX 3 in
+ * KP_BUF_STEP: their six sums P, six T, two weight halves and a broadcast
+ * take 15 of the 16 ymm registers, no spill): 5.8-6.5 cycles against
+ * 7.1-9.4 for two rows in the same minutes.  The integer sums are the
+ * half tiles' (exact),
  * and the float steps the same in the same order, so outputs do not
  * change. */
 #define KP_BUF_TILE16_256(tname, TGT, DPP, APPLY, DMIN, PRUN)                                                 \
     static inline AI TGT void tname(const int RN, int hf_unused, const kp_buf *u, const uint8_t *ar, size_t as, \
                                     const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
-        __m256 acc[2][2];                                                                                      \
-        __m256i T[2][2];                                                                                       \
+        __m256 acc[2][4];                                                                                      \
+        __m256i T[2][4];                                                                                       \
         KP_BUF_START256(RN, acc[0], T[0], out, ldo, first);                                                    \
         KP_BUF_START256(RN, acc[1], T[1], out + 8, ldo, first);                                                \
         _Pragma("GCC unroll 1") for (int g = 0; g < 8; g++) {                                                  \
             const uint8_t *wg = &u->w[0][0][0][0] + 512 * g; /* u->w[g / 2][g % 2] */                         \
             const uint8_t *yg = ar + Q8K_QS + 32 * g;                                                          \
             _Pragma("GCC unroll 2") for (int q0 = 0; q0 < 8; q0 += (PRUN)) {                                   \
-                __m256i P[2][2];                                                                               \
-                _Pragma("GCC unroll 2") for (int j = 0; j < RN; j++) P[j][0] = P[j][1] = _mm256_setzero_si256(); \
+                __m256i P[4][2];                                                                               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) P[j][0] = P[j][1] = _mm256_setzero_si256(); \
                 _Pragma("GCC unroll 8") for (int q = q0; q < q0 + (PRUN); q++) {                               \
                     const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(wg + 64 * q));       \
                     const __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wg + 64 * q + 32));  \
-                    _Pragma("GCC unroll 2") for (int j = 0; j < RN; j++) {                                     \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                     \
                         const __m256i y = _mm256_set1_epi32(ld32(yg + (size_t)j * as + 4 * q));                \
                         DPP(P[j][0], w0, y);                                                                   \
                         DPP(P[j][1], w1, y);                                                                   \
@@ -293,7 +297,7 @@ typedef struct kp_buf {
                 }                                                                                              \
                 _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                       \
                     const __m256i sc = _mm256_loadu_si256((const __m256i *)(const void *)(u->sc[g] + 8 * hf)); \
-                    _Pragma("GCC unroll 2") for (int j = 0; j < RN; j++) APPLY(T[hf][j], P[j][hf], sc);        \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) APPLY(T[hf][j], P[j][hf], sc);        \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
