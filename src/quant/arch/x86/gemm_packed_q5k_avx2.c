@@ -134,7 +134,7 @@ static inline AI void unpack_buf_avx2(const uint8_t *sb, kp_buf *u) { KP_BUF_FIL
 KP_BUF_TILE16_256(tileb_avx2, , AVX2_PB, AVX2_APPLY, AVX2_MIN, 4)
 
 KP_BUF_STEP(buf_step_vnni, TVNNI, unpack_buf_vnni, tileb_vnni, 2, 2, EM_PACK_Q5K_SB)
-KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 1, EM_PACK_Q5K_SB)
+KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 3, 1, EM_PACK_Q5K_SB)
 
 /* ============================================================ drivers */
 
