@@ -115,10 +115,13 @@ K16_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
     }
 
 K16_BUF256(unpack_buf_vnni, tileb_vnni, TVNNI, VNNI_P, VNNI_APPLY, VNNI_SC16, VNNI_MIN)
-K16_BUF256(unpack_buf_avx2, tileb_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN)
+static inline AI void unpack_buf_avx2(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, AVX2_SC16, K16_LEVELS); }
+KP_BUF_TILE16_256(tileb_avx2, , AVX2_PB, AVX2_APPLY, AVX2_MIN, 8)
 
 KP_BUF_STEP(buf_step_vnni, TVNNI, unpack_buf_vnni, tileb_vnni, 2, 2, EM_PACK_Q4K_SB)
-KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 2, EM_PACK_Q4K_SB)
+/* Plain AVX2: the buffered tile of both halves (KP_BUF_TILE16_256) and
+ * three activation rows. */
+KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 3, 1, EM_PACK_Q4K_SB)
 
 /* ================================================ one row, plain AVX2 */
 

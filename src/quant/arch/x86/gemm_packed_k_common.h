@@ -124,6 +124,15 @@ static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *m
 #define VNNI_SC16(sc) (sc)
 #define VNNI_MIN(M, mp, y) M = _mm256_dpwssd_avx_epi32(M, mp, y)
 #define AVX2_P(P, w, y) P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y))
+/* AVX2_P with the sum kept in a register after each step: without the
+ * empty asm, the compiler reassociates a run of these adds into a tree
+ * whose leaves (all the run's products at once) do not fit the 16 ymm
+ * registers and are spilled. */
+#define AVX2_PB(P, w, y)                                                                                       \
+    do {                                                                                                       \
+        P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y));                                                   \
+        __asm__("" : "+x"(P));                                                                                 \
+    } while (0)
 #define AVX2_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_madd_epi16(P, sc))
 #define AVX2_SC16(sc) _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))
 #define AVX2_MIN(M, mp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, y))
@@ -242,6 +251,59 @@ typedef struct kp_buf {
             _mm256_storeu_ps(out + j * ldo, acc[j]);                                                                       \
         }                                                                                                                  \
     } while (0)
+
+/* A buffered 256-bit tile of both halves at once (KP_BUF_STEP with
+ * HALVES 1): RN activation rows (ar: their block b, stride as; bp: their
+ * min pairs of block b, stride bps) times the 16 rows of the unpacked
+ * super-block u, adding to the float sums at out (zero first when first).
+ * Per run q of a group, the two 32-byte halves of its levels are loaded
+ * once and each activation row's quad is broadcast once for both: about
+ * three instructions per vpmaddubsw (or vpdpbusd) against four and a half
+ * for the tiles of one half (K16_BUF256, K5_BUF256), which broadcast the
+ * same quads twice.  The loop over the eight groups stays rolled:
+ * unrolled, the compiler interleaves the groups and spills their partial
+ * sums.  PRUN runs go into P between two APPLYs (see VNNI_P and AVX2_PB).
+ * Measured on Zen 5 (one thread, the tile alone over a buffer in L1, 112
+ * activation rows): 6.5 cycles per eight vpmaddubsw against 13.0 for two
+ * half tiles; rolled but one half at a time 9.3, both halves without
+ * AVX2_PB's barrier 10.3.  Up to three activation rows (RNMAX 3 in
+ * KP_BUF_STEP: their six sums P, six T, two weight halves and a broadcast
+ * take 15 of the 16 ymm registers, no spill): 5.8-6.5 cycles against
+ * 7.1-9.4 for two rows in the same minutes.  The integer sums are the
+ * half tiles' (exact),
+ * and the float steps the same in the same order, so outputs do not
+ * change. */
+#define KP_BUF_TILE16_256(tname, TGT, DPP, APPLY, DMIN, PRUN)                                                 \
+    static inline AI TGT void tname(const int RN, int hf_unused, const kp_buf *u, const uint8_t *ar, size_t as, \
+                                    const int32_t *bp, int64_t bps, float *out, int64_t ldo, bool first) {     \
+        __m256 acc[2][4];                                                                                      \
+        __m256i T[2][4];                                                                                       \
+        KP_BUF_START256(RN, acc[0], T[0], out, ldo, first);                                                    \
+        KP_BUF_START256(RN, acc[1], T[1], out + 8, ldo, first);                                                \
+        _Pragma("GCC unroll 1") for (int g = 0; g < 8; g++) {                                                  \
+            const uint8_t *wg = &u->w[0][0][0][0] + 512 * g; /* u->w[g / 2][g % 2] */                         \
+            const uint8_t *yg = ar + Q8K_QS + 32 * g;                                                          \
+            _Pragma("GCC unroll 2") for (int q0 = 0; q0 < 8; q0 += (PRUN)) {                                   \
+                __m256i P[4][2];                                                                               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) P[j][0] = P[j][1] = _mm256_setzero_si256(); \
+                _Pragma("GCC unroll 8") for (int q = q0; q < q0 + (PRUN); q++) {                               \
+                    const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)(wg + 64 * q));       \
+                    const __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(wg + 64 * q + 32));  \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) {                                     \
+                        const __m256i y = _mm256_set1_epi32(ld32(yg + (size_t)j * as + 4 * q));                \
+                        DPP(P[j][0], w0, y);                                                                   \
+                        DPP(P[j][1], w1, y);                                                                   \
+                    }                                                                                          \
+                }                                                                                              \
+                _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                       \
+                    const __m256i sc = _mm256_loadu_si256((const __m256i *)(const void *)(u->sc[g] + 8 * hf)); \
+                    _Pragma("GCC unroll 4") for (int j = 0; j < RN; j++) APPLY(T[hf][j], P[j][hf], sc);        \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        KP_BUF_FINISH256(RN, 0, u, ar, as, bp, bps, acc[0], T[0], out, ldo, DMIN);                             \
+        KP_BUF_FINISH256(RN, 1, u, ar, as, bp, bps, acc[1], T[1], out + 8, ldo, DMIN);                         \
+    }
 
 /* The buffered product of one group (see KP_DRIVER) for the panel's
  * activation rows p0 .. p1-1, if more than one tile: returns whether it

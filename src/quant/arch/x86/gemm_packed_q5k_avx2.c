@@ -130,10 +130,11 @@ K5_TILE256(tile_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
     }
 
 K5_BUF256(unpack_buf_vnni, tileb_vnni, TVNNI, VNNI_P, VNNI_APPLY, VNNI_SC16, VNNI_MIN, 8)
-K5_BUF256(unpack_buf_avx2, tileb_avx2, , AVX2_P, AVX2_APPLY, AVX2_SC16, AVX2_MIN, 4)
+static inline AI void unpack_buf_avx2(const uint8_t *sb, kp_buf *u) { KP_BUF_FILL256(sb, u, AVX2_SC16, K5_LEVELS); }
+KP_BUF_TILE16_256(tileb_avx2, , AVX2_PB, AVX2_APPLY, AVX2_MIN, 4)
 
 KP_BUF_STEP(buf_step_vnni, TVNNI, unpack_buf_vnni, tileb_vnni, 2, 2, EM_PACK_Q5K_SB)
-KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 2, 2, EM_PACK_Q5K_SB)
+KP_BUF_STEP(buf_step_avx2, , unpack_buf_avx2, tileb_avx2, 3, 1, EM_PACK_Q5K_SB)
 
 /* ============================================================ drivers */
 

@@ -176,6 +176,15 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         T = _mm256_add_epi32(T, _mm256_add_epi32(_mm256_madd_epi16(p0_, s_), _mm256_madd_epi16(p1_, s_)));    \
     } while (0)
 #define AVX2_MIN(M, sp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(sp, y))
+/* P += the byte products of w and y in int16 pairs, the sum kept in a
+ * register after each step (gemm_packed_k_common.h's AVX2_PB: without
+ * the empty asm the compiler reassociates a run of these adds into a
+ * tree and spills its leaves). */
+#define AVX2_PB(P, w, y)                                                                                       \
+    do {                                                                                                       \
+        P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y));                                                   \
+        __asm__("" : "+x"(P));                                                                                 \
+    } while (0)
 
 /* Run c of group 4qd + r of super-block sb, half hf: 32 bytes of levels. */
 #define Q6_LD256(sb, qd, r, c, hf) _mm256_loadu_si256((const __m256i *)(const void *)((sb) + EM_Q6KX16_RUN(qd, r, c) + 32 * (hf)))
@@ -228,11 +237,134 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
 Q6_TILE256(tile_vnni, TVNNI, VNNI_GROUP, VNNI_MIN)
 Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
 
+/* =============================== unpacked super-blocks, plain AVX2 */
+
+/* With more activation rows than a tile takes, the tiles above rebuild
+ * the same levels and widen the same scales for every four rows, and
+ * each half broadcasts the same activation quads.  Instead each
+ * super-block is unpacked once into this buffer (in L1), and a tile of
+ * both halves (16 weight rows) and two activation rows goes over it for
+ * all the panel's rows, keeping its float sums in the output rows between
+ * super-blocks, as the Q4_K and Q5_K kernels do (KP_BUF_TILE16_256,
+ * gemm_packed_k_common.h). */
+typedef struct q6_buf {
+    uint8_t w[16][4][64]; /* levels 0..63 of run c of group g: [g][c][row * 4 + i] */
+    int32_t sc[16][16];   /* scale of group g of each row, in both int16 halves */
+    int32_t sp[8][16];    /* int16 pairs of scales (groups 2p, 2p + 1) of each row */
+    float d[16];          /* d of each row */
+} q6_buf;
+
+static inline AI void q6_unpack_avx2(const uint8_t *sb, q6_buf *u) {
+    const __m256i m63 = _mm256_set1_epi8(63), mc0 = _mm256_set1_epi8((char)0xC0);
+    for (int qd = 0; qd < 4; qd++)
+        for (int c = 0; c < 4; c++)
+            for (int hf = 0; hf < 2; hf++)
+                for (int r = 0; r < 4; r++)
+                    _mm256_storeu_si256((__m256i *)(void *)(u->w[4 * qd + r][c] + 32 * hf), Q6_W256(sb, qd, r, c, hf));
+    for (int p = 0; p < 8; p++)
+        for (int hf = 0; hf < 2; hf++) {
+            const __m256i sp = _mm256_cvtepi8_epi16(
+                _mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_SC + p * 32 + 16 * hf)));
+            _mm256_storeu_si256((__m256i *)(void *)(u->sp[p] + 8 * hf), sp);
+            _mm256_storeu_si256((__m256i *)(void *)(u->sc[2 * p] + 8 * hf), _mm256_shuffle_epi8(sp, Q6_DUP(0x01000100)));
+            _mm256_storeu_si256((__m256i *)(void *)(u->sc[2 * p + 1] + 8 * hf), _mm256_shuffle_epi8(sp, Q6_DUP(0x03020302)));
+        }
+    for (int hf = 0; hf < 2; hf++)
+        _mm256_storeu_ps(u->d + 8 * hf, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sb + EM_Q6KX16_D + 16 * hf))));
+}
+
+/* RN (1 or 2) activation rows (ar: their block b, stride as) times the 16
+ * rows of the unpacked super-block u, adding to the float sums at out
+ * (zero first when first).  Per group, two runs of vpmaddubsw pairs in
+ * int16 (at most 2 * 2 * 63 * 128) per vpmaddwd with the scale, as the
+ * tiles above; the group loop stays rolled and AVX2_PB (an empty asm)
+ * keeps each int16 sum in a register, as in KP_BUF_TILE16_256.  The
+ * integer sums are the tiles' (exact; only the order of the int32
+ * additions differs) and the float steps the same, in the same order. */
+static inline AI void q6_tileb_avx2(const int RN, const q6_buf *u, const uint8_t *ar, size_t as, float *out,
+                                    int64_t ldo, bool first) {
+    __m256 acc[2][2];
+    __m256i T[2][2];
+#pragma GCC unroll 2
+    for (int hf = 0; hf < 2; hf++)
+#pragma GCC unroll 2
+        for (int j = 0; j < RN; j++) {
+            acc[hf][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + j * ldo + 8 * hf);
+            T[hf][j] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 1
+    for (int g = 0; g < 16; g++) {
+        const uint8_t *yg = ar + Q8K_QS + Y_OFF(g, 0);
+#pragma GCC unroll 2
+        for (int c0 = 0; c0 < 4; c0 += 2) {
+            __m256i P[2][2];
+#pragma GCC unroll 2
+            for (int j = 0; j < RN; j++) P[j][0] = P[j][1] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+            for (int c = c0; c < c0 + 2; c++) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(const void *)u->w[g][c]);
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(const void *)(u->w[g][c] + 32));
+#pragma GCC unroll 2
+                for (int j = 0; j < RN; j++) {
+                    const __m256i y = BC(yg + (size_t)j * as, c);
+                    AVX2_PB(P[j][0], w0, y);
+                    AVX2_PB(P[j][1], w1, y);
+                }
+            }
+#pragma GCC unroll 2
+            for (int hf = 0; hf < 2; hf++) {
+                const __m256i sc = _mm256_loadu_si256((const __m256i *)(const void *)(u->sc[g] + 8 * hf));
+#pragma GCC unroll 2
+                for (int j = 0; j < RN; j++) T[hf][j] = _mm256_add_epi32(T[hf][j], _mm256_madd_epi16(P[j][hf], sc));
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int hf = 0; hf < 2; hf++) {
+        const __m256 d = _mm256_loadu_ps(u->d + 8 * hf);
+#pragma GCC unroll 2
+        for (int j = 0; j < RN; j++) {
+            const uint8_t *y = ar + (size_t)j * as;
+            __m256i M = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int p = 0; p < 8; p++)
+                AVX2_MIN(M, _mm256_loadu_si256((const __m256i *)(const void *)(u->sp[p] + 8 * hf)),
+                         _mm256_set1_epi32(ld32(y + Q8K_BS + 4 * p)));
+            const __m256i isum = _mm256_sub_epi32(T[hf][j], _mm256_slli_epi32(M, 5));
+            const __m256 da = _mm256_set1_ps(em_gemv_ldf32(y));
+            acc[hf][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[hf][j]);
+            _mm256_storeu_ps(out + j * ldo + 8 * hf, acc[hf][j]);
+        }
+    }
+}
+
+/* The buffered product of one group for the panel's activation rows p0 ..
+ * p1-1 (more than Q6_BUF_MIN): each super-block unpacked once, then the
+ * tiles of two rows over it; the group's prefetch region (pfa, pfl) a
+ * part per super-block. */
+#define Q6_BUF_MIN 4
+static inline AI void q6_buf_step_avx2(int64_t nb, const uint8_t *grp, uintptr_t pfa, size_t pfl, const uint8_t *a,
+                                       size_t as, int64_t p0, int64_t p1, float *out, int64_t ldo) {
+    q6_buf u;
+    const size_t pfs = pfa ? (pfl + (size_t)nb - 1) / (size_t)nb : 0;
+    for (int64_t b = 0; b < nb; b++) {
+        if (pfa) em_gemv_prefetch_part(pfa, pfl, b, pfs);
+        q6_unpack_avx2(grp + (size_t)b * EM_PACK_Q6K_SB, &u);
+        for (int64_t r0 = p0; r0 < p1; r0 += 2) {
+            const uint8_t *ar = a + (size_t)r0 * as + (size_t)b * sizeof(em_block_q8_k);
+            if (p1 - r0 >= 2) q6_tileb_avx2(2, &u, ar, as, out + r0 * ldo, ldo, b == 0);
+            else q6_tileb_avx2(1, &u, ar, as, out + r0 * ldo, ldo, b == 0);
+        }
+    }
+}
+
 /* ============================================================ drivers */
 
 /* For each panel of activation rows and each group of the call, tiles of
  * at most RNMAX activation rows, one per group half (HALVES 2: the
- * 256-bit tiles of 8 rows), over all super-blocks.  The first tile of a
+ * 256-bit tiles of 8 rows), over all super-blocks; with BUF (plain AVX2)
+ * and more than Q6_BUF_MIN rows in the panel, q6_buf_step_avx2 instead
+ * (measured, bench_gemm k 2048, 128 rows: 1.23-1.36x the tiles).  The first tile of a
  * group prefetches meanwhile, which with one activation row is the
  * matrix-vector product's stream: the 512-bit tile EM_GEMV_PF_BYTES ahead
  * of its reads (groups follow each other in memory), 1/16 of a
@@ -244,7 +376,7 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
  * 0.91-1.12x the file layout's kernel with AVX-512 and 0.85-0.95x with
  * AVX2; the next group 0.84-1.04x and 0.94-1.17x; two groups ahead
  * 0.65-0.71x and 0.80-0.85x. */
-#define Q6_DRIVER(name, TGT, TILE, RNMAX, HALVES)                                                              \
+#define Q6_DRIVER(name, TGT, TILE, RNMAX, HALVES, BUF)                                                         \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                   float *out, int64_t ldo) {                                                                   \
         const int64_t nb = k / EM_QK_K;                                                                        \
@@ -265,6 +397,10 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
                     pfl /= HALVES;                                                                             \
                     pfs = pfa ? (pfl + (size_t)(nb * 16) - 1) / (size_t)(nb * 16) : 0;                         \
                 }                                                                                              \
+                if (BUF && p1 - p0 > Q6_BUF_MIN) {                                                             \
+                    q6_buf_step_avx2(nb, grp, pfa, pfl * HALVES, (const uint8_t *)a, as, p0, p1, out + j0, ldo); \
+                    continue;                                                                                  \
+                }                                                                                              \
                 for (int64_t r0 = p0; r0 < p1; r0 += RNMAX) {                                                  \
                     const int rn = (int)EM_MIN((int64_t)RNMAX, p1 - r0);                                       \
                     const uint8_t *ar = (const uint8_t *)a + (size_t)r0 * as;                                  \
@@ -279,9 +415,9 @@ Q6_TILE256(tile_avx2, , AVX2_GROUP, AVX2_MIN)
     }
 
 #define TILE512(RN, hf, ...) tile_512(RN, __VA_ARGS__)
-Q6_DRIVER(em_gemm_q6_kx16_avx512, T512, TILE512, 8, 1)
-Q6_DRIVER(em_gemm_q6_kx16_avxvnni, TVNNI, tile_vnni, 4, 2)
-Q6_DRIVER(q6_rows_avx2, static, tile_avx2, 4, 2)
+Q6_DRIVER(em_gemm_q6_kx16_avx512, T512, TILE512, 8, 1, false)
+Q6_DRIVER(em_gemm_q6_kx16_avxvnni, TVNNI, tile_vnni, 4, 2, false)
+Q6_DRIVER(q6_rows_avx2, static, tile_avx2, 4, 2, true)
 
 /* ===================================== one activation row, plain AVX2 */
 
