@@ -509,13 +509,21 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
  * scaled once, where
  * the x8 kernel converts, scales and adds each of the 8 registers.
  * AVX-VNNI makes the weights unsigned (+128, an xor) and takes 128 times
- * the activation sum back out (act_table).  AVX2, with twice the
- * instructions per product, transposes the weights instead
- * (tile_q8_avx2 below), which pays for the 16 registers by taking the
- * signed weights as memory operands. */
+ * the activation sum back out (act_table); AVX2 moves the weight's sign
+ * onto the activation (vpsignb) as in gemm_packed_avx2.c.  For three or
+ * more activation rows AVX2, with twice the instructions per product,
+ * transposes the weights instead (tile_q8_avx2 below), which pays for the
+ * 16 registers by taking the signed weights as memory operands; for one
+ * or two rows the transpose costs more than the lane sums it saves
+ * (bench_gemm, 2 rows: about 0.87x). */
 
 #define Q8_W_VNNI(r) const __m256i w##r = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)), flip);
 #define Q8_M_VNNI(r) const __m256i m##r = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w##r, av);
+#define Q8_W_AVX2(r) const __m256i w##r = _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)));
+#define Q8_M_AVX2(r)                                                                                        \
+    const __m256i m##r = _mm256_madd_epi16(                                                                 \
+        _mm256_maddubs_epi16(w##r, _mm256_sign_epi8(av, _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)))), \
+        _mm256_set1_epi16(1));
 #define FOR_W(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 #define Q8_256_TILE(fname, TGT, WDEF, MDEF)                                                                    \
@@ -544,6 +552,7 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
     }
 
 Q8_256_TILE(tile_q8_vnni, TVNNI, Q8_W_VNNI, Q8_M_VNNI)
+Q8_256_TILE(tile_q8_avx2_lanes, , Q8_W_AVX2, Q8_M_AVX2)
 
 /* The AVX2 Q8_0 tile with one weight row per lane, as the Q4_0 tiles:
  * the block's 8 rows are transposed once (24 unpacks and lane moves) into
@@ -608,7 +617,9 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
  * block for them all, and the rows' loop stays rolled (bench_gemm k =
  * 2048, 128 rows: 8 rows measured faster than 4, 4 than 2). */
 #define Q8AVX2_RN 8
-#define Q8AVX2_CALL(RN) ((void)gb, tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
+#define Q8AVX2_CALL(RN)                                                                                        \
+    ((void)gb, (RN) <= 2 ? tile_q8_avx2_lanes(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs)           \
+                         : tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 
 /* ------------------------------------------------------------- drivers */
 
