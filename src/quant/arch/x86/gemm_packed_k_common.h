@@ -124,15 +124,7 @@ static inline AI T512 void unpack_512(const uint8_t *sb, __m512i *sc, __m512i *m
 #define VNNI_SC16(sc) (sc)
 #define VNNI_MIN(M, mp, y) M = _mm256_dpwssd_avx_epi32(M, mp, y)
 #define AVX2_P(P, w, y) P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y))
-/* AVX2_P with the sum kept in a register after each step: without the
- * empty asm, the compiler reassociates a run of these adds into a tree
- * whose leaves (all the run's products at once) do not fit the 16 ymm
- * registers and are spilled. */
-#define AVX2_PB(P, w, y)                                                                                       \
-    do {                                                                                                       \
-        P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y));                                                   \
-        __asm__("" : "+x"(P));                                                                                 \
-    } while (0)
+/* AVX2_PB (gemv_common.h) is AVX2_P with the sum kept in a register. */
 #define AVX2_APPLY(T, P, sc) T = _mm256_add_epi32(T, _mm256_madd_epi16(P, sc))
 #define AVX2_SC16(sc) _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))
 #define AVX2_MIN(M, mp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(mp, y))

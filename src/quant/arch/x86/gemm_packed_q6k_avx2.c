@@ -176,15 +176,6 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         T = _mm256_add_epi32(T, _mm256_add_epi32(_mm256_madd_epi16(p0_, s_), _mm256_madd_epi16(p1_, s_)));    \
     } while (0)
 #define AVX2_MIN(M, sp, y) M = _mm256_add_epi32(M, _mm256_madd_epi16(sp, y))
-/* P += the byte products of w and y in int16 pairs, the sum kept in a
- * register after each step (gemm_packed_k_common.h's AVX2_PB: without
- * the empty asm the compiler reassociates a run of these adds into a
- * tree and spills its leaves). */
-#define AVX2_PB(P, w, y)                                                                                       \
-    do {                                                                                                       \
-        P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y));                                                   \
-        __asm__("" : "+x"(P));                                                                                 \
-    } while (0)
 
 /* Run c of group 4qd + r of super-block sb, half hf: 32 bytes of levels. */
 #define Q6_LD256(sb, qd, r, c, hf) _mm256_loadu_si256((const __m256i *)(const void *)((sb) + EM_Q6KX16_RUN(qd, r, c) + 32 * (hf)))

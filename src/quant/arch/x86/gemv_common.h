@@ -91,6 +91,17 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const v
     for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)((uintptr_t)w + o), EM_GEMV_PF_HINT);
 }
 
+/* P += the byte products of w (unsigned) and y (signed) in int16 pairs,
+ * the sum kept in a register after each step: without the empty asm the
+ * compiler reassociates a run of these adds into a tree whose leaves (all
+ * the run's products at once) do not fit the 16 ymm registers and are
+ * spilled.  Used by the AVX2 K-quant tiles over unpacked super-blocks. */
+#define AVX2_PB(P, w, y)                                                                                       \
+    do {                                                                                                       \
+        P = _mm256_add_epi16(P, _mm256_maddubs_epi16(w, y));                                                   \
+        __asm__("" : "+x"(P));                                                                                 \
+    } while (0)
+
 #endif /* __x86_64__ && __GNUC__ */
 
 /* TILE(rn, ...) with rn a compile-time constant from 1 to RNMAX (at most
