@@ -555,63 +555,92 @@ Q8_256_TILE(tile_q8_vnni, TVNNI, Q8_W_VNNI, Q8_M_VNNI)
 Q8_256_TILE(tile_q8_avx2_lanes, , Q8_W_AVX2, Q8_M_AVX2)
 
 /* The AVX2 Q8_0 tile with one weight row per lane, as the Q4_0 tiles:
- * the block's 8 rows are transposed once (24 unpacks and lane moves) into
- * w[t], dword t of rows 0..7 in lanes 0..7, and their absolute values
- * into u[t]; then each activation row's dword t is broadcast straight
- * from memory and multiplied as gemm_packed_avx2.c does (the weight's
- * sign moved onto the activation by vpsignb, the bytes multiplied by
- * vpmaddubsw, the pairs added by vpmaddwd), and the eight dwords' sums
- * are added into the row's table bias, so each lane ends with its row's
- * whole block sum.  Per activation row and block that is 8 x (sign,
- * maddubs, maddwd, add) and 3 float instructions, where summing each
- * row's lanes (sum8_rows) took 21 more: the transpose is paid once per
- * block for up to 8 activation rows instead.  The products are the same
- * byte pairs with the same signs, and the block sums exact integers, so
- * the results are the same bits. */
+ * the block's 8 rows are transposed into w[t], dword t of rows 0..7 in
+ * lanes 0..7, and their absolute values into u[t]; then each activation
+ * row's dword t is broadcast straight from memory and multiplied as
+ * gemm_packed_avx2.c does (the weight's sign moved onto the activation by
+ * vpsignb, the bytes multiplied by vpmaddubsw, the pairs added by
+ * vpmaddwd), and the eight dwords' sums are added into the row's table
+ * bias, so each lane ends with its row's whole block sum.  Per activation
+ * row and block that is 8 x (sign, maddubs, maddwd, add) and 3 float
+ * instructions, where summing each row's lanes (sum8_rows) took 21 more:
+ * the transpose is paid once per block for up to 8 activation rows.
+ *
+ * The block is done in two halves, dwords 0-3 and then 4-7, each over all
+ * the tile's rows, so that a half's four w[t] and four u[t] stay in
+ * registers (8 of the 16) and every vpsignb takes its weights from a
+ * register.  With all eight dwords at once only the u[t] fitted, and the
+ * w[t] were memory operands: 21 loads per activation row and block (8
+ * broadcasts, 8 weights, table entries, reloads) on a machine that issues
+ * two 256-bit loads a cycle, against the 8 cycles its two multiply pipes
+ * need for the 16 vpmaddubsw and vpmaddwd, so the loads bounded the tile.
+ * Now a row and block takes 12 loads (8 broadcasts, the bias, the scale,
+ * the accumulator and the first half's sum, kept in sh[]).  A half's
+ * weights are also cheaper to transpose: the 16 bytes of rows r and r + 4
+ * are loaded into one register's two halves, so two rounds of unpacks
+ * bring dword t of rows 0-3 and 4-7 together without lane moves.  The
+ * products are the same byte pairs with the same signs, and the block
+ * sums the same exact integers, so the results are the same bits. */
+#define Q8H_W(o)                                                                                                \
+    const __m256i r0 = _mm256_inserti128_si256(                                                                \
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o)))),                      \
+        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 128)), 1);                                    \
+    const __m256i r1 = _mm256_inserti128_si256(                                                                \
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 32))),                 \
+        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 160)), 1);                                    \
+    const __m256i r2 = _mm256_inserti128_si256(                                                                \
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 64))),                 \
+        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 192)), 1);                                    \
+    const __m256i r3 = _mm256_inserti128_si256(                                                                \
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 96))),                 \
+        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 224)), 1);                                    \
+    const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);                     \
+    const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);                     \
+    const __m256i w0 = _mm256_unpacklo_epi64(t0, t2), w1 = _mm256_unpackhi_epi64(t0, t2);                     \
+    const __m256i w2 = _mm256_unpacklo_epi64(t1, t3), w3 = _mm256_unpackhi_epi64(t1, t3);                     \
+    const __m256i u0 = _mm256_abs_epi8(w0), u1 = _mm256_abs_epi8(w1);                                          \
+    const __m256i u2 = _mm256_abs_epi8(w2), u3 = _mm256_abs_epi8(w3);
+/* Row j's products of the half's dwords (bytes o..o+15 of its block) added to s. */
+#define Q8H_DOT(t, o) _mm256_madd_epi16(_mm256_maddubs_epi16(u##t, _mm256_sign_epi8(BC256(y + (o) + 4 * (t)), w##t)), ones)
+#define Q8H_SUM(s, o) s = _mm256_add_epi32(_mm256_add_epi32(s, _mm256_add_epi32(Q8H_DOT(0, o), Q8H_DOT(1, o))), \
+                                           _mm256_add_epi32(Q8H_DOT(2, o), Q8H_DOT(3, o)));
 static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                    const int32_t *bias, const float *scale, float *out, int64_t ldo, uintptr_t pf,
                                    size_t pfl, size_t pfs) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 c[8];
+    __m256i sh[8]; /* [row] int32 x 8 weight rows: the block's sums of dwords 0-3 and the bias */
     for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const uint8_t *x = (const uint8_t *)at.q;
-#define Q8T_LD(i) const __m256i r##i = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (i)));
-        FOR_W(Q8T_LD)
-#undef Q8T_LD
-        /* Rows 0-3 (u) and 4-7 (v): dwords t and t + 4 in the two halves. */
-        const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);
-        const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);
-        const __m256i t4 = _mm256_unpacklo_epi32(r4, r5), t5 = _mm256_unpackhi_epi32(r4, r5);
-        const __m256i t6 = _mm256_unpacklo_epi32(r6, r7), t7 = _mm256_unpackhi_epi32(r6, r7);
-        const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
-        const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
-        const __m256i v0 = _mm256_unpacklo_epi64(t4, t6), v1 = _mm256_unpackhi_epi64(t4, t6);
-        const __m256i v2 = _mm256_unpacklo_epi64(t5, t7), v3 = _mm256_unpackhi_epi64(t5, t7);
-        const __m256i w[8] = {
-            _mm256_permute2x128_si256(u0, v0, 0x20), _mm256_permute2x128_si256(u1, v1, 0x20),
-            _mm256_permute2x128_si256(u2, v2, 0x20), _mm256_permute2x128_si256(u3, v3, 0x20),
-            _mm256_permute2x128_si256(u0, v0, 0x31), _mm256_permute2x128_si256(u1, v1, 0x31),
-            _mm256_permute2x128_si256(u2, v2, 0x31), _mm256_permute2x128_si256(u3, v3, 0x31),
-        };
-        const __m256i u[8] = {
-            _mm256_abs_epi8(w[0]), _mm256_abs_epi8(w[1]), _mm256_abs_epi8(w[2]), _mm256_abs_epi8(w[3]),
-            _mm256_abs_epi8(w[4]), _mm256_abs_epi8(w[5]), _mm256_abs_epi8(w[6]), _mm256_abs_epi8(w[7]),
-        };
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
-        for (int j = 0; j < RN; j++) {
-            const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_0) + 2;
-            __m256i s = _mm256_set1_epi32(bias[j * nb + b]);
-#define Q8T_DOT(t) s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u[t], _mm256_sign_epi8(BC256(y + 4 * (t)), w[t])), ones));
-            FOR_W(Q8T_DOT)
-#undef Q8T_DOT
-            c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]);
+        const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_0) + 2;
+        {
+            Q8H_W(0)
+            _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
+                const uint8_t *y = yb + (size_t)j * as;
+                __m256i s = _mm256_set1_epi32(bias[j * nb + b]);
+                Q8H_SUM(s, 0)
+                sh[j] = s;
+            }
+        }
+        {
+            Q8H_W(16)
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
+            _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
+                const uint8_t *y = yb + (size_t)j * as;
+                __m256i s = sh[j];
+                Q8H_SUM(s, 16)
+                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]);
+            }
         }
     }
     for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, c[j]);
 }
+#undef Q8H_W
+#undef Q8H_DOT
+#undef Q8H_SUM
 #define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 /* Activation rows per AVX2 Q8_0 tile: the transpose is paid once per
  * block for them all, and the rows' loop stays rolled (bench_gemm k =
