@@ -488,6 +488,47 @@ static void test_step_tables(void) {
     CHECK(em_gemm_step_serial() == 0);
 }
 
+/* A kernel that keeps something of a call's weights (the AVX2 Q8_0
+ * tiles' transposed group, per thread) must not take it for another
+ * matrix packed later at the same address: a product from a buffer that
+ * held other weights in the previous call equals the same product from a
+ * buffer of its own, bit for bit, in every kernel set. */
+static void test_repacked_weights(void) {
+    static const char *sets[] = {"avx2", "avxvnni", "avx512"};
+    enum { K = 256, NW = 8, NA = 8 }; /* one group: the last one a call leaves behind */
+    static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const em_type t = types[ti];
+        const size_t ws = em_row_size(t, K), as = em_row_size(EM_TYPE_Q8_0, K);
+        uint8_t *w = malloc(NW * ws), *p = malloc(NW * ws), *q = malloc(NW * ws), *a = malloc(NA * as);
+        float x[K];
+        static float first[NA * NW], again[NA * NW], fresh[NA * NW];
+        for (int r = 0; r < NA; r++) {
+            for (int i = 0; i < K; i++) x[i] = frand();
+            CHECK_OK(em_quantize_row(EM_TYPE_Q8_0, x, a + (size_t)r * as, K, NULL));
+        }
+        for (size_t s = 0; s < sizeof sets / sizeof *sets; s++) {
+            if (em_kernels_select(sets[s]) != 0) continue;
+            make_rows(t, K, NW, w, false);
+            em_pack_matrix(t, K, NW, w, p);
+            em_gemm_packed(t, K, p, ws, NW, a, as, NA, first, NW);
+            make_rows(t, K, NW, w, false);
+            em_pack_matrix(t, K, NW, w, p);
+            em_pack_matrix(t, K, NW, w, q);
+            em_gemm_packed(t, K, p, ws, NW, a, as, NA, again, NW);
+            em_gemm_packed(t, K, q, ws, NW, a, as, NA, fresh, NW);
+            CHECK_MSG(memcmp(again, fresh, sizeof again) == 0, "%s %s: a product repacked in place differs",
+                      sets[s], em_type_name(t));
+            CHECK(memcmp(first, again, sizeof again) != 0);
+        }
+        free(w);
+        free(p);
+        free(q);
+        free(a);
+    }
+    CHECK(em_kernels_select(NULL) == 0);
+}
+
 int main(void) {
     test_roundtrip(EM_TYPE_Q4_0);
     test_roundtrip(EM_TYPE_Q8_0);
@@ -502,6 +543,7 @@ int main(void) {
     test_gemv_extremes();
     test_k_extremes();
     test_step_tables();
+    test_repacked_weights();
     test_model("models/tiny-256/tiny-256-Q4_0.gguf", 1e-5f);
     test_model("models/arch/tiny-qwen3-Q8_0.gguf", 1e-5f);
     test_model("models/tiny-256/tiny-256-Q8_0.gguf", 1e-5f);

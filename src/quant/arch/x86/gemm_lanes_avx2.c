@@ -139,6 +139,11 @@ typedef struct lane_keep {
     uint64_t ilv_step; /* the step whose rows ilv holds, 0: none      */
     size_t ilv_cap;    /* bytes allocated                             */
     uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (kept_interleaved) */
+    bool wt_use;       /* this call's tiles read wt (set by each call) */
+    const void *wt_grp; /* the group wt holds, NULL: none (reset by each call) */
+    int64_t wt_nb;
+    size_t wt_cap;     /* bytes allocated                             */
+    uint8_t *wt;       /* [nb][8 dwords t][8 rows] int8 (q8_transposed) */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -151,6 +156,7 @@ static void kept_release(void *p) {
     free(k->bias);
     free(k->scale);
     free(k->ilv);
+    free(k->wt);
     *k = (lane_keep){0};
 }
 
@@ -512,10 +518,10 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
  * the activation sum back out (act_table); AVX2 moves the weight's sign
  * onto the activation (vpsignb) as in gemm_packed_avx2.c.  For three or
  * more activation rows AVX2, with twice the instructions per product,
- * transposes the weights instead (tile_q8_avx2 below), which pays for the
- * 16 registers by taking the signed weights as memory operands; for one
- * or two rows the transpose costs more than the lane sums it saves
- * (bench_gemm, 2 rows: about 0.87x). */
+ * transposes the weights instead (tile_q8_avx2 below), once per group and
+ * call, and takes each block in two halves of 8 registers; for one or two
+ * rows the transpose costs more than the lane sums it saves (bench_gemm,
+ * 2 rows: about 0.87x, when each tile transposed its own blocks). */
 
 #define Q8_W_VNNI(r) const __m256i w##r = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * r)), flip);
 #define Q8_M_VNNI(r) const __m256i m##r = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w##r, av);
@@ -555,67 +561,126 @@ Q8_256_TILE(tile_q8_vnni, TVNNI, Q8_W_VNNI, Q8_M_VNNI)
 Q8_256_TILE(tile_q8_avx2_lanes, , Q8_W_AVX2, Q8_M_AVX2)
 
 /* The AVX2 Q8_0 tile with one weight row per lane, as the Q4_0 tiles:
- * the block's 8 rows are transposed into w[t], dword t of rows 0..7 in
- * lanes 0..7, and their absolute values into u[t]; then each activation
+ * each block's 8 weight rows are held transposed, w[t] = dword t of rows
+ * 0..7 in lanes 0..7, with their absolute values u[t]; each activation
  * row's dword t is broadcast straight from memory and multiplied as
  * gemm_packed_avx2.c does (the weight's sign moved onto the activation by
  * vpsignb, the bytes multiplied by vpmaddubsw, the pairs added by
  * vpmaddwd), and the eight dwords' sums are added into the row's table
- * bias, so each lane ends with its row's whole block sum.  Per activation
- * row and block that is 8 x (sign, maddubs, maddwd, add) and 3 float
- * instructions, where summing each row's lanes (sum8_rows) took 21 more:
- * the transpose is paid once per block for up to 8 activation rows.
+ * bias, so each lane ends with its row's whole block sum: per activation
+ * row and block 8 x (sign, maddubs, maddwd, add) and 3 float
+ * instructions.  The products are the same byte pairs with the same
+ * signs, and the block sums the same exact integers as the lane-sum tile's
+ * and the scalar reference's, so the results are the same bits.
  *
- * The block is done in two halves, dwords 0-3 and then 4-7, each over all
- * the tile's rows, so that a half's four w[t] and four u[t] stay in
+ * When a call has more than one tile of activation rows, the transposed
+ * weights of a group are made once per call and thread (q8_transposed,
+ * 24 unpacks and lane moves a block) into the thread's buffer, and every
+ * tile of the group (a panel's 15 tiles of 8 rows in a prompt) reads them
+ * from there, where each tile transposed its blocks again before
+ * (bench_gemm k = 2048, 128 rows: about 1.1x; a tile alone in L1, 11.6
+ * cycles per activation row and block before, 10.1 after).
+ *
+ * A tile does each block in two halves, dwords 0-3 and then 4-7, each
+ * over all its rows, so that a half's four w[t] and four u[t] stay in
  * registers (8 of the 16) and every vpsignb takes its weights from a
- * register.  With all eight dwords at once only the u[t] fitted, and the
- * w[t] were memory operands: 21 loads per activation row and block (8
- * broadcasts, 8 weights, table entries, reloads) on a machine that issues
- * two 256-bit loads a cycle, against the 8 cycles its two multiply pipes
- * need for the 16 vpmaddubsw and vpmaddwd, so the loads bounded the tile.
- * Now a row and block takes 12 loads (8 broadcasts, the bias, the scale,
- * the accumulator and the first half's sum, kept in sh[]).  A half's
- * weights are also cheaper to transpose: the 16 bytes of rows r and r + 4
- * are loaded into one register's two halves, so two rounds of unpacks
- * bring dword t of rows 0-3 and 4-7 together without lane moves.  The
- * products are the same byte pairs with the same signs, and the block
- * sums the same exact integers, so the results are the same bits. */
-#define Q8H_W(o)                                                                                                \
-    const __m256i r0 = _mm256_inserti128_si256(                                                                \
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o)))),                      \
-        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 128)), 1);                                    \
-    const __m256i r1 = _mm256_inserti128_si256(                                                                \
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 32))),                 \
-        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 160)), 1);                                    \
-    const __m256i r2 = _mm256_inserti128_si256(                                                                \
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 64))),                 \
-        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 192)), 1);                                    \
-    const __m256i r3 = _mm256_inserti128_si256(                                                                \
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 96))),                 \
-        _mm_loadu_si128((const __m128i *)(const void *)(x + (o) + 224)), 1);                                    \
-    const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);                     \
-    const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);                     \
-    const __m256i w0 = _mm256_unpacklo_epi64(t0, t2), w1 = _mm256_unpackhi_epi64(t0, t2);                     \
-    const __m256i w2 = _mm256_unpacklo_epi64(t1, t3), w3 = _mm256_unpackhi_epi64(t1, t3);                     \
+ * register: with all eight dwords at once only the u[t] fitted and the
+ * w[t] were memory operands, 21 loads per activation row and block on a
+ * core that issues two 256-bit loads a cycle.  Now a row and block takes
+ * 12 loads (8 broadcasts, the bias, the scale, the accumulator and the
+ * first half's sum, kept in sh[]).  What bounds the tile then is the two
+ * pipes that run vpmaddubsw, vpmaddwd and the float multiplies (2 a cycle
+ * together on Zen 5, measured): 18 per row and block, 9 cycles. */
+static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
+    lane_keep *k = &kept;
+    if (k->wt_grp == grp && k->wt_nb == nb) return k->wt;
+    const size_t need = (size_t)nb * 256;
+    if (need > k->wt_cap) {
+        pthread_once(&kept_once, kept_key_init);
+        if (!kept_key_ok || pthread_setspecific(kept_key, k) != 0) return NULL;
+        uint8_t *p = aligned_alloc(32, need);
+        if (!p) return NULL;
+        free(k->wt);
+        k->wt = p;
+        k->wt_cap = need;
+    }
+    uint8_t *o = k->wt;
+    em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32), o += 256) {
+        const uint8_t *x = (const uint8_t *)at.q;
+#define Q8T_LD(i) const __m256i r##i = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (i)));
+        FOR_W(Q8T_LD)
+#undef Q8T_LD
+        /* Rows 0-3 (u) and 4-7 (v): dwords t and t + 4 in the two halves. */
+        const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);
+        const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);
+        const __m256i t4 = _mm256_unpacklo_epi32(r4, r5), t5 = _mm256_unpackhi_epi32(r4, r5);
+        const __m256i t6 = _mm256_unpacklo_epi32(r6, r7), t7 = _mm256_unpackhi_epi32(r6, r7);
+        const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+        const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+        const __m256i v0 = _mm256_unpacklo_epi64(t4, t6), v1 = _mm256_unpackhi_epi64(t4, t6);
+        const __m256i v2 = _mm256_unpacklo_epi64(t5, t7), v3 = _mm256_unpackhi_epi64(t5, t7);
+        __m256i *w = (__m256i *)(void *)o;
+        _mm256_store_si256(w + 0, _mm256_permute2x128_si256(u0, v0, 0x20));
+        _mm256_store_si256(w + 1, _mm256_permute2x128_si256(u1, v1, 0x20));
+        _mm256_store_si256(w + 2, _mm256_permute2x128_si256(u2, v2, 0x20));
+        _mm256_store_si256(w + 3, _mm256_permute2x128_si256(u3, v3, 0x20));
+        _mm256_store_si256(w + 4, _mm256_permute2x128_si256(u0, v0, 0x31));
+        _mm256_store_si256(w + 5, _mm256_permute2x128_si256(u1, v1, 0x31));
+        _mm256_store_si256(w + 6, _mm256_permute2x128_si256(u2, v2, 0x31));
+        _mm256_store_si256(w + 7, _mm256_permute2x128_si256(u3, v3, 0x31));
+    }
+    k->wt_grp = grp;
+    k->wt_nb = nb;
+    return k->wt;
+}
+
+/* A half's four w[t] (block b's dwords 4h..4h+3 of rows 0-7) and u[t]:
+ * with BUF from the transposed group at wb, else transposed here from
+ * the packed block at x, where the 16 bytes of rows r and r + 4 are loaded
+ * into one register's two halves, so that two rounds of unpacks bring
+ * dword t of rows 0-3 and 4-7 together without lane moves. */
+#define Q8H_LD2(r, h)                                                                                             \
+    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(x + 16 * (h) + 32 * (r)))), \
+                            _mm_loadu_si128((const __m128i *)(const void *)(x + 16 * (h) + 32 * (r) + 128)), 1)
+#define Q8H_W(h)                                                                                                \
+    __m256i w0, w1, w2, w3;                                                                                     \
+    if (BUF) {                                                                                                  \
+        w0 = _mm256_load_si256(wb + 4 * (h));                                                                   \
+        w1 = _mm256_load_si256(wb + 4 * (h) + 1);                                                               \
+        w2 = _mm256_load_si256(wb + 4 * (h) + 2);                                                               \
+        w3 = _mm256_load_si256(wb + 4 * (h) + 3);                                                               \
+    } else {                                                                                                    \
+        const __m256i r0 = Q8H_LD2(0, h), r1 = Q8H_LD2(1, h), r2 = Q8H_LD2(2, h), r3 = Q8H_LD2(3, h);           \
+        const __m256i t0 = _mm256_unpacklo_epi32(r0, r1), t1 = _mm256_unpackhi_epi32(r0, r1);                 \
+        const __m256i t2 = _mm256_unpacklo_epi32(r2, r3), t3 = _mm256_unpackhi_epi32(r2, r3);                 \
+        w0 = _mm256_unpacklo_epi64(t0, t2);                                                                     \
+        w1 = _mm256_unpackhi_epi64(t0, t2);                                                                     \
+        w2 = _mm256_unpacklo_epi64(t1, t3);                                                                     \
+        w3 = _mm256_unpackhi_epi64(t1, t3);                                                                     \
+    }                                                                                                           \
     const __m256i u0 = _mm256_abs_epi8(w0), u1 = _mm256_abs_epi8(w1);                                          \
     const __m256i u2 = _mm256_abs_epi8(w2), u3 = _mm256_abs_epi8(w3);
-/* Row j's products of the half's dwords (bytes o..o+15 of its block) added to s. */
-#define Q8H_DOT(t, o) _mm256_madd_epi16(_mm256_maddubs_epi16(u##t, _mm256_sign_epi8(BC256(y + (o) + 4 * (t)), w##t)), ones)
-#define Q8H_SUM(s, o) s = _mm256_add_epi32(_mm256_add_epi32(s, _mm256_add_epi32(Q8H_DOT(0, o), Q8H_DOT(1, o))), \
-                                           _mm256_add_epi32(Q8H_DOT(2, o), Q8H_DOT(3, o)));
-static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
-                                   const int32_t *bias, const float *scale, float *out, int64_t ldo, uintptr_t pf,
-                                   size_t pfl, size_t pfs) {
+/* Row j's products of dword t of half h. */
+#define Q8H_DOT(t, h) _mm256_madd_epi16(_mm256_maddubs_epi16(u##t, _mm256_sign_epi8(BC256(y + 16 * (h) + 4 * (t)), w##t)), ones)
+#define Q8H_SUM(s, h) s = _mm256_add_epi32(_mm256_add_epi32(s, _mm256_add_epi32(Q8H_DOT(0, h), Q8H_DOT(1, h))), \
+                                           _mm256_add_epi32(Q8H_DOT(2, h), Q8H_DOT(3, h)));
+static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const uint8_t *wt, int64_t nb,
+                                          const uint8_t *grp, const uint8_t *ar, size_t as, const int32_t *bias,
+                                          const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                          size_t pfs) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 c[8];
-    __m256i sh[8]; /* [row] int32 x 8 weight rows: the block's sums of dwords 0-3 and the bias */
+    __m256i sh[8]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
     for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const __m256i *wb = BUF ? (const __m256i *)(const void *)(wt + (size_t)b * 256) : NULL;
         const uint8_t *x = (const uint8_t *)at.q;
         const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_0) + 2;
+        (void)wb;
+        (void)x;
         {
             Q8H_W(0)
             _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
@@ -626,18 +691,32 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
             }
         }
         {
-            Q8H_W(16)
+            Q8H_W(1)
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
             _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
                 const uint8_t *y = yb + (size_t)j * as;
                 __m256i s = sh[j];
-                Q8H_SUM(s, 16)
+                Q8H_SUM(s, 1)
                 c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]);
             }
         }
     }
     for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, c[j]);
 }
+/* The tile: from the transposed group when this call's panels have more
+ * than one tile (several tiles share its transpose), else transposing
+ * each block in the tile (a call of 3 to 8 rows: bench_gemm, 3 rows, was
+ * about 0.92x with the buffer, which then only adds stores and loads). */
+static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
+                                   const int32_t *bias, const float *scale, float *out, int64_t ldo, uintptr_t pf,
+                                   size_t pfl, size_t pfs) {
+    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb) : NULL;
+    if (wt)
+        tile_q8_avx2_halves(RN, true, wt, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
+    else
+        tile_q8_avx2_halves(RN, false, NULL, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
+}
+#undef Q8H_LD2
 #undef Q8H_W
 #undef Q8H_DOT
 #undef Q8H_SUM
@@ -804,7 +883,7 @@ TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 16)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
-TILE_SWITCH(em_gemm_q8_0x8_lanes_avx2, , Q8AVX2_CALL, Q8AVX2_RN)
+TILE_SWITCH(q8_lanes_avx2, , Q8AVX2_CALL, Q8AVX2_RN)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 8, em_gemm_q4_0x8_avx512,
              tile_ilv_em_gemm_q4_0x8_lanes_avx512)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV)
@@ -812,6 +891,16 @@ LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
              tile_ilv_em_gemm_q8_0x8_lanes_avx512)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avx2, , LANE_PLAN(Q8AVX2_RN), 1, 0, em_gemm_q8_0x8_avx2, LANE_NO_ILV)
+LANES_DRIVER(q8_lanes_avx2, static, LANE_PLAN(Q8AVX2_RN), 1, 0, em_gemm_q8_0x8_avx2, LANE_NO_ILV)
+
+/* The AVX2 Q8_0 driver; the thread's transposed group (q8_transposed) is
+ * forgotten first, since another call's group may sit at the same address
+ * with other weights. */
+void em_gemm_q8_0x8_lanes_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
+                               float *out, int64_t ldo) {
+    kept.wt_grp = NULL;
+    kept.wt_use = na > Q8AVX2_RN;
+    q8_lanes_avx2(k, w, ws, nw, a, as, na, out, ldo);
+}
 
 #endif /* EM_HAVE_X86_GEMM */
