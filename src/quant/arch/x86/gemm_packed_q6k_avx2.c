@@ -97,30 +97,28 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         __m512i T[8];
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
-#pragma GCC unroll 4
+#pragma GCC unroll 1
         for (int qd = 0; qd < 4; qd++) {
 #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
                 const int g = 4 * qd + r;
                 if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
-                __m512i W[4];
+                __m512i P[8];
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) P[j] = _mm512_setzero_si512();
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
 #define LD512(r_) _mm512_loadu_si512(sb + EM_Q6KX16_RUN(qd, r_, c))
-                    W[c] = r < 3 ? _mm512_and_si512(LD512(r), m63)
-                                 : Q6_L3(LD512(0), LD512(1), LD512(2), _mm512_and_si512, OR512, _mm512_srli_epi16, mc0);
+                    const __m512i W = r < 3 ? _mm512_and_si512(LD512(r), m63)
+                                            : Q6_L3(LD512(0), LD512(1), LD512(2), _mm512_and_si512, OR512, _mm512_srli_epi16, mc0);
 #undef LD512
+#pragma GCC unroll 8
+                    for (int j = 0; j < RN; j++) P[j] = em_gemv_dpbusd_b512(P[j], W, yb + (size_t)j * as + Q8K_QS + Y_OFF(g, c));
                 }
                 const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
                 const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 8
-                for (int j = 0; j < RN; j++) {
-                    const uint8_t *y = yb + (size_t)j * as + Q8K_QS;
-                    __m512i P = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                    for (int c = 0; c < 4; c++) P = _mm512_dpbusd_epi32(P, W[c], _mm512_set1_epi32(ld32(y + Y_OFF(g, c))));
-                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc));
-                }
+                for (int j = 0; j < RN; j++) T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P[j], sc));
             }
         }
         __m512i sp[8];
