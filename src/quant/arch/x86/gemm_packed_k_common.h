@@ -379,6 +379,16 @@ static inline AI T512 void k16_runs_512(const int RN, const bool q5, const bool 
                                         const uint8_t *y, size_t as, const __m512i *sc, __m512i *T) {
     const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31);
     const __m128i sh = _mm_cvtsi32_si128(left ? 3 - 2 * s : 2 * s - 3);
+    /* One address register per row, each hidden from the compiler by an
+     * empty asm: otherwise GCC makes the 64 offsets j * as + 4q loop
+     * invariants, keeps them on the stack and loads one before each
+     * vpdpbusd. */
+    const uint8_t *yr[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) {
+        yr[j] = y + (size_t)j * as;
+        __asm__("" : "+r"(yr[j]));
+    }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
         __m512i P[8];
@@ -399,7 +409,7 @@ static inline AI T512 void k16_runs_512(const int RN, const bool q5, const bool 
                 W = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
             }
 #pragma GCC unroll 8
-            for (int j = 0; j < RN; j++) P[j] = em_gemv_dpbusd_b512(P[j], W, y + (size_t)j * as + 32 * h + 4 * q);
+            for (int j = 0; j < RN; j++) P[j] = em_gemv_dpbusd_b512(P[j], W, yr[j] + 32 * h + 4 * q);
         }
         const __m512i scg = sc[2 * s + h];
 #pragma GCC unroll 8
