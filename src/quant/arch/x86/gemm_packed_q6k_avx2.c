@@ -84,7 +84,12 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
  * at ar (stride as): out[j * ldo + i] for row i.  pf/pfl/pfs: the region
  * to prefetch, a part per group of 16 elements (pf 0: none): a whole
  * super-block's part at once (about 52 lines) left the matrix-vector
- * product 20% slower in cache (bench_gemm --na 1). */
+ * product 20% slower in cache (bench_gemm --na 1).  Per group, each run
+ * c's levels are made once and the RN rows' sums P[j] take their products
+ * in turn (independent vpdpbusd, the activation quad as the broadcast
+ * operand, em_gemv_dpbusd_b512); the loop over the quads qd stays rolled.
+ * Fully unrolled with one row's chain of four products after another,
+ * the tile ran 1.25-1.46x slower (bench_gemm, session 11). */
 static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
     const __m512i m63 = _mm512_set1_epi8(63), mc0 = _mm512_set1_epi8((char)0xC0);
