@@ -367,6 +367,56 @@ typedef struct kp_buf {
         }                                                                                                      \
     }
 
+/* Groups 2s and 2s + 1 of super-block sb (the runs qs[s][0..7]) times RN
+ * activation rows (y: group 2s's quants of row 0, stride as), each
+ * group's sums times its scale sc[2s + h] added to T[j].  For each run q
+ * the weight vector is made once and the RN rows' sums P[j] take their
+ * products in turn, so consecutive vpdpbusd are independent (one chain
+ * per row, RN apart) and the levels are made once per run.  q5: Q5_K
+ * (left: s < 2, whose fifth bits are shifted left; a constant, so each
+ * loop below has one kind of shift); else Q4_K. */
+static inline AI T512 void k16_runs_512(const int RN, const bool q5, const bool left, int s, const uint8_t *sb,
+                                        const uint8_t *y, size_t as, const __m512i *sc, __m512i *T) {
+    const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31);
+    const __m128i sh = _mm_cvtsi32_si128(left ? 3 - 2 * s : 2 * s - 3);
+    /* One address register per row, each hidden from the compiler by an
+     * empty asm: otherwise GCC makes the 64 offsets j * as + 4q loop
+     * invariants, keeps them on the stack and loads one before each
+     * vpdpbusd. */
+    const uint8_t *yr[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < RN; j++) {
+        yr[j] = y + (size_t)j * as;
+        __asm__("" : "+r"(yr[j]));
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m512i P[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) P[j] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) {
+            const __m512i x = _mm512_loadu_si512(sb + KP_QS + (s * 8 + q) * 64);
+            __m512i W;
+            if (q5 && !h) {
+                W = _mm512_and_si512(x, m31);
+            } else if (q5) {
+                /* ((a >> 5) ^ e shifted) & 31 (pack.h): ternary logic 0x28. */
+                const __m512i e = _mm512_loadu_si512(sb + EM_Q5KX16_E + q * 64);
+                const __m512i t = left ? _mm512_sll_epi16(e, sh) : _mm512_srl_epi16(e, sh);
+                W = _mm512_ternarylogic_epi32(_mm512_srli_epi16(x, 5), t, m31, 0x28);
+            } else {
+                W = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < RN; j++) P[j] = em_gemv_dpbusd_b512(P[j], W, yr[j] + 32 * h + 4 * q);
+        }
+        const __m512i scg = sc[2 * s + h];
+#pragma GCC unroll 8
+        for (int j = 0; j < RN; j++) T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P[j], scg));
+    }
+}
+
 /* The AVX-512 tile for KP_DRIVER: a group is one tile (hf unused). */
 /* One group (16 rows of nb super-blocks at grp) times RN activation rows
  * at ar (stride as) with their min pairs mpt[(j * nb + b) * 4 ..]:
@@ -374,49 +424,32 @@ typedef struct kp_buf {
  * per super-block (pf 0: none).  q5 (a constant once inlined): Q5_K
  * super-blocks, whose levels of group 2s are the run a[s][q] and 31 and
  * those of group 2s + 1 ((a >> 5) ^ e[q] shifted) and 31 (pack.h); else
- * Q4_K. */
+ * Q4_K.  The loop over the runs s stays rolled (k16_runs_512 is one run
+ * of both groups): unrolled, GCC ordered each row's eight products as
+ * one dependent chain, row after row, and spilled the sums to the stack;
+ * rolled with the rows interleaved, nothing of the loop is spilled. */
 static inline AI T512 void tile_512(const int RN, const bool q5, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     const int32_t *mpt, float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const __m512i m4 = _mm512_set1_epi8(15), m31 = _mm512_set1_epi8(31);
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < RN; j++) acc[j] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const uint8_t *sb = grp + (size_t)b * (q5 ? EM_PACK_Q5K_SB : EM_PACK_Q4K_SB);
+        const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS;
         __m512i sc[8], mp[4], T[8];
         unpack_512(sb, sc, mp);
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int s = 0; s < 4; s++)
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m512i W[8];
-#pragma GCC unroll 8
-                for (int q = 0; q < 8; q++) {
-                    const __m512i x = _mm512_loadu_si512(sb + KP_QS + (s * 8 + q) * 64);
-                    if (q5 && !h) {
-                        W[q] = _mm512_and_si512(x, m31);
-                    } else if (q5) {
-                        /* ((a >> 5) ^ e shifted) & 31 (pack.h): ternary logic 0x28. */
-                        const __m512i e = _mm512_loadu_si512(sb + EM_Q5KX16_E + q * 64);
-                        const __m512i t = s < 2 ? _mm512_sll_epi16(e, _mm_cvtsi32_si128(3 - 2 * s))
-                                                : _mm512_srl_epi16(e, _mm_cvtsi32_si128(2 * s - 3));
-                        W[q] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(x, 5), t, m31, 0x28);
-                    } else {
-                        W[q] = _mm512_and_si512(h ? _mm512_srli_epi16(x, 4) : x, m4);
-                    }
-                }
-#pragma GCC unroll 8
-                for (int j = 0; j < RN; j++) {
-                    const uint8_t *y = ar + (size_t)j * as + (size_t)b * sizeof(em_block_q8_k) + Q8K_QS + 64 * s + 32 * h;
-                    __m512i P = _mm512_setzero_si512();
-#pragma GCC unroll 8
-                    for (int q = 0; q < 8; q++) P = _mm512_dpbusd_epi32(P, W[q], _mm512_set1_epi32(ld32(y + 4 * q)));
-                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc[2 * s + h]));
-                }
-            }
+        if (q5) {
+#pragma GCC unroll 1
+            for (int s = 0; s < 2; s++) k16_runs_512(RN, true, true, s, sb, yb + 64 * s, as, sc, T);
+#pragma GCC unroll 1
+            for (int s = 2; s < 4; s++) k16_runs_512(RN, true, false, s, sb, yb + 64 * s, as, sc, T);
+        } else {
+#pragma GCC unroll 1
+            for (int s = 0; s < 4; s++) k16_runs_512(RN, false, false, s, sb, yb + 64 * s, as, sc, T);
+        }
         const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)sb));
         const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(sb + 32)));
 #pragma GCC unroll 8

@@ -84,7 +84,12 @@ static int64_t panel_rows(size_t as, int64_t rn_max) {
  * at ar (stride as): out[j * ldo + i] for row i.  pf/pfl/pfs: the region
  * to prefetch, a part per group of 16 elements (pf 0: none): a whole
  * super-block's part at once (about 52 lines) left the matrix-vector
- * product 20% slower in cache (bench_gemm --na 1). */
+ * product 20% slower in cache (bench_gemm --na 1).  Per group, each run
+ * c's levels are made once and the RN rows' sums P[j] take their products
+ * in turn (independent vpdpbusd, the activation quad as the broadcast
+ * operand, em_gemv_dpbusd_b512); the loop over the quads qd stays rolled.
+ * Fully unrolled with one row's chain of four products after another,
+ * the tile ran 1.25-1.46x slower (bench_gemm, session 11). */
 static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                     float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
     const __m512i m63 = _mm512_set1_epi8(63), mc0 = _mm512_set1_epi8((char)0xC0);
@@ -97,30 +102,28 @@ static inline AI T512 void tile_512(const int RN, int64_t nb, const uint8_t *grp
         __m512i T[8];
 #pragma GCC unroll 8
         for (int j = 0; j < RN; j++) T[j] = _mm512_setzero_si512();
-#pragma GCC unroll 4
+#pragma GCC unroll 1
         for (int qd = 0; qd < 4; qd++) {
 #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
                 const int g = 4 * qd + r;
                 if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + g, pfs);
-                __m512i W[4];
+                __m512i P[8];
+#pragma GCC unroll 8
+                for (int j = 0; j < RN; j++) P[j] = _mm512_setzero_si512();
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; c++) {
 #define LD512(r_) _mm512_loadu_si512(sb + EM_Q6KX16_RUN(qd, r_, c))
-                    W[c] = r < 3 ? _mm512_and_si512(LD512(r), m63)
-                                 : Q6_L3(LD512(0), LD512(1), LD512(2), _mm512_and_si512, OR512, _mm512_srli_epi16, mc0);
+                    const __m512i W = r < 3 ? _mm512_and_si512(LD512(r), m63)
+                                            : Q6_L3(LD512(0), LD512(1), LD512(2), _mm512_and_si512, OR512, _mm512_srli_epi16, mc0);
 #undef LD512
+#pragma GCC unroll 8
+                    for (int j = 0; j < RN; j++) P[j] = em_gemv_dpbusd_b512(P[j], W, yb + (size_t)j * as + Q8K_QS + Y_OFF(g, c));
                 }
                 const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q6KX16_SC + (g / 2) * 32)));
                 const __m512i sc = g % 2 ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 8
-                for (int j = 0; j < RN; j++) {
-                    const uint8_t *y = yb + (size_t)j * as + Q8K_QS;
-                    __m512i P = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                    for (int c = 0; c < 4; c++) P = _mm512_dpbusd_epi32(P, W[c], _mm512_set1_epi32(ld32(y + Y_OFF(g, c))));
-                    T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P, sc));
-                }
+                for (int j = 0; j < RN; j++) T[j] = _mm512_add_epi32(T[j], _mm512_mullo_epi32(P[j], sc));
             }
         }
         __m512i sp[8];

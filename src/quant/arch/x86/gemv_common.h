@@ -102,6 +102,19 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const v
         __asm__("" : "+x"(P));                                                                                 \
     } while (0)
 
+/* P + the byte products of w (unsigned) and the four activation quants
+ * at y broadcast to every lane (signed): vpdpbusd with its broadcast
+ * memory operand ({1to16}), one instruction where _mm512_dpbusd_epi32 of
+ * _mm512_set1_epi32 of a load takes two (GCC 12 does not fold the
+ * broadcast into vpdpbusd; in the AVX-512 K-quant prompt tiles the
+ * separate vpbroadcastd was half of the instructions).  The target list
+ * is the AVX-512 kernels' (T512 in their files). */
+static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"))) __m512i
+em_gemv_dpbusd_b512(__m512i P, __m512i w, const uint8_t *y) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(P) : "v"(w), "m"(*(const uint8_t(*)[4])(const void *)y));
+    return P;
+}
+
 #endif /* __x86_64__ && __GNUC__ */
 
 /* TILE(rn, ...) with rn a compile-time constant from 1 to RNMAX (at most
