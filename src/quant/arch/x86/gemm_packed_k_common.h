@@ -482,7 +482,19 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
  * loaded 2-core Zen 5, eight alternating pairs, median share of the read
  * test with the barriers and their prefetch): Q5_K 1.08x, Q4_K 1.09x;
  * eight parts (one per group) gave 1.03x and 0.97x in four pairs.  The
- * part is numbered by the pair s, so there are four. */
+ * part is numbered by the pair s, so there are four.
+ *
+ * The int16 sums go through AVX2_PB, each T[hf] is held in a register
+ * after its add, and the runs e (Q5_K) are read through a pointer the
+ * compiler cannot follow (se), once per pair of groups: otherwise GCC
+ * keeps the sixteen e vectors of a super-block on the stack across the
+ * pairs (a store and a reload each, instead of one load) and turns the
+ * sums into trees of partial sums spilled to the stack, about 100 stack
+ * accesses per Q5_K super-block, 8 with these.  Same integer sums (exact)
+ * in another order of the int32 adds; measured in-process against the
+ * previous code streaming 256 MiB with 2 threads (/work/team/avx2tg11-ab.c
+ * in session 11): Q5_K 1.023-1.051x at k = 2048 and 1.064x at 5632, Q4_K
+ * 1.013-1.018x and 1.016x. */
 #define KP_GEMV_PF_PARTS 4
 #define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \
     static inline AI void fname(int64_t nb, const uint8_t *grp, const uint8_t *ar, const int32_t *mpt, float *out, \
@@ -524,6 +536,8 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
             __m256i T[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};                                       \
             _Pragma(SUNROLL) for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {     \
                 if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                       \
+                const uint8_t *se = sb;                                                                            \
+                __asm__("" : "+r"(se));                                                                            \
                 _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                           \
                     const __m256i sc = _mm256_shuffle_epi8(                                                        \
                         _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)(S[2 * s + h] + 8 * hf))), \
@@ -535,14 +549,14 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
                                 (const __m256i *)(const void *)(sb + KP_QS + (s * 8 + q) * 64 + 32 * hf));         \
                             const __m256i w =                                                                      \
                                 (Q5) ? levels_256(x,                                                               \
-                                                  _mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q5KX16_E + \
+                                                  _mm256_loadu_si256((const __m256i *)(const void *)(se + EM_Q5KX16_E + \
                                                                                                      q * 64 + 32 * hf)), \
                                                   s, h)                                                            \
                                      : _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);                      \
-                            P = _mm256_add_epi16(P, _mm256_maddubs_epi16(                                          \
-                                                        w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)))); \
+                            AVX2_PB(P, w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)));          \
                         }                                                                                          \
                         T[hf] = _mm256_add_epi32(T[hf], _mm256_madd_epi16(P, sc));                                 \
+                        __asm__("" : "+x"(T[hf]));                                                                 \
                     }                                                                                              \
                 }                                                                                                  \
             }                                                                                                      \
