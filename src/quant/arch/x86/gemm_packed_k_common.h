@@ -482,7 +482,9 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
  * loaded 2-core Zen 5, eight alternating pairs, median share of the read
  * test with the barriers and their prefetch): Q5_K 1.08x, Q4_K 1.09x;
  * eight parts (one per group) gave 1.03x and 0.97x in four pairs.  The
- * part is numbered by the pair s, so there are four.
+ * part is numbered by the pair s, so there are four.  Groups larger
+ * than EM_GEMV_PF_NEAR_GROUP (near) prefetch EM_GEMV_PF_BYTES ahead of
+ * the super-block instead, in the same four parts (gemv_common.h).
  *
  * The int16 sums go through AVX2_PB, each T[hf] is held in a register
  * after its add, and the runs e (Q5_K) are read through a pointer the
@@ -498,7 +500,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
 #define KP_GEMV_PF_PARTS 4
 #define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \
     static inline AI void fname(int64_t nb, const uint8_t *grp, const uint8_t *ar, const int32_t *mpt, float *out, \
-                                uintptr_t pf, size_t pfl, size_t pfs) {                                            \
+                                uintptr_t pf, size_t pfl, size_t pfs, bool near) {                                 \
         const __m256i m4 = _mm256_set1_epi8(15), m63 = _mm256_set1_epi8(63);                                       \
         const __m256i m30 = _mm256_set1_epi8(0x30);                                                                \
         /* Scales: bytes 0-3 (lane 0) and 4-7 (lane 1) into both int16 halves                                      \
@@ -535,7 +537,9 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
                 _mm256_store_si256((__m256i *)(void *)MN[p], _mm256_permute4x64_epi64(mn[p], 0xD8));               \
             __m256i T[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};                                       \
             _Pragma(SUNROLL) for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {     \
-                if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                       \
+                if (near && !h)                                                                                    \
+                    em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, (SB), s, (SB) / KP_GEMV_PF_PARTS);     \
+                else if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                  \
                 const uint8_t *se = sb;                                                                            \
                 __asm__("" : "+r"(se));                                                                            \
                 _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                           \
@@ -592,12 +596,14 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
         const int64_t nb = k / EM_QK_K;                                                                            \
         int32_t mpt[4 * (EM_PACK_MAX_K / EM_QK_K)];                                                                \
         min_pairs(nb, (const uint8_t *)a, as, 1, mpt);                                                             \
+        /* Wide groups prefetch a constant distance ahead (gemv_common.h). */                                      \
+        const bool near = (size_t)KP_ROWS * ws > EM_GEMV_PF_NEAR_GROUP;                                            \
         for (int64_t j0 = 0; j0 < nw; j0 += KP_ROWS) {                                                             \
             uintptr_t pfa;                                                                                         \
             size_t pfl;                                                                                            \
             em_gemv_prefetch_plan(w, ws, j0, KP_ROWS, &pfa, &pfl);                                                 \
             const size_t pfs = pfa ? (pfl + (size_t)nb * KP_GEMV_PF_PARTS - 1) / ((size_t)nb * KP_GEMV_PF_PARTS) : 0; \
-            GEMV(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, mpt, out + j0, pfa, pfl, pfs);      \
+            GEMV(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, mpt, out + j0, pfa, pfl, pfs, near); \
         }                                                                                                          \
     }
 
