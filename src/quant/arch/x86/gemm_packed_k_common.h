@@ -584,8 +584,10 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
     }
 
 /* The plain AVX2 entry point of a packed K type: one activation row goes
- * to GEMV (a KP_GEMV256), more to ROWS (a KP_DRIVER). */
-#define KP_GEMV_DRIVER(name, ROWS, GEMV, SB)                                                                       \
+ * to GEMV (a KP_GEMV256), more to ROWS (a KP_DRIVER).  Groups larger
+ * than NEAR_GROUP bytes prefetch EM_GEMV_PF_BYTES ahead instead of one
+ * group (gemv_common.h). */
+#define KP_GEMV_DRIVER(name, ROWS, GEMV, SB, NEAR_GROUP)                                                           \
     void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out,   \
               int64_t ldo) {                                                                                       \
         /* mpt below holds EM_PACK_MAX_K columns; wider rows take ROWS. */                                       \
@@ -597,7 +599,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
         int32_t mpt[4 * (EM_PACK_MAX_K / EM_QK_K)];                                                                \
         min_pairs(nb, (const uint8_t *)a, as, 1, mpt);                                                             \
         /* Wide groups prefetch a constant distance ahead (gemv_common.h). */                                      \
-        const bool near = (size_t)KP_ROWS * ws > EM_GEMV_PF_NEAR_GROUP;                                            \
+        const bool near = (size_t)KP_ROWS * ws > (NEAR_GROUP);                                                     \
         for (int64_t j0 = 0; j0 < nw; j0 += KP_ROWS) {                                                             \
             uintptr_t pfa;                                                                                         \
             size_t pfl;                                                                                            \
