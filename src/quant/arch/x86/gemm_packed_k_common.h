@@ -515,11 +515,25 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
  * loaded 2-core Zen 5, eight alternating pairs, median share of the read
  * test with the barriers and their prefetch): Q5_K 1.08x, Q4_K 1.09x;
  * eight parts (one per group) gave 1.03x and 0.97x in four pairs.  The
- * part is numbered by the pair s, so there are four. */
+ * part is numbered by the pair s, so there are four.  Groups larger
+ * than EM_GEMV_PF_NEAR_GROUP (near) prefetch EM_GEMV_PF_BYTES ahead of
+ * the super-block instead, in the same four parts (gemv_common.h).
+ *
+ * The int16 sums go through AVX2_PB, each T[hf] is held in a register
+ * after its add, and the runs e (Q5_K) are read through a pointer the
+ * compiler cannot follow (se), once per pair of groups: otherwise GCC
+ * keeps the sixteen e vectors of a super-block on the stack across the
+ * pairs (a store and a reload each, instead of one load) and turns the
+ * sums into trees of partial sums spilled to the stack, about 100 stack
+ * accesses per Q5_K super-block, 8 with these.  Same integer sums (exact)
+ * in another order of the int32 adds; measured in-process against the
+ * previous code streaming 256 MiB with 2 threads (/work/team/avx2tg11-ab.c
+ * in session 11): Q5_K 1.023-1.051x at k = 2048 and 1.064x at 5632, Q4_K
+ * 1.013-1.018x and 1.016x. */
 #define KP_GEMV_PF_PARTS 4
 #define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \
     static inline AI void fname(int64_t nb, const uint8_t *grp, const uint8_t *ar, const int32_t *mpt, float *out, \
-                                uintptr_t pf, size_t pfl, size_t pfs) {                                            \
+                                uintptr_t pf, size_t pfl, size_t pfs, bool near) {                                 \
         const __m256i m4 = _mm256_set1_epi8(15), m63 = _mm256_set1_epi8(63);                                       \
         const __m256i m30 = _mm256_set1_epi8(0x30);                                                                \
         /* Scales: bytes 0-3 (lane 0) and 4-7 (lane 1) into both int16 halves                                      \
@@ -556,7 +570,11 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
                 _mm256_store_si256((__m256i *)(void *)MN[p], _mm256_permute4x64_epi64(mn[p], 0xD8));               \
             __m256i T[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};                                       \
             _Pragma(SUNROLL) for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {     \
-                if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                       \
+                if (near && !h)                                                                                    \
+                    em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, (SB), s, (SB) / KP_GEMV_PF_PARTS);     \
+                else if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                  \
+                const uint8_t *se = sb;                                                                            \
+                __asm__("" : "+r"(se));                                                                            \
                 _Pragma("GCC unroll 2") for (int hf = 0; hf < 2; hf++) {                                           \
                     const __m256i sc = _mm256_shuffle_epi8(                                                        \
                         _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)(const void *)(S[2 * s + h] + 8 * hf))), \
@@ -568,14 +586,14 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
                                 (const __m256i *)(const void *)(sb + KP_QS + (s * 8 + q) * 64 + 32 * hf));         \
                             const __m256i w =                                                                      \
                                 (Q5) ? levels_256(x,                                                               \
-                                                  _mm256_loadu_si256((const __m256i *)(const void *)(sb + EM_Q5KX16_E + \
+                                                  _mm256_loadu_si256((const __m256i *)(const void *)(se + EM_Q5KX16_E + \
                                                                                                      q * 64 + 32 * hf)), \
                                                   s, h)                                                            \
                                      : _mm256_and_si256(h ? _mm256_srli_epi16(x, 4) : x, m4);                      \
-                            P = _mm256_add_epi16(P, _mm256_maddubs_epi16(                                          \
-                                                        w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)))); \
+                            AVX2_PB(P, w, _mm256_set1_epi32(ld32(y + Q8K_QS + 64 * s + 32 * h + 4 * q)));          \
                         }                                                                                          \
                         T[hf] = _mm256_add_epi32(T[hf], _mm256_madd_epi16(P, sc));                                 \
+                        __asm__("" : "+x"(T[hf]));                                                                 \
                     }                                                                                              \
                 }                                                                                                  \
             }                                                                                                      \
@@ -599,8 +617,10 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
     }
 
 /* The plain AVX2 entry point of a packed K type: one activation row goes
- * to GEMV (a KP_GEMV256), more to ROWS (a KP_DRIVER). */
-#define KP_GEMV_DRIVER(name, ROWS, GEMV, SB)                                                                       \
+ * to GEMV (a KP_GEMV256), more to ROWS (a KP_DRIVER).  Groups larger
+ * than NEAR_GROUP bytes prefetch EM_GEMV_PF_BYTES ahead instead of one
+ * group (gemv_common.h). */
+#define KP_GEMV_DRIVER(name, ROWS, GEMV, SB, NEAR_GROUP)                                                           \
     void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na, float *out,   \
               int64_t ldo) {                                                                                       \
         /* mpt below holds EM_PACK_MAX_K columns; wider rows take ROWS. */                                       \
@@ -611,12 +631,14 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
         const int64_t nb = k / EM_QK_K;                                                                            \
         int32_t mpt[4 * (EM_PACK_MAX_K / EM_QK_K)];                                                                \
         min_pairs(nb, (const uint8_t *)a, as, 1, mpt);                                                             \
+        /* Wide groups prefetch a constant distance ahead (gemv_common.h). */                                      \
+        const bool near = (size_t)KP_ROWS * ws > (NEAR_GROUP);                                                     \
         for (int64_t j0 = 0; j0 < nw; j0 += KP_ROWS) {                                                             \
             uintptr_t pfa;                                                                                         \
             size_t pfl;                                                                                            \
             em_gemv_prefetch_plan(w, ws, j0, KP_ROWS, &pfa, &pfl);                                                 \
             const size_t pfs = pfa ? (pfl + (size_t)nb * KP_GEMV_PF_PARTS - 1) / ((size_t)nb * KP_GEMV_PF_PARTS) : 0; \
-            GEMV(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, mpt, out + j0, pfa, pfl, pfs);      \
+            GEMV(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, mpt, out + j0, pfa, pfl, pfs, near); \
         }                                                                                                          \
     }
 

@@ -152,6 +152,6 @@ KP_DRIVER(gemm_rows_avx2, static, tile_avx2, buf_step_avx2, 2, 2)
 KP_GEMV256(gemv_avx2, EM_PACK_Q5K_SB, true, 4, "GCC unroll 4")
 
 /* Plain AVX2: one activation row goes to gemv_avx2, more to the tiles. */
-KP_GEMV_DRIVER(em_gemm_q5_kx16_avx2, gemm_rows_avx2, gemv_avx2, EM_PACK_Q5K_SB)
+KP_GEMV_DRIVER(em_gemm_q5_kx16_avx2, gemm_rows_avx2, gemv_avx2, EM_PACK_Q5K_SB, EM_GEMV_PF_NEAR_GROUP)
 
 #endif /* EM_HAVE_X86_GEMM */

@@ -428,7 +428,7 @@ Q6_DRIVER(q6_rows_avx2, static, tile_avx2, 4, 2, true)
  * order of the int32 additions differs) and the float steps are the
  * same, in the same order, so outputs do not change. */
 static __attribute__((noinline)) void gemv_avx2(int64_t nb, const uint8_t *grp, const uint8_t *y0, float *out, uintptr_t pf, size_t pfl,
-                                size_t pfs) {
+                                size_t pfs, bool near) {
     const __m256i m63 = _mm256_set1_epi8(63), mc0 = _mm256_set1_epi8((char)0xC0);
     const __m256i dup0 = Q6_DUP(0x01000100), dup1 = Q6_DUP(0x03020302);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -454,7 +454,10 @@ static __attribute__((noinline)) void gemv_avx2(int64_t nb, const uint8_t *grp, 
                 }
 #pragma GCC unroll 2
                 for (int c0 = 0; c0 < 4; c0 += 2) {
-                    if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + qd * 4 + hf * 2 + c0 / 2, pfs);
+                    if (near)
+                        em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, EM_PACK_Q6K_SB, qd * 4 + hf * 2 + c0 / 2,
+                                              EM_PACK_Q6K_SB / 16);
+                    else if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + qd * 4 + hf * 2 + c0 / 2, pfs);
                     __m256i P[4];
 #pragma GCC unroll 2
                     for (int c = c0; c < c0 + 2; c++) {
@@ -486,7 +489,9 @@ static __attribute__((noinline)) void gemv_avx2(int64_t nb, const uint8_t *grp, 
 /* The plain AVX2 entry point: one activation row goes to gemv_avx2 group
  * by group, each prefetching the plan's region for its group
  * (em_gemv_prefetch_plan), a part per group of 16 elements; more rows go
- * to the tiles. */
+ * to the tiles.  Groups larger than EM_GEMV_PF_NEAR_GROUP (near)
+ * prefetch EM_GEMV_PF_BYTES ahead of the super-block instead, a sixteenth
+ * of a super-block per part (gemv_common.h). */
 void em_gemm_q6_kx16_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
                           float *out, int64_t ldo) {
     if (na != 1) {
@@ -494,12 +499,14 @@ void em_gemm_q6_kx16_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const
         return;
     }
     const int64_t nb = k / EM_QK_K;
+    /* Wide groups prefetch a constant distance ahead (gemv_common.h). */
+    const bool near = (size_t)Q6_ROWS * ws > EM_GEMV_PF_NEAR_GROUP;
     for (int64_t j0 = 0; j0 < nw; j0 += Q6_ROWS) {
         uintptr_t pfa;
         size_t pfl;
         em_gemv_prefetch_plan(w, ws, j0, Q6_ROWS, &pfa, &pfl);
         const size_t pfs = pfa ? (pfl + (size_t)(nb * 16) - 1) / (size_t)(nb * 16) : 0;
-        gemv_avx2(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, out + j0, pfa, pfl, pfs);
+        gemv_avx2(nb, (const uint8_t *)w + (size_t)j0 * ws, (const uint8_t *)a, out + j0, pfa, pfl, pfs, near);
     }
 }
 

@@ -86,6 +86,22 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_part(uintptr_
     for (size_t o = lo & ~(size_t)63; o < hi; o += 64) _mm_prefetch((const char *)(pf + o), EM_GEMV_PF_HINT);
 }
 
+/* The 16-row K-quant one-row kernels (AVX2 Q4_K, Q5_K, Q6_K) prefetch
+ * the next group, spread over the group being computed, so the distance
+ * is one group: 16 rows of k elements, 18-27 KiB at k = 2048 but 51-74
+ * KiB at k = 5632 (a feed-forward down product).  Measured in-process
+ * on the 2-core Zen 5 (session 11, /work/team/avx2tg11-ab.c, 2 threads
+ * streaming 256 MiB), the one-group distance streams well up to about 40
+ * KiB (k = 3072: Q5_K 34 KiB, Q6_K 40 KiB) and loses 20-30% from 45 KiB
+ * (k = 4096 and 5632: Q6_K at 72-74% of the read test, against 127-130%
+ * at k = 2048), presumably as the prefetched lines leave the 48 KiB L1
+ * before their loads come.  Groups larger than EM_GEMV_PF_NEAR_GROUP
+ * therefore prefetch a constant EM_GEMV_PF_BYTES ahead of the bytes being
+ * read instead, which gave 1.16-1.26x (Q5_K), 1.19x (Q4_K) and 1.29-1.38x
+ * (Q6_K) at k = 4096 and 5632; for the smaller groups it was slower
+ * (0.74-0.98x), so they keep the one-group distance. */
+#define EM_GEMV_PF_NEAR_GROUP (40 * 1024)
+
 /* Prefetch the first n bytes at w at once. */
 static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const void *w, size_t n) {
     for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)((uintptr_t)w + o), EM_GEMV_PF_HINT);
