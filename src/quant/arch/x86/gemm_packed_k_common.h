@@ -527,8 +527,8 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
  * sums into trees of partial sums spilled to the stack, about 100 stack
  * accesses per Q5_K super-block, 8 with these.  Same integer sums (exact)
  * in another order of the int32 adds; measured in-process against the
- * previous code streaming 256 MiB with 2 threads (/work/team/avx2tg11-ab.c
- * in session 11): Q5_K 1.023-1.051x at k = 2048 and 1.064x at 5632, Q4_K
+ * previous code streaming 256 MiB with 2 threads (docs/PERFORMANCE.md,
+ * session 11): Q5_K 1.023-1.051x at k = 2048 and 1.064x at 5632, Q4_K
  * 1.013-1.018x and 1.016x. */
 #define KP_GEMV_PF_PARTS 4
 #define KP_GEMV256(fname, SB, Q5, PRUN, SUNROLL)                                                                   \

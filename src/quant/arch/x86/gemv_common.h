@@ -90,7 +90,7 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_part(uintptr_
  * the next group, spread over the group being computed, so the distance
  * is one group: 16 rows of k elements, 18-27 KiB at k = 2048 but 51-74
  * KiB at k = 5632 (a feed-forward down product).  Measured in-process
- * on the 2-core Zen 5 (session 11, /work/team/avx2tg11-ab.c, 2 threads
+ * on the 2-core Zen 5 (docs/PERFORMANCE.md, session 11; 2 threads
  * streaming 256 MiB), the one-group distance streams well up to about 40
  * KiB (k = 3072: Q5_K 34 KiB, Q6_K 40 KiB) and loses 20-30% from 45 KiB
  * (k = 4096 and 5632: Q6_K at 72-74% of the read test, against 127-130%
