@@ -201,17 +201,20 @@ static void test_kernels(void) {
     CHECK(em_kernels_select(NULL) == 0);
 }
 
-/* The matrix-vector kernels (one activation row) at the bounds of their
- * 16-bit steps: every weight level at an extreme (Q4_0 nibbles 15 and 0,
+/* The packed kernels (one activation row, and the prompt tiles) at the
+ * bounds of their 16-bit steps: every weight level at an extreme (Q4_0 nibbles 15 and 0,
  * Q8_0 quants 127 and -128) against activation quants of +-127, with unit
  * scales, so that every output is an integer of up to 128 * 32512 that
  * float holds exactly, whatever the order of the additions: the kernels
- * must equal the scalar twin bit for bit. */
-static int check_extremes(em_type t, int64_t k, int wpat, int apat) {
-    enum { NW = 16 };
+ * must equal the scalar twin bit for bit.  With na rows of activations
+ * (each row's pattern shifted by its index) the same bounds hold for the
+ * prompt tiles: 3 rows take AVX2 Q8_0's tile that transposes its own
+ * blocks, 16 rows its transposed group with the sign corrections. */
+static int check_extremes(em_type t, int64_t k, int64_t na, int wpat, int apat) {
+    enum { NW = 16, NA = 16 };
     const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k), bs = em_get_type_traits(t)->type_size;
-    uint8_t *w = calloc(NW, ws), *p = calloc(NW, ws), *a = calloc(1, as);
-    float out[NW], twin[NW];
+    uint8_t *w = calloc(NW, ws), *p = calloc(NW, ws), *a = calloc(NA, as);
+    float out[NA * NW], twin[NA * NW];
     const uint16_t one = em_fp32_to_fp16(1.0f);
     for (int64_t j = 0; j < NW; j++)
         for (int64_t b = 0; b < k / 32; b++) {
@@ -223,15 +226,17 @@ static int check_extremes(em_type t, int64_t k, int wpat, int apat) {
                 blk[i] = t == EM_TYPE_Q4_0 ? (hi ? 0xff : 0x00) : (hi ? 0x7f : 0x80);
             }
         }
-    for (int64_t b = 0; b < k / 32; b++) {
-        uint8_t *blk = a + (size_t)b * sizeof(em_block_q8_0);
-        memcpy(blk, &one, 2);
-        for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)(int8_t)(apat == 0 || (apat == 2 && i % 3 == 0) ? 127 : -127);
-    }
+    for (int64_t r = 0; r < na; r++)
+        for (int64_t b = 0; b < k / 32; b++) {
+            uint8_t *blk = a + (size_t)r * as + (size_t)b * sizeof(em_block_q8_0);
+            memcpy(blk, &one, 2);
+            for (int i = 0; i < 32; i++)
+                blk[2 + i] = (uint8_t)(int8_t)(apat == 0 || (apat == 2 && (i + r) % 3 == 0) ? 127 : -127);
+        }
     em_pack_matrix(t, k, NW, w, p);
-    em_gemm_packed(t, k, p, ws, NW, a, as, 1, out, NW);
-    em_gemm_packed_generic(t, k, p, ws, NW, a, as, 1, twin, NW);
-    const int bad = memcmp(out, twin, sizeof out) != 0;
+    em_gemm_packed(t, k, p, ws, NW, a, as, na, out, NW);
+    em_gemm_packed_generic(t, k, p, ws, NW, a, as, na, twin, NW);
+    const int bad = memcmp(out, twin, (size_t)na * NW * sizeof *out) != 0;
     if (bad) fprintf(stderr, "  %s k=%lld weights %d activations %d: %.9g, twin %.9g\n", em_type_name(t), (long long)k, wpat, apat, out[0], twin[0]);
     free(w);
     free(p);
@@ -247,10 +252,12 @@ static void test_gemv_extremes(void) {
         for (int ti = 0; ti < 2; ti++)
             for (int wp = 0; wp < 4; wp++)
                 for (int ap = 0; ap < 3; ap++) {
-                    bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 32, wp, ap);
-                    bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 4096, wp, ap);
+                    for (int64_t na = 1; na <= 16; na += na == 1 ? 2 : 13) {
+                        bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 32, na, wp, ap);
+                        bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 4096, na, wp, ap);
+                    }
                 }
-        CHECK_MSG(bad == 0, "packed matrix-vector %s: %d products off at the extremes", isas[s], bad);
+        CHECK_MSG(bad == 0, "packed %s: %d products off at the extremes", isas[s], bad);
     }
     CHECK(em_kernels_select(NULL) == 0);
 }

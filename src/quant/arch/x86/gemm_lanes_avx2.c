@@ -143,7 +143,8 @@ typedef struct lane_keep {
     const void *wt_grp; /* the group wt holds, NULL: none (reset by each call) */
     int64_t wt_nb;
     size_t wt_cap;     /* bytes allocated                             */
-    uint8_t *wt;       /* [nb][8 dwords t][8 rows] int8 (q8_transposed) */
+    uint8_t *wt;       /* [nb] 288 bytes: [8 dwords t][8 rows] int8, then
+                        * [8 rows] int32 sign corrections (q8_transposed) */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -590,11 +591,34 @@ Q8_256_TILE(tile_q8_avx2_lanes, , Q8_W_AVX2, Q8_M_AVX2)
  * 12 loads (8 broadcasts, the bias, the scale, the accumulator and the
  * first half's sum, kept in sh[]).  What bounds the tile then is the two
  * pipes that run vpmaddubsw, vpmaddwd and the float multiplies (2 a cycle
- * together on Zen 5, measured): 18 per row and block, 9 cycles. */
+ * together on Zen 5, measured): 18 per row and block, 9 cycles.
+ *
+ * From the transposed group, the tile replaces vpsignb, which shares one
+ * of those pipes (vpmaddubsw with vpsignb issue 2.9 a cycle, with vpxor
+ * more than 4), by vpxor: with m = 0xff in the bytes whose weight is
+ * negative and 0 elsewhere, a ^ m is a for w >= 0 and ~a = -a - 1 for
+ * w < 0, so |w| * (a ^ m) = w * a - (w < 0 ? |w| : 0) for every pair of
+ * int8 (vpmaddubsw takes |w| unsigned, so |-128| is 128).  The 16-bit
+ * steps: each product is in [0, 128] x [-128, 127] = [-16384, 16256],
+ * a pair of them in [-32768, 32512], inside int16, so vpmaddubsw never
+ * saturates; vpmaddwd by 1 adds each two pairs exactly into int32.  The
+ * block's 32 products of a weight row then sum to the exact sum of w * a
+ * less that row's correction, the sum of |w| over its negative weights
+ * (in [0, 4096]), which depends only on the weights: q8_transposed
+ * computes it once per block and row and stores it after the block's
+ * transposed weights, and the tile adds it to the row's bias before the
+ * products, so each lane ends with the same exact int32 block sum as with
+ * vpsignb (int32 sums of at most 32 * 128 * 128 + 4096 in magnitude plus
+ * the bias, exact in any order) and the results are the same bits.  Per
+ * row and block this costs one vpaddd, and per block 8 vpcmpgtb for the
+ * masks (L1 harness: 9.34-9.45 cycles per row and block against
+ * 9.68-9.78).  Calls of 3 to 8 rows, which transpose in the tile, keep
+ * vpsignb: they have no buffer to hold the correction. */
+#define Q8T_BLOCK 288 /* bytes per block in the transposed group: 8 x 32 weights, 8 int32 corrections */
 static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
     lane_keep *k = &kept;
     if (k->wt_grp == grp && k->wt_nb == nb) return k->wt;
-    const size_t need = (size_t)nb * 256;
+    const size_t need = (size_t)nb * Q8T_BLOCK;
     if (need > k->wt_cap) {
         pthread_once(&kept_once, kept_key_init);
         if (!kept_key_ok || pthread_setspecific(kept_key, k) != 0) return NULL;
@@ -606,7 +630,8 @@ static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
     }
     uint8_t *o = k->wt;
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
-    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32), o += 256) {
+    const __m256i zero = _mm256_setzero_si256(), bytes1 = _mm256_set1_epi8(1);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32), o += Q8T_BLOCK) {
         const uint8_t *x = (const uint8_t *)at.q;
 #define Q8T_LD(i) const __m256i r##i = _mm256_loadu_si256((const __m256i *)(const void *)(x + 32 * (i)));
         FOR_W(Q8T_LD)
@@ -629,6 +654,16 @@ static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
         _mm256_store_si256(w + 5, _mm256_permute2x128_si256(u1, v1, 0x31));
         _mm256_store_si256(w + 6, _mm256_permute2x128_si256(u2, v2, 0x31));
         _mm256_store_si256(w + 7, _mm256_permute2x128_si256(u3, v3, 0x31));
+        /* The correction of each row (lane r): the sum of |w| over the
+         * block's negative weights, in [0, 32 * 128 = 4096].  Per dword t,
+         * |min(w, 0)| is in [0, 128] as an unsigned byte (vpabsb of -128 is
+         * 0x80), vpmaddubsw by 1 adds byte pairs into int16 in [0, 256], and
+         * the eight dwords' int16 sums stay in [0, 2048] before vpmaddwd adds
+         * each lane's two into its int32. */
+        __m256i n = zero;
+        for (int t = 0; t < 8; t++)
+            n = _mm256_add_epi16(n, _mm256_maddubs_epi16(_mm256_abs_epi8(_mm256_min_epi8(_mm256_load_si256(w + t), zero)), bytes1));
+        _mm256_store_si256(w + 8, _mm256_madd_epi16(n, _mm256_set1_epi16(1)));
     }
     k->wt_grp = grp;
     k->wt_nb = nb;
@@ -660,32 +695,46 @@ static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
         w3 = _mm256_unpackhi_epi64(t1, t3);                                                                     \
     }                                                                                                           \
     const __m256i u0 = _mm256_abs_epi8(w0), u1 = _mm256_abs_epi8(w1);                                          \
-    const __m256i u2 = _mm256_abs_epi8(w2), u3 = _mm256_abs_epi8(w3);
-/* Row j's products of dword t of half h. */
-#define Q8H_DOT(t, h) _mm256_madd_epi16(_mm256_maddubs_epi16(u##t, _mm256_sign_epi8(BC256(y + 16 * (h) + 4 * (t)), w##t)), ones)
+    const __m256i u2 = _mm256_abs_epi8(w2), u3 = _mm256_abs_epi8(w3);                                          \
+    if (BUF) {                                                                                                  \
+        w0 = _mm256_cmpgt_epi8(zero, w0);                                                                       \
+        w1 = _mm256_cmpgt_epi8(zero, w1);                                                                       \
+        w2 = _mm256_cmpgt_epi8(zero, w2);                                                                       \
+        w3 = _mm256_cmpgt_epi8(zero, w3);                                                                       \
+    }
+/* Row j's products of dword t of half h: from the buffer, the activation
+ * xor the weights' sign mask (w[t] holds the mask then), else its sign
+ * moved by the weights (vpsignb). */
+#define Q8H_DOT(t, h)                                                                                              \
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u##t, BUF ? _mm256_xor_si256(BC256(y + 16 * (h) + 4 * (t)), w##t)         \
+                                                     : _mm256_sign_epi8(BC256(y + 16 * (h) + 4 * (t)), w##t)),       \
+                      ones)
 #define Q8H_SUM(s, h) s = _mm256_add_epi32(_mm256_add_epi32(s, _mm256_add_epi32(Q8H_DOT(0, h), Q8H_DOT(1, h))), \
                                            _mm256_add_epi32(Q8H_DOT(2, h), Q8H_DOT(3, h)));
 static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const uint8_t *wt, int64_t nb,
                                           const uint8_t *grp, const uint8_t *ar, size_t as, const int32_t *bias,
                                           const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
                                           size_t pfs) {
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    (void)zero;
     __m256 c[8];
     __m256i sh[8]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
     for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
-        const __m256i *wb = BUF ? (const __m256i *)(const void *)(wt + (size_t)b * 256) : NULL;
+        const __m256i *wb = BUF ? (const __m256i *)(const void *)(wt + (size_t)b * Q8T_BLOCK) : NULL;
         const uint8_t *x = (const uint8_t *)at.q;
         const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_0) + 2;
         (void)wb;
         (void)x;
         {
             Q8H_W(0)
+            const __m256i corr = BUF ? _mm256_load_si256(wb + 8) : zero;
             _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
                 const uint8_t *y = yb + (size_t)j * as;
                 __m256i s = _mm256_set1_epi32(bias[j * nb + b]);
+                if (BUF) s = _mm256_add_epi32(s, corr);
                 Q8H_SUM(s, 0)
                 sh[j] = s;
             }
@@ -720,6 +769,7 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
 #undef Q8H_W
 #undef Q8H_DOT
 #undef Q8H_SUM
+#undef Q8T_BLOCK
 #define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 /* Activation rows per AVX2 Q8_0 tile: the transpose is paid once per
  * block for them all, and the rows' loop stays rolled (bench_gemm k =
