@@ -571,7 +571,7 @@ static inline AI __m256i levels_256(__m256i x, __m256i e, int s, int h) {
             __m256i T[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};                                       \
             _Pragma(SUNROLL) for (int s = 0; s < 4; s++) _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {     \
                 if (near && !h)                                                                                    \
-                    em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, (SB), s, (SB) / KP_GEMV_PF_PARTS);     \
+                    em_gemv_prefetch_ahead(sb, (SB), s, KP_GEMV_PF_PARTS);           \
                 else if (pf && !h) em_gemv_prefetch_part(pf, pfl, b * KP_GEMV_PF_PARTS + s, pfs);                  \
                 const uint8_t *se = sb;                                                                            \
                 __asm__("" : "+r"(se));                                                                            \

@@ -455,8 +455,7 @@ static __attribute__((noinline)) void gemv_avx2(int64_t nb, const uint8_t *grp, 
 #pragma GCC unroll 2
                 for (int c0 = 0; c0 < 4; c0 += 2) {
                     if (near)
-                        em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, EM_PACK_Q6K_SB, qd * 4 + hf * 2 + c0 / 2,
-                                              EM_PACK_Q6K_SB / 16);
+                        em_gemv_prefetch_ahead(sb, EM_PACK_Q6K_SB, qd * 4 + hf * 2 + c0 / 2, 16);
                     else if (pf) em_gemv_prefetch_part(pf, pfl, b * 16 + qd * 4 + hf * 2 + c0 / 2, pfs);
                     __m256i P[4];
 #pragma GCC unroll 2

@@ -102,6 +102,16 @@ static inline __attribute__((always_inline)) void em_gemv_prefetch_part(uintptr_
  * (0.74-0.98x), so they keep the one-group distance. */
 #define EM_GEMV_PF_NEAR_GROUP (40 * 1024)
 
+/* The wide groups' prefetch: part `part` of `parts` equal parts of the
+ * sb_bytes that lie EM_GEMV_PF_BYTES ahead of the super-block at sb, so a
+ * super-block's parts ask for the next EM_GEMV_PF_BYTES' worth of lines
+ * at the pace of the work.  Past the matrix's end the prefetches are
+ * harmless hints. */
+static inline __attribute__((always_inline)) void em_gemv_prefetch_ahead(const uint8_t *sb, size_t sb_bytes, size_t part,
+                                                                         size_t parts) {
+    em_gemv_prefetch_part((uintptr_t)sb + EM_GEMV_PF_BYTES, sb_bytes, part, sb_bytes / parts);
+}
+
 /* Prefetch the first n bytes at w at once. */
 static inline __attribute__((always_inline)) void em_gemv_prefetch_first(const void *w, size_t n) {
     for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)((uintptr_t)w + o), EM_GEMV_PF_HINT);
