@@ -152,6 +152,69 @@ async function calibrate(o) {
   return n;
 }
 
+// The server-sent events of one streamed answer, fed as the text arrives:
+// the content chunks (those with text) and their arrival times, the usage,
+// and whether data: [DONE] came.  Events end at a blank line (\n\n, or with
+// \r\n line ends); an event's data is its data: lines joined by \n.  The
+// common shape (\n line ends, one data: line) skips the regular
+// expressions, which cost more than the JSON parse at every token.
+class SseReader {
+  constructor(chat) {
+    this.chat = chat;
+    this.buf = '';
+    this.chunks = 0;
+    this.done = false;
+    this.usage = null;
+    this.first = null;
+    this.last = null;
+    this.gaps = [];
+  }
+
+  feed(part, now) {
+    const buf = this.buf + part;
+    const cr = buf.includes('\r');
+    let pos = 0;
+    for (;;) {
+      let at, end;
+      if (!cr) {
+        at = buf.indexOf('\n\n', pos);
+        if (at < 0) break;
+        end = at + 2;
+      } else {
+        const sep = /\r?\n\r?\n/g;
+        sep.lastIndex = pos;
+        const m = sep.exec(buf);
+        if (!m) break;
+        at = m.index;
+        end = at + m[0].length;
+      }
+      const event = buf.slice(pos, at);
+      pos = end;
+      this.event(event, now);
+    }
+    this.buf = pos ? buf.slice(pos) : buf;
+  }
+
+  event(event, now) {
+    let data;
+    if (event.startsWith('data:') && !event.includes('\n')) data = event.slice(5).trim();
+    else data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+    if (!data) return;
+    if (data === '[DONE]') { this.done = true; return; }
+    const j = JSON.parse(data);
+    if (j.error) throw new Error(`error event: ${JSON.stringify(j.error).slice(0, 200)}`);
+    if (j.usage) this.usage = j.usage;
+    const choices = j.choices ?? [];
+    let text = '';
+    for (const c of choices) text += (this.chat ? c.delta?.content : c.text) ?? '';
+    if (!text) return;
+    this.chunks++;
+    if (this.first === null) this.first = now;
+    else this.gaps.push(now - this.last);
+    this.last = now;
+  }
+}
+
 // One streaming request: its timings, tokens and error, if any.
 async function one(o, id, nWords) {
   const r = { ok: false, ttft: null, total: null, itl: [], tokens: 0, promptTokens: null, error: null };
@@ -165,29 +228,26 @@ async function one(o, id, nWords) {
       return r;
     }
     res.setEncoding('utf8'); // decodes characters split across reads
-    let buf = '', last = null, chunks = 0, done = false, usage = null;
-    const gaps = [];
-    for await (const part of res) {
-      const now = performance.now();
-      buf += part;
-      let at;
-      while ((at = buf.search(/\r?\n\r?\n/)) >= 0) {
-        const event = buf.slice(0, at);
-        buf = buf.slice(at).replace(/^\r?\n\r?\n/, '');
-        const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
-        if (!data) continue;
-        if (data === '[DONE]') { done = true; continue; }
-        const j = JSON.parse(data);
-        if (j.error) throw new Error(`error event: ${JSON.stringify(j.error).slice(0, 200)}`);
-        if (j.usage) usage = j.usage;
-        const text = (j.choices ?? []).map((c) => (o.endpoint === 'chat' ? c.delta?.content : c.text) ?? '').join('');
-        if (!text) continue;
-        chunks++;
-        if (r.ttft === null) r.ttft = now - t0;
-        else gaps.push(now - last);
-        last = now;
-      }
-    }
+    const sse = new SseReader(o.endpoint === 'chat');
+    // 'data' callbacks rather than an async iterator over the response: the
+    // iterator costs a promise and a microtask round per read, which on a
+    // machine the server shares is CPU taken from it at every token.
+    await new Promise((resolve, reject) => {
+      let ended = false;
+      res.on('data', (part) => {
+        try {
+          sse.feed(part, performance.now());
+        } catch (e) {
+          res.destroy();
+          reject(e);
+        }
+      });
+      res.on('end', () => { ended = true; resolve(); });
+      res.on('error', reject);
+      res.on('close', () => { if (!ended) reject(new Error('the connection closed before the end of the stream')); });
+    });
+    const { chunks, done, usage, gaps } = sse;
+    if (sse.first !== null) r.ttft = sse.first - t0;
     if (!done) throw new Error('the stream ended without data: [DONE]');
     r.tokens = usage?.completion_tokens ?? chunks;
     r.promptTokens = usage?.prompt_tokens ?? null;
