@@ -176,8 +176,15 @@ static void request_unref(em_request *r) {
 
 /* Appends an event (taking ownership of its buffers); caller holds e->mu.
  * When memory runs out the event is lost, but DONE and ERROR still end the
- * request: the client then sees an end without the missing text. */
-static void post_locked(em_request *r, const em_event *ev) {
+ * request: the client then sees an end without the missing text.
+ *
+ * When the notifier must be woken, a caller that passes notify gets
+ * *notify = true and signals e->notify itself once it has dropped the
+ * lock; without notify the signal is sent at once.  Signalled under the
+ * lock, the notifier wakes only to block on the mutex the engine thread
+ * still holds: a second sleep and wake, and two more system calls, for
+ * every step's events. */
+static void post_locked_notify(em_request *r, const em_event *ev, bool *notify) {
     if (r->ended) return;
     ev_node *n = malloc(sizeof *n);
     if (!n) {
@@ -211,10 +218,15 @@ static void post_locked(em_request *r, const em_event *ev) {
     r->refs++;
     e->to_wake[e->n_to_wake++] = r;
     if (e->notifier_idle) {
+        /* Marked busy now, so that no other poster signals it too; it is
+         * waiting on e->notify until the signal comes. */
         e->notifier_idle = false;
-        pthread_cond_signal(&e->notify);
+        if (notify) *notify = true;
+        else pthread_cond_signal(&e->notify);
     }
 }
+
+static void post_locked(em_request *r, const em_event *ev) { post_locked_notify(r, ev, NULL); }
 
 /* The notifier: signals the listed requests outside the lock (their
  * events were appended under it, so a client either finds them or is
@@ -243,9 +255,11 @@ static void *notifier_main(void *arg) {
 }
 
 static void post(em_engine *e, em_request *r, const em_event *ev) {
+    bool notify = false;
     pthread_mutex_lock(&e->mu);
-    post_locked(r, ev);
+    post_locked_notify(r, ev, &notify);
     pthread_mutex_unlock(&e->mu);
+    if (notify) pthread_cond_signal(&e->notify);
 }
 
 /* Gives back a choice's sequence and its cache (engine thread). */
@@ -388,6 +402,10 @@ bool em_request_next(em_request *r, em_event *ev, int timeout_ms) {
     struct timespec until = em_deadline_ms(timeout_ms);
     pthread_mutex_lock(&e->mu);
     while (!r->head) {
+        if (timeout_ms <= 0) { /* only what has come: no wait, no system call */
+            pthread_mutex_unlock(&e->mu);
+            return false;
+        }
         if (pthread_cond_timedwait(&r->cv, &e->mu, &until) == ETIMEDOUT && !r->head) {
             pthread_mutex_unlock(&e->mu);
             return false;
@@ -528,15 +546,17 @@ static void choice_finish(em_engine *e, em_request *r, int32_t c, const char *re
     ch->finished = true;
     choice_release(e, ch);
     em_event fin = {.kind = EM_EVENT_FINISH, .choice = c, .finish = reason};
+    bool notify = false;
     pthread_mutex_lock(&e->mu);
-    post_locked(r, &fin);
+    post_locked_notify(r, &fin, &notify);
     if (--r->n_live == 0) {
         em_event done = {.kind = EM_EVENT_DONE, .n_prompt = r->n_prompt, .n_generated = r->n_generated,
                          .n_cached = r->n_cached};
-        post_locked(r, &done);
+        post_locked_notify(r, &done, &notify);
         e->prompt_tokens += (uint64_t)r->n_prompt;
     }
     pthread_mutex_unlock(&e->mu);
+    if (notify) pthread_cond_signal(&e->notify);
 }
 
 /* Samples the next token of choice c from its row's logits, posts the

@@ -128,8 +128,9 @@ void em_engine_free(em_engine *e);
 em_submit_result em_engine_submit(em_engine *e, const em_token *prompt, int32_t n_prompt,
                                   const em_gen_params *params, em_request **out);
 
-/* Waits up to timeout_ms for the next event; false on timeout.  After an
- * event of kind DONE or ERROR no more come. */
+/* Waits up to timeout_ms for the next event; false on timeout.  A
+ * timeout_ms of 0 or less takes only an event that is already there,
+ * without waiting.  After an event of kind DONE or ERROR no more come. */
 bool em_request_next(em_request *r, em_event *ev, int timeout_ms);
 /* Asks the engine to stop the request and free its sequences. */
 void em_request_cancel(em_request *r);
