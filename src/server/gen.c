@@ -438,8 +438,16 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         }
         /* Nothing to say yet: an SSE comment (ignored by clients) keeps
          * the connection from looking idle. */
-        if (w == WAIT_TIMEOUT) em_strbuf_append(&j->out, ": keep-alive\n\n", 14);
-        else job_event(j, &ev);
+        if (w == WAIT_TIMEOUT) {
+            em_strbuf_append(&j->out, ": keep-alive\n\n", 14);
+            break;
+        }
+        /* The events that came while this thread slept or wrote (a late
+         * wake, a choice's last token with its finish and the usage) go
+         * out in the same write: one wake-up, poll and send for them all
+         * instead of one each.  The bytes are those of one event at a time. */
+        bool more = job_event(j, &ev);
+        while (more && j->out.n - j->out_pos < max && em_request_next(j->r[j->cur], &ev, 0)) more = job_event(j, &ev);
     }
     size_t n = EM_MIN(max, j->out.n - j->out_pos);
     memcpy(buf, j->out.p + j->out_pos, n);
