@@ -137,7 +137,6 @@ typedef struct lane_keep {
     int32_t *bias;     /* [na][nb] as act_table                       */
     float *scale;      /* [na][nb]                                    */
     uint64_t ilv_step; /* the step whose rows ilv holds, 0: none      */
-    int ilv_rn;        /* the tiles' height in ilv (kept_interleaved)  */
     size_t ilv_cap;    /* bytes allocated                             */
     uint8_t *ilv;      /* [tile][nb][rn x LANE_ILV] (kept_interleaved) */
     bool wt_use;       /* this call's tiles read wt (set by each call) */
@@ -214,9 +213,8 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
 static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
 
 /* The step's activation rows interleaved tile by tile for the 16-row
- * Q8_0 tile (tile_q8_512 with ILV; rn_max 16: tiles as lane_rn16) and
- * the AVX2 one (tile_q8_avx2_ilv; rn_max 8: tiles of 8, then the rest):
- * a tile of rn rows from row r0 starts at byte
+ * Q8_0 tiles (tile_q8_512 with ILV, and tile_q8_avx2_ilv): a tile of rn
+ * rows from row r0 starts at byte
  * r0 * nb * LANE_ILV, and holds for each block b, in rn * LANE_ILV
  * contiguous bytes, the rn rows' 32 quants, then their table biases, then
  * their scales.  A decode step's tile then reads one sequential run per
@@ -229,14 +227,14 @@ static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 1
  * the caller reads the rows in place. */
 #define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
 #define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
-static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na, int rn_max) {
+static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na) {
     const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
     if (need > LANE_ILV_MAX) return NULL;
     const float *scale = NULL;
     const int32_t *bias = kept_table(offset, nb, a, as, na, &scale);
     if (!bias) return NULL;
     lane_keep *k = &kept;
-    if (k->ilv_step == k->step && k->ilv_rn == rn_max) return k->ilv;
+    if (k->ilv_step == k->step) return k->ilv;
     if (need > k->ilv_cap) {
         uint8_t *p = malloc(need);
         if (!p) return NULL;
@@ -246,7 +244,7 @@ static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, si
     }
     const uint8_t *rows = a;
     for (int64_t r0 = 0, rn; r0 < na; r0 += rn) {
-        rn = rn_max == 16 ? lane_rn16(r0, na) : EM_MIN((int64_t)rn_max, na - r0);
+        rn = lane_rn16(r0, na);
         uint8_t *t = k->ilv + (size_t)r0 * (size_t)nb * LANE_ILV;
         for (int64_t b = 0; b < nb; b++, t += (size_t)rn * LANE_ILV)
             for (int64_t j = 0; j < rn; j++) {
@@ -257,7 +255,6 @@ static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, si
             }
     }
     k->ilv_step = k->step;
-    k->ilv_rn = rn_max;
     return k->ilv;
 }
 
@@ -734,8 +731,8 @@ static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const bo
                                           size_t pfs) {
     const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
     (void)zero;
-    __m256 c[8];
-    __m256i sh[8]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
+    __m256 c[16];
+    __m256i sh[16]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
     for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
@@ -783,14 +780,15 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
     else
         tile_q8_avx2_halves(RN, false, false, NULL, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
 }
-/* The tile over the step's interleaved rows (kept_interleaved, 8-row
- * tiles), for calls of more than 8 rows inside a product step: each block
- * of a tile is one run of 8 x 40 bytes (the rows' quants, biases and
- * scales) instead of 8 quants on 8 rows 34 * nb bytes apart and 16 table
- * entries on 16 more lines, 24 streams a tile for the prefetchers to
- * follow next to the weights and their transposed group; with the
+/* The tile over the step's interleaved rows (kept_interleaved), for
+ * calls of more than 8 rows inside a product step: each block of a tile
+ * is one run of rn x 40 bytes (the rows' quants, biases and scales)
+ * instead of rn quants on rows 34 * nb bytes apart and 2 rn table entries
+ * on lines of their own, 24 streams for a tile of 8 for the prefetchers
+ * to follow next to the weights and their transposed group; with the
  * whole prompt in one panel (lane_panel), bench_gemm k = 5632, 128 rows:
- * 1.10x, k = 2048: 1.03x.  The same rows, table entries and arithmetic,
+ * about 1.10x, k = 2048: 1.03x (8-row tiles, quiet minutes).  The same
+ * rows, table entries and arithmetic,
  * so the same bits. */
 static inline AI void tile_q8_avx2_ilv(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *x, float *out,
                                        int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
@@ -804,6 +802,7 @@ static void tile_ilv_q8_avx2(int rn, int64_t nb, const uint8_t *ga, const uint8_
                              int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
     (void)gb;
     switch (rn) {
+    case 16: tile_q8_avx2_ilv(16, nb, ga, x, out, ldo, pf, pfl, pfs); return;
     case 8: tile_q8_avx2_ilv(8, nb, ga, x, out, ldo, pf, pfl, pfs); return;
     case 7: tile_q8_avx2_ilv(7, nb, ga, x, out, ldo, pf, pfl, pfs); return;
     case 6: tile_q8_avx2_ilv(6, nb, ga, x, out, ldo, pf, pfl, pfs); return;
@@ -820,10 +819,15 @@ static void tile_ilv_q8_avx2(int rn, int64_t nb, const uint8_t *ga, const uint8_
 #undef Q8H_SUM
 #undef Q8T_BLOCK
 #define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
-/* Activation rows per AVX2 Q8_0 tile: the transpose is paid once per
- * block for them all, and the rows' loop stays rolled (bench_gemm k =
- * 2048, 128 rows: 8 rows measured faster than 4, 4 than 2). */
-#define Q8AVX2_RN 8
+/* Activation rows per AVX2 Q8_0 tile, 16 while that many are left, then
+ * up to 8 (lane_rn16, the tiles of kept_interleaved): the transpose, or
+ * the weights' absolute values and sign masks made from the transposed
+ * group, are paid once per block for them all, and the rows' loop stays
+ * rolled, their sums and accumulators on the stack, so a taller tile
+ * costs no registers (bench_gemm, 128 rows: 8 rows measured faster than
+ * 4, 4 than 2, and 16 about 1.02x (k = 2048) and 1.035x (k = 5632) faster
+ * than 8). */
+#define Q8AVX2_RN 16
 #define Q8AVX2_CALL(RN)                                                                                        \
     ((void)gb, (RN) <= 2 ? tile_q8_avx2_lanes(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs)           \
                          : tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
@@ -906,7 +910,7 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
         const uint8_t *ilv =                                                                                   \
-            pl.interleave && na > pl.ilv_min ? kept_interleaved(OFFSET, nb, a, as, na, pl.rn_max) : NULL;     \
+            pl.interleave && na > pl.ilv_min ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         const int64_t panel = lane_panel(nb, as, pl.rn_max, na, pl.big_panel && kbias);                        \
@@ -995,17 +999,18 @@ LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_
              tile_ilv_em_gemm_q8_0x8_lanes_avx512)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
 LANES_DRIVER(q8_lanes_avx2, static,
-             ((lane_plan){.rn_max = Q8AVX2_RN, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true, .interleave = true,
-                          .ilv_min = Q8AVX2_RN}),
+             ((lane_plan){.rn_max = Q8AVX2_RN, .tiles16 = true, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true,
+                          .interleave = true, .ilv_min = 8}),
              1, 0, em_gemm_q8_0x8_avx2, tile_ilv_q8_avx2)
 
 /* The AVX2 Q8_0 driver; the thread's transposed group (q8_transposed) is
  * forgotten first, since another call's group may sit at the same address
- * with other weights. */
+ * with other weights.  Calls of more than 8 rows (two tiles or more)
+ * read it; those of 3 to 8 transpose in their one tile. */
 void em_gemm_q8_0x8_lanes_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
                                float *out, int64_t ldo) {
     kept.wt_grp = NULL;
-    kept.wt_use = na > Q8AVX2_RN;
+    kept.wt_use = na > 8;
     q8_lanes_avx2(k, w, ws, nw, a, as, na, out, ldo);
 }
 
