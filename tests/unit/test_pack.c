@@ -454,12 +454,14 @@ static void test_model(const char *rel, float tol_simd) {
 }
 
 /* The lane kernels keep their activation tables through a product step
- * (em_gemm_step_begin), and the AVX-512 Q8_0 kernel a copy of the rows
- * interleaved tile by tile: chunk by chunk inside a step must give the
- * bits of one call outside any step (which reads the rows in place), for
- * whole 16-row tiles and the remainders after them, and a new step over
- * new activations in the same buffer must not see the last step's. */
-static void test_step_tables(void) {
+ * (em_gemm_step_begin), and the AVX-512 Q8_0 kernel (16-row tiles) and
+ * the AVX2 one (8-row tiles, for calls of more than 8 rows) a copy of the
+ * rows interleaved tile by tile: chunk by chunk inside a step must give
+ * the bits of one call outside any step (which reads the rows in place),
+ * for whole tiles and the remainders after them, and a new step over new
+ * activations in the same buffer must not see the last step's.  Every
+ * kernel set the CPU has, since each reads its own copy. */
+static void step_tables_check(const char *set) {
     enum { K = 768, NW = 48, NA_MAX = 40, CHUNK = 16 };
     static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0};
     static const int n_act[] = {2, 9, 16, 20, 33, 40};
@@ -486,12 +488,20 @@ static void test_step_tables(void) {
             em_gemm_step_end();
             bad += memcmp(out, whole, (size_t)NA * NW * sizeof *out) != 0;
         }
-        CHECK_MSG(bad == 0, "%s, %d rows: %d passes differ in a step", em_type_name(t), NA, bad);
+        CHECK_MSG(bad == 0, "%s %s, %d rows: %d passes differ in a step", set, em_type_name(t), NA, bad);
         free(w);
         free(p);
         free(a);
         free(x);
     }
+}
+
+static void test_step_tables(void) {
+    static const char *sets[] = {"avx2", "avxvnni", "avx512"};
+    for (size_t s = 0; s < sizeof sets / sizeof *sets; s++)
+        if (em_kernels_select(sets[s]) == 0) step_tables_check(sets[s]);
+    CHECK(em_kernels_select(NULL) == 0);
+    step_tables_check("best");
     CHECK(em_gemm_step_serial() == 0);
 }
 

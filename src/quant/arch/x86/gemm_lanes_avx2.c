@@ -213,7 +213,8 @@ static const int32_t *kept_table(int offset, int64_t nb, const void *a, size_t a
 static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 16 : EM_MIN(8, n - r0); }
 
 /* The step's activation rows interleaved tile by tile for the 16-row
- * Q8_0 tile (tile_q8_512 with ILV): a tile of rn rows from row r0 starts at byte
+ * Q8_0 tiles (tile_q8_512 with ILV, and tile_q8_avx2_ilv): a tile of rn
+ * rows from row r0 starts at byte
  * r0 * nb * LANE_ILV, and holds for each block b, in rn * LANE_ILV
  * contiguous bytes, the rn rows' 32 quants, then their table biases, then
  * their scales.  A decode step's tile then reads one sequential run per
@@ -274,8 +275,21 @@ static inline const int32_t *panel_table(int offset, int64_t nb, const void *a, 
 
 /* Activation rows per panel: those of about 256 KiB (they stay in L2
  * while the call's weight rows pass over them) whose table entries fit,
- * in whole tiles of rn_max. */
-static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max) {
+ * in whole tiles of rn_max.  With big (a plan's big_panel, when the
+ * step's table is kept, so the stack's LANE_TAB does not bound it), up to
+ * LANE_BIG_PANEL bytes of rows, in panels of equal size: every panel
+ * transposes each weight group again and streams the weights again, so
+ * a 128-row prompt at k = 2048 (272 KiB of rows) went as 120 rows and
+ * then 8, whose lone tile paid a whole group's transpose and its weights'
+ * trip from memory; at k = 5632, as 40, 40, 40 and 8. */
+#define LANE_BIG_PANEL ((size_t)1 << 20)
+static int64_t lane_panel(int64_t nb, size_t as, int64_t rn_max, int64_t na, bool big) {
+    if (big) {
+        int64_t fit = (int64_t)(LANE_BIG_PANEL / as) / rn_max * rn_max;
+        if (fit < rn_max) fit = rn_max;
+        const int64_t parts = (na + fit - 1) / fit, rows = (na + parts - 1) / parts;
+        return (rows + rn_max - 1) / rn_max * rn_max;
+    }
     int64_t fit = (int64_t)((256 * 1024) / as);
     if (fit > LANE_TAB / nb) fit = LANE_TAB / nb;
     fit = fit / rn_max * rn_max;
@@ -711,29 +725,29 @@ static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
                       ones)
 #define Q8H_SUM(s, h) s = _mm256_add_epi32(_mm256_add_epi32(s, _mm256_add_epi32(Q8H_DOT(0, h), Q8H_DOT(1, h))), \
                                            _mm256_add_epi32(Q8H_DOT(2, h), Q8H_DOT(3, h)));
-static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const uint8_t *wt, int64_t nb,
+static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const bool ILV, const uint8_t *wt, int64_t nb,
                                           const uint8_t *grp, const uint8_t *ar, size_t as, const int32_t *bias,
                                           const float *scale, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
                                           size_t pfs) {
     const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
     (void)zero;
-    __m256 c[8];
-    __m256i sh[8]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
+    __m256 c[16];
+    __m256i sh[16]; /* [row] int32 x 8 weight rows: the bias and the block's sums of dwords 0-3 */
     for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
         if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
         const __m256i *wb = BUF ? (const __m256i *)(const void *)(wt + (size_t)b * Q8T_BLOCK) : NULL;
         const uint8_t *x = (const uint8_t *)at.q;
-        const uint8_t *yb = ar + (size_t)b * sizeof(em_block_q8_0) + 2;
+        const uint8_t *yb = ILV ? ar + (size_t)b * (size_t)RN * LANE_ILV : ar + (size_t)b * sizeof(em_block_q8_0) + 2;
         (void)wb;
         (void)x;
         {
             Q8H_W(0)
             const __m256i corr = BUF ? _mm256_load_si256(wb + 8) : zero;
             _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
-                const uint8_t *y = yb + (size_t)j * as;
-                __m256i s = _mm256_set1_epi32(bias[j * nb + b]);
+                const uint8_t *y = ILV ? yb + 32 * j : yb + (size_t)j * as;
+                __m256i s = _mm256_set1_epi32(ILV ? ld32(yb + 32 * RN + 4 * j) : bias[j * nb + b]);
                 if (BUF) s = _mm256_add_epi32(s, corr);
                 Q8H_SUM(s, 0)
                 sh[j] = s;
@@ -743,10 +757,11 @@ static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const ui
             Q8H_W(1)
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
             _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
-                const uint8_t *y = yb + (size_t)j * as;
+                const uint8_t *y = ILV ? yb + 32 * j : yb + (size_t)j * as;
                 __m256i s = sh[j];
                 Q8H_SUM(s, 1)
-                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(scale[j * nb + b])), c[j]);
+                const float sc = ILV ? em_gemv_ldf32(yb + 36 * RN + 4 * j) : scale[j * nb + b];
+                c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(sc)), c[j]);
             }
         }
     }
@@ -761,9 +776,42 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
                                    size_t pfl, size_t pfs) {
     const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb) : NULL;
     if (wt)
-        tile_q8_avx2_halves(RN, true, wt, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
+        tile_q8_avx2_halves(RN, true, false, wt, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
     else
-        tile_q8_avx2_halves(RN, false, NULL, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
+        tile_q8_avx2_halves(RN, false, false, NULL, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
+}
+/* The tile over the step's interleaved rows (kept_interleaved), for
+ * calls of more than 8 rows inside a product step: each block of a tile
+ * is one run of rn x 40 bytes (the rows' quants, biases and scales)
+ * instead of rn quants on rows 34 * nb bytes apart and 2 rn table entries
+ * on lines of their own, 24 streams for a tile of 8 for the prefetchers
+ * to follow next to the weights and their transposed group; with the
+ * whole prompt in one panel (lane_panel), bench_gemm k = 5632, 128 rows:
+ * about 1.10x, k = 2048: 1.03x (8-row tiles, quiet minutes).  The same
+ * rows, table entries and arithmetic,
+ * so the same bits. */
+static inline AI void tile_q8_avx2_ilv(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *x, float *out,
+                                       int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb) : NULL;
+    if (wt)
+        tile_q8_avx2_halves(RN, true, true, wt, nb, grp, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs);
+    else
+        tile_q8_avx2_halves(RN, false, true, NULL, nb, grp, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs);
+}
+static void tile_ilv_q8_avx2(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *x, float *out,
+                             int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    (void)gb;
+    switch (rn) {
+    case 16: tile_q8_avx2_ilv(16, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 8: tile_q8_avx2_ilv(8, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 7: tile_q8_avx2_ilv(7, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 6: tile_q8_avx2_ilv(6, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 5: tile_q8_avx2_ilv(5, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 4: tile_q8_avx2_ilv(4, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 3: tile_q8_avx2_ilv(3, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    case 2: tile_q8_avx2_ilv(2, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    default: tile_q8_avx2_ilv(1, nb, ga, x, out, ldo, pf, pfl, pfs); return;
+    }
 }
 #undef Q8H_LD2
 #undef Q8H_W
@@ -771,10 +819,15 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
 #undef Q8H_SUM
 #undef Q8T_BLOCK
 #define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
-/* Activation rows per AVX2 Q8_0 tile: the transpose is paid once per
- * block for them all, and the rows' loop stays rolled (bench_gemm k =
- * 2048, 128 rows: 8 rows measured faster than 4, 4 than 2). */
-#define Q8AVX2_RN 8
+/* Activation rows per AVX2 Q8_0 tile, 16 while that many are left, then
+ * up to 8 (lane_rn16, the tiles of kept_interleaved): the transpose, or
+ * the weights' absolute values and sign masks made from the transposed
+ * group, are paid once per block for them all, and the rows' loop stays
+ * rolled, their sums and accumulators on the stack, so a taller tile
+ * costs no registers (bench_gemm, 128 rows: 8 rows measured faster than
+ * 4, 4 than 2, and 16 about 1.02x (k = 2048) and 1.035x (k = 5632) faster
+ * than 8). */
+#define Q8AVX2_RN 16
 #define Q8AVX2_CALL(RN)                                                                                        \
     ((void)gb, (RN) <= 2 ? tile_q8_avx2_lanes(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs)           \
                          : tile_q8_avx2(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
@@ -785,12 +838,15 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
  * 16 rows while that many are left, then up to 8), how far ahead of the
  * weight group it computes it prefetches (pf_bytes), whether the
  * prefetches are spread over every tile of the group or all made by the
- * first (spread), and whether it reads the step's interleaved rows
- * (kept_interleaved) when there are some.  A compile-time constant in
- * each driver, so the choices fold away. */
+ * first (spread), whether it reads the step's interleaved rows
+ * (kept_interleaved) when there are some and the call has more than
+ * ilv_min rows, and whether its panels of activation rows may be large
+ * (big_panel, lane_panel).  A compile-time constant in each driver, so
+ * the choices fold away. */
 typedef struct lane_plan {
     int rn_max;
-    bool tiles16, spread, interleave;
+    bool tiles16, spread, interleave, big_panel;
+    int64_t ilv_min;
     size_t pf_bytes;
 } lane_plan;
 
@@ -853,10 +909,11 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
         const int64_t nb = k / 32, step = (int64_t)GROUPS * EM_PACK_ROWS;                                      \
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
-        const int64_t panel = lane_panel(nb, as, pl.rn_max);                                                   \
-        const uint8_t *ilv = pl.interleave ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                  \
+        const uint8_t *ilv =                                                                                   \
+            pl.interleave && na > pl.ilv_min ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
+        const int64_t panel = lane_panel(nb, as, pl.rn_max, na, pl.big_panel && kbias);                        \
         for (int64_t p0 = 0; p0 < na; p0 += panel) {                                                           \
             const int64_t p1 = EM_MIN(na, p0 + panel);                                                         \
             const float *pscale = NULL;                                                                        \
@@ -941,15 +998,19 @@ LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
              tile_ilv_em_gemm_q8_0x8_lanes_avx512)
 LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
-LANES_DRIVER(q8_lanes_avx2, static, LANE_PLAN(Q8AVX2_RN), 1, 0, em_gemm_q8_0x8_avx2, LANE_NO_ILV)
+LANES_DRIVER(q8_lanes_avx2, static,
+             ((lane_plan){.rn_max = Q8AVX2_RN, .tiles16 = true, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true,
+                          .interleave = true, .ilv_min = 8}),
+             1, 0, em_gemm_q8_0x8_avx2, tile_ilv_q8_avx2)
 
 /* The AVX2 Q8_0 driver; the thread's transposed group (q8_transposed) is
  * forgotten first, since another call's group may sit at the same address
- * with other weights. */
+ * with other weights.  Calls of more than 8 rows (two tiles or more)
+ * read it; those of 3 to 8 transpose in their one tile. */
 void em_gemm_q8_0x8_lanes_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,
                                float *out, int64_t ldo) {
     kept.wt_grp = NULL;
-    kept.wt_use = na > Q8AVX2_RN;
+    kept.wt_use = na > 8;
     q8_lanes_avx2(k, w, ws, nw, a, as, na, out, ldo);
 }
 
