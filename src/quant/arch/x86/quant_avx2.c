@@ -168,23 +168,40 @@ EM_Q512 void em_quantize_q8_0_avx512(const float *x, void *yv, int64_t n) {
     em_block_q8_0 *y = yv;
     const int64_t nb = n / EM_QK8_0;
     const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-    for (int64_t b = 0; b < nb; b++, x += 32) {
-        const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-        float amax;
-        if (_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q)) {
-            amax = 0;
-            for (int j = 0; j < 32; j++) amax = EM_MAX(amax, fabsf(x[j]));
-        } else {
-            amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    /* Sixteen blocks at a time: their maxima first, then their scales and
+     * inverse scales in one vector division each (correctly rounded, as
+     * the scalar divisions are), so that no block waits on the latency of
+     * its own two divisions; then the quants. */
+    for (int64_t b0 = 0; b0 < nb; b0 += 16, x += 16 * 32) {
+        const int nk = (int)EM_MIN((int64_t)16, nb - b0);
+        float amax[16] = {0};
+        for (int k = 0; k < nk; k++) {
+            const float *xb = x + 32 * k;
+            const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+            if (_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q)) {
+                float m = 0;
+                for (int j = 0; j < 32; j++) m = EM_MAX(m, fabsf(xb[j]));
+                amax[k] = m;
+            } else {
+                amax[k] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            }
         }
-        const float d = amax / 127.0f;
-        const float id = d != 0 ? 1.0f / d : 0.0f;
-        const __m512 vid = _mm512_set1_ps(id);
-        const __m512i q0 = round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, vid), lo), hi));
-        const __m512i q1 = round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, vid), lo), hi));
-        _mm_storeu_si128((__m128i *)(void *)y[b].qs, _mm512_cvtsepi32_epi8(q0));
-        _mm_storeu_si128((__m128i *)(void *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(q1));
-        y[b].d = scale_to_fp16(d);
+        float d[16], id[16];
+        const __m512 vd = _mm512_div_ps(_mm512_loadu_ps(amax), _mm512_set1_ps(127.0f));
+        const __mmask16 nz = _mm512_cmp_ps_mask(vd, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_ps(d, vd);
+        _mm512_storeu_ps(id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), vd));
+        for (int k = 0; k < nk; k++) {
+            const float *xb = x + 32 * k;
+            const __m512 vid = _mm512_set1_ps(id[k]);
+            const __m512i q0 = round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(xb), vid), lo), hi));
+            const __m512i q1 =
+                round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(xb + 16), vid), lo), hi));
+            em_block_q8_0 *yb = y + b0 + k;
+            _mm_storeu_si128((__m128i *)(void *)yb->qs, _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(void *)(yb->qs + 16), _mm512_cvtsepi32_epi8(q1));
+            yb->d = scale_to_fp16(d[k]);
+        }
     }
 }
 
