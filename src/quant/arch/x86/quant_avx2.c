@@ -1,6 +1,8 @@
 /*
  * quant_avx2.c - AVX2 versions of the three activation quantizers (Q8_0,
- * Q8_1, Q8_K), which run once per matmul input row and per KV-cache row.
+ * Q8_1, Q8_K), which run once per matmul input row and per KV-cache row,
+ * and an AVX-512 Q8_0 one (em_quantize_q8_0_avx512, with a target
+ * attribute, installed by the AVX-512 set) with the same arithmetic.
  *
  * They write exactly the bytes the scalar quantizers in quantize.c write,
  * for every input including NaN, infinities and ties, so that switching
