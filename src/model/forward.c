@@ -428,6 +428,47 @@ static void solo_prepare(void *ctx, int32_t row, int32_t g) {
     qkv_epilogue(c, &p->s->ro, &c->model->layers[p->il], p->il, row, g, g + 1);
 }
 
+/* Whether a block format of 32 elements (Q8_0, Q8_1), in which any run
+ * of whole blocks of a row can be quantized apart from the rest. */
+static bool blocks_of_32(em_type t) { return t == EM_TYPE_Q8_0 || t == EM_TYPE_Q8_1; }
+
+/* The activation format in which attention itself quantizes its outputs
+ * for Wo (att_finish), or EM_TYPE_COUNT where the row step does.  In a
+ * batch, each (row, KV head) task writes that row's outputs of the KV
+ * head's query heads, a run of whole blocks when it is a multiple of 32
+ * floats, and no other task writes them: the task then quantizes them
+ * while they are in its cache, and the row step with its barrier goes
+ * (one of ten per layer in a prompt step, nine in a decode step).  The
+ * blocks are the ones the row step would write, so the bits are the same.
+ * Not in a one-row batch, whose row steps write each thread's private
+ * buffers, nor in a last layer that moves its output rows to the front
+ * after attention (keep_output_rows), where the row step reads them
+ * there. */
+static em_type att_quant_fused(const walker *w, const em_layer *l, int il) {
+    const em_hparams *hp = &w->s->c->model->hp;
+    if (w->solo || (il == hp->n_layer - 1 && w->s->n_out < w->n)) return EM_TYPE_COUNT;
+    const act_plan p = one_plan(&l->wo);
+    const int64_t cols = (int64_t)hp->n_head / l->n_head_kv * l->head_dim_v;
+    if (p.n_fmt != 1 || !blocks_of_32(p.fmt[0]) || cols % 32 != 0) return EM_TYPE_COUNT;
+    return p.fmt[0];
+}
+
+typedef struct att_fin {
+    const walker *w;
+    em_type fmt;  /* Wo's activation format                      */
+    int64_t o_dim;/* floats per row of c->att                    */
+    int64_t cols; /* floats of a KV head's query heads in a row  */
+} att_fin;
+
+/* em_attn_args.finish: row r's outputs of KV head g quantized for Wo,
+ * into the blocks of the row step's buffer they fill. */
+static void att_finish(void *ctx, int32_t r, int32_t g) {
+    const att_fin *f = ctx;
+    const int64_t c0 = (int64_t)g * f->cols;
+    char *dst = (char *)f->w->b.qa[0] + (size_t)r * em_row_size(f->fmt, f->o_dim) + em_row_size(f->fmt, c0);
+    em_quantize_row(f->fmt, f->w->s->c->att + (int64_t)r * f->o_dim + c0, dst, f->cols, NULL);
+}
+
 /* The attention step of layer il, with the layer's scale and window. */
 static void attend(walker *w, const em_layer *l, int il) {
     em_context *c = w->s->c;
@@ -456,6 +497,13 @@ static void attend(walker *w, const em_layer *l, int il) {
         a.prepare = solo_prepare;
         a.prepare_ctx = &prep;
         w->pending = false;
+    }
+    const em_type fmt = att_quant_fused(w, l, il);
+    att_fin fin = {.w = w, .fmt = fmt, .o_dim = (int64_t)hp->n_head * l->head_dim_v,
+                   .cols = (int64_t)hp->n_head / l->n_head_kv * l->head_dim_v};
+    if (fmt != EM_TYPE_COUNT) {
+        a.finish = att_finish;
+        a.finish_ctx = &fin;
     }
     em_attention_step(c->pool, &a, w->ith);
     step_barrier(w);
@@ -636,6 +684,38 @@ static void row_act(const walker *w, const em_layer *l, int il, int32_t r) {
     }
     act_plan p = one_plan(&l->w_down);
     quantize_row_for(&w->b, &p, w->b.ff, f, r);
+}
+
+typedef struct act_chunk {
+    const walker *w;
+    em_type fmt; /* the down product's activation format (blocks of 32) */
+    int64_t f;   /* FFN width: floats per row of gate, up and ff        */
+    void *dst;   /* [rows] quantized rows of f elements, down's input   */
+} act_chunk;
+
+/* em_matmul_pair_step's chunk work in a batch's gated FFN: columns
+ * [j0, j0 + nw) of every row, act(gate) * up, quantized for down, while
+ * the chunk's outputs are in cache.  The activation is element-wise and
+ * j0 is a multiple of 32, so every element takes the path (vector or
+ * scalar tail) and every block the bytes that row_act gives it over the
+ * whole row: the same bits, without row_act's step and barrier (one of
+ * ten per layer of a prompt step).  A barrier is 1-3 us when the threads
+ * have their cores, and removing this one is not visible then; when the
+ * machine has other runnable threads (a server's HTTP threads and load
+ * generator, other processes) each barrier is a place where a thread
+ * waits out another's preemption, and with it gone the serve model's
+ * steps measured 0.96-0.99x (prompt) and 0.88-0.97x (16-row decode) the
+ * time (docs/PERFORMANCE.md, session 12). */
+static void act_chunk_done(void *ctx, int64_t j0, int64_t nw) {
+    const act_chunk *a = ctx;
+    const walker *w = a->w;
+    em_context *c = w->s->c;
+    const size_t rs = em_row_size(a->fmt, a->f), off = em_row_size(a->fmt, j0);
+    for (int64_t r = 0; r < w->n; r++) {
+        float *ff = w->b.ff + r * a->f + j0;
+        w->s->ro.glu(ff, c->ff_gate + r * a->f + j0, c->ff_up + r * a->f + j0, nw);
+        em_quantize_row(a->fmt, ff, (char *)a->dst + (size_t)r * rs + off, nw, NULL);
+    }
 }
 
 /* The slot of row r's shared expert: after the routed slots of every row. */
@@ -1005,7 +1085,7 @@ static void layer(walker *w, int il) {
 
     /* Wo into xn (free now), its input quantized first where it needs. */
     act_plan po = one_plan(&l->wo);
-    if (needs_quant(&w->b, &po, o_dim)) rows(w, row_att_quant, l, il);
+    if (needs_quant(&w->b, &po, o_dim) && att_quant_fused(w, l, il) == EM_TYPE_COUNT) rows(w, row_att_quant, l, il);
     em_matmul_job wo = job_for(qa, &po, 0, &l->wo, c->att, o_dim, c->xn, d);
     if (l->w_gate.data) {
         next[0] = &l->w_gate;
@@ -1022,6 +1102,7 @@ static void layer(walker *w, int il) {
         experts(w, l, il);
     } else {
         act_plan pf = ffn_plan(l);
+        void *down_q = NULL; /* the down product's input, where act_chunk wrote it */
         if (l->w_gate.data) {
             em_matmul_job gu[2] = {
                 job_for(qa, &pf, 0, &l->w_gate, w->b.h, d, c->ff_gate, f),
@@ -1029,18 +1110,33 @@ static void layer(walker *w, int il) {
             };
             next[0] = &l->w_down;
             prefetch_next(w, next, 1);
-            products(w, gu, 2);
+            const act_plan pdn = one_plan(&l->w_down);
+            if (!w->solo && !l->gate_inp.data && pdn.n_fmt == 1 && blocks_of_32(pdn.fmt[0]) && pf.n_fmt < 3 &&
+                l->w_up.ne[1] == f && l->w_gate.ne[1] == f) {
+                /* Each chunk's act(gate) * up, quantized for down, by the
+                 * thread that computed it (act_chunk): no row step.  The
+                 * quants go to a buffer gate and up do not read, since
+                 * other chunks of theirs may still be running. */
+                down_q = w->b.qa[pf.n_fmt];
+                act_chunk ac = {.w = w, .fmt = pdn.fmt[0], .f = f, .dst = down_q};
+                em_matmul_pair_step(c->pool, w->ith, &gu[0], &gu[1], w->n, 32, act_chunk_done, &ac);
+                step_barrier(w);
+            } else {
+                products(w, gu, 2);
+                rows(w, row_act, l, il);
+            }
         } else {
             em_matmul_job up = job_for(qa, &pf, 0, &l->w_up, w->b.h, d, c->ff_up, f);
             next[0] = &l->w_down;
             prefetch_next(w, next, 1);
             products(w, &up, 1);
+            rows(w, row_act, l, il);
         }
-        rows(w, row_act, l, il);
 
         /* Beside experts the dense output waits in ffn_dense for theirs. */
         act_plan pd = one_plan(&l->w_down);
         em_matmul_job dn = job_for(qa, &pd, 0, &l->w_down, w->b.ff, f, l->gate_inp.data ? c->ffn_dense : c->xn, d);
+        if (down_q) dn.x = down_q;
         if (!l->gate_inp.data && !l->pl_gate.data) prefetch_after_layer(w, il);
         products(w, &dn, 1);
         if (l->gate_inp.data) {

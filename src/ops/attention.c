@@ -332,6 +332,7 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
         const float inv = t->sum[h] > 0 ? 1.0f / t->sum[h] : 0.0f;
         for (int32_t i = 0; i < hdv; i++) o[i] = t->acc[(int64_t)h * hdv + i] * inv;
     }
+    if (a->finish) a->finish(a->finish_ctx, r, g);
 }
 
 /* Whether row r begins a tile: the first row of a run of one sequence's
@@ -393,6 +394,8 @@ static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
         const float inv = t->sum[h] > 0 ? 1.0f / t->sum[h] : 0.0f;
         for (int32_t i = 0; i < hdv; i++) o[i] = t->acc[(int64_t)h * hdv + i] * inv;
     }
+    if (a->finish)
+        for (int32_t r = r0; r < r1; r++) a->finish(a->finish_ctx, r, g);
 }
 
 void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith) {

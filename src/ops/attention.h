@@ -34,6 +34,13 @@ typedef struct em_attn_args {
      * is visible to later rows of the same batch. */
     void (*prepare)(void *ctx, int32_t row, int32_t kv_head);
     void *prepare_ctx;
+    /* Optional: called by the thread that attended (row, kv_head) once
+     * that row's outputs of the KV head's query heads are written, to
+     * work on them while they are in cache (a batch's forward pass
+     * quantizes them there for Wo, which saves a row step and its
+     * barrier). */
+    void (*finish)(void *ctx, int32_t row, int32_t kv_head);
+    void *finish_ctx;
 } em_attn_args;
 
 /* Floats of scratch one thread needs. */

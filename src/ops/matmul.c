@@ -122,6 +122,26 @@ void em_matmul_step(em_threadpool *tp, int ith, const em_matmul_job *jobs, int n
     em_gemm_step_end();
 }
 
+void em_matmul_pair_step(em_threadpool *tp, int ith, const em_matmul_job *a, const em_matmul_job *b, int64_t n_rows,
+                         int64_t align, em_matmul_chunk_fn done, void *ctx) {
+    const int nth = em_threadpool_size(tp);
+    const int64_t n_out = a->W->ne[1];
+    /* Chunks of as many weight rows as either product cut apart would
+     * have, so twice the bytes: at half of that (as many bytes as
+     * before) the prompt step ran 2% slower. */
+    int64_t rows = chunk_rows(a->W->type, n_out, a->W->row_bytes, nth, n_rows);
+    rows = (rows + align - 1) / align * align;
+    const int64_t n_chunks = (n_out + rows - 1) / rows;
+    em_gemm_step_begin();
+    for (int64_t c; (c = em_threadpool_next(tp, ith, n_chunks)) >= 0;) {
+        const int64_t j0 = c * rows, nw = EM_MIN(rows, n_out - j0);
+        weight_product(a->W, j0, nw, a->x, a->x_stride, n_rows, a->out + j0, a->out_stride);
+        weight_product(b->W, j0, nw, b->x, b->x_stride, n_rows, b->out + j0, b->out_stride);
+        done(ctx, j0, nw);
+    }
+    em_gemm_step_end();
+}
+
 void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows, int ith, int nth, size_t max_bytes,
                            const void **p, size_t *bytes) {
     *p = NULL;

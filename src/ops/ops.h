@@ -102,6 +102,19 @@ void em_matmul_first_chunk(const em_matmul_job *jobs, int n_jobs, int64_t n_rows
  * it leaves room in a 256 KiB L2. */
 #define EM_MATMUL_PREFETCH_BYTES (128 * 1024)
 
+/* The work a chunk of em_matmul_pair_step hands on: weight rows (output
+ * columns) [j0, j0 + nw) of both products, over every activation row. */
+typedef void (*em_matmul_chunk_fn)(void *ctx, int64_t j0, int64_t nw);
+
+/* Two products with as many weight rows each (a gated FFN's gate and up)
+ * over the same n_rows, cut into chunks of the same weight rows, a
+ * multiple of `align`: the thread that claims a chunk computes it in both
+ * products, then calls done(ctx, j0, nw) on those columns while they are
+ * in its cache.  Each column is computed by the same kernel over the same
+ * activations as in em_matmul_step, so the products are the same bits. */
+void em_matmul_pair_step(em_threadpool *tp, int ith, const em_matmul_job *a, const em_matmul_job *b, int64_t n_rows,
+                         int64_t align, em_matmul_chunk_fn done, void *ctx);
+
 /* Like em_matmul_step for any number of products, each over its own
  * number of activation rows n_rows[i] (the experts of a mixture-of-experts
  * layer, each over the tokens routed to it); products with no rows cost

@@ -153,6 +153,7 @@ static void install_set(unsigned features) {
         if (features & EM_CPU_AVX512) {
             const bool vnni = (features & EM_CPU_AVX512_VNNI) != 0;
             fill_avx512(dot, gemm, packed, vnni);
+            quant[EM_TYPE_Q8_0] = em_quantize_q8_0_avx512;
             if (vnni) packed_gemv[EM_TYPE_Q4_0] = em_gemv_q4_0x8_avx512;
             dname = "avx512";
             if (vnni) gname = "avx512";

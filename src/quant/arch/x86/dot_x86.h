@@ -46,6 +46,7 @@ float em_vec_dot_iq4_xs_avx2(int64_t n, const void *w, const void *a);
 void em_quantize_q8_0_avx2(const float *x, void *y, int64_t n);
 void em_quantize_q8_1_avx2(const float *x, void *y, int64_t n);
 void em_quantize_q8_k_avx2(const float *x, void *y, int64_t n);
+void em_quantize_q8_0_avx512(const float *x, void *y, int64_t n); /* AVX-512 F/BW */
 
 /* ---- avx512: needs avx2 plus AVX512 F, BW and VL. */
 float em_vec_dot_f32_avx512(int64_t n, const void *w, const void *a);

@@ -1,6 +1,8 @@
 /*
  * quant_avx2.c - AVX2 versions of the three activation quantizers (Q8_0,
- * Q8_1, Q8_K), which run once per matmul input row and per KV-cache row.
+ * Q8_1, Q8_K), which run once per matmul input row and per KV-cache row,
+ * and an AVX-512 Q8_0 one (em_quantize_q8_0_avx512, with a target
+ * attribute, installed by the AVX-512 set) with the same arithmetic.
  *
  * They write exactly the bytes the scalar quantizers in quantize.c write,
  * for every input including NaN, infinities and ties, so that switching
@@ -139,6 +141,69 @@ void em_quantize_q8_1_avx2(const float *x, void *yv, int64_t n) {
         const float d = q8_32(x + 32 * b, y[b].qs, &sum);
         y[b].d = scale_to_fp16(d);
         y[b].s = scale_to_fp16((float)sum * d);
+    }
+}
+
+/* Q8_0 with AVX-512 F/BW: a block is two 512-bit vectors, and every
+ * lane computes what q8_32 computes (the same multiply, clamp, truncation
+ * and step away from zero; the maximum over |x| is exact in any order
+ * while there is no NaN, and a block with one is reduced in the scalar
+ * loop's order as above), so the bytes are the same.  vpmovsdb narrows
+ * the int32 quants in order (they lie in [-127, 127], so its saturation
+ * never acts), and the quants' sum, which Q8_0 does not store, is not
+ * formed.  Activation quantization was 4-5% of a 128-row prompt step of
+ * the serve model (dim 768) with q8_32, which spent that time in its
+ * element-wise work at 256 bits. */
+#define EM_Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+EM_Q512 static inline __m512i round_away_512(__m512 v) {
+    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512 frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+    const __m512 away = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)),
+        _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+    const __mmask16 ge = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    return _mm512_cvttps_epi32(_mm512_add_ps(t, _mm512_maskz_mov_ps(ge, away)));
+}
+
+EM_Q512 void em_quantize_q8_0_avx512(const float *x, void *yv, int64_t n) {
+    em_block_q8_0 *y = yv;
+    const int64_t nb = n / EM_QK8_0;
+    const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    /* Sixteen blocks at a time: their maxima first, then their scales and
+     * inverse scales in one vector division each (correctly rounded, as
+     * the scalar divisions are), so that no block waits on the latency of
+     * its own two divisions; then the quants. */
+    for (int64_t b0 = 0; b0 < nb; b0 += 16, x += 16 * 32) {
+        const int nk = (int)EM_MIN((int64_t)16, nb - b0);
+        float amax[16] = {0};
+        for (int k = 0; k < nk; k++) {
+            const float *xb = x + 32 * k;
+            const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+            if (_mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q)) {
+                float m = 0;
+                for (int j = 0; j < 32; j++) m = EM_MAX(m, fabsf(xb[j]));
+                amax[k] = m;
+            } else {
+                amax[k] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            }
+        }
+        float d[16], id[16];
+        const __m512 vd = _mm512_div_ps(_mm512_loadu_ps(amax), _mm512_set1_ps(127.0f));
+        const __mmask16 nz = _mm512_cmp_ps_mask(vd, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_ps(d, vd);
+        _mm512_storeu_ps(id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), vd));
+        for (int k = 0; k < nk; k++) {
+            const float *xb = x + 32 * k;
+            const __m512 vid = _mm512_set1_ps(id[k]);
+            const __m512i q0 = round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(xb), vid), lo), hi));
+            const __m512i q1 =
+                round_away_512(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(xb + 16), vid), lo), hi));
+            em_block_q8_0 *yb = y + b0 + k;
+            _mm_storeu_si128((__m128i *)(void *)yb->qs, _mm512_cvtsepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(void *)(yb->qs + 16), _mm512_cvtsepi32_epi8(q1));
+            yb->d = scale_to_fp16(d[k]);
+        }
     }
 }
 
