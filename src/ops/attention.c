@@ -31,6 +31,7 @@
 #include "ops/attention.h"
 #include "ops/ops.h"
 #include "quant/gemm.h"
+#include "quant/quant.h"
 
 #include <math.h>
 
@@ -74,6 +75,23 @@ static void qk_f16_scalar(const float *q, int n_q, int64_t n, const uint16_t *co
         }
 }
 
+/* Q8_0 keys: each element widened to the float em_dequantize_row makes,
+ * fp16_to_fp32(d) * (float)q (exact: an 11-bit by 8-bit product), then
+ * summed as qk_f32_scalar sums it. */
+static void qk_q8_0_scalar(const float *q, int n_q, int64_t n, const em_block_q8_0 *const *k, int nk, float *s,
+                           int s_stride) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nk; j++) {
+            const float *qh = q + h * n;
+            float acc = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const em_block_q8_0 *b = k[j] + i / EM_QK8_0;
+                acc += qh[i] * ((float)b->qs[i % EM_QK8_0] * em_fp16_to_fp32(b->d));
+            }
+            s[h * s_stride + j] = acc;
+        }
+}
+
 static void pv_f32_scalar(float *acc, int n_q, int64_t n, const float *p, int p_stride, const float *const *v,
                           int nv) {
     for (int h = 0; h < n_q; h++)
@@ -91,6 +109,19 @@ static void pv_f16_scalar(float *acc, int n_q, int64_t n, const float *p, int p_
             float *a = acc + h * n;
             const float w = p[h * p_stride + j];
             for (int64_t i = 0; i < n; i++) a[i] += w * em_fp16_to_fp32(v[j][i]);
+        }
+}
+
+static void pv_q8_0_scalar(float *acc, int n_q, int64_t n, const float *p, int p_stride,
+                           const em_block_q8_0 *const *v, int nv) {
+    for (int h = 0; h < n_q; h++)
+        for (int j = 0; j < nv; j++) {
+            float *a = acc + h * n;
+            const float w = p[h * p_stride + j];
+            for (int64_t i = 0; i < n; i++) {
+                const em_block_q8_0 *b = v[j] + i / EM_QK8_0;
+                a[i] += w * ((float)b->qs[i % EM_QK8_0] * em_fp16_to_fp32(b->d));
+            }
         }
 }
 
@@ -122,6 +153,8 @@ static const em_attn_kernels kernels_scalar = {
     .qk_f16 = qk_f16_scalar,
     .pv_f32 = pv_f32_scalar,
     .pv_f16 = pv_f16_scalar,
+    .qk_q8_0 = qk_q8_0_scalar,
+    .pv_q8_0 = pv_q8_0_scalar,
     .exp_sum = exp_sum_scalar,
     .scale_max = scale_max_scalar,
     .exp_rows = exp_rows_scalar,
@@ -186,15 +219,26 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
     /* This head's slice of each key, then of each value, read in place. */
     const uint16_t *r16[EM_ATTN_BLOCK];
     const float *r32[EM_ATTN_BLOCK];
+    const em_block_q8_0 *r8[EM_ATTN_BLOCK];
 
-    /* Scores.  F16 and F32 caches are read in place (the kernels widen
-     * halves in registers, which costs less than widening a block once
-     * into memory and reading it back for every query); other types are
-     * converted into the block's float rows. */
+    /* Scores.  F16, Q8_0 and F32 caches are read in place (the kernels
+     * widen halves and Q8_0 blocks in registers, which costs less than
+     * widening a block once into memory and reading it back for every
+     * query); other types are converted into the block's float rows.
+     * Tiles too read a Q8_0 block in place, although each group of four
+     * queries widens it again: widening it once per tile into kbuf/vbuf
+     * with SIMD and then running the float kernels measured no faster
+     * (bench_attn, 12 heads over 4, one thread: 135 prompt rows 0.36 ms
+     * either way, 512 rows about 10% slower widened, session 12). */
     if (kv->type == EM_TYPE_F16) {
         for (int jj = 0; jj < nb; jj++)
             r16[jj] = (const uint16_t *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
         kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
+    } else if (kv->type == EM_TYPE_Q8_0) {
+        const size_t off = (size_t)g * (size_t)(hd / EM_QK8_0) * sizeof(em_block_q8_0);
+        for (int jj = 0; jj < nb; jj++)
+            r8[jj] = (const em_block_q8_0 *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes + off);
+        kn->qk_q8_0(q, group, hd, r8, nb, t->sc, EM_ATTN_BLOCK);
     } else {
         for (int jj = 0; jj < nb; jj++)
             r32[jj] = kv->type == EM_TYPE_F32
@@ -248,6 +292,11 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
         for (int jj = 0; jj < nb; jj++)
             r16[jj] = (const uint16_t *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
         kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
+    } else if (kv->type == EM_TYPE_Q8_0) {
+        const size_t off = (size_t)g * (size_t)(hdv / EM_QK8_0) * sizeof(em_block_q8_0);
+        for (int jj = 0; jj < nb; jj++)
+            r8[jj] = (const em_block_q8_0 *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes + off);
+        kn->pv_q8_0(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r8, nb);
     } else {
         for (int jj = 0; jj < nb; jj++)
             r32[jj] = kv->type == EM_TYPE_F32
@@ -270,21 +319,26 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
  * evict them between two layers, so the kernels' loads missed one after
  * another; prefetched a block of EM_ATTN_BLOCK keys ahead they arrive
  * while the block before is scored and summed (bench_attn --decode 16:
- * 10-15% less time).  F16 caches only (the other types are converted row
- * by row, em_kv_read). */
-static inline void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q, int32_t g) {
+ * 10-15% less time).  F16 and Q8_0 caches, the types read in place
+ * (the others are converted row by row, em_kv_read); kb and vb are the
+ * bytes of a head's key and value slice (em_row_size of head_dim
+ * elements). */
+static inline void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q, int32_t g, size_t kb,
+                               size_t vb) {
     const em_kv *kv = a->kv;
     const size_t slot = (size_t)blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + (size_t)(q % EM_KV_BLOCK);
     const char *k = (const char *)kv->k[a->layer] + slot * kv->k_row_bytes;
     const char *v = (const char *)kv->v[a->layer] + slot * kv->v_row_bytes;
     if (g == 0 && a->n_rows > 1) {
-        for (size_t o = 0; o < kv->k_row_bytes; o += 64) __builtin_prefetch(k + o, 0, 2);
-        for (size_t o = 0; o < kv->v_row_bytes; o += 64) __builtin_prefetch(v + o, 0, 2);
+        for (const char *l = k - ((uintptr_t)k & 63); l < k + kv->k_row_bytes; l += 64) __builtin_prefetch(l, 0, 2);
+        for (const char *l = v - ((uintptr_t)v & 63); l < v + kv->v_row_bytes; l += 64) __builtin_prefetch(l, 0, 2);
     }
-    k += (size_t)g * (size_t)a->head_dim * 2;
-    v += (size_t)g * (size_t)a->head_dim_v * 2;
-    for (size_t o = 0; o < (size_t)a->head_dim * 2; o += 64) __builtin_prefetch(k + o, 0, 3);
-    for (size_t o = 0; o < (size_t)a->head_dim_v * 2; o += 64) __builtin_prefetch(v + o, 0, 3);
+    /* Every line a slice touches: a Q8_0 slice (34 bytes a block) need
+     * not start on a line. */
+    k += (size_t)g * kb;
+    v += (size_t)g * vb;
+    for (const char *l = k - ((uintptr_t)k & 63); l < k + kb; l += 64) __builtin_prefetch(l, 0, 3);
+    for (const char *l = v - ((uintptr_t)v & 63); l < v + vb; l += 64) __builtin_prefetch(l, 0, 3);
 }
 
 static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
@@ -306,15 +360,16 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     em_pos lo = a->n_swa > 0 && p - a->n_swa + 1 > 0 ? p - a->n_swa + 1 : 0;
     if (a->n_chunk > 0 && p - p % a->n_chunk > lo) lo = p - p % a->n_chunk;
     int nb = 0;
-    const bool pf = kv->type == EM_TYPE_F16;
+    const bool pf = kv->type == EM_TYPE_F16 || kv->type == EM_TYPE_Q8_0;
+    const size_t kb = pf ? em_row_size(kv->type, hd) : 0, vb = pf ? em_row_size(kv->type, hdv) : 0;
     for (em_pos pj = lo; pj <= p;) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
         const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
         for (; pj <= end; pj++) {
             if (pf) {
                 /* The first block's rows now, then each row of the next. */
-                if (pj - lo < EM_ATTN_BLOCK) kv_prefetch(a, blocks, pj, g);
-                if (pj + EM_ATTN_BLOCK <= p) kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, g);
+                if (pj - lo < EM_ATTN_BLOCK) kv_prefetch(a, blocks, pj, g, kb, vb);
+                if (pj + EM_ATTN_BLOCK <= p) kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, g, kb, vb);
             }
             t->slots[nb++] = base + pj % EM_KV_BLOCK;
             if (nb == EM_ATTN_BLOCK) {

@@ -6,6 +6,7 @@
 
 #include "core/threadpool.h"
 #include "kv/kv.h"
+#include "quant/blocks.h"
 
 typedef struct em_attn_args {
     const float *q;          /* [n_rows][n_head * head_dim], RoPE applied     */
@@ -63,18 +64,28 @@ void em_attention_step(em_threadpool *tp, const em_attn_args *a, int ith);
 /* ---- kernels ------------------------------------------------------------
  * The inner loops over a block of keys, as a scalar set (attention.c) and
  * an AVX2/F16C set (arch/x86/attention_avx2.c) with the same contracts;
- * keys and values are rows of floats (F32 cache) or IEEE halves (F16
- * cache), passed as one pointer per key because the visible rows of a
- * sequence lie in blocks that need not be adjacent. */
+ * keys and values are rows of floats (F32 cache), IEEE halves (F16 cache)
+ * or Q8_0 blocks (Q8_0 cache), passed as one pointer per key because the
+ * visible rows of a sequence lie in blocks that need not be adjacent. */
 typedef struct em_attn_kernels {
     /* s[h * s_stride + j] = q_h . k_j for h < n_q, j < nk, where
      * q_h = q + h * n and k_j points at the n elements of key j. */
     void (*qk_f32)(const float *q, int n_q, int64_t n, const float *const *k, int nk, float *s, int s_stride);
     void (*qk_f16)(const float *q, int n_q, int64_t n, const uint16_t *const *k, int nk, float *s, int s_stride);
+    /* The same over Q8_0 keys: k_j points at the n / 32 blocks of key j
+     * (n a multiple of 32), whose element e is the float product
+     * fp16_to_fp32(d) * (float)qs[e] that em_dequantize_row gives, and each
+     * score is the bits qk_f32 of the same set gives over those floats. */
+    void (*qk_q8_0)(const float *q, int n_q, int64_t n, const em_block_q8_0 *const *k, int nk, float *s,
+                    int s_stride);
     /* acc_h[i] += sum_j p[h * p_stride + j] * v_j[i] for h < n_q, i < n,
      * j < nv, where acc_h = acc + h * n. */
     void (*pv_f32)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const float *const *v, int nv);
     void (*pv_f16)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const uint16_t *const *v, int nv);
+    /* The same over Q8_0 values (as qk_q8_0: n a multiple of 32, the bits
+     * pv_f32 of the same set gives over the dequantized floats). */
+    void (*pv_q8_0)(float *acc, int n_q, int64_t n, const float *p, int p_stride, const em_block_q8_0 *const *v,
+                    int nv);
     /* s[j] = exp(s[j] - m) for j < n (s[j] <= m); returns their sum. */
     float (*exp_sum)(float *s, int n, float m);
     /* s[j] *= scale for j < n; then, where kpos is not NULL, s[j] = -inf

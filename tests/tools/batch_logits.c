@@ -6,12 +6,13 @@
  * OUT receives, as little-endian float32, each prompt's last logits in
  * sequence order, then every decode step's logits, row by row.
  *
- *   batch_logits MODEL.gguf N OUT.f32 [--steps 4] [--threads 2]
+ *   batch_logits MODEL.gguf N OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32]
  *
  * dump_logits covers one sequence; this covers the multi-row decode
  * steps (the lane kernels' tiles of 16 rows and their remainders), so a
  * kernel change can be checked with N = 2, 16, 23, 40, 64 against a build
- * of main with cmp.  Only the public API of include/ember.h is used.
+ * of main with cmp.  --kv picks the cache's storage (F16, the default,
+ * as the server's).  Only the public API of include/ember.h is used.
  */
 #include "ember.h"
 #include "tool.h"
@@ -31,8 +32,9 @@ static bool write_row(FILE *f, const float *row, int32_t n) {
 
 int main(int argc, char **argv) {
     int n = 0, steps = 4, threads = 2;
+    em_type kv = EM_TYPE_F16;
     if (argc < 4 || !parse_int(argv[2], 1, 256, &n)) {
-        fprintf(stderr, "usage: batch_logits MODEL.gguf N(1-256) OUT.f32 [--steps 4] [--threads 2]\n");
+        fprintf(stderr, "usage: batch_logits MODEL.gguf N(1-256) OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32]\n");
         return 2;
     }
     for (int i = 4; i < argc; i += 2) {
@@ -40,6 +42,10 @@ int main(int argc, char **argv) {
         bool ok = false;
         if (!strcmp(argv[i], "--steps")) ok = parse_int(v, 1, 1000, &steps);
         else if (!strcmp(argv[i], "--threads")) ok = parse_int(v, 0, 256, &threads);
+        else if (!strcmp(argv[i], "--kv") && v) {
+            ok = !strcmp(v, "f16") || !strcmp(v, "q8_0") || !strcmp(v, "f32");
+            kv = !strcmp(v, "q8_0") ? EM_TYPE_Q8_0 : !strcmp(v, "f32") ? EM_TYPE_F32 : EM_TYPE_F16;
+        }
         if (!ok) {
             fprintf(stderr, "batch_logits: bad option %s %s\n", argv[i], v ? v : "");
             return 2;
@@ -57,6 +63,7 @@ int main(int argc, char **argv) {
     cp.n_ctx = (MAX_PROMPT + steps) * n;
     cp.n_batch = n > MAX_PROMPT ? n : MAX_PROMPT;
     cp.n_threads = threads;
+    cp.kv_type = kv;
     em_context *c = NULL;
     em_batch b = {0};
     FILE *f = NULL;

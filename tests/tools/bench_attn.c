@@ -1,12 +1,13 @@
 /*
  * bench_attn.c - the time of prompt attention alone: one sequence's P
- * prompt rows attending to themselves (causal, F16 cache, head size 64),
+ * prompt rows attending to themselves (causal, F16 cache unless --kv-type
+ * says otherwise, head size 64),
  * one layer, one thread, with the SIMD kernels the CPU (and EMBER_CPU)
  * selects and with the scalar ones.  This is the part of prompt processing
  * that grows with the prompt's length (pp512 against pp128).
  *
  *   bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar]
- *              [--decode N]
+ *              [--decode N] [--kv-type f16|q8_0|f32]
  *
  * --decode N times a serving engine's decode step instead: N sequences
  * of --rows positions each, placed a position of every sequence at a time
@@ -17,6 +18,9 @@
  * to do here).  Before each pass the caches are flushed by reading 64 MiB,
  * as a decode step's weights do between two layers' attention, so the
  * keys and values come from memory.
+ *
+ * --kv-type picks the cache's storage (the engine's --kv-type): F16 by
+ * default, Q8_0 (read in place by the qk_q8_0 / pv_q8_0 kernels), F32.
  *
  * --scalar also times the scalar kernels (slow: about 100x).
  * EMBER_CPU=avx2 in the environment measures the AVX2 set on an AVX-512
@@ -69,7 +73,7 @@ static void no_prepare(void *ctx, int32_t row, int32_t kv_head) { (void)ctx, (vo
 /* Prompt attention (decode 0: one sequence's rows rows attending to
  * themselves) or, with decode = n, a decode step of n sequences of rows
  * positions (see the top); 0 on success. */
-static int run(int decode, int rows, int heads, int kv_heads, int reps, int with_scalar) {
+static int run(int decode, int rows, int heads, int kv_heads, int reps, int with_scalar, em_type kv_type) {
     enum { HD = 64 };
     const int n_seq = decode ? decode : 1, n_q = decode ? decode : rows; /* sequences, query rows */
     const size_t nq = (size_t)n_q * heads * HD, nkv = (size_t)kv_heads * HD;
@@ -83,7 +87,7 @@ static int run(int decode, int rows, int heads, int kv_heads, int reps, int with
     em_threadpool *tp = NULL;
     int rc = 1;
     if (!q || !out || !kr || !vr || !seq || !pos || !cells || !scratch) goto done;
-    if (em_kv_init(&kv, n_seq * (rows + EM_KV_BLOCK), n_seq, 1, nkv, nkv, EM_TYPE_F16, HD, HD) != EM_OK) goto done;
+    if (em_kv_init(&kv, n_seq * (rows + EM_KV_BLOCK), n_seq, 1, nkv, nkv, kv_type, HD, HD) != EM_OK) goto done;
     /* The cache: a position of every sequence at a time, so that the
      * sequences' blocks interleave in the pool as a server's do. */
     uint32_t st = 1;
@@ -102,11 +106,11 @@ static int run(int decode, int rows, int heads, int kv_heads, int reps, int with
     double flops = 0;
     for (int i = 0; i < n_q; i++) flops += 2.0 * heads * (HD + HD) * (pos[i] + 1);
     if (decode)
-        printf("decode attention: %d sequences of %d positions, %d heads, %d KV heads, head size %d, F16 cache, "
-               "1 thread, caches flushed, best of %d\n", decode, rows, heads, kv_heads, HD, reps);
+        printf("decode attention: %d sequences of %d positions, %d heads, %d KV heads, head size %d, %s cache, "
+               "1 thread, caches flushed, best of %d\n", decode, rows, heads, kv_heads, HD, em_type_name(kv_type), reps);
     else
-        printf("prompt attention: %d rows, %d heads, %d KV heads, head size %d, F16 cache, 1 thread, best of %d\n",
-               rows, heads, kv_heads, HD, reps);
+        printf("prompt attention: %d rows, %d heads, %d KV heads, head size %d, %s cache, 1 thread, best of %d\n",
+               rows, heads, kv_heads, HD, em_type_name(kv_type), reps);
     const unsigned f = em_cpu_features();
     const char *simd = (f & EM_CPU_AVX512) ? "avx512" : (f & EM_CPU_AVX2) ? "avx2" : "generic";
     for (int scalar = 0; scalar <= with_scalar; scalar++) {
@@ -143,6 +147,7 @@ done:
 
 int main(int argc, char **argv) {
     int rows = 512, heads = 12, kv_heads = 12, reps = 15, with_scalar = 0, decode = 0;
+    em_type kv_type = EM_TYPE_F16;
     bool ok = true;
     for (int i = 1; ok && i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -152,12 +157,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--kv-heads")) ok = parse_int(v, 1, 256, &kv_heads), i++;
         else if (!strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps), i++;
         else if (!strcmp(a, "--decode")) ok = parse_int(v, 1, 64, &decode), i++;
+        else if (!strcmp(a, "--kv-type")) {
+            ok = v && (!strcmp(v, "f16") || !strcmp(v, "q8_0") || !strcmp(v, "f32")), i++;
+            if (ok) kv_type = !strcmp(v, "f16") ? EM_TYPE_F16 : !strcmp(v, "q8_0") ? EM_TYPE_Q8_0 : EM_TYPE_F32;
+        }
         else ok = false;
     }
     if (!ok || heads % kv_heads) {
         fprintf(stderr, "usage: bench_attn [--rows 512] [--heads 12] [--kv-heads 12] [--reps 15] [--scalar] [--decode N]\n"
+                        "                  [--kv-type f16|q8_0|f32]\n"
                         "       (heads a multiple of kv-heads)\n");
         return 2;
     }
-    return run(decode, rows, heads, kv_heads, reps, with_scalar);
+    return run(decode, rows, heads, kv_heads, reps, with_scalar, kv_type);
 }

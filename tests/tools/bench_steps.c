@@ -8,7 +8,9 @@
  * benchmark's time is the model's and how far batching N rows can go.
  *
  *   bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135]
- *               [--ctx 200] [--reps 9]
+ *               [--ctx 200] [--reps 9] [--kv-type f16|q8_0|f32]
+ *
+ * --kv-type is the cache's storage (F16 by default), as ember's --kv-type.
  *
  * Each step is timed --reps times; the table gives the median wall time
  * and the median process CPU time (all threads, spinning at barriers
@@ -76,10 +78,11 @@ static bool timed_decode(em_context *c, const em_batch *b, double *wall, double 
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135] [--ctx 200] "
-                        "[--reps 9]\n");
+                        "[--reps 9] [--kv-type f16|q8_0|f32]\n");
         return 2;
     }
     int32_t threads = 0, prompt = 135, ctx = 200, reps = 9, levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
+    em_type kv_type = EM_TYPE_F16;
     for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = v != NULL;
@@ -87,6 +90,10 @@ int main(int argc, char **argv) {
         else if (ok && !strcmp(a, "--prompt")) ok = parse_int(v, 1, 8192, &prompt);
         else if (ok && !strcmp(a, "--ctx")) ok = parse_int(v, 1, 8192, &ctx);
         else if (ok && !strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps);
+        else if (ok && !strcmp(a, "--kv-type")) {
+            ok = !strcmp(v, "f16") || !strcmp(v, "q8_0") || !strcmp(v, "f32");
+            kv_type = !strcmp(v, "q8_0") ? EM_TYPE_Q8_0 : !strcmp(v, "f32") ? EM_TYPE_F32 : EM_TYPE_F16;
+        }
         else if (ok && !strcmp(a, "--rows")) {
             n_levels = 0;
             char buf[128];
@@ -116,6 +123,7 @@ int main(int argc, char **argv) {
     cp.n_ctx = per_seq * max_rows;
     cp.n_batch = prompt > max_rows ? prompt : max_rows;
     cp.n_threads = threads;
+    cp.kv_type = kv_type;
     em_context *c = NULL;
     em_batch b = {0};
     int rc = 1;
@@ -125,7 +133,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     uint32_t rng = 7;
-    printf("model %s, threads %d (0: physical cores), %d reps; medians per step\n", argv[1], threads, reps);
+    printf("model %s, threads %d (0: physical cores), %s cache, %d reps; medians per step\n", argv[1], threads,
+           em_type_name(kv_type), reps);
     printf("%-22s %10s %10s %10s\n", "step", "wall ms", "cpu ms", "rows/s");
 
     /* The prompt step: sequence 0 from empty, logits for its last row. */

@@ -33,7 +33,7 @@
 #include <string.h>
 
 static void usage(void) {
-    fprintf(stderr, "usage: dump_logits MODEL.gguf TOKENS OUT.f32 [--split N] [--threads T] [--kv f32|f16]\n"
+    fprintf(stderr, "usage: dump_logits MODEL.gguf TOKENS OUT.f32 [--split N] [--threads T] [--kv f32|f16|q8_0]\n"
                     "       TOKENS: comma-separated ids, e.g. 1,403,407\n");
 }
 
@@ -98,6 +98,7 @@ int main(int argc, char **argv) {
         else if (ok && !strcmp(argv[i], "--kv")) {
             if (!strcmp(v, "f32")) kv = EM_TYPE_F32;
             else if (!strcmp(v, "f16")) kv = EM_TYPE_F16;
+            else if (!strcmp(v, "q8_0")) kv = EM_TYPE_Q8_0;
             else ok = false;
         } else ok = false;
         if (!ok) {

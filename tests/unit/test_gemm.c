@@ -554,6 +554,67 @@ static void test_attn_set(const em_attn_kernels *simd, const char *name) {
             }
     CHECK_MSG(bad == 0, "attention kernels %s: %d mismatches against the scalar twins or alone/together", name, bad);
 
+    /* Q8_0 keys and values read in place: the same bits as the same set's
+     * float kernels over the rows em_dequantize_row makes (what a Q8_0
+     * cache gave before it was read in place), for the scalar twins as
+     * for the SIMD set; close to the scalar twins; and a head alone the
+     * same as with others.  Head sizes of one to four blocks (an odd
+     * count takes the AVX-512 set's 32-element path), scales of either
+     * sign, quants over the whole int8 range. */
+    {
+        static em_block_q8_0 kq[MAXK][MAXN / 32];
+        const int n8s[] = {32, 64, 96, 128}, nq8s[] = {1, 2, 3, 4, 5, 7};
+        int bad8 = 0, cases = 0;
+        for (size_t a = 0; a < sizeof n8s / sizeof *n8s; a++)
+            for (size_t b = 0; b < sizeof nq8s / sizeof *nq8s; b++)
+                for (size_t c = 0; c < sizeof nks / sizeof *nks; c++) {
+                    const int n = n8s[a], nq = nq8s[b], nk = nks[c];
+                    const float *k32[MAXK];
+                    const em_block_q8_0 *k8[MAXK];
+                    for (int i = 0; i < nq * n; i++) q[i] = frand();
+                    for (int j = 0; j < nk; j++) {
+                        for (int bl = 0; bl < n / 32; bl++) {
+                            kq[j][bl].d = rand_scale();
+                            for (int e = 0; e < 32; e++) kq[j][bl].qs[e] = (int8_t)(next_u32() & 0xff);
+                        }
+                        CHECK_OK(em_dequantize_row(EM_TYPE_Q8_0, kq[j], kf[j], n));
+                        k32[j] = kf[j];
+                        k8[j] = kq[j];
+                    }
+                    cases++;
+                    ref->qk_f32(q, nq, n, k32, nk, s1, MAXK);
+                    ref->qk_q8_0(q, nq, n, k8, nk, s2, MAXK);
+                    for (int h = 0; h < nq; h++) bad8 += memcmp(s1 + h * MAXK, s2 + h * MAXK, (size_t)nk * sizeof(float)) != 0;
+                    simd->qk_f32(q, nq, n, k32, nk, s1, MAXK);
+                    simd->qk_q8_0(q, nq, n, k8, nk, s2, MAXK);
+                    for (int h = 0; h < nq; h++) {
+                        bad8 += memcmp(s1 + h * MAXK, s2 + h * MAXK, (size_t)nk * sizeof(float)) != 0;
+                        float alone[MAXK], r[MAXK];
+                        simd->qk_q8_0(q + h * n, 1, n, k8, nk, alone, MAXK);
+                        bad8 += memcmp(alone, s2 + h * MAXK, (size_t)nk * sizeof(float)) != 0;
+                        ref->qk_q8_0(q + h * n, 1, n, k8, nk, r, MAXK);
+                        bad8 += !scores_close(s2 + h * MAXK, r, q + h * n, k32, nk, n);
+                    }
+
+                    static float before[MAXQ * MAXN], acc3[MAXQ * MAXN];
+                    for (int i = 0; i < nq * MAXK; i++) p[i] = frand() + 1.0f;
+                    for (int i = 0; i < nq * n; i++) acc1[i] = acc2[i] = acc3[i] = before[i] = frand();
+                    ref->pv_f32(acc1, nq, n, p, MAXK, k32, nk);
+                    ref->pv_q8_0(acc2, nq, n, p, MAXK, k8, nk);
+                    bad8 += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
+                    memcpy(acc2, before, (size_t)nq * n * sizeof(float));
+                    simd->pv_f32(acc2, nq, n, p, MAXK, k32, nk);
+                    simd->pv_q8_0(acc3, nq, n, p, MAXK, k8, nk);
+                    bad8 += memcmp(acc2, acc3, (size_t)nq * n * sizeof(float)) != 0;
+                    bad8 += max_rel(acc3, acc1, nq * n) > 1e-5f;
+                    for (int h = 0; h < nq; h++) {
+                        simd->pv_q8_0(before + h * n, 1, n, p + h * MAXK, MAXK, k8, nk);
+                        bad8 += memcmp(before + h * n, acc3 + h * n, (size_t)n * sizeof(float)) != 0;
+                    }
+                }
+        CHECK_MSG(bad8 == 0 && cases == 120, "attention Q8_0 kernels %s: %d mismatches in %d cases", name, bad8, cases);
+    }
+
     /* exp over a block: ordinary scores, the very negative, and -inf. */
     for (int n = 1; n <= 33; n++) {
         float a[33], b[33];
@@ -628,6 +689,24 @@ static void test_attn_kernels(void) {
                 a->pv_f16(acc1, nq, n, p, K, k16, K), b->pv_f16(acc2, nq, n, p, K, k16, K);
                 diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
                 a->pv_f32(acc1, nq, n, p, K, k32, K), b->pv_f32(acc2, nq, n, p, K, k32, K);
+                diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
+            }
+        /* Q8_0 rows of one to four blocks. */
+        static em_block_q8_0 kq[K][4];
+        const em_block_q8_0 *k8[K];
+        for (int j = 0; j < K; j++) {
+            for (int bl = 0; bl < 4; bl++) {
+                kq[j][bl].d = rand_scale();
+                for (int e = 0; e < 32; e++) kq[j][bl].qs[e] = (int8_t)(next_u32() & 0xff);
+            }
+            k8[j] = kq[j];
+        }
+        for (int n = 32; n <= 128 && n <= N; n += 32)
+            for (size_t iq = 0; iq < sizeof nqs / sizeof *nqs; iq++) {
+                const int nq = nqs[iq];
+                a->qk_q8_0(q, nq, n, k8, K, s1, K), b->qk_q8_0(q, nq, n, k8, K, s2, K);
+                diff += memcmp(s1, s2, (size_t)nq * K * sizeof(float)) != 0;
+                a->pv_q8_0(acc1, nq, n, p, K, k8, K), b->pv_q8_0(acc2, nq, n, p, K, k8, K);
                 diff += memcmp(acc1, acc2, (size_t)nq * n * sizeof(float)) != 0;
             }
         for (int n = 1; n <= 40; n++) {

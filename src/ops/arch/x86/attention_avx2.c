@@ -231,6 +231,148 @@ static void pv_f16_avx2(float *acc, int n_q, int64_t n, const float *p, int p_st
     PV_BODY(load8_f16, load1_f16)
 }
 
+/* ---- Q8_0 keys and values, widened in registers.  Element e of a block
+ * becomes (float)qs[e] * d, d the block's scale as a float: the product
+ * em_dequantize_row makes (exact, so the order of the factors does not
+ * matter), and it then goes through the same FMAs in the same order as
+ * the float kernels' (qk_f32 sums eight lanes per key and reduces with
+ * reduce8, or hsum8 for the keys after nk & ~7; pv_f32 adds the keys in
+ * order, one FMA each), so a Q8_0 cache gives the bits it gave when its
+ * rows were dequantized into floats first.  Heads are paired as the F16
+ * kernels pair them (pairing changes no result, see QK_BODY), so a
+ * block's scale and quants are widened once for two heads.  n is a
+ * multiple of 32 (a Q8_0 cache's head sizes are), so there are no tails
+ * within a row. */
+
+/* Block b's scale in every lane. */
+static inline __m256 q8_d8(const em_block_q8_0 *b) { return _mm256_set1_ps(_cvtsh_ss(b->d)); }
+/* Elements 8 * s .. 8 * s + 7 of block b as floats, d its scale. */
+static inline __m256 q8_x8(const em_block_q8_0 *b, int s, __m256 d) {
+    const __m128i x = _mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * s));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), d);
+}
+
+/* Asks for every line of the Q8_0 rows x[j0..j1) (nb blocks each), from
+ * a row's start to its last byte (a slice need not start on a line).
+ * The kernels ask for the next keys before widening the current ones:
+ * widening makes a group of keys several times the instructions of an
+ * F16 group, so fewer keys' misses would overlap in the window
+ * (bench_attn --decode 16 --kv-type q8_0, EMBER_CPU=avx2: about 8% less
+ * time, the AVX-512 set 15-20%). */
+static inline void q8_prefetch(const em_block_q8_0 *const *x, int j0, int j1, int64_t nb) {
+    for (int j = j0; j < j1; j++) {
+        const char *r = (const char *)(const void *)x[j], *end = r + nb * (int64_t)sizeof(em_block_q8_0) - 1;
+        for (const char *l = r; l < end; l += 64) _mm_prefetch(l, _MM_HINT_T0);
+        _mm_prefetch(end, _MM_HINT_T0);
+    }
+}
+
+/* q.k of head h with keys j0.. as QK_ONE: eight keys at a time (reduce8),
+ * the rest one by one (hsum8). */
+#define QK_ONE_Q8(h, j0)                                                                         \
+    do {                                                                                         \
+        const float *qh = q + (h) * n;                                                           \
+        float *sh = s + (h) * s_stride;                                                          \
+        int j = (j0);                                                                            \
+        for (; j + 8 <= nk; j += 8) {                                                            \
+            __m256 a[8];                                                                         \
+            for (int u = 0; u < 8; u++) a[u] = _mm256_setzero_ps();                              \
+            q8_prefetch(k, j + 8, j + 16 < nk ? j + 16 : nk, nb);                                \
+            for (int64_t b = 0; b < nb; b++)                                                     \
+                for (int e = 0; e < 4; e++) {                                                    \
+                    const __m256 qv = _mm256_loadu_ps(qh + 32 * b + 8 * e);                      \
+                    for (int u = 0; u < 8; u++) {                                                \
+                        const em_block_q8_0 *kb = k[j + u] + b;                                  \
+                        a[u] = _mm256_fmadd_ps(qv, q8_x8(kb, e, q8_d8(kb)), a[u]);               \
+                    }                                                                            \
+                }                                                                                \
+            _mm256_storeu_ps(sh + j, reduce8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));   \
+        }                                                                                        \
+        for (; j < nk; j++) {                                                                    \
+            __m256 a0 = _mm256_setzero_ps();                                                     \
+            for (int64_t b = 0; b < nb; b++) {                                                   \
+                const __m256 d = q8_d8(k[j] + b);                                                \
+                for (int e = 0; e < 4; e++)                                                      \
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 32 * b + 8 * e), q8_x8(k[j] + b, e, d), a0); \
+            }                                                                                    \
+            sh[j] = em_hsum8_avx2(a0);                                                           \
+        }                                                                                        \
+    } while (0)
+
+static void qk_q8_0_avx2(const float *q, int n_q, int64_t n, const em_block_q8_0 *const *k, int nk, float *s,
+                         int s_stride) {
+    const int64_t nb = n / 32;
+    const int nk8 = nk & ~7;
+    int h = 0;
+    for (; h + 2 <= n_q; h += 2) {
+        const float *q0 = q + h * n, *q1 = q0 + n;
+        float *s0 = s + h * s_stride, *s1 = s0 + s_stride;
+        for (int j = 0; j < nk8; j += 4) {
+            const em_block_q8_0 *k0 = k[j], *k1 = k[j + 1], *k2 = k[j + 2], *k3 = k[j + 3];
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            q8_prefetch(k, j + 4, j + 8 < nk ? j + 8 : nk, nb);
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256 d0 = q8_d8(k0 + b), d1 = q8_d8(k1 + b), d2 = q8_d8(k2 + b), d3 = q8_d8(k3 + b);
+                for (int e = 0; e < 4; e++) {
+                    const int64_t i = 32 * b + 8 * e;
+                    const __m256 qa = _mm256_loadu_ps(q0 + i), qb = _mm256_loadu_ps(q1 + i);
+                    __m256 kv = q8_x8(k0 + b, e, d0);
+                    a0 = _mm256_fmadd_ps(qa, kv, a0);
+                    b0 = _mm256_fmadd_ps(qb, kv, b0);
+                    kv = q8_x8(k1 + b, e, d1);
+                    a1 = _mm256_fmadd_ps(qa, kv, a1);
+                    b1 = _mm256_fmadd_ps(qb, kv, b1);
+                    kv = q8_x8(k2 + b, e, d2);
+                    a2 = _mm256_fmadd_ps(qa, kv, a2);
+                    b2 = _mm256_fmadd_ps(qb, kv, b2);
+                    kv = q8_x8(k3 + b, e, d3);
+                    a3 = _mm256_fmadd_ps(qa, kv, a3);
+                    b3 = _mm256_fmadd_ps(qb, kv, b3);
+                }
+            }
+            const __m256 r = reduce8(a0, a1, a2, a3, b0, b1, b2, b3);
+            _mm_storeu_ps(s0 + j, _mm256_castps256_ps128(r));
+            _mm_storeu_ps(s1 + j, _mm256_extractf128_ps(r, 1));
+        }
+        QK_ONE_Q8(h, nk8);
+        QK_ONE_Q8(h + 1, nk8);
+    }
+    if (h < n_q) QK_ONE_Q8(h, 0);
+}
+
+/* acc_h += sum_j p_hj v_j for heads h and h + 1 (NH = 2) or h alone
+ * (NH = 1), 32 elements (one block of each value) at a time, as PV_BODY
+ * and PV_ONE add them: each element adds the keys in order, one FMA
+ * each. */
+#define PV_NX32_Q8(NH)                                                                           \
+    do {                                                                                         \
+        for (int64_t b = 0; b < nb; b++) {                                                       \
+            __m256 c[NH][4];                                                                     \
+            for (int hh = 0; hh < NH; hh++)                                                      \
+                for (int e = 0; e < 4; e++) c[hh][e] = _mm256_loadu_ps(acc + (h + hh) * n + 32 * b + 8 * e); \
+            for (int j = 0; j < nv; j++) {                                                       \
+                const em_block_q8_0 *vb = v[j] + b;                                              \
+                const __m256 d = q8_d8(vb);                                                      \
+                __m256 w[NH];                                                                    \
+                for (int hh = 0; hh < NH; hh++) w[hh] = _mm256_broadcast_ss(p + (h + hh) * p_stride + j); \
+                for (int e = 0; e < 4; e++) {                                                    \
+                    const __m256 x = q8_x8(vb, e, d);                                            \
+                    for (int hh = 0; hh < NH; hh++) c[hh][e] = _mm256_fmadd_ps(w[hh], x, c[hh][e]); \
+                }                                                                                \
+            }                                                                                    \
+            for (int hh = 0; hh < NH; hh++)                                                      \
+                for (int e = 0; e < 4; e++) _mm256_storeu_ps(acc + (h + hh) * n + 32 * b + 8 * e, c[hh][e]); \
+        }                                                                                        \
+    } while (0)
+
+static void pv_q8_0_avx2(float *acc, int n_q, int64_t n, const float *p, int p_stride,
+                         const em_block_q8_0 *const *v, int nv) {
+    const int64_t nb = n / 32;
+    int h = 0;
+    for (; h + 2 <= n_q; h += 2) PV_NX32_Q8(2);
+    if (h < n_q) PV_NX32_Q8(1);
+}
+
 static inline __attribute__((always_inline)) float exp_sum_body(float *s, int n, float m) {
     const __m256 mv = _mm256_set1_ps(m);
     __m256 acc = _mm256_setzero_ps();
@@ -290,6 +432,8 @@ const em_attn_kernels em_attn_kernels_avx2 = {
     .qk_f16 = qk_f16_avx2,
     .pv_f32 = pv_f32_avx2,
     .pv_f16 = pv_f16_avx2,
+    .qk_q8_0 = qk_q8_0_avx2,
+    .pv_q8_0 = pv_q8_0_avx2,
     .exp_sum = em_attn_exp_sum_avx2,
     .scale_max = em_attn_scale_max_avx2,
     .exp_rows = em_attn_exp_rows_avx2,

@@ -276,6 +276,160 @@ A512 static void pv_f16_avx512(float *acc, int n_q, int64_t n, const float *p, i
     PV_BODY(load16_f16, load8_f16, load1_f16)
 }
 
+/* ---- Q8_0 keys and values, widened in registers: element e of a block
+ * becomes (float)qs[e] * d, the product em_dequantize_row makes (exact),
+ * and goes through the float kernels' FMAs in their order, so each score
+ * and sum is the bits qk_f32 / pv_f32 give over the dequantized rows (and
+ * the AVX2 set's Q8_0 kernels give).  n is a multiple of 32. */
+
+/* Block a's scale in the low eight lanes, block b's in the high. */
+A512_INLINE __m512 q8_pair_d(const em_block_q8_0 *a, const em_block_q8_0 *b) {
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)a->d)),
+                                              _mm_set1_epi16((short)b->d), 1);
+    return _mm512_cvtph_ps(h);
+}
+/* Elements 8 * e .. 8 * e + 7 of blocks a (low half) and b (high half)
+ * as floats, d from q8_pair_d. */
+A512_INLINE __m512 q8_pair_x(const em_block_q8_0 *a, const em_block_q8_0 *b, int e, __m512 d) {
+    const __m128i x = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(const void *)(a->qs + 8 * e)),
+                                         _mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * e)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), d);
+}
+/* Block b's scale in every lane (sixteen, or eight). */
+A512_INLINE __m512 q8_d16(const em_block_q8_0 *b) { return _mm512_cvtph_ps(_mm256_set1_epi16((short)b->d)); }
+A512_INLINE __m256 q8_d8(const em_block_q8_0 *b) { return _mm256_cvtph_ps(_mm_set1_epi16((short)b->d)); }
+/* Elements 16 * e .. 16 * e + 15 (or 8 * e .. 8 * e + 7) of block b. */
+A512_INLINE __m512 q8_x16(const em_block_q8_0 *b, int e, __m512 d) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b->qs + 16 * e));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(x)), d);
+}
+A512_INLINE __m256 q8_x8(const em_block_q8_0 *b, int e, __m256 d) {
+    const __m128i x = _mm_loadl_epi64((const __m128i *)(const void *)(b->qs + 8 * e));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), d);
+}
+
+/* Asks for every line of the Q8_0 rows x[j0..j1) (nb blocks each): a
+ * row's slice need not start on a line, so the lines are taken from its
+ * start to its last byte. */
+A512_INLINE void q8_prefetch(const em_block_q8_0 *const *x, int j0, int j1, int64_t nb) {
+    for (int j = j0; j < j1; j++) {
+        const char *r = (const char *)(const void *)x[j], *end = r + nb * (int64_t)sizeof(em_block_q8_0) - 1;
+        for (const char *l = r; l < end; l += 64) _mm_prefetch(l, _MM_HINT_T0);
+        _mm_prefetch(end, _MM_HINT_T0);
+    }
+}
+
+/* Heads h..h+NH-1 (NH = 1 to 4) against keys j..j+7 as QK_NX8: two keys
+ * a register, a block's scales and quants widened once for all NH heads
+ * (a decode row of the serve benchmark's model has three), reduced with
+ * reduce_pairs.  The next eight keys are asked for first: the widening
+ * makes a group of keys three times the instructions of the F16 kernel's
+ * first pass, so without it fewer keys' misses overlap in the window
+ * (the first block of a decode row's walk is asked for only as it is
+ * gathered); bench_attn --decode 16 --kv-type q8_0: 15-20% less time. */
+#define QK_NX8_Q8(NH)                                                                            \
+    do {                                                                                         \
+        const em_block_q8_0 *k0 = k[j], *k1 = k[j + 1], *k2 = k[j + 2], *k3 = k[j + 3];         \
+        const em_block_q8_0 *k4 = k[j + 4], *k5 = k[j + 5], *k6 = k[j + 6], *k7 = k[j + 7];     \
+        __m512 a[NH][4];                                                                         \
+        for (int hh = 0; hh < NH; hh++)                                                          \
+            for (int u = 0; u < 4; u++) a[hh][u] = _mm512_setzero_ps();                          \
+        q8_prefetch(k, j + 8, j + 16 < nk ? j + 16 : nk, nb);                                    \
+        for (int64_t b = 0; b < nb; b++) {                                                       \
+            const __m512 d0 = q8_pair_d(k0 + b, k1 + b), d1 = q8_pair_d(k2 + b, k3 + b);         \
+            const __m512 d2 = q8_pair_d(k4 + b, k5 + b), d3 = q8_pair_d(k6 + b, k7 + b);         \
+            for (int e = 0; e < 4; e++) {                                                        \
+                const __m512 p0 = q8_pair_x(k0 + b, k1 + b, e, d0), p1 = q8_pair_x(k2 + b, k3 + b, e, d1); \
+                const __m512 p2 = q8_pair_x(k4 + b, k5 + b, e, d2), p3 = q8_pair_x(k6 + b, k7 + b, e, d3); \
+                for (int hh = 0; hh < NH; hh++) {                                                \
+                    const __m512 x = qdup(q + (h + hh) * n + 32 * b + 8 * e);                    \
+                    a[hh][0] = _mm512_fmadd_ps(x, p0, a[hh][0]);                                 \
+                    a[hh][1] = _mm512_fmadd_ps(x, p1, a[hh][1]);                                 \
+                    a[hh][2] = _mm512_fmadd_ps(x, p2, a[hh][2]);                                 \
+                    a[hh][3] = _mm512_fmadd_ps(x, p3, a[hh][3]);                                 \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        for (int hh = 0; hh < NH; hh++)                                                          \
+            _mm256_storeu_ps(s + (h + hh) * s_stride + j, reduce_pairs(a[hh][0], a[hh][1], a[hh][2], a[hh][3])); \
+    } while (0)
+
+A512 static void qk_q8_0_avx512(const float *q, int n_q, int64_t n, const em_block_q8_0 *const *k, int nk,
+                                float *s, int s_stride) {
+    const int64_t nb = n / 32;
+    const int nk8 = nk & ~7;
+    int h = 0;
+    for (; h + 4 <= n_q; h += 4)
+        for (int j = 0; j < nk8; j += 8) QK_NX8_Q8(4);
+    switch (n_q - h) {
+    case 3: for (int j = 0; j < nk8; j += 8) QK_NX8_Q8(3); break;
+    case 2: for (int j = 0; j < nk8; j += 8) QK_NX8_Q8(2); break;
+    case 1: for (int j = 0; j < nk8; j += 8) QK_NX8_Q8(1); break;
+    default: break;
+    }
+    /* The keys after nk & ~7 one at a time, eight lanes, hsum8. */
+    for (h = 0; h < n_q; h++)
+        for (int j = nk8; j < nk; j++) {
+            const float *qh = q + h * n;
+            __m256 a0 = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256 d = q8_d8(k[j] + b);
+                for (int e = 0; e < 4; e++)
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + 32 * b + 8 * e), q8_x8(k[j] + b, e, d), a0);
+            }
+            s[h * s_stride + j] = hsum8(a0);
+        }
+}
+
+/* NH heads h..h+NH-1 (one to four), elements i..i+63 (two blocks of each
+ * value): each value vector widened once for all of them and added to
+ * every head's sums in key order, as PV_4X64 / PV_NX64. */
+#define PV_NX64_Q8(NH)                                                                           \
+    do {                                                                                         \
+        __m512 c[NH][4];                                                                         \
+        for (int hh = 0; hh < NH; hh++)                                                          \
+            for (int u = 0; u < 4; u++) c[hh][u] = _mm512_loadu_ps(acc + (h + hh) * n + i + 16 * u); \
+        for (int j = 0; j < nv; j++) {                                                           \
+            const em_block_q8_0 *vb = v[j] + i / 32;                                             \
+            __m512 w[NH];                                                                        \
+            for (int hh = 0; hh < NH; hh++) w[hh] = _mm512_set1_ps(p[(h + hh) * p_stride + j]);  \
+            const __m512 d0 = q8_d16(vb), d1 = q8_d16(vb + 1);                                   \
+            for (int u = 0; u < 4; u++) {                                                        \
+                const __m512 x = q8_x16(vb + (u >> 1), u & 1, u < 2 ? d0 : d1);                  \
+                for (int hh = 0; hh < NH; hh++) c[hh][u] = _mm512_fmadd_ps(w[hh], x, c[hh][u]);  \
+            }                                                                                    \
+        }                                                                                        \
+        for (int hh = 0; hh < NH; hh++)                                                          \
+            for (int u = 0; u < 4; u++) _mm512_storeu_ps(acc + (h + hh) * n + i + 16 * u, c[hh][u]); \
+    } while (0)
+
+A512 static void pv_q8_0_avx512(float *acc, int n_q, int64_t n, const float *p, int p_stride,
+                                const em_block_q8_0 *const *v, int nv) {
+    const int64_t n64 = n & ~(int64_t)63;
+    int h = 0;
+    for (; h + 4 <= n_q; h += 4)
+        for (int64_t i = 0; i < n64; i += 64) PV_NX64_Q8(4);
+    switch (n_q - h) {
+    case 3: for (int64_t i = 0; i < n64; i += 64) PV_NX64_Q8(3); break;
+    case 2: for (int64_t i = 0; i < n64; i += 64) PV_NX64_Q8(2); break;
+    case 1: for (int64_t i = 0; i < n64; i += 64) PV_NX64_Q8(1); break;
+    default: break;
+    }
+    /* A last block of 32 (n an odd multiple of 32), head by head. */
+    if (n64 < n)
+        for (h = 0; h < n_q; h++) {
+            float *c0 = acc + h * n + n64;
+            __m512 a0 = _mm512_loadu_ps(c0), a1 = _mm512_loadu_ps(c0 + 16);
+            for (int j = 0; j < nv; j++) {
+                const em_block_q8_0 *vb = v[j] + n64 / 32;
+                const __m512 w = _mm512_set1_ps(p[h * p_stride + j]), d = q8_d16(vb);
+                a0 = _mm512_fmadd_ps(w, q8_x16(vb, 0, d), a0);
+                a1 = _mm512_fmadd_ps(w, q8_x16(vb, 1, d), a1);
+            }
+            _mm512_storeu_ps(c0, a0), _mm512_storeu_ps(c0 + 16, a1);
+        }
+}
+
 /* The AVX2 set's exp_sum, sixteen exponentials at a time: the sum still
  * adds eight lanes at a time in the same order, and ends with the same
  * tree. */
@@ -320,6 +474,8 @@ const em_attn_kernels em_attn_kernels_avx512 = {
     .qk_f16 = qk_f16_avx512,
     .pv_f32 = pv_f32_avx512,
     .pv_f16 = pv_f16_avx512,
+    .qk_q8_0 = qk_q8_0_avx512,
+    .pv_q8_0 = pv_q8_0_avx512,
     .exp_sum = exp_sum_avx512,
     .scale_max = em_attn_scale_max_avx2,
     .exp_rows = exp_rows_avx512,
