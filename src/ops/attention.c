@@ -235,7 +235,7 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
             r16[jj] = (const uint16_t *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
         kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        const size_t off = (size_t)g * (size_t)(hd / EM_QK8_0) * sizeof(em_block_q8_0);
+        const size_t off = em_row_size(EM_TYPE_Q8_0, (int64_t)g * hd);
         for (int jj = 0; jj < nb; jj++)
             r8[jj] = (const em_block_q8_0 *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes + off);
         kn->qk_q8_0(q, group, hd, r8, nb, t->sc, EM_ATTN_BLOCK);
@@ -293,7 +293,7 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
             r16[jj] = (const uint16_t *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
         kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        const size_t off = (size_t)g * (size_t)(hdv / EM_QK8_0) * sizeof(em_block_q8_0);
+        const size_t off = em_row_size(EM_TYPE_Q8_0, (int64_t)g * hdv);
         for (int jj = 0; jj < nb; jj++)
             r8[jj] = (const em_block_q8_0 *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes + off);
         kn->pv_q8_0(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r8, nb);
