@@ -85,16 +85,16 @@ static inline AI void gp_pf_step(gp_pf *p, size_t step) {
 #define GP_Q4_STEP2 (2 * EM_PACK_ROWS * sizeof(em_block_q4_0))
 _Static_assert(GP_Q4_STEP2 == 288, "two Q4_0 x8 blocks");
 
-/* This stream asks for its lines non-temporally (to L1, kept out of the
- * L2 on their way out) rather than to L2 as the others do: streaming
- * from memory on the Zen 5 VM, the T1 hint left the kernel at 72-85% of
- * the read test's bandwidth on one thread and 71-85% on two, NTA at
- * 86-98% and 83-94% (alternating passes of tests/tools/bench_stream,
- * four runs, the same 8 KiB distance; 6 to 24 KiB were no better).  The
- * other kernels here showed no such difference. */
-#define GP_Q4_PF_HINT _MM_HINT_NTA
+/* This stream asks for its lines to L2 (EM_GEMV_PF_HINT, T1), as the
+ * others do.  It used the NTA hint from session 10 (bench_stream, the
+ * kernel alone: T1 72-85% of the read test's bandwidth against NTA
+ * 86-98%); inside the model, alternating the two hints token by token in
+ * one process (1.1B Q4_0, EMBER_CPU=avx2, 2 threads), T1 took 0.978-0.998
+ * of NTA's token time in eight runs of 92 ABBA quads (median 0.985),
+ * against an A/A control of 1.0005; T0 and other distances (6, 12, 16
+ * KiB) were slower than T1 at 8 KiB (docs/PERFORMANCE.md, session 13). */
 static inline AI void gp_pf_q4_0(uintptr_t *at, int lines, size_t step) {
-    for (int l = 0; l < lines; l++) _mm_prefetch((const char *)(*at + 64 * (uintptr_t)l), GP_Q4_PF_HINT);
+    for (int l = 0; l < lines; l++) _mm_prefetch((const char *)(*at + 64 * (uintptr_t)l), EM_GEMV_PF_HINT);
     *at += step;
 }
 
@@ -190,7 +190,7 @@ void em_gemv_q4_0x8_avx2(int64_t k, const void *w, size_t ws, int64_t nw, const 
     const __m256i to_lanes16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                                 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     const __m256i to_rows = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7); /* the sums' order back to rows */
-    for (size_t o = 0; o < EM_GEMV_PF_BYTES; o += 64) _mm_prefetch((const char *)w + o, GP_Q4_PF_HINT);
+    em_gemv_prefetch_first(w, EM_GEMV_PF_BYTES);
     uintptr_t pf = (uintptr_t)w + EM_GEMV_PF_BYTES;
     for (int64_t j0 = 0; j0 < nw; j0 += EM_PACK_ROWS) {
         const uint8_t *grp = (const uint8_t *)w + (size_t)j0 * ws;
