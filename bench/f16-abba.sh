@@ -12,7 +12,10 @@
 # headers.  Defaults: K=2048 NW=2048 NA=128 ROUNDS=15, LDO=NW (output row
 # stride in floats).  Environment: CC (default gcc), CFLAGS (added; e.g.
 # -DEM_FP_KC=128 to try a build constant), CHRT=1 to run at real-time
-# priority (chrt -f 10) for runs under a minute.
+# priority (chrt -f 10) for runs under a minute, COPIES=N to give the
+# calls N copies of the weights in turn (N x NW x K x 2 bytes of 48 MB or
+# more read each call's weights from memory, as the engine does; with
+# one copy a chunk's weights stay in the L3 cache).
 #
 # example: bench/f16-abba.sh main src/quant/arch/x86/gemm_float_avx512.c 2048 288 128 21 2048
 set -euo pipefail

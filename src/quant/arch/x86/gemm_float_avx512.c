@@ -251,6 +251,33 @@ static inline AI TF void prefetch_part(const int kind, const uint8_t *w, size_t 
     }
 }
 
+/* The lines of the next slice that one activation tile asks for while
+ * it runs: consecutive row pieces of the next panel, every line of each
+ * (see gemm_panels). */
+typedef struct {
+    const char *p; /* the next line to ask for */
+    int64_t n;     /* lines left */
+    int64_t nl;    /* lines per row piece */
+    int64_t l;     /* the line's number within its row piece */
+    size_t skip;   /* bytes from past a row piece's last line to the next row's first */
+} em_fp_ahead;
+
+/* Elements of k between two lines a tile asks for: at 128 activation
+ * rows (ten tiles, eight of them asking) a tile's 32 lines go out over
+ * the first 128 of its 256 elements. */
+#define EM_FP_PF_EVERY 4
+
+/* Asks for the next line of pf towards L2 and steps past it. */
+static inline AI TF void ahead_line(em_fp_ahead *pf) {
+    _mm_prefetch(pf->p, _MM_HINT_T1);
+    pf->p += 64;
+    pf->n--;
+    if (++pf->l == pf->nl) {
+        pf->l = 0;
+        pf->p += pf->skip;
+    }
+}
+
 #define MR_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0;
 #define MR_FMA(r)                                                                                  \
     if (RN > r) {                                                                                  \
@@ -292,7 +319,7 @@ static inline AI TF __m512 widen16(const int kind, const uint16_t *h) {
  * pack_slice16): vcvtph2ps does not take the FMA pipes' place on the
  * machines measured. */
 static inline AI TF void micro(const int kind, const int RN, int64_t kc, const float *a, size_t as, float *out,
-                               int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
+                               int64_t ldo, bool first, __mmask16 m0, __mmask16 m1, em_fp_ahead pf) {
     const uint8_t *qb[5];
     for (int i = 0; i < 5; i++) qb[i] = (const uint8_t *)(const void *)a + (size_t)(3 * i < RN ? 3 * i : 0) * as;
     FOR_R(MR_DECL)
@@ -305,21 +332,35 @@ static inline AI TF void micro(const int kind, const int RN, int64_t kc, const f
         }
     } else {
         const uint16_t *wq = wp16_buf;
-        for (int64_t e = 0; e < kc; e++, wq += EM_FP_NR) {
-            const __m512 w0 = widen16(kind, wq), w1 = widen16(kind, wq + 16);
-            FOR_R(MR_FMA)
-            for (int i = 0; i < 5; i++) qb[i] += sizeof(float);
+#define STEP16()                                                                                   \
+    do {                                                                                           \
+        const __m512 w0 = widen16(kind, wq), w1 = widen16(kind, wq + 16);                          \
+        FOR_R(MR_FMA)                                                                              \
+        for (int i = 0; i < 5; i++) qb[i] += sizeof(float);                                        \
+        wq += EM_FP_NR;                                                                            \
+    } while (0)
+        /* The tile's share of the next slice's lines, one line per
+         * EM_FP_PF_EVERY elements while they last; any left over (a short
+         * slice) after the loop. */
+        int64_t e = 0;
+        for (; e + EM_FP_PF_EVERY <= kc && pf.n > 0; e += EM_FP_PF_EVERY) {
+#pragma GCC unroll 8
+            for (int u = 0; u < EM_FP_PF_EVERY; u++) STEP16();
+            ahead_line(&pf);
         }
+        for (; e < kc; e++) STEP16();
+        while (pf.n > 0) ahead_line(&pf);
+#undef STEP16
     }
     FOR_R(MR_STORE)
 }
 
 /* One tile of rn <= EM_FP_MR rows: the instance for that height. */
 static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const float *a, size_t as, float *out,
-                                    int64_t ldo, bool first, __mmask16 m0, __mmask16 m1) {
+                                    int64_t ldo, bool first, __mmask16 m0, __mmask16 m1, em_fp_ahead pf) {
     switch (rn) {
 #define MR_CASE(n)                                                                                 \
-    case n + 1: micro(kind, n + 1, kc, a, as, out, ldo, first, m0, m1); break;
+    case n + 1: micro(kind, n + 1, kc, a, as, out, ldo, first, m0, m1, pf); break;
         FOR_R(MR_CASE)
 #undef MR_CASE
     default: break;
@@ -336,6 +377,17 @@ static inline AI TF void micro_rows(const int kind, int rn, int64_t kc, const fl
 static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, size_t ws, int64_t nw, const void *a,
                                      size_t as, int64_t na, float *out, int64_t ldo) {
     const int64_t n_tiles = (na + EM_FP_MR - 1) / EM_FP_MR;
+    /* How the next slice's weights are asked for while the tiles of this
+     * one run.  With six tiles or more (16-bit weights) each tile but the
+     * last two takes whole row pieces of it and asks for a line every
+     * EM_FP_PF_EVERY elements inside its loop, so every line is asked for
+     * at least two tiles before pack_slice16 copies it.  Asked for in one
+     * burst at each tile's start (prefetch_part, kept for fewer tiles and
+     * for F32), the lines were still on their way at the copy: copying
+     * from lines already in cache instead ran the kernel 1.04x, and this
+     * way a 1-thread pp128 ran 1.03x (docs/PERFORMANCE.md, F16 round 13). */
+    const bool spread = kind != EM_FLOAT_F32 && n_tiles >= 6;
+    const int64_t n_ask = n_tiles - 2; /* the tiles that ask */
     int64_t j0 = 0, e0 = 0;
     do {
         const int nr = (int)(nw - j0 < EM_FP_NR ? nw - j0 : EM_FP_NR);
@@ -351,12 +403,23 @@ static inline AI TF void gemm_panels(const int kind, int64_t k, const void *w, s
         const uint8_t *pw = (const uint8_t *)w + (size_t)pj * ws;
         const int pnr = (int)(nw - pj < EM_FP_NR ? nw - pj : EM_FP_NR);
         const int64_t pkc = k - pe < EM_FP_KC ? k - pe : EM_FP_KC;
+        const int64_t plines = (pkc * 2 + 63) / 64; /* lines per row piece, 16-bit weights */
         int64_t r0 = 0;
         for (int64_t t = 0; t < n_tiles; t++) {
-            if (more) prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
+            em_fp_ahead pf = {0};
+            if (more && spread) {
+                const int64_t tt = t < n_ask ? t : n_ask;
+                const int64_t i0 = pnr * tt / n_ask, i1 = pnr * (tt + 1 < n_ask ? tt + 1 : n_ask) / n_ask;
+                pf.p = (const char *)pw + (size_t)i0 * ws + (size_t)pe * 2;
+                pf.n = (i1 - i0) * plines;
+                pf.nl = plines;
+                pf.skip = ws - 64 * (size_t)plines;
+            } else if (more) {
+                prefetch_part(kind, pw, ws, pnr, pe, pkc, t, n_tiles);
+            }
             const int rn = (int)((na - r0 + (n_tiles - t) - 1) / (n_tiles - t));
             const float *ar = (const float *)(const void *)((const uint8_t *)a + (size_t)r0 * as) + e0;
-            micro_rows(kind, rn, kc, ar, as, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1);
+            micro_rows(kind, rn, kc, ar, as, out + r0 * ldo + j0, ldo, e0 == 0, m0, m1, pf);
             r0 += rn;
         }
     } while (em_fp_next_slice(EM_FP_NC, EM_FP_NR, EM_FP_KC, k, nw, &j0, &e0));
