@@ -53,13 +53,6 @@ static int32_t n_blocks_of(em_pos len) { return (len + EM_KV_BLOCK - 1) / EM_KV_
 
 /* ------------------------------------------------------------- pools */
 
-/* Whether a cache of this type stores its blocks head-major (kv.h,
- * "Storage"). */
-static bool head_major(em_type type) {
-    (void)type;
-    return true;
-}
-
 
 /* The rows of a pool live in one anonymous mapping, aligned to 2 MiB and
  * marked for huge pages.  Its pages are zero and come in as blocks are
@@ -297,7 +290,6 @@ em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32
     kv->v_width = v_width;
     kv->k_row_bytes = em_row_size(type, k_width);
     kv->v_row_bytes = em_row_size(type, v_width);
-    kv->head_major = head_major(type);
 
     kv->layer = malloc((size_t)n_layer * sizeof *kv->layer);
     kv->k = calloc((size_t)n_layer, sizeof *kv->k);
@@ -508,17 +500,11 @@ static void block_unref(em_kv_pool *pl, int32_t b) {
 }
 
 /* Copies rows [0, n) of one array's block src into its block dst: the
- * first n * row bytes of a row-major block; of a head-major one, the
  * first n slices of each head's run (as many runs as fit a row, so also
  * the unused ones of a layer whose heads do not fill the rows). */
-static void block_copy_rows(const em_kv *kv, char *base, size_t row, size_t slice, int32_t dst, int32_t src,
-                            int32_t n) {
+static void block_copy_rows(char *base, size_t row, size_t slice, int32_t dst, int32_t src, int32_t n) {
     char *d = base + (size_t)dst * EM_KV_BLOCK * row;
     const char *s = base + (size_t)src * EM_KV_BLOCK * row;
-    if (!kv->head_major) {
-        memcpy(d, s, (size_t)n * row);
-        return;
-    }
     for (size_t h = 0; h < row / slice; h++)
         memcpy(d + h * EM_KV_BLOCK * slice, s + h * EM_KV_BLOCK * slice, (size_t)n * slice);
 }
@@ -528,8 +514,8 @@ static void block_copy(const em_kv *kv, em_kv_pool *pl, int32_t dst, int32_t src
     const int32_t g = (int32_t)(pl - kv->pools);
     for (int32_t l = 0; l < kv->n_layer; l++) {
         if (kv->layer[l].src != l || kv->group[l] != g) continue;
-        block_copy_rows(kv, kv->k[l], kv->k_row_bytes, kv->k_slice[l], dst, src, n);
-        block_copy_rows(kv, kv->v[l], kv->v_row_bytes, kv->v_slice[l], dst, src, n);
+        block_copy_rows(kv->k[l], kv->k_row_bytes, kv->k_slice[l], dst, src, n);
+        block_copy_rows(kv->v[l], kv->v_row_bytes, kv->v_slice[l], dst, src, n);
     }
     const size_t d = (size_t)dst * EM_KV_BLOCK, s = (size_t)src * EM_KV_BLOCK;
     memcpy(pl->tokens + d, pl->tokens + s, (size_t)n * sizeof *pl->tokens);
@@ -916,21 +902,12 @@ void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1,
     const int64_t hd = kv->layer[layer].head_dim, hdv = kv->layer[layer].head_dim_v;
     char *kb = kv->k[layer], *vb = kv->v[layer];
     const size_t ks = kv->k_slice[layer], vs = kv->v_slice[layer];
-    if (!kv->head_major) {
-        /* The heads of a row are side by side: one conversion each for
-         * the keys and the values. */
-        store(kv, kb + em_kv_slice_off(kv, kv->k_row_bytes, ks, cell, h0), k + (int64_t)h0 * hd,
-              (int64_t)(h1 - h0) * hd, to_f16);
-        store(kv, vb + em_kv_slice_off(kv, kv->v_row_bytes, vs, cell, h0), v + (int64_t)h0 * hdv,
-              (int64_t)(h1 - h0) * hdv, to_f16);
-        return;
-    }
-    /* A slice at a time: each head's slice is whole blocks of the storage
-     * type, so converting heads apart gives the bytes converting them
-     * together does. */
+    /* A slice at a time, each to its head's run: a head's slice is whole
+     * blocks of the storage type, so converting heads apart gives the
+     * bytes converting a row's heads together did. */
     for (int32_t h = h0; h < h1; h++) {
-        store(kv, kb + em_kv_slice_off(kv, kv->k_row_bytes, ks, cell, h), k + (int64_t)h * hd, hd, to_f16);
-        store(kv, vb + em_kv_slice_off(kv, kv->v_row_bytes, vs, cell, h), v + (int64_t)h * hdv, hdv, to_f16);
+        store(kv, kb + em_kv_slice_off(kv->k_row_bytes, ks, cell, h), k + (int64_t)h * hd, hd, to_f16);
+        store(kv, vb + em_kv_slice_off(kv->v_row_bytes, vs, cell, h), v + (int64_t)h * hdv, hdv, to_f16);
     }
 }
 

@@ -36,16 +36,15 @@
  *
  * Storage.  A layer's keys (and, alike, its values) are an array of
  * blocks of EM_KV_BLOCK * k_row_bytes bytes; cache row `cell` is in block
- * cell / EM_KV_BLOCK.  A head's slice of a row (head_dim elements of the
- * storage type, whole blocks of it) is where the layout puts it:
- *   row-major   [pos][head][slice]: a row's heads side by side;
- *   head-major  [head][pos][slice]: the EM_KV_BLOCK slices of one head
- *               side by side (kv->head_major).
- * A decode task walks one KV head over every position, so head-major
- * gives it one contiguous run per block (F16, head_dim 64: 2 KiB; Q8_0:
- * 1088 bytes, 17 lines) where row-major gives a slice every k_row_bytes
- * (a Q8_0 slice of 68 bytes mostly straddles two lines).  The bytes of a
- * block and the values in it are the same either way.
+ * cell / EM_KV_BLOCK.  Inside a block the slices of a head (head_dim
+ * elements of the storage type, whole blocks of it) are stored
+ * head-major, [head][pos][slice]: the EM_KV_BLOCK slices of one head side
+ * by side.  A decode task walks one KV head over every position, so it
+ * reads one contiguous run per block (F16, head_dim 64: 2 KiB; Q8_0:
+ * 1088 bytes, 17 lines), where rows of all heads side by side,
+ * [pos][head][slice], gave it a slice every k_row_bytes (a Q8_0 slice of
+ * 68 bytes mostly straddling two lines).  The bytes of a block and the
+ * values in it are the same either way.
  */
 #ifndef EM_KV_H
 #define EM_KV_H
@@ -139,7 +138,6 @@ typedef struct em_kv {
     int64_t v_width;     /* elements of one value row: n_head_kv * head_dim_v */
     size_t k_row_bytes;  /* bytes of one stored key row                      */
     size_t v_row_bytes;  /* bytes of one stored value row                    */
-    bool head_major;     /* blocks hold [head][pos][slice] ("Storage")       */
     em_kv_layer *layer;  /* [n_layer] shape and row owner of each layer      */
     size_t *k_slice;     /* [n_layer] bytes of one head's key slice: its row
                           * owner's head_dim elements of the storage type    */
@@ -256,20 +254,19 @@ static inline int32_t em_kv_layer_cell(const em_kv *kv, int32_t layer, em_seq_id
 /* The row of group 0 (every layer's, in a cache without groups). */
 static inline int32_t em_kv_cell(const em_kv *kv, em_seq_id s, em_pos p) { return em_kv_group_cell(kv, 0, s, p); }
 
-/* The byte offset of a slice (slice bytes) of KV head h in cache row
- * `cell` of an array of rows of row_bytes: see "Storage". */
-static inline size_t em_kv_slice_off(const em_kv *kv, size_t row_bytes, size_t slice, int32_t cell, int32_t h) {
+/* The byte offset of KV head h's slice (slice bytes) of cache row `cell`
+ * in an array of rows of row_bytes: see "Storage". */
+static inline size_t em_kv_slice_off(size_t row_bytes, size_t slice, int32_t cell, int32_t h) {
     const size_t b = (size_t)cell / EM_KV_BLOCK, i = (size_t)cell % EM_KV_BLOCK;
-    return kv->head_major ? b * EM_KV_BLOCK * row_bytes + ((size_t)h * EM_KV_BLOCK + i) * slice
-                          : (size_t)cell * row_bytes + (size_t)h * slice;
+    return b * EM_KV_BLOCK * row_bytes + ((size_t)h * EM_KV_BLOCK + i) * slice;
 }
 /* KV head h's key slice in cache row `cell` of `layer`. */
 static inline const void *em_kv_key(const em_kv *kv, int32_t layer, int32_t cell, int32_t h) {
-    return (const char *)kv->k[layer] + em_kv_slice_off(kv, kv->k_row_bytes, kv->k_slice[layer], cell, h);
+    return (const char *)kv->k[layer] + em_kv_slice_off(kv->k_row_bytes, kv->k_slice[layer], cell, h);
 }
 /* KV head h's value slice in cache row `cell` of `layer`. */
 static inline const void *em_kv_value(const em_kv *kv, int32_t layer, int32_t cell, int32_t h) {
-    return (const char *)kv->v[layer] + em_kv_slice_off(kv, kv->v_row_bytes, kv->v_slice[layer], cell, h);
+    return (const char *)kv->v[layer] + em_kv_slice_off(kv->v_row_bytes, kv->v_slice[layer], cell, h);
 }
 
 /* Writes KV heads [h0, h1) of a key row k and a value row v (whole rows,

@@ -305,10 +305,10 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
  * pool, and a decode step's weights evict them between two layers, so
  * the kernels' loads missed one after another; prefetched a block of
  * EM_ATTN_BLOCK keys ahead they arrive while the block before is scored
- * and summed (bench_attn --decode 16: 10-15% less time).  In a head-major
- * cache (kv.h, "Storage") a head's slices of one cache block are one run
- * of bytes, asked for line by line; in a row-major one each position's
- * slice (a Q8_0 slice of 34 bytes a block need not start on a line).
+ * and summed (bench_attn --decode 16: 10-15% less time).  A head's
+ * slices of one cache block are one run of bytes (kv.h, "Storage"),
+ * asked for line by line from the line its first slice starts in (a Q8_0
+ * slice, 34 bytes a block, need not start on a line).
  * F16 and Q8_0 caches, the types read in place (the others are converted
  * row by row, em_kv_read); kb and vb are the bytes of a head's key and
  * value slice. */
@@ -321,31 +321,15 @@ static void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q0,
         /* Positions q .. e are in one cache block, rows c .. c + e - q. */
         const em_pos e = EM_MIN(q1, q - q % EM_KV_BLOCK + EM_KV_BLOCK - 1);
         const int32_t c = blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + q % EM_KV_BLOCK, n = e - q + 1;
-        if (kv->head_major) {
-            for (int32_t h = 0; all && h < a->n_head_kv; h++) {
-                if (h == g) continue;
-                const char *k = em_kv_key(kv, layer, c, h), *v = em_kv_value(kv, layer, c, h);
-                for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 2);
-                for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 2);
-            }
-            const char *k = em_kv_key(kv, layer, c, g), *v = em_kv_value(kv, layer, c, g);
-            for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 3);
-            for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 3);
-        } else {
-            for (int32_t i = 0; i < n; i++) {
-                const char *k = em_kv_key(kv, layer, c + i, 0), *v = em_kv_value(kv, layer, c + i, 0);
-                if (all) {
-                    for (const char *l = k - ((uintptr_t)k & 63); l < k + kv->k_row_bytes; l += 64)
-                        __builtin_prefetch(l, 0, 2);
-                    for (const char *l = v - ((uintptr_t)v & 63); l < v + kv->v_row_bytes; l += 64)
-                        __builtin_prefetch(l, 0, 2);
-                }
-                k += (size_t)g * kb;
-                v += (size_t)g * vb;
-                for (const char *l = k - ((uintptr_t)k & 63); l < k + kb; l += 64) __builtin_prefetch(l, 0, 3);
-                for (const char *l = v - ((uintptr_t)v & 63); l < v + vb; l += 64) __builtin_prefetch(l, 0, 3);
-            }
+        for (int32_t h = 0; all && h < a->n_head_kv; h++) {
+            if (h == g) continue;
+            const char *k = em_kv_key(kv, layer, c, h), *v = em_kv_value(kv, layer, c, h);
+            for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 2);
+            for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 2);
         }
+        const char *k = em_kv_key(kv, layer, c, g), *v = em_kv_value(kv, layer, c, g);
+        for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 3);
+        for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 3);
         q = e + 1;
     }
 }

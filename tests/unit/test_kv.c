@@ -838,10 +838,9 @@ static void test_heads(em_type type) {
                 const float *vr = em_kv_read(&kv, l, true, cells[p], h, tmp);
                 head_want(type, l, p, h, 1, want, HD);
                 bad += memcmp(vr, want, sizeof want) != 0;
-                /* The next position of the same block: slice bytes on in a
-                 * head-major cache, a row on in a row-major one. */
+                /* The next position of the same block: a slice on. */
                 if (p % EM_KV_BLOCK != EM_KV_BLOCK - 1 && p + 1 < NP) {
-                    const size_t step = kv.head_major ? slice : kv.k_row_bytes;
+                    const size_t step = slice;
                     apart += (const char *)em_kv_key(&kv, l, cells[p + 1], h) !=
                              (const char *)em_kv_key(&kv, l, cells[p], h) + step;
                     apart += (const char *)em_kv_value(&kv, l, cells[p + 1], h) !=
