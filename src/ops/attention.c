@@ -295,39 +295,31 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
 }
 
 /* Asks for the key and value slices of KV head g at positions [q0, q1]
- * of a sequence (its block table `blocks`) to be brought into the cache;
- * for head 0 of a step with several rows also every head's slices of
- * those positions into L2, since the tasks of the row's other heads are
- * numbered next to it and mostly run next on the same thread
- * (em_attention_step).  A one-row step (generation) shares one row's
- * heads out among the threads, so there a thread asks only for its own
- * head's slices.  A decode row's keys sit in blocks scattered over the
- * pool, and a decode step's weights evict them between two layers, so
- * the kernels' loads missed one after another; prefetched a block of
- * EM_ATTN_BLOCK keys ahead they arrive while the block before is scored
- * and summed (bench_attn --decode 16: 10-15% less time).  A head's
- * slices of one cache block are one run of bytes (kv.h, "Storage"),
- * asked for line by line from the line its first slice starts in (a Q8_0
- * slice, 34 bytes a block, need not start on a line).
- * F16 and Q8_0 caches, the types read in place (the others are converted
- * row by row, em_kv_read); kb and vb are the bytes of a head's key and
- * value slice. */
+ * of a sequence (its block table `blocks`) to be brought into the cache.
+ * A decode row's keys sit in blocks scattered over the pool, and a decode
+ * step's weights evict them between two layers, so the kernels' loads
+ * missed one after another; prefetched a block of EM_ATTN_BLOCK keys
+ * ahead they arrive while the block before is scored and summed
+ * (bench_attn --decode 16: 10-15% less time).  A head's slices of one
+ * cache block are one run of bytes (kv.h, "Storage"), asked for line by
+ * line from the line its first slice starts in (a Q8_0 slice, 34 bytes a
+ * block, need not start on a line).  With the earlier row-major layout
+ * head 0's task of a step with several rows also asked for the whole rows
+ * (every head's slices, into L2, for the row's other heads' tasks that
+ * mostly run next on the same thread); with head-major blocks asking for
+ * the other heads' runs too measured slower decode steps (bench_steps
+ * D16: without it 0.96-0.98 of the CPU time, F16 and Q8_0 caches) and is
+ * left to their own tasks.  F16 and Q8_0 caches,
+ * the types read in place (the others are converted row by row,
+ * em_kv_read); kb and vb are the bytes of a head's key and value slice. */
 static void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q0, em_pos q1, int32_t g, size_t kb,
                         size_t vb) {
     const em_kv *kv = a->kv;
-    const int32_t layer = a->layer;
-    const bool all = g == 0 && a->n_rows > 1;
     for (em_pos q = q0; q <= q1;) {
         /* Positions q .. e are in one cache block, rows c .. c + e - q. */
         const em_pos e = EM_MIN(q1, q - q % EM_KV_BLOCK + EM_KV_BLOCK - 1);
         const int32_t c = blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + q % EM_KV_BLOCK, n = e - q + 1;
-        for (int32_t h = 0; all && h < a->n_head_kv; h++) {
-            if (h == g) continue;
-            const char *k = em_kv_key(kv, layer, c, h), *v = em_kv_value(kv, layer, c, h);
-            for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 2);
-            for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 2);
-        }
-        const char *k = em_kv_key(kv, layer, c, g), *v = em_kv_value(kv, layer, c, g);
+        const char *k = em_kv_key(kv, a->layer, c, g), *v = em_kv_value(kv, a->layer, c, g);
         for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 3);
         for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 3);
         q = e + 1;
