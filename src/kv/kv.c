@@ -53,7 +53,6 @@ static int32_t n_blocks_of(em_pos len) { return (len + EM_KV_BLOCK - 1) / EM_KV_
 
 /* ------------------------------------------------------------- pools */
 
-
 /* The rows of a pool live in one anonymous mapping, aligned to 2 MiB and
  * marked for huge pages.  Its pages are zero and come in as blocks are
  * first written.  With 4 KiB pages every fresh block cost a page fault per
