@@ -237,7 +237,8 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
         for (int jj = 0; jj < nb; jj++) r8[jj] = em_kv_key(kv, layer, t->slots[jj], g);
         kn->qk_q8_0(q, group, hd, r8, nb, t->sc, EM_ATTN_BLOCK);
     } else {
-        for (int jj = 0; jj < nb; jj++) r32[jj] = em_kv_read(kv, layer, false, t->slots[jj], g, t->kbuf + (int64_t)jj * hd);
+        for (int jj = 0; jj < nb; jj++)
+            r32[jj] = em_kv_read(kv, layer, false, t->slots[jj], g, t->kbuf + (int64_t)jj * hd);
         kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
     }
 
@@ -309,9 +310,9 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
  * mostly run next on the same thread); with head-major blocks asking for
  * the other heads' runs too measured slower decode steps (bench_steps
  * D16: without it 0.96-0.98 of the CPU time, F16 and Q8_0 caches) and is
- * left to their own tasks.  F16 and Q8_0 caches,
- * the types read in place (the others are converted row by row,
- * em_kv_read); kb and vb are the bytes of a head's key and value slice. */
+ * left to their own tasks.  F16 and Q8_0 caches, the types read in
+ * place (the others are converted row by row, em_kv_read); kb and vb are
+ * the bytes of a head's key and value slice. */
 static void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q0, em_pos q1, int32_t g, size_t kb,
                         size_t vb) {
     const em_kv *kv = a->kv;
@@ -353,7 +354,8 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     for (em_pos pj = lo; pj <= p;) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
         const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
-        if (pf && pj + EM_ATTN_BLOCK <= p) kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, EM_MIN(p, end + EM_ATTN_BLOCK), g, kb, vb);
+        if (pf && pj + EM_ATTN_BLOCK <= p)
+            kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, EM_MIN(p, end + EM_ATTN_BLOCK), g, kb, vb);
         for (; pj <= end; pj++) {
             t->slots[nb++] = base + pj % EM_KV_BLOCK;
             if (nb == EM_ATTN_BLOCK) {
