@@ -298,10 +298,19 @@ em_status em_kv_init_layout(em_kv *kv, int32_t n_positions, int32_t n_seq, int32
     kv->plan_len = calloc((size_t)n_seq, sizeof *kv->plan_len);
     kv->plan_state = calloc((size_t)n_seq, sizeof *kv->plan_state);
     kv->plan_err = calloc((size_t)n_seq, sizeof *kv->plan_err);
+    kv->k_slice = calloc((size_t)n_layer, sizeof *kv->k_slice);
+    kv->v_slice = calloc((size_t)n_layer, sizeof *kv->v_slice);
     if (!kv->layer || !kv->k || !kv->v || !kv->group || !kv->seqs || !kv->plan_len || !kv->plan_state ||
-        !kv->plan_err)
+        !kv->plan_err || !kv->k_slice || !kv->v_slice)
         goto nomem;
     for (int32_t i = 0; i < n_layer; i++) kv->layer[i] = layers ? layers[i] : (em_kv_layer){head_dim, head_dim_v, i};
+    /* A sharing layer reads its source's rows, so its slices are the
+     * source's (of the same head sizes, as attention reads them). */
+    for (int32_t i = 0; i < n_layer; i++) {
+        const em_kv_layer *own = &kv->layer[kv->layer[i].src];
+        kv->k_slice[i] = em_row_size(type, own->head_dim);
+        kv->v_slice[i] = em_row_size(type, own->head_dim_v);
+    }
     assign_groups(kv, layout);
     const int64_t n_batch = layout && layout->n_batch > 0 ? layout->n_batch : n_positions;
     int32_t slot[EM_KV_MAX_GROUPS] = {0};
@@ -366,6 +375,8 @@ void em_kv_free(em_kv *kv) {
             free(kv->seqs[i].toks);
         }
     free(kv->layer);
+    free(kv->k_slice);
+    free(kv->v_slice);
     free(kv->k);
     free(kv->v);
     free(kv->group);
@@ -487,15 +498,25 @@ static void block_unref(em_kv_pool *pl, int32_t b) {
     }
 }
 
+/* Copies rows [0, n) of one array's block src into its block dst: the
+ * first n slices of each head's run (as many runs as fit a row, so also
+ * the unused ones of a layer whose heads do not fill the rows). */
+static void block_copy_rows(char *base, size_t row, size_t slice, int32_t dst, int32_t src, int32_t n) {
+    char *d = base + (size_t)dst * EM_KV_BLOCK * row;
+    const char *s = base + (size_t)src * EM_KV_BLOCK * row;
+    for (size_t h = 0; h < row / slice; h++)
+        memcpy(d + h * EM_KV_BLOCK * slice, s + h * EM_KV_BLOCK * slice, (size_t)n * slice);
+}
+
 /* Copies rows [0, n) of block src into block dst, every layer of the group. */
 static void block_copy(const em_kv *kv, em_kv_pool *pl, int32_t dst, int32_t src, int32_t n) {
-    const size_t d = (size_t)dst * EM_KV_BLOCK, s = (size_t)src * EM_KV_BLOCK;
-    for (int32_t l = 0; l < pl->n_layer; l++) {
-        memcpy((char *)pl->k[l] + d * kv->k_row_bytes, (const char *)pl->k[l] + s * kv->k_row_bytes,
-               (size_t)n * kv->k_row_bytes);
-        memcpy((char *)pl->v[l] + d * kv->v_row_bytes, (const char *)pl->v[l] + s * kv->v_row_bytes,
-               (size_t)n * kv->v_row_bytes);
+    const int32_t g = (int32_t)(pl - kv->pools);
+    for (int32_t l = 0; l < kv->n_layer; l++) {
+        if (kv->layer[l].src != l || kv->group[l] != g) continue;
+        block_copy_rows(kv->k[l], kv->k_row_bytes, kv->k_slice[l], dst, src, n);
+        block_copy_rows(kv->v[l], kv->v_row_bytes, kv->v_slice[l], dst, src, n);
     }
+    const size_t d = (size_t)dst * EM_KV_BLOCK, s = (size_t)src * EM_KV_BLOCK;
     memcpy(pl->tokens + d, pl->tokens + s, (size_t)n * sizeof *pl->tokens);
 }
 
@@ -861,41 +882,58 @@ int32_t em_kv_n_used(const em_kv *kv) { return em_kv_pool_used(kv, 0); }
 
 /* ------------------------------------------------------------ storage */
 
-void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1, const float *k, const float *v,
-                 em_kv_f16_fn to_f16) {
-    const int64_t hd = kv->layer[layer].head_dim, hdv = kv->layer[layer].head_dim_v;
-    const int64_t k0 = (int64_t)h0 * hd, nk = (int64_t)(h1 - h0) * hd;
-    const int64_t v0 = (int64_t)h0 * hdv, nv = (int64_t)(h1 - h0) * hdv;
-    /* A head is whole blocks of the storage type, so a slice of heads
-     * starts at a byte offset. */
-    char *kd = (char *)kv->k[layer] + (size_t)cell * kv->k_row_bytes + em_row_size(kv->type, k0);
-    char *vd = (char *)kv->v[layer] + (size_t)cell * kv->v_row_bytes + em_row_size(kv->type, v0);
-    const float *ks = k + k0, *vs = v + v0;
+/* Converts n floats into the cache's storage type at dst. */
+static void store(const em_kv *kv, void *dst, const float *src, int64_t n, em_kv_f16_fn to_f16) {
     if (kv->type == EM_TYPE_F32) {
-        memcpy(kd, ks, (size_t)nk * sizeof(float));
-        memcpy(vd, vs, (size_t)nv * sizeof(float));
+        memcpy(dst, src, (size_t)n * sizeof(float));
     } else if (kv->type == EM_TYPE_F16 && to_f16) {
-        to_f16((uint16_t *)(void *)kd, ks, nk);
-        to_f16((uint16_t *)(void *)vd, vs, nv);
+        to_f16((uint16_t *)dst, src, n);
     } else if (kv->type == EM_TYPE_F16) {
-        uint16_t *kh = (uint16_t *)(void *)kd, *vh = (uint16_t *)(void *)vd;
-        for (int64_t i = 0; i < nk; i++) kh[i] = em_fp32_to_fp16(ks[i]);
-        for (int64_t i = 0; i < nv; i++) vh[i] = em_fp32_to_fp16(vs[i]);
+        uint16_t *h = (uint16_t *)dst;
+        for (int64_t i = 0; i < n; i++) h[i] = em_fp32_to_fp16(src[i]);
     } else {
-        em_quantize_row(kv->type, ks, kd, nk, NULL);
-        em_quantize_row(kv->type, vs, vd, nv, NULL);
+        em_quantize_row(kv->type, src, dst, n, NULL);
     }
 }
 
-const float *em_kv_read(const em_kv *kv, const void *base, size_t row_bytes, int32_t cell,
-                        int64_t off, int64_t n, float *tmp) {
-    const char *row = (const char *)base + (size_t)cell * row_bytes;
-    if (kv->type == EM_TYPE_F32) return (const float *)row + off;
+void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1, const float *k, const float *v,
+                 em_kv_f16_fn to_f16) {
+    const int64_t hd = kv->layer[layer].head_dim, hdv = kv->layer[layer].head_dim_v;
+    char *kb = kv->k[layer], *vb = kv->v[layer];
+    const size_t ks = kv->k_slice[layer], vs = kv->v_slice[layer];
+    const int32_t nh = h1 - h0;
+    /* Converting several heads at once, then copying each head's slice to
+     * its run: the converters (the Q8_0 quantizer above all) cost about
+     * as much per call as per head, and a prompt writes every head of
+     * every row.  A head's slice is whole blocks of the storage type, so
+     * converting heads together or apart gives the same bytes. */
+    _Alignas(64) unsigned char buf[8192];
+    if (kv->type != EM_TYPE_F32 && nh > 1 && (size_t)nh * ks <= sizeof buf && (size_t)nh * vs <= sizeof buf) {
+        store(kv, buf, k + (int64_t)h0 * hd, (int64_t)nh * hd, to_f16);
+        for (int32_t h = h0; h < h1; h++)
+            memcpy(kb + em_kv_slice_off(kv->k_row_bytes, ks, cell, h), buf + (size_t)(h - h0) * ks, ks);
+        store(kv, buf, v + (int64_t)h0 * hdv, (int64_t)nh * hdv, to_f16);
+        for (int32_t h = h0; h < h1; h++)
+            memcpy(vb + em_kv_slice_off(kv->v_row_bytes, vs, cell, h), buf + (size_t)(h - h0) * vs, vs);
+        return;
+    }
+    /* Else a slice at a time, each straight into its head's run. */
+    for (int32_t h = h0; h < h1; h++) {
+        store(kv, kb + em_kv_slice_off(kv->k_row_bytes, ks, cell, h), k + (int64_t)h * hd, hd, to_f16);
+        store(kv, vb + em_kv_slice_off(kv->v_row_bytes, vs, cell, h), v + (int64_t)h * hdv, hdv, to_f16);
+    }
+}
+
+const float *em_kv_read(const em_kv *kv, int32_t layer, bool value, int32_t cell, int32_t h, float *tmp) {
+    const em_kv_layer *own = &kv->layer[kv->layer[layer].src];
+    const int64_t n = value ? own->head_dim_v : own->head_dim;
+    const void *p = value ? em_kv_value(kv, layer, cell, h) : em_kv_key(kv, layer, cell, h);
+    if (kv->type == EM_TYPE_F32) return (const float *)p;
     if (kv->type == EM_TYPE_F16) {
-        const uint16_t *h = (const uint16_t *)row + off;
-        for (int64_t i = 0; i < n; i++) tmp[i] = em_fp16_to_fp32(h[i]);
+        const uint16_t *x = (const uint16_t *)p;
+        for (int64_t i = 0; i < n; i++) tmp[i] = em_fp16_to_fp32(x[i]);
         return tmp;
     }
-    em_dequantize_row(kv->type, row + em_row_size(kv->type, off), tmp, n);
+    em_dequantize_row(kv->type, p, tmp, n);
     return tmp;
 }

@@ -30,9 +30,21 @@
  * prefix takes, in every group, the blocks that its next row can see.
  *
  * Attention finds the cache row of (layer, sequence, position) with
- * em_kv_layer_cell;
- * which rows make up a block, and how a row is stored, is known to this
- * file, kv.c and the attention kernels alone.
+ * em_kv_layer_cell, and a KV head's slice of it with em_kv_key /
+ * em_kv_value; which rows make up a block, and how a row is stored, is
+ * known to this file, kv.c and the attention kernels alone.
+ *
+ * Storage.  A layer's keys (and, alike, its values) are an array of
+ * blocks of EM_KV_BLOCK * k_row_bytes bytes; cache row `cell` is in block
+ * cell / EM_KV_BLOCK.  Inside a block the slices of a head (head_dim
+ * elements of the storage type, whole blocks of it) are stored
+ * head-major, [head][pos][slice]: the EM_KV_BLOCK slices of one head side
+ * by side.  A decode task walks one KV head over every position, so it
+ * reads one contiguous run per block (F16, head_dim 64: 2 KiB; Q8_0:
+ * 1088 bytes, 17 lines), where rows of all heads side by side,
+ * [pos][head][slice], gave it a slice every k_row_bytes (a Q8_0 slice of
+ * 68 bytes mostly straddling two lines).  The bytes of a block and the
+ * values in it are the same either way.
  */
 #ifndef EM_KV_H
 #define EM_KV_H
@@ -73,8 +85,9 @@ typedef struct em_kv_pool {
     int32_t n_layer;     /* layers in the group                              */
     int32_t n_blocks;    /* blocks in the pool                               */
     int32_t n_cells;     /* rows in the pool: n_blocks * EM_KV_BLOCK          */
-    void **k;            /* [n_layer] -> [n_cells] rows of k_row_bytes        */
-    void **v;            /* [n_layer] -> [n_cells] rows of v_row_bytes        */
+    void **k;            /* [n_layer] -> [n_blocks] blocks of EM_KV_BLOCK
+                          * rows of k_row_bytes, laid out as "Storage" says */
+    void **v;            /* [n_layer] -> the same of v_row_bytes             */
     void *rows;          /* one mapping holding every k[i] and v[i]          */
     size_t rows_bytes;   /* its length in bytes                              */
     int32_t *ref;        /* [n_blocks] sequences whose table holds the block */
@@ -126,6 +139,9 @@ typedef struct em_kv {
     size_t k_row_bytes;  /* bytes of one stored key row                      */
     size_t v_row_bytes;  /* bytes of one stored value row                    */
     em_kv_layer *layer;  /* [n_layer] shape and row owner of each layer      */
+    size_t *k_slice;     /* [n_layer] bytes of one head's key slice: its row
+                          * owner's head_dim elements of the storage type    */
+    size_t *v_slice;     /* [n_layer] bytes of one head's value slice         */
     void **k;            /* [n_layer] -> the rows of the layer in its group's
                           * pool; a sharing layer points at its source's    */
     void **v;            /* [n_layer]                                        */
@@ -238,6 +254,21 @@ static inline int32_t em_kv_layer_cell(const em_kv *kv, int32_t layer, em_seq_id
 /* The row of group 0 (every layer's, in a cache without groups). */
 static inline int32_t em_kv_cell(const em_kv *kv, em_seq_id s, em_pos p) { return em_kv_group_cell(kv, 0, s, p); }
 
+/* The byte offset of KV head h's slice (slice bytes) of cache row `cell`
+ * in an array of rows of row_bytes: see "Storage". */
+static inline size_t em_kv_slice_off(size_t row_bytes, size_t slice, int32_t cell, int32_t h) {
+    const size_t b = (size_t)cell / EM_KV_BLOCK, i = (size_t)cell % EM_KV_BLOCK;
+    return b * EM_KV_BLOCK * row_bytes + ((size_t)h * EM_KV_BLOCK + i) * slice;
+}
+/* KV head h's key slice in cache row `cell` of `layer`. */
+static inline const void *em_kv_key(const em_kv *kv, int32_t layer, int32_t cell, int32_t h) {
+    return (const char *)kv->k[layer] + em_kv_slice_off(kv->k_row_bytes, kv->k_slice[layer], cell, h);
+}
+/* KV head h's value slice in cache row `cell` of `layer`. */
+static inline const void *em_kv_value(const em_kv *kv, int32_t layer, int32_t cell, int32_t h) {
+    return (const char *)kv->v[layer] + em_kv_slice_off(kv->v_row_bytes, kv->v_slice[layer], cell, h);
+}
+
 /* Writes KV heads [h0, h1) of a key row k and a value row v (whole rows,
  * n_head_kv heads of the layer's sizes each) into cache row `cell` of
  * `layer` (a layer that owns its rows).  F16 caches go
@@ -246,9 +277,9 @@ static inline int32_t em_kv_cell(const em_kv *kv, em_seq_id s, em_pos p) { retur
 void em_kv_write(em_kv *kv, int32_t layer, int32_t cell, int32_t h0, int32_t h1, const float *k, const float *v,
                  em_kv_f16_fn to_f16);
 
-/* Reads elements [off, off + n) of a stored row as floats: a pointer into
- * the cache for F32, else the row converted into tmp[n]. */
-const float *em_kv_read(const em_kv *kv, const void *base, size_t row_bytes, int32_t cell,
-                        int64_t off, int64_t n, float *tmp);
+/* Reads KV head h's key (value: its value) slice of cache row `cell` of
+ * `layer` as floats: a pointer into the cache for F32, else the slice
+ * converted into tmp (head_dim or head_dim_v floats of the row owner). */
+const float *em_kv_read(const em_kv *kv, int32_t layer, bool value, int32_t cell, int32_t h, float *tmp);
 
 #endif

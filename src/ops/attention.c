@@ -215,7 +215,7 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
     const em_kv *kv = a->kv;
     const em_attn_kernels *kn = t->kn;
     const int32_t group = nq, hd = a->head_dim, hdv = a->head_dim_v;
-    const char *kbase = kv->k[a->layer], *vbase = kv->v[a->layer];
+    const int32_t layer = a->layer;
     /* This head's slice of each key, then of each value, read in place. */
     const uint16_t *r16[EM_ATTN_BLOCK];
     const float *r32[EM_ATTN_BLOCK];
@@ -231,20 +231,14 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
      * (bench_attn, 12 heads over 4, one thread: 135 prompt rows 0.36 ms
      * either way, 512 rows about 10% slower widened, session 12). */
     if (kv->type == EM_TYPE_F16) {
-        for (int jj = 0; jj < nb; jj++)
-            r16[jj] = (const uint16_t *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd;
+        for (int jj = 0; jj < nb; jj++) r16[jj] = em_kv_key(kv, layer, t->slots[jj], g);
         kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        const size_t off = em_row_size(EM_TYPE_Q8_0, (int64_t)g * hd);
-        for (int jj = 0; jj < nb; jj++)
-            r8[jj] = (const em_block_q8_0 *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes + off);
+        for (int jj = 0; jj < nb; jj++) r8[jj] = em_kv_key(kv, layer, t->slots[jj], g);
         kn->qk_q8_0(q, group, hd, r8, nb, t->sc, EM_ATTN_BLOCK);
     } else {
         for (int jj = 0; jj < nb; jj++)
-            r32[jj] = kv->type == EM_TYPE_F32
-                          ? (const float *)(const void *)(kbase + (size_t)t->slots[jj] * kv->k_row_bytes) + (int64_t)g * hd
-                          : em_kv_read(kv, kbase, kv->k_row_bytes, t->slots[jj], (int64_t)g * hd, hd,
-                                       t->kbuf + (int64_t)jj * hd);
+            r32[jj] = em_kv_read(kv, layer, false, t->slots[jj], g, t->kbuf + (int64_t)jj * hd);
         kn->qk_f32(q, group, hd, r32, nb, t->sc, EM_ATTN_BLOCK);
     }
 
@@ -289,56 +283,48 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
 
     /* Weighted values, read as the keys were. */
     if (kv->type == EM_TYPE_F16) {
-        for (int jj = 0; jj < nb; jj++)
-            r16[jj] = (const uint16_t *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv;
+        for (int jj = 0; jj < nb; jj++) r16[jj] = em_kv_value(kv, layer, t->slots[jj], g);
         kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        const size_t off = em_row_size(EM_TYPE_Q8_0, (int64_t)g * hdv);
-        for (int jj = 0; jj < nb; jj++)
-            r8[jj] = (const em_block_q8_0 *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes + off);
+        for (int jj = 0; jj < nb; jj++) r8[jj] = em_kv_value(kv, layer, t->slots[jj], g);
         kn->pv_q8_0(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r8, nb);
     } else {
         for (int jj = 0; jj < nb; jj++)
-            r32[jj] = kv->type == EM_TYPE_F32
-                          ? (const float *)(const void *)(vbase + (size_t)t->slots[jj] * kv->v_row_bytes) + (int64_t)g * hdv
-                          : em_kv_read(kv, vbase, kv->v_row_bytes, t->slots[jj], (int64_t)g * hdv, hdv,
-                                       t->vbuf + (int64_t)jj * hdv);
+            r32[jj] = em_kv_read(kv, layer, true, t->slots[jj], g, t->vbuf + (int64_t)jj * hdv);
         kn->pv_f32(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r32, nb);
     }
 }
 
-/* Asks for the key and value slices of KV head g at position q of a
- * sequence (its block table `blocks`) to be brought into the cache; for
- * head 0 of a step with several rows also the whole rows into L2, since
- * the tasks of the row's other heads are numbered next to it and mostly
- * run next on the same thread (em_attention_step).  A one-row step
- * (generation) shares one row's heads out among the threads, so there a
- * thread asks only for its own head's slices.  A decode row's keys sit
- * in blocks scattered over the pool, for the serve benchmark's model a
- * slice of 128 bytes in every row of 512, and a decode step's weights
- * evict them between two layers, so the kernels' loads missed one after
- * another; prefetched a block of EM_ATTN_BLOCK keys ahead they arrive
- * while the block before is scored and summed (bench_attn --decode 16:
- * 10-15% less time).  F16 and Q8_0 caches, the types read in place
- * (the others are converted row by row, em_kv_read); kb and vb are the
- * bytes of a head's key and value slice (em_row_size of head_dim
- * elements). */
-static inline void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q, int32_t g, size_t kb,
-                               size_t vb) {
+/* Asks for the key and value slices of KV head g at positions [q0, q1]
+ * of a sequence (its block table `blocks`) to be brought into the cache.
+ * A decode row's keys sit in blocks scattered over the pool, and a decode
+ * step's weights evict them between two layers, so the kernels' loads
+ * missed one after another; prefetched a block of EM_ATTN_BLOCK keys
+ * ahead they arrive while the block before is scored and summed
+ * (bench_attn --decode 16: 10-15% less time).  A head's slices of one
+ * cache block are one run of bytes (kv.h, "Storage"), asked for line by
+ * line from the line its first slice starts in (a Q8_0 slice, 34 bytes a
+ * block, need not start on a line).  With the earlier row-major layout
+ * head 0's task of a step with several rows also asked for the whole rows
+ * (every head's slices, into L2, for the row's other heads' tasks that
+ * mostly run next on the same thread); with head-major blocks asking for
+ * the other heads' runs too measured slower decode steps (bench_steps
+ * D16: without it 0.96-0.98 of the CPU time, F16 and Q8_0 caches) and is
+ * left to their own tasks.  F16 and Q8_0 caches, the types read in
+ * place (the others are converted row by row, em_kv_read); kb and vb are
+ * the bytes of a head's key and value slice. */
+static void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q0, em_pos q1, int32_t g, size_t kb,
+                        size_t vb) {
     const em_kv *kv = a->kv;
-    const size_t slot = (size_t)blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + (size_t)(q % EM_KV_BLOCK);
-    const char *k = (const char *)kv->k[a->layer] + slot * kv->k_row_bytes;
-    const char *v = (const char *)kv->v[a->layer] + slot * kv->v_row_bytes;
-    if (g == 0 && a->n_rows > 1) {
-        for (const char *l = k - ((uintptr_t)k & 63); l < k + kv->k_row_bytes; l += 64) __builtin_prefetch(l, 0, 2);
-        for (const char *l = v - ((uintptr_t)v & 63); l < v + kv->v_row_bytes; l += 64) __builtin_prefetch(l, 0, 2);
+    for (em_pos q = q0; q <= q1;) {
+        /* Positions q .. e are in one cache block, rows c .. c + e - q. */
+        const em_pos e = EM_MIN(q1, q - q % EM_KV_BLOCK + EM_KV_BLOCK - 1);
+        const int32_t c = blocks[q / EM_KV_BLOCK] * EM_KV_BLOCK + q % EM_KV_BLOCK, n = e - q + 1;
+        const char *k = em_kv_key(kv, a->layer, c, g), *v = em_kv_value(kv, a->layer, c, g);
+        for (const char *l = k - ((uintptr_t)k & 63); l < k + (size_t)n * kb; l += 64) __builtin_prefetch(l, 0, 3);
+        for (const char *l = v - ((uintptr_t)v & 63); l < v + (size_t)n * vb; l += 64) __builtin_prefetch(l, 0, 3);
+        q = e + 1;
     }
-    /* Every line a slice touches: a Q8_0 slice (34 bytes a block) need
-     * not start on a line. */
-    k += (size_t)g * kb;
-    v += (size_t)g * vb;
-    for (const char *l = k - ((uintptr_t)k & 63); l < k + kb; l += 64) __builtin_prefetch(l, 0, 3);
-    for (const char *l = v - ((uintptr_t)v & 63); l < v + vb; l += 64) __builtin_prefetch(l, 0, 3);
 }
 
 static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
@@ -361,16 +347,16 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     if (a->n_chunk > 0 && p - p % a->n_chunk > lo) lo = p - p % a->n_chunk;
     int nb = 0;
     const bool pf = kv->type == EM_TYPE_F16 || kv->type == EM_TYPE_Q8_0;
-    const size_t kb = pf ? em_row_size(kv->type, hd) : 0, vb = pf ? em_row_size(kv->type, hdv) : 0;
+    const size_t kb = kv->k_slice[a->layer], vb = kv->v_slice[a->layer];
+    /* The first block's rows now, then, as each cache block is
+     * gathered, the rows EM_ATTN_BLOCK positions after its own. */
+    if (pf) kv_prefetch(a, blocks, lo, EM_MIN(p, lo + EM_ATTN_BLOCK - 1), g, kb, vb);
     for (em_pos pj = lo; pj <= p;) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
         const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
+        if (pf && pj + EM_ATTN_BLOCK <= p)
+            kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, EM_MIN(p, end + EM_ATTN_BLOCK), g, kb, vb);
         for (; pj <= end; pj++) {
-            if (pf) {
-                /* The first block's rows now, then each row of the next. */
-                if (pj - lo < EM_ATTN_BLOCK) kv_prefetch(a, blocks, pj, g, kb, vb);
-                if (pj + EM_ATTN_BLOCK <= p) kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, g, kb, vb);
-            }
             t->slots[nb++] = base + pj % EM_KV_BLOCK;
             if (nb == EM_ATTN_BLOCK) {
                 attend_block(t, q, group, g, nb);

@@ -732,6 +732,7 @@ static void test_attn_kernels(void) {
 static void test_attention_sets(em_type kv_type) {
     enum { NR = 70, NH = 8, NKV = 2, HD = 64 };
     static float q[NR * NH * HD], o1[NR * NH * HD], o2[NR * NH * HD], kr[NKV * HD], vr[NKV * HD];
+    static float kw[NR][NKV * HD], vw[NR][NKV * HD]; /* each row's keys and values as the cache holds them */
     em_seq_id seq[NR];
     em_pos pos[NR];
     int next[2] = {0, 0};
@@ -749,6 +750,20 @@ static void test_attention_sets(em_type kv_type) {
             vr[j] = frand();
         }
         em_kv_write(&kv, 0, cells[i], 0, NKV, kr, vr, NULL);
+        /* The same rows converted here, a head at a time, without the
+         * cache: what attention must have read, wherever kv.c put it. */
+        for (int j = 0; j < NKV * HD; j++) {
+            kw[i][j] = kv_type == EM_TYPE_F16 ? em_fp16_to_fp32(em_fp32_to_fp16(kr[j])) : kr[j];
+            vw[i][j] = kv_type == EM_TYPE_F16 ? em_fp16_to_fp32(em_fp32_to_fp16(vr[j])) : vr[j];
+        }
+        if (kv_type == EM_TYPE_Q8_0)
+            for (int g = 0; g < NKV; g++) {
+                em_block_q8_0 b[HD / EM_QK8_0];
+                em_quantize_row(kv_type, kr + g * HD, b, HD, NULL);
+                em_dequantize_row(kv_type, b, kw[i] + g * HD, HD);
+                em_quantize_row(kv_type, vr + g * HD, b, HD, NULL);
+                em_dequantize_row(kv_type, b, vw[i] + g * HD, HD);
+            }
     }
     for (int i = 0; i < NR * NH * HD; i++) q[i] = frand();
     em_threadpool *tp;
@@ -767,6 +782,33 @@ static void test_attention_sets(em_type kv_type) {
         em_attention(tp, &a);
         CHECK_MSG(max_rel(o2, o1, NR * NH * HD) < 1e-5f, "attention %s swa %d: SIMD and scalar differ by %g",
                   em_type_name(kv_type), swa, max_rel(o2, o1, NR * NH * HD));
+        /* Against softmax attention in double over the rows written (the
+         * cache's layout is not the test's: every key of a row's
+         * sequence at or before it, within the window). */
+        static float ref[NR * NH * HD];
+        for (int i = 0; i < NR; i++)
+            for (int h = 0; h < NH; h++) {
+                const int g = h / (NH / NKV);
+                const float *qh = q + ((size_t)i * NH + h) * HD;
+                double sc[NR], mx = -INFINITY, sum = 0, acc[HD] = {0};
+                for (int j = 0; j < NR; j++) {
+                    sc[j] = -INFINITY;
+                    if (seq[j] != seq[i] || pos[j] > pos[i] || (swa > 0 && pos[j] <= pos[i] - swa)) continue;
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) d += (double)qh[e] * kw[j][g * HD + e];
+                    sc[j] = d / sqrt((double)HD);
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int j = 0; j < NR; j++) {
+                    if (sc[j] == -INFINITY) continue;
+                    const double w = exp(sc[j] - mx);
+                    sum += w;
+                    for (int e = 0; e < HD; e++) acc[e] += w * vw[j][g * HD + e];
+                }
+                for (int e = 0; e < HD; e++) ref[((size_t)i * NH + h) * HD + e] = (float)(acc[e] / sum);
+            }
+        CHECK_MSG(max_rel(o1, ref, NR * NH * HD) < 1e-4f, "attention %s swa %d: off the reference by %g",
+                  em_type_name(kv_type), swa, max_rel(o1, ref, NR * NH * HD));
     }
     /* Chunked attention (Llama 4) sees the keys from p - p % 16 on: the
      * same keys, in the same order, as a window of 16 at the chunk's last

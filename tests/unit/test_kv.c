@@ -1,13 +1,15 @@
 /*
  * test_kv.c - the paged KV cache: blocks taken and given back, block
  * tables longer than one block, copy-on-write after sharing, prefix reuse
- * and the order of eviction, bad ids; then, on stories260K, em_decode over
+ * and the order of eviction, bad ids, where each KV head's slices are
+ * stored and read back (F32, F16, Q8_0); then, on stories260K, em_decode over
  * many sequences at once, prefix reuse, per-row status when the cache
  * fills, and hidden states.
  */
 #include "ember.h"
 #include "kv/kv.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "test.h"
 
 #include <stdlib.h>
@@ -777,10 +779,119 @@ static void test_hybrid_models(void) {
     }
 }
 
+/* Element e of KV head h of position p of layer l (a key, or a value),
+ * as written. */
+static float head_val(int l, int p, int h, int e, int value) {
+    return (float)(((l * 7 + p * 5 + h * 3 + e + value * 11) % 255) - 127) / 8.0f;
+}
+
+/* The n floats x as a cache of this type gives them back: converted to
+ * the type and back, one head's slice at a time, independently of kv.c. */
+static void round_trip(em_type type, float *x, int n) {
+    if (type == EM_TYPE_F16) {
+        for (int i = 0; i < n; i++) x[i] = em_fp16_to_fp32(em_fp32_to_fp16(x[i]));
+    } else if (type != EM_TYPE_F32) {
+        uint8_t q[512];
+        em_quantize_row(type, x, q, n, NULL);
+        em_dequantize_row(type, q, x, n);
+    }
+}
+
+/* Head h of position p of layer l, as the cache gives it back. */
+static void head_want(em_type type, int l, int p, int h, int value, float *x, int n) {
+    for (int e = 0; e < n; e++) x[e] = head_val(l, p, h, e, value);
+    round_trip(type, x, n);
+}
+
+/* Several KV heads per row: every head's key and value slice reads back
+ * what was written (em_kv_read, em_kv_key / em_kv_value), a head-major
+ * cache keeps one head's slices of a block side by side, a write of some
+ * heads leaves the others alone, and copy-on-write of a partial block
+ * copies every head's rows before the write and no later ones. */
+static void test_heads(em_type type) {
+    enum { NL = 2, NH = 4, HD = 32, NP = 40 };
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, 64, 2, NL, NH * HD, NH * HD, type, HD, HD));
+    const size_t slice = em_row_size(type, HD);
+    CHECK(kv.k_slice[0] == slice && kv.v_slice[1] == slice);
+    int32_t cells[NP];
+    CHECK_OK(place_run(&kv, 0, 0, NP, NULL, cells));
+    float k[NH * HD], v[NH * HD], tmp[HD], want[HD];
+    for (int p = 0; p < NP; p++)
+        for (int l = 0; l < NL; l++) {
+            for (int h = 0; h < NH; h++)
+                for (int e = 0; e < HD; e++) {
+                    k[h * HD + e] = head_val(l, p, h, e, 0);
+                    v[h * HD + e] = head_val(l, p, h, e, 1);
+                }
+            /* Heads 1..3 first, then head 0: a write touches its heads only. */
+            em_kv_write(&kv, l, cells[p], 1, NH, k, v, NULL);
+            em_kv_write(&kv, l, cells[p], 0, 1, k, v, NULL);
+        }
+    int bad = 0, apart = 0;
+    for (int p = 0; p < NP; p++)
+        for (int l = 0; l < NL; l++)
+            for (int h = 0; h < NH; h++) {
+                const float *kr = em_kv_read(&kv, l, false, cells[p], h, tmp);
+                head_want(type, l, p, h, 0, want, HD);
+                bad += memcmp(kr, want, sizeof want) != 0;
+                const float *vr = em_kv_read(&kv, l, true, cells[p], h, tmp);
+                head_want(type, l, p, h, 1, want, HD);
+                bad += memcmp(vr, want, sizeof want) != 0;
+                /* The next position of the same block: a slice on. */
+                if (p % EM_KV_BLOCK != EM_KV_BLOCK - 1 && p + 1 < NP) {
+                    const size_t step = slice;
+                    apart += (const char *)em_kv_key(&kv, l, cells[p + 1], h) !=
+                             (const char *)em_kv_key(&kv, l, cells[p], h) + step;
+                    apart += (const char *)em_kv_value(&kv, l, cells[p + 1], h) !=
+                             (const char *)em_kv_value(&kv, l, cells[p], h) + step;
+                }
+            }
+    CHECK_MSG(bad == 0 && apart == 0, "kv heads %s: %d slices read back wrong, %d slices misplaced",
+              em_type_name(type), bad, apart);
+
+    /* Sequence 1 shares 37 positions and writes its own 38th (position
+     * 37, in the third block): that block is copied, positions 32..36 of
+     * every head and layer with it. */
+    CHECK_OK(em_kv_share(&kv, 0, 1, 0, 37));
+    int32_t c;
+    CHECK_OK(place_run(&kv, 1, 37, 38, NULL, &c));
+    CHECK(em_kv_cell(&kv, 1, 36) != em_kv_cell(&kv, 0, 36) && c == em_kv_cell(&kv, 1, 37));
+    for (int l = 0; l < NL; l++) {
+        for (int i = 0; i < NH * HD; i++) k[i] = v[i] = 0.5f;
+        em_kv_write(&kv, l, c, 0, NH, k, v, NULL);
+    }
+    bad = 0;
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < NH; h++) {
+            for (int p = 32; p < 37; p++) {
+                const float *kr = em_kv_read(&kv, l, false, em_kv_cell(&kv, 1, p), h, tmp);
+                head_want(type, l, p, h, 0, want, HD);
+                bad += memcmp(kr, want, sizeof want) != 0;
+                const float *vr = em_kv_read(&kv, l, true, em_kv_cell(&kv, 1, p), h, tmp);
+                head_want(type, l, p, h, 1, want, HD);
+                bad += memcmp(vr, want, sizeof want) != 0;
+            }
+            /* The source keeps its own position 37. */
+            const float *kr = em_kv_read(&kv, l, false, cells[37], h, tmp);
+            head_want(type, l, 37, h, 0, want, HD);
+            bad += memcmp(kr, want, sizeof want) != 0;
+            const float *kc = em_kv_read(&kv, l, false, c, h, tmp);
+            for (int e = 0; e < HD; e++) want[e] = 0.5f;
+            round_trip(type, want, HD);
+            bad += memcmp(kc, want, sizeof want) != 0;
+        }
+    CHECK_MSG(bad == 0, "kv heads %s: copy-on-write: %d slices wrong", em_type_name(type), bad);
+    em_kv_free(&kv);
+}
+
 int main(void) {
     test_blocks();
     test_bad_ids();
     test_cow();
+    test_heads(EM_TYPE_F32);
+    test_heads(EM_TYPE_F16);
+    test_heads(EM_TYPE_Q8_0);
     test_reuse_and_eviction();
     test_groups();
     char path[1024];

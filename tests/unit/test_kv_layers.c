@@ -37,14 +37,15 @@ static void test_shapes(void) {
     /* Head 1 of layer 0 is elements [2, 4); of layer 1 it does not exist,
      * its head 0 is the whole row. */
     em_kv_write(&kv, 0, cells[0], 1, 2, k, v, NULL);
-    const float *r0 = (const float *)kv.k[0] + (size_t)cells[0] * 4, *s0 = (const float *)kv.v[0] + (size_t)cells[0] * 4;
-    CHECK(r0[0] == 0 && r0[1] == 0 && r0[2] == 3 && r0[3] == 4 && s0[2] == 7 && s0[3] == 8);
+    const float *r0 = em_kv_key(&kv, 0, cells[0], 0), *r0h = em_kv_key(&kv, 0, cells[0], 1);
+    const float *s0h = em_kv_value(&kv, 0, cells[0], 1);
+    CHECK(r0[0] == 0 && r0[1] == 0 && r0h[0] == 3 && r0h[1] == 4 && s0h[0] == 7 && s0h[1] == 8);
     em_kv_write(&kv, 1, cells[1], 0, 1, k, v, NULL);
-    const float *r1 = (const float *)kv.k[1] + (size_t)cells[1] * 4;
+    const float *r1 = em_kv_key(&kv, 1, cells[1], 0);
     CHECK(r1[0] == 1 && r1[3] == 4);
     /* Layer 2 sees layer 0's row. */
-    const float *r2 = (const float *)kv.k[2] + (size_t)cells[0] * 4;
-    CHECK(r2[2] == 3 && r2[3] == 4);
+    const float *r2 = em_kv_key(&kv, 2, cells[0], 1);
+    CHECK(r2[0] == 3 && r2[1] == 4);
 
     /* Copy-on-write copies the owners' rows once; the sharing layer reads
      * the copy. */
@@ -55,8 +56,8 @@ static void test_shapes(void) {
     CHECK_OK(em_kv_place(&kv, 1, &s1, &p2, NULL, &c2, NULL));
     const int32_t c0 = em_kv_cell(&kv, 1, 0);
     CHECK(c0 != cells[0] && c0 / EM_KV_BLOCK == c2 / EM_KV_BLOCK);
-    const float *copy = (const float *)kv.k[2] + (size_t)c0 * 4;
-    CHECK(copy[2] == 3 && copy[3] == 4);
+    const float *copy = em_kv_key(&kv, 2, c0, 1);
+    CHECK(copy[0] == 3 && copy[1] == 4);
     em_kv_free(&kv);
 
     /* Refused: a layer reading a later layer, reading a layer that itself
@@ -103,11 +104,11 @@ static void test_groups(void) {
     /* The windowed group keeps only the blocks of the last window. */
     CHECK(em_kv_pool_used(&kv, 1) <= 2 && em_kv_pool_used(&kv, 0) == 4);
     for (em_pos p = 48; p < 64; p++) {
-        const float *r2 = (const float *)kv.k[2] + (size_t)em_kv_layer_cell(&kv, 2, 0, p) * 4;
-        const float *r3 = (const float *)kv.v[3] + (size_t)em_kv_layer_cell(&kv, 3, 0, p) * 4;
+        const float *r2 = em_kv_key(&kv, 2, em_kv_layer_cell(&kv, 2, 0, p), 0);
+        const float *r3 = em_kv_value(&kv, 3, em_kv_layer_cell(&kv, 3, 0, p), 0);
         CHECK(r2[0] == (float)p && r3[0] == (float)-p);
     }
-    const float *r3 = (const float *)kv.k[3] + (size_t)em_kv_layer_cell(&kv, 3, 0, 5) * 4;
+    const float *r3 = em_kv_key(&kv, 3, em_kv_layer_cell(&kv, 3, 0, 5), 0);
     CHECK(r3[0] == 5.0f); /* the global layers keep every position */
     em_kv_free(&kv);
 }
