@@ -198,6 +198,35 @@ static void stream_completion_text(gen_job *j, int32_t gi, const char *text, siz
 
 /* ------------------------------------------------------------- events */
 
+/* Gives every parsed call an id of its own.  Clients send the ids back
+ * with the tool results of the next turn, so they must be unique over the
+ * server's life (the parsers derive theirs from the text alone, so a call
+ * made twice would share one, and a template that matches results to calls
+ * by id, Command R's, then drops a result), and in a shape every template
+ * accepts: Mistral's refuse any id that is not 9 alphanumeric characters.
+ * The ids are a start drawn at random plus n steps modulo 62^9, the step
+ * odd and prime to 31, which visits every 9-character id before any
+ * repeats. */
+static void assign_call_ids(gen_job *j, json_t *calls) {
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const uint64_t space = 13537086546263552ull; /* 62^9 */
+    const uint64_t step = 8388608629281797ull;   /* odd, not a multiple of 31 */
+    bool bare = em_chat_tool_family(j->prompt.tool_syntax) == EM_TOOLS_MISTRAL;
+    size_t i;
+    json_t *call;
+    json_array_foreach(calls, i, call) {
+        pthread_mutex_lock(&j->s->mu);
+        uint64_t v = j->s->call_next % space;
+        j->s->call_next = (v + step) % space;
+        pthread_mutex_unlock(&j->s->mu);
+        char id[16] = "call_";
+        char *d = bare ? id : id + 5;
+        for (int k = 0; k < 9; k++, v /= 62) d[k] = digits[v % 62];
+        d[9] = '\0';
+        json_object_set_new(call, "id", json_string(id));
+    }
+}
+
 /* The tool calls in a finished choice's text, as OpenAI's tool_calls
  * array (NULL when there are none); *content gets the remaining text. */
 static json_t *choice_tool_calls(gen_job *j, gen_choice *ch, json_t **content) {
@@ -211,6 +240,7 @@ static json_t *choice_tool_calls(gen_job *j, gen_choice *ch, json_t **content) {
         *content = NULL;
         return NULL;
     }
+    assign_call_ids(j, calls);
     return calls;
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -299,6 +300,10 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     s->model = em_engine_model(engine);
     s->vocab = em_model_vocab(s->model);
     s->p = *params;
+    /* Tool-call ids start at a random point, so that those of two servers
+     * (or of one before and after a restart) do not repeat each other. */
+    if (getrandom(&s->call_next, sizeof s->call_next, 0) != (ssize_t)sizeof s->call_next)
+        s->call_next = (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid() << 20;
     /* "localhost" is the loopback address; other names are not resolved
      * (the server makes no lookups). */
     const char *host = params->host ? params->host : "127.0.0.1";

@@ -42,6 +42,7 @@ struct em_server {
     uint64_t status_count[EM_STATUS_SLOTS]; /* requests answered with each       */
     em_histogram duration;      /* arrival to the answer's last byte, seconds    */
     uint64_t id_counter;        /* for response ids                              */
+    uint64_t call_next;         /* the next tool-call id, below 62^9 (gen.c)     */
     int32_t n_inflight;         /* generation requests not yet fully answered    */
     pthread_cond_t idle;        /* signalled when n_inflight drops               */
 };

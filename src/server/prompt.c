@@ -101,11 +101,10 @@ void em_prompt_free(em_prompt *p) {
 
 /* -------------------------------------------------------- tool calls */
 
-static json_t *call_json(const char *name, json_t *arguments, uint64_t n) {
-    char id[32];
-    snprintf(id, sizeof id, "call_%016llx", (unsigned long long)n);
+/* A call without its id: gen.c gives every call one. */
+static json_t *call_json(const char *name, json_t *arguments) {
     char *args = json_dumps(arguments, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_t *c = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "type", "function", "function", "name", name,
+    json_t *c = json_pack("{s:s, s:{s:s, s:s}}", "type", "function", "function", "name", name,
                           "arguments", args ? args : "{}");
     free(args);
     return c;
@@ -119,7 +118,7 @@ bool em_prompt_parse_tool_calls(const em_prompt *p, const char *text, json_t **c
         json_t *obj = json_loads(text, 0, NULL);
         const char *name = json_string_value(json_object_get(obj, "name"));
         json_t *args = json_object_get(obj, "arguments");
-        if (name && args) *calls = json_pack("[o]", call_json(name, args, (uint64_t)(uintptr_t)text ^ (uint64_t)em_time_s()));
+        if (name && args) *calls = json_pack("[o]", call_json(name, args));
         json_decref(obj);
         return true;
     }

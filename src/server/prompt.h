@@ -22,8 +22,8 @@ bool em_prompt_render(em_server *s, const em_api_request *req, em_prompt *out, e
 void em_prompt_free(em_prompt *p);
 
 /* Splits a finished answer into tool calls (OpenAI's tool_calls array,
- * NULL or empty for none) and the remaining content (a JSON string or
- * NULL).  False when memory runs out. */
+ * NULL or empty for none; the caller gives each call its id) and the
+ * remaining content (a JSON string or NULL).  False when memory runs out. */
 bool em_prompt_parse_tool_calls(const em_prompt *p, const char *text, json_t **calls, json_t **content);
 
 /* The constraint a request asks for.  True with *out filled when there is

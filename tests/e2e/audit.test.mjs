@@ -1,0 +1,58 @@
+// Defects found by checking `ember serve` against issue 11's list end to
+// end (session 14's audit), one test each, with the official openai client
+// where it can send the request.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { startServer, TEMPLATES } from './lib/server.mjs';
+
+let mistral, cohere;
+before(async () => {
+  [mistral, cohere] = await Promise.all([
+    startServer({ parallel: 2, ctx: 2048, template: path.join(TEMPLATES, 'mistralai-Mistral-Nemo-Instruct-2407.jinja') }),
+    startServer({ parallel: 2, ctx: 6144, template: path.join(TEMPLATES, 'CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja') }),
+  ]);
+});
+after(async () => { await Promise.all([mistral?.stop(), cohere?.stop()]); });
+
+const WEATHER = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 8 } },
+      required: ['city'],
+      additionalProperties: false,
+    },
+  },
+};
+const ASK = [{ role: 'user', content: 'What is the weather in Paris?' }];
+
+// A client sends the assistant message back as it came, with the tool's
+// result under the call's id: the next turn must render through the same
+// template.  Mistral's template refuses ids that are not 9 alphanumeric
+// characters; ids must also differ between answers, or a template that
+// matches results to calls by id (Command R7B's) mixes them up.
+test('tool-call ids survive the next turn through the template, and never repeat', async () => {
+  for (const srv of [mistral, cohere]) {
+    const client = srv.client();
+    const ids = new Set();
+    for (let round = 0; round < 2; round++) {
+      const r = await client.chat.completions.create({
+        model: srv.model, messages: ASK, tools: [WEATHER], tool_choice: 'required', max_tokens: 200, temperature: 0,
+      });
+      const msg = r.choices[0].message;
+      assert.equal(r.choices[0].finish_reason, 'tool_calls', JSON.stringify(r.choices[0]));
+      const call = msg.tool_calls[0];
+      assert.ok(!ids.has(call.id), `id ${call.id} was handed out before`);
+      ids.add(call.id);
+      if (srv === mistral) assert.match(call.id, /^[A-Za-z0-9]{9}$/);
+      const next = await client.chat.completions.create({
+        model: srv.model, tools: [WEATHER], tool_choice: 'none', max_tokens: 4, temperature: 0,
+        messages: [...ASK, msg, { role: 'tool', tool_call_id: call.id, content: '{"temperature": 18}' }],
+      });
+      assert.equal(typeof next.choices[0].message.content, 'string');
+    }
+  }
+});
