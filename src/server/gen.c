@@ -631,6 +631,28 @@ static json_t *embedding_json(const float *v, int32_t n, bool base64) {
     return res;
 }
 
+/* Waits for input i's embedding and appends it to data; false with err
+ * set when the client left or the engine failed. */
+static bool embedding_collect(em_server *s, em_conn *cs, em_request *r, size_t i, bool base64, json_t *data,
+                              int32_t *total, em_api_error *err) {
+    for (;;) {
+        em_event ev;
+        if (!em_request_next(r, &ev, 100)) {
+            if (em_http_client_gone(cs->fd)) return em_api_fail(err, 400, NULL, "the client went away");
+            continue;
+        }
+        em_event_kind k = ev.kind;
+        bool ok = true;
+        if (k == EM_EVENT_EMBEDDING)
+            json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (int)i,
+                                                  "embedding", embedding_json(ev.embedding, ev.n_embd, base64)));
+        else if (k == EM_EVENT_DONE) *total += ev.n_prompt;
+        else if (k == EM_EVENT_ERROR) ok = em_api_fail(err, 500, NULL, "embedding failed: %s", ev.message);
+        em_event_free(&ev);
+        if (k == EM_EVENT_DONE || k == EM_EVENT_ERROR) return ok;
+    }
+}
+
 static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_conn *cs, em_api_request *req) {
     em_api_error err = {0};
     json_t *in = req->input;
@@ -640,6 +662,7 @@ static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_con
     em_request **rs = calloc(n_in, sizeof *rs);
     json_t *data = json_array();
     int32_t total = 0;
+    size_t n_done = 0; /* inputs whose embedding is in data, in order */
     bool ok = rs && data;
     if (!ok) em_api_fail(&err, 500, NULL, "out of memory");
     for (size_t i = 0; ok && i < n_in; i++) {
@@ -660,39 +683,31 @@ static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_con
             ok = em_api_fail(&err, 400, "input", "input %zu has %d tokens; the context holds %d", i, n, s->n_ctx_seq);
             if (n) snprintf(err.code, sizeof err.code, "context_length_exceeded");
         }
-        if (ok) {
+        while (ok) {
             em_gen_params gp = {0};
             gp.n = 1;
             gp.embed = true;
             gp.top_logprobs = -1;
             gp.sampling = em_sampler_default_params();
             em_submit_result sr = em_engine_submit(s->engine, tok, n, &gp, &rs[i]);
+            /* A request may hold more inputs (up to 2048) than the queue:
+             * while earlier inputs of this request wait in it, the next one
+             * waits for the oldest of them to finish.  Only a queue full of
+             * other requests is a 503. */
+            if (sr == EM_SUBMIT_QUEUE_FULL && n_done < i) {
+                ok = embedding_collect(s, cs, rs[n_done], n_done, req->base64, data, &total, &err);
+                n_done++;
+                continue;
+            }
             if (sr == EM_SUBMIT_QUEUE_FULL) ok = em_api_fail(&err, 503, NULL, "the server is busy: the queue is full");
             else if (sr == EM_SUBMIT_SHUTTING_DOWN) ok = em_api_fail(&err, 503, NULL, "the server is shutting down");
             else if (sr != EM_SUBMIT_OK) ok = em_api_fail(&err, 400, "input", "%s", em_last_error());
+            break;
         }
         free(tok);
     }
-    for (size_t i = 0; ok && i < n_in; i++) {
-        for (;;) {
-            em_event ev;
-            if (!em_request_next(rs[i], &ev, 100)) {
-                if (em_http_client_gone(cs->fd)) {
-                    ok = em_api_fail(&err, 400, NULL, "the client went away");
-                    break;
-                }
-                continue;
-            }
-            em_event_kind k = ev.kind;
-            if (k == EM_EVENT_EMBEDDING)
-                json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (int)i,
-                                                      "embedding", embedding_json(ev.embedding, ev.n_embd, req->base64)));
-            else if (k == EM_EVENT_DONE) total += ev.n_prompt;
-            else if (k == EM_EVENT_ERROR) ok = em_api_fail(&err, 500, NULL, "embedding failed: %s", ev.message);
-            em_event_free(&ev);
-            if (k == EM_EVENT_DONE || k == EM_EVENT_ERROR) break;
-        }
-    }
+    for (; ok && n_done < n_in; n_done++)
+        ok = embedding_collect(s, cs, rs[n_done], n_done, req->base64, data, &total, &err);
     for (size_t i = 0; rs && i < n_in; i++) em_request_release(rs[i]);
     free(rs);
     cs->prompt_tokens = total;

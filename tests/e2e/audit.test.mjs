@@ -6,14 +6,15 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startServer, TEMPLATES } from './lib/server.mjs';
 
-let mistral, cohere;
+let mistral, cohere, small;
 before(async () => {
-  [mistral, cohere] = await Promise.all([
+  [mistral, cohere, small] = await Promise.all([
     startServer({ parallel: 2, ctx: 2048, template: path.join(TEMPLATES, 'mistralai-Mistral-Nemo-Instruct-2407.jinja') }),
     startServer({ parallel: 2, ctx: 6144, template: path.join(TEMPLATES, 'CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja') }),
+    startServer({ parallel: 2, extra: ['--queue', '2'] }),
   ]);
 });
-after(async () => { await Promise.all([mistral?.stop(), cohere?.stop()]); });
+after(async () => { await Promise.all([mistral?.stop(), cohere?.stop(), small?.stop()]); });
 
 const WEATHER = {
   type: 'function',
@@ -55,4 +56,19 @@ test('tool-call ids survive the next turn through the template, and never repeat
       assert.equal(typeof next.choices[0].message.content, 'string');
     }
   }
+});
+
+// OpenAI takes up to 2048 inputs in one embeddings request.  They must not
+// all have to fit in the queue at once: on an idle server with a queue of 2
+// a request of 20 inputs is answered, every vector at its index.
+test('an embeddings request with more inputs than the queue holds is answered in full', async () => {
+  const client = small.client();
+  const input = Array.from({ length: 20 }, (_, i) => `Input number ${i} is about a cat.`);
+  const r = await client.embeddings.create({ model: small.model, input });
+  assert.equal(r.data.length, input.length);
+  r.data.forEach((d, i) => assert.equal(d.index, i));
+  const one = await client.embeddings.create({ model: small.model, input: input[7] });
+  assert.deepEqual(r.data[7].embedding, one.data[0].embedding);
+  const m = await small.metricsText();
+  assert.match(m, /^ember_kv_blocks_used 0$/m);
 });
