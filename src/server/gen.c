@@ -825,6 +825,9 @@ enum MHD_Result em_gen_handle(em_server *s, struct MHD_Connection *c, em_conn *c
         job_free(j);
         return em_http_error(s, c, cs, &err);
     }
+    /* With echo a choice's text opens with its prompt: text_offset counts it. */
+    for (int32_t gi = 0; gi < j->n_ch && kind == EM_API_COMPLETIONS; gi++)
+        if (j->echo[gi / j->req.n]) j->ch[gi].offset = strlen(j->echo[gi / j->req.n]);
 
     return j->req.stream ? answer_stream(j, c, kind) : answer_whole(j, c);
 }

@@ -72,3 +72,21 @@ test('an embeddings request with more inputs than the queue holds is answered in
   const m = await small.metricsText();
   assert.match(m, /^ember_kv_blocks_used 0$/m);
 });
+
+// text_offset is where each token starts in choices[i].text; with echo
+// that text opens with the prompt, so the first generated token starts
+// after it (OpenAI's legacy shape), streamed or not.
+test('with echo, text_offset indexes the returned text, prompt included', async () => {
+  const client = small.client();
+  const prompt = 'Once upon a time';
+  const body = { model: small.model, prompt, echo: true, logprobs: 1, max_tokens: 6, temperature: 0 };
+  const r = await client.completions.create(body);
+  const { text, logprobs: lp } = r.choices[0];
+  assert.ok(text.startsWith(prompt));
+  assert.equal(lp.text_offset[0], prompt.length);
+  lp.tokens.forEach((t, i) => assert.equal(text.slice(lp.text_offset[i], lp.text_offset[i] + t.length), t));
+  const offsets = [];
+  for await (const chunk of await client.completions.create({ ...body, stream: true }))
+    offsets.push(...(chunk.choices[0].logprobs?.text_offset ?? []));
+  assert.deepEqual(offsets, lp.text_offset);
+});
