@@ -29,14 +29,22 @@ static bool get_number(json_t *obj, const char *key, double lo, double hi, doubl
 static bool get_int(json_t *obj, const char *key, long long lo, long long hi, long long *out, em_api_error *err) {
     json_t *v = field(obj, key);
     if (!v) return true;
-    /* 3.0 is an integer to JavaScript clients; accept it. */
-    double d;
-    if (json_is_integer(v)) d = (double)json_integer_value(v);
-    else if (json_is_real(v) && floor(json_real_value(v)) == json_real_value(v)) d = json_real_value(v);
-    else return em_api_fail(err, 400, key, "'%s' must be an integer", key);
-    if (d < (double)lo || d > (double)hi)
-        return em_api_fail(err, 400, key, "'%s' must be between %lld and %lld, got %.0f", key, lo, hi, d);
-    *out = json_is_integer(v) ? json_integer_value(v) : (long long)d;
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else {
+        /* 3.0 is an integer to JavaScript clients; accept it.  A real
+         * beyond int64 (2^63 and up: (double)INT64_MAX rounds up to it) has
+         * no long long to become. */
+        double d = json_is_real(v) ? json_real_value(v) : 0.5;
+        if (floor(d) != d) return em_api_fail(err, 400, key, "'%s' must be an integer", key);
+        if (d >= 9223372036854775808.0 || d < -9223372036854775808.0)
+            return em_api_fail(err, 400, key, "'%s' must be between %lld and %lld, got %.0f", key, lo, hi, d);
+        x = (long long)d;
+    }
+    if (x < lo || x > hi)
+        return em_api_fail(err, 400, key, "'%s' must be between %lld and %lld, got %lld", key, lo, hi, x);
+    *out = x;
     return true;
 }
 

@@ -90,3 +90,17 @@ test('with echo, text_offset indexes the returned text, prompt included', async 
     offsets.push(...(chunk.choices[0].logprobs?.text_offset ?? []));
   assert.deepEqual(offsets, lp.text_offset);
 });
+
+// 2^63 written as a real is an integer to JSON but not an int64: the
+// conversion would be undefined behaviour, so it is a 400 naming the field.
+test('a seed of 2^63 written as a real is a 400, not a wrapped seed', async () => {
+  for (const seed of ['9223372036854775808.0', '9.3e18', '-9.3e18']) {
+    const r = await small.postJSON('/v1/completions',
+      `{"model": "${small.model}", "prompt": "Once", "max_tokens": 2, "seed": ${seed}}`);
+    assert.equal(r.status, 400, `${seed}: ${r.text}`);
+    assert.equal(r.json.error.param, 'seed');
+  }
+  const ok = await small.postJSON('/v1/completions',
+    `{"model": "${small.model}", "prompt": "Once", "max_tokens": 2, "seed": 9223372036854775807}`);
+  assert.equal(ok.status, 200, ok.text);
+});
