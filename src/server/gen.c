@@ -41,7 +41,10 @@ typedef struct gen_job {
     em_conn *cs;
     em_api_request req;
     em_prompt prompt;             /* rendered chat prompt and tool-call syntax */
-    int32_t n_req;                /* engine requests, one per prompt           */
+    int32_t n_req;                /* engine requests submitted, one per prompt */
+    int32_t n_prompts;            /* prompts (completions: up to MAX_PROMPTS)  */
+    em_token *toks[MAX_PROMPTS];  /* token ids of prompts not yet submitted    */
+    int32_t ns[MAX_PROMPTS];      /* their lengths                             */
     em_request *r[MAX_PROMPTS];
     char *echo[MAX_PROMPTS];      /* completions echo: each prompt's text      */
     int32_t cur;                  /* the request whose events are being read   */
@@ -69,6 +72,7 @@ static void job_free(gen_job *j) {
     if (!j) return;
     for (int32_t i = 0; i < j->n_req; i++) em_request_release(j->r[i]);
     for (int32_t i = 0; i < MAX_PROMPTS; i++) free(j->echo[i]);
+    for (int32_t i = 0; i < MAX_PROMPTS; i++) free(j->toks[i]);
     for (int32_t i = 0; i < j->n_ch; i++) {
         em_strbuf_free(&j->ch[i].text);
         json_decref(j->ch[i].lp);
@@ -366,6 +370,8 @@ static void stream_error(gen_job *j, const em_api_error *err) {
     j->done = true;
 }
 
+static bool submit_pending(gen_job *j, em_api_error *err);
+
 /* Handles one event; false once the job has ended (done or failed). */
 static bool job_event(gen_job *j, em_event *ev) {
     int32_t base = j->cur * j->req.n;
@@ -379,7 +385,12 @@ static bool job_event(gen_job *j, em_event *ev) {
         j->completion_tokens += ev->n_generated;
         j->cs->prompt_tokens = j->prompt_tokens;
         j->cs->completion_tokens = j->completion_tokens;
-        if (++j->cur == j->n_req) {
+        j->cur++;
+        if (j->n_req < j->n_prompts && !submit_pending(j, &j->err)) {
+            j->failed = true;
+            if (j->req.stream) stream_error(j, &j->err);
+            more = false;
+        } else if (j->cur == j->n_req) {
             more = false;
             if (j->req.stream) stream_end(j);
         }
@@ -519,7 +530,8 @@ static bool check_context(gen_job *j, int32_t n_prompt, em_api_error *err) {
     return false;
 }
 
-static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_api_error *err) {
+/* Submits prompt idx; *queue_full tells a full queue from other failures. */
+static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_api_error *err, bool *queue_full) {
     em_gen_params gp = {0};
     gp.max_tokens = j->req.max_tokens;
     gp.n = j->req.n;
@@ -534,6 +546,7 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     if (j->has_constraint) em_prompt_retain(&j->constraint);
     em_submit_result sr = em_engine_submit(j->s->engine, tok, n, &gp, &j->r[idx]);
     if (sr != EM_SUBMIT_OK && j->has_constraint) j->constraint.release(j->constraint.ctx);
+    *queue_full = sr == EM_SUBMIT_QUEUE_FULL;
     switch (sr) {
     case EM_SUBMIT_OK: return true;
     case EM_SUBMIT_QUEUE_FULL: return em_api_fail(err, 503, NULL, "the server is busy: the queue is full; retry later");
@@ -544,6 +557,23 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     case EM_SUBMIT_INVALID: return em_api_fail(err, 400, NULL, "%s", em_last_error());
     default: return em_api_fail(err, 500, NULL, "out of memory");
     }
+}
+
+/* Submits the prompts not yet submitted, in order, as many as the queue
+ * takes.  A completions request may hold more prompts (up to 64) than the
+ * queue: while earlier prompts of its own are in flight, the rest wait
+ * until one of those finishes (job_event submits them then).  Only a queue
+ * full of other requests fails it, with a 503. */
+static bool submit_pending(gen_job *j, em_api_error *err) {
+    while (j->n_req < j->n_prompts) {
+        int32_t i = j->n_req;
+        bool full = false;
+        if (!submit(j, i, j->toks[i], j->ns[i], err, &full)) return full && j->cur < j->n_req;
+        j->n_req++;
+        free(j->toks[i]);
+        j->toks[i] = NULL;
+    }
+    return true;
 }
 
 /* Tokenizes every prompt, checks it fits, and submits it. */
@@ -560,14 +590,15 @@ static bool job_start(gen_job *j, em_api_error *err) {
         if (ok && (j->has_constraint = em_prompt_constraint(j->s, &j->req, &j->prompt, &j->constraint, err)) == false &&
             err->http)
             ok = false;
-        ok = ok && submit(j, 0, tok, n, err);
+        bool full;
+        ok = ok && submit(j, 0, tok, n, err, &full);
         free(tok);
-        if (ok) j->n_req = 1;
+        if (ok) j->n_req = j->n_prompts = 1;
         return ok;
     }
     size_t np = json_array_size(j->req.prompts);
-    em_token *toks[MAX_PROMPTS] = {0};
-    int32_t ns[MAX_PROMPTS] = {0};
+    em_token **toks = j->toks;
+    int32_t *ns = j->ns;
     bool ok = true;
     err->http = 0;
     j->has_constraint = em_prompt_constraint(j->s, &j->req, NULL, &j->constraint, err);
@@ -585,12 +616,8 @@ static bool job_start(gen_job *j, em_api_error *err) {
             }
         }
     }
-    for (size_t i = 0; ok && i < np; i++) {
-        ok = submit(j, (int32_t)i, toks[i], ns[i], err);
-        if (ok) j->n_req = (int32_t)i + 1;
-    }
-    for (size_t i = 0; i < np; i++) free(toks[i]);
-    return ok;
+    j->n_prompts = (int32_t)np;
+    return ok && submit_pending(j, err);
 }
 
 /* ----------------------------------------------------------- embeddings */

@@ -104,3 +104,28 @@ test('a seed of 2^63 written as a real is a 400, not a wrapped seed', async () =
     `{"model": "${small.model}", "prompt": "Once", "max_tokens": 2, "seed": 9223372036854775807}`);
   assert.equal(ok.status, 200, ok.text);
 });
+
+// A completions request may carry up to 64 prompts, each its own engine
+// request.  On an idle server whose queue holds 2, ten prompts must still
+// be answered (the later ones wait for the earlier ones), streamed or not,
+// each choice equal to its prompt's answer alone.
+test('a completions request with more prompts than the queue holds is answered in full', async () => {
+  const client = small.client();
+  const prompt = Array.from({ length: 10 }, (_, i) => `Once upon a time ${i}`);
+  const body = { model: small.model, prompt, max_tokens: 6, temperature: 0 };
+  const r = await client.completions.create(body);
+  assert.equal(r.choices.length, 10);
+  const alone = await client.completions.create({ ...body, prompt: prompt[9] });
+  assert.equal(r.choices.find((c) => c.index === 9).text, alone.choices[0].text);
+  const texts = new Array(10).fill('');
+  let finished = 0;
+  for await (const chunk of await client.completions.create({ ...body, stream: true })) {
+    for (const c of chunk.choices) {
+      texts[c.index] += c.text;
+      if (c.finish_reason) finished++;
+    }
+  }
+  assert.equal(finished, 10);
+  r.choices.forEach((c) => assert.equal(texts[c.index], c.text));
+  assert.match(await small.metricsText(), /^ember_kv_blocks_used 0$/m);
+});
