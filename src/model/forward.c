@@ -443,10 +443,14 @@ static bool blocks_of_32(em_type t) { return t == EM_TYPE_Q8_0 || t == EM_TYPE_Q
  * Not in a one-row batch, whose row steps write each thread's private
  * buffers, nor in a last layer that moves its output rows to the front
  * after attention (keep_output_rows), where the row step reads them
- * there. */
+ * there.  That test is on the batch's rows, s->n: after the move w->n is
+ * the output rows (two or more), and a test on it would tell Wo that
+ * attention had quantized rows it never did (the last layer's Wo then
+ * read the layer before's quants, and a prompt step of several
+ * sequences got wrong logits in a Q8_0 or Q4_0 model). */
 static em_type att_quant_fused(const walker *w, const em_layer *l, int il) {
     const em_hparams *hp = &w->s->c->model->hp;
-    if (w->solo || (il == hp->n_layer - 1 && w->s->n_out < w->n)) return EM_TYPE_COUNT;
+    if (w->solo || (il == hp->n_layer - 1 && w->s->n_out < w->s->n)) return EM_TYPE_COUNT;
     const act_plan p = one_plan(&l->wo);
     const int64_t cols = (int64_t)hp->n_head / l->n_head_kv * l->head_dim_v;
     if (p.n_fmt != 1 || !blocks_of_32(p.fmt[0]) || cols % 32 != 0) return EM_TYPE_COUNT;

@@ -419,6 +419,52 @@ static void test_many_sequences(const em_model *m) {
     em_context_free(c);
 }
 
+/* A prompt step of several sequences that asks for the logits of each
+ * one's last row: the last layer then computes only those rows
+ * (keep_output_rows in forward.c).  Their logits must be the bits that the
+ * same batch gives when every row asks, for the types whose Wo input
+ * attention may quantize itself (Q8_0, and Q4_0 whose activations are
+ * Q8_0): once they were the layer before's quants, and wrong. */
+static void test_output_rows(void) {
+    static const char *names[2] = {"models/tiny-256/tiny-256-Q8_0.gguf", "models/tiny-256/tiny-256-Q4_0.gguf"};
+    enum { NS = 4, LEN = 5 };
+    for (int k = 0; k < 2; k++) {
+        char path[1024];
+        if (!test_data_path(path, sizeof path, names[k])) return;
+        em_model *m = NULL;
+        CHECK_OK(em_model_load(&m, path, NULL));
+        if (!m) continue;
+        const int nv = em_model_n_vocab(m);
+        float *want = malloc(sizeof(float) * NS * nv), *got = malloc(sizeof(float) * NS * nv);
+        for (int all = 1; all >= 0; all--) {
+            em_context_params cp = em_context_default_params();
+            cp.n_ctx = 256;
+            cp.n_batch = 64;
+            cp.n_threads = 2;
+            cp.n_seq_max = NS;
+            em_context *c = NULL;
+            em_batch b;
+            CHECK_OK(em_context_init(&c, m, &cp));
+            CHECK_OK(em_batch_init(&b, 64));
+            for (int s = 0; s < NS; s++)
+                for (int p = 0; p < LEN; p++) em_batch_add(&b, tok_of(s, p) % nv, p, s, all || p == LEN - 1);
+            CHECK_OK(em_decode(c, &b));
+            for (int s = 0; s < NS; s++) {
+                const float *l = em_get_logits(c, s * LEN + LEN - 1);
+                CHECK(l != NULL);
+                if (l) memcpy((all ? want : got) + (size_t)s * nv, l, sizeof(float) * nv);
+            }
+            em_batch_free(&b);
+            em_context_free(c);
+        }
+        CHECK_MSG(!memcmp(want, got, sizeof(float) * NS * nv), "%s: last-row logits of %d sequences differ from "
+                  "those of the same batch with every row's", names[k], NS);
+        free(want);
+        free(got);
+        em_model_free(m);
+    }
+}
+
 /* Prefix reuse: a cached prompt taken over by a new sequence gives the
  * logits a fresh decode gives, and shows in the stats. */
 static void test_prefix_reuse(const em_model *m) {
@@ -894,6 +940,7 @@ int main(void) {
     test_heads(EM_TYPE_Q8_0);
     test_reuse_and_eviction();
     test_groups();
+    test_output_rows();
     char path[1024];
     if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) {
         printf("model tests skipped: EMBER_TEST_DATA is not set\n");
