@@ -448,8 +448,13 @@ void em_request_release(em_request *r) {
 /* ------------------------------------------------------------ admission */
 
 static void post_cancelled_locked(em_request *r) {
-    em_event ev = {.kind = EM_EVENT_ERROR, .status = EM_ERR_INVALID_ARG};
-    snprintf(ev.message, sizeof ev.message, "the request was cancelled");
+    /* While the engine drains, a cancellation is the shutdown timeout's
+     * (or the engine's stop), not the client's: the server says so with a
+     * 503, which a client may retry elsewhere. */
+    const em_engine *e = engine_of(r);
+    em_event ev = {.kind = EM_EVENT_ERROR, .status = EM_ERR_INVALID_ARG, .shutdown = e->draining || e->stop};
+    snprintf(ev.message, sizeof ev.message, ev.shutdown ? "the server shut down before the request finished"
+                                                        : "the request was cancelled");
     post_locked(r, &ev);
 }
 

@@ -105,6 +105,7 @@ typedef struct em_event {
     float *embedding;         /* EMBEDDING: [n_embd] unit-length vector               */
     int32_t n_embd;
     em_status status;         /* ERROR                                                */
+    bool shutdown;            /* ERROR: cancelled by the engine's drain or stop       */
     char message[256];        /* ERROR                                                */
 } em_event;
 

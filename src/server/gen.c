@@ -397,7 +397,12 @@ static bool job_event(gen_job *j, em_event *ev) {
         break;
     case EM_EVENT_ERROR:
         j->failed = true;
-        em_api_fail(&j->err, 500, NULL, "generation failed: %s", ev->message);
+        if (ev->shutdown) {
+            em_api_fail(&j->err, 503, NULL, "%s", ev->message);
+            snprintf(j->err.code, sizeof j->err.code, "shutting_down");
+        } else {
+            em_api_fail(&j->err, 500, NULL, "generation failed: %s", ev->message);
+        }
         if (j->req.stream) stream_error(j, &j->err);
         more = false;
         break;
@@ -674,6 +679,7 @@ static bool embedding_collect(em_server *s, em_conn *cs, em_request *r, size_t i
             json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (int)i,
                                                   "embedding", embedding_json(ev.embedding, ev.n_embd, base64)));
         else if (k == EM_EVENT_DONE) *total += ev.n_prompt;
+        else if (k == EM_EVENT_ERROR && ev.shutdown) ok = em_api_fail(err, 503, NULL, "%s", ev.message);
         else if (k == EM_EVENT_ERROR) ok = em_api_fail(err, 500, NULL, "embedding failed: %s", ev.message);
         em_event_free(&ev);
         if (k == EM_EVENT_DONE || k == EM_EVENT_ERROR) return ok;

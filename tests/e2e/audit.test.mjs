@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { startServer, TEMPLATES } from './lib/server.mjs';
+import * as prom from './lib/prom.mjs';
+import { events } from './lib/sse.mjs';
 
 let mistral, cohere, small;
 before(async () => {
@@ -128,4 +130,41 @@ test('a completions request with more prompts than the queue holds is answered i
   assert.equal(finished, 10);
   r.choices.forEach((c) => assert.equal(texts[c.index], c.text));
   assert.match(await small.metricsText(), /^ember_kv_blocks_used 0$/m);
+});
+
+// A request the shutdown timeout cuts short was not failed by the server's
+// fault: it is a 503 (code shutting_down, with Retry-After), which clients
+// retry, not a 500, streamed (as the last event) or not.
+test('requests cut by the shutdown timeout get a 503 shutting_down, not a 500', async () => {
+  const server = await startServer({ parallel: 2, ctx: 4096, extra: ['--shutdown-timeout', '0'] });
+  try {
+    // The end-of-sequence token (id 2) is banned: both run until the signal.
+    const send = (stream) => server.fetch('/v1/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: server.model, prompt: 'Once upon a time', max_tokens: 4000, logit_bias: { 2: -100 }, stream }),
+    });
+    const plain = send(false);
+    for (let k = 0; k < 400; k++) {
+      if (prom.value(prom.parse(await server.metricsText()), 'ember_active_sequences') >= 1) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const res = await send(true);
+    assert.equal(res.status, 200);
+    const seen = [];
+    for await (const data of events(res)) {
+      if (!seen.length) server.proc.kill('SIGTERM');
+      seen.push(data);
+    }
+    assert.equal(seen[seen.length - 1], '[DONE]');
+    const last = JSON.parse(seen[seen.length - 2]);
+    assert.equal(last.error?.code, 'shutting_down', seen[seen.length - 2]);
+    const p = await plain;
+    const body = await p.json();
+    assert.equal(p.status, 503, JSON.stringify(body));
+    assert.equal(body.error.code, 'shutting_down');
+    assert.equal(p.headers.get('retry-after'), '1');
+    assert.deepEqual(await server.exited, { code: 0, signal: null });
+  } finally {
+    await server.stop();
+  }
 });
