@@ -675,12 +675,17 @@ static bool embedding_collect(em_server *s, em_conn *cs, em_request *r, size_t i
         }
         em_event_kind k = ev.kind;
         bool ok = true;
-        if (k == EM_EVENT_EMBEDDING)
+        if (k == EM_EVENT_EMBEDDING) {
             json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (int)i,
                                                   "embedding", embedding_json(ev.embedding, ev.n_embd, base64)));
-        else if (k == EM_EVENT_DONE) *total += ev.n_prompt;
-        else if (k == EM_EVENT_ERROR && ev.shutdown) ok = em_api_fail(err, 503, NULL, "%s", ev.message);
-        else if (k == EM_EVENT_ERROR) ok = em_api_fail(err, 500, NULL, "embedding failed: %s", ev.message);
+        } else if (k == EM_EVENT_DONE) {
+            *total += ev.n_prompt;
+        } else if (k == EM_EVENT_ERROR && ev.shutdown) {
+            ok = em_api_fail(err, 503, NULL, "%s", ev.message);
+            snprintf(err->code, sizeof err->code, "shutting_down");
+        } else if (k == EM_EVENT_ERROR) {
+            ok = em_api_fail(err, 500, NULL, "embedding failed: %s", ev.message);
+        }
         em_event_free(&ev);
         if (k == EM_EVENT_DONE || k == EM_EVENT_ERROR) return ok;
     }
@@ -733,7 +738,10 @@ static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_con
                 continue;
             }
             if (sr == EM_SUBMIT_QUEUE_FULL) ok = em_api_fail(&err, 503, NULL, "the server is busy: the queue is full");
-            else if (sr == EM_SUBMIT_SHUTTING_DOWN) ok = em_api_fail(&err, 503, NULL, "the server is shutting down");
+            else if (sr == EM_SUBMIT_SHUTTING_DOWN) {
+                ok = em_api_fail(&err, 503, NULL, "the server is shutting down");
+                snprintf(err.code, sizeof err.code, "shutting_down");
+            }
             else if (sr != EM_SUBMIT_OK) ok = em_api_fail(&err, 400, "input", "%s", em_last_error());
             break;
         }
