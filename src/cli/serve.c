@@ -80,6 +80,20 @@ static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
     return r;
 }
 
+/* A key that begins or ends with a space or a tab can never match: HTTP
+ * drops that whitespace around a header's value, and the server skips it
+ * after "Bearer".  Such a key is refused at start rather than serving
+ * nobody. */
+static bool key_sendable(const char *key, const char *from) {
+    const size_t n = strlen(key);
+    if (strchr(" \t", key[0]) || strchr(" \t", key[n - 1])) {
+        fprintf(stderr, "ember serve: the key of %s begins or ends with whitespace, which no client can send\n",
+                from);
+        return false;
+    }
+    return true;
+}
+
 /* The first line of the key file, without its line ending. */
 static char *read_key(const char *path) {
     size_t len;
@@ -88,6 +102,10 @@ static char *read_key(const char *path) {
     text[strcspn(text, "\r\n")] = '\0';
     if (!text[0]) {
         fprintf(stderr, "ember serve: the key file %s is empty\n", path);
+        free(text);
+        return NULL;
+    }
+    if (!key_sendable(text, path)) {
         free(text);
         return NULL;
     }
@@ -122,6 +140,7 @@ int em_cli_serve(int argc, char **argv) {
         fprintf(stderr, "ember serve: --api-key is empty\n");
         return 2;
     }
+    if (o.api_key && !key_sendable(o.api_key, "--api-key")) return 2;
 
     /* Signals are taken by sigwait below, never by a worker thread: block
      * them before any thread starts (threads inherit the mask). */

@@ -55,4 +55,17 @@ tail -1 "$tmp/s" | grep -q '^data: \[DONE\]' || tail -2 "$tmp/s" | grep -q 'data
 grep -q "stopped" "$tmp/log" && ok "logged its stop" || bad "no stop line"
 grep -q "POST /v1/completions 200" "$tmp/log" && ok "one log line per request" || bad "no request log line"
 
+# A key with whitespace around it could never be sent (HTTP trims header
+# values): refused at start instead of a server that answers only 401s.
+printf ' sekrit\r\n' >"$tmp/key"
+refused() { # NAME ARGS...: the server must exit at once, saying why
+  local name=$1 st=0
+  shift
+  timeout 20 "$EMBER_BIN" serve -m "$M" --port 0 -t 1 "$@" >/dev/null 2>"$tmp/klog" || st=$?
+  if { [ "$st" = 1 ] || [ "$st" = 2 ]; } && grep -q whitespace "$tmp/klog"; then ok "key with whitespace refused ($name)"
+  else bad "key with whitespace ($name): exit $st, $(head -c 200 "$tmp/klog")"; fi
+}
+refused "key file" --api-key-file "$tmp/key"
+refused "--api-key" --api-key "$(printf 'sekrit\t')"
+
 finish
