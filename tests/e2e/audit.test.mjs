@@ -168,3 +168,23 @@ test('requests cut by the shutdown timeout get a 503 shutting_down, not a 500', 
     await server.stop();
   }
 });
+
+// Batching invariance on a quantized model (batching.test.mjs uses F32
+// stories260K): prompts prefilled in one step must answer as they do one at
+// a time.  A Q8_0 model's last layer once read stale quantized inputs for
+// Wo whenever a prompt step held several sequences.
+test('concurrent greedy prompts on a Q8_0 model answer as they do alone', async () => {
+  const q8 = await startServer({ parallel: 8, ctx: 512, modelPath: path.join(process.env.EMBER_TEST_DATA, 'models', 'tiny-256', 'tiny-256-Q8_0.gguf') });
+  try {
+    const client = q8.client();
+    const prompts = ['The cat', 'The dog ran', 'A bird flew over the', 'Once', 'She said', 'Tom had a big red', 'It was', 'The sun'];
+    const one = (prompt) => client.completions.create({ model: q8.model, prompt, max_tokens: 12, temperature: 0, logprobs: 1 })
+      .then((r) => ({ text: r.choices[0].text, first: r.choices[0].logprobs.token_logprobs[0] }));
+    const alone = [];
+    for (const p of prompts) alone.push(await one(p));
+    const together = await Promise.all(prompts.map(one));
+    prompts.forEach((p, i) => assert.deepEqual(together[i], alone[i], `prompt ${JSON.stringify(p)}`));
+  } finally {
+    await q8.stop();
+  }
+});
