@@ -66,7 +66,10 @@
 // --ember-metrics (ember serve only): per level, the engine's counters from
 // GET /metrics (ember_engine_*): steps, mean rows per step, and the mean
 // milliseconds of a step in the model and outside it (batch, sampling,
-// text, events), printed as a second table.
+// text, events), and the server's own mean time to first token (from its
+// ember_time_to_first_token_seconds histogram: from the request's arrival
+// at the server to its first token's sampling, so without the client's and
+// the connection's part), printed as a second table.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import http from 'node:http';
@@ -346,6 +349,10 @@ async function engineCounters(o) {
     if (!m) return null;
     out[k] = Number(m[1]);
   }
+  for (const k of ['sum', 'count']) {
+    const m = body.match(new RegExp(`^ember_time_to_first_token_seconds_${k} ([0-9.eE+-]+)$`, 'm'));
+    out[`ttft_${k}`] = m ? Number(m[1]) : NaN;
+  }
   return out;
 }
 
@@ -395,7 +402,8 @@ async function level(o, n, nWords, firstId, prev) {
   if (eng0 && eng1) {
     const d = Object.fromEntries(ENGINE.map((k) => [k, eng1[k] - eng0[k]]));
     engine = { steps: d.steps, rows_per_step: d.step_rows / d.steps, compute_ms_per_step: (1000 * d.compute_seconds) / d.steps,
-      host_ms_per_step: (1000 * d.host_seconds) / d.steps, host_share: d.host_seconds / (d.compute_seconds + d.host_seconds) };
+      host_ms_per_step: (1000 * d.host_seconds) / d.steps, host_share: d.host_seconds / (d.compute_seconds + d.host_seconds),
+      server_ttft_mean_ms: (1000 * (eng1.ttft_sum - eng0.ttft_sum)) / (eng1.ttft_count - eng0.ttft_count) };
   }
   const ok = results.filter((r) => r.ok);
   const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
@@ -408,7 +416,7 @@ async function level(o, n, nWords, firstId, prev) {
     concurrency: n, requests: total, stagger_ms: stagger, ok: ok.length, errors: errors.length, first_error: errors[0]?.error ?? null,
     wall_s: wall, generated_tokens: tokens, gen_tok_s: tokens / wall, req_s: ok.length / wall,
     prompt_tokens_mean: prompts.length ? prompts.reduce((s, x) => s + x, 0) / prompts.length : null,
-    ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
+    ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), ttft_mean_ms: ttft.length ? ttft.reduce((s, x) => s + x, 0) / ttft.length : NaN, itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
     total_p50_ms: pct(latency, 50), total_p99_ms: pct(latency, 99),
     client_cpu_ms_per_token: tokens ? (cpu.user + cpu.system) / 1000 / tokens : null,
     server_cpu_ms_per_token: tokens && srv0 !== null && srv1 !== null ? ((srv1 - srv0) * 1000) / tokens : null,
@@ -451,12 +459,12 @@ async function main() {
   for (const r of rows.filter((x) => x.stagger_ms > 0)) console.log(`#   N=${r.concurrency}: client starts ${f(r.stagger_ms)} ms apart`);
   if (rows.some((r) => r.engine)) {
     console.log('');
-    console.log('|   N | engine steps | rows/step | model ms/step | outside ms/step | outside share |');
-    console.log('|----:|-------------:|----------:|--------------:|----------------:|--------------:|');
+    console.log('|   N | engine steps | rows/step | model ms/step | outside ms/step | outside share | server TTFT mean ms |');
+    console.log('|----:|-------------:|----------:|--------------:|----------------:|--------------:|--------------------:|');
     for (const r of rows.filter((x) => x.engine)) {
       const e = r.engine;
       console.log(`| ${String(r.concurrency).padStart(3)} | ${String(e.steps).padStart(12)} | ${f(e.rows_per_step).padStart(9)} | ` +
-        `${f(e.compute_ms_per_step, 2).padStart(13)} | ${f(e.host_ms_per_step, 3).padStart(15)} | ${(f(100 * e.host_share, 1) + ' %').padStart(13)} |`);
+        `${f(e.compute_ms_per_step, 2).padStart(13)} | ${f(e.host_ms_per_step, 3).padStart(15)} | ${(f(100 * e.host_share, 1) + ' %').padStart(13)} | ${f(e.server_ttft_mean_ms).padStart(19)} |`);
     }
   }
   if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens,
