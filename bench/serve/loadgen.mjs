@@ -22,12 +22,15 @@
 // auto: MS = the expected time of one request / N, so that the N clients'
 // starts are spread evenly over one request; the expected time is the
 // previous level's median request time (Total p50), or, for the first
-// level, that of one timed request of the level's shape sent alone before
-// it (a request alone is quicker than one among N streams, so the starts
-// then cover somewhat less than one request at N).  Why it matters: every request asks for the same --max-tokens
+// level, the median of three timed requests of the level's shape sent
+// alone before it (a request alone is quicker than one among N streams, so
+// the starts then cover somewhat less than one request at N; three, since
+// one slow request on a loaded machine would set a stagger near the
+// level's own request time / (N - 1), and the last client's first start
+// would fall on the first client's second).  Why it matters: every request asks for the same --max-tokens
 // greedily and the engine gives every stream one token per step, so the
-// clients of a lock-step level finish in the same step and send their next
-// prompts in the same instant again: every round is a burst of N prompts,
+// clients of a lock-step level finish within a few decode steps of each
+// other (one per prompt step) and send their next prompts together again: every round is a burst of N prompts,
 // and the last of a burst waits for N prompts' arithmetic.  Staggered
 // clients keep their phase the same way (a closed loop of equal requests),
 // so each prompt arrives while the others stream: what a server sees when
@@ -365,15 +368,19 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // The stagger of a level of n clients in milliseconds (see --stagger):
 // with auto, the expected request time / n, that time being the previous
-// level's Total p50 or one timed request sent alone now (its id outside
-// the levels' ids).
+// level's Total p50 or the median of three timed requests sent alone now
+// (their ids outside the levels' ids).
 async function staggerMs(o, n, nWords, prev) {
   if (n < 2 || o.stagger !== 'auto') return n < 2 ? 0 : o.stagger;
   let t = prev && Number.isFinite(prev.total_p50_ms) ? prev.total_p50_ms : NaN;
   if (!Number.isFinite(t)) {
-    const r = await one({ ...o, varyTokens: 0 }, 2_000_000, nWords); // the mean length
-    if (!r.ok) throw new Error(`the timed request for --stagger auto failed: ${r.error}`);
-    t = r.total;
+    const times = [];
+    for (let k = 0; k < 3; k++) {
+      const r = await one({ ...o, varyTokens: 0 }, 2_000_000 + k, nWords); // the mean length
+      if (!r.ok) throw new Error(`a timed request for --stagger auto failed: ${r.error}`);
+      times.push(r.total);
+    }
+    t = times.sort((a, b) => a - b)[1];
   }
   return t / n;
 }
