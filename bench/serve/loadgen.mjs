@@ -22,28 +22,30 @@
 // auto: MS = the expected time of one request / N, so that the N clients'
 // starts are spread evenly over one request; the expected time is the
 // previous level's median request time (Total p50), or, for the first
-// level, the median of three timed requests of the level's shape sent
-// alone before it (a request alone is quicker than one among N streams, so
-// the starts then cover somewhat less than one request at N; three, since
-// one slow request on a loaded machine would set a stagger near the
-// level's own request time / (N - 1), and the last client's first start
-// would fall on the first client's second).  Why it matters: every request asks for the same --max-tokens
-// greedily and the engine gives every stream one token per step, so the
-// clients of a lock-step level finish within a few decode steps of each
-// other (one per prompt step) and send their next prompts together again: every round is a burst of N prompts,
-// and the last of a burst waits for N prompts' arithmetic.  Staggered
-// clients keep their phase the same way (a closed loop of equal requests),
-// so each prompt arrives while the others stream: what a server sees when
-// arrivals are spread, and what continuous batching is for.  The stagger's
-// ramp (the first round's starts, and the last round's ends) counts in the
-// level's wall time, so its throughput is a little lower than lock-step's
-// with few requests per client.
+// level, the median of three timed requests of the level's shape sent alone
+// before it (a request alone is quicker than one among N streams, so the
+// starts then cover somewhat less than one request at N; three, since one
+// slow request on a loaded machine would set a stagger near the level's own
+// request time / (N - 1), and the last client's first start would fall on
+// the first client's second).  Why it matters: every request asks for the
+// same --max-tokens greedily and the engine gives every stream one token
+// per step, so the clients of a lock-step level finish within a few decode
+// steps of each other (one per prompt step) and send their next prompts
+// together again: every round is a burst of N prompts, and the last of a
+// burst waits for N prompts' arithmetic.  Staggered clients keep their
+// phase the same way (a closed loop of equal requests), so each prompt
+// arrives while the others stream: what a server sees when arrivals are
+// spread, and what continuous batching is for.  The stagger's ramp (the
+// first round's starts, and the last round's ends) counts in the level's
+// wall time, which matters only with few requests per client.
 // --vary-tokens F (default 0: every request asks for --max-tokens): request
 // k asks for a max_tokens drawn uniformly from [(1 - F), (1 + F)] x
 // --max-tokens (at least 1), from a fixed hash of k, so that runs send the
 // same lengths; the mean stays about --max-tokens.  Unequal lengths let the
 // clients' phases drift, as a dataset's answers would, rather than hold
-// whatever phase they started with.
+// whatever phase they started with: it breaks lock-step bursts after the
+// first round, and on staggered starts it lets phases drift into each
+// other, so staggered starts do not need it.
 // --prompt-tokens: the prompt's length in the server's own tokens; the
 // generator calibrates its text on the server first (usage.prompt_tokens of
 // a 1-token request), since every model tokenizes differently.  Every prompt
