@@ -10,10 +10,42 @@
 //   node bench/serve/loadgen.mjs --url http://127.0.0.1:8080 --model NAME
 //        [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]
 //        [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat]
-//        [--temperature 0] [--server-pid PID] [--ember-metrics] [--json FILE]
+//        [--temperature 0] [--stagger 0|auto|MS] [--vary-tokens F]
+//        [--server-pid PID] [--ember-metrics] [--json FILE]
 //
 // --requests: requests per concurrency level (default: 4 x N, at least 8);
 // each of the N clients sends its next request as soon as its last one ends.
+//
+// --stagger: when the N clients of a level start.  0 (the default, and the
+// only behaviour before session 14, so earlier figures compare): all in the
+// same instant.  MS: client i starts i x MS milliseconds after the first.
+// auto: MS = the expected time of one request / N, so that the N clients'
+// starts are spread evenly over one request; the expected time is the
+// previous level's median request time (Total p50), or, for the first
+// level, the median of three timed requests of the level's shape sent alone
+// before it (a request alone is quicker than one among N streams, so the
+// starts then cover somewhat less than one request at N; three, since one
+// slow request on a loaded machine would set a stagger near the level's own
+// request time / (N - 1), and the last client's first start would fall on
+// the first client's second).  Why it matters: every request asks for the
+// same --max-tokens greedily and the engine gives every stream one token
+// per step, so the clients of a lock-step level finish within a few decode
+// steps of each other (one per prompt step) and send their next prompts
+// together again: every round is a burst of N prompts, and the last of a
+// burst waits for N prompts' arithmetic.  Staggered clients keep their
+// phase the same way (a closed loop of equal requests), so each prompt
+// arrives while the others stream: what a server sees when arrivals are
+// spread, and what continuous batching is for.  The stagger's ramp (the
+// first round's starts, and the last round's ends) counts in the level's
+// wall time, which matters only with few requests per client.
+// --vary-tokens F (default 0: every request asks for --max-tokens): request
+// k asks for a max_tokens drawn uniformly from [(1 - F), (1 + F)] x
+// --max-tokens (at least 1), from a fixed hash of k, so that runs send the
+// same lengths; the mean stays about --max-tokens.  Unequal lengths let the
+// clients' phases drift, as a dataset's answers would, rather than hold
+// whatever phase they started with: it breaks lock-step bursts after the
+// first round, and on staggered starts it lets phases drift into each
+// other, so staggered starts do not need it.
 // --prompt-tokens: the prompt's length in the server's own tokens; the
 // generator calibrates its text on the server first (usage.prompt_tokens of
 // a 1-token request), since every model tokenizes differently.  Every prompt
@@ -27,7 +59,8 @@
 // a request, divided by the tokens in the later chunk where the server
 // streams several tokens per chunk (known only from usage; otherwise one
 // token per chunk is assumed).  Total = from sending a request to the end of
-// its stream (in --json only).  Percentiles are nearest-rank.
+// its stream (in --json only, with each request's start, TTFT, Total and
+// tokens, to check how the arrivals fell).  Percentiles are nearest-rank.
 //
 // CPU per generated token, per level: the generator's own (process.cpuUsage),
 // and with --server-pid (a server on this machine, Linux) the server
@@ -38,7 +71,10 @@
 // --ember-metrics (ember serve only): per level, the engine's counters from
 // GET /metrics (ember_engine_*): steps, mean rows per step, and the mean
 // milliseconds of a step in the model and outside it (batch, sampling,
-// text, events), printed as a second table.
+// text, events), and the server's own mean time to first token (from its
+// ember_time_to_first_token_seconds histogram: from the request's arrival
+// at the server to its first token's sampling, so without the client's and
+// the connection's part), printed as a second table.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import http from 'node:http';
@@ -46,7 +82,8 @@ import https from 'node:https';
 
 function parseArgs(argv) {
   const o = { url: null, model: null, apiKey: process.env.OPENAI_API_KEY ?? '', concurrency: [1, 4, 16, 64], requests: null,
-    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600, serverPid: null, emberMetrics: false };
+    promptTokens: 128, maxTokens: 128, endpoint: 'completions', temperature: 0, json: null, timeoutS: 600, serverPid: null, emberMetrics: false,
+    stagger: 0, varyTokens: 0 };
   const need = (i) => { if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`); return argv[i + 1]; };
   const int = (s, name) => { const v = Number(s); if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: a positive integer, not ${s}`); return v; };
   for (let i = 0; i < argv.length; i += 2) {
@@ -61,6 +98,17 @@ function parseArgs(argv) {
       case '--max-tokens': o.maxTokens = int(need(i), a); break;
       case '--endpoint': o.endpoint = need(i); if (!['completions', 'chat'].includes(o.endpoint)) throw new Error('--endpoint: completions or chat'); break;
       case '--temperature': o.temperature = Number(need(i)); break;
+      case '--stagger': {
+        const v = need(i);
+        o.stagger = v === 'auto' ? 'auto' : Number(v);
+        if (o.stagger !== 'auto' && !(Number.isFinite(o.stagger) && o.stagger >= 0)) throw new Error(`--stagger: auto or milliseconds >= 0, not ${v}`);
+        break;
+      }
+      case '--vary-tokens': {
+        o.varyTokens = Number(need(i));
+        if (!(o.varyTokens >= 0 && o.varyTokens < 1)) throw new Error(`--vary-tokens: a fraction in [0, 1), not ${argv[i + 1]}`);
+        break;
+      }
       case '--json': o.json = need(i); break;
       case '--server-pid': o.serverPid = int(need(i), a); break;
       case '--ember-metrics': o.emberMetrics = true; i--; break; // a flag: no value to skip
@@ -68,7 +116,8 @@ function parseArgs(argv) {
       case '-h': case '--help':
         console.log('usage: loadgen.mjs --url URL --model NAME [--api-key KEY] [--concurrency 1,4,16,64] [--requests R]\n' +
           '                   [--prompt-tokens 128] [--max-tokens 128] [--endpoint completions|chat] [--temperature 0]\n' +
-          '                   [--server-pid PID] [--ember-metrics] [--json FILE]');
+          '                   [--stagger 0|auto|MS] [--vary-tokens F] [--server-pid PID] [--ember-metrics] [--json FILE]\n' +
+          '(the options are described at the top of this file)');
         process.exit(0);
       default: throw new Error(`unknown option ${a} (--help lists them)`);
     }
@@ -90,6 +139,18 @@ function words(n, seed) {
   return out.join(' ');
 }
 const promptText = (id, nWords) => `Request ${id}: ${words(nWords, id * 7919 + 1)}`;
+
+// Request id's max_tokens: --max-tokens, or with --vary-tokens F a value
+// uniform in [(1 - F), (1 + F)] x --max-tokens from a hash of the id (a
+// 32-bit integer mix), the same in every run.
+function maxTokensOf(o, id) {
+  if (!o.varyTokens) return o.maxTokens;
+  let x = Math.imul(id ^ 0x9e3779b9, 0x85ebca6b) >>> 0;
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35) >>> 0;
+  x = (x ^ (x >>> 16)) >>> 0;
+  const u = x / 4294967296; // [0, 1)
+  return Math.max(1, Math.round(o.maxTokens * (1 - o.varyTokens + 2 * o.varyTokens * u)));
+}
 
 function body(o, prompt, maxTokens, stream) {
   const common = { model: o.model, max_tokens: maxTokens, temperature: o.temperature, stream };
@@ -217,12 +278,13 @@ class SseReader {
 
 // One streaming request: its timings, tokens and error, if any.
 async function one(o, id, nWords) {
-  const r = { ok: false, ttft: null, total: null, itl: [], tokens: 0, promptTokens: null, error: null };
+  const r = { id, ok: false, t0: null, ttft: null, total: null, itl: [], tokens: 0, promptTokens: null, error: null };
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), o.timeoutS * 1000);
   const t0 = performance.now();
+  r.t0 = t0;
   try {
-    const { status, res } = await post(o, body(o, promptText(id, nWords), o.maxTokens, true), ac.signal);
+    const { status, res } = await post(o, body(o, promptText(id, nWords), maxTokensOf(o, id), true), ac.signal);
     if (status !== 200) {
       r.error = `HTTP ${status}: ${(await text(res)).slice(0, 200)}`;
       return r;
@@ -292,6 +354,10 @@ async function engineCounters(o) {
     if (!m) return null;
     out[k] = Number(m[1]);
   }
+  for (const k of ['sum', 'count']) {
+    const m = body.match(new RegExp(`^ember_time_to_first_token_seconds_${k} ([0-9.eE+-]+)$`, 'm'));
+    out[`ttft_${k}`] = m ? Number(m[1]) : NaN;
+  }
   return out;
 }
 
@@ -300,14 +366,39 @@ function pct(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
-async function level(o, n, nWords, firstId) {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The stagger of a level of n clients in milliseconds (see --stagger):
+// with auto, the expected request time / n, that time being the previous
+// level's Total p50 or the median of three timed requests sent alone now
+// (their ids outside the levels' ids).
+async function staggerMs(o, n, nWords, prev) {
+  if (n < 2 || o.stagger !== 'auto') return n < 2 ? 0 : o.stagger;
+  let t = prev && Number.isFinite(prev.total_p50_ms) ? prev.total_p50_ms : NaN;
+  if (!Number.isFinite(t)) {
+    const times = [];
+    for (let k = 0; k < 3; k++) {
+      const r = await one({ ...o, varyTokens: 0 }, 2_000_000 + k, nWords); // the mean length
+      if (!r.ok) throw new Error(`a timed request for --stagger auto failed: ${r.error}`);
+      times.push(r.total);
+    }
+    t = times.sort((a, b) => a - b)[1];
+  }
+  return t / n;
+}
+
+async function level(o, n, nWords, firstId, prev) {
   const total = o.requests ?? Math.max(8, 4 * n);
+  const stagger = await staggerMs(o, n, nWords, prev);
   let next = 0;
   const results = [];
   const eng0 = await engineCounters(o);
   const cpu0 = process.cpuUsage(), srv0 = serverCpuS(o);
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: n }, async () => {
+  await Promise.all(Array.from({ length: n }, async (_, i) => {
+    // Client i's start, i x stagger after the first (setTimeout's
+    // resolution, about a millisecond, is well under any useful stagger).
+    if (i > 0 && stagger > 0) await sleep(t0 + i * stagger - performance.now());
     while (next < total) {
       const id = firstId + next++;
       results.push(await one(o, id, nWords));
@@ -320,7 +411,8 @@ async function level(o, n, nWords, firstId) {
   if (eng0 && eng1) {
     const d = Object.fromEntries(ENGINE.map((k) => [k, eng1[k] - eng0[k]]));
     engine = { steps: d.steps, rows_per_step: d.step_rows / d.steps, compute_ms_per_step: (1000 * d.compute_seconds) / d.steps,
-      host_ms_per_step: (1000 * d.host_seconds) / d.steps, host_share: d.host_seconds / (d.compute_seconds + d.host_seconds) };
+      host_ms_per_step: (1000 * d.host_seconds) / d.steps, host_share: d.host_seconds / (d.compute_seconds + d.host_seconds),
+      server_ttft_mean_ms: (1000 * (eng1.ttft_sum - eng0.ttft_sum)) / (eng1.ttft_count - eng0.ttft_count) };
   }
   const ok = results.filter((r) => r.ok);
   const ttft = ok.map((r) => r.ttft).filter((x) => x !== null).sort((a, b) => a - b);
@@ -330,14 +422,19 @@ async function level(o, n, nWords, firstId) {
   const prompts = ok.map((r) => r.promptTokens).filter((x) => x !== null);
   const errors = results.filter((r) => !r.ok);
   return {
-    concurrency: n, requests: total, ok: ok.length, errors: errors.length, first_error: errors[0]?.error ?? null,
+    concurrency: n, requests: total, stagger_ms: stagger, ok: ok.length, errors: errors.length, first_error: errors[0]?.error ?? null,
     wall_s: wall, generated_tokens: tokens, gen_tok_s: tokens / wall, req_s: ok.length / wall,
     prompt_tokens_mean: prompts.length ? prompts.reduce((s, x) => s + x, 0) / prompts.length : null,
-    ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
+    ttft_p50_ms: pct(ttft, 50), ttft_p99_ms: pct(ttft, 99), ttft_mean_ms: ttft.length ? ttft.reduce((s, x) => s + x, 0) / ttft.length : NaN, itl_p50_ms: pct(itl, 50), itl_p99_ms: pct(itl, 99),
     total_p50_ms: pct(latency, 50), total_p99_ms: pct(latency, 99),
     client_cpu_ms_per_token: tokens ? (cpu.user + cpu.system) / 1000 / tokens : null,
     server_cpu_ms_per_token: tokens && srv0 !== null && srv1 !== null ? ((srv1 - srv0) * 1000) / tokens : null,
     engine,
+    // Each request: when it was sent (ms from the level's start), its TTFT
+    // and Total (ms) and its tokens, in the order sent: to check how the
+    // arrivals fell.
+    each: results.slice().sort((a, b) => a.t0 - b.t0).map((r) => ({ id: r.id, start_ms: +(r.t0 - t0).toFixed(2),
+      ttft_ms: r.ttft === null ? null : +r.ttft.toFixed(2), total_ms: r.total === null ? null : +r.total.toFixed(2), tokens: r.tokens })),
   };
 }
 
@@ -349,14 +446,17 @@ async function main() {
   // One untimed request pages the weights in and warms the server.
   await one({ ...o, maxTokens: Math.min(o.maxTokens, 16) }, 1_000_000, nWords);
   console.log(`# ${o.url} model ${o.model}: /v1/${o.endpoint === 'chat' ? 'chat/completions' : 'completions'}, streaming, ` +
-    `prompt ~${o.promptTokens} tokens, max_tokens ${o.maxTokens}, temperature ${o.temperature}`);
+    `prompt ~${o.promptTokens} tokens, max_tokens ${o.maxTokens}` +
+    (o.varyTokens ? ` (each request's in [${1 - o.varyTokens}, ${1 + o.varyTokens}] x)` : '') +
+    `, temperature ${o.temperature}, ` +
+    (o.stagger === 0 ? 'clients start together' : o.stagger === 'auto' ? 'client starts staggered (auto)' : `client starts ${o.stagger} ms apart`));
   console.log('');
   console.log('|   N | requests | errors | prompt tok | gen tok/s |  req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | srv CPU ms/tok | client CPU ms/tok |');
   console.log('|----:|---------:|-------:|-----------:|----------:|-------:|------------:|------------:|-----------:|-----------:|---------------:|------------------:|');
   const rows = [];
   let firstId = 1;
   for (const n of o.concurrency) {
-    const r = await level(o, n, nWords, firstId);
+    const r = await level(o, n, nWords, firstId, rows[rows.length - 1]);
     firstId += r.requests;
     rows.push(r);
     console.log(`| ${String(n).padStart(3)} | ${String(r.requests).padStart(8)} | ${String(r.errors).padStart(6)} | ${f(r.prompt_tokens_mean, 0).padStart(10)} | ` +
@@ -365,17 +465,19 @@ async function main() {
       `${f(r.client_cpu_ms_per_token, 2).padStart(17)} |`);
     if (r.first_error) console.log(`#   N=${n}: first error: ${r.first_error}`);
   }
+  for (const r of rows.filter((x) => x.stagger_ms > 0)) console.log(`#   N=${r.concurrency}: client starts ${f(r.stagger_ms)} ms apart`);
   if (rows.some((r) => r.engine)) {
     console.log('');
-    console.log('|   N | engine steps | rows/step | model ms/step | outside ms/step | outside share |');
-    console.log('|----:|-------------:|----------:|--------------:|----------------:|--------------:|');
+    console.log('|   N | engine steps | rows/step | model ms/step | outside ms/step | outside share | server TTFT mean ms |');
+    console.log('|----:|-------------:|----------:|--------------:|----------------:|--------------:|--------------------:|');
     for (const r of rows.filter((x) => x.engine)) {
       const e = r.engine;
       console.log(`| ${String(r.concurrency).padStart(3)} | ${String(e.steps).padStart(12)} | ${f(e.rows_per_step).padStart(9)} | ` +
-        `${f(e.compute_ms_per_step, 2).padStart(13)} | ${f(e.host_ms_per_step, 3).padStart(15)} | ${(f(100 * e.host_share, 1) + ' %').padStart(13)} |`);
+        `${f(e.compute_ms_per_step, 2).padStart(13)} | ${f(e.host_ms_per_step, 3).padStart(15)} | ${(f(100 * e.host_share, 1) + ' %').padStart(13)} | ${f(e.server_ttft_mean_ms).padStart(19)} |`);
     }
   }
-  if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, levels: rows }, null, 2) + '\n');
+  if (o.json) writeFileSync(o.json, JSON.stringify({ url: o.url, model: o.model, endpoint: o.endpoint, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens,
+    stagger: o.stagger, vary_tokens: o.varyTokens, levels: rows }, null, 2) + '\n');
   if (rows.some((r) => r.errors)) process.exitCode = 2;
 }
 

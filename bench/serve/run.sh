@@ -17,7 +17,11 @@
 # CONCURRENCY (default 1,4,16,64), REQUESTS (per level; default 4 x N, at
 # least 8), PROMPT_TOKENS (default 128), MAX_TOKENS (default 128), PORT
 # (default: a free one), STEPS (0 skips the step timings at the end),
-# TEMPERATURE (the requests' temperature; default the load generator's 0).
+# TEMPERATURE (the requests' temperature; default the load generator's 0),
+# STAGGER (the clients' starts: 0, the default, all together; auto, spread
+# over one request; or milliseconds between them: loadgen.mjs --stagger),
+# VARY_TOKENS (F: each request's max_tokens uniform in [1 - F, 1 + F] x
+# MAX_TOKENS, seeded: loadgen.mjs --vary-tokens; default 0).
 # Extra arguments after WORKDIR go to `ember serve`.
 #
 # To measure another OpenAI-compatible server the same way (llama-server
@@ -86,6 +90,8 @@ lg=(--url "http://127.0.0.1:$PORT" --model "$name" --api-key "$KEY" --concurrenc
     --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" --server-pid "$pid" --ember-metrics --json "$WORK/serve-bench.json")
 [ -n "${REQUESTS:-}" ] && lg+=(--requests "$REQUESTS")
 [ -n "${TEMPERATURE:-}" ] && lg+=(--temperature "$TEMPERATURE")
+[ -n "${STAGGER:-}" ] && lg+=(--stagger "$STAGGER")
+[ -n "${VARY_TOKENS:-}" ] && lg+=(--vary-tokens "$VARY_TOKENS")
 status=0
 node "$ROOT/bench/serve/loadgen.mjs" "${lg[@]}" | tee "$WORK/serve-bench.md" || status=$?
 

@@ -8,9 +8,17 @@
  * benchmark's time is the model's and how far batching N rows can go.
  *
  *   bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135]
- *               [--ctx 200] [--reps 9] [--kv-type f16|q8_0|f32]
+ *               [--ctx 200] [--reps 9] [--kv-type f16|q8_0|f32] [--mixed D]
  *
  * --kv-type is the cache's storage (F16 by default), as ember's --kv-type.
+ *
+ * --mixed D also times the step a server runs when a prompt arrives while
+ * D others stream: D decode rows (sequences holding C positions) and then
+ * the P rows of a new sequence's prompt, in the order ember serve builds
+ * it, against the P-row prompt step alone.  The two alternate rep by rep
+ * (A B A B), so that both see the same state of a shared machine, and the
+ * table adds the median of the per-rep ratios mixed / alone and their
+ * range: what continuous batching costs an arriving prompt's first token.
  *
  * Each step is timed --reps times; the table gives the median wall time
  * and the median process CPU time (all threads, spinning at barriers
@@ -61,6 +69,23 @@ static em_token token_at(uint32_t *state, int32_t n_vocab) {
     return (em_token)((*state >> 8) % (uint32_t)n_vocab);
 }
 
+/* Fills sequences 0..n-1 with ctx positions each, in batches of n_batch
+ * rows; false (with a message) when em_decode fails. */
+static bool fill_cache(em_context *c, em_batch *b, int32_t n, int32_t ctx, int32_t n_batch, uint32_t *rng,
+                       int32_t n_vocab) {
+    em_kv_clear(c);
+    for (int32_t s = 0; s < n; s++)
+        for (int32_t p0 = 0; p0 < ctx; p0 += n_batch) {
+            em_batch_clear(b);
+            for (int32_t j = p0; j < ctx && j < p0 + n_batch; j++) em_batch_add(b, token_at(rng, n_vocab), j, s, false);
+            if (em_decode(c, b) != EM_OK) {
+                fprintf(stderr, "bench_steps: filling the cache: %s\n", em_last_error());
+                return false;
+            }
+        }
+    return true;
+}
+
 typedef struct timing {
     double wall_ms, cpu_ms;
 } timing;
@@ -78,10 +103,10 @@ static bool timed_decode(em_context *c, const em_batch *b, double *wall, double 
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: bench_steps MODEL.gguf [--threads T] [--rows 1,4,16,64] [--prompt 135] [--ctx 200] "
-                        "[--reps 9] [--kv-type f16|q8_0|f32]\n");
+                        "[--reps 9] [--kv-type f16|q8_0|f32] [--mixed D]\n");
         return 2;
     }
-    int32_t threads = 0, prompt = 135, ctx = 200, reps = 9, levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
+    int32_t threads = 0, prompt = 135, ctx = 200, reps = 9, levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4, mixed = 0;
     em_type kv_type = EM_TYPE_F16;
     for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -90,6 +115,7 @@ int main(int argc, char **argv) {
         else if (ok && !strcmp(a, "--prompt")) ok = parse_int(v, 1, 8192, &prompt);
         else if (ok && !strcmp(a, "--ctx")) ok = parse_int(v, 1, 8192, &ctx);
         else if (ok && !strcmp(a, "--reps")) ok = parse_int(v, 1, 1000, &reps);
+        else if (ok && !strcmp(a, "--mixed")) ok = parse_int(v, 1, 1024, &mixed);
         else if (ok && !strcmp(a, "--kv-type")) {
             ok = !strcmp(v, "f16") || !strcmp(v, "q8_0") || !strcmp(v, "f32");
             kv_type = !strcmp(v, "q8_0") ? EM_TYPE_Q8_0 : !strcmp(v, "f32") ? EM_TYPE_F32 : EM_TYPE_F16;
@@ -110,6 +136,9 @@ int main(int argc, char **argv) {
     }
     int32_t max_rows = 1;
     for (int i = 0; i < n_levels; i++) max_rows = levels[i] > max_rows ? levels[i] : max_rows;
+    /* --mixed: D streaming sequences and the arriving prompt's. */
+    const int32_t n_seq = mixed + 1 > max_rows ? mixed + 1 : max_rows;
+    const int32_t n_batch = prompt + mixed > max_rows ? prompt + mixed : max_rows;
 
     em_model *m = NULL;
     if (em_model_load(&m, argv[1], NULL) != EM_OK) {
@@ -119,16 +148,18 @@ int main(int argc, char **argv) {
     const int32_t n_vocab = em_model_n_vocab(m);
     const int32_t per_seq = (ctx > prompt ? ctx : prompt) + reps + 1;
     em_context_params cp = em_context_default_params();
-    cp.n_seq_max = max_rows;
-    cp.n_ctx = per_seq * max_rows;
-    cp.n_batch = prompt > max_rows ? prompt : max_rows;
+    cp.n_seq_max = n_seq;
+    cp.n_ctx = per_seq * n_seq;
+    cp.n_batch = n_batch;
     cp.n_threads = threads;
     cp.kv_type = kv_type;
     em_context *c = NULL;
     em_batch b = {0};
     int rc = 1;
     double *wall = malloc((size_t)reps * sizeof *wall), *cpu = malloc((size_t)reps * sizeof *cpu);
-    if (!wall || !cpu || em_context_init(&c, m, &cp) != EM_OK || em_batch_init(&b, cp.n_batch) != EM_OK) {
+    double *wall2 = malloc((size_t)reps * sizeof *wall2), *cpu2 = malloc((size_t)reps * sizeof *cpu2);
+    double *ratio = malloc((size_t)reps * sizeof *ratio);
+    if (!wall || !cpu || !wall2 || !cpu2 || !ratio || em_context_init(&c, m, &cp) != EM_OK || em_batch_init(&b, cp.n_batch) != EM_OK) {
         fprintf(stderr, "bench_steps: %s\n", em_last_error());
         goto out;
     }
@@ -152,17 +183,7 @@ int main(int argc, char **argv) {
     /* Decode steps: every sequence first holds ctx positions. */
     for (int li = 0; li < n_levels; li++) {
         const int32_t n = levels[li];
-        em_kv_clear(c);
-        for (int32_t s = 0; s < n; s++)
-            for (int32_t p0 = 0; p0 < ctx; p0 += cp.n_batch) {
-                em_batch_clear(&b);
-                for (int32_t j = p0; j < ctx && j < p0 + cp.n_batch; j++)
-                    em_batch_add(&b, token_at(&rng, n_vocab), j, s, false);
-                if (em_decode(c, &b) != EM_OK) {
-                    fprintf(stderr, "bench_steps: filling the cache: %s\n", em_last_error());
-                    goto out;
-                }
-            }
+        if (!fill_cache(c, &b, n, ctx, cp.n_batch, &rng, n_vocab)) goto out;
         for (int r = 0; r < reps; r++) {
             em_batch_clear(&b);
             for (int32_t s = 0; s < n; s++) em_batch_add(&b, token_at(&rng, n_vocab), ctx + r, s, true);
@@ -172,6 +193,32 @@ int main(int argc, char **argv) {
         snprintf(label, sizeof label, "decode %d rows", n);
         printf("%-22s %10.2f %10.2f %10.0f\n", label, dw, dc, 1e3 * n / dw);
     }
+
+    /* The arriving prompt: alone (A) and after D decode rows (B), in turn;
+     * the prompt's sequence D is emptied before each. */
+    if (mixed > 0) {
+        if (!fill_cache(c, &b, mixed, ctx, cp.n_batch, &rng, n_vocab)) goto out;
+        for (int r = 0; r < reps; r++) {
+            em_kv_remove(c, mixed, 0, -1);
+            em_batch_clear(&b);
+            for (int32_t j = 0; j < prompt; j++) em_batch_add(&b, token_at(&rng, n_vocab), j, mixed, j == prompt - 1);
+            if (!timed_decode(c, &b, &wall[r], &cpu[r])) goto out;
+            em_kv_remove(c, mixed, 0, -1);
+            em_batch_clear(&b);
+            for (int32_t s = 0; s < mixed; s++) em_batch_add(&b, token_at(&rng, n_vocab), ctx + r, s, true);
+            for (int32_t j = 0; j < prompt; j++) em_batch_add(&b, token_at(&rng, n_vocab), j, mixed, j == prompt - 1);
+            if (!timed_decode(c, &b, &wall2[r], &cpu2[r])) goto out;
+            ratio[r] = wall2[r] / wall[r];
+        }
+        double aw = median(wall, reps), ac = median(cpu, reps);
+        double bw = median(wall2, reps), bc = median(cpu2, reps);
+        double rm = median(ratio, reps); /* sorts ratio: its ends are the range */
+        snprintf(label, sizeof label, "prompt %d (paired)", prompt);
+        printf("%-22s %10.2f %10.2f %10.0f\n", label, aw, ac, 1e3 * prompt / aw);
+        snprintf(label, sizeof label, "prompt %d + decode %d", prompt, mixed);
+        printf("%-22s %10.2f %10.2f %10.0f\n", label, bw, bc, 1e3 * (prompt + mixed) / bw);
+        printf("mixed / alone, wall: median %.3f, range %.3f-%.3f over %d pairs\n", rm, ratio[0], ratio[reps - 1], reps);
+    }
     rc = 0;
 out:
     em_batch_free(&b);
@@ -179,5 +226,8 @@ out:
     em_model_free(m);
     free(wall);
     free(cpu);
+    free(wall2);
+    free(cpu2);
+    free(ratio);
     return rc;
 }
