@@ -201,8 +201,13 @@ typedef struct attn_task_ctx {
     float *mn;       /* [nq] each query's maximum after the block     */
     float *cf;       /* [nq] the factor on its sums so far; < 0: none */
     float *es;       /* [nq] the sum of its block's exponentials      */
-    int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block          */
+    int32_t slots[EM_ATTN_BLOCK]; /* cache rows of the block (types read by rows) */
     em_pos kpos[EM_ATTN_BLOCK];   /* their positions (tiles only)     */
+    /* The block's key and value slices of the task's KV head, for the
+     * types read in place (F16: k16/v16, Q8_0: k8/v8), gathered by
+     * gather_run a cache block's run at a time. */
+    const uint16_t *k16[EM_ATTN_BLOCK], *v16[EM_ATTN_BLOCK];
+    const em_block_q8_0 *k8[EM_ATTN_BLOCK], *v8[EM_ATTN_BLOCK];
     /* A tile's rows (NULL outside tiles): query i belongs to row i / group,
      * which sees positions lo[i / group] .. hi[i / group]. */
     const em_pos *lo, *hi;
@@ -216,10 +221,9 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
     const em_attn_kernels *kn = t->kn;
     const int32_t group = nq, hd = a->head_dim, hdv = a->head_dim_v;
     const int32_t layer = a->layer;
-    /* This head's slice of each key, then of each value, read in place. */
-    const uint16_t *r16[EM_ATTN_BLOCK];
+    /* This head's slice of each key, then of each value: read in place
+     * (F16 and Q8_0, whose slice pointers gather_run set), or converted. */
     const float *r32[EM_ATTN_BLOCK];
-    const em_block_q8_0 *r8[EM_ATTN_BLOCK];
 
     /* Scores.  F16, Q8_0 and F32 caches are read in place (the kernels
      * widen halves and Q8_0 blocks in registers, which costs less than
@@ -231,11 +235,9 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
      * (bench_attn, 12 heads over 4, one thread: 135 prompt rows 0.36 ms
      * either way, 512 rows about 10% slower widened, session 12). */
     if (kv->type == EM_TYPE_F16) {
-        for (int jj = 0; jj < nb; jj++) r16[jj] = em_kv_key(kv, layer, t->slots[jj], g);
-        kn->qk_f16(q, group, hd, r16, nb, t->sc, EM_ATTN_BLOCK);
+        kn->qk_f16(q, group, hd, t->k16, nb, t->sc, EM_ATTN_BLOCK);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        for (int jj = 0; jj < nb; jj++) r8[jj] = em_kv_key(kv, layer, t->slots[jj], g);
-        kn->qk_q8_0(q, group, hd, r8, nb, t->sc, EM_ATTN_BLOCK);
+        kn->qk_q8_0(q, group, hd, t->k8, nb, t->sc, EM_ATTN_BLOCK);
     } else {
         for (int jj = 0; jj < nb; jj++)
             r32[jj] = em_kv_read(kv, layer, false, t->slots[jj], g, t->kbuf + (int64_t)jj * hd);
@@ -283,11 +285,9 @@ static void attend_block(const attn_task_ctx *t, const float *q, int32_t nq, int
 
     /* Weighted values, read as the keys were. */
     if (kv->type == EM_TYPE_F16) {
-        for (int jj = 0; jj < nb; jj++) r16[jj] = em_kv_value(kv, layer, t->slots[jj], g);
-        kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r16, nb);
+        kn->pv_f16(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, t->v16, nb);
     } else if (kv->type == EM_TYPE_Q8_0) {
-        for (int jj = 0; jj < nb; jj++) r8[jj] = em_kv_value(kv, layer, t->slots[jj], g);
-        kn->pv_q8_0(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, r8, nb);
+        kn->pv_q8_0(t->acc, group, hdv, t->sc, EM_ATTN_BLOCK, t->v8, nb);
     } else {
         for (int jj = 0; jj < nb; jj++)
             r32[jj] = em_kv_read(kv, layer, true, t->slots[jj], g, t->vbuf + (int64_t)jj * hdv);
@@ -327,6 +327,37 @@ static void kv_prefetch(const em_attn_args *a, const int32_t *blocks, em_pos q0,
     }
 }
 
+/* Puts the n cache rows cell .. cell + n - 1 (one cache block's, in
+ * position order) at entries nb .. nb + n - 1 of the attention block.
+ * KV head g's slices of one cache block are a run of equal slices
+ * (kv.h, "Storage"), so for the types read in place a row's slice is the
+ * run's first plus i slices: one address computed per cache block and an
+ * addition per row.  Computing each row's address with em_kv_key and
+ * em_kv_value in attend_block (a block number, an offset in it, two
+ * multiplications and the cache's fields read again, 64 pointers per
+ * attention block) took 14% of a 16-row decode step's attention
+ * (bench_attn --decode 16: 0.86x the time without it, F16 and Q8_0). */
+static void gather_run(attn_task_ctx *t, int nb, int32_t cell, int n, int32_t g) {
+    const em_kv *kv = t->a->kv;
+    const int32_t layer = t->a->layer;
+    if (kv->type == EM_TYPE_F16 || kv->type == EM_TYPE_Q8_0) {
+        const size_t kb = kv->k_slice[layer], vb = kv->v_slice[layer];
+        const char *k = em_kv_key(kv, layer, cell, g), *v = em_kv_value(kv, layer, cell, g);
+        if (kv->type == EM_TYPE_F16)
+            for (int i = 0; i < n; i++) {
+                t->k16[nb + i] = (const uint16_t *)(const void *)(k + (size_t)i * kb);
+                t->v16[nb + i] = (const uint16_t *)(const void *)(v + (size_t)i * vb);
+            }
+        else
+            for (int i = 0; i < n; i++) {
+                t->k8[nb + i] = (const em_block_q8_0 *)(const void *)(k + (size_t)i * kb);
+                t->v8[nb + i] = (const em_block_q8_0 *)(const void *)(v + (size_t)i * vb);
+            }
+    } else {
+        for (int i = 0; i < n; i++) t->slots[nb + i] = cell + i;
+    }
+}
+
 static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
     const em_attn_args *a = t->a;
     const em_kv *kv = a->kv;
@@ -356,8 +387,11 @@ static void attend_task(attn_task_ctx *t, int32_t r, int32_t g) {
         const em_pos end = EM_MIN(p, pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
         if (pf && pj + EM_ATTN_BLOCK <= p)
             kv_prefetch(a, blocks, pj + EM_ATTN_BLOCK, EM_MIN(p, end + EM_ATTN_BLOCK), g, kb, vb);
-        for (; pj <= end; pj++) {
-            t->slots[nb++] = base + pj % EM_KV_BLOCK;
+        while (pj <= end) {
+            const int n = (int)EM_MIN((em_pos)(EM_ATTN_BLOCK - nb), end - pj + 1);
+            gather_run(t, nb, base + pj % EM_KV_BLOCK, n, g);
+            nb += n;
+            pj += n;
             if (nb == EM_ATTN_BLOCK) {
                 attend_block(t, q, group, g, nb);
                 nb = 0;
@@ -417,9 +451,12 @@ static void attend_tile(attn_task_ctx *t, int32_t r0, int32_t r1, int32_t g) {
     for (em_pos pj = lo[0]; pj <= hi[nr - 1];) {
         const int32_t base = blocks[pj / EM_KV_BLOCK] * EM_KV_BLOCK;
         const em_pos end = EM_MIN(hi[nr - 1], pj - pj % EM_KV_BLOCK + EM_KV_BLOCK - 1);
-        for (; pj <= end; pj++) {
-            t->kpos[nb] = pj;
-            t->slots[nb++] = base + pj % EM_KV_BLOCK;
+        while (pj <= end) {
+            const int n = (int)EM_MIN((em_pos)(EM_ATTN_BLOCK - nb), end - pj + 1);
+            gather_run(t, nb, base + pj % EM_KV_BLOCK, n, g);
+            for (int i = 0; i < n; i++) t->kpos[nb + i] = pj + i;
+            nb += n;
+            pj += n;
             if (nb == EM_ATTN_BLOCK) {
                 attend_block(t, t->qt, nq, g, nb);
                 nb = 0;
