@@ -96,6 +96,7 @@ static void pool_free(em_kv_pool *pl) {
     free(pl->lru_next);
     free(pl->bucket);
     free(pl->hnext);
+    free(pl->touched);
     memset(pl, 0, sizeof *pl);
 }
 
@@ -118,9 +119,12 @@ static bool pool_init(em_kv_pool *pl, int32_t nb, int32_t n_layer, size_t k_row,
     pl->lru_next = malloc(n * sizeof *pl->lru_next);
     pl->bucket = malloc((size_t)pl->n_buckets * sizeof *pl->bucket);
     pl->hnext = malloc(n * sizeof *pl->hnext);
+    pl->touched = calloc((size_t)2 * (size_t)(n_layer > 0 ? n_layer : 1), sizeof *pl->touched);
     if (!pl->k || !pl->v || !pl->ref || !pl->hash || !pl->parent || !pl->flags || !pl->tokens ||
-        !pl->free_stack || !pl->lru_prev || !pl->lru_next || !pl->bucket || !pl->hnext)
+        !pl->free_stack || !pl->lru_prev || !pl->lru_next || !pl->bucket || !pl->hnext || !pl->touched)
         return false;
+    pl->k_block = EM_KV_BLOCK * k_row;
+    pl->v_block = EM_KV_BLOCK * v_row;
     /* Each layer's keys, then its values, every array starting on a
      * 64-byte line. */
     const size_t cells = (size_t)pl->n_cells, room = SIZE_MAX / 4 - 2 * EM_KV_HUGE;
@@ -458,12 +462,44 @@ static void lru_unlink(em_kv_pool *pl, int32_t b) {
     pl->n_cached--;
 }
 
+/* Brings in the pages of the blocks after block `frontier` - 1, the
+ * highest taken so far, a different distance ahead in each layer's keys
+ * and values.  Each of those arrays grows by a block at a time, all at
+ * once, so without this they all crossed into a fresh 2 MiB huge page in
+ * the same step: 2 x n_layer page faults, each clearing 2 MiB, inside
+ * one forward pass (on the serve model twelve of them added ~25-30 ms to
+ * the step a prompt arrived in, every sixteenth request).  Writing a zero
+ * into every 4 KiB page up to frontier x block + (r + 1) / (2 n_layer) x
+ * 2 MiB for array r spreads those faults out, one per ~2 MiB / (2
+ * n_layer) of growth, and costs at most 2 MiB of each array early.  Only
+ * bytes past every block ever taken are written, and they hold zeros, so
+ * nothing changes but when the pages come in.  Called on the engine
+ * thread while it places rows, before the forward pass. */
+static void pool_touch(em_kv_pool *pl) {
+    const int32_t nr = 2 * pl->n_layer;
+    for (int32_t r = 0; r < nr; r++) {
+        const size_t bb = r & 1 ? pl->v_block : pl->k_block;
+        volatile uint8_t *base = (uint8_t *)(r & 1 ? pl->v[r / 2] : pl->k[r / 2]);
+        if (bb == 0 || !base) continue;
+        const size_t len = (size_t)pl->n_blocks * bb;
+        size_t want = (size_t)pl->frontier * bb + (size_t)(r + 1) * EM_KV_HUGE / (size_t)nr;
+        if (want > len) want = len;
+        size_t t = pl->touched[r];
+        for (; t < want; t += 4096) base[t] = 0;
+        pl->touched[r] = t;
+    }
+}
+
 /* A block for new rows: a free one, else the least recently used cached
  * one, which leaves the index.  -1 when every block is used. */
 static int32_t block_take(em_kv_pool *pl) {
     int32_t b;
     if (pl->n_free > 0) {
         b = pl->free_stack[--pl->n_free];
+        if (b >= pl->frontier) {
+            pl->frontier = b + 1;
+            pool_touch(pl);
+        }
     } else if (pl->lru_head >= 0) {
         b = pl->lru_head;
         lru_unlink(pl, b);

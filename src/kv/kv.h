@@ -105,6 +105,12 @@ typedef struct em_kv_pool {
     int32_t *bucket;     /* [n_buckets] first indexed block of each bucket   */
     int32_t *hnext;      /* [n_blocks] next indexed block in the same bucket */
     uint32_t n_buckets;  /* a power of two                                   */
+    size_t k_block;      /* bytes of one block in a layer's keys             */
+    size_t v_block;      /* bytes of one block in a layer's values           */
+    int32_t frontier;    /* blocks 0 .. frontier - 1 have been taken once    */
+    size_t *touched;     /* [2 * n_layer] bytes of layer i's keys (2i) and
+                          * values (2i + 1) written into ahead of use: see
+                          * pool_touch in kv.c                              */
 } em_kv_pool;
 
 #define EM_KV_MAX_GROUPS 4 /* layer groups; further spans keep everything  */

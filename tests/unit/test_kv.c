@@ -13,6 +13,8 @@
 #include "test.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* --------------------------------------------------- the cache alone */
 
@@ -463,6 +465,53 @@ static void test_output_rows(void) {
         free(got);
         em_model_free(m);
     }
+}
+
+/* The pages of each layer's keys and values are brought in ahead of the
+ * blocks taken, a different distance ahead per array (pool_touch in
+ * kv.c), and that writing never reaches a block in use: rows written as
+ * 600 blocks are taken one by one (more than 2 MiB of each array) read
+ * back unchanged, and after every block the page at the array's distance
+ * ahead is resident. */
+static void test_touch_ahead(void) {
+    enum { NL = 3, HD = 64, NPOS = 16384, NB = 600 };
+    em_kv kv;
+    CHECK_OK(em_kv_init(&kv, NPOS, 1, NL, HD, HD, EM_TYPE_F32, HD, HD));
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), huge = (size_t)2 << 20;
+    const size_t bb = (size_t)EM_KV_BLOCK * HD * sizeof(float);
+    float k[HD], v[HD];
+    int resident_ok = 1, same = 1;
+    for (int32_t b = 0; b < NB; b++) {
+        int32_t cells[EM_KV_BLOCK];
+        CHECK_OK(place_run(&kv, 0, b * EM_KV_BLOCK, (b + 1) * EM_KV_BLOCK, NULL, cells));
+        for (int l = 0; l < NL; l++)
+            for (int i = 0; i < EM_KV_BLOCK; i++) {
+                for (int d = 0; d < HD; d++) {
+                    k[d] = (float)(b * 131 + l * 17 + i * 3 + d + 1);
+                    v[d] = -k[d];
+                }
+                em_kv_write(&kv, l, cells[i], 0, 1, k, v, NULL);
+            }
+        for (int r = 0; r < 2 * NL; r++) {
+            const uint8_t *base = (const uint8_t *)(r & 1 ? kv.v[r / 2] : kv.k[r / 2]);
+            size_t ahead = (size_t)(b + 1) * bb + (size_t)(r + 1) * huge / (2 * NL) - 1;
+            if (ahead >= (size_t)NPOS * HD * sizeof(float)) continue;
+            uintptr_t a = (uintptr_t)(base + ahead) & ~(uintptr_t)(page - 1);
+            unsigned char in = 0;
+            if (mincore((void *)a, page, &in) != 0 || !(in & 1)) resident_ok = 0;
+        }
+    }
+    for (int32_t b = 0; b < NB && same; b++)
+        for (int l = 0; l < NL; l++)
+            for (int i = 0; i < EM_KV_BLOCK; i++) {
+                const int32_t cell = em_kv_layer_cell(&kv, l, 0, b * EM_KV_BLOCK + i);
+                const float *kr = em_kv_read(&kv, l, false, cell, 0, k), *vr = em_kv_read(&kv, l, true, cell, 0, v);
+                for (int d = 0; d < HD; d++)
+                    if (kr[d] != (float)(b * 131 + l * 17 + i * 3 + d + 1) || vr[d] != -kr[d]) same = 0;
+            }
+    CHECK_MSG(same, "rows changed after later blocks were taken");
+    CHECK_MSG(resident_ok, "the pages ahead of the blocks taken are not resident");
+    em_kv_free(&kv);
 }
 
 /* Prefix reuse: a cached prompt taken over by a new sequence gives the
@@ -941,6 +990,7 @@ int main(void) {
     test_reuse_and_eviction();
     test_groups();
     test_output_rows();
+    test_touch_ahead();
     char path[1024];
     if (!test_data_path(path, sizeof path, "models/stories260K.gguf")) {
         printf("model tests skipped: EMBER_TEST_DATA is not set\n");
