@@ -50,6 +50,12 @@ bool em_api_fail(em_api_error *err, int http, const char *param, const char *fmt
     return false;
 }
 
+bool em_api_fail_shutdown(em_api_error *err, const char *message) {
+    em_api_fail(err, 503, NULL, "%s", message);
+    snprintf(err->code, sizeof err->code, "shutting_down");
+    return false;
+}
+
 json_t *em_api_error_json(const em_api_error *err) {
     const char *type = "invalid_request_error", *code = NULL;
     switch (err->http) {

@@ -20,6 +20,10 @@ typedef struct em_api_error {
 bool em_api_fail(em_api_error *err, int http, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* em_api_fail for a request the shutdown refused or cut short: a 503
+ * with the code shutting_down (which a client may retry elsewhere). */
+bool em_api_fail_shutdown(em_api_error *err, const char *message);
+
 /* The one mapping from an HTTP status to OpenAI's error type and code,
  * and the JSON body (new reference; NULL when memory runs out). */
 json_t *em_api_error_json(const em_api_error *err);

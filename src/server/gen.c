@@ -397,12 +397,8 @@ static bool job_event(gen_job *j, em_event *ev) {
         break;
     case EM_EVENT_ERROR:
         j->failed = true;
-        if (ev->shutdown) {
-            em_api_fail(&j->err, 503, NULL, "%s", ev->message);
-            snprintf(j->err.code, sizeof j->err.code, "shutting_down");
-        } else {
-            em_api_fail(&j->err, 500, NULL, "generation failed: %s", ev->message);
-        }
+        if (ev->shutdown) em_api_fail_shutdown(&j->err, ev->message);
+        else em_api_fail(&j->err, 500, NULL, "generation failed: %s", ev->message);
         if (j->req.stream) stream_error(j, &j->err);
         more = false;
         break;
@@ -535,6 +531,18 @@ static bool check_context(gen_job *j, int32_t n_prompt, em_api_error *err) {
     return false;
 }
 
+/* The answer to a submission the engine did not take (true for
+ * EM_SUBMIT_OK); param names the field an invalid one is blamed on. */
+static bool submit_ok(em_api_error *err, em_submit_result sr, const char *param) {
+    switch (sr) {
+    case EM_SUBMIT_OK: return true;
+    case EM_SUBMIT_QUEUE_FULL: return em_api_fail(err, 503, NULL, "the server is busy: the queue is full; retry later");
+    case EM_SUBMIT_SHUTTING_DOWN: return em_api_fail_shutdown(err, "the server is shutting down");
+    case EM_SUBMIT_INVALID: return em_api_fail(err, 400, param, "%s", em_last_error());
+    default: return em_api_fail(err, 500, NULL, "out of memory");
+    }
+}
+
 /* Submits prompt idx; *queue_full tells a full queue from other failures. */
 static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_api_error *err, bool *queue_full) {
     em_gen_params gp = {0};
@@ -552,16 +560,7 @@ static bool submit(gen_job *j, int32_t idx, const em_token *tok, int32_t n, em_a
     em_submit_result sr = em_engine_submit(j->s->engine, tok, n, &gp, &j->r[idx]);
     if (sr != EM_SUBMIT_OK && j->has_constraint) j->constraint.release(j->constraint.ctx);
     *queue_full = sr == EM_SUBMIT_QUEUE_FULL;
-    switch (sr) {
-    case EM_SUBMIT_OK: return true;
-    case EM_SUBMIT_QUEUE_FULL: return em_api_fail(err, 503, NULL, "the server is busy: the queue is full; retry later");
-    case EM_SUBMIT_SHUTTING_DOWN:
-        em_api_fail(err, 503, NULL, "the server is shutting down");
-        snprintf(err->code, sizeof err->code, "shutting_down");
-        return false;
-    case EM_SUBMIT_INVALID: return em_api_fail(err, 400, NULL, "%s", em_last_error());
-    default: return em_api_fail(err, 500, NULL, "out of memory");
-    }
+    return submit_ok(err, sr, NULL);
 }
 
 /* Submits the prompts not yet submitted, in order, as many as the queue
@@ -681,8 +680,7 @@ static bool embedding_collect(em_server *s, em_conn *cs, em_request *r, size_t i
         } else if (k == EM_EVENT_DONE) {
             *total += ev.n_prompt;
         } else if (k == EM_EVENT_ERROR && ev.shutdown) {
-            ok = em_api_fail(err, 503, NULL, "%s", ev.message);
-            snprintf(err->code, sizeof err->code, "shutting_down");
+            ok = em_api_fail_shutdown(err, ev.message);
         } else if (k == EM_EVENT_ERROR) {
             ok = em_api_fail(err, 500, NULL, "embedding failed: %s", ev.message);
         }
@@ -737,12 +735,7 @@ static enum MHD_Result embeddings(em_server *s, struct MHD_Connection *c, em_con
                 n_done++;
                 continue;
             }
-            if (sr == EM_SUBMIT_QUEUE_FULL) ok = em_api_fail(&err, 503, NULL, "the server is busy: the queue is full");
-            else if (sr == EM_SUBMIT_SHUTTING_DOWN) {
-                ok = em_api_fail(&err, 503, NULL, "the server is shutting down");
-                snprintf(err.code, sizeof err.code, "shutting_down");
-            }
-            else if (sr != EM_SUBMIT_OK) ok = em_api_fail(&err, 400, "input", "%s", em_last_error());
+            ok = submit_ok(&err, sr, "input");
             break;
         }
         free(tok);
