@@ -136,12 +136,13 @@ test('a completions request with more prompts than the queue holds is answered i
 // fault: it is a 503 (code shutting_down, with Retry-After), which clients
 // retry, not a 500, streamed (as the last event) or not.
 test('requests cut by the shutdown timeout get a 503 shutting_down, not a 500', async () => {
-  const server = await startServer({ parallel: 2, ctx: 4096, extra: ['--shutdown-timeout', '0'] });
+  const server = await startServer({ parallel: 2, ctx: 32768, extra: ['--shutdown-timeout', '0'] });
   try {
-    // The end-of-sequence token (id 2) is banned: both run until the signal.
+    // The end-of-sequence token (id 2) is banned and the context is long (32000
+    // tokens, seconds of generation even for this model): both run until the signal.
     const send = (stream) => server.fetch('/v1/completions', {
       method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: server.model, prompt: 'Once upon a time', max_tokens: 4000, logit_bias: { 2: -100 }, stream }),
+      body: JSON.stringify({ model: server.model, prompt: 'Once upon a time', max_tokens: 32000, logit_bias: { 2: -100 }, stream }),
     });
     const plain = send(false);
     for (let k = 0; k < 400; k++) {
