@@ -6,7 +6,12 @@
  * OUT receives, as little-endian float32, each prompt's last logits in
  * sequence order, then every decode step's logits, row by row.
  *
- *   batch_logits MODEL.gguf N OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32]
+ *   batch_logits MODEL.gguf N OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32] [--together]
+ *
+ * With --together the prompts are packed as the server packs them: as
+ * many whole prompts per batch as fit in 256 rows, each asking for its
+ * last row's logits only, so the prompt steps of several sequences whose
+ * output rows are a few of the batch's are covered too.
  *
  * dump_logits covers one sequence; this covers the multi-row decode
  * steps (the lane kernels' tiles of 16 rows and their remainders), so a
@@ -32,14 +37,21 @@ static bool write_row(FILE *f, const float *row, int32_t n) {
 
 int main(int argc, char **argv) {
     int n = 0, steps = 4, threads = 2;
+    bool together = false;
     em_type kv = EM_TYPE_F16;
     if (argc < 4 || !parse_int(argv[2], 1, 256, &n)) {
-        fprintf(stderr, "usage: batch_logits MODEL.gguf N(1-256) OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32]\n");
+        fprintf(stderr, "usage: batch_logits MODEL.gguf N(1-256) OUT.f32 [--steps 4] [--threads 2] [--kv f16|q8_0|f32] "
+                        "[--together]\n");
         return 2;
     }
     for (int i = 4; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = false;
+        if (!strcmp(argv[i], "--together")) {
+            together = true;
+            i--; /* a flag: no value follows */
+            continue;
+        }
         if (!strcmp(argv[i], "--steps")) ok = parse_int(v, 1, 1000, &steps);
         else if (!strcmp(argv[i], "--threads")) ok = parse_int(v, 0, 256, &threads);
         else if (!strcmp(argv[i], "--kv") && v) {
@@ -51,7 +63,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    enum { MAX_PROMPT = 64 };
+    enum { MAX_PROMPT = 64, PACKED_ROWS = 256 };
     em_model *m = NULL;
     if (em_model_load(&m, argv[1], NULL) != EM_OK) {
         fprintf(stderr, "batch_logits: %s\n", em_last_error());
@@ -61,7 +73,7 @@ int main(int argc, char **argv) {
     em_context_params cp = em_context_default_params();
     cp.n_seq_max = n;
     cp.n_ctx = (MAX_PROMPT + steps) * n;
-    cp.n_batch = n > MAX_PROMPT ? n : MAX_PROMPT;
+    cp.n_batch = together ? (n > PACKED_ROWS ? n : PACKED_ROWS) : n > MAX_PROMPT ? n : MAX_PROMPT;
     cp.n_threads = threads;
     cp.kv_type = kv;
     em_context *c = NULL;
@@ -78,11 +90,22 @@ int main(int argc, char **argv) {
         goto out;
     }
     uint32_t rng = 12345;
-    for (int s = 0; s < n; s++) {
-        len[s] = 5 + (s * 37) % (MAX_PROMPT - 4);
+    for (int s = 0; s < n; s++) len[s] = 5 + (s * 37) % (MAX_PROMPT - 4);
+    for (int s = 0; s < n;) {
+        /* Prompts s..e-1 go in this batch: one, or as many as fit. */
+        int e = s + 1;
+        int32_t rows = len[s];
+        while (together && e < n && rows + len[e] <= cp.n_batch) rows += len[e++];
         em_batch_clear(&b);
-        for (int32_t j = 0; j < len[s]; j++) em_batch_add(&b, next_token(&rng, n_vocab), j, s, j == len[s] - 1);
-        if (em_decode(c, &b) != EM_OK || !write_row(f, em_get_logits(c, len[s] - 1), n_vocab)) goto fail;
+        for (int q = s; q < e; q++)
+            for (int32_t j = 0; j < len[q]; j++) em_batch_add(&b, next_token(&rng, n_vocab), j, q, j == len[q] - 1);
+        if (em_decode(c, &b) != EM_OK) goto fail;
+        int32_t last = -1;
+        for (int q = s; q < e; q++) {
+            last += len[q];
+            if (!write_row(f, em_get_logits(c, last), n_vocab)) goto fail;
+        }
+        s = e;
     }
     for (int step = 0; step < steps; step++) {
         em_batch_clear(&b);
