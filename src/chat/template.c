@@ -116,54 +116,217 @@ em_status em_chat_render_ex(const em_chat_template *t, const json_t *messages, c
     return EM_OK;
 }
 
-/* ---- built-in templates ---- */
+/* ---- built-in templates ----
+ *
+ * Fallbacks for models whose GGUF carries no template.  A conversation
+ * without tools, tool calls or tool results renders exactly as these
+ * templates always did (tests/unit/test_chat.c keeps the earlier sources
+ * to prove it); tools follow each family's own convention where it has
+ * one, so that the tool-call parser (toolcalls.c, which picks its family
+ * from the markers in these sources) reads the model's answer back:
+ *
+ * - chatml: Hermes / Qwen 2.5.  The tools go as JSON lines in a
+ *   <tools></tools> block of the system turn with the instruction to answer
+ *   <tool_call>{"name": ..., "arguments": ...}</tool_call>; earlier calls
+ *   are written back in that form and results as <tool_response> blocks of
+ *   a user turn.
+ * - llama3: Llama 3.1's JSON calls.  "Environment: ipython" in the system
+ *   turn, the tools and the instruction to answer {"name": ...,
+ *   "parameters": ...} in the first user turn (in the system turn when the
+ *   conversation opens with no user turn), results in `ipython` turns.  The
+ *   convention has one call per assistant turn, so more is refused.
+ * - mistral: [AVAILABLE_TOOLS] before the last user turn, calls as
+ *   [TOOL_CALLS][{"name", "arguments", "id"}], results as
+ *   [TOOL_RESULTS]{"content", "call_id"}[/TOOL_RESULTS].
+ * - llama2, gemma: neither has a tool convention of its own, so both use
+ *   the Hermes instruction, in the system text (the <<SYS>> block, or the
+ *   text gemma puts before the first user turn), with calls in the model's
+ *   turn as <tool_call> blocks and results as a user turn of
+ *   <tool_response> blocks.  It is written out in plain text, needs no
+ *   special tokens, and is what Hermes-tuned Llama models were taught.
+ */
+
+/* The Hermes instruction around the tools' JSON lines (Jinja string text). */
+#define HERMES_TOOLS_HEAD                                                                              \
+    "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"             \
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>"
+#define HERMES_TOOLS_TAIL                                                                              \
+    "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "  \
+    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n"                                         \
+    "{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call>"
+/* One call as Hermes writes it: fn is the call's function object; the
+ * arguments are written as they came when they are a string (they did not
+ * parse as JSON), else as JSON. */
+#define HERMES_CALL                                                                                    \
+    "'<tool_call>\\n{\"name\": ' + fn['name'] | tojson + ', \"arguments\": ' + "                       \
+    "(fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) + '}\\n</tool_call>'"
+/* Sets fn to a tool call's function (the object itself when it has none). */
+#define SET_FN "{%- set fn = call['function'] if call['function'] is defined else call %}"
+/* The instruction Llama 3.1 was taught for JSON calls. */
+#define LLAMA3_TOOLS_SAY                                                                               \
+    "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and " \
+    "its value}.Do not use variables.\\n\\n"
 
 static const struct { const char *name, *source; } BUILTINS[] = {
     {"chatml",
+     "{%- if tools %}"
+     "{{- '<|im_start|>system\\n' }}"
+     "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+     "{{- '" HERMES_TOOLS_HEAD "' }}"
+     "{%- for tool in tools %}{{- '\\n' + tool | tojson }}{%- endfor %}"
+     "{{- '" HERMES_TOOLS_TAIL "<|im_end|>\\n' }}"
+     "{%- endif %}"
      "{%- for message in messages %}"
+     "{%- if tools and loop.first and message['role'] == 'system' %}"
+     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+     "{{- '<|im_start|>assistant' }}"
+     "{%- if message['content'] %}{{- '\\n' + message['content'] }}{%- endif %}"
+     "{%- for call in message['tool_calls'] %}" SET_FN "{{- '\\n' + " HERMES_CALL " }}{%- endfor %}"
+     "{{- '<|im_end|>\\n' }}"
+     "{%- elif message['role'] == 'tool' %}"
+     "{%- if loop.first or loop.previtem['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+     "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+     "{%- if loop.last or loop.nextitem['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+     "{%- else %}"
      "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+     "{%- endif %}"
      "{%- endfor %}"
      "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"},
     {"llama2",
      "{%- if messages[0]['role'] == 'system' %}"
      "{%- set system = messages[0]['content'] %}{%- set turns = messages[1:] %}"
      "{%- else %}{%- set system = none %}{%- set turns = messages %}{%- endif %}"
+     "{%- set ns = namespace(index=0, text='', tools='') %}"
+     "{%- if tools %}"
+     "{%- set ns.tools = '" HERMES_TOOLS_HEAD "' %}"
+     "{%- for tool in tools %}{%- set ns.tools = ns.tools + '\\n' + tool | tojson %}{%- endfor %}"
+     "{%- set system = (system + '\\n\\n' if system is not none else '') + ns.tools + '" HERMES_TOOLS_TAIL "' %}"
+     "{%- endif %}"
      "{%- for message in turns %}"
-     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{%- if message['role'] == 'tool' %}"
+     "{%- set ns.text = ns.text + ('\\n' if ns.text else '') + '<tool_response>\\n' + message['content'] + '\\n</tool_response>' %}"
+     "{%- endif %}"
+     "{%- if message['role'] != 'tool' or loop.last or loop.nextitem['role'] != 'tool' %}"
+     "{%- set role = 'user' if message['role'] == 'tool' else message['role'] %}"
+     "{%- if (role == 'user') != (ns.index % 2 == 0) %}"
      "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
      "{%- endif %}"
+     "{%- if message['role'] == 'tool' %}"
+     "{%- set content = ns.text %}{%- set ns.text = '' %}"
+     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+     "{%- set ns.text = message['content'] if message['content'] else '' %}"
+     "{%- for call in message['tool_calls'] %}" SET_FN
+     "{%- set ns.text = ns.text + ('\\n' if ns.text else '') + " HERMES_CALL " %}"
+     "{%- endfor %}"
+     "{%- set content = ns.text %}{%- set ns.text = '' %}"
+     "{%- else %}"
      "{%- set content = message['content'] %}"
-     "{%- if loop.first and system is not none %}"
+     "{%- endif %}"
+     "{%- if ns.index == 0 and system is not none %}"
      "{%- set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + content %}"
      "{%- endif %}"
-     "{%- if message['role'] == 'user' %}{{- bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+     "{%- set ns.index = ns.index + 1 %}"
+     "{%- if role == 'user' %}{{- bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
      "{%- else %}{{- ' ' + content | trim + ' ' + eos_token }}{%- endif %}"
+     "{%- endif %}"
      "{%- endfor %}"},
     {"llama3",
      "{{- bos_token }}"
+     "{%- set ns = namespace(first=-1, in_user=false) %}"
+     "{%- if tools %}"
+     "{%- set ns.first = 1 if messages and messages[0]['role'] == 'system' else 0 %}"
+     "{%- set ns.in_user = messages | length > ns.first and messages[ns.first]['role'] == 'user' %}"
+     "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n\\n' }}"
+     "{%- if not ns.in_user %}"
+     "{{- 'You have access to the following functions. To call a function, please respond with JSON for a "
+     "function call." LLAMA3_TOOLS_SAY "' }}"
+     "{%- for t in tools %}{{- t | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
+     "{%- endif %}"
+     "{%- if ns.first == 1 %}{{- messages[0]['content'] | trim }}{%- endif %}"
+     "{{- '<|eot_id|>' }}"
+     "{%- endif %}"
      "{%- for message in messages %}"
+     "{%- if tools and loop.first and message['role'] == 'system' %}"
+     "{%- elif ns.in_user and loop.index0 == ns.first %}"
+     "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a "
+     "JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n"
+     LLAMA3_TOOLS_SAY "' }}"
+     "{%- for t in tools %}{{- t | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
+     "{{- message['content'] | trim + '<|eot_id|>' }}"
+     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+     "{%- if message['tool_calls'] | length != 1 %}"
+     "{{- raise_exception('The llama3 template writes one tool call per assistant message') }}"
+     "{%- endif %}"
+     "{%- set call = message['tool_calls'][0] %}" SET_FN
+     "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": ' + fn['name'] | tojson + "
+     "', \"parameters\": ' + (fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) + "
+     "'}<|eot_id|>' }}"
+     "{%- elif message['role'] == 'tool' or message['role'] == 'ipython' %}"
+     "{{- '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + (message['content'] if message['content'] is "
+     "string else message['content'] | tojson) + '<|eot_id|>' }}"
+     "{%- else %}"
      "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+     "{%- endif %}"
      "{%- endfor %}"
      "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"},
     {"gemma",
      "{{- bos_token }}"
-     "{%- set ns = namespace(system='') %}"
+     "{%- set ns = namespace(system='', tools='') %}"
+     "{%- if tools %}"
+     "{%- set ns.tools = '" HERMES_TOOLS_HEAD "' %}"
+     "{%- for tool in tools %}{%- set ns.tools = ns.tools + '\\n' + tool | tojson %}{%- endfor %}"
+     "{%- set ns.tools = ns.tools + '" HERMES_TOOLS_TAIL "\\n\\n' %}"
+     "{%- endif %}"
      "{%- for message in messages %}"
      "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] | trim + '\\n\\n' %}"
+     "{%- elif message['role'] == 'tool' %}"
+     "{%- if loop.first or loop.previtem['role'] != 'tool' %}{{- '<start_of_turn>user' }}{%- endif %}"
+     "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+     "{%- if loop.last or loop.nextitem['role'] != 'tool' %}{{- '<end_of_turn>\\n' }}{%- endif %}"
+     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+     "{{- '<start_of_turn>model\\n' }}"
+     "{%- if message['content'] %}{{- message['content'] | trim + '\\n' }}{%- endif %}"
+     "{%- for call in message['tool_calls'] %}" SET_FN
+     "{{- ('\\n' if not loop.first else '') + " HERMES_CALL " }}"
+     "{%- endfor %}"
+     "{{- '<end_of_turn>\\n' }}"
      "{%- else %}"
      "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-     "{{- '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + message['content'] | trim + '<end_of_turn>\\n' }}"
-     "{%- if role == 'user' %}{%- set ns.system = '' %}{%- endif %}"
+     "{{- '<start_of_turn>' + role + '\\n' + (ns.system + ns.tools if role == 'user' else '') + message['content'] | trim + '<end_of_turn>\\n' }}"
+     "{%- if role == 'user' %}{%- set ns.system = '' %}{%- set ns.tools = '' %}{%- endif %}"
      "{%- endif %}"
      "{%- endfor %}"
      "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}"},
     {"mistral",
      "{{- bos_token }}"
-     "{%- set ns = namespace(system='') %}"
+     "{%- set ns = namespace(system='', last_user=-1) %}"
+     "{%- if tools %}"
+     "{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.last_user = loop.index0 %}{%- endif %}{%- endfor %}"
+     "{%- if ns.last_user < 0 %}{{- '[AVAILABLE_TOOLS]' + tools | tojson + '[/AVAILABLE_TOOLS]' }}{%- endif %}"
+     "{%- endif %}"
      "{%- for message in messages %}"
      "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] + '\\n\\n' %}"
-     "{%- elif message['role'] == 'user' %}{{- '[INST] ' + ns.system + message['content'] + ' [/INST]' }}{%- set ns.system = '' %}"
+     "{%- elif message['role'] == 'user' %}"
+     "{%- if loop.index0 == ns.last_user %}{{- '[AVAILABLE_TOOLS]' + tools | tojson + '[/AVAILABLE_TOOLS]' }}{%- endif %}"
+     "{{- '[INST] ' + ns.system + message['content'] + ' [/INST]' }}{%- set ns.system = '' %}"
+     "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+     "{%- if message['content'] %}{{- message['content'] }}{%- endif %}"
+     "{{- '[TOOL_CALLS][' }}"
+     "{%- for call in message['tool_calls'] %}" SET_FN
+     "{{- '{\"name\": ' + fn['name'] | tojson + ', \"arguments\": ' + "
+     "(fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) }}"
+     "{%- if call['id'] is defined and call['id'] is not none %}{{- ', \"id\": ' + call['id'] | tojson }}{%- endif %}"
+     "{{- '}' + (', ' if not loop.last else ']') }}"
+     "{%- endfor %}"
+     "{{- eos_token }}"
      "{%- elif message['role'] == 'assistant' %}{{- message['content'] + eos_token }}"
+     "{%- elif message['role'] == 'tool' %}"
+     "{%- set content = message['content'] %}"
+     "{{- '[TOOL_RESULTS]{\"content\": ' + (content if content is string and (content.startswith('{') or "
+     "content.startswith('[')) else content | tojson) }}"
+     "{%- if message['tool_call_id'] is defined and message['tool_call_id'] is not none %}"
+     "{{- ', \"call_id\": ' + message['tool_call_id'] | tojson }}{%- endif %}"
+     "{{- '}[/TOOL_RESULTS]' }}"
      "{%- endif %}"
      "{%- endfor %}"},
 };

@@ -7,8 +7,9 @@
 #   fuzz_gguf  small real GGUF files from $EMBER_TEST_DATA (stories260K and
 #              the vocabulary files under 2 MB) plus the sound and broken
 #              files written by the gguf_seeds tool;
-#   fuzz_jinja the templates in tests/fuzz/seeds_jinja/ plus the real chat
-#              templates under $EMBER_TEST_DATA/templates;
+#   fuzz_jinja the templates in tests/fuzz/seeds_jinja/, the built-in
+#              templates (printed by BUILD_DIR/render_template --builtin)
+#              and the real chat templates under $EMBER_TEST_DATA/templates;
 #   fuzz_X     the files in tests/fuzz/seeds_X/ when that folder exists,
 #              otherwise none (libFuzzer starts from an empty input).
 # Crashing inputs are kept under BUILD_DIR/crashes/fuzz_X/.  The script
@@ -61,11 +62,20 @@ seed_gguf() {
     fi
 }
 
-# fuzz_jinja: its own small templates plus the real chat templates of the
-# test data (not copied into the repository).
+# fuzz_jinja: its own small templates, the built-in templates (their
+# sources as render_template prints them) and the real chat templates of
+# the test data (not copied into the repository).
 seed_jinja() {
-    local corpus=$1
+    local corpus=$1 name
     seed_other fuzz_jinja "$corpus"
+    if [ -x "$build/render_template" ]; then
+        for name in chatml llama2 llama3 gemma mistral; do
+            "$build/render_template" --builtin "$name" >"$corpus/builtin-$name.jinja" ||
+                echo "run.sh: render_template --builtin $name failed" >&2
+        done
+    else
+        echo "run.sh: $build/render_template not built: no built-in templates as seeds" >&2
+    fi
     if [ -n "$data" ] && [ -d "$data/templates" ]; then
         find "$data/templates" -maxdepth 1 -name '*.jinja' -exec cp -f {} "$corpus/" \;
     fi

@@ -7,7 +7,10 @@
 # tool calls and tool results, unicode and special characters, extra
 # variables such as documents, an empty conversation) as transformers'
 # apply_chat_template does; tests/tools/render_template renders the same
-# with ember.  Pass: byte-identical output, or both raise.  One line per
+# with ember.  The built-in templates (chatml, llama2, llama3, gemma,
+# mistral; render_template --builtin prints their sources) are rendered
+# both ways too, for the same conversations.  Pass: byte-identical output,
+# or both raise.  One line per
 # mismatch and a summary; exit 1 on any mismatch, 77 (skip) without
 # python3-jinja2 or the test data.
 
@@ -65,6 +68,30 @@ for tpl in "$DATA"/templates/*.jinja; do
         fi
     done
 done
+# The built-ins, from the sources ember carries.
+mkdir -p "$TMP/builtin"
+for name in chatml llama2 llama3 gemma mistral; do
+    "$RENDER" --builtin "$name" >"$TMP/builtin/$name.jinja" || {
+        echo "FAIL: render_template --builtin $name"
+        exit 1
+    }
+done
+"$PY" "$here/chat_reference.py" "$TMP/builtin" "$here/chat_conversations.json" "$TMP/bout" || {
+    echo "FAIL: chat_reference.py failed on the built-ins"
+    exit 1
+}
+bpass=0
+for tpl in "$TMP"/builtin/*.jinja; do
+    base=$(basename "$tpl" .jinja)
+    for conv in "$TMP"/bout/conv/*.json; do
+        cname=$(basename "$conv" .json)
+        if render "builtin $base / $cname" "$tpl" "$conv" "$TMP/bout/expected/${base}__${cname}"; then
+            bpass=$((bpass + 1)); both_raised=$((both_raised + raised))
+        else
+            fail=$((fail + 1))
+        fi
+    done
+done
 # The snippets: one feature each, rendered for one conversation.
 SHOW_TEMPLATE=1
 for tpl in "$TMP"/snippets/*.jinja; do
@@ -75,5 +102,5 @@ for tpl in "$TMP"/snippets/*.jinja; do
         fail=$((fail + 1))
     fi
 done
-echo "templates: $pass pairs match ($both_raised of them raise in both); snippets: $spass match; $fail differ"
+echo "templates: $pass pairs match, built-ins: $bpass ($both_raised of them raise in both); snippets: $spass match; $fail differ"
 [ $fail -eq 0 ]

@@ -3,6 +3,7 @@
  * exactness test against Python's jinja2 (tests/ref/test_templates.sh).
  *
  *   render_template TEMPLATE.jinja CONVERSATION.json
+ *   render_template --builtin NAME      (prints a built-in template's source)
  *
  * CONVERSATION.json: {"messages": [...], "tools": [...] (optional),
  * "add_generation_prompt": bool, "bos_token": str, "eos_token": str,
@@ -19,8 +20,18 @@
 #include <string.h>
 
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--builtin")) {
+        /* The harness renders the built-ins with jinja2 too, from these sources. */
+        const char *src = em_chat_builtin(argv[2]);
+        if (!src) {
+            fprintf(stderr, "no built-in template '%s'\n", argv[2]);
+            return 2;
+        }
+        fputs(src, stdout);
+        return 0;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: %s TEMPLATE.jinja CONVERSATION.json\n", argv[0]);
+        fprintf(stderr, "usage: %s TEMPLATE.jinja CONVERSATION.json | --builtin NAME\n", argv[0]);
         return 2;
     }
     char *source;

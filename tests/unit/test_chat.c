@@ -263,6 +263,198 @@ static void test_builtins(void) {
     CHECK(em_chat_builtin("nope") == NULL);
 }
 
+/* The built-in templates as they were before they rendered tools (session
+ * 14), kept to prove that a conversation without tools, tool calls or tool
+ * results still renders byte for byte as it did. */
+static const struct { const char *name, *source; } LEGACY[] = {
+    {"chatml",
+     "{%- for message in messages %}"
+     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+     "{%- endfor %}"
+     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"},
+    {"llama2",
+     "{%- if messages[0]['role'] == 'system' %}"
+     "{%- set system = messages[0]['content'] %}{%- set turns = messages[1:] %}"
+     "{%- else %}{%- set system = none %}{%- set turns = messages %}{%- endif %}"
+     "{%- for message in turns %}"
+     "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+     "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+     "{%- endif %}"
+     "{%- set content = message['content'] %}"
+     "{%- if loop.first and system is not none %}"
+     "{%- set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + content %}"
+     "{%- endif %}"
+     "{%- if message['role'] == 'user' %}{{- bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+     "{%- else %}{{- ' ' + content | trim + ' ' + eos_token }}{%- endif %}"
+     "{%- endfor %}"},
+    {"llama3",
+     "{{- bos_token }}"
+     "{%- for message in messages %}"
+     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+     "{%- endfor %}"
+     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"},
+    {"gemma",
+     "{{- bos_token }}"
+     "{%- set ns = namespace(system='') %}"
+     "{%- for message in messages %}"
+     "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] | trim + '\\n\\n' %}"
+     "{%- else %}"
+     "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+     "{{- '<start_of_turn>' + role + '\\n' + (ns.system if role == 'user' else '') + message['content'] | trim + '<end_of_turn>\\n' }}"
+     "{%- if role == 'user' %}{%- set ns.system = '' %}{%- endif %}"
+     "{%- endif %}"
+     "{%- endfor %}"
+     "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}"},
+    {"mistral",
+     "{{- bos_token }}"
+     "{%- set ns = namespace(system='') %}"
+     "{%- for message in messages %}"
+     "{%- if message['role'] == 'system' %}{%- set ns.system = message['content'] + '\\n\\n' %}"
+     "{%- elif message['role'] == 'user' %}{{- '[INST] ' + ns.system + message['content'] + ' [/INST]' }}{%- set ns.system = '' %}"
+     "{%- elif message['role'] == 'assistant' %}{{- message['content'] + eos_token }}"
+     "{%- endif %}"
+     "{%- endfor %}"},
+};
+
+/* Renders source for a conversation (JSON text); NULL on a failure. */
+static char *render_conv(const char *src, const char *messages, const char *tools, bool agp) {
+    em_chat_template *t = NULL;
+    char *out = NULL;
+    if (em_chat_template_init(&t, src) != EM_OK) return NULL;
+    json_t *msgs = json_loads(messages, 0, NULL);
+    json_t *tl = tools ? json_loads(tools, 0, NULL) : NULL;
+    if (msgs && em_chat_render(t, msgs, tl, agp, "<s>", "</s>", &out) != EM_OK) out = NULL;
+    json_decref(msgs);
+    json_decref(tl);
+    em_chat_template_free(t);
+    return out;
+}
+
+static void test_builtins_unchanged(void) {
+    static const char *const convs[] = {
+        "[]",
+        "[{\"role\": \"user\", \"content\": \"Hello!\"}]",
+        "[{\"role\": \"system\", \"content\": \" Be brief. \"}, {\"role\": \"user\", \"content\": \"Hi\"}]",
+        "[{\"role\": \"user\", \"content\": \"  Tell me a joke.  \\n\"}, {\"role\": \"assistant\", \"content\": "
+        "\"Why?\"}, {\"role\": \"user\", \"content\": \"Why?\"}, {\"role\": \"assistant\", \"content\": \"\\nTo get "
+        "to the other side.\\n\"}]",
+        "[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"caf\u00e9 <|im_end|> "
+        "{{ x }}\"}, {\"role\": \"assistant\", \"content\": \"A\"}, {\"role\": \"system\", \"content\": \"S2\"}, "
+        "{\"role\": \"user\", \"content\": \"B\"}]",
+        "[{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]",
+        "[{\"role\": \"assistant\", \"content\": \"first\"}, {\"role\": \"user\", \"content\": \"b\"}]",
+    };
+    for (size_t i = 0; i < sizeof LEGACY / sizeof LEGACY[0]; i++) {
+        const char *now = em_chat_builtin(LEGACY[i].name);
+        CHECK_MSG(now != NULL, "builtin %s", LEGACY[i].name);
+        if (!now) continue;
+        for (size_t c = 0; c < sizeof convs / sizeof convs[0]; c++) {
+            for (int agp = 0; agp < 2; agp++) {
+                char *was = render_conv(LEGACY[i].source, convs[c], NULL, agp);
+                char *is = render_conv(now, convs[c], NULL, agp);
+                /* Both render the same text, or both refuse. */
+                CHECK_MSG((!was && !is) || (was && is && !strcmp(was, is)), "builtin %s, conversation %zu: was [%s], is [%s]",
+                          LEGACY[i].name, c, was ? was : "(error)", is ? is : "(error)");
+                free(was);
+                free(is);
+            }
+        }
+    }
+}
+
+/* Tools through each built-in: the family the parser reads from its source,
+ * the tools and a result in the prompt, and a round trip: the text the
+ * template writes for an earlier call, which is the text the model was
+ * asked to write, parses back into the same call (streamed answers hold it
+ * from its first byte).  The agreement with jinja2 on these sources is
+ * tests/ref/test_templates.sh's. */
+static void test_builtin_tools(void) {
+    static const char *TOOLS =
+        "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather.\", "
+        "\"parameters\": {\"type\": \"object\", \"properties\": {\"location\": {\"type\": \"string\"}}}}}]";
+    static const char *ASK = "[{\"role\": \"user\", \"content\": \"Weather?\"}]";
+#define CALL(id, city)                                                                                     \
+    "{\"id\": \"" id "\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": " \
+    "{\"location\": \"" city "\"}}}"
+    static const char *ONE = "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": "
+                             "null, \"tool_calls\": [" CALL("abcDEF123", "Paris") "]}]";
+    static const char *TWO = "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": "
+                             "null, \"tool_calls\": [" CALL("abcDEF123", "Paris") ", " CALL("abcDEF124", "Rome") "]}]";
+    static const char *RESULT = "[{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": \"assistant\", \"content\": "
+                                "null, \"tool_calls\": [" CALL("abcDEF123", "Paris") "]}, {\"role\": \"tool\", "
+                                "\"tool_call_id\": \"abcDEF123\", \"content\": \"sunny\"}]";
+#undef CALL
+    static const struct {
+        const char *name;
+        em_tool_family family;
+        const char *tools_marker, *result, *end_of_turn;
+        bool parallel; /* the convention writes several calls in one turn */
+    } cases[] = {
+        {"chatml", EM_TOOLS_HERMES, "<tools>\n{\"type\": \"function\"", "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n",
+         "<|im_end|>\n", true},
+        {"llama2", EM_TOOLS_HERMES, "<<SYS>>\n# Tools", "<s>[INST] <tool_response>\nsunny\n</tool_response> [/INST]", "</s>", true},
+        {"llama3", EM_TOOLS_LLAMA3, "Environment: ipython", "<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>",
+         "<|eot_id|>", false},
+        {"gemma", EM_TOOLS_HERMES, "<start_of_turn>user\n# Tools", "<start_of_turn>user\n<tool_response>\nsunny\n</tool_response><end_of_turn>\n",
+         "<end_of_turn>\n", true},
+        {"mistral", EM_TOOLS_MISTRAL, "[AVAILABLE_TOOLS][{\"type\": \"function\"",
+         "[TOOL_RESULTS]{\"content\": \"sunny\", \"call_id\": \"abcDEF123\"}[/TOOL_RESULTS]", "</s>", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *name = cases[i].name, *src = em_chat_builtin(name);
+        if (!src) continue;
+        CHECK_MSG(em_chat_tool_family(src) == cases[i].family, "builtin %s: family %s", name,
+                  em_chat_tool_family_name(em_chat_tool_family(src)));
+        char *ask = render_conv(src, ASK, TOOLS, true);
+        CHECK_MSG(ask && strstr(ask, cases[i].tools_marker) && strstr(ask, "get_weather"), "builtin %s: tools in [%s]",
+                  name, ask ? ask : em_last_error());
+        char *result = render_conv(src, RESULT, TOOLS, true);
+        CHECK_MSG(result && strstr(result, cases[i].result), "builtin %s: result in [%s]", name,
+                  result ? result : em_last_error());
+        free(result);
+        for (int n = 1; n <= 2; n++) {
+            char *with_call = render_conv(src, n == 1 ? ONE : TWO, TOOLS, false);
+            if (n == 2 && !cases[i].parallel) {
+                CHECK_MSG(!with_call && strstr(em_last_error(), "one tool call per assistant message"), "builtin %s: %s",
+                          name, with_call ? with_call : em_last_error());
+                free(with_call);
+                continue;
+            }
+            size_t na = ask ? strlen(ask) : 0, ne = strlen(cases[i].end_of_turn), nw = with_call ? strlen(with_call) : 0;
+            bool shape = ask && with_call && nw >= na + ne && !strncmp(with_call, ask, na) &&
+                         !strcmp(with_call + nw - ne, cases[i].end_of_turn);
+            CHECK_MSG(shape, "builtin %s: [%s] does not continue [%s] with a turn", name, with_call ? with_call : "(error)",
+                      ask ? ask : "(error)");
+            if (!shape) {
+                free(with_call);
+                continue;
+            }
+            /* What the model writes: the assistant turn up to its end token. */
+            with_call[nw - ne] = 0;
+            const char *answer = with_call + na;
+            CHECK_MSG(em_chat_tool_call_start(cases[i].family, answer, strlen(answer)) <= 1,
+                      "builtin %s: a stream holds [%s] from its start", name, answer);
+            json_t *calls = NULL;
+            char *rest = NULL;
+            CHECK_OK(em_chat_parse_tool_calls(src, answer, &calls, &rest));
+            CHECK_MSG(calls && json_array_size(calls) == (size_t)n, "builtin %s: %d calls in [%s]", name, n, answer);
+            for (size_t k = 0; calls && k < json_array_size(calls); k++) {
+                json_t *fn = json_object_get(json_array_get(calls, k), "function");
+                const char *fname = json_string_value(json_object_get(fn, "name"));
+                const char *args = json_string_value(json_object_get(fn, "arguments"));
+                CHECK_MSG(fname && !strcmp(fname, "get_weather"), "builtin %s: name %s", name, fname ? fname : "");
+                CHECK_MSG(args && !strcmp(args, k ? "{\"location\":\"Rome\"}" : "{\"location\":\"Paris\"}"),
+                          "builtin %s: arguments %s", name, args ? args : "");
+            }
+            CHECK_MSG(rest && !strcmp(rest, ""), "builtin %s: content [%s]", name, rest ? rest : "(null)");
+            json_decref(calls);
+            free(rest);
+            free(with_call);
+        }
+        free(ask);
+    }
+}
+
 /* Parses text for a family and checks the first call's name and arguments,
  * the number of calls and the remaining content. */
 static void check_calls(const char *family, const char *text, size_t ncalls, const char *name0,
@@ -474,6 +666,8 @@ int main(void) {
     test_undefined_and_errors();
     test_limits();
     test_builtins();
+    test_builtins_unchanged();
+    test_builtin_tools();
     test_tool_calls();
     test_tool_call_start();
     test_model_template();
