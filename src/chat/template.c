@@ -146,14 +146,15 @@ em_status em_chat_render_ex(const em_chat_template *t, const json_t *messages, c
  *   special tokens, and is what Hermes-tuned Llama models were taught.
  */
 
-/* The Hermes instruction around the tools' JSON lines (Jinja string text). */
+/* ember's own instruction around the tools' JSON lines, in the Hermes
+ * convention's markers (Jinja string text). */
 #define HERMES_TOOLS_HEAD                                                                              \
-    "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"             \
-    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>"
+    "# Tools\\n\\nThese functions are yours to call, as many of them as the request needs. "           \
+    "Their signatures follow, a JSON object a line, between <tools> and </tools>:\\n<tools>"
 #define HERMES_TOOLS_TAIL                                                                              \
-    "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments "  \
-    "within <tool_call></tool_call> XML tags:\\n<tool_call>\\n"                                         \
-    "{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call>"
+    "\\n</tools>\\n\\nTo call a function, write a JSON object with its name and its arguments "        \
+    "between <tool_call> and </tool_call>, one block a call:\\n<tool_call>\\n"                           \
+    "{\"name\": NAME, \"arguments\": {ARGUMENTS}}\\n</tool_call>"
 /* One call as Hermes writes it: fn is the call's function object; the
  * arguments are written as they came when they are a string (they did not
  * parse as JSON), else as JSON. */
@@ -162,10 +163,11 @@ em_status em_chat_render_ex(const em_chat_template *t, const json_t *messages, c
     "(fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson) + '}\\n</tool_call>'"
 /* Sets fn to a tool call's function (the object itself when it has none). */
 #define SET_FN "{%- set fn = call['function'] if call['function'] is defined else call %}"
-/* The instruction Llama 3.1 was taught for JSON calls. */
+/* ember's own words for Llama 3.1's JSON calls: the shape of the answer
+ * is the convention's, {"name", "parameters"}. */
 #define LLAMA3_TOOLS_SAY                                                                               \
-    "Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and " \
-    "its value}.Do not use variables.\\n\\n"
+    "Answer with one JSON object, {\"name\": the name of the function, \"parameters\": an object of "  \
+    "the names and values of its arguments}, with the values written out, not variables.\\n\\n"
 
 static const struct { const char *name, *source; } BUILTINS[] = {
     {"chatml",
@@ -238,8 +240,7 @@ static const struct { const char *name, *source; } BUILTINS[] = {
      "{%- set ns.in_user = messages | length > ns.first and messages[ns.first]['role'] == 'user' %}"
      "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ipython\\n\\n' }}"
      "{%- if not ns.in_user %}"
-     "{{- 'You have access to the following functions. To call a function, please respond with JSON for a "
-     "function call." LLAMA3_TOOLS_SAY "' }}"
+     "{{- 'These functions can be called. To call one, answer in JSON. " LLAMA3_TOOLS_SAY "' }}"
      "{%- for t in tools %}{{- t | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
      "{%- endif %}"
      "{%- if ns.first == 1 %}{{- messages[0]['content'] | trim }}{%- endif %}"
@@ -248,9 +249,8 @@ static const struct { const char *name, *source; } BUILTINS[] = {
      "{%- for message in messages %}"
      "{%- if tools and loop.first and message['role'] == 'system' %}"
      "{%- elif ns.in_user and loop.index0 == ns.first %}"
-     "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a "
-     "JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n"
-     LLAMA3_TOOLS_SAY "' }}"
+     "{{- '<|start_header_id|>user<|end_header_id|>\\n\\nOf the functions below, call the one that answers "
+     "the request best, with the arguments it needs. " LLAMA3_TOOLS_SAY "' }}"
      "{%- for t in tools %}{{- t | tojson(indent=4) + '\\n\\n' }}{%- endfor %}"
      "{{- message['content'] | trim + '<|eot_id|>' }}"
      "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
