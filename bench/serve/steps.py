@@ -10,10 +10,10 @@ engine step and per wait for work.  For example
     bench/serve/steps.py /tmp/steps.txt
 
 The trace is cut into levels where the engine waited for work longer than
---gap milliseconds (default 10: the load generator's pause between two
-levels), and neighbouring pieces with the same widest decode step are
-joined again (at N=1 a client's turnaround between two requests can be
-that long too).  For each level it prints the share of the level's wall
+--gap milliseconds (default 0: at every wait; a load generator's level
+ends with every request done, so the engine waits before the next), and
+neighbouring pieces with the same widest decode step are joined again (at
+N=1 the engine waits between every two requests).  For each level it prints the share of the level's wall
 time, from its first step's start to its last step's end, spent:
   - in the model (em_decode), by kind of step: decode steps as wide as the
     level's widest ("D16" at N=16), narrower decode steps (the ramp and
@@ -117,7 +117,7 @@ def account(widest, lv, waits):
 def main():
     ap = argparse.ArgumentParser(description='Where a serve run\'s wall time goes (EMBER_STEP_TRACE).')
     ap.add_argument('trace')
-    ap.add_argument('--gap', type=float, default=10.0, help='a wait longer than this (ms) ends a level')
+    ap.add_argument('--gap', type=float, default=0.0, help='a wait longer than this (ms) ends a level')
     a = ap.parse_args()
     steps, waits = read(a.trace)
     if not steps:
