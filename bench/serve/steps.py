@@ -18,7 +18,9 @@ time, from its first step's start to its last step's end, spent:
   - in the model (em_decode), by kind of step: decode steps as wide as the
     level's widest ("D16" at N=16), narrower decode steps (the ramp and
     the tail of a level), steps with prompt rows and no decode rows, and
-    steps where prompt rows join decode rows;
+    steps where prompt rows join decode rows; and how much of that is
+    above each kind's median (steps slowed by whatever else ran on the
+    cores, or by the cache's fresh pages);
   - after the model (sampling, text, events and the notifier's wake-up on
     the engine thread), split into the quickest tenth's median times the
     steps (what the work itself takes) and the rest (the engine thread
@@ -102,10 +104,14 @@ def account(widest, lv, waits):
           f'wall {wall:.3f} s ({gen / wall:.1f} decode rows/s)')
     print('| where | steps | rows (decode + prompt) | median ms | seconds | share of wall |')
     print('|---|---:|---:|---:|---:|---:|')
+    above = 0.0
     for k in sorted(kinds):
         n, sec, each, d, p = kinds[k]
-        print(f'| model: {k} | {n} | {d} + {p} | {1000 * statistics.median(each):.2f} | {sec:.3f} | '
-              f'{100 * sec / wall:.1f}% |')
+        med = statistics.median(each)
+        above += sec - n * med
+        print(f'| model: {k} | {n} | {d} + {p} | {1000 * med:.2f} | {sec:.3f} | {100 * sec / wall:.1f}% |')
+    print(f'| model: of the above, the time above each kind\'s median | | | | {above:.3f} | '
+          f'{100 * above / wall:.1f}% |')
     rest = sum(after) - work
     print(f'| after the model: the work (quickest tenth\'s median x steps) | | | '
           f'{1000 * statistics.median(quick):.3f} | {work:.3f} | {100 * work / wall:.1f}% |')
