@@ -15,6 +15,18 @@
  * of the thread that woke it; done by the engine thread, the 16 wake-ups
  * of a step of 16 streams held up the next step by about as long as the
  * sampling, the text and the events of the 16 rows together.
+ *
+ * With EMBER_STEP_TRACE=FILE in the environment the engine thread writes
+ * its timeline to FILE, a line per step and per wait for work (times in
+ * seconds of em_time_s, a monotonic clock):
+ *   S begin model_begin model_end end decode_rows prompt_rows active queued
+ *   I wait_begin wait_end queued
+ * `begin` to `model_begin` builds the batch, `model_begin` to `model_end`
+ * is em_decode, `model_end` to `end` samples, posts the events and wakes
+ * the notifier; the time from one step's `end` to the next `begin` is
+ * admission and the waits.  bench/serve/steps.py turns a trace into an
+ * account of a load generator's levels.  The lines go through a buffer
+ * written out when it fills and when the engine stops.
  */
 #include "engine/engine.h"
 
@@ -117,6 +129,7 @@ struct em_engine {
     em_request **waking;     /* [wake_cap] the notifier's batch             */
     int32_t n_to_wake, wake_cap;
 
+    FILE *trace;             /* EMBER_STEP_TRACE (see the top); NULL without */
     uint64_t prompt_tokens, generated_tokens, cached_tokens;
     uint64_t steps, step_rows; /* batches computed and their rows          */
     double compute_s, host_s;  /* seconds in em_decode and around it       */
@@ -764,9 +777,11 @@ static void prompt_done(em_engine *e, em_request *r, const float *logits) {
 /* One step's rows and where its time went, added to the statistics under
  * the lock by the engine loop. */
 typedef struct step_time {
-    int32_t rows;      /* 0: nothing was computed          */
-    double compute_s;  /* in em_decode                     */
-    double host_s;     /* building the batch, then sampling, text and events */
+    int32_t rows;        /* 0: nothing was computed          */
+    int32_t decode_rows; /* of them rows of generating choices */
+    double compute_s;    /* in em_decode                     */
+    double host_s;       /* building the batch, then sampling, text and events */
+    double t[4];         /* begin, em_decode's begin and end, end (em_time_s) */
 } step_time;
 
 static void engine_step(em_engine *e, em_request **act, int32_t n_act, step_time *tm) {
@@ -780,6 +795,11 @@ static void engine_step(em_engine *e, em_request **act, int32_t n_act, step_time
     tm->rows = n_rows;
     tm->compute_s = t2 - t1;
     tm->host_s = t1 - t0;
+    tm->t[0] = t0;
+    tm->t[1] = t1;
+    tm->t[2] = t2;
+    tm->t[3] = t2;
+    for (int32_t i = 0; i < n_rows; i++) tm->decode_rows += e->row_choice[i] >= 0;
     if (st != EM_OK) {
         /* Nothing was computed: every request in the batch fails. */
         char msg[200];
@@ -810,7 +830,8 @@ static void engine_step(em_engine *e, em_request **act, int32_t n_act, step_time
         if (r->params.embed) embed_row(e, r, i, pos, last);
         else if (last) prompt_done(e, r, em_get_logits(e->ctx, i));
     }
-    tm->host_s += em_time_s() - t2;
+    tm->t[3] = em_time_s();
+    tm->host_s += tm->t[3] - t2;
 }
 
 /* Publishes the cache occupancy together with the count of busy
@@ -840,7 +861,9 @@ static void *engine_main(void *arg) {
              * admitted now rather than waited for. */
             if (e->n_queued > 0 && !e->stop) continue;
             pthread_cond_broadcast(&e->idle);
+            double t_wait = e->trace ? em_time_s() : 0;
             pthread_cond_wait(&e->wake, &e->mu);
+            if (e->trace) fprintf(e->trace, "I %.6f %.6f %d\n", t_wait, em_time_s(), e->n_queued);
             continue;
         }
         int32_t n_act = e->n_active;
@@ -849,6 +872,9 @@ static void *engine_main(void *arg) {
         step_time tm = {0};
         engine_step(e, act, n_act, &tm);
         pthread_mutex_lock(&e->mu);
+        if (tm.rows > 0 && e->trace)
+            fprintf(e->trace, "S %.6f %.6f %.6f %.6f %d %d %d %d\n", tm.t[0], tm.t[1], tm.t[2], tm.t[3],
+                    tm.decode_rows, tm.rows - tm.decode_rows, n_act, e->n_queued);
         if (tm.rows > 0) {
             e->steps++;
             e->step_rows += (uint64_t)tm.rows;
@@ -888,6 +914,12 @@ em_status em_engine_init(em_engine **out, const em_model *model, const em_engine
     e->n_vocab = em_model_n_vocab(model);
     e->n_embd = em_model_n_embd(model);
     e->causal = em_model_is_causal(model);
+    const char *trace = getenv("EMBER_STEP_TRACE");
+    if (trace && *trace) {
+        e->trace = fopen(trace, "w");
+        if (!e->trace) fprintf(stderr, "engine: cannot write the step trace %s\n", trace);
+        else setvbuf(e->trace, NULL, _IOFBF, (size_t)1 << 20);
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     pthread_cond_init(&e->idle, NULL);
@@ -961,6 +993,7 @@ void em_engine_free(em_engine *e) {
         raise_flag(e, &e->notifier_stop, &e->notify);
         pthread_join(e->notifier, NULL);
     }
+    if (e->trace) fclose(e->trace);
     em_batch_free(&e->batch);
     free(e->to_wake);
     free(e->waking);
