@@ -2,7 +2,8 @@
 # Smoke test of `ember serve` with curl: it starts on a free port, answers
 # /health, one completion and one bad request (a 400 naming the field),
 # refuses a wrong key, and on SIGTERM finishes a request in flight and
-# exits 0.  The node suite (tests/e2e) covers the whole API.
+# exits 0, having written the step trace EMBER_STEP_TRACE asks for.  The
+# node suite (tests/e2e) covers the whole API.
 . "$(dirname "$0")/lib.sh"
 need_data
 need_cmd curl
@@ -13,7 +14,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 json() { python3 -c "import json,sys; d=json.load(open('$1')); print($2)"; }
 
-"$EMBER_BIN" serve -m "$M" --port 0 -t 1 --parallel 2 --api-key sekrit >"$tmp/out" 2>"$tmp/log" &
+EMBER_STEP_TRACE="$tmp/trace" "$EMBER_BIN" serve -m "$M" --port 0 -t 1 --parallel 2 --api-key sekrit >"$tmp/out" 2>"$tmp/log" &
 pid=$!
 port=$(listen_port "$tmp/log" "$pid")
 if [ -z "$port" ]; then echo "FAIL: the server did not start"; cat "$tmp/log"; exit 1; fi
@@ -54,6 +55,20 @@ tail -1 "$tmp/s" | grep -q '^data: \[DONE\]' || tail -2 "$tmp/s" | grep -q 'data
   && ok "the request in flight finished" || bad "request in flight: $(tail -c 200 "$tmp/s")"
 grep -q "stopped" "$tmp/log" && ok "logged its stop" || bad "no stop line"
 grep -q "POST /v1/completions 200" "$tmp/log" && ok "one log line per request" || bad "no request log line"
+# The trace: a line per step, 8 fields after S, times in order, the
+# 12-token completion's prompt step (its prompt rows, no decode rows) and
+# decode steps of one row each.
+python3 - "$tmp/trace" <<'PY' && ok "step trace" || bad "step trace: $(head -c 300 "$tmp/trace")"
+import sys
+steps = [l.split() for l in open(sys.argv[1]) if l.startswith('S ')]
+assert len(steps) >= 13, len(steps)
+for s in steps:
+    assert len(s) == 9, s
+    t = [float(x) for x in s[1:5]]
+    assert t == sorted(t), s
+assert any(int(s[5]) == 0 and int(s[6]) > 1 for s in steps)
+assert sum(1 for s in steps if int(s[5]) == 1 and int(s[6]) == 0) >= 11
+PY
 
 # A key with whitespace around it could never be sent (HTTP trims header
 # values): refused at start instead of a server that answers only 401s.
