@@ -9,6 +9,8 @@
  *     notification all run on the daemon's own polling thread: the first
  *     two where it accepts a connection (new_connection_prepare_ and
  *     new_connection_process_), the last in MHD_cleanup_connections.
+ *     STARTED runs before the connection's thread is created, so that
+ *     thread reads the socket context (link_of) only after it was set.
  *   - The library checks its own MHD_OPTION_CONNECTION_LIMIT before it
  *     calls the accept policy, and stops polling the listening socket
  *     while it is at that limit; so its limit must lie above ours for the
