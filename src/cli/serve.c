@@ -5,6 +5,7 @@
  *               [--api-key KEY | --api-key-file F] [--parallel N] [-c CTX]
  *               [--kv-type f16|q8_0] [--chat-template NAME|FILE]
  *               [--cors-origin ORIGIN ...] [-t THREADS] [--alias NAME]
+ *               [--max-connections N] [--request-timeout S]
  *
  * Loads the model, starts the engine thread (src/engine) and the HTTP
  * server (src/server), then waits for SIGTERM or SIGINT: it stops
@@ -25,8 +26,8 @@ typedef struct serve_opts {
     const char *model, *host, *api_key, *api_key_file, *chat_template, *alias;
     const char *cors[EM_SERVER_MAX_CORS];
     int n_cors;
-    int32_t port, parallel, n_ctx, n_threads, queue, prefill;
-    double shutdown_timeout;
+    int32_t port, parallel, n_ctx, n_threads, queue, prefill, max_connections;
+    double shutdown_timeout, request_timeout;
     em_type kv_type;
     em_model_params mp;
 } serve_opts;
@@ -34,6 +35,7 @@ typedef struct serve_opts {
 static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .parallel = 4, .queue = 64, .prefill = 256,
                       .shutdown_timeout = 30, .kv_type = EM_TYPE_F16,
+                      .max_connections = EM_SERVER_MAX_CONNECTIONS, .request_timeout = EM_SERVER_REQUEST_TIMEOUT_S,
                       .mp = em_model_default_params()};
     const em_opt opts[] = {
         {.name = "model", .short_name = "m", .type = EM_OPT_STRING, EM_OPT_DEST(o->model), .arg = "FILE",
@@ -66,6 +68,11 @@ static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
          .help = "prompt tokens computed per step (chunked prefill)"},
         {.name = "shutdown-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->shutdown_timeout), .min = 0, .max = 86400,
          .help = "seconds requests in flight get to finish on SIGTERM"},
+        {.name = "max-connections", .type = EM_OPT_INT, EM_OPT_DEST(o->max_connections), .min = 1, .max = 65536,
+         .help = "connections open at once; when full, a new one takes the slot of the one idle longest"},
+        {.name = "request-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->request_timeout), .min = 0.1, .max = 3600,
+         .help = "seconds a connection gets for a request's headers (idle keep-alive included), "
+                 "and for its body (plus 1 s per 16 KiB)"},
         EM_CLI_OPTS_WEIGHTS(o->mp),
         {0}};
     const em_cmd cmd = {.name = "serve",
@@ -181,6 +188,8 @@ int em_cli_serve(int argc, char **argv) {
                            .model_id = id,
                            .n_cors = o.n_cors,
                            .max_body = 8u << 20,
+                           .max_connections = o.max_connections,
+                           .request_timeout_s = o.request_timeout,
                            .chat_template = o.chat_template,
                            .embeddings = true};
     for (int i = 0; i < o.n_cors; i++) sp.cors[i] = o.cors[i];

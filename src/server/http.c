@@ -96,9 +96,20 @@ static enum MHD_Result queue_text(em_server *s, struct MHD_Connection *c, em_con
     return em_http_queue(s, c, cs, status, r);
 }
 
+/* Tells keep-alive clients how long the server keeps their idle
+ * connection (the request deadline, conns.h), so that clients which honour
+ * the hint (undici, curl) drop it first instead of reusing it just as the
+ * server closes it. */
+static void keep_alive_hint(em_server *s, struct MHD_Response *r) {
+    char hint[32];
+    snprintf(hint, sizeof hint, "timeout=%d", s->p.request_timeout_s < 1 ? 1 : (int)s->p.request_timeout_s);
+    MHD_add_response_header(r, "Keep-Alive", hint);
+}
+
 enum MHD_Result em_http_queue(em_server *s, struct MHD_Connection *c, em_conn *cs, int status,
                               struct MHD_Response *r) {
     em_http_cors(s, c, r);
+    keep_alive_hint(s, r);
     cs->status = status;
     cs->answered = true;
     enum MHD_Result res = MHD_queue_response(c, (unsigned)status, r);
@@ -155,6 +166,7 @@ static enum MHD_Result preflight(em_server *s, struct MHD_Connection *c, em_conn
             MHD_add_response_header(r, "Access-Control-Max-Age", "600");
             break;
         }
+    keep_alive_hint(s, r);
     cs->status = 204;
     cs->answered = true;
     enum MHD_Result res = MHD_queue_response(c, 204, r);
@@ -238,13 +250,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (strtoull(cl, NULL, 10) > DRAIN_MAX || !client_sending(c, cs->fd)) {
                 em_api_error err;
                 em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
+                em_conn_guard_request_started(s->guard, c);
                 return em_http_error(s, c, cs, &err);
             }
         }
+        /* The headers are in: the body's deadline starts. */
+        em_conn_guard_headers_done(s->guard, c);
         return MHD_YES;
     }
     if (*upload_size) {
         cs->received += *upload_size;
+        em_conn_guard_body_bytes(s->guard, c, cs->received);
         if (!cs->answered && !cs->too_large) {
             if (cs->body.n + *upload_size > s->p.max_body || !em_strbuf_append(&cs->body, upload, *upload_size)) {
                 cs->too_large = true;
@@ -260,6 +276,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (cs->answered) return MHD_YES;
+    /* The whole request is in: from here to the end of its answer (a
+     * stream may last minutes) no deadline of the guard applies. */
+    em_conn_guard_request_started(s->guard, c);
     if (cs->too_large) {
         em_api_error err;
         em_api_fail(&err, 413, NULL, "the request body is larger than %zu bytes", s->p.max_body);
@@ -269,9 +288,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)c;
     em_server *s = cls;
     em_conn *cs = *con_cls;
+    /* The connection waits for its next request (keep-alive): the headers'
+     * deadline runs from now. */
+    em_conn_guard_request_done(s->guard, c);
     if (!cs) return;
     double dt = em_time_s() - cs->t_start;
     int status = cs->status ? cs->status : 499;
@@ -313,7 +334,8 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     s->p.chat_template = NULL;
     for (int i = 0; i < params->n_cors; i++) s->p.cors[i] = dup_or_null(params->cors[i]);
     if (!s->p.max_body) s->p.max_body = 8u << 20;
-    if (s->p.max_connections <= 0) s->p.max_connections = 256;
+    if (s->p.max_connections <= 0) s->p.max_connections = EM_SERVER_MAX_CONNECTIONS;
+    if (!(s->p.request_timeout_s > 0)) s->p.request_timeout_s = EM_SERVER_REQUEST_TIMEOUT_S;
     em_engine_stats st;
     em_engine_get_stats(engine, &st);
     s->n_parallel = st.n_parallel;
@@ -330,11 +352,20 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
         em_server_free(s);
         return em_error(EM_ERR_INVALID_ARG, "server: '%s' is not an IPv4 or IPv6 address", host);
     }
+    em_conn_limits lim = {.max_connections = s->p.max_connections,
+                          .request_timeout_s = s->p.request_timeout_s,
+                          .body_min_rate = EM_SERVER_BODY_MIN_RATE};
+    em_status gst = em_conn_guard_start(&s->guard, &lim);
+    if (gst != EM_OK) {
+        em_server_free(s);
+        return gst;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
-    s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->p.max_connections,
+    s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, em_conn_guard_accept, s->guard, on_request, s,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
+                                 on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, em_conn_guard_notify, s->guard,
+                                 MHD_OPTION_CONNECTION_LIMIT, em_conn_guard_mhd_limit(s->guard),
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EM_SERVER_IDLE_TIMEOUT_S, MHD_OPTION_END);
     if (!s->daemon) {
         em_server_free(s);
@@ -368,7 +399,12 @@ bool em_server_wait_idle(em_server *s, double timeout_s) {
 
 void em_server_free(em_server *s) {
     if (!s) return;
+    /* The watchdog stops first, so that nothing shuts a socket down while
+     * the daemon closes them all; the table is freed after the daemon's
+     * last CLOSED notification. */
+    em_conn_guard_stop(s->guard);
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    em_conn_guard_free(s->guard);
     free((char *)s->p.host);
     free((char *)s->p.api_key);
     free((char *)s->p.model_id);

@@ -9,6 +9,7 @@
 #include "engine/metrics.h"
 #include "engine/text.h"
 #include "server/api.h"
+#include "server/conns.h"
 #include "server/errors.h"
 #include "server/server.h"
 #include "chat/chat.h"
@@ -20,12 +21,15 @@
 #define EM_STATUS_SLOTS 16 /* distinct HTTP statuses counted for /metrics */
 /* libmicrohttpd closes a connection idle this long (seconds), also one
  * whose stream has sent nothing: streams send a comment line every
- * EM_SERVER_KEEPALIVE_S while they wait (queued, or a long prompt). */
+ * EM_SERVER_KEEPALIVE_S while they wait (queued, or a long prompt).  A
+ * connection waiting for a request is closed sooner, by the connection
+ * guard's request deadline (conns.h). */
 #define EM_SERVER_IDLE_TIMEOUT_S 30
 #define EM_SERVER_KEEPALIVE_S 5.0
 
 struct em_server {
     struct MHD_Daemon *daemon;
+    em_conn_guard *guard;       /* request deadlines and slot reuse (conns.h)    */
     em_engine *engine;
     const em_model *model;
     const em_vocab *vocab;

@@ -84,6 +84,17 @@ enum MHD_Result em_metrics_handle(em_server *s, struct MHD_Connection *c, em_con
     family(&b, "ember_engine_host_seconds_total", "counter",
            "Seconds the engine's steps spent outside the model: building batches, sampling, text and events.");
     em_strbuf_appendf(&b, "ember_engine_host_seconds_total %.6f\n", st.host_s);
+    em_conn_stats cst;
+    em_conn_guard_stats(s->guard, &cst);
+    family(&b, "ember_connections_open", "gauge", "HTTP connections open (the table --max-connections bounds).");
+    em_strbuf_appendf(&b, "ember_connections_open %d\n", cst.open);
+    family(&b, "ember_connections_closed_total", "counter",
+           "HTTP connections closed, by reason: header_timeout and body_timeout (the request deadline), evicted "
+           "(the table was full and it had waited longest for a request), refused (the table was full of requests "
+           "in progress), other (the client, an answer, or the idle timeout).");
+    for (int i = 0; i < EM_CONN_N_REASONS; i++)
+        em_strbuf_appendf(&b, "ember_connections_closed_total{reason=\"%s\"} %llu\n", em_conn_reason_name(i),
+                          (unsigned long long)cst.closed[i]);
     histogram(&b, "ember_time_to_first_token_seconds", "From a request's arrival to its first generated token.",
               &st.ttft);
     histogram(&b, "ember_inter_token_latency_seconds", "Between consecutive generated tokens of a sequence.", &st.itl);

@@ -19,6 +19,9 @@
 #include <sys/socket.h>
 
 #define EM_SERVER_MAX_CORS 16
+#define EM_SERVER_MAX_CONNECTIONS 256   /* default of max_connections        */
+#define EM_SERVER_REQUEST_TIMEOUT_S 10.0 /* default of request_timeout_s     */
+#define EM_SERVER_BODY_MIN_RATE 16384.0  /* bytes/s a body's deadline grows by */
 
 typedef struct em_server em_server;
 
@@ -30,7 +33,10 @@ typedef struct em_server_params {
     const char *cors[EM_SERVER_MAX_CORS]; /* origins allowed to call from browsers */
     int n_cors;
     size_t max_body;           /* request bodies larger than this get 413         */
-    int max_connections;       /* concurrent connections                          */
+    int max_connections;       /* concurrent connections (0: 256)                 */
+    double request_timeout_s;  /* seconds for a request's headers, and for its body
+                                  (plus 1 s per EM_SERVER_BODY_MIN_RATE bytes);
+                                  idle keep-alive waits count (0: 10)             */
     const char *chat_template; /* Jinja text, or a built-in name; NULL: the model's */
     bool embeddings;           /* the engine computes embeddings                  */
 } em_server_params;

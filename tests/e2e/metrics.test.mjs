@@ -34,6 +34,8 @@ const FAMILIES = {
   ember_time_to_first_token_seconds: 'histogram',
   ember_inter_token_latency_seconds: 'histogram',
   ember_request_duration_seconds: 'histogram',
+  ember_connections_open: 'gauge',
+  ember_connections_closed_total: 'counter',
 };
 
 // Polls /metrics until pred(parsed) holds or the bound passes; returns the

@@ -1,0 +1,219 @@
+// Slow and idle connections cannot deny service: a server with a small
+// connection table (--max-connections) and a short request deadline
+// (--request-timeout) is flooded with more idle and trickling connections
+// than the table holds (raw sockets: idle ones, idle keep-alive ones after
+// an answer, and ones that send a header byte every 250 ms, which no idle
+// timeout would ever close).  A legitimate chat request through the openai
+// client must be answered at once, well before the deadline; every
+// trickler must be closed by its deadline although it never stops
+// sending; a stream whose reader stalls for longer than the deadline must
+// run to data: [DONE]; and the server must be healthy afterwards, its KV
+// blocks back to 0.  Every socket and loop is bounded.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import path from 'node:path';
+import { DATA, startServer } from './lib/server.mjs';
+import * as prom from './lib/prom.mjs';
+
+const TABLE = 8;
+const DEADLINE_S = 3;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let server;
+before(async () => {
+  server = await startServer({
+    // A model with a 4096-position context (stories260K has 512), so that a
+    // stream can outgrow the socket buffers; three sequences: the stream's
+    // two choices and the legitimate request.
+    modelPath: path.join(DATA, 'models', 'llama-2-tiny-random.gguf'), parallel: 3, ctx: 4096,
+    extra: ['--max-connections', String(TABLE), '--request-timeout', String(DEADLINE_S)],
+  });
+});
+after(async () => { await server?.stop(); });
+
+// /metrics on a connection of its own, closed after the answer: a pooled
+// keep-alive connection of fetch could sit idle past the deadline while
+// the test waits, and be closed just as fetch reuses it.
+function scrape() {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(server.port, '127.0.0.1');
+    const chunks = [];
+    const bound = setTimeout(() => { sock.destroy(); reject(new Error('GET /metrics: no answer')); }, 30_000);
+    sock.on('connect', () => sock.write(`GET /metrics HTTP/1.0\r\nAuthorization: Bearer ${server.apiKey}\r\n\r\n`));
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', (e) => { clearTimeout(bound); reject(e); });
+    sock.on('end', () => {
+      clearTimeout(bound);
+      const text = Buffer.concat(chunks).toString('utf8');
+      const split = text.indexOf('\r\n\r\n');
+      if (!/^HTTP\/1\.[01] 200/.test(text) || split < 0) reject(new Error(`GET /metrics: ${text.slice(0, 200)}`));
+      else resolve(prom.parse(text.slice(split + 4)));
+    });
+  });
+}
+const closed = (m, reason) => prom.value(m, 'ember_connections_closed_total', { reason }) ?? 0;
+
+// A raw connection that records when the server closed it.
+function attacker(kind) {
+  const sock = net.connect(server.port, '127.0.0.1');
+  const a = { kind, sock, t0: Date.now(), closedAt: null, timer: null, got: '' };
+  const done = () => {
+    if (a.closedAt === null) a.closedAt = Date.now();
+    clearInterval(a.timer);
+  };
+  sock.on('data', (d) => { a.got += d.toString('latin1'); });
+  sock.on('close', done);
+  sock.on('error', done);
+  a.ready = new Promise((r) => sock.on('connect', r));
+  return a;
+}
+
+// Headers a byte every 250 ms, never the blank line that ends them.
+function trickler() {
+  const a = attacker('trickle');
+  const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${server.apiKey}\r\nX-Pad: ${'a'.repeat(400)}`;
+  let i = 0;
+  a.ready.then(() => {
+    a.timer = setInterval(() => { if (!a.sock.destroyed && i < head.length) a.sock.write(head[i++]); }, 250);
+  });
+  return a;
+}
+
+// An idle keep-alive connection: one answered request, then silence.
+function keptAlive() {
+  const a = attacker('keep-alive');
+  a.ready.then(() => a.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+  return a;
+}
+
+// A chat stream read through a raw socket that stops reading after its
+// first bytes for stallMs, then reads to the end.  Two choices whose
+// events carry 20 top logprobs each: the answer outgrows the socket
+// buffers, so the server's thread for it waits, mid-answer, for the reader
+// (its log line shows how long the answer took to send).
+function stalledStream(stallMs) {
+  return new Promise((resolve) => {
+    const body = JSON.stringify({
+      model: server.model, messages: [{ role: 'user', content: 'Tell me a story.' }],
+      max_tokens: 3000, temperature: 0.8, seed: 7, n: 2, logit_bias: { 2: -100 }, stream: true, logprobs: true, top_logprobs: 20,
+    });
+    const sock = net.connect(server.port, '127.0.0.1');
+    const chunks = [];
+    let stalled = false;
+    const t0 = Date.now();
+    const finish = (how) => {
+      clearTimeout(bound);
+      sock.destroy();
+      resolve({ how, text: Buffer.concat(chunks).toString('utf8'), ms: Date.now() - t0 });
+    };
+    const bound = setTimeout(() => finish('deadline'), 120_000);
+    sock.on('connect', () => sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${server.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`));
+    sock.on('data', (d) => {
+      chunks.push(d);
+      if (!stalled) {
+        stalled = true;
+        sock.pause();
+        setTimeout(() => sock.resume(), stallMs);
+      }
+    });
+    sock.on('end', () => finish('closed'));
+    sock.on('error', (e) => finish(`error ${e.code}`));
+  });
+}
+
+test('idle and trickling connections beyond the table keep no client out, and are closed by the deadline', async () => {
+  const m0 = await scrape();
+  const streamP = stalledStream(DEADLINE_S * 1000 * 1.5);
+  await sleep(200);
+
+  // Twice the table: idle ones first, then kept-alive ones, then tricklers.
+  const attackers = [];
+  for (let i = 0; i < TABLE / 2; i++) attackers.push(attacker('idle'));
+  for (let i = 0; i < TABLE / 2; i++) attackers.push(keptAlive());
+  await Promise.all(attackers.map((a) => a.ready));
+  for (let k = 0; k < 200 && attackers.some((a) => a.kind === 'keep-alive' && !/\r\n\r\n\{/.test(a.got)); k++) await sleep(25);
+  for (const a of attackers.filter((x) => x.kind === 'keep-alive')) {
+    assert.match(a.got, /^HTTP\/1\.1 200/, 'the kept-alive connection got its answer');
+    assert.match(a.got, new RegExp(`\r\nKeep-Alive: timeout=${DEADLINE_S}\r\n`, 'i'), 'the answer tells how long the connection is kept');
+  }
+  for (let i = 0; i < TABLE; i++) attackers.push(trickler());
+  await Promise.all(attackers.map((a) => a.ready));
+  await sleep(500);
+
+  // The legitimate client is served at once, though the table is full.
+  const t0 = Date.now();
+  const chat = await server.client({ timeout: 30_000 }).chat.completions.create({
+    model: server.model, messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8, temperature: 0,
+  });
+  const waited = Date.now() - t0;
+  assert.equal(chat.choices[0].finish_reason, 'length');
+  assert.equal(chat.usage.completion_tokens, 8);
+  assert.ok(waited < (DEADLINE_S * 1000) / 2, `the chat request took ${waited} ms with the table full`);
+
+  // Every attacker is closed by its deadline (or sooner, to make room),
+  // the tricklers although they never stopped sending.
+  const bound = Date.now() + DEADLINE_S * 1000 + 5_000;
+  while (attackers.some((a) => a.closedAt === null) && Date.now() < bound) await sleep(50);
+  for (const a of attackers) {
+    assert.notEqual(a.closedAt, null, `a ${a.kind} connection is still open after its deadline`);
+    assert.ok(a.closedAt - a.t0 < DEADLINE_S * 1000 + 4_000, `a ${a.kind} connection was closed after ${a.closedAt - a.t0} ms`);
+  }
+  const m1 = await scrape();
+  const evicted = closed(m1, 'evicted') - closed(m0, 'evicted');
+  const timedOut = closed(m1, 'header_timeout') - closed(m0, 'header_timeout');
+  assert.ok(evicted >= TABLE, `evicted ${evicted}`);
+  assert.ok(timedOut >= 1, `closed at the headers' deadline: ${timedOut}`);
+  // A trickler that was not evicted lived until its deadline.
+  const tricklers = attackers.filter((a) => a.kind === 'trickle');
+  assert.ok(tricklers.some((a) => a.closedAt - a.t0 >= DEADLINE_S * 1000 - 200), 'no trickler reached its deadline');
+
+  // The stalled stream outlived the deadline and ran to its end.
+  const stream = await streamP;
+  assert.equal(stream.how, 'closed');
+  assert.match(stream.text, /^HTTP\/1\.1 200/);
+  assert.ok(stream.ms > DEADLINE_S * 1000, `the stream took ${stream.ms} ms`);
+  // The server logs the request once it has sent the last byte, which the
+  // client may have read a moment before.
+  const longSent = () => [...server.log().matchAll(/POST \/v1\/chat\/completions 200 ([\d.]+) ms prompt \d+ completion (\d+)/g)]
+    .map((x) => Number(x[1])).filter((ms) => ms > DEADLINE_S * 1000);
+  for (let k = 0; k < 100 && !longSent().length; k++) await sleep(50);
+  const sent = longSent();
+  assert.equal(sent.length, 1, `the server sent the stream for longer than the deadline (${stream.text.length} bytes):\n${server.log().slice(-1500)}`);
+  // The last event, then the end of the chunked body.
+  assert.ok(/data: \[DONE\]\n\n\r\n0\r\n\r\n$/.test(stream.text), `the stream ends with: ${JSON.stringify(stream.text.slice(-120))}`);
+  assert.equal(closed(m1, 'body_timeout') - closed(m0, 'body_timeout'), 0);
+
+  // Healthy afterwards: nothing holds a sequence or a KV block, and a
+  // request is served.
+  let m;
+  for (let k = 0; k < 200; k++) {
+    m = await scrape();
+    if (prom.value(m, 'ember_kv_blocks_used') === 0 && prom.value(m, 'ember_active_sequences') === 0) break;
+    await sleep(50);
+  }
+  assert.equal(prom.value(m, 'ember_kv_blocks_used'), 0);
+  assert.equal(prom.value(m, 'ember_active_sequences'), 0);
+  assert.ok(prom.value(m, 'ember_connections_open') <= TABLE);
+  const again = await server.client().chat.completions.create({
+    model: server.model, messages: [{ role: 'user', content: 'Hello again' }], max_tokens: 4, temperature: 0,
+  });
+  assert.equal(again.usage.completion_tokens, 4);
+});
+
+test('a body trickled slower than its deadline allows is closed at the deadline, unanswered', async () => {
+  const m0 = await scrape();
+  const body = JSON.stringify({ model: server.model, prompt: 'Once upon a time', max_tokens: 2 });
+  const slow = attacker('slow-body');
+  await slow.ready;
+  slow.sock.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${server.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
+  let i = 0;
+  slow.timer = setInterval(() => { if (!slow.sock.destroyed && i < body.length) slow.sock.write(body[i++]); }, 250);
+  const bound = Date.now() + DEADLINE_S * 1000 + 5_000;
+  while (slow.closedAt === null && Date.now() < bound) await sleep(50);
+  assert.notEqual(slow.closedAt, null, 'the slow body was not closed');
+  assert.ok(slow.closedAt - slow.t0 >= DEADLINE_S * 1000 - 200, `closed after ${slow.closedAt - slow.t0} ms, before its deadline`);
+  assert.equal(slow.got, '', 'the slow body got an answer');
+  const m1 = await scrape();
+  assert.equal(closed(m1, 'body_timeout') - closed(m0, 'body_timeout'), 1);
+});
