@@ -6,6 +6,7 @@
  */
 #include "router/config.h"
 #include "router/ledger.h"
+#include "server/server.h"
 
 #include <errno.h>
 #include <math.h>
@@ -509,6 +510,8 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
         if (!strcmp(key, "airgap")) ok = get_bool(p, v, key, &c->airgap);
         else if (!strcmp(key, "ledger")) ok = get_string(p, v, key, &c->ledger);
         else if (!strcmp(key, "health_interval_s")) ok = get_number(p, v, key, 0.05, 3600, &c->health_interval_s);
+        else if (!strcmp(key, "max_connections")) ok = get_int32(p, v, key, 1, 65536, &c->max_connections);
+        else if (!strcmp(key, "request_timeout_s")) ok = get_number(p, v, key, 0.1, 3600, &c->request_timeout_s);
         else if (!strcmp(key, "backends")) backends = v;
         else if (!strcmp(key, "routes")) routes = v;
         else if (!strcmp(key, "keys")) keys = v;
@@ -527,6 +530,8 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
                     shown);
     }
     if (!c->health_interval_s) c->health_interval_s = 5;
+    if (!c->max_connections) c->max_connections = EM_RT_MAX_CONNECTIONS;
+    if (!c->request_timeout_s) c->request_timeout_s = EM_SERVER_REQUEST_TIMEOUT_S;
     return true;
 }
 

@@ -16,6 +16,9 @@
 #define EM_RT_MAX_BACKENDS 32
 #define EM_RT_MAX_ROUTES 32
 #define EM_RT_MAX_KEYS 64
+/* Default of max_connections: the front's connection table.  A gateway
+ * holds more client connections than one `ember serve` (256). */
+#define EM_RT_MAX_CONNECTIONS 1024
 #define EM_RT_MAX_RULES 16
 #define EM_RT_MAX_HOPS 8     /* backends one route lists                     */
 
@@ -87,6 +90,9 @@ typedef struct em_rt_config {
     bool airgap;
     char *ledger;                  /* "sqlite:///path", "sqlite:path" or "none" */
     double health_interval_s;
+    int max_connections;           /* the front's connection table (conns.h)    */
+    double request_timeout_s;      /* a request's headers, and its body's base
+                                    * allowance, seconds (conns.h)              */
     bool quiet;                    /* not from YAML: no log line per request
                                     * (calibrate's in-process router)           */
     em_rt_backend_cfg backends[EM_RT_MAX_BACKENDS];

@@ -24,6 +24,7 @@
 #include "router/ledger.h"
 #include "router/policy.h"
 #include "router/upstream.h"
+#include "server/conns.h"
 #include "server/errors.h"
 #include "server/server.h"
 
@@ -68,6 +69,7 @@ struct em_router {
     rt_backend b[EM_RT_MAX_BACKENDS];
     em_ledger *ledger;      /* NULL with `ledger: none`                         */
     struct MHD_Daemon *daemon;
+    em_conn_guard *guard;   /* the front's connections: deadlines, slot reuse  */
     int port;
     pthread_mutex_t mu;     /* replicas' state, in_flight                       */
     pthread_cond_t cv;      /* health thread's sleep; drain's wait              */
@@ -505,7 +507,9 @@ static void settle(rt_call *c, int status, const char *outcome) {
  * body as it arrives (owned) and whether an answer was queued.  Made on
  * the first on_request call, freed by on_completed. */
 typedef struct rt_conn {
+    em_router *R;
     em_strbuf body;
+    uint64_t received;      /* body bytes received, bytes (the guard's rate) */
     bool too_large, answered;
     int status;
     int fd;
@@ -515,6 +519,12 @@ static enum MHD_Result queue(struct MHD_Connection *conn, rt_conn *cs, int statu
     if (!r) return MHD_NO;
     cs->status = status;
     cs->answered = true;
+    /* How long an idle connection is kept after this answer: the request
+     * deadline (conns.h), so that clients which honour the hint close an
+     * idle connection before the router does. */
+    char hint[32];
+    snprintf(hint, sizeof hint, "timeout=%d", cs->R->cfg->request_timeout_s < 1 ? 1 : (int)cs->R->cfg->request_timeout_s);
+    MHD_add_response_header(r, "Keep-Alive", hint);
     enum MHD_Result res = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return res;
@@ -1000,7 +1010,15 @@ static json_t *health_json(em_router *R) {
         json_object_set_new(b, R->cfg->backends[i].name, reps);
     }
     pthread_mutex_unlock(&R->mu);
-    return json_pack("{s:s, s:o}", "status", "ok", "backends", b);
+    /* The front's connections, as ember serve's /metrics counts them
+     * (ember_connections_open, ember_connections_closed_total). */
+    em_conn_stats cs;
+    em_conn_guard_stats(R->guard, &cs);
+    json_t *closed = json_object();
+    for (int r = 0; r < EM_CONN_N_REASONS; r++)
+        json_object_set_new(closed, em_conn_reason_name((em_conn_reason)r), json_integer((json_int_t)cs.closed[r]));
+    return json_pack("{s:s, s:o, s:{s:i, s:i, s:o}}", "status", "ok", "backends", b, "connections", "open", cs.open,
+                     "max", R->cfg->max_connections, "closed", closed);
 }
 
 static enum MHD_Result route_request(em_router *R, struct MHD_Connection *conn, rt_conn *cs, const char *url,
@@ -1034,15 +1052,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!cs) {
         if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
         *con_cls = cs;
+        cs->R = R;
         cs->fd = -1;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) cs->fd = ci->connect_fd;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > RT_MAX_BODY)
+        if (cl && strtoull(cl, NULL, 10) > RT_MAX_BODY) {
+            em_conn_guard_request_started(R->guard, conn);
             return send_error(conn, cs, 413, NULL, NULL, "the request body is larger than %u bytes", RT_MAX_BODY);
+        }
+        /* The headers are in: the body's deadline starts. */
+        em_conn_guard_headers_done(R->guard, conn);
         return MHD_YES;
     }
     if (*upload_size) {
+        cs->received += *upload_size;
+        em_conn_guard_body_bytes(R->guard, conn, cs->received);
         if (!cs->answered && !cs->too_large &&
             (cs->body.n + *upload_size > RT_MAX_BODY || !em_strbuf_append(&cs->body, upload, *upload_size))) {
             cs->too_large = true;
@@ -1052,12 +1077,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (cs->answered) return MHD_YES;
+    /* The whole request is in: from here to the end of its answer (an
+     * upstream's stream may last minutes) no deadline of the guard applies. */
+    em_conn_guard_request_started(R->guard, conn);
     if (cs->too_large) return send_error(conn, cs, 413, NULL, NULL, "the request body is larger than %u bytes", RT_MAX_BODY);
     return route_request(R, conn, cs, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)conn, (void)toe;
+    (void)toe;
+    em_router *R = cls;
+    /* The connection waits for its next request (keep-alive): the headers'
+     * deadline runs from now. */
+    em_conn_guard_request_done(R->guard, conn);
     rt_conn *cs = *con_cls;
     if (!cs) return;
     em_strbuf_free(&cs->body);
@@ -1176,12 +1208,25 @@ em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, 
         st = em_error(EM_ERR_INVALID_ARG, "router: '%s' is not an IPv4 or IPv6 address", host);
         goto fail;
     }
+    /* The connection guard of ember serve (src/server/conns.h): a request's
+     * headers and body have a deadline, and a full table hands the slot of
+     * the connection that has waited longest for a request to a new one,
+     * so that slow or idle clients cannot hold every slot.  A request in
+     * progress has no deadline; the library's own idle timeout (600 s)
+     * stays for answers whose upstream is slow. */
+    if (cfg->max_connections <= 0) cfg->max_connections = EM_RT_MAX_CONNECTIONS;
+    if (!(cfg->request_timeout_s > 0)) cfg->request_timeout_s = EM_SERVER_REQUEST_TIMEOUT_S;
+    em_conn_limits lim = {.max_connections = cfg->max_connections,
+                          .request_timeout_s = cfg->request_timeout_s,
+                          .body_min_rate = EM_SERVER_BODY_MIN_RATE};
+    if ((st = em_conn_guard_start(&R->guard, &lim)) != EM_OK) goto fail;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
-    R->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, R, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, R,
-                                 MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 600u,
-                                 MHD_OPTION_END);
+    R->daemon = MHD_start_daemon(flags, (uint16_t)port, em_conn_guard_accept, R->guard, on_request, R,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
+                                 on_completed, R, MHD_OPTION_NOTIFY_CONNECTION, em_conn_guard_notify, R->guard,
+                                 MHD_OPTION_CONNECTION_LIMIT, em_conn_guard_mhd_limit(R->guard),
+                                 MHD_OPTION_CONNECTION_TIMEOUT, 600u, MHD_OPTION_END);
     if (!R->daemon) {
         st = em_error(EM_ERR_IO, "router: cannot listen on %s port %d", host, port);
         goto fail;
@@ -1214,7 +1259,12 @@ void em_router_drain(em_router *R, double timeout_s) {
 
 void em_router_free(em_router *R) {
     if (!R) return;
+    /* The watchdog stops first, so that nothing shuts a socket down while
+     * the daemon closes them all; the table is freed after the daemon's
+     * last CLOSED notification. */
+    em_conn_guard_stop(R->guard);
     if (R->daemon) MHD_stop_daemon(R->daemon);
+    em_conn_guard_free(R->guard);
     if (R->health_started) {
         pthread_mutex_lock(&R->mu);
         R->stopping = true;

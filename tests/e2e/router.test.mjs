@@ -3,8 +3,12 @@
 // process) and to a stub upstream (tests/tools/stub_upstream.py); a
 // fallback after the stub's 500; a cascade's headers (x-ember-backend,
 // x-ember-cost-usd, x-ember-escalated) read with withResponse(); a budget's
-// 429 and a wrong key's 401 as the client's error classes.
+// 429 and a wrong key's 401 as the client's error classes; and the
+// front's connection guard: idle and trickling connections beyond a small
+// table (max_connections, request_timeout_s) keep no client out and are
+// closed by their deadline, while a slow stream through the router runs on.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { MODEL_PATH } from './lib/server.mjs';
@@ -141,4 +145,143 @@ test('keys: a wrong key is 401, a known key lists the routes', async () => {
   for (const id of ['to-local', 'to-stub', 'safe', 'auto', 'local', 'strong']) assert.ok(ids.includes(id), `${id} in ${ids}`);
   const unknown = await client.chat.completions.create({ model: 'nosuch', messages: user('hi') }).then(() => null, (e) => e);
   assert.ok(unknown instanceof OpenAI.NotFoundError, String(unknown));
+});
+
+// The router's front with a table of 6 and a 2 s request deadline: twice
+// the table in raw attackers (idle, idle keep-alive after an answer, and
+// header bytes every 250 ms, which no idle timeout would ever close); a
+// legitimate request is answered at once, every attacker is closed by its
+// deadline, and a stream through the router that lasts longer than the
+// deadline (the stub's #stub:slow, 0.3 s an event) runs to its end.  Every
+// socket and loop is bounded.
+test('connections: idle and trickling clients beyond the table keep no client out, and are closed by the deadline', async () => {
+  const TABLE = 6, DEADLINE_S = 2;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const slow = await startStub('slowpoke');
+  let guarded;
+  try {
+    guarded = await startRouter(`
+ledger: none
+max_connections: ${TABLE}
+request_timeout_s: ${DEADLINE_S}
+backends:
+  - {name: slowpoke, url: "${slow.url}", retries: 0}
+`);
+    // /health on a connection of its own, closed after the answer (a
+    // pooled keep-alive connection could be closed by its deadline just
+    // as it is reused).
+    const health = () => new Promise((resolve, reject) => {
+      const sock = net.connect(guarded.port, '127.0.0.1');
+      const chunks = [];
+      const bound = setTimeout(() => { sock.destroy(); reject(new Error('GET /health: no answer')); }, 30_000);
+      sock.on('connect', () => sock.write('GET /health HTTP/1.0\r\n\r\n'));
+      sock.on('data', (d) => chunks.push(d));
+      sock.on('error', (e) => { clearTimeout(bound); reject(e); });
+      sock.on('end', () => {
+        clearTimeout(bound);
+        const text = Buffer.concat(chunks).toString('utf8');
+        const split = text.indexOf('\r\n\r\n');
+        if (!/^HTTP\/1\.[01] 200/.test(text) || split < 0) reject(new Error(`GET /health: ${text.slice(0, 200)}`));
+        else resolve(JSON.parse(text.slice(split + 4)).connections);
+      });
+    });
+    const h0 = await health();
+    assert.equal(h0.max, TABLE);
+
+    // A raw connection that records when the router closed it.
+    const attacker = (kind) => {
+      const sock = net.connect(guarded.port, '127.0.0.1');
+      const a = { kind, sock, t0: Date.now(), closedAt: null, timer: null, got: '' };
+      const done = () => {
+        if (a.closedAt === null) a.closedAt = Date.now();
+        clearInterval(a.timer);
+      };
+      sock.on('data', (d) => { a.got += d.toString('latin1'); });
+      sock.on('close', done);
+      sock.on('error', done);
+      a.ready = new Promise((r) => sock.on('connect', r));
+      return a;
+    };
+    const keptAlive = () => {
+      const a = attacker('keep-alive');
+      a.ready.then(() => a.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+      return a;
+    };
+    const trickler = () => {
+      const a = attacker('trickle');
+      const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ${'a'.repeat(400)}`;
+      let i = 0;
+      a.ready.then(() => {
+        a.timer = setInterval(() => { if (!a.sock.destroyed && i < head.length) a.sock.write(head[i++]); }, 250);
+      });
+      return a;
+    };
+
+    // The slow stream first: its connection has a request in progress.
+    const c = guarded.client('sk-any', { timeout: 30_000 });
+    const streamP = (async () => {
+      const t0 = Date.now();
+      const stream = await c.chat.completions.create({
+        model: 'slowpoke', messages: user('a slow one #stub:slow'), max_tokens: MAX, stream: true,
+      });
+      let text = '', finish = null;
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
+        if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+      }
+      return { text, finish, ms: Date.now() - t0 };
+    })();
+    // Awaited below; an assertion that fails first must not leave its
+    // rejection unhandled (the stub stops in finally and breaks it).
+    streamP.catch(() => {});
+    await sleep(200);
+
+    const attackers = [];
+    for (let i = 0; i < TABLE / 2; i++) attackers.push(attacker('idle'));
+    for (let i = 0; i < TABLE / 2; i++) attackers.push(keptAlive());
+    await Promise.all(attackers.map((a) => a.ready));
+    for (let k = 0; k < 200 && attackers.some((a) => a.kind === 'keep-alive' && !/\r\n\r\n\{/.test(a.got)); k++) await sleep(25);
+    for (const a of attackers.filter((x) => x.kind === 'keep-alive')) {
+      assert.match(a.got, /^HTTP\/1\.1 200/, 'the kept-alive connection got its answer');
+      assert.match(a.got, new RegExp(`\r\nKeep-Alive: timeout=${DEADLINE_S}\r\n`, 'i'), 'the answer tells how long the connection is kept');
+    }
+    for (let i = 0; i < TABLE; i++) attackers.push(trickler());
+    await Promise.all(attackers.map((a) => a.ready));
+    await sleep(300);
+
+    // The legitimate client is served at once, though the table is full.
+    const t0 = Date.now();
+    const chat = await c.chat.completions.create({ model: 'slowpoke', messages: user('hi'), max_tokens: MAX });
+    const waited = Date.now() - t0;
+    assert.equal(chat.choices[0].message.content, stubText('slowpoke'));
+    assert.ok(waited < (DEADLINE_S * 1000) / 2, `the chat request took ${waited} ms with the table full`);
+
+    // Every attacker is closed by its deadline (or sooner, to make room),
+    // the tricklers although they never stopped sending.
+    const bound = Date.now() + DEADLINE_S * 1000 + 5_000;
+    while (attackers.some((a) => a.closedAt === null) && Date.now() < bound) await sleep(50);
+    for (const a of attackers) {
+      assert.notEqual(a.closedAt, null, `a ${a.kind} connection is still open after its deadline`);
+      assert.ok(a.closedAt - a.t0 < DEADLINE_S * 1000 + 4_000, `a ${a.kind} connection was closed after ${a.closedAt - a.t0} ms`);
+    }
+    const tricklers = attackers.filter((a) => a.kind === 'trickle');
+    assert.ok(tricklers.some((a) => a.closedAt - a.t0 >= DEADLINE_S * 1000 - 200), 'no trickler reached its deadline');
+
+    // The stream outlived the deadline and ran to its end.
+    const s = await streamP;
+    assert.equal(s.text, stubText('slowpoke'));
+    assert.equal(s.finish, 'length');
+    assert.ok(s.ms > DEADLINE_S * 1000, `the stream took ${s.ms} ms`);
+
+    const h1 = await health();
+    assert.ok(h1.closed.evicted - h0.closed.evicted >= TABLE, `evicted ${h1.closed.evicted - h0.closed.evicted}`);
+    assert.ok(h1.closed.header_timeout - h0.closed.header_timeout >= 1, 'none closed at the deadline');
+    assert.equal(h1.closed.body_timeout - h0.closed.body_timeout, 0);
+    assert.ok(h1.open <= TABLE, `${h1.open} open`);
+    // Healthy afterwards: a request is served.
+    const again = await guarded.client('sk-any', { timeout: 30_000 }).chat.completions.create({ model: 'slowpoke', messages: user('again'), max_tokens: MAX });
+    assert.equal(again.choices[0].message.content, stubText('slowpoke'));
+  } finally {
+    await Promise.all([guarded?.stop(), slow.stop()]);
+  }
 });
