@@ -334,6 +334,28 @@ printf 'backends:\n  - {name: a, url: "http://x/v1", timeout_s: soon}\n' >"$tmp/
 "$EMBER_BIN" serve --config "$tmp/badtype.yaml" 2>"$tmp/e"; rc=$?
 check "config: a wrong value names file, line and key" '[ $rc = 1 ] && grep -q "badtype.yaml:2: backends\[0\].timeout_s: .soon. is not a number" "$tmp/e"'
 
+# A full connection table (max_connections, with the guard's room for
+# connections being closed) needs more open files than a soft limit of
+# 1024 allows: the router raises its soft limit toward the hard one, and
+# says so when the hard one is too low.
+cat >"$tmp/fd.yaml" <<YAML
+ledger: none
+max_connections: 1024
+backends:
+  - {name: strong, url: "http://127.0.0.1:$port_strong/v1"}
+YAML
+( ulimit -Sn 512 && exec "$EMBER_BIN" serve --config "$tmp/fd.yaml" --port 0 ) 2>"$tmp/fd.log" &
+fdpid=$!
+pids+=($fdpid)
+fdport=$(listen_port "$tmp/fd.log" "$fdpid")
+hard=$(ulimit -Hn)
+need=$(( 1024 + 1024 / 4 + 16 + 2 * 1024 + 256 ))
+want=$need; [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ] && want=$hard
+soft=$(awk '/^Max open files/ {print $4}' "/proc/$fdpid/limits")
+check "files: the router raised its soft open-file limit from 512 to $soft (want $want, hard $hard)" '[ -n "$fdport" ] && [ "$soft" = "$want" ]'
+[ "$want" = "$need" ] || check "files: the router says the hard limit is too low" 'grep -q "open files are limited to $hard" "$tmp/fd.log"'
+kill "$fdpid"; wait "$fdpid" 2>/dev/null
+
 # ------------------------------------------------------ local backends
 M="${EMBER_TEST_DATA:-}/models/stories260K.gguf"
 if [ -n "${EMBER_TEST_DATA:-}" ] && [ -f "$M" ]; then
