@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1169,30 +1168,6 @@ static em_status start_remote(rt_backend *b) {
     return EM_OK;
 }
 
-/* Raises the soft limit on open files toward what a full connection table
- * needs: the front's connections (the library's limit), an upstream
- * connection for each request in progress, and a local backend's own
- * loopback connection for each of those, plus room for the pooled
- * upstream connections, the ledger and the models.  Systems often start a
- * process with a soft limit of 1024: the library would then stop accepting
- * (EMFILE) before the guard's table is full, and new clients would wait
- * in the listen backlog instead of taking an idle connection's slot. */
-static void raise_file_limit(const em_conn_guard *g, int max_connections) {
-    rlim_t need = (rlim_t)em_conn_guard_mhd_limit(g) + 2 * (rlim_t)max_connections + 256;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
-    rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
-    if (want > rl.rlim_cur) {
-        rl.rlim_cur = want;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need)
-        fprintf(stderr,
-                "ember serve: open files are limited to %llu, and %d connections need about %llu: raise the limit "
-                "(ulimit -n) or lower max_connections\n",
-                (unsigned long long)rl.rlim_cur, max_connections, (unsigned long long)need);
-}
-
 em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, int port) {
     *out = NULL;
     em_router *R = calloc(1, sizeof *R);
@@ -1245,7 +1220,11 @@ em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, 
                           .request_timeout_s = cfg->request_timeout_s,
                           .body_min_rate = EM_SERVER_BODY_MIN_RATE};
     if ((st = em_conn_guard_start(&R->guard, &lim)) != EM_OK) goto fail;
-    raise_file_limit(R->guard, cfg->max_connections);
+    /* Besides the front's connections: an upstream connection for each
+     * request in progress and a local backend's own loopback connection
+     * for each of those, plus room for the pooled upstream connections,
+     * the ledger and the models. */
+    em_conn_guard_fit_files(R->guard, 2u * (unsigned)cfg->max_connections + 256u, "max_connections");
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
     R->daemon = MHD_start_daemon(flags, (uint16_t)port, em_conn_guard_accept, R->guard, on_request, R,

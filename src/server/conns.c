@@ -33,7 +33,9 @@
 #include "core/core.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 /* How often the watchdog looks at the deadlines, milliseconds: a deadline
@@ -149,6 +151,22 @@ unsigned em_conn_guard_mhd_limit(const em_conn_guard *g) {
      * library; when that room is used up too, the library stops accepting
      * and new clients wait in the listen backlog until it has closed some. */
     return (unsigned)g->lim.max_connections + (unsigned)g->lim.max_connections / 4u + 16u;
+}
+
+void em_conn_guard_fit_files(const em_conn_guard *g, unsigned others, const char *what) {
+    rlim_t need = (rlim_t)em_conn_guard_mhd_limit(g) + (rlim_t)others;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return;
+    rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : need;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < need)
+        fprintf(stderr,
+                "ember serve: open files are limited to %llu, and %d connections need about %llu: raise the limit "
+                "(ulimit -n) or lower %s\n",
+                (unsigned long long)rl.rlim_cur, g->lim.max_connections, (unsigned long long)need, what);
 }
 
 enum MHD_Result em_conn_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {

@@ -77,6 +77,16 @@ void em_conn_guard_free(em_conn_guard *g);
  * place in the library's count until the library has closed it. */
 unsigned em_conn_guard_mhd_limit(const em_conn_guard *g);
 
+/* Raises the process's soft limit on open files toward what a full table
+ * needs: the library's limit (em_conn_guard_mhd_limit) plus `others`, the
+ * caller's other descriptors at most (upstream connections, files).
+ * Systems often start a process with a soft limit of 1024; the library
+ * would then stop accepting (EMFILE) before the guard's table is full, and
+ * new clients would wait in the listen backlog instead of taking an idle
+ * connection's slot.  Says on stderr when the hard limit is too low
+ * (`what` names the setting to lower); never fails. */
+void em_conn_guard_fit_files(const em_conn_guard *g, unsigned others, const char *what);
+
 /* MHD_OPTION_ACCEPT_POLICY (cls: the guard). */
 enum MHD_Result em_conn_guard_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
 /* MHD_OPTION_NOTIFY_CONNECTION (cls: the guard). */

@@ -360,6 +360,8 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
         em_server_free(s);
         return gst;
     }
+    /* Besides the connections: the model, the log and the library's own. */
+    em_conn_guard_fit_files(s->guard, 64u, "--max-connections");
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(flags, (uint16_t)params->port, em_conn_guard_accept, s->guard, on_request, s,

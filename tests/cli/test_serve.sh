@@ -83,4 +83,19 @@ refused() { # NAME ARGS...: the server must exit at once, saying why
 refused "key file" --api-key-file "$tmp/key"
 refused "--api-key" --api-key "$(printf 'sekrit\t')"
 
+# A connection table larger than the soft open-file limit allows: the
+# server raises the limit to what the table needs (the library's limit,
+# 1000 + 1000 / 4 + 16, and 64 more), or says the hard limit is too low.
+( ulimit -Sn 512 && exec "$EMBER_BIN" serve -m "$M" --port 0 -t 1 --max-connections 1000 ) 2>"$tmp/fd.log" &
+pid=$!
+fdport=$(listen_port "$tmp/fd.log" "$pid")
+hard=$(ulimit -Hn)
+need=$(( 1000 + 1000 / 4 + 16 + 64 ))
+want=$need; [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ] && want=$hard
+soft=$(awk '/^Max open files/ {print $4}' "/proc/$pid/limits")
+check "files: the soft open-file limit raised from 512 to $soft (want $want, hard $hard)" '[ -n "$fdport" ] && [ "$soft" = "$want" ]'
+[ "$want" = "$need" ] || check "files: the hard limit is said to be too low" 'grep -q "open files are limited to $hard" "$tmp/fd.log"'
+kill "$pid"; wait "$pid" 2>/dev/null
+pid=
+
 finish
