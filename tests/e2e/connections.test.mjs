@@ -15,10 +15,10 @@ import { after, before, test } from 'node:test';
 import path from 'node:path';
 import { DATA, startServer } from './lib/server.mjs';
 import * as prom from './lib/prom.mjs';
+import { assertAllClosed, attacker, flood, sleep } from './lib/flood.mjs';
 
 const TABLE = 8;
 const DEADLINE_S = 3;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let server;
 before(async () => {
@@ -53,39 +53,6 @@ function scrape() {
   });
 }
 const closed = (m, reason) => prom.value(m, 'ember_connections_closed_total', { reason }) ?? 0;
-
-// A raw connection that records when the server closed it.
-function attacker(kind) {
-  const sock = net.connect(server.port, '127.0.0.1');
-  const a = { kind, sock, t0: Date.now(), closedAt: null, timer: null, got: '' };
-  const done = () => {
-    if (a.closedAt === null) a.closedAt = Date.now();
-    clearInterval(a.timer);
-  };
-  sock.on('data', (d) => { a.got += d.toString('latin1'); });
-  sock.on('close', done);
-  sock.on('error', done);
-  a.ready = new Promise((r) => sock.on('connect', r));
-  return a;
-}
-
-// Headers a byte every 250 ms, never the blank line that ends them.
-function trickler() {
-  const a = attacker('trickle');
-  const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${server.apiKey}\r\nX-Pad: ${'a'.repeat(400)}`;
-  let i = 0;
-  a.ready.then(() => {
-    a.timer = setInterval(() => { if (!a.sock.destroyed && i < head.length) a.sock.write(head[i++]); }, 250);
-  });
-  return a;
-}
-
-// An idle keep-alive connection: one answered request, then silence.
-function keptAlive() {
-  const a = attacker('keep-alive');
-  a.ready.then(() => a.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
-  return a;
-}
 
 // A chat stream read through a raw socket that stops reading after its
 // first bytes for stallMs, then reads to the end.  Two choices whose
@@ -128,18 +95,7 @@ test('idle and trickling connections beyond the table keep no client out, and ar
   await sleep(200);
 
   // Twice the table: idle ones first, then kept-alive ones, then tricklers.
-  const attackers = [];
-  for (let i = 0; i < TABLE / 2; i++) attackers.push(attacker('idle'));
-  for (let i = 0; i < TABLE / 2; i++) attackers.push(keptAlive());
-  await Promise.all(attackers.map((a) => a.ready));
-  for (let k = 0; k < 200 && attackers.some((a) => a.kind === 'keep-alive' && !/\r\n\r\n\{/.test(a.got)); k++) await sleep(25);
-  for (const a of attackers.filter((x) => x.kind === 'keep-alive')) {
-    assert.match(a.got, /^HTTP\/1\.1 200/, 'the kept-alive connection got its answer');
-    assert.match(a.got, new RegExp(`\r\nKeep-Alive: timeout=${DEADLINE_S}\r\n`, 'i'), 'the answer tells how long the connection is kept');
-  }
-  for (let i = 0; i < TABLE; i++) attackers.push(trickler());
-  await Promise.all(attackers.map((a) => a.ready));
-  await sleep(500);
+  const attackers = await flood(server.port, { table: TABLE, deadlineS: DEADLINE_S, apiKey: server.apiKey, settleMs: 500 });
 
   // The legitimate client is served at once, though the table is full.
   const t0 = Date.now();
@@ -151,22 +107,12 @@ test('idle and trickling connections beyond the table keep no client out, and ar
   assert.equal(chat.usage.completion_tokens, 8);
   assert.ok(waited < (DEADLINE_S * 1000) / 2, `the chat request took ${waited} ms with the table full`);
 
-  // Every attacker is closed by its deadline (or sooner, to make room),
-  // the tricklers although they never stopped sending.
-  const bound = Date.now() + DEADLINE_S * 1000 + 5_000;
-  while (attackers.some((a) => a.closedAt === null) && Date.now() < bound) await sleep(50);
-  for (const a of attackers) {
-    assert.notEqual(a.closedAt, null, `a ${a.kind} connection is still open after its deadline`);
-    assert.ok(a.closedAt - a.t0 < DEADLINE_S * 1000 + 4_000, `a ${a.kind} connection was closed after ${a.closedAt - a.t0} ms`);
-  }
+  await assertAllClosed(attackers, DEADLINE_S);
   const m1 = await scrape();
   const evicted = closed(m1, 'evicted') - closed(m0, 'evicted');
   const timedOut = closed(m1, 'header_timeout') - closed(m0, 'header_timeout');
   assert.ok(evicted >= TABLE, `evicted ${evicted}`);
   assert.ok(timedOut >= 1, `closed at the headers' deadline: ${timedOut}`);
-  // A trickler that was not evicted lived until its deadline.
-  const tricklers = attackers.filter((a) => a.kind === 'trickle');
-  assert.ok(tricklers.some((a) => a.closedAt - a.t0 >= DEADLINE_S * 1000 - 200), 'no trickler reached its deadline');
 
   // The stalled stream outlived the deadline and ran to its end.
   const stream = await streamP;
@@ -204,7 +150,7 @@ test('idle and trickling connections beyond the table keep no client out, and ar
 test('a body trickled slower than its deadline allows is closed at the deadline, unanswered', async () => {
   const m0 = await scrape();
   const body = JSON.stringify({ model: server.model, prompt: 'Once upon a time', max_tokens: 2 });
-  const slow = attacker('slow-body');
+  const slow = attacker(server.port, 'slow-body');
   await slow.ready;
   slow.sock.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${server.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`);
   let i = 0;

@@ -13,6 +13,7 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { MODEL_PATH } from './lib/server.mjs';
 import { startRouter, startStub } from './lib/router.mjs';
+import { assertAllClosed, flood, sleep } from './lib/flood.mjs';
 
 let cheap, strong, router, client;
 const MAX = 8; // the stubs answer min(max_tokens, 8) tokens
@@ -156,7 +157,6 @@ test('keys: a wrong key is 401, a known key lists the routes', async () => {
 // socket and loop is bounded.
 test('connections: idle and trickling clients beyond the table keep no client out, and are closed by the deadline', async () => {
   const TABLE = 6, DEADLINE_S = 2;
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const slow = await startStub('slowpoke');
   let guarded;
   try {
@@ -188,35 +188,6 @@ backends:
     const h0 = await health();
     assert.equal(h0.max, TABLE);
 
-    // A raw connection that records when the router closed it.
-    const attacker = (kind) => {
-      const sock = net.connect(guarded.port, '127.0.0.1');
-      const a = { kind, sock, t0: Date.now(), closedAt: null, timer: null, got: '' };
-      const done = () => {
-        if (a.closedAt === null) a.closedAt = Date.now();
-        clearInterval(a.timer);
-      };
-      sock.on('data', (d) => { a.got += d.toString('latin1'); });
-      sock.on('close', done);
-      sock.on('error', done);
-      a.ready = new Promise((r) => sock.on('connect', r));
-      return a;
-    };
-    const keptAlive = () => {
-      const a = attacker('keep-alive');
-      a.ready.then(() => a.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
-      return a;
-    };
-    const trickler = () => {
-      const a = attacker('trickle');
-      const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ${'a'.repeat(400)}`;
-      let i = 0;
-      a.ready.then(() => {
-        a.timer = setInterval(() => { if (!a.sock.destroyed && i < head.length) a.sock.write(head[i++]); }, 250);
-      });
-      return a;
-    };
-
     // The slow stream first: its connection has a request in progress.
     const c = guarded.client('sk-any', { timeout: 30_000 });
     const streamP = (async () => {
@@ -236,18 +207,7 @@ backends:
     streamP.catch(() => {});
     await sleep(200);
 
-    const attackers = [];
-    for (let i = 0; i < TABLE / 2; i++) attackers.push(attacker('idle'));
-    for (let i = 0; i < TABLE / 2; i++) attackers.push(keptAlive());
-    await Promise.all(attackers.map((a) => a.ready));
-    for (let k = 0; k < 200 && attackers.some((a) => a.kind === 'keep-alive' && !/\r\n\r\n\{/.test(a.got)); k++) await sleep(25);
-    for (const a of attackers.filter((x) => x.kind === 'keep-alive')) {
-      assert.match(a.got, /^HTTP\/1\.1 200/, 'the kept-alive connection got its answer');
-      assert.match(a.got, new RegExp(`\r\nKeep-Alive: timeout=${DEADLINE_S}\r\n`, 'i'), 'the answer tells how long the connection is kept');
-    }
-    for (let i = 0; i < TABLE; i++) attackers.push(trickler());
-    await Promise.all(attackers.map((a) => a.ready));
-    await sleep(300);
+    const attackers = await flood(guarded.port, { table: TABLE, deadlineS: DEADLINE_S });
 
     // The legitimate client is served at once, though the table is full.
     const t0 = Date.now();
@@ -256,16 +216,7 @@ backends:
     assert.equal(chat.choices[0].message.content, stubText('slowpoke'));
     assert.ok(waited < (DEADLINE_S * 1000) / 2, `the chat request took ${waited} ms with the table full`);
 
-    // Every attacker is closed by its deadline (or sooner, to make room),
-    // the tricklers although they never stopped sending.
-    const bound = Date.now() + DEADLINE_S * 1000 + 5_000;
-    while (attackers.some((a) => a.closedAt === null) && Date.now() < bound) await sleep(50);
-    for (const a of attackers) {
-      assert.notEqual(a.closedAt, null, `a ${a.kind} connection is still open after its deadline`);
-      assert.ok(a.closedAt - a.t0 < DEADLINE_S * 1000 + 4_000, `a ${a.kind} connection was closed after ${a.closedAt - a.t0} ms`);
-    }
-    const tricklers = attackers.filter((a) => a.kind === 'trickle');
-    assert.ok(tricklers.some((a) => a.closedAt - a.t0 >= DEADLINE_S * 1000 - 200), 'no trickler reached its deadline');
+    await assertAllClosed(attackers, DEADLINE_S);
 
     // The stream outlived the deadline and ran to its end.
     const s = await streamP;
