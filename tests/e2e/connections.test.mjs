@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import path from 'node:path';
 import { DATA, startServer } from './lib/server.mjs';
 import * as prom from './lib/prom.mjs';
-import { assertAllClosed, attacker, flood, sleep } from './lib/flood.mjs';
+import { assertAllClosed, attacker, flood, getOwn, sleep } from './lib/flood.mjs';
 
 const TABLE = 8;
 const DEADLINE_S = 3;
@@ -32,26 +32,8 @@ before(async () => {
 });
 after(async () => { await server?.stop(); });
 
-// /metrics on a connection of its own, closed after the answer: a pooled
-// keep-alive connection of fetch could sit idle past the deadline while
-// the test waits, and be closed just as fetch reuses it.
-function scrape() {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(server.port, '127.0.0.1');
-    const chunks = [];
-    const bound = setTimeout(() => { sock.destroy(); reject(new Error('GET /metrics: no answer')); }, 30_000);
-    sock.on('connect', () => sock.write(`GET /metrics HTTP/1.0\r\nAuthorization: Bearer ${server.apiKey}\r\n\r\n`));
-    sock.on('data', (d) => chunks.push(d));
-    sock.on('error', (e) => { clearTimeout(bound); reject(e); });
-    sock.on('end', () => {
-      clearTimeout(bound);
-      const text = Buffer.concat(chunks).toString('utf8');
-      const split = text.indexOf('\r\n\r\n');
-      if (!/^HTTP\/1\.[01] 200/.test(text) || split < 0) reject(new Error(`GET /metrics: ${text.slice(0, 200)}`));
-      else resolve(prom.parse(text.slice(split + 4)));
-    });
-  });
-}
+// /metrics on a connection of its own (see getOwn).
+const scrape = async () => prom.parse(await getOwn(server.port, '/metrics', server.apiKey));
 const closed = (m, reason) => prom.value(m, 'ember_connections_closed_total', { reason }) ?? 0;
 
 // A chat stream read through a raw socket that stops reading after its

@@ -8,12 +8,11 @@
 // table (max_connections, request_timeout_s) keep no client out and are
 // closed by their deadline, while a slow stream through the router runs on.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { MODEL_PATH } from './lib/server.mjs';
 import { startRouter, startStub } from './lib/router.mjs';
-import { assertAllClosed, flood, sleep } from './lib/flood.mjs';
+import { assertAllClosed, flood, getOwn, sleep } from './lib/flood.mjs';
 
 let cheap, strong, router, client;
 const MAX = 8; // the stubs answer min(max_tokens, 8) tokens
@@ -167,24 +166,8 @@ request_timeout_s: ${DEADLINE_S}
 backends:
   - {name: slowpoke, url: "${slow.url}", retries: 0}
 `);
-    // /health on a connection of its own, closed after the answer (a
-    // pooled keep-alive connection could be closed by its deadline just
-    // as it is reused).
-    const health = () => new Promise((resolve, reject) => {
-      const sock = net.connect(guarded.port, '127.0.0.1');
-      const chunks = [];
-      const bound = setTimeout(() => { sock.destroy(); reject(new Error('GET /health: no answer')); }, 30_000);
-      sock.on('connect', () => sock.write('GET /health HTTP/1.0\r\n\r\n'));
-      sock.on('data', (d) => chunks.push(d));
-      sock.on('error', (e) => { clearTimeout(bound); reject(e); });
-      sock.on('end', () => {
-        clearTimeout(bound);
-        const text = Buffer.concat(chunks).toString('utf8');
-        const split = text.indexOf('\r\n\r\n');
-        if (!/^HTTP\/1\.[01] 200/.test(text) || split < 0) reject(new Error(`GET /health: ${text.slice(0, 200)}`));
-        else resolve(JSON.parse(text.slice(split + 4)).connections);
-      });
-    });
+    // /health on a connection of its own (see getOwn).
+    const health = async () => JSON.parse(await getOwn(guarded.port, '/health')).connections;
     const h0 = await health();
     assert.equal(h0.max, TABLE);
 

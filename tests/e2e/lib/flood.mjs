@@ -9,6 +9,29 @@ import net from 'node:net';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// GET path on a connection of its own, closed after the answer (HTTP/1.0),
+// resolving to the body of a 200: a pooled keep-alive connection of fetch
+// could sit idle past the deadline while a test waits, and be closed just
+// as fetch reuses it.
+export function getOwn(port, path, apiKey) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks = [];
+    const bound = setTimeout(() => { sock.destroy(); reject(new Error(`GET ${path}: no answer`)); }, 30_000);
+    const auth = apiKey ? `Authorization: Bearer ${apiKey}\r\n` : '';
+    sock.on('connect', () => sock.write(`GET ${path} HTTP/1.0\r\n${auth}\r\n`));
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', (e) => { clearTimeout(bound); reject(e); });
+    sock.on('end', () => {
+      clearTimeout(bound);
+      const text = Buffer.concat(chunks).toString('utf8');
+      const split = text.indexOf('\r\n\r\n');
+      if (!/^HTTP\/1\.[01] 200/.test(text) || split < 0) reject(new Error(`GET ${path}: ${text.slice(0, 200)}`));
+      else resolve(text.slice(split + 4));
+    });
+  });
+}
+
 // A raw connection to port that records what it got and when it closed.
 export function attacker(port, kind) {
   const sock = net.connect(port, '127.0.0.1');
