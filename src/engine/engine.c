@@ -799,7 +799,9 @@ static void engine_step(em_engine *e, em_request **act, int32_t n_act, step_time
     tm->t[1] = t1;
     tm->t[2] = t2;
     tm->t[3] = t2;
-    for (int32_t i = 0; i < n_rows; i++) tm->decode_rows += e->row_choice[i] >= 0;
+    /* Only the trace reads the split, so only a traced step counts it. */
+    if (e->trace)
+        for (int32_t i = 0; i < n_rows; i++) tm->decode_rows += e->row_choice[i] >= 0;
     if (st != EM_OK) {
         /* Nothing was computed: every request in the batch fails. */
         char msg[200];
