@@ -5,7 +5,8 @@
  *               [--api-key KEY | --api-key-file F] [--parallel N] [-c CTX]
  *               [--kv-type f16|q8_0] [--chat-template NAME|FILE]
  *               [--cors-origin ORIGIN ...] [-t THREADS] [--alias NAME]
- *               [--max-connections N] [--request-timeout S]
+ *               [--max-connections N] [--max-connections-per-client N]
+ *               [--request-timeout S]
  *
  * Loads the model, starts the engine thread (src/engine) and the HTTP
  * server (src/server), then waits for SIGTERM or SIGINT: it stops
@@ -26,7 +27,7 @@ typedef struct serve_opts {
     const char *model, *host, *api_key, *api_key_file, *chat_template, *alias;
     const char *cors[EM_SERVER_MAX_CORS];
     int n_cors;
-    int32_t port, parallel, n_ctx, n_threads, queue, prefill, max_connections;
+    int32_t port, parallel, n_ctx, n_threads, queue, prefill, max_connections, max_per_client;
     double shutdown_timeout, request_timeout;
     em_type kv_type;
     em_model_params mp;
@@ -69,7 +70,12 @@ static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
         {.name = "shutdown-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->shutdown_timeout), .min = 0, .max = 86400,
          .help = "seconds requests in flight get to finish on SIGTERM"},
         {.name = "max-connections", .type = EM_OPT_INT, EM_OPT_DEST(o->max_connections), .min = 1, .max = 65536,
-         .help = "connections open at once; when full, a new one takes the slot of the one idle longest"},
+         .help = "connections open at once; when full, a new one takes the slot of an idle one, of the client "
+                 "address that holds the most"},
+        {.name = "max-connections-per-client", .type = EM_OPT_INT, EM_OPT_DEST(o->max_per_client), .min = 0,
+         .max = 65536,
+         .help = "connections one client address (IPv6: its /64) may hold; beyond, a new one takes the slot of "
+                 "its own idle one or is closed (0: no cap)"},
         {.name = "request-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->request_timeout), .min = 0.1, .max = 3600,
          .help = "seconds a connection gets for a request's headers (idle keep-alive included), "
                  "and for its body (plus 1 s per 16 KiB)"},
@@ -189,6 +195,7 @@ int em_cli_serve(int argc, char **argv) {
                            .n_cors = o.n_cors,
                            .max_body = 8u << 20,
                            .max_connections = o.max_connections,
+                           .max_connections_per_client = o.max_per_client,
                            .request_timeout_s = o.request_timeout,
                            .chat_template = o.chat_template,
                            .embeddings = true};

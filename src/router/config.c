@@ -511,6 +511,8 @@ static bool parse_top(cfg_parser *p, yaml_node_t *root) {
         else if (!strcmp(key, "ledger")) ok = get_string(p, v, key, &c->ledger);
         else if (!strcmp(key, "health_interval_s")) ok = get_number(p, v, key, 0.05, 3600, &c->health_interval_s);
         else if (!strcmp(key, "max_connections")) ok = get_int32(p, v, key, 1, 65536, &c->max_connections);
+        else if (!strcmp(key, "max_connections_per_client"))
+            ok = get_int32(p, v, key, 0, 65536, &c->max_connections_per_client);
         else if (!strcmp(key, "request_timeout_s")) ok = get_number(p, v, key, 0.1, 3600, &c->request_timeout_s);
         else if (!strcmp(key, "backends")) backends = v;
         else if (!strcmp(key, "routes")) routes = v;

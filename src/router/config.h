@@ -91,6 +91,8 @@ typedef struct em_rt_config {
     char *ledger;                  /* "sqlite:///path", "sqlite:path" or "none" */
     double health_interval_s;
     int max_connections;           /* the front's connection table (conns.h)    */
+    int max_connections_per_client; /* slots of it one client address may hold
+                                    * (an IPv6 client: its /64; 0: no cap)     */
     double request_timeout_s;      /* a request's headers, and its body's base
                                     * allowance, seconds (conns.h)              */
     bool quiet;                    /* not from YAML: no log line per request

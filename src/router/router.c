@@ -1017,8 +1017,9 @@ static json_t *health_json(em_router *R) {
     json_t *closed = json_object();
     for (int r = 0; r < EM_CONN_N_REASONS; r++)
         json_object_set_new(closed, em_conn_reason_name((em_conn_reason)r), json_integer((json_int_t)cs.closed[r]));
-    return json_pack("{s:s, s:o, s:{s:i, s:i, s:o}}", "status", "ok", "backends", b, "connections", "open", cs.open,
-                     "max", R->cfg->max_connections, "closed", closed);
+    return json_pack("{s:s, s:o, s:{s:i, s:i, s:i, s:i, s:o}}", "status", "ok", "backends", b, "connections", "open",
+                     cs.open, "clients", cs.clients, "max", R->cfg->max_connections, "max_per_client",
+                     R->cfg->max_connections_per_client, "closed", closed);
 }
 
 static enum MHD_Result route_request(em_router *R, struct MHD_Connection *conn, rt_conn *cs, const char *url,
@@ -1218,7 +1219,8 @@ em_status em_router_start(em_router **out, em_rt_config *cfg, const char *host, 
     if (!(cfg->request_timeout_s > 0)) cfg->request_timeout_s = EM_SERVER_REQUEST_TIMEOUT_S;
     em_conn_limits lim = {.max_connections = cfg->max_connections,
                           .request_timeout_s = cfg->request_timeout_s,
-                          .body_min_rate = EM_SERVER_BODY_MIN_RATE};
+                          .body_min_rate = EM_SERVER_BODY_MIN_RATE,
+                          .max_per_client = cfg->max_connections_per_client};
     if ((st = em_conn_guard_start(&R->guard, &lim)) != EM_OK) goto fail;
     /* Besides the front's connections: an upstream connection for each
      * request in progress and a local backend's own loopback connection

@@ -15,10 +15,25 @@
  *     received.  A request in progress (its headers and body are in, the
  *     handler runs or a stream is being sent) is never timed out here.
  *   - slot reuse: when max_connections are open, a new connection takes
- *     the slot of the connection that has waited longest for a request
- *     (idle keep-alive, or headers still arriving), as nginx reuses idle
- *     keep-alive connections; when every open connection has a request in
- *     progress the new one is closed at once.
+ *     the slot of a connection waiting for a request (idle keep-alive, or
+ *     headers still arriving), as nginx reuses idle keep-alive
+ *     connections; when every open connection has a request in progress
+ *     the new one is closed at once.
+ *   - fairness among clients: the waiting connection that gives up its
+ *     slot belongs to the client that holds the most slots (the one that
+ *     has waited longest among that client's), so one client that floods
+ *     the table with new connections pushes out its own, not the idle
+ *     keep-alive connections of others.  A new connection whose client
+ *     already holds as many slots as every client with a waiting
+ *     connection is closed at once rather than take a slot from a smaller
+ *     client.  Optionally (max_per_client) a client may hold at most so
+ *     many slots, as nginx's limit_conn: beyond it a new connection takes
+ *     the slot of one of the client's own waiting connections, or is
+ *     closed at once.
+ *
+ * A client is an address: an IPv4 address, or the /64 prefix of an IPv6
+ * address (conns.c says why); an IPv4-mapped IPv6 address (a dual-stack
+ * listener's view of an IPv4 client) is the IPv4 address.
  *
  * A watchdog thread enforces the deadlines.  A connection is closed by
  * shutting its socket down, which libmicrohttpd's own thread for the
@@ -49,6 +64,7 @@ typedef enum em_conn_reason {
     EM_CONN_BODY_TIMEOUT,   /* its request's body missed the deadline         */
     EM_CONN_EVICTED,        /* the table was full and it waited longest       */
     EM_CONN_REFUSED,        /* a new connection while every slot had a request */
+    EM_CONN_PER_CLIENT,     /* a new connection beyond its client's share      */
     EM_CONN_OTHER,          /* closed by the client or by the HTTP library    */
     EM_CONN_N_REASONS
 } em_conn_reason;
@@ -57,10 +73,24 @@ typedef struct em_conn_limits {
     int max_connections;      /* connections open at once                        */
     double request_timeout_s; /* headers, and the body's base allowance, seconds */
     double body_min_rate;     /* bytes per second a body's allowance grows by    */
+    int max_per_client;       /* slots one client may hold (0: no cap)           */
 } em_conn_limits;
+
+/* A client's identity in the table: 16 bytes of an IPv6 address, IPv4
+ * addresses in their IPv4-mapped form (::ffff:a.b.c.d), IPv6 ones cut to
+ * their /64 prefix (the rest zero). */
+typedef struct em_conn_client_key {
+    uint8_t b[16];
+} em_conn_client_key;
+
+/* The client key of a socket address; false for a family other than
+ * AF_INET and AF_INET6 (such a connection is no client's: it is never
+ * capped, and counts as a client of one slot). */
+bool em_conn_client_key_of(const struct sockaddr *addr, em_conn_client_key *out);
 
 typedef struct em_conn_stats {
     int open;                               /* connections in the table now  */
+    int clients;                            /* distinct clients among them   */
     uint64_t closed[EM_CONN_N_REASONS];     /* connections closed, by reason */
 } em_conn_stats;
 

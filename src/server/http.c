@@ -354,7 +354,8 @@ em_status em_server_start(em_server **out, em_engine *engine, const em_server_pa
     }
     em_conn_limits lim = {.max_connections = s->p.max_connections,
                           .request_timeout_s = s->p.request_timeout_s,
-                          .body_min_rate = EM_SERVER_BODY_MIN_RATE};
+                          .body_min_rate = EM_SERVER_BODY_MIN_RATE,
+                          .max_per_client = s->p.max_connections_per_client};
     em_status gst = em_conn_guard_start(&s->guard, &lim);
     if (gst != EM_OK) {
         em_server_free(s);

@@ -88,10 +88,16 @@ enum MHD_Result em_metrics_handle(em_server *s, struct MHD_Connection *c, em_con
     em_conn_guard_stats(s->guard, &cst);
     family(&b, "ember_connections_open", "gauge", "HTTP connections open (the table --max-connections bounds).");
     em_strbuf_appendf(&b, "ember_connections_open %d\n", cst.open);
+    family(&b, "ember_connections_clients", "gauge",
+           "Client addresses (an IPv6 client: its /64) with HTTP connections open.");
+    em_strbuf_appendf(&b, "ember_connections_clients %d\n", cst.clients);
     family(&b, "ember_connections_closed_total", "counter",
            "HTTP connections closed, by reason: header_timeout and body_timeout (the request deadline), evicted "
-           "(the table was full and it had waited longest for a request), refused (the table was full of requests "
-           "in progress), other (the client, an answer, or the idle timeout).");
+           "(the table was full, or its client at --max-connections-per-client, and it was waiting for a request: "
+           "the longest waiting of the client that held the most), refused (the table was full of requests in "
+           "progress), per_client (a new connection beyond its client's share: its client at "
+           "--max-connections-per-client with none of its own waiting, or the table full and its client holding "
+           "no fewer than any other with one waiting), other (the client, an answer, or the idle timeout).");
     for (int i = 0; i < EM_CONN_N_REASONS; i++)
         em_strbuf_appendf(&b, "ember_connections_closed_total{reason=\"%s\"} %llu\n", em_conn_reason_name(i),
                           (unsigned long long)cst.closed[i]);

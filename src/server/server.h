@@ -34,6 +34,8 @@ typedef struct em_server_params {
     int n_cors;
     size_t max_body;           /* request bodies larger than this get 413         */
     int max_connections;       /* concurrent connections (0: 256)                 */
+    int max_connections_per_client; /* of those, one client address may hold
+                                  (an IPv6 client: its /64; 0: no cap)            */
     double request_timeout_s;  /* seconds for a request's headers, and for its body
                                   (plus 1 s per EM_SERVER_BODY_MIN_RATE bytes);
                                   idle keep-alive waits count (0: 10)             */
