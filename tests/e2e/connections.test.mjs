@@ -8,14 +8,16 @@
 // trickler must be closed by its deadline although it never stops
 // sending; a stream whose reader stalls for longer than the deadline must
 // run to data: [DONE]; and the server must be healthy afterwards, its KV
-// blocks back to 0.  Every socket and loop is bounded.
+// blocks back to 0.  A flood from a second address (127.0.0.2) must push
+// out its own idle connections, not the kept-alive ones of 127.0.0.1.
+// Every socket and loop is bounded.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import path from 'node:path';
 import { DATA, startServer } from './lib/server.mjs';
 import * as prom from './lib/prom.mjs';
-import { assertAllClosed, attacker, flood, getOwn, sleep } from './lib/flood.mjs';
+import { answers, assertAllClosed, attacker, flood, getOwn, keptAlive, sleep } from './lib/flood.mjs';
 
 const TABLE = 8;
 const DEADLINE_S = 3;
@@ -144,4 +146,47 @@ test('a body trickled slower than its deadline allows is closed at the deadline,
   assert.equal(slow.got, '', 'the slow body got an answer');
   const m1 = await scrape();
   assert.equal(closed(m1, 'body_timeout') - closed(m0, 'body_timeout'), 1);
+});
+
+test('a flood from a second address evicts its own idle connections, not the kept-alive ones of 127.0.0.1', async () => {
+  const m0 = await scrape();
+  // 127.0.0.1: the openai client, whose pooled connection is kept alive,
+  // and a raw kept-alive connection; both have waited longer than the
+  // flood, so oldest-first eviction would take them first.
+  const client = server.client({ timeout: 30_000 });
+  const ask = () => client.chat.completions.create({
+    model: server.model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, temperature: 0,
+  });
+  assert.equal((await ask()).usage.completion_tokens, 2);
+  const mine = keptAlive(server.port);
+  assert.equal(await answers(mine, 1), 1);
+
+  // Twice the table from 127.0.0.2, which soon holds more slots than
+  // 127.0.0.1: each new one takes the slot of its own oldest idle one.
+  const flooders = [];
+  for (let i = 0; i < 2 * TABLE; i++) flooders.push(attacker(server.port, 'idle', '127.0.0.2'));
+  try {
+    await Promise.all(flooders.map((a) => a.ready));
+    const gone = () => flooders.filter((a) => a.closedAt !== null).length;
+    for (let k = 0; k < 200 && gone() < TABLE + 1; k++) await sleep(25);
+    assert.ok(gone() >= TABLE + 1, `only ${gone()} of the flood were evicted`);
+    assert.equal(mine.closedAt, null, 'the flood evicted the kept-alive connection of 127.0.0.1');
+    // Those evicted are the flood's oldest.
+    assert.ok(flooders.slice(0, TABLE + 1).every((a) => a.closedAt !== null), 'a newer connection of the flood went first');
+
+    const m1 = await scrape();
+    assert.equal(prom.value(m1, 'ember_connections_clients'), 2);
+    assert.ok(closed(m1, 'evicted') - closed(m0, 'evicted') >= TABLE + 1);
+    assert.equal(closed(m1, 'per_client') - closed(m0, 'per_client'), 0);
+    assert.equal(closed(m1, 'refused') - closed(m0, 'refused'), 0);
+
+    // 127.0.0.1 is still served on its kept-alive connection, and through
+    // the openai client.
+    mine.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    assert.equal(await answers(mine, 2), 2);
+    assert.equal(mine.closedAt, null);
+    assert.equal((await ask()).usage.completion_tokens, 2);
+  } finally {
+    for (const a of [mine, ...flooders]) a.sock.destroy();
+  }
 });

@@ -3,7 +3,9 @@
 // idle ones, idle keep-alive ones after an answer, and tricklers that send
 // a header byte every 250 ms and never the blank line that ends the
 // headers, which no idle timeout would ever close.  Each records when the
-// server closed it.  Every socket is bounded by the caller's wait.
+// server closed it.  An attacker connects from 127.0.0.1 unless given
+// another loopback address (`from`: 127.0.0.2 is a second client of the
+// same machine on Linux).  Every socket is bounded by the caller's wait.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 
@@ -32,9 +34,10 @@ export function getOwn(port, path, apiKey) {
   });
 }
 
-// A raw connection to port that records what it got and when it closed.
-export function attacker(port, kind) {
-  const sock = net.connect(port, '127.0.0.1');
+// A raw connection to port, from address `from`, that records what it got
+// and when it closed.
+export function attacker(port, kind, from = '127.0.0.1') {
+  const sock = net.connect({ port, host: '127.0.0.1', localAddress: from });
   const a = { kind, sock, t0: Date.now(), closedAt: null, timer: null, got: '' };
   const done = () => {
     if (a.closedAt === null) a.closedAt = Date.now();
@@ -48,10 +51,20 @@ export function attacker(port, kind) {
 }
 
 // An idle keep-alive connection: one answered GET /health, then silence.
-export function keptAlive(port) {
-  const a = attacker(port, 'keep-alive');
+export function keptAlive(port, from) {
+  const a = attacker(port, 'keep-alive', from);
   a.ready.then(() => a.sock.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
   return a;
+}
+
+// Waits (bounded) until attacker a has n answers of 200 (a small body
+// comes with its headers), then a moment more, for the server to have
+// finished each request; returns how many it has.
+export async function answers(a, n) {
+  const count = () => (a.got.match(/HTTP\/1\.1 200 /g) || []).length;
+  for (let k = 0; k < 400 && count() < n && a.closedAt === null; k++) await sleep(25);
+  await sleep(100);
+  return count();
 }
 
 // Headers a byte every 250 ms (with the key when one is given).
