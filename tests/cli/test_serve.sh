@@ -83,6 +83,48 @@ refused() { # NAME ARGS...: the server must exit at once, saying why
 refused "key file" --api-key-file "$tmp/key"
 refused "--api-key" --api-key "$(printf 'sekrit\t')"
 
+# --max-connections-per-client 2: a third connection from 127.0.0.2 takes
+# the slot of that address's own oldest idle connection, and 127.0.0.1's
+# idle one, older still, keeps its slot; /metrics counts one eviction and
+# two clients.
+"$EMBER_BIN" serve -m "$M" --port 0 -t 1 --max-connections-per-client 2 2>"$tmp/cap.log" &
+pid=$!
+capport=$(listen_port "$tmp/cap.log" "$pid")
+if [ -n "$capport" ] && python3 - "$capport" <<'PY'; then ok "--max-connections-per-client: a client trades its own idle slot"; else bad "--max-connections-per-client"; fi
+import socket, sys, time
+port = int(sys.argv[1])
+def dial(host):
+    s = socket.socket()
+    s.bind((host, 0))
+    s.connect(('127.0.0.1', port))
+    s.settimeout(10)
+    return s
+def is_open(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) is None
+    except BlockingIOError:
+        return True
+    finally:
+        s.settimeout(10)
+one = dial('127.0.0.1'); time.sleep(0.1)
+a = dial('127.0.0.2'); time.sleep(0.1)
+b = dial('127.0.0.2'); time.sleep(0.1)
+c = dial('127.0.0.2')
+assert a.recv(1) == b'', 'the oldest idle connection of 127.0.0.2 kept its slot'
+assert is_open(one) and is_open(b), 'another connection was closed'
+c.sendall(b'GET /metrics HTTP/1.0\r\n\r\n')
+m = b''
+while (chunk := c.recv(65536)):
+    m += chunk
+m = m.decode()
+assert 'ember_connections_closed_total{reason="evicted"} 1\n' in m, m
+assert 'ember_connections_closed_total{reason="per_client"} 0\n' in m, m
+assert 'ember_connections_clients 2\n' in m, m
+PY
+kill "$pid"; wait "$pid" 2>/dev/null
+pid=
+
 # A connection table larger than the soft open-file limit allows: the
 # server raises the limit to what the table needs (the library's limit,
 # 1000 + 1000 / 4 + 16, and 64 more), or says the hard limit is too low.

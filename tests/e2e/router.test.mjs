@@ -6,13 +6,14 @@
 // 429 and a wrong key's 401 as the client's error classes; and the
 // front's connection guard: idle and trickling connections beyond a small
 // table (max_connections, request_timeout_s) keep no client out and are
-// closed by their deadline, while a slow stream through the router runs on.
+// closed by their deadline, while a slow stream through the router runs on;
+// and its share per client address (max_connections_per_client).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { MODEL_PATH } from './lib/server.mjs';
 import { startRouter, startStub } from './lib/router.mjs';
-import { assertAllClosed, flood, getOwn, sleep } from './lib/flood.mjs';
+import { answers, assertAllClosed, attacker, flood, getOwn, keptAlive, sleep } from './lib/flood.mjs';
 
 let cheap, strong, router, client;
 const MAX = 8; // the stubs answer min(max_tokens, 8) tokens
@@ -216,6 +217,74 @@ backends:
     const again = await guarded.client('sk-any', { timeout: 30_000 }).chat.completions.create({ model: 'slowpoke', messages: user('again'), max_tokens: MAX });
     assert.equal(again.choices[0].message.content, stubText('slowpoke'));
   } finally {
+    await Promise.all([guarded?.stop(), slow.stop()]);
+  }
+});
+
+// The front with max_connections_per_client: 2 in a table of 4: the third
+// connection from 127.0.0.2 takes the slot of its own oldest idle one, not
+// that of 127.0.0.1's kept-alive connection, which has waited longer; with
+// both of its connections streaming, a third from 127.0.0.2 is closed at
+// once, unanswered (per_client in /health).  Every socket is bounded.
+test('connections: a client address holds at most max_connections_per_client of the table', async () => {
+  const slow = await startStub('capped');
+  let guarded;
+  const socks = [];
+  try {
+    guarded = await startRouter(`
+ledger: none
+max_connections: 4
+max_connections_per_client: 2
+request_timeout_s: 10
+backends:
+  - {name: capped, url: "${slow.url}", retries: 0}
+`);
+    const health = async () => JSON.parse(await getOwn(guarded.port, '/health')).connections;
+    const h0 = await health();
+    assert.equal(h0.max_per_client, 2);
+    const mine = keptAlive(guarded.port);
+    socks.push(mine);
+    assert.equal(await answers(mine, 1), 1);
+
+    const from2 = () => {
+      const a = attacker(guarded.port, 'idle', '127.0.0.2');
+      socks.push(a);
+      return a;
+    };
+    const a = from2(), b = from2();
+    await Promise.all([a.ready, b.ready]);
+    await sleep(100);
+    const c = from2();
+    await c.ready;
+    for (let k = 0; k < 200 && a.closedAt === null; k++) await sleep(25);
+    assert.notEqual(a.closedAt, null, "127.0.0.2's oldest idle connection kept its slot");
+    assert.equal(b.closedAt, null);
+    assert.equal(mine.closedAt, null, "127.0.0.2 took the slot of 127.0.0.1's kept-alive connection");
+
+    // Both of 127.0.0.2's connections stream (0.3 s an event): no idle one
+    // is left to trade.
+    const body = JSON.stringify({ model: 'capped', messages: user('slow #stub:slow'), max_tokens: MAX, stream: true });
+    for (const x of [b, c]) {
+      x.sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    }
+    for (let k = 0; k < 400 && !(b.got && c.got); k++) await sleep(25);
+    assert.ok(b.got && c.got, 'the streams did not start');
+    const d = from2();
+    await d.ready.catch(() => {});
+    for (let k = 0; k < 200 && d.closedAt === null; k++) await sleep(25);
+    assert.notEqual(d.closedAt, null, 'a connection beyond the cap was kept');
+    assert.equal(d.got, '');
+    assert.equal(b.closedAt, null);
+    assert.equal(c.closedAt, null);
+
+    const h1 = await health();
+    assert.equal(h1.closed.per_client - h0.closed.per_client, 1);
+    // a; and maybe an idle connection the harness left from 127.0.0.1,
+    // which the second /health's connection replaces in the full table.
+    assert.ok(h1.closed.evicted - h0.closed.evicted >= 1);
+    assert.equal(h1.clients, 2);
+  } finally {
+    for (const x of socks) x.sock.destroy();
     await Promise.all([guarded?.stop(), slow.stop()]);
   }
 });

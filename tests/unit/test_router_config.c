@@ -82,9 +82,12 @@ int main(void) {
     CHECK_MSG(parse("backends: [{name: a, url: 'http://x/v1'}]\n"), "%s", err);
     CHECK(!strcmp(cfg.ledger, "sqlite://ember-ledger.db") && cfg.health_interval_s == 5 && !cfg.airgap);
     CHECK(cfg.max_connections == 1024 && cfg.request_timeout_s == 10); /* the front's connection guard */
+    CHECK(cfg.max_connections_per_client == 0);                       /* no cap per client            */
     em_rt_config_free(&cfg);
-    CHECK_MSG(parse("max_connections: 6\nrequest_timeout_s: 2.5\nbackends: [{name: a, url: 'http://x/v1'}]\n"), "%s", err);
-    CHECK(cfg.max_connections == 6 && cfg.request_timeout_s == 2.5);
+    CHECK_MSG(parse("max_connections: 6\nrequest_timeout_s: 2.5\nmax_connections_per_client: 3\n"
+                    "backends: [{name: a, url: 'http://x/v1'}]\n"),
+              "%s", err);
+    CHECK(cfg.max_connections == 6 && cfg.request_timeout_s == 2.5 && cfg.max_connections_per_client == 3);
     em_rt_config_free(&cfg);
 
     /* Airgap: a remote backend refuses the file, naming it. */
@@ -105,6 +108,8 @@ int main(void) {
     refused("backends:\n  - {name: a, url: 'http://x/v1', retries: 2.5}\n", "backends[0].retries", "not an integer");
     refused("max_connections: 0\nbackends: [{name: a, url: 'http://x/v1'}]\n", "t.yaml:1: max_connections", "outside");
     refused("max_connections: 10.5\nbackends: [{name: a, url: 'http://x/v1'}]\n", "max_connections", "not an integer");
+    refused("max_connections_per_client: -1\nbackends: [{name: a, url: 'http://x/v1'}]\n",
+            "t.yaml:1: max_connections_per_client", "outside");
     refused("request_timeout_s: 0\nbackends: [{name: a, url: 'http://x/v1'}]\n", "t.yaml:1: request_timeout_s", "outside");
     refused("backends:\n  - {name: a, url: 'ftp://x/v1'}\n", "t.yaml:2", "must start with http:// or https://");
     refused("backends:\n  - {name: a}\n", "needs model", NULL);
