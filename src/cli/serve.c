@@ -75,7 +75,8 @@ static em_opts_result parse_args(int argc, char **argv, serve_opts *o) {
         {.name = "max-connections-per-client", .type = EM_OPT_INT, EM_OPT_DEST(o->max_per_client), .min = 0,
          .max = 65536,
          .help = "connections one client address (IPv6: its /64) may hold; beyond, a new one takes the slot of "
-                 "its own idle one or is closed (0: no cap)"},
+                 "its own idle one or is closed",
+         .def = "0, no cap"},
         {.name = "request-timeout", .type = EM_OPT_FLOAT, EM_OPT_DEST(o->request_timeout), .min = 0.1, .max = 3600,
          .help = "seconds a connection gets for a request's headers (idle keep-alive included), "
                  "and for its body (plus 1 s per 16 KiB)"},
