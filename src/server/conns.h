@@ -25,8 +25,8 @@
  *     the table with new connections pushes out its own, not the idle
  *     keep-alive connections of others.  A new connection whose client
  *     already holds as many slots as every client with a waiting
- *     connection is closed at once rather than take a slot from a smaller
- *     client.  Optionally (max_per_client) a client may hold at most so
+ *     connection is closed at once rather than take the slot of a client
+ *     that holds no more than its own, which would widen the gap.  Optionally (max_per_client) a client may hold at most so
  *     many slots, as nginx's limit_conn: beyond it a new connection takes
  *     the slot of one of the client's own waiting connections, or is
  *     closed at once.
