@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -35,6 +36,10 @@
 static em_conn_guard *guard;
 static struct MHD_Daemon *daemon_;
 static int port;
+
+/* GET /hold requests inside the handler now: the tests wait for them to
+ * get there rather than sleep a guessed time. */
+static atomic_int holding;
 
 /* The request handler, reporting the phases as src/server/http.c does;
  * GET /hold answers after 2.5 s, past the deadline. */
@@ -55,7 +60,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
     em_conn_guard_request_started(guard, c);
-    if (!strcmp(url, "/hold")) usleep(2500 * 1000);
+    if (!strcmp(url, "/hold")) {
+        atomic_fetch_add(&holding, 1);
+        usleep(2500 * 1000);
+        atomic_fetch_sub(&holding, 1);
+    }
     struct MHD_Response *r = MHD_create_response_from_buffer(2, (char *)"ok", MHD_RESPMEM_PERSISTENT);
     enum MHD_Result res = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
@@ -125,6 +134,15 @@ static em_conn_stats stats(void) {
 static bool wait_open(int n) {
     for (int i = 0; i < WAIT_MS / 10; i++) {
         if (stats().open == n) return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
+
+/* Waits until n /hold requests are inside the handler. */
+static bool wait_holding(int n) {
+    for (int i = 0; i < WAIT_MS / 10; i++) {
+        if (atomic_load(&holding) == n) return true;
         usleep(10 * 1000);
     }
     return false;
@@ -253,7 +271,7 @@ static void test_busy_kept_then_refused(void) {
         say(hold[i], "GET /hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     }
     CHECK(wait_open(TABLE));
-    usleep(200 * 1000); /* every request has reached its handler */
+    CHECK(wait_holding(TABLE)); /* every request has reached its handler */
     /* Every slot holds a request in progress: a new connection is refused. */
     int extra = dial();
     if (extra >= 0) {
@@ -346,7 +364,7 @@ static void test_no_slot_from_a_smaller_client(void) {
         say(hold[i], HOLD);
     }
     CHECK(wait_open(TABLE));
-    usleep(200 * 1000); /* every request has reached its handler */
+    CHECK(wait_holding(TABLE - 1)); /* every request has reached its handler */
     int more = dial_from(2);
     if (more >= 0) {
         CHECK_MSG(read_to_close(more, NULL, 0, WAIT_MS), "a client with most of the table took another's slot");
@@ -407,7 +425,7 @@ static void test_per_client_cap(void) {
     CHECK(stats().closed[EM_CONN_EVICTED] == before.closed[EM_CONN_EVICTED] + 1);
     say(b, HOLD);
     say(c, HOLD);
-    usleep(200 * 1000); /* both requests have reached their handler */
+    CHECK(wait_holding(2)); /* both requests have reached their handler */
     int d = dial_from(2);
     if (d >= 0) {
         CHECK_MSG(read_to_close(d, NULL, 0, WAIT_MS), "a connection beyond the client's cap was kept");
