@@ -1193,15 +1193,21 @@ void em_gemm_q8_0x8_lanes_avx2(int64_t k, const void *w, size_t ws, int64_t nw, 
     q8_lanes_avx2(k, w, ws, nw, a, as, na, out, ldo);
 }
 
-/* The AVX-512 Q8_0 driver.  Calls of more than one tile of rows (a
- * prompt's, whose panels hold several) read the weights regrouped once
- * per group pair (tile_q8_512_wq), when the thread's buffer has room;
- * the regrouped groups are forgotten first, as another call's weights
- * may sit at the same address. */
+/* The AVX-512 Q8_0 driver.  Calls of Q8R_MIN_ROWS rows or more (a
+ * prompt's, whose panels hold several tiles) read the weights regrouped
+ * once per group pair (tile_q8_512_wq), when the thread's buffer has
+ * room; the regrouped groups are forgotten first, as another call's
+ * weights may sit at the same address.  Fewer rows keep tile_q8_512: the
+ * regrouping pass costs about what a tile or two gains (bench_gemm
+ * --step, loaded: at 16 rows, one tile, 5-15% slower through the buffer;
+ * at 20 and 32 rows even at k = 768 and up to 10% slower at k = 3072,
+ * whose 96 regrouped blocks, 60 KiB, outgrow L1; at 48 even to 5% faster;
+ * at 128, 7-14% faster). */
+#define Q8R_MIN_ROWS 48
 T512 void em_gemm_q8_0x8_lanes_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
                                       int64_t na, float *out, int64_t ldo) {
     kept.wq_ga = NULL;
-    kept.wq_on = na > 16 && q8_regrouped_reserve((size_t)(k / 32) * Q8R_BLOCK);
+    kept.wq_on = na >= Q8R_MIN_ROWS && q8_regrouped_reserve((size_t)(k / 32) * Q8R_BLOCK);
     q8_lanes_avx512(k, w, ws, nw, a, as, na, out, ldo);
 }
 
