@@ -473,8 +473,10 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
  * accumulators filling the register file, each block's first products
  * waited on its weights' loads and three rounds of shuffles; with the
  * weights as memory operands nothing holds the next block back.  An L1
- * harness of the 16-row tile at k = 768: 5.2 against 5.8 core cycles per
- * row and block (docs/PERFORMANCE.md, session 16).
+ * harness of the 16-row tiles at k = 768: 5.0 (this one, the two pipes'
+ * bound) against 5.6 core cycles per row and block, and the regrouping
+ * pass 14.5 a block, so it pays from about three tiles a group pair on
+ * (Q8R_MIN_ROWS; docs/PERFORMANCE.md, session 16).
  *
  * q8_regrouped's block (Q8R_BLOCK bytes): w[8][16 lanes] int8 x 4 (dword
  * t of the 16 rows in tile_q8_512's lane order 8g + 4h + q = row
