@@ -259,12 +259,17 @@ static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, si
             for (int64_t j = 0; j < rn; j++) {
                 const int64_t e = (r0 + j) * nb + b;
                 memcpy(t + 32 * j, rows + (size_t)(r0 + j) * as + (size_t)b * sizeof(em_block_q8_0) + 2, 32);
-                if (flip)
-                    for (int i = 0; i < 32; i++) t[32 * j + i] ^= 0x80;
                 memcpy(t + 32 * rn + 4 * j, &bias[e], 4);
                 memcpy(t + 36 * rn + 4 * j, &scale[e], 4);
             }
     }
+    if (flip) /* each tile's block holds rn x 32 quants, then 8 x rn bytes of biases and scales */
+        for (int64_t r0 = 0, rn; r0 < na; r0 += rn) {
+            rn = lane_rn16(r0, na);
+            uint8_t *t = k->ilv + (size_t)r0 * (size_t)nb * LANE_ILV;
+            for (int64_t b = 0; b < nb; b++, t += (size_t)rn * LANE_ILV)
+                for (int64_t i = 0; i < 32 * rn; i++) t[i] ^= 0x80;
+        }
     k->ilv_step = k->step;
     k->ilv_flip = flip;
     return k->ilv;
