@@ -474,12 +474,13 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
  *
  * Why: the tile is bound by the two pipes that run vpdpbusd and the float
  * multiplies (Zen 5: 8 vpdpbusd, a vmulps and a vfmadd per row and block,
- * 5 cycles at 2 a cycle), and with the 8 weight registers and 16
- * accumulators filling the register file, each block's first products
- * waited on its weights' loads and three rounds of shuffles; with the
- * weights as memory operands nothing holds the next block back.  An L1
- * harness of the 16-row tiles at k = 768: 5.0 (this one, the two pipes'
- * bound) against 5.6 core cycles per row and block, and the regrouping
+ * 5 cycles at 2 a cycle), yet ran at 5.6: with the 8 weight registers and
+ * 16 accumulators filling the register file, a block's products cannot
+ * start before its weights are in registers, and not the shuffles but
+ * that is what costs (weights stored regrouped and loaded plainly into
+ * the registers ran no faster); as memory operands the loads go with the
+ * products.  An L1 harness of the 16-row tiles at k = 768: 5.0 (this
+ * one) against 5.6 core cycles per row and block, and the regrouping
  * pass 14.5 a block, so it pays from about three tiles a group pair on
  * (Q8R_MIN_ROWS; docs/PERFORMANCE.md, session 16).
  *
