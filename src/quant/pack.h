@@ -134,10 +134,14 @@
  * arch/x86/gemm_lanes_avx2.c regroup each block in registers, dword t of
  * 16 rows (two groups; AVX-512) or of 8 (256-bit Q4_0) side by side, so
  * that one int32 lane sums a whole row's block; the regrouping costs a
- * few unpacks per block shared by 8 activation rows, and no memory: a
+ * few unpacks per block shared by a tile's activation rows (by all of a
+ * call's, through a buffer, in AVX-512 Q8_0 prompts), and little memory: a
  * wider stored layout (x16) would save only those and would change the
  * generation kernels' reads.  Their only extra memory is a per-call table
- * of activation sums and scales on the stack (64 KiB).
+ * of activation sums and scales on the stack (64 KiB), and per thread
+ * the step's kept copies and, for AVX-512 Q8_0 prompts, one pair of
+ * groups regrouped per call (gemm_lanes_avx2.c, q8_regrouped: 640 bytes
+ * a block, at most 320 KiB).
  *
  * The model loader (model/load.c) packs the matrices the forward pass
  * multiplies when the selected kernel set has a packed kernel for their

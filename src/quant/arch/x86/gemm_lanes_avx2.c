@@ -145,6 +145,12 @@ typedef struct lane_keep {
     size_t wt_cap;     /* bytes allocated                             */
     uint8_t *wt;       /* [nb] 288 bytes: [8 dwords t][8 rows] int8, then
                         * [8 rows] int32 sign corrections (q8_transposed) */
+    bool ilv_flip;     /* ilv holds the quants + 128 (xor 0x80)       */
+    bool wq_on;        /* this call's AVX-512 Q8_0 tiles read wq       */
+    const void *wq_ga, *wq_gb; /* the groups wq holds, NULL: none (reset by each call) */
+    int64_t wq_nb;
+    size_t wq_cap;     /* bytes allocated                             */
+    uint8_t *wq;       /* [nb] Q8R_BLOCK bytes (q8_regrouped)          */
 } lane_keep;
 static _Thread_local lane_keep kept;
 static pthread_key_t kept_key;
@@ -158,6 +164,7 @@ static void kept_release(void *p) {
     free(k->scale);
     free(k->ilv);
     free(k->wt);
+    free(k->wq);
     *k = (lane_keep){0};
 }
 
@@ -224,17 +231,19 @@ static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 1
  * pointers did not fit the registers.  Built once per product step and
  * thread from the kept table, in the thread's buffer; NULL when there is
  * no kept table, no memory, or more than LANE_ILV_MAX bytes to copy, and
- * the caller reads the rows in place. */
+ * the caller reads the rows in place.  With flip the quants are stored
+ * plus 128 (an xor of 0x80: unsigned bytes, for tile_q8_512_wq), and the
+ * copy is kept for calls that ask the same. */
 #define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
 #define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
-static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na) {
+static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na, bool flip) {
     const size_t need = (size_t)na * (size_t)nb * LANE_ILV;
     if (need > LANE_ILV_MAX) return NULL;
     const float *scale = NULL;
     const int32_t *bias = kept_table(offset, nb, a, as, na, &scale);
     if (!bias) return NULL;
     lane_keep *k = &kept;
-    if (k->ilv_step == k->step) return k->ilv;
+    if (k->ilv_step == k->step && k->ilv_flip == flip) return k->ilv;
     if (need > k->ilv_cap) {
         uint8_t *p = malloc(need);
         if (!p) return NULL;
@@ -254,7 +263,15 @@ static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, si
                 memcpy(t + 36 * rn + 4 * j, &scale[e], 4);
             }
     }
+    if (flip) /* each tile's block holds rn x 32 quants, then 8 x rn bytes of biases and scales */
+        for (int64_t r0 = 0, rn; r0 < na; r0 += rn) {
+            rn = lane_rn16(r0, na);
+            uint8_t *t = k->ilv + (size_t)r0 * (size_t)nb * LANE_ILV;
+            for (int64_t b = 0; b < nb; b++, t += (size_t)rn * LANE_ILV)
+                for (int64_t i = 0; i < 32 * rn; i++) t[i] ^= 0x80;
+        }
     k->ilv_step = k->step;
+    k->ilv_flip = flip;
     return k->ilv;
 }
 
@@ -433,6 +450,151 @@ static inline AI T512 void tile_q8_512(const int RN, const bool ILV, int64_t nb,
             _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
         const __m512 dw = _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16));
         FOR_R16(Q8_512_ROW)
+    }
+    FOR_R16(Q8_512_STORE)
+}
+
+/* Q8_0 in prompts, where a panel's several tiles of 16 activation rows
+ * meet the same two weight groups: the operands of vpdpbusd change
+ * roles.  The weights stay signed (vpdpbusd's second, signed operand,
+ * which may come from memory) and the activations are made unsigned
+ * (+128, in the step's interleaved copy: kept_interleaved with flip),
+ * so each product reads its 64 bytes of regrouped weights straight from
+ * a buffer (q8_regrouped: the group pair's blocks regrouped once per
+ * call, as tile_q8_512 regroups them in registers for every tile) and
+ * takes its broadcast activation dword in a register.  The sum is then
+ * the sum over the block of (a + 128) w, and 128 times the weights' sum
+ * comes back out where tile_q8_512 took 128 times the activations' out:
+ * the row's sum starts at the block's correction, -128 times each weight
+ * row's quant sum (one vector per block, shared by every activation row,
+ * where tile_q8_512 broadcast a table bias per row).  Both give the same
+ * exact int32 block sum (sum of a w, at most 32 * 128 * 128 in
+ * magnitude), converted, scaled and added as before, so the results are
+ * the same bits.
+ *
+ * Why: the tile is bound by the two pipes that run vpdpbusd and the float
+ * multiplies (Zen 5: 8 vpdpbusd, a vmulps and a vfmadd per row and block,
+ * 5 cycles at 2 a cycle), yet ran at 5.6: with the 8 weight registers and
+ * 16 accumulators filling the register file, a block's products cannot
+ * start before its weights are in registers, and not the shuffles but
+ * that is what costs (weights stored regrouped and loaded plainly into
+ * the registers ran no faster); as memory operands the loads go with the
+ * products.  An L1 harness of the 16-row tiles at k = 768: 5.0 (this
+ * one) against 5.6 core cycles per row and block, and the regrouping
+ * pass 14.5 a block, so it pays from about three tiles a group pair on
+ * (Q8R_MIN_ROWS; docs/PERFORMANCE.md, session 16).
+ *
+ * q8_regrouped's block (Q8R_BLOCK bytes): w[8][16 lanes] int8 x 4 (dword
+ * t of the 16 rows in tile_q8_512's lane order 8g + 4h + q = row
+ * 8g + 2q + h), corr[16] int32, dw[16] float (the rows' scales in the
+ * same order). */
+#define Q8R_BLOCK 640
+#define Q8_512_HALF_RAW(g, x)                                                                               \
+    const __m512i g##0 = _mm512_loadu_si512(x), g##1 = _mm512_loadu_si512(x + 64);                          \
+    const __m512i g##2 = _mm512_loadu_si512(x + 128), g##3 = _mm512_loadu_si512(x + 192);                   \
+    const __m512i g##ul = _mm512_unpacklo_epi32(g##0, g##1), g##vl = _mm512_unpacklo_epi32(g##2, g##3);     \
+    const __m512i g##uh = _mm512_unpackhi_epi32(g##0, g##1), g##vh = _mm512_unpackhi_epi32(g##2, g##3);     \
+    const __m512i g##d0 = _mm512_unpacklo_epi64(g##ul, g##vl), g##d1 = _mm512_unpackhi_epi64(g##ul, g##vl); \
+    const __m512i g##d2 = _mm512_unpacklo_epi64(g##uh, g##vh), g##d3 = _mm512_unpackhi_epi64(g##uh, g##vh);
+
+/* Room for n bytes in the thread's regrouped-weights buffer. */
+static bool q8_regrouped_reserve(size_t n) {
+    lane_keep *k = &kept;
+    if (n <= k->wq_cap) return true;
+    pthread_once(&kept_once, kept_key_init);
+    if (!kept_key_ok || pthread_setspecific(kept_key, k) != 0) return false;
+    uint8_t *p = aligned_alloc(64, n);
+    if (!p) return false;
+    free(k->wq);
+    k->wq = p;
+    k->wq_cap = n;
+    k->wq_ga = NULL;
+    return true;
+}
+
+/* Groups ga and gb (rows 0-7 and 8-15) of nb blocks, regrouped into the
+ * thread's buffer (reserved by the call) unless it holds them already. */
+static T512 const uint8_t *q8_regrouped(const uint8_t *ga, const uint8_t *gb, int64_t nb) {
+    lane_keep *k = &kept;
+    if (k->wq_ga == ga && k->wq_gb == gb && k->wq_nb == nb) return k->wq;
+    const __m512i pin = _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+    const __m512i m128 = _mm512_set1_epi8((char)0x80);
+    uint8_t *o = k->wq;
+    em_x8_at at = em_x8_first(0, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32), o += Q8R_BLOCK) {
+        const uint8_t *xa = ga + at.q, *xb = gb + at.q;
+        Q8_512_HALF_RAW(A, xa)
+        Q8_512_HALF_RAW(B, xb)
+        const __m512i w0 = _mm512_shuffle_i32x4(Ad0, Bd0, 0x88), w4 = _mm512_shuffle_i32x4(Ad0, Bd0, 0xdd);
+        const __m512i w1 = _mm512_shuffle_i32x4(Ad1, Bd1, 0x88), w5 = _mm512_shuffle_i32x4(Ad1, Bd1, 0xdd);
+        const __m512i w2 = _mm512_shuffle_i32x4(Ad2, Bd2, 0x88), w6 = _mm512_shuffle_i32x4(Ad2, Bd2, 0xdd);
+        const __m512i w3 = _mm512_shuffle_i32x4(Ad3, Bd3, 0x88), w7 = _mm512_shuffle_i32x4(Ad3, Bd3, 0xdd);
+        _mm512_store_si512(o, w0);
+        _mm512_store_si512(o + 64, w1);
+        _mm512_store_si512(o + 128, w2);
+        _mm512_store_si512(o + 192, w3);
+        _mm512_store_si512(o + 256, w4);
+        _mm512_store_si512(o + 320, w5);
+        _mm512_store_si512(o + 384, w6);
+        _mm512_store_si512(o + 448, w7);
+        /* 128 times each row's quant sum: unsigned 128 times signed w,
+         * at most 32 * 128 * 128 in magnitude. */
+        __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), m128, w0);
+        c = _mm512_dpbusd_epi32(c, m128, w1);
+        c = _mm512_dpbusd_epi32(c, m128, w2);
+        c = _mm512_dpbusd_epi32(c, m128, w3);
+        c = _mm512_dpbusd_epi32(c, m128, w4);
+        c = _mm512_dpbusd_epi32(c, m128, w5);
+        c = _mm512_dpbusd_epi32(c, m128, w6);
+        c = _mm512_dpbusd_epi32(c, m128, w7);
+        _mm512_store_si512(o + 512, _mm512_sub_epi32(_mm512_setzero_si512(), c));
+        const __m256i d16 = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(ga + at.d))),
+            _mm_loadu_si128((const __m128i *)(const void *)(gb + at.d)), 1);
+        _mm512_store_ps(o + 576, _mm512_permutexvar_ps(pin, _mm512_cvtph_ps(d16)));
+    }
+    k->wq_ga = ga;
+    k->wq_gb = gb;
+    k->wq_nb = nb;
+    return k->wq;
+}
+
+/* Row j of a tile_q8_512_wq tile: block b's eight products (two chains of
+ * four, as LANE_ROW8) from the block's correction, then the float steps
+ * of LANE_ROW8 with the row's scale. */
+#define Q8W_ROW(j)                                                                                          \
+    if (RN > j) {                                                                                           \
+        const uint8_t *y = yb + 32 * j;                                                                     \
+        __m512i s = corr, t = _mm512_setzero_si512();                                                       \
+        s = _mm512_dpbusd_epi32(s, BC512(y), _mm512_load_si512(wb));                                        \
+        t = _mm512_dpbusd_epi32(t, BC512(y + 16), _mm512_load_si512(wb + 256));                             \
+        s = _mm512_dpbusd_epi32(s, BC512(y + 4), _mm512_load_si512(wb + 64));                               \
+        t = _mm512_dpbusd_epi32(t, BC512(y + 20), _mm512_load_si512(wb + 320));                             \
+        s = _mm512_dpbusd_epi32(s, BC512(y + 8), _mm512_load_si512(wb + 128));                              \
+        t = _mm512_dpbusd_epi32(t, BC512(y + 24), _mm512_load_si512(wb + 384));                             \
+        s = _mm512_dpbusd_epi32(s, BC512(y + 12), _mm512_load_si512(wb + 192));                             \
+        t = _mm512_dpbusd_epi32(t, BC512(y + 28), _mm512_load_si512(wb + 448));                             \
+        s = _mm512_add_epi32(s, t);                                                                         \
+        c##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),                                                      \
+                               _mm512_mul_ps(dw, _mm512_set1_ps(em_gemv_ldf32(yb + 36 * RN + 4 * j))), c##j); \
+    }
+
+/* RN (up to 16) interleaved activation rows at x, their quants + 128
+ * (kept_interleaved with flip), times the 16 weight rows regrouped at wq
+ * (q8_regrouped); keep masks the stores to 8 lanes when the second group
+ * repeats the first. */
+static inline AI T512 void tile_q8_512_wq(const int RN, int64_t nb, const uint8_t *wq, __mmask16 keep,
+                                          const uint8_t *x, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                          size_t pfs) {
+    const __m512i pout = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    FOR_R16(L512_DECL)
+    for (int64_t b = 0; b < nb; b++) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const uint8_t *wb = wq + (size_t)b * Q8R_BLOCK;
+        const uint8_t *yb = x + (size_t)b * (size_t)RN * LANE_ILV;
+        const __m512i corr = _mm512_load_si512(wb + 512);
+        const __m512 dw = _mm512_load_ps(wb + 576);
+        FOR_R16(Q8W_ROW)
     }
     FOR_R16(Q8_512_STORE)
 }
@@ -898,7 +1060,7 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
  * interleaved rows are read), each GROUPS groups of weight rows, each
  * tile of activation rows (PLAN), whose rn is a compile-time constant in
  * the tile called; the weights ahead are prefetched as PLAN says. */
-#define LANES_DRIVER(name, TGT, PLAN, GROUPS, OFFSET, fallback, ILV_TILE)                                      \
+#define LANES_DRIVER(name, TGT, PLAN, GROUPS, OFFSET, fallback, ILV_TILE, FLIP)                                      \
     TGT void name(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as, int64_t na,       \
                   float *out, int64_t ldo) {                                                                   \
         if (na < 2) {                                                                                          \
@@ -910,7 +1072,7 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
         int32_t bias[LANE_TAB];                                                                                \
         float scale[LANE_TAB];                                                                                 \
         const uint8_t *ilv =                                                                                   \
-            pl.interleave && na > pl.ilv_min ? kept_interleaved(OFFSET, nb, a, as, na) : NULL;                \
+            pl.interleave && na > pl.ilv_min ? kept_interleaved(OFFSET, nb, a, as, na, FLIP) : NULL;          \
         const float *kscale = NULL;                                                                            \
         const int32_t *kbias = kept_table(OFFSET, nb, a, as, na, &kscale);                                     \
         const int64_t panel = lane_panel(nb, as, pl.rn_max, na, pl.big_panel && kbias);                        \
@@ -982,26 +1144,51 @@ static inline void lane_prefetch_plan(const void *w, size_t ws, int64_t r0, int6
         default: ILV_512_CALL(TILE, 1); return;                                                                \
         }                                                                                                      \
     }
-ILV_512_SWITCH(em_gemm_q8_0x8_lanes_avx512, tile_q8_512)
+ILV_512_SWITCH(q8_lanes_avx512, tile_q8_512)
 ILV_512_SWITCH(em_gemm_q4_0x8_lanes_avx512, tile_q4_512)
+
+/* The Q8_0 AVX-512 interleaved tile of rn rows (16, or 1 to 8): from the
+ * regrouped weights when the step's copy holds the quants + 128 (the
+ * call chose tile_q8_512_wq), else tile_q8_512. */
+#define WQ_CALL(RN) tile_q8_512_wq(RN, nb, wq, keep, x, out, ldo, pf, pfl, pfs)
+static T512 void tile_ilv_q8_512(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *x,
+                                 float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    if (!kept.ilv_flip) {
+        tile_ilv_q8_lanes_avx512(rn, nb, ga, gb, x, out, ldo, pf, pfl, pfs);
+        return;
+    }
+    const uint8_t *wq = q8_regrouped(ga, gb, nb);
+    const __mmask16 keep = gb == ga ? 0xff : 0xffff;
+    switch (rn) {
+    case 16: WQ_CALL(16); return;
+    case 8: WQ_CALL(8); return;
+    case 7: WQ_CALL(7); return;
+    case 6: WQ_CALL(6); return;
+    case 5: WQ_CALL(5); return;
+    case 4: WQ_CALL(4); return;
+    case 3: WQ_CALL(3); return;
+    case 2: WQ_CALL(2); return;
+    default: WQ_CALL(1); return;
+    }
+}
 
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 16)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
-TILE_SWITCH(em_gemm_q8_0x8_lanes_avx512, T512, Q8_512_CALL, 16)
+TILE_SWITCH(q8_lanes_avx512, T512, Q8_512_CALL, 16)
 TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
 TILE_SWITCH(q8_lanes_avx2, , Q8AVX2_CALL, Q8AVX2_RN)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 8, em_gemm_q4_0x8_avx512,
-             tile_ilv_em_gemm_q4_0x8_lanes_avx512)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV)
-LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512,
-             tile_ilv_em_gemm_q8_0x8_lanes_avx512)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV)
+             tile_ilv_em_gemm_q4_0x8_lanes_avx512, false)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avxvnni, LANE_NO_ILV, false)
+LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV, false)
+LANES_DRIVER(q8_lanes_avx512, static T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512, tile_ilv_q8_512,
+             kept.wq_on)
+LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV, false)
 LANES_DRIVER(q8_lanes_avx2, static,
              ((lane_plan){.rn_max = Q8AVX2_RN, .tiles16 = true, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true,
                           .interleave = true, .ilv_min = 8}),
-             1, 0, em_gemm_q8_0x8_avx2, tile_ilv_q8_avx2)
+             1, 0, em_gemm_q8_0x8_avx2, tile_ilv_q8_avx2, false)
 
 /* The AVX2 Q8_0 driver; the thread's transposed group (q8_transposed) is
  * forgotten first, since another call's group may sit at the same address
@@ -1012,6 +1199,24 @@ void em_gemm_q8_0x8_lanes_avx2(int64_t k, const void *w, size_t ws, int64_t nw, 
     kept.wt_grp = NULL;
     kept.wt_use = na > 8;
     q8_lanes_avx2(k, w, ws, nw, a, as, na, out, ldo);
+}
+
+/* The AVX-512 Q8_0 driver.  Calls of Q8R_MIN_ROWS rows or more (a
+ * prompt's, whose panels hold several tiles) read the weights regrouped
+ * once per group pair (tile_q8_512_wq), when the thread's buffer has
+ * room; the regrouped groups are forgotten first, as another call's
+ * weights may sit at the same address.  Fewer rows keep tile_q8_512: the
+ * regrouping pass costs about what a tile or two gains (bench_gemm
+ * --step, loaded: at 16 rows, one tile, 5-15% slower through the buffer;
+ * at 20 and 32 rows even at k = 768 and up to 10% slower at k = 3072,
+ * whose 96 regrouped blocks, 60 KiB, outgrow L1; at 48 even to 5% faster;
+ * at 128, 7-14% faster). */
+#define Q8R_MIN_ROWS 48
+T512 void em_gemm_q8_0x8_lanes_avx512(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
+                                      int64_t na, float *out, int64_t ldo) {
+    kept.wq_ga = NULL;
+    kept.wq_on = na >= Q8R_MIN_ROWS && q8_regrouped_reserve((size_t)(k / 32) * Q8R_BLOCK);
+    q8_lanes_avx512(k, w, ws, nw, a, as, na, out, ldo);
 }
 
 #endif /* EM_HAVE_X86_GEMM */
