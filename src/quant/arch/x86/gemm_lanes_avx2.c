@@ -4,7 +4,8 @@
  * with one whole weight row per int32 lane: AVX-512 VNNI, AVX-VNNI
  * (256-bit) and AVX2.  One activation row goes to the kernels of
  * gemm_packed_avx2.c.  Q4_0 is described here; Q8_0 (AVX-512 below, and
- * its 256-bit form, which sums lanes instead) follows the same plan.
+ * its 256-bit forms, which sum lanes instead for a few rows) follows the
+ * same plan.
  *
  * In the x8 kernels a lane of vpdpbusd sums 4 of a block's 32 products,
  * so every block of every (weight row, activation row) pair leaves 4
@@ -233,8 +234,8 @@ static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 1
  * thread from the kept table, in the thread's buffer; NULL when there is
  * no kept table, no memory, or more than LANE_ILV_MAX bytes to copy, and
  * the caller reads the rows in place.  With flip the quants are stored
- * plus 128 (an xor of 0x80: unsigned bytes, for tile_q8_512_wq), and the
- * copy is kept for calls that ask the same. */
+ * plus 128 (an xor of 0x80: unsigned bytes, for tile_q8_512_wq and
+ * tile_q8_vnni_wt), and the copy is kept for calls that ask the same. */
 #define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
 #define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
 static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na, bool flip) {
@@ -693,7 +694,8 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
  * scaled once, where
  * the x8 kernel converts, scales and adds each of the 8 registers.
  * AVX-VNNI makes the weights unsigned (+128, an xor) and takes 128 times
- * the activation sum back out (act_table); AVX2 moves the weight's sign
+ * the activation sum back out (act_table), in calls of 2 to 4 rows (5 or
+ * more transpose the weights instead: tile_q8_vnni_wt below); AVX2 moves the weight's sign
  * onto the activation (vpsignb) as in gemm_packed_avx2.c.  For three or
  * more activation rows AVX2, with twice the instructions per product,
  * transposes the weights instead (tile_q8_avx2 below), once per group and
@@ -1343,8 +1345,8 @@ T512 void em_gemm_q8_0x8_lanes_avx512(int64_t k, const void *w, size_t ws, int64
  * weights may sit at the same address.  Fewer rows keep tile_q8_vnni's
  * tiles of 2: the transpose, 24 unpacks and lane moves a block, is then
  * paid for too few rows (bench_gemm --step, k = 768 and 3072, loaded, 2
- * pairs: 2 rows 0.64-0.73x, 3 rows 0.82-0.92x, 4 rows 1.01-1.08x, 5 rows
- * 1.13-1.22x, 6 rows 1.24-1.30x, 16 rows 1.57-1.75x). */
+ * pairs: 2 rows 0.63-0.74x, 3 rows 0.82-0.92x, 4 rows 0.96-1.08x, 5 rows
+ * 1.13-1.22x, 6 rows 1.20-1.30x, 16 rows 1.57-1.78x). */
 #define Q8W_MIN_ROWS 5
 TVNNI void em_gemm_q8_0x8_lanes_avxvnni(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
                                        int64_t na, float *out, int64_t ldo) {
