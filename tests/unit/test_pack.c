@@ -119,6 +119,16 @@ static void check_packed(const char *const *sets, int n_sets, em_type t, int64_t
         CHECK(em_kernels_select(sets[s]) == 0);
         for (int64_t i = 0; i < na * ldo; i++) out[i] = sentinel;
         em_gemm_packed(t, k, p, ws, nw, a, as, na, out, ldo);
+        /* The same product inside a product step, where the prompt tiles
+         * read the step's interleaved copy of the rows (and the AVX-VNNI
+         * Q8_0 tiles of 5 rows or more, tile_q8_vnni_wt, the transposed
+         * weights): the same bits as outside one (into twin's buffer,
+         * whose outputs were checked above). */
+        for (int64_t i = 0; i < na * ldo; i++) twin[i] = sentinel;
+        em_gemm_step_begin();
+        em_gemm_packed(t, k, p, ws, nw, a, as, na, twin, ldo);
+        em_gemm_step_end();
+        for (int64_t i = 0; i < na * ldo; i++) bad[s] += memcmp(&out[i], &twin[i], sizeof *out) != 0;
         for (int64_t r = 0; r < na; r++)
             for (int64_t j = 0; j < ldo; j++) {
                 const float got = out[r * ldo + j];
@@ -209,7 +219,9 @@ static void test_kernels(void) {
  * must equal the scalar twin bit for bit.  With na rows of activations
  * (each row's pattern shifted by its index) the same bounds hold for the
  * prompt tiles: 3 rows take AVX2 Q8_0's tile that transposes its own
- * blocks, 16 rows its transposed group with the sign corrections. */
+ * blocks, 16 rows its transposed group with the sign corrections (and
+ * inside a step AVX-VNNI's tile_q8_vnni_wt, whose weight-sum corrections
+ * are largest with every quant -128). */
 static int check_extremes(em_type t, int64_t k, int64_t na, int wpat, int apat) {
     enum { NW = 16, NA = 16 };
     const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k), bs = em_get_type_traits(t)->type_size;
@@ -236,7 +248,14 @@ static int check_extremes(em_type t, int64_t k, int64_t na, int wpat, int apat) 
     em_pack_matrix(t, k, NW, w, p);
     em_gemm_packed(t, k, p, ws, NW, a, as, na, out, NW);
     em_gemm_packed_generic(t, k, p, ws, NW, a, as, na, twin, NW);
-    const int bad = memcmp(out, twin, (size_t)na * NW * sizeof *out) != 0;
+    int bad = memcmp(out, twin, (size_t)na * NW * sizeof *out) != 0;
+    /* Inside a product step the prompt tiles read the step's interleaved
+     * copy (the AVX-VNNI Q8_0 tile of 16 rows its quants + 128, times the
+     * signed weights of the transposed group): the same bits. */
+    em_gemm_step_begin();
+    em_gemm_packed(t, k, p, ws, NW, a, as, na, out, NW);
+    em_gemm_step_end();
+    bad += memcmp(out, twin, (size_t)na * NW * sizeof *out) != 0;
     if (bad) fprintf(stderr, "  %s k=%lld weights %d activations %d: %.9g, twin %.9g\n", em_type_name(t), (long long)k, wpat, apat, out[0], twin[0]);
     free(w);
     free(p);
@@ -466,8 +485,9 @@ static void step_tables_check(const char *set) {
     static const em_type types[] = {EM_TYPE_Q4_0, EM_TYPE_Q8_0};
     /* 48 and 57 rows: the AVX-512 Q8_0 kernel's calls of 48 rows or more
      * read the weights regrouped per call and the step's rows + 128
-     * (tile_q8_512_wq); 57 ends in tiles of 8 and 1 rows. */
-    static const int n_act[] = {2, 9, 16, 20, 33, 40, 48, 57};
+     * (tile_q8_512_wq); 57 ends in tiles of 8 and 1 rows.  5 rows: the
+     * AVX-VNNI Q8_0 kernel's fewest for tile_q8_vnni_wt. */
+    static const int n_act[] = {2, 5, 9, 16, 20, 33, 40, 48, 57};
     for (size_t ti = 0; ti < 2 * sizeof n_act / sizeof *n_act; ti++) {
         const em_type t = types[ti % 2];
         const int NA = n_act[ti / 2];

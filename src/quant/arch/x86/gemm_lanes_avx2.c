@@ -4,7 +4,8 @@
  * with one whole weight row per int32 lane: AVX-512 VNNI, AVX-VNNI
  * (256-bit) and AVX2.  One activation row goes to the kernels of
  * gemm_packed_avx2.c.  Q4_0 is described here; Q8_0 (AVX-512 below, and
- * its 256-bit form, which sums lanes instead) follows the same plan.
+ * its 256-bit forms, which sum lanes instead for a few rows) follows the
+ * same plan.
  *
  * In the x8 kernels a lane of vpdpbusd sums 4 of a block's 32 products,
  * so every block of every (weight row, activation row) pair leaves 4
@@ -142,6 +143,7 @@ typedef struct lane_keep {
     bool wt_use;       /* this call's tiles read wt (set by each call) */
     const void *wt_grp; /* the group wt holds, NULL: none (reset by each call) */
     int64_t wt_nb;
+    bool wt_wsum;      /* wt's corrections are -128 x the rows' quant sums (q8_transposed) */
     size_t wt_cap;     /* bytes allocated                             */
     uint8_t *wt;       /* [nb] 288 bytes: [8 dwords t][8 rows] int8, then
                         * [8 rows] int32 sign corrections (q8_transposed) */
@@ -232,8 +234,8 @@ static inline int64_t lane_rn16(int64_t r0, int64_t n) { return n - r0 >= 16 ? 1
  * thread from the kept table, in the thread's buffer; NULL when there is
  * no kept table, no memory, or more than LANE_ILV_MAX bytes to copy, and
  * the caller reads the rows in place.  With flip the quants are stored
- * plus 128 (an xor of 0x80: unsigned bytes, for tile_q8_512_wq), and the
- * copy is kept for calls that ask the same. */
+ * plus 128 (an xor of 0x80: unsigned bytes, for tile_q8_512_wq and
+ * tile_q8_vnni_wt), and the copy is kept for calls that ask the same. */
 #define LANE_ILV 40                         /* bytes per row and block: 32 quants, bias, scale */
 #define LANE_ILV_MAX ((size_t)4 << 20)      /* bytes per thread, at most */
 static const uint8_t *kept_interleaved(int offset, int64_t nb, const void *a, size_t as, int64_t na, bool flip) {
@@ -692,7 +694,8 @@ L256_TILE(tile_q4_avx2, , SUM_AVX2)
  * scaled once, where
  * the x8 kernel converts, scales and adds each of the 8 registers.
  * AVX-VNNI makes the weights unsigned (+128, an xor) and takes 128 times
- * the activation sum back out (act_table); AVX2 moves the weight's sign
+ * the activation sum back out (act_table), in calls of 2 to 4 rows (5 or
+ * more transpose the weights instead: tile_q8_vnni_wt below); AVX2 moves the weight's sign
  * onto the activation (vpsignb) as in gemm_packed_avx2.c.  For three or
  * more activation rows AVX2, with twice the instructions per product,
  * transposes the weights instead (tile_q8_avx2 below), once per group and
@@ -791,19 +794,24 @@ Q8_256_TILE(tile_q8_avx2_lanes, , Q8_W_AVX2, Q8_M_AVX2)
  * 9.68-9.78).  Calls of 3 to 8 rows, which transpose in the tile, keep
  * vpsignb: they have no buffer to hold the correction. */
 #define Q8T_BLOCK 288 /* bytes per block in the transposed group: 8 x 32 weights, 8 int32 corrections */
-static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
+/* Room for n bytes in the thread's transposed-group buffer. */
+static bool q8_transposed_reserve(size_t n) {
     lane_keep *k = &kept;
-    if (k->wt_grp == grp && k->wt_nb == nb) return k->wt;
-    const size_t need = (size_t)nb * Q8T_BLOCK;
-    if (need > k->wt_cap) {
-        pthread_once(&kept_once, kept_key_init);
-        if (!kept_key_ok || pthread_setspecific(kept_key, k) != 0) return NULL;
-        uint8_t *p = aligned_alloc(32, need);
-        if (!p) return NULL;
-        free(k->wt);
-        k->wt = p;
-        k->wt_cap = need;
-    }
+    if (n <= k->wt_cap) return true;
+    pthread_once(&kept_once, kept_key_init);
+    if (!kept_key_ok || pthread_setspecific(kept_key, k) != 0) return false;
+    uint8_t *p = aligned_alloc(32, n);
+    if (!p) return false;
+    free(k->wt);
+    k->wt = p;
+    k->wt_cap = n;
+    k->wt_grp = NULL;
+    return true;
+}
+static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb, bool wsum) {
+    lane_keep *k = &kept;
+    if (k->wt_grp == grp && k->wt_nb == nb && k->wt_wsum == wsum) return k->wt;
+    if (!q8_transposed_reserve((size_t)nb * Q8T_BLOCK)) return NULL;
     uint8_t *o = k->wt;
     em_x8_at at = em_x8_first((uintptr_t)grp, nb);
     const __m256i zero = _mm256_setzero_si256(), bytes1 = _mm256_set1_epi8(1);
@@ -837,12 +845,23 @@ static const uint8_t *q8_transposed(const uint8_t *grp, int64_t nb) {
          * the eight dwords' int16 sums stay in [0, 2048] before vpmaddwd adds
          * each lane's two into its int32. */
         __m256i n = zero;
-        for (int t = 0; t < 8; t++)
-            n = _mm256_add_epi16(n, _mm256_maddubs_epi16(_mm256_abs_epi8(_mm256_min_epi8(_mm256_load_si256(w + t), zero)), bytes1));
-        _mm256_store_si256(w + 8, _mm256_madd_epi16(n, _mm256_set1_epi16(1)));
+        if (wsum) {
+            /* With wsum (tile_q8_vnni_wt), -128 times each row's quant
+             * sum: vpmaddubsw of 1 and the signed quants adds byte pairs
+             * into int16 in [-256, 254], the eight dwords' sums stay in
+             * [-2048, 2032], and vpmaddwd adds each lane's two into its
+             * int32 (at most 4096 x 128 in magnitude after the shift). */
+            for (int t = 0; t < 8; t++) n = _mm256_add_epi16(n, _mm256_maddubs_epi16(bytes1, _mm256_load_si256(w + t)));
+            _mm256_store_si256(w + 8, _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_madd_epi16(n, _mm256_set1_epi16(1)), 7)));
+        } else {
+            for (int t = 0; t < 8; t++)
+                n = _mm256_add_epi16(n, _mm256_maddubs_epi16(_mm256_abs_epi8(_mm256_min_epi8(_mm256_load_si256(w + t), zero)), bytes1));
+            _mm256_store_si256(w + 8, _mm256_madd_epi16(n, _mm256_set1_epi16(1)));
+        }
     }
     k->wt_grp = grp;
     k->wt_nb = nb;
+    k->wt_wsum = wsum;
     return k->wt;
 }
 
@@ -936,7 +955,7 @@ static inline AI void tile_q8_avx2_halves(const int RN, const bool BUF, const bo
 static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *ar, size_t as,
                                    const int32_t *bias, const float *scale, float *out, int64_t ldo, uintptr_t pf,
                                    size_t pfl, size_t pfs) {
-    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb) : NULL;
+    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb, false) : NULL;
     if (wt)
         tile_q8_avx2_halves(RN, true, false, wt, nb, grp, ar, as, bias, scale, out, ldo, pf, pfl, pfs);
     else
@@ -954,7 +973,7 @@ static inline AI void tile_q8_avx2(const int RN, int64_t nb, const uint8_t *grp,
  * so the same bits. */
 static inline AI void tile_q8_avx2_ilv(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *x, float *out,
                                        int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
-    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb) : NULL;
+    const uint8_t *wt = kept.wt_use ? q8_transposed(grp, nb, false) : NULL;
     if (wt)
         tile_q8_avx2_halves(RN, true, true, wt, nb, grp, x, 0, NULL, NULL, out, ldo, pf, pfl, pfs);
     else
@@ -979,7 +998,101 @@ static void tile_ilv_q8_avx2(int rn, int64_t nb, const uint8_t *ga, const uint8_
 #undef Q8H_W
 #undef Q8H_DOT
 #undef Q8H_SUM
-#undef Q8T_BLOCK
+
+/* AVX-VNNI Q8_0 in prompts: the operands of vpdpbusd change roles, as
+ * tile_q8_512_wq does with AVX-512.  tile_q8_vnni keeps each weight row's
+ * products in its own 8 lanes and sums them across lanes (sum8_rows, 21
+ * unpacks, lane moves and adds per activation row and block, most of
+ * them on the one shuffle pipe of many cores), because the weights are
+ * the unsigned operand (+128) and the activations the signed one, a whole
+ * 32-byte register.  Here the weights stay signed and are read from the
+ * transposed group (q8_transposed with wsum: w[t] = dword t of rows 0-7,
+ * one row per lane, made once per group and call), the activations are
+ * made unsigned (+128, in the step's interleaved copy: kept_interleaved
+ * with flip) and each of their dwords is broadcast to all lanes, so each
+ * lane ends with its weight row's whole block sum after 8 vpdpbusd, with
+ * no lane sums: per activation row and block 8 broadcasts, 8 vpdpbusd and
+ * 3 float instructions.  The sum is then that of (a + 128) w, and 128
+ * times the weights' sum comes back out where tile_q8_vnni took 128
+ * times the activations' out: each row's sum starts at the block's
+ * correction, -128 times each weight row's quant sum, stored after the
+ * block's transposed weights.  Both are the same exact int32 block sum
+ * (sum of a w, at most 32 * 128 * 128 in magnitude), converted, scaled
+ * and added as before, so the results are the same bits.
+ *
+ * The eight products go into two sums of four, as tile_q8_512 does, to
+ * halve the chain of dependent vpdpbusd; the rows' loop stays rolled (its
+ * accumulators on the stack, as tile_q8_avx2_halves) so that the eight
+ * weight registers, the correction and the scales stay in the sixteen
+ * registers. */
+static inline AI TVNNI void tile_q8_vnni_wt(const int RN, int64_t nb, const uint8_t *grp, const uint8_t *wt,
+                                            const uint8_t *x, float *out, int64_t ldo, uintptr_t pf, size_t pfl,
+                                            size_t pfs) {
+    __m256 c[16];
+    for (int j = 0; j < RN; j++) c[j] = _mm256_setzero_ps();
+    em_x8_at at = em_x8_first((uintptr_t)grp, nb);
+    for (int64_t b = 0; b < nb; b++, em_x8_next(&at, nb, b, 32)) {
+        if (pf) em_gemv_prefetch_part(pf, pfl, b, pfs);
+        const __m256i *wb = (const __m256i *)(const void *)(wt + (size_t)b * Q8T_BLOCK);
+        const uint8_t *yb = x + (size_t)b * (size_t)RN * LANE_ILV;
+        const __m256i w0 = _mm256_load_si256(wb), w1 = _mm256_load_si256(wb + 1);
+        const __m256i w2 = _mm256_load_si256(wb + 2), w3 = _mm256_load_si256(wb + 3);
+        const __m256i w4 = _mm256_load_si256(wb + 4), w5 = _mm256_load_si256(wb + 5);
+        const __m256i w6 = _mm256_load_si256(wb + 6), w7 = _mm256_load_si256(wb + 7);
+        const __m256i corr = _mm256_load_si256(wb + 8);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)at.d));
+        _Pragma("GCC unroll 1") for (int j = 0; j < RN; j++) {
+            const uint8_t *y = yb + 32 * j;
+            __m256i s = corr, t = _mm256_setzero_si256();
+            s = _mm256_dpbusd_avx_epi32(s, BC256(y), w0);
+            t = _mm256_dpbusd_avx_epi32(t, BC256(y + 16), w4);
+            s = _mm256_dpbusd_avx_epi32(s, BC256(y + 4), w1);
+            t = _mm256_dpbusd_avx_epi32(t, BC256(y + 20), w5);
+            s = _mm256_dpbusd_avx_epi32(s, BC256(y + 8), w2);
+            t = _mm256_dpbusd_avx_epi32(t, BC256(y + 24), w6);
+            s = _mm256_dpbusd_avx_epi32(s, BC256(y + 12), w3);
+            t = _mm256_dpbusd_avx_epi32(t, BC256(y + 28), w7);
+            s = _mm256_add_epi32(s, t);
+            c[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(em_gemv_ldf32(yb + 36 * RN + 4 * j))), c[j]);
+        }
+    }
+    for (int j = 0; j < RN; j++) _mm256_storeu_ps(out + j * ldo, c[j]);
+}
+#define VNNIW_CALL(RN) tile_q8_vnni_wt(RN, nb, ga, wt, x, out, ldo, pf, pfl, pfs)
+/* The interleaved tile of the AVX-VNNI Q8_0 prompt driver (q8_lanes_vnni16):
+ * from the transposed group, read with the flipped copy. */
+static TVNNI void tile_ilv_q8_vnni(int rn, int64_t nb, const uint8_t *ga, const uint8_t *gb, const uint8_t *x,
+                                   float *out, int64_t ldo, uintptr_t pf, size_t pfl, size_t pfs) {
+    (void)gb;
+    const uint8_t *wt = q8_transposed(ga, nb, true);
+    switch (rn) {
+    case 16: VNNIW_CALL(16); return;
+    case 8: VNNIW_CALL(8); return;
+    case 7: VNNIW_CALL(7); return;
+    case 6: VNNIW_CALL(6); return;
+    case 5: VNNIW_CALL(5); return;
+    case 4: VNNIW_CALL(4); return;
+    case 3: VNNIW_CALL(3); return;
+    case 2: VNNIW_CALL(2); return;
+    default: VNNIW_CALL(1); return;
+    }
+}
+#undef VNNIW_CALL
+/* The AVX-VNNI Q8_0 prompt driver's tile outside a step's interleaved
+ * copy (rn up to 16 rows): tile_q8_vnni's tiles of 2 rows and 1, the
+ * short driver's arithmetic, so the same bits. */
+static TVNNI void tile_q8_vnni_rows(int rn, TILE_ARGS) {
+    (void)gb;
+    for (int i = 0; i < rn; i += 2) {
+        const uintptr_t p = i == 0 ? pf : 0;
+        const uint8_t *r = ar + (size_t)i * as;
+        if (rn - i >= 2)
+            tile_q8_vnni(2, nb, ga, r, as, bias + i * nb, scale + i * nb, out + i * ldo, ldo, p, pfl, pfs);
+        else
+            tile_q8_vnni(1, nb, ga, r, as, bias + i * nb, scale + i * nb, out + i * ldo, ldo, p, pfl, pfs);
+    }
+}
+#define Q8VNNI16_CALL(RN) tile_q8_vnni_rows(RN, nb, ga, gb, ar, as, bias, scale, out, ldo, pf, pfl, pfs)
 #define Q8VNNI_CALL(RN) ((void)gb, tile_q8_vnni(RN, nb, ga, ar, as, bias, scale, out, ldo, pf, pfl, pfs))
 /* Activation rows per AVX2 Q8_0 tile, 16 while that many are left, then
  * up to 8 (lane_rn16, the tiles of kept_interleaved): the transpose, or
@@ -1176,7 +1289,8 @@ TILE_SWITCH(em_gemm_q4_0x8_lanes_avx512, T512, T512_CALL, 16)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, TVNNI_CALL, 4)
 TILE_SWITCH(em_gemm_q4_0x8_lanes_avx2, , TAVX2_CALL, 4)
 TILE_SWITCH(q8_lanes_avx512, T512, Q8_512_CALL, 16)
-TILE_SWITCH(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, Q8VNNI_CALL, 2)
+TILE_SWITCH(q8_lanes_vnni, TVNNI, Q8VNNI_CALL, 2)
+TILE_SWITCH(q8_lanes_vnni16, TVNNI, Q8VNNI16_CALL, 16)
 TILE_SWITCH(q8_lanes_avx2, , Q8AVX2_CALL, Q8AVX2_RN)
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx512, T512, LANE_PLAN16, 2, 8, em_gemm_q4_0x8_avx512,
              tile_ilv_em_gemm_q4_0x8_lanes_avx512, false)
@@ -1184,7 +1298,11 @@ LANES_DRIVER(em_gemm_q4_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(4), 1, 8, em_gemm_q4
 LANES_DRIVER(em_gemm_q4_0x8_lanes_avx2, , LANE_PLAN(4), 1, 8, em_gemm_q4_0x8_avx2, LANE_NO_ILV, false)
 LANES_DRIVER(q8_lanes_avx512, static T512, LANE_PLAN16, 2, 128, em_gemm_q8_0x8_avx512, tile_ilv_q8_512,
              kept.wq_on)
-LANES_DRIVER(em_gemm_q8_0x8_lanes_avxvnni, TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV, false)
+LANES_DRIVER(q8_lanes_vnni, static TVNNI, LANE_PLAN(2), 1, 128, em_gemm_q8_0x8_avxvnni, LANE_NO_ILV, false)
+LANES_DRIVER(q8_lanes_vnni16, static TVNNI,
+             ((lane_plan){.rn_max = 16, .tiles16 = true, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true,
+                          .interleave = true}),
+             1, 128, em_gemm_q8_0x8_avxvnni, tile_ilv_q8_vnni, true)
 LANES_DRIVER(q8_lanes_avx2, static,
              ((lane_plan){.rn_max = Q8AVX2_RN, .tiles16 = true, .pf_bytes = EM_GEMV_PF_BYTES, .big_panel = true,
                           .interleave = true, .ilv_min = 8}),
@@ -1217,6 +1335,26 @@ T512 void em_gemm_q8_0x8_lanes_avx512(int64_t k, const void *w, size_t ws, int64
     kept.wq_ga = NULL;
     kept.wq_on = na >= Q8R_MIN_ROWS && q8_regrouped_reserve((size_t)(k / 32) * Q8R_BLOCK);
     q8_lanes_avx512(k, w, ws, nw, a, as, na, out, ldo);
+}
+
+/* The AVX-VNNI Q8_0 driver.  Calls of Q8W_MIN_ROWS rows or more (a
+ * prompt's) take tiles of 16 rows and, inside a product step, read the
+ * weights transposed once per group and call with the activations made
+ * unsigned in the step's copy (tile_q8_vnni_wt), when the thread's buffer
+ * has room; the transposed group is forgotten first, as another call's
+ * weights may sit at the same address.  Fewer rows keep tile_q8_vnni's
+ * tiles of 2: the transpose, 24 unpacks and lane moves a block, is then
+ * paid for too few rows (bench_gemm --step, k = 768 and 3072, loaded, 2
+ * pairs: 2 rows 0.63-0.74x, 3 rows 0.82-0.92x, 4 rows 0.96-1.08x, 5 rows
+ * 1.13-1.22x, 6 rows 1.20-1.30x, 16 rows 1.57-1.78x). */
+#define Q8W_MIN_ROWS 5
+TVNNI void em_gemm_q8_0x8_lanes_avxvnni(int64_t k, const void *w, size_t ws, int64_t nw, const void *a, size_t as,
+                                       int64_t na, float *out, int64_t ldo) {
+    kept.wt_grp = NULL;
+    if (na >= Q8W_MIN_ROWS && q8_transposed_reserve((size_t)(k / 32) * Q8T_BLOCK))
+        q8_lanes_vnni16(k, w, ws, nw, a, as, na, out, ldo);
+    else
+        q8_lanes_vnni(k, w, ws, nw, a, as, na, out, ldo);
 }
 
 #endif /* EM_HAVE_X86_GEMM */
