@@ -49,7 +49,7 @@ seed_gguf() {
     if [ -n "$data" ] && [ -d "$data" ]; then
         [ -f "$data/models/stories260K.gguf" ] && cp -f "$data/models/stories260K.gguf" "$corpus/"
         if [ -d "$data/tokenizers/llama.cpp-vocab" ]; then
-            find "$data/tokenizers/llama.cpp-vocab" -maxdepth 1 -name '*.gguf' -size -2M \
+            find "$data/tokenizers/llama.cpp-vocab" -maxdepth 1 -name '*.gguf' -size -2097152c \
                 -exec cp -f {} "$corpus/" \;
         fi
     else
