@@ -242,12 +242,6 @@ static void charge(rt_call *c, em_ledger_attempt *a, const rt_backend *b, int64_
     c->cost += a->cost_usd;
 }
 
-static void usage_of(const json_t *o, int64_t *pt, int64_t *ct) {
-    json_t *u = json_object_get(o, "usage");
-    *pt = json_integer_value(json_object_get(u, "prompt_tokens"));
-    *ct = json_integer_value(json_object_get(u, "completion_tokens"));
-}
-
 /* The body sent to backend b: the client's, with b's model name, the
  * stream flags this attempt needs, logprobs for a cascade's judgement, and
  * max_tokens bounded so that the reservation covers it. */
@@ -297,7 +291,7 @@ static void attempt_read(rt_call *c, rt_backend *b, em_ledger_attempt *a, bool s
             if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
         } else if (a) {
             int64_t pt, ct;
-            usage_of(res->answer, &pt, &ct);
+            em_rt_usage(res->answer, &pt, &ct);
             charge(c, a, b, pt, ct, dt);
         }
     } else if (res->outcome == EM_UP_OK && stream) {
@@ -713,7 +707,7 @@ static void stream_event(rt_stream *s, const char *ev, size_t len) {
     if (json_object_get(o, "error")) s->end = EM_UP_HTTP_5XX;
     json_t *choices = json_object_get(o, "choices");
     if (json_object_get(o, "usage") && json_is_object(json_object_get(o, "usage"))) {
-        usage_of(o, &s->c->prompt_tokens, &s->c->completion_tokens);
+        em_rt_usage(o, &s->c->prompt_tokens, &s->c->completion_tokens);
         if (!json_array_size(choices) && !s->c->include_usage) {
             json_decref(o);
             return;
@@ -954,7 +948,7 @@ static enum MHD_Result send_live(struct MHD_Connection *conn, rt_conn *cs, rt_ca
 /* Answers with a whole JSON answer, as one body or, for a streaming client
  * whose answer a cascade accepted, as events; then settles the call. */
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
-    usage_of(res->answer, &c->prompt_tokens, &c->completion_tokens);
+    em_rt_usage(res->answer, &c->prompt_tokens, &c->completion_tokens);
     struct MHD_Response *r;
     if (c->stream) r = text_response(as_events(c, res->answer), "text/event-stream");
     else r = text_response(json_dumps(res->answer, JSON_COMPACT), "application/json");

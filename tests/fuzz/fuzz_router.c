@@ -7,14 +7,15 @@
  * the facts the rules look at, the rules of a route, the cost bound of the
  * budget and, with a vocabulary (stories260K's, from $EMBER_FUZZ_VOCAB or
  * $EMBER_TEST_DATA), the local model's prompt token count.  As an answer
- * they go through the cascade's acceptance from token log-probabilities;
- * as a refusal's body, through the classification of upstream failures.
+ * they go through the cascade's acceptance from token log-probabilities
+ * and the usage the call is charged for; as a refusal's body, through the
+ * classification of upstream failures.
  *
  * Beyond "no crash, no leak, no out-of-bounds access" it checks the
- * contract: a rule picks a backend of the configuration or none, the
- * confidence's minimum is at most its mean, a refused answer says why,
- * and every failure but the backend's own refusal maps to an HTTP status
- * and an error code of its own.
+ * contract: a rule picks a backend of the configuration or none, no usage
+ * is negative, the confidence's minimum is at most its mean, a refused
+ * answer says why, and every failure but the backend's own refusal maps
+ * to an HTTP status and an error code of its own.
  */
 #include "router/config.h"
 #include "router/policy.h"
@@ -99,6 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(n >= 0);
         if (n > 0 && isfinite(mean) && isfinite(min)) check(min <= mean + 1e-9 * fabs(mean));
     }
+    int64_t pt = -1, ct = -1;
+    em_rt_usage(body, &pt, &ct);
+    check(pt >= 0 && ct >= 0);
     char reason[160];
     if (!em_rt_cascade_accept(&cfg.routes[route_cascade], body, reason, sizeof reason)) check(reason[0] != '\0');
     json_decref(body);

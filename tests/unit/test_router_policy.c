@@ -86,6 +86,29 @@ static void test_prices(void) {
     CHECK(fabs(em_rt_local_cost(&local, 1000) - em_rt_max_cost(&local, 5, 5)) < 1e-15); /* bounded by the timeout */
 }
 
+/* What a backend says it used is charged: a negative count must
+ * not become a credit on the key's budget. */
+static void test_usage(void) {
+    json_error_t je;
+    int64_t pt = -1, ct = -1;
+    json_t *a = json_loads("{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK(pt == 12 && ct == 34);
+    json_decref(a);
+    a = json_loads("{\"usage\":{\"prompt_tokens\":-1000000000000,\"completion_tokens\":-5}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK_MSG(pt == 0 && ct == 0, "negative usage read as %lld, %lld", (long long)pt, (long long)ct);
+    em_rt_backend_cfg remote = {.kind = EM_RT_REMOTE, .input_per_mtok = 3, .output_per_mtok = 15};
+    CHECK(em_rt_token_cost(&remote, pt, ct) >= 0);
+    json_decref(a);
+    a = json_loads("{\"usage\":{\"prompt_tokens\":\"7\",\"completion_tokens\":1.5}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK(pt == 0 && ct == 0);
+    json_decref(a);
+    em_rt_usage(NULL, &pt, &ct);
+    CHECK(pt == 0 && ct == 0);
+}
+
 static void test_classify(void) {
     CHECK(em_up_classify(200, "", 0) == EM_UP_OK);
     CHECK(em_up_classify(500, "", 0) == EM_UP_HTTP_5XX && em_up_classify(503, "", 0) == EM_UP_HTTP_5XX);
@@ -216,6 +239,7 @@ int main(void) {
     test_rules();
     test_cascade();
     test_prices();
+    test_usage();
     test_classify();
     test_ledger();
     test_redacted();
