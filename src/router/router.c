@@ -261,8 +261,7 @@ static char *attempt_body(rt_call *c, rt_backend *b, bool stream, bool logprobs)
 }
 
 static bool has_event(const em_xfer *x) {
-    size_t n = em_xfer_avail(x);
-    return x->in.p && n >= 2 && memmem(x->in.p + x->off, n, "\n\n", 2) != NULL;
+    return x->in.p && em_sse_event_len(x->in.p + x->off, em_xfer_avail(x)) > 0;
 }
 
 /* What one try's transfer gave, into res: a live stream (a streaming try
@@ -673,20 +672,9 @@ static void stream_fail(rt_stream *s, em_up_outcome o, const char *msg) {
 /* One event from the upstream: note its usage, drop the usage chunk the
  * client did not ask for, pass the rest on as it came. */
 static void stream_event(rt_stream *s, const char *ev, size_t len) {
-    const char *data = NULL;
-    size_t dlen = 0;
-    for (const char *p = ev; p < ev + len;) {
-        const char *nl = memchr(p, '\n', (size_t)(ev + len - p));
-        size_t ll = nl ? (size_t)(nl - p) : (size_t)(ev + len - p);
-        if (ll >= 5 && !memcmp(p, "data:", 5)) {
-            data = p + 5;
-            dlen = ll - 5;
-            while (dlen && (*data == ' ')) data++, dlen--;
-            while (dlen && (data[dlen - 1] == '\r')) dlen--;
-        }
-        p += ll + 1;
-    }
-    if (!data) return; /* comments, keep-alives */
+    const char *data;
+    size_t dlen;
+    if (!em_sse_event_data(ev, len, &data, &dlen)) return; /* comments, keep-alives */
     if (dlen == 6 && !memcmp(data, "[DONE]", 6)) {
         stream_charge(s);
         char cost[32];
@@ -729,7 +717,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
          * client, not one per event. */
         while (!s->finished && s->out.n - s->off < max && has_event(x)) {
             const char *d = x->in.p + x->off;
-            size_t n = (size_t)((const char *)memmem(d, em_xfer_avail(x), "\n\n", 2) - d) + 2;
+            size_t n = em_sse_event_len(d, em_xfer_avail(x));
             stream_event(s, d, n);
             em_xfer_consume(x, n);
         }

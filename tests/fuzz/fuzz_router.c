@@ -1,14 +1,15 @@
 /*
  * fuzz_router.c - libFuzzer target: arbitrary bytes where the router
  * (`ember serve --config`) reads what others send it: a client's request
- * body, and a remote backend's answer or refusal.
+ * body, and a remote backend's answer, stream or refusal.
  *
  * As a request body (parsed as router.c parses it) the bytes go through
  * the facts the rules look at, the rules of a route, the cost bound of the
  * budget and, with a vocabulary (stories260K's, from $EMBER_FUZZ_VOCAB or
  * $EMBER_TEST_DATA), the local model's prompt token count.  As an answer
  * they go through the cascade's acceptance from token log-probabilities
- * and the usage the call is charged for; as a refusal's body, through the
+ * and the usage the call is charged for; as a stream, through the cutting
+ * into server-sent events and their data; as a refusal's body, through the
  * classification of upstream failures.
  *
  * Beyond "no crash, no leak, no out-of-bounds access" it checks the
@@ -73,6 +74,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* A client error passes the backend's own 4xx on (router.c). */
         if (o != EM_UP_OK && o != EM_UP_CLIENT_ERROR) check(code != NULL && code[0] && http >= 400 && http < 600);
         check(strcmp(em_up_outcome_name(o), "unknown") != 0);
+    }
+
+    /* As a stream: event after event, as router.c takes them. */
+    for (size_t off = 0, n; off < size && (n = em_sse_event_len((const char *)data + off, size - off)); off += n) {
+        check(n <= size - off);
+        const char *d;
+        size_t dl;
+        if (em_sse_event_data((const char *)data + off, n, &d, &dl))
+            check(d >= (const char *)data + off && d + dl <= (const char *)data + off + n);
     }
 
     json_error_t je;
