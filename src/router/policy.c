@@ -149,6 +149,14 @@ bool em_rt_cascade_accept(const em_rt_route *r, const json_t *answer, char *reas
     return true;
 }
 
+void em_rt_usage(const json_t *answer, int64_t *pt, int64_t *ct) {
+    json_t *u = json_object_get(answer, "usage");
+    json_int_t p = json_integer_value(json_object_get(u, "prompt_tokens"));
+    json_int_t c = json_integer_value(json_object_get(u, "completion_tokens"));
+    *pt = p > 0 ? (int64_t)p : 0;
+    *ct = c > 0 ? (int64_t)c : 0;
+}
+
 double em_rt_token_cost(const em_rt_backend_cfg *b, int64_t prompt_tokens, int64_t completion_tokens) {
     return ((double)prompt_tokens * b->input_per_mtok + (double)completion_tokens * b->output_per_mtok) / 1e6;
 }

@@ -47,6 +47,12 @@ bool em_rt_confidence(const json_t *answer, double *mean, double *min, int *n_to
  * -1.53 < -1.2", "no logprobs"). */
 bool em_rt_cascade_accept(const em_rt_route *r, const json_t *answer, char *reason, size_t reason_len);
 
+/* The token counts an answer (or a stream's usage chunk) reports in its
+ * `usage`.  A count that is absent, not an integer or negative is 0: the
+ * cost is charged from these, and a backend's bad answer must not credit
+ * a key's budget. */
+void em_rt_usage(const json_t *answer, int64_t *prompt_tokens, int64_t *completion_tokens);
+
 /* USD for tokens at a remote backend's per-million prices. */
 double em_rt_token_cost(const em_rt_backend_cfg *b, int64_t prompt_tokens, int64_t completion_tokens);
 /* USD for a local backend busy for `seconds` on one of its `parallel`

@@ -242,12 +242,6 @@ static void charge(rt_call *c, em_ledger_attempt *a, const rt_backend *b, int64_
     c->cost += a->cost_usd;
 }
 
-static void usage_of(const json_t *o, int64_t *pt, int64_t *ct) {
-    json_t *u = json_object_get(o, "usage");
-    *pt = json_integer_value(json_object_get(u, "prompt_tokens"));
-    *ct = json_integer_value(json_object_get(u, "completion_tokens"));
-}
-
 /* The body sent to backend b: the client's, with b's model name, the
  * stream flags this attempt needs, logprobs for a cascade's judgement, and
  * max_tokens bounded so that the reservation covers it. */
@@ -267,8 +261,7 @@ static char *attempt_body(rt_call *c, rt_backend *b, bool stream, bool logprobs)
 }
 
 static bool has_event(const em_xfer *x) {
-    size_t n = em_xfer_avail(x);
-    return x->in.p && n >= 2 && memmem(x->in.p + x->off, n, "\n\n", 2) != NULL;
+    return x->in.p && em_sse_event_len(x->in.p + x->off, em_xfer_avail(x)) > 0;
 }
 
 /* What one try's transfer gave, into res: a live stream (a streaming try
@@ -297,7 +290,7 @@ static void attempt_read(rt_call *c, rt_backend *b, em_ledger_attempt *a, bool s
             if (a) snprintf(c->att_reason[res->att], 160, "malformed JSON answer");
         } else if (a) {
             int64_t pt, ct;
-            usage_of(res->answer, &pt, &ct);
+            em_rt_usage(res->answer, &pt, &ct);
             charge(c, a, b, pt, ct, dt);
         }
     } else if (res->outcome == EM_UP_OK && stream) {
@@ -679,20 +672,9 @@ static void stream_fail(rt_stream *s, em_up_outcome o, const char *msg) {
 /* One event from the upstream: note its usage, drop the usage chunk the
  * client did not ask for, pass the rest on as it came. */
 static void stream_event(rt_stream *s, const char *ev, size_t len) {
-    const char *data = NULL;
-    size_t dlen = 0;
-    for (const char *p = ev; p < ev + len;) {
-        const char *nl = memchr(p, '\n', (size_t)(ev + len - p));
-        size_t ll = nl ? (size_t)(nl - p) : (size_t)(ev + len - p);
-        if (ll >= 5 && !memcmp(p, "data:", 5)) {
-            data = p + 5;
-            dlen = ll - 5;
-            while (dlen && (*data == ' ')) data++, dlen--;
-            while (dlen && (data[dlen - 1] == '\r')) dlen--;
-        }
-        p += ll + 1;
-    }
-    if (!data) return; /* comments, keep-alives */
+    const char *data;
+    size_t dlen;
+    if (!em_sse_event_data(ev, len, &data, &dlen)) return; /* comments, keep-alives */
     if (dlen == 6 && !memcmp(data, "[DONE]", 6)) {
         stream_charge(s);
         char cost[32];
@@ -713,7 +695,7 @@ static void stream_event(rt_stream *s, const char *ev, size_t len) {
     if (json_object_get(o, "error")) s->end = EM_UP_HTTP_5XX;
     json_t *choices = json_object_get(o, "choices");
     if (json_object_get(o, "usage") && json_is_object(json_object_get(o, "usage"))) {
-        usage_of(o, &s->c->prompt_tokens, &s->c->completion_tokens);
+        em_rt_usage(o, &s->c->prompt_tokens, &s->c->completion_tokens);
         if (!json_array_size(choices) && !s->c->include_usage) {
             json_decref(o);
             return;
@@ -735,7 +717,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
          * client, not one per event. */
         while (!s->finished && s->out.n - s->off < max && has_event(x)) {
             const char *d = x->in.p + x->off;
-            size_t n = (size_t)((const char *)memmem(d, em_xfer_avail(x), "\n\n", 2) - d) + 2;
+            size_t n = em_sse_event_len(d, em_xfer_avail(x));
             stream_event(s, d, n);
             em_xfer_consume(x, n);
         }
@@ -954,7 +936,7 @@ static enum MHD_Result send_live(struct MHD_Connection *conn, rt_conn *cs, rt_ca
 /* Answers with a whole JSON answer, as one body or, for a streaming client
  * whose answer a cascade accepted, as events; then settles the call. */
 static enum MHD_Result send_answer(struct MHD_Connection *conn, rt_conn *cs, rt_call *c, rt_result *res) {
-    usage_of(res->answer, &c->prompt_tokens, &c->completion_tokens);
+    em_rt_usage(res->answer, &c->prompt_tokens, &c->completion_tokens);
     struct MHD_Response *r;
     if (c->stream) r = text_response(as_events(c, res->answer), "text/event-stream");
     else r = text_response(json_dumps(res->answer, JSON_COMPACT), "application/json");

@@ -67,6 +67,43 @@ int em_up_client_status(em_up_outcome o, const char **code) {
     }
 }
 
+size_t em_sse_event_len(const char *buf, size_t n) {
+    bool line_empty = true; /* nothing yet on the line being read */
+    for (size_t i = 0; i < n;) {
+        if (buf[i] != '\n' && buf[i] != '\r') {
+            line_empty = false;
+            i++;
+            continue;
+        }
+        /* A "\r" that ends the buffer may be half of a "\r\n": it still
+         * ends its line, and a "\n" after it becomes an empty event. */
+        size_t end = i + 1 + (buf[i] == '\r' && i + 1 < n && buf[i + 1] == '\n');
+        if (line_empty) return end;
+        line_empty = true;
+        i = end;
+    }
+    return 0;
+}
+
+bool em_sse_event_data(const char *ev, size_t len, const char **data, size_t *dlen) {
+    *data = NULL;
+    *dlen = 0;
+    for (size_t i = 0; i < len;) {
+        size_t ll = 0;
+        while (i + ll < len && ev[i + ll] != '\n' && ev[i + ll] != '\r') ll++;
+        if (ll >= 5 && !memcmp(ev + i, "data:", 5)) {
+            const char *d = ev + i + 5;
+            size_t dl = ll - 5;
+            while (dl && *d == ' ') d++, dl--;
+            *data = d;
+            *dlen = dl;
+        }
+        i += ll;
+        if (i < len) i += 1 + (ev[i] == '\r' && i + 1 < len && ev[i + 1] == '\n');
+    }
+    return *data != NULL;
+}
+
 static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     em_xfer *x = ud;
     size_t len = size * n;

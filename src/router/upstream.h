@@ -79,6 +79,16 @@ void em_xfer_consume(em_xfer *x, size_t n);
 em_up_outcome em_xfer_outcome(const em_xfer *x);
 void em_xfer_free(em_xfer *x);
 
+/* Server-sent events as a streaming backend sends them.  A line ends at
+ * "\r\n", "\n" or "\r" (all three are SSE), and an event ends at the
+ * empty line after it.  em_sse_event_len: the length of the first whole
+ * event in buf[0..n), through its empty line (at least 1), or 0 when no
+ * event is complete yet.  em_sse_event_data: the value of the event's last
+ * `data:` line, without the spaces after the colon (*data points into ev);
+ * false for an event without one (comments, keep-alives). */
+size_t em_sse_event_len(const char *buf, size_t n);
+bool em_sse_event_data(const char *ev, size_t len, const char **data, size_t *dlen);
+
 /* Once per process, before any thread starts. */
 bool em_upstream_global_init(void);
 

@@ -193,6 +193,11 @@ code=$(curl -s -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' "http://127.0.0.1:$r
 check "stream: a connection dropped mid-stream ends with an error event and [DONE]" '[ "$code" = 200 ] && [ "$(grep -c "^data: {\"choices\|^data: {\"id\"" "$tmp/b")" = 2 ] && grep -q "upstream_stream_broken" "$tmp/b" && tail -2 "$tmp/b" | grep -q "\[DONE\]"'
 sleep 0.3
 check "stream: the ledger records the broken stream" '[ "$(sql "SELECT outcome FROM requests ORDER BY id DESC LIMIT 1")" = broken_stream ]'
+code=$(curl -s -N -D "$tmp/h" -o "$tmp/b" -w '%{http_code}' "http://127.0.0.1:$rport/v1/chat/completions" -H "Authorization: Bearer $KEY" \
+  -d '{"model": "direct-strong", "stream": true, "messages": [{"role": "user", "content": "#stub:crlf"}], "max_tokens": 4}')
+check "stream: events with CRLF line endings pass through whole" '[ "$code" = 200 ] && [ "$(grep -c "^data: {" "$tmp/b")" = 5 ] && tail -2 "$tmp/b" | grep -q "\[DONE\]"'
+sleep 0.3
+check "stream: the ledger records the CRLF stream as ok with its usage" '[ "$(sql "SELECT outcome, completion_tokens FROM requests ORDER BY id DESC LIMIT 1")" = "ok|4" ]'
 
 # -------------------------------------------------------------- replicas
 control $port_r1 '{"reset": true}'; control $port_r2 '{"reset": true}'

@@ -7,6 +7,8 @@
 #   fuzz_gguf  small real GGUF files from $EMBER_TEST_DATA (stories260K and
 #              the vocabulary files under 2 MB) plus the sound and broken
 #              files written by the gguf_seeds tool;
+#   fuzz_model those of fuzz_gguf, plus the small test models of the
+#              other families ($EMBER_TEST_DATA/models/arch, under 2 MB);
 #   fuzz_jinja the templates in tests/fuzz/seeds_jinja/, the built-in
 #              templates (printed by BUILD_DIR/render_template --builtin)
 #              and the real chat templates under $EMBER_TEST_DATA/templates;
@@ -45,12 +47,15 @@ fi
 
 # Copies the seeds of one target into its corpus folder.
 seed_gguf() {
-    local corpus=$1
+    local corpus=$1 models=${2:-}
     if [ -n "$data" ] && [ -d "$data" ]; then
         [ -f "$data/models/stories260K.gguf" ] && cp -f "$data/models/stories260K.gguf" "$corpus/"
         if [ -d "$data/tokenizers/llama.cpp-vocab" ]; then
-            find "$data/tokenizers/llama.cpp-vocab" -maxdepth 1 -name '*.gguf' -size -2M \
+            find "$data/tokenizers/llama.cpp-vocab" -maxdepth 1 -name '*.gguf' -size -2097152c \
                 -exec cp -f {} "$corpus/" \;
+        fi
+        if [ -n "$models" ] && [ -d "$data/models/arch" ]; then
+            find "$data/models/arch" -maxdepth 1 -name '*.gguf' -size -2097152c -exec cp -f {} "$corpus/" \;
         fi
     else
         echo "run.sh: EMBER_TEST_DATA not set: fuzz_gguf starts without real files" >&2
@@ -103,8 +108,8 @@ for t in "${targets[@]}"; do
     crashes="$build/crashes/$name"
     mkdir -p "$corpus" "$crashes"
     case $name in
-    fuzz_gguf)
-        seed_gguf "$corpus"
+    fuzz_gguf | fuzz_model)
+        seed_gguf "$corpus" "$([ "$name" = fuzz_model ] && echo models)"
         # Whole real files (up to 2 MB) must fit, or libFuzzer would cut
         # every seed short and never reach the tensor table.
         max_len=${FUZZ_MAX_LEN:-2097152}

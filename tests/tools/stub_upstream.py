@@ -15,6 +15,7 @@ A request picks its behaviour with a directive anywhere in its prompt:
   #stub:malformed  200 with a body that is not JSON
   #stub:slow       streams, 0.3 s between events
   #stub:drop       streams two events, then closes the connection
+  #stub:crlf       streams with CRLF line endings (as SSE allows)
   #stub:context    a 400 saying the prompt is too long, worded as
                    --context-wording says (openai, vllm, anthropic, llamacpp)
   #lp:X            every token's log-probability is X (default --lp)
@@ -146,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
                  "total_tokens": max(1, len(text) // 4) + len(tokens)}
         want_lp = body.get("logprobs") is not None and body.get("logprobs") is not False  # 0 asks too
         created = int(time.time())
-        if body.get("stream") or mode in ("slow", "drop"):
+        if body.get("stream") or mode in ("slow", "drop", "crlf"):
             return self.stream(body, chat, tokens, usage, created, mode, lp if want_lp else None)
         content = "".join(tokens)
         if chat:
@@ -171,8 +172,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
 
+        eol = b"\r\n" if mode == "crlf" else b"\n"
+
         def event(obj):
-            self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+            self.wfile.write(b"data: " + json.dumps(obj).encode() + eol + eol)
             self.wfile.flush()
 
         base = {"id": "chatcmpl-stub" if chat else "cmpl-stub",
@@ -198,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
             event(dict(base, choices=[last]))
             if (body.get("stream_options") or {}).get("include_usage"):
                 event(dict(base, choices=[], usage=usage))
-            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.write(b"data: [DONE]" + eol + eol)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass

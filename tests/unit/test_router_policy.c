@@ -1,6 +1,7 @@
 /*
  * test_router_policy.c - the router's decisions without the network:
- * rules, cascade acceptance from logprobs, prices, the mapping of
+ * rules, cascade acceptance from logprobs, prices, the usage an answer
+ * reports, the cutting of a stream into server-sent events, the mapping of
  * upstream failures (context-length errors however worded), and the
  * SQLite ledger's budgets under 200 concurrent reservations.
  */
@@ -84,6 +85,59 @@ static void test_prices(void) {
     em_rt_backend_cfg local = {.kind = EM_RT_LOCAL, .hourly_usd = 3.6, .parallel = 4, .timeout_s = 60};
     CHECK(fabs(em_rt_local_cost(&local, 10) - 3.6 * 10 / 3600 / 4) < 1e-15);
     CHECK(fabs(em_rt_local_cost(&local, 1000) - em_rt_max_cost(&local, 5, 5)) < 1e-15); /* bounded by the timeout */
+}
+
+/* A backend's stream: events end at an empty line, whichever of SSE's
+ * line endings (LF, CRLF, CR) it writes. */
+static void test_sse(void) {
+    const char *d;
+    size_t dl;
+    const char *lf = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
+    CHECK(em_sse_event_len(lf, strlen(lf)) == 15);
+    CHECK(em_sse_event_data(lf, 15, &d, &dl) && dl == 7 && !memcmp(d, "{\"a\":1}", 7));
+    const char *crlf = "data: {\"a\":1}\r\n\r\ndata: [DONE]\r\n\r\n";
+    size_t n = em_sse_event_len(crlf, strlen(crlf));
+    CHECK_MSG(n == 17, "a CRLF event is %zu bytes long", n);
+    CHECK(em_sse_event_data(crlf, n, &d, &dl) && dl == 7 && !memcmp(d, "{\"a\":1}", 7));
+    CHECK(em_sse_event_len(crlf + n, strlen(crlf + n)) == 16);
+    CHECK(em_sse_event_data(crlf + n, 16, &d, &dl) && dl == 6 && !memcmp(d, "[DONE]", 6));
+    const char *cr = "data: x\r\rdata: y\r\r";
+    CHECK(em_sse_event_len(cr, strlen(cr)) == 9);
+    CHECK(em_sse_event_data(cr, 9, &d, &dl) && dl == 1 && d[0] == 'x');
+    /* Not yet whole: no empty line, or only its first half. */
+    CHECK(em_sse_event_len("data: x\n", 8) == 0);
+    CHECK(em_sse_event_len("data: x\r\n", 9) == 0);
+    CHECK(em_sse_event_len("data: x\r", 8) == 0);
+    CHECK(em_sse_event_len("data: x\r\n\r", 10) == 10);
+    CHECK(em_sse_event_len("\ndata: x\n\n", 10) == 1); /* the "\n" of a split "\r\n" */
+    CHECK(em_sse_event_len("", 0) == 0);
+    /* Comments and keep-alives have no data; of several data lines the last counts. */
+    CHECK(!em_sse_event_data(": keep-alive\n\n", 14, &d, &dl) && d == NULL);
+    const char *two = "event: x\ndata: 1\ndata:2\n\n";
+    CHECK(em_sse_event_data(two, strlen(two), &d, &dl) && dl == 1 && d[0] == '2');
+}
+
+/* What a backend says it used is charged: a negative count must
+ * not become a credit on the key's budget. */
+static void test_usage(void) {
+    json_error_t je;
+    int64_t pt = -1, ct = -1;
+    json_t *a = json_loads("{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK(pt == 12 && ct == 34);
+    json_decref(a);
+    a = json_loads("{\"usage\":{\"prompt_tokens\":-1000000000000,\"completion_tokens\":-5}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK_MSG(pt == 0 && ct == 0, "negative usage read as %lld, %lld", (long long)pt, (long long)ct);
+    em_rt_backend_cfg remote = {.kind = EM_RT_REMOTE, .input_per_mtok = 3, .output_per_mtok = 15};
+    CHECK(em_rt_token_cost(&remote, pt, ct) >= 0);
+    json_decref(a);
+    a = json_loads("{\"usage\":{\"prompt_tokens\":\"7\",\"completion_tokens\":1.5}}", 0, &je);
+    em_rt_usage(a, &pt, &ct);
+    CHECK(pt == 0 && ct == 0);
+    json_decref(a);
+    em_rt_usage(NULL, &pt, &ct);
+    CHECK(pt == 0 && ct == 0);
 }
 
 static void test_classify(void) {
@@ -216,6 +270,8 @@ int main(void) {
     test_rules();
     test_cascade();
     test_prices();
+    test_usage();
+    test_sse();
     test_classify();
     test_ledger();
     test_redacted();
