@@ -223,7 +223,7 @@ static void test_kernels(void) {
  * inside a step AVX-VNNI's tile_q8_vnni_wt, whose weight-sum corrections
  * are largest with every quant -128). */
 static int check_extremes(em_type t, int64_t k, int64_t na, int wpat, int apat) {
-    enum { NW = 16, NA = 16 };
+    enum { NW = 16, NA = 48 };
     const size_t ws = em_row_size(t, k), as = em_row_size(EM_TYPE_Q8_0, k), bs = em_get_type_traits(t)->type_size;
     uint8_t *w = calloc(NW, ws), *p = calloc(NW, ws), *a = calloc(NA, as);
     float out[NA * NW], twin[NA * NW];
@@ -271,7 +271,8 @@ static void test_gemv_extremes(void) {
         for (int ti = 0; ti < 2; ti++)
             for (int wp = 0; wp < 4; wp++)
                 for (int ap = 0; ap < 3; ap++) {
-                    for (int64_t na = 1; na <= 16; na += na == 1 ? 2 : 13) {
+                    /* 48 rows: inside a step, AVX-512's regrouped tile (tile_q8_512_wq) */
+                    for (int64_t na = 1; na <= 48; na = na == 1 ? 3 : na == 3 ? 16 : na == 16 ? 48 : 49) {
                         bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 32, na, wp, ap);
                         bad += check_extremes(ti ? EM_TYPE_Q8_0 : EM_TYPE_Q4_0, 4096, na, wp, ap);
                     }
