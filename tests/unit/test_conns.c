@@ -152,6 +152,18 @@ static const char GET[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\
 static const char GET_KEEP[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 static const char HOLD[] = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
 
+/* A new connection from 127.0.0.`host` is served: a GET answered with a
+ * 200 and closed.  Returns the connection for the caller to close. */
+static int served_from(int host) {
+    int fd = dial_from(host);
+    CHECK(fd >= 0);
+    say(fd, GET);
+    char buf[1024];
+    CHECK(read_to_close(fd, buf, sizeof buf, WAIT_MS));
+    CHECK_MSG(strstr(buf, " 200 ") != NULL, "a new client from 127.0.0.%d got: %.80s", host, buf);
+    return fd;
+}
+
 /* Reads one answer of a kept-alive connection: true when it is a 200
  * whose body ("ok") has arrived. */
 static bool read_answer(int fd) {
@@ -375,12 +387,7 @@ static void test_no_slot_from_a_smaller_client(void) {
     CHECK(st.closed[EM_CONN_PER_CLIENT] == before.closed[EM_CONN_PER_CLIENT] + 1);
     CHECK(st.closed[EM_CONN_EVICTED] == before.closed[EM_CONN_EVICTED]);
     /* A new client holds fewer slots than 127.0.0.1: it gets that slot. */
-    int three = dial_from(3);
-    CHECK(three >= 0);
-    say(three, GET);
-    char buf[1024];
-    CHECK(read_to_close(three, buf, sizeof buf, WAIT_MS));
-    CHECK_MSG(strstr(buf, " 200 ") != NULL, "the new client got: %.80s", buf);
+    int three = served_from(3);
     CHECK(read_to_close(one, NULL, 0, WAIT_MS));
     CHECK(stats().closed[EM_CONN_EVICTED] == before.closed[EM_CONN_EVICTED] + 1);
     for (int i = 0; i < TABLE - 1; i++) {
@@ -434,12 +441,7 @@ static void test_per_client_cap(void) {
     em_conn_stats st = stats();
     CHECK(st.closed[EM_CONN_PER_CLIENT] == before.closed[EM_CONN_PER_CLIENT] + 1);
     CHECK(st.closed[EM_CONN_REFUSED] == before.closed[EM_CONN_REFUSED]);
-    int other = dial_from(1);
-    CHECK(other >= 0);
-    say(other, GET);
-    char buf[1024];
-    CHECK(read_to_close(other, buf, sizeof buf, WAIT_MS));
-    CHECK_MSG(strstr(buf, " 200 ") != NULL, "another client got: %.80s", buf);
+    int other = served_from(1);
     CHECK(read_answer(b) && read_answer(c));
     close(a);
     close(b);
